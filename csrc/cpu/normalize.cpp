@@ -1,0 +1,92 @@
+// CPU kernel of fastecg::_normalize_kernel: one row = one normalised record.
+// Statistics accumulate in double (two passes: mean, then squared deviations)
+// so float32 records of Holter length do not lose precision.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+
+namespace fastecg {
+namespace {
+
+constexpr double kEps = 1e-7;  // torch_ecg's guard against a zero spread
+enum Method : int64_t { kZScore = 0, kMinMax = 1, kNaive = 2 };
+
+// Returns (scale, shift) so that y = x * scale + shift for this row.
+template <typename T>
+void row_affine(const T* x, int64_t n, int64_t method, double mean, double std, double& scale,
+                double& shift) {
+  if (method == kNaive) {
+    scale = 1.0 / std;
+    shift = -mean / std;
+    return;
+  }
+  if (method == kMinMax) {
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    bool finite = true;
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = x[i];
+      finite &= std::isfinite(v);
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+    }
+    // A record with NaN/Inf has no defined range: the whole record becomes NaN.
+    const double range = finite ? hi - lo + kEps : std::numeric_limits<double>::quiet_NaN();
+    scale = 1.0 / range;
+    shift = -lo / range;
+    return;
+  }
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
+  const double mu = sum / n;
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = x[i] - mu;
+    ss += d * d;
+  }
+  const double sigma = std::sqrt(ss / (n - 1));  // unbiased, as torch.std
+  scale = std / (sigma + kEps);
+  shift = mean - mu * scale;
+}
+
+template <typename T>
+void normalize_rows(const T* x, T* y, int64_t rows, int64_t n, int64_t method, double mean,
+                    double std) {
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * n;
+      T* yr = y + r * n;
+      double scale, shift;
+      row_affine(xr, n, method, mean, std, scale, shift);
+      if (method == kNaive) {
+        for (int64_t i = 0; i < n; ++i) yr[i] = static_cast<T>((xr[i] - mean) / std);
+      } else {
+        for (int64_t i = 0; i < n; ++i) yr[i] = static_cast<T>(xr[i] * scale + shift);
+      }
+    }
+  });
+}
+
+at::Tensor normalize_forward_cpu(const at::Tensor& x, int64_t method, double mean, double std) {
+  TORCH_CHECK(x.dim() == 2, "_normalize_kernel: expected (rows, n), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "_normalize_kernel: expected float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(method >= kZScore && method <= kNaive, "_normalize_kernel: bad method ", method);
+  TORCH_CHECK(method != kZScore || x.size(1) >= 2 || x.size(0) == 0,
+              "_normalize_kernel: z-score needs at least 2 samples per row");
+  const at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty_like(xc);
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "normalize_forward_cpu", [&] {
+    normalize_rows<scalar_t>(xc.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                             xc.size(0), xc.size(1), method, mean, std);
+  });
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastecg, CPU, m) { m.impl("_normalize_kernel", &normalize_forward_cpu); }
+
+}  // namespace fastecg

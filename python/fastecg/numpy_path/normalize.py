@@ -1,0 +1,39 @@
+"""NumPy normalisation with the semantics of :func:`fastecg.ops.normalize`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-7
+_METHODS = ("z-score", "min-max", "naive")
+
+
+def normalize(sig: np.ndarray, method: str = "z-score", mean: float = 0.0, std: float = 1.0,
+              per_channel: bool = False) -> np.ndarray:
+    """Normalise ``sig`` of shape (..., n_leads, n_samples); see fastecg.ops.normalize.
+
+    Statistics are computed in float64 (unbiased std, ``ddof=1``); the result has
+    ``sig``'s dtype. Records with NaN/Inf become NaN (z-score, min-max).
+    """
+    if method not in _METHODS:
+        raise ValueError(f"normalize: unknown method {method!r}; expected one of {_METHODS}")
+    sig = np.asarray(sig)
+    if not np.issubdtype(sig.dtype, np.floating):
+        raise TypeError(f"normalize: expected a floating-point array, got {sig.dtype}")
+    if not np.all(np.asarray(std) > 0):
+        raise ValueError(f"normalize: std must be positive, got {std}")
+    if method == "naive":
+        return ((sig - np.asarray(mean)) / np.asarray(std)).astype(sig.dtype, copy=False)
+    axes = -1 if per_channel else (-2, -1)
+    x = sig.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        if method == "min-max":
+            lo = x.min(axis=axes, keepdims=True)
+            span = x.max(axis=axes, keepdims=True) - lo + EPS
+            span = np.where(np.isfinite(x).all(axis=axes, keepdims=True), span, np.nan)
+            out = (x - lo) / span
+        else:
+            mu = x.mean(axis=axes, keepdims=True)
+            sigma = x.std(axis=axes, ddof=1, keepdims=True)
+            out = (x - mu) / (sigma + EPS) * np.asarray(std) + np.asarray(mean)
+    return out.astype(sig.dtype, copy=False)

@@ -1,0 +1,142 @@
+"""The one place where fastecg picks a backend for a kernel.
+
+Kernels register as ``(name, backend)``; :func:`kernel_for` returns the kernel to run
+for a tensor, walking a per-device preference unless the caller forces a backend.
+A kernel may be registered as ``"module:attr"`` so that heavy imports (Triton) happen
+only when that backend is picked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import os
+from typing import Callable, Union
+
+import torch
+
+BACKENDS = ("cuda", "triton", "cpu", "torch")
+# Fastest first. Triton is never picked for CPU tensors by "auto": its CPU
+# interpreter is a correctness tool, thousands of times slower than the C++ kernel.
+_PREFERENCE = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpu", "torch")}
+
+# Any compiled op: if it has a CUDA kernel, the extension was built with CUDA.
+_CANARY_OP = "fastecg::_normalize_kernel"
+
+_KERNELS: dict[tuple[str, str], Union[Callable, str]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendInfo:
+    available: bool
+    reason: str
+
+
+def register_kernel(name: str, backend: str, fn: Union[Callable, str, None] = None):
+    """Register ``fn`` (a callable or a lazy ``"module:attr"``) as ``name``'s kernel on
+    ``backend``; usable as a decorator when ``fn`` is omitted."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+
+    def add(f):
+        _KERNELS[(name, backend)] = f
+        return f
+
+    return add if fn is None else add(fn)
+
+
+@functools.cache
+def _extension() -> BackendInfo:
+    try:
+        from fastecg import _C  # noqa: F401  (registers fastecg::_*_kernel ops)
+    except ImportError as err:
+        return BackendInfo(False, f"fastecg._C did not load ({err}); rebuild with `pip install -e .`")
+    return BackendInfo(True, "fastecg._C loaded")
+
+
+def _triton_interpreter() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.cache
+def backends() -> dict[str, BackendInfo]:
+    """Availability of every backend in this install, with the reason."""
+    ext = _extension()
+    status = {"cpu": ext, "torch": BackendInfo(True, "pure PyTorch reference")}
+    if not ext.available:
+        status["cuda"] = ext
+    elif not torch._C._dispatch_has_kernel_for_dispatch_key(_CANARY_OP, "CUDA"):
+        status["cuda"] = BackendInfo(
+            False, "fastecg._C was built without CUDA (needs nvcc and a CUDA build of torch; "
+            "FASTECG_CUDA=1 pip install -e .)")
+    elif not torch.cuda.is_available():
+        status["cuda"] = BackendInfo(False, "CUDA kernels built, but no GPU is visible")
+    else:
+        status["cuda"] = BackendInfo(True, f"CUDA kernels on {torch.cuda.get_device_name()}")
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        status["triton"] = BackendInfo(False, "triton is not installed (pip install triton)")
+    else:
+        if torch.cuda.is_available():
+            status["triton"] = BackendInfo(True, f"Triton {triton.__version__} on the GPU")
+        elif _triton_interpreter():
+            status["triton"] = BackendInfo(True, f"Triton {triton.__version__} CPU interpreter "
+                                           "(TRITON_INTERPRET=1: correct but slow)")
+        else:
+            status["triton"] = BackendInfo(
+                False, "no GPU driver; set TRITON_INTERPRET=1 before importing fastecg to "
+                "run Triton kernels on the CPU interpreter")
+    return {name: status[name] for name in BACKENDS}
+
+
+def _runs_on(backend: str, device: str) -> bool:
+    if backend == "torch":
+        return True
+    if backend == "triton":
+        return device == "cuda" or (device == "cpu" and _triton_interpreter())
+    return backend == device
+
+
+def resolve_backend(name: str, x: torch.Tensor, backend: str = "auto") -> str:
+    """The backend that runs kernel ``name`` on ``x``; raises if a forced one cannot."""
+    device = x.device.type
+    if backend == "auto":
+        for candidate in _PREFERENCE.get(device, ("torch",)):
+            if (name, candidate) in _KERNELS and backends()[candidate].available:
+                return candidate
+        raise RuntimeError(f"no kernel for {name!r} on {device} (not even the torch reference)")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected 'auto' or one of {BACKENDS}")
+    if (name, backend) not in _KERNELS:
+        have = sorted(b for (n, b) in _KERNELS if n == name)
+        raise RuntimeError(f"{name!r} has no {backend!r} kernel; it has {have}")
+    info = backends()[backend]
+    if not info.available:
+        raise RuntimeError(f"backend {backend!r} is not available: {info.reason}")
+    if not _runs_on(backend, device):
+        raise RuntimeError(f"backend {backend!r} cannot run on a {device} tensor; "
+                           f"move the tensor or use backend='auto'")
+    return backend
+
+
+def kernel_for(name: str, x: torch.Tensor, backend: str = "auto") -> Callable:
+    """The kernel callable for ``name`` on ``x`` (see :func:`resolve_backend`)."""
+    key = (name, resolve_backend(name, x, backend))
+    kernel = _KERNELS[key]
+    if isinstance(kernel, str):
+        module, attr = kernel.split(":")
+        kernel = _KERNELS[key] = getattr(importlib.import_module(module), attr)
+    return kernel
+
+
+def compiled_op(op_name: str) -> Callable:
+    """A lazy handle to ``torch.ops.fastecg.<op_name>`` (loads fastecg._C on first call)."""
+
+    def call(*args):
+        if not _extension().available:
+            raise RuntimeError(_extension().reason)
+        return getattr(torch.ops.fastecg, op_name)(*args)
+
+    return call

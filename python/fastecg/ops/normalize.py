@@ -1,0 +1,203 @@
+"""Record normalisation (z-score, min-max, naive): the smallest complete fastecg op.
+
+It shows the pattern every op follows: a public function that validates, a
+``torch.library`` custom op with a fake kernel and an exact backward, and kernels
+registered per backend (C++ ``cpu``, ``cuda``, ``triton``, ``torch`` reference),
+picked by :mod:`fastecg.ops._dispatch`.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from ._dispatch import compiled_op, kernel_for, register_kernel, resolve_backend
+from ._validate import check_signal, kernel_dtype
+
+__all__ = ["normalize", "NORMALIZE_METHODS"]
+
+EPS = 1e-7  # added to the spread, as torch_ecg does, so a constant record stays finite
+NORMALIZE_METHODS = {"z-score": 0, "min-max": 1, "naive": 2}
+Z_SCORE, MIN_MAX, NAIVE = 0, 1, 2
+
+
+# ---- kernels ---------------------------------------------------------------------------
+# Every kernel takes rows (n_rows, n) and normalises each row on its own.
+
+@register_kernel("normalize", "torch")
+def normalize_reference(rows: Tensor, method: int, mean: float, std: float) -> Tensor:
+    """Pure-PyTorch reference kernel (any device)."""
+    if method == NAIVE:
+        return (rows - mean) / std
+    if method == MIN_MAX:
+        lo, hi = rows.amin(-1, keepdim=True), rows.amax(-1, keepdim=True)
+        out = (rows - lo) / (hi - lo + EPS)
+        return out.masked_fill(~rows.isfinite().all(-1, keepdim=True), float("nan"))
+    mu, sigma = rows.mean(-1, keepdim=True), rows.std(-1, keepdim=True)
+    return (rows - mu) / (sigma + EPS) * std + mean
+
+
+register_kernel("normalize", "cpu", compiled_op("_normalize_kernel"))
+register_kernel("normalize", "cuda", compiled_op("_normalize_kernel"))
+register_kernel("normalize", "triton", "fastecg.triton_kernels.normalize:normalize_forward")
+
+
+# ---- custom op -------------------------------------------------------------------------
+
+def _rows(x: Tensor, per_channel: bool) -> Tensor:
+    n = x.shape[-1] if per_channel else x.shape[-1] * x.shape[-2]
+    return x.reshape(-1, n)
+
+
+@torch.library.custom_op("fastecg::normalize", mutates_args=())
+def _normalize(x: Tensor, method: int, mean: float, std: float, per_channel: bool,
+               backend: str) -> Tensor:
+    rows = _rows(x, per_channel)
+    return kernel_for("normalize", x, backend)(rows, method, mean, std).view(x.shape)
+
+
+@_normalize.register_fake
+def _(x, method, mean, std, per_channel, backend):
+    return x.new_empty(x.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    x, method, mean, std, per_channel, _ = inputs
+    ctx.save_for_backward(x)
+    ctx.args = (method, mean, std, per_channel)
+
+
+def _backward(ctx, grad):
+    (x,) = ctx.saved_tensors
+    method, mean, std, per_channel = ctx.args
+    return normalize_backward(grad, x, method, mean, std, per_channel), None, None, None, None, None
+
+
+_normalize.register_autograd(_backward, setup_context=_setup_context)
+
+
+def normalize_backward(grad: Tensor, x: Tensor, method: int, mean: float, std: float,
+                       per_channel: bool) -> Tensor:
+    """Exact vector-Jacobian product of the normalisation (plain torch ops, so it is
+    itself differentiable and traceable)."""
+    if method == NAIVE:
+        return grad / std
+    g, r = _rows(grad, per_channel), _rows(x, per_channel)
+    if method == MIN_MAX:
+        lo, hi = r.amin(-1, keepdim=True), r.amax(-1, keepdim=True)
+        span = hi - lo + EPS
+        u = r - lo
+        d_hi = -(g * u).sum(-1, keepdim=True) / span**2
+        d_lo = -g.sum(-1, keepdim=True) / span - d_hi
+        # Ties at the extremes share the gradient equally, as torch.amin/amax do.
+        at_lo, at_hi = (r == lo).to(r.dtype), (r == hi).to(r.dtype)
+        dx = (g / span + d_lo * at_lo / at_lo.sum(-1, keepdim=True)
+              + d_hi * at_hi / at_hi.sum(-1, keepdim=True))
+        return dx.view(x.shape)
+    n = r.shape[-1]
+    u = r - r.mean(-1, keepdim=True)
+    sigma = u.square().sum(-1, keepdim=True).div(n - 1).sqrt()
+    denom = sigma + EPS
+    gs = g * std
+    d_sigma = -(gs * u).sum(-1, keepdim=True) / denom**2
+    # dsigma/dx = u / ((n - 1) sigma); a constant record (sigma = 0) has u = 0: take 0.
+    dsigma_dx = torch.where(sigma > 0, u / ((n - 1) * sigma), torch.zeros_like(u))
+    dx = (gs - gs.mean(-1, keepdim=True)) / denom + d_sigma * dsigma_dx
+    return dx.view(x.shape)
+
+
+# ---- public function ---------------------------------------------------------------------
+
+def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0.0,
+              std: Union[float, Tensor] = 1.0, per_channel: bool = False,
+              backend: str = "auto") -> Tensor:
+    r"""Normalise ECG records to a fixed mean and spread (torch_ecg's ``normalize``).
+
+    .. math::
+
+        \text{z-score:}\ \frac{x - \bar x}{s_x + \epsilon}\,\sigma + \mu \qquad
+        \text{min-max:}\ \frac{x - \min x}{\max x - \min x + \epsilon} \qquad
+        \text{naive:}\ \frac{x - \mu}{\sigma}
+
+    with :math:`s_x` the unbiased standard deviation (``torch.std``) and
+    :math:`\epsilon = 10^{-7}`.
+
+    Parameters
+    ----------
+    x : Tensor, shape (..., n_leads, n_samples)
+        ECG (any unit); float16, bfloat16, float32 or float64, CPU or CUDA. Any
+        strides. With ``per_channel=True`` a 1-D ``(n_samples,)`` signal is accepted.
+    method : {"z-score", "min-max", "naive"}, optional
+        See above. ``"min-max"`` ignores `mean` and `std`.
+    mean, std : float or Tensor, optional
+        Target mean and standard deviation (``z-score``), or the values to subtract
+        and divide by (``naive``). Tensors must broadcast against ``x.shape[:-1] + (1,)``,
+        e.g. shape ``(n_leads, 1)`` for per-lead values; `std` must be positive.
+    per_channel : bool, optional
+        Statistics per lead (over ``n_samples``) instead of per record (over
+        ``n_leads * n_samples``).
+    backend : {"auto", "cpu", "cuda", "triton", "torch"}, optional
+        Kernel to run; ``"auto"`` picks the fastest one available for ``x``'s device.
+
+    Returns
+    -------
+    Tensor
+        Same shape, dtype and device as `x` (contiguous). Half types are computed in
+        float32 and rounded back.
+
+    Raises
+    ------
+    TypeError
+        If `x` is not a floating-point tensor.
+    ValueError
+        If `method` is unknown, `std` is not positive, `x` has too few dimensions, or
+        a z-score statistic has fewer than 2 samples.
+    RuntimeError
+        If a forced `backend` is unavailable or cannot run on `x`'s device.
+
+    Notes
+    -----
+    Statistics accumulate in float64 in the compiled kernels. A record (or lead, with
+    `per_channel`) containing NaN or Inf has no defined statistics: with ``z-score``
+    and ``min-max`` its whole output is NaN; other records are unaffected. ``naive``
+    is elementwise, so NaN stays where it is. The gradient is exact (``gradcheck``),
+    with the derivative of :math:`s_x` taken as 0 on a constant record and ties at the
+    min/max sharing the gradient equally, as ``torch.amin`` does.
+
+    Examples
+    --------
+    >>> y = normalize(torch.randn(4, 12, 5000), method="z-score", mean=0.0, std=1.0)
+    >>> y.shape
+    torch.Size([4, 12, 5000])
+    """
+    if method not in NORMALIZE_METHODS:
+        raise ValueError(f"normalize: unknown method {method!r}; expected one of "
+                         f"{sorted(NORMALIZE_METHODS)}")
+    code = NORMALIZE_METHODS[method]
+    check_signal(x, "normalize", min_dim=1 if per_channel else 2,
+                 min_samples=2 if (code == Z_SCORE and per_channel) else 1)
+    if code == Z_SCORE and not per_channel and x.shape[-1] * x.shape[-2] < 2:
+        raise ValueError(f"normalize: z-score needs at least 2 values per record, got shape "
+                         f"{tuple(x.shape)}")
+    tensor_stats = isinstance(mean, Tensor) or isinstance(std, Tensor)
+    if not tensor_stats and not std > 0:
+        raise ValueError(f"normalize: std must be positive, got {std}")
+    if not torch.compiler.is_compiling():
+        resolve_backend("normalize", x, backend)  # fail early, with the reason
+    out = _normalize(x.to(kernel_dtype(x)), code,
+                     0.0 if tensor_stats else float(mean),
+                     1.0 if tensor_stats else float(std), per_channel, backend)
+    if tensor_stats and code != MIN_MAX:
+        out = _apply_tensor_stats(out, x, code, mean, std)
+    return out.to(x.dtype)
+
+
+def _apply_tensor_stats(unit: Tensor, x: Tensor, code: int, mean, std) -> Tensor:
+    std_t = torch.as_tensor(std, dtype=unit.dtype, device=unit.device)
+    mean_t = torch.as_tensor(mean, dtype=unit.dtype, device=unit.device)
+    if not torch.compiler.is_compiling() and not bool((std_t > 0).all()):
+        raise ValueError("normalize: every std must be positive")
+    # `unit` is the z-score with target (0, 1), or x itself divided by 1 for naive.
+    return unit * std_t + mean_t if code == Z_SCORE else (unit - mean_t) / std_t

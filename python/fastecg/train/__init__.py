@@ -1,0 +1,1 @@
+"""Training utilities: losses, optimizers and schedulers (registered by name)."""

@@ -1,0 +1,64 @@
+"""Triton kernel of fastecg's ``normalize``: one program per row, statistics in
+float64 accumulated over column blocks, then one affine pass."""
+
+import torch
+import triton
+import triton.language as tl
+
+_EPS = 1e-7
+
+
+@triton.jit
+def _normalize_forward_kernel(x_ptr, y_ptr, n, method, mean, std, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * n
+    y_row = y_ptr + row * n
+    cols = tl.arange(0, BLOCK)
+    scale = 1.0 / std
+    shift = -mean / std
+    if method == 1:  # min-max
+        lo = tl.full([BLOCK], float("inf"), tl.float64)
+        hi = tl.full([BLOCK], float("-inf"), tl.float64)
+        bad = tl.zeros([BLOCK], tl.float64)
+        for start in range(0, n, BLOCK):
+            mask = start + cols < n
+            v = tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float64)
+            # abs(v - v) is 0 for finite v and NaN for NaN/Inf.
+            bad += tl.where(mask & ~(tl.abs(v - v) == 0.0), 1.0, 0.0)
+            lo = tl.minimum(lo, tl.where(mask, v, float("inf")))
+            hi = tl.maximum(hi, tl.where(mask, v, float("-inf")))
+        lo_all = tl.min(lo, axis=0)
+        span = tl.max(hi, axis=0) - lo_all + _EPS
+        span = tl.where(tl.sum(bad, axis=0) == 0.0, span, float("nan"))
+        scale = 1.0 / span
+        shift = -lo_all / span
+    elif method == 0:  # z-score
+        acc = tl.zeros([BLOCK], tl.float64)
+        for start in range(0, n, BLOCK):
+            mask = start + cols < n
+            acc += tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float64)
+        mu = tl.sum(acc, axis=0) / n
+        acc = tl.zeros([BLOCK], tl.float64)
+        for start in range(0, n, BLOCK):
+            mask = start + cols < n
+            d = tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float64) - mu
+            acc += tl.where(mask, d * d, 0.0)
+        sigma = tl.sqrt(tl.sum(acc, axis=0) / (n - 1))
+        scale = std / (sigma + _EPS)
+        shift = mean - mu * scale
+    for start in range(0, n, BLOCK):
+        mask = start + cols < n
+        v = tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float64)
+        tl.store(y_row + start + cols, (v * scale + shift).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def normalize_forward(rows: torch.Tensor, method: int, mean: float, std: float) -> torch.Tensor:
+    """Launch on ``rows`` of shape (n_rows, n); returns a new contiguous tensor."""
+    rows = rows.contiguous()
+    out = torch.empty_like(rows)
+    n_rows, n = rows.shape
+    if n_rows:
+        block = min(1024, triton.next_power_of_2(n))
+        _normalize_forward_kernel[(n_rows,)](rows, out, n, method, float(mean), float(std),
+                                             BLOCK=block)
+    return out
