@@ -34,7 +34,7 @@ def _sources(pattern: str) -> list[str]:
 
 def _extension():
     # -g0: Python's CFLAGS bring -g, which costs seconds per TU and huge objects.
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-g0", "-DNDEBUG"]
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-g0", "-DNDEBUG"]
     sources = ["csrc/ops.cpp"] + _sources("csrc/cpu/*.cpp")
     if _want_cuda():
         sources += _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
@@ -42,7 +42,7 @@ def _extension():
             "fastecg._C",
             sources,
             define_macros=[("FASTECG_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20"]},
             extra_link_args=["-fopenmp"],
         )
     return CppExtension(

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -13,6 +14,21 @@ namespace {
 
 constexpr double kEps = 1e-7;  // torch_ecg's guard against a zero spread
 enum Method : int64_t { kZScore = 0, kMinMax = 1, kNaive = 2 };
+
+constexpr int kLanes = 8;  // independent partial sums: the loops vectorise, results stay deterministic
+
+// Sum of f(x[i]) in double over kLanes interleaved accumulators.
+template <typename T, typename F>
+double lane_sum(const T* x, int64_t n, F f) {
+  double acc[kLanes] = {0};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) acc[k] += f(static_cast<double>(x[i + k]));
+  double total = 0.0;
+  for (; i < n; ++i) total += f(static_cast<double>(x[i]));
+  for (int k = 0; k < kLanes; ++k) total += acc[k];
+  return total;
+}
 
 // Returns (scale, shift) so that y = x * scale + shift for this row.
 template <typename T>
@@ -24,28 +40,37 @@ void row_affine(const T* x, int64_t n, int64_t method, double mean, double std, 
     return;
   }
   if (method == kMinMax) {
-    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
-    bool finite = true;
-    for (int64_t i = 0; i < n; ++i) {
-      const double v = x[i];
-      finite &= std::isfinite(v);
-      lo = v < lo ? v : lo;
-      hi = v > hi ? v : hi;
+    T lo[kLanes], hi[kLanes], bad[kLanes];
+    for (int k = 0; k < kLanes; ++k) lo[k] = hi[k] = x[0], bad[k] = 0;
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+      for (int k = 0; k < kLanes; ++k) {
+        const T v = x[i + k];
+        lo[k] = v < lo[k] ? v : lo[k];
+        hi[k] = v > hi[k] ? v : hi[k];
+        bad[k] += v - v;  // 0 for finite v, NaN for NaN/Inf
+      }
+    for (; i < n; ++i) {
+      const T v = x[i];
+      lo[0] = v < lo[0] ? v : lo[0];
+      hi[0] = v > hi[0] ? v : hi[0];
+      bad[0] += v - v;
+    }
+    double low = lo[0], high = hi[0];
+    bool finite = std::isfinite(static_cast<double>(x[0]));
+    for (int k = 0; k < kLanes; ++k) {
+      low = std::min<double>(low, lo[k]);
+      high = std::max<double>(high, hi[k]);
+      finite &= bad[k] == 0;
     }
     // A record with NaN/Inf has no defined range: the whole record becomes NaN.
-    const double range = finite ? hi - lo + kEps : std::numeric_limits<double>::quiet_NaN();
+    const double range = finite ? high - low + kEps : std::numeric_limits<double>::quiet_NaN();
     scale = 1.0 / range;
-    shift = -lo / range;
+    shift = -low / range;
     return;
   }
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += x[i];
-  const double mu = sum / n;
-  double ss = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = x[i] - mu;
-    ss += d * d;
-  }
+  const double mu = lane_sum(x, n, [](double v) { return v; }) / n;
+  const double ss = lane_sum(x, n, [mu](double v) { return (v - mu) * (v - mu); });
   const double sigma = std::sqrt(ss / (n - 1));  // unbiased, as torch.std
   scale = std / (sigma + kEps);
   shift = mean - mu * scale;

@@ -103,8 +103,8 @@ def normalize_backward(grad: Tensor, x: Tensor, method: int, mean: float, std: f
     gs = g * std
     d_sigma = -(gs * u).sum(-1, keepdim=True) / denom**2
     # dsigma/dx = u / ((n - 1) sigma); a constant record (sigma = 0) has u = 0: take 0.
-    dsigma_dx = torch.where(sigma > 0, u / ((n - 1) * sigma), torch.zeros_like(u))
-    dx = (gs - gs.mean(-1, keepdim=True)) / denom + d_sigma * dsigma_dx
+    coef = torch.where(sigma > 0, d_sigma / ((n - 1) * sigma), torch.zeros_like(sigma))
+    dx = torch.addcmul((gs - gs.mean(-1, keepdim=True)) / denom, u, coef)
     return dx.view(x.shape)
 
 

@@ -1,0 +1,30 @@
+import os
+import pathlib
+
+import pytest
+import torch
+
+# Triton kernels run on the CPU only through the interpreter, which must be chosen
+# before triton is first imported; on a GPU machine they run for real.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
+                      str(pathlib.Path(__file__).resolve().parents[1] / ".inductor_cache"))
+
+SAMPLE_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cinc2021"
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_cuda)
+
+
+@pytest.fixture(scope="session")
+def cinc_records():
+    """Paths of the real CinC 2021 sample records (skips when the folder is absent)."""
+    paths = sorted(SAMPLE_DIR.glob("*.hea"))
+    if not paths:
+        pytest.skip(f"sample records not found in {SAMPLE_DIR}")
+    return [str(p.with_suffix("")) for p in paths]

@@ -1,0 +1,48 @@
+"""The command line, the NumPy path's independence from torch, CUDA sources."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=True,
+                          cwd=ROOT, env={**os.environ, "TRITON_INTERPRET": "0"}).stdout
+
+
+def test_info_shows_cpu_extension_built():
+    out = run("-m", "fastecg.cli", "info")
+    assert "cpu     yes" in out and "torch   yes" in out
+    assert "focal" in out  # registries listed
+
+
+def test_help_lists_commands():
+    out = run("-m", "fastecg.cli", "--help")
+    assert "info" in out and "demo" in out
+
+
+def test_demo_runs_and_agrees_with_numpy_path():
+    out = run("-m", "fastecg.cli", "demo", "--records", "4", "--repeats", "1")
+    line = next(ln for ln in out.splitlines() if "max |fastecg - NumPy path|" in ln)
+    assert float(line.split("=")[1]) < 1e-5
+
+
+def test_numpy_path_imports_no_torch():
+    code = ("import sys, numpy as np, fastecg.numpy_path as npp, fastecg.data as d;"
+            "npp.normalize(d.synthetic_ecg(1));"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    run("-c", code)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+@pytest.mark.parametrize("source", sorted((ROOT / "csrc" / "cuda").glob("*.cu")), ids=str)
+def test_cuda_sources_compile(source, tmp_path):
+    subprocess.run(["nvcc", "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-gencode",
+                    "arch=compute_90,code=sm_90", str(source), "-o", str(tmp_path / "k.o")],
+                   check=True, capture_output=True, text=True)
