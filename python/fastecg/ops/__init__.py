@@ -3,6 +3,8 @@
 Every op takes ``backend="auto" | "cuda" | "triton" | "cpu" | "torch"``.
 """
 
+from .bandpass import bandpass, butter_sos
 from .normalize import normalize
+from .sosfilt import sosfilt, sosfiltfilt
 
-__all__ = ["normalize"]
+__all__ = ["bandpass", "butter_sos", "normalize", "sosfilt", "sosfiltfilt"]

@@ -1,0 +1,358 @@
+"""IIR filtering with second-order sections: ``sosfilt`` and zero-phase ``sosfiltfilt``.
+
+Drop-in for ``scipy.signal.sosfilt`` / ``sosfiltfilt`` along the last axis of a
+tensor, for any SOS filter designed with SciPy (Butterworth, Chebyshev, elliptic,
+notch, ...): same validation, padding and initial conditions, state in float64, and
+exact adjoints so gradients flow through the filter.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._dispatch import compiled_op, kernel_for, register_kernel, resolve_backend
+from ._validate import check_signal
+
+__all__ = ["sosfilt", "sosfiltfilt", "default_padlen", "PADTYPES"]
+
+PADTYPES = {None: 0, "odd": 1, "even": 2, "constant": 3}
+
+
+# ---- kernels (rows (n_rows, n), sos (n_sections, 6) float64) ----------------------------
+
+@register_kernel("sosfilt", "torch")
+def sosfilt_reference(rows: Tensor, sos: Tensor, zi: Tensor) -> tuple[Tensor, Tensor]:
+    """Pure-PyTorch sosfilt: SciPy's transposed direct form II, vectorised over rows and
+    sequential in time (slow; the reference and the fallback on any device)."""
+    x = rows.to(torch.float64)
+    z = zi.clone()
+    out = torch.empty_like(x)
+    for t in range(x.shape[-1]):
+        v = x[:, t]
+        for s in range(sos.shape[0]):
+            b0, b1, b2, _, a1, a2 = sos[s]
+            y = b0 * v + z[:, s, 0]
+            z[:, s, 0] = b1 * v - a1 * y + z[:, s, 1]
+            z[:, s, 1] = b2 * v - a2 * y
+            v = y
+        out[:, t] = v
+    return out.to(rows.dtype), z
+
+
+@register_kernel("sosfiltfilt", "torch")
+def sosfiltfilt_reference(rows: Tensor, sos: Tensor, zi: Tensor, padlen: int,
+                          padtype: int) -> Tensor:
+    """Pure-PyTorch sosfiltfilt composed from :func:`sosfilt_reference`."""
+    ext = _extend(rows, padlen, padtype)  # in the input dtype, as SciPy builds it
+    y, _ = sosfilt_reference(ext.double(), sos, zi[None] * ext[:, :1, None].double())
+    y = y.flip(-1)
+    y, _ = sosfilt_reference(y, sos, zi[None] * y[:, :1, None])
+    return y.flip(-1)[:, padlen:padlen + rows.shape[-1]].to(rows.dtype)
+
+
+register_kernel("sosfilt", "cpu", compiled_op("_sosfilt_kernel"))
+register_kernel("sosfiltfilt", "cpu", compiled_op("_sosfiltfilt_kernel"))
+
+
+def _extend(rows: Tensor, padlen: int, padtype: int) -> Tensor:
+    if padlen == 0:
+        return rows
+    left, right = rows[:, 1:padlen + 1].flip(-1), rows[:, -padlen - 1:-1].flip(-1)
+    first, last = rows[:, :1], rows[:, -1:]
+    if padtype == PADTYPES["odd"]:
+        left, right = 2 * first - left, 2 * last - right
+    elif padtype == PADTYPES["constant"]:
+        left, right = first.expand_as(left), last.expand_as(right)
+    return torch.cat([left, rows, right], dim=-1)
+
+
+# ---- custom ops ------------------------------------------------------------------------
+
+@torch.library.custom_op("fastecg::sosfiltfilt", mutates_args=())
+def _sosfiltfilt(x: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int,
+                 backend: str) -> Tensor:
+    rows = x.reshape(-1, x.shape[-1])
+    kernel = kernel_for("sosfiltfilt", x, backend)
+    return kernel(rows, sos, zi, padlen, padtype).view(x.shape)
+
+
+@torch.library.custom_op("fastecg::sosfiltfilt_adjoint", mutates_args=())
+def _sosfiltfilt_adjoint(grad: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int,
+                         backend: str) -> Tensor:
+    rows = grad.reshape(-1, grad.shape[-1]).to(torch.float64)
+    filt = kernel_for("sosfilt", grad, backend)
+    return _adjoint_rows(rows, sos, zi, padlen, padtype, filt).to(grad.dtype).view(grad.shape)
+
+
+@_sosfiltfilt.register_fake
+@_sosfiltfilt_adjoint.register_fake
+def _(x, sos, zi, padlen, padtype, backend):
+    return x.new_empty(x.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    _, sos, zi, padlen, padtype, backend = inputs
+    ctx.save_for_backward(sos, zi)
+    ctx.args = (padlen, padtype, backend)
+
+
+def _forward_grad(ctx, grad):
+    sos, zi = ctx.saved_tensors
+    return _sosfiltfilt_adjoint(grad, sos, zi, *ctx.args), None, None, None, None, None
+
+
+def _adjoint_grad(ctx, grad):
+    # The adjoint is linear: its own adjoint is the forward map.
+    sos, zi = ctx.saved_tensors
+    return _sosfiltfilt(grad, sos, zi, *ctx.args), None, None, None, None, None
+
+
+_sosfiltfilt.register_autograd(_forward_grad, setup_context=_setup_context)
+_sosfiltfilt_adjoint.register_autograd(_adjoint_grad, setup_context=_setup_context)
+
+
+def _transpose_pass(v: Tensor, sos: Tensor, zi: Tensor, filt) -> Tensor:
+    """Adjoint of one sosfilt pass started from ``zi * input[0]``: the pass is
+    ``T u + h u[0]`` (T: zero-state filter, h: zero-input response from ``zi``), so
+    its adjoint is ``flip(T flip(v)) + e0 (h . v)``."""
+    n = v.shape[-1]
+    zero = torch.zeros(v.shape[0], sos.shape[0], 2, dtype=torch.float64, device=v.device)
+    out, _ = filt(v.flip(-1).contiguous(), sos, zero)
+    out = out.flip(-1)
+    h, _ = filt(torch.zeros(1, n, dtype=torch.float64, device=v.device), sos, zi[None])
+    out[:, 0] += v @ h[0]
+    return out
+
+
+def _adjoint_rows(g: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int, filt):
+    """x-gradient of sosfiltfilt for output gradient ``g`` (rows, n), float64."""
+    n = g.shape[-1]
+    v = torch.nn.functional.pad(g, (padlen, padlen))          # crop^T
+    v = _transpose_pass(v.flip(-1), sos, zi, filt).flip(-1)    # backward pass (on reversed data)
+    w = _transpose_pass(v, sos, zi, filt)                      # forward pass
+    xg = w[:, padlen:padlen + n].clone()                       # extension^T
+    if padlen:
+        left, right = w[:, :padlen], w[:, padlen + n:]
+        if padtype == PADTYPES["constant"]:
+            xg[:, 0] += left.sum(-1)
+            xg[:, -1] += right.sum(-1)
+        else:
+            sign = -1.0 if padtype == PADTYPES["odd"] else 1.0
+            xg[:, 1:padlen + 1] += sign * left.flip(-1)
+            xg[:, n - 1 - padlen:n - 1] += sign * right.flip(-1)
+            if padtype == PADTYPES["odd"]:
+                xg[:, 0] += 2 * left.sum(-1)
+                xg[:, -1] += 2 * right.sum(-1)
+    return xg
+
+
+@torch.library.custom_op("fastecg::sosfilt", mutates_args=())
+def _sosfilt(x: Tensor, sos: Tensor, zi: Tensor, backend: str) -> tuple[Tensor, Tensor]:
+    rows = x.reshape(-1, x.shape[-1])
+    y, zf = kernel_for("sosfilt", x, backend)(rows, sos, zi.reshape(rows.shape[0], -1, 2))
+    return y.view(x.shape), zf.view(zi.shape)
+
+
+@_sosfilt.register_fake
+def _(x, sos, zi, backend):
+    return x.new_empty(x.shape), zi.new_empty(zi.shape)
+
+
+def _sosfilt_setup(ctx, inputs, output):
+    _, sos, zi, backend = inputs
+    ctx.save_for_backward(sos)
+    ctx.backend, ctx.zi_shape, ctx.zi_dtype = backend, zi.shape, zi.dtype
+
+
+_sosfilt.register_autograd(lambda ctx, gy, gzf: _sosfilt_grad(ctx, gy, gzf),
+                           setup_context=_sosfilt_setup)
+
+
+def _sosfilt_grad(ctx, grad_y, grad_zf):
+    # y = T x + Z zi is linear: x gets T^T grad_y (the filter run backwards), zi gets
+    # Z^T grad_y (dot products with the zero-input responses of each state component).
+    (sos,) = ctx.saved_tensors
+    if not torch.compiler.is_compiling() and bool(grad_zf.ne(0).any()):
+        raise NotImplementedError("sosfilt: gradients through the final state zf are not "
+                                  "supported yet; only through the output y")
+    g = grad_y.reshape(-1, grad_y.shape[-1]).to(torch.float64)
+    filt = kernel_for("sosfilt", g, ctx.backend)
+    n_sections, n = sos.shape[0], g.shape[-1]
+    zero = torch.zeros(g.shape[0], n_sections, 2, dtype=torch.float64, device=g.device)
+    gx = filt(g.flip(-1).contiguous(), sos, zero)[0].flip(-1)
+    basis = torch.eye(2 * n_sections, dtype=torch.float64, device=g.device)
+    responses, _ = filt(torch.zeros(2 * n_sections, n, dtype=torch.float64, device=g.device),
+                        sos, basis.view(-1, n_sections, 2))
+    gzi = (g @ responses.T).view(ctx.zi_shape)
+    return gx.to(grad_y.dtype).view(grad_y.shape), None, gzi.to(ctx.zi_dtype), None
+
+
+# ---- helpers and public functions ---------------------------------------------------------
+
+def _as_sos(sos: Union[np.ndarray, Tensor], device: torch.device) -> Tensor:
+    """Validate like scipy.signal's _validate_sos; normalise a0 to 1; float64 on device."""
+    if isinstance(sos, Tensor):
+        if sos.dim() != 2 or sos.shape[-1] != 6:
+            raise ValueError(f"sos array must be shape (n_sections, 6), got {tuple(sos.shape)}")
+        if not torch.compiler.is_compiling() and not bool((sos[:, 3] == 1).all()):
+            raise ValueError("sos[:, 3] should be all ones")
+        return sos.to(device=device, dtype=torch.float64)
+    return _sos_on_device(_sos_key(sos), str(device))
+
+
+def _sos_key(sos) -> tuple:
+    arr = np.atleast_2d(np.asarray(sos, dtype=np.float64))
+    if arr.ndim != 2 or arr.shape[1] != 6:
+        raise ValueError(f"sos array must be shape (n_sections, 6), got {arr.shape}")
+    if not (arr[:, 3] == 1).all():
+        raise ValueError("sos[:, 3] should be all ones")
+    return tuple(map(tuple, arr))
+
+
+@functools.lru_cache(maxsize=256)
+def _sos_on_device(key: tuple, device: str) -> Tensor:
+    # Cached per (filter, device): no host-to-device copy per call.
+    return torch.tensor(key, dtype=torch.float64, device=device)
+
+
+@functools.lru_cache(maxsize=256)
+def _zi_on_device(key: tuple, device: str) -> Tensor:
+    from scipy.signal import sosfilt_zi
+
+    return torch.tensor(sosfilt_zi(np.array(key)), dtype=torch.float64, device=device)
+
+
+def default_padlen(sos: Union[np.ndarray, Tensor]) -> int:
+    """SciPy's default padding of sosfiltfilt: ``3 * (2 * n_sections + 1 - min(#b2 == 0,
+    #a2 == 0))`` (27 for a 4th-order Butterworth band-pass)."""
+    arr = np.asarray(sos.detach().cpu() if isinstance(sos, Tensor) else sos, dtype=np.float64)
+    arr = np.atleast_2d(arr)
+    n_sections = arr.shape[0]
+    zeros = min(int((arr[:, 2] == 0).sum()), int((arr[:, 5] == 0).sum()))
+    return 3 * (2 * n_sections + 1 - zeros)
+
+
+def sosfiltfilt(sos: Union[np.ndarray, Tensor], x: Tensor, padtype: Optional[str] = "odd",
+                padlen: Optional[int] = None, backend: str = "auto") -> Tensor:
+    """Zero-phase forward-backward IIR filter along the last axis (``scipy.signal.sosfiltfilt``).
+
+    Parameters
+    ----------
+    sos : array_like or Tensor, shape (n_sections, 6)
+        Second-order sections from SciPy (``butter(..., output="sos")``, ``cheby1``,
+        ``ellip``, ``iirnotch`` + ``tf2sos``, ...). ``sos[:, 3]`` must be 1.
+    x : Tensor, shape (..., n_samples)
+        float32 or float64 (half types are computed in float32), CPU or CUDA, any strides.
+    padtype : {"odd", "even", "constant", None}, optional
+        Edge extension before filtering, as SciPy.
+    padlen : int, optional
+        Extension length; default :func:`default_padlen`. Must be < ``n_samples``.
+    backend : {"auto", "cpu", "torch"}, optional
+        Kernel; ``"torch"`` is the slow pure-PyTorch reference (any device).
+
+    Returns
+    -------
+    Tensor
+        Same shape, dtype and device as `x`. Differentiable in `x` (exact adjoint of
+        the whole map, padding and initial conditions included).
+
+    Raises
+    ------
+    TypeError
+        If `x` is not floating point.
+    ValueError
+        For a malformed `sos`, an unknown `padtype`, or ``n_samples <= padlen``.
+
+    Notes
+    -----
+    The extension is built in `x`'s dtype (as SciPy does: float32 in, float32 padding),
+    the recurrence runs in float64 with SciPy's initial conditions (``sosfilt_zi``
+    scaled by the first sample, in both directions), and the result is rounded once
+    to `x`'s dtype. NaN or Inf in a channel makes that channel's output NaN; other
+    channels are unaffected. Measured error vs SciPy: ~1e-7 of the peak in float32,
+    ~1e-13 in float64.
+
+    Examples
+    --------
+    >>> from scipy.signal import butter
+    >>> sos = butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
+    >>> sosfiltfilt(sos, torch.randn(8, 12, 5000)).shape
+    torch.Size([8, 12, 5000])
+    """
+    check_signal(x, "sosfiltfilt")
+    if padtype not in PADTYPES:
+        raise ValueError(f"Unknown value '{padtype}' given to padtype. padtype must be 'even', "
+                         "'odd', 'constant', or None.")
+    sos_t = _as_sos(sos, x.device)
+    edge = default_padlen(sos_t if isinstance(sos, Tensor) else sos) if padlen is None else padlen
+    if padtype is None:
+        edge = 0
+    if edge < 0:
+        raise ValueError(f"padlen must be >= 0, got {edge}")
+    if x.shape[-1] <= edge:
+        raise ValueError(f"The length of the input vector x must be greater than padlen, which "
+                         f"is {edge}: got {x.shape[-1]} samples")
+    if not torch.compiler.is_compiling():
+        resolve_backend("sosfiltfilt", x, backend)
+    zi = _zi_for(sos, sos_t)
+    work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return _sosfiltfilt(work, sos_t, zi, edge, PADTYPES[padtype], backend).to(x.dtype)
+
+
+def _zi_for(sos, sos_t: Tensor) -> Tensor:
+    key = _sos_key(sos.detach().cpu().numpy() if isinstance(sos, Tensor) else sos)
+    return _zi_on_device(key, str(sos_t.device))
+
+
+def sosfilt(sos: Union[np.ndarray, Tensor], x: Tensor, zi: Optional[Tensor] = None,
+            backend: str = "auto"):
+    """Causal IIR filter along the last axis (``scipy.signal.sosfilt(sos, x, axis=-1, zi=zi)``).
+
+    Parameters
+    ----------
+    sos : array_like or Tensor, shape (n_sections, 6)
+        Second-order sections; ``sos[:, 3]`` must be 1.
+    x : Tensor, shape (..., n_samples)
+        float32 or float64, CPU (``backend="torch"``: any device).
+    zi : Tensor, shape (n_sections, ..., 2), optional
+        Initial state per section and channel, as SciPy lays it out
+        (``sosfilt_zi(sos)[:, None, :] * x[..., :1]`` style).
+    backend : {"auto", "cpu", "torch"}, optional
+
+    Returns
+    -------
+    y : Tensor
+        Same shape and dtype as `x`.
+    zf : Tensor, float64, shape of `zi`
+        Final state; returned only when `zi` is given, as SciPy does.
+
+    Notes
+    -----
+    State and arithmetic in float64. Differentiable in `x` and `zi` through `y`;
+    a gradient through `zf` raises ``NotImplementedError``.
+    """
+    check_signal(x, "sosfilt")
+    sos_t = _as_sos(sos, x.device)
+    n_sections = sos_t.shape[0]
+    lead_shape = tuple(x.shape[:-1])
+    if zi is None:
+        state = torch.zeros(lead_shape + (n_sections, 2), dtype=torch.float64, device=x.device)
+    else:
+        zi = torch.as_tensor(zi, device=x.device)
+        if tuple(zi.shape) != (n_sections,) + lead_shape + (2,):
+            raise ValueError(f"Invalid zi shape. With axis=-1, an input with shape "
+                             f"{tuple(x.shape)}, and an sos array with {n_sections} sections, "
+                             f"zi must have shape {(n_sections,) + lead_shape + (2,)}, "
+                             f"got {tuple(zi.shape)}.")
+        state = zi.to(torch.float64).movedim(0, -2)
+    if not torch.compiler.is_compiling():
+        resolve_backend("sosfilt", x, backend)
+    y, zf = _sosfilt(x, sos_t, state.contiguous(), backend)
+    if zi is None:
+        return y
+    return y, zf.movedim(-2, 0)

@@ -1,0 +1,226 @@
+"""sosfilt / sosfiltfilt / bandpass against scipy.signal (float64), every CPU backend."""
+
+import os
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+import torch
+
+import fastecg
+from fastecg.ops import bandpass, sosfilt, sosfiltfilt
+
+# Error relative to the output's peak. Measured: float32 ~4e-8 (state in float64,
+# float32 padding as SciPy), float64 ~1e-14.
+TOL = {torch.float32: 1e-6, torch.float64: 1e-11}
+CPU_BACKENDS = ["cpu", "torch"]
+
+
+def rel_err(ours, ref):
+    ref = np.asarray(ref, dtype=np.float64)
+    return np.abs(ours.double().numpy() - ref).max() / max(np.abs(ref).max(), 1e-300)
+
+
+def signal(shape, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64).cumsum(-1) * 0.05
+            + torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype)
+
+
+@pytest.mark.parametrize("order", range(1, 9))
+@pytest.mark.parametrize("btype", ["bandpass", "lowpass", "highpass"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bandpass_iir_matches_scipy(order, btype, dtype):
+    fs = [100.0, 250.0, 500.0, 1000.0][order % 4]
+    low, high = (0.5, 0.4 * fs) if btype == "bandpass" else (
+        (None, 0.3 * fs) if btype == "lowpass" else (1.0, None))
+    x = signal((3, 2, 700 + order), dtype, seed=order)
+    edges = [e for e in (low, high) if e is not None]
+    sos = ss.butter(order, edges if len(edges) > 1 else edges[0], btype=btype, fs=fs,
+                    output="sos")
+    ref = ss.sosfiltfilt(sos, x.numpy(), axis=-1)
+    out = bandpass(x, fs, low, high, order=order)
+    assert out.dtype == dtype and out.shape == x.shape
+    assert rel_err(out, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("padtype", ["odd", "even", "constant", None])
+@pytest.mark.parametrize("padlen", [None, 0, 5, 60])
+def test_sosfiltfilt_padding_matches_scipy(backend, padtype, padlen):
+    sos = ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
+    x = signal((2, 3, 257), torch.float64)
+    ref = ss.sosfiltfilt(sos, x.numpy(), padtype=padtype, padlen=padlen)
+    out = sosfiltfilt(sos, x, padtype=padtype, padlen=padlen, backend=backend)
+    assert rel_err(out, ref) < TOL[torch.float64]
+
+
+def random_stable_sos(rng, n_sections):
+    # Poles and zeros as conjugate pairs inside the unit circle.
+    sos = []
+    for _ in range(n_sections):
+        r, th = rng.uniform(0.3, 0.97), rng.uniform(0, np.pi)
+        zr, zth = rng.uniform(0, 1.2), rng.uniform(0, np.pi)
+        b = np.array([1.0, -2 * zr * np.cos(zth), zr ** 2]) * rng.uniform(0.2, 2)
+        sos.append([*b, 1.0, -2 * r * np.cos(th), r ** 2])
+    return np.array(sos)
+
+
+DESIGNS = {
+    "cheby1": lambda: ss.cheby1(5, 1, [1.0, 40.0], btype="bandpass", fs=500, output="sos"),
+    "cheby2": lambda: ss.cheby2(4, 40, 30.0, fs=250, output="sos"),
+    "ellip": lambda: ss.ellip(4, 0.5, 50, [0.7, 35.0], btype="bandpass", fs=500, output="sos"),
+    "notch50": lambda: ss.tf2sos(*ss.iirnotch(50.0, 30.0, fs=500.0)),
+    "notch60": lambda: ss.tf2sos(*ss.iirnotch(60.0, 20.0, fs=360.0)),
+    "random": lambda: random_stable_sos(np.random.default_rng(3), 5),
+}
+
+
+@pytest.mark.parametrize("design", list(DESIGNS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_other_designs_match_scipy(design, dtype):
+    sos = DESIGNS[design]()
+    x = signal((4, 3, 400), dtype)
+    assert rel_err(sosfiltfilt(sos, x), ss.sosfiltfilt(sos, x.numpy())) < TOL[dtype]
+    assert rel_err(sosfilt(sos, x), ss.sosfilt(sos, x.numpy())) < TOL[dtype]
+    zi = ss.sosfilt_zi(sos)[:, None, None, :] * x.numpy()[None, ..., :1].astype(np.float64)
+    y_ref, zf_ref = ss.sosfilt(sos, x.numpy(), zi=zi)
+    y, zf = sosfilt(sos, x, zi=torch.from_numpy(zi))
+    assert rel_err(y, y_ref) < TOL[dtype]
+    assert zf.dtype == torch.float64 and rel_err(zf, zf_ref) < 1e-9
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_instruction_set_the_cpu_runs(isa, monkeypatch):
+    monkeypatch.setenv("FASTECG_CPU_ISA", isa)
+    sos = ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
+    x = signal((5, 7, 333))  # 35 rows: two full 16-lane blocks and a partial one
+    try:
+        out = sosfiltfilt(sos, x, backend="cpu")
+    except RuntimeError as err:
+        assert "supports at most" in str(err)
+        pytest.skip(f"this CPU has no {isa}")
+    assert rel_err(out, ss.sosfiltfilt(sos, x.numpy())) < TOL[torch.float32]
+
+
+def test_real_records(cinc_records):
+    sig = np.stack([fastecg.data.load_cinc_record(p)[0] for p in cinc_records])
+    sos = ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
+    assert rel_err(bandpass(torch.from_numpy(sig), 500.0), ss.sosfiltfilt(sos, sig)) < 1e-6
+
+
+def test_fft_method_equals_iir_in_the_interior():
+    x = torch.from_numpy(fastecg.data.synthetic_ecg(2, duration_s=60.0, seed=2))
+    iir = bandpass(x.double(), 500.0, method="iir")
+    fft = bandpass(x.double(), 500.0, method="fft")
+    interior = slice(5000, -5000)  # 10 s from each edge = 5 / lowcut: IIR edge transients decay
+    err = (fft - iir)[..., interior].abs().max() / iir.abs().max()
+    assert err < 1e-4
+    assert bandpass(x, 500.0, method="fft").dtype == torch.float32
+
+
+def test_nan_stays_in_its_channel():
+    x = signal((2, 3, 300))
+    x[1, 2, 100] = float("nan")
+    out = bandpass(x, 500.0)
+    assert out[1, 2].isnan().all()
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    mask[1, 2] = False
+    assert out[mask].isfinite().all()
+
+
+def test_layouts_and_half_types():
+    x = signal((4, 5000, 12)).transpose(1, 2)  # channels-last view
+    torch.testing.assert_close(bandpass(x, 500.0), bandpass(x.contiguous(), 500.0),
+                               rtol=0, atol=0)
+    out = bandpass(x.to(torch.bfloat16), 500.0)
+    assert out.dtype == torch.bfloat16
+    assert bandpass(torch.empty(0, 12, 100), 500.0).shape == (0, 12, 100)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(lowcut=0.0), "lowcut=0.0 Hz must lie inside"),
+    (dict(highcut=250.0), r"highcut=250.0 Hz must lie inside \(0, fs/2\) = \(0, 250\)"),
+    (dict(lowcut=50.0, highcut=40.0), "must be below highcut"),
+    (dict(lowcut=None, highcut=None), "at least one"),
+    (dict(order=0), "order"),
+    (dict(method="fir2"), "unknown method"),
+])
+def test_bad_band(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bandpass(torch.randn(2, 500), 500.0, **kwargs)
+
+
+def test_bad_signals_and_sos():
+    with pytest.raises(ValueError, match="greater than padlen, which is 27"):
+        bandpass(torch.randn(2, 27), 500.0)
+    assert bandpass(torch.randn(2, 28), 500.0).shape == (2, 28)
+    with pytest.raises(TypeError, match="floating-point"):
+        bandpass(torch.ones(2, 500, dtype=torch.int32), 500.0)
+    with pytest.raises(ValueError, match=r"shape \(n_sections, 6\)"):
+        sosfiltfilt(np.ones((2, 5)), torch.randn(100))
+    with pytest.raises(ValueError, match="should be all ones"):
+        sosfiltfilt(np.array([[1, 0, 0, 2, 0, 0.0]]), torch.randn(100))
+    with pytest.raises(ValueError, match="Unknown value 'zero'"):
+        sosfiltfilt(DESIGNS["notch50"](), torch.randn(100), padtype="zero")
+    with pytest.raises(ValueError, match="Invalid zi shape"):
+        sosfilt(DESIGNS["notch50"](), torch.randn(3, 100), zi=torch.zeros(1, 2))
+
+
+# ---- autograd, custom ops, compile -------------------------------------------------------
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("padtype", ["odd", "even", "constant", None])
+def test_gradcheck_sosfiltfilt(backend, padtype):
+    sos = ss.butter(2, [5.0, 40.0], btype="bandpass", fs=200.0, output="sos")
+    x = torch.randn(2, 40, dtype=torch.float64, requires_grad=True)
+    fn = lambda t: sosfiltfilt(sos, t, padtype=padtype, backend=backend)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def test_gradcheck_high_order_bandpass_and_fft():
+    x = torch.randn(1, 2, 120, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: bandpass(t, 500.0, 1.0, 100.0, order=8), (x,))
+    assert torch.autograd.gradcheck(lambda t: bandpass(t, 500.0, 5.0, 100.0, method="fft"), (x,))
+
+
+def test_gradcheck_sosfilt_with_zi():
+    sos = DESIGNS["ellip"]()
+    x = torch.randn(2, 30, dtype=torch.float64, requires_grad=True)
+    zi = torch.randn(sos.shape[0], 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: sosfilt(sos, a, zi=b)[0], (x, zi))
+    y, zf = sosfilt(sos, x, zi=zi)
+    with pytest.raises(NotImplementedError, match="zf"):
+        zf.sum().backward()
+
+
+def test_opcheck():
+    sos = torch.tensor(ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos"))
+    zi = torch.tensor(ss.sosfilt_zi(sos.numpy()))
+    for x in (torch.randn(2, 3, 200, requires_grad=True),
+              torch.randn(4, 200, dtype=torch.float64, requires_grad=True)):
+        torch.library.opcheck(torch.ops.fastecg.sosfiltfilt.default, (x, sos, zi, 27, 1, "auto"))
+        torch.library.opcheck(torch.ops.fastecg.sosfiltfilt_adjoint.default,
+                              (x, sos, zi, 27, 1, "auto"))
+    state = torch.zeros(2, 3, 4, 2, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.fastecg.sosfilt.default,
+                          (torch.randn(2, 3, 50), sos, state, "auto"))
+
+
+def test_module_compile_fullgraph_matches_eager_and_functional():
+    from fastecg.registry import PREPROCESSORS
+
+    module = PREPROCESSORS.build({"name": "bandpass", "fs": 500.0, "lowcut": 0.5,
+                                  "highcut": 45.0})
+
+    def pipeline(x):
+        return module(x).square().mean(-1)
+
+    x = torch.randn(2, 12, 1000, requires_grad=True)
+    torch.testing.assert_close(module(x), bandpass(x, 500.0), rtol=0, atol=0)
+    compiled = torch.compile(pipeline, fullgraph=True)
+    out = compiled(x)
+    torch.testing.assert_close(out, pipeline(x))
+    torch.testing.assert_close(torch.autograd.grad(out.sum(), x)[0],
+                               torch.autograd.grad(pipeline(x).sum(), x)[0])
