@@ -31,6 +31,8 @@ def test_demo_runs_and_agrees_with_numpy_path():
     out = run("-m", "fastecg.cli", "demo", "--records", "4", "--repeats", "1")
     line = next(ln for ln in out.splitlines() if "max |fastecg - NumPy path|" in ln)
     assert float(line.split("=")[1]) < 1e-5
+    line = next(ln for ln in out.splitlines() if "SciPy sosfiltfilt| =" in ln)
+    assert float(line.split("=")[1].split()[0]) < 1e-6
 
 
 def test_numpy_path_imports_no_torch():
