@@ -227,6 +227,13 @@ def _zi_on_device(key: tuple, device: str) -> Tensor:
     return torch.tensor(sosfilt_zi(np.array(key)), dtype=torch.float64, device=device)
 
 
+def check_longer_than_padding(x: Tensor, padlen: int) -> None:
+    """SciPy's rule: the signal must be longer than the edge extension."""
+    if x.shape[-1] <= padlen:
+        raise ValueError(f"The length of the input vector x must be greater than padlen, which "
+                         f"is {padlen}: got {x.shape[-1]} samples")
+
+
 def default_padlen(sos: Union[np.ndarray, Tensor]) -> int:
     """SciPy's default padding of sosfiltfilt: ``3 * (2 * n_sections + 1 - min(#b2 == 0,
     #a2 == 0))`` (27 for a 4th-order Butterworth band-pass)."""
@@ -294,9 +301,7 @@ def sosfiltfilt(sos: Union[np.ndarray, Tensor], x: Tensor, padtype: Optional[str
         edge = 0
     if edge < 0:
         raise ValueError(f"padlen must be >= 0, got {edge}")
-    if x.shape[-1] <= edge:
-        raise ValueError(f"The length of the input vector x must be greater than padlen, which "
-                         f"is {edge}: got {x.shape[-1]} samples")
+    check_longer_than_padding(x, edge)
     if not torch.compiler.is_compiling():
         resolve_backend("sosfiltfilt", x, backend)
     zi = _zi_for(sos, sos_t)

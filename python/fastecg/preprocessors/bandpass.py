@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..ops._validate import check_signal, kernel_dtype
 from ..ops.bandpass import bandpass, butter_sos
-from ..ops.sosfilt import PADTYPES, _sosfiltfilt, default_padlen
+from ..ops.sosfilt import PADTYPES, _sosfiltfilt, check_longer_than_padding, default_padlen
 from ..registry import PREPROCESSORS
 
 
@@ -58,9 +58,7 @@ class BandPass(nn.Module):
         if self.method != "iir":
             return bandpass(sig, self.fs, self.lowcut, self.highcut, self.order, self.method)
         check_signal(sig, "BandPass")
-        if sig.shape[-1] <= self.padlen:
-            raise ValueError(f"The length of the input vector x must be greater than padlen, "
-                             f"which is {self.padlen}: got {sig.shape[-1]} samples")
+        check_longer_than_padding(sig, self.padlen)
         out = _sosfiltfilt(sig.to(kernel_dtype(sig)), self.sos, self.zi, self.padlen,
                            PADTYPES["odd"], self.backend)
         return out.to(sig.dtype)
