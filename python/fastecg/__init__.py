@@ -12,7 +12,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "ops", "preprocessors", "numpy_path", "data", "train", "registry", "cli",
+    "ops", "preprocessors", "models", "numpy_path", "data", "train", "registry", "cli",
 )
 
 

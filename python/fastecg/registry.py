@@ -105,3 +105,4 @@ SSL = Registry("SSL method")
 # full whichever fastecg module a user imports first.
 from .train import losses as _losses, optim as _optim  # noqa: E402,F401
 from . import preprocessors as _preprocessors  # noqa: E402,F401
+from . import models as _models  # noqa: E402,F401
