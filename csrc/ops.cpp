@@ -14,6 +14,16 @@ TORCH_LIBRARY(fastecg, m) {
   m.def("_sosfiltfilt_kernel(Tensor x, Tensor sos, Tensor zi, int padlen, int padtype) -> Tensor");
   // y, zf = scipy.signal.sosfilt(sos, x, zi=zi) per row; zi: (rows, n_sections, 2) float64.
   m.def("_sosfilt_kernel(Tensor x, Tensor sos, Tensor zi) -> (Tensor, Tensor)");
+  // Running medians along time, scipy.ndimage.median_filter per stage (a chain: the dual
+  // median of baseline removal). x: (rows, n) float32/float64; mode: 0 reflect, 1 mirror,
+  // 2 nearest, 3 constant, 4 wrap. Returns the last stage's output (x minus it when
+  // subtract) and, when need_index, the int64 row index of the sample each output
+  // selected (-1: cval); otherwise an empty index.
+  m.def("_median_filter_kernel(Tensor x, int[] sizes, int[] origins, int mode, float cval, "
+        "bool subtract, bool need_index) -> (Tensor, Tensor)");
+  // Chain of centred moving averages over torch's reflect padding (avg_pool1d of
+  // F.pad(x, (w//2, w//2), "reflect")), double accumulators; x - result when subtract.
+  m.def("_moving_average_kernel(Tensor x, int[] sizes, bool subtract) -> Tensor");
   // Instruction set the CPU kernels use (FASTECG_CPU_ISA may force a narrower one).
   m.def("_cpu_isa() -> str");
 }

@@ -1,0 +1,429 @@
+// CPU kernels of fastecg::_median_filter_kernel and fastecg::_moving_average_kernel.
+//
+// Running median, exact (bit-for-bit scipy.ndimage.median_filter):
+//   The signal is cut into chunks of kChunk outputs. For a chunk, the extended input
+//   (chunk + window halo, SciPy's boundary modes applied) is ranked once by an LSD
+//   radix sort of order-preserving integer keys (ties broken by position, so ranks are
+//   unique). Sliding the window is then integer work on ranks: a bitset over ranks plus
+//   a count per rank, and the current median rank `m` with the number of window
+//   elements below it. Each step removes one rank and inserts one; the median moves by
+//   at most one occupied rank, found with a count-trailing/leading-zeros on the bitset
+//   word. Cost: O(1) radix passes per sample (3 for float32) + O(1) per slide step
+//   (plus the scan over empty words, about w_gap/64); no heaps, no comparisons of
+//   floats after ranking. This is the "sort once, then slide" idea of Suomela (2014,
+//   "Median filtering is equivalent to sorting"), with the two linked lists replaced
+//   by a bitset over ranks, which is branch-light and cache-resident.
+//   A chain of filters (the dual median of baseline removal) applies the same stage to
+//   the previous stage's output; each stage records, for every output, the index of
+//   the input sample it selected, so the gradient (one-hot at the arg-median) is a
+//   scatter of those indices.
+//
+// Moving average (the "mean" baseline): running sums in double over a mirror-extended
+// copy of the row, four independent segments interleaved so the add chains overlap.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace fastecg {
+namespace {
+
+// Boundary modes, numbered as in python/fastecg/ops/baseline.py.
+enum Mode : int64_t { kReflect = 0, kMirror = 1, kNearest = 2, kConstant = 3, kWrap = 4 };
+
+constexpr int64_t kChunk = 8192;  // outputs per work item: ranks and bitset stay in L1/L2
+constexpr int kDigitBits = 11;    // radix digit: 2048 buckets, histogram fits in L1
+
+// Index of the input sample that extended position q reads (SciPy's ni_support rules,
+// periodic for extensions longer than the signal); -1 means the constant cval.
+inline int64_t map_index(int64_t q, int64_t n, int64_t mode) {
+  if (q >= 0 && q < n) return q;
+  switch (mode) {
+    case kNearest:
+      return q < 0 ? 0 : n - 1;
+    case kWrap: {
+      const int64_t r = q % n;
+      return r < 0 ? r + n : r;
+    }
+    case kReflect: {  // d c b a | a b c d | d c b a
+      const int64_t p = 2 * n;
+      int64_t r = q % p;
+      if (r < 0) r += p;
+      return r < n ? r : p - 1 - r;
+    }
+    case kMirror: {  // d c b | a b c d | c b a
+      if (n == 1) return 0;
+      const int64_t p = 2 * n - 2;
+      int64_t r = q % p;
+      if (r < 0) r += p;
+      return r < n ? r : p - r;
+    }
+    default:
+      return -1;
+  }
+}
+
+// Order-preserving unsigned keys: a < b (as floats) iff key(a) < key(b). -0.0 maps to
+// +0.0 (they compare equal), every NaN to the largest key.
+inline uint64_t order_key(float v) {
+  if (v != v) return 0xFFFFFFFFull;
+  uint32_t u = std::bit_cast<uint32_t>(v);
+  if (u == 0x80000000u) u = 0;
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+inline uint64_t order_key(double v) {
+  if (v != v) return ~0ull;
+  uint64_t u = std::bit_cast<uint64_t>(v);
+  if (u == 0x8000000000000000ull) u = 0;
+  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+// Radix-sort items: float32 packs (key << 32 | position) into one word, float64 keeps
+// the 64-bit key beside the position.
+struct Item64 {
+  uint64_t key;
+  uint32_t pos;
+};
+inline uint64_t item_key(uint64_t it) { return it >> 32; }
+inline uint32_t item_pos(uint64_t it) { return uint32_t(it); }
+inline uint64_t item_key(const Item64& it) { return it.key; }
+inline uint32_t item_pos(const Item64& it) { return it.pos; }
+template <typename T> using ItemFor = std::conditional_t<sizeof(T) == 4, uint64_t, Item64>;
+inline uint64_t make_item(float v, uint32_t pos) { return order_key(v) << 32 | pos; }
+inline Item64 make_item(double v, uint32_t pos) { return Item64{order_key(v), pos}; }
+
+constexpr size_t kBuckets = size_t(1) << kDigitBits;
+template <typename T> constexpr int kPasses = (8 * int(sizeof(T)) + kDigitBits - 1) / kDigitBits;
+
+// Per-thread scratch, reused across chunks.
+template <typename T>
+struct Scratch {
+  std::vector<ItemFor<T>> items, tmp;
+  std::vector<uint32_t> hist;
+  std::vector<int32_t> rank, src, out_rank, seq;
+  std::vector<uint32_t> order;
+  std::vector<int32_t> count;
+  std::vector<uint64_t> bits;
+};
+
+// Stable LSD radix sort of s.items by key; s.hist holds the digit histograms already.
+// Passes whose digit is the same for every item are skipped.
+template <typename T>
+void radix_sort(Scratch<T>& s) {
+  const size_t n = s.items.size();
+  s.tmp.resize(n);
+  ItemFor<T>* src = s.items.data();
+  ItemFor<T>* dst = s.tmp.data();
+  for (int p = 0; p < kPasses<T>; ++p) {
+    uint32_t* h = s.hist.data() + p * kBuckets;
+    const int shift = p * kDigitBits;
+    if (h[(item_key(src[0]) >> shift) & (kBuckets - 1)] == n) continue;
+    uint32_t sum = 0;
+    for (size_t b = 0; b < kBuckets; ++b) {
+      const uint32_t c = h[b];
+      h[b] = sum;
+      sum += c;
+    }
+    for (size_t i = 0; i < n; ++i) dst[h[(item_key(src[i]) >> shift) & (kBuckets - 1)]++] = src[i];
+    std::swap(src, dst);
+  }
+  if (src != s.items.data()) std::memcpy(s.items.data(), src, n * sizeof(ItemFor<T>));
+}
+
+// The median (rank k of w) of every window of `seq` (ranks in [0, nranks), duplicates
+// allowed); a window holding a rank >= nan_rank yields nan_rank.
+template <typename T>
+void slide(const int32_t* seq, int64_t n_out, int64_t w, int64_t k, int32_t nranks,
+           int32_t nan_rank, int32_t* out, Scratch<T>& s) {
+  s.count.assign(nranks, 0);
+  s.bits.assign((nranks + 63) / 64, 0);
+  int32_t* count = s.count.data();
+  uint64_t* bits = s.bits.data();
+  int64_t nan_count = 0;
+  for (int64_t j = 0; j < w; ++j) {
+    const int32_t r = seq[j];
+    ++count[r];
+    bits[r >> 6] |= 1ull << (r & 63);
+    nan_count += r >= nan_rank;
+  }
+  int64_t below = 0;
+  int32_t m = 0;
+  while (below + count[m] <= k) below += count[m++];
+
+  for (int64_t i = 0;; ++i) {
+    out[i] = nan_count ? nan_rank : m;
+    if (i + 1 == n_out) break;
+    const int32_t r_out = seq[i], r_in = seq[i + w];
+    nan_count += int64_t(r_in >= nan_rank) - int64_t(r_out >= nan_rank);
+    below += int64_t(r_in < m) - int64_t(r_out < m);
+    if (--count[r_out] == 0) bits[r_out >> 6] &= ~(1ull << (r_out & 63));
+    if (count[r_in]++ == 0) bits[r_in >> 6] |= 1ull << (r_in & 63);
+    while (below > k) {  // median moves down to the previous occupied rank
+      int64_t wi = m >> 6;
+      uint64_t word = bits[wi] & ((1ull << (m & 63)) - 1);
+      while (!word) word = bits[--wi];
+      m = int32_t((wi << 6) + 63 - std::countl_zero(word));
+      below -= count[m];
+    }
+    while (below + count[m] <= k) {  // ... or up to the next one
+      below += count[m];
+      int64_t wi = m >> 6;
+      uint64_t word = bits[wi] & (~1ull << (m & 63));
+      while (!word) word = bits[++wi];
+      m = int32_t((wi << 6) + std::countr_zero(word));
+    }
+  }
+}
+
+struct Stage {
+  int64_t size, start;  // window of output i: inputs [i + start, i + start + size)
+};
+
+// Ranks the extended input of outputs [c0, c1): position l reads stage input
+// j = map(c0 + start + l); stage input j is row sample src_in[j] (src_in == nullptr:
+// j itself), or cval where that is < 0. With `with_cval`, one more position holding
+// cval is ranked too. Fills s.src (row index per position), s.rank, s.order; returns
+// the number of positions and sets nan_rank (ranks >= it hold NaN).
+template <typename T>
+int64_t rank_extended(const T* row, const int32_t* src_in, int64_t n, const Stage& st,
+                      int64_t mode, T cval, int64_t c0, int64_t c1, bool with_cval,
+                      int32_t& nan_rank, Scratch<T>& s) {
+  const int64_t span = c1 - c0 + st.size - 1, len = span + with_cval, q0 = c0 + st.start;
+  s.items.resize(len);
+  s.src.resize(len);
+  s.hist.assign(kPasses<T> * kBuckets, 0);
+  uint32_t* hist = s.hist.data();
+  int64_t n_nan = 0;
+  auto put = [&](int64_t l, int64_t j) {
+    if (j >= 0 && src_in) j = src_in[j];
+    const T v = j >= 0 ? row[j] : cval;
+    s.src[l] = int32_t(j);
+    const auto item = make_item(v, uint32_t(l));
+    s.items[l] = item;
+    const uint64_t key = item_key(item);
+    for (int p = 0; p < kPasses<T>; ++p) ++hist[p * kBuckets + ((key >> (p * kDigitBits)) & (kBuckets - 1))];
+    n_nan += v != v;
+  };
+  // interior positions need no boundary mapping
+  const int64_t lo = std::clamp<int64_t>(-q0, 0, span), hi = std::clamp<int64_t>(n - q0, lo, span);
+  for (int64_t l = 0; l < lo; ++l) put(l, map_index(q0 + l, n, mode));
+  for (int64_t l = lo; l < hi; ++l) put(l, q0 + l);
+  for (int64_t l = hi; l < span; ++l) put(l, map_index(q0 + l, n, mode));
+  if (with_cval) put(span, -1);
+  radix_sort(s);
+  s.rank.resize(len);
+  s.order.resize(len);
+  for (int64_t r = 0; r < len; ++r) {
+    const uint32_t l = item_pos(s.items[r]);
+    s.rank[l] = int32_t(r);
+    s.order[r] = l;
+  }
+  nan_rank = int32_t(len - n_nan);
+  return len;
+}
+
+// One stage over outputs [c0, c1) of one row; writes the row index of the selected
+// sample (or -1 for cval) to sel[c0..c1).
+template <typename T>
+void median_chunk(const T* row, const int32_t* src_in, int64_t n, const Stage& st,
+                  int64_t mode, T cval, int64_t c0, int64_t c1, int32_t* sel, Scratch<T>& s) {
+  int32_t nan_rank;
+  const int64_t len = rank_extended(row, src_in, n, st, mode, cval, c0, c1, false, nan_rank, s);
+  s.out_rank.resize(c1 - c0);
+  slide(s.rank.data(), c1 - c0, st.size, st.size / 2, int32_t(len), nan_rank, s.out_rank.data(), s);
+  for (int64_t i = 0; i < c1 - c0; ++i) sel[c0 + i] = s.src[s.order[s.out_rank[i]]];
+}
+
+// Two stages over a whole row with one ranking: the second stage's inputs are samples
+// the first one selected (or cval), so their ranks in the first ranking order them.
+template <typename T>
+void median_row_two_stages(const T* row, int64_t n, const Stage& st1, const Stage& st2,
+                           int64_t mode, T cval, int32_t* sel, Scratch<T>& s) {
+  int32_t nan_rank;
+  const bool with_cval = mode == kConstant;
+  const int64_t len = rank_extended(row, nullptr, n, st1, mode, cval, 0, n, with_cval, nan_rank, s);
+  const int32_t cval_rank = with_cval ? s.rank[len - 1] : -1;
+  s.out_rank.resize(n);
+  slide(s.rank.data(), n, st1.size, st1.size / 2, int32_t(len), nan_rank, s.out_rank.data(), s);
+  s.seq.resize(n + st2.size - 1);
+  for (int64_t l = 0; l < n + st2.size - 1; ++l) {
+    const int64_t j = map_index(st2.start + l, n, mode);
+    s.seq[l] = j >= 0 ? s.out_rank[j] : cval_rank;
+  }
+  slide(s.seq.data(), n, st2.size, st2.size / 2, int32_t(len), nan_rank, s.out_rank.data(), s);
+  for (int64_t i = 0; i < n; ++i) sel[i] = s.src[s.order[s.out_rank[i]]];
+}
+
+template <typename T>
+void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t mode, double cval,
+                  bool subtract, at::Tensor& out, at::Tensor& index) {
+  const int64_t rows = x.size(0), n = x.size(1);
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const T* xd = x.data_ptr<T>();
+  const T cv = static_cast<T>(cval);
+  // sel[0] holds the previous stage's selection, sel[1] the current one.
+  std::vector<int32_t> sel[2];
+  sel[0].resize(rows * n);
+  const bool fused = stages.size() == 2 && chunks == 1;
+  if (fused) {
+    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+      thread_local Scratch<T> scratch;
+      for (int64_t r = begin; r < end; ++r)
+        median_row_two_stages<T>(xd + r * n, n, stages[0], stages[1], mode, cv,
+                                 sel[0].data() + r * n, scratch);
+    });
+  }
+  if (stages.size() > 1 && !fused) sel[1].resize(rows * n);
+  for (size_t st = 0; st < stages.size() && !fused; ++st) {
+    const int32_t* prev = st == 0 ? nullptr : sel[(st + 1) % 2].data();
+    int32_t* cur = sel[st % 2].data();
+    at::parallel_for(0, rows * chunks, 1, [&](int64_t begin, int64_t end) {
+      thread_local Scratch<T> scratch;
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
+        median_chunk<T>(xd + r * n, prev ? prev + r * n : nullptr, n, stages[st], mode, cv, c0,
+                        std::min(n, c0 + kChunk), cur + r * n, scratch);
+      }
+    });
+  }
+  const int32_t* final_sel = sel[fused ? 0 : (stages.size() - 1) % 2].data();
+  T* od = out.data_ptr<T>();
+  int64_t* id = index.numel() ? index.data_ptr<int64_t>() : nullptr;
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = xd + r * n;
+      const int32_t* sr = final_sel + r * n;
+      for (int64_t i = 0; i < n; ++i) {
+        const T med = sr[i] >= 0 ? xr[sr[i]] : cv;
+        od[r * n + i] = subtract ? xr[i] - med : med;
+      }
+      if (id)
+        for (int64_t i = 0; i < n; ++i) id[r * n + i] = sr[i];
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> median_filter_cpu(const at::Tensor& x, at::IntArrayRef sizes,
+                                                     at::IntArrayRef origins, int64_t mode,
+                                                     double cval, bool subtract, bool need_index) {
+  TORCH_CHECK(x.dim() == 2, "expected (rows, n_samples), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "expected float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(x.size(1) < (int64_t(1) << 31), "rows longer than 2**31 - 1 samples");
+  TORCH_CHECK(!sizes.empty() && sizes.size() == origins.size(), "one origin per size");
+  TORCH_CHECK(mode >= kReflect && mode <= kWrap, "bad mode code ", mode);
+  std::vector<Stage> stages;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    TORCH_CHECK(sizes[i] >= 1 && sizes[i] < (int64_t(1) << 30), "bad window size ", sizes[i]);
+    TORCH_CHECK(-(sizes[i] / 2) <= origins[i] && origins[i] <= (sizes[i] - 1) / 2,
+                "origin ", origins[i], " out of range for size ", sizes[i]);
+    stages.push_back(Stage{sizes[i], -(sizes[i] / 2) - origins[i]});
+  }
+  const at::Tensor xc = x.contiguous();
+  at::Tensor out = at::empty_like(xc);
+  at::Tensor index = need_index ? at::empty(xc.sizes(), xc.options().dtype(at::kLong))
+                                : at::empty({0}, xc.options().dtype(at::kLong));
+  if (xc.numel() == 0) return {out, index};
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "median_filter_cpu", [&] {
+    median_chain<scalar_t>(xc, stages, mode, cval, subtract, out, index);
+  });
+  return {out, index};
+}
+
+// ---- moving average ------------------------------------------------------------------
+
+// out[i] = mean(ext[i .. i + w)) for i < n, four interleaved running sums in double;
+// each segment re-sums its window exactly every kResum outputs to bound drift.
+void running_mean(const double* ext, int64_t n, int64_t w, bool finite, double* out) {
+  const double inv = 1.0 / double(w);
+  auto window_sum = [&](int64_t i) {
+    double s = 0.0;
+    for (int64_t j = 0; j < w; ++j) s += ext[i + j];
+    return s;
+  };
+  if (!finite) {  // Inf/NaN: a running sum would carry them past their windows
+    for (int64_t i = 0; i < n; ++i) out[i] = window_sum(i) * inv;
+    return;
+  }
+  constexpr int kSeg = 4;
+  constexpr int64_t kResum = 1 << 14;
+  const int64_t seg = (n + kSeg - 1) / kSeg;
+  for (int64_t base = 0; base < seg; base += kResum) {
+    const int64_t len = std::min(kResum, seg - base);
+    double sum[kSeg];
+    int64_t start[kSeg], stop[kSeg];
+    for (int k = 0; k < kSeg; ++k) {
+      start[k] = std::min(n, k * seg + base);
+      stop[k] = std::min(n, start[k] + len);
+      sum[k] = start[k] < stop[k] ? window_sum(start[k]) : 0.0;
+    }
+    for (int64_t t = 0; t < len; ++t)
+      for (int k = 0; k < kSeg; ++k) {
+        const int64_t i = start[k] + t;
+        if (i < stop[k]) {
+          out[i] = sum[k] * inv;
+          sum[k] += ext[i + w] - ext[i];
+        }
+      }
+  }
+}
+
+template <typename T>
+void moving_average_rows(const at::Tensor& x, const std::vector<int64_t>& sizes, bool subtract,
+                         at::Tensor& out) {
+  const int64_t rows = x.size(0), n = x.size(1);
+  const T* xd = x.data_ptr<T>();
+  T* od = out.data_ptr<T>();
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> ext, cur(n), next(n);
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t i = 0; i < n; ++i) cur[i] = double(xd[r * n + i]);
+      for (int64_t w : sizes) {
+        // torch's "reflect" padding (SciPy's "mirror"), half a window each side
+        const int64_t start = -(w / 2);
+        ext.resize(n + w);
+        bool finite = true;
+        for (int64_t l = 0; l < n + w - 1; ++l) {
+          ext[l] = cur[map_index(start + l, n, kMirror)];
+          finite &= std::isfinite(ext[l]);
+        }
+        ext[n + w - 1] = 0.0;  // read (times nothing) by the last running-sum update
+        running_mean(ext.data(), n, w, finite, next.data());
+        std::swap(cur, next);
+      }
+      for (int64_t i = 0; i < n; ++i)
+        od[r * n + i] = static_cast<T>(subtract ? double(xd[r * n + i]) - cur[i] : cur[i]);
+    }
+  });
+}
+
+at::Tensor moving_average_cpu(const at::Tensor& x, at::IntArrayRef sizes, bool subtract) {
+  TORCH_CHECK(x.dim() == 2, "expected (rows, n_samples), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "expected float32 or float64, got ", x.scalar_type());
+  for (int64_t w : sizes) TORCH_CHECK(w >= 1, "bad window size ", w);
+  const at::Tensor xc = x.contiguous();
+  at::Tensor out = at::empty_like(xc);
+  if (xc.numel() == 0) return out;
+  std::vector<int64_t> ws(sizes.begin(), sizes.end());
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "moving_average_cpu", [&] {
+    moving_average_rows<scalar_t>(xc, ws, subtract, out);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastecg, CPU, m) {
+  m.impl("_median_filter_kernel", &median_filter_cpu);
+  m.impl("_moving_average_kernel", &moving_average_cpu);
+}
+
+}  // namespace fastecg
