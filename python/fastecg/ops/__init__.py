@@ -4,7 +4,9 @@ Every op takes ``backend="auto" | "cuda" | "triton" | "cpu" | "torch"``.
 """
 
 from .bandpass import bandpass, butter_sos
+from .baseline import median_filter1d, remove_baseline
 from .normalize import normalize
 from .sosfilt import sosfilt, sosfiltfilt
 
-__all__ = ["bandpass", "butter_sos", "normalize", "sosfilt", "sosfiltfilt"]
+__all__ = ["bandpass", "butter_sos", "median_filter1d", "normalize", "remove_baseline", "sosfilt",
+           "sosfiltfilt"]
