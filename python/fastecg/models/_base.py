@@ -8,7 +8,7 @@ derived here from that structure, so that one generic test checks every backbone
 
 Output lengths are computed from strides, kernel sizes and padding, never by running
 a forward pass: :func:`output_length` folds a sequence length through a module tree.
-Convolutions, pools, transposed convolutions, upsampling and adaptive pools follow
+Convolutions, pools, pads, transposed convolutions, upsampling and adaptive pools follow
 PyTorch's formulas; containers fold over their children in registration order; other
 leaves keep the length. A block whose children are *not* applied in registration order
 along the time path (a residual block registering its shortcut, a squeeze-excitation
@@ -64,6 +64,9 @@ def output_length(module: nn.Module, seq_len: int) -> int:
                               module.dilation[0])
         return _conv_like(seq_len, module.kernel_size[0], module.stride[0],
                           module.padding[0], module.dilation[0])
+    if isinstance(module, (nn.ConstantPad1d, nn.ReflectionPad1d, nn.ReplicationPad1d,
+                           nn.CircularPad1d)):
+        return seq_len + module.padding[0] + module.padding[1]
     if isinstance(module, nn.ConvTranspose1d):
         return ((seq_len - 1) * module.stride[0] - 2 * module.padding[0]
                 + module.dilation[0] * (module.kernel_size[0] - 1)
