@@ -12,8 +12,20 @@ from ._base import Backbone, SequenceTooShort, output_length
 # Modules whose import registers backbones / models; each file registers its own names.
 _REGISTERING = (
     "backbones",
+    "attention",
+    "ecg_crnn",
+    "ecg_seq_lab_net",
+    "ecg_fcn",
 )
 for _mod in _REGISTERING:
     importlib.import_module(f".{_mod}", __name__)
 
-__all__ = ["Backbone", "SequenceTooShort", "output_length"]
+from .attention import GlobalContext, NonLocal, SelfAttention, SqueezeExcitation  # noqa: E402
+from .ecg_crnn import ECG_CRNN  # noqa: E402
+from .ecg_fcn import ECG_FCN  # noqa: E402
+from .ecg_seq_lab_net import ECG_SEQ_LAB_NET  # noqa: E402
+from .grad_cam import GradCam  # noqa: E402
+
+__all__ = ["Backbone", "SequenceTooShort", "output_length", "ECG_CRNN", "ECG_SEQ_LAB_NET",
+           "ECG_FCN", "GradCam", "SelfAttention", "SqueezeExcitation", "GlobalContext",
+           "NonLocal"]

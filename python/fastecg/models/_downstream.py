@@ -1,0 +1,158 @@
+"""Pieces shared by the downstream models: config handling, backbone/RNN/attention
+builders, and the lazy-head base class with ``materialize``."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import ATTN_LAYERS, BACKBONES
+from ._base import Backbone
+
+__all__ = ["DownstreamModel", "SequenceRNN", "merge_config", "build_backbone",
+           "build_rnn", "build_attention", "class_names"]
+
+# torch_ecg's config keys, accepted as synonyms of ours.
+_ALIASES = {"cnn": "backbone", "attn": "attention"}
+
+
+def merge_config(defaults: Mapping[str, Any], config: Optional[Mapping[str, Any]],
+                 kwargs: Mapping[str, Any], model: str) -> dict:
+    """``defaults`` updated by ``config`` then ``kwargs``; an unknown key is a ``KeyError``
+    naming close matches (a typo must not be ignored silently)."""
+    merged = dict(defaults)
+    for source in (config or {}), kwargs:
+        for key, value in source.items():
+            key = _ALIASES.get(key, key)
+            if key not in defaults:
+                close = difflib.get_close_matches(key, list(defaults), n=3, cutoff=0.5)
+                hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+                raise KeyError(f"{model}: unknown config key {key!r}{hint} "
+                               f"(known: {', '.join(sorted(defaults))})")
+            merged[key] = value
+    return merged
+
+
+def class_names(classes: Union[Sequence[str], int]) -> list[str]:
+    """``classes`` as a list of names (an int ``n`` stands for ``["0", ..., "n-1"]``)."""
+    if isinstance(classes, int):
+        names = [str(i) for i in range(classes)]
+    elif isinstance(classes, str):
+        raise TypeError(f"classes must be a list of class names, got the string {classes!r}")
+    else:
+        names = [str(c) for c in classes]
+    if not names:
+        raise ValueError("classes is empty: need at least one class")
+    return names
+
+
+def _is_none(spec) -> bool:
+    return spec is None or (isinstance(spec, str) and spec.lower() == "none")
+
+
+def build_backbone(spec: Union[str, Mapping[str, Any], nn.Module], n_leads: int) -> Backbone:
+    """A backbone from a ``BACKBONES`` name, a dict with ``"name"``, or a built module."""
+    if isinstance(spec, nn.Module):
+        backbone = spec
+    else:
+        backbone = BACKBONES.build(spec, in_channels=n_leads)
+    for attr in ("forward_features", "out_channels", "feature_info", "min_seq_len"):
+        if not hasattr(backbone, attr):
+            raise TypeError(f"backbone {type(backbone).__name__} lacks {attr!r}; "
+                            f"downstream models need the Backbone contract")
+    if getattr(backbone, "in_channels", n_leads) != n_leads:
+        raise ValueError(f"backbone takes {backbone.in_channels} leads but n_leads={n_leads}")
+    return backbone
+
+
+class SequenceRNN(nn.Module):
+    """LSTM or GRU over time on ``(batch, channels, length)``, output
+    ``(batch, hidden_size * directions, length)``."""
+
+    _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+    def __init__(self, in_channels: int, name: str = "lstm", hidden_size: int = 128,
+                 num_layers: int = 1, bidirectional: bool = True, dropout: float = 0.0):
+        super().__init__()
+        if name.lower() not in self._CELLS:
+            close = difflib.get_close_matches(name.lower(), list(self._CELLS), n=2, cutoff=0.3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise KeyError(f"unknown rnn {name!r}{hint} (known: none, lstm, gru)")
+        if hidden_size < 1 or num_layers < 1:
+            raise ValueError(f"hidden_size={hidden_size} and num_layers={num_layers} "
+                             f"must be >= 1")
+        self.rnn = self._CELLS[name.lower()](
+            in_channels, hidden_size, num_layers=num_layers, batch_first=True,
+            bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+        self.out_channels = hidden_size * (2 if bidirectional else 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, _ = self.rnn(x.transpose(1, 2))
+        return out.transpose(1, 2)
+
+    def output_length(self, seq_len: int) -> int:
+        return seq_len
+
+
+def build_rnn(spec, in_channels: int) -> Optional[SequenceRNN]:
+    """``None`` for ``None``/``"none"``; else a :class:`SequenceRNN` from a cell name
+    (``"lstm"``, ``"gru"``) or a dict with ``"name"`` and its keyword arguments."""
+    if _is_none(spec):
+        return None
+    if isinstance(spec, str):
+        return SequenceRNN(in_channels, spec)
+    config = dict(spec)
+    return SequenceRNN(in_channels, config.pop("name", "lstm"), **config)
+
+
+def build_attention(spec, channels: int) -> Optional[nn.Module]:
+    """``None`` for ``None``/``"none"``; else an ``ATTN_LAYERS`` entry by name or dict,
+    built for ``channels`` channels."""
+    if _is_none(spec):
+        return None
+    return ATTN_LAYERS.build(spec, channels=channels)
+
+
+class DownstreamModel(nn.Module):
+    """Base of models with lazy heads: :meth:`materialize` runs one dummy forward."""
+
+    n_leads: int
+    backbone: Backbone
+
+    @property
+    def min_seq_len(self) -> int:
+        """Shortest input the backbone accepts."""
+        return self.backbone.min_seq_len
+
+    def materialize(self, seq_len: Optional[int] = None) -> "DownstreamModel":
+        """Initialise the lazy modules with one forward pass of zeros.
+
+        Runs in eval mode without gradients on the model's device and dtype, so no
+        BatchNorm statistics change; the train/eval state is restored. Afterwards the
+        lazy modules are ordinary ``nn.Linear`` / ``nn.Conv1d``. Returns ``self``.
+
+        Parameters
+        ----------
+        seq_len : int, optional
+            Length of the dummy input; default the backbone's ``min_seq_len``. The heads'
+            shapes do not depend on it.
+        """
+        seq_len = self.min_seq_len if seq_len is None else int(seq_len)
+        ref = next(p for p in self.parameters()
+                   if not isinstance(p, nn.parameter.UninitializedParameter))
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                self(torch.zeros(1, self.n_leads, seq_len, device=ref.device, dtype=ref.dtype))
+        finally:
+            self.train(was_training)
+        return self
+
+    def has_lazy_modules(self) -> bool:
+        """Whether some parameter is still uninitialised (call :meth:`materialize`)."""
+        return any(isinstance(p, nn.parameter.UninitializedParameter)
+                   for p in self.parameters())

@@ -1,0 +1,165 @@
+"""ECG_CRNN: backbone -> optional RNN -> optional attention -> global pooling -> classifier.
+
+The record-level multi-label classifier of torch_ecg (same name and signature,
+``ECG_CRNN(classes, n_leads, config)``), on fastecg's registry-built backbones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import MODELS
+from ._downstream import (DownstreamModel, build_attention, build_backbone, build_rnn,
+                          class_names, merge_config)
+
+__all__ = ["ECG_CRNN", "AttentionPool"]
+
+
+class AttentionPool(nn.Module):
+    """Attention pooling over time (Ilse et al. 2018): ``sum_t softmax_t(w^T x_t) x_t``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.score = nn.Conv1d(channels, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        weights = torch.softmax(self.score(x), dim=-1)   # (batch, 1, length)
+        return (x * weights).sum(dim=-1)
+
+
+def _global_pool(name: str, channels: int) -> nn.Module:
+    pools = {"max": lambda: nn.Sequential(nn.AdaptiveMaxPool1d(1), nn.Flatten(1)),
+             "avg": lambda: nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(1)),
+             "attn": lambda: AttentionPool(channels)}
+    if name not in pools:
+        raise KeyError(f"unknown global_pool {name!r} (known: {', '.join(pools)})")
+    return pools[name]()
+
+
+def lazy_mlp(hidden: Sequence[int], n_out: int, dropout: float) -> nn.Sequential:
+    """``[LazyLinear -> ReLU -> Dropout] * len(hidden) -> Dropout -> LazyLinear(n_out)``;
+    works on the last axis, so also per time step on ``(batch, length, channels)``."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.LazyLinear(int(width)), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+    if not hidden:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.LazyLinear(n_out))
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("ECG_CRNN")
+class ECG_CRNN(DownstreamModel):
+    """Convolutional(-recurrent) multi-label classifier of whole records.
+
+    ``backbone.forward_features -> [RNN] -> [attention] -> global pooling -> classifier``.
+    The classifier is built from ``nn.LazyLinear``, so no feature width is computed by
+    hand; call :meth:`materialize` (one dummy forward) before ``load_state_dict`` into an
+    optimizer-free copy, ``torch.compile`` or counting parameters.
+
+    Parameters
+    ----------
+    classes : list of str or int
+        Class names (``n_classes = len(classes)``); an int ``n`` stands for ``n``
+        unnamed classes.
+    n_leads : int, optional
+        Leads of the input, ``(batch, n_leads, n_samples)``.
+    config : dict, optional
+        Keys (torch_ecg's ``cnn``/``attn`` are accepted for ``backbone``/``attention``):
+
+        ``backbone``
+            ``BACKBONES`` name, dict with ``"name"`` and its arguments, or a built
+            backbone module. Default ``"resnet"``.
+        ``rnn``
+            ``None``/``"none"``, ``"lstm"``, ``"gru"``, or a dict
+            ``{"name": "lstm", "hidden_size": 128, "num_layers": 1,
+            "bidirectional": True, "dropout": 0.0}``. Default ``None``.
+        ``attention``
+            ``None`` or an ``ATTN_LAYERS`` name or dict (``self_attention``,
+            ``squeeze_excitation``, ``global_context``, ``non_local``); its
+            ``channels`` come from the previous module. Default ``None``.
+        ``global_pool``
+            ``"max"`` (default), ``"avg"`` or ``"attn"``.
+        ``dropout``
+            Before each classifier layer. Default 0.2.
+        ``clf_hidden``
+            Widths of hidden classifier layers. Default ``()`` (one linear layer).
+    **kwargs
+        Override ``config`` keys.
+
+    Raises
+    ------
+    KeyError
+        Unknown config key, backbone, attention, rnn or pooling name (with close matches).
+
+    Notes
+    -----
+    ``torch.compile(model, fullgraph=True)`` works after :meth:`materialize` for
+    configurations without an RNN. Dynamo refuses ``nn.LSTM``/``nn.GRU`` unless
+    ``torch._dynamo.config.allow_rnn = True``; with it the graph is complete and matches
+    eager, but tracing unrolls the recurrence (about 6 minutes for 63 steps on 2 CPU
+    cores in torch 2.13), so compile RNN models without ``fullgraph`` instead.
+
+    Examples
+    --------
+    >>> model = ECG_CRNN(["AF", "RBBB"], n_leads=12,
+    ...                  config={"backbone": "resnet", "rnn": "lstm",
+    ...                          "attention": "squeeze_excitation"}).materialize(5000)
+    >>> model(torch.randn(4, 12, 5000)).shape
+    torch.Size([4, 2])
+    """
+
+    DEFAULT_CONFIG = {"backbone": "resnet", "rnn": None, "attention": None,
+                      "global_pool": "max", "dropout": 0.2, "clf_hidden": ()}
+
+    def __init__(self, classes: Union[Sequence[str], int], n_leads: int = 12,
+                 config: Optional[Mapping[str, Any]] = None, **kwargs):
+        super().__init__()
+        self.classes = class_names(classes)
+        self.n_classes = len(self.classes)
+        self.n_leads = int(n_leads)
+        self.config = merge_config(self.DEFAULT_CONFIG, config, kwargs, "ECG_CRNN")
+        cfg = self.config
+        self.backbone = build_backbone(cfg["backbone"], self.n_leads)
+        channels = self.backbone.out_channels
+        self.rnn = build_rnn(cfg["rnn"], channels)
+        if self.rnn is not None:
+            channels = self.rnn.out_channels
+        self.attention = build_attention(cfg["attention"], channels)
+        self.pool = _global_pool(cfg["global_pool"], channels)
+        self.num_features = channels
+        self.clf = lazy_mlp(cfg["clf_hidden"], self.n_classes, float(cfg["dropout"]))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(batch, num_features, L_out)``: backbone features after the RNN and attention."""
+        x = self.backbone.forward_features(x)
+        if self.rnn is not None:
+            x = self.rnn(x)
+        if self.attention is not None:
+            x = self.attention(x)
+        return x
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pool over time, then classify; ``pre_logits`` returns the pooled features."""
+        x = self.pool(x)
+        return x if pre_logits else self.clf(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Multi-label logits ``(batch, n_classes)`` (apply a sigmoid for probabilities)."""
+        return self.forward_head(self.forward_features(x))
+
+    def compute_output_shape(self, seq_len: Optional[int] = None,
+                             batch_size: Optional[int] = None) -> tuple:
+        """``(batch_size, n_classes)``; checks that ``seq_len`` (if given) is long enough."""
+        if seq_len is not None:
+            self.backbone.compute_features_output_shape(seq_len, batch_size)
+        return (batch_size, self.n_classes)
+
+    def compute_features_output_shape(self, seq_len: int,
+                                      batch_size: Optional[int] = None) -> tuple:
+        """``(batch_size, num_features, L_out)`` of :meth:`forward_features`."""
+        _, _, length = self.backbone.compute_features_output_shape(seq_len, batch_size)
+        return (batch_size, self.num_features, length)

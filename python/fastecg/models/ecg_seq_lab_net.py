@@ -1,0 +1,104 @@
+"""ECG_SEQ_LAB_NET: per-sample labelling (torch_ecg's sequence labelling network).
+
+``backbone -> [RNN] -> [attention] -> per-step classifier -> upsampling to the input
+length``; output ``(batch, n_samples, n_classes)`` logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..registry import MODELS
+from ._downstream import (DownstreamModel, build_attention, build_backbone, build_rnn,
+                          class_names, merge_config)
+from .ecg_crnn import lazy_mlp
+
+__all__ = ["ECG_SEQ_LAB_NET"]
+
+_MODES = ("nearest", "linear")
+
+
+@MODELS.register("ECG_SEQ_LAB_NET")
+class ECG_SEQ_LAB_NET(DownstreamModel):
+    """Sequence labelling: one logit vector per time step.
+
+    Parameters
+    ----------
+    classes : list of str or int
+        Class names of each time step (e.g. ``["N", "S", "V"]`` beats, or wave types).
+    n_leads : int, optional
+        Leads of the input, ``(batch, n_leads, n_samples)``.
+    config : dict, optional
+        ``backbone``, ``rnn``, ``attention``, ``dropout``, ``clf_hidden`` as in
+        :class:`~fastecg.models.ECG_CRNN` (default ``rnn`` here is a bidirectional
+        LSTM, as in torch_ecg), plus
+
+        ``recover_length``
+            Upsample the per-step logits to the input length (default ``True``);
+            ``False`` leaves them at the backbone's resolution.
+        ``upsample_mode``
+            ``"linear"`` (default) or ``"nearest"``.
+    **kwargs
+        Override ``config`` keys.
+
+    Examples
+    --------
+    >>> model = ECG_SEQ_LAB_NET(["N", "S", "V"], backbone="resnet").materialize(2000)
+    >>> model(torch.randn(2, 12, 2000)).shape
+    torch.Size([2, 2000, 3])
+    """
+
+    DEFAULT_CONFIG = {"backbone": "resnet",
+                      "rnn": {"name": "lstm", "hidden_size": 128, "bidirectional": True},
+                      "attention": None, "dropout": 0.2, "clf_hidden": (),
+                      "recover_length": True, "upsample_mode": "linear"}
+
+    def __init__(self, classes: Union[Sequence[str], int], n_leads: int = 12,
+                 config: Optional[Mapping[str, Any]] = None, **kwargs):
+        super().__init__()
+        self.classes = class_names(classes)
+        self.n_classes = len(self.classes)
+        self.n_leads = int(n_leads)
+        self.config = merge_config(self.DEFAULT_CONFIG, config, kwargs, "ECG_SEQ_LAB_NET")
+        cfg = self.config
+        if cfg["upsample_mode"] not in _MODES:
+            raise ValueError(f"upsample_mode must be one of {_MODES}, "
+                             f"got {cfg['upsample_mode']!r}")
+        self.recover_length = bool(cfg["recover_length"])
+        self.upsample_mode = cfg["upsample_mode"]
+        self.backbone = build_backbone(cfg["backbone"], self.n_leads)
+        channels = self.backbone.out_channels
+        self.rnn = build_rnn(cfg["rnn"], channels)
+        if self.rnn is not None:
+            channels = self.rnn.out_channels
+        self.attention = build_attention(cfg["attention"], channels)
+        self.num_features = channels
+        self.clf = lazy_mlp(cfg["clf_hidden"], self.n_classes, float(cfg["dropout"]))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(batch, num_features, L_out)`` at the backbone's resolution."""
+        x = self.backbone.forward_features(x)
+        if self.rnn is not None:
+            x = self.rnn(x)
+        if self.attention is not None:
+            x = self.attention(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(batch, n_samples, n_classes)`` (``L_out`` instead of ``n_samples``
+        when ``recover_length`` is off)."""
+        n_samples = x.shape[-1]
+        logits = self.clf(self.forward_features(x).transpose(1, 2))   # (batch, L_out, n)
+        if not self.recover_length:
+            return logits
+        logits = F.interpolate(logits.transpose(1, 2), size=n_samples,
+                               mode=self.upsample_mode)
+        return logits.transpose(1, 2)
+
+    def compute_output_shape(self, seq_len: int, batch_size: Optional[int] = None) -> tuple:
+        """``(batch_size, seq_len or L_out, n_classes)``, without a forward pass."""
+        _, _, length = self.backbone.compute_features_output_shape(seq_len, batch_size)
+        return (batch_size, seq_len if self.recover_length else length, self.n_classes)

@@ -1,0 +1,146 @@
+"""Grad-CAM saliency over time for any model built on a fastecg backbone."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["GradCam"]
+
+
+def _default_target_layer(model: nn.Module) -> str:
+    """Name of the backbone's last stage, e.g. ``"backbone.stages.3"``."""
+    for name, module in model.named_modules():
+        if getattr(module, "feature_info", None) and hasattr(module, "forward_features"):
+            prefix = f"{name}." if name else ""
+            return prefix + module.feature_info[-1]["module"]
+    raise ValueError(f"{type(model).__name__} has no backbone with feature_info; "
+                     f"pass target_layer")
+
+
+class GradCam:
+    """Grad-CAM (Selvaraju et al. 2017) in 1-D: which samples drove a class's logit.
+
+    For the target layer's activations ``A`` of shape ``(batch, channels, L')`` and the
+    chosen class's logit ``y``, the map is ``relu(sum_c mean_t(dy/dA_c) A_c)``, upsampled
+    linearly to the input length and scaled to ``[0, 1]`` per sample.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps ``(batch, n_leads, n_samples)`` to logits ``(batch, n_classes)``; outputs
+        ``(batch, n_samples', n_classes)`` (sequence models) are summed over time.
+    target_layer : str or nn.Module, optional
+        Module whose output is explained: a name for ``model.get_submodule`` or the
+        module itself. Default: the last stage of the model's backbone, from its
+        ``feature_info``.
+
+    Notes
+    -----
+    Each call runs the model in eval mode with parameter gradients off, then restores
+    the train/eval state and ``requires_grad`` flags of every module and parameter; the
+    forward hook is removed even if the call fails. Parameters' ``.grad`` are untouched.
+
+    Examples
+    --------
+    >>> cam = GradCam(model)                        # model: e.g. an ECG_CRNN
+    >>> saliency = cam(x, target_class=0)           # (batch, n_samples), in [0, 1]
+    """
+
+    def __init__(self, model: nn.Module, target_layer: Union[str, nn.Module, None] = None):
+        self.model = model
+        if target_layer is None:
+            target_layer = _default_target_layer(model)
+        if isinstance(target_layer, str):
+            self.target_name = target_layer
+            self.target_layer = model.get_submodule(target_layer)
+        elif isinstance(target_layer, nn.Module):
+            self.target_layer = target_layer
+            self.target_name = next((n for n, m in model.named_modules() if m is target_layer),
+                                    None)
+            if self.target_name is None:
+                raise ValueError("target_layer is not a submodule of model")
+        else:
+            raise TypeError(f"target_layer must be a name or a module, got "
+                            f"{type(target_layer).__name__}")
+
+    def __call__(self, x: Tensor, target_class: Union[int, Tensor, None] = None,
+                 normalize: bool = True) -> Tensor:
+        return self.cam(x, target_class, normalize)
+
+    def cam(self, x: Tensor, target_class: Union[int, Tensor, None] = None,
+            normalize: bool = True) -> Tensor:
+        """Saliency ``(batch, n_samples)`` for ``target_class``.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_leads, n_samples)
+            Input; not modified, and needs no ``requires_grad``.
+        target_class : int or Tensor, optional
+            One class for the whole batch, or one per sample (shape ``(batch,)``).
+            Default: each sample's highest logit.
+        normalize : bool, optional
+            Scale each map to ``[0, 1]`` (an all-zero map stays zero).
+
+        Returns
+        -------
+        Tensor
+            On ``x``'s device, in the activations' dtype, detached.
+        """
+        if x.ndim != 3:
+            raise ValueError(f"expected (batch, n_leads, n_samples), got {tuple(x.shape)}")
+        captured: list[Tensor] = []
+
+        def keep(module, inputs, output):
+            captured.append(output)
+
+        was_training = {m: m.training for m in self.model.modules()}
+        requires_grad = {p: p.requires_grad for p in self.model.parameters()}
+        handle = self.target_layer.register_forward_hook(keep)
+        try:
+            self.model.eval()
+            for p in requires_grad:
+                p.requires_grad_(False)
+            with torch.enable_grad():
+                # a leaf that requires grad makes the activations part of a graph even
+                # though every parameter is frozen
+                inp = x.detach().clone().requires_grad_(True)
+                logits = self.model(inp)
+                if not captured:
+                    raise RuntimeError(f"target layer {self.target_name!r} did not run")
+                acts = captured[-1]
+                if logits.ndim == 3:  # (batch, time, classes): explain the whole sequence
+                    logits = logits.sum(dim=1)
+                if target_class is None:
+                    cls = logits.argmax(dim=1)
+                elif isinstance(target_class, Tensor):
+                    cls = target_class.to(device=logits.device, dtype=torch.long).reshape(-1)
+                    if cls.numel() == 1:
+                        cls = cls.expand(logits.shape[0])
+                else:
+                    cls = torch.full((logits.shape[0],), int(target_class), dtype=torch.long,
+                                     device=logits.device)
+                if cls.shape[0] != logits.shape[0]:
+                    raise ValueError(f"target_class has {cls.shape[0]} entries for a batch "
+                                     f"of {logits.shape[0]}")
+                score = logits.gather(1, cls[:, None]).sum()
+                (grads,) = torch.autograd.grad(score, acts)
+        finally:
+            handle.remove()
+            for p, flag in requires_grad.items():
+                p.requires_grad_(flag)
+            for m, flag in was_training.items():
+                m.training = flag
+        weights = grads.mean(dim=-1, keepdim=True)                 # (batch, channels, 1)
+        cam = F.relu((weights * acts).sum(dim=1, keepdim=True))    # (batch, 1, L')
+        cam = F.interpolate(cam.detach(), size=x.shape[-1], mode="linear",
+                            align_corners=False)[:, 0]
+        if normalize:
+            lo = cam.amin(dim=-1, keepdim=True)
+            span = cam.amax(dim=-1, keepdim=True) - lo
+            cam = torch.where(span > 0, (cam - lo) / span.clamp_min(1e-12),
+                              torch.zeros_like(cam))
+        return cam

@@ -1,0 +1,435 @@
+"""Downstream models (ECG_CRNN, ECG_SEQ_LAB_NET, ECG_FCN), attention layers and GradCam.
+
+Most tests run on a small local backbone built on the ``Backbone`` contract, so they
+check the downstream code alone, fast; the contract is the only thing they share with
+the registered backbones (which the generic backbone test covers).
+
+Tests run on one thread: on a busy shared 2-core machine two OpenMP threads made a
+training step of this tiny network ~50x slower (spin-waiting); one thread takes ~20 ms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastecg.data import synthetic_ecg
+from fastecg.models import (ECG_CRNN, ECG_FCN, ECG_SEQ_LAB_NET, Backbone, GlobalContext,
+                            GradCam, NonLocal, SelfAttention, SqueezeExcitation)
+from fastecg.models._layers import ConvBnAct
+from fastecg.registry import ATTN_LAYERS, BACKBONES, MODELS
+
+ATTENTIONS = ["self_attention", "squeeze_excitation", "global_context", "non_local"]
+
+
+class TinyBackbone(Backbone):
+    """``stem (stride 2) -> stages (stride 2 each)``: reduction 16 with three stages."""
+
+    def __init__(self, in_channels: int = 12, widths=(8, 16, 16), kernel_size: int = 5):
+        super().__init__(in_channels)
+        self.stem = ConvBnAct(in_channels, widths[0], 7, stride=2)
+        chans = [widths[0], *widths]
+        self.stages = nn.ModuleList(
+            nn.Sequential(ConvBnAct(chans[i], chans[i + 1], kernel_size, stride=2),
+                          ConvBnAct(chans[i + 1], chans[i + 1], kernel_size))
+            for i in range(len(widths)))
+        self._finish(widths)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _zscore(x: np.ndarray) -> torch.Tensor:
+    x = (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + 1e-6)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _train(model, x, y, steps, batch_size=32, lr=3e-3, seed=0):
+    """Plain AdamW + BCE-with-logits on random minibatches; returns the model in eval mode."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (batch_size,), generator=gen)
+        loss = F.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+# -- a labelled synthetic task: heart rate ------------------------------------------------
+def rate_task(n: int, seed: int):
+    """Balanced binary task, 12 leads x 1000 samples ("10 s at 100 Hz").
+
+    Class 0: ``synthetic_ecg`` at 100 Hz for 10 s (50-110 bpm). Class 1: the same
+    generator at 50 Hz for 20 s, read as 100 Hz, i.e. played at double speed
+    (100-220 bpm, waves half as wide). No mains hum, so that no aliasing artefact tells
+    the classes apart; noise and wander are the generator's.
+    """
+    slow = synthetic_ecg(n // 2, 12, fs=100.0, duration_s=10.0, seed=seed, mains_mv=0.0)
+    fast = synthetic_ecg(n - n // 2, 12, fs=50.0, duration_s=20.0, seed=seed + 1,
+                         mains_mv=0.0)
+    x = _zscore(np.concatenate([slow, fast]))
+    y = torch.cat([torch.zeros(len(slow)), torch.ones(len(fast))])
+    return x, y
+
+
+def test_crnn_learns_heart_rate_on_held_out_records():
+    torch.manual_seed(0)
+    x_train, y_train = rate_task(256, seed=0)
+    x_test, y_test = rate_task(128, seed=1000)  # other seeds: other records
+    model = ECG_CRNN(["tachycardia"], n_leads=12,
+                     config={"backbone": TinyBackbone(), "global_pool": "avg",
+                             "attention": "squeeze_excitation"}).materialize(1000)
+    _train(model, x_train, y_train, steps=300)
+    with torch.no_grad():
+        accuracy = ((model(x_test)[:, 0] > 0).float() == y_test).float().mean().item()
+    # balanced classes: chance is 0.5; measured 0.98 (seed 0, 1 thread)
+    assert accuracy >= 0.9, accuracy
+
+
+# -- shapes ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("seq_len", [1, 2, 37, 500, 1000, 1234, 4097])
+def test_fcn_output_length_equals_input_length(seq_len):
+    model = ECG_FCN(["N", "P", "QRS", "T"], n_leads=12, backbone=TinyBackbone()).materialize()
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 12, seq_len))
+    assert out.shape == (2, seq_len, 4)
+    assert model.compute_output_shape(seq_len, 2) == (2, seq_len, 4)
+
+
+def test_fcn_rejects_input_shorter_than_backbone_minimum():
+    backbone = TinyBackbone(kernel_size=3)
+    backbone.stem[0].padding = (0,)       # unpadded stem: a real minimum length
+    backbone.min_seq_len = backbone._find_min_seq_len()
+    model = ECG_FCN(3, backbone=backbone)
+    assert model.min_seq_len == 7
+    with pytest.raises(ValueError, match="at least 7"):
+        model(torch.randn(1, 12, 6))
+
+
+@pytest.mark.parametrize("recover_length", [True, False])
+def test_seq_lab_net_shape(recover_length):
+    model = ECG_SEQ_LAB_NET(["N", "S", "V"], n_leads=12, backbone=TinyBackbone(),
+                            recover_length=recover_length).materialize(999).eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 12, 999))
+    expected = model.compute_output_shape(999, 3)
+    assert out.shape == expected
+    assert expected == ((3, 999, 3) if recover_length else (3, 63, 3))  # ceil(999/16) = 63
+
+
+@pytest.mark.parametrize("attention", [None] + ATTENTIONS)
+@pytest.mark.parametrize("rnn", [None, "lstm", {"name": "gru", "hidden_size": 8,
+                                                "bidirectional": False}])
+@pytest.mark.parametrize("pool", ["max", "avg", "attn"])
+def test_crnn_shapes(attention, rnn, pool):
+    model = ECG_CRNN(["a", "b", "c"], n_leads=2,
+                     config={"backbone": TinyBackbone(2), "rnn": rnn, "attention": attention,
+                             "global_pool": pool}).materialize(300).eval()
+    x = torch.randn(4, 2, 300)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        logits = model(x)
+    assert logits.shape == model.compute_output_shape(300, 4) == (4, 3)
+    assert feats.shape == model.compute_features_output_shape(300, 4)
+    width = {None: 16, "lstm": 256}.get(rnn if isinstance(rnn, (str, type(None))) else "gru", 8)
+    assert feats.shape == (4, width, 19)
+
+
+def test_models_are_registered_and_built_by_dict():
+    assert {"ECG_CRNN", "ECG_SEQ_LAB_NET", "ECG_FCN"} <= set(MODELS.list())
+    model = MODELS.build({"name": "ECG_CRNN", "classes": ["AF"], "n_leads": 1,
+                          "config": {"cnn": TinyBackbone(1), "attn": "non_local"}})
+    assert isinstance(model, ECG_CRNN) and isinstance(model.attention, NonLocal)
+
+
+# -- lazy heads: materialize, state_dict, compile ---------------------------------------
+def _crnn():
+    return ECG_CRNN(["a", "b"], n_leads=12, backbone=TinyBackbone(), attention="self_attention",
+                    clf_hidden=(16,))
+
+
+def _seq_lab():
+    return ECG_SEQ_LAB_NET(["N", "S", "V"], n_leads=12, backbone=TinyBackbone(),
+                           rnn=None, attention="global_context")
+
+
+def _fcn():
+    return ECG_FCN(["N", "P", "QRS", "T"], n_leads=12, backbone=TinyBackbone())
+
+
+@pytest.mark.parametrize("make", [_crnn, _seq_lab, _fcn], ids=["crnn", "seq_lab", "fcn"])
+def test_materialize_then_state_dict_round_trip(make):
+    torch.manual_seed(0)
+    model = make()
+    assert model.has_lazy_modules()
+    model.train()
+    bn_before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    assert model.materialize(500) is model
+    assert not model.has_lazy_modules()
+    assert model.training  # state restored
+    assert not any(isinstance(m, nn.modules.lazy.LazyModuleMixin) for m in model.modules())
+    for k, v in bn_before.items():  # the dummy forward ran in eval mode
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+    model.eval()
+    x = torch.randn(2, 12, 800)
+    with torch.no_grad():
+        expected = model(x)
+
+    torch.manual_seed(1)  # other initial weights
+    fresh = make().materialize().eval()
+    with torch.no_grad():
+        assert not torch.allclose(fresh(x), expected)
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), expected, rtol=0, atol=0)
+    assert sum(p.numel() for p in fresh.parameters()) == sum(p.numel()
+                                                             for p in model.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [_crnn, _fcn], ids=["crnn", "fcn"])
+def test_compile_fullgraph_matches_eager(make):
+    torch.manual_seed(0)
+    model = make().materialize(1000).eval()
+    x = torch.randn(2, 12, 1000)
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+# -- bad configs ----------------------------------------------------------------------------
+def test_unknown_attention_name_lists_close_matches():
+    with pytest.raises(KeyError, match="self_attention"):
+        ECG_CRNN(["a"], backbone=TinyBackbone(), attention="self_atention")
+    with pytest.raises(KeyError, match="non_local"):
+        ECG_SEQ_LAB_NET(["a"], backbone=TinyBackbone(), attention={"name": "nonlocal"})
+
+
+def test_unknown_backbone_name_raises_key_error():
+    with pytest.raises(KeyError, match="unknown backbone 'resnett'") as err:
+        ECG_CRNN(["a"], backbone="resnett")
+    if "resnet" in BACKBONES:
+        assert "did you mean 'resnet'" in str(err.value)
+
+
+def test_unknown_config_key_and_options():
+    with pytest.raises(KeyError, match="global_pool"):
+        ECG_CRNN(["a"], config={"backbone": TinyBackbone(), "global_pol": "max"})
+    with pytest.raises(KeyError, match="unknown global_pool"):
+        ECG_CRNN(["a"], backbone=TinyBackbone(), global_pool="median")
+    with pytest.raises(KeyError, match="lstm"):
+        ECG_CRNN(["a"], backbone=TinyBackbone(), rnn="lstn")
+    with pytest.raises(ValueError, match="leads"):
+        ECG_CRNN(["a"], n_leads=1, backbone=TinyBackbone(12))
+    with pytest.raises(ValueError, match="decoder_channels"):
+        ECG_FCN(["a"], backbone=TinyBackbone(), decoder_channels=[8, 8])
+    with pytest.raises(ValueError, match="num_heads=3"):
+        ATTN_LAYERS.build({"name": "self_attention", "num_heads": 3}, channels=16)
+
+
+# -- attention layers against plain-PyTorch formulas ---------------------------------------
+@pytest.mark.parametrize("name", ATTENTIONS)
+@pytest.mark.parametrize("length", [1, 7, 64])
+def test_attention_keeps_shape_and_length(name, length):
+    layer = ATTN_LAYERS.build(name, channels=16)
+    x = torch.randn(3, 16, length, requires_grad=True)
+    out = layer(x)
+    assert out.shape == x.shape and layer.output_length(length) == length
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def _randomise(layer):
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    return layer.eval()
+
+
+def test_non_local_matches_formula():
+    layer = _randomise(NonLocal(6, reduction=0.5))
+    x = torch.randn(2, 6, 11, dtype=torch.float64)
+    layer = layer.double()
+    w = {n: getattr(layer, n).weight[:, :, 0] for n in ("theta", "phi", "g")}
+    b = {n: getattr(layer, n).bias for n in ("theta", "phi", "g")}
+    emb = {n: torch.einsum("ic,bct->bti", w[n], x) + b[n] for n in w}  # (batch, time, inter)
+    attn = torch.softmax(torch.einsum("bti,bsi->bts", emb["theta"], emb["phi"]), dim=-1)
+    y = torch.einsum("bts,bsi->bit", attn, emb["g"])
+    conv, bn = layer.out
+    z = torch.einsum("ci,bit->bct", conv.weight[:, :, 0], y) + conv.bias[:, None]
+    z = ((z - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps)
+         * bn.weight[:, None] + bn.bias[:, None])
+    torch.testing.assert_close(layer(x), x + z)
+
+
+def test_global_context_matches_formula():
+    layer = _randomise(GlobalContext(8, reduction=0.5)).double()
+    x = torch.randn(2, 8, 13, dtype=torch.float64)
+    wk = layer.context.weight[0, :, 0]
+    weights = torch.softmax(torch.einsum("c,bct->bt", wk, x) + layer.context.bias, dim=-1)
+    context = torch.einsum("bct,bt->bc", x, weights)
+    conv1, ln, _, conv2 = layer.transform
+    h = context @ conv1.weight[:, :, 0].T + conv1.bias
+    h = F.layer_norm(h, h.shape[-1:], ln.weight[:, 0], ln.bias[:, 0], ln.eps).relu()
+    delta = h @ conv2.weight[:, :, 0].T + conv2.bias
+    torch.testing.assert_close(layer(x), x + delta[:, :, None])
+
+
+def test_squeeze_excitation_matches_formula():
+    layer = _randomise(SqueezeExcitation(16, reduction=0.25)).double()
+    x = torch.randn(2, 16, 9, dtype=torch.float64)
+    s = x.mean(-1)
+    h = (s @ layer.fc1.weight[:, :, 0].T + layer.fc1.bias).relu()
+    gate = torch.sigmoid(h @ layer.fc2.weight[:, :, 0].T + layer.fc2.bias)
+    torch.testing.assert_close(layer(x), x * gate[:, :, None])
+
+
+def test_self_attention_matches_formula():
+    layer = _randomise(SelfAttention(8, num_heads=2)).double()
+    x = torch.randn(2, 8, 10, dtype=torch.float64)
+    tokens = F.layer_norm(x.transpose(1, 2), (8,), layer.norm.weight, layer.norm.bias,
+                          layer.norm.eps)
+    q, k, v = (tokens @ layer.attn.in_proj_weight.T + layer.attn.in_proj_bias).chunk(3, -1)
+    split = lambda t: t.reshape(2, 10, 2, 4).transpose(1, 2)  # noqa: E731
+    attn = torch.softmax(split(q) @ split(k).transpose(-1, -2) / 2.0, dim=-1)
+    heads = (attn @ split(v)).transpose(1, 2).reshape(2, 10, 8)
+    out = heads @ layer.attn.out_proj.weight.T + layer.attn.out_proj.bias
+    torch.testing.assert_close(layer(x), x + out.transpose(1, 2))
+
+
+def test_fresh_context_blocks_are_identity():
+    x = torch.randn(2, 16, 20)
+    for layer in (GlobalContext(16), NonLocal(16).eval()):
+        torch.testing.assert_close(layer(x), x)
+
+
+# -- GradCam --------------------------------------------------------------------------------
+BUMP_WIDTH = 8  # samples (80 ms at 100 Hz), wider and taller than any wave of the generator
+
+
+def bump_task(n: int, seed: int):
+    """Half the records carry a Gaussian bump (1.5 mV, sigma 80 ms, all leads, random
+    polarity per lead) at a random place in the middle 80%; label 1 = has the bump."""
+    rng = np.random.default_rng(seed)
+    x = synthetic_ecg(n, 12, fs=100.0, duration_s=10.0, seed=seed, mains_mv=0.0)
+    n_samples = x.shape[-1]
+    y = np.zeros(n, dtype=np.float32)
+    y[: n // 2] = 1
+    centres = rng.integers(int(0.1 * n_samples), int(0.9 * n_samples), size=n)
+    t = np.arange(n_samples)
+    for i in range(n // 2):
+        sign = rng.choice([-1.0, 1.0], size=(12, 1))
+        x[i] += 1.5 * sign * np.exp(-0.5 * ((t - centres[i]) / BUMP_WIDTH) ** 2)
+    return _zscore(x), torch.from_numpy(y), torch.from_numpy(centres)
+
+
+@pytest.fixture(scope="module")
+def bump_model():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        x, y, _ = bump_task(256, seed=0)
+        model = ECG_CRNN(["bump"], n_leads=12, backbone=TinyBackbone(widths=(16, 16, 32)),
+                         global_pool="max").materialize(1000)
+        _train(model, x, y, steps=300)
+    finally:
+        torch.set_num_threads(before)
+    return model
+
+
+def _hooks(model):
+    return [(name, kind) for name, m in model.named_modules()
+            for kind in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                         "_backward_pre_hooks")
+            if getattr(m, kind)]
+
+
+def test_grad_cam_peaks_at_the_planted_bump(bump_model):
+    x, y, centres = bump_task(64, seed=500)
+    with torch.no_grad():
+        accuracy = ((bump_model(x)[:, 0] > 0).float() == y).float().mean().item()
+    assert accuracy >= 0.9, accuracy
+    positive = y == 1
+    cam = GradCam(bump_model)
+    assert cam.target_name == "backbone.stages.2"
+    saliency = cam(x[positive], target_class=0)
+    assert saliency.shape == (int(positive.sum()), x.shape[-1])
+    assert saliency.min() >= 0 and saliency.max() <= 1
+    distance = (saliency.argmax(dim=1) - centres[positive]).abs().float()
+    # measured: median 3 samples, worst 11 of 1000 (seed 0, 1 thread); the issue's bar is
+    # a median under 10% of the record, we also hold the median within one bump sigma
+    assert distance.median() < 0.1 * x.shape[-1], distance
+    assert distance.median() <= BUMP_WIDTH, distance
+    assert (distance < 0.1 * x.shape[-1]).all(), distance
+
+
+def test_grad_cam_restores_state_and_removes_hooks():
+    torch.manual_seed(0)
+    model = ECG_CRNN(["a", "b"], n_leads=12, backbone=TinyBackbone()).materialize(200)
+    model.train()
+    model.backbone.stages[0].eval()  # a mixed state must come back exactly
+    model.backbone.stem[0].weight.requires_grad_(False)
+    modes = {n: m.training for n, m in model.named_modules()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(3, 12, 200)
+
+    cam = GradCam(model, target_layer="backbone.stages.1")
+    per_sample = cam(x, target_class=torch.tensor([0, 1, 0]))
+    assert per_sample.shape == (3, 200)
+    with torch.no_grad():  # works inside no_grad, and class 0 for all equals per-sample 0
+        all_zero = cam(x, target_class=0)
+    torch.testing.assert_close(per_sample[[0, 2]], all_zero[[0, 2]])
+
+    assert _hooks(model) == []
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert all(p.grad is None for p in model.parameters())
+    for k, v in model.state_dict().items():  # eval mode inside: BN statistics untouched
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+
+    # a failing forward still removes the hook and restores the state
+    handle = model.backbone.stages[2].register_forward_hook(
+        lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        cam(x, target_class=1)
+    handle.remove()
+    assert _hooks(model) == []
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+
+
+def test_grad_cam_on_sequence_and_segmentation_models():
+    torch.manual_seed(0)
+    for model in (_seq_lab().materialize(), _fcn().materialize()):
+        cam = GradCam(model)
+        assert cam.target_name == "backbone.stages.2"
+        out = cam(torch.randn(2, 12, 333), target_class=1)
+        assert out.shape == (2, 333) and torch.isfinite(out).all()
+        assert _hooks(model) == []
+
+
+def test_grad_cam_bad_arguments():
+    model = ECG_CRNN(["a", "b"], n_leads=12, backbone=TinyBackbone()).materialize()
+    with pytest.raises(AttributeError):
+        GradCam(model, target_layer="backbone.stages.9")
+    with pytest.raises(ValueError, match="not a submodule"):
+        GradCam(model, target_layer=nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="no backbone"):
+        GradCam(nn.Sequential(nn.Conv1d(12, 2, 3)))
+    with pytest.raises(ValueError, match="2 entries for a batch of 3"):
+        GradCam(model)(torch.randn(3, 12, 100), target_class=torch.tensor([0, 1]))
