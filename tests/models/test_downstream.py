@@ -83,12 +83,19 @@ def rate_task(n: int, seed: int):
     return x, y
 
 
+# a small ResNet (8k parameters with the head), built through the registry by dict
+SMALL_RESNET = {"name": "resnet", "layers": (1, 1, 1), "widths": (8, 16, 32),
+                "strides": (1, 2, 2), "stem_channels": 8, "stem_kernel": 7}
+
+
 def test_crnn_learns_heart_rate_on_held_out_records():
+    if "resnet" not in BACKBONES:
+        pytest.skip("backbone 'resnet' is not registered")
     torch.manual_seed(0)
     x_train, y_train = rate_task(256, seed=0)
     x_test, y_test = rate_task(128, seed=1000)  # other seeds: other records
     model = ECG_CRNN(["tachycardia"], n_leads=12,
-                     config={"backbone": TinyBackbone(), "global_pool": "avg",
+                     config={"backbone": SMALL_RESNET, "global_pool": "avg",
                              "attention": "squeeze_excitation"}).materialize(1000)
     _train(model, x_train, y_train, steps=300)
     with torch.no_grad():
@@ -152,6 +159,27 @@ def test_models_are_registered_and_built_by_dict():
     model = MODELS.build({"name": "ECG_CRNN", "classes": ["AF"], "n_leads": 1,
                           "config": {"cnn": TinyBackbone(1), "attn": "non_local"}})
     assert isinstance(model, ECG_CRNN) and isinstance(model.attention, NonLocal)
+
+
+@pytest.mark.parametrize("name", BACKBONES.list())
+def test_downstream_models_on_every_registered_backbone(name):
+    """ECG_CRNN, ECG_FCN and GradCam on each backbone's defaults, at its shortest input
+    and at an odd length."""
+    torch.manual_seed(0)
+    crnn = ECG_CRNN(["a", "b"], n_leads=12, backbone=name, attention="self_attention")
+    fcn = ECG_FCN(["N", "P", "QRS", "T"], n_leads=12, backbone={"name": name})
+    n_min = crnn.min_seq_len
+    crnn.materialize(n_min).eval()
+    fcn.materialize(n_min).eval()
+    with torch.no_grad():
+        assert crnn(torch.randn(1, 12, n_min)).shape == (1, 2)
+        for seq_len in (n_min, n_min + 37):
+            assert fcn(torch.randn(1, 12, seq_len)).shape == (1, seq_len, 4)
+    cam = GradCam(crnn)
+    assert cam.target_name == "backbone." + crnn.backbone.feature_info[-1]["module"]
+    saliency = cam(torch.randn(2, 12, n_min + 37), target_class=1)
+    assert saliency.shape == (2, n_min + 37) and torch.isfinite(saliency).all()
+    assert _hooks(crnn) == []
 
 
 # -- lazy heads: materialize, state_dict, compile ---------------------------------------
