@@ -28,9 +28,11 @@ ATTENTIONS = ["self_attention", "squeeze_excitation", "global_context", "non_loc
 class TinyBackbone(Backbone):
     """``stem (stride 2) -> stages (stride 2 each)``: reduction 16 with three stages."""
 
-    def __init__(self, in_channels: int = 12, widths=(8, 16, 16), kernel_size: int = 5):
+    def __init__(self, in_channels: int = 12, widths=(8, 16, 16), kernel_size: int = 5,
+                 pad_stem: bool = True):
         super().__init__(in_channels)
-        self.stem = ConvBnAct(in_channels, widths[0], 7, stride=2)
+        self.stem = (ConvBnAct(in_channels, widths[0], 7, stride=2) if pad_stem
+                     else nn.Conv1d(in_channels, widths[0], 7, stride=2))
         chans = [widths[0], *widths]
         self.stages = nn.ModuleList(
             nn.Sequential(ConvBnAct(chans[i], chans[i + 1], kernel_size, stride=2),
@@ -116,10 +118,7 @@ def test_fcn_output_length_equals_input_length(seq_len):
 
 
 def test_fcn_rejects_input_shorter_than_backbone_minimum():
-    backbone = TinyBackbone(kernel_size=3)
-    backbone.stem[0].padding = (0,)       # unpadded stem: a real minimum length
-    backbone.min_seq_len = backbone._find_min_seq_len()
-    model = ECG_FCN(3, backbone=backbone)
+    model = ECG_FCN(3, backbone=TinyBackbone(pad_stem=False))  # 7-tap stem, no padding
     assert model.min_seq_len == 7
     with pytest.raises(ValueError, match="at least 7"):
         model(torch.randn(1, 12, 6))
