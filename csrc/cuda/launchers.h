@@ -11,4 +11,13 @@ template <typename T>
 cudaError_t normalize_forward_cuda(const T* x, T* y, int64_t rows, int64_t n, int method,
                                    double mean, double std, cudaStream_t stream);
 
+// One running-median stage: sel[r, i] = row index of the median of output i's window
+// (-1: cval). Stage input j is x[r, src_in[r, j]] (src_in == nullptr: x[r, j]).
+// Window of output i: extended positions [i + start, i + start + size); mode as in
+// python/fastecg/ops/baseline.py.
+template <typename T>
+cudaError_t median_stage_cuda(const T* x, const int64_t* src_in, int64_t* sel, int64_t rows,
+                              int64_t n, int64_t start, int64_t size, int mode, double cval,
+                              cudaStream_t stream);
+
 }  // namespace fastecg

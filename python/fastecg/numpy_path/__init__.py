@@ -4,6 +4,7 @@ For offline data preparation and deployment without torch; also the reference in
 tests and the baseline in benchmarks, so it calls NumPy/SciPy the fast way.
 """
 
+from .baseline import BaselineRemove, remove_baseline
 from .normalize import normalize
 
-__all__ = ["normalize"]
+__all__ = ["BaselineRemove", "normalize", "remove_baseline"]

@@ -79,6 +79,7 @@ def median_filter_reference(rows: Tensor, sizes: list[int], origins: list[int], 
 
 
 register_kernel("median_filter", "cpu", compiled_op("_median_filter_kernel"))
+register_kernel("median_filter", "cuda", compiled_op("_median_filter_kernel"))
 register_kernel("median_filter", "triton", "fastecg.triton_kernels.median:median_filter_forward")
 
 
@@ -250,7 +251,7 @@ def median_filter1d(x: Tensor, size: int, mode: str = "nearest", cval: float = 0
     --------
     >>> y = median_filter1d(torch.randn(2, 12, 5000), 101)
     """
-    check_signal(x, "median_filter1d")
+    check_signal(x, "median_filter1d", min_samples=0)
     if mode not in MEDIAN_MODES:
         raise ValueError(f"median_filter1d: unknown mode {mode!r}; expected one of "
                          f"{sorted(MEDIAN_MODES)}")
@@ -304,7 +305,7 @@ def remove_baseline(x: Tensor, fs: float, window1: float = 0.2, window2: float =
     with non-finite values). Gradients: exact (one-hot at the arg-median / the adjoint
     of the averages).
     """
-    check_signal(x, "remove_baseline")
+    check_signal(x, "remove_baseline", min_samples=0)
     if method not in BASELINE_METHODS:
         raise ValueError(f"remove_baseline: unknown method {method!r}; expected one of "
                          f"{BASELINE_METHODS}")

@@ -1,6 +1,7 @@
 """``nn.Module`` preprocessors, registered in ``fastecg.registry.PREPROCESSORS``."""
 
 from .bandpass import BandPass
+from .baseline import BaselineRemove
 from .normalize import MinMaxNormalize, NaiveNormalize, Normalize, ZScoreNormalize
 
-__all__ = ["BandPass", "Normalize", "MinMaxNormalize", "NaiveNormalize", "ZScoreNormalize"]
+__all__ = ["BandPass", "BaselineRemove", "Normalize", "MinMaxNormalize", "NaiveNormalize", "ZScoreNormalize"]
