@@ -39,7 +39,7 @@ namespace {
 // Boundary modes, numbered as in python/fastecg/ops/baseline.py.
 enum Mode : int64_t { kReflect = 0, kMirror = 1, kNearest = 2, kConstant = 3, kWrap = 4 };
 
-constexpr int64_t kChunk = 8192;  // outputs per work item: ranks and bitset stay in L1/L2
+constexpr int64_t kChunk = 8192;  // outputs per work item of the chunked (long-row) path
 constexpr int kDigitBits = 11;    // radix digit: 2048 buckets, histogram fits in L1
 
 // Index of the input sample that extended position q reads (SciPy's ni_support rules,
@@ -72,19 +72,21 @@ inline int64_t map_index(int64_t q, int64_t n, int64_t mode) {
 }
 
 // Order-preserving unsigned keys: a < b (as floats) iff key(a) < key(b). -0.0 maps to
-// +0.0 (they compare equal), every NaN to the largest key.
+// +0.0 (they compare equal), every NaN to the largest key. Branch-free: signs are
+// unpredictable in a signal that crosses zero.
 inline uint64_t order_key(float v) {
-  if (v != v) return 0xFFFFFFFFull;
   uint32_t u = std::bit_cast<uint32_t>(v);
-  if (u == 0x80000000u) u = 0;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  u = u == 0x80000000u ? 0u : u;
+  const uint32_t flip = uint32_t(int32_t(u) >> 31) | 0x80000000u;
+  return v != v ? 0xFFFFFFFFull : uint64_t(u ^ flip);
 }
 inline uint64_t order_key(double v) {
-  if (v != v) return ~0ull;
   uint64_t u = std::bit_cast<uint64_t>(v);
-  if (u == 0x8000000000000000ull) u = 0;
-  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+  u = u == 0x8000000000000000ull ? 0ull : u;
+  const uint64_t flip = uint64_t(int64_t(u) >> 63) | 0x8000000000000000ull;
+  return v != v ? ~0ull : (u ^ flip);
 }
+
 // Radix-sort items: float32 packs (key << 32 | position) into one word, float64 keeps
 // the 64-bit key beside the position.
 struct Item64 {
@@ -113,8 +115,12 @@ struct Scratch {
   std::vector<uint64_t> bits;
 };
 
-// Stable LSD radix sort of s.items by key; s.hist holds the digit histograms already.
-// Passes whose digit is the same for every item are skipped.
+// Stable LSD radix sort of s.items by key; s.hist holds the lowest digit's histogram.
+// Each scatter pass counts the next digit of the items it moves: in that order the
+// higher digits are shuffled, so consecutive increments rarely hit the same counter
+// (counting them in signal order, where neighbouring samples share their top bits,
+// stalls on store-to-load forwarding). A pass whose digit is the same for every item
+// is skipped.
 template <typename T>
 void radix_sort(Scratch<T>& s) {
   const size_t n = s.items.size();
@@ -124,14 +130,28 @@ void radix_sort(Scratch<T>& s) {
   for (int p = 0; p < kPasses<T>; ++p) {
     uint32_t* h = s.hist.data() + p * kBuckets;
     const int shift = p * kDigitBits;
-    if (h[(item_key(src[0]) >> shift) & (kBuckets - 1)] == n) continue;
+    const bool last = p + 1 == kPasses<T>;
+    uint32_t* next = last ? h : s.hist.data() + (p + 1) * kBuckets;
+    if (h[(item_key(src[0]) >> shift) & (kBuckets - 1)] == n) {
+      if (!last)
+        for (size_t i = 0; i < n; ++i) ++next[(item_key(src[i]) >> (shift + kDigitBits)) & (kBuckets - 1)];
+      continue;
+    }
     uint32_t sum = 0;
     for (size_t b = 0; b < kBuckets; ++b) {
       const uint32_t c = h[b];
       h[b] = sum;
       sum += c;
     }
-    for (size_t i = 0; i < n; ++i) dst[h[(item_key(src[i]) >> shift) & (kBuckets - 1)]++] = src[i];
+    if (last) {
+      for (size_t i = 0; i < n; ++i) dst[h[(item_key(src[i]) >> shift) & (kBuckets - 1)]++] = src[i];
+    } else {
+      for (size_t i = 0; i < n; ++i) {
+        const uint64_t key = item_key(src[i]);
+        dst[h[(key >> shift) & (kBuckets - 1)]++] = src[i];
+        ++next[(key >> (shift + kDigitBits)) & (kBuckets - 1)];
+      }
+    }
     std::swap(src, dst);
   }
   if (src != s.items.data()) std::memcpy(s.items.data(), src, n * sizeof(ItemFor<T>));
@@ -200,21 +220,31 @@ int64_t rank_extended(const T* row, const int32_t* src_in, int64_t n, const Stag
   s.src.resize(len);
   s.hist.assign(kPasses<T> * kBuckets, 0);
   uint32_t* hist = s.hist.data();
+  ItemFor<T>* items = s.items.data();
+  int32_t* srcs = s.src.data();
   int64_t n_nan = 0;
-  auto put = [&](int64_t l, int64_t j) {
+  auto put = [&](int64_t l, int64_t j) __attribute__((always_inline)) {
     if (j >= 0 && src_in) j = src_in[j];
     const T v = j >= 0 ? row[j] : cval;
-    s.src[l] = int32_t(j);
-    const auto item = make_item(v, uint32_t(l));
-    s.items[l] = item;
-    const uint64_t key = item_key(item);
-    for (int p = 0; p < kPasses<T>; ++p) ++hist[p * kBuckets + ((key >> (p * kDigitBits)) & (kBuckets - 1))];
+    srcs[l] = int32_t(j);
+    items[l] = make_item(v, uint32_t(l));
+    ++hist[item_key(items[l]) & (kBuckets - 1)];
     n_nan += v != v;
   };
   // interior positions need no boundary mapping
   const int64_t lo = std::clamp<int64_t>(-q0, 0, span), hi = std::clamp<int64_t>(n - q0, lo, span);
   for (int64_t l = 0; l < lo; ++l) put(l, map_index(q0 + l, n, mode));
-  for (int64_t l = lo; l < hi; ++l) put(l, q0 + l);
+  if (src_in) {
+    for (int64_t l = lo; l < hi; ++l) put(l, q0 + l);
+  } else {
+    for (int64_t l = lo; l < hi; ++l) {  // the hot loop: plain samples
+      const T v = row[q0 + l];
+      srcs[l] = int32_t(q0 + l);
+      items[l] = make_item(v, uint32_t(l));
+      ++hist[item_key(items[l]) & (kBuckets - 1)];
+      n_nan += v != v;
+    }
+  }
   for (int64_t l = hi; l < span; ++l) put(l, map_index(q0 + l, n, mode));
   if (with_cval) put(span, -1);
   radix_sort(s);
