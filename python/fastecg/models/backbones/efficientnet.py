@@ -8,9 +8,8 @@ conv to ``num_features`` channels sits in the last stage.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
 import math
+from typing import Optional, Sequence
 
 from torch import Tensor, nn
 

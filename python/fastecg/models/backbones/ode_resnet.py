@@ -32,8 +32,8 @@ from ...registry import BACKBONES
 from .._base import Backbone
 from .._layers import ConvBnAct
 
-__all__ = ["ButcherTableau", "MIDPOINT", "RK4", "COOPER_VERNER8", "RungeKuttaBlock",
-           "ResidualFunction", "ODEResNet"]
+__all__ = ["ButcherTableau", "MIDPOINT", "RK4", "COOPER_VERNER8", "TABLEAUX",
+           "RungeKuttaBlock", "ResidualFunction", "ODEResNet"]
 
 
 class ButcherTableau(NamedTuple):

@@ -93,9 +93,9 @@ def _pre_norm_layer(layer: nn.TransformerEncoderLayer, x: Tensor) -> Tensor:
 
 
 class TransformerStage(nn.Module):
-    """``nn.TransformerEncoderLayer`` s (batch-first, pre-norm) on ``(batch, C, L)``
-    tokens, optionally followed by a final ``LayerNorm`` (needed after the last pre-norm
-    layer).
+    """A stack of ``nn.TransformerEncoderLayer`` (batch-first, pre-norm) applied to
+    ``(batch, C, L)`` tokens, optionally followed by a final ``LayerNorm`` (needed after
+    the last pre-norm layer).
 
     Parameters
     ----------
