@@ -44,7 +44,9 @@ def pytest_sessionfinish(session):
     for bench in bench_session.benchmarks:
         if bench.stats is None or not bench.stats.data:
             continue
-        data_ms = 1e3 * np.asarray(bench.stats.data)
+        # A candidate timed on a slice of the workload (too slow for the whole) sets
+        # extra_info["scaled_by"]; its times are scaled up to the whole workload.
+        data_ms = 1e3 * np.asarray(bench.stats.data) * bench.extra_info.get("scaled_by", 1)
         record = {
             **bench.extra_info,
             "name": bench.name,
