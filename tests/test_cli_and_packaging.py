@@ -33,11 +33,13 @@ def test_demo_runs_and_agrees_with_numpy_path():
     assert float(line.split("=")[1]) < 1e-5
     line = next(ln for ln in out.splitlines() if "SciPy sosfiltfilt| =" in ln)
     assert float(line.split("=")[1].split()[0]) < 1e-6
+    line = next(ln for ln in out.splitlines() if ln.startswith("baseline removal"))
+    assert line.endswith("True")
 
 
 def test_numpy_path_imports_no_torch():
     code = ("import sys, numpy as np, fastecg.numpy_path as npp, fastecg.data as d;"
-            "npp.normalize(d.synthetic_ecg(1));"
+            "npp.normalize(d.synthetic_ecg(1)); npp.remove_baseline(d.synthetic_ecg(1), 500.0);"
             "assert 'torch' not in sys.modules, 'torch was imported'")
     run("-c", code)
 
