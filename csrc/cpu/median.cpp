@@ -369,8 +369,10 @@ std::tuple<at::Tensor, at::Tensor> median_filter_cpu(const at::Tensor& x, at::In
 
 // ---- moving average ------------------------------------------------------------------
 
-// out[i] = mean(ext[i .. i + w)) for i < n, four interleaved running sums in double;
-// each segment re-sums its window exactly every kResum outputs to bound drift.
+// out[i] = mean(ext[i .. i + w)) for i < n, with running sums in double. The row is cut
+// into kSeg equal segments whose add chains interleave (one chain would wait on the
+// add latency at every sample); each segment re-sums its window exactly every kResum
+// outputs to bound drift.
 void running_mean(const double* ext, int64_t n, int64_t w, bool finite, double* out) {
   const double inv = 1.0 / double(w);
   auto window_sum = [&](int64_t i) {
@@ -384,25 +386,47 @@ void running_mean(const double* ext, int64_t n, int64_t w, bool finite, double* 
   }
   constexpr int kSeg = 4;
   constexpr int64_t kResum = 1 << 14;
-  const int64_t seg = (n + kSeg - 1) / kSeg;
+  const int64_t seg = n / kSeg;
   for (int64_t base = 0; base < seg; base += kResum) {
     const int64_t len = std::min(kResum, seg - base);
     double sum[kSeg];
-    int64_t start[kSeg], stop[kSeg];
-    for (int k = 0; k < kSeg; ++k) {
-      start[k] = std::min(n, k * seg + base);
-      stop[k] = std::min(n, start[k] + len);
-      sum[k] = start[k] < stop[k] ? window_sum(start[k]) : 0.0;
-    }
-    for (int64_t t = 0; t < len; ++t)
+    for (int k = 0; k < kSeg; ++k) sum[k] = window_sum(k * seg + base);
+    for (int64_t t = base; t < base + len; ++t)
       for (int k = 0; k < kSeg; ++k) {
-        const int64_t i = start[k] + t;
-        if (i < stop[k]) {
-          out[i] = sum[k] * inv;
-          sum[k] += ext[i + w] - ext[i];
-        }
+        const int64_t i = k * seg + t;
+        out[i] = sum[k] * inv;
+        sum[k] += ext[i + w] - ext[i];
       }
   }
+  if (kSeg * seg < n) {  // the few samples left over
+    double sum = window_sum(kSeg * seg);
+    for (int64_t i = kSeg * seg; i < n; ++i) {
+      out[i] = sum * inv;
+      sum += ext[i + w] - ext[i];
+    }
+  }
+}
+
+// ext[l] = src[mirror(start + l)] for l < n + w - 1 (torch's "reflect" padding, SciPy's
+// "mirror"), plus one trailing 0 read by the last running-sum update. Returns whether
+// every value is finite.
+template <typename S>
+bool mirror_extend(const S* src, int64_t n, int64_t w, std::vector<double>& ext) {
+  const int64_t start = -(w / 2), len = n + w - 1;
+  ext.resize(len + 1);
+  const int64_t lo = std::min<int64_t>(-start, len), hi = std::min<int64_t>(n - start, len);
+  double bad = 0.0;  // stays 0 unless some value is Inf/NaN (v - v is NaN then)
+  for (int64_t l = 0; l < lo; ++l) ext[l] = double(src[map_index(start + l, n, kMirror)]);
+  for (int64_t l = lo; l < hi; ++l) {
+    const double v = double(src[start + l]);
+    ext[l] = v;
+    bad += v - v;
+  }
+  for (int64_t l = hi; l < len; ++l) ext[l] = double(src[map_index(start + l, n, kMirror)]);
+  for (int64_t l = 0; l < lo; ++l) bad += ext[l] - ext[l];
+  for (int64_t l = hi; l < len; ++l) bad += ext[l] - ext[l];
+  ext[len] = 0.0;
+  return bad == 0.0;
 }
 
 template <typename T>
@@ -412,24 +436,20 @@ void moving_average_rows(const at::Tensor& x, const std::vector<int64_t>& sizes,
   const T* xd = x.data_ptr<T>();
   T* od = out.data_ptr<T>();
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> ext, cur(n), next(n);
+    std::vector<double> ext, cur(n);
     for (int64_t r = begin; r < end; ++r) {
-      for (int64_t i = 0; i < n; ++i) cur[i] = double(xd[r * n + i]);
-      for (int64_t w : sizes) {
-        // torch's "reflect" padding (SciPy's "mirror"), half a window each side
-        const int64_t start = -(w / 2);
-        ext.resize(n + w);
-        bool finite = true;
-        for (int64_t l = 0; l < n + w - 1; ++l) {
-          ext[l] = cur[map_index(start + l, n, kMirror)];
-          finite &= std::isfinite(ext[l]);
-        }
-        ext[n + w - 1] = 0.0;  // read (times nothing) by the last running-sum update
-        running_mean(ext.data(), n, w, finite, next.data());
-        std::swap(cur, next);
+      const T* xr = xd + r * n;
+      for (size_t s = 0; s < sizes.size(); ++s) {
+        const bool finite = s == 0 ? mirror_extend(xr, n, sizes[s], ext)
+                                   : mirror_extend(cur.data(), n, sizes[s], ext);
+        running_mean(ext.data(), n, sizes[s], finite, cur.data());
       }
-      for (int64_t i = 0; i < n; ++i)
-        od[r * n + i] = static_cast<T>(subtract ? double(xd[r * n + i]) - cur[i] : cur[i]);
+      T* orow = od + r * n;
+      if (subtract) {
+        for (int64_t i = 0; i < n; ++i) orow[i] = static_cast<T>(double(xr[i]) - cur[i]);
+      } else {
+        for (int64_t i = 0; i < n; ++i) orow[i] = static_cast<T>(cur[i]);
+      }
     }
   });
 }
