@@ -1,13 +1,18 @@
 // CPU kernels of fastecg::_sosfilt_kernel and fastecg::_sosfiltfilt_kernel.
 //
-// Second-order sections in transposed direct form II, exactly SciPy's recurrence
+// Second-order sections in transposed direct form II, SciPy's recurrence
 // (scipy/signal/_sosfilt.pyx), state and arithmetic in float64 whatever the input
-// dtype. A recurrence is sequential in time, so the vector lanes run across rows:
-// kLanes rows are transposed into a lane-interleaved (structure-of-arrays) buffer and
-// filtered together with GCC generic vectors. The instruction set is chosen at run
-// time (AVX-512 when present, else baseline x86-64 / any other CPU; the AVX2 variant
-// is compiled but measured slower, see select_isa); FASTECG_CPU_ISA (avx512, avx2,
-// generic) forces one, so tests can run every variant the CPU has.
+// dtype. A recurrence is sequential in time, so the vector lanes run across rows: a
+// block of L rows is filtered together, one row per lane of a float64 vector (L = 4
+// on AVX2: one ymm per state variable; 8 on AVX-512 and on the baseline ISA). Rows
+// are transposed into and out of the lane-interleaved layout a tile of kChunk
+// samples at a time (4x4 in-register transposes on AVX2), each tile filtered while
+// it is in L1; the forward output of a block stays in L2 for the backward pass, and
+// long rows are done in L2-sized segments (see filtfilt_block). The instruction set
+// is chosen at run time (AVX-512, else AVX2+FMA, else baseline x86-64 / any other
+// CPU); FASTECG_CPU_ISA (avx512, avx2, generic) forces one, so tests can run every
+// variant the CPU has. The baseline variant reproduces SciPy's float64 arithmetic
+// bit for bit; the FMA variants agree to rounding (~1e-13 of the peak).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -17,90 +22,251 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 
 
 namespace fastecg {
 namespace {
 
-constexpr int kLanes = 8;  // rows per block: one AVX-512 or two AVX2 vectors of float64 state
-typedef double lanes_t __attribute__((vector_size(kLanes * sizeof(double))));
+// (A struct, not an alias template: GCC drops vector_size on a dependent alias.)
+template <int L>
+struct VecOf {
+  typedef double type __attribute__((vector_size(L * sizeof(double))));
+};
 
 enum PadType : int64_t { kPadNone = 0, kPadOdd = 1, kPadEven = 2, kPadConstant = 3 };
 
+// Time steps per tile: the forward pass transposes a tile of the (extended) input
+// into the lane-interleaved buffer and filters it while it is in L1; the backward
+// pass filters a tile and transposes it straight to the output rows.
+constexpr int64_t kChunk = 256;
+
 // One pass of a cascade of S sections (S fixed at compile time, so that the loops
-// unroll and the state stays in registers) over `len` lane-interleaved samples, in
-// place. `state` holds 2 * S lanes_t (z0, z1 per section), updated on return.
-// `reverse` walks from the last sample to the first.
-template <int S>
+// unroll and the state stays in registers) over `len` lane-interleaved samples of L
+// lanes, in place. `state` holds 2 * S vectors (z0, z1 per section), updated on
+// return. `reverse` walks from the last sample to the first.
+//
+// UnitTail: sections 1..S-1 have b0 == b2 == 1 exactly (zpk2sos puts the gain in
+// the first section; Butterworth/Chebyshev-II/elliptic zeros on the unit circle give
+// b = [1, b1, 1]), so 1 * x is not multiplied: the same values, two products fewer
+// per section. Fused (FMA targets): z0 = (b1 x + z1) - a1 y, which leaves one FMA
+// between y and z0 on the recurrence's critical path (SciPy's order, kept for the
+// baseline ISA, is (b1 x - a1 y) + z1). Either way within rounding of SciPy.
+template <int S, int L, bool UnitTail, bool Fused>
 inline __attribute__((always_inline)) void pass_fixed(double* buf, int64_t len,
                                                       const double* sos, double* state,
                                                       bool reverse) {
+  typedef typename VecOf<L>::type lanes_t;
   lanes_t z0[S], z1[S];
   double b0[S], b1[S], b2[S], a1[S], a2[S];
 #pragma GCC unroll 16
   for (int s = 0; s < S; ++s) {
-    std::memcpy(&z0[s], state + (2 * s) * kLanes, sizeof(lanes_t));
-    std::memcpy(&z1[s], state + (2 * s + 1) * kLanes, sizeof(lanes_t));
+    std::memcpy(&z0[s], state + (2 * s) * L, sizeof(lanes_t));
+    std::memcpy(&z1[s], state + (2 * s + 1) * L, sizeof(lanes_t));
     b0[s] = sos[6 * s], b1[s] = sos[6 * s + 1], b2[s] = sos[6 * s + 2];
     a1[s] = sos[6 * s + 4], a2[s] = sos[6 * s + 5];  // a0 == 1
   }
-  const int64_t step = reverse ? -kLanes : kLanes;
-  double* p = buf + (reverse ? (len - 1) * kLanes : 0);
+  const int64_t step = reverse ? -L : L;
+  double* p = buf + (reverse ? (len - 1) * L : 0);
   for (int64_t t = 0; t < len; ++t, p += step) {
     lanes_t x;
     std::memcpy(&x, p, sizeof(lanes_t));
 #pragma GCC unroll 16
     for (int s = 0; s < S; ++s) {
-      const lanes_t y = b0[s] * x + z0[s];
-      z0[s] = b1[s] * x - a1[s] * y + z1[s];
-      z1[s] = b2[s] * x - a2[s] * y;
+      const bool unit = UnitTail && s > 0;
+      const lanes_t y = unit ? x + z0[s] : b0[s] * x + z0[s];
+      if constexpr (Fused)
+        z0[s] = (b1[s] * x + z1[s]) - a1[s] * y;
+      else
+        z0[s] = b1[s] * x - a1[s] * y + z1[s];
+      z1[s] = unit ? x - a2[s] * y : b2[s] * x - a2[s] * y;
       x = y;
     }
     std::memcpy(p, &x, sizeof(lanes_t));
   }
 #pragma GCC unroll 16
   for (int s = 0; s < S; ++s) {
-    std::memcpy(state + (2 * s) * kLanes, &z0[s], sizeof(lanes_t));
-    std::memcpy(state + (2 * s + 1) * kLanes, &z1[s], sizeof(lanes_t));
+    std::memcpy(state + (2 * s) * L, &z0[s], sizeof(lanes_t));
+    std::memcpy(state + (2 * s + 1) * L, &z1[s], sizeof(lanes_t));
   }
+}
+
+template <int S, int L, bool Fused>
+inline __attribute__((always_inline)) void pass_group(double* buf, int64_t len, const double* sos,
+                                                      double* state, bool reverse) {
+  bool unit_tail = true;
+  for (int s = 1; s < S; ++s) unit_tail = unit_tail && sos[6 * s] == 1.0 && sos[6 * s + 2] == 1.0;
+  if (unit_tail)
+    pass_fixed<S, L, true, Fused>(buf, len, sos, state, reverse);
+  else
+    pass_fixed<S, L, false, Fused>(buf, len, sos, state, reverse);
 }
 
 // Any number of sections: runs the cascade as passes of up to 8 sections each (a
 // cascade is a composition, so splitting it changes nothing numerically).
+template <int L, bool Fused>
 inline __attribute__((always_inline)) void pass_body(double* buf, int64_t len, const double* sos,
                                                      int64_t n_sections, double* state,
                                                      bool reverse) {
   for (int64_t first = 0; first < n_sections; first += 8) {
     const double* c = sos + 6 * first;
-    double* z = state + 2 * first * kLanes;
+    double* z = state + 2 * first * L;
     switch (std::min<int64_t>(8, n_sections - first)) {
-      case 1: pass_fixed<1>(buf, len, c, z, reverse); break;
-      case 2: pass_fixed<2>(buf, len, c, z, reverse); break;
-      case 3: pass_fixed<3>(buf, len, c, z, reverse); break;
-      case 4: pass_fixed<4>(buf, len, c, z, reverse); break;
-      case 5: pass_fixed<5>(buf, len, c, z, reverse); break;
-      case 6: pass_fixed<6>(buf, len, c, z, reverse); break;
-      case 7: pass_fixed<7>(buf, len, c, z, reverse); break;
-      default: pass_fixed<8>(buf, len, c, z, reverse); break;
+      case 1: pass_group<1, L, Fused>(buf, len, c, z, reverse); break;
+      case 2: pass_group<2, L, Fused>(buf, len, c, z, reverse); break;
+      case 3: pass_group<3, L, Fused>(buf, len, c, z, reverse); break;
+      case 4: pass_group<4, L, Fused>(buf, len, c, z, reverse); break;
+      case 5: pass_group<5, L, Fused>(buf, len, c, z, reverse); break;
+      case 6: pass_group<6, L, Fused>(buf, len, c, z, reverse); break;
+      case 7: pass_group<7, L, Fused>(buf, len, c, z, reverse); break;
+      default: pass_group<8, L, Fused>(buf, len, c, z, reverse); break;
     }
   }
 }
 
-using PassFn = void (*)(double*, int64_t, const double*, int64_t, double*, bool);
-
-void pass_generic(double* b, int64_t l, const double* c, int64_t s, double* z, bool r) {
-  pass_body(b, l, c, s, z, r);
+// Transposing copies between L rows (one pointer per lane) and m lane-interleaved
+// samples, widened to / narrowed from float64.
+template <int L, typename T>
+inline __attribute__((always_inline)) void load_body(const T* const* src, int64_t m,
+                                                     double* dst) {
+  for (int64_t i = 0; i < m; ++i)
+#pragma GCC unroll 16
+    for (int l = 0; l < L; ++l) dst[i * L + l] = static_cast<double>(src[l][i]);
 }
+template <int L, typename T>
+inline __attribute__((always_inline)) void store_body(const double* src, int64_t m,
+                                                      T* const* dst, int count) {
+  for (int l = 0; l < count; ++l) {
+    T* d = dst[l];
+    for (int64_t i = 0; i < m; ++i) d[i] = static_cast<T>(src[i * L + l]);
+  }
+}
+
+using PassFn = void (*)(double*, int64_t, const double*, int64_t, double*, bool);
+template <typename T>
+using LoadFn = void (*)(const T* const*, int64_t, double*);
+template <typename T>
+using StoreFn = void (*)(const double*, int64_t, T* const*, int);
+
+// Baseline x86-64 (SSE2) or any other CPU: 8 lanes.
+void pass_generic(double* b, int64_t l, const double* c, int64_t s, double* z, bool r) {
+  pass_body<8, false>(b, l, c, s, z, r);
+}
+template <typename T>
+void load_generic(const T* const* src, int64_t m, double* dst) {
+  load_body<8, T>(src, m, dst);
+}
+template <typename T>
+void store_generic(const double* src, int64_t m, T* const* dst, int count) {
+  store_body<8, T>(src, m, dst, count);
+}
+
 #if defined(__x86_64__)
+// AVX2 + FMA: 4 lanes, one ymm register per state variable. With 8 lanes (two ymm
+// per variable) the 4-section state alone fills the 16 registers and spills; 4
+// lanes leave room for the temporaries and keep the recurrence in registers.
 __attribute__((target("arch=x86-64-v3"))) void pass_avx2(double* b, int64_t l, const double* c,
                                                           int64_t s, double* z, bool r) {
-  pass_body(b, l, c, s, z, r);
+  pass_body<4, true>(b, l, c, s, z, r);
 }
+// 4x4 transposes in registers (4 rows x 4 samples <-> 4 samples x 4 lanes).
+__attribute__((target("arch=x86-64-v3"))) void load_avx2_f32(const float* const* src, int64_t m,
+                                                              double* dst) {
+  const float *s0 = src[0], *s1 = src[1], *s2 = src[2], *s3 = src[3];
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    __m128 r0 = _mm_loadu_ps(s0 + i), r1 = _mm_loadu_ps(s1 + i);
+    __m128 r2 = _mm_loadu_ps(s2 + i), r3 = _mm_loadu_ps(s3 + i);
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+    _mm256_storeu_pd(dst + 4 * i, _mm256_cvtps_pd(r0));
+    _mm256_storeu_pd(dst + 4 * i + 4, _mm256_cvtps_pd(r1));
+    _mm256_storeu_pd(dst + 4 * i + 8, _mm256_cvtps_pd(r2));
+    _mm256_storeu_pd(dst + 4 * i + 12, _mm256_cvtps_pd(r3));
+  }
+  for (; i < m; ++i)
+    for (int l = 0; l < 4; ++l) dst[4 * i + l] = static_cast<double>(src[l][i]);
+}
+__attribute__((target("arch=x86-64-v3"))) inline void transpose4(__m256d& r0, __m256d& r1,
+                                                                  __m256d& r2, __m256d& r3) {
+  const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+  const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+  r0 = _mm256_permute2f128_pd(t0, t2, 0x20);
+  r1 = _mm256_permute2f128_pd(t1, t3, 0x20);
+  r2 = _mm256_permute2f128_pd(t0, t2, 0x31);
+  r3 = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+__attribute__((target("arch=x86-64-v3"))) void load_avx2_f64(const double* const* src,
+                                                              int64_t m, double* dst) {
+  const double *s0 = src[0], *s1 = src[1], *s2 = src[2], *s3 = src[3];
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    __m256d r0 = _mm256_loadu_pd(s0 + i), r1 = _mm256_loadu_pd(s1 + i);
+    __m256d r2 = _mm256_loadu_pd(s2 + i), r3 = _mm256_loadu_pd(s3 + i);
+    transpose4(r0, r1, r2, r3);
+    _mm256_storeu_pd(dst + 4 * i, r0);
+    _mm256_storeu_pd(dst + 4 * i + 4, r1);
+    _mm256_storeu_pd(dst + 4 * i + 8, r2);
+    _mm256_storeu_pd(dst + 4 * i + 12, r3);
+  }
+  for (; i < m; ++i)
+    for (int l = 0; l < 4; ++l) dst[4 * i + l] = src[l][i];
+}
+__attribute__((target("arch=x86-64-v3"))) void store_avx2_f32(const double* src, int64_t m,
+                                                               float* const* dst, int count) {
+  if (count < 4) return store_body<4, float>(src, m, dst, count);
+  float *d0 = dst[0], *d1 = dst[1], *d2 = dst[2], *d3 = dst[3];
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    __m128 r0 = _mm256_cvtpd_ps(_mm256_loadu_pd(src + 4 * i));
+    __m128 r1 = _mm256_cvtpd_ps(_mm256_loadu_pd(src + 4 * i + 4));
+    __m128 r2 = _mm256_cvtpd_ps(_mm256_loadu_pd(src + 4 * i + 8));
+    __m128 r3 = _mm256_cvtpd_ps(_mm256_loadu_pd(src + 4 * i + 12));
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+    _mm_storeu_ps(d0 + i, r0);
+    _mm_storeu_ps(d1 + i, r1);
+    _mm_storeu_ps(d2 + i, r2);
+    _mm_storeu_ps(d3 + i, r3);
+  }
+  for (; i < m; ++i)
+    for (int l = 0; l < 4; ++l) dst[l][i] = static_cast<float>(src[4 * i + l]);
+}
+__attribute__((target("arch=x86-64-v3"))) void store_avx2_f64(const double* src, int64_t m,
+                                                               double* const* dst, int count) {
+  if (count < 4) return store_body<4, double>(src, m, dst, count);
+  double *d0 = dst[0], *d1 = dst[1], *d2 = dst[2], *d3 = dst[3];
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    __m256d r0 = _mm256_loadu_pd(src + 4 * i), r1 = _mm256_loadu_pd(src + 4 * i + 4);
+    __m256d r2 = _mm256_loadu_pd(src + 4 * i + 8), r3 = _mm256_loadu_pd(src + 4 * i + 12);
+    transpose4(r0, r1, r2, r3);
+    _mm256_storeu_pd(d0 + i, r0);
+    _mm256_storeu_pd(d1 + i, r1);
+    _mm256_storeu_pd(d2 + i, r2);
+    _mm256_storeu_pd(d3 + i, r3);
+  }
+  for (; i < m; ++i)
+    for (int l = 0; l < 4; ++l) dst[l][i] = src[4 * i + l];
+}
+
+// AVX-512: 8 lanes, one zmm per state variable.
 __attribute__((target("arch=x86-64-v4"))) void pass_avx512(double* b, int64_t l, const double* c,
                                                             int64_t s, double* z, bool r) {
-  pass_body(b, l, c, s, z, r);
+  pass_body<8, true>(b, l, c, s, z, r);
+}
+template <typename T>
+__attribute__((target("arch=x86-64-v4"))) void load_avx512(const T* const* src, int64_t m,
+                                                            double* dst) {
+  load_body<8, T>(src, m, dst);
+}
+template <typename T>
+__attribute__((target("arch=x86-64-v4"))) void store_avx512(const double* src, int64_t m,
+                                                             T* const* dst, int count) {
+  store_body<8, T>(src, m, dst, count);
 }
 #endif
 
@@ -116,9 +282,7 @@ std::string select_isa() {
     best = "avx2";
 #endif
   const char* forced = std::getenv("FASTECG_CPU_ISA");
-  // Measured on an AVX2-only EPYC: the AVX2 clone is slower than the baseline one
-  // (26 vs 18 ms for (768, 5000) rows on 2 threads), so it runs only when forced.
-  if (forced == nullptr || *forced == '\0') return best == "avx2" ? "generic" : best;
+  if (forced == nullptr || *forced == '\0') return best;
   const std::string want(forced);
   const std::vector<std::string> order = {"generic", "avx2", "avx512"};
   auto rank = [&](const std::string& isa) {
@@ -132,23 +296,52 @@ std::string select_isa() {
   return want;
 }
 
-PassFn pass_for(const std::string& isa) {
+// The kernels of one instruction set for rows of dtype T.
+template <typename T>
+struct Impl {
+  int lanes;
+  PassFn pass;
+  LoadFn<T> load;
+  StoreFn<T> store;
+};
+
+template <typename T>
+Impl<T> impl_for(const std::string& isa) {
 #if defined(__x86_64__)
-  if (isa == "avx512") return pass_avx512;
-  if (isa == "avx2") return pass_avx2;
+  if (isa == "avx512") return {8, pass_avx512, load_avx512<T>, store_avx512<T>};
+  if (isa == "avx2") {
+    if constexpr (std::is_same_v<T, float>) return {4, pass_avx2, load_avx2_f32, store_avx2_f32};
+    else return {4, pass_avx2, load_avx2_f64, store_avx2_f64};
+  }
 #endif
-  return pass_generic;
+  return {8, pass_generic, load_generic<T>, store_generic<T>};
 }
 
 struct AlignedBuffer {
   std::unique_ptr<double, decltype(&std::free)> data{nullptr, &std::free};
+  size_t size = 0;
+  AlignedBuffer() = default;
   explicit AlignedBuffer(size_t n_doubles)
       : data(static_cast<double*>(std::aligned_alloc(64, ((n_doubles * 8 + 63) / 64) * 64)),
-             &std::free) {
+             &std::free),
+        size(n_doubles) {
     TORCH_CHECK(data, "sosfilt: out of memory for a ", n_doubles * 8, "-byte work buffer");
   }
   double* get() const { return data.get(); }
 };
+
+// Work memory of the calling thread: kept between calls up to 8 MiB (no allocation or
+// page faults per call for ECG-length rows), allocated per call above that.
+double* work_buffer(size_t n_doubles, AlignedBuffer& own) {
+  constexpr size_t kKeep = (size_t{8} << 20) / sizeof(double);
+  thread_local AlignedBuffer cache;
+  if (n_doubles > kKeep) {
+    own = AlignedBuffer(n_doubles);
+    return own.get();
+  }
+  if (cache.size < n_doubles) cache = AlignedBuffer(std::max<size_t>(n_doubles, 4096));
+  return cache.get();
+}
 
 void check_sos(const at::Tensor& sos) {
   TORCH_CHECK(sos.dim() == 2 && sos.size(1) == 6 && sos.size(0) >= 1,
@@ -163,54 +356,144 @@ void check_signal(const at::Tensor& x) {
               "expected float32 or float64, got ", x.scalar_type());
 }
 
-// Odd/even/constant extension of one row, built in the row's dtype as SciPy does
-// (float32 in -> float32 padding), then widened into lane `lane` of `buf`.
+// Odd/even/constant extensions (pad samples each side) of one row, built in the row's
+// dtype as SciPy does (float32 in -> float32 padding).
 template <typename T>
-void gather_extended(const T* x, int64_t n, int64_t pad, int64_t padtype, double* buf, int lane) {
+void build_pads(const T* x, int64_t n, int64_t pad, int64_t padtype, T* left, T* right) {
   const T x0 = x[0], xn = x[n - 1];
   for (int64_t i = 0; i < pad; ++i) {
     const T v = x[pad - i];
-    const T e = padtype == kPadOdd ? static_cast<T>(T(2) * x0 - v) : padtype == kPadEven ? v : x0;
-    buf[i * kLanes + lane] = e;
+    left[i] = padtype == kPadOdd ? static_cast<T>(T(2) * x0 - v) : padtype == kPadEven ? v : x0;
   }
-  for (int64_t i = 0; i < n; ++i) buf[(pad + i) * kLanes + lane] = x[i];
   for (int64_t j = 0; j < pad; ++j) {
     const T v = x[n - 2 - j];
-    const T e = padtype == kPadOdd ? static_cast<T>(T(2) * xn - v) : padtype == kPadEven ? v : xn;
-    buf[(pad + n + j) * kLanes + lane] = e;
+    right[j] = padtype == kPadOdd ? static_cast<T>(T(2) * xn - v) : padtype == kPadEven ? v : xn;
   }
 }
 
-template <typename T>
+// Rows up to this many bytes of lane-interleaved float64 forward output per block are
+// filtered in one segment: the forward output stays in L2 (161 KB for 4 lanes of a
+// 5000-sample ECG) for the backward pass. Longer rows (Holter) go in segments of
+// kSegmentBytes: a first forward sweep keeps only the filter state at each segment's
+// start (checkpoints), then the segments are taken last to first, each one's
+// forward output recomputed from its checkpoint (the same operations on the same
+// state: the same values) into the L2-sized buffer and filtered backwards from
+// there. One forward pass more, but no row-length buffer streamed through DRAM.
+constexpr int64_t kOneSegmentBytes = int64_t{1} << 20;
+constexpr int64_t kSegmentBytes = int64_t{256} << 10;
+
+template <int L>
+int64_t segment_length(int64_t len) {
+  if (len * L * static_cast<int64_t>(sizeof(double)) <= kOneSegmentBytes) return len;
+  return std::max<int64_t>(kChunk, (kSegmentBytes / (L * sizeof(double))) / kChunk * kChunk);
+}
+
+// sosfiltfilt of rows [r0, r0 + count) (count <= L; spare lanes repeat a row), with
+// an extension of pad samples each side.
+template <int L, typename T>
+void filtfilt_block(const T* xp, T* yp, int64_t n, int64_t r0, int count, int64_t pad,
+                    int64_t padtype, const double* sos, int64_t n_sections, const double* zi,
+                    const Impl<T>& impl, int64_t seg, double* buf, T* pads, double* zf,
+                    double* zb, double* ckpt) {
+  const int64_t len = n + 2 * pad, zsize = 2 * n_sections * L;
+  const int64_t n_seg = (len + seg - 1) / seg;
+  const T* xr[L];
+  const T* lp[L];
+  const T* rp[L];
+  T* yr[L];
+  for (int l = 0; l < L; ++l) {
+    const int64_t r = r0 + std::min(l, count - 1);
+    xr[l] = xp + r * n;
+    yr[l] = yp + r * n;
+    lp[l] = pads + 2 * l * pad;
+    rp[l] = pads + (2 * l + 1) * pad;
+    if (pad > 0) build_pads(xr[l], n, pad, padtype, pads + 2 * l * pad, pads + (2 * l + 1) * pad);
+  }
+  // ext[c0, c1) -> dst, segment by segment of the extension (left pad, row, right pad).
+  auto fill = [&](int64_t c0, int64_t c1, double* dst) {
+    auto piece = [&](int64_t s0, int64_t s1, const T* const* src) {
+      const int64_t a = std::max(c0, s0), b = std::min(c1, s1);
+      if (a >= b) return;
+      const T* p[L];
+      for (int l = 0; l < L; ++l) p[l] = src[l] + (a - s0);
+      impl.load(p, b - a, dst + (a - c0) * L);
+    };
+    piece(0, pad, lp);
+    piece(pad, pad + n, xr);
+    piece(pad + n, len, rp);
+  };
+  // Forward pass over ext[g0, g1), tile by tile while each tile is in L1, from the
+  // steady state of a step of height ext[0] at g0 == 0, else from zf. keep: the
+  // output goes to buf[(t - g0) * L]; otherwise only the state is wanted.
+  auto forward = [&](int64_t g0, int64_t g1, bool keep) {
+    for (int64_t c0 = g0; c0 < g1; c0 += kChunk) {
+      const int64_t c1 = std::min(g1, c0 + kChunk);
+      double* tile = keep ? buf + (c0 - g0) * L : buf;
+      fill(c0, c1, tile);
+      if (c0 == 0)
+        for (int64_t s = 0; s < 2 * n_sections; ++s)
+          for (int l = 0; l < L; ++l) zf[s * L + l] = zi[s] * tile[l];
+      impl.pass(tile, c1 - c0, sos, n_sections, zf, false);
+    }
+  };
+  if (n_seg > 1) {
+    for (int64_t j = 0; j + 1 < n_seg; ++j) {
+      if (j > 0) std::memcpy(ckpt + j * zsize, zf, sizeof(double) * zsize);
+      forward(j * seg, (j + 1) * seg, false);
+    }
+    std::memcpy(ckpt + (n_seg - 1) * zsize, zf, sizeof(double) * zsize);
+  }
+  // Backward pass, segments last to first, from the steady state of the last forward
+  // output; tiles aligned on the output's start, each written out while in L1. The
+  // left extension never reaches the output, so the pass stops at ext[pad].
+  for (int64_t j = n_seg - 1; j >= 0; --j) {
+    const int64_t g0 = j * seg, g1 = std::min(len, g0 + seg);
+    if (j > 0) std::memcpy(zf, ckpt + j * zsize, sizeof(double) * zsize);
+    forward(g0, g1, true);
+    if (j == n_seg - 1) {
+      const double* last = buf + (len - 1 - g0) * L;
+      for (int64_t s = 0; s < 2 * n_sections; ++s)
+        for (int l = 0; l < L; ++l) zb[s * L + l] = zi[s] * last[l];
+    }
+    for (int64_t c1 = g1; c1 > std::max(g0, pad);) {
+      const int64_t c0 = std::max(g0, pad + ((c1 - 1 - pad) / kChunk) * kChunk);
+      impl.pass(buf + (c0 - g0) * L, c1 - c0, sos, n_sections, zb, true);
+      const int64_t b = std::min(c1, pad + n);
+      if (c0 < b) {
+        T* d[L];
+        for (int l = 0; l < L; ++l) d[l] = yr[l] + (c0 - pad);
+        impl.store(buf + (c0 - g0) * L, b - c0, d, count);
+      }
+      c1 = c0;
+    }
+    if (g0 <= pad) break;
+  }
+}
+
+template <int L, typename T>
 void sosfiltfilt_rows(const at::Tensor& x, at::Tensor& y, const double* sos, int64_t n_sections,
-                      const double* zi, int64_t pad, int64_t padtype, PassFn pass) {
+                      const double* zi, int64_t pad, int64_t padtype, const Impl<T>& impl) {
   const int64_t rows = x.size(0), n = x.size(1), len = n + 2 * pad;
   const T* xp = x.const_data_ptr<T>();
   T* yp = y.mutable_data_ptr<T>();
-  const int64_t blocks = (rows + kLanes - 1) / kLanes;
+  const int64_t blocks = (rows + L - 1) / L;
+  const int64_t seg = segment_length<L>(len), n_seg = (len + seg - 1) / seg;
+  const size_t zsize = 2 * n_sections * L;
+  const size_t pad_doubles = (static_cast<size_t>(2 * L * pad) * sizeof(T) + 7) / 8;
+  const size_t buf_doubles = static_cast<size_t>(seg) * L;
+  const size_t need = buf_doubles + pad_doubles + 2 * zsize + (n_seg > 1 ? n_seg * zsize : 0);
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    AlignedBuffer buf(static_cast<size_t>(len) * kLanes);
-    AlignedBuffer state(static_cast<size_t>(2 * n_sections) * kLanes);
-    double* b = buf.get();
-    double* z = state.get();
+    AlignedBuffer own;
+    double* buf = work_buffer(need, own);
+    T* pads = reinterpret_cast<T*>(buf + buf_doubles);
+    double* zf = buf + buf_doubles + pad_doubles;
+    double* zb = zf + zsize;
+    double* ckpt = zb + zsize;
     for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t r0 = blk * kLanes, count = std::min<int64_t>(kLanes, rows - r0);
-      if (count < kLanes) std::memset(b, 0, sizeof(double) * len * kLanes);
-      for (int l = 0; l < count; ++l) gather_extended(xp + (r0 + l) * n, n, pad, padtype, b, l);
-      // Forward pass from the steady state of a step of height ext[0] (sosfilt_zi * x0).
-      for (int64_t s = 0; s < 2 * n_sections; ++s)
-        for (int l = 0; l < kLanes; ++l) z[s * kLanes + l] = zi[s] * b[l];
-      pass(b, len, sos, n_sections, z, false);
-      // Backward pass from the steady state of the last forward output.
-      const double* last = b + (len - 1) * kLanes;
-      for (int64_t s = 0; s < 2 * n_sections; ++s)
-        for (int l = 0; l < kLanes; ++l) z[s * kLanes + l] = zi[s] * last[l];
-      pass(b, len, sos, n_sections, z, true);
-      for (int l = 0; l < count; ++l) {
-        T* out = yp + (r0 + l) * n;
-        const double* src = b + pad * kLanes + l;
-        for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(src[i * kLanes]);
-      }
+      const int64_t r0 = blk * L;
+      const int count = static_cast<int>(std::min<int64_t>(L, rows - r0));
+      filtfilt_block<L, T>(xp, yp, n, r0, count, pad, padtype, sos, n_sections, zi, impl, seg,
+                           buf, pads, zf, zb, ckpt);
     }
   });
 }
@@ -227,12 +510,55 @@ at::Tensor sosfiltfilt_cpu(const at::Tensor& x, const at::Tensor& sos, const at:
   const at::Tensor xc = x.contiguous(), sc = sos.contiguous(), zc = zi.contiguous();
   at::Tensor y = at::empty_like(xc);
   if (xc.size(0) == 0) return y;
-  const PassFn pass = pass_for(select_isa());
+  const std::string isa = select_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfiltfilt_cpu", [&] {
-    sosfiltfilt_rows<scalar_t>(xc, y, sc.const_data_ptr<double>(), sc.size(0),
-                               zc.const_data_ptr<double>(), padlen, padtype, pass);
+    const Impl<scalar_t> impl = impl_for<scalar_t>(isa);
+    const double* s = sc.const_data_ptr<double>();
+    const double* z = zc.const_data_ptr<double>();
+    if (impl.lanes == 4)
+      sosfiltfilt_rows<4, scalar_t>(xc, y, s, sc.size(0), z, padlen, padtype, impl);
+    else
+      sosfiltfilt_rows<8, scalar_t>(xc, y, s, sc.size(0), z, padlen, padtype, impl);
   });
   return y;
+}
+
+// One forward pass over rows [r0, r0 + count) from per-row initial state zi (rows,
+// n_sections, 2), final state to zf; filtered through an L1 tile.
+template <int L, typename T>
+void sosfilt_rows(const T* xp, T* yp, int64_t rows, int64_t n, const double* sos,
+                  int64_t n_sections, const double* zin, double* zout, const Impl<T>& impl) {
+  const int64_t blocks = (rows + L - 1) / L;
+  const size_t need = static_cast<size_t>(kChunk) * L + 2 * n_sections * L;
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    AlignedBuffer own;
+    double* tile = work_buffer(need, own);
+    double* z = tile + kChunk * L;
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t r0 = blk * L;
+      const int count = static_cast<int>(std::min<int64_t>(L, rows - r0));
+      const T* xr[L];
+      T* yr[L];
+      for (int l = 0; l < L; ++l) {
+        const int64_t r = r0 + std::min(l, count - 1);
+        xr[l] = xp + r * n;
+        yr[l] = yp + r * n;
+        for (int64_t s = 0; s < 2 * n_sections; ++s) z[s * L + l] = zin[r * 2 * n_sections + s];
+      }
+      for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+        const int64_t m = std::min(kChunk, n - c0);
+        const T* p[L];
+        T* d[L];
+        for (int l = 0; l < L; ++l) p[l] = xr[l] + c0, d[l] = yr[l] + c0;
+        impl.load(p, m, tile);
+        impl.pass(tile, m, sos, n_sections, z, false);
+        impl.store(tile, m, d, count);
+      }
+      for (int l = 0; l < count; ++l)
+        for (int64_t s = 0; s < 2 * n_sections; ++s)
+          zout[(r0 + l) * 2 * n_sections + s] = z[s * L + l];
+    }
+  });
 }
 
 // y, zf = sosfilt(sos, x, zi) along rows; zi: (rows, n_sections, 2) float64.
@@ -248,35 +574,22 @@ std::tuple<at::Tensor, at::Tensor> sosfilt_cpu(const at::Tensor& x, const at::Te
   at::Tensor y = at::empty_like(xc);
   at::Tensor zf = at::empty_like(zc);
   if (rows == 0) return {y, zf};
-  const PassFn pass = pass_for(select_isa());
+  if (n == 0) {
+    zf.copy_(zc);
+    return {y, zf};
+  }
+  const std::string isa = select_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfilt_cpu", [&] {
+    const Impl<scalar_t> impl = impl_for<scalar_t>(isa);
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    const double* s = sc.const_data_ptr<double>();
     const double* zin = zc.const_data_ptr<double>();
     double* zout = zf.mutable_data_ptr<double>();
-    const int64_t blocks = (rows + kLanes - 1) / kLanes;
-    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-      AlignedBuffer buf(static_cast<size_t>(std::max<int64_t>(n, 1)) * kLanes);
-      AlignedBuffer state(static_cast<size_t>(2 * n_sections) * kLanes);
-      double* b = buf.get();
-      double* z = state.get();
-      for (int64_t blk = begin; blk < end; ++blk) {
-        const int64_t r0 = blk * kLanes, count = std::min<int64_t>(kLanes, rows - r0);
-        std::memset(b, 0, sizeof(double) * n * kLanes);
-        std::memset(z, 0, sizeof(double) * 2 * n_sections * kLanes);
-        for (int l = 0; l < count; ++l) {
-          for (int64_t i = 0; i < n; ++i) b[i * kLanes + l] = xp[(r0 + l) * n + i];
-          for (int64_t s = 0; s < 2 * n_sections; ++s)
-            z[s * kLanes + l] = zin[(r0 + l) * 2 * n_sections + s];
-        }
-        pass(b, n, sc.const_data_ptr<double>(), n_sections, z, false);
-        for (int l = 0; l < count; ++l) {
-          for (int64_t i = 0; i < n; ++i) yp[(r0 + l) * n + i] = static_cast<scalar_t>(b[i * kLanes + l]);
-          for (int64_t s = 0; s < 2 * n_sections; ++s)
-            zout[(r0 + l) * 2 * n_sections + s] = z[s * kLanes + l];
-        }
-      }
-    });
+    if (impl.lanes == 4)
+      sosfilt_rows<4, scalar_t>(xp, yp, rows, n, s, n_sections, zin, zout, impl);
+    else
+      sosfilt_rows<8, scalar_t>(xp, yp, rows, n, s, n_sections, zin, zout, impl);
   });
   return {y, zf};
 }
