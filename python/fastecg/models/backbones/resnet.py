@@ -59,7 +59,31 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class BasicBlock(nn.Module):
+class _ResidualBlock(nn.Module):
+    """``act(drop_path(main(x)) + shortcut(x))``; subclasses build ``main`` and
+    ``shortcut`` so that both give the same length for every input length."""
+
+    expansion = 1
+
+    def _finish_block(self, layers: list, in_channels: int, out_channels: int, stride: int,
+                      act: str, se_ratio: float, drop_path: float) -> None:
+        if se_ratio > 0:
+            layers.append(SqueezeExcite(out_channels, se_ratio, act=act))
+        self.main = nn.Sequential(*layers)
+        self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels
+                         else ConvBnAct(in_channels, out_channels, 1, stride, act=None))
+        self.drop_path = DropPath(drop_path)
+        self.act = ACTIVATIONS.build(act)
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.drop_path(self.main(x)) + self.shortcut(x))
+
+    def output_length(self, seq_len: int) -> int:
+        return output_length(self.main, seq_len)
+
+
+class BasicBlock(_ResidualBlock):
     """Two ``k``-tap convolutions with a residual connection (ResNet-18/34).
 
     Parameters
@@ -97,23 +121,11 @@ class BasicBlock(nn.Module):
         out_channels = planes * self.expansion
         layers = [ConvBnAct(in_channels, planes, kernel_size, stride, act=act),
                   ConvBnAct(planes, out_channels, kernel_size, act=None)]
-        if se_ratio > 0:
-            layers.append(SqueezeExcite(out_channels, se_ratio, act=act))
-        self.main = nn.Sequential(*layers)
-        self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels
-                         else ConvBnAct(in_channels, out_channels, 1, stride, act=None))
-        self.drop_path = DropPath(drop_path)
-        self.act = ACTIVATIONS.build(act)
-        self.out_channels = out_channels
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.drop_path(self.main(x)) + self.shortcut(x))
-
-    def output_length(self, seq_len: int) -> int:
-        return output_length(self.main, seq_len)
+        self._finish_block(layers, in_channels, out_channels, stride, act, se_ratio,
+                           drop_path)
 
 
-class Bottleneck(BasicBlock):
+class Bottleneck(_ResidualBlock):
     """1x1 reduce -> ``k``-tap (strided, grouped) -> 1x1 expand, with a residual
     connection (ResNet-50 and up; the stride sits on the middle conv, "ResNet-B").
 
@@ -143,21 +155,15 @@ class Bottleneck(BasicBlock):
     def __init__(self, in_channels: int, planes: int, kernel_size: int = 3, stride: int = 1,
                  groups: int = 1, base_width: int = 64, act: str = "relu",
                  se_ratio: float = 0.0, drop_path: float = 0.0):
-        nn.Module.__init__(self)
+        super().__init__()
         _check_odd(kernel_size)
         width = int(planes * base_width / 64) * groups
         out_channels = planes * self.expansion
         layers = [ConvBnAct(in_channels, width, 1, act=act),
                   ConvBnAct(width, width, kernel_size, stride, groups=groups, act=act),
                   ConvBnAct(width, out_channels, 1, act=None)]
-        if se_ratio > 0:
-            layers.append(SqueezeExcite(out_channels, se_ratio, act=act))
-        self.main = nn.Sequential(*layers)
-        self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels
-                         else ConvBnAct(in_channels, out_channels, 1, stride, act=None))
-        self.drop_path = DropPath(drop_path)
-        self.act = ACTIVATIONS.build(act)
-        self.out_channels = out_channels
+        self._finish_block(layers, in_channels, out_channels, stride, act, se_ratio,
+                           drop_path)
 
 
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -258,7 +264,7 @@ class ResNet(Backbone):
         _init_weights(self)
         if zero_init_residual:
             for m in self.modules():
-                if isinstance(m, BasicBlock):
+                if isinstance(m, _ResidualBlock):
                     last_bn = [b for b in m.main.modules() if isinstance(b, nn.BatchNorm1d)][-1]
                     nn.init.zeros_(last_bn.weight)
         self._finish(stage_channels)
@@ -330,13 +336,20 @@ def resnet_n_bottleneck(in_channels: int = 12, **kwargs) -> ResNet:
 def _strided_padding(kernel_size: int, stride: int):
     """Padding for which a ``kernel_size``-tap conv of ``stride`` gives ``floor(L / stride)``
     samples, as a max-pool of ``stride`` does: ``(kernel_size - stride) / 2``."""
-    if stride == 1:
-        return "same"
     if (kernel_size - stride) % 2 or kernel_size < stride:
         raise ValueError(f"kernel_size - stride must be even and >= 0 for the conv to match "
                          f"the max-pool shortcut, got kernel_size={kernel_size}, "
                          f"stride={stride}")
     return (kernel_size - stride) // 2
+
+
+def _same_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    """Stride-1 conv keeping the length; an even kernel gets the extra zero on the right
+    (TensorFlow's "same", as in the Keras original), padded explicitly because PyTorch's
+    ``padding="same"`` warns about the copy it makes for even kernels."""
+    return nn.Sequential(
+        nn.ConstantPad1d(((kernel_size - 1) // 2, kernel_size // 2), 0.0),
+        nn.Conv1d(in_channels, out_channels, kernel_size, bias=False))
 
 
 class HannunBlock(nn.Module):
@@ -376,10 +389,11 @@ class HannunBlock(nn.Module):
                              f"the zero-padded shortcut can only add channels")
         layers = [nn.BatchNorm1d(in_channels), nn.ReLU()] if preact else []
         layers += [
-            nn.Conv1d(in_channels, out_channels, kernel_size, stride,
-                      _strided_padding(kernel_size, stride), bias=False),
+            (_same_conv(in_channels, out_channels, kernel_size) if stride == 1 else
+             nn.Conv1d(in_channels, out_channels, kernel_size, stride,
+                       _strided_padding(kernel_size, stride), bias=False)),
             nn.BatchNorm1d(out_channels), nn.ReLU(), nn.Dropout(dropout),
-            nn.Conv1d(out_channels, out_channels, kernel_size, padding="same", bias=False),
+            _same_conv(out_channels, out_channels, kernel_size),
         ]
         self.main = nn.Sequential(*layers)
         self.pool = nn.MaxPool1d(stride) if stride > 1 else nn.Identity()
@@ -450,9 +464,8 @@ class HannunResNet(Backbone):
             raise ValueError(f"num_blocks, increase_channels_at and subsample_every must be "
                              f">= 1, got {num_blocks}, {increase_channels_at}, "
                              f"{subsample_every}")
-        self.stem = nn.Sequential(
-            nn.Conv1d(in_channels, base_filters, kernel_size, padding="same", bias=False),
-            nn.BatchNorm1d(base_filters), nn.ReLU())
+        self.stem = nn.Sequential(_same_conv(in_channels, base_filters, kernel_size),
+                                  nn.BatchNorm1d(base_filters), nn.ReLU())
         prev = base_filters
         stages, stage_channels, blocks = [], [], []
         for idx in range(num_blocks):
