@@ -33,59 +33,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "../common/median_keys.h"
+
 namespace fastecg {
 namespace {
 
-// Boundary modes, numbered as in python/fastecg/ops/baseline.py.
-enum Mode : int64_t { kReflect = 0, kMirror = 1, kNearest = 2, kConstant = 3, kWrap = 4 };
-
 constexpr int64_t kChunk = 8192;  // outputs per work item of the chunked (long-row) path
 constexpr int kDigitBits = 11;    // radix digit: 2048 buckets, histogram fits in L1
-
-// Index of the input sample that extended position q reads (SciPy's ni_support rules,
-// periodic for extensions longer than the signal); -1 means the constant cval.
-inline int64_t map_index(int64_t q, int64_t n, int64_t mode) {
-  if (q >= 0 && q < n) return q;
-  switch (mode) {
-    case kNearest:
-      return q < 0 ? 0 : n - 1;
-    case kWrap: {
-      const int64_t r = q % n;
-      return r < 0 ? r + n : r;
-    }
-    case kReflect: {  // d c b a | a b c d | d c b a
-      const int64_t p = 2 * n;
-      int64_t r = q % p;
-      if (r < 0) r += p;
-      return r < n ? r : p - 1 - r;
-    }
-    case kMirror: {  // d c b | a b c d | c b a
-      if (n == 1) return 0;
-      const int64_t p = 2 * n - 2;
-      int64_t r = q % p;
-      if (r < 0) r += p;
-      return r < n ? r : p - r;
-    }
-    default:
-      return -1;
-  }
-}
-
-// Order-preserving unsigned keys: a < b (as floats) iff key(a) < key(b). -0.0 maps to
-// +0.0 (they compare equal), every NaN to the largest key. Branch-free: signs are
-// unpredictable in a signal that crosses zero.
-inline uint64_t order_key(float v) {
-  uint32_t u = std::bit_cast<uint32_t>(v);
-  u = u == 0x80000000u ? 0u : u;
-  const uint32_t flip = uint32_t(int32_t(u) >> 31) | 0x80000000u;
-  return v != v ? 0xFFFFFFFFull : uint64_t(u ^ flip);
-}
-inline uint64_t order_key(double v) {
-  uint64_t u = std::bit_cast<uint64_t>(v);
-  u = u == 0x8000000000000000ull ? 0ull : u;
-  const uint64_t flip = uint64_t(int64_t(u) >> 63) | 0x8000000000000000ull;
-  return v != v ? ~0ull : (u ^ flip);
-}
 
 // Radix-sort items: float32 packs (key << 32 | position) into one word, float64 keeps
 // the 64-bit key beside the position.

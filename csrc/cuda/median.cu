@@ -5,6 +5,7 @@
 // so a GPU is busy even for one long recording.
 #include <cstdint>
 
+#include "../common/median_keys.h"
 #include "launchers.h"
 
 namespace fastecg {
@@ -12,53 +13,11 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Stage-input position read at extended position q (-1: cval): SciPy's boundary rules,
-// periodic for extensions longer than the signal. Modes as in ops/baseline.py.
-__device__ __forceinline__ int64_t extended_index(int64_t q, int64_t n, int mode) {
-  if (q >= 0 && q < n) return q;
-  switch (mode) {
-    case 2:  // nearest
-      return q < 0 ? 0 : n - 1;
-    case 4: {  // wrap
-      const int64_t r = q % n;
-      return r < 0 ? r + n : r;
-    }
-    case 0: {  // reflect
-      const int64_t p = 2 * n;
-      int64_t r = q % p;
-      if (r < 0) r += p;
-      return r < n ? r : p - 1 - r;
-    }
-    case 1: {  // mirror
-      if (n == 1) return 0;
-      const int64_t p = 2 * n - 2;
-      int64_t r = q % p;
-      if (r < 0) r += p;
-      return r < n ? r : p - r;
-    }
-    default:
-      return -1;
-  }
-}
-
-__device__ __forceinline__ uint64_t order_key(float v) {
-  if (v != v) return 0xFFFFFFFFull;
-  uint32_t u = __float_as_uint(v);
-  if (u == 0x80000000u) u = 0;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-__device__ __forceinline__ uint64_t order_key(double v) {
-  if (v != v) return ~0ull;
-  uint64_t u = static_cast<uint64_t>(__double_as_longlong(v));
-  if (u == 0x8000000000000000ull) u = 0;
-  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
-}
-
 template <typename T>
 __device__ __forceinline__ void window_slot(const T* row, const int64_t* src_row, int64_t q,
                                             int64_t n, int mode, T cval, uint64_t& key,
                                             int64_t& src) {
-  int64_t j = extended_index(q, n, mode);
+  int64_t j = map_index(q, n, mode);
   if (j >= 0 && src_row) j = src_row[j];
   src = j;
   key = order_key(j >= 0 ? row[j] : cval);
