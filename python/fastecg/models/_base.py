@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence, Union
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["Backbone", "output_length", "SequenceTooShort"]

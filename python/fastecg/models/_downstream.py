@@ -116,11 +116,47 @@ def build_attention(spec, channels: int) -> Optional[nn.Module]:
     return ATTN_LAYERS.build(spec, channels=channels)
 
 
+UPSAMPLE_MODES = ("nearest", "linear")
+
+
+def check_upsample_mode(mode: str) -> str:
+    if mode not in UPSAMPLE_MODES:
+        raise ValueError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {mode!r}")
+    return mode
+
+
 class DownstreamModel(nn.Module):
     """Base of models with lazy heads: :meth:`materialize` runs one dummy forward."""
 
+    DEFAULT_CONFIG: dict = {}
     n_leads: int
     backbone: Backbone
+
+    def _setup(self, classes, n_leads: int, config, kwargs) -> dict:
+        """Classes, leads and the merged config (defaults < ``config`` < ``kwargs``)."""
+        self.classes = class_names(classes)
+        self.n_classes = len(self.classes)
+        self.n_leads = int(n_leads)
+        self.config = merge_config(self.DEFAULT_CONFIG, config, kwargs, type(self).__name__)
+        return self.config
+
+    def _build_encoder(self, cfg: Mapping[str, Any]) -> int:
+        """backbone -> optional RNN -> optional attention; returns their output channels."""
+        self.backbone = build_backbone(cfg["backbone"], self.n_leads)
+        channels = self.backbone.out_channels
+        self.rnn = build_rnn(cfg["rnn"], channels)
+        if self.rnn is not None:
+            channels = self.rnn.out_channels
+        self.attention = build_attention(cfg["attention"], channels)
+        return channels
+
+    def _encode(self, x: Tensor) -> Tensor:
+        x = self.backbone.forward_features(x)
+        if self.rnn is not None:
+            x = self.rnn(x)
+        if self.attention is not None:
+            x = self.attention(x)
+        return x
 
     @property
     def min_seq_len(self) -> int:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
+
+from ._base import output_length
 
 from ..registry import Registry
 
-__all__ = ["ACTIVATIONS", "make_divisible", "ConvBnAct", "SqueezeExcite", "DropPath"]
+__all__ = ["ACTIVATIONS", "make_divisible", "ConvBnAct", "SqueezeExcite", "DropPath",
+           "SkipBlock"]
 
 ACTIVATIONS = Registry("activation")
 for _name, _cls in [("relu", nn.ReLU), ("relu6", nn.ReLU6), ("gelu", nn.GELU),
@@ -84,3 +86,25 @@ class DropPath(nn.Module):
         keep = 1.0 - self.p
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
         return x * mask / keep
+
+
+class SkipBlock(nn.Module):
+    """``x + drop_path(conv(x))`` when the block keeps the shape (stride 1, same channels),
+    else ``conv(x)``: the inverted-residual pattern of MobileNet v2/v3 and EfficientNet.
+    Subclasses build their layers and call :meth:`_set_body`."""
+
+    def _set_body(self, layers, in_channels: int, out_channels: int, stride: int,
+                  drop_path: float = 0.0) -> None:
+        self.conv = nn.Sequential(*layers)
+        self.has_skip = stride == 1 and in_channels == out_channels
+        self.drop_path = DropPath(drop_path) if self.has_skip and drop_path > 0 else nn.Identity()
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv(x)
+        if self.has_skip:
+            out = x + self.drop_path(out)
+        return out
+
+    def output_length(self, seq_len: int) -> int:
+        return output_length(self.conv, seq_len)

@@ -12,8 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import MODELS
-from ._downstream import (DownstreamModel, build_attention, build_backbone, build_rnn,
-                          class_names, merge_config)
+from ._downstream import DownstreamModel
 
 __all__ = ["ECG_CRNN", "AttentionPool"]
 
@@ -118,29 +117,15 @@ class ECG_CRNN(DownstreamModel):
     def __init__(self, classes: Union[Sequence[str], int], n_leads: int = 12,
                  config: Optional[Mapping[str, Any]] = None, **kwargs):
         super().__init__()
-        self.classes = class_names(classes)
-        self.n_classes = len(self.classes)
-        self.n_leads = int(n_leads)
-        self.config = merge_config(self.DEFAULT_CONFIG, config, kwargs, "ECG_CRNN")
-        cfg = self.config
-        self.backbone = build_backbone(cfg["backbone"], self.n_leads)
-        channels = self.backbone.out_channels
-        self.rnn = build_rnn(cfg["rnn"], channels)
-        if self.rnn is not None:
-            channels = self.rnn.out_channels
-        self.attention = build_attention(cfg["attention"], channels)
+        cfg = self._setup(classes, n_leads, config, kwargs)
+        channels = self._build_encoder(cfg)
         self.pool = _global_pool(cfg["global_pool"], channels)
         self.num_features = channels
         self.clf = lazy_mlp(cfg["clf_hidden"], self.n_classes, float(cfg["dropout"]))
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(batch, num_features, L_out)``: backbone features after the RNN and attention."""
-        x = self.backbone.forward_features(x)
-        if self.rnn is not None:
-            x = self.rnn(x)
-        if self.attention is not None:
-            x = self.attention(x)
-        return x
+        return self._encode(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Pool over time, then classify; ``pre_logits`` returns the pooled features."""

@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import MODELS
-from ._downstream import DownstreamModel, build_backbone, class_names, merge_config
+from ._downstream import DownstreamModel, build_backbone, check_upsample_mode
 
 __all__ = ["ECG_FCN"]
 
-_MODES = ("nearest", "linear")
 
 
 class _DecoderBlock(nn.Sequential):
@@ -82,15 +81,8 @@ class ECG_FCN(DownstreamModel):
     def __init__(self, classes: Union[Sequence[str], int], n_leads: int = 12,
                  config: Optional[Mapping[str, Any]] = None, **kwargs):
         super().__init__()
-        self.classes = class_names(classes)
-        self.n_classes = len(self.classes)
-        self.n_leads = int(n_leads)
-        self.config = merge_config(self.DEFAULT_CONFIG, config, kwargs, "ECG_FCN")
-        cfg = self.config
-        if cfg["upsample_mode"] not in _MODES:
-            raise ValueError(f"upsample_mode must be one of {_MODES}, "
-                             f"got {cfg['upsample_mode']!r}")
-        self.upsample_mode = cfg["upsample_mode"]
+        cfg = self._setup(classes, n_leads, config, kwargs)
+        self.upsample_mode = check_upsample_mode(cfg["upsample_mode"])
         self.input_skip = bool(cfg["input_skip"])
         self.backbone = build_backbone(cfg["backbone"], self.n_leads)
         n_stages = len(self.backbone.feature_info)

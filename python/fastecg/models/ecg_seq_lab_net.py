@@ -12,13 +12,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import MODELS
-from ._downstream import (DownstreamModel, build_attention, build_backbone, build_rnn,
-                          class_names, merge_config)
+from ._downstream import DownstreamModel, check_upsample_mode
 from .ecg_crnn import lazy_mlp
 
 __all__ = ["ECG_SEQ_LAB_NET"]
 
-_MODES = ("nearest", "linear")
 
 
 @MODELS.register("ECG_SEQ_LAB_NET")
@@ -59,33 +57,16 @@ class ECG_SEQ_LAB_NET(DownstreamModel):
     def __init__(self, classes: Union[Sequence[str], int], n_leads: int = 12,
                  config: Optional[Mapping[str, Any]] = None, **kwargs):
         super().__init__()
-        self.classes = class_names(classes)
-        self.n_classes = len(self.classes)
-        self.n_leads = int(n_leads)
-        self.config = merge_config(self.DEFAULT_CONFIG, config, kwargs, "ECG_SEQ_LAB_NET")
-        cfg = self.config
-        if cfg["upsample_mode"] not in _MODES:
-            raise ValueError(f"upsample_mode must be one of {_MODES}, "
-                             f"got {cfg['upsample_mode']!r}")
+        cfg = self._setup(classes, n_leads, config, kwargs)
+        self.upsample_mode = check_upsample_mode(cfg["upsample_mode"])
         self.recover_length = bool(cfg["recover_length"])
-        self.upsample_mode = cfg["upsample_mode"]
-        self.backbone = build_backbone(cfg["backbone"], self.n_leads)
-        channels = self.backbone.out_channels
-        self.rnn = build_rnn(cfg["rnn"], channels)
-        if self.rnn is not None:
-            channels = self.rnn.out_channels
-        self.attention = build_attention(cfg["attention"], channels)
+        channels = self._build_encoder(cfg)
         self.num_features = channels
         self.clf = lazy_mlp(cfg["clf_hidden"], self.n_classes, float(cfg["dropout"]))
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(batch, num_features, L_out)`` at the backbone's resolution."""
-        x = self.backbone.forward_features(x)
-        if self.rnn is not None:
-            x = self.rnn(x)
-        if self.attention is not None:
-            x = self.attention(x)
-        return x
+        return self._encode(x)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(batch, n_samples, n_classes)`` (``L_out`` instead of ``n_samples``

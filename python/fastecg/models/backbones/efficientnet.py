@@ -11,17 +11,17 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-from torch import Tensor, nn
+from torch import nn
 
 from ...registry import BACKBONES
-from .._base import Backbone, output_length
-from .._layers import ConvBnAct, DropPath, SqueezeExcite, make_divisible
+from .._base import Backbone
+from .._layers import ConvBnAct, SkipBlock, SqueezeExcite, make_divisible
 from .mobilenet import InvertedResidual, _check_width, _scaled_kernel
 
 __all__ = ["FusedMBConv", "EfficientNet", "EfficientNetV2"]
 
 
-class FusedMBConv(nn.Module):
+class FusedMBConv(SkipBlock):
     """Fused-MBConv [1]_: one ``k``-tap conv in place of expand 1x1 + depthwise, then a
     linear 1x1 projection (left out when ``expand_ratio == 1``), with a skip.
 
@@ -66,19 +66,7 @@ class FusedMBConv(nn.Module):
                 layers.append(SqueezeExcite(mid, act=act,
                                             reduced=max(1, int(in_channels * se_ratio))))
             layers.append(ConvBnAct(mid, out_channels, 1, act=None))
-        self.conv = nn.Sequential(*layers)
-        self.has_skip = stride == 1 and in_channels == out_channels
-        self.drop_path = DropPath(drop_path) if self.has_skip and drop_path > 0 else nn.Identity()
-        self.out_channels = out_channels
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv(x)
-        if self.has_skip:
-            out = x + self.drop_path(out)
-        return out
-
-    def output_length(self, seq_len: int) -> int:
-        return output_length(self.conv, seq_len)
+        self._set_body(layers, in_channels, out_channels, stride, drop_path)
 
 
 def _build_stages(arch, stem_channels: int, width_mult: float, depth_mult: float,

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from torch import Tensor, nn
+from torch import nn
 
 from ...registry import BACKBONES
-from .._base import Backbone, output_length
-from .._layers import ConvBnAct, DropPath, SqueezeExcite, make_divisible
+from .._base import Backbone
+from .._layers import ConvBnAct, SkipBlock, SqueezeExcite, make_divisible
 
 __all__ = ["DepthwiseSeparable", "InvertedResidual", "MobileNetV1", "MobileNetV2",
            "MobileNetV3"]
@@ -49,7 +49,7 @@ class DepthwiseSeparable(nn.Sequential):
         self.out_channels = out_channels
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(SkipBlock):
     """Inverted residual (MBConv): expand 1x1 -> depthwise -> [SE] -> project 1x1 (+ skip).
 
     Parameters
@@ -99,19 +99,7 @@ class InvertedResidual(nn.Module):
             layers.append(SqueezeExcite(mid_channels, act=se_act, gate=se_gate,
                                         reduced=se_channels))
         layers.append(ConvBnAct(mid_channels, out_channels, 1, act=None))
-        self.conv = nn.Sequential(*layers)
-        self.has_skip = stride == 1 and in_channels == out_channels
-        self.drop_path = DropPath(drop_path) if self.has_skip and drop_path > 0 else nn.Identity()
-        self.out_channels = out_channels
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv(x)
-        if self.has_skip:
-            out = x + self.drop_path(out)
-        return out
-
-    def output_length(self, seq_len: int) -> int:
-        return output_length(self.conv, seq_len)
+        self._set_body(layers, in_channels, out_channels, stride, drop_path)
 
 
 def _scaled_kernel(kernel_size: int, scale: int) -> int:
