@@ -361,28 +361,23 @@ void running_mean(const double* ext, int64_t n, int64_t w, bool finite, double* 
   }
 }
 
-// ext[l] = src[mirror(start + l)] for l < n + w - 1 (torch's "reflect" padding, SciPy's
-// "mirror"), plus one trailing 0 read by the last running-sum update. Returns whether
-// every value is finite.
-template <typename S>
-bool mirror_extend(const S* src, int64_t n, int64_t w, std::vector<double>& ext) {
-  const int64_t start = -(w / 2), len = n + w - 1;
-  ext.resize(len + 1);
-  const int64_t lo = std::min<int64_t>(-start, len), hi = std::min<int64_t>(n - start, len);
+// Fills ext[0, n + w) around a row already stored at ext[h, h + n), h = w / 2: the
+// mirror (torch's "reflect") extension on both sides, plus one trailing 0 read by the
+// last running-sum update. Returns whether every value is finite.
+bool mirror_fill(double* ext, int64_t n, int64_t w) {
+  const int64_t h = w / 2, len = n + w - 1;
   double bad = 0.0;  // stays 0 unless some value is Inf/NaN (v - v is NaN then)
-  for (int64_t l = 0; l < lo; ++l) ext[l] = double(src[map_index(start + l, n, kMirror)]);
-  for (int64_t l = lo; l < hi; ++l) {
-    const double v = double(src[start + l]);
-    ext[l] = v;
-    bad += v - v;
-  }
-  for (int64_t l = hi; l < len; ++l) ext[l] = double(src[map_index(start + l, n, kMirror)]);
-  for (int64_t l = 0; l < lo; ++l) bad += ext[l] - ext[l];
-  for (int64_t l = hi; l < len; ++l) bad += ext[l] - ext[l];
+  for (int64_t l = h; l < h + n; ++l) bad += ext[l] - ext[l];
+  for (int64_t l = 0; l < std::min(h, len); ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
+  for (int64_t l = h + n; l < len; ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
+  for (int64_t l = 0; l < std::min(h, len); ++l) bad += ext[l] - ext[l];
+  for (int64_t l = h + n; l < len; ++l) bad += ext[l] - ext[l];
   ext[len] = 0.0;
   return bad == 0.0;
 }
 
+// Each stage's output is written straight into the middle of the next stage's extended
+// buffer, so a row is converted once, filtered twice and written once.
 template <typename T>
 void moving_average_rows(const at::Tensor& x, const std::vector<int64_t>& sizes, bool subtract,
                          at::Tensor& out) {
@@ -390,19 +385,26 @@ void moving_average_rows(const at::Tensor& x, const std::vector<int64_t>& sizes,
   const T* xd = x.data_ptr<T>();
   T* od = out.data_ptr<T>();
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> ext, cur(n);
+    std::vector<double> ext[2], last(n);
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = xd + r * n;
+      ext[0].resize(n + sizes[0]);
+      double* first = ext[0].data() + sizes[0] / 2;
+      for (int64_t i = 0; i < n; ++i) first[i] = double(xr[i]);
       for (size_t s = 0; s < sizes.size(); ++s) {
-        const bool finite = s == 0 ? mirror_extend(xr, n, sizes[s], ext)
-                                   : mirror_extend(cur.data(), n, sizes[s], ext);
-        running_mean(ext.data(), n, sizes[s], finite, cur.data());
+        const bool finite = mirror_fill(ext[s % 2].data(), n, sizes[s]);
+        double* dst = last.data();
+        if (s + 1 < sizes.size()) {
+          ext[(s + 1) % 2].resize(n + sizes[s + 1]);
+          dst = ext[(s + 1) % 2].data() + sizes[s + 1] / 2;
+        }
+        running_mean(ext[s % 2].data(), n, sizes[s], finite, dst);
       }
       T* orow = od + r * n;
       if (subtract) {
-        for (int64_t i = 0; i < n; ++i) orow[i] = static_cast<T>(double(xr[i]) - cur[i]);
+        for (int64_t i = 0; i < n; ++i) orow[i] = static_cast<T>(double(xr[i]) - last[i]);
       } else {
-        for (int64_t i = 0; i < n; ++i) orow[i] = static_cast<T>(cur[i]);
+        for (int64_t i = 0; i < n; ++i) orow[i] = static_cast<T>(last[i]);
       }
     }
   });
