@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fastecg.ops.baseline import gather_selected
+
 # Boundary modes, as in python/fastecg/ops/baseline.py.
 _REFLECT, _MIRROR, _NEAREST, _CONSTANT, _WRAP = 0, 1, 2, 3, 4
 
@@ -130,7 +132,4 @@ def median_filter_forward(rows: torch.Tensor, sizes, origins, mode: int, cval: f
                                    HAS_SRC=index is not None, KEY_BITS=key_bits,
                                    BLOCK_OUT=block_out, BLOCK_W=block_w)
         index = sel
-    med = torch.where(index >= 0, rows.gather(-1, index.clamp(min=0)),
-                      torch.tensor(cval, dtype=rows.dtype, device=rows.device))
-    out = rows - med if subtract else med
-    return out, (index if need_index else index.new_empty(0))
+    return gather_selected(rows, index, cval, subtract, need_index)

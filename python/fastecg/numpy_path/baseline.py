@@ -11,14 +11,18 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["remove_baseline", "BaselineRemove"]
+__all__ = ["remove_baseline", "BaselineRemove", "window_samples"]
 
 _METHODS = ("median", "mean")
 
 
-def _window(window_s: float, fs: float) -> int:
-    if not window_s > 0 or not fs > 0:
-        raise ValueError(f"window and fs must be positive, got window={window_s}, fs={fs}")
+def window_samples(window_s: float, fs: float) -> int:
+    """Odd window length in samples for ``window_s`` seconds at ``fs`` Hz:
+    ``2 * (int(window_s * fs) // 2) + 1`` (torch_ecg's rule)."""
+    if not window_s > 0:
+        raise ValueError(f"window must be positive (seconds), got {window_s}")
+    if not fs > 0:
+        raise ValueError(f"fs must be positive (Hz), got {fs}")
     return 2 * (int(window_s * fs) // 2) + 1
 
 
@@ -32,7 +36,7 @@ def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: f
     sig = np.asarray(sig)
     if not np.issubdtype(sig.dtype, np.floating):
         raise TypeError(f"remove_baseline: expected a floating-point array, got {sig.dtype}")
-    w1, w2 = _window(window1, fs), _window(window2, fs)
+    w1, w2 = window_samples(window1, fs), window_samples(window2, fs)
     rows = sig.reshape(-1, sig.shape[-1]) if sig.size else sig.reshape(0, max(sig.shape[-1:], default=0))
     base = np.empty_like(rows)
     for r, row in enumerate(rows):

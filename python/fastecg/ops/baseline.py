@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ._dispatch import compiled_op, kernel_for, register_kernel, resolve_backend
+from ..numpy_path.baseline import window_samples
 from ._validate import check_signal, kernel_dtype
 
 __all__ = ["median_filter1d", "remove_baseline", "window_samples", "MEDIAN_MODES"]
@@ -28,7 +29,6 @@ _ROWS_PER_REFERENCE_BLOCK_ELEMENTS = 1 << 24  # bounds the reference's (rows, n,
 def extended_index(q: Tensor, n: int, mode: int) -> Tensor:
     """Sample index read at (possibly out-of-range) positions ``q`` of a length-``n``
     signal under boundary ``mode``; ``-1`` stands for the constant ``cval``."""
-    inside = (q >= 0) & (q < n)
     if mode == MEDIAN_MODES["nearest"]:
         return q.clamp(0, n - 1)
     if mode == MEDIAN_MODES["wrap"]:
@@ -41,7 +41,7 @@ def extended_index(q: Tensor, n: int, mode: int) -> Tensor:
             return torch.zeros_like(q)
         r = q.remainder(2 * n - 2)
         return torch.where(r < n, r, 2 * n - 2 - r)
-    return torch.where(inside, q, torch.full_like(q, -1))
+    return torch.where((q >= 0) & (q < n), q, torch.full_like(q, -1))
 
 
 # ---- kernels: rows (n_rows, n) -> (out, index) --------------------------------------------
@@ -72,6 +72,13 @@ def median_filter_reference(rows: Tensor, sizes: list[int], origins: list[int], 
             first_nan = s.gather(-1, nan.int().argmax(-1, keepdim=True))[..., 0]
             new_index[b:b + block] = torch.where(nan.any(-1), first_nan, chosen)
         index = new_index
+    return gather_selected(rows, index, cval, subtract, need_index)
+
+
+def gather_selected(rows: Tensor, index: Tensor, cval: float, subtract: bool,
+                    need_index: bool) -> tuple[Tensor, Tensor]:
+    """Kernel outputs from the selected row indices (-1: cval): ``(out, index)`` with
+    ``out = rows[index]`` (or ``rows - rows[index]``), the index empty unless kept."""
     med = torch.where(index >= 0, rows.gather(-1, index.clamp(min=0)),
                       torch.tensor(cval, dtype=rows.dtype, device=rows.device))
     out = rows - med if subtract else med
@@ -175,16 +182,6 @@ def moving_average_vjp(grad: Tensor, sizes: list[int], subtract: bool) -> Tensor
 
 
 # ---- public functions ------------------------------------------------------------------------
-
-def window_samples(window_s: float, fs: float) -> int:
-    """Odd window length in samples for ``window_s`` seconds at ``fs`` Hz:
-    ``2 * (int(window_s * fs) // 2) + 1`` (torch_ecg's rule)."""
-    if not window_s > 0:
-        raise ValueError(f"window must be positive (seconds), got {window_s}")
-    if not fs > 0:
-        raise ValueError(f"fs must be positive (Hz), got {fs}")
-    return 2 * (int(window_s * fs) // 2) + 1
-
 
 def _check_size(size: int, origin: int, name: str = "size") -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
