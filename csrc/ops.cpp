@@ -12,6 +12,12 @@ TORCH_LIBRARY(fastecg, m) {
   // padtype: 0 none, 1 odd, 2 even, 3 constant. Same recurrence, padding and initial
   // conditions as scipy.signal.sosfiltfilt, state in float64.
   m.def("_sosfiltfilt_kernel(Tensor x, Tensor sos, Tensor zi, int padlen, int padtype) -> Tensor");
+  // Transpose of _sosfiltfilt_kernel: zero extension, zero initial states, edge_terms
+  // (rows, 2) float64 added to the last forward and the first backward output (the
+  // initial conditions' part, see python/fastecg/ops/sosfilt.py), backward pass
+  // through both extensions, extension folded back (odd/even/constant).
+  m.def("_sosfiltfilt_adjoint_kernel(Tensor g, Tensor sos, Tensor edge_terms, int padlen, "
+        "int padtype) -> Tensor");
   // y, zf = scipy.signal.sosfilt(sos, x, zi=zi) per row; zi: (rows, n_sections, 2) float64.
   m.def("_sosfilt_kernel(Tensor x, Tensor sos, Tensor zi) -> (Tensor, Tensor)");
   // Running medians along time, scipy.ndimage.median_filter per stage (a chain: the dual

@@ -388,13 +388,41 @@ int64_t segment_length(int64_t len) {
   return std::max<int64_t>(kChunk, (kSegmentBytes / (L * sizeof(double))) / kChunk * kChunk);
 }
 
+// Transpose of build_pads: adds to each row what the backward pass left on its
+// extension samples (w: 2 * pad lane-interleaved samples, left then right).
+template <typename T>
+void fold_extension(const double* w, T* const* rows, int64_t n, int64_t pad, int64_t padtype,
+                    int count, int lanes) {
+  const double sign = padtype == kPadOdd ? -1.0 : padtype == kPadEven ? 1.0 : 0.0;
+  const double edge = padtype == kPadOdd ? 2.0 : padtype == kPadConstant ? 1.0 : 0.0;
+  for (int l = 0; l < count; ++l) {
+    T* y = rows[l];
+    double first = 0.0, last = 0.0;
+    for (int64_t i = 0; i < pad; ++i) {
+      const double left = w[i * lanes + l], right = w[(pad + i) * lanes + l];
+      y[pad - i] = static_cast<T>(y[pad - i] + sign * left);
+      y[n - 2 - i] = static_cast<T>(y[n - 2 - i] + sign * right);
+      first += left, last += right;
+    }
+    y[0] = static_cast<T>(y[0] + edge * first);
+    y[n - 1] = static_cast<T>(y[n - 1] + edge * last);
+  }
+}
+
 // sosfiltfilt of rows [r0, r0 + count) (count <= L; spare lanes repeat a row), with
 // an extension of pad samples each side.
+//
+// Adjoint mode (zi == nullptr) computes E^T [B (F E0 x + c1 e_last) + c2 e_0] instead
+// (see sosfiltfilt_adjoint_cpu; c: (rows, 2) edge terms): the extension is zeros,
+// both passes start from zero state, the backward pass runs through the left
+// extension too, and what it leaves in the extensions (kept in wpad) is folded back
+// onto the samples the forward extension copied them from.
 template <int L, typename T>
 void filtfilt_block(const T* xp, T* yp, int64_t n, int64_t r0, int count, int64_t pad,
                     int64_t padtype, const double* sos, int64_t n_sections, const double* zi,
                     const Impl<T>& impl, int64_t seg, double* buf, T* pads, double* zf,
-                    double* zb, double* ckpt) {
+                    double* zb, double* ckpt, double* wpad, const double* c) {
+  const bool adjoint = zi == nullptr;
   const int64_t len = n + 2 * pad, zsize = 2 * n_sections * L;
   const int64_t n_seg = (len + seg - 1) / seg;
   const T* xr[L];
@@ -407,8 +435,15 @@ void filtfilt_block(const T* xp, T* yp, int64_t n, int64_t r0, int count, int64_
     yr[l] = yp + r * n;
     lp[l] = pads + 2 * l * pad;
     rp[l] = pads + (2 * l + 1) * pad;
-    if (pad > 0) build_pads(xr[l], n, pad, padtype, pads + 2 * l * pad, pads + (2 * l + 1) * pad);
+    if (pad > 0 && adjoint) std::fill(pads + 2 * l * pad, pads + (2 * l + 2) * pad, T(0));
+    else if (pad > 0) build_pads(xr[l], n, pad, padtype, pads + 2 * l * pad, pads + (2 * l + 1) * pad);
   }
+  // Initial state of a pass: the steady state of a step of height `edge` (zero in
+  // adjoint mode).
+  auto steady = [&](const double* edge, double* z) {
+    for (int64_t s = 0; s < 2 * n_sections; ++s)
+      for (int l = 0; l < L; ++l) z[s * L + l] = adjoint ? 0.0 : zi[s] * edge[l];
+  };
   // ext[c0, c1) -> dst, segment by segment of the extension (left pad, row, right pad).
   auto fill = [&](int64_t c0, int64_t c1, double* dst) {
     auto piece = [&](int64_t s0, int64_t s1, const T* const* src) {
@@ -430,9 +465,7 @@ void filtfilt_block(const T* xp, T* yp, int64_t n, int64_t r0, int count, int64_
       const int64_t c1 = std::min(g1, c0 + kChunk);
       double* tile = keep ? buf + (c0 - g0) * L : buf;
       fill(c0, c1, tile);
-      if (c0 == 0)
-        for (int64_t s = 0; s < 2 * n_sections; ++s)
-          for (int l = 0; l < L; ++l) zf[s * L + l] = zi[s] * tile[l];
+      if (c0 == 0) steady(tile, zf);
       impl.pass(tile, c1 - c0, sos, n_sections, zf, false);
     }
   };
@@ -451,28 +484,46 @@ void filtfilt_block(const T* xp, T* yp, int64_t n, int64_t r0, int count, int64_
     if (j > 0) std::memcpy(zf, ckpt + j * zsize, sizeof(double) * zsize);
     forward(g0, g1, true);
     if (j == n_seg - 1) {
-      const double* last = buf + (len - 1 - g0) * L;
-      for (int64_t s = 0; s < 2 * n_sections; ++s)
-        for (int l = 0; l < L; ++l) zb[s * L + l] = zi[s] * last[l];
+      double* last = buf + (len - 1 - g0) * L;
+      steady(last, zb);
+      if (adjoint)
+        for (int l = 0; l < count; ++l) last[l] += c[2 * (r0 + l)];
     }
-    for (int64_t c1 = g1; c1 > std::max(g0, pad);) {
-      const int64_t c0 = std::max(g0, pad + ((c1 - 1 - pad) / kChunk) * kChunk);
+    const int64_t stop = adjoint ? 0 : pad;
+    for (int64_t c1 = g1; c1 > std::max(g0, stop);) {
+      // Tiles aligned on the output's start (and, below it, kChunk long).
+      const int64_t c0 = c1 > pad ? std::max(g0, pad + ((c1 - 1 - pad) / kChunk) * kChunk)
+                                  : std::max(g0, c1 - kChunk);
       impl.pass(buf + (c0 - g0) * L, c1 - c0, sos, n_sections, zb, true);
-      const int64_t b = std::min(c1, pad + n);
-      if (c0 < b) {
+      const int64_t a = std::max(c0, pad), b = std::min(c1, pad + n);
+      if (a < b) {
         T* d[L];
-        for (int l = 0; l < L; ++l) d[l] = yr[l] + (c0 - pad);
-        impl.store(buf + (c0 - g0) * L, b - c0, d, count);
+        for (int l = 0; l < L; ++l) d[l] = yr[l] + (a - pad);
+        impl.store(buf + (a - g0) * L, b - a, d, count);
+      }
+      if (adjoint) {  // extension samples: [0, pad) -> wpad[0, pad), [pad + n, len) -> after
+        for (int64_t t = c0; t < std::min(c1, pad); ++t)
+          std::memcpy(wpad + t * L, buf + (t - g0) * L, sizeof(double) * L);
+        for (int64_t t = std::max(c0, pad + n); t < c1; ++t)
+          std::memcpy(wpad + (t - n) * L, buf + (t - g0) * L, sizeof(double) * L);
       }
       c1 = c0;
     }
-    if (g0 <= pad) break;
+    if (g0 <= stop) break;
   }
+  if (!adjoint) return;
+  for (int l = 0; l < count; ++l) {
+    const double c2 = c[2 * (r0 + l) + 1];
+    if (pad > 0) wpad[l] += c2;
+    else yr[l][0] = static_cast<T>(yr[l][0] + c2);
+  }
+  if (pad > 0) fold_extension(wpad, yr, n, pad, padtype, count, L);
 }
 
 template <int L, typename T>
 void sosfiltfilt_rows(const at::Tensor& x, at::Tensor& y, const double* sos, int64_t n_sections,
-                      const double* zi, int64_t pad, int64_t padtype, const Impl<T>& impl) {
+                      const double* zi, int64_t pad, int64_t padtype, const Impl<T>& impl,
+                      const double* c) {
   const int64_t rows = x.size(0), n = x.size(1), len = n + 2 * pad;
   const T* xp = x.const_data_ptr<T>();
   T* yp = y.mutable_data_ptr<T>();
@@ -481,7 +532,9 @@ void sosfiltfilt_rows(const at::Tensor& x, at::Tensor& y, const double* sos, int
   const size_t zsize = 2 * n_sections * L;
   const size_t pad_doubles = (static_cast<size_t>(2 * L * pad) * sizeof(T) + 7) / 8;
   const size_t buf_doubles = static_cast<size_t>(seg) * L;
-  const size_t need = buf_doubles + pad_doubles + 2 * zsize + (n_seg > 1 ? n_seg * zsize : 0);
+  const size_t ckpt_doubles = n_seg > 1 ? n_seg * zsize : 0;
+  const size_t wpad_doubles = zi == nullptr ? 2 * pad * L : 0;
+  const size_t need = buf_doubles + pad_doubles + 2 * zsize + ckpt_doubles + wpad_doubles;
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     AlignedBuffer own;
     double* buf = work_buffer(need, own);
@@ -489,38 +542,61 @@ void sosfiltfilt_rows(const at::Tensor& x, at::Tensor& y, const double* sos, int
     double* zf = buf + buf_doubles + pad_doubles;
     double* zb = zf + zsize;
     double* ckpt = zb + zsize;
+    double* wpad = ckpt + ckpt_doubles;
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t r0 = blk * L;
       const int count = static_cast<int>(std::min<int64_t>(L, rows - r0));
       filtfilt_block<L, T>(xp, yp, n, r0, count, pad, padtype, sos, n_sections, zi, impl, seg,
-                           buf, pads, zf, zb, ckpt);
+                           buf, pads, zf, zb, ckpt, wpad, c);
     }
   });
 }
 
-at::Tensor sosfiltfilt_cpu(const at::Tensor& x, const at::Tensor& sos, const at::Tensor& zi,
-                           int64_t padlen, int64_t padtype) {
+// zi undefined: the adjoint mode of filtfilt_block, with edge terms c.
+at::Tensor filtfilt_rows(const at::Tensor& x, const at::Tensor& sos, const at::Tensor& zi,
+                         int64_t padlen, int64_t padtype, const at::Tensor& c) {
   check_signal(x);
   check_sos(sos);
-  TORCH_CHECK(zi.scalar_type() == at::kDouble && zi.numel() == 2 * sos.size(0),
-              "zi must be float64 of shape (n_sections, 2)");
   TORCH_CHECK(padtype >= kPadNone && padtype <= kPadConstant, "bad padtype code ", padtype);
   TORCH_CHECK(padlen >= 0 && (padtype != kPadNone || padlen == 0), "bad padlen ", padlen);
   TORCH_CHECK(x.size(1) > padlen, "signal length ", x.size(1), " must exceed padlen ", padlen);
-  const at::Tensor xc = x.contiguous(), sc = sos.contiguous(), zc = zi.contiguous();
+  const at::Tensor xc = x.contiguous(), sc = sos.contiguous();
+  const at::Tensor zc = zi.defined() ? zi.contiguous() : zi;
+  const at::Tensor cc = c.defined() ? c.contiguous() : c;
   at::Tensor y = at::empty_like(xc);
   if (xc.size(0) == 0) return y;
   const std::string isa = select_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfiltfilt_cpu", [&] {
     const Impl<scalar_t> impl = impl_for<scalar_t>(isa);
     const double* s = sc.const_data_ptr<double>();
-    const double* z = zc.const_data_ptr<double>();
+    const double* z = zc.defined() ? zc.const_data_ptr<double>() : nullptr;
+    const double* e = cc.defined() ? cc.const_data_ptr<double>() : nullptr;
     if (impl.lanes == 4)
-      sosfiltfilt_rows<4, scalar_t>(xc, y, s, sc.size(0), z, padlen, padtype, impl);
+      sosfiltfilt_rows<4, scalar_t>(xc, y, s, sc.size(0), z, padlen, padtype, impl, e);
     else
-      sosfiltfilt_rows<8, scalar_t>(xc, y, s, sc.size(0), z, padlen, padtype, impl);
+      sosfiltfilt_rows<8, scalar_t>(xc, y, s, sc.size(0), z, padlen, padtype, impl, e);
   });
   return y;
+}
+
+at::Tensor sosfiltfilt_cpu(const at::Tensor& x, const at::Tensor& sos, const at::Tensor& zi,
+                           int64_t padlen, int64_t padtype) {
+  TORCH_CHECK(zi.scalar_type() == at::kDouble && zi.numel() == 2 * sos.size(0),
+              "zi must be float64 of shape (n_sections, 2)");
+  return filtfilt_rows(x, sos, zi, padlen, padtype, at::Tensor());
+}
+
+// The transpose of sosfiltfilt: E^T [B (F E0 g + c1 e_last) + c2 e_0], with F, B the
+// forward and backward passes from zero state over the extension, E the extension,
+// E0 g zero-extended, and edge_terms (rows, 2) = (c1, c2), the dot products through
+// which the initial conditions act (computed by the caller, ops/sosfilt.py).
+at::Tensor sosfiltfilt_adjoint_cpu(const at::Tensor& g, const at::Tensor& sos,
+                                   const at::Tensor& edge_terms, int64_t padlen,
+                                   int64_t padtype) {
+  TORCH_CHECK(edge_terms.scalar_type() == at::kDouble && edge_terms.dim() == 2 &&
+                  edge_terms.size(0) == g.size(0) && edge_terms.size(1) == 2,
+              "edge_terms must be float64 of shape (rows, 2), got ", edge_terms.sizes());
+  return filtfilt_rows(g, sos, at::Tensor(), padlen, padtype, edge_terms);
 }
 
 // One forward pass over rows [r0, r0 + count) from per-row initial state zi (rows,
@@ -601,6 +677,7 @@ std::string cpu_isa() { return select_isa(); }
 TORCH_LIBRARY_IMPL(fastecg, CPU, m) {
   m.impl("_sosfiltfilt_kernel", &sosfiltfilt_cpu);
   m.impl("_sosfilt_kernel", &sosfilt_cpu);
+  m.impl("_sosfiltfilt_adjoint_kernel", &sosfiltfilt_adjoint_cpu);
 }
 
 TORCH_LIBRARY_IMPL(fastecg, CompositeExplicitAutograd, m) { m.impl("_cpu_isa", &cpu_isa); }

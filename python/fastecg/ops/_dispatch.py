@@ -46,6 +46,11 @@ def register_kernel(name: str, backend: str, fn: Union[Callable, str, None] = No
     return add if fn is None else add(fn)
 
 
+def has_kernel(name: str, backend: str) -> bool:
+    """Whether ``name`` has a kernel registered for ``backend``."""
+    return (name, backend) in _KERNELS
+
+
 @functools.cache
 def _extension() -> BackendInfo:
     try:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._dispatch import compiled_op, kernel_for, register_kernel, resolve_backend
+from ._dispatch import compiled_op, has_kernel, kernel_for, register_kernel, resolve_backend
 from ._validate import check_signal
 
 __all__ = ["sosfilt", "sosfiltfilt", "default_padlen", "PADTYPES"]
@@ -57,6 +57,8 @@ def sosfiltfilt_reference(rows: Tensor, sos: Tensor, zi: Tensor, padlen: int,
 
 register_kernel("sosfilt", "cpu", compiled_op("_sosfilt_kernel"))
 register_kernel("sosfiltfilt", "cpu", compiled_op("_sosfiltfilt_kernel"))
+# The zero-state part of the adjoint (see _sosfiltfilt_adjoint); other backends compose it.
+register_kernel("sosfiltfilt_adjoint", "cpu", compiled_op("_sosfiltfilt_adjoint_kernel"))
 
 
 def _extend(rows: Tensor, padlen: int, padtype: int) -> Tensor:
@@ -84,9 +86,16 @@ def _sosfiltfilt(x: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int,
 @torch.library.custom_op("fastecg::sosfiltfilt_adjoint", mutates_args=())
 def _sosfiltfilt_adjoint(grad: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int,
                          backend: str) -> Tensor:
-    rows = grad.reshape(-1, grad.shape[-1]).to(torch.float64)
+    rows = grad.reshape(-1, grad.shape[-1])
     filt = kernel_for("sosfilt", grad, backend)
-    return _adjoint_rows(rows, sos, zi, padlen, padtype, filt).to(grad.dtype).view(grad.shape)
+    weights = _edge_weights(sos, zi, rows.shape[-1], padlen, filt)
+    edge_terms = (rows @ weights.to(rows.dtype)).to(torch.float64)
+    if has_kernel("sosfiltfilt_adjoint", resolve_backend("sosfilt", grad, backend)):
+        fused = kernel_for("sosfiltfilt_adjoint", grad, backend)
+        out = fused(rows, sos, edge_terms, padlen, padtype)
+    else:
+        out = _composed_adjoint(rows, sos, edge_terms, padlen, padtype, filt)
+    return out.view(grad.shape)
 
 
 @_sosfiltfilt.register_fake
@@ -116,26 +125,44 @@ _sosfiltfilt.register_autograd(_forward_grad, setup_context=_setup_context)
 _sosfiltfilt_adjoint.register_autograd(_adjoint_grad, setup_context=_setup_context)
 
 
-def _transpose_pass(v: Tensor, sos: Tensor, zi: Tensor, filt) -> Tensor:
-    """Adjoint of one sosfilt pass started from ``zi * input[0]``: the pass is
-    ``T u + h u[0]`` (T: zero-state filter, h: zero-input response from ``zi``), so
-    its adjoint is ``flip(T flip(v)) + e0 (h . v)``."""
-    n = v.shape[-1]
+# The x-gradient of sosfiltfilt. Forward: y = C J (T + h e0^T) J (T + h e0^T) E x, with
+# E the edge extension, T the zero-state filter over the N = n + 2 padlen extended
+# samples, h its zero-input response from zi (the initial state is zi * first sample),
+# J time reversal, C the crop. Its transpose, with v = C^T g (g zero-extended):
+#     E^T [J T J T v + c1 J T e0 + c2 e0],  c1 = h . J v,  c2 = (J T J h) . v + c1 h[N-1]
+# (T^T = J T J). The first term is a zero-state filtfilt with folded extension (the
+# fused CPU kernel, or composed below); c1 and c2 are dot products of g with fixed
+# vectors: J T J (c1 e_last) = c1 J T e0, so c1 enters as an impulse at the end of the
+# forward pass and c2 at the start of the backward pass's output.
+
+def _edge_weights(sos: Tensor, zi: Tensor, n: int, padlen: int, filt) -> Tensor:
+    """(n, 2) float64 weights: ``g @ weights`` gives (c1, c2) per row."""
+    h, _ = filt(torch.zeros(1, n + 2 * padlen, dtype=torch.float64, device=sos.device), sos,
+                zi[None])
+    zero = torch.zeros_like(zi)[None]
+    jtjh, _ = filt(h.flip(-1).contiguous(), sos, zero)
+    c1 = h[0].flip(-1)[padlen:padlen + n]
+    c2 = jtjh[0].flip(-1)[padlen:padlen + n] + c1 * h[0, -1]
+    return torch.stack([c1, c2], dim=1)
+
+
+def _composed_adjoint(rows: Tensor, sos: Tensor, edge_terms: Tensor, padlen: int,
+                      padtype: int, filt) -> Tensor:
+    """The adjoint composed from any backend's sosfilt kernel (float64 inside)."""
+    v = torch.nn.functional.pad(rows.to(torch.float64), (padlen, padlen))
     zero = torch.zeros(v.shape[0], sos.shape[0], 2, dtype=torch.float64, device=v.device)
-    out, _ = filt(v.flip(-1).contiguous(), sos, zero)
-    out = out.flip(-1)
-    h, _ = filt(torch.zeros(1, n, dtype=torch.float64, device=v.device), sos, zi[None])
-    out[:, 0] += v @ h[0]
-    return out
+    t, _ = filt(v, sos, zero)
+    t[:, -1] += edge_terms[:, 0]
+    w, _ = filt(t.flip(-1).contiguous(), sos, zero)
+    w = w.flip(-1)
+    w[:, 0] += edge_terms[:, 1]
+    return _extension_transpose(w, rows.shape[-1], padlen, padtype).to(rows.dtype)
 
 
-def _adjoint_rows(g: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int, filt):
-    """x-gradient of sosfiltfilt for output gradient ``g`` (rows, n), float64."""
-    n = g.shape[-1]
-    v = torch.nn.functional.pad(g, (padlen, padlen))          # crop^T
-    v = _transpose_pass(v.flip(-1), sos, zi, filt).flip(-1)    # backward pass (on reversed data)
-    w = _transpose_pass(v, sos, zi, filt)                      # forward pass
-    xg = w[:, padlen:padlen + n].clone()                       # extension^T
+def _extension_transpose(w: Tensor, n: int, padlen: int, padtype: int) -> Tensor:
+    """E^T: (rows, n + 2 padlen) -> (rows, n), each extension sample added back onto
+    the samples :func:`_extend` built it from."""
+    xg = w[:, padlen:padlen + n].clone()
     if padlen:
         left, right = w[:, :padlen], w[:, padlen + n:]
         if padtype == PADTYPES["constant"]:
