@@ -57,6 +57,8 @@ def sosfiltfilt_reference(rows: Tensor, sos: Tensor, zi: Tensor, padlen: int,
 
 register_kernel("sosfilt", "cpu", compiled_op("_sosfilt_kernel"))
 register_kernel("sosfiltfilt", "cpu", compiled_op("_sosfiltfilt_kernel"))
+register_kernel("sosfilt", "triton", "fastecg.triton_kernels.sosfilt:sosfilt")
+register_kernel("sosfiltfilt", "triton", "fastecg.triton_kernels.sosfilt:sosfiltfilt")
 # The zero-state part of the adjoint (see _sosfiltfilt_adjoint); other backends compose it.
 register_kernel("sosfiltfilt_adjoint", "cpu", compiled_op("_sosfiltfilt_adjoint_kernel"))
 
@@ -286,8 +288,10 @@ def sosfiltfilt(sos: Union[np.ndarray, Tensor], x: Tensor, padtype: Optional[str
         Edge extension before filtering, as SciPy.
     padlen : int, optional
         Extension length; default :func:`default_padlen`. Must be < ``n_samples``.
-    backend : {"auto", "cpu", "torch"}, optional
-        Kernel; ``"torch"`` is the slow pure-PyTorch reference (any device).
+    backend : {"auto", "cuda", "triton", "cpu", "torch"}, optional
+        Kernel; ``"cuda"`` / ``"triton"`` run the block scan along time on a GPU
+        (Triton also on the CPU under ``TRITON_INTERPRET=1``); ``"torch"`` is the
+        slow pure-PyTorch reference (any device).
 
     Returns
     -------
@@ -350,11 +354,12 @@ def sosfilt(sos: Union[np.ndarray, Tensor], x: Tensor, zi: Optional[Tensor] = No
     sos : array_like or Tensor, shape (n_sections, 6)
         Second-order sections; ``sos[:, 3]`` must be 1.
     x : Tensor, shape (..., n_samples)
-        float32 or float64, CPU (``backend="torch"``: any device).
+        float32 or float64, CPU or CUDA.
     zi : Tensor, shape (n_sections, ..., 2), optional
         Initial state per section and channel, as SciPy lays it out
         (``sosfilt_zi(sos)[:, None, :] * x[..., :1]`` style).
-    backend : {"auto", "cpu", "torch"}, optional
+    backend : {"auto", "cuda", "triton", "cpu", "torch"}, optional
+        As in :func:`sosfiltfilt`.
 
     Returns
     -------
