@@ -68,11 +68,112 @@ std::tuple<at::Tensor, at::Tensor> median_filter_cuda_op(const at::Tensor& x, at
   return {out, need_index ? index : at::empty({0}, index.options())};
 }
 
+// Samples per block of the IIR block scan (untuned), as BLOCK in triton_kernels/sosfilt.py.
+constexpr int64_t kScanBlock = 128;
+
+void check_sos_cuda(const at::Tensor& x, const at::Tensor& sos, const char* name) {
+  TORCH_CHECK(x.dim() == 2, name, ": expected (rows, n_samples), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              name, ": expected float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(sos.dim() == 2 && sos.size(1) == 6 && sos.size(0) >= 1,
+              name, ": sos must have shape (n_sections, 6), got ", sos.sizes());
+  TORCH_CHECK(sos.scalar_type() == at::kDouble && sos.device() == x.device(),
+              name, ": sos must be float64 on the signal's device");
+}
+
+// One block-scan pass: work (rows, n) float64 holds the input and is overwritten; the
+// result goes to out (float32 or float64); zi (rows, n_sections, 2). Returns zf.
+at::Tensor scan_filter(at::Tensor& work, at::Tensor& out, const at::Tensor& zi,
+                       const at::Tensor& sos) {
+  const int64_t rows = work.size(0), n = work.size(1), n_sections = sos.size(0);
+  const at::Tensor zc = zi.contiguous();
+  at::Tensor zf = at::empty_like(zc);
+  at::Tensor scratch =
+      at::empty({sosfilt_scan_workspace(rows, n, n_sections, kScanBlock)}, work.options());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  double* w = work.mutable_data_ptr<double>();
+  const double* z = zc.const_data_ptr<double>();
+  const double* s = sos.const_data_ptr<double>();
+  double* ws = scratch.mutable_data_ptr<double>();
+  cudaError_t err;
+  if (out.scalar_type() == at::kFloat) {
+    err = sosfilt_scan_cuda<float>(w, out.mutable_data_ptr<float>(), z,
+                                   zf.mutable_data_ptr<double>(), s, rows, n, n_sections,
+                                   kScanBlock, ws, stream);
+  } else {
+    err = sosfilt_scan_cuda<double>(w, out.mutable_data_ptr<double>(), z,
+                                    zf.mutable_data_ptr<double>(), s, rows, n, n_sections,
+                                    kScanBlock, ws, stream);
+  }
+  TORCH_CHECK(err == cudaSuccess, "sosfilt block scan: ", cudaGetErrorString(err));
+  return zf;
+}
+
+std::tuple<at::Tensor, at::Tensor> sosfilt_cuda_op(const at::Tensor& x, const at::Tensor& sos,
+                                                   const at::Tensor& zi) {
+  check_sos_cuda(x, sos, "_sosfilt_kernel");
+  const int64_t rows = x.size(0), n = x.size(1), n_sections = sos.size(0);
+  TORCH_CHECK(zi.scalar_type() == at::kDouble && zi.dim() == 3 && zi.size(0) == rows &&
+                  zi.size(1) == n_sections && zi.size(2) == 2 && zi.device() == x.device(),
+              "_sosfilt_kernel: zi must be float64 of shape (rows, n_sections, 2) on the "
+              "signal's device, got ", zi.sizes());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty_like(xc);
+  if (rows == 0 || n == 0) return {y, zi.contiguous().clone()};
+  at::Tensor work = xc.to(at::kDouble, /*non_blocking=*/false, /*copy=*/true);
+  at::Tensor zf = scan_filter(work, y, zi, sos.contiguous());
+  return {y, zf};
+}
+
+// SciPy's edge extension, built in x's dtype (float32 in -> float32 padding).
+at::Tensor extend(const at::Tensor& x, int64_t pad, int64_t padtype) {
+  if (pad == 0) return x;
+  const int64_t n = x.size(1);
+  at::Tensor left = x.narrow(1, 1, pad).flip({1}), right = x.narrow(1, n - 1 - pad, pad).flip({1});
+  const at::Tensor first = x.narrow(1, 0, 1), last = x.narrow(1, n - 1, 1);
+  if (padtype == 1) {  // odd
+    left = 2 * first - left;
+    right = 2 * last - right;
+  } else if (padtype == 3) {  // constant
+    left = first.expand_as(left);
+    right = last.expand_as(right);
+  }
+  return at::cat({left, x, right}, 1);
+}
+
+at::Tensor sosfiltfilt_cuda_op(const at::Tensor& x, const at::Tensor& sos, const at::Tensor& zi,
+                               int64_t padlen, int64_t padtype) {
+  check_sos_cuda(x, sos, "_sosfiltfilt_kernel");
+  TORCH_CHECK(zi.scalar_type() == at::kDouble && zi.numel() == 2 * sos.size(0) &&
+                  zi.device() == x.device(),
+              "_sosfiltfilt_kernel: zi must be float64 of shape (n_sections, 2) on the "
+              "signal's device");
+  TORCH_CHECK(padtype >= 0 && padtype <= 3, "bad padtype code ", padtype);
+  TORCH_CHECK(padlen >= 0 && (padtype != 0 || padlen == 0), "bad padlen ", padlen);
+  TORCH_CHECK(x.size(1) > padlen, "signal length ", x.size(1), " must exceed padlen ", padlen);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor xc = x.contiguous(), sc = sos.contiguous();
+  if (xc.size(0) == 0) return at::empty_like(xc);
+  const at::Tensor z = zi.reshape({1, -1, 2});
+  // Forward pass from zi times the first sample, then the same on the reversed output;
+  // float64 in between, one rounding at the end.
+  at::Tensor work = extend(xc, padlen, padtype).to(at::kDouble, false, /*copy=*/true);
+  at::Tensor fwd = at::empty_like(work);
+  scan_filter(work, fwd, z * work.narrow(1, 0, 1).unsqueeze(2), sc);
+  work = fwd.flip({1});
+  at::Tensor bwd = at::empty_like(work);
+  scan_filter(work, bwd, z * work.narrow(1, 0, 1).unsqueeze(2), sc);
+  return bwd.flip({1}).narrow(1, padlen, xc.size(1)).to(xc.scalar_type()).contiguous();
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastecg, CUDA, m) {
   m.impl("_normalize_kernel", &normalize_forward_cuda_op);
   m.impl("_median_filter_kernel", &median_filter_cuda_op);
+  m.impl("_sosfilt_kernel", &sosfilt_cuda_op);
+  m.impl("_sosfiltfilt_kernel", &sosfiltfilt_cuda_op);
 }
 
 }  // namespace fastecg

@@ -57,6 +57,8 @@ def sosfiltfilt_reference(rows: Tensor, sos: Tensor, zi: Tensor, padlen: int,
 
 register_kernel("sosfilt", "cpu", compiled_op("_sosfilt_kernel"))
 register_kernel("sosfiltfilt", "cpu", compiled_op("_sosfiltfilt_kernel"))
+register_kernel("sosfilt", "cuda", compiled_op("_sosfilt_kernel"))
+register_kernel("sosfiltfilt", "cuda", compiled_op("_sosfiltfilt_kernel"))
 register_kernel("sosfilt", "triton", "fastecg.triton_kernels.sosfilt:sosfilt")
 register_kernel("sosfiltfilt", "triton", "fastecg.triton_kernels.sosfilt:sosfiltfilt")
 # The zero-state part of the adjoint (see _sosfiltfilt_adjoint); other backends compose it.
