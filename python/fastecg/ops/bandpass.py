@@ -86,7 +86,7 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         ``"fft"``: the same filter's zero-phase response :math:`|H(f)|^2` applied by
         rFFT after reflect padding (``3 * fs / lowcut`` samples, at most ``n - 1``);
         equal to ``"iir"`` in the interior.
-    backend : {"auto", "cpu", "torch"}, optional
+    backend : {"auto", "cuda", "triton", "cpu", "torch"}, optional
         Kernel of the ``iir`` method.
     padtype, padlen : optional
         Edge handling of the ``iir`` method, as in SciPy (default: odd, 27 samples for
