@@ -15,7 +15,8 @@ zero-state response plus the zero-input response of the state it starts from:
    fully parallel over time.
 
 ``A^L`` and the zero-input responses ``zir`` (K, L) are the block filter itself run on
-zeros from the K unit states (one extra launch, on the device: no sync, no cache).
+zeros from the K unit states (one launch, and one more for a shorter last block's
+map; on the device, so no host sync and no cache to invalidate).
 csrc/cuda/sosfilt.cu has the same three kernels.
 """
 
