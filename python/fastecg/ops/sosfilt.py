@@ -61,7 +61,7 @@ register_kernel("sosfilt", "cuda", compiled_op("_sosfilt_kernel"))
 register_kernel("sosfiltfilt", "cuda", compiled_op("_sosfiltfilt_kernel"))
 register_kernel("sosfilt", "triton", "fastecg.triton_kernels.sosfilt:sosfilt")
 register_kernel("sosfiltfilt", "triton", "fastecg.triton_kernels.sosfilt:sosfiltfilt")
-# The zero-state part of the adjoint (see _sosfiltfilt_adjoint); other backends compose it.
+# The fused adjoint (see _sosfiltfilt_adjoint); other backends compose it from sosfilt.
 register_kernel("sosfiltfilt_adjoint", "cpu", compiled_op("_sosfiltfilt_adjoint_kernel"))
 
 
