@@ -321,22 +321,33 @@ std::tuple<at::Tensor, at::Tensor> median_filter_cpu(const at::Tensor& x, at::In
 
 // ---- moving average ------------------------------------------------------------------
 
+// The moving average's loops are memory- and latency-bound scalar code: compiled for
+// baseline x86-64 and for AVX2 (wider loads and conversions), the best chosen at load.
+#if defined(__x86_64__)
+#define FASTECG_AVX2_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FASTECG_AVX2_CLONES
+#endif
+
 // out[i] = mean(ext[i .. i + w)) for i < n, with running sums in double. The row is cut
 // into kSeg equal segments whose add chains interleave (one chain would wait on the
 // add latency at every sample); each segment re-sums its window exactly every kResum
 // outputs to bound drift.
-void running_mean(const double* ext, int64_t n, int64_t w, bool finite, double* out) {
+FASTECG_AVX2_CLONES void running_mean(const double* ext, int64_t n, int64_t w, bool finite, double* out) {
   const double inv = 1.0 / double(w);
-  auto window_sum = [&](int64_t i) {
-    double s = 0.0;
-    for (int64_t j = 0; j < w; ++j) s += ext[i + j];
-    return s;
+  auto window_sum = [&](int64_t i) {  // four partial sums: four add chains, not one
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    int64_t j = 0;
+    for (; j + 4 <= w; j += 4)
+      for (int k = 0; k < 4; ++k) s[k] += ext[i + j + k];
+    for (; j < w; ++j) s[0] += ext[i + j];
+    return (s[0] + s[1]) + (s[2] + s[3]);
   };
   if (!finite) {  // Inf/NaN: a running sum would carry them past their windows
     for (int64_t i = 0; i < n; ++i) out[i] = window_sum(i) * inv;
     return;
   }
-  constexpr int kSeg = 4;
+  constexpr int kSeg = 8;
   constexpr int64_t kResum = 1 << 14;
   const int64_t seg = n / kSeg;
   for (int64_t base = 0; base < seg; base += kResum) {
@@ -359,19 +370,45 @@ void running_mean(const double* ext, int64_t n, int64_t w, bool finite, double* 
   }
 }
 
+// Whether no value is Inf or NaN (exponent bits all ones). On the upper 32-bit words,
+// with adds and ORs only: vectorises on baseline x86-64, where a floating-point
+// accumulation would be one long add chain (and a 64-bit compare needs SSE4.1).
+FASTECG_AVX2_CLONES bool all_finite(const double* v, int64_t m) {
+  static_assert(std::endian::native == std::endian::little);
+  constexpr uint32_t kExponent = 0x7ff00000u, kOne = 0x00100000u;
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    uint32_t high;
+    std::memcpy(&high, reinterpret_cast<const char*>(v + i) + 4, sizeof high);
+    bad |= (high & kExponent) + kOne;  // carries into bit 31 iff the exponent is all ones
+  }
+  return (bad & 0x80000000u) == 0;
+}
+
 // Fills ext[0, n + w) around a row already stored at ext[h, h + n), h = w / 2: the
 // mirror (torch's "reflect") extension on both sides, plus one trailing 0 read by the
 // last running-sum update. Returns whether every value is finite.
 bool mirror_fill(double* ext, int64_t n, int64_t w) {
   const int64_t h = w / 2, len = n + w - 1;
-  double bad = 0.0;  // stays 0 unless some value is Inf/NaN (v - v is NaN then)
-  for (int64_t l = h; l < h + n; ++l) bad += ext[l] - ext[l];
   for (int64_t l = 0; l < std::min(h, len); ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
   for (int64_t l = h + n; l < len; ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
-  for (int64_t l = 0; l < std::min(h, len); ++l) bad += ext[l] - ext[l];
-  for (int64_t l = h + n; l < len; ++l) bad += ext[l] - ext[l];
   ext[len] = 0.0;
-  return bad == 0.0;
+  return all_finite(ext, len);
+}
+
+template <typename T>
+FASTECG_AVX2_CLONES void widen(const T* x, int64_t n, double* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = double(x[i]);
+}
+
+// out = x - v (x given) or v, rounded to T.
+template <typename T>
+FASTECG_AVX2_CLONES void narrow(const T* x, const double* v, int64_t n, T* out) {
+  if (x != nullptr) {
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(double(x[i]) - v[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(v[i]);
+  }
 }
 
 // Each stage's output is written straight into the middle of the next stage's extended
@@ -387,8 +424,7 @@ void moving_average_rows(const at::Tensor& x, const std::vector<int64_t>& sizes,
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = xd + r * n;
       ext[0].resize(n + sizes[0]);
-      double* first = ext[0].data() + sizes[0] / 2;
-      for (int64_t i = 0; i < n; ++i) first[i] = double(xr[i]);
+      widen(xr, n, ext[0].data() + sizes[0] / 2);
       for (size_t s = 0; s < sizes.size(); ++s) {
         const bool finite = mirror_fill(ext[s % 2].data(), n, sizes[s]);
         double* dst = last.data();
@@ -398,12 +434,7 @@ void moving_average_rows(const at::Tensor& x, const std::vector<int64_t>& sizes,
         }
         running_mean(ext[s % 2].data(), n, sizes[s], finite, dst);
       }
-      T* orow = od + r * n;
-      if (subtract) {
-        for (int64_t i = 0; i < n; ++i) orow[i] = static_cast<T>(double(xr[i]) - last[i]);
-      } else {
-        for (int64_t i = 0; i < n; ++i) orow[i] = static_cast<T>(last[i]);
-      }
+      narrow(subtract ? xr : nullptr, last.data(), n, od + r * n);
     }
   });
 }
