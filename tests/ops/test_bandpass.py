@@ -214,14 +214,26 @@ def test_gradcheck_high_order_bandpass_and_fft():
     assert torch.autograd.gradcheck(lambda t: bandpass(t, 500.0, 5.0, 100.0, method="fft"), (x,))
 
 
-def test_gradcheck_sosfilt_with_zi():
-    sos = DESIGNS["ellip"]()
-    x = torch.randn(2, 30, dtype=torch.float64, requires_grad=True)
-    zi = torch.randn(sos.shape[0], 2, 2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: sosfilt(sos, a, zi=b)[0], (x, zi))
-    y, zf = sosfilt(sos, x, zi=zi)
-    with pytest.raises(NotImplementedError, match="zf"):
-        zf.sum().backward()
+@pytest.mark.parametrize("design", ["butter", "butter8", "ellip"])
+@pytest.mark.parametrize("lead_shape", [(), (2,), (2, 3)])
+def test_gradcheck_sosfilt_through_y_and_zf(design, lead_shape):
+    sos = {"butter": lambda: ss.butter(2, [5.0, 40.0], btype="bandpass", fs=200.0, output="sos"),
+           "butter8": lambda: ss.butter(8, 30.0, fs=200.0, output="sos"),
+           "ellip": DESIGNS["ellip"]}[design]()
+    g = torch.Generator().manual_seed(len(lead_shape))
+    x = torch.randn(*lead_shape, 25, generator=g, dtype=torch.float64, requires_grad=True)
+    zi = torch.randn(sos.shape[0], *lead_shape, 2, generator=g, dtype=torch.float64,
+                     requires_grad=True)
+    w, v = torch.randn(x.shape, dtype=torch.float64), torch.randn(zi.shape, dtype=torch.float64)
+
+    def loss(a, b):
+        y, zf = sosfilt(sos, a, zi=b)
+        return (y * w).sum() + (zf * v).sum()
+
+    assert torch.autograd.gradcheck(loss, (x, zi))
+    assert torch.autograd.gradgradcheck(lambda a, b: sosfilt(sos, a, zi=b), (x, zi))
+    assert torch.autograd.gradcheck(lambda a, b: sosfilt(sos, a, zi=b, backend="torch")[1],
+                                    (x, zi))
 
 
 def test_opcheck():
