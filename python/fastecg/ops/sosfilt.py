@@ -209,25 +209,25 @@ def _sosfilt_grad(ctx, grad_y, grad_zf):
     # s[t+1] = A s[t] + B x[t], y[t] = C s[t] + D x[t] (s: every section's 2 states):
     #   x  <- T^T grad_y (the filter run backwards)  + sum_k grad_zf . A^k B at t = n-1-k
     #   zi <- Z^T grad_y (zero-input responses)      + (A^n)^T grad_zf
-    # The backward filter goes through the custom op, so the backward is itself
-    # differentiable (double backward); the rest are constant matrices.
+    # Every filter call goes through the custom op (not the raw kernel): it has a fake
+    # kernel (compile, opcheck) and an autograd formula (double backward).
     (sos,) = ctx.saved_tensors
     g = grad_y.reshape(-1, grad_y.shape[-1]).to(torch.float64)
     gzf = grad_zf.reshape(g.shape[0], -1).to(torch.float64)
-    filt = kernel_for("sosfilt", g, ctx.backend)
     n_sections, n = sos.shape[0], g.shape[-1]
     zero = torch.zeros(g.shape[0], n_sections, 2, dtype=torch.float64, device=g.device)
     gx = _sosfilt(g.flip(-1), sos, zero, ctx.backend)[0].flip(-1)
     basis = torch.eye(2 * n_sections, dtype=torch.float64, device=g.device)
-    responses, powers = filt(torch.zeros(2 * n_sections, n, dtype=torch.float64, device=g.device),
-                             sos, basis.view(-1, n_sections, 2))
-    gx = gx + (gzf @ _impulse_states(sos, n, filt)).flip(-1)
+    responses, powers = _sosfilt(torch.zeros(2 * n_sections, n, dtype=torch.float64,
+                                             device=g.device),
+                                 sos, basis.view(-1, n_sections, 2), ctx.backend)
+    gx = gx + (gzf @ _impulse_states(sos, n, ctx.backend)).flip(-1)
     gzi = g @ responses.T + gzf @ powers.reshape(2 * n_sections, -1).T
     return (gx.to(grad_y.dtype).view(grad_y.shape), None,
             gzi.to(ctx.zi_dtype).view(ctx.zi_shape), None)
 
 
-def _impulse_states(sos: Tensor, n: int, filt) -> Tensor:
+def _impulse_states(sos: Tensor, n: int, backend: str) -> Tensor:
     """``A^k B`` for k < n, as (2 * n_sections, n): every section's state after a unit
     impulse and k zeros. In transposed direct form II a section's states are linear in
     its input u and output y (z1[t] = b2 u[t] - a2 y[t], z0[t] = b1 u[t] - a1 y[t] +
@@ -237,7 +237,7 @@ def _impulse_states(sos: Tensor, n: int, filt) -> Tensor:
     zero = torch.zeros(1, 1, 2, dtype=torch.float64, device=sos.device)
     states = []
     for section in sos:
-        y, _ = filt(u, section[None].contiguous(), zero)
+        y, _ = _sosfilt(u, section[None].contiguous(), zero, backend)
         b1, b2, a1, a2 = section[1], section[2], section[4], section[5]
         z1 = b2 * u - a2 * y
         z0 = b1 * u - a1 * y + torch.nn.functional.pad(z1[:, :-1], (1, 0))
