@@ -1,7 +1,5 @@
 """sosfilt / sosfiltfilt / bandpass against scipy.signal (float64), every CPU backend."""
 
-import os
-
 import numpy as np
 import pytest
 import scipy.signal as ss
@@ -13,6 +11,9 @@ from fastecg.ops import bandpass, sosfilt, sosfiltfilt
 # Error relative to the output's peak. Measured: float32 ~4e-8 (state in float64,
 # float32 padding as SciPy), float64 ~1e-14.
 TOL = {torch.float32: 1e-6, torch.float64: 1e-11}
+# FIR accumulates in the input's dtype (conv1d or FFT convolution). Measured: float32 up
+# to 6e-7 of the peak, float64 ~2e-15; the contract is 1e-5 in float32.
+FIR_TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 CPU_BACKENDS = ["cpu", "torch"]
 
 
@@ -107,6 +108,82 @@ def test_real_records(cinc_records):
     sig = np.stack([fastecg.data.load_cinc_record(p)[0] for p in cinc_records])
     sos = ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
     assert rel_err(bandpass(torch.from_numpy(sig), 500.0), ss.sosfiltfilt(sos, sig)) < 1e-6
+
+
+def fir_reference(x, fs, low, high, numtaps, **kwargs):
+    edges = [e for e in (low, high) if e is not None]
+    taps = ss.firwin(numtaps, edges if len(edges) > 1 else edges[0], pass_zero=high is not None
+                     and low is None, fs=fs)
+    return ss.filtfilt(taps, 1, x.numpy(), axis=-1, **kwargs)
+
+
+@pytest.mark.parametrize("btype", ["bandpass", "lowpass", "highpass"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fs, numtaps, shape", [
+    (100.0, 21, (3, 500)),          # direct conv1d in float32
+    (250.0, 32, (2, 1, 401)),       # even taps (band/low-pass only), largest direct size
+    (360.0, 75, (1, 700)),          # FFT convolution
+    (500.0, None, (2, 3, 1001)),    # torch_ecg's default: 101 taps
+    (1000.0, 201, (5, 1300)),
+])
+def test_bandpass_fir_matches_scipy(btype, dtype, fs, numtaps, shape):
+    if btype == "highpass" and numtaps is not None and numtaps % 2 == 0:
+        numtaps += 1
+    low, high = {"bandpass": (0.5, 0.3 * fs), "lowpass": (None, 0.2 * fs),
+                 "highpass": (1.0, None)}[btype]
+    x = signal(shape, dtype, seed=int(fs))
+    taps = int(0.2 * fs) | 1 if numtaps is None else numtaps
+    out = bandpass(x, fs, low, high, method="fir", numtaps=numtaps)
+    assert out.dtype == dtype and out.shape == x.shape
+    assert rel_err(out, fir_reference(x, fs, low, high, taps)) < FIR_TOL[dtype]
+
+
+@pytest.mark.parametrize("padtype, padlen", [("even", None), ("constant", 10), (None, None),
+                                             ("odd", 0), ("odd", 150)])
+def test_bandpass_fir_padding_matches_scipy(padtype, padlen):
+    x = signal((2, 3, 300), torch.float64)
+    out = bandpass(x, 500.0, method="fir", numtaps=41, padtype=padtype, padlen=padlen)
+    ref = fir_reference(x, 500.0, 0.5, 45.0, 41, padtype=padtype, padlen=padlen)
+    assert rel_err(out, ref) < FIR_TOL[torch.float64]
+
+
+def test_bandpass_fir_real_records_and_module(cinc_records):
+    from fastecg.registry import PREPROCESSORS
+
+    sig = np.stack([fastecg.data.load_cinc_record(p)[0] for p in cinc_records])
+    x = torch.from_numpy(sig)
+    ref = fir_reference(x, 500.0, 0.5, 45.0, 101)
+    out = bandpass(x.float(), 500.0, method="fir")
+    assert rel_err(out, ref) < FIR_TOL[torch.float32]
+    # torch_ecg's keywords: filter_order=100 is made odd (BioSPPy), as the default is.
+    module = PREPROCESSORS.build({"name": "bandpass", "fs": 500.0, "filter_type": "fir",
+                                  "filter_order": 100})
+    torch.testing.assert_close(module(x.float()), out, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(numtaps=0), "numtaps must be a positive integer, got 0"),
+    (dict(numtaps=10.0), "numtaps must be a positive integer"),
+    (dict(numtaps=20, highcut=None), "needs an odd number of taps"),
+    (dict(lowcut=0.0), "lowcut=0.0 Hz must lie inside"),
+    (dict(highcut=300.0), r"highcut=300.0 Hz must lie inside \(0, fs/2\) = \(0, 250\)"),
+    (dict(lowcut=50.0, highcut=40.0), "must be below highcut"),
+    (dict(lowcut=None, highcut=None), "at least one"),
+    (dict(padtype="zero"), "Unknown value 'zero'"),
+    (dict(padlen=-1), "padlen must be >= 0"),
+])
+def test_bad_fir(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bandpass(torch.randn(2, 500), 500.0, **{"method": "fir", "numtaps": 21, **kwargs})
+
+
+def test_fir_signal_shorter_than_padding():
+    # SciPy's rule: n_samples > padlen = 3 * numtaps.
+    with pytest.raises(ValueError, match="greater than padlen, which is 63"):
+        bandpass(torch.randn(2, 63), 500.0, method="fir", numtaps=21)
+    assert bandpass(torch.randn(2, 64), 500.0, method="fir", numtaps=21).shape == (2, 64)
+    with pytest.raises(ValueError, match="filter_type 'bessel'"):
+        fastecg.preprocessors.BandPass(500.0, filter_type="bessel")
 
 
 def test_fft_method_equals_iir_in_the_interior():
@@ -208,10 +285,17 @@ def test_fused_adjoint_is_the_transpose(padtype, n):
     assert rel_err(xg32, xg.detach()) < (1e-5 if n < 1000 else 5e-5)
 
 
-def test_gradcheck_high_order_bandpass_and_fft():
+@pytest.mark.parametrize("method, kwargs", [
+    ("iir", dict(order=8, lowcut=1.0)),
+    ("iir", dict(order=2, padtype="even")),
+    ("fft", dict(lowcut=5.0)),
+    ("fir", dict(numtaps=21)),   # direct conv1d path
+    ("fir", dict(numtaps=35)),   # FFT convolution path
+])
+def test_gradcheck_every_method(method, kwargs):
     x = torch.randn(1, 2, 120, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: bandpass(t, 500.0, 1.0, 100.0, order=8), (x,))
-    assert torch.autograd.gradcheck(lambda t: bandpass(t, 500.0, 5.0, 100.0, method="fft"), (x,))
+    kwargs = {"lowcut": 1.0, "highcut": 100.0, **kwargs}
+    assert torch.autograd.gradcheck(lambda t: bandpass(t, 500.0, method=method, **kwargs), (x,))
 
 
 @pytest.mark.parametrize("design", ["butter", "butter8", "ellip"])
@@ -272,3 +356,20 @@ def test_module_compile_fullgraph_matches_eager_and_functional():
     torch.testing.assert_close(out, pipeline(x))
     torch.testing.assert_close(torch.autograd.grad(out.sum(), x)[0],
                                torch.autograd.grad(pipeline(x).sum(), x)[0])
+
+
+@pytest.mark.parametrize("method", ["iir", "fft", "fir"])
+def test_functional_compile_fullgraph_matches_eager(method):
+    # SciPy designs the filter while Dynamo traces; it is a constant of the graph.
+    def fn(x):
+        return bandpass(x, 500.0, 0.5, 45.0, method=method, numtaps=41).square()
+
+    x = signal((2, 3, 400))
+    torch.testing.assert_close(torch.compile(fn, fullgraph=True)(x), fn(x))
+
+
+def test_sosfiltfilt_numpy_sos_compile_fullgraph():
+    sos = DESIGNS["ellip"]()
+    x = signal((2, 300))
+    compiled = torch.compile(lambda t: sosfiltfilt(sos, t, padtype="even"), fullgraph=True)
+    torch.testing.assert_close(compiled(x), sosfiltfilt(sos, x, padtype="even"))

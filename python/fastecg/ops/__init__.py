@@ -3,10 +3,10 @@
 Every op takes ``backend="auto" | "cuda" | "triton" | "cpu" | "torch"``.
 """
 
-from .bandpass import bandpass, butter_sos
+from .bandpass import bandpass, butter_sos, fir_taps
 from .baseline import median_filter1d, remove_baseline
 from .normalize import normalize
 from .sosfilt import sosfilt, sosfiltfilt
 
-__all__ = ["bandpass", "butter_sos", "median_filter1d", "normalize", "remove_baseline", "sosfilt",
+__all__ = ["bandpass", "butter_sos", "fir_taps", "median_filter1d", "normalize", "remove_baseline", "sosfilt",
            "sosfiltfilt"]

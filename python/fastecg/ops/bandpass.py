@@ -1,20 +1,43 @@
-"""Zero-phase Butterworth band-pass (and low-/high-pass) filtering of ECG."""
+"""Zero-phase band-pass (and low-/high-pass) filtering of ECG: Butterworth (IIR or its
+FFT response) and windowed-sinc FIR."""
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._validate import check_signal
-from .sosfilt import sosfiltfilt
+from ._validate import check_signal, kernel_dtype
+from .sosfilt import PADTYPES, _extend, _sos_const, check_longer_than_padding, sosfiltfilt
 
-__all__ = ["bandpass", "butter_sos"]
+__all__ = ["bandpass", "butter_sos", "fir_taps"]
 
-BANDPASS_METHODS = ("iir", "fft")
+BANDPASS_METHODS = ("iir", "fft", "fir")
+
+# Direct float32 conv1d up to this many taps; longer filters, and float64, use an FFT
+# convolution (CPU, (64, 12, 5000): conv1d 134 ms at 11 taps, 296 ms at 101; the FFT
+# ~120-230 ms at any length up to a few hundred taps; float64 conv1d is 5-10x slower).
+_DIRECT_MAX_TAPS = 32
+
+
+def _check_band(lowcut: Optional[float], highcut: Optional[float], fs: float) -> None:
+    nyq = fs / 2
+    for name, edge in (("lowcut", lowcut), ("highcut", highcut)):
+        if edge is not None and not 0 < edge < nyq:
+            raise ValueError(f"{name}={edge} Hz must lie inside (0, fs/2) = (0, {nyq:g}) Hz")
+    if lowcut is None and highcut is None:
+        raise ValueError("at least one of lowcut and highcut must be given")
+    if lowcut is not None and highcut is not None and lowcut >= highcut:
+        raise ValueError(f"lowcut={lowcut} Hz must be below highcut={highcut} Hz")
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 @functools.lru_cache(maxsize=128)
@@ -23,50 +46,145 @@ def butter_sos(order: int, lowcut: Optional[float], highcut: Optional[float],
     """Butterworth SOS from SciPy, cached per (order, band, fs); validates the band."""
     from scipy.signal import butter
 
-    nyq = fs / 2
-    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
-        raise ValueError(f"order must be a positive integer, got {order!r}")
-    for name, edge in (("lowcut", lowcut), ("highcut", highcut)):
-        if edge is not None and not 0 < edge < nyq:
-            raise ValueError(f"{name}={edge} Hz must lie inside (0, fs/2) = (0, {nyq:g}) Hz")
-    if lowcut is None and highcut is None:
-        raise ValueError("at least one of lowcut and highcut must be given")
+    _check_positive_int("order", order)
+    _check_band(lowcut, highcut, fs)
     if lowcut is not None and highcut is not None:
-        if lowcut >= highcut:
-            raise ValueError(f"lowcut={lowcut} Hz must be below highcut={highcut} Hz")
         return butter(order, [lowcut, highcut], btype="bandpass", fs=fs, output="sos")
     if lowcut is not None:
         return butter(order, lowcut, btype="highpass", fs=fs, output="sos")
     return butter(order, highcut, btype="lowpass", fs=fs, output="sos")
 
 
-@functools.lru_cache(maxsize=64)
-def _zero_phase_response(sos_key: tuple, n_fft: int, device: str) -> Tensor:
-    from scipy.signal import sosfreqz
+def _check_fir(numtaps: int, lowcut: Optional[float], highcut: Optional[float],
+               fs: float) -> None:
+    _check_positive_int("numtaps", numtaps)
+    _check_band(lowcut, highcut, fs)
+    if highcut is None and numtaps % 2 == 0:
+        raise ValueError(f"numtaps={numtaps}: a high-pass FIR filter needs an odd number of "
+                         "taps (an even-length linear-phase filter is zero at Nyquist)")
 
-    omega = 2 * np.pi * np.arange(n_fft // 2 + 1) / n_fft  # rFFT bins, rad/sample
-    _, h = sosfreqz(np.array(sos_key), worN=omega)
-    return torch.tensor(np.abs(h) ** 2, dtype=torch.float64, device=device)
+
+@functools.lru_cache(maxsize=128)
+def fir_taps(numtaps: int, lowcut: Optional[float], highcut: Optional[float],
+             fs: float) -> np.ndarray:
+    """``scipy.signal.firwin`` taps (Hamming window), cached per (numtaps, band, fs):
+    band-pass ``firwin(numtaps, [lowcut, highcut], pass_zero=False, fs=fs)``, high-pass
+    (``highcut=None``, odd `numtaps`) ``pass_zero=False``, low-pass ``pass_zero=True``."""
+    from scipy.signal import firwin
+
+    _check_fir(numtaps, lowcut, highcut, fs)
+    if lowcut is not None and highcut is not None:
+        return firwin(numtaps, [lowcut, highcut], pass_zero=False, fs=fs)
+    if lowcut is not None:
+        return firwin(numtaps, lowcut, pass_zero=False, fs=fs)
+    return firwin(numtaps, highcut, pass_zero=True, fs=fs)
 
 
-def _fft_filter(x: Tensor, sos: np.ndarray, pad: int) -> Tensor:
+def default_numtaps(fs: float) -> int:
+    """torch_ecg's FIR length (through BioSPPy): ``int(0.2 * fs)``, made odd (101 at 500 Hz)."""
+    return int(0.2 * fs) | 1
+
+
+# Filter designs are constants of a torch.compile graph: computed once while tracing
+# (SciPy is not traceable), cached per call in eager mode.
+@torch.compiler.assume_constant_result
+def _butter_const(order: int, lowcut: Optional[float], highcut: Optional[float],
+                  fs: float) -> tuple:
+    return _butter_key(order, lowcut, highcut, fs)
+
+
+@functools.lru_cache(maxsize=128)
+def _butter_key(order, lowcut, highcut, fs) -> tuple:
+    return tuple(map(tuple, butter_sos(order, lowcut, highcut, fs).tolist()))
+
+
+@torch.compiler.assume_constant_result
+def _fir_const(numtaps: int, lowcut: Optional[float], highcut: Optional[float], fs: float,
+               device: str, dtype: torch.dtype) -> Tensor:
+    return _fir_on_device(numtaps, lowcut, highcut, fs, device, dtype)
+
+
+@functools.lru_cache(maxsize=128)
+def _fir_on_device(numtaps, lowcut, highcut, fs, device, dtype) -> Tensor:
+    return torch.tensor(fir_taps(numtaps, lowcut, highcut, fs), dtype=dtype, device=device)
+
+
+def _zero_phase_gain(sos: Tensor, n_fft: int) -> Tensor:
+    """|H|^2 of a float64 SOS filter at the rFFT bins of length `n_fft`. Per section,
+    |p0 + p1 e^-iw + p2 e^-2iw|^2 = p0^2 + p1^2 + p2^2 + 2 (p0 p1 + p1 p2) cos w
+    + 2 p0 p2 cos 2w: real arithmetic, traceable, any length."""
+    w = torch.arange(n_fft // 2 + 1, dtype=torch.float64, device=sos.device) * (2 * math.pi
+                                                                                  / n_fft)
+    cos1, cos2 = torch.cos(w), torch.cos(2 * w)
+
+    def power(p0, p1, p2):
+        return ((p0 * p0 + p1 * p1 + p2 * p2)[:, None] + 2 * (p0 * p1 + p1 * p2)[:, None] * cos1
+                + 2 * (p0 * p2)[:, None] * cos2)
+
+    num = power(sos[:, 0], sos[:, 1], sos[:, 2])
+    den = power(sos[:, 3], sos[:, 4], sos[:, 5])
+    return (num / den).prod(0)
+
+
+def _fft_filter(x: Tensor, sos: Tensor, pad: int) -> Tensor:
     """|H(f)|^2 of the Butterworth filter applied by rFFT, reflect-padded by ``pad``."""
     n = x.shape[-1]
     work = x if x.dtype == torch.float64 else x.float()
     padded = torch.nn.functional.pad(work.reshape(-1, 1, n), (pad, pad), mode="reflect")
     padded = padded.reshape(*x.shape[:-1], n + 2 * pad)
     n_fft = n + 2 * pad
-    key = tuple(map(tuple, sos))
-    gain = _zero_phase_response(key, n_fft, str(x.device)).to(work.dtype)
+    gain = _zero_phase_gain(sos, n_fft).to(work.dtype)
     y = torch.fft.irfft(torch.fft.rfft(padded, n=n_fft) * gain, n=n_fft)
     return y[..., pad:pad + n].to(x.dtype)
+
+
+def _fast_fft_len(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n (pocketfft and cuFFT are fastest on these)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            size = p35
+            while size < n:
+                size *= 2
+            best = min(best, size)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _fir_pass(v: Tensor, taps: Tensor) -> Tensor:
+    """``lfilter(taps, 1, v, zi=lfilter_zi(taps, 1) * v[:, 0])`` on rows (n_rows, m): with
+    a = 1 those initial conditions are exactly a past equal to the first sample, so the
+    pass is a convolution of the signal left-padded with ``numtaps - 1`` copies of it."""
+    k, m = taps.shape[0], v.shape[-1]
+    padded = torch.cat([v[:, :1].expand(-1, k - 1), v], dim=-1)
+    if k <= _DIRECT_MAX_TAPS and v.dtype != torch.float64:
+        return torch.nn.functional.conv1d(padded[:, None], taps.flip(0).view(1, 1, k))[:, 0]
+    # Circular convolution of length >= m + k - 1 wraps only into the first k - 1 outputs.
+    n_fft = _fast_fft_len(m + k - 1)
+    y = torch.fft.irfft(torch.fft.rfft(padded, n=n_fft) * torch.fft.rfft(taps, n=n_fft),
+                        n=n_fft)
+    return y[:, k - 1:k - 1 + m]
+
+
+def fir_filtfilt(x: Tensor, taps: Tensor, padlen: int, padtype: Optional[str] = "odd") -> Tensor:
+    """``scipy.signal.filtfilt(taps, 1, x, padtype=padtype, padlen=padlen)`` along the
+    last axis, in `taps`' dtype, from plain torch ops (autograd, compile, any device)."""
+    n = x.shape[-1]
+    rows = x.reshape(-1, n)
+    ext = _extend(rows, padlen, PADTYPES[padtype])
+    y = _fir_pass(ext, taps)
+    y = _fir_pass(y.flip(-1), taps).flip(-1)
+    return y[:, padlen:padlen + n].reshape(x.shape)
 
 
 def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
              highcut: Optional[float] = 45.0, order: int = 4, method: str = "iir",
              backend: str = "auto", padtype: Optional[str] = "odd",
-             padlen: Optional[int] = None) -> Tensor:
-    """Zero-phase Butterworth band-pass filter along the last axis.
+             padlen: Optional[int] = None, numtaps: Optional[int] = None) -> Tensor:
+    """Zero-phase band-pass filter along the last axis (Butterworth or FIR).
 
     Parameters
     ----------
@@ -79,18 +197,25 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         Band edges in Hz, ``0 < lowcut < highcut < fs / 2``. ``lowcut=None`` gives a
         low-pass, ``highcut=None`` a high-pass.
     order : int, optional
-        Butterworth order of each pass; forward-backward doubles it.
-    method : {"iir", "fft"}, optional
+        Butterworth order of each pass (methods ``iir`` and ``fft``); forward-backward
+        doubles it. Ignored by ``fir``.
+    method : {"iir", "fft", "fir"}, optional
         ``"iir"``: ``scipy.signal.sosfiltfilt(butter(order, [lowcut, highcut],
         btype="bandpass", fs=fs, output="sos"), x, padtype=padtype, padlen=padlen)``.
         ``"fft"``: the same filter's zero-phase response :math:`|H(f)|^2` applied by
         rFFT after reflect padding (``3 * fs / lowcut`` samples, at most ``n - 1``);
         equal to ``"iir"`` in the interior.
+        ``"fir"``: ``scipy.signal.filtfilt(firwin(numtaps, [lowcut, highcut],
+        pass_zero=False, fs=fs), 1, x, padtype=padtype, padlen=padlen)`` (high-pass:
+        ``firwin(numtaps, lowcut, pass_zero=False)``; low-pass: ``pass_zero=True``).
     backend : {"auto", "cuda", "triton", "cpu", "torch"}, optional
-        Kernel of the ``iir`` method.
+        Kernel of the ``iir`` method (``fft`` and ``fir`` are plain torch ops).
     padtype, padlen : optional
-        Edge handling of the ``iir`` method, as in SciPy (default: odd, 27 samples for
-        order 4).
+        Edge handling of the ``iir`` and ``fir`` methods, as in SciPy (default: odd;
+        27 samples for a 4th-order Butterworth band-pass, ``3 * numtaps`` for FIR).
+    numtaps : int, optional
+        FIR length (``fir`` only); default torch_ecg's ``int(0.2 * fs)`` made odd
+        (101 at 500 Hz). A high-pass needs an odd number.
 
     Returns
     -------
@@ -100,19 +225,31 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
     Raises
     ------
     ValueError
-        If a band edge lies outside ``(0, fs / 2)``, ``lowcut >= highcut``, the method
-        is unknown, or the signal is not longer than the padding (SciPy's rule).
+        If a band edge lies outside ``(0, fs / 2)``, ``lowcut >= highcut``, `order` or
+        `numtaps` is not a positive integer, a high-pass FIR has even `numtaps`, the
+        method is unknown, or the signal is not longer than the padding (SciPy's rule).
     TypeError
         If `x` is not floating point.
 
     Notes
     -----
-    Float32 input keeps its filter state in float64: the result is within 1e-5 of
-    the float64 SciPy result relative to the signal's peak (measured ~4e-8).
+    ``iir``: float32 input keeps its filter state in float64, so the result is within
+    1e-5 of the float64 SciPy result relative to the signal's peak (measured ~4e-8).
+    ``fir``: the two passes are convolutions (SciPy's ``lfilter_zi`` initial conditions
+    with a = 1 are a past equal to the first sample), accumulated in `x`'s dtype: direct
+    ``conv1d`` up to 32 taps in float32, an FFT convolution otherwise. Measured error vs
+    SciPy's float64 ``filtfilt``, relative to the peak: up to 6e-7 in float32, 2e-15 in
+    float64 (random-walk signals, 11-201 taps, fs 100-1000 Hz).
+
+    The filter is designed with SciPy once per (design, device) and cached; under
+    ``torch.compile(fullgraph=True)`` the design is a constant of the graph and every
+    method traces without breaks.
 
     Examples
     --------
     >>> bandpass(torch.randn(8, 12, 5000), fs=500.0).shape
+    torch.Size([8, 12, 5000])
+    >>> bandpass(torch.randn(8, 12, 5000), fs=500.0, method="fir", numtaps=101).shape
     torch.Size([8, 12, 5000])
     """
     check_signal(x, "bandpass")
@@ -121,11 +258,33 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
                          f"{BANDPASS_METHODS}")
     if not fs > 0:
         raise ValueError(f"fs must be positive, got {fs}")
-    sos = butter_sos(order, lowcut, highcut, float(fs))
+    fs = float(fs)
+    if method == "fir":
+        return _bandpass_fir(x, fs, lowcut, highcut, numtaps, padtype, padlen)
+    _check_positive_int("order", order)
+    _check_band(lowcut, highcut, fs)
+    sos = _butter_const(order, lowcut, highcut, fs)
     if method == "fft":
         n = x.shape[-1]
         if n < 2:
             raise ValueError(f"bandpass: fft method needs at least 2 samples, got {n}")
-        pad = min(n - 1, int(np.ceil(3 * fs / (lowcut or highcut))))
-        return _fft_filter(x, sos, pad)
+        pad = min(n - 1, math.ceil(3 * fs / (lowcut or highcut)))
+        return _fft_filter(x, _sos_const(sos, str(x.device)), pad)
     return sosfiltfilt(sos, x, padtype=padtype, padlen=padlen, backend=backend)
+
+
+def _bandpass_fir(x: Tensor, fs: float, lowcut: Optional[float], highcut: Optional[float],
+                  numtaps: Optional[int], padtype: Optional[str],
+                  padlen: Optional[int]) -> Tensor:
+    numtaps = default_numtaps(fs) if numtaps is None else numtaps
+    _check_fir(numtaps, lowcut, highcut, fs)
+    if padtype not in PADTYPES:
+        raise ValueError(f"Unknown value '{padtype}' given to padtype. padtype must be 'even', "
+                         "'odd', 'constant', or None.")
+    edge = 0 if padtype is None else (3 * numtaps if padlen is None else padlen)
+    if edge < 0:
+        raise ValueError(f"padlen must be >= 0, got {edge}")
+    check_longer_than_padding(x, edge)
+    work = kernel_dtype(x)
+    taps = _fir_const(numtaps, lowcut, highcut, fs, str(x.device), work)
+    return fir_filtfilt(x.to(work), taps, edge, padtype).to(x.dtype)
