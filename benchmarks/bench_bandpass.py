@@ -75,11 +75,16 @@ def test_bandpass(benchmark, label, workload):
         benchmark(fn, arg)
 
 
-@pytest.mark.parametrize("label", ["torch_fft_mask_autograd", "fastecg_iir_cpu"])
+BACKWARD = {"torch_fft_mask_autograd": fft_mask,
+            "fastecg_iir_cpu": CANDIDATES["fastecg_iir_cpu"][0],
+            "fastecg_fft": CANDIDATES["fastecg_fft"][0]}
+
+
+@pytest.mark.parametrize("label", list(BACKWARD))
 def test_forward_backward(benchmark, label):
     x0 = torch.from_numpy(WORKLOADS["batch"])
     grad = torch.randn(x0.shape)
-    fn = fft_mask if label.startswith("torch") else CANDIDATES["fastecg_iir_cpu"][0]
+    fn = BACKWARD[label]
     benchmark.group = "bandpass forward+backward batch"
     benchmark.extra_info.update({"op": "bandpass", "label": label, "mode": "forward+backward",
                                  "shape": list(x0.shape), "dtype": "float32"})
@@ -90,3 +95,37 @@ def test_forward_backward(benchmark, label):
         return x.grad
 
     benchmark(step)
+
+
+# FIR method: torch_ecg's default 101 taps at 500 Hz, against SciPy's filtfilt (the same
+# taps, one call on the whole array, and rows split over 2 threads).
+TAPS = ss.firwin(101, [LOW, HIGH], pass_zero=False, fs=FS)
+FIR_REF = ss.filtfilt(TAPS, 1.0, WORKLOADS["batch"], axis=-1)
+
+
+def scipy_fir_two_threads(x):
+    rows = x.reshape(-1, x.shape[-1])
+    half = rows.shape[0] // 2
+    parts = POOL.map(lambda r: ss.filtfilt(TAPS, 1.0, r, axis=-1), (rows[:half], rows[half:]))
+    return np.concatenate(list(parts)).reshape(x.shape)
+
+
+FIR = {
+    "scipy_filtfilt_1call": (lambda x: ss.filtfilt(TAPS, 1.0, x, axis=-1), "numpy"),
+    "scipy_filtfilt_2threads": (scipy_fir_two_threads, "numpy"),
+    "fastecg_fir": (lambda x: fastecg.ops.bandpass(x, FS, LOW, HIGH, method="fir",
+                                                   numtaps=101), "torch"),
+}
+
+
+@pytest.mark.parametrize("label", list(FIR))
+def test_fir(benchmark, label):
+    fn, kind = FIR[label]
+    data = WORKLOADS["batch"]
+    arg = data if kind == "numpy" else torch.from_numpy(data)
+    err = np.abs(np.asarray(fn(arg)) - FIR_REF) / np.abs(FIR_REF).max()
+    benchmark.group = "bandpass fir batch"
+    benchmark.extra_info.update({"op": "bandpass", "label": label, "method": "fir",
+                                 "numtaps": 101, "shape": list(data.shape),
+                                 "dtype": "float32", "max_rel_error": float(err.max())})
+    benchmark(fn, arg)
