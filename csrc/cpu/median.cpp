@@ -347,7 +347,7 @@ FASTECG_AVX2_CLONES void running_mean(const double* ext, int64_t n, int64_t w, b
     for (int64_t i = 0; i < n; ++i) out[i] = window_sum(i) * inv;
     return;
   }
-  constexpr int kSeg = 8;
+  constexpr int kSeg = 4;  // 4 chains hide the add latency; 8 measured 10-15% slower
   constexpr int64_t kResum = 1 << 14;
   const int64_t seg = n / kSeg;
   for (int64_t base = 0; base < seg; base += kResum) {
@@ -387,13 +387,12 @@ FASTECG_AVX2_CLONES bool all_finite(const double* v, int64_t m) {
 
 // Fills ext[0, n + w) around a row already stored at ext[h, h + n), h = w / 2: the
 // mirror (torch's "reflect") extension on both sides, plus one trailing 0 read by the
-// last running-sum update. Returns whether every value is finite.
-bool mirror_fill(double* ext, int64_t n, int64_t w) {
+// last running-sum update.
+void mirror_fill(double* ext, int64_t n, int64_t w) {
   const int64_t h = w / 2, len = n + w - 1;
   for (int64_t l = 0; l < std::min(h, len); ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
   for (int64_t l = h + n; l < len; ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
   ext[len] = 0.0;
-  return all_finite(ext, len);
 }
 
 template <typename T>
@@ -425,8 +424,13 @@ void moving_average_rows(const at::Tensor& x, const std::vector<int64_t>& sizes,
       const T* xr = xd + r * n;
       ext[0].resize(n + sizes[0]);
       widen(xr, n, ext[0].data() + sizes[0] / 2);
+      bool finite = true;
       for (size_t s = 0; s < sizes.size(); ++s) {
-        const bool finite = mirror_fill(ext[s % 2].data(), n, sizes[s]);
+        mirror_fill(ext[s % 2].data(), n, sizes[s]);
+        // Means of float32 values cannot overflow a double: after the first stage,
+        // a float32 row's stage inputs are finite when the first one was.
+        if (s == 0 || !std::is_same_v<T, float>)
+          finite = finite && all_finite(ext[s % 2].data(), n + sizes[s] - 1);
         double* dst = last.data();
         if (s + 1 < sizes.size()) {
           ext[(s + 1) % 2].resize(n + sizes[s + 1]);
