@@ -7,6 +7,7 @@ import torch
 
 import fastecg
 from fastecg.ops import bandpass, sosfilt, sosfiltfilt
+from sos_designs import random_stable_sos
 
 # Error relative to the output's peak. Measured: float32 ~4e-8 (state in float64,
 # float32 padding as SciPy), float64 ~1e-14.
@@ -54,17 +55,6 @@ def test_sosfiltfilt_padding_matches_scipy(backend, padtype, padlen):
     ref = ss.sosfiltfilt(sos, x.numpy(), padtype=padtype, padlen=padlen)
     out = sosfiltfilt(sos, x, padtype=padtype, padlen=padlen, backend=backend)
     assert rel_err(out, ref) < TOL[torch.float64]
-
-
-def random_stable_sos(rng, n_sections):
-    # Poles and zeros as conjugate pairs inside the unit circle.
-    sos = []
-    for _ in range(n_sections):
-        r, th = rng.uniform(0.3, 0.97), rng.uniform(0, np.pi)
-        zr, zth = rng.uniform(0, 1.2), rng.uniform(0, np.pi)
-        b = np.array([1.0, -2 * zr * np.cos(zth), zr ** 2]) * rng.uniform(0.2, 2)
-        sos.append([*b, 1.0, -2 * r * np.cos(th), r ** 2])
-    return np.array(sos)
 
 
 DESIGNS = {

@@ -13,6 +13,7 @@ import torch
 
 import fastecg
 from fastecg.ops import sosfilt, sosfiltfilt
+from sos_designs import random_stable_sos
 
 # Error relative to the reference's peak. Measured (interpreter): float32 ~1e-7 (the
 # float32 output rounding), float64 ~3e-14.
@@ -23,24 +24,12 @@ BACKENDS = [pytest.param("triton", marks=pytest.mark.triton),
             pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
-def random_stable_sos(n_sections, seed=7):
-    # Conjugate pole pairs well inside the unit circle, zeros anywhere.
-    rng = np.random.default_rng(seed)
-    sos = []
-    for _ in range(n_sections):
-        r, th = rng.uniform(0.3, 0.97), rng.uniform(0, np.pi)
-        zr, zth = rng.uniform(0, 1.2), rng.uniform(0, np.pi)
-        b = np.array([1.0, -2 * zr * np.cos(zth), zr ** 2]) * rng.uniform(0.2, 2)
-        sos.append([*b, 1.0, -2 * r * np.cos(th), r ** 2])
-    return np.array(sos)
-
-
 DESIGNS = {
     "butter4": lambda: ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos"),
     "ellip": lambda: ss.ellip(3, 0.5, 40, [1.0, 40.0], btype="bandpass", fs=500.0,
                               output="sos"),
     "cheby1": lambda: ss.cheby1(4, 1, 30.0, fs=250.0, output="sos"),
-    "random": lambda: random_stable_sos(3),
+    "random": lambda: random_stable_sos(np.random.default_rng(7), 3),
 }
 
 
