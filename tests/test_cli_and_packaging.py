@@ -40,6 +40,8 @@ def test_demo_runs_and_agrees_with_numpy_path():
 def test_numpy_path_imports_no_torch():
     code = ("import sys, numpy as np, fastecg.numpy_path as npp, fastecg.data as d;"
             "npp.normalize(d.synthetic_ecg(1)); npp.remove_baseline(d.synthetic_ecg(1), 500.0);"
+            "npp.bandpass(d.synthetic_ecg(1), 500.0); npp.BandPass(500.0, filter_type='fir')"
+            "(d.synthetic_ecg(1));"
             "assert 'torch' not in sys.modules, 'torch was imported'")
     run("-c", code)
 

@@ -363,3 +363,19 @@ def test_sosfiltfilt_numpy_sos_compile_fullgraph():
     x = signal((2, 300))
     compiled = torch.compile(lambda t: sosfiltfilt(sos, t, padtype="even"), fullgraph=True)
     torch.testing.assert_close(compiled(x), sosfiltfilt(sos, x, padtype="even"))
+
+
+@pytest.mark.parametrize("method", ["iir", "fir"])
+@pytest.mark.parametrize("band", [(0.5, 45.0), (None, 40.0), (1.0, None)])
+def test_numpy_path_matches_ops(method, band):
+    from fastecg import numpy_path
+    from fastecg.preprocessors import BandPass
+
+    x = signal((2, 3, 1500), torch.float64, seed=4)
+    ref = numpy_path.bandpass(x.numpy(), 500.0, *band, method=method)
+    assert rel_err(bandpass(x, 500.0, *band, method=method), ref) < 1e-11
+    kw = {"filter_type": "fir", "filter_order": 100} if method == "fir" else {}
+    twin, module = numpy_path.BandPass(500.0, *band, **kw), BandPass(500.0, *band, **kw)
+    assert rel_err(module(x), twin(x.numpy())) < 1e-11
+    x32 = x.float().numpy()
+    assert numpy_path.bandpass(x32, 500.0, *band, method=method).dtype == np.float32

@@ -7,10 +7,11 @@ import functools
 import math
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from ..numpy_path.bandpass import (_check_band, _check_fir, _check_positive_int, butter_sos,
+                                   default_numtaps, fir_taps)
 from ._validate import check_signal, kernel_dtype
 from .sosfilt import PADTYPES, _extend, _sos_const, check_longer_than_padding, sosfiltfilt
 
@@ -22,67 +23,6 @@ BANDPASS_METHODS = ("iir", "fft", "fir")
 # convolution (CPU, (64, 12, 5000): conv1d 134 ms at 11 taps, 296 ms at 101; the FFT
 # ~120-230 ms at any length up to a few hundred taps; float64 conv1d is 5-10x slower).
 _DIRECT_MAX_TAPS = 32
-
-
-def _check_band(lowcut: Optional[float], highcut: Optional[float], fs: float) -> None:
-    nyq = fs / 2
-    for name, edge in (("lowcut", lowcut), ("highcut", highcut)):
-        if edge is not None and not 0 < edge < nyq:
-            raise ValueError(f"{name}={edge} Hz must lie inside (0, fs/2) = (0, {nyq:g}) Hz")
-    if lowcut is None and highcut is None:
-        raise ValueError("at least one of lowcut and highcut must be given")
-    if lowcut is not None and highcut is not None and lowcut >= highcut:
-        raise ValueError(f"lowcut={lowcut} Hz must be below highcut={highcut} Hz")
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-@functools.lru_cache(maxsize=128)
-def butter_sos(order: int, lowcut: Optional[float], highcut: Optional[float],
-               fs: float) -> np.ndarray:
-    """Butterworth SOS from SciPy, cached per (order, band, fs); validates the band."""
-    from scipy.signal import butter
-
-    _check_positive_int("order", order)
-    _check_band(lowcut, highcut, fs)
-    if lowcut is not None and highcut is not None:
-        return butter(order, [lowcut, highcut], btype="bandpass", fs=fs, output="sos")
-    if lowcut is not None:
-        return butter(order, lowcut, btype="highpass", fs=fs, output="sos")
-    return butter(order, highcut, btype="lowpass", fs=fs, output="sos")
-
-
-def _check_fir(numtaps: int, lowcut: Optional[float], highcut: Optional[float],
-               fs: float) -> None:
-    _check_positive_int("numtaps", numtaps)
-    _check_band(lowcut, highcut, fs)
-    if highcut is None and numtaps % 2 == 0:
-        raise ValueError(f"numtaps={numtaps}: a high-pass FIR filter needs an odd number of "
-                         "taps (an even-length linear-phase filter is zero at Nyquist)")
-
-
-@functools.lru_cache(maxsize=128)
-def fir_taps(numtaps: int, lowcut: Optional[float], highcut: Optional[float],
-             fs: float) -> np.ndarray:
-    """``scipy.signal.firwin`` taps (Hamming window), cached per (numtaps, band, fs):
-    band-pass ``firwin(numtaps, [lowcut, highcut], pass_zero=False, fs=fs)``, high-pass
-    (``highcut=None``, odd `numtaps`) ``pass_zero=False``, low-pass ``pass_zero=True``."""
-    from scipy.signal import firwin
-
-    _check_fir(numtaps, lowcut, highcut, fs)
-    if lowcut is not None and highcut is not None:
-        return firwin(numtaps, [lowcut, highcut], pass_zero=False, fs=fs)
-    if lowcut is not None:
-        return firwin(numtaps, lowcut, pass_zero=False, fs=fs)
-    return firwin(numtaps, highcut, pass_zero=True, fs=fs)
-
-
-def default_numtaps(fs: float) -> int:
-    """torch_ecg's FIR length (through BioSPPy): ``int(0.2 * fs)``, made odd (101 at 500 Hz)."""
-    return int(0.2 * fs) | 1
 
 
 # Filter designs are constants of a torch.compile graph: computed once while tracing
