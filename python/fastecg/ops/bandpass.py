@@ -77,6 +77,45 @@ def _reflect_pad(rows: Tensor, left: int, right: int) -> Tensor:
     return out
 
 
+def _reflect_pad_transpose(w: Tensor, n: int, left: int, right: int) -> Tensor:
+    """Transpose of :func:`_reflect_pad` (columns past ``left + n + right`` ignored)."""
+    xg = w[:, left:left + n].clone()
+    xg[:, 1:left + 1] += w[:, :left].flip(-1)
+    xg[:, n - 1 - right:n - 1] += w[:, left + n:left + n + right].flip(-1)
+    return xg
+
+
+def _circulant(v: Tensor, gain: Tensor, n_fft: int) -> Tensor:
+    """Circular convolution of rows with the zero-phase response `gain` (rFFT bins)."""
+    return torch.fft.irfft(torch.fft.rfft(v, n=n_fft).mul_(gain), n=n_fft)
+
+
+class _ZeroPhaseFFT(torch.autograd.Function):
+    """y = crop(C pad(x)): reflect pad, circular convolution with |H|^2, crop. C is
+    symmetric (a real, even response), so the adjoint is pad^T C crop^T: one more
+    transform pair instead of autograd through the pad's slice copies (~3x slower)."""
+
+    @staticmethod
+    def forward(rows, gain, n, pad, right, n_fft, adjoint):
+        if adjoint:
+            v = rows.new_zeros(rows.shape[0], n_fft)
+            v[:, pad:pad + n] = rows
+            return _reflect_pad_transpose(_circulant(v, gain, n_fft), n, pad, right)
+        return _circulant(_reflect_pad(rows, pad, right), gain, n_fft)[:, pad:pad + n]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1])
+        ctx.args = inputs[2:]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (gain,) = ctx.saved_tensors
+        n, pad, right, n_fft, adjoint = ctx.args
+        out = _ZeroPhaseFFT.apply(grad.contiguous(), gain, n, pad, right, n_fft, not adjoint)
+        return out, None, None, None, None, None, None
+
+
 def _fft_filter(x: Tensor, sos: Tensor, pad: int) -> Tensor:
     """|H(f)|^2 of the Butterworth filter applied by rFFT, reflect-padded by ``pad``
     (and on the right up to a fast transform length)."""
@@ -84,13 +123,10 @@ def _fft_filter(x: Tensor, sos: Tensor, pad: int) -> Tensor:
     work = x if x.dtype == torch.float64 else x.float()
     n_fft = _fast_fft_len(n + 2 * pad)
     right = min(n - 1, n_fft - n - pad)  # beyond that: zeros, as far from the signal
-    padded = _reflect_pad(work.reshape(-1, n), pad, right)
-    spectrum = torch.fft.rfft(padded, n=n_fft)
     gain = _zero_phase_gain(sos, n_fft).to(work.dtype)
-    spectrum = spectrum * gain if spectrum.requires_grad else spectrum.mul_(gain)
-    y = torch.fft.irfft(spectrum, n=n_fft)
-    # A view into the transform's output (rows n_fft apart): no copy of the result.
-    return y[:, pad:pad + n].view(x.shape).to(x.dtype)
+    y = _ZeroPhaseFFT.apply(work.reshape(-1, n), gain, n, pad, right, n_fft, False)
+    # Rows of y are n_fft apart in the transform's output: a view, no copy.
+    return y.view(x.shape).to(x.dtype)
 
 
 def _fast_fft_len(n: int) -> int:
