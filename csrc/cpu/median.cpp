@@ -281,8 +281,14 @@ void median_chunk(const T* row, const int32_t* src_in, int64_t n, const Stage& s
   int32_t nan_rank;
   const int64_t len = rank_extended(row, src_in, n, st, mode, cval, c0, c1, false, nan_rank, s);
   s.out_rank.resize(c1 - c0);
-  slide_distinct(s.rank.data(), c1 - c0, st.size, st.size / 2, int32_t(len), nan_rank,
-                 s.out_rank.data(), s.bits);
+  // A later stage reads runs of repeated samples (the previous stage's medians): their
+  // ranks come in clumps with wide empty gaps, where the two-word lookup of
+  // slide_distinct misses often and the counting slide is faster (measured).
+  if (src_in)
+    slide(s.rank.data(), c1 - c0, st.size, st.size / 2, int32_t(len), nan_rank, s.out_rank.data(), s);
+  else
+    slide_distinct(s.rank.data(), c1 - c0, st.size, st.size / 2, int32_t(len), nan_rank,
+                   s.out_rank.data(), s.bits);
   for (int64_t i = 0; i < c1 - c0; ++i) sel[c0 + i] = s.src[s.order[s.out_rank[i]]];
 }
 
