@@ -440,19 +440,22 @@ FASTECG_AVX2_CLONES void running_mean(const double* ext, int64_t n, int64_t w, b
   }
 }
 
-// Whether no value is Inf or NaN (exponent bits all ones). On the upper 32-bit words,
-// with adds and ORs only: vectorises on baseline x86-64, where a floating-point
-// accumulation would be one long add chain (and a 64-bit compare needs SSE4.1).
-FASTECG_AVX2_CLONES bool all_finite(const double* v, int64_t m) {
-  static_assert(std::endian::native == std::endian::little);
-  constexpr uint32_t kExponent = 0x7ff00000u, kOne = 0x00100000u;
-  uint32_t bad = 0;
+// Whether no value is Inf or NaN: (bits & exponent) + (lowest exponent bit) carries
+// into the sign bit iff the exponent is all ones. Adds, ANDs and ORs only, so the loop
+// vectorises (a floating-point accumulation would be one long add chain).
+template <typename T>
+FASTECG_AVX2_CLONES bool all_finite(const T* v, int64_t m) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr Bits kSign = Bits(1) << (8 * sizeof(T) - 1);
+  constexpr Bits kOne = sizeof(T) == 4 ? Bits(1) << 23 : Bits(1) << 52;
+  constexpr Bits kExponent = kSign - kOne;
+  Bits bad = 0;
   for (int64_t i = 0; i < m; ++i) {
-    uint32_t high;
-    std::memcpy(&high, reinterpret_cast<const char*>(v + i) + 4, sizeof high);
-    bad |= (high & kExponent) + kOne;  // carries into bit 31 iff the exponent is all ones
+    Bits bits;
+    std::memcpy(&bits, v + i, sizeof bits);
+    bad |= (bits & kExponent) + kOne;
   }
-  return (bad & 0x80000000u) == 0;
+  return (bad & kSign) == 0;
 }
 
 // Fills ext[0, n + w) around a row already stored at ext[h, h + n), h = w / 2: the
@@ -460,8 +463,13 @@ FASTECG_AVX2_CLONES bool all_finite(const double* v, int64_t m) {
 // last running-sum update.
 void mirror_fill(double* ext, int64_t n, int64_t w) {
   const int64_t h = w / 2, len = n + w - 1;
-  for (int64_t l = 0; l < std::min(h, len); ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
-  for (int64_t l = h + n; l < len; ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
+  if (h < n) {  // one reflection each side (no modulo)
+    for (int64_t l = 0; l < h; ++l) ext[l] = ext[2 * h - l];
+    for (int64_t l = h + n; l < len; ++l) ext[l] = ext[2 * (h + n - 1) - l];
+  } else {
+    for (int64_t l = 0; l < std::min(h, len); ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
+    for (int64_t l = h + n; l < len; ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
+  }
   ext[len] = 0.0;
 }
 
@@ -494,12 +502,14 @@ void moving_average_rows(const at::Tensor& x, const std::vector<int64_t>& sizes,
       const T* xr = xd + r * n;
       ext[0].resize(n + sizes[0]);
       widen(xr, n, ext[0].data() + sizes[0] / 2);
-      bool finite = true;
+      bool finite = false;
       for (size_t s = 0; s < sizes.size(); ++s) {
         mirror_fill(ext[s % 2].data(), n, sizes[s]);
-        // Means of float32 values cannot overflow a double: after the first stage,
-        // a float32 row's stage inputs are finite when the first one was.
-        if (s == 0 || !std::is_same_v<T, float>)
+        // The extension repeats the row. Means of float32 values cannot overflow a
+        // double, so a float32 row's later stage inputs are finite when it is.
+        if (s == 0)
+          finite = all_finite(xr, n);
+        else if (!std::is_same_v<T, float>)
           finite = finite && all_finite(ext[s % 2].data(), n + sizes[s] - 1);
         double* dst = last.data();
         if (s + 1 < sizes.size()) {
