@@ -30,11 +30,15 @@ def scipy_one_call(x):
     return ss.sosfiltfilt(SOS, x, axis=-1)
 
 
-def scipy_two_threads(x):
+def on_two_threads(filt, x):
+    """`filt` on each half of the rows, one thread each (SciPy releases the GIL)."""
     rows = x.reshape(-1, x.shape[-1])
     half = rows.shape[0] // 2
-    parts = POOL.map(lambda r: ss.sosfiltfilt(SOS, r, axis=-1), (rows[:half], rows[half:]))
-    return np.concatenate(list(parts)).reshape(x.shape)
+    return np.concatenate(list(POOL.map(filt, (rows[:half], rows[half:])))).reshape(x.shape)
+
+
+def scipy_two_threads(x):
+    return on_two_threads(lambda r: ss.sosfiltfilt(SOS, r, axis=-1), x)
 
 
 def fft_mask(x):
@@ -104,10 +108,7 @@ FIR_REF = ss.filtfilt(TAPS, 1.0, WORKLOADS["batch"], axis=-1)
 
 
 def scipy_fir_two_threads(x):
-    rows = x.reshape(-1, x.shape[-1])
-    half = rows.shape[0] // 2
-    parts = POOL.map(lambda r: ss.filtfilt(TAPS, 1.0, r, axis=-1), (rows[:half], rows[half:]))
-    return np.concatenate(list(parts)).reshape(x.shape)
+    return on_two_threads(lambda r: ss.filtfilt(TAPS, 1.0, r, axis=-1), x)
 
 
 FIR = {

@@ -73,9 +73,11 @@ def fir_taps(numtaps: int, lowcut: Optional[float], highcut: Optional[float],
     return firwin(numtaps, highcut, pass_zero=True, fs=fs)
 
 
-def default_numtaps(fs: float) -> int:
-    """torch_ecg's FIR length (through BioSPPy): ``int(0.2 * fs)``, made odd (101 at 500 Hz)."""
-    return int(0.2 * fs) | 1
+def default_numtaps(fs: float, filter_order: Optional[int] = None) -> int:
+    """torch_ecg's FIR length (through BioSPPy): `filter_order` taps, default
+    ``int(0.2 * fs)``, made odd (101 at 500 Hz; ``filter_order=100`` gives 101)."""
+    n = filter_order or int(0.2 * fs)
+    return n + 1 - n % 2  # odd; a bad value stays bad for fir_taps's check to name
 
 
 def bandpass(sig: np.ndarray, fs: float, lowcut: Optional[float] = 0.5,
@@ -113,9 +115,8 @@ class BandPass:
                              "'fir'")
         self.fs, self.lowcut, self.highcut = float(fs), lowcut, highcut
         self.method = "fir" if filter_type == "fir" else "iir"
-        if filter_type == "fir":  # torch_ecg's length, made odd
-            numtaps = filter_order or default_numtaps(self.fs)
-            self.order = numtaps + 1 - numtaps % 2
+        if filter_type == "fir":
+            self.order = default_numtaps(self.fs, filter_order)
             fir_taps(self.order, lowcut, highcut, self.fs)  # validates now
         else:
             self.order = filter_order or 4

@@ -13,7 +13,7 @@ from torch import Tensor
 from ..numpy_path.bandpass import (_check_band, _check_fir, _check_positive_int, butter_sos,
                                    default_numtaps, fir_taps)
 from ._validate import check_signal, kernel_dtype
-from .sosfilt import PADTYPES, _extend, _sos_const, check_longer_than_padding, sosfiltfilt
+from .sosfilt import PADTYPES, _extend, _sos_const, extension_length, sosfiltfilt
 
 __all__ = ["bandpass", "butter_sos", "fir_taps"]
 
@@ -271,13 +271,7 @@ def _bandpass_fir(x: Tensor, fs: float, lowcut: Optional[float], highcut: Option
                   padlen: Optional[int]) -> Tensor:
     numtaps = default_numtaps(fs) if numtaps is None else numtaps
     _check_fir(numtaps, lowcut, highcut, fs)
-    if padtype not in PADTYPES:
-        raise ValueError(f"Unknown value '{padtype}' given to padtype. padtype must be 'even', "
-                         "'odd', 'constant', or None.")
-    edge = 0 if padtype is None else (3 * numtaps if padlen is None else padlen)
-    if edge < 0:
-        raise ValueError(f"padlen must be >= 0, got {edge}")
-    check_longer_than_padding(x, edge)
+    edge = extension_length(x, padtype, padlen, 3 * numtaps)  # SciPy: 3 * max(len(a), len(b))
     work = kernel_dtype(x)
     taps = _fir_const(numtaps, lowcut, highcut, fs, str(x.device), work)
     return fir_filtfilt(x.to(work), taps, edge, padtype).to(x.dtype)

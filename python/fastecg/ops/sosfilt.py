@@ -91,11 +91,12 @@ def _sosfiltfilt(x: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int,
 def _sosfiltfilt_adjoint(grad: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int,
                          backend: str) -> Tensor:
     rows = grad.reshape(-1, grad.shape[-1])
-    filt = kernel_for("sosfilt", grad, backend)
+    chosen = resolve_backend("sosfilt", grad, backend)
+    filt = kernel_for("sosfilt", grad, chosen)
     weights = _edge_weights(sos, zi, rows.shape[-1], padlen, filt)
     edge_terms = (rows @ weights.to(rows.dtype)).to(torch.float64)
-    if has_kernel("sosfiltfilt_adjoint", resolve_backend("sosfilt", grad, backend)):
-        fused = kernel_for("sosfiltfilt_adjoint", grad, backend)
+    if has_kernel("sosfiltfilt_adjoint", chosen):
+        fused = kernel_for("sosfiltfilt_adjoint", grad, chosen)
         out = fused(rows, sos, edge_terms, padlen, padtype)
     else:
         out = _composed_adjoint(rows, sos, edge_terms, padlen, padtype, filt)
@@ -288,6 +289,21 @@ def check_longer_than_padding(x: Tensor, padlen: int) -> None:
                          f"is {padlen}: got {x.shape[-1]} samples")
 
 
+def extension_length(x: Tensor, padtype: Optional[str], padlen: Optional[int],
+                     default: int) -> int:
+    """Samples of edge extension each side, by SciPy's filtfilt rules: none without a
+    `padtype`, else `padlen` (`default` when None), at least 0 and below the signal's
+    length. Raises ValueError naming the bad value."""
+    if padtype not in PADTYPES:
+        raise ValueError(f"Unknown value '{padtype}' given to padtype. padtype must be 'even', "
+                         "'odd', 'constant', or None.")
+    edge = 0 if padtype is None else (default if padlen is None else padlen)
+    if edge < 0:
+        raise ValueError(f"padlen must be >= 0, got {edge}")
+    check_longer_than_padding(x, edge)
+    return edge
+
+
 def default_padlen(sos: Union[np.ndarray, Tensor]) -> int:
     """SciPy's default padding of sosfiltfilt: ``3 * (2 * n_sections + 1 - min(#b2 == 0,
     #a2 == 0))`` (27 for a 4th-order Butterworth band-pass)."""
@@ -352,21 +368,13 @@ def sosfiltfilt(sos: Union[np.ndarray, Tensor], x: Tensor, padtype: Optional[str
     torch.Size([8, 12, 5000])
     """
     check_signal(x, "sosfiltfilt")
-    if padtype not in PADTYPES:
-        raise ValueError(f"Unknown value '{padtype}' given to padtype. padtype must be 'even', "
-                         "'odd', 'constant', or None.")
     if isinstance(sos, Tensor):
         sos_t = _as_sos(sos, x.device)
         zi, default = _zi_for(sos, sos_t), default_padlen(sos_t)
     else:
         device = str(x.device)
         sos_t, zi, default = _sos_const(sos, device), _zi_const(sos, device), _padlen_const(sos)
-    edge = default if padlen is None else padlen
-    if padtype is None:
-        edge = 0
-    if edge < 0:
-        raise ValueError(f"padlen must be >= 0, got {edge}")
-    check_longer_than_padding(x, edge)
+    edge = extension_length(x, padtype, padlen, default)
     if not torch.compiler.is_compiling():
         resolve_backend("sosfiltfilt", x, backend)
     work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

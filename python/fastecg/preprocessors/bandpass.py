@@ -50,8 +50,7 @@ class BandPass(nn.Module):
         self.fs, self.lowcut, self.highcut = float(fs), lowcut, highcut
         self.filter_type, self.method, self.backend = filter_type, method, backend
         if filter_type == "fir":
-            numtaps = filter_order or default_numtaps(self.fs)
-            self.order = numtaps + 1 - numtaps % 2
+            self.order = default_numtaps(self.fs, filter_order)
             fir_taps(self.order, lowcut, highcut, self.fs)  # validates now, not at first call
             self.method = "fir"
             return
