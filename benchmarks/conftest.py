@@ -23,6 +23,8 @@ if not torch.cuda.is_available():
 
 
 def _commit() -> str:
+    if os.environ.get("FASTECG_COMMIT"):  # a copy of the tree without .git (a lent GPU)
+        return os.environ["FASTECG_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, cwd=RESULTS.parent).stdout.strip()
@@ -56,6 +58,9 @@ def pytest_sessionfinish(session):
             "p80_ms": float(np.percentile(data_ms, 80)),
             "rounds": len(data_ms),
         }
+        if "bytes" in bench.extra_info:  # memory traffic at least: input read, output written
+            scaled_bytes = bench.extra_info["bytes"] * bench.extra_info.get("scaled_by", 1)
+            record["gb_per_s"] = round(scaled_bytes / record["median_ms"] / 1e6, 1)
         by_op.setdefault(bench.extra_info.get("op", "misc"), []).append(record)
     versions = {"torch": torch.__version__, "numpy": np.__version__,
                 "python": platform.python_version()}

@@ -6,6 +6,7 @@ import scipy.ndimage as nd
 import torch
 import torch.nn.functional as F
 
+from backends import CUDA, TRITON_ON_GPU, device_for, need
 from fastecg.data.wfdb import load_cinc_record
 from fastecg.numpy_path import remove_baseline as numpy_remove_baseline
 from fastecg.ops import median_filter1d, remove_baseline
@@ -14,6 +15,7 @@ from fastecg.registry import PREPROCESSORS
 
 MODES = ["nearest", "reflect", "mirror", "constant", "wrap"]
 CPU_BACKENDS = ["cpu", "torch"]
+KERNEL_BACKENDS = CPU_BACKENDS + [TRITON_ON_GPU, CUDA]
 # mean method vs dual avg_pool1d in float32: measured 2.4e-7 (ours sums in float64).
 MEAN_TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 
@@ -50,10 +52,11 @@ def ecg_like(shape, dtype=torch.float32, seed=0):
 
 # ---- median: bit-for-bit ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_median_filter_matches_scipy_random(backend, mode, dtype):
+    need(backend)
     rng = np.random.default_rng(hash((backend, mode, str(dtype))) % 2**32)
     for trial in range(12):
         n = int(rng.integers(1, 300))
@@ -64,7 +67,8 @@ def test_median_filter_matches_scipy_random(backend, mode, dtype):
             x = torch.from_numpy(rng.integers(-3, 3, size=shape)).to(dtype)
         else:
             x = ecg_like(shape, dtype, seed=trial)
-        out = median_filter1d(x, size, mode=mode, cval=0.5, origin=origin, backend=backend)
+        out = median_filter1d(x.to(device_for(backend)), size, mode=mode, cval=0.5,
+                              origin=origin, backend=backend).cpu()
         assert out.dtype == dtype and out.shape == x.shape
         ref = (numpy_median(x.numpy(), size, mode, 0.5, origin)
                if scipy_reads_out_of_bounds(n, size, mode, origin)
@@ -128,12 +132,13 @@ def test_window_longer_than_signal_works_as_scipy():
 
 # ---- NaN / Inf -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_nan_makes_its_windows_nan(backend):
+    need(backend)
     x = ecg_like((2, 200), torch.float64)
     x[0, 50] = float("nan")
     x[1, 10] = float("inf")
-    out = median_filter1d(x, 21, backend=backend)
+    out = median_filter1d(x.to(device_for(backend)), 21, backend=backend).cpu()
     nan_rows = np.zeros((2, 200), bool)
     nan_rows[0, 40:61] = True  # every window that holds sample 50
     assert np.array_equal(out.isnan().numpy(), nan_rows)
@@ -233,7 +238,8 @@ def test_triton_kernel_matches_scipy(mode, size, origin, dtype):
     pytest.importorskip("triton")
     x = ecg_like((2, 19), dtype, seed=size)
     x[0, 3] = x[0, 4]  # a tie
-    out = median_filter1d(x, size, mode=mode, cval=0.5, origin=origin, backend="triton")
+    out = median_filter1d(x.to(device_for("triton")), size, mode=mode, cval=0.5, origin=origin,
+                          backend="triton").cpu()
     assert np.array_equal(out.numpy(), scipy_median(x.numpy(), size, mode, 0.5, origin))
 
 
@@ -242,10 +248,20 @@ def test_triton_dual_median_and_nan():
     pytest.importorskip("triton")
     x = ecg_like((1, 2, 23), torch.float32)
     x[0, 1, 11] = float("nan")
-    out = remove_baseline(x, fs=20.0, window1=0.2, window2=0.4, backend="triton")
+    out = remove_baseline(x.to(device_for("triton")), fs=20.0, window1=0.2, window2=0.4,
+                          backend="triton").cpu()
     ref = remove_baseline(x, fs=20.0, window1=0.2, window2=0.4, backend="cpu")
     assert torch.equal(out.nan_to_num(7.0), ref.nan_to_num(7.0))
     assert out[0, 1].isnan().any() and not out[0, 0].isnan().any()
+
+
+@pytest.mark.parametrize("backend", [TRITON_ON_GPU, CUDA])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gpu_kernels_equal_cpu_on_an_ecg_batch(backend, dtype):
+    need(backend)
+    x = ecg_like((4, 12, 5000), dtype, seed=5)
+    out = remove_baseline(x.to(device_for(backend)), fs=500.0, backend=backend)
+    assert out.device.type == "cuda" and torch.equal(out.cpu(), remove_baseline(x, fs=500.0))
 
 
 # ---- validation, modules ---------------------------------------------------------------------

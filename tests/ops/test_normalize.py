@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import fastecg
+from backends import CUDA, TRITON, device_for
 from fastecg import numpy_path
 from fastecg.data import synthetic_ecg
 from fastecg.ops import normalize
@@ -20,7 +21,8 @@ def available(backend):
     return fastecg.backends()[backend].available
 
 
-BACKENDS = [b for b in ("cpu", "torch", "triton") if available(b)]
+BACKENDS = [b for b in ("cpu", "torch") if available(b)] + [
+    p for p in (TRITON, CUDA) if available(p.values[0])]
 SHAPES = [(2, 12, 500), (1, 1, 7), (3, 2, 4, 1031), (12, 2)]
 
 
@@ -38,7 +40,7 @@ def test_matches_numpy_path(backend, shape, method, per_channel, dtype):
         pytest.skip("Triton interpreter: small shapes only")
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype) * 3 + 1.5
     kw = dict(method=method, mean=0.5, std=2.0, per_channel=per_channel)
-    out = normalize(x, backend=backend, **kw)
+    out = normalize(x.to(device_for(backend)), backend=backend, **kw).cpu()
     assert out.dtype == dtype and out.shape == x.shape
     torch.testing.assert_close(out, reference(x, **kw), **TOL[dtype])
 
@@ -111,6 +113,7 @@ def test_nan_and_inf_poison_only_their_record(backend):
     x = torch.randn(3, 2, 50, dtype=torch.float64)
     x[1, 0, 7] = float("nan")
     x[2, 1, 3] = float("inf")
+    x = x.to(device_for(backend))
     for method in ("z-score", "min-max"):
         out = normalize(x, method, backend=backend)
         assert out[1].isnan().all() and out[2].isnan().all()

@@ -11,7 +11,7 @@ import pytest
 import scipy.signal as ss
 import torch
 
-import fastecg
+from backends import CUDA, GPU, TRITON, need
 from fastecg.ops import sosfilt, sosfiltfilt
 from sos_designs import random_stable_sos
 
@@ -19,9 +19,8 @@ from sos_designs import random_stable_sos
 # float32 output rounding), float64 ~3e-14.
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 DTYPES = [torch.float32, torch.float64]
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BACKENDS = [pytest.param("triton", marks=pytest.mark.triton),
-            pytest.param("cuda", marks=pytest.mark.cuda)]
+DEVICE = "cuda" if GPU else "cpu"
+BACKENDS = [TRITON, CUDA]
 
 
 DESIGNS = {
@@ -31,14 +30,6 @@ DESIGNS = {
     "cheby1": lambda: ss.cheby1(4, 1, 30.0, fs=250.0, output="sos"),
     "random": lambda: random_stable_sos(np.random.default_rng(7), 3),
 }
-
-
-def need(backend):
-    if backend == "triton":
-        pytest.importorskip("triton")
-    info = fastecg.backends()[backend]
-    if not info.available:
-        pytest.skip(info.reason)
 
 
 def rel_err(ours, ref):
