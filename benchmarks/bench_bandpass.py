@@ -44,7 +44,7 @@ def scipy_two_threads(x):
 def fft_mask(x):
     """torch_ecg's bandpass_filter approach: zero the rFFT bins outside the band."""
     spec = torch.fft.rfft(x)
-    freqs = torch.fft.rfftfreq(x.shape[-1], d=1 / FS)
+    freqs = torch.fft.rfftfreq(x.shape[-1], d=1 / FS, device=x.device)
     spec = spec * ((freqs >= LOW) & (freqs <= HIGH))
     return torch.fft.irfft(spec, n=x.shape[-1])
 

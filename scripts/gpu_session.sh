@@ -34,12 +34,16 @@ bench() {
   cp benchmarks/results/*_gpu.json "$OUT/" 2>/dev/null
   python3 benchmarks/gpu_table.py benchmarks/results/*_gpu.json
 }
+profile() {
+  python3 benchmarks/profile_gpu.py 2>&1 | tee "$OUT/profile.log" | grep -v "^-\|^$" | cut -c1-150
+}
 for step in "${@:-all}"; do
   case $step in
     build) build || exit 1 ;;
     test) gpu_tests ;;
     ops) all_op_tests ;;
     bench) bench ;;
+    profile) profile ;;
     all) build || exit 1; gpu_tests; bench ;;
   esac
 done

@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-_EPS = 1e-7
+_EPS = tl.constexpr(1e-7)  # a jit function reads globals only as constexpr
 
 
 @triton.jit
