@@ -35,7 +35,7 @@ bench() {
   python3 benchmarks/gpu_table.py benchmarks/results/*_gpu.json
 }
 profile() {
-  python3 benchmarks/profile_gpu.py 2>&1 | tee "$OUT/profile.log" | grep -v "^-\|^$" | cut -c1-150
+  python3 benchmarks/profile_gpu.py > "$OUT/profile.log" 2>&1; tail -2 "$OUT/profile.log"
 }
 for step in "${@:-all}"; do
   case $step in
