@@ -9,8 +9,10 @@ _EPS = tl.constexpr(1e-7)  # a jit function reads globals only as constexpr
 
 
 @triton.jit
-def _normalize_forward_kernel(x_ptr, y_ptr, n, method, mean, std, BLOCK: tl.constexpr):
+def _normalize_forward_kernel(x_ptr, y_ptr, n, method, params_ptr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
+    mean = tl.load(params_ptr)  # float64 from memory: scalar float arguments are float32
+    std = tl.load(params_ptr + 1)
     x_row = x_ptr + row * n
     y_row = y_ptr + row * n
     cols = tl.arange(0, BLOCK)
@@ -59,6 +61,6 @@ def normalize_forward(rows: torch.Tensor, method: int, mean: float, std: float) 
     n_rows, n = rows.shape
     if n_rows:
         block = min(1024, triton.next_power_of_2(n))
-        _normalize_forward_kernel[(n_rows,)](rows, out, n, method, float(mean), float(std),
-                                             BLOCK=block)
+        params = torch.tensor([mean, std], dtype=torch.float64).to(rows.device, non_blocking=True)
+        _normalize_forward_kernel[(n_rows,)](rows, out, n, method, params, BLOCK=block)
     return out

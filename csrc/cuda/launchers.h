@@ -24,6 +24,8 @@ cudaError_t median_stage_cuda(const T* x, const int64_t* src_in, int64_t* sel, i
 // float64 holding the input on entry, overwritten; out: (rows, n), the result rounded
 // once to T; sos: (n_sections, 6) with a0 == 1; zi, zf: (rows, n_sections, 2) float64;
 // block: samples per block; work: sosfilt_scan_workspace(...) doubles. All on the device.
+// Samples per block: the longest power of two from 64 to 2048 that leaves 64k blocks.
+int64_t sosfilt_scan_block(int64_t rows, int64_t n);
 int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections, int64_t block);
 
 template <typename T>

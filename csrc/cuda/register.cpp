@@ -68,9 +68,6 @@ std::tuple<at::Tensor, at::Tensor> median_filter_cuda_op(const at::Tensor& x, at
   return {out, need_index ? index : at::empty({0}, index.options())};
 }
 
-// Samples per block of the IIR block scan (untuned), as BLOCK in triton_kernels/sosfilt.py.
-constexpr int64_t kScanBlock = 128;
-
 void check_sos_cuda(const at::Tensor& x, const at::Tensor& sos, const char* name) {
   TORCH_CHECK(x.dim() == 2, name, ": expected (rows, n_samples), got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
@@ -86,10 +83,11 @@ void check_sos_cuda(const at::Tensor& x, const at::Tensor& sos, const char* name
 at::Tensor scan_filter(at::Tensor& work, at::Tensor& out, const at::Tensor& zi,
                        const at::Tensor& sos) {
   const int64_t rows = work.size(0), n = work.size(1), n_sections = sos.size(0);
+  const int64_t block = sosfilt_scan_block(rows, n);
   const at::Tensor zc = zi.contiguous();
   at::Tensor zf = at::empty_like(zc);
   at::Tensor scratch =
-      at::empty({sosfilt_scan_workspace(rows, n, n_sections, kScanBlock)}, work.options());
+      at::empty({sosfilt_scan_workspace(rows, n, n_sections, block)}, work.options());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   double* w = work.mutable_data_ptr<double>();
   const double* z = zc.const_data_ptr<double>();
@@ -99,11 +97,11 @@ at::Tensor scan_filter(at::Tensor& work, at::Tensor& out, const at::Tensor& zi,
   if (out.scalar_type() == at::kFloat) {
     err = sosfilt_scan_cuda<float>(w, out.mutable_data_ptr<float>(), z,
                                    zf.mutable_data_ptr<double>(), s, rows, n, n_sections,
-                                   kScanBlock, ws, stream);
+                                   block, ws, stream);
   } else {
     err = sosfilt_scan_cuda<double>(w, out.mutable_data_ptr<double>(), z,
                                     zf.mutable_data_ptr<double>(), s, rows, n, n_sections,
-                                    kScanBlock, ws, stream);
+                                    block, ws, stream);
   }
   TORCH_CHECK(err == cudaSuccess, "sosfilt block scan: ", cudaGetErrorString(err));
   return zf;

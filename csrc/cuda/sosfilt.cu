@@ -3,10 +3,14 @@
 // A recurrence has only `rows` independent channels, so time is cut into blocks of L
 // samples and the cascade is treated as one linear system of K = 2 * n_sections
 // float64 states:
-//   1. block_filter_kernel: one thread per (row, block) filters its block from zero
-//      state and keeps its final state;
-//   2. carry_scan_kernel: one thread block per row, one thread per state component,
-//      scans the blocks: s_in[b + 1] = A^L s_in[b] + s_zero[b], s_in[0] = zi;
+//   1. block_cascade_kernel: one thread per (row, block) filters its block from zero
+//      state through every section with the states in registers, and keeps its final
+//      state; each warp stages its 32 blocks through shared memory 32 samples at a
+//      time, so that loads and stores are coalesced (block_filter_kernel: the same,
+//      section after section, for cascades longer than kMaxCascade);
+//   2. carry_scan_warp_kernel: one warp per row, lane j = state component j, scans the
+//      blocks: s_in[b + 1] = A^L s_in[b] + s_zero[b], s_in[0] = zi (carry_scan_kernel:
+//      one thread block per row, for more than 32 states);
 //   3. add_carry_kernel: one thread per sample adds the zero-input response of its
 //      block's incoming state, sum_i s_in[b][i] * zir[i][t - b L].
 // A^L and zir are block_filter_kernel itself run on zeros from the K unit states.
@@ -20,6 +24,9 @@ namespace {
 
 constexpr int kLanes = 128;  // (row, block) lanes per thread block in phase 1
 constexpr int kTile = 256;   // samples per thread block in phase 3
+constexpr int kMaxCascade = 8;  // sections kept in registers by block_cascade_kernel
+constexpr int kStageWarps = 4;  // warps per thread block of block_cascade_kernel
+constexpr unsigned kFullWarp = 0xffffffffu;
 
 int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -52,6 +59,108 @@ __global__ void block_filter_kernel(double* __restrict__ y, const double* __rest
     zf[z_lane] = z1;
     zf[z_lane + 1] = z2;
   }
+}
+
+template <int S>
+__global__ void __launch_bounds__(32 * kStageWarps)
+block_cascade_kernel(double* __restrict__ y, const double* __restrict__ z0,
+                     double* __restrict__ zf, const double* __restrict__ sos, int64_t n_lanes,
+                     int64_t n, int64_t n_blocks, int64_t block) {
+  __shared__ double tile[kStageWarps][32][33];  // [block of the warp][sample], padded
+  const int w = threadIdx.x / 32, l = threadIdx.x % 32;
+  const int64_t lane = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool live = lane < n_lanes;  // dead lanes still shuffle: every warp stays full
+  const int64_t start = (lane % n_blocks) * block;
+  const int64_t length = live ? min(n - start, block) : 0;
+  const int64_t base = (lane / n_blocks) * n + start;
+  double b0[S], b1[S], b2[S], a1[S], a2[S], z1[S], z2[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    b0[s] = sos[6 * s], b1[s] = sos[6 * s + 1], b2[s] = sos[6 * s + 2];
+    a1[s] = sos[6 * s + 4], a2[s] = sos[6 * s + 5];
+    const int64_t z_lane = (lane * S + s) * 2;
+    z1[s] = live && z0 ? z0[z_lane] : 0.0;
+    z2[s] = live && z0 ? z0[z_lane + 1] : 0.0;
+  }
+  int64_t warp_length = length;
+  for (int d = 16; d > 0; d >>= 1)
+    warp_length = max(warp_length, __shfl_xor_sync(kFullWarp, warp_length, d));
+  for (int64_t t0 = 0; t0 < warp_length; t0 += 32) {
+    for (int k = 0; k < 32; ++k) {  // lane l moves sample t0 + l of block k
+      const int64_t base_k = __shfl_sync(kFullWarp, base, k);
+      const int64_t length_k = __shfl_sync(kFullWarp, length, k);
+      tile[w][k][l] = t0 + l < length_k ? y[base_k + t0 + l] : 0.0;
+    }
+    __syncwarp();
+    const int64_t m = length - t0 < 32 ? length - t0 : 32;
+    for (int j = 0; j < m; ++j) {
+      double v = tile[w][l][j];
+#pragma unroll
+      for (int s = 0; s < S; ++s) {
+        const double out = b0[s] * v + z1[s];
+        z1[s] = b1[s] * v - a1[s] * out + z2[s];
+        z2[s] = b2[s] * v - a2[s] * out;
+        v = out;
+      }
+      tile[w][l][j] = v;
+    }
+    __syncwarp();
+    for (int k = 0; k < 32; ++k) {
+      const int64_t base_k = __shfl_sync(kFullWarp, base, k);
+      const int64_t length_k = __shfl_sync(kFullWarp, length, k);
+      if (t0 + l < length_k) y[base_k + t0 + l] = tile[w][k][l];
+    }
+    __syncwarp();
+  }
+  if (!live) return;
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    zf[(lane * S + s) * 2] = z1[s];
+    zf[(lane * S + s) * 2 + 1] = z2[s];
+  }
+}
+
+// One warp per row, lane j < K holds state component j; (A^L s)[j] = sum_i power[i * K +
+// j] * s[i] with s[i] shuffled from lane i. The zero-state finals are read 8 blocks ahead.
+__global__ void carry_scan_warp_kernel(const double* __restrict__ zi,
+                                       const double* __restrict__ zero,
+                                       const double* __restrict__ power,
+                                       const double* __restrict__ power_last,
+                                       double* __restrict__ s_in, double* __restrict__ zf,
+                                       int64_t rows, int64_t n_blocks, int K) {
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  if (row >= rows) return;  // uniform over the warp
+  const int j = threadIdx.x % 32;
+  const bool on = j < K;
+  double column[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) column[i] = on && i < K ? power[i * K + j] : 0.0;
+  const double* zero_row = zero + row * n_blocks * K;
+  double* s_row = s_in + row * n_blocks * K;
+  double state = on ? zi[row * K + j] : 0.0;
+  for (int64_t b0 = 0; b0 < n_blocks; b0 += 8) {
+    double ahead[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u)
+      ahead[u] = on && b0 + u < n_blocks ? zero_row[(b0 + u) * K + j] : 0.0;
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      const int64_t b = b0 + u;
+      if (b >= n_blocks) break;
+      if (b + 1 == n_blocks && power_last != power) {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) column[i] = on && i < K ? power_last[i * K + j] : 0.0;
+      }
+      double next = ahead[u];
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        if (i < K) next += column[i] * __shfl_sync(kFullWarp, state, i);
+      }
+      if (on) s_row[b * K + j] = state;
+      state = next;
+    }
+  }
+  if (on) zf[row * K + j] = state;
 }
 
 // One thread block per row, thread j = state component j (blockDim.x == K). s_in
@@ -100,14 +209,41 @@ __global__ void unit_states_kernel(double* unit, int K) {
   for (int idx = threadIdx.x; idx < K * K; idx += blockDim.x) unit[idx] = idx / K == idx % K;
 }
 
+template <int S>
+void launch_cascade(double* y, const double* z0, double* zf, const double* sos, int64_t n_lanes,
+                    int64_t n, int64_t n_blocks, int64_t block, cudaStream_t stream) {
+  constexpr int threads = 32 * kStageWarps;
+  block_cascade_kernel<S><<<static_cast<unsigned>(cdiv(n_lanes, threads)), threads, 0, stream>>>(
+      y, z0, zf, sos, n_lanes, n, n_blocks, block);
+}
+
 void filter_blocks(double* y, const double* z0, double* zf, const double* sos, int64_t rows,
                    int64_t n, int64_t block, int64_t n_sections, cudaStream_t stream) {
   const int64_t n_blocks = cdiv(n, block), n_lanes = rows * n_blocks;
-  block_filter_kernel<<<static_cast<unsigned>(cdiv(n_lanes, kLanes)), kLanes, 0, stream>>>(
-      y, z0, zf, sos, n_lanes, n, n_blocks, n_sections, block);
+  switch (n_sections) {
+    case 1: return launch_cascade<1>(y, z0, zf, sos, n_lanes, n, n_blocks, block, stream);
+    case 2: return launch_cascade<2>(y, z0, zf, sos, n_lanes, n, n_blocks, block, stream);
+    case 3: return launch_cascade<3>(y, z0, zf, sos, n_lanes, n, n_blocks, block, stream);
+    case 4: return launch_cascade<4>(y, z0, zf, sos, n_lanes, n, n_blocks, block, stream);
+    case 5: return launch_cascade<5>(y, z0, zf, sos, n_lanes, n, n_blocks, block, stream);
+    case 6: return launch_cascade<6>(y, z0, zf, sos, n_lanes, n, n_blocks, block, stream);
+    case 7: return launch_cascade<7>(y, z0, zf, sos, n_lanes, n, n_blocks, block, stream);
+    case 8: return launch_cascade<8>(y, z0, zf, sos, n_lanes, n, n_blocks, block, stream);
+    default:
+      static_assert(kMaxCascade == 8, "one case per cascade length");
+      block_filter_kernel<<<static_cast<unsigned>(cdiv(n_lanes, kLanes)), kLanes, 0, stream>>>(
+          y, z0, zf, sos, n_lanes, n, n_blocks, n_sections, block);
+  }
 }
 
 }  // namespace
+
+int64_t sosfilt_scan_block(int64_t rows, int64_t n) {
+  // The longest block (fewest carry steps) that still leaves 64k (row, block) lanes.
+  int64_t block = 64;
+  while (block < 2048 && rows * cdiv(n, 2 * block) >= 65536) block *= 2;
+  return block;
+}
 
 int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections, int64_t block) {
   const int64_t L = std::max<int64_t>(1, std::min(block, n)), K = 2 * n_sections;
@@ -141,9 +277,15 @@ cudaError_t sosfilt_scan_cuda(double* y, T* out, const double* zi, double* zf,
     power_last = power;
   }
   filter_blocks(y, nullptr, zero, sos, rows, n, L, n_sections, stream);
-  carry_scan_kernel<<<static_cast<unsigned>(rows), static_cast<unsigned>(K),
-                      sizeof(double) * K, stream>>>(zi, zero, power, power_last, s_in, zf,
-                                                    n_blocks, static_cast<int>(K));
+  if (K <= 32) {
+    constexpr int warps = 4;
+    carry_scan_warp_kernel<<<static_cast<unsigned>(cdiv(rows, warps)), 32 * warps, 0, stream>>>(
+        zi, zero, power, power_last, s_in, zf, rows, n_blocks, static_cast<int>(K));
+  } else {
+    carry_scan_kernel<<<static_cast<unsigned>(rows), static_cast<unsigned>(K),
+                        sizeof(double) * K, stream>>>(zi, zero, power, power_last, s_in, zf,
+                                                      n_blocks, static_cast<int>(K));
+  }
   add_carry_kernel<T><<<static_cast<unsigned>(cdiv(rows * n, kTile)), kTile, 0, stream>>>(
       y, s_in, zir, out, rows * n, n, n_blocks, L, static_cast<int>(K));
   return cudaGetLastError();
