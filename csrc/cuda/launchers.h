@@ -21,16 +21,33 @@ cudaError_t median_stage_cuda(const T* x, const int64_t* src_in, int64_t* sel, i
                               cudaStream_t stream);
 
 // sosfilt of every row by the block scan along time (csrc/cuda/sosfilt.cu). y: (rows, n)
-// float64 holding the input on entry, overwritten; out: (rows, n), the result rounded
-// once to T; sos: (n_sections, 6) with a0 == 1; zi, zf: (rows, n_sections, 2) float64;
-// block: samples per block; work: sosfilt_scan_workspace(...) doubles. All on the device.
+// float64 holding the input on entry, overwritten; out: the result rounded once to T,
+// placed by `map` ((rows, n) by default); sos: (n_sections, 6) with a0 == 1; zi, zf:
+// (rows, n_sections, 2) float64; block: samples per block; work:
+// sosfilt_scan_workspace(...) doubles. All on the device.
 // Samples per block: the longest power of two from 64 to 2048 that leaves 64k blocks.
 int64_t sosfilt_scan_block(int64_t rows, int64_t n);
 int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections, int64_t block);
 
+// Where the scan's output sample t of a row lands: u = t - crop, or (n - 1 - t) - crop
+// when reversed; samples with u outside [0, out_n) are dropped (out_n < 0: n). Lets
+// sosfiltfilt reverse between its passes and crop the padding without copies.
+struct OutputMap {
+  bool reverse = false;
+  int64_t crop = 0;
+  int64_t out_n = -1;
+};
+
 template <typename T>
 cudaError_t sosfilt_scan_cuda(double* y, T* out, const double* zi, double* zf,
                               const double* sos, int64_t rows, int64_t n, int64_t n_sections,
-                              int64_t block, double* work, cudaStream_t stream);
+                              int64_t block, double* work, cudaStream_t stream,
+                              OutputMap map = {});
+
+// SciPy's edge extension (padtype 0 none, 1 odd, 2 even, 3 constant) of x (rows, n),
+// computed in T, written as float64 to ext (rows, n + 2 pad).
+template <typename T>
+cudaError_t extend_to_double_cuda(const T* x, double* ext, int64_t rows, int64_t n, int64_t pad,
+                                  int padtype, cudaStream_t stream);
 
 }  // namespace fastecg

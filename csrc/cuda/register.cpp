@@ -81,7 +81,7 @@ void check_sos_cuda(const at::Tensor& x, const at::Tensor& sos, const char* name
 // One block-scan pass: work (rows, n) float64 holds the input and is overwritten; the
 // result goes to out (float32 or float64); zi (rows, n_sections, 2). Returns zf.
 at::Tensor scan_filter(at::Tensor& work, at::Tensor& out, const at::Tensor& zi,
-                       const at::Tensor& sos) {
+                       const at::Tensor& sos, OutputMap map = {}) {
   const int64_t rows = work.size(0), n = work.size(1), n_sections = sos.size(0);
   const int64_t block = sosfilt_scan_block(rows, n);
   const at::Tensor zc = zi.contiguous();
@@ -97,11 +97,11 @@ at::Tensor scan_filter(at::Tensor& work, at::Tensor& out, const at::Tensor& zi,
   if (out.scalar_type() == at::kFloat) {
     err = sosfilt_scan_cuda<float>(w, out.mutable_data_ptr<float>(), z,
                                    zf.mutable_data_ptr<double>(), s, rows, n, n_sections,
-                                   block, ws, stream);
+                                   block, ws, stream, map);
   } else {
     err = sosfilt_scan_cuda<double>(w, out.mutable_data_ptr<double>(), z,
                                     zf.mutable_data_ptr<double>(), s, rows, n, n_sections,
-                                    block, ws, stream);
+                                    block, ws, stream, map);
   }
   TORCH_CHECK(err == cudaSuccess, "sosfilt block scan: ", cudaGetErrorString(err));
   return zf;
@@ -124,22 +124,6 @@ std::tuple<at::Tensor, at::Tensor> sosfilt_cuda_op(const at::Tensor& x, const at
   return {y, zf};
 }
 
-// SciPy's edge extension, built in x's dtype (float32 in -> float32 padding).
-at::Tensor extend(const at::Tensor& x, int64_t pad, int64_t padtype) {
-  if (pad == 0) return x;
-  const int64_t n = x.size(1);
-  at::Tensor left = x.narrow(1, 1, pad).flip({1}), right = x.narrow(1, n - 1 - pad, pad).flip({1});
-  const at::Tensor first = x.narrow(1, 0, 1), last = x.narrow(1, n - 1, 1);
-  if (padtype == 1) {  // odd
-    left = 2 * first - left;
-    right = 2 * last - right;
-  } else if (padtype == 3) {  // constant
-    left = first.expand_as(left);
-    right = last.expand_as(right);
-  }
-  return at::cat({left, x, right}, 1);
-}
-
 at::Tensor sosfiltfilt_cuda_op(const at::Tensor& x, const at::Tensor& sos, const at::Tensor& zi,
                                int64_t padlen, int64_t padtype) {
   check_sos_cuda(x, sos, "_sosfiltfilt_kernel");
@@ -152,17 +136,28 @@ at::Tensor sosfiltfilt_cuda_op(const at::Tensor& x, const at::Tensor& sos, const
   TORCH_CHECK(x.size(1) > padlen, "signal length ", x.size(1), " must exceed padlen ", padlen);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), sc = sos.contiguous();
-  if (xc.size(0) == 0) return at::empty_like(xc);
+  const int64_t rows = xc.size(0), n = xc.size(1), width = n + 2 * padlen;
+  at::Tensor out = at::empty_like(xc);
+  if (rows == 0) return out;
   const at::Tensor z = zi.reshape({1, -1, 2});
-  // Forward pass from zi times the first sample, then the same on the reversed output;
-  // float64 in between, one rounding at the end.
-  at::Tensor work = extend(xc, padlen, padtype).to(at::kDouble, false, /*copy=*/true);
-  at::Tensor fwd = at::empty_like(work);
-  scan_filter(work, fwd, z * work.narrow(1, 0, 1).unsqueeze(2), sc);
-  work = fwd.flip({1});
-  at::Tensor bwd = at::empty_like(work);
-  scan_filter(work, bwd, z * work.narrow(1, 0, 1).unsqueeze(2), sc);
-  return bwd.flip({1}).narrow(1, padlen, xc.size(1)).to(xc.scalar_type()).contiguous();
+  // The extension (in x's dtype, as SciPy) widened to float64; each pass writes its
+  // output time-reversed, so the second pass runs forward over the first one's output
+  // and writes the cropped result in x's dtype: one rounding, no flips or copies.
+  at::Tensor work = at::empty({rows, width}, xc.options().dtype(at::kDouble));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaError_t err =
+      xc.scalar_type() == at::kFloat
+          ? extend_to_double_cuda<float>(xc.const_data_ptr<float>(),
+                                         work.mutable_data_ptr<double>(), rows, n, padlen,
+                                         int(padtype), stream)
+          : extend_to_double_cuda<double>(xc.const_data_ptr<double>(),
+                                          work.mutable_data_ptr<double>(), rows, n, padlen,
+                                          int(padtype), stream);
+  TORCH_CHECK(err == cudaSuccess, "sosfiltfilt extension: ", cudaGetErrorString(err));
+  at::Tensor reversed = at::empty_like(work);
+  scan_filter(work, reversed, z * work.narrow(1, 0, 1).unsqueeze(2), sc, {true, 0, width});
+  scan_filter(reversed, out, z * reversed.narrow(1, 0, 1).unsqueeze(2), sc, {true, padlen, n});
+  return out;
 }
 
 }  // namespace

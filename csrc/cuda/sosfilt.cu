@@ -189,20 +189,44 @@ __global__ void carry_scan_kernel(const double* __restrict__ zi, const double* _
   zf[row * K + j] = state[j];
 }
 
-// out[r, t] = y[r, t] + sum_i s_in[r, b, i] * zir[i, t - b L] (b = t / L), rounded
-// once to T; y (rows, n) float64, zir (K, L) float64.
+// out[r, u] = y[r, t] + sum_i s_in[r, b, i] * zir[i, t - b L] (b = t / L), rounded once
+// to T, where u = t - crop, or (n - 1 - t) - crop when reversed; only 0 <= u < out_n is
+// written (out has rows of out_n). y (rows, n) float64, zir (K, L) float64.
 template <typename T>
 __global__ void add_carry_kernel(const double* __restrict__ y, const double* __restrict__ s_in,
                                  const double* __restrict__ zir, T* __restrict__ out,
                                  int64_t total, int64_t n, int64_t n_blocks, int64_t block,
-                                 int K) {
+                                 int K, OutputMap map) {
   const int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (gid >= total) return;
   const int64_t row = gid / n, t = gid % n, b = t / block, j = t - b * block;
+  const int64_t u = (map.reverse ? n - 1 - t : t) - map.crop;
+  if (u < 0 || u >= map.out_n) return;
   const double* s = s_in + (row * n_blocks + b) * K;
   double acc = y[gid];
   for (int i = 0; i < K; ++i) acc += s[i] * zir[i * block + j];
-  out[gid] = static_cast<T>(acc);
+  out[row * map.out_n + u] = static_cast<T>(acc);
+}
+
+// SciPy's edge extension of each row (padtype 0 none, 1 odd, 2 even, 3 constant), built
+// in T as SciPy builds it in the input's dtype, then widened: ext (rows, n + 2 pad).
+template <typename T>
+__global__ void extend_kernel(const T* __restrict__ x, double* __restrict__ ext, int64_t rows,
+                              int64_t n, int64_t pad, int padtype) {
+  const int64_t width = n + 2 * pad;
+  const int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (gid >= rows * width) return;
+  const T* row = x + gid / width * n;
+  const int64_t j = gid % width - pad;
+  T v;
+  if (j >= 0 && j < n) {
+    v = row[j];
+  } else {
+    const T edge = j < 0 ? row[0] : row[n - 1];
+    const T mirrored = j < 0 ? row[-j] : row[2 * (n - 1) - j];
+    v = padtype == 1 ? T(2) * edge - mirrored : padtype == 2 ? mirrored : edge;
+  }
+  ext[gid] = static_cast<double>(v);
 }
 
 __global__ void unit_states_kernel(double* unit, int K) {
@@ -255,7 +279,7 @@ int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections, int6
 template <typename T>
 cudaError_t sosfilt_scan_cuda(double* y, T* out, const double* zi, double* zf,
                               const double* sos, int64_t rows, int64_t n, int64_t n_sections,
-                              int64_t block, double* work, cudaStream_t stream) {
+                              int64_t block, double* work, cudaStream_t stream, OutputMap map) {
   if (rows == 0 || n == 0) return cudaSuccess;
   const int64_t L = std::min(block, n), K = 2 * n_sections, n_blocks = cdiv(n, L);
   const int64_t last = n - (n_blocks - 1) * L;
@@ -286,16 +310,32 @@ cudaError_t sosfilt_scan_cuda(double* y, T* out, const double* zi, double* zf,
                         sizeof(double) * K, stream>>>(zi, zero, power, power_last, s_in, zf,
                                                       n_blocks, static_cast<int>(K));
   }
+  if (map.out_n < 0) map.out_n = n;
   add_carry_kernel<T><<<static_cast<unsigned>(cdiv(rows * n, kTile)), kTile, 0, stream>>>(
-      y, s_in, zir, out, rows * n, n, n_blocks, L, static_cast<int>(K));
+      y, s_in, zir, out, rows * n, n, n_blocks, L, static_cast<int>(K), map);
   return cudaGetLastError();
 }
 
+template <typename T>
+cudaError_t extend_to_double_cuda(const T* x, double* ext, int64_t rows, int64_t n, int64_t pad,
+                                  int padtype, cudaStream_t stream) {
+  const int64_t total = rows * (n + 2 * pad);
+  if (total == 0) return cudaSuccess;
+  extend_kernel<T><<<static_cast<unsigned>(cdiv(total, kTile)), kTile, 0, stream>>>(
+      x, ext, rows, n, pad, padtype);
+  return cudaGetLastError();
+}
+
+template cudaError_t extend_to_double_cuda<float>(const float*, double*, int64_t, int64_t,
+                                                  int64_t, int, cudaStream_t);
+template cudaError_t extend_to_double_cuda<double>(const double*, double*, int64_t, int64_t,
+                                                   int64_t, int, cudaStream_t);
+
 template cudaError_t sosfilt_scan_cuda<float>(double*, float*, const double*, double*,
                                               const double*, int64_t, int64_t, int64_t, int64_t,
-                                              double*, cudaStream_t);
+                                              double*, cudaStream_t, OutputMap);
 template cudaError_t sosfilt_scan_cuda<double>(double*, double*, const double*, double*,
                                                const double*, int64_t, int64_t, int64_t,
-                                               int64_t, double*, cudaStream_t);
+                                               int64_t, double*, cudaStream_t, OutputMap);
 
 }  // namespace fastecg
