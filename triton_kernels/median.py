@@ -5,7 +5,9 @@ and a tile of ``BLOCK_OUT`` outputs and finds every window's median by a bitwise
 select on order-preserving integer keys: for each key bit, from the top, count the
 window elements that share the prefix chosen so far and have a 0 there, and keep the
 half that holds rank ``size // 2``. Exact (keys are compared as integers), no sorting,
-no per-thread state: O(key_bits * w) work per output, the window read from L1/L2.
+no per-thread state: O(key_bits * w) work per output. Windows up to 1024 samples keep
+the tile's keys in registers for all bits (``_median_stage_resident_kernel``); longer
+ones re-read the window from L1/L2 once per bit (``_median_stage_kernel``).
 """
 
 import torch
@@ -114,6 +116,44 @@ def _median_stage_kernel(x_ptr, src_ptr, sel_ptr, n, start, size, cval,
     tl.store(sel_ptr + row * n + i, chosen, mask=i < n)
 
 
+@triton.jit
+def _median_stage_resident_kernel(x_ptr, src_ptr, sel_ptr, n, start, size, cval,
+                                  MODE: tl.constexpr, HAS_SRC: tl.constexpr,
+                                  KEY_BITS: tl.constexpr, BLOCK_OUT: tl.constexpr,
+                                  BLOCK_W: tl.constexpr):
+    """The same select for windows of at most BLOCK_W samples: the tile's keys are read
+    once and stay in registers for every bit (the kernel above re-reads them per bit)."""
+    row = tl.program_id(0).to(tl.int64)
+    i = tl.program_id(1) * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
+    t = tl.arange(0, BLOCK_W)
+    key, src, valid = _window_keys(x_ptr + row * n, src_ptr + row * n, i, t, n, start, size,
+                                   cval, MODE, HAS_SRC, KEY_BITS)
+    if KEY_BITS == 32:  # half-width integer arithmetic for float32 keys
+        key = key.to(tl.uint32)
+    nan_key = 0xFFFFFFFF if KEY_BITS == 32 else 0xFFFFFFFFFFFFFFFF
+    has_nan = tl.sum((valid & (key == nan_key)).to(tl.int32), axis=1) > 0
+    one = tl.full([BLOCK_OUT], 1, key.dtype)
+    prefix = tl.zeros([BLOCK_OUT], key.dtype)
+    rank = tl.zeros([BLOCK_OUT], tl.int32) + size // 2
+    for step in range(KEY_BITS):
+        bit = KEY_BITS - 1 - step
+        match = valid & ((key >> bit) == (prefix[:, None] >> bit))
+        zeros = tl.sum(match.to(tl.int32), axis=1)
+        take_one = rank >= zeros
+        rank = tl.where(take_one, rank - zeros, rank)
+        prefix = tl.where(take_one, prefix | (one << bit), prefix)
+    target = tl.where(has_nan, nan_key, prefix)
+    slot = tl.where(valid & (key == target[:, None]), t[None, :], 2147483647)
+    first = tl.min(slot, axis=1)
+    chosen = tl.sum(tl.where(slot == first[:, None], src.to(tl.int64), 0), axis=1)
+    tl.store(sel_ptr + row * n + i, chosen, mask=i < n)
+
+
+# Window slots held in registers by the resident kernel (outputs per program shrink as
+# windows grow, so that a program holds RESIDENT_SLOTS keys).
+RESIDENT_SLOTS = 4096
+
+
 def median_filter_forward(rows: torch.Tensor, sizes, origins, mode: int, cval: float,
                           subtract: bool, need_index: bool):
     """Chain of running medians on ``rows`` (n_rows, n); returns (out, index) like the
@@ -124,12 +164,15 @@ def median_filter_forward(rows: torch.Tensor, sizes, origins, mode: int, cval: f
     index = None
     for size, origin in zip(sizes, origins):
         sel = torch.empty((n_rows, n), dtype=torch.int64, device=rows.device)
-        block_w = min(128, triton.next_power_of_2(size))
-        block_out = 32
+        width = triton.next_power_of_2(size)
+        if width <= RESIDENT_SLOTS // 4:  # 8 warps: 16 keys and indices per thread
+            kernel, block_w, block_out, warps = (_median_stage_resident_kernel, width,
+                                                 RESIDENT_SLOTS // width, 8)
+        else:
+            kernel, block_w, block_out, warps = _median_stage_kernel, 128, 32, 4
         grid = (n_rows, triton.cdiv(n, block_out))
-        _median_stage_kernel[grid](rows, index if index is not None else sel, sel, n,
-                                   -(size // 2) - origin, size, float(cval), MODE=mode,
-                                   HAS_SRC=index is not None, KEY_BITS=key_bits,
-                                   BLOCK_OUT=block_out, BLOCK_W=block_w)
+        kernel[grid](rows, index if index is not None else sel, sel, n, -(size // 2) - origin,
+                     size, float(cval), MODE=mode, HAS_SRC=index is not None,
+                     KEY_BITS=key_bits, BLOCK_OUT=block_out, BLOCK_W=block_w, num_warps=warps)
         index = sel
     return gather_selected(rows, index, cval, subtract, need_index)

@@ -233,7 +233,8 @@ def test_compile_fullgraph(method):
 @pytest.mark.triton
 @pytest.mark.parametrize("mode,size,origin,dtype", [
     ("nearest", 7, 0, torch.float32), ("reflect", 8, 1, torch.float32),
-    ("constant", 5, -2, torch.float64), ("wrap", 40, 0, torch.float32)])
+    ("constant", 5, -2, torch.float64), ("wrap", 40, 0, torch.float32),
+    ("mirror", 1100, 3, torch.float64)])  # longer than the resident kernel holds
 def test_triton_kernel_matches_scipy(mode, size, origin, dtype):
     pytest.importorskip("triton")
     x = ecg_like((2, 19), dtype, seed=size)
