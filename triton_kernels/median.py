@@ -73,11 +73,18 @@ def _window_keys(x_row, src_row, i, t, n, start, size, cval, MODE: tl.constexpr,
 
 
 @triton.jit
-def _median_stage_kernel(x_ptr, src_ptr, sel_ptr, n, start, size, cval,
+def _row_and_outputs(tiles, BLOCK_OUT: tl.constexpr):
+    """Row and output positions of this program. One grid axis over (row, tile): a
+    second axis would cap a row at 65535 tiles (a Holter row has 225 000 of 8)."""
+    pid = tl.program_id(0).to(tl.int64)
+    return pid // tiles, (pid % tiles) * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
+
+
+@triton.jit
+def _median_stage_kernel(x_ptr, src_ptr, sel_ptr, n, tiles, start, size, cval,
                          MODE: tl.constexpr, HAS_SRC: tl.constexpr, KEY_BITS: tl.constexpr,
                          BLOCK_OUT: tl.constexpr, BLOCK_W: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    i = tl.program_id(1) * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
+    row, i = _row_and_outputs(tiles, BLOCK_OUT)
     t0 = tl.arange(0, BLOCK_W)
     x_row = x_ptr + row * n
     src_row = src_ptr + row * n
@@ -117,14 +124,13 @@ def _median_stage_kernel(x_ptr, src_ptr, sel_ptr, n, start, size, cval,
 
 
 @triton.jit
-def _median_stage_resident_kernel(x_ptr, src_ptr, sel_ptr, n, start, size, cval,
+def _median_stage_resident_kernel(x_ptr, src_ptr, sel_ptr, n, tiles, start, size, cval,
                                   MODE: tl.constexpr, HAS_SRC: tl.constexpr,
                                   KEY_BITS: tl.constexpr, BLOCK_OUT: tl.constexpr,
                                   BLOCK_W: tl.constexpr):
     """The same select for windows of at most BLOCK_W samples: the tile's keys are read
     once and stay in registers for every bit (the kernel above re-reads them per bit)."""
-    row = tl.program_id(0).to(tl.int64)
-    i = tl.program_id(1) * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
+    row, i = _row_and_outputs(tiles, BLOCK_OUT)
     t = tl.arange(0, BLOCK_W)
     key, src, valid = _window_keys(x_ptr + row * n, src_ptr + row * n, i, t, n, start, size,
                                    cval, MODE, HAS_SRC, KEY_BITS)
@@ -170,9 +176,10 @@ def median_filter_forward(rows: torch.Tensor, sizes, origins, mode: int, cval: f
                                                  RESIDENT_SLOTS // width, 8)
         else:
             kernel, block_w, block_out, warps = _median_stage_kernel, 128, 32, 4
-        grid = (n_rows, triton.cdiv(n, block_out))
-        kernel[grid](rows, index if index is not None else sel, sel, n, -(size // 2) - origin,
-                     size, float(cval), MODE=mode, HAS_SRC=index is not None,
-                     KEY_BITS=key_bits, BLOCK_OUT=block_out, BLOCK_W=block_w, num_warps=warps)
+        tiles = triton.cdiv(n, block_out)
+        kernel[(n_rows * tiles,)](rows, index if index is not None else sel, sel, n, tiles,
+                                  -(size // 2) - origin, size, float(cval), MODE=mode,
+                                  HAS_SRC=index is not None, KEY_BITS=key_bits,
+                                  BLOCK_OUT=block_out, BLOCK_W=block_w, num_warps=warps)
         index = sel
     return gather_selected(rows, index, cval, subtract, need_index)

@@ -93,12 +93,14 @@ def _carry_scan_kernel(zi_ptr, zero_ptr, power_ptr, power_last_ptr, s_in_ptr, zf
 
 
 @triton.jit
-def _add_carry_kernel(y_ptr, s_in_ptr, zir_ptr, out_ptr, n, n_blocks, block, K,
+def _add_carry_kernel(y_ptr, s_in_ptr, zir_ptr, out_ptr, n, tiles, n_blocks, block, K,
                       TILE: tl.constexpr):
     """out[r, t] = y[r, t] + sum_i s_in[r, b, i] * zir[i, t - b L] (b = t // L), rounded
-    once to out's dtype; y (n_rows, n) float64, zir (K, L) float64."""
-    row = tl.program_id(0).to(tl.int64)
-    t = tl.program_id(1) * TILE + tl.arange(0, TILE)
+    once to out's dtype; y (n_rows, n) float64, zir (K, L) float64. One grid axis over
+    (row, tile): a second axis would cap rows or tiles at 65535."""
+    pid = tl.program_id(0).to(tl.int64)
+    row = pid // tiles
+    t = (pid % tiles) * TILE + tl.arange(0, TILE)
     m = t < n
     b = t // block
     j = t - b * block
@@ -153,8 +155,9 @@ def _scan_filter(y: torch.Tensor, sos: torch.Tensor, zi: torch.Tensor, out: torc
     zf = torch.empty_like(zi)
     _carry_scan_kernel[(n_rows,)](zi, zero, power, power_last, s_in, zf, n_blocks, k,
                                   KP=triton.next_power_of_2(k))
-    _add_carry_kernel[(n_rows, triton.cdiv(n, _TILE))](y, s_in, zir, out, n, n_blocks, block,
-                                                        k, TILE=_TILE)
+    tiles = triton.cdiv(n, _TILE)
+    _add_carry_kernel[(n_rows * tiles,)](y, s_in, zir, out, n, tiles, n_blocks, block, k,
+                                         TILE=_TILE)
     return zf
 
 
