@@ -19,7 +19,8 @@
 //   scatter of those indices.
 //
 // Moving average (the "mean" baseline): running sums in double over a mirror-extended
-// copy of the row, four independent segments interleaved so the add chains overlap.
+// copy of the rows, four rows side by side in one vector and four independent segments
+// interleaved so the add chains overlap.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -391,22 +392,32 @@ std::tuple<at::Tensor, at::Tensor> median_filter_cpu(const at::Tensor& x, at::In
 
 // ---- moving average ------------------------------------------------------------------
 
-// The moving average's loops are memory- and latency-bound scalar code: compiled for
-// baseline x86-64 and for AVX2 (wider loads and conversions), the best chosen at load.
+// The moving average's loops are memory- and latency-bound: compiled for baseline x86-64
+// and for AVX2 (wider loads, conversions and shuffles), the best chosen at load.
 #if defined(__x86_64__)
 #define FASTECG_AVX2_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define FASTECG_AVX2_CLONES
 #endif
 
+// A block of kLanes rows is filtered side by side: element t of its buffers holds sample
+// t of every row (a V4), so each step of the running sum is one vector add for kLanes
+// rows instead of a scalar add per row. The same templates run one row (E = double) for
+// the rows left over and for blocks holding an Inf/NaN.
+constexpr int kLanes = 4;
+typedef double V4 __attribute__((vector_size(8 * kLanes)));
+typedef float F4 __attribute__((vector_size(4 * kLanes)));
+template <typename E> constexpr int kLanesOf = sizeof(E) / sizeof(double);
+
 // out[i] = mean(ext[i .. i + w)) for i < n, with running sums in double. The row is cut
 // into kSeg equal segments whose add chains interleave (one chain would wait on the
 // add latency at every sample); each segment re-sums its window exactly every kResum
 // outputs to bound drift.
-FASTECG_AVX2_CLONES void running_mean(const double* ext, int64_t n, int64_t w, bool finite, double* out) {
+template <typename E>
+FASTECG_AVX2_CLONES void running_mean(const E* ext, int64_t n, int64_t w, bool finite, E* out) {
   const double inv = 1.0 / double(w);
   auto window_sum = [&](int64_t i) {  // four partial sums: four add chains, not one
-    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    E s[4] = {};
     int64_t j = 0;
     for (; j + 4 <= w; j += 4)
       for (int k = 0; k < 4; ++k) s[k] += ext[i + j + k];
@@ -417,12 +428,15 @@ FASTECG_AVX2_CLONES void running_mean(const double* ext, int64_t n, int64_t w, b
     for (int64_t i = 0; i < n; ++i) out[i] = window_sum(i) * inv;
     return;
   }
-  constexpr int kSeg = 4;  // 4 chains hide the add latency; 8 measured 10-15% slower
+  // Chains to hide the add latency: 4 for one row (8 measured 10-15% slower); 2 for a
+  // block, whose window of V4s is 4x longer: 4 segments' trailing reads (4 * w * 32 B for
+  // w = 301) would no longer fit L1.
+  constexpr int kSeg = kLanesOf<E> > 1 ? 2 : 4;
   constexpr int64_t kResum = 1 << 14;
   const int64_t seg = n / kSeg;
   for (int64_t base = 0; base < seg; base += kResum) {
     const int64_t len = std::min(kResum, seg - base);
-    double sum[kSeg];
+    E sum[kSeg];
     for (int k = 0; k < kSeg; ++k) sum[k] = window_sum(k * seg + base);
     for (int64_t t = base; t < base + len; ++t)
       for (int k = 0; k < kSeg; ++k) {
@@ -432,7 +446,7 @@ FASTECG_AVX2_CLONES void running_mean(const double* ext, int64_t n, int64_t w, b
       }
   }
   if (kSeg * seg < n) {  // the few samples left over
-    double sum = window_sum(kSeg * seg);
+    E sum = window_sum(kSeg * seg);
     for (int64_t i = kSeg * seg; i < n; ++i) {
       out[i] = sum * inv;
       sum += ext[i + w] - ext[i];
@@ -458,10 +472,11 @@ FASTECG_AVX2_CLONES bool all_finite(const T* v, int64_t m) {
   return (bad & kSign) == 0;
 }
 
-// Fills ext[0, n + w) around a row already stored at ext[h, h + n), h = w / 2: the
+// Fills ext[0, n + w) around rows already stored at ext[h, h + n), h = w / 2: the
 // mirror (torch's "reflect") extension on both sides, plus one trailing 0 read by the
 // last running-sum update.
-void mirror_fill(double* ext, int64_t n, int64_t w) {
+template <typename E>
+void mirror_fill(E* ext, int64_t n, int64_t w) {
   const int64_t h = w / 2, len = n + w - 1;
   if (h < n) {  // one reflection each side (no modulo)
     for (int64_t l = 0; l < h; ++l) ext[l] = ext[2 * h - l];
@@ -470,55 +485,139 @@ void mirror_fill(double* ext, int64_t n, int64_t w) {
     for (int64_t l = 0; l < std::min(h, len); ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
     for (int64_t l = h + n; l < len; ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
   }
-  ext[len] = 0.0;
+  ext[len] = E{};
 }
 
-template <typename T>
-FASTECG_AVX2_CLONES void widen(const T* x, int64_t n, double* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = double(x[i]);
-}
+// V4 values cross these helpers' boundaries: always inlined, so each clone keeps them in
+// its own registers (a call from the AVX2 clone to a baseline-ISA helper would pass them
+// under a different ABI).
+#define FASTECG_INLINE inline __attribute__((always_inline))
 
-// out = x - v (x given) or v, rounded to T.
-template <typename T>
-FASTECG_AVX2_CLONES void narrow(const T* x, const double* v, int64_t n, T* out) {
-  if (x != nullptr) {
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(double(x[i]) - v[i]);
+// Four samples of a row, widened to double (element-wise, which GCC turns into one
+// vcvtps2pd from memory; converting a float vector splits it in halves); and back,
+// rounded to T.
+template <typename T> FASTECG_INLINE V4 load4(const T* p) {
+  return V4{double(p[0]), double(p[1]), double(p[2]), double(p[3])};
+}
+template <typename T> FASTECG_INLINE void store4(T* p, V4 v) {
+  if constexpr (std::is_same_v<T, float>) {
+    const F4 f = __builtin_convertvector(v, F4);
+    std::memcpy(p, &f, sizeof f);
   } else {
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(v[i]);
+    std::memcpy(p, &v, sizeof v);
   }
 }
 
-// Each stage's output is written straight into the middle of the next stage's extended
-// buffer, so a row is converted once, filtered twice and written once.
+// v[k][j] <-> v[j][k]: four samples of four rows to four rows of four samples.
+FASTECG_INLINE void transpose4(V4 (&v)[kLanes]) {
+  const V4 lo01 = __builtin_shufflevector(v[0], v[1], 0, 4, 2, 6);
+  const V4 hi01 = __builtin_shufflevector(v[0], v[1], 1, 5, 3, 7);
+  const V4 lo23 = __builtin_shufflevector(v[2], v[3], 0, 4, 2, 6);
+  const V4 hi23 = __builtin_shufflevector(v[2], v[3], 1, 5, 3, 7);
+  v[0] = __builtin_shufflevector(lo01, lo23, 0, 1, 4, 5);
+  v[1] = __builtin_shufflevector(hi01, hi23, 0, 1, 4, 5);
+  v[2] = __builtin_shufflevector(lo01, lo23, 2, 3, 6, 7);
+  v[3] = __builtin_shufflevector(hi01, hi23, 2, 3, 6, 7);
+}
+
+// out[t] = x[.][t] as double: one row, or kLanes rows interleaved.
+template <typename T>
+FASTECG_AVX2_CLONES void widen(const T* const* x, int64_t n, double* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = double(x[0][i]);
+}
+template <typename T>
+FASTECG_AVX2_CLONES void widen(const T* const* x, int64_t n, V4* out) {
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) {
+    V4 v[kLanes];
+    for (int k = 0; k < kLanes; ++k) v[k] = load4(x[k] + t);
+    transpose4(v);
+    for (int j = 0; j < 4; ++j) out[t + j] = v[j];
+  }
+  for (; t < n; ++t)
+    for (int k = 0; k < kLanes; ++k) out[t][k] = double(x[k][t]);
+}
+
+// out[.][t] = x[.][t] - v[t] (x given) or v[t], rounded to T: one row, or kLanes rows.
+template <typename T>
+FASTECG_AVX2_CLONES void narrow(const T* const* x, const double* v, int64_t n, T* const* out) {
+  for (int64_t i = 0; i < n; ++i) out[0][i] = static_cast<T>(x ? double(x[0][i]) - v[i] : v[i]);
+}
+template <typename T>
+FASTECG_AVX2_CLONES void narrow(const T* const* x, const V4* v, int64_t n, T* const* out) {
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) {
+    V4 r[kLanes];
+    for (int j = 0; j < 4; ++j) r[j] = v[t + j];
+    transpose4(r);
+    for (int k = 0; k < kLanes; ++k) store4(out[k] + t, x ? load4(x[k] + t) - r[k] : r[k]);
+  }
+  for (; t < n; ++t)
+    for (int k = 0; k < kLanes; ++k)
+      out[k][t] = static_cast<T>(x ? double(x[k][t]) - v[t][k] : v[t][k]);
+}
+
+// The E view of buf resized to m elements, 32-byte aligned: operator new promises only
+// 16, and the AVX2 clone moves V4s with aligned loads and stores. The old contents are
+// not kept in place (the alignment offset may change).
+template <typename E> E* lanes_buffer(std::vector<double>& buf, int64_t m) {
+  buf.resize(m * kLanesOf<E> + kLanes);
+  const auto address = reinterpret_cast<uintptr_t>(buf.data());
+  return reinterpret_cast<E*>((address + 31) & ~uintptr_t(31));
+}
+
+// The chain of moving averages on one row (E = double) or kLanes rows (E = V4). Each
+// stage writes into the middle of the next stage's extended buffer (the last stage into
+// the free one), so rows are converted once, filtered and written once. A block holding
+// an Inf/NaN returns false having written nothing: only the one-row path has the direct
+// sums those need.
+template <typename T, typename E>
+bool average_chain(const T* const* x, int64_t n, const std::vector<int64_t>& sizes, bool subtract,
+                   std::vector<double> (&ext)[2], T* const* out) {
+  constexpr int lanes = kLanesOf<E>;
+  constexpr bool block = lanes > 1;
+  bool finite = true;
+  for (int k = 0; k < lanes; ++k) finite = finite && all_finite(x[k], n);
+  if (block && !finite) return false;
+  E* buf[2] = {lanes_buffer<E>(ext[0], n + sizes[0]), nullptr};
+  widen(x, n, buf[0] + sizes[0] / 2);
+  for (size_t s = 0; s < sizes.size(); ++s) {
+    E* cur = buf[s % 2];
+    mirror_fill(cur, n, sizes[s]);
+    // The extension repeats the rows. Means of float32 values cannot overflow a
+    // double, so a float32 row's later stage inputs are finite when it is.
+    if (s > 0 && !std::is_same_v<T, float>)
+      finite = finite && all_finite(reinterpret_cast<const double*>(cur), (n + sizes[s] - 1) * lanes);
+    if (block && !finite) return false;
+    const int64_t next = s + 1 < sizes.size() ? sizes[s + 1] : 0;
+    buf[(s + 1) % 2] = lanes_buffer<E>(ext[(s + 1) % 2], n + next);
+    running_mean(cur, n, sizes[s], finite, buf[(s + 1) % 2] + next / 2);
+  }
+  narrow(subtract ? x : nullptr, buf[sizes.size() % 2], n, out);
+  return true;
+}
+
+// Rows longer than this run one by one: their buffers miss the caches either way, so
+// blocks gain nothing, and a block's buffers (64 B per sample) cost 4x the fresh memory
+// (page faults: a 1-hour Holter batch measured 2x slower in blocks).
+constexpr int64_t kBlockMaxSamples = 1 << 15;
+
 template <typename T>
 void moving_average_rows(const at::Tensor& x, const std::vector<int64_t>& sizes, bool subtract,
                          at::Tensor& out) {
   const int64_t rows = x.size(0), n = x.size(1);
   const T* xd = x.data_ptr<T>();
   T* od = out.data_ptr<T>();
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> ext[2], last(n);
-    for (int64_t r = begin; r < end; ++r) {
-      const T* xr = xd + r * n;
-      ext[0].resize(n + sizes[0]);
-      widen(xr, n, ext[0].data() + sizes[0] / 2);
-      bool finite = false;
-      for (size_t s = 0; s < sizes.size(); ++s) {
-        mirror_fill(ext[s % 2].data(), n, sizes[s]);
-        // The extension repeats the row. Means of float32 values cannot overflow a
-        // double, so a float32 row's later stage inputs are finite when it is.
-        if (s == 0)
-          finite = all_finite(xr, n);
-        else if (!std::is_same_v<T, float>)
-          finite = finite && all_finite(ext[s % 2].data(), n + sizes[s] - 1);
-        double* dst = last.data();
-        if (s + 1 < sizes.size()) {
-          ext[(s + 1) % 2].resize(n + sizes[s + 1]);
-          dst = ext[(s + 1) % 2].data() + sizes[s + 1] / 2;
-        }
-        running_mean(ext[s % 2].data(), n, sizes[s], finite, dst);
-      }
-      narrow(subtract ? xr : nullptr, last.data(), n, od + r * n);
+  at::parallel_for(0, (rows + kLanes - 1) / kLanes, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> ext[2];
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t r0 = b * kLanes, count = std::min<int64_t>(kLanes, rows - r0);
+      const T* xr[kLanes];
+      T* outr[kLanes];
+      for (int64_t k = 0; k < count; ++k) xr[k] = xd + (r0 + k) * n, outr[k] = od + (r0 + k) * n;
+      if (count == kLanes && n <= kBlockMaxSamples && average_chain<T, V4>(xr, n, sizes, subtract, ext, outr)) continue;
+      for (int64_t k = 0; k < count; ++k)
+        average_chain<T, double>(xr + k, n, sizes, subtract, ext, outr + k);
     }
   });
 }

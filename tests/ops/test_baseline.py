@@ -157,6 +157,17 @@ def test_mean_nan_stays_in_its_windows():
     assert not out[0, :125].isnan().any() and not out[0, 176:].isnan().any()
 
 
+def test_mean_block_with_nan_matches_rows_alone():
+    # rows run four at a time; a block holding a NaN, and the rows left over, run one by one
+    x = ecg_like((9, 300), torch.float64)
+    x[1, 150] = float("nan")
+    kw = dict(fs=100.0, window1=0.1, window2=0.3, method="mean")
+    out = remove_baseline(x, **kw)
+    alone = torch.cat([remove_baseline(r[None], **kw) for r in x])
+    assert torch.allclose(out, alone, rtol=0, atol=1e-12, equal_nan=True)
+    assert out[1].isnan().any() and not out[[0, 2, 3, 4, 5, 6, 7, 8]].isnan().any()
+
+
 # ---- mean ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
