@@ -587,7 +587,8 @@ bool average_chain(const T* const* x, int64_t n, const std::vector<int64_t>& siz
     // The extension repeats the rows. Means of float32 values cannot overflow a
     // double, so a float32 row's later stage inputs are finite when it is.
     if (s > 0 && !std::is_same_v<T, float>)
-      finite = finite && all_finite(reinterpret_cast<const double*>(cur), (n + sizes[s] - 1) * lanes);
+      finite = finite &&
+               all_finite(reinterpret_cast<const double*>(cur), (n + sizes[s] - 1) * lanes);
     if (block && !finite) return false;
     const int64_t next = s + 1 < sizes.size() ? sizes[s + 1] : 0;
     buf[(s + 1) % 2] = lanes_buffer<E>(ext[(s + 1) % 2], n + next);
@@ -615,7 +616,9 @@ void moving_average_rows(const at::Tensor& x, const std::vector<int64_t>& sizes,
       const T* xr[kLanes];
       T* outr[kLanes];
       for (int64_t k = 0; k < count; ++k) xr[k] = xd + (r0 + k) * n, outr[k] = od + (r0 + k) * n;
-      if (count == kLanes && n <= kBlockMaxSamples && average_chain<T, V4>(xr, n, sizes, subtract, ext, outr)) continue;
+      if (count == kLanes && n <= kBlockMaxSamples &&
+          average_chain<T, V4>(xr, n, sizes, subtract, ext, outr))
+        continue;
       for (int64_t k = 0; k < count; ++k)
         average_chain<T, double>(xr + k, n, sizes, subtract, ext, outr + k);
     }
