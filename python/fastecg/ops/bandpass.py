@@ -138,12 +138,14 @@ class _ZeroPhaseFFT(torch.autograd.Function):
         return out, None, None, None, None, None, None
 
 
-def _fft_filter(x: Tensor, sos: tuple, pad: int) -> Tensor:
-    """|H(f)|^2 of the Butterworth filter `sos` (a design key) applied by rFFT,
-    reflect-padded by ``pad`` (and on the right up to a fast transform length)."""
+def _fft_filter(x: Tensor, sos: tuple, min_pad: int) -> Tensor:
+    """|H(f)|^2 of the Butterworth filter `sos` (a design key) applied by rFFT, reflect-
+    padded by at least ``min_pad`` a side, as far as the transform length allows (a
+    fast length, not the shortest: 5120 runs 20% faster than 5184 for ECG batches)."""
     n = x.shape[-1]
     work = x if x.dtype == torch.float64 else x.float()
-    n_fft = _fast_fft_len(n + 2 * pad)
+    n_fft = _fast_fft_len(n + 2 * min_pad)
+    pad = min(n - 1, (n_fft - n) // 2)
     right = min(n - 1, n_fft - n - pad)  # beyond that: zeros, as far from the signal
     gain = _gain_const(sos, n_fft, str(x.device), work.dtype)
     y = _ZeroPhaseFFT.apply(work.reshape(-1, n), gain, n, pad, right, n_fft, False)
@@ -214,7 +216,8 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         ``"iir"``: ``scipy.signal.sosfiltfilt(butter(order, [lowcut, highcut],
         btype="bandpass", fs=fs, output="sos"), x, padtype=padtype, padlen=padlen)``.
         ``"fft"``: the same filter's zero-phase response :math:`|H(f)|^2` applied by
-        rFFT after reflect padding (``fs / (16 * lowcut)`` samples, at most ``n - 1``);
+        rFFT after reflect padding (at least ``fs / (32 * lowcut)`` samples a side, at
+        most ``n - 1``, widened to a fast transform length: 60 for 5000 samples at 500 Hz);
         equal to ``"iir"`` in the interior (beyond ``5 / lowcut`` seconds from the edges,
         where the IIR's edge transients have decayed: measured ~2e-6 of the peak).
         ``"fir"``: ``scipy.signal.filtfilt(firwin(numtaps, [lowcut, highcut],
@@ -282,9 +285,10 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
             raise ValueError(f"bandpass: fft method needs at least 2 samples, got {n}")
         # The reflection's length hardly matters (it is not the IIR's edge handling
         # either way): on synthetic ECG, 8 to 1000 samples give the same error against
-        # the IIR at every distance from the edges. 1/16 period of the lowest edge.
-        pad = min(n - 1, math.ceil(fs / (16 * (lowcut or highcut))))
-        return _fft_filter(x, sos, pad)
+        # the IIR at every distance from the edges. At least 1/32 period of the lowest
+        # edge; _fft_filter widens it to the next fast transform length.
+        min_pad = min(n - 1, math.ceil(fs / (32 * (lowcut or highcut))))
+        return _fft_filter(x, sos, min_pad)
     return sosfiltfilt(sos, x, padtype=padtype, padlen=padlen, backend=backend)
 
 
