@@ -27,4 +27,5 @@ for name, fn in CASES.items():
             fn()
         torch.cuda.synchronize()
     print(f"\n== {name} (3 calls)")
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=60))
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10,
+                                    max_name_column_width=60))

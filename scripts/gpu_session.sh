@@ -11,7 +11,8 @@ export FASTECG_CUDA=1 PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/python
 [ -e python/fastecg/triton_kernels ] || ln -s ../../triton_kernels python/fastecg/triton_kernels
 
 build() {
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$OUT/gpu.txt"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv \
+    | tee "$OUT/gpu.txt"
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
   local t0=$SECONDS
   python3 setup.py -q build_ext --inplace > "$OUT/build.log" 2>&1 \
