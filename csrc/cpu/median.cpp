@@ -77,13 +77,15 @@ struct Scratch {
 };
 
 // Stable LSD radix sort of s.items by key; s.hist holds the lowest digit's histogram.
+// Returns the sorted items: s.items or s.tmp, whichever the last pass wrote (float32
+// keys take 3 passes, and copying back would be one more pass over the items).
 // Each scatter pass counts the next digit of the items it moves: in that order the
 // higher digits are shuffled, so consecutive increments rarely hit the same counter
 // (counting them in signal order, where neighbouring samples share their top bits,
 // stalls on store-to-load forwarding). A pass whose digit is the same for every item
 // is skipped.
 template <typename T>
-void radix_sort(Scratch<T>& s) {
+const ItemFor<T>* radix_sort(Scratch<T>& s) {
   const size_t n = s.items.size();
   s.tmp.resize(n);
   ItemFor<T>* src = s.items.data();
@@ -115,7 +117,7 @@ void radix_sort(Scratch<T>& s) {
     }
     std::swap(src, dst);
   }
-  if (src != s.items.data()) std::memcpy(s.items.data(), src, n * sizeof(ItemFor<T>));
+  return src;
 }
 
 // The median (rank k of w) of every window of `seq` (ranks in [0, nranks), duplicates
@@ -262,11 +264,11 @@ int64_t rank_extended(const T* row, const int32_t* src_in, int64_t n, const Stag
   }
   for (int64_t l = hi; l < span; ++l) put(l, map_index(q0 + l, n, mode));
   if (with_cval) put(span, -1);
-  radix_sort(s);
+  const ItemFor<T>* sorted = radix_sort(s);
   s.rank.resize(len);
   s.order.resize(len);
   for (int64_t r = 0; r < len; ++r) {
-    const uint32_t l = item_pos(s.items[r]);
+    const uint32_t l = item_pos(sorted[r]);
     s.rank[l] = int32_t(r);
     s.order[r] = l;
   }
