@@ -20,12 +20,8 @@ cudaError_t median_stage_cuda(const T* x, const int64_t* src_in, int64_t* sel, i
                               int64_t n, int64_t start, int64_t size, int mode, double cval,
                               cudaStream_t stream);
 
-// sosfilt of every row by the block scan along time (csrc/cuda/sosfilt.cu). y: (rows, n)
-// float64 holding the input on entry, overwritten; out: the result rounded once to T,
-// placed by `map` ((rows, n) by default); sos: (n_sections, 6) with a0 == 1; zi, zf:
-// (rows, n_sections, 2) float64; block: samples per block; work:
-// sosfilt_scan_workspace(...) doubles. All on the device.
-// Samples per block: the longest power of two from 64 to 2048 that leaves 64k blocks.
+// Samples per block of the block scan: the longest power of two from 64 to 2048 that
+// leaves 64k blocks; and the scratch doubles a scan of that block length needs.
 int64_t sosfilt_scan_block(int64_t rows, int64_t n);
 int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections, int64_t block);
 
@@ -38,6 +34,11 @@ struct OutputMap {
   int64_t out_n = -1;
 };
 
+// sosfilt of every row by the block scan along time (csrc/cuda/sosfilt.cu). y: (rows, n)
+// float64 holding the input on entry, overwritten; out: the result rounded once to T,
+// placed by `map` ((rows, n) by default); sos: (n_sections, 6) with a0 == 1; zi, zf:
+// (rows, n_sections, 2) float64; block: sosfilt_scan_block(...); work:
+// sosfilt_scan_workspace(...) doubles. All on the device.
 template <typename T>
 cudaError_t sosfilt_scan_cuda(double* y, T* out, const double* zi, double* zf,
                               const double* sos, int64_t rows, int64_t n, int64_t n_sections,

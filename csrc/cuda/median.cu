@@ -23,14 +23,20 @@ constexpr int kThreads = 256;
 constexpr int kTileOutputs = 256;  // outputs (and threads) per tile block
 constexpr int kMaxSorted = 4096;   // sorted span: 4096 * (8 + 4) bytes = 48 KB of shared memory
 
+// Source index (row position, or -1 for cval) of extended position q: the boundary
+// rule, then the previous stage's selection when there is one.
+__device__ __forceinline__ int64_t slot_source(const int64_t* src_row, int64_t q, int64_t n,
+                                               int mode) {
+  const int64_t j = map_index(q, n, mode);
+  return j >= 0 && src_row ? src_row[j] : j;
+}
+
 template <typename T>
 __device__ __forceinline__ void window_slot(const T* row, const int64_t* src_row, int64_t q,
                                             int64_t n, int mode, T cval, uint64_t& key,
                                             int64_t& src) {
-  int64_t j = map_index(q, n, mode);
-  if (j >= 0 && src_row) j = src_row[j];
-  src = j;
-  key = order_key(j >= 0 ? row[j] : cval);
+  src = slot_source(src_row, q, n, mode);
+  key = order_key(src >= 0 ? row[src] : cval);
 }
 
 template <typename T>
@@ -77,13 +83,6 @@ __global__ void median_select_kernel(const T* __restrict__ x, const int64_t* __r
   sel[gid] = chosen;
 }
 
-// Source index (row position, or -1 for cval) of the tile's extended slot p.
-__device__ __forceinline__ int64_t slot_source(const int64_t* src_row, int64_t q, int64_t n,
-                                               int mode) {
-  int64_t j = map_index(q, n, mode);
-  return j >= 0 && src_row ? src_row[j] : j;
-}
-
 // Ascending bitonic sort of (keys, pos) pairs in shared memory by (key, pos); len is a
 // power of two. Each thread handles len / 2 / blockDim.x compare-exchanges per step.
 __device__ void bitonic_sort(uint64_t* keys, int32_t* pos, int len) {
@@ -120,8 +119,8 @@ median_tile_kernel(const T* __restrict__ x, const int64_t* __restrict__ src_in,
   for (int p = i; p < sorted_len; p += blockDim.x) {
     uint64_t key = ~0ull;  // padding: sorts after every sample, lies in no window
     if (p < span) {
-      const int64_t j = slot_source(src_row, t0 + start + p, n, mode);
-      key = order_key(j >= 0 ? row[j] : cval);
+      int64_t src;
+      window_slot(row, src_row, t0 + start + p, n, mode, cval, key, src);
       nan_here |= key == kNanKey;
     }
     keys[p] = key;

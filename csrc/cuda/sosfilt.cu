@@ -1,5 +1,5 @@
 // CUDA kernels of fastecg::_sosfilt_kernel / _sosfiltfilt_kernel: the block scan along
-// time of triton_kernels/sosfilt.py, kernel for kernel (its docstring has the maths).
+// time of triton_kernels/sosfilt.py (its docstring has the maths), in three phases.
 // A recurrence has only `rows` independent channels, so time is cut into blocks of L
 // samples and the cascade is treated as one linear system of K = 2 * n_sections
 // float64 states:
@@ -13,7 +13,7 @@
 //      one thread block per row, for more than 32 states);
 //   3. add_carry_kernel: one thread per sample adds the zero-input response of its
 //      block's incoming state, sum_i s_in[b][i] * zir[i][t - b L].
-// A^L and zir are block_filter_kernel itself run on zeros from the K unit states.
+// A^L and zir are phase 1 itself (filter_blocks) run on zeros from the K unit states.
 #include <algorithm>
 #include <cstdint>
 
