@@ -1,6 +1,8 @@
 """Triton kernel of fastecg's ``normalize``: one program per row, statistics in
 float64 accumulated over column blocks, then one affine pass."""
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -61,6 +63,12 @@ def normalize_forward(rows: torch.Tensor, method: int, mean: float, std: float) 
     n_rows, n = rows.shape
     if n_rows:
         block = min(1024, triton.next_power_of_2(n))
-        params = torch.tensor([mean, std], dtype=torch.float64).to(rows.device, non_blocking=True)
+        params = _params_on_device(float(mean), float(std), rows.device)
         _normalize_forward_kernel[(n_rows,)](rows, out, n, method, params, BLOCK=block)
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _params_on_device(mean: float, std: float, device: torch.device) -> torch.Tensor:
+    # Cached: a fresh tensor would be a host-to-device copy (and a sync) on every call.
+    return torch.tensor([mean, std], dtype=torch.float64, device=device)
