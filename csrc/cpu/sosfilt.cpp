@@ -57,7 +57,13 @@ constexpr int64_t kChunk = 256;
 // per section. Fused (FMA targets): z0 = (b1 x + z1) - a1 y, which leaves one FMA
 // between y and z0 on the recurrence's critical path (SciPy's order, kept for the
 // baseline ISA, is (b1 x - a1 y) + z1). Either way within rounding of SciPy.
-template <int S, int L, bool UnitTail, bool Fused>
+//
+// ScaledHead (FMA targets, with UnitTail): the first section's numerator is
+// symmetric (b2 == b0, as zpk2sos gives for zeros at z = +-1), so it is run as
+// b0 * [1, b1 / b0, 1] on the input scaled by b0: the same state, and the product
+// b0 * x leaves the recurrence, whose loop-carried chain is then an add and an FMA
+// (7 cycles) instead of two FMAs.
+template <int S, int L, bool UnitTail, bool Fused, bool ScaledHead = false>
 inline __attribute__((always_inline)) void pass_fixed(double* buf, int64_t len,
                                                       const double* sos, double* state,
                                                       bool reverse) {
@@ -71,14 +77,17 @@ inline __attribute__((always_inline)) void pass_fixed(double* buf, int64_t len,
     b0[s] = sos[6 * s], b1[s] = sos[6 * s + 1], b2[s] = sos[6 * s + 2];
     a1[s] = sos[6 * s + 4], a2[s] = sos[6 * s + 5];  // a0 == 1
   }
+  const double gain = b0[0];
+  if constexpr (ScaledHead) b1[0] /= gain;
   const int64_t step = reverse ? -L : L;
   double* p = buf + (reverse ? (len - 1) * L : 0);
   for (int64_t t = 0; t < len; ++t, p += step) {
     lanes_t x;
     std::memcpy(&x, p, sizeof(lanes_t));
+    if constexpr (ScaledHead) x = gain * x;
 #pragma GCC unroll 16
     for (int s = 0; s < S; ++s) {
-      const bool unit = UnitTail && s > 0;
+      const bool unit = (UnitTail && s > 0) || ScaledHead;
       const lanes_t y = unit ? x + z0[s] : b0[s] * x + z0[s];
       if constexpr (Fused)
         z0[s] = (b1[s] * x + z1[s]) - a1[s] * y;
@@ -101,7 +110,10 @@ inline __attribute__((always_inline)) void pass_group(double* buf, int64_t len, 
                                                       double* state, bool reverse) {
   bool unit_tail = true;
   for (int s = 1; s < S; ++s) unit_tail = unit_tail && sos[6 * s] == 1.0 && sos[6 * s + 2] == 1.0;
-  if (unit_tail)
+  const bool symmetric_head = sos[0] == sos[2] && sos[0] != 0.0;
+  if (Fused && unit_tail && symmetric_head)
+    pass_fixed<S, L, true, Fused, Fused>(buf, len, sos, state, reverse);
+  else if (unit_tail)
     pass_fixed<S, L, true, Fused>(buf, len, sos, state, reverse);
   else
     pass_fixed<S, L, false, Fused>(buf, len, sos, state, reverse);
@@ -151,7 +163,7 @@ using PassFn = void (*)(double*, int64_t, const double*, int64_t, double*, bool)
 template <typename T>
 using LoadFn = void (*)(const T* const*, int64_t, double*);
 template <typename T>
-using StoreFn = void (*)(const double*, int64_t, T* const*, int);
+using StoreFn = void (*)(const double*, int64_t, T* const*, int, bool);
 
 // Baseline x86-64 (SSE2) or any other CPU: 8 lanes.
 void pass_generic(double* b, int64_t l, const double* c, int64_t s, double* z, bool r) {
@@ -162,7 +174,7 @@ void load_generic(const T* const* src, int64_t m, double* dst) {
   load_body<8, T>(src, m, dst);
 }
 template <typename T>
-void store_generic(const double* src, int64_t m, T* const* dst, int count) {
+void store_generic(const double* src, int64_t m, T* const* dst, int count, bool) {
   store_body<8, T>(src, m, dst, count);
 }
 
@@ -216,9 +228,18 @@ __attribute__((target("arch=x86-64-v3"))) void load_avx2_f64(const double* const
   for (; i < m; ++i)
     for (int l = 0; l < 4; ++l) dst[4 * i + l] = src[l][i];
 }
-__attribute__((target("arch=x86-64-v3"))) void store_avx2_f32(const double* src, int64_t m,
-                                                               float* const* dst, int count) {
-  if (count < 4) return store_body<4, float>(src, m, dst, count);
+// stream: the output is larger than the caches would keep for its reader, so the
+// rows are written with non-temporal stores (no read-for-ownership of lines that are
+// overwritten whole: a third less memory traffic), where all four rows are aligned.
+template <typename V>
+__attribute__((target("arch=x86-64-v3"))) inline bool rows_aligned(V* const* d) {
+  uintptr_t bits = 0;
+  for (int l = 0; l < 4; ++l) bits |= reinterpret_cast<uintptr_t>(d[l]);
+  return (bits & (4 * sizeof(V) - 1)) == 0;
+}
+template <bool Stream>
+__attribute__((target("arch=x86-64-v3"))) inline int64_t store4_f32(const double* src, int64_t m,
+                                                                     float* const* dst) {
   float *d0 = dst[0], *d1 = dst[1], *d2 = dst[2], *d3 = dst[3];
   int64_t i = 0;
   for (; i + 4 <= m; i += 4) {
@@ -227,27 +248,59 @@ __attribute__((target("arch=x86-64-v3"))) void store_avx2_f32(const double* src,
     __m128 r2 = _mm256_cvtpd_ps(_mm256_loadu_pd(src + 4 * i + 8));
     __m128 r3 = _mm256_cvtpd_ps(_mm256_loadu_pd(src + 4 * i + 12));
     _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-    _mm_storeu_ps(d0 + i, r0);
-    _mm_storeu_ps(d1 + i, r1);
-    _mm_storeu_ps(d2 + i, r2);
-    _mm_storeu_ps(d3 + i, r3);
+    if constexpr (Stream) {
+      _mm_stream_ps(d0 + i, r0), _mm_stream_ps(d1 + i, r1);
+      _mm_stream_ps(d2 + i, r2), _mm_stream_ps(d3 + i, r3);
+    } else {
+      _mm_storeu_ps(d0 + i, r0), _mm_storeu_ps(d1 + i, r1);
+      _mm_storeu_ps(d2 + i, r2), _mm_storeu_ps(d3 + i, r3);
+    }
+  }
+  return i;
+}
+__attribute__((target("arch=x86-64-v3"))) void store_avx2_f32(const double* src, int64_t m,
+                                                               float* const* dst, int count,
+                                                               bool stream) {
+  if (count < 4) return store_body<4, float>(src, m, dst, count);
+  int64_t i;
+  if (stream && rows_aligned(dst)) {
+    i = store4_f32<true>(src, m, dst);
+    _mm_sfence();
+  } else {
+    i = store4_f32<false>(src, m, dst);
   }
   for (; i < m; ++i)
     for (int l = 0; l < 4; ++l) dst[l][i] = static_cast<float>(src[4 * i + l]);
 }
-__attribute__((target("arch=x86-64-v3"))) void store_avx2_f64(const double* src, int64_t m,
-                                                               double* const* dst, int count) {
-  if (count < 4) return store_body<4, double>(src, m, dst, count);
+template <bool Stream>
+__attribute__((target("arch=x86-64-v3"))) inline int64_t store4_f64(const double* src, int64_t m,
+                                                                     double* const* dst) {
   double *d0 = dst[0], *d1 = dst[1], *d2 = dst[2], *d3 = dst[3];
   int64_t i = 0;
   for (; i + 4 <= m; i += 4) {
     __m256d r0 = _mm256_loadu_pd(src + 4 * i), r1 = _mm256_loadu_pd(src + 4 * i + 4);
     __m256d r2 = _mm256_loadu_pd(src + 4 * i + 8), r3 = _mm256_loadu_pd(src + 4 * i + 12);
     transpose4(r0, r1, r2, r3);
-    _mm256_storeu_pd(d0 + i, r0);
-    _mm256_storeu_pd(d1 + i, r1);
-    _mm256_storeu_pd(d2 + i, r2);
-    _mm256_storeu_pd(d3 + i, r3);
+    if constexpr (Stream) {
+      _mm256_stream_pd(d0 + i, r0), _mm256_stream_pd(d1 + i, r1);
+      _mm256_stream_pd(d2 + i, r2), _mm256_stream_pd(d3 + i, r3);
+    } else {
+      _mm256_storeu_pd(d0 + i, r0), _mm256_storeu_pd(d1 + i, r1);
+      _mm256_storeu_pd(d2 + i, r2), _mm256_storeu_pd(d3 + i, r3);
+    }
+  }
+  return i;
+}
+__attribute__((target("arch=x86-64-v3"))) void store_avx2_f64(const double* src, int64_t m,
+                                                               double* const* dst, int count,
+                                                               bool stream) {
+  if (count < 4) return store_body<4, double>(src, m, dst, count);
+  int64_t i;
+  if (stream && rows_aligned(dst)) {
+    i = store4_f64<true>(src, m, dst);
+    _mm_sfence();
+  } else {
+    i = store4_f64<false>(src, m, dst);
   }
   for (; i < m; ++i)
     for (int l = 0; l < 4; ++l) dst[l][i] = src[4 * i + l];
@@ -265,7 +318,7 @@ __attribute__((target("arch=x86-64-v4"))) void load_avx512(const T* const* src, 
 }
 template <typename T>
 __attribute__((target("arch=x86-64-v4"))) void store_avx512(const double* src, int64_t m,
-                                                             T* const* dst, int count) {
+                                                             T* const* dst, int count, bool) {
   store_body<8, T>(src, m, dst, count);
 }
 #endif
@@ -303,7 +356,13 @@ struct Impl {
   PassFn pass;
   LoadFn<T> load;
   StoreFn<T> store;
+  bool stream = false;  // non-temporal output stores (see store_avx2_f32)
 };
+
+// Outputs above this size are streamed past the caches: the reader would find
+// little of them there anyway, and streaming saves reading each line before
+// overwriting it.
+constexpr int64_t kStreamBytes = int64_t{8} << 20;
 
 template <typename T>
 Impl<T> impl_for(const std::string& isa) {
@@ -499,7 +558,7 @@ void filtfilt_block(const T* xp, T* yp, int64_t n, int64_t r0, int count, int64_
       if (a < b) {
         T* d[L];
         for (int l = 0; l < L; ++l) d[l] = yr[l] + (a - pad);
-        impl.store(buf + (a - g0) * L, b - a, d, count);
+        impl.store(buf + (a - g0) * L, b - a, d, count, impl.stream);
       }
       if (adjoint) {  // extension samples: [0, pad) -> wpad[0, pad), [pad + n, len) -> after
         for (int64_t t = c0; t < std::min(c1, pad); ++t)
@@ -567,7 +626,8 @@ at::Tensor filtfilt_rows(const at::Tensor& x, const at::Tensor& sos, const at::T
   if (xc.size(0) == 0) return y;
   const std::string isa = select_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfiltfilt_cpu", [&] {
-    const Impl<scalar_t> impl = impl_for<scalar_t>(isa);
+    Impl<scalar_t> impl = impl_for<scalar_t>(isa);
+    impl.stream = y.nbytes() > kStreamBytes;
     const double* s = sc.const_data_ptr<double>();
     const double* z = zc.defined() ? zc.const_data_ptr<double>() : nullptr;
     const double* e = cc.defined() ? cc.const_data_ptr<double>() : nullptr;
@@ -628,7 +688,7 @@ void sosfilt_rows(const T* xp, T* yp, int64_t rows, int64_t n, const double* sos
         for (int l = 0; l < L; ++l) p[l] = xr[l] + c0, d[l] = yr[l] + c0;
         impl.load(p, m, tile);
         impl.pass(tile, m, sos, n_sections, z, false);
-        impl.store(tile, m, d, count);
+        impl.store(tile, m, d, count, impl.stream);
       }
       for (int l = 0; l < count; ++l)
         for (int64_t s = 0; s < 2 * n_sections; ++s)
@@ -656,7 +716,8 @@ std::tuple<at::Tensor, at::Tensor> sosfilt_cpu(const at::Tensor& x, const at::Te
   }
   const std::string isa = select_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfilt_cpu", [&] {
-    const Impl<scalar_t> impl = impl_for<scalar_t>(isa);
+    Impl<scalar_t> impl = impl_for<scalar_t>(isa);
+    impl.stream = y.nbytes() > kStreamBytes;
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     const double* s = sc.const_data_ptr<double>();

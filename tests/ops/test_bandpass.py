@@ -94,6 +94,20 @@ def test_every_instruction_set_the_cpu_runs(isa, monkeypatch):
     assert rel_err(out, ss.sosfiltfilt(sos, x.numpy())) < TOL[torch.float32]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [180_000, 180_001])  # rows 16-byte aligned / not
+def test_outputs_streamed_past_the_cache(dtype, n):
+    # Outputs over 8 MiB are written with non-temporal stores where the rows allow.
+    sos = ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
+    x = signal((13, n), dtype, seed=n)
+    assert x.nbytes > 8 << 20
+    assert rel_err(sosfiltfilt(sos, x, backend="cpu"), ss.sosfiltfilt(sos, x.numpy())) < TOL[dtype]
+    zi = torch.randn(sos.shape[0], 13, 2, dtype=torch.float64)  # SciPy's layout
+    y, zf = sosfilt(sos, x, zi=zi, backend="cpu")
+    y_ref, zf_ref = ss.sosfilt(sos, x.numpy(), zi=zi.numpy())
+    assert rel_err(y, y_ref) < TOL[dtype] and rel_err(zf, zf_ref) < 1e-9
+
+
 def test_real_records(cinc_records):
     sig = np.stack([fastecg.data.load_cinc_record(p)[0] for p in cinc_records])
     sos = ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
