@@ -261,6 +261,17 @@ def _as_sos(sos: Union[np.ndarray, Tensor], device: torch.device) -> Tensor:
 
 
 def _sos_key(sos) -> tuple:
+    if isinstance(sos, tuple):  # bandpass's designs: validated once per filter
+        return _tuple_sos_key(sos)
+    return _validated_key(sos)
+
+
+@functools.lru_cache(maxsize=256)
+def _tuple_sos_key(sos: tuple) -> tuple:
+    return _validated_key(sos)
+
+
+def _validated_key(sos) -> tuple:
     arr = np.atleast_2d(np.asarray(sos, dtype=np.float64))
     if arr.ndim != 2 or arr.shape[1] != 6:
         raise ValueError(f"sos array must be shape (n_sections, 6), got {arr.shape}")
@@ -400,6 +411,11 @@ def _zi_const(sos, device: str) -> Tensor:
 
 @torch.compiler.assume_constant_result
 def _padlen_const(sos) -> int:
+    return _tuple_padlen(sos) if isinstance(sos, tuple) else default_padlen(sos)
+
+
+@functools.lru_cache(maxsize=256)
+def _tuple_padlen(sos: tuple) -> int:
     return default_padlen(sos)
 
 
