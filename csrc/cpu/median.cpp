@@ -323,20 +323,38 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   const T* xd = x.data_ptr<T>();
   const T cv = static_cast<T>(cval);
+  T* od = out.data_ptr<T>();
+  int64_t* id = index.numel() ? index.data_ptr<int64_t>() : nullptr;
+  // Output row r from the row indices of the selected samples.
+  auto finish_row = [&](int64_t r, const int32_t* sr) {
+    const T* xr = xd + r * n;
+    for (int64_t i = 0; i < n; ++i) {
+      const T med = sr[i] >= 0 ? xr[sr[i]] : cv;
+      od[r * n + i] = subtract ? xr[i] - med : med;
+    }
+    if (id)
+      for (int64_t i = 0; i < n; ++i) id[r * n + i] = sr[i];
+  };
+  if (stages.size() == 2 && chunks == 1) {
+    // Both stages and the output row by row, while the row is in cache (a selection
+    // array for the whole batch would go through memory twice more).
+    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+      thread_local Scratch<T> scratch;
+      thread_local std::vector<int32_t> sel;
+      sel.resize(n);
+      for (int64_t r = begin; r < end; ++r) {
+        median_row_two_stages<T>(xd + r * n, n, stages[0], stages[1], mode, cv, sel.data(),
+                                 scratch);
+        finish_row(r, sel.data());
+      }
+    });
+    return;
+  }
   // sel[0] holds the previous stage's selection, sel[1] the current one.
   std::vector<int32_t> sel[2];
   sel[0].resize(rows * n);
-  const bool fused = stages.size() == 2 && chunks == 1;
-  if (fused) {
-    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-      thread_local Scratch<T> scratch;
-      for (int64_t r = begin; r < end; ++r)
-        median_row_two_stages<T>(xd + r * n, n, stages[0], stages[1], mode, cv,
-                                 sel[0].data() + r * n, scratch);
-    });
-  }
-  if (stages.size() > 1 && !fused) sel[1].resize(rows * n);
-  for (size_t st = 0; st < stages.size() && !fused; ++st) {
+  if (stages.size() > 1) sel[1].resize(rows * n);
+  for (size_t st = 0; st < stages.size(); ++st) {
     const int32_t* prev = st == 0 ? nullptr : sel[(st + 1) % 2].data();
     int32_t* cur = sel[st % 2].data();
     at::parallel_for(0, rows * chunks, 1, [&](int64_t begin, int64_t end) {
@@ -348,20 +366,9 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
       }
     });
   }
-  const int32_t* final_sel = sel[fused ? 0 : (stages.size() - 1) % 2].data();
-  T* od = out.data_ptr<T>();
-  int64_t* id = index.numel() ? index.data_ptr<int64_t>() : nullptr;
+  const int32_t* final_sel = sel[(stages.size() - 1) % 2].data();
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const T* xr = xd + r * n;
-      const int32_t* sr = final_sel + r * n;
-      for (int64_t i = 0; i < n; ++i) {
-        const T med = sr[i] >= 0 ? xr[sr[i]] : cv;
-        od[r * n + i] = subtract ? xr[i] - med : med;
-      }
-      if (id)
-        for (int64_t i = 0; i < n; ++i) id[r * n + i] = sr[i];
-    }
+    for (int64_t r = begin; r < end; ++r) finish_row(r, final_sel + r * n);
   });
 }
 
