@@ -361,7 +361,9 @@ struct Impl {
 
 // Outputs above this size are streamed past the caches: the reader would find
 // little of them there anyway, and streaming saves reading each line before
-// overwriting it.
+// overwriting it. Measured on (64, 12, 5000) float32 (15 MB), 2 threads: bandpass
+// alone ~10% faster; bandpass followed by remove_baseline(method="mean"), which reads
+// the output, the same time either way.
 constexpr int64_t kStreamBytes = int64_t{8} << 20;
 
 template <typename T>
