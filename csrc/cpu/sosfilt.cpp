@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -110,7 +111,10 @@ inline __attribute__((always_inline)) void pass_group(double* buf, int64_t len, 
                                                       double* state, bool reverse) {
   bool unit_tail = true;
   for (int s = 1; s < S; ++s) unit_tail = unit_tail && sos[6 * s] == 1.0 && sos[6 * s + 2] == 1.0;
-  const bool symmetric_head = sos[0] == sos[2] && sos[0] != 0.0;
+  // Zeros on the unit circle give |b1 / b0| <= 2 (up to rounding); a normal b0 and a
+  // bounded ratio keep b0 * x and b1 / b0 free of overflow and subnormals.
+  const bool symmetric_head = sos[0] == sos[2] && std::isnormal(sos[0]) &&
+                              std::fabs(sos[1]) <= 4.0 * std::fabs(sos[0]);
   if (Fused && unit_tail && symmetric_head)
     pass_fixed<S, L, true, Fused, Fused>(buf, len, sos, state, reverse);
   else if (unit_tail)

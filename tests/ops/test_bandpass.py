@@ -81,6 +81,17 @@ def test_other_designs_match_scipy(design, dtype):
     assert zf.dtype == torch.float64 and rel_err(zf, zf_ref) < 1e-9
 
 
+def test_sos_as_nested_tuples_or_lists():
+    # Hashable tuples take a cached validation; tuples of lists and lists do not.
+    sos = ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
+    x = signal((2, 3, 400), torch.float64)
+    ref = ss.sosfiltfilt(sos, x.numpy())
+    for form in (tuple(map(tuple, sos)), tuple(map(list, sos)), sos.tolist()):
+        assert rel_err(sosfiltfilt(form, x), ref) < TOL[torch.float64]
+    with pytest.raises(ValueError, match="should be all ones"):
+        sosfiltfilt(tuple(tuple(r) for r in sos * 2), x)
+
+
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_every_instruction_set_the_cpu_runs(isa, monkeypatch):
     monkeypatch.setenv("FASTECG_CPU_ISA", isa)

@@ -261,9 +261,19 @@ def _as_sos(sos: Union[np.ndarray, Tensor], device: torch.device) -> Tensor:
 
 
 def _sos_key(sos) -> tuple:
-    if isinstance(sos, tuple):  # bandpass's designs: validated once per filter
+    if _is_hashable_tuple(sos):  # bandpass's designs: validated once per filter
         return _tuple_sos_key(sos)
     return _validated_key(sos)
+
+
+def _is_hashable_tuple(sos) -> bool:
+    if not isinstance(sos, tuple):
+        return False
+    try:
+        hash(sos)
+    except TypeError:  # rows given as lists
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=256)
@@ -411,7 +421,7 @@ def _zi_const(sos, device: str) -> Tensor:
 
 @torch.compiler.assume_constant_result
 def _padlen_const(sos) -> int:
-    return _tuple_padlen(sos) if isinstance(sos, tuple) else default_padlen(sos)
+    return _tuple_padlen(sos) if _is_hashable_tuple(sos) else default_padlen(sos)
 
 
 @functools.lru_cache(maxsize=256)
