@@ -241,10 +241,27 @@ __attribute__((target("arch=x86-64-v3"))) inline bool rows_aligned(V* const* d) 
   for (int l = 0; l < 4; ++l) bits |= reinterpret_cast<uintptr_t>(d[l]);
   return (bits & (4 * sizeof(V) - 1)) == 0;
 }
+// One vector of one row, streamed or stored.
 template <bool Stream>
-__attribute__((target("arch=x86-64-v3"))) inline int64_t store4_f32(const double* src, int64_t m,
-                                                                     float* const* dst) {
-  float *d0 = dst[0], *d1 = dst[1], *d2 = dst[2], *d3 = dst[3];
+__attribute__((target("arch=x86-64-v3"))) inline void put(float* p, __m128 v) {
+  if constexpr (Stream) _mm_stream_ps(p, v); else _mm_storeu_ps(p, v);
+}
+template <bool Stream>
+__attribute__((target("arch=x86-64-v3"))) inline void put(double* p, __m256d v) {
+  if constexpr (Stream) _mm256_stream_pd(p, v); else _mm256_storeu_pd(p, v);
+}
+// Four samples to each of the four rows at column i.
+template <bool Stream, typename T, typename V>
+__attribute__((target("arch=x86-64-v3"))) inline void put4(T* const* d, int64_t i, V r0, V r1, V r2,
+                                                            V r3) {
+  put<Stream>(d[0] + i, r0), put<Stream>(d[1] + i, r1);
+  put<Stream>(d[2] + i, r2), put<Stream>(d[3] + i, r3);
+}
+// Full 4-sample steps of the four rows (transposed in registers); returns how many
+// samples were written.
+template <bool Stream>
+__attribute__((target("arch=x86-64-v3"))) inline int64_t store4(const double* src, int64_t m,
+                                                                 float* const* dst) {
   int64_t i = 0;
   for (; i + 4 <= m; i += 4) {
     __m128 r0 = _mm256_cvtpd_ps(_mm256_loadu_pd(src + 4 * i));
@@ -252,62 +269,35 @@ __attribute__((target("arch=x86-64-v3"))) inline int64_t store4_f32(const double
     __m128 r2 = _mm256_cvtpd_ps(_mm256_loadu_pd(src + 4 * i + 8));
     __m128 r3 = _mm256_cvtpd_ps(_mm256_loadu_pd(src + 4 * i + 12));
     _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-    if constexpr (Stream) {
-      _mm_stream_ps(d0 + i, r0), _mm_stream_ps(d1 + i, r1);
-      _mm_stream_ps(d2 + i, r2), _mm_stream_ps(d3 + i, r3);
-    } else {
-      _mm_storeu_ps(d0 + i, r0), _mm_storeu_ps(d1 + i, r1);
-      _mm_storeu_ps(d2 + i, r2), _mm_storeu_ps(d3 + i, r3);
-    }
+    put4<Stream>(dst, i, r0, r1, r2, r3);
   }
   return i;
 }
-__attribute__((target("arch=x86-64-v3"))) void store_avx2_f32(const double* src, int64_t m,
-                                                               float* const* dst, int count,
-                                                               bool stream) {
-  if (count < 4) return store_body<4, float>(src, m, dst, count);
-  int64_t i;
-  if (stream && rows_aligned(dst)) {
-    i = store4_f32<true>(src, m, dst);
-    _mm_sfence();
-  } else {
-    i = store4_f32<false>(src, m, dst);
-  }
-  for (; i < m; ++i)
-    for (int l = 0; l < 4; ++l) dst[l][i] = static_cast<float>(src[4 * i + l]);
-}
 template <bool Stream>
-__attribute__((target("arch=x86-64-v3"))) inline int64_t store4_f64(const double* src, int64_t m,
-                                                                     double* const* dst) {
-  double *d0 = dst[0], *d1 = dst[1], *d2 = dst[2], *d3 = dst[3];
+__attribute__((target("arch=x86-64-v3"))) inline int64_t store4(const double* src, int64_t m,
+                                                                 double* const* dst) {
   int64_t i = 0;
   for (; i + 4 <= m; i += 4) {
     __m256d r0 = _mm256_loadu_pd(src + 4 * i), r1 = _mm256_loadu_pd(src + 4 * i + 4);
     __m256d r2 = _mm256_loadu_pd(src + 4 * i + 8), r3 = _mm256_loadu_pd(src + 4 * i + 12);
     transpose4(r0, r1, r2, r3);
-    if constexpr (Stream) {
-      _mm256_stream_pd(d0 + i, r0), _mm256_stream_pd(d1 + i, r1);
-      _mm256_stream_pd(d2 + i, r2), _mm256_stream_pd(d3 + i, r3);
-    } else {
-      _mm256_storeu_pd(d0 + i, r0), _mm256_storeu_pd(d1 + i, r1);
-      _mm256_storeu_pd(d2 + i, r2), _mm256_storeu_pd(d3 + i, r3);
-    }
+    put4<Stream>(dst, i, r0, r1, r2, r3);
   }
   return i;
 }
-__attribute__((target("arch=x86-64-v3"))) void store_avx2_f64(const double* src, int64_t m,
-                                                               double* const* dst, int count,
-                                                               bool stream) {
-  if (count < 4) return store_body<4, double>(src, m, dst, count);
+template <typename T>
+__attribute__((target("arch=x86-64-v3"))) void store_avx2(const double* src, int64_t m,
+                                                           T* const* dst, int count, bool stream) {
+  if (count < 4) return store_body<4, T>(src, m, dst, count);
   int64_t i;
   if (stream && rows_aligned(dst)) {
-    i = store4_f64<true>(src, m, dst);
+    i = store4<true>(src, m, dst);
     _mm_sfence();
   } else {
-    i = store4_f64<false>(src, m, dst);
+    i = store4<false>(src, m, dst);
   }
   for (; i < m; ++i)
-    for (int l = 0; l < 4; ++l) dst[l][i] = src[4 * i + l];
+    for (int l = 0; l < 4; ++l) dst[l][i] = static_cast<T>(src[4 * i + l]);
 }
 
 // AVX-512: 8 lanes, one zmm per state variable.
@@ -360,7 +350,7 @@ struct Impl {
   PassFn pass;
   LoadFn<T> load;
   StoreFn<T> store;
-  bool stream = false;  // non-temporal output stores (see store_avx2_f32)
+  bool stream = false;  // non-temporal output stores (see store_avx2)
 };
 
 // Outputs above this size are streamed past the caches: the reader would find
@@ -375,8 +365,8 @@ Impl<T> impl_for(const std::string& isa) {
 #if defined(__x86_64__)
   if (isa == "avx512") return {8, pass_avx512, load_avx512<T>, store_avx512<T>};
   if (isa == "avx2") {
-    if constexpr (std::is_same_v<T, float>) return {4, pass_avx2, load_avx2_f32, store_avx2_f32};
-    else return {4, pass_avx2, load_avx2_f64, store_avx2_f64};
+    if constexpr (std::is_same_v<T, float>) return {4, pass_avx2, load_avx2_f32, store_avx2<float>};
+    else return {4, pass_avx2, load_avx2_f64, store_avx2<double>};
   }
 #endif
   return {8, pass_generic, load_generic<T>, store_generic<T>};
