@@ -122,9 +122,11 @@ const ItemFor<T>* radix_sort(Scratch<T>& s) {
 
 // The median (rank k of w) of every window of `seq` (ranks in [0, nranks), duplicates
 // allowed); a window holding a rank >= nan_rank yields nan_rank.
-template <typename T>
-FASTECG_MEDIAN_CLONES void slide(const int32_t* seq, int64_t n_out, int64_t w, int64_t k, int32_t nranks,
-           int32_t nan_rank, int32_t* out, Scratch<T>& s) {
+// HasNaN: some rank is >= nan_rank; without, the NaN bookkeeping is compiled out.
+template <bool HasNaN, typename T>
+FASTECG_MEDIAN_CLONES void slide_impl(const int32_t* seq, int64_t n_out, int64_t w, int64_t k,
+                                      int32_t nranks, int32_t nan_rank, int32_t* out,
+                                      Scratch<T>& s) {
   s.count.assign(nranks, 0);
   s.bits.assign((nranks + 63) / 64, 0);
   int32_t* count = s.count.data();
@@ -141,10 +143,10 @@ FASTECG_MEDIAN_CLONES void slide(const int32_t* seq, int64_t n_out, int64_t w, i
   while (below + count[m] <= k) below += count[m++];
 
   for (int64_t i = 0;; ++i) {
-    out[i] = nan_count ? nan_rank : m;
+    out[i] = HasNaN && nan_count ? nan_rank : m;
     if (i + 1 == n_out) break;
     const int32_t r_out = seq[i], r_in = seq[i + w];
-    nan_count += int64_t(r_in >= nan_rank) - int64_t(r_out >= nan_rank);
+    if constexpr (HasNaN) nan_count += int64_t(r_in >= nan_rank) - int64_t(r_out >= nan_rank);
     below += int64_t(r_in < m) - int64_t(r_out < m);
     // branch-free: with duplicate ranks (the second stage) whether a rank empties or
     // fills is unpredictable
@@ -167,6 +169,15 @@ FASTECG_MEDIAN_CLONES void slide(const int32_t* seq, int64_t n_out, int64_t w, i
   }
 }
 
+template <typename T>
+void slide(const int32_t* seq, int64_t n_out, int64_t w, int64_t k, int32_t nranks,
+           int32_t nan_rank, int32_t* out, Scratch<T>& s) {
+  if (nan_rank < nranks)
+    slide_impl<true>(seq, n_out, w, k, nranks, nan_rank, out, s);
+  else
+    slide_impl<false>(seq, n_out, w, k, nranks, nan_rank, out, s);
+}
+
 // slide() for distinct ranks (every first stage: ties are broken by position). Exactly
 // k occupied ranks stay below m, so no counts are needed, and the step is branch-free:
 // one rank entering below while none leaves below moves m down one occupied rank, one
@@ -175,9 +186,10 @@ FASTECG_MEDIAN_CLONES void slide(const int32_t* seq, int64_t n_out, int64_t w, i
 // looked for in m's word and the adjacent one and picked by masks; only a gap longer
 // than that (7% of steps on ECG-like rows, w = 101) takes a branch and a loop.
 inline uint64_t mask_if(bool c) { return -uint64_t(c); }
-FASTECG_MEDIAN_CLONES void slide_distinct(const int32_t* seq, int64_t n_out, int64_t w, int64_t k,
-                                          int32_t nranks, int32_t nan_rank, int32_t* out,
-                                          std::vector<uint64_t>& bitset) {
+template <bool HasNaN>
+FASTECG_MEDIAN_CLONES void slide_distinct_impl(const int32_t* seq, int64_t n_out, int64_t w,
+                                               int64_t k, int32_t nranks, int32_t nan_rank,
+                                               int32_t* out, std::vector<uint64_t>& bitset) {
   const int64_t nwords = (nranks + 63) / 64;
   bitset.assign(nwords + 2, 0);
   uint64_t* bits = bitset.data() + 1;  // bits[-1] and bits[nwords]: zero padding
@@ -194,10 +206,10 @@ FASTECG_MEDIAN_CLONES void slide_distinct(const int32_t* seq, int64_t n_out, int
   int32_t m = int32_t((wi << 6) + std::countr_zero(first));
 
   for (int64_t i = 0;; ++i) {
-    out[i] = nan_count ? nan_rank : m;
+    out[i] = HasNaN && nan_count ? nan_rank : m;
     if (i + 1 == n_out) break;
     const int32_t r_out = seq[i], r_in = seq[i + w];
-    nan_count += int64_t(r_in >= nan_rank) - int64_t(r_out >= nan_rank);
+    if constexpr (HasNaN) nan_count += int64_t(r_in >= nan_rank) - int64_t(r_out >= nan_rank);
     bits[r_out >> 6] &= ~(1ull << (r_out & 63));
     bits[r_in >> 6] |= 1ull << (r_in & 63);
     const bool down = (r_in < m) & (r_out >= m), up = (r_in > m) & (r_out <= m);
@@ -217,6 +229,14 @@ FASTECG_MEDIAN_CLONES void slide_distinct(const int32_t* seq, int64_t n_out, int
     const int32_t to_p = -int32_t(down), to_q = -int32_t(up);
     m = (p & to_p) | (q & to_q) | (m & ~(to_p | to_q));
   }
+}
+
+void slide_distinct(const int32_t* seq, int64_t n_out, int64_t w, int64_t k, int32_t nranks,
+                    int32_t nan_rank, int32_t* out, std::vector<uint64_t>& bitset) {
+  if (nan_rank < nranks)
+    slide_distinct_impl<true>(seq, n_out, w, k, nranks, nan_rank, out, bitset);
+  else
+    slide_distinct_impl<false>(seq, n_out, w, k, nranks, nan_rank, out, bitset);
 }
 
 struct Stage {
