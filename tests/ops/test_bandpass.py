@@ -90,6 +90,12 @@ def test_sos_as_nested_tuples_or_lists():
         assert rel_err(sosfiltfilt(form, x), ref) < TOL[torch.float64]
     with pytest.raises(ValueError, match="should be all ones"):
         sosfiltfilt(tuple(tuple(r) for r in sos * 2), x)
+    # rows that are tensors are read on every call: an in-place change is seen
+    sos_t = torch.from_numpy(sos.copy())
+    rows = tuple(sos_t)
+    assert rel_err(sosfiltfilt(rows, x), ref) < TOL[torch.float64]
+    sos_t[0, :3] *= 2  # twice the gain: 4x after both passes
+    assert rel_err(sosfiltfilt(rows, x), 4 * ref) < TOL[torch.float64]
 
 
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])

@@ -267,13 +267,11 @@ def _sos_key(sos) -> tuple:
 
 
 def _is_hashable_tuple(sos) -> bool:
-    if not isinstance(sos, tuple):
-        return False
-    try:
-        hash(sos)
-    except TypeError:  # rows given as lists
-        return False
-    return True
+    """A tuple of tuples of plain numbers (bandpass's cached designs): hashed by value.
+    Rows given as lists are unhashable, and tensors hash by identity (a cache keyed on
+    them would miss an in-place change), so both are validated on every call."""
+    return isinstance(sos, tuple) and all(
+        isinstance(row, tuple) and all(type(v) in (float, int) for v in row) for row in sos)
 
 
 @functools.lru_cache(maxsize=256)
