@@ -350,7 +350,7 @@ struct Impl {
   PassFn pass;
   LoadFn<T> load;
   StoreFn<T> store;
-  bool stream = false;  // non-temporal output stores (see store_avx2)
+  bool stream;  // non-temporal output stores (see store_avx2)
 };
 
 // Outputs above this size are streamed past the caches: the reader would find
@@ -360,16 +360,20 @@ struct Impl {
 // the output, the same time either way.
 constexpr int64_t kStreamBytes = int64_t{8} << 20;
 
+// The kernels of `isa` for an output of `out_bytes`.
 template <typename T>
-Impl<T> impl_for(const std::string& isa) {
+Impl<T> impl_for(const std::string& isa, int64_t out_bytes) {
+  const bool stream = out_bytes > kStreamBytes;
 #if defined(__x86_64__)
-  if (isa == "avx512") return {8, pass_avx512, load_avx512<T>, store_avx512<T>};
+  if (isa == "avx512") return {8, pass_avx512, load_avx512<T>, store_avx512<T>, stream};
   if (isa == "avx2") {
-    if constexpr (std::is_same_v<T, float>) return {4, pass_avx2, load_avx2_f32, store_avx2<float>};
-    else return {4, pass_avx2, load_avx2_f64, store_avx2<double>};
+    if constexpr (std::is_same_v<T, float>)
+      return {4, pass_avx2, load_avx2_f32, store_avx2<float>, stream};
+    else
+      return {4, pass_avx2, load_avx2_f64, store_avx2<double>, stream};
   }
 #endif
-  return {8, pass_generic, load_generic<T>, store_generic<T>};
+  return {8, pass_generic, load_generic<T>, store_generic<T>, stream};
 }
 
 struct AlignedBuffer {
@@ -622,8 +626,7 @@ at::Tensor filtfilt_rows(const at::Tensor& x, const at::Tensor& sos, const at::T
   if (xc.size(0) == 0) return y;
   const std::string isa = select_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfiltfilt_cpu", [&] {
-    Impl<scalar_t> impl = impl_for<scalar_t>(isa);
-    impl.stream = y.nbytes() > kStreamBytes;
+    const Impl<scalar_t> impl = impl_for<scalar_t>(isa, y.nbytes());
     const double* s = sc.const_data_ptr<double>();
     const double* z = zc.defined() ? zc.const_data_ptr<double>() : nullptr;
     const double* e = cc.defined() ? cc.const_data_ptr<double>() : nullptr;
@@ -712,8 +715,7 @@ std::tuple<at::Tensor, at::Tensor> sosfilt_cpu(const at::Tensor& x, const at::Te
   }
   const std::string isa = select_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfilt_cpu", [&] {
-    Impl<scalar_t> impl = impl_for<scalar_t>(isa);
-    impl.stream = y.nbytes() > kStreamBytes;
+    const Impl<scalar_t> impl = impl_for<scalar_t>(isa, y.nbytes());
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     const double* s = sc.const_data_ptr<double>();

@@ -82,7 +82,8 @@ def test_other_designs_match_scipy(design, dtype):
 
 
 def test_sos_as_nested_tuples_or_lists():
-    # Hashable tuples take a cached validation; tuples of lists and lists do not.
+    # Tuples of number tuples take a cached validation; lists, tuples of lists and
+    # tuples of tensor rows are validated on every call.
     sos = ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
     x = signal((2, 3, 400), torch.float64)
     ref = ss.sosfiltfilt(sos, x.numpy())

@@ -261,12 +261,12 @@ def _as_sos(sos: Union[np.ndarray, Tensor], device: torch.device) -> Tensor:
 
 
 def _sos_key(sos) -> tuple:
-    if _is_hashable_tuple(sos):  # bandpass's designs: validated once per filter
+    if _is_design_tuple(sos):  # bandpass's designs: validated once per filter
         return _tuple_sos_key(sos)
     return _validated_key(sos)
 
 
-def _is_hashable_tuple(sos) -> bool:
+def _is_design_tuple(sos) -> bool:
     """A tuple of tuples of plain numbers (bandpass's cached designs): hashed by value.
     Rows given as lists are unhashable, and tensors hash by identity (a cache keyed on
     them would miss an in-place change), so both are validated on every call."""
@@ -419,7 +419,7 @@ def _zi_const(sos, device: str) -> Tensor:
 
 @torch.compiler.assume_constant_result
 def _padlen_const(sos) -> int:
-    return _tuple_padlen(sos) if _is_hashable_tuple(sos) else default_padlen(sos)
+    return _tuple_padlen(sos) if _is_design_tuple(sos) else default_padlen(sos)
 
 
 @functools.lru_cache(maxsize=256)
