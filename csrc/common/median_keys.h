@@ -47,19 +47,20 @@ FASTECG_HOST_DEVICE int64_t map_index(int64_t q, int64_t n, int64_t mode) {
 // Order-preserving unsigned keys: a < b (as floats) iff key(a) < key(b). -0.0 maps to
 // +0.0 (they compare equal), every NaN to the largest key. Branch-free: signs are
 // unpredictable in a signal that crosses zero.
+template <typename T> constexpr uint64_t kNanKey = sizeof(T) == 4 ? 0xFFFFFFFFull : ~0ull;
 FASTECG_HOST_DEVICE uint64_t order_key(float v) {
   uint32_t u;
   std::memcpy(&u, &v, sizeof u);
   u = u == 0x80000000u ? 0u : u;
   const uint32_t flip = uint32_t(int32_t(u) >> 31) | 0x80000000u;
-  return v != v ? 0xFFFFFFFFull : uint64_t(u ^ flip);
+  return v != v ? kNanKey<float> : uint64_t(u ^ flip);
 }
 FASTECG_HOST_DEVICE uint64_t order_key(double v) {
   uint64_t u;
   std::memcpy(&u, &v, sizeof u);
   u = u == 0x8000000000000000ull ? 0ull : u;
   const uint64_t flip = uint64_t(int64_t(u) >> 63) | 0x8000000000000000ull;
-  return v != v ? ~0ull : (u ^ flip);
+  return v != v ? kNanKey<double> : (u ^ flip);
 }
 
 }  // namespace fastecg

@@ -44,7 +44,6 @@ __global__ void median_select_kernel(const T* __restrict__ x, const int64_t* __r
                                     int64_t* __restrict__ sel, int64_t rows, int64_t n,
                                     int64_t start, int64_t size, int mode, T cval) {
   constexpr int kBits = 8 * sizeof(T);
-  constexpr uint64_t kNanKey = kBits == 32 ? 0xFFFFFFFFull : ~0ull;
   const int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (gid >= rows * n) return;
   const int64_t r = gid / n, i = gid % n;
@@ -56,7 +55,7 @@ __global__ void median_select_kernel(const T* __restrict__ x, const int64_t* __r
   bool has_nan = false;
   for (int64_t t = 0; t < size; ++t) {
     window_slot(row, src_row, q0 + t, n, mode, cval, key, src);
-    has_nan |= key == kNanKey;
+    has_nan |= key == kNanKey<T>;
   }
   uint64_t prefix = 0;
   int64_t rank = size / 2;
@@ -71,7 +70,7 @@ __global__ void median_select_kernel(const T* __restrict__ x, const int64_t* __r
       prefix |= 1ull << bit;
     }
   }
-  const uint64_t target = has_nan ? kNanKey : prefix;
+  const uint64_t target = has_nan ? kNanKey<T> : prefix;
   int64_t chosen = -1;
   for (int64_t t = 0; t < size; ++t) {
     window_slot(row, src_row, q0 + t, n, mode, cval, key, src);
@@ -108,7 +107,6 @@ __global__ void __launch_bounds__(kTileOutputs)
 median_tile_kernel(const T* __restrict__ x, const int64_t* __restrict__ src_in,
                    int64_t* __restrict__ sel, int64_t n, int64_t tiles, int64_t start,
                    int size, int sorted_len, int mode, T cval) {
-  constexpr uint64_t kNanKey = sizeof(T) == 4 ? 0xFFFFFFFFull : ~0ull;
   extern __shared__ uint64_t keys[];
   int32_t* pos = reinterpret_cast<int32_t*>(keys + sorted_len);
   const int64_t r = blockIdx.x / tiles, t0 = (blockIdx.x % tiles) * kTileOutputs;
@@ -121,7 +119,7 @@ median_tile_kernel(const T* __restrict__ x, const int64_t* __restrict__ src_in,
     if (p < span) {
       int64_t src;
       window_slot(row, src_row, t0 + start + p, n, mode, cval, key, src);
-      nan_here |= key == kNanKey;
+      nan_here |= key == kNanKey<T>;
     }
     keys[p] = key;
     pos[p] = p;
@@ -130,7 +128,7 @@ median_tile_kernel(const T* __restrict__ x, const int64_t* __restrict__ src_in,
   // sort, and only in tiles that hold one.
   int nan_slot = -1;
   if (__syncthreads_or(nan_here)) {
-    for (int p = i; p < i + size && nan_slot < 0; ++p) nan_slot = keys[p] == kNanKey ? p : -1;
+    for (int p = i; p < i + size && nan_slot < 0; ++p) nan_slot = keys[p] == kNanKey<T> ? p : -1;
   }
   __syncthreads();
   bitonic_sort(keys, pos, sorted_len);
