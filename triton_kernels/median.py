@@ -16,6 +16,8 @@ import triton.language as tl
 
 from fastecg.ops.baseline import gather_selected
 
+from ._common import float64_on_device, row_and_tile
+
 # Boundary modes, as in python/fastecg/ops/baseline.py.
 _REFLECT, _MIRROR, _NEAREST, _CONSTANT, _WRAP = 0, 1, 2, 3, 4
 
@@ -68,23 +70,16 @@ def _window_keys(x_row, src_row, i, t, n, start, size, cval, MODE: tl.constexpr,
         src = tl.load(src_row + tl.maximum(j, 0), mask=valid & (j >= 0), other=-1)
         src = tl.where(j >= 0, src, -1)
     v = tl.load(x_row + tl.maximum(src, 0), mask=valid & (src >= 0), other=0.0)
-    v = tl.where(src >= 0, v, tl.full(v.shape, cval, v.dtype))
+    v = tl.where(src >= 0, v, cval.to(v.dtype))
     return _order_key(v, KEY_BITS), src, valid
 
 
 @triton.jit
-def _row_and_outputs(tiles, BLOCK_OUT: tl.constexpr):
-    """Row and output positions of this program. One grid axis over (row, tile): a
-    second axis would cap a row at 65535 tiles (a Holter row has 225 000 of 8)."""
-    pid = tl.program_id(0).to(tl.int64)
-    return pid // tiles, (pid % tiles) * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
-
-
-@triton.jit
-def _median_stage_kernel(x_ptr, src_ptr, sel_ptr, n, tiles, start, size, cval,
+def _median_stage_kernel(x_ptr, src_ptr, sel_ptr, n, tiles, start, size, cval_ptr,
                          MODE: tl.constexpr, HAS_SRC: tl.constexpr, KEY_BITS: tl.constexpr,
                          BLOCK_OUT: tl.constexpr, BLOCK_W: tl.constexpr):
-    row, i = _row_and_outputs(tiles, BLOCK_OUT)
+    row, i = row_and_tile(tiles, BLOCK_OUT)
+    cval = tl.load(cval_ptr)  # float64: a float argument would arrive as float32
     t0 = tl.arange(0, BLOCK_W)
     x_row = x_ptr + row * n
     src_row = src_ptr + row * n
@@ -124,13 +119,14 @@ def _median_stage_kernel(x_ptr, src_ptr, sel_ptr, n, tiles, start, size, cval,
 
 
 @triton.jit
-def _median_stage_resident_kernel(x_ptr, src_ptr, sel_ptr, n, tiles, start, size, cval,
+def _median_stage_resident_kernel(x_ptr, src_ptr, sel_ptr, n, tiles, start, size, cval_ptr,
                                   MODE: tl.constexpr, HAS_SRC: tl.constexpr,
                                   KEY_BITS: tl.constexpr, BLOCK_OUT: tl.constexpr,
                                   BLOCK_W: tl.constexpr):
     """The same select for windows of at most BLOCK_W samples: the tile's keys are read
     once and stay in registers for every bit (the kernel above re-reads them per bit)."""
-    row, i = _row_and_outputs(tiles, BLOCK_OUT)
+    row, i = row_and_tile(tiles, BLOCK_OUT)
+    cval = tl.load(cval_ptr)  # float64: a float argument would arrive as float32
     t = tl.arange(0, BLOCK_W)
     key, src, valid = _window_keys(x_ptr + row * n, src_ptr + row * n, i, t, n, start, size,
                                    cval, MODE, HAS_SRC, KEY_BITS)
@@ -168,6 +164,7 @@ def median_filter_forward(rows: torch.Tensor, sizes, origins, mode: int, cval: f
     n_rows, n = rows.shape
     key_bits = 32 if rows.dtype == torch.float32 else 64
     index = None
+    cval_t = float64_on_device((float(cval),), rows.device)
     for size, origin in zip(sizes, origins):
         sel = torch.empty((n_rows, n), dtype=torch.int64, device=rows.device)
         width = triton.next_power_of_2(size)
@@ -178,7 +175,7 @@ def median_filter_forward(rows: torch.Tensor, sizes, origins, mode: int, cval: f
             kernel, block_w, block_out, warps = _median_stage_kernel, 128, 32, 4
         tiles = triton.cdiv(n, block_out)
         kernel[(n_rows * tiles,)](rows, index if index is not None else sel, sel, n, tiles,
-                                  -(size // 2) - origin, size, float(cval), MODE=mode,
+                                  -(size // 2) - origin, size, cval_t, MODE=mode,
                                   HAS_SRC=index is not None, KEY_BITS=key_bits,
                                   BLOCK_OUT=block_out, BLOCK_W=block_w, num_warps=warps)
         index = sel

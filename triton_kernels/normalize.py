@@ -1,11 +1,11 @@
 """Triton kernel of fastecg's ``normalize``: one program per row, statistics in
 float64 accumulated over column blocks, then one affine pass."""
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
+
+from ._common import float64_on_device
 
 _EPS = tl.constexpr(1e-7)  # a jit function reads globals only as constexpr
 
@@ -63,12 +63,6 @@ def normalize_forward(rows: torch.Tensor, method: int, mean: float, std: float) 
     n_rows, n = rows.shape
     if n_rows:
         block = min(1024, triton.next_power_of_2(n))
-        params = _params_on_device(float(mean), float(std), rows.device)
+        params = float64_on_device((float(mean), float(std)), rows.device)
         _normalize_forward_kernel[(n_rows,)](rows, out, n, method, params, BLOCK=block)
     return out
-
-
-@functools.lru_cache(maxsize=64)
-def _params_on_device(mean: float, std: float, device: torch.device) -> torch.Tensor:
-    # Cached: a fresh tensor would be a host-to-device copy (and a sync) on every call.
-    return torch.tensor([mean, std], dtype=torch.float64, device=device)

@@ -26,6 +26,8 @@ import triton.language as tl
 
 from fastecg.ops.sosfilt import _extend
 
+from ._common import row_and_tile
+
 BLOCK = 128  # samples per block L (untuned): phase 1 is L steps long, phase 2 n / L
 _LANES = 128  # (row, block) pairs per program: one per thread with 4 warps
 _TILE = 256  # samples per program in phase 3
@@ -96,11 +98,8 @@ def _carry_scan_kernel(zi_ptr, zero_ptr, power_ptr, power_last_ptr, s_in_ptr, zf
 def _add_carry_kernel(y_ptr, s_in_ptr, zir_ptr, out_ptr, n, tiles, n_blocks, block, K,
                       TILE: tl.constexpr):
     """out[r, t] = y[r, t] + sum_i s_in[r, b, i] * zir[i, t - b L] (b = t // L), rounded
-    once to out's dtype; y (n_rows, n) float64, zir (K, L) float64. One grid axis over
-    (row, tile): a second axis would cap rows or tiles at 65535."""
-    pid = tl.program_id(0).to(tl.int64)
-    row = pid // tiles
-    t = (pid % tiles) * TILE + tl.arange(0, TILE)
+    once to out's dtype; y (n_rows, n) float64, zir (K, L) float64."""
+    row, t = row_and_tile(tiles, TILE)
     m = t < n
     b = t // block
     j = t - b * block

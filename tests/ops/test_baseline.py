@@ -256,6 +256,17 @@ def test_triton_kernel_matches_scipy(mode, size, origin, dtype):
 
 
 @pytest.mark.triton
+def test_triton_constant_mode_cval_in_float64():
+    # cval reaches the kernel as float64: 0.1 is not a float32 value, and a sample
+    # between float32(0.1) and 0.1 must rank on the right side of it
+    pytest.importorskip("triton")
+    x = torch.tensor([[0.1 + 1e-12, 0.1 - 1e-12, 0.3, -0.2, 0.1 + 2e-12]], dtype=torch.float64)
+    out = median_filter1d(x.to(device_for("triton")), 5, mode="constant", cval=0.1,
+                          backend="triton").cpu()
+    assert np.array_equal(out.numpy(), scipy_median(x.numpy(), 5, "constant", 0.1, 0))
+
+
+@pytest.mark.triton
 def test_triton_dual_median_and_nan():
     pytest.importorskip("triton")
     x = ecg_like((1, 2, 23), torch.float32)

@@ -11,7 +11,7 @@ import pytest
 import scipy.signal as ss
 import torch
 
-from backends import CUDA, GPU, TRITON, need
+from backends import CUDA, TRITON, device_for, need
 from fastecg.ops import sosfilt, sosfiltfilt
 from sos_designs import random_stable_sos
 
@@ -19,7 +19,7 @@ from sos_designs import random_stable_sos
 # float32 output rounding), float64 ~3e-14.
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 DTYPES = [torch.float32, torch.float64]
-DEVICE = "cuda" if GPU else "cpu"
+DEVICE = device_for("triton")
 BACKENDS = [TRITON, CUDA]
 
 
