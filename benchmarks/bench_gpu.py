@@ -11,6 +11,7 @@ over all host cores (threads for sosfiltfilt, which releases the GIL; processes 
 the median filter, which does not).
 """
 
+import functools
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -30,11 +31,27 @@ from bench_normalize import plain_torch  # noqa: E402
 from fastecg.data import synthetic_ecg  # noqa: E402
 
 CORES = os.cpu_count()
+torch.set_num_threads(CORES)  # the CPU benchmarks imported above pin 2 (the JSON records it)
 THREADS = ThreadPoolExecutor(CORES)
 PROCESSES = ProcessPoolExecutor(CORES, mp_context=multiprocessing.get_context("fork"))
 BATCH = synthetic_ecg(64, seed=0)                                   # (64, 12, 5000)
 HOLTER = {"bandpass": np.tile(synthetic_ecg(8, seed=1), (1, 1, 360)),  # (8, 12, 1.8M)
           "baseline": np.tile(synthetic_ecg(2, seed=1), (1, 1, 360))}  # (2, 12, 1.8M)
+
+
+def _data(op, workload):
+    return BATCH if workload == "batch" else HOLTER[op]
+
+
+@functools.cache
+def _reference(op, workload):
+    """SciPy's result on the host's cores, computed once per workload."""
+    data = _data(op, workload)
+    if op == "bandpass":
+        return on_all_cores(THREADS, _sosfiltfilt_rows, data)
+    if op == "baseline":
+        return on_all_cores(PROCESSES, _dual_median_rows, data)
+    return plain_torch(torch.from_numpy(data).double(), "z-score").numpy()
 
 
 def on_all_cores(pool, fn, x):
@@ -102,23 +119,15 @@ BANDPASS = {
     "scipy_sosfiltfilt_all_cores": (lambda x: on_all_cores(THREADS, _sosfiltfilt_rows, x),
                                     False),
 }
-_BANDPASS_REF = {}
-
-
-def _bandpass_ref(workload):
-    if workload not in _BANDPASS_REF:
-        data = BATCH if workload == "batch" else HOLTER["bandpass"]
-        _BANDPASS_REF[workload] = on_all_cores(THREADS, _sosfiltfilt_rows, data)
-    return _BANDPASS_REF[workload]
 
 
 @pytest.mark.parametrize("workload", ["batch", "holter"])
 @pytest.mark.parametrize("label", list(BANDPASS))
 def test_bandpass_gpu(benchmark, label, workload):
     fn, on_gpu = BANDPASS[label]
-    data = BATCH if workload == "batch" else HOLTER["bandpass"]
     scaled_by = 8 if workload == "holter" and label == "scipy_sosfiltfilt_1call" else 1
-    _run(benchmark, "bandpass", label, fn, on_gpu, data, _bandpass_ref(workload),
+    _run(benchmark, "bandpass", label, fn, on_gpu, _data("bandpass", workload),
+         _reference("bandpass", workload),
          f"bandpass gpu {workload}", scaled_by=scaled_by)
 
 
@@ -156,18 +165,14 @@ BASELINE = {
     "scipy_1d_per_row_all_cores": (lambda x: on_all_cores(PROCESSES, _dual_median_rows, x),
                                    False),
 }
-_BASELINE_REF = {}
 
 
 @pytest.mark.parametrize("workload", ["batch", "holter"])
 @pytest.mark.parametrize("label", list(BASELINE))
 def test_baseline_gpu(benchmark, label, workload):
     fn, on_gpu = BASELINE[label]
-    data = BATCH if workload == "batch" else HOLTER["baseline"]
-    if workload not in _BASELINE_REF:
-        _BASELINE_REF[workload] = on_all_cores(PROCESSES, _dual_median_rows, data)
-    _run(benchmark, "baseline", label, fn, on_gpu, data, _BASELINE_REF[workload],
-         f"baseline gpu {workload}")
+    _run(benchmark, "baseline", label, fn, on_gpu, _data("baseline", workload),
+         _reference("baseline", workload), f"baseline gpu {workload}")
 
 
 # ---- normalize: per-lead z-score --------------------------------------------------------
@@ -182,6 +187,5 @@ NORMALIZE = {
 
 @pytest.mark.parametrize("label", list(NORMALIZE))
 def test_normalize_gpu(benchmark, label):
-    ref = plain_torch(torch.from_numpy(BATCH).double(), "z-score").numpy()
-    _run(benchmark, "normalize", label, NORMALIZE[label], True, BATCH, ref,
-         "normalize gpu batch")
+    _run(benchmark, "normalize", label, NORMALIZE[label], True, BATCH,
+         _reference("normalize", "batch"), "normalize gpu batch")
