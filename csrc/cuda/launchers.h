@@ -20,10 +20,8 @@ cudaError_t median_stage_cuda(const T* x, const int64_t* src_in, int64_t* sel, i
                               int64_t n, int64_t start, int64_t size, int mode, double cval,
                               cudaStream_t stream);
 
-// Samples per block of the block scan: the longest power of two from 64 to 2048 that
-// leaves 64k blocks; and the scratch doubles a scan of that block length needs.
-int64_t sosfilt_scan_block(int64_t rows, int64_t n);
-int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections, int64_t block);
+// The scratch doubles sosfilt_scan_cuda needs for (rows, n) and n_sections.
+int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections);
 
 // Where the scan's output sample t of a row lands: u = t - crop, or (n - 1 - t) - crop
 // when reversed; samples with u outside [0, out_n) are dropped (out_n < 0: n). Lets
@@ -37,13 +35,12 @@ struct OutputMap {
 // sosfilt of every row by the block scan along time (csrc/cuda/sosfilt.cu). y: (rows, n)
 // float64 holding the input on entry, overwritten; out: the result rounded once to T,
 // placed by `map` ((rows, n) by default); sos: (n_sections, 6) with a0 == 1; zi, zf:
-// (rows, n_sections, 2) float64; block: sosfilt_scan_block(...); work:
-// sosfilt_scan_workspace(...) doubles. All on the device.
+// (rows, n_sections, 2) float64; work: sosfilt_scan_workspace(...) doubles. All on the
+// device.
 template <typename T>
 cudaError_t sosfilt_scan_cuda(double* y, T* out, const double* zi, double* zf,
                               const double* sos, int64_t rows, int64_t n, int64_t n_sections,
-                              int64_t block, double* work, cudaStream_t stream,
-                              OutputMap map = {});
+                              double* work, cudaStream_t stream, OutputMap map = {});
 
 // SciPy's edge extension (padtype 0 none, 1 odd, 2 even, 3 constant) of x (rows, n),
 // computed in T, written as float64 to ext (rows, n + 2 pad).

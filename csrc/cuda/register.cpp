@@ -83,11 +83,9 @@ void check_sos_cuda(const at::Tensor& x, const at::Tensor& sos, const char* name
 at::Tensor scan_filter(at::Tensor& work, at::Tensor& out, const at::Tensor& zi,
                        const at::Tensor& sos, OutputMap map = {}) {
   const int64_t rows = work.size(0), n = work.size(1), n_sections = sos.size(0);
-  const int64_t block = sosfilt_scan_block(rows, n);
   const at::Tensor zc = zi.contiguous();
   at::Tensor zf = at::empty_like(zc);
-  at::Tensor scratch =
-      at::empty({sosfilt_scan_workspace(rows, n, n_sections, block)}, work.options());
+  at::Tensor scratch = at::empty({sosfilt_scan_workspace(rows, n, n_sections)}, work.options());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   double* w = work.mutable_data_ptr<double>();
   const double* z = zc.const_data_ptr<double>();
@@ -97,11 +95,11 @@ at::Tensor scan_filter(at::Tensor& work, at::Tensor& out, const at::Tensor& zi,
   if (out.scalar_type() == at::kFloat) {
     err = sosfilt_scan_cuda<float>(w, out.mutable_data_ptr<float>(), z,
                                    zf.mutable_data_ptr<double>(), s, rows, n, n_sections,
-                                   block, ws, stream, map);
+                                   ws, stream, map);
   } else {
     err = sosfilt_scan_cuda<double>(w, out.mutable_data_ptr<double>(), z,
                                     zf.mutable_data_ptr<double>(), s, rows, n, n_sections,
-                                    block, ws, stream, map);
+                                    ws, stream, map);
   }
   TORCH_CHECK(err == cudaSuccess, "sosfilt block scan: ", cudaGetErrorString(err));
   return zf;

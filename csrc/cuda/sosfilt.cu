@@ -260,17 +260,18 @@ void filter_blocks(double* y, const double* z0, double* zf, const double* sos, i
   }
 }
 
-}  // namespace
-
-int64_t sosfilt_scan_block(int64_t rows, int64_t n) {
-  // The longest block (fewest carry steps) that still leaves 64k (row, block) lanes.
+// Samples per block: the longest power of two from 64 to 2048 (fewest carry steps) that
+// still leaves 64k (row, block) lanes.
+int64_t scan_block(int64_t rows, int64_t n) {
   int64_t block = 64;
   while (block < 2048 && rows * cdiv(n, 2 * block) >= 65536) block *= 2;
   return block;
 }
 
-int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections, int64_t block) {
-  const int64_t L = std::max<int64_t>(1, std::min(block, n)), K = 2 * n_sections;
+}  // namespace
+
+int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections) {
+  const int64_t L = std::max<int64_t>(1, std::min(scan_block(rows, n), n)), K = 2 * n_sections;
   // zir and the last block's basis scratch (K * L each), unit states, A^L and A^last
   // (K * K each), zero-state final and incoming states (rows * n_blocks * K each).
   return 2 * K * L + 3 * K * K + 2 * rows * cdiv(n, L) * K;
@@ -279,9 +280,9 @@ int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections, int6
 template <typename T>
 cudaError_t sosfilt_scan_cuda(double* y, T* out, const double* zi, double* zf,
                               const double* sos, int64_t rows, int64_t n, int64_t n_sections,
-                              int64_t block, double* work, cudaStream_t stream, OutputMap map) {
+                              double* work, cudaStream_t stream, OutputMap map) {
   if (rows == 0 || n == 0) return cudaSuccess;
-  const int64_t L = std::min(block, n), K = 2 * n_sections, n_blocks = cdiv(n, L);
+  const int64_t L = std::min(scan_block(rows, n), n), K = 2 * n_sections, n_blocks = cdiv(n, L);
   const int64_t last = n - (n_blocks - 1) * L;
   double* zir = work;
   double* scratch = zir + K * L;
@@ -332,10 +333,10 @@ template cudaError_t extend_to_double_cuda<double>(const double*, double*, int64
                                                    int64_t, int, cudaStream_t);
 
 template cudaError_t sosfilt_scan_cuda<float>(double*, float*, const double*, double*,
-                                              const double*, int64_t, int64_t, int64_t, int64_t,
+                                              const double*, int64_t, int64_t, int64_t,
                                               double*, cudaStream_t, OutputMap);
 template cudaError_t sosfilt_scan_cuda<double>(double*, double*, const double*, double*,
                                                const double*, int64_t, int64_t, int64_t,
-                                               int64_t, double*, cudaStream_t, OutputMap);
+                                               double*, cudaStream_t, OutputMap);
 
 }  // namespace fastecg
