@@ -4,11 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
-#ifdef __CUDACC__
-#define FASTECG_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define FASTECG_HOST_DEVICE inline
-#endif
+#include "host_device.h"
 
 namespace fastecg {
 

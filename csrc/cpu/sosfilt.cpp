@@ -29,7 +29,7 @@
 #include <immintrin.h>
 #endif
 
-
+#include "../common/edge_extension.h"
 
 namespace fastecg {
 namespace {
@@ -39,8 +39,6 @@ template <int L>
 struct VecOf {
   typedef double type __attribute__((vector_size(L * sizeof(double))));
 };
-
-enum PadType : int64_t { kPadNone = 0, kPadOdd = 1, kPadEven = 2, kPadConstant = 3 };
 
 // Time steps per tile: the forward pass transposes a tile of the (extended) input
 // into the lane-interleaved buffer and filters it while it is in L1; the backward
@@ -419,15 +417,8 @@ void check_signal(const at::Tensor& x) {
 // dtype as SciPy does (float32 in -> float32 padding).
 template <typename T>
 void build_pads(const T* x, int64_t n, int64_t pad, int64_t padtype, T* left, T* right) {
-  const T x0 = x[0], xn = x[n - 1];
-  for (int64_t i = 0; i < pad; ++i) {
-    const T v = x[pad - i];
-    left[i] = padtype == kPadOdd ? static_cast<T>(T(2) * x0 - v) : padtype == kPadEven ? v : x0;
-  }
-  for (int64_t j = 0; j < pad; ++j) {
-    const T v = x[n - 2 - j];
-    right[j] = padtype == kPadOdd ? static_cast<T>(T(2) * xn - v) : padtype == kPadEven ? v : xn;
-  }
+  for (int64_t i = 0; i < pad; ++i) left[i] = extension_value(x[0], x[pad - i], padtype);
+  for (int64_t j = 0; j < pad; ++j) right[j] = extension_value(x[n - 1], x[n - 2 - j], padtype);
 }
 
 // Rows up to this many bytes of lane-interleaved float64 forward output per block are

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "../common/edge_extension.h"
 #include "launchers.h"
 
 namespace fastecg {
@@ -224,7 +225,7 @@ __global__ void extend_kernel(const T* __restrict__ x, double* __restrict__ ext,
   } else {
     const T edge = j < 0 ? row[0] : row[n - 1];
     const T mirrored = j < 0 ? row[-j] : row[2 * (n - 1) - j];
-    v = padtype == 1 ? T(2) * edge - mirrored : padtype == 2 ? mirrored : edge;
+    v = extension_value(edge, mirrored, padtype);
   }
   ext[gid] = static_cast<double>(v);
 }
