@@ -2,18 +2,19 @@
 //
 // Second-order sections in transposed direct form II, SciPy's recurrence
 // (scipy/signal/_sosfilt.pyx), state and arithmetic in float64 whatever the input
-// dtype; on FMA targets, Butterworth-like cascades run in direct form I between
-// DF2T states (pass_direct1: a shorter recurrence chain). A recurrence is sequential in time, so the vector lanes run across rows: a
-// block of L rows is filtered together, one row per lane of a float64 vector (L = 4
-// on AVX2: one ymm per state variable; 8 on AVX-512 and on the baseline ISA). Rows
-// are transposed into and out of the lane-interleaved layout a tile of kChunk
-// samples at a time (4x4 in-register transposes on AVX2), each tile filtered while
-// it is in L1; the forward output of a block stays in L2 for the backward pass, and
-// long rows are done in L2-sized segments (see filtfilt_block). The instruction set
-// is chosen at run time (AVX-512, else AVX2+FMA, else baseline x86-64 / any other
-// CPU); FASTECG_CPU_ISA (avx512, avx2, generic) forces one, so tests can run every
-// variant the CPU has. The baseline variant reproduces SciPy's float64 arithmetic
-// bit for bit; the FMA variants agree to rounding (~1e-13 of the peak).
+// dtype; on FMA targets, Butterworth-like cascades run in direct form I between DF2T
+// states (pass_direct1: a shorter recurrence chain). A recurrence is sequential in
+// time, so the vector lanes run across rows: a block of L rows is filtered together,
+// one row per lane of a float64 vector (L = 4 on AVX2: one ymm per state variable; 8
+// on AVX-512 and on the baseline ISA). Rows are transposed into and out of the
+// lane-interleaved layout a tile of kChunk samples at a time (4x4 in-register
+// transposes on AVX2), each tile filtered while it is in L1; the forward output of a
+// block stays in L2 for the backward pass, and long rows are done in L2-sized
+// segments (see filtfilt_block). The instruction set is chosen at run time (AVX-512,
+// else AVX2+FMA, else baseline x86-64 / any other CPU); FASTECG_CPU_ISA (avx512,
+// avx2, generic) forces one, so tests can run every variant the CPU has. The baseline
+// variant reproduces SciPy's float64 arithmetic bit for bit; the FMA variants agree
+// to rounding (~1e-13 of the peak).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

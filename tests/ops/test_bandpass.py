@@ -112,7 +112,7 @@ def test_every_instruction_set_the_cpu_runs(isa, monkeypatch):
     assert rel_err(out, ss.sosfiltfilt(sos, x.numpy())) < TOL[torch.float32]
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2"])
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 @pytest.mark.parametrize("n", [1, 2, 3, 256, 257, 258, 259, 515])
 def test_sosfilt_state_across_tiles(isa, n, monkeypatch):
     # The CPU kernel filters 256-sample tiles; with zeros at +-1 (Butterworth) the FMA
