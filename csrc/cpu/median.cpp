@@ -22,7 +22,6 @@
 // copy of the rows, four rows side by side in one vector and four independent segments
 // interleaved so the add chains overlap.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -33,6 +32,7 @@
 #include <vector>
 
 #include "../common/median_keys.h"
+#include "../common/parallel.h"
 
 namespace fastecg {
 namespace {
@@ -358,11 +358,11 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   if (stages.size() == 2 && chunks == 1) {
     // Both stages and the output row by row, while the row is in cache (a selection
     // array for the whole batch would go through memory twice more).
-    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    parallel_claim(rows, [&](auto& claim) {
       thread_local Scratch<T> scratch;
       thread_local std::vector<int32_t> sel;
       sel.resize(n);
-      for (int64_t r = begin; r < end; ++r) {
+      for (int64_t r; (r = claim()) >= 0;) {
         median_row_two_stages<T>(xd + r * n, n, stages[0], stages[1], mode, cv, sel.data(),
                                  scratch);
         finish_row(r, sel.data());
@@ -377,9 +377,9 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   for (size_t st = 0; st < stages.size(); ++st) {
     const int32_t* prev = st == 0 ? nullptr : sel[(st + 1) % 2].data();
     int32_t* cur = sel[st % 2].data();
-    at::parallel_for(0, rows * chunks, 1, [&](int64_t begin, int64_t end) {
+    parallel_claim(rows * chunks, [&](auto& claim) {
       thread_local Scratch<T> scratch;
-      for (int64_t item = begin; item < end; ++item) {
+      for (int64_t item; (item = claim()) >= 0;) {
         const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
         median_chunk<T>(xd + r * n, prev ? prev + r * n : nullptr, n, stages[st], mode, cv, c0,
                         std::min(n, c0 + kChunk), cur + r * n, scratch);
@@ -387,8 +387,8 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
     });
   }
   const int32_t* final_sel = sel[(stages.size() - 1) % 2].data();
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) finish_row(r, final_sel + r * n);
+  parallel_claim(rows, [&](auto& claim) {
+    for (int64_t r; (r = claim()) >= 0;) finish_row(r, final_sel + r * n);
   });
 }
 
@@ -638,9 +638,9 @@ void moving_average_rows(const at::Tensor& x, const std::vector<int64_t>& sizes,
   const int64_t rows = x.size(0), n = x.size(1);
   const T* xd = x.data_ptr<T>();
   T* od = out.data_ptr<T>();
-  at::parallel_for(0, (rows + kLanes - 1) / kLanes, 1, [&](int64_t begin, int64_t end) {
+  parallel_claim((rows + kLanes - 1) / kLanes, [&](auto& claim) {
     std::vector<double> ext[2];
-    for (int64_t b = begin; b < end; ++b) {
+    for (int64_t b; (b = claim()) >= 0;) {
       const int64_t r0 = b * kLanes, count = std::min<int64_t>(kLanes, rows - r0);
       const T* xr[kLanes];
       T* outr[kLanes];

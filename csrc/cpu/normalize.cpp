@@ -2,12 +2,13 @@
 // Statistics accumulate in double (two passes: mean, then squared deviations)
 // so float32 records of Holter length do not lose precision.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+
+#include "../common/parallel.h"
 
 namespace fastecg {
 namespace {
@@ -79,8 +80,8 @@ void row_affine(const T* x, int64_t n, int64_t method, double mean, double std, 
 template <typename T>
 void normalize_rows(const T* x, T* y, int64_t rows, int64_t n, int64_t method, double mean,
                     double std) {
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
+  parallel_claim(rows, [&](auto& claim) {
+    for (int64_t r; (r = claim()) >= 0;) {
       const T* xr = x + r * n;
       T* yr = y + r * n;
       double scale, shift;

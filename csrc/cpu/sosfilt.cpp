@@ -16,7 +16,6 @@
 // variant reproduces SciPy's float64 arithmetic bit for bit; the FMA variants agree
 // to rounding (~1e-13 of the peak).
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -32,6 +31,7 @@
 #endif
 
 #include "../common/edge_extension.h"
+#include "../common/parallel.h"
 
 namespace fastecg {
 namespace {
@@ -658,7 +658,7 @@ void sosfiltfilt_rows(const at::Tensor& x, at::Tensor& y, const double* sos, int
   const size_t ckpt_doubles = n_seg > 1 ? n_seg * zsize : 0;
   const size_t wpad_doubles = zi == nullptr ? 2 * pad * L : 0;
   const size_t need = buf_doubles + pad_doubles + 2 * zsize + ckpt_doubles + wpad_doubles;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  parallel_claim(blocks, [&](auto& claim) {
     AlignedBuffer own;
     double* buf = work_buffer(need, own);
     T* pads = reinterpret_cast<T*>(buf + buf_doubles);
@@ -666,7 +666,7 @@ void sosfiltfilt_rows(const at::Tensor& x, at::Tensor& y, const double* sos, int
     double* zb = zf + zsize;
     double* ckpt = zb + zsize;
     double* wpad = ckpt + ckpt_doubles;
-    for (int64_t blk = begin; blk < end; ++blk) {
+    for (int64_t blk; (blk = claim()) >= 0;) {
       const int64_t r0 = blk * L;
       const int count = static_cast<int>(std::min<int64_t>(L, rows - r0));
       filtfilt_block<L, T>(xp, yp, n, r0, count, pad, padtype, sos, n_sections, zi, impl, seg,
@@ -729,11 +729,11 @@ void sosfilt_rows(const T* xp, T* yp, int64_t rows, int64_t n, const double* sos
                   int64_t n_sections, const double* zin, double* zout, const Impl<T>& impl) {
   const int64_t blocks = (rows + L - 1) / L;
   const size_t need = static_cast<size_t>(kChunk) * L + 2 * n_sections * L;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  parallel_claim(blocks, [&](auto& claim) {
     AlignedBuffer own;
     double* tile = work_buffer(need, own);
     double* z = tile + kChunk * L;
-    for (int64_t blk = begin; blk < end; ++blk) {
+    for (int64_t blk; (blk = claim()) >= 0;) {
       const int64_t r0 = blk * L;
       const int count = static_cast<int>(std::min<int64_t>(L, rows - r0));
       const T* xr[L];
