@@ -13,10 +13,13 @@
 //   floats after ranking. This is the "sort once, then slide" idea of Suomela (2014,
 //   "Median filtering is equivalent to sorting"), with the two linked lists replaced
 //   by a bitset over ranks, which is branch-light and cache-resident.
-//   A chain of filters (the dual median of baseline removal) applies the same stage to
-//   the previous stage's output; each stage records, for every output, the index of
-//   the input sample it selected, so the gradient (one-hot at the arg-median) is a
-//   scatter of those indices.
+//   Two stages (the dual median of baseline removal) share one ranking per chunk: the
+//   second stage's inputs are samples the first one selected, so their ranks in the
+//   chunk's ranking (chunk + both halos) order them (median_two_stages). Longer chains,
+//   and two stages in wrap mode over rows of several chunks, apply one stage after the
+//   other, each ranking its own input. Every output records the index of the input
+//   sample it selected, so the gradient (one-hot at the arg-median) is a scatter of
+//   those indices.
 //
 // Moving average (the "mean" baseline): running sums in double over a mirror-extended
 // copy of the rows, four rows side by side in one vector and four independent segments
@@ -315,25 +318,34 @@ void median_chunk(const T* row, const int32_t* src_in, int64_t n, const Stage& s
   for (int64_t i = 0; i < c1 - c0; ++i) sel[c0 + i] = s.src[s.order[s.out_rank[i]]];
 }
 
-// Two stages over a whole row with one ranking: the second stage's inputs are samples
-// the first one selected (or cval), so their ranks in the first ranking order them.
+// Two stages over outputs [c0, c1) of a row with one ranking: the second stage's inputs
+// are samples the first one selected (or cval), so their ranks in the first ranking
+// order them. The first stage runs over the outputs [a, b) that the second one reads:
+// the chunk and its halo (the whole row for a row of one chunk). Writes the row index of
+// the selected sample (or -1 for cval) to sel[0, c1 - c0).
 template <typename T>
-void median_row_two_stages(const T* row, int64_t n, const Stage& st1, const Stage& st2,
-                           int64_t mode, T cval, int32_t* sel, Scratch<T>& s) {
+void median_two_stages(const T* row, int64_t n, const Stage& st1, const Stage& st2,
+                       int64_t mode, T cval, int64_t c0, int64_t c1, int32_t* sel,
+                       Scratch<T>& s) {
+  const int64_t m = c1 - c0, len2 = m + st2.size - 1;
+  int64_t a = n, b = 0;
+  s.seq.resize(len2);
+  for (int64_t l = 0; l < len2; ++l) {  // the second stage's inputs, as first-stage outputs
+    const int64_t j = map_index(c0 + st2.start + l, n, mode);
+    s.seq[l] = int32_t(j);
+    if (j >= 0) a = std::min(a, j), b = std::max(b, j + 1);
+  }
+  TORCH_INTERNAL_ASSERT(a < b);  // a window always holds its own output's sample
   int32_t nan_rank;
   const bool with_cval = mode == kConstant;
-  const int64_t len = rank_extended(row, nullptr, n, st1, mode, cval, 0, n, with_cval, nan_rank, s);
+  const int64_t len = rank_extended(row, nullptr, n, st1, mode, cval, a, b, with_cval, nan_rank, s);
   const int32_t cval_rank = with_cval ? s.rank[len - 1] : -1;
-  s.out_rank.resize(n);
-  slide_distinct(s.rank.data(), n, st1.size, st1.size / 2, int32_t(len), nan_rank, s.out_rank.data(),
-                 s.bits);
-  s.seq.resize(n + st2.size - 1);
-  for (int64_t l = 0; l < n + st2.size - 1; ++l) {
-    const int64_t j = map_index(st2.start + l, n, mode);
-    s.seq[l] = j >= 0 ? s.out_rank[j] : cval_rank;
-  }
-  slide(s.seq.data(), n, st2.size, st2.size / 2, int32_t(len), nan_rank, s.out_rank.data(), s);
-  for (int64_t i = 0; i < n; ++i) sel[i] = s.src[s.order[s.out_rank[i]]];
+  s.out_rank.resize(std::max(b - a, m));
+  slide_distinct(s.rank.data(), b - a, st1.size, st1.size / 2, int32_t(len), nan_rank,
+                 s.out_rank.data(), s.bits);
+  for (int64_t l = 0; l < len2; ++l) s.seq[l] = s.seq[l] >= 0 ? s.out_rank[s.seq[l] - a] : cval_rank;
+  slide(s.seq.data(), m, st2.size, st2.size / 2, int32_t(len), nan_rank, s.out_rank.data(), s);
+  for (int64_t i = 0; i < m; ++i) sel[i] = s.src[s.order[s.out_rank[i]]];
 }
 
 template <typename T>
@@ -345,27 +357,33 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   const T cv = static_cast<T>(cval);
   T* od = out.data_ptr<T>();
   int64_t* id = index.numel() ? index.data_ptr<int64_t>() : nullptr;
-  // Output row r from the row indices of the selected samples.
-  auto finish_row = [&](int64_t r, const int32_t* sr) {
+  // Outputs [c0, c1) of row r from the row indices of the selected samples (sr[i]: output
+  // c0 + i).
+  auto finish = [&](int64_t r, int64_t c0, int64_t c1, const int32_t* sr) {
     const T* xr = xd + r * n;
-    for (int64_t i = 0; i < n; ++i) {
-      const T med = sr[i] >= 0 ? xr[sr[i]] : cv;
+    for (int64_t i = c0; i < c1; ++i) {
+      const int32_t j = sr[i - c0];
+      const T med = j >= 0 ? xr[j] : cv;
       od[r * n + i] = subtract ? xr[i] - med : med;
     }
     if (id)
-      for (int64_t i = 0; i < n; ++i) id[r * n + i] = sr[i];
+      for (int64_t i = c0; i < c1; ++i) id[r * n + i] = sr[i - c0];
   };
-  if (stages.size() == 2 && chunks == 1) {
-    // Both stages and the output row by row, while the row is in cache (a selection
-    // array for the whole batch would go through memory twice more).
-    parallel_claim(rows, [&](auto& claim) {
+  // Both stages and the output chunk by chunk, while the chunk is in cache (a selection
+  // array for the whole batch would go through memory twice more). In wrap mode an edge
+  // chunk of a longer row reads first-stage outputs at the row's far end; such rows take
+  // the stage-by-stage path below.
+  if (stages.size() == 2 && (chunks == 1 || mode != kWrap)) {
+    parallel_claim(rows * chunks, [&](auto& claim) {
       thread_local Scratch<T> scratch;
       thread_local std::vector<int32_t> sel;
-      sel.resize(n);
-      for (int64_t r; (r = claim()) >= 0;) {
-        median_row_two_stages<T>(xd + r * n, n, stages[0], stages[1], mode, cv, sel.data(),
-                                 scratch);
-        finish_row(r, sel.data());
+      sel.resize(std::min(n, kChunk));
+      for (int64_t item; (item = claim()) >= 0;) {
+        const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
+        const int64_t c1 = std::min(n, c0 + kChunk);
+        median_two_stages<T>(xd + r * n, n, stages[0], stages[1], mode, cv, c0, c1, sel.data(),
+                             scratch);
+        finish(r, c0, c1, sel.data());
       }
     });
     return;
@@ -388,7 +406,7 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   }
   const int32_t* final_sel = sel[(stages.size() - 1) % 2].data();
   parallel_claim(rows, [&](auto& claim) {
-    for (int64_t r; (r = claim()) >= 0;) finish_row(r, final_sel + r * n);
+    for (int64_t r; (r = claim()) >= 0;) finish(r, 0, n, final_sel + r * n);
   });
 }
 

@@ -10,6 +10,7 @@ from backends import CUDA, TRITON_ON_GPU, device_for, need
 from fastecg.data.wfdb import load_cinc_record
 from fastecg.numpy_path import remove_baseline as numpy_remove_baseline
 from fastecg.ops import median_filter1d, remove_baseline
+from fastecg.ops.baseline import MEDIAN_MODES
 from fastecg.preprocessors import BaselineRemove
 from fastecg.registry import PREPROCESSORS
 
@@ -112,6 +113,22 @@ def test_remove_baseline_long_rows_use_chunks():
     assert np.array_equal(remove_baseline(x, fs=500.0).numpy(), ref)
     assert np.array_equal(median_filter1d(x, 1001, mode="wrap").numpy(),
                           scipy_median(rows, 1001, "wrap"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_stages_over_long_rows_match_scipy(mode):
+    # Rows longer than one 8192-output chunk: both stages run chunk by chunk on one
+    # ranking of the chunk and its halo (wrap mode: stage by stage, an edge chunk reads
+    # the row's far end). Even first size, shifted origins, the index of each selection.
+    x = ecg_like((2, 17000), torch.float64, seed=5)
+    rows, cval = x.numpy(), 0.25
+    ref = scipy_median(scipy_median(rows, 100, mode, cval, origin=-3), 301, mode, cval, origin=7)
+    out, index = torch.ops.fastecg.median_filter(x, [100, 301], [-3, 7], MEDIAN_MODES[mode],
+                                                 cval, False, True, "cpu")
+    assert np.array_equal(out.numpy(), ref)
+    picked = torch.where(index >= 0, x.gather(-1, index.clamp(min=0)),
+                         torch.tensor(cval, dtype=x.dtype))
+    assert torch.equal(picked, out)
 
 
 def test_remove_baseline_on_real_records(cinc_records):
