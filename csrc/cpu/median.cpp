@@ -300,7 +300,7 @@ int64_t rank_extended(const T* row, const int32_t* src_in, int64_t n, const Stag
 }
 
 // One stage over outputs [c0, c1) of one row; writes the row index of the selected
-// sample (or -1 for cval) to sel[c0..c1).
+// sample (or -1 for cval) to sel[0, c1 - c0).
 template <typename T>
 void median_chunk(const T* row, const int32_t* src_in, int64_t n, const Stage& st,
                   int64_t mode, T cval, int64_t c0, int64_t c1, int32_t* sel, Scratch<T>& s) {
@@ -315,7 +315,7 @@ void median_chunk(const T* row, const int32_t* src_in, int64_t n, const Stage& s
   else
     slide_distinct(s.rank.data(), c1 - c0, st.size, st.size / 2, int32_t(len), nan_rank,
                    s.out_rank.data(), s.bits);
-  for (int64_t i = 0; i < c1 - c0; ++i) sel[c0 + i] = s.src[s.order[s.out_rank[i]]];
+  for (int64_t i = 0; i < c1 - c0; ++i) sel[i] = s.src[s.order[s.out_rank[i]]];
 }
 
 // Two stages over outputs [c0, c1) of a row with one ranking: the second stage's inputs
@@ -369,11 +369,11 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
     if (id)
       for (int64_t i = c0; i < c1; ++i) id[r * n + i] = sr[i - c0];
   };
-  // Both stages and the output chunk by chunk, while the chunk is in cache (a selection
-  // array for the whole batch would go through memory twice more). In wrap mode an edge
-  // chunk of a longer row reads first-stage outputs at the row's far end; such rows take
-  // the stage-by-stage path below.
-  if (stages.size() == 2 && (chunks == 1 || mode != kWrap)) {
+  // One stage, or both of a dual median, and the output chunk by chunk, while the chunk
+  // is in cache (a selection array for the whole batch would go through memory twice
+  // more). In wrap mode an edge chunk of a longer row reads first-stage outputs at the
+  // row's far end; such rows, and longer chains, take the stage-by-stage path below.
+  if (stages.size() == 1 || (stages.size() == 2 && (chunks == 1 || mode != kWrap))) {
     parallel_claim(rows * chunks, [&](auto& claim) {
       thread_local Scratch<T> scratch;
       thread_local std::vector<int32_t> sel;
@@ -381,8 +381,12 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
       for (int64_t item; (item = claim()) >= 0;) {
         const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
         const int64_t c1 = std::min(n, c0 + kChunk);
-        median_two_stages<T>(xd + r * n, n, stages[0], stages[1], mode, cv, c0, c1, sel.data(),
-                             scratch);
+        if (stages.size() == 2)
+          median_two_stages<T>(xd + r * n, n, stages[0], stages[1], mode, cv, c0, c1,
+                               sel.data(), scratch);
+        else
+          median_chunk<T>(xd + r * n, nullptr, n, stages[0], mode, cv, c0, c1, sel.data(),
+                          scratch);
         finish(r, c0, c1, sel.data());
       }
     });
@@ -391,7 +395,7 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   // sel[0] holds the previous stage's selection, sel[1] the current one.
   std::vector<int32_t> sel[2];
   sel[0].resize(rows * n);
-  if (stages.size() > 1) sel[1].resize(rows * n);
+  sel[1].resize(rows * n);
   for (size_t st = 0; st < stages.size(); ++st) {
     const int32_t* prev = st == 0 ? nullptr : sel[(st + 1) % 2].data();
     int32_t* cur = sel[st % 2].data();
@@ -400,7 +404,7 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
       for (int64_t item; (item = claim()) >= 0;) {
         const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
         median_chunk<T>(xd + r * n, prev ? prev + r * n : nullptr, n, stages[st], mode, cv, c0,
-                        std::min(n, c0 + kChunk), cur + r * n, scratch);
+                        std::min(n, c0 + kChunk), cur + r * n + c0, scratch);
       }
     });
   }
