@@ -57,9 +57,12 @@ def _gain_const(sos: tuple, n_fft: int, device: str, dtype: torch.dtype) -> Tens
 @functools.lru_cache(maxsize=128)
 def _gain_on_device(sos, n_fft, device, dtype) -> Tensor:
     # ~40 small ops per call otherwise (~0.5-1 ms on CPU, as much as a pass over a batch).
-    # Complex: a complex spectrum times a real tensor converts it element by element.
+    # Each bin's gain twice, for the real and imaginary parts of the spectrum viewed as
+    # real numbers: a real product of contiguous rows vectorises (CPU, 768 x 2561 bins:
+    # 0.27 ms; times a complex gain 0.4-1.0 ms; a real gain broadcast over the last
+    # axis of view_as_real 4-6 ms).
     gain = _zero_phase_gain(torch.tensor(sos, dtype=torch.float64), n_fft)
-    return gain.to(device=device, dtype=dtype.to_complex())
+    return gain.repeat_interleave(2).to(device=device, dtype=dtype)
 
 
 def _zero_phase_gain(sos: Tensor, n_fft: int) -> Tensor:
@@ -89,9 +92,11 @@ def _tail_index(n: int, pad: int, right: int, device: torch.device) -> Tensor:
 
 
 def _circulant(v: Tensor, gain: Tensor, n_fft: int) -> Tensor:
-    """Circular convolution of rows with the zero-phase response `gain` (rFFT bins);
-    the rFFT zero-pads `v` to `n_fft`."""
-    return torch.fft.irfft(torch.fft.rfft(v, n=n_fft).mul_(gain), n=n_fft)
+    """Circular convolution of rows with the zero-phase response `gain` (rFFT bins, each
+    repeated for the real and imaginary parts); the rFFT zero-pads `v` to `n_fft`."""
+    spectrum = torch.fft.rfft(v, n=n_fft)
+    torch.view_as_real(spectrum).view(spectrum.shape[0], -1).mul_(gain)
+    return torch.fft.irfft(spectrum, n=n_fft)
 
 
 def _filter_rows(rows: Tensor, gain: Tensor, pad: int, right: int, n_fft: int) -> Tensor:
