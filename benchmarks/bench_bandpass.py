@@ -86,6 +86,15 @@ def test_bandpass(benchmark, label, workload):
         benchmark(fn, arg)
 
 
+def test_paired_batch(paired):
+    """Every candidate once per round, so that each round's ratios share the machine's load."""
+    data = WORKLOADS["batch"]
+    args = {"numpy": data, "torch": torch.from_numpy(data)}
+    paired("bandpass batch paired", "bandpass",
+           {label: functools.partial(fn, args[kind]) for label, (fn, kind) in CANDIDATES.items()},
+           rounds=30)
+
+
 BACKWARD = {"torch_fft_mask_autograd": fft_mask,
             "fastecg_iir_cpu": CANDIDATES["fastecg_iir_cpu"][0],
             "fastecg_fft": CANDIDATES["fastecg_fft"][0]}

@@ -14,6 +14,8 @@ plus a sweep of window length and signal length for the scaling plot
 (``benchmarks/plot_baseline_scaling.py``).
 """
 
+import functools
+import importlib.util
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -152,6 +154,28 @@ def test_median(benchmark, label, workload):
 def test_mean(benchmark, label, workload):
     fn, kind = MEAN[label]
     _run(benchmark, label, fn, kind, workload, "mean")
+
+
+def _paired_candidates(table, labels):
+    data = WORKLOADS["batch"]
+    args = {"numpy": data, "torch": torch.from_numpy(data)}
+    return {label: functools.partial(table[label][0], args[table[label][1]]) for label in labels}
+
+
+def test_paired_median(paired):
+    """fastecg and the two fastest exact peers, every one once per round (the issue's
+    target is against the fastest of these)."""
+    labels = ["scipy_1d_per_row_2proc", "fastecg_median_cpu"]
+    if importlib.util.find_spec("bottleneck") is not None:
+        labels.insert(0, "bottleneck_move_median_2threads")
+    paired("baseline median batch paired", "baseline", _paired_candidates(MEDIAN, labels),
+           rounds=15)
+
+
+def test_paired_mean(paired):
+    paired("baseline mean batch paired", "baseline",
+           _paired_candidates(MEAN, ["scipy_uniform_filter1d_dual", "fastecg_mean_cpu"]),
+           rounds=30)
 
 
 # ---- scaling: time vs window and vs length (one median stage, 2 threads) ------------------
