@@ -403,12 +403,122 @@ def test_module_compile_fullgraph_matches_eager_and_functional():
 
 @pytest.mark.parametrize("method", ["iir", "fft", "fir"])
 def test_functional_compile_fullgraph_matches_eager(method):
-    # SciPy designs the filter while Dynamo traces; it is a constant of the graph.
+    # The design is a custom op of the graph (SciPy runs when the graph runs).
     def fn(x):
         return bandpass(x, 500.0, 0.5, 45.0, method=method, numtaps=41).square()
 
     x = signal((2, 3, 400))
     torch.testing.assert_close(torch.compile(fn, fullgraph=True)(x), fn(x))
+
+
+@pytest.mark.parametrize("method", ["iir", "fft", "fir"])
+def test_compile_follows_a_changing_fs_and_length(method):
+    # A compiled function called with another fs or length recompiles with them symbolic
+    # (automatic dynamic shapes): the design cannot be a constant of the graph. (Reset:
+    # the parametrisations share the lambda's code object and its recompile budget.)
+    torch.compiler.reset()
+    fn = torch.compile(lambda t, fs: bandpass(t, fs, 0.5, 45.0, method=method),
+                       fullgraph=True)
+    for fs, n in ((500.0, 400), (250.0, 400), (360.0, 300)):
+        x = signal((2, n), torch.float64, seed=int(fs))
+        torch.testing.assert_close(fn(x, fs), bandpass(x, fs, method=method),
+                                   rtol=0, atol=1e-12)
+
+
+def test_compile_dynamic_with_default_band():
+    # Under dynamic=True the default band edges are traced as symbolic floats.
+    from fastecg.preprocessors import BandPass
+
+    torch.compiler.reset()
+    for fn in (lambda t: bandpass(t, 500.0), BandPass(500.0, method="fft")):
+        method = "fft" if isinstance(fn, BandPass) else "iir"
+        compiled = torch.compile(fn, fullgraph=True, dynamic=True)
+        for n in (300, 400):
+            x = signal((2, n), torch.float64, seed=n)
+            torch.testing.assert_close(compiled(x), bandpass(x, 500.0, method=method),
+                                       rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("order", range(1, 9))
+@pytest.mark.parametrize("band", [(0.5, 45.0), (None, 40.0), (1.0, None)])
+def test_design_ops_match_scipy(order, band):
+    from fastecg.ops.bandpass import butter_padlen
+    from fastecg.ops.sosfilt import default_padlen
+
+    low, high = band
+    if low is not None and high is not None:
+        sos = ss.butter(order, [low, high], btype="bandpass", fs=500.0, output="sos")
+    elif low is not None:
+        sos = ss.butter(order, low, btype="highpass", fs=500.0, output="sos")
+    else:
+        sos = ss.butter(order, high, btype="lowpass", fs=500.0, output="sos")
+    design, zi = torch.ops.fastecg.butter_design(order, *band, 500.0, "cpu")
+    np.testing.assert_array_equal(design.numpy(), sos)
+    np.testing.assert_array_equal(zi.numpy(), ss.sosfilt_zi(sos))
+    assert butter_padlen(order, *band) == default_padlen(sos)
+    if order == 4:
+        torch.library.opcheck(torch.ops.fastecg.butter_design.default,
+                              (order, *band, 500.0, "cpu"))
+        torch.library.opcheck(torch.ops.fastecg.fir_design.default,
+                              (41, *band, 500.0, "cpu", torch.float32))
+
+
+def test_module_filter_stays_exact_after_dtype_casts():
+    # The module holds no coefficient buffers for .float()/.half()/.double() to round.
+    from fastecg.preprocessors import BandPass
+
+    x = signal((2, 3, 600), torch.float64)
+    model = torch.nn.Sequential(BandPass(500.0), torch.nn.Conv1d(3, 4, 3)).float()
+    torch.testing.assert_close(model[0](x.float()), bandpass(x.float(), 500.0), rtol=0, atol=0)
+    assert model(x.float()).shape == (2, 4, 598)
+    torch.testing.assert_close(BandPass(500.0).double()(x), bandpass(x, 500.0), rtol=0, atol=0)
+    half = BandPass(500.0).half()(x.half())
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half, bandpass(x.half(), 500.0), rtol=0, atol=0)
+
+
+def test_module_rejects_a_mismatched_method_or_order():
+    from fastecg.preprocessors import BandPass
+
+    with pytest.raises(ValueError, match="not a Butterworth method"):
+        BandPass(500.0, method="fir")
+    for kind in ("butter", "fir"):
+        with pytest.raises(ValueError, match="filter_order must be a positive integer"):
+            BandPass(500.0, filter_type=kind, filter_order=0)
+
+
+@pytest.mark.parametrize("method", ["fft", "fir"])
+def test_unused_arguments_are_still_checked(method):
+    x = signal((2, 400))
+    with pytest.raises(ValueError, match="unknown backend"):
+        bandpass(x, 500.0, method=method, backend="cpp")
+    with pytest.raises(ValueError, match="padtype"):
+        bandpass(x, 500.0, method=method, padtype="reflect")
+    with pytest.raises(ValueError, match="padlen must be >= 0"):
+        bandpass(x, 500.0, method=method, padlen=-1)
+
+
+def test_empty_batches_and_half_inputs():
+    sos = DESIGNS["cheby1"]()
+    assert sosfilt(sos, torch.zeros(0, 5)).shape == (0, 5)
+    y, zf = sosfilt(sos, torch.zeros(0, 5), zi=torch.zeros(sos.shape[0], 0, 2))
+    assert y.shape == (0, 5) and zf.shape == (sos.shape[0], 0, 2)
+    assert bandpass(torch.empty(0, 300), 500.0, method="fft").shape == (0, 300)
+    x = signal((2, 300))
+    half = sosfilt(sos, x.half())
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half, sosfilt(sos, x.half().float()).half(), rtol=0, atol=0)
+
+
+def test_sos_requiring_grad_is_refused():
+    # The filter is a constant: rather than a silent sos.grad of None, an error.
+    sos = torch.tensor(DESIGNS["cheby1"](), requires_grad=True)
+    x = signal((2, 300), torch.float64)
+    for op in (sosfiltfilt, sosfilt):
+        with pytest.raises(ValueError, match="sos.detach"):
+            op(sos, x)
+    with torch.no_grad():
+        torch.testing.assert_close(sosfiltfilt(sos, x), sosfiltfilt(sos.detach(), x))
 
 
 def test_sosfiltfilt_numpy_sos_compile_fullgraph():

@@ -322,6 +322,15 @@ def test_bad_input():
         remove_baseline(x, fs=500.0, method="median3")
     with pytest.raises(TypeError, match="floating"):
         remove_baseline(torch.ones(2, 100, dtype=torch.int32), fs=500.0)
+    for window in (float("inf"), 1e12):  # beyond the kernels' 2**30 - 1 samples
+        with pytest.raises(ValueError, match="at most"):
+            remove_baseline(x, fs=500.0, window1=window)
+    with pytest.raises(ValueError, match="window must be positive"):
+        remove_baseline(x, fs=500.0, window2=float("nan"))
+    with pytest.raises(ValueError, match="size"):
+        median_filter1d(x, 2**31)
+    # NumPy integers are integers (as SciPy takes them)
+    assert torch.equal(median_filter1d(x, np.int64(5)), median_filter1d(x, 5))
     empty = torch.empty(0, 12, 5000)
     assert remove_baseline(empty, fs=500.0).shape == empty.shape
     assert median_filter1d(torch.empty(3, 0), 5).shape == (3, 0)

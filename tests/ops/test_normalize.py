@@ -165,6 +165,17 @@ def test_bad_arguments():
         normalize(x, backend="cuda")
 
 
+def test_modules_check_their_arguments_when_built():
+    from fastecg.preprocessors import Normalize, ZScoreNormalize
+
+    with pytest.raises(ValueError, match="std must be positive"):
+        ZScoreNormalize(std=0.0)
+    with pytest.raises(ValueError, match="unknown method"):
+        Normalize(method="x")
+    with pytest.raises(ValueError, match="unknown backend"):
+        Normalize(backend="gpu")
+
+
 # ---- autograd, custom op, compile ------------------------------------------------------
 
 @pytest.mark.parametrize("method", METHODS)

@@ -76,8 +76,19 @@ def fir_taps(numtaps: int, lowcut: Optional[float], highcut: Optional[float],
 def default_numtaps(fs: float, filter_order: Optional[int] = None) -> int:
     """torch_ecg's FIR length (through BioSPPy): `filter_order` taps, default
     ``int(0.2 * fs)``, made odd (101 at 500 Hz; ``filter_order=100`` gives 101)."""
-    n = filter_order or int(0.2 * fs)
-    return n + 1 - n % 2  # odd; a bad value stays bad for fir_taps's check to name
+    if filter_order is not None:
+        _check_positive_int("filter_order", filter_order)
+    n = int(0.2 * fs) if filter_order is None else filter_order
+    return n + 1 - n % 2  # odd
+
+
+def butter_order(filter_order: Optional[int]) -> int:
+    """The modules' Butterworth order: `filter_order`, default 4 (0 is an error, not
+    the default)."""
+    if filter_order is None:
+        return 4
+    _check_positive_int("filter_order", filter_order)
+    return filter_order
 
 
 def bandpass(sig: np.ndarray, fs: float, lowcut: Optional[float] = 0.5,
@@ -119,7 +130,7 @@ class BandPass:
             self.order = default_numtaps(self.fs, filter_order)
             fir_taps(self.order, lowcut, highcut, self.fs)  # validates now
         else:
-            self.order = filter_order or 4
+            self.order = butter_order(filter_order)
             butter_sos(self.order, lowcut, highcut, self.fs)
 
     def __call__(self, sig: np.ndarray) -> np.ndarray:

@@ -16,6 +16,9 @@ __all__ = ["remove_baseline", "BaselineRemove", "window_samples"]
 _METHODS = ("median", "mean")
 
 
+_MAX_WINDOW = 2**30 - 1  # the kernels' window limit (positions fit 32-bit ranks)
+
+
 def window_samples(window_s: float, fs: float) -> int:
     """Odd window length in samples for ``window_s`` seconds at ``fs`` Hz:
     ``2 * (int(window_s * fs) // 2) + 1`` (torch_ecg's rule)."""
@@ -23,7 +26,11 @@ def window_samples(window_s: float, fs: float) -> int:
         raise ValueError(f"window must be positive (seconds), got {window_s}")
     if not fs > 0:
         raise ValueError(f"fs must be positive (Hz), got {fs}")
-    return 2 * (int(window_s * fs) // 2) + 1
+    samples = window_s * fs
+    if not samples < _MAX_WINDOW:  # also inf and NaN
+        raise ValueError(f"window of {window_s} s at {fs} Hz is {samples:g} samples; at most "
+                         f"{_MAX_WINDOW - 1} are supported")
+    return 2 * (int(samples) // 2) + 1
 
 
 def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: float = 0.6,

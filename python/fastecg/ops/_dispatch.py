@@ -104,16 +104,21 @@ def _runs_on(backend: str, device: str) -> bool:
     return backend == device
 
 
+def check_backend_name(backend: str) -> None:
+    """ValueError unless `backend` is "auto" or a known backend's name."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected 'auto' or one of {BACKENDS}")
+
+
 def resolve_backend(name: str, x: torch.Tensor, backend: str = "auto") -> str:
     """The backend that runs kernel ``name`` on ``x``; raises if a forced one cannot."""
     device = x.device.type
+    check_backend_name(backend)
     if backend == "auto":
         for candidate in _PREFERENCE.get(device, ("torch",)):
             if (name, candidate) in _KERNELS and backends()[candidate].available:
                 return candidate
         raise RuntimeError(f"no kernel for {name!r} on {device} (not even the torch reference)")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected 'auto' or one of {BACKENDS}")
     if (name, backend) not in _KERNELS:
         have = sorted(b for (n, b) in _KERNELS if n == name)
         raise RuntimeError(f"{name!r} has no {backend!r} kernel; it has {have}")

@@ -13,7 +13,9 @@ from torch import Tensor
 from ..numpy_path.bandpass import (_check_band, _check_fir, _check_positive_int, butter_sos,
                                    default_numtaps, fir_taps)
 from ._validate import check_signal, kernel_dtype
-from .sosfilt import PADTYPES, _extend, extension_length, sosfiltfilt
+from ._dispatch import check_backend_name
+from .sosfilt import (PADTYPES, _extend, _sos_on_device, _zi_on_device, extension_length,
+                      filtfilt_design)
 
 __all__ = ["bandpass", "butter_sos", "fir_taps"]
 
@@ -25,12 +27,37 @@ BANDPASS_METHODS = ("iir", "fft", "fir")
 _DIRECT_MAX_TAPS = 32
 
 
-# Filter designs are constants of a torch.compile graph: computed once while tracing
-# (SciPy is not traceable), cached per call in eager mode.
-@torch.compiler.assume_constant_result
-def _butter_const(order: int, lowcut: Optional[float], highcut: Optional[float],
-                  fs: float) -> tuple:
-    return _butter_key(order, lowcut, highcut, fs)
+# Filter designs come from SciPy, which torch.compile cannot trace. They are custom ops:
+# in eager mode a call is a cache lookup per (design, device); under torch.compile the
+# graph holds the op, so the band edges and fs may be symbolic (a compiled function
+# called with another fs, or dynamic=True, does not need them as constants).
+@torch.library.custom_op("fastecg::butter_design", mutates_args=())
+def _butter_design(order: int, lowcut: Optional[float], highcut: Optional[float], fs: float,
+                   device: str) -> tuple[Tensor, Tensor]:
+    """(sos, sosfilt_zi(sos)) of ``butter_sos(order, lowcut, highcut, fs)``, float64 on
+    `device`; copies of the cached tensors (an op's outputs must not alias)."""
+    key = _butter_key(order, lowcut, highcut, fs)
+    return _sos_on_device(key, device).clone(), _zi_on_device(key, device).clone()
+
+
+@_butter_design.register_fake
+def _(order, lowcut, highcut, fs, device):
+    n_sections = butter_sections(order, lowcut, highcut)
+    return (torch.empty(n_sections, 6, dtype=torch.float64, device=device),
+            torch.empty(n_sections, 2, dtype=torch.float64, device=device))
+
+
+def butter_sections(order: int, lowcut: Optional[float], highcut: Optional[float]) -> int:
+    """Sections of SciPy's Butterworth design: a band-pass has 2 * order poles (order
+    sections), a low- or high-pass order poles (an odd one alone in a section)."""
+    return order if lowcut is not None and highcut is not None else (order + 1) // 2
+
+
+def butter_padlen(order: int, lowcut: Optional[float], highcut: Optional[float]) -> int:
+    """:func:`default_padlen` of the Butterworth design without designing it: only an
+    odd-order low- or high-pass has a first-order section (b2 == a2 == 0)."""
+    single_edge = lowcut is None or highcut is None
+    return 3 * (2 * butter_sections(order, lowcut, highcut) + 1 - int(single_edge and order % 2))
 
 
 @functools.lru_cache(maxsize=128)
@@ -38,10 +65,17 @@ def _butter_key(order, lowcut, highcut, fs) -> tuple:
     return tuple(map(tuple, butter_sos(order, lowcut, highcut, fs).tolist()))
 
 
-@torch.compiler.assume_constant_result
-def _fir_const(numtaps: int, lowcut: Optional[float], highcut: Optional[float], fs: float,
-               device: str, dtype: torch.dtype) -> Tensor:
-    return _fir_on_device(numtaps, lowcut, highcut, fs, device, dtype)
+@torch.library.custom_op("fastecg::fir_design", mutates_args=())
+def _fir_design(numtaps: int, lowcut: Optional[float], highcut: Optional[float], fs: float,
+                device: str, dtype: torch.dtype) -> Tensor:
+    """``fir_taps(numtaps, lowcut, highcut, fs)`` in `dtype` on `device` (a copy of the
+    cached tensor)."""
+    return _fir_on_device(numtaps, lowcut, highcut, fs, device, dtype).clone()
+
+
+@_fir_design.register_fake
+def _(numtaps, lowcut, highcut, fs, device, dtype):
+    return torch.empty(numtaps, dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=128)
@@ -49,20 +83,19 @@ def _fir_on_device(numtaps, lowcut, highcut, fs, device, dtype) -> Tensor:
     return torch.tensor(fir_taps(numtaps, lowcut, highcut, fs), dtype=dtype, device=device)
 
 
-@torch.compiler.assume_constant_result
-def _gain_const(sos: tuple, n_fft: int, device: str, dtype: torch.dtype) -> Tensor:
-    return _gain_on_device(sos, n_fft, device, dtype)
+def _zero_phase_gain_interleaved(sos: Tensor, n_fft: int, dtype: torch.dtype) -> Tensor:
+    """|H|^2 at the rFFT bins, each bin's value twice, for the real and imaginary parts
+    of the spectrum viewed as real numbers: a real product of contiguous rows vectorises
+    (CPU, 768 x 2561 bins: 0.27 ms; times a complex gain 0.4-1.0 ms; a real gain
+    broadcast over the last axis of view_as_real 4-6 ms)."""
+    return _zero_phase_gain(sos, n_fft).repeat_interleave(2).to(dtype)
 
 
 @functools.lru_cache(maxsize=128)
-def _gain_on_device(sos, n_fft, device, dtype) -> Tensor:
+def _gain_on_device(sos_key: tuple, n_fft: int, device: str, dtype: torch.dtype) -> Tensor:
     # ~40 small ops per call otherwise (~0.5-1 ms on CPU, as much as a pass over a batch).
-    # Each bin's gain twice, for the real and imaginary parts of the spectrum viewed as
-    # real numbers: a real product of contiguous rows vectorises (CPU, 768 x 2561 bins:
-    # 0.27 ms; times a complex gain 0.4-1.0 ms; a real gain broadcast over the last
-    # axis of view_as_real 4-6 ms).
-    gain = _zero_phase_gain(torch.tensor(sos, dtype=torch.float64), n_fft)
-    return gain.repeat_interleave(2).to(device=device, dtype=dtype)
+    sos = torch.tensor(sos_key, dtype=torch.float64, device=device)
+    return _zero_phase_gain_interleaved(sos, n_fft, dtype)
 
 
 def _zero_phase_gain(sos: Tensor, n_fft: int) -> Tensor:
@@ -143,16 +176,22 @@ class _ZeroPhaseFFT(torch.autograd.Function):
         return out, None, None, None, None, None, None
 
 
-def _fft_filter(x: Tensor, sos: tuple, min_pad: int) -> Tensor:
-    """|H(f)|^2 of the Butterworth filter `sos` (a design key) applied by rFFT, reflect-
+def _fft_filter(x: Tensor, sos: Tensor, key: Optional[tuple], min_pad: int) -> Tensor:
+    """|H(f)|^2 of the Butterworth filter `sos` (design `key`, None under torch.compile)
+    applied by rFFT, reflect-
     padded by at least ``min_pad`` a side, as far as the transform length allows (a
     fast length, not the shortest: 5120 runs 20% faster than 5184 for ECG batches)."""
     n = x.shape[-1]
+    if x.numel() == 0:  # no rows: nothing to transform (MKL rejects an empty batch)
+        return x.clone()
     work = x if x.dtype == torch.float64 else x.float()
     n_fft = _fast_fft_len(n + 2 * min_pad)
     pad = min(n - 1, (n_fft - n) // 2)
     right = min(n - 1, n_fft - n - pad)  # beyond that: zeros, as far from the signal
-    gain = _gain_const(sos, n_fft, str(x.device), work.dtype)
+    if torch.compiler.is_compiling():  # traced: the length may be symbolic
+        gain = _zero_phase_gain_interleaved(sos, n_fft, work.dtype)
+    else:
+        gain = _gain_on_device(key, n_fft, str(x.device), work.dtype)
     y = _ZeroPhaseFFT.apply(work.reshape(-1, n), gain, n, pad, right, n_fft, False)
     # Rows of y are n_fft apart in the transform's output: a view, no copy.
     return y.view(x.shape).to(x.dtype)
@@ -161,7 +200,7 @@ def _fft_filter(x: Tensor, sos: tuple, min_pad: int) -> Tensor:
 def _fast_fft_len(n: int) -> int:
     """Smallest 2^a 3^b 5^c >= n with a >= 3. torch's CPU FFT (MKL) is fast on these;
     odd sizes such as 5625 ran ~4x slower than 5760 (measured, 768 rows)."""
-    size = n + (-n) % 8
+    size = (n + 7) // 8 * 8  # (no `%` on a length: inductor cannot size tensors by Mod)
     while True:
         rest = size
         for p in (2, 3, 5):
@@ -229,10 +268,12 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         pass_zero=False, fs=fs), 1, x, padtype=padtype, padlen=padlen)`` (high-pass:
         ``firwin(numtaps, lowcut, pass_zero=False)``; low-pass: ``pass_zero=True``).
     backend : {"auto", "cuda", "triton", "cpu", "torch"}, optional
-        Kernel of the ``iir`` method (``fft`` and ``fir`` are plain torch ops).
+        Kernel of the ``iir`` method (``fft`` and ``fir`` are plain torch ops: for them
+        the name is checked, not used).
     padtype, padlen : optional
         Edge handling of the ``iir`` and ``fir`` methods, as in SciPy (default: odd;
         27 samples for a 4th-order Butterworth band-pass, ``3 * numtaps`` for FIR).
+        Checked but not used by ``fft``.
     numtaps : int, optional
         FIR length (``fir`` only); default torch_ecg's ``int(0.2 * fs)`` made odd
         (101 at 500 Hz). A high-pass needs an odd number.
@@ -261,9 +302,11 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
     SciPy's float64 ``filtfilt``, relative to the peak: up to 6e-7 in float32, 2e-15 in
     float64 (random-walk signals, 11-201 taps, fs 100-1000 Hz).
 
-    The filter is designed with SciPy once per (design, device) and cached; under
-    ``torch.compile(fullgraph=True)`` the design is a constant of the graph and every
-    method traces without breaks.
+    The filter is designed with SciPy once per (design, device) and cached. Under
+    ``torch.compile(fullgraph=True)`` every method traces without breaks: the design is
+    a custom op of the graph (SciPy runs, cached, when the graph runs), so `fs` and the
+    band edges may change from call to call, or be symbolic under ``dynamic=True``, and
+    the signal's length may change too.
 
     Examples
     --------
@@ -279,11 +322,17 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
     if not fs > 0:
         raise ValueError(f"fs must be positive, got {fs}")
     fs = float(fs)
+    if method != "iir":  # checked although unused: a typo should not pass silently
+        check_backend_name(backend)
     if method == "fir":
         return _bandpass_fir(x, fs, lowcut, highcut, numtaps, padtype, padlen)
     _check_positive_int("order", order)
     _check_band(lowcut, highcut, fs)
-    sos = _butter_const(order, lowcut, highcut, fs)
+    if torch.compiler.is_compiling():
+        key, (sos, zi) = None, _butter_design(order, lowcut, highcut, fs, str(x.device))
+    else:  # the op's cached tensors themselves (no copies: they are inputs from here on)
+        key = _butter_key(order, lowcut, highcut, fs)
+        sos, zi = _sos_on_device(key, str(x.device)), _zi_on_device(key, str(x.device))
     if method == "fft":
         n = x.shape[-1]
         if n < 2:
@@ -292,9 +341,11 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         # either way): on synthetic ECG, 8 to 1000 samples give the same error against
         # the IIR at every distance from the edges. At least 1/32 period of the lowest
         # edge; _fft_filter widens it to the next fast transform length.
+        extension_length(x, padtype, padlen, 0)  # checked although unused
         min_pad = min(n - 1, math.ceil(fs / (32 * (lowcut or highcut))))
-        return _fft_filter(x, sos, min_pad)
-    return sosfiltfilt(sos, x, padtype=padtype, padlen=padlen, backend=backend)
+        return _fft_filter(x, sos, key, min_pad)
+    return filtfilt_design(x, sos, zi, butter_padlen(order, lowcut, highcut), padtype, padlen,
+                           backend)
 
 
 def _bandpass_fir(x: Tensor, fs: float, lowcut: Optional[float], highcut: Optional[float],
@@ -304,5 +355,8 @@ def _bandpass_fir(x: Tensor, fs: float, lowcut: Optional[float], highcut: Option
     _check_fir(numtaps, lowcut, highcut, fs)
     edge = extension_length(x, padtype, padlen, 3 * numtaps)  # SciPy: 3 * max(len(a), len(b))
     work = kernel_dtype(x)
-    taps = _fir_const(numtaps, lowcut, highcut, fs, str(x.device), work)
+    if torch.compiler.is_compiling():
+        taps = _fir_design(numtaps, lowcut, highcut, fs, str(x.device), work)
+    else:
+        taps = _fir_on_device(numtaps, lowcut, highcut, fs, str(x.device), work)
     return fir_filtfilt(x.to(work), taps, edge, padtype).to(x.dtype)

@@ -9,11 +9,13 @@ approximation, O(1) per sample).
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
 from ._dispatch import compiled_op, kernel_for, register_kernel, resolve_backend
-from ..numpy_path.baseline import window_samples
+from ..numpy_path.baseline import _MAX_WINDOW, window_samples
 from ._validate import check_signal, kernel_dtype
 
 __all__ = ["median_filter1d", "remove_baseline", "window_samples", "MEDIAN_MODES"]
@@ -183,12 +185,17 @@ def moving_average_vjp(grad: Tensor, sizes: list[int], subtract: bool) -> Tensor
 
 # ---- public functions ------------------------------------------------------------------------
 
-def _check_size(size: int, origin: int, name: str = "size") -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"median_filter1d: {name} must be a positive int, got {size!r}")
+def _check_size(size: int, origin: int, name: str = "size") -> int:
+    """`size` as a Python int (NumPy integers accepted), checked with `origin`."""
+    if (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1
+            or size > _MAX_WINDOW):
+        raise ValueError(f"median_filter1d: {name} must be a positive int up to "
+                         f"{_MAX_WINDOW}, got {size!r}")
+    size = int(size)
     if not -(size // 2) <= origin <= (size - 1) // 2:
         raise ValueError(f"median_filter1d: origin {origin} out of range "
                          f"[{-(size // 2)}, {(size - 1) // 2}] for size {size}")
+    return size
 
 
 def _needs_index(x: Tensor) -> bool:
@@ -237,8 +244,8 @@ def median_filter1d(x: Tensor, size: int, mode: str = "nearest", cval: float = 0
     medians (``remove_baseline``) reuse the first ranking.
 
     NaN: a window that holds a NaN yields NaN (as ``torch.median``); SciPy's result is
-    unspecified there. For ``mode="reflect"`` with an extension longer than four signal
-    lengths SciPy reads out of bounds (its offset arithmetic yields -1); we extend
+    unspecified there. For ``mode="reflect"`` with an extension of four signal lengths or
+    more SciPy reads out of bounds (its offset arithmetic yields -1); we extend
     periodically, as for every other length.
 
     The gradient is one-hot at each window's selected sample (``gradcheck`` holds on
@@ -252,7 +259,7 @@ def median_filter1d(x: Tensor, size: int, mode: str = "nearest", cval: float = 0
     if mode not in MEDIAN_MODES:
         raise ValueError(f"median_filter1d: unknown mode {mode!r}; expected one of "
                          f"{sorted(MEDIAN_MODES)}")
-    _check_size(size, origin)
+    size = _check_size(size, origin)
     if x.numel() == 0:
         return x.clone()
     out, _ = _median_filter(x.to(kernel_dtype(x)), [size], [origin], MEDIAN_MODES[mode],

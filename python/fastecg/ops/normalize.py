@@ -13,7 +13,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from ._dispatch import compiled_op, kernel_for, register_kernel, resolve_backend
+from ._dispatch import check_backend_name, compiled_op, kernel_for, register_kernel, resolve_backend
 from ._validate import check_signal, kernel_dtype
 
 __all__ = ["normalize", "NORMALIZE_METHODS"]
@@ -172,9 +172,7 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
     >>> y.shape
     torch.Size([4, 12, 5000])
     """
-    if method not in NORMALIZE_METHODS:
-        raise ValueError(f"normalize: unknown method {method!r}; expected one of "
-                         f"{sorted(NORMALIZE_METHODS)}")
+    check_normalize_args(method, mean, std, backend)
     code = NORMALIZE_METHODS[method]
     check_signal(x, "normalize", min_dim=1 if per_channel else 2,
                  min_samples=2 if (code == Z_SCORE and per_channel) else 1)
@@ -182,8 +180,6 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
         raise ValueError(f"normalize: z-score needs at least 2 values per record, got shape "
                          f"{tuple(x.shape)}")
     tensor_stats = isinstance(mean, Tensor) or isinstance(std, Tensor)
-    if not tensor_stats and not std > 0:
-        raise ValueError(f"normalize: std must be positive, got {std}")
     if not torch.compiler.is_compiling():
         resolve_backend("normalize", x, backend)  # fail early, with the reason
     out = _normalize(x.to(kernel_dtype(x)), code,
@@ -192,6 +188,16 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
     if tensor_stats and code != MIN_MAX:
         out = _apply_tensor_stats(out, x, code, mean, std)
     return out.to(x.dtype)
+
+
+def check_normalize_args(method: str, mean, std, backend: str) -> None:
+    """What can be checked without a signal (the modules check it when built)."""
+    if method not in NORMALIZE_METHODS:
+        raise ValueError(f"normalize: unknown method {method!r}; expected one of "
+                         f"{sorted(NORMALIZE_METHODS)}")
+    if not isinstance(mean, Tensor) and not isinstance(std, Tensor) and not std > 0:
+        raise ValueError(f"normalize: std must be positive, got {std}")
+    check_backend_name(backend)
 
 
 def _apply_tensor_stats(unit: Tensor, x: Tensor, code: int, mean, std) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ._dispatch import compiled_op, has_kernel, kernel_for, register_kernel, resolve_backend
-from ._validate import check_signal
+from ._validate import check_signal, kernel_dtype
 
 __all__ = ["sosfilt", "sosfiltfilt", "default_padlen", "PADTYPES"]
 
@@ -186,7 +186,8 @@ def _extension_transpose(w: Tensor, n: int, padlen: int, padtype: int) -> Tensor
 @torch.library.custom_op("fastecg::sosfilt", mutates_args=())
 def _sosfilt(x: Tensor, sos: Tensor, zi: Tensor, backend: str) -> tuple[Tensor, Tensor]:
     rows = x.reshape(-1, x.shape[-1])
-    y, zf = kernel_for("sosfilt", x, backend)(rows, sos, zi.reshape(rows.shape[0], -1, 2))
+    states = zi.reshape(rows.shape[0], sos.shape[0], 2)  # (-1 is ambiguous for 0 rows)
+    y, zf = kernel_for("sosfilt", x, backend)(rows, sos, states)
     return y.view(x.shape), zf.view(zi.shape)
 
 
@@ -252,12 +253,22 @@ def _impulse_states(sos: Tensor, n: int, backend: str) -> Tensor:
 def _as_sos(sos: Union[np.ndarray, Tensor], device: torch.device) -> Tensor:
     """Validate like scipy.signal's _validate_sos; normalise a0 to 1; float64 on device."""
     if isinstance(sos, Tensor):
+        _check_constant_sos(sos)
         if sos.dim() != 2 or sos.shape[-1] != 6:
             raise ValueError(f"sos array must be shape (n_sections, 6), got {tuple(sos.shape)}")
         if not torch.compiler.is_compiling() and not bool((sos[:, 3] == 1).all()):
             raise ValueError("sos[:, 3] should be all ones")
         return sos.to(device=device, dtype=torch.float64)
     return _sos_on_device(_sos_key(sos), str(device))
+
+
+def _check_constant_sos(sos: Tensor) -> None:
+    """The filter is a constant of these ops: no gradient flows to `sos`. Say so rather
+    than return a result whose backward leaves ``sos.grad`` silently None."""
+    if sos.requires_grad and torch.is_grad_enabled():
+        raise ValueError("sos requires grad, but gradients with respect to the filter "
+                         "coefficients are not supported (only with respect to x and zi); "
+                         "pass sos.detach()")
 
 
 def _sos_key(sos) -> tuple:
@@ -364,7 +375,8 @@ def sosfiltfilt(sos: Union[np.ndarray, Tensor], x: Tensor, padtype: Optional[str
     TypeError
         If `x` is not floating point.
     ValueError
-        For a malformed `sos`, an unknown `padtype`, or ``n_samples <= padlen``.
+        For a malformed `sos`, a `sos` that requires grad (the filter is a constant),
+        an unknown `padtype`, or ``n_samples <= padlen``.
 
     Notes
     -----
@@ -393,11 +405,18 @@ def sosfiltfilt(sos: Union[np.ndarray, Tensor], x: Tensor, padtype: Optional[str
     else:
         device = str(x.device)
         sos_t, zi, default = _sos_const(sos, device), _zi_const(sos, device), _padlen_const(sos)
-    edge = extension_length(x, padtype, padlen, default)
+    return filtfilt_design(x, sos_t, zi, default, padtype, padlen, backend)
+
+
+def filtfilt_design(x: Tensor, sos: Tensor, zi: Tensor, default_padlen: int,
+                    padtype: Optional[str], padlen: Optional[int], backend: str) -> Tensor:
+    """sosfiltfilt of a checked signal with a prepared design: `sos`, its ``sosfilt_zi``
+    (float64 on x's device) and its default padding."""
+    edge = extension_length(x, padtype, padlen, default_padlen)
     if not torch.compiler.is_compiling():
         resolve_backend("sosfiltfilt", x, backend)
-    work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    return _sosfiltfilt(work, sos_t, zi, edge, PADTYPES[padtype], backend).to(x.dtype)
+    work = x.to(kernel_dtype(x))
+    return _sosfiltfilt(work, sos, zi, edge, PADTYPES[padtype], backend).to(x.dtype)
 
 
 def _zi_for(sos, sos_t: Tensor) -> Tensor:
@@ -436,7 +455,7 @@ def sosfilt(sos: Union[np.ndarray, Tensor], x: Tensor, zi: Optional[Tensor] = No
     sos : array_like or Tensor, shape (n_sections, 6)
         Second-order sections; ``sos[:, 3]`` must be 1.
     x : Tensor, shape (..., n_samples)
-        float32 or float64, CPU or CUDA.
+        float32 or float64 (half types are computed in float32), CPU or CUDA.
     zi : Tensor, shape (n_sections, ..., 2), optional
         Initial state per section and channel, as SciPy lays it out
         (``sosfilt_zi(sos)[:, None, :] * x[..., :1]`` style).
@@ -453,7 +472,8 @@ def sosfilt(sos: Union[np.ndarray, Tensor], x: Tensor, zi: Optional[Tensor] = No
     Notes
     -----
     State and arithmetic in float64. Differentiable in `x` and `zi` through both `y`
-    and `zf` (exact adjoints; twice differentiable).
+    and `zf` (exact adjoints; twice differentiable); `sos` is a constant (a `sos` that
+    requires grad raises ValueError).
     """
     check_signal(x, "sosfilt")
     sos_t = _as_sos(sos, x.device)
@@ -471,7 +491,8 @@ def sosfilt(sos: Union[np.ndarray, Tensor], x: Tensor, zi: Optional[Tensor] = No
         state = zi.to(torch.float64).movedim(0, -2)
     if not torch.compiler.is_compiling():
         resolve_backend("sosfilt", x, backend)
-    y, zf = _sosfilt(x, sos_t, state.contiguous(), backend)
+    y, zf = _sosfilt(x.to(kernel_dtype(x)), sos_t, state.contiguous(), backend)
+    y = y.to(x.dtype)
     if zi is None:
         return y
     return y, zf.movedim(-2, 0)

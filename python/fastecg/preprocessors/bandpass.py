@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
-from ..ops._validate import check_signal, kernel_dtype
+from ..numpy_path.bandpass import butter_order
 from ..ops.bandpass import bandpass, butter_sos, default_numtaps, fir_taps
-from ..ops.sosfilt import PADTYPES, _sosfiltfilt, check_longer_than_padding, default_padlen
 from ..registry import PREPROCESSORS
 
 
@@ -35,9 +33,12 @@ class BandPass(nn.Module):
 
     Notes
     -----
-    Butterworth coefficients are designed once here and kept as buffers, so ``forward``
-    (``iir``) is a single custom op; FIR goes through the functional form, plain torch
-    convolutions. Both trace with ``torch.compile(module, fullgraph=True)``.
+    The design is checked here, so bad arguments fail at construction; ``forward`` is
+    :func:`fastecg.ops.bandpass`, which designs the filter once per (design, device) and
+    caches it. The module holds no coefficient buffers: ``.float()``, ``.half()`` or
+    ``.to(device)`` on a model containing it leave the filter exact (float64
+    coefficients whatever the module's dtype). Traces with
+    ``torch.compile(module, fullgraph=True)``.
     """
 
     def __init__(self, fs: float, lowcut: Optional[float] = 0.5,
@@ -54,26 +55,18 @@ class BandPass(nn.Module):
             fir_taps(self.order, lowcut, highcut, self.fs)  # validates now, not at first call
             self.method = "fir"
             return
-        self.order = filter_order or 4
-        sos = butter_sos(self.order, lowcut, highcut, self.fs)
-        from scipy.signal import sosfilt_zi
-
-        self.register_buffer("sos", torch.tensor(sos, dtype=torch.float64), persistent=False)
-        self.register_buffer("zi", torch.tensor(sosfilt_zi(sos), dtype=torch.float64),
-                             persistent=False)
-        self.padlen = default_padlen(sos)
+        if method not in ("iir", "fft"):
+            raise ValueError(f"method {method!r} is not a Butterworth method; use 'iir' or "
+                             "'fft' (filter_type='fir' for a FIR filter)")
+        self.order = butter_order(filter_order)
+        butter_sos(self.order, lowcut, highcut, self.fs)
 
     def forward(self, sig: Tensor) -> Tensor:
         if self.method == "fir":
             return bandpass(sig, self.fs, self.lowcut, self.highcut, method="fir",
                             numtaps=self.order)
-        if self.method != "iir":
-            return bandpass(sig, self.fs, self.lowcut, self.highcut, self.order, self.method)
-        check_signal(sig, "BandPass")
-        check_longer_than_padding(sig, self.padlen)
-        out = _sosfiltfilt(sig.to(kernel_dtype(sig)), self.sos, self.zi, self.padlen,
-                           PADTYPES["odd"], self.backend)
-        return out.to(sig.dtype)
+        return bandpass(sig, self.fs, self.lowcut, self.highcut, self.order, self.method,
+                        self.backend)
 
     def extra_repr(self) -> str:
         return (f"fs={self.fs:g}, lowcut={self.lowcut}, highcut={self.highcut}, "

@@ -6,7 +6,7 @@ from typing import Union
 
 from torch import Tensor, nn
 
-from ..ops.normalize import normalize
+from ..ops.normalize import check_normalize_args, normalize
 from ..registry import PREPROCESSORS
 
 
@@ -21,6 +21,7 @@ class Normalize(nn.Module):
                  std: Union[float, Tensor] = 1.0, per_channel: bool = False,
                  backend: str = "auto"):
         super().__init__()
+        check_normalize_args(method, mean, std, backend)  # at construction, not first call
         self.method, self.mean, self.std = method, mean, std
         self.per_channel, self.backend = per_channel, backend
 
