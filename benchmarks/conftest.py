@@ -51,7 +51,8 @@ def paired(benchmark):
     """``paired(group, op, candidates, rounds)``: times ``candidates`` ({label: callable
     without arguments}) round by round, each round calling every candidate once, starting
     one further along the list than the round before; each call's time is kept for the
-    per-round ratios (see pytest_sessionfinish)."""
+    per-round ratios (see pytest_sessionfinish). Wall-clock times of host calls: a GPU
+    candidate would have to synchronise itself."""
 
     def run(group: str, op: str, candidates: dict, rounds: int) -> None:
         labels = list(candidates)
