@@ -521,6 +521,49 @@ def test_sos_requiring_grad_is_refused():
         torch.testing.assert_close(sosfiltfilt(sos, x), sosfiltfilt(sos.detach(), x))
 
 
+def test_compiled_filters_follow_the_design_they_are_given():
+    # sos is read when the graph runs: another design (same shape or not, another
+    # default padlen: C has a first-order section, D does not) is filtered as that design.
+    designs = [ss.butter(4, [0.5, 40.0], "bandpass", fs=250.0, output="sos"),
+               ss.butter(4, [5.0, 20.0], "bandpass", fs=250.0, output="sos"),
+               ss.butter(5, 30.0, "lowpass", fs=250.0, output="sos"),
+               ss.butter(3, [5.0, 20.0], "bandpass", fs=250.0, output="sos")]
+    x = signal((2, 400), torch.float64)
+    torch.compiler.reset()
+    both = torch.compile(lambda sos, t: sosfiltfilt(sos, t), fullgraph=True)
+    causal = torch.compile(lambda sos, t: sosfilt(sos, t), fullgraph=True)
+    for sos in designs:
+        assert rel_err(both(sos, x), ss.sosfiltfilt(sos, x.numpy())) < 1e-11
+        assert rel_err(both(torch.tensor(sos), x), ss.sosfiltfilt(sos, x.numpy())) < 1e-11
+        assert rel_err(causal(sos, x), ss.sosfilt(sos, x.numpy())) < 1e-11
+    for sos in designs[:2]:  # a closure per design, one code object
+        key = tuple(map(tuple, sos.tolist()))
+        fn = torch.compile(lambda t, key=key: sosfiltfilt(key, t), fullgraph=True)
+        assert rel_err(fn(x), ss.sosfiltfilt(sos, x.numpy())) < 1e-11
+    with pytest.raises(ValueError, match="greater than padlen"):
+        both(designs[0], signal((2, 20), torch.float64))
+
+
+def test_numpy_path_checks_every_call():
+    from fastecg import numpy_path
+
+    x = signal((2, 400), torch.float64).numpy()
+    numpy_path.bandpass(x, 500.0, order=4)  # caches the design of order 4
+    with pytest.raises(ValueError, match="order must be a positive integer"):
+        numpy_path.bandpass(x, 500.0, order=4.0)
+    with pytest.raises(ValueError, match="fs must be positive"):
+        numpy_path.bandpass(x, -500.0)
+
+
+def test_module_checks_backend_and_method_when_built():
+    from fastecg.preprocessors import BandPass
+
+    with pytest.raises(ValueError, match="unknown backend"):
+        BandPass(500.0, backend="cuda2")
+    with pytest.raises(ValueError, match="not a Butterworth method"):
+        BandPass(500.0, filter_type="fir", method="foo")
+
+
 def test_sosfiltfilt_numpy_sos_compile_fullgraph():
     sos = DESIGNS["ellip"]()
     x = signal((2, 300))

@@ -329,6 +329,16 @@ def test_bad_input():
         remove_baseline(x, fs=500.0, window2=float("nan"))
     with pytest.raises(ValueError, match="size"):
         median_filter1d(x, 2**31)
+    from fastecg import numpy_path
+
+    with pytest.raises(ValueError, match="method"):
+        numpy_path.BaselineRemove(500.0, method="foo")
+    with pytest.raises(ValueError, match="window"):
+        numpy_path.BaselineRemove(500.0, window1=-1.0)
+    with pytest.raises(ValueError, match="0-d"):
+        numpy_remove_baseline(np.float32(1.0), 500.0)
+    with pytest.raises(ValueError, match="unknown backend"):
+        BaselineRemove(500.0, backend="cuda2")
     # NumPy integers are integers (as SciPy takes them)
     assert torch.equal(median_filter1d(x, np.int64(5)), median_filter1d(x, 5))
     empty = torch.empty(0, 12, 5000)

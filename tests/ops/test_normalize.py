@@ -165,6 +165,11 @@ def test_bad_arguments():
         normalize(x, backend="cuda")
 
 
+def test_numpy_path_names_a_bad_shape():
+    with pytest.raises(ValueError, match=r"\(\.\.\., n_leads, n_samples\)"):
+        numpy_path.normalize(np.zeros(10, dtype=np.float32))
+
+
 def test_modules_check_their_arguments_when_built():
     from fastecg.preprocessors import Normalize, ZScoreNormalize
 

@@ -18,6 +18,8 @@ _METHODS = ("iir", "fir")
 
 
 def _check_band(lowcut: Optional[float], highcut: Optional[float], fs: float) -> None:
+    if not fs > 0:
+        raise ValueError(f"fs must be positive, got {fs}")
     nyq = fs / 2
     for name, edge in (("lowcut", lowcut), ("highcut", highcut)):
         if edge is not None and not 0 < edge < nyq:
@@ -33,14 +35,31 @@ def _check_positive_int(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-@functools.lru_cache(maxsize=128)
-def butter_sos(order: int, lowcut: Optional[float], highcut: Optional[float],
-               fs: float) -> np.ndarray:
-    """Butterworth SOS from SciPy, cached per (order, band, fs); validates the band."""
-    from scipy.signal import butter
+def _checked_then_cached(check):
+    """Caches a design per arguments, and runs `check` on every call (a cache hit for
+    ``order=4.0``, equal to 4, must not skip the check that rejects it)."""
+    def wrap(design):
+        cached = functools.lru_cache(maxsize=128)(design)
 
+        @functools.wraps(design)
+        def checked(*args):
+            check(*args)
+            return cached(*args)
+        return checked
+    return wrap
+
+
+def _check_butter(order, lowcut, highcut, fs) -> None:
     _check_positive_int("order", order)
     _check_band(lowcut, highcut, fs)
+
+
+@_checked_then_cached(_check_butter)
+def butter_sos(order: int, lowcut: Optional[float], highcut: Optional[float],
+               fs: float) -> np.ndarray:
+    """Butterworth SOS from SciPy, cached per (order, band, fs); validates the arguments."""
+    from scipy.signal import butter
+
     if lowcut is not None and highcut is not None:
         return butter(order, [lowcut, highcut], btype="bandpass", fs=fs, output="sos")
     if lowcut is not None:
@@ -57,7 +76,7 @@ def _check_fir(numtaps: int, lowcut: Optional[float], highcut: Optional[float],
                          "taps (an even-length linear-phase filter is zero at Nyquist)")
 
 
-@functools.lru_cache(maxsize=128)
+@_checked_then_cached(_check_fir)
 def fir_taps(numtaps: int, lowcut: Optional[float], highcut: Optional[float],
              fs: float) -> np.ndarray:
     """``scipy.signal.firwin`` taps (Hamming window), cached per (numtaps, band, fs):
@@ -65,7 +84,6 @@ def fir_taps(numtaps: int, lowcut: Optional[float], highcut: Optional[float],
     (``highcut=None``, odd `numtaps`) ``pass_zero=False``, low-pass ``pass_zero=True``."""
     from scipy.signal import firwin
 
-    _check_fir(numtaps, lowcut, highcut, fs)
     if lowcut is not None and highcut is not None:
         return firwin(numtaps, [lowcut, highcut], pass_zero=False, fs=fs)
     if lowcut is not None:

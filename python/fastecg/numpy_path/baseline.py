@@ -43,6 +43,9 @@ def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: f
     sig = np.asarray(sig)
     if not np.issubdtype(sig.dtype, np.floating):
         raise TypeError(f"remove_baseline: expected a floating-point array, got {sig.dtype}")
+    if sig.ndim < 1:
+        raise ValueError("remove_baseline: expected an array of shape (..., n_samples), got a "
+                         "0-d array")
     w1, w2 = window_samples(window1, fs), window_samples(window2, fs)
     rows = sig.reshape(-1, sig.shape[-1]) if sig.size else sig.reshape(0, max(sig.shape[-1:], default=0))
     base = np.empty_like(rows)
@@ -61,6 +64,11 @@ class BaselineRemove:
 
     def __init__(self, fs: float, window1: float = 0.2, window2: float = 0.6,
                  method: str = "median"):
+        if method not in _METHODS:  # checked when built, as the torch module does
+            raise ValueError(f"BaselineRemove: unknown method {method!r}; expected one of "
+                             f"{_METHODS}")
+        for w in (window1, window2):
+            window_samples(w, fs)
         self.fs, self.window1, self.window2, self.method = fs, window1, window2, method
 
     def __call__(self, sig: np.ndarray) -> np.ndarray:

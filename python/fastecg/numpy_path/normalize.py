@@ -22,6 +22,9 @@ def normalize(sig: np.ndarray, method: str = "z-score", mean: float = 0.0, std: 
         raise TypeError(f"normalize: expected a floating-point array, got {sig.dtype}")
     if not np.all(np.asarray(std) > 0):
         raise ValueError(f"normalize: std must be positive, got {std}")
+    if sig.ndim < (1 if per_channel else 2):
+        raise ValueError(f"normalize: expected an array of shape (..., n_leads, n_samples), got "
+                         f"shape {sig.shape} (per_channel=True takes (..., n_samples))")
     if method == "naive":
         return ((sig - np.asarray(mean)) / np.asarray(std)).astype(sig.dtype, copy=False)
     axes = -1 if per_channel else (-2, -1)

@@ -79,9 +79,20 @@ def _extend(rows: Tensor, padlen: int, padtype: int) -> Tensor:
 
 # ---- custom ops ------------------------------------------------------------------------
 
+def _resolved_padlen(sos: Tensor, padlen: int, n: int) -> int:
+    """`padlen`, or for -1 the design's default, read from `sos` when the op runs (under
+    torch.compile a `sos` that is a graph input has no values while tracing)."""
+    if padlen >= 0:
+        return padlen
+    edge = default_padlen(sos)
+    check_longer_than_padding(n, edge)
+    return edge
+
+
 @torch.library.custom_op("fastecg::sosfiltfilt", mutates_args=())
 def _sosfiltfilt(x: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int,
                  backend: str) -> Tensor:
+    padlen = _resolved_padlen(sos, padlen, x.shape[-1])
     rows = x.reshape(-1, x.shape[-1])
     kernel = kernel_for("sosfiltfilt", x, backend)
     return kernel(rows, sos, zi, padlen, padtype).view(x.shape)
@@ -90,6 +101,7 @@ def _sosfiltfilt(x: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int,
 @torch.library.custom_op("fastecg::sosfiltfilt_adjoint", mutates_args=())
 def _sosfiltfilt_adjoint(grad: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int,
                          backend: str) -> Tensor:
+    padlen = _resolved_padlen(sos, padlen, grad.shape[-1])
     rows = grad.reshape(-1, grad.shape[-1])
     chosen = resolve_backend("sosfilt", grad, backend)
     filt = kernel_for("sosfilt", grad, chosen)
@@ -312,15 +324,16 @@ def _zi_on_device(key: tuple, device: str) -> Tensor:
     return torch.tensor(sosfilt_zi(np.array(key)), dtype=torch.float64, device=device)
 
 
-def check_longer_than_padding(x: Tensor, padlen: int) -> None:
-    """SciPy's rule: the signal must be longer than the edge extension."""
-    if x.shape[-1] <= padlen:
+def check_longer_than_padding(x: Union[Tensor, int], padlen: int) -> None:
+    """SciPy's rule: the signal (or a length) must be longer than the edge extension."""
+    n = x if isinstance(x, int) else x.shape[-1]
+    if n <= padlen:
         raise ValueError(f"The length of the input vector x must be greater than padlen, which "
-                         f"is {padlen}: got {x.shape[-1]} samples")
+                         f"is {padlen}: got {n} samples")
 
 
 def extension_length(x: Tensor, padtype: Optional[str], padlen: Optional[int],
-                     default: int) -> int:
+                     default: Optional[int]) -> int:
     """Samples of edge extension each side, by SciPy's filtfilt rules: none without a
     `padtype`, else `padlen` (`default` when None), at least 0 and below the signal's
     length. Raises ValueError naming the bad value."""
@@ -328,6 +341,8 @@ def extension_length(x: Tensor, padtype: Optional[str], padlen: Optional[int],
         raise ValueError(f"Unknown value '{padtype}' given to padtype. padtype must be 'even', "
                          "'odd', 'constant', or None.")
     edge = 0 if padtype is None else (default if padlen is None else padlen)
+    if edge is None:  # the design's default, found from its values when the op runs
+        return -1
     if edge < 0:
         raise ValueError(f"padlen must be >= 0, got {edge}")
     check_longer_than_padding(x, edge)
@@ -387,9 +402,11 @@ def sosfiltfilt(sos: Union[np.ndarray, Tensor], x: Tensor, padtype: Optional[str
     channels are unaffected. Measured error vs SciPy: ~1e-7 of the peak in float32,
     ~1e-13 in float64.
 
-    Under ``torch.compile`` an array_like `sos` (NumPy, nested lists) is read once, when
-    the function is traced, and kept as a constant of the graph; after changing such an
-    array in place, call ``torch.compiler.reset()``.
+    Under ``torch.compile`` `sos` (tensor, NumPy array, nested lists or tuples) is read
+    when the graph runs: a compiled function called with another design uses that
+    design; the checks of its values (``sos[:, 3] == 1``) are then left out, and the
+    default `padlen` and the initial conditions are found from its values as the graph
+    runs.
 
     Examples
     --------
@@ -399,19 +416,23 @@ def sosfiltfilt(sos: Union[np.ndarray, Tensor], x: Tensor, padtype: Optional[str
     torch.Size([8, 12, 5000])
     """
     check_signal(x, "sosfiltfilt")
-    if isinstance(sos, Tensor):
+    if torch.compiler.is_compiling():  # sos read when the graph runs, never a stale design
+        sos_t = _traced_sos(sos, x.device)
+        zi, default = _sosfilt_zi(sos_t), None
+    elif isinstance(sos, Tensor):
         sos_t = _as_sos(sos, x.device)
         zi, default = _zi_for(sos, sos_t), default_padlen(sos_t)
     else:
         device = str(x.device)
-        sos_t, zi, default = _sos_const(sos, device), _zi_const(sos, device), _padlen_const(sos)
+        sos_t = _sos_on_device(_sos_key(sos), device)
+        zi, default = _zi_on_device(_sos_key(sos), device), _padlen_for(sos)
     return filtfilt_design(x, sos_t, zi, default, padtype, padlen, backend)
 
 
-def filtfilt_design(x: Tensor, sos: Tensor, zi: Tensor, default_padlen: int,
+def filtfilt_design(x: Tensor, sos: Tensor, zi: Tensor, default_padlen: Optional[int],
                     padtype: Optional[str], padlen: Optional[int], backend: str) -> Tensor:
     """sosfiltfilt of a checked signal with a prepared design: `sos`, its ``sosfilt_zi``
-    (float64 on x's device) and its default padding."""
+    (float64 on x's device) and its default padding (None: found by the op from `sos`)."""
     edge = extension_length(x, padtype, padlen, default_padlen)
     if not torch.compiler.is_compiling():
         resolve_backend("sosfiltfilt", x, backend)
@@ -424,21 +445,36 @@ def _zi_for(sos, sos_t: Tensor) -> Tensor:
     return _zi_on_device(key, str(sos_t.device))
 
 
-# An array_like `sos` is a design constant: torch.compile calls these once while tracing
-# (SciPy, NumPy and the caches are not traceable) and bakes the results into the graph.
-@torch.compiler.assume_constant_result
-def _sos_const(sos, device: str) -> Tensor:
-    return _sos_on_device(_sos_key(sos), device)
-
-
-@torch.compiler.assume_constant_result
-def _zi_const(sos, device: str) -> Tensor:
-    return _zi_on_device(_sos_key(sos), device)
-
-
-@torch.compiler.assume_constant_result
-def _padlen_const(sos) -> int:
+def _padlen_for(sos) -> int:
     return _tuple_padlen(sos) if _is_design_tuple(sos) else default_padlen(sos)
+
+
+def _traced_sos(sos, device: torch.device) -> Tensor:
+    """Under torch.compile: `sos` as a float64 tensor that the graph reads when it runs
+    (a NumPy array or a tensor becomes a graph input, a tuple of numbers a guarded
+    constant), so a compiled function given another design filters with that design.
+    Shape checks only: the values are unknown while tracing."""
+    if isinstance(sos, Tensor):
+        _check_constant_sos(sos)
+    sos_t = torch.as_tensor(sos, dtype=torch.float64, device=device)
+    if sos_t.dim() != 2 or sos_t.shape[-1] != 6:
+        raise ValueError(f"sos array must be shape (n_sections, 6), got {tuple(sos_t.shape)}")
+    return sos_t
+
+
+@torch.library.custom_op("fastecg::sosfilt_zi", mutates_args=())
+def _sosfilt_zi(sos: Tensor) -> Tensor:
+    """``scipy.signal.sosfilt_zi(sos)``, float64 on sos's device (an op: under
+    torch.compile `sos` may be a graph input, whose values only exist when it runs)."""
+    from scipy.signal import sosfilt_zi
+
+    zi = sosfilt_zi(sos.detach().cpu().numpy())
+    return torch.as_tensor(zi, dtype=torch.float64).to(sos.device)
+
+
+@_sosfilt_zi.register_fake
+def _(sos):
+    return sos.new_empty(sos.shape[0], 2)
 
 
 @functools.lru_cache(maxsize=256)
@@ -476,7 +512,7 @@ def sosfilt(sos: Union[np.ndarray, Tensor], x: Tensor, zi: Optional[Tensor] = No
     requires grad raises ValueError).
     """
     check_signal(x, "sosfilt")
-    sos_t = _as_sos(sos, x.device)
+    sos_t = _traced_sos(sos, x.device) if torch.compiler.is_compiling() else _as_sos(sos, x.device)
     n_sections = sos_t.shape[0]
     lead_shape = tuple(x.shape[:-1])
     if zi is None:

@@ -7,6 +7,7 @@ from typing import Optional
 from torch import Tensor, nn
 
 from ..numpy_path.bandpass import butter_order
+from ..ops._dispatch import check_backend_name
 from ..ops.bandpass import bandpass, butter_sos, default_numtaps, fir_taps
 from ..registry import PREPROCESSORS
 
@@ -29,7 +30,9 @@ class BandPass(nn.Module):
         ``int(0.2 * fs)``; made odd, as torch_ecg (through BioSPPy) does, so
         ``filter_order=100`` gives 101 taps.
     method : {"iir", "fft"}
-        Butterworth method, see :func:`fastecg.ops.bandpass`; ignored for FIR.
+        Butterworth method, see :func:`fastecg.ops.bandpass`; checked but ignored for FIR.
+    backend : {"auto", "cuda", "triton", "cpu", "torch"}
+        Kernel of the ``iir`` method; checked when built.
 
     Notes
     -----
@@ -48,6 +51,10 @@ class BandPass(nn.Module):
         if filter_type not in ("butter", "fir"):
             raise ValueError(f"filter_type {filter_type!r} is not supported; use 'butter' or "
                              "'fir'")
+        if method not in ("iir", "fft"):
+            raise ValueError(f"method {method!r} is not a Butterworth method; use 'iir' or "
+                             "'fft' (filter_type='fir' for a FIR filter)")
+        check_backend_name(backend)
         self.fs, self.lowcut, self.highcut = float(fs), lowcut, highcut
         self.filter_type, self.method, self.backend = filter_type, method, backend
         if filter_type == "fir":
@@ -55,9 +62,6 @@ class BandPass(nn.Module):
             fir_taps(self.order, lowcut, highcut, self.fs)  # validates now, not at first call
             self.method = "fir"
             return
-        if method not in ("iir", "fft"):
-            raise ValueError(f"method {method!r} is not a Butterworth method; use 'iir' or "
-                             "'fft' (filter_type='fir' for a FIR filter)")
         self.order = butter_order(filter_order)
         butter_sos(self.order, lowcut, highcut, self.fs)
 

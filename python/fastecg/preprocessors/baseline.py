@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..ops._dispatch import check_backend_name
 from ..ops.baseline import BASELINE_METHODS, remove_baseline, window_samples
 from ..registry import PREPROCESSORS
 
@@ -36,6 +37,7 @@ class BaselineRemove(nn.Module):
                              f"{BASELINE_METHODS}")
         for w in (window1, window2):
             window_samples(w, fs)  # validates now rather than at the first batch
+        check_backend_name(backend)
         self.fs, self.window1, self.window2 = float(fs), window1, window2
         self.method, self.inplace, self.backend = method, inplace, backend
 
