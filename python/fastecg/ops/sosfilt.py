@@ -263,15 +263,22 @@ def _impulse_states(sos: Tensor, n: int, backend: str) -> Tensor:
 # ---- helpers and public functions ---------------------------------------------------------
 
 def _as_sos(sos: Union[np.ndarray, Tensor], device: torch.device) -> Tensor:
-    """Validate like scipy.signal's _validate_sos; normalise a0 to 1; float64 on device."""
+    """Validate like scipy.signal's _validate_sos; float64 on `device`. An array_like
+    `sos` is validated once per design and cached. A tensor, and under torch.compile any
+    `sos`, stays a tensor the graph reads when it runs (a NumPy array or a tensor is a
+    graph input, a tuple of numbers a guarded constant), so a compiled function given
+    another design filters with that design; its values are unknown while tracing, so
+    only its shape is checked then."""
+    if not isinstance(sos, Tensor) and not torch.compiler.is_compiling():
+        return _sos_on_device(_sos_key(sos), str(device))
     if isinstance(sos, Tensor):
         _check_constant_sos(sos)
-        if sos.dim() != 2 or sos.shape[-1] != 6:
-            raise ValueError(f"sos array must be shape (n_sections, 6), got {tuple(sos.shape)}")
-        if not torch.compiler.is_compiling() and not bool((sos[:, 3] == 1).all()):
-            raise ValueError("sos[:, 3] should be all ones")
-        return sos.to(device=device, dtype=torch.float64)
-    return _sos_on_device(_sos_key(sos), str(device))
+    sos_t = torch.as_tensor(sos, dtype=torch.float64, device=device)
+    if sos_t.dim() != 2 or sos_t.shape[-1] != 6:
+        raise ValueError(f"sos array must be shape (n_sections, 6), got {tuple(sos_t.shape)}")
+    if not torch.compiler.is_compiling() and not bool((sos_t[:, 3] == 1).all()):
+        raise ValueError("sos[:, 3] should be all ones")
+    return sos_t
 
 
 def _check_constant_sos(sos: Tensor) -> None:
@@ -417,15 +424,15 @@ def sosfiltfilt(sos: Union[np.ndarray, Tensor], x: Tensor, padtype: Optional[str
     """
     check_signal(x, "sosfiltfilt")
     if torch.compiler.is_compiling():  # sos read when the graph runs, never a stale design
-        sos_t = _traced_sos(sos, x.device)
+        sos_t = _as_sos(sos, x.device)
         zi, default = _sosfilt_zi(sos_t), None
     elif isinstance(sos, Tensor):
         sos_t = _as_sos(sos, x.device)
         zi, default = _zi_for(sos, sos_t), default_padlen(sos_t)
-    else:
-        device = str(x.device)
-        sos_t = _sos_on_device(_sos_key(sos), device)
-        zi, default = _zi_on_device(_sos_key(sos), device), _padlen_for(sos)
+    else:  # one validated key per call: sos, zi and padlen are cached per design
+        key, device = _sos_key(sos), str(x.device)
+        sos_t, zi = _sos_on_device(key, device), _zi_on_device(key, device)
+        default = _tuple_padlen(key)
     return filtfilt_design(x, sos_t, zi, default, padtype, padlen, backend)
 
 
@@ -443,23 +450,6 @@ def filtfilt_design(x: Tensor, sos: Tensor, zi: Tensor, default_padlen: Optional
 def _zi_for(sos, sos_t: Tensor) -> Tensor:
     key = _sos_key(sos.detach().cpu().numpy() if isinstance(sos, Tensor) else sos)
     return _zi_on_device(key, str(sos_t.device))
-
-
-def _padlen_for(sos) -> int:
-    return _tuple_padlen(sos) if _is_design_tuple(sos) else default_padlen(sos)
-
-
-def _traced_sos(sos, device: torch.device) -> Tensor:
-    """Under torch.compile: `sos` as a float64 tensor that the graph reads when it runs
-    (a NumPy array or a tensor becomes a graph input, a tuple of numbers a guarded
-    constant), so a compiled function given another design filters with that design.
-    Shape checks only: the values are unknown while tracing."""
-    if isinstance(sos, Tensor):
-        _check_constant_sos(sos)
-    sos_t = torch.as_tensor(sos, dtype=torch.float64, device=device)
-    if sos_t.dim() != 2 or sos_t.shape[-1] != 6:
-        raise ValueError(f"sos array must be shape (n_sections, 6), got {tuple(sos_t.shape)}")
-    return sos_t
 
 
 @torch.library.custom_op("fastecg::sosfilt_zi", mutates_args=())
@@ -512,7 +502,7 @@ def sosfilt(sos: Union[np.ndarray, Tensor], x: Tensor, zi: Optional[Tensor] = No
     requires grad raises ValueError).
     """
     check_signal(x, "sosfilt")
-    sos_t = _traced_sos(sos, x.device) if torch.compiler.is_compiling() else _as_sos(sos, x.device)
+    sos_t = _as_sos(sos, x.device)
     n_sections = sos_t.shape[0]
     lead_shape = tuple(x.shape[:-1])
     if zi is None:
