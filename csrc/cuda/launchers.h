@@ -23,29 +23,38 @@ cudaError_t median_stage_cuda(const T* x, const int64_t* src_in, int64_t* sel, i
 // The scratch doubles sosfilt_scan_cuda needs for (rows, n) and n_sections.
 int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections);
 
-// Where the scan's output sample t of a row lands: u = t - crop, or (n - 1 - t) - crop
-// when reversed; samples with u outside [0, out_n) are dropped (out_n < 0: n). Lets
-// sosfiltfilt reverse between its passes and crop the padding without copies.
+// Where a scan pass's output sample t of a row (of n) lands: u = t - crop, or
+// (n - 1 - t) - crop when reversed, in rows of out_n; samples with u outside [0, out_n)
+// are dropped. Lets sosfiltfilt reverse between its passes and crop the padding without
+// copies.
 struct OutputMap {
   bool reverse = false;
   int64_t crop = 0;
-  int64_t out_n = -1;
+  int64_t out_n = 0;
 };
 
-// sosfilt of every row by the block scan along time (csrc/cuda/sosfilt.cu). y: (rows, n)
-// float64 holding the input on entry, overwritten; out: the result rounded once to T,
-// placed by `map` ((rows, n) by default); sos: (n_sections, 6) with a0 == 1; zi, zf:
-// (rows, n_sections, 2) float64; work: sosfilt_scan_workspace(...) doubles. All on the
-// device.
-template <typename T>
-cudaError_t sosfilt_scan_cuda(double* y, T* out, const double* zi, double* zf,
-                              const double* sos, int64_t rows, int64_t n, int64_t n_sections,
-                              double* work, cudaStream_t stream, OutputMap map = {});
+// The scratch doubles the scans below need for (rows, n) and n_sections (for
+// sosfiltfilt_scan_cuda, n is the extended length n + 2 pad).
+int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections);
 
-// SciPy's edge extension (padtype 0 none, 1 odd, 2 even, 3 constant) of x (rows, n),
-// computed in T, written as float64 to ext (rows, n + 2 pad).
+// sosfilt of every row of x (rows, n) by the block scan along time (csrc/cuda/sosfilt.cu),
+// float64 states, y rounded once to T. sos: (n_sections, 6) float64 with a0 == 1; zi, zf:
+// (rows, n_sections, 2) float64; work: sosfilt_scan_workspace(rows, n, n_sections) doubles.
+// All on the device.
 template <typename T>
-cudaError_t extend_to_double_cuda(const T* x, double* ext, int64_t rows, int64_t n, int64_t pad,
-                                  int padtype, cudaStream_t stream);
+cudaError_t sosfilt_scan_cuda(const T* x, T* y, const double* zi, double* zf, const double* sos,
+                              int64_t rows, int64_t n, int64_t n_sections, double* work,
+                              cudaStream_t stream);
+
+// scipy.signal.sosfiltfilt of every row of x (rows, n): SciPy's edge extension by `pad`
+// a side (padtype 0 none, 1 odd, 2 even, 3 constant) built in T, both passes from zi
+// (n_sections, 2) scaled by the pass's first sample, y (rows, n) rounded once to T. mid:
+// (rows, n + 2 pad) float64 for the signal between the passes; work:
+// sosfilt_scan_workspace(rows, n + 2 pad, n_sections) doubles.
+template <typename T>
+cudaError_t sosfiltfilt_scan_cuda(const T* x, T* y, double* mid, const double* zi,
+                                  const double* sos, int64_t rows, int64_t n, int64_t pad,
+                                  int padtype, int64_t n_sections, double* work,
+                                  cudaStream_t stream);
 
 }  // namespace fastecg

@@ -78,33 +78,6 @@ void check_sos_cuda(const at::Tensor& x, const at::Tensor& sos, const char* name
               name, ": sos must be float64 on the signal's device");
 }
 
-// One block-scan pass: work (rows, n) float64 holds the input and is overwritten; the
-// result goes to out (float32 or float64); zi (rows, n_sections, 2). Returns zf.
-at::Tensor scan_filter(at::Tensor& work, at::Tensor& out, const at::Tensor& zi,
-                       const at::Tensor& sos, OutputMap map = {}) {
-  const int64_t rows = work.size(0), n = work.size(1), n_sections = sos.size(0);
-  const at::Tensor zc = zi.contiguous();
-  at::Tensor zf = at::empty_like(zc);
-  at::Tensor scratch = at::empty({sosfilt_scan_workspace(rows, n, n_sections)}, work.options());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  double* w = work.mutable_data_ptr<double>();
-  const double* z = zc.const_data_ptr<double>();
-  const double* s = sos.const_data_ptr<double>();
-  double* ws = scratch.mutable_data_ptr<double>();
-  cudaError_t err;
-  if (out.scalar_type() == at::kFloat) {
-    err = sosfilt_scan_cuda<float>(w, out.mutable_data_ptr<float>(), z,
-                                   zf.mutable_data_ptr<double>(), s, rows, n, n_sections,
-                                   ws, stream, map);
-  } else {
-    err = sosfilt_scan_cuda<double>(w, out.mutable_data_ptr<double>(), z,
-                                    zf.mutable_data_ptr<double>(), s, rows, n, n_sections,
-                                    ws, stream, map);
-  }
-  TORCH_CHECK(err == cudaSuccess, "sosfilt block scan: ", cudaGetErrorString(err));
-  return zf;
-}
-
 std::tuple<at::Tensor, at::Tensor> sosfilt_cuda_op(const at::Tensor& x, const at::Tensor& sos,
                                                    const at::Tensor& zi) {
   check_sos_cuda(x, sos, "_sosfilt_kernel");
@@ -114,11 +87,20 @@ std::tuple<at::Tensor, at::Tensor> sosfilt_cuda_op(const at::Tensor& x, const at
               "_sosfilt_kernel: zi must be float64 of shape (rows, n_sections, 2) on the "
               "signal's device, got ", zi.sizes());
   const c10::cuda::CUDAGuard guard(x.device());
-  const at::Tensor xc = x.contiguous();
+  const at::Tensor xc = x.contiguous(), zc = zi.contiguous(), sc = sos.contiguous();
   at::Tensor y = at::empty_like(xc);
-  if (rows == 0 || n == 0) return {y, zi.contiguous().clone()};
-  at::Tensor work = xc.to(at::kDouble, /*non_blocking=*/false, /*copy=*/true);
-  at::Tensor zf = scan_filter(work, y, zi, sos.contiguous());
+  if (rows == 0 || n == 0) return {y, zc.clone()};
+  at::Tensor zf = at::empty_like(zc);
+  at::Tensor work = at::empty({sosfilt_scan_workspace(rows, n, n_sections)}, zc.options());
+  cudaError_t err;
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "_sosfilt_kernel", [&] {
+    err = sosfilt_scan_cuda<scalar_t>(xc.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                                      zc.const_data_ptr<double>(), zf.mutable_data_ptr<double>(),
+                                      sc.const_data_ptr<double>(), rows, n, n_sections,
+                                      work.mutable_data_ptr<double>(),
+                                      c10::cuda::getCurrentCUDAStream());
+  });
+  TORCH_CHECK(err == cudaSuccess, "sosfilt block scan: ", cudaGetErrorString(err));
   return {y, zf};
 }
 
@@ -133,28 +115,22 @@ at::Tensor sosfiltfilt_cuda_op(const at::Tensor& x, const at::Tensor& sos, const
   TORCH_CHECK(padlen >= 0 && (padtype != 0 || padlen == 0), "bad padlen ", padlen);
   TORCH_CHECK(x.size(1) > padlen, "signal length ", x.size(1), " must exceed padlen ", padlen);
   const c10::cuda::CUDAGuard guard(x.device());
-  const at::Tensor xc = x.contiguous(), sc = sos.contiguous();
+  const at::Tensor xc = x.contiguous(), sc = sos.contiguous(), zc = zi.contiguous();
   const int64_t rows = xc.size(0), n = xc.size(1), width = n + 2 * padlen;
+  const int64_t n_sections = sc.size(0);
   at::Tensor out = at::empty_like(xc);
   if (rows == 0) return out;
-  const at::Tensor z = zi.reshape({1, -1, 2});
-  // The extension (in x's dtype, as SciPy) widened to float64; each pass writes its
-  // output time-reversed, so the second pass runs forward over the first one's output
-  // and writes the cropped result in x's dtype: one rounding, no flips or copies.
-  at::Tensor work = at::empty({rows, width}, xc.options().dtype(at::kDouble));
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const cudaError_t err =
-      xc.scalar_type() == at::kFloat
-          ? extend_to_double_cuda<float>(xc.const_data_ptr<float>(),
-                                         work.mutable_data_ptr<double>(), rows, n, padlen,
-                                         int(padtype), stream)
-          : extend_to_double_cuda<double>(xc.const_data_ptr<double>(),
-                                          work.mutable_data_ptr<double>(), rows, n, padlen,
-                                          int(padtype), stream);
-  TORCH_CHECK(err == cudaSuccess, "sosfiltfilt extension: ", cudaGetErrorString(err));
-  at::Tensor reversed = at::empty_like(work);
-  scan_filter(work, reversed, z * work.narrow(1, 0, 1).unsqueeze(2), sc, {true, 0, width});
-  scan_filter(reversed, out, z * reversed.narrow(1, 0, 1).unsqueeze(2), sc, {true, padlen, n});
+  at::Tensor mid = at::empty({rows, width}, zc.options());
+  at::Tensor work = at::empty({sosfilt_scan_workspace(rows, width, n_sections)}, zc.options());
+  cudaError_t err;
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "_sosfiltfilt_kernel", [&] {
+    err = sosfiltfilt_scan_cuda<scalar_t>(
+        xc.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+        mid.mutable_data_ptr<double>(), zc.const_data_ptr<double>(), sc.const_data_ptr<double>(),
+        rows, n, padlen, int(padtype), n_sections, work.mutable_data_ptr<double>(),
+        c10::cuda::getCurrentCUDAStream());
+  });
+  TORCH_CHECK(err == cudaSuccess, "sosfiltfilt block scan: ", cudaGetErrorString(err));
   return out;
 }
 

@@ -88,6 +88,19 @@ def test_sosfiltfilt_matches_scipy(backend, design, dtype, small_blocks):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_long_cascade(backend, small_blocks):
+    # 19 sections: the CUDA scan keeps at most 8 in registers and chains groups of 8
+    # (8 + 8 + 3), each from its own rows of zi.
+    need(backend)
+    sos = random_stable_sos(np.random.default_rng(11), 19)
+    n = 1000 if DEVICE == "cuda" else 150  # > padlen 117
+    x = signal((2, 1, n), torch.float64, seed=6)
+    check_sosfilt(sos, x, backend)
+    out = sosfiltfilt(sos, x.to(DEVICE), backend=backend)
+    assert rel_err(out, ss.sosfiltfilt(sos, x.numpy())) < TOL[torch.float64]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("padtype,padlen", [("odd", None), ("even", 10), ("constant", 33),
                                             (None, None)])
 def test_sosfiltfilt_padding(backend, padtype, padlen, small_blocks):
