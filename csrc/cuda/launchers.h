@@ -57,4 +57,16 @@ cudaError_t sosfiltfilt_scan_cuda(const T* x, T* y, double* mid, const double* z
                                   int padtype, int64_t n_sections, double* work,
                                   cudaStream_t stream);
 
+// The transpose of sosfiltfilt_scan_cuda in g: E^T [B (F E0 g + c1 e_last) + c2 e_0], F and B
+// the two passes from zero state over the extension, E0 g zero-extended by `pad` a side,
+// edge (rows, 2) float64 = (c1, c2), the initial conditions' part (computed by the
+// caller, python/fastecg/ops/sosfilt.py). xg (rows, n) in T; mid, back: (rows, n + 2 pad)
+// float64; work: sosfilt_scan_workspace(rows, n + 2 pad, n_sections) doubles.
+template <typename T>
+cudaError_t sosfiltfilt_adjoint_scan_cuda(const T* g, T* xg, double* mid, double* back,
+                                          const double* edge, const double* sos, int64_t rows,
+                                          int64_t n, int64_t pad, int padtype,
+                                          int64_t n_sections, double* work,
+                                          cudaStream_t stream);
+
 }  // namespace fastecg

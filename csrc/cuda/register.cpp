@@ -134,6 +134,39 @@ at::Tensor sosfiltfilt_cuda_op(const at::Tensor& x, const at::Tensor& sos, const
   return out;
 }
 
+at::Tensor sosfiltfilt_adjoint_cuda_op(const at::Tensor& g, const at::Tensor& sos,
+                                       const at::Tensor& edge_terms, int64_t padlen,
+                                       int64_t padtype) {
+  check_sos_cuda(g, sos, "_sosfiltfilt_adjoint_kernel");
+  TORCH_CHECK(edge_terms.scalar_type() == at::kDouble && edge_terms.dim() == 2 &&
+                  edge_terms.size(0) == g.size(0) && edge_terms.size(1) == 2 &&
+                  edge_terms.device() == g.device(),
+              "edge_terms must be float64 of shape (rows, 2) on the signal's device, got ",
+              edge_terms.sizes());
+  TORCH_CHECK(padtype >= 0 && padtype <= 3, "bad padtype code ", padtype);
+  TORCH_CHECK(padlen >= 0 && (padtype != 0 || padlen == 0), "bad padlen ", padlen);
+  TORCH_CHECK(g.size(1) > padlen, "signal length ", g.size(1), " must exceed padlen ", padlen);
+  const c10::cuda::CUDAGuard guard(g.device());
+  const at::Tensor gc = g.contiguous(), sc = sos.contiguous(), ec = edge_terms.contiguous();
+  const int64_t rows = gc.size(0), n = gc.size(1), width = n + 2 * padlen;
+  const int64_t n_sections = sc.size(0);
+  at::Tensor xg = at::empty_like(gc);
+  if (rows == 0) return xg;
+  at::Tensor mid = at::empty({2, rows, width}, ec.options());
+  at::Tensor work = at::empty({sosfilt_scan_workspace(rows, width, n_sections)}, ec.options());
+  cudaError_t err;
+  AT_DISPATCH_FLOATING_TYPES(gc.scalar_type(), "_sosfiltfilt_adjoint_kernel", [&] {
+    err = sosfiltfilt_adjoint_scan_cuda<scalar_t>(
+        gc.const_data_ptr<scalar_t>(), xg.mutable_data_ptr<scalar_t>(),
+        mid[0].mutable_data_ptr<double>(), mid[1].mutable_data_ptr<double>(),
+        ec.const_data_ptr<double>(), sc.const_data_ptr<double>(), rows, n, padlen,
+        int(padtype), n_sections, work.mutable_data_ptr<double>(),
+        c10::cuda::getCurrentCUDAStream());
+  });
+  TORCH_CHECK(err == cudaSuccess, "sosfiltfilt adjoint scan: ", cudaGetErrorString(err));
+  return xg;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastecg, CUDA, m) {
@@ -141,6 +174,7 @@ TORCH_LIBRARY_IMPL(fastecg, CUDA, m) {
   m.impl("_median_filter_kernel", &median_filter_cuda_op);
   m.impl("_sosfilt_kernel", &sosfilt_cuda_op);
   m.impl("_sosfiltfilt_kernel", &sosfiltfilt_cuda_op);
+  m.impl("_sosfiltfilt_adjoint_kernel", &sosfiltfilt_adjoint_cuda_op);
 }
 
 }  // namespace fastecg

@@ -63,6 +63,7 @@ register_kernel("sosfilt", "triton", "fastecg.triton_kernels.sosfilt:sosfilt")
 register_kernel("sosfiltfilt", "triton", "fastecg.triton_kernels.sosfilt:sosfiltfilt")
 # The fused adjoint (see _sosfiltfilt_adjoint); other backends compose it from sosfilt.
 register_kernel("sosfiltfilt_adjoint", "cpu", compiled_op("_sosfiltfilt_adjoint_kernel"))
+register_kernel("sosfiltfilt_adjoint", "cuda", compiled_op("_sosfiltfilt_adjoint_kernel"))
 
 
 def _extend(rows: Tensor, padlen: int, padtype: int) -> Tensor:
