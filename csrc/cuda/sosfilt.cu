@@ -304,14 +304,25 @@ __global__ void extension_transpose_kernel(const double* __restrict__ w, T* __re
 // the cascade's states one sample ahead under zero input: A's columns from one step of
 // the cascade, then square-and-multiply (11 squarings for L = 2048, where filtering
 // zeros from each unit state was one latency-bound thread per state, 2048 steps long).
+// The products are double-double (error-free products and sums, rounded once at the
+// end): the cascade's A is far from normal (poles near 1), and plain float64 squaring
+// lost up to 3e-9 in A^448, 1e-10 of the output's peak (the recurrence itself: 2e-12).
 // One thread block of at least K * K threads.
+__device__ void two_sum(double a, double b, double& sum, double& err) {
+  sum = __dadd_rn(a, b);
+  const double bb = __dsub_rn(sum, a);
+  err = __dadd_rn(__dsub_rn(a, __dsub_rn(sum, bb)), __dsub_rn(b, bb));
+}
+
 __global__ void transition_powers_kernel(const double* __restrict__ sos, int S, int64_t L,
                                          int64_t last, int64_t segment,
                                          double* __restrict__ power,
                                          double* __restrict__ power_last,
                                          double* __restrict__ power_segment) {
   constexpr int kMax = 2 * kMaxCascade;
-  __shared__ double A[kMax][kMax], base[kMax][kMax], acc[kMax][kMax];
+  // A, then square-and-multiply's base and accumulator, each as a (hi, lo) pair.
+  __shared__ double A[kMax][kMax], base_hi[kMax][kMax], base_lo[kMax][kMax],
+      acc_hi[kMax][kMax], acc_lo[kMax][kMax];
   const int K = 2 * S, t = threadIdx.x, r = t / K, c = t % K;
   const bool entry = t < K * K;
   if (t < K) {  // column t: the states one step after unit state e_t, input zero
@@ -325,27 +336,42 @@ __global__ void transition_powers_kernel(const double* __restrict__ sos, int S, 
     }
   }
   __syncthreads();
-  auto multiply = [&](double (*x)[kMax], double (*y)[kMax], double (*into)[kMax]) {
-    double sum = 0.0;
-    if (entry)
-      for (int m = 0; m < K; ++m) sum += x[r][m] * y[m][c];
+  using Matrix = double (*)[kMax];
+  auto multiply = [&](Matrix xh, Matrix xl, Matrix yh, Matrix yl, Matrix into_h,
+                      Matrix into_l) {
+    double hi = 0.0, lo = 0.0;
+    if (entry) {
+      for (int m = 0; m < K; ++m) {
+        const double a = xh[r][m], b = yh[m][c];
+        const double p = __dmul_rn(a, b), p_err = __fma_rn(a, b, -p);
+        double e;
+        two_sum(hi, p, hi, e);
+        lo += e + p_err + a * yl[m][c] + xl[r][m] * b;
+      }
+    }
     __syncthreads();  // x or y may be `into`
-    if (entry) into[r][c] = sum;
+    if (entry) {
+      const double sum = __dadd_rn(hi, lo);
+      into_h[r][c] = sum;
+      into_l[r][c] = __dsub_rn(lo, __dsub_rn(sum, hi));
+    }
     __syncthreads();
   };
   const int64_t exps[3] = {L, last, L * segment};
   double* outs[3] = {power, power_last, power_segment};
   for (int which = 0; which < 3; ++which) {
     if (entry) {
-      base[r][c] = A[r][c];
-      acc[r][c] = r == c;
+      base_hi[r][c] = A[r][c];
+      base_lo[r][c] = 0.0;
+      acc_hi[r][c] = r == c;
+      acc_lo[r][c] = 0.0;
     }
     __syncthreads();
     for (int64_t e = exps[which]; e > 0; e >>= 1) {
-      if (e & 1) multiply(acc, base, acc);
-      if (e > 1) multiply(base, base, base);
+      if (e & 1) multiply(acc_hi, acc_lo, base_hi, base_lo, acc_hi, acc_lo);
+      if (e > 1) multiply(base_hi, base_lo, base_hi, base_lo, base_hi, base_lo);
     }
-    if (entry) outs[which][c * K + r] = acc[r][c];  // power[i * K + j] = M[j][i]
+    if (entry) outs[which][c * K + r] = acc_hi[r][c];  // power[i * K + j] = M[j][i]
     __syncthreads();
   }
 }
