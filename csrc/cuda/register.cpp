@@ -78,6 +78,14 @@ void check_sos_cuda(const at::Tensor& x, const at::Tensor& sos, const char* name
               name, ": sos must be float64 on the signal's device");
 }
 
+// sosfiltfilt's edge extension (and its transpose's): a known padtype, a padlen the rows
+// exceed.
+void check_padding(const at::Tensor& x, int64_t padlen, int64_t padtype) {
+  TORCH_CHECK(padtype >= 0 && padtype <= 3, "bad padtype code ", padtype);
+  TORCH_CHECK(padlen >= 0 && (padtype != 0 || padlen == 0), "bad padlen ", padlen);
+  TORCH_CHECK(x.size(1) > padlen, "signal length ", x.size(1), " must exceed padlen ", padlen);
+}
+
 std::tuple<at::Tensor, at::Tensor> sosfilt_cuda_op(const at::Tensor& x, const at::Tensor& sos,
                                                    const at::Tensor& zi) {
   check_sos_cuda(x, sos, "_sosfilt_kernel");
@@ -111,9 +119,7 @@ at::Tensor sosfiltfilt_cuda_op(const at::Tensor& x, const at::Tensor& sos, const
                   zi.device() == x.device(),
               "_sosfiltfilt_kernel: zi must be float64 of shape (n_sections, 2) on the "
               "signal's device");
-  TORCH_CHECK(padtype >= 0 && padtype <= 3, "bad padtype code ", padtype);
-  TORCH_CHECK(padlen >= 0 && (padtype != 0 || padlen == 0), "bad padlen ", padlen);
-  TORCH_CHECK(x.size(1) > padlen, "signal length ", x.size(1), " must exceed padlen ", padlen);
+  check_padding(x, padlen, padtype);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), sc = sos.contiguous(), zc = zi.contiguous();
   const int64_t rows = xc.size(0), n = xc.size(1), width = n + 2 * padlen;
@@ -143,9 +149,7 @@ at::Tensor sosfiltfilt_adjoint_cuda_op(const at::Tensor& g, const at::Tensor& so
                   edge_terms.device() == g.device(),
               "edge_terms must be float64 of shape (rows, 2) on the signal's device, got ",
               edge_terms.sizes());
-  TORCH_CHECK(padtype >= 0 && padtype <= 3, "bad padtype code ", padtype);
-  TORCH_CHECK(padlen >= 0 && (padtype != 0 || padlen == 0), "bad padlen ", padlen);
-  TORCH_CHECK(g.size(1) > padlen, "signal length ", g.size(1), " must exceed padlen ", padlen);
+  check_padding(g, padlen, padtype);
   const c10::cuda::CUDAGuard guard(g.device());
   const at::Tensor gc = g.contiguous(), sc = sos.contiguous(), ec = edge_terms.contiguous();
   const int64_t rows = gc.size(0), n = gc.size(1), width = n + 2 * padlen;
