@@ -12,11 +12,12 @@
 //   3. cascade_kernel<.., kFinals = false>: each (row, block) filters its block again,
 //      now from its true incoming state s_in[b], and writes the output (rounded once,
 //      placed by an OutputMap: reversed and cropped for sosfiltfilt).
-// A^L comes from the cascade's one-step transition matrix by repeated squaring. Per pass this moves the input
-// twice and the output once (the previous version stored float64 blocks and added the
-// carries' zero-input responses in a third kernel: about 3x the bytes). Longer cascades
-// run as consecutive groups of kMaxCascade sections through a float64 row buffer, each
-// group with its rows of zi (a cascade is the composition of its sections).
+// A^L comes from the cascade's one-step transition matrix by repeated squaring in
+// double-double. Per pass this moves the input twice and the output once (the previous
+// version stored float64 blocks and added the carries' zero-input responses in a third
+// kernel: about 3x the bytes). Longer cascades run as consecutive groups of kMaxCascade
+// sections through a float64 row buffer, each group with its rows of zi (a cascade is
+// the composition of its sections).
 #include <algorithm>
 #include <cstdint>
 
