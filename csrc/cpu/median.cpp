@@ -79,16 +79,18 @@ struct Scratch {
   std::vector<uint64_t> bits;
 };
 
-// Stable LSD radix sort of s.items by key; s.hist holds the lowest digit's histogram.
-// Returns the sorted items: s.items or s.tmp, whichever the last pass wrote (float32
-// keys take 3 passes, and copying back would be one more pass over the items).
+// Stable LSD radix sort of s.items by key, written as ranks: rank[position] = r and
+// order[r] = position for the r-th smallest item (ties by position). s.hist holds the
+// lowest digit's histogram. The last pass places positions straight into rank and
+// order instead of moving items (float32 keys take 3 passes; writing the sorted items
+// and reading them back was one more pass over the items).
 // Each scatter pass counts the next digit of the items it moves: in that order the
 // higher digits are shuffled, so consecutive increments rarely hit the same counter
 // (counting them in signal order, where neighbouring samples share their top bits,
 // stalls on store-to-load forwarding). A pass whose digit is the same for every item
 // is skipped.
 template <typename T>
-const ItemFor<T>* radix_sort(Scratch<T>& s) {
+void radix_rank(Scratch<T>& s, int32_t* rank, uint32_t* order) {
   const size_t n = s.items.size();
   s.tmp.resize(n);
   ItemFor<T>* src = s.items.data();
@@ -110,17 +112,26 @@ const ItemFor<T>* radix_sort(Scratch<T>& s) {
       sum += c;
     }
     if (last) {
-      for (size_t i = 0; i < n; ++i) dst[h[(item_key(src[i]) >> shift) & (kBuckets - 1)]++] = src[i];
-    } else {
       for (size_t i = 0; i < n; ++i) {
-        const uint64_t key = item_key(src[i]);
-        dst[h[(key >> shift) & (kBuckets - 1)]++] = src[i];
-        ++next[(key >> (shift + kDigitBits)) & (kBuckets - 1)];
+        const uint32_t r = h[(item_key(src[i]) >> shift) & (kBuckets - 1)]++;
+        const uint32_t l = item_pos(src[i]);
+        rank[l] = int32_t(r);
+        order[r] = l;
       }
+      return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t key = item_key(src[i]);
+      dst[h[(key >> shift) & (kBuckets - 1)]++] = src[i];
+      ++next[(key >> (shift + kDigitBits)) & (kBuckets - 1)];
     }
     std::swap(src, dst);
   }
-  return src;
+  for (size_t r = 0; r < n; ++r) {  // the last pass was skipped: src is sorted
+    const uint32_t l = item_pos(src[r]);
+    rank[l] = int32_t(r);
+    order[r] = l;
+  }
 }
 
 // The median (rank k of w) of every window of `seq` (ranks in [0, nranks), duplicates
@@ -287,14 +298,9 @@ int64_t rank_extended(const T* row, const int32_t* src_in, int64_t n, const Stag
   }
   for (int64_t l = hi; l < span; ++l) put(l, map_index(q0 + l, n, mode));
   if (with_cval) put(span, -1);
-  const ItemFor<T>* sorted = radix_sort(s);
   s.rank.resize(len);
   s.order.resize(len);
-  for (int64_t r = 0; r < len; ++r) {
-    const uint32_t l = item_pos(sorted[r]);
-    s.rank[l] = int32_t(r);
-    s.order[r] = l;
-  }
+  radix_rank(s, s.rank.data(), s.order.data());
   nan_rank = int32_t(len - n_nan);
   return len;
 }
