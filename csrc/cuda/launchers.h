@@ -20,9 +20,6 @@ cudaError_t median_stage_cuda(const T* x, const int64_t* src_in, int64_t* sel, i
                               int64_t n, int64_t start, int64_t size, int mode, double cval,
                               cudaStream_t stream);
 
-// The scratch doubles sosfilt_scan_cuda needs for (rows, n) and n_sections.
-int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections);
-
 // Where a scan pass's output sample t of a row (of n) lands: u = t - crop, or
 // (n - 1 - t) - crop when reversed, in rows of out_n; samples with u outside [0, out_n)
 // are dropped. Lets sosfiltfilt reverse between its passes and crop the padding without

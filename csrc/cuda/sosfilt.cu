@@ -490,6 +490,16 @@ int64_t sosfilt_scan_workspace(int64_t rows, int64_t n, int64_t n_sections) {
   return group_workspace(rows, n) + (n_sections > kMaxCascade ? rows * n : 0) + 2 * rows * K;
 }
 
+namespace {
+
+// sosfiltfilt's (rows, K) initial and (unused) final states of a pass: the end of the
+// workspace of sosfilt_scan_workspace(rows, width, n_sections).
+double* pass_states(double* work, int64_t rows, int64_t width, int64_t n_sections) {
+  return work + sosfilt_scan_workspace(rows, width, n_sections) - 2 * rows * 2 * n_sections;
+}
+
+}  // namespace
+
 template <typename T>
 cudaError_t sosfilt_scan_cuda(const T* x, T* y, const double* zi, double* zf, const double* sos,
                               int64_t rows, int64_t n, int64_t n_sections, double* work,
@@ -507,7 +517,7 @@ cudaError_t sosfiltfilt_scan_cuda(const T* x, T* y, double* mid, const double* z
                                   cudaStream_t stream) {
   if (rows == 0 || n == 0) return cudaSuccess;
   const int64_t width = n + 2 * pad, K = 2 * n_sections;
-  double* zi_rows = work + sosfilt_scan_workspace(rows, width, n_sections) - 2 * rows * K;
+  double* zi_rows = pass_states(work, rows, width, n_sections);
   double* zf_rows = zi_rows + rows * K;
   const unsigned grid = static_cast<unsigned>(cdiv(rows * K, kTile));
   // Forward over the extension (built on the fly), written time-reversed; then forward
@@ -531,7 +541,7 @@ cudaError_t sosfiltfilt_adjoint_scan_cuda(const T* g, T* xg, double* mid, double
                                           cudaStream_t stream) {
   if (rows == 0 || n == 0) return cudaSuccess;
   const int64_t width = n + 2 * pad, K = 2 * n_sections;
-  double* zeros = work + sosfilt_scan_workspace(rows, width, n_sections) - 2 * rows * K;
+  double* zeros = pass_states(work, rows, width, n_sections);
   double* zf_rows = zeros + rows * K;
   cudaMemsetAsync(zeros, 0, sizeof(double) * rows * K, stream);
   const unsigned row_grid = static_cast<unsigned>(cdiv(rows, kTile));

@@ -210,7 +210,9 @@ def _fft_filter(x: Tensor, sos: Tensor, key: Optional[tuple], min_pad: int) -> T
 def _fast_fft_len(n: int) -> int:
     """Smallest 2^a 3^b 5^c >= n with a >= 3. torch's CPU FFT (MKL) is fast on these;
     odd sizes such as 5625 ran ~4x slower than 5760 (measured, 768 rows)."""
-    return _cached_fast_fft_len(n) if isinstance(n, int) else _search_fast_fft_len(n)
+    if torch.compiler.is_compiling():  # traced: the length may be symbolic
+        return _search_fast_fft_len(n)
+    return _cached_fast_fft_len(n)
 
 
 @functools.lru_cache(maxsize=256)
