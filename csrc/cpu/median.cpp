@@ -34,6 +34,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../common/lanes4.h"
 #include "../common/median_keys.h"
 #include "../common/parallel.h"
 
@@ -462,8 +463,6 @@ std::tuple<at::Tensor, at::Tensor> median_filter_cpu(const at::Tensor& x, at::In
 // rows instead of a scalar add per row. The same templates run one row (E = double) for
 // the rows left over and for blocks holding an Inf/NaN.
 constexpr int kLanes = 4;
-typedef double V4 __attribute__((vector_size(8 * kLanes)));
-typedef float F4 __attribute__((vector_size(4 * kLanes)));
 template <typename E> constexpr int kLanesOf = sizeof(E) / sizeof(double);
 
 // out[i] = mean(ext[i .. i + w)) for i < n, with running sums in double. The row is cut
@@ -543,38 +542,6 @@ void mirror_fill(E* ext, int64_t n, int64_t w) {
     for (int64_t l = h + n; l < len; ++l) ext[l] = ext[h + map_index(l - h, n, kMirror)];
   }
   ext[len] = E{};
-}
-
-// V4 values cross these helpers' boundaries: always inlined, so each clone keeps them in
-// its own registers (a call from the AVX2 clone to a baseline-ISA helper would pass them
-// under a different ABI).
-#define FASTECG_INLINE inline __attribute__((always_inline))
-
-// Four samples of a row, widened to double (element-wise, which GCC turns into one
-// vcvtps2pd from memory; converting a float vector splits it in halves); and back,
-// rounded to T.
-template <typename T> FASTECG_INLINE V4 load4(const T* p) {
-  return V4{double(p[0]), double(p[1]), double(p[2]), double(p[3])};
-}
-template <typename T> FASTECG_INLINE void store4(T* p, V4 v) {
-  if constexpr (std::is_same_v<T, float>) {
-    const F4 f = __builtin_convertvector(v, F4);
-    std::memcpy(p, &f, sizeof f);
-  } else {
-    std::memcpy(p, &v, sizeof v);
-  }
-}
-
-// v[k][j] <-> v[j][k]: four samples of four rows to four rows of four samples.
-FASTECG_INLINE void transpose4(V4 (&v)[kLanes]) {
-  const V4 lo01 = __builtin_shufflevector(v[0], v[1], 0, 4, 2, 6);
-  const V4 hi01 = __builtin_shufflevector(v[0], v[1], 1, 5, 3, 7);
-  const V4 lo23 = __builtin_shufflevector(v[2], v[3], 0, 4, 2, 6);
-  const V4 hi23 = __builtin_shufflevector(v[2], v[3], 1, 5, 3, 7);
-  v[0] = __builtin_shufflevector(lo01, lo23, 0, 1, 4, 5);
-  v[1] = __builtin_shufflevector(hi01, hi23, 0, 1, 4, 5);
-  v[2] = __builtin_shufflevector(lo01, lo23, 2, 3, 6, 7);
-  v[3] = __builtin_shufflevector(hi01, hi23, 2, 3, 6, 7);
 }
 
 // out[t] = x[.][t] as double: one row, or kLanes rows interleaved.

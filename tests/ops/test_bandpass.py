@@ -112,21 +112,31 @@ def cpu_isa(request, monkeypatch):
     return request.param
 
 
-def test_every_instruction_set_the_cpu_runs(cpu_isa):
+# 35 rows: full 4- and 8-lane blocks and a partial one; 1001 and 1030 samples: tiles
+# inside the rows, which AVX2 filters on the rows themselves (forward from them,
+# backward into them), beside edge tiles that go through copies; lengths not a multiple
+# of the four samples the passes on rows take at a time.
+@pytest.mark.parametrize("shape", [(5, 7, 333), (2, 4, 1001), (9, 1030)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_instruction_set_the_cpu_runs(cpu_isa, shape, dtype):
     sos = ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
-    x = signal((5, 7, 333))  # 35 rows: two full 16-lane blocks and a partial one
+    x = signal(shape, dtype)
     out = sosfiltfilt(sos, x, backend="cpu")
-    assert rel_err(out, ss.sosfiltfilt(sos, x.numpy())) < TOL[torch.float32]
+    assert out.dtype == dtype
+    assert rel_err(out, ss.sosfiltfilt(sos, x.numpy())) < TOL[dtype]
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 256, 257, 258, 259, 515])
-def test_sosfilt_state_across_tiles(cpu_isa, n):
-    # The CPU kernel filters 256-sample tiles; with zeros at +-1 (Butterworth) the FMA
-    # targets run a tile in direct form I, its first two steps in DF2T, and convert the
-    # state back on return: tiles of 1, 2, 3 samples take each branch.
+@pytest.mark.parametrize("rows", [3, 4])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 256, 257, 258, 259, 515])
+def test_sosfilt_state_across_tiles(cpu_isa, n, rows):
+    # The CPU kernel filters 256-sample tiles (AVX2, 4 rows: the whole row in one pass on
+    # the rows); with zeros at +-1 (Butterworth) the FMA targets run a pass in direct
+    # form I, its first two steps in DF2T, and convert the state back on return; passes
+    # of fewer than 4 samples run in DF2T, and the steps go in groups of four with the
+    # rest one by one: each length takes a different mix of those branches.
     sos = ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
-    x = signal((3, n), torch.float64, seed=n)
-    zi = torch.randn(sos.shape[0], 3, 2, dtype=torch.float64,
+    x = signal((rows, n), torch.float64, seed=n)
+    zi = torch.randn(sos.shape[0], rows, 2, dtype=torch.float64,
                      generator=torch.Generator().manual_seed(n))
     y, zf = sosfilt(sos, x, zi=zi, backend="cpu")
     y_ref, zf_ref = ss.sosfilt(sos, x.numpy(), zi=zi.numpy())
@@ -135,8 +145,9 @@ def test_sosfilt_state_across_tiles(cpu_isa, n):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n", [180_000, 180_001])  # rows 16-byte aligned / not
-def test_outputs_streamed_past_the_cache(dtype, n):
-    # Outputs over 8 MiB are written with non-temporal stores where the rows allow.
+def test_holter_length_rows(dtype, n):
+    # Rows longer than one L2-sized segment: the forward pass is recomputed per segment
+    # from checkpoints of its state (and the output is over 8 MiB).
     sos = ss.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
     x = signal((13, n), dtype, seed=n)
     assert x.nbytes > 8 << 20
