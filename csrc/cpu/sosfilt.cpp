@@ -602,20 +602,34 @@ void filtfilt_block(const T* xp, T* yp, int64_t n, int64_t r0, int count, int64_
   // Forward pass over ext[g0, g1), tile by tile while each tile is in L1, from the
   // steady state of a step of height ext[0] at g0 == 0, else from zf. keep: the
   // output goes to buf[(t - g0) * L]; otherwise only the state is wanted.
-  // Tiles inside the row (not the first: its first sample sets the initial state) are
-  // filtered straight from the rows, and, backwards, straight into them.
+  // The part of a tile inside the row is filtered straight from the rows, and,
+  // backwards, straight into them; the extensions go through the tile (fill, store).
   const bool on_rows = impl.from_rows != nullptr && n_sections <= kGroupSections;
   auto forward = [&](int64_t g0, int64_t g1, bool keep) {
     for (int64_t c0 = g0; c0 < g1; c0 += kChunk) {
       const int64_t c1 = std::min(g1, c0 + kChunk);
       double* tile = keep ? buf + (c0 - g0) * L : buf;
-      if (on_rows && c0 > 0 && c0 >= pad && c1 <= pad + n) {
-        impl.from_rows(xr, c0 - pad, tile, c1 - c0, sos, n_sections, zf);
+      const int64_t a = std::max(c0, pad), b = std::min(c1, pad + n);
+      if (!on_rows || a >= b) {
+        fill(c0, c1, tile);
+        if (c0 == 0) steady(tile, zf);
+        impl.pass(tile, c1 - c0, sos, n_sections, zf, false);
         continue;
       }
-      fill(c0, c1, tile);
-      if (c0 == 0) steady(tile, zf);
-      impl.pass(tile, c1 - c0, sos, n_sections, zf, false);
+      if (c0 < a) {
+        fill(c0, a, tile);
+        if (c0 == 0) steady(tile, zf);
+        impl.pass(tile, a - c0, sos, n_sections, zf, false);
+      } else if (c0 == 0) {  // no extension: the row's first sample sets the state
+        double first[L];
+        for (int l = 0; l < L; ++l) first[l] = static_cast<double>(xr[l][0]);
+        steady(first, zf);
+      }
+      impl.from_rows(xr, a - pad, tile + (a - c0) * L, b - a, sos, n_sections, zf);
+      if (b < c1) {
+        fill(b, c1, tile + (b - c0) * L);
+        impl.pass(tile + (b - c0) * L, c1 - b, sos, n_sections, zf, false);
+      }
     }
   };
   if (n_seg > 1) {
@@ -644,16 +658,17 @@ void filtfilt_block(const T* xp, T* yp, int64_t n, int64_t r0, int count, int64_
       const int64_t c0 = c1 > pad ? std::max(g0, pad + ((c1 - 1 - pad) / kChunk) * kChunk)
                                   : std::max(g0, c1 - kChunk);
       const int64_t a = std::max(c0, pad), b = std::min(c1, pad + n);
-      if (on_rows && count == L && a == c0 && b == c1) {
-        impl.to_rows(buf + (c0 - g0) * L, yr, c0 - pad, c1 - c0, sos, n_sections, zb);
-        c1 = c0;
-        continue;
-      }
-      impl.pass(buf + (c0 - g0) * L, c1 - c0, sos, n_sections, zb, true);
-      if (a < b) {
-        T* d[L];
-        for (int l = 0; l < L; ++l) d[l] = yr[l] + (a - pad);
-        impl.store(buf + (a - g0) * L, b - a, d, count);
+      if (on_rows && count == L && a < b) {  // the extension above, the row, the one below
+        if (b < c1) impl.pass(buf + (b - g0) * L, c1 - b, sos, n_sections, zb, true);
+        impl.to_rows(buf + (a - g0) * L, yr, a - pad, b - a, sos, n_sections, zb);
+        if (c0 < a) impl.pass(buf + (c0 - g0) * L, a - c0, sos, n_sections, zb, true);
+      } else {
+        impl.pass(buf + (c0 - g0) * L, c1 - c0, sos, n_sections, zb, true);
+        if (a < b) {
+          T* d[L];
+          for (int l = 0; l < L; ++l) d[l] = yr[l] + (a - pad);
+          impl.store(buf + (a - g0) * L, b - a, d, count);
+        }
       }
       if (adjoint) {  // extension samples: [0, pad) -> wpad[0, pad), [pad + n, len) -> after
         for (int64_t t = c0; t < std::min(c1, pad); ++t)
