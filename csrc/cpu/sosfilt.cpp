@@ -48,27 +48,32 @@ constexpr int64_t kChunk = 256;
 
 // Where a pass reads its input and writes its output. Step t of a pass over `len`
 // samples is sample t of its span, or sample len - 1 - t when it runs in reverse. The
-// loops take steps four at a time (in4/out4, x[k] = step t + k) and the rest one by
-// one (in/out), so that rows are read and written four samples at a time.
+// loops take steps in groups of the wider span's kGroup (in_group/out_group, x[k] = step
+// t + k) and the rest one by one (in/out), so that rows are read and written four
+// samples at a time.
 // Tile: lane-interleaved float64 samples (L lanes), in place.
 template <int L>
 struct Tile {
   typedef typename VecOf<L>::type lanes_t;
-  double* buf;
-  int64_t len;
-  bool reverse;
-  double* at(int64_t t) const { return buf + (reverse ? len - 1 - t : t) * L; }
+  double* first;   // step 0's sample
+  int64_t stride;  // doubles from one step's sample to the next
+  Tile(double* buf, int64_t len, bool reverse)
+      : first(reverse ? buf + (len - 1) * L : buf), stride(reverse ? -L : L) {}
+  double* at(int64_t t) const { return first + t * stride; }
   FASTECG_INLINE lanes_t in(int64_t t) const {
     lanes_t x;
     std::memcpy(&x, at(t), sizeof x);
     return x;
   }
   FASTECG_INLINE void out(int64_t t, lanes_t y) const { std::memcpy(at(t), &y, sizeof y); }
-  FASTECG_INLINE void in4(int64_t t, lanes_t (&x)[4]) const {
-    for (int k = 0; k < 4; ++k) x[k] = in(t + k);
+  // One step at a time: wider groups of wide vectors (8 lanes on SSE2: four registers
+  // each) would not fit the registers (measured 35% slower).
+  static constexpr int kGroup = 1;
+  template <int G> FASTECG_INLINE void in_group(int64_t t, lanes_t (&x)[G]) const {
+    for (int k = 0; k < G; ++k) x[k] = in(t + k);
   }
-  FASTECG_INLINE void out4(int64_t t, const lanes_t (&y)[4]) const {
-    for (int k = 0; k < 4; ++k) out(t + k, y[k]);
+  template <int G> FASTECG_INLINE void out_group(int64_t t, const lanes_t (&y)[G]) const {
+    for (int k = 0; k < G; ++k) out(t + k, y[k]);
   }
 };
 
@@ -95,14 +100,17 @@ struct Rows {
     const int64_t c = col + (reverse ? len - 1 - t : t);
     for (int l = 0; l < 4; ++l) rows[l][c] = static_cast<T>(y[l]);
   }
-  FASTECG_INLINE void in4(int64_t t, lanes_t (&x)[4]) const {
+  static constexpr int kGroup = 4;
+  template <int G> FASTECG_INLINE void in_group(int64_t t, lanes_t (&x)[G]) const {
+    static_assert(G == 4);
     const int64_t c = group(t);
     V4 v[4];
     for (int l = 0; l < 4; ++l) v[l] = load4(rows[l] + c);
     transpose4(v);
     for (int k = 0; k < 4; ++k) x[k] = v[reverse ? 3 - k : k];
   }
-  FASTECG_INLINE void out4(int64_t t, const lanes_t (&y)[4]) const {
+  template <int G> FASTECG_INLINE void out_group(int64_t t, const lanes_t (&y)[G]) const {
+    static_assert(G == 4);
     const int64_t c = group(t);
     V4 v[4];
     for (int k = 0; k < 4; ++k) v[reverse ? 3 - k : k] = y[k];
@@ -158,13 +166,14 @@ FASTECG_INLINE void pass_fixed(const In& in, const Out& out, int64_t len, const 
     }
     return x;
   };
+  constexpr int G = std::max(In::kGroup, Out::kGroup);
   int64_t t = 0;
-  for (; t + 4 <= len; t += 4) {
-    lanes_t x[4];
-    in.in4(t, x);
+  for (; t + G <= len; t += G) {
+    lanes_t x[G];
+    in.template in_group<G>(t, x);
 #pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) x[k] = step(x[k]);
-    out.out4(t, x);
+    for (int k = 0; k < G; ++k) x[k] = step(x[k]);
+    out.template out_group<G>(t, x);
   }
   for (; t < len; ++t) out.out(t, step(in.in(t)));
 #pragma GCC unroll 16
@@ -190,7 +199,8 @@ FASTECG_INLINE void pass_fixed(const In& in, const Out& out, int64_t len, const 
 template <int S, int L, class In, class Out>
 FASTECG_INLINE void pass_direct1(const In& in, const Out& out, int64_t len, const double* sos,
                                  double* state) {
-  if (len < 4) return pass_fixed<S, L, true, true, true>(in, out, len, sos, state);
+  constexpr int G = std::max(In::kGroup, Out::kGroup);
+  if (len < std::max(G, 2)) return pass_fixed<S, L, true, true, true>(in, out, len, sos, state);
   typedef typename VecOf<L>::type lanes_t;
   lanes_t z0[S], z1[S], h1[S + 1], h2[S + 1];  // h[s]: samples at the input of section s
   double b1[S], a1[S], a2[S];
@@ -229,17 +239,22 @@ FASTECG_INLINE void pass_direct1(const In& in, const Out& out, int64_t len, cons
     h2[S] = h1[S], h1[S] = x;
     return x;
   };
-  lanes_t x[4];
-  in.in4(0, x);
-  x[0] = df2t_step(x[0]), x[1] = df2t_step(x[1]);
-  x[2] = df1_step(x[2]), x[3] = df1_step(x[3]);
-  out.out4(0, x);
-  int64_t t = 4;
-  for (; t + 4 <= len; t += 4) {
-    in.in4(t, x);
+  lanes_t x[G];
+  int64_t t = 0;
+  if constexpr (G == 1) {
+    for (; t < 2; ++t) out.out(t, df2t_step(in.in(t)));
+  } else {  // the first group: two steps in DF2T, the rest in DF1
+    in.template in_group<G>(0, x);
+    x[0] = df2t_step(x[0]), x[1] = df2t_step(x[1]);
+    for (int k = 2; k < G; ++k) x[k] = df1_step(x[k]);
+    out.template out_group<G>(0, x);
+    t = G;
+  }
+  for (; t + G <= len; t += G) {
+    in.template in_group<G>(t, x);
 #pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) x[k] = df1_step(x[k]);
-    out.out4(t, x);
+    for (int k = 0; k < G; ++k) x[k] = df1_step(x[k]);
+    out.template out_group<G>(t, x);
   }
   for (; t < len; ++t) out.out(t, df1_step(in.in(t)));
 #pragma GCC unroll 16
@@ -382,8 +397,8 @@ FASTECG_INLINE void copy_span(const In& in, const Out& out, int64_t len) {
   int64_t t = 0;
   for (; t + 4 <= len; t += 4) {
     V4 x[4];
-    in.in4(t, x);
-    out.out4(t, x);
+    in.template in_group<4>(t, x);
+    out.template out_group<4>(t, x);
   }
   for (; t < len; ++t) out.out(t, in.in(t));
 }
