@@ -464,19 +464,22 @@ struct Impl {
   PassFn pass;
   LoadFn<T> load;
   StoreFn<T> store;
-  // Passes on the rows themselves, where the ISA has them (else nullptr).
+  // Passes on the rows themselves, where the ISA has them and the cascade fits one
+  // group of sections (else nullptr).
   FromRowsFn<T> from_rows = nullptr;
   ToRowsFn<T> to_rows = nullptr;
   RowsFn<T> rows_pass = nullptr;
 };
 
+// The kernels of `isa` for a cascade of n_sections (the passes on rows take one group).
 template <typename T>
-Impl<T> impl_for(const std::string& isa) {
+Impl<T> impl_for(const std::string& isa, int64_t n_sections) {
 #if defined(__x86_64__)
   if (isa == "avx512") return {8, pass_avx512, load_avx512<T>, store_avx512<T>};
-  if (isa == "avx2")
+  if (isa == "avx2" && n_sections <= kGroupSections)
     return {4, pass_avx2, load_avx2<T>, store_avx2<T>, from_rows_avx2<T>, to_rows_avx2<T>,
             rows_avx2<T>};
+  if (isa == "avx2") return {4, pass_avx2, load_avx2<T>, store_avx2<T>};
 #endif
   return {8, pass_generic, load_generic<T>, store_generic<T>};
 }
@@ -619,18 +622,14 @@ void filtfilt_block(const T* xp, T* yp, int64_t n, int64_t r0, int count, int64_
   // output goes to buf[(t - g0) * L]; otherwise only the state is wanted.
   // The part of a tile inside the row is filtered straight from the rows, and,
   // backwards, straight into them; the extensions go through the tile (fill, store).
-  const bool on_rows = impl.from_rows != nullptr && n_sections <= kGroupSections;
+  const bool on_rows = impl.from_rows != nullptr;
   auto forward = [&](int64_t g0, int64_t g1, bool keep) {
     for (int64_t c0 = g0; c0 < g1; c0 += kChunk) {
       const int64_t c1 = std::min(g1, c0 + kChunk);
       double* tile = keep ? buf + (c0 - g0) * L : buf;
-      const int64_t a = std::max(c0, pad), b = std::min(c1, pad + n);
-      if (!on_rows || a >= b) {
-        fill(c0, c1, tile);
-        if (c0 == 0) steady(tile, zf);
-        impl.pass(tile, c1 - c0, sos, n_sections, zf, false);
-        continue;
-      }
+      // The row part [a, b) of the tile (empty, at its end, without passes on rows).
+      int64_t a = on_rows ? std::max(c0, pad) : c1, b = on_rows ? std::min(c1, pad + n) : c1;
+      if (a >= b) a = b = c1;
       if (c0 < a) {
         fill(c0, a, tile);
         if (c0 == 0) steady(tile, zf);
@@ -640,7 +639,7 @@ void filtfilt_block(const T* xp, T* yp, int64_t n, int64_t r0, int count, int64_
         for (int l = 0; l < L; ++l) first[l] = static_cast<double>(xr[l][0]);
         steady(first, zf);
       }
-      impl.from_rows(xr, a - pad, tile + (a - c0) * L, b - a, sos, n_sections, zf);
+      if (a < b) impl.from_rows(xr, a - pad, tile + (a - c0) * L, b - a, sos, n_sections, zf);
       if (b < c1) {
         fill(b, c1, tile + (b - c0) * L);
         impl.pass(tile + (b - c0) * L, c1 - b, sos, n_sections, zf, false);
@@ -751,7 +750,7 @@ at::Tensor filtfilt_rows(const at::Tensor& x, const at::Tensor& sos, const at::T
   if (xc.size(0) == 0) return y;
   const std::string isa = select_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfiltfilt_cpu", [&] {
-    const Impl<scalar_t> impl = impl_for<scalar_t>(isa);
+    const Impl<scalar_t> impl = impl_for<scalar_t>(isa, sc.size(0));
     const double* s = sc.const_data_ptr<double>();
     const double* z = zc.defined() ? zc.const_data_ptr<double>() : nullptr;
     const double* e = cc.defined() ? cc.const_data_ptr<double>() : nullptr;
@@ -805,7 +804,7 @@ void sosfilt_rows(const T* xp, T* yp, int64_t rows, int64_t n, const double* sos
         yr[l] = yp + r * n;
         for (int64_t s = 0; s < 2 * n_sections; ++s) z[s * L + l] = zin[r * 2 * n_sections + s];
       }
-      if (impl.rows_pass != nullptr && count == L && n_sections <= kGroupSections) {
+      if (impl.rows_pass != nullptr && count == L) {
         impl.rows_pass(xr, yr, 0, n, sos, n_sections, z);
       } else {
         for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
@@ -844,7 +843,7 @@ std::tuple<at::Tensor, at::Tensor> sosfilt_cpu(const at::Tensor& x, const at::Te
   }
   const std::string isa = select_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfilt_cpu", [&] {
-    const Impl<scalar_t> impl = impl_for<scalar_t>(isa);
+    const Impl<scalar_t> impl = impl_for<scalar_t>(isa, n_sections);
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     const double* s = sc.const_data_ptr<double>();
