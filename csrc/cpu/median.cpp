@@ -31,6 +31,7 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -49,11 +50,20 @@ namespace {
 #define FASTECG_MEDIAN_CLONES
 #endif
 
+// Loops bound by memory or latency (scans, conversions, the moving average): compiled
+// for baseline x86-64 and for AVX2 (wider loads, conversions and shuffles), the best
+// chosen at load.
+#if defined(__x86_64__)
+#define FASTECG_AVX2_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FASTECG_AVX2_CLONES
+#endif
+
 constexpr int64_t kChunk = 8192;  // outputs per work item of the chunked (long-row) path
 constexpr int kDigitBits = 11;    // radix digit: 2048 buckets, histogram fits in L1
 
-// Radix-sort items: float32 packs (key << 32 | position) into one word, float64 keeps
-// the 64-bit key beside the position.
+// Radix-sort items: (key << 32 | position) in one word, or a 64-bit key beside the
+// position (the exact ranking of float64 values).
 struct Item64 {
   uint64_t key;
   uint32_t pos;
@@ -62,45 +72,48 @@ inline uint64_t item_key(uint64_t it) { return it >> 32; }
 inline uint32_t item_pos(uint64_t it) { return uint32_t(it); }
 inline uint64_t item_key(const Item64& it) { return it.key; }
 inline uint32_t item_pos(const Item64& it) { return it.pos; }
-template <typename T> using ItemFor = std::conditional_t<sizeof(T) == 4, uint64_t, Item64>;
-inline uint64_t make_item(float v, uint32_t pos) { return order_key(v) << 32 | pos; }
-inline Item64 make_item(double v, uint32_t pos) { return Item64{order_key(v), pos}; }
+inline uint64_t make_item(uint32_t key, uint32_t pos) { return uint64_t(key) << 32 | pos; }
+inline Item64 make_item(uint64_t key, uint32_t pos) { return Item64{key, pos}; }
 
 constexpr size_t kBuckets = size_t(1) << kDigitBits;
+// Exact keys: the order-preserving bits of the value (3 passes for float32, 6 for float64).
 template <typename T> constexpr int kPasses = (8 * int(sizeof(T)) + kDigitBits - 1) / kDigitBits;
+// Linear keys: floor((v - min) * scale) on kLinearBits bits, 2 passes for either dtype.
+constexpr int kLinearBits = 2 * kDigitBits;
 
 // Per-thread scratch, reused across chunks.
 template <typename T>
 struct Scratch {
-  std::vector<ItemFor<T>> items, tmp;
+  std::vector<uint64_t> items, tmp;
+  std::vector<Item64> items64, tmp64;
   std::vector<uint32_t> hist;
+  std::vector<T> value;
   std::vector<int32_t> rank, src, out_rank, seq;
   std::vector<uint32_t> order;
   std::vector<int32_t> count;
   std::vector<uint64_t> bits;
 };
 
-// Stable LSD radix sort of s.items by key, written as ranks: rank[position] = r and
-// order[r] = position for the r-th smallest item (ties by position). s.hist holds the
-// lowest digit's histogram. The last pass places positions straight into rank and
-// order instead of moving items (float32 keys take 3 passes; writing the sorted items
-// and reading them back was one more pass over the items).
+// Stable LSD radix sort of `items` (n of them) by key, `passes` digits, ties by
+// position. hist holds the lowest digit's histogram and room for the others. The
+// last pass places positions straight into rank and order instead of moving items
+// (writing the sorted items and reading them back was one more pass over the items).
 // Each scatter pass counts the next digit of the items it moves: in that order the
 // higher digits are shuffled, so consecutive increments rarely hit the same counter
 // (counting them in signal order, where neighbouring samples share their top bits,
 // stalls on store-to-load forwarding). A pass whose digit is the same for every item
 // is skipped.
-template <typename T>
-void radix_rank(Scratch<T>& s, int32_t* rank, uint32_t* order) {
-  const size_t n = s.items.size();
-  s.tmp.resize(n);
-  ItemFor<T>* src = s.items.data();
-  ItemFor<T>* dst = s.tmp.data();
-  for (int p = 0; p < kPasses<T>; ++p) {
-    uint32_t* h = s.hist.data() + p * kBuckets;
+// place(position, r) is called for every item once its rank r is known.
+template <typename Item, typename Place>
+FASTECG_INLINE void radix_rank(Item* items, Item* tmp, size_t n, int passes, uint32_t* hist,
+                               const Place& place) {
+  Item* src = items;
+  Item* dst = tmp;
+  for (int p = 0; p < passes; ++p) {
+    uint32_t* h = hist + p * kBuckets;
     const int shift = p * kDigitBits;
-    const bool last = p + 1 == kPasses<T>;
-    uint32_t* next = last ? h : s.hist.data() + (p + 1) * kBuckets;
+    const bool last = p + 1 == passes;
+    uint32_t* next = last ? h : hist + (p + 1) * kBuckets;
     if (h[(item_key(src[0]) >> shift) & (kBuckets - 1)] == n) {
       if (!last)
         for (size_t i = 0; i < n; ++i) ++next[(item_key(src[i]) >> (shift + kDigitBits)) & (kBuckets - 1)];
@@ -114,10 +127,7 @@ void radix_rank(Scratch<T>& s, int32_t* rank, uint32_t* order) {
     }
     if (last) {
       for (size_t i = 0; i < n; ++i) {
-        const uint32_t r = h[(item_key(src[i]) >> shift) & (kBuckets - 1)]++;
-        const uint32_t l = item_pos(src[i]);
-        rank[l] = int32_t(r);
-        order[r] = l;
+        place(item_pos(src[i]), h[(item_key(src[i]) >> shift) & (kBuckets - 1)]++);
       }
       return;
     }
@@ -128,11 +138,7 @@ void radix_rank(Scratch<T>& s, int32_t* rank, uint32_t* order) {
     }
     std::swap(src, dst);
   }
-  for (size_t r = 0; r < n; ++r) {  // the last pass was skipped: src is sorted
-    const uint32_t l = item_pos(src[r]);
-    rank[l] = int32_t(r);
-    order[r] = l;
-  }
+  for (size_t r = 0; r < n; ++r) place(item_pos(src[r]), uint32_t(r));  // src is sorted
 }
 
 // The median (rank k of w) of every window of `seq` (ranks in [0, nranks), duplicates
@@ -258,6 +264,108 @@ struct Stage {
   int64_t size, start;  // window of output i: inputs [i + start, i + start + size)
 };
 
+// Whether no value is Inf or NaN: (bits & exponent) + (lowest exponent bit) carries
+// into the sign bit iff the exponent is all ones. Adds, ANDs and ORs only, so the loop
+// vectorises (a floating-point accumulation would be one long add chain).
+template <typename T>
+FASTECG_AVX2_CLONES bool all_finite(const T* v, int64_t m) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr Bits kSign = Bits(1) << (8 * sizeof(T) - 1);
+  constexpr Bits kOne = sizeof(T) == 4 ? Bits(1) << 23 : Bits(1) << 52;
+  constexpr Bits kExponent = kSign - kOne;
+  Bits bad = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    Bits bits;
+    std::memcpy(&bits, v + i, sizeof bits);
+    bad |= (bits & kExponent) + kOne;
+  }
+  return (bad & kSign) == 0;
+}
+
+// Ranks finite values by linear keys floor((v - min) * scale), kLinearBits of them:
+// two radix passes for float32 or float64 (exact keys take 3 or 6). The map is
+// monotone, so it orders any two values it tells apart; values closer than
+// (max - min) / 2^kLinearBits may share a key and come out ordered by position, so
+// the sorted sequence is checked and such runs re-sorted by value. False when the range
+// overflows a double (the caller ranks by exact keys).
+template <typename T>
+FASTECG_AVX2_CLONES bool rank_linear(const T* value, int64_t len, Scratch<T>& s) {
+  constexpr int kLanes = 32 / sizeof(T);  // independent min/max lanes: the loop vectorises
+  T lo[kLanes], hi[kLanes];
+  std::fill(lo, lo + kLanes, value[0]);
+  std::fill(hi, hi + kLanes, value[0]);
+  int64_t l = 0;
+  for (; l + kLanes <= len; l += kLanes)
+    for (int k = 0; k < kLanes; ++k) {
+      lo[k] = value[l + k] < lo[k] ? value[l + k] : lo[k];
+      hi[k] = value[l + k] > hi[k] ? value[l + k] : hi[k];
+    }
+  for (; l < len; ++l) lo[0] = std::min(lo[0], value[l]), hi[0] = std::max(hi[0], value[l]);
+  const double range = double(*std::max_element(hi, hi + kLanes)) -
+                       double(*std::min_element(lo, lo + kLanes));
+  if (!(range <= std::numeric_limits<double>::max())) return false;
+  constexpr double kTop = double((1u << kLinearBits) - 1);
+  const double scale = range > 0 ? kTop / range : 0.0;
+  const double base = double(*std::min_element(lo, lo + kLanes));
+  auto key = [&](uint32_t i) __attribute__((always_inline)) {
+    return uint32_t(std::min((double(value[i]) - base) * scale, kTop));
+  };
+  s.items.resize(len);
+  s.tmp.resize(len);
+  s.hist.assign(2 * kBuckets, 0);
+  uint64_t* items = s.items.data();
+  uint32_t* hist = s.hist.data();
+  for (int64_t i = 0; i < len; ++i) {
+    const uint32_t k = key(uint32_t(i));
+    items[i] = make_item(k, uint32_t(i));
+    ++hist[k & (kBuckets - 1)];
+  }
+  int32_t* rank = s.rank.data();
+  uint32_t* order = s.order.data();
+  radix_rank(items, s.tmp.data(), size_t(len), 2, hist,
+             [&](uint32_t i, uint32_t r) { rank[i] = int32_t(r), order[r] = i; });
+  for (int64_t r = 1; r < len; ++r) {
+    if (!(value[order[r]] < value[order[r - 1]])) continue;
+    // a run of one key out of value order: sort it by (value, position)
+    const uint32_t k = key(order[r]);
+    int64_t first = r - 1, last = r + 1;
+    while (first > 0 && key(order[first - 1]) == k) --first;
+    while (last < len && key(order[last]) == k) ++last;
+    std::sort(order + first, order + last, [&](uint32_t i, uint32_t j) {
+      return value[i] < value[j] || (value[i] == value[j] && i < j);
+    });
+    for (int64_t q = first; q < last; ++q) rank[order[q]] = int32_t(q);
+    r = last - 1;
+  }
+  return true;
+}
+
+// Ranks any values (Inf and NaN included) by their order-preserving bits: float32 keys
+// fit beside the position in one word, float64 keys take an Item64.
+template <typename T>
+void rank_exact(const T* value, int64_t len, Scratch<T>& s) {
+  auto rank_by = [&](auto& items, auto& tmp) {
+    using Item = typename std::decay_t<decltype(items)>::value_type;
+    using Key = std::conditional_t<std::is_same_v<Item, uint64_t>, uint32_t, uint64_t>;
+    items.resize(len);
+    tmp.resize(len);
+    s.hist.assign(kPasses<T> * kBuckets, 0);
+    uint32_t* hist = s.hist.data();
+    for (int64_t l = 0; l < len; ++l) {
+      items[l] = make_item(Key(order_key(value[l])), uint32_t(l));
+      ++hist[item_key(items[l]) & (kBuckets - 1)];
+    }
+    int32_t* rank = s.rank.data();
+    uint32_t* order = s.order.data();
+    radix_rank(items.data(), tmp.data(), size_t(len), kPasses<T>, hist,
+               [&](uint32_t i, uint32_t r) { rank[i] = int32_t(r), order[r] = i; });
+  };
+  if constexpr (sizeof(T) == 4)
+    rank_by(s.items, s.tmp);
+  else
+    rank_by(s.items64, s.tmp64);
+}
+
 // Ranks the extended input of outputs [c0, c1): position l reads stage input
 // j = map(c0 + start + l); stage input j is row sample src_in[j] (src_in == nullptr:
 // j itself), or cval where that is < 0. With `with_cval`, one more position holding
@@ -268,40 +376,33 @@ int64_t rank_extended(const T* row, const int32_t* src_in, int64_t n, const Stag
                       int64_t mode, T cval, int64_t c0, int64_t c1, bool with_cval,
                       int32_t& nan_rank, Scratch<T>& s) {
   const int64_t span = c1 - c0 + st.size - 1, len = span + with_cval, q0 = c0 + st.start;
-  s.items.resize(len);
+  s.value.resize(len);
   s.src.resize(len);
-  s.hist.assign(kPasses<T> * kBuckets, 0);
-  uint32_t* hist = s.hist.data();
-  ItemFor<T>* items = s.items.data();
+  T* value = s.value.data();
   int32_t* srcs = s.src.data();
-  int64_t n_nan = 0;
   auto put = [&](int64_t l, int64_t j) __attribute__((always_inline)) {
     if (j >= 0 && src_in) j = src_in[j];
-    const T v = j >= 0 ? row[j] : cval;
+    value[l] = j >= 0 ? row[j] : cval;
     srcs[l] = int32_t(j);
-    items[l] = make_item(v, uint32_t(l));
-    ++hist[item_key(items[l]) & (kBuckets - 1)];
-    n_nan += v != v;
   };
   // interior positions need no boundary mapping
   const int64_t lo = std::clamp<int64_t>(-q0, 0, span), hi = std::clamp<int64_t>(n - q0, lo, span);
   for (int64_t l = 0; l < lo; ++l) put(l, map_index(q0 + l, n, mode));
   if (src_in) {
     for (int64_t l = lo; l < hi; ++l) put(l, q0 + l);
-  } else {
-    for (int64_t l = lo; l < hi; ++l) {  // the hot loop: plain samples
-      const T v = row[q0 + l];
-      srcs[l] = int32_t(q0 + l);
-      items[l] = make_item(v, uint32_t(l));
-      ++hist[item_key(items[l]) & (kBuckets - 1)];
-      n_nan += v != v;
-    }
+  } else {  // the hot loop: plain samples
+    std::copy(row + q0 + lo, row + q0 + hi, value + lo);
+    for (int64_t l = lo; l < hi; ++l) srcs[l] = int32_t(q0 + l);
   }
   for (int64_t l = hi; l < span; ++l) put(l, map_index(q0 + l, n, mode));
   if (with_cval) put(span, -1);
   s.rank.resize(len);
   s.order.resize(len);
-  radix_rank(s, s.rank.data(), s.order.data());
+  int64_t n_nan = 0;
+  if (!all_finite(value, len) || !rank_linear(value, len, s)) {
+    for (int64_t l = 0; l < len; ++l) n_nan += value[l] != value[l];
+    rank_exact(value, len, s);
+  }
   nan_rank = int32_t(len - n_nan);
   return len;
 }
@@ -450,13 +551,6 @@ std::tuple<at::Tensor, at::Tensor> median_filter_cpu(const at::Tensor& x, at::In
 
 // ---- moving average ------------------------------------------------------------------
 
-// The moving average's loops are memory- and latency-bound: compiled for baseline x86-64
-// and for AVX2 (wider loads, conversions and shuffles), the best chosen at load.
-#if defined(__x86_64__)
-#define FASTECG_AVX2_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FASTECG_AVX2_CLONES
-#endif
 
 // A block of kLanes rows is filtered side by side: element t of its buffers holds sample
 // t of every row (a V4), so each step of the running sum is one vector add for kLanes
@@ -508,24 +602,6 @@ FASTECG_AVX2_CLONES void running_mean(const E* ext, int64_t n, int64_t w, bool f
       sum += ext[i + w] - ext[i];
     }
   }
-}
-
-// Whether no value is Inf or NaN: (bits & exponent) + (lowest exponent bit) carries
-// into the sign bit iff the exponent is all ones. Adds, ANDs and ORs only, so the loop
-// vectorises (a floating-point accumulation would be one long add chain).
-template <typename T>
-FASTECG_AVX2_CLONES bool all_finite(const T* v, int64_t m) {
-  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-  constexpr Bits kSign = Bits(1) << (8 * sizeof(T) - 1);
-  constexpr Bits kOne = sizeof(T) == 4 ? Bits(1) << 23 : Bits(1) << 52;
-  constexpr Bits kExponent = kSign - kOne;
-  Bits bad = 0;
-  for (int64_t i = 0; i < m; ++i) {
-    Bits bits;
-    std::memcpy(&bits, v + i, sizeof bits);
-    bad |= (bits & kExponent) + kOne;
-  }
-  return (bad & kSign) == 0;
 }
 
 // Fills ext[0, n + w) around rows already stored at ext[h, h + n), h = w / 2: the

@@ -95,6 +95,27 @@ def test_median_filter_constant_and_tied_signals():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_median_filter_values_closer_than_the_key_resolution(dtype):
+    # The CPU kernel ranks finite rows by floor((v - min) * scale) on 22 bits and re-sorts
+    # runs of one key by value: next to spikes of +-1e6, most samples share a key.
+    x = ecg_like((2, 3, 1500), dtype) * 1e-3
+    x[..., 700] = 1e6
+    x[0, 1, 100] = -1e6
+    x[1, 2, 200:210] = -0.0  # equal to +0.0: ties, broken by position
+    x[1, 2, 210:220] = 0.0
+    x[1, 0, 50] = float("inf")  # not finite: ranked by exact keys
+    if dtype == torch.float64:
+        x[0, 2, 9] = -1.5e308  # a range that overflows a double: exact keys too
+        x[0, 2, 900] = 1.5e308
+    for mode in ["nearest", "constant"]:
+        out = median_filter1d(x, 101, mode=mode, cval=0.25)
+        assert np.array_equal(out.numpy(), scipy_median(x.numpy(), 101, mode, 0.25))
+    dual = remove_baseline(x, 500.0)
+    base = scipy_median(scipy_median(x.numpy(), 101, "nearest"), 301, "nearest")
+    assert np.array_equal(dual.numpy(), x.numpy() - base)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_remove_baseline_matches_scipy_dual_median(dtype):
     x = ecg_like((3, 12, 2500), dtype)
     base = scipy_median(scipy_median(x.numpy(), 101, "nearest"), 301, "nearest")
