@@ -3,12 +3,14 @@
 // Running median, exact (bit-for-bit scipy.ndimage.median_filter):
 //   The signal is cut into chunks of kChunk outputs. For a chunk, the extended input
 //   (chunk + window halo, SciPy's boundary modes applied) is ranked once by an LSD
-//   radix sort of order-preserving integer keys (ties broken by position, so ranks are
-//   unique). Sliding the window is then integer work on ranks: a bitset over ranks plus
-//   a count per rank, and the current median rank `m` with the number of window
-//   elements below it. Each step removes one rank and inserts one; the median moves by
-//   at most one occupied rank, found with a count-trailing/leading-zeros on the bitset
-//   word. Cost: O(1) radix passes per sample (3 for float32) + O(1) per slide step
+//   radix sort (ties broken by position, so ranks are unique): of 22-bit linear keys
+//   floor((v - min) * scale) in two passes, runs of one key re-sorted by value, or of
+//   the values' order-preserving bits where some are Inf/NaN. Sliding the window is
+//   then integer work on ranks: a bitset over ranks plus a count per rank, and the
+//   current median rank `m` with the number of window elements below it. Each step
+//   removes one rank and inserts one; the median moves by at most one occupied rank,
+//   found with a count-trailing/leading-zeros on the bitset word. Cost: O(1) radix
+//   passes per sample (2) + O(1) per slide step
 //   (plus the scan over empty words, about w_gap/64); no heaps, no comparisons of
 //   floats after ranking. This is the "sort once, then slide" idea of Suomela (2014,
 //   "Median filtering is equivalent to sorting"), with the two linked lists replaced
@@ -33,6 +35,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../common/lanes4.h"
@@ -80,13 +83,26 @@ constexpr size_t kBuckets = size_t(1) << kDigitBits;
 template <typename T> constexpr int kPasses = (8 * int(sizeof(T)) + kDigitBits - 1) / kDigitBits;
 // Linear keys: floor((v - min) * scale) on kLinearBits bits, 2 passes for either dtype.
 constexpr int kLinearBits = 2 * kDigitBits;
+// Positions that fit beside a linear key's high digit in 32 bits.
+constexpr int kPackedPositionBits = 32 - kDigitBits;
+constexpr int64_t kPackedPositions = int64_t(1) << kPackedPositionBits;
+
+// Histogram counts -> bucket starts.
+inline void exclusive_scan(uint32_t* h) {
+  uint32_t sum = 0;
+  for (size_t b = 0; b < kBuckets; ++b) {
+    const uint32_t c = h[b];
+    h[b] = sum;
+    sum += c;
+  }
+}
 
 // Per-thread scratch, reused across chunks.
 template <typename T>
 struct Scratch {
   std::vector<uint64_t> items, tmp;
   std::vector<Item64> items64, tmp64;
-  std::vector<uint32_t> hist;
+  std::vector<uint32_t> hist, keys, packed;
   std::vector<T> value;
   std::vector<int32_t> rank, src, out_rank, seq;
   std::vector<uint32_t> order;
@@ -94,8 +110,9 @@ struct Scratch {
   std::vector<uint64_t> bits;
 };
 
-// Stable LSD radix sort of `items` (n of them) by key, `passes` digits, ties by
-// position. hist holds the lowest digit's histogram and room for the others. The
+// Stable LSD radix sort of `items` (n of them) by key, `passes` digits, written as
+// ranks: rank[position] = r and order[r] = position for the r-th smallest item (ties
+// by position). hist holds the lowest digit's histogram and room for the others. The
 // last pass places positions straight into rank and order instead of moving items
 // (writing the sorted items and reading them back was one more pass over the items).
 // Each scatter pass counts the next digit of the items it moves: in that order the
@@ -103,10 +120,9 @@ struct Scratch {
 // (counting them in signal order, where neighbouring samples share their top bits,
 // stalls on store-to-load forwarding). A pass whose digit is the same for every item
 // is skipped.
-// place(position, r) is called for every item once its rank r is known.
-template <typename Item, typename Place>
-FASTECG_INLINE void radix_rank(Item* items, Item* tmp, size_t n, int passes, uint32_t* hist,
-                               const Place& place) {
+template <typename Item>
+void radix_rank(Item* items, Item* tmp, size_t n, int passes, uint32_t* hist, int32_t* rank,
+                uint32_t* order) {
   Item* src = items;
   Item* dst = tmp;
   for (int p = 0; p < passes; ++p) {
@@ -119,15 +135,13 @@ FASTECG_INLINE void radix_rank(Item* items, Item* tmp, size_t n, int passes, uin
         for (size_t i = 0; i < n; ++i) ++next[(item_key(src[i]) >> (shift + kDigitBits)) & (kBuckets - 1)];
       continue;
     }
-    uint32_t sum = 0;
-    for (size_t b = 0; b < kBuckets; ++b) {
-      const uint32_t c = h[b];
-      h[b] = sum;
-      sum += c;
-    }
+    exclusive_scan(h);
     if (last) {
       for (size_t i = 0; i < n; ++i) {
-        place(item_pos(src[i]), h[(item_key(src[i]) >> shift) & (kBuckets - 1)]++);
+        const uint32_t r = h[(item_key(src[i]) >> shift) & (kBuckets - 1)]++;
+        const uint32_t l = item_pos(src[i]);
+        rank[l] = int32_t(r);
+        order[r] = l;
       }
       return;
     }
@@ -138,7 +152,11 @@ FASTECG_INLINE void radix_rank(Item* items, Item* tmp, size_t n, int passes, uin
     }
     std::swap(src, dst);
   }
-  for (size_t r = 0; r < n; ++r) place(item_pos(src[r]), uint32_t(r));  // src is sorted
+  for (size_t r = 0; r < n; ++r) {  // the last pass was skipped: src is sorted
+    const uint32_t l = item_pos(src[r]);
+    rank[l] = int32_t(r);
+    order[r] = l;
+  }
 }
 
 // The median (rank k of w) of every window of `seq` (ranks in [0, nranks), duplicates
@@ -282,15 +300,10 @@ FASTECG_AVX2_CLONES bool all_finite(const T* v, int64_t m) {
   return (bad & kSign) == 0;
 }
 
-// Ranks finite values by linear keys floor((v - min) * scale), kLinearBits of them:
-// two radix passes for float32 or float64 (exact keys take 3 or 6). The map is
-// monotone, so it orders any two values it tells apart; values closer than
-// (max - min) / 2^kLinearBits may share a key and come out ordered by position, so
-// the sorted sequence is checked and such runs re-sorted by value. False when the range
-// overflows a double (the caller ranks by exact keys).
+// Smallest and largest of value[0, len), all finite.
 template <typename T>
-FASTECG_AVX2_CLONES bool rank_linear(const T* value, int64_t len, Scratch<T>& s) {
-  constexpr int kLanes = 32 / sizeof(T);  // independent min/max lanes: the loop vectorises
+FASTECG_AVX2_CLONES std::pair<T, T> min_max(const T* value, int64_t len) {
+  constexpr int kLanes = 32 / sizeof(T);  // independent lanes: the loop vectorises
   T lo[kLanes], hi[kLanes];
   std::fill(lo, lo + kLanes, value[0]);
   std::fill(hi, hi + kLanes, value[0]);
@@ -301,29 +314,51 @@ FASTECG_AVX2_CLONES bool rank_linear(const T* value, int64_t len, Scratch<T>& s)
       hi[k] = value[l + k] > hi[k] ? value[l + k] : hi[k];
     }
   for (; l < len; ++l) lo[0] = std::min(lo[0], value[l]), hi[0] = std::max(hi[0], value[l]);
-  const double range = double(*std::max_element(hi, hi + kLanes)) -
-                       double(*std::min_element(lo, lo + kLanes));
-  if (!(range <= std::numeric_limits<double>::max())) return false;
+  return {*std::min_element(lo, lo + kLanes), *std::max_element(hi, hi + kLanes)};
+}
+
+// Ranks finite values by linear keys floor((v - min) * scale) of kLinearBits bits: two
+// radix passes for float32 or float64 (their exact keys take 3 or 6). The first pass
+// consumes the low digit, so what it moves (high digit, position) packs into 32 bits:
+// half the bytes scattered of (key, position) items. The map is monotone, so it orders
+// any two values it tells apart; values closer than (max - min) / 2^kLinearBits may
+// share a key and come out ordered by position, so the sorted sequence is checked and
+// such runs re-sorted by value. False, leaving the ranking to exact keys, when the range
+// overflows a double or the positions do not pack (windows of over 2M samples).
+template <typename T>
+FASTECG_AVX2_CLONES bool rank_linear(const T* value, int64_t len, Scratch<T>& s) {
+  const auto [lo, hi] = min_max(value, len);
+  const double range = double(hi) - double(lo);
+  if (!(range <= std::numeric_limits<double>::max()) || len > kPackedPositions) return false;
   constexpr double kTop = double((1u << kLinearBits) - 1);
   const double scale = range > 0 ? kTop / range : 0.0;
-  const double base = double(*std::min_element(lo, lo + kLanes));
-  auto key = [&](uint32_t i) __attribute__((always_inline)) {
+  auto key = [&, base = double(lo)](uint32_t i) __attribute__((always_inline)) {
     return uint32_t(std::min((double(value[i]) - base) * scale, kTop));
   };
-  s.items.resize(len);
-  s.tmp.resize(len);
+  s.keys.resize(len);
+  s.packed.resize(len);
   s.hist.assign(2 * kBuckets, 0);
-  uint64_t* items = s.items.data();
-  uint32_t* hist = s.hist.data();
+  uint32_t* keys = s.keys.data();
+  uint32_t* packed = s.packed.data();
+  uint32_t *low = s.hist.data(), *high = low + kBuckets;
   for (int64_t i = 0; i < len; ++i) {
-    const uint32_t k = key(uint32_t(i));
-    items[i] = make_item(k, uint32_t(i));
-    ++hist[k & (kBuckets - 1)];
+    keys[i] = key(uint32_t(i));
+    ++low[keys[i] & (kBuckets - 1)];
   }
+  exclusive_scan(low);
+  for (int64_t i = 0; i < len; ++i) {
+    const uint32_t k = keys[i];
+    packed[low[k & (kBuckets - 1)]++] = (k >> kDigitBits) << kPackedPositionBits | uint32_t(i);
+    ++high[k >> kDigitBits];
+  }
+  exclusive_scan(high);
   int32_t* rank = s.rank.data();
   uint32_t* order = s.order.data();
-  radix_rank(items, s.tmp.data(), size_t(len), 2, hist,
-             [&](uint32_t i, uint32_t r) { rank[i] = int32_t(r), order[r] = i; });
+  for (int64_t i = 0; i < len; ++i) {
+    const uint32_t r = high[packed[i] >> kPackedPositionBits]++, l = packed[i] & (kPackedPositions - 1);
+    rank[l] = int32_t(r);
+    order[r] = l;
+  }
   for (int64_t r = 1; r < len; ++r) {
     if (!(value[order[r]] < value[order[r - 1]])) continue;
     // a run of one key out of value order: sort it by (value, position)
@@ -355,10 +390,8 @@ void rank_exact(const T* value, int64_t len, Scratch<T>& s) {
       items[l] = make_item(Key(order_key(value[l])), uint32_t(l));
       ++hist[item_key(items[l]) & (kBuckets - 1)];
     }
-    int32_t* rank = s.rank.data();
-    uint32_t* order = s.order.data();
-    radix_rank(items.data(), tmp.data(), size_t(len), kPasses<T>, hist,
-               [&](uint32_t i, uint32_t r) { rank[i] = int32_t(r), order[r] = i; });
+    radix_rank(items.data(), tmp.data(), size_t(len), kPasses<T>, hist, s.rank.data(),
+               s.order.data());
   };
   if constexpr (sizeof(T) == 4)
     rank_by(s.items, s.tmp);

@@ -115,6 +115,14 @@ def test_median_filter_values_closer_than_the_key_resolution(dtype):
     assert np.array_equal(dual.numpy(), x.numpy() - base)
 
 
+def test_median_filter_window_of_over_2m_samples():
+    # Positions past 2**21 do not pack beside a linear key: the CPU kernel ranks by exact keys.
+    x = ecg_like((1, 2, 5), torch.float64)
+    for mode in ["nearest", "reflect"]:
+        out = median_filter1d(x, 2**21 + 1, mode=mode)
+        assert np.array_equal(out.numpy(), numpy_median(x.numpy(), 2**21 + 1, mode))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_remove_baseline_matches_scipy_dual_median(dtype):
     x = ecg_like((3, 12, 2500), dtype)
