@@ -30,6 +30,12 @@ TORCH_LIBRARY(fastecg, m) {
   // Chain of centred moving averages over torch's reflect padding (avg_pool1d of
   // F.pad(x, (w//2, w//2), "reflect")), double accumulators; x - result when subtract.
   m.def("_moving_average_kernel(Tensor x, int[] sizes, bool subtract) -> Tensor");
+  // The fft band-pass method on rows (rows, n) float32/float64: reflect-padded to n_fft
+  // (`right` samples of the end, zeros, `pad` of the start: bandpass.py's _filter_rows),
+  // circularly convolved with the zero-phase response `gain` (the rFFT bins' |H|^2, each
+  // repeated for the real and imaginary parts), cropped to n. adjoint: the transpose.
+  m.def("_zero_phase_fft_kernel(Tensor rows, Tensor gain, int pad, int right, int n_fft, "
+        "bool adjoint) -> Tensor");
   // Instruction set the CPU kernels use (FASTECG_CPU_ISA may force a narrower one).
   m.def("_cpu_isa() -> str");
 }

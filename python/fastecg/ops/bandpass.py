@@ -13,7 +13,7 @@ from torch import Tensor
 from ..numpy_path.bandpass import (_check_band, _check_fir, _check_positive_int, butter_sos,
                                    default_numtaps, fir_taps)
 from ._validate import check_signal, kernel_dtype
-from ._dispatch import check_backend_name
+from ._dispatch import check_backend_name, compiled_op, kernel_for, register_kernel
 from .sosfilt import (PADTYPES, _extend, _sos_on_device, _zi_on_device, extension_length,
                       filtfilt_design)
 
@@ -165,28 +165,50 @@ def _adjoint_rows(rows: Tensor, gain: Tensor, pad: int, right: int, n_fft: int) 
     return w[:, :n].index_add_(1, _tail_index(n, pad, right, rows.device), tails)
 
 
-class _ZeroPhaseFFT(torch.autograd.Function):
-    """y = crop(C pad(x)): reflect pad, circular convolution with |H|^2, crop. C is
-    symmetric (a real, even response), so the adjoint is pad^T C crop^T: one more
-    transform pair instead of autograd through the pad's slice copies (~3x slower).
-    (forward takes ctx rather than a separate setup_context: with one, every apply
-    binds its arguments through inspect.signature, ~70 us of a ~230 us call.)"""
-
-    @staticmethod
-    def forward(ctx, rows, gain, n, pad, right, n_fft, adjoint):
-        ctx.save_for_backward(gain)
-        ctx.args = (n, pad, right, n_fft, adjoint)
-        return (_adjoint_rows if adjoint else _filter_rows)(rows, gain, pad, right, n_fft)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (gain,) = ctx.saved_tensors
-        n, pad, right, n_fft, adjoint = ctx.args
-        out = _ZeroPhaseFFT.apply(grad.contiguous(), gain, n, pad, right, n_fft, not adjoint)
-        return out, None, None, None, None, None, None
+@register_kernel("zero_phase_fft", "torch")
+def zero_phase_fft_reference(rows: Tensor, gain: Tensor, pad: int, right: int, n_fft: int,
+                             adjoint: bool) -> Tensor:
+    """crop(C pad(rows)) or its transpose with batch-wide torch FFTs (any device)."""
+    fn = _adjoint_rows if adjoint else _filter_rows
+    return fn(rows, gain, pad, right, n_fft).contiguous()
 
 
-def _fft_filter(x: Tensor, sos: Tensor, key: Optional[tuple], min_pad: int) -> Tensor:
+# The same transforms a block of rows at a time, in cache (csrc/cpu/zero_phase_fft.cpp).
+register_kernel("zero_phase_fft", "cpu", compiled_op("_zero_phase_fft_kernel"))
+
+
+@torch.library.custom_op("fastecg::zero_phase_fft", mutates_args=())
+def _zero_phase_fft(rows: Tensor, gain: Tensor, pad: int, right: int, n_fft: int,
+                    adjoint: bool, backend: str) -> Tensor:
+    """y = crop(C pad(rows)): reflect pad, circular convolution with |H|^2, crop; or its
+    transpose (adjoint). C is symmetric (a real, even response), so the adjoint is
+    pad^T C crop^T: the same transforms on the zero-extended rows, then the extension's
+    columns added back onto the samples they copied."""
+    return kernel_for("zero_phase_fft", rows, backend)(rows, gain, pad, right, n_fft, adjoint)
+
+
+@_zero_phase_fft.register_fake
+def _(rows, gain, pad, right, n_fft, adjoint, backend):
+    return rows.new_empty(rows.shape)
+
+
+def _zero_phase_fft_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+    ctx.args = inputs[2:]
+
+
+def _zero_phase_fft_backward(ctx, grad):
+    (gain,) = ctx.saved_tensors
+    pad, right, n_fft, adjoint, backend = ctx.args
+    out = _zero_phase_fft(grad.contiguous(), gain, pad, right, n_fft, not adjoint, backend)
+    return out, None, None, None, None, None, None
+
+
+_zero_phase_fft.register_autograd(_zero_phase_fft_backward, setup_context=_zero_phase_fft_setup)
+
+
+def _fft_filter(x: Tensor, sos: Tensor, key: Optional[tuple], min_pad: int,
+                backend: str) -> Tensor:
     """|H(f)|^2 of the Butterworth filter `sos` (design `key`, None under torch.compile)
     applied by rFFT, reflect-
     padded by at least ``min_pad`` a side, as far as the transform length allows (a
@@ -202,8 +224,8 @@ def _fft_filter(x: Tensor, sos: Tensor, key: Optional[tuple], min_pad: int) -> T
         gain = _zero_phase_gain_interleaved(sos, n_fft, work.dtype)
     else:
         gain = _gain_on_device(key, n_fft, str(x.device), work.dtype)
-    y = _ZeroPhaseFFT.apply(work.reshape(-1, n), gain, n, pad, right, n_fft, False)
-    # Rows of y are n_fft apart in the transform's output: a view, no copy.
+    y = _zero_phase_fft(work.reshape(-1, n).contiguous(), gain, pad, right, n_fft, False,
+                        backend)
     return y.view(x.shape).to(x.dtype)
 
 
@@ -291,8 +313,10 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         pass_zero=False, fs=fs), 1, x, padtype=padtype, padlen=padlen)`` (high-pass:
         ``firwin(numtaps, lowcut, pass_zero=False)``; low-pass: ``pass_zero=True``).
     backend : {"auto", "cuda", "triton", "cpu", "torch"}, optional
-        Kernel of the ``iir`` method (``fft`` and ``fir`` are plain torch ops: for them
-        the name is checked, not used).
+        Kernel of the ``iir`` method, or of the ``fft`` method (``"cpu"``: the C++ kernel,
+        which transforms a block of rows at a time in cache; ``"torch"``: batch-wide
+        torch FFTs, also what ``"auto"`` picks on a GPU). ``fir`` is plain torch ops: for
+        it the name is checked, not used.
     padtype, padlen : optional
         Edge handling of the ``iir`` and ``fir`` methods, as in SciPy (default: odd;
         27 samples for a 4th-order Butterworth band-pass, ``3 * numtaps`` for FIR).
@@ -345,9 +369,8 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
     if not fs > 0:
         raise ValueError(f"fs must be positive, got {fs}")
     fs = float(fs)
-    if method != "iir":  # checked although unused: a typo should not pass silently
-        check_backend_name(backend)
     if method == "fir":
+        check_backend_name(backend)  # checked although unused: a typo should not pass silently
         return _bandpass_fir(x, fs, lowcut, highcut, numtaps, padtype, padlen)
     _check_positive_int("order", order)
     _check_band(lowcut, highcut, fs)
@@ -366,7 +389,7 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         # edge; _fft_filter widens it to the next fast transform length.
         extension_length(x, padtype, padlen, 0)  # checked although unused
         min_pad = min(n - 1, math.ceil(fs / (32 * (lowcut or highcut))))
-        return _fft_filter(x, sos, key, min_pad)
+        return _fft_filter(x, sos, key, min_pad, backend)
     return filtfilt_design(x, sos, zi, butter_padlen(order, lowcut, highcut), padtype, padlen,
                            backend)
 
