@@ -440,11 +440,16 @@ int64_t rank_extended(const T* row, const int32_t* src_in, int64_t n, const Stag
   return len;
 }
 
-// One stage over outputs [c0, c1) of one row; writes the row index of the selected
-// sample (or -1 for cval) to sel[0, c1 - c0).
+// Row index of the sample output i of the last stage selected (-1 for cval).
+template <typename T>
+int32_t selected_index(const Scratch<T>& s, int64_t i) {
+  return s.src[s.order[s.out_rank[i]]];
+}
+
+// One stage over outputs [c0, c1) of one row; leaves each output's rank in s.out_rank.
 template <typename T>
 void median_chunk(const T* row, const int32_t* src_in, int64_t n, const Stage& st,
-                  int64_t mode, T cval, int64_t c0, int64_t c1, int32_t* sel, Scratch<T>& s) {
+                  int64_t mode, T cval, int64_t c0, int64_t c1, Scratch<T>& s) {
   int32_t nan_rank;
   const int64_t len = rank_extended(row, src_in, n, st, mode, cval, c0, c1, false, nan_rank, s);
   s.out_rank.resize(c1 - c0);
@@ -456,26 +461,29 @@ void median_chunk(const T* row, const int32_t* src_in, int64_t n, const Stage& s
   else
     slide_distinct(s.rank.data(), c1 - c0, st.size, st.size / 2, int32_t(len), nan_rank,
                    s.out_rank.data(), s.bits);
-  for (int64_t i = 0; i < c1 - c0; ++i) sel[i] = s.src[s.order[s.out_rank[i]]];
 }
 
 // Two stages over outputs [c0, c1) of a row with one ranking: the second stage's inputs
 // are samples the first one selected (or cval), so their ranks in the first ranking
 // order them. The first stage runs over the outputs [a, b) that the second one reads:
-// the chunk and its halo (the whole row for a row of one chunk). Writes the row index of
-// the selected sample (or -1 for cval) to sel[0, c1 - c0).
+// the chunk and its halo (the whole row for a row of one chunk). Leaves each output's
+// rank in s.out_rank.
 template <typename T>
 void median_two_stages(const T* row, int64_t n, const Stage& st1, const Stage& st2,
-                       int64_t mode, T cval, int64_t c0, int64_t c1, int32_t* sel,
-                       Scratch<T>& s) {
-  const int64_t m = c1 - c0, len2 = m + st2.size - 1;
-  int64_t a = n, b = 0;
+                       int64_t mode, T cval, int64_t c0, int64_t c1, Scratch<T>& s) {
+  const int64_t m = c1 - c0, len2 = m + st2.size - 1, q0 = c0 + st2.start;
+  // Second-stage input l is first-stage output q0 + l: the row's own outputs in
+  // [lo, hi), boundary-mapped ones (or cval, -1) outside.
+  const int64_t lo = std::clamp<int64_t>(-q0, 0, len2), hi = std::clamp<int64_t>(n - q0, lo, len2);
+  int64_t a = hi > lo ? q0 + lo : n, b = hi > lo ? q0 + hi : 0;
   s.seq.resize(len2);
-  for (int64_t l = 0; l < len2; ++l) {  // the second stage's inputs, as first-stage outputs
-    const int64_t j = map_index(c0 + st2.start + l, n, mode);
+  auto map_edge = [&](int64_t l) {
+    const int64_t j = map_index(q0 + l, n, mode);
     s.seq[l] = int32_t(j);
     if (j >= 0) a = std::min(a, j), b = std::max(b, j + 1);
-  }
+  };
+  for (int64_t l = 0; l < lo; ++l) map_edge(l);
+  for (int64_t l = hi; l < len2; ++l) map_edge(l);
   TORCH_INTERNAL_ASSERT(a < b);  // a window always holds its own output's sample
   int32_t nan_rank;
   const bool with_cval = mode == kConstant;
@@ -484,9 +492,11 @@ void median_two_stages(const T* row, int64_t n, const Stage& st1, const Stage& s
   s.out_rank.resize(std::max(b - a, m));
   slide_distinct(s.rank.data(), b - a, st1.size, st1.size / 2, int32_t(len), nan_rank,
                  s.out_rank.data(), s.bits);
-  for (int64_t l = 0; l < len2; ++l) s.seq[l] = s.seq[l] >= 0 ? s.out_rank[s.seq[l] - a] : cval_rank;
+  auto rank_of = [&](int64_t l) { s.seq[l] = s.seq[l] >= 0 ? s.out_rank[s.seq[l] - a] : cval_rank; };
+  for (int64_t l = 0; l < lo; ++l) rank_of(l);
+  for (int64_t l = hi; l < len2; ++l) rank_of(l);
+  std::copy(s.out_rank.data() + (q0 + lo - a), s.out_rank.data() + (q0 + hi - a), s.seq.data() + lo);
   slide(s.seq.data(), m, st2.size, st2.size / 2, int32_t(len), nan_rank, s.out_rank.data(), s);
-  for (int64_t i = 0; i < m; ++i) sel[i] = s.src[s.order[s.out_rank[i]]];
 }
 
 template <typename T>
@@ -498,17 +508,19 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   const T cv = static_cast<T>(cval);
   T* od = out.data_ptr<T>();
   int64_t* id = index.numel() ? index.data_ptr<int64_t>() : nullptr;
-  // Outputs [c0, c1) of row r from the row indices of the selected samples (sr[i]: output
-  // c0 + i).
-  auto finish = [&](int64_t r, int64_t c0, int64_t c1, const int32_t* sr) {
+  // Outputs [c0, c1) of row r, from the last stage's ranks in the chunk's scratch: the
+  // selected values straight from the ranked values (no row indices unless asked for).
+  auto finish_chunk = [&](int64_t r, int64_t c0, int64_t c1, const Scratch<T>& s) {
     const T* xr = xd + r * n;
+    const int32_t* rank = s.out_rank.data();
+    const uint32_t* order = s.order.data();
+    const T* value = s.value.data();
     for (int64_t i = c0; i < c1; ++i) {
-      const int32_t j = sr[i - c0];
-      const T med = j >= 0 ? xr[j] : cv;
+      const T med = value[order[rank[i - c0]]];
       od[r * n + i] = subtract ? xr[i] - med : med;
     }
     if (id)
-      for (int64_t i = c0; i < c1; ++i) id[r * n + i] = sr[i - c0];
+      for (int64_t i = c0; i < c1; ++i) id[r * n + i] = selected_index(s, i - c0);
   };
   // One stage, or both of a dual median, and the output chunk by chunk, while the chunk
   // is in cache (a selection array for the whole batch would go through memory twice
@@ -517,18 +529,14 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   if (stages.size() == 1 || (stages.size() == 2 && (chunks == 1 || mode != kWrap))) {
     parallel_claim(rows * chunks, [&](auto& claim) {
       thread_local Scratch<T> scratch;
-      thread_local std::vector<int32_t> sel;
-      sel.resize(std::min(n, kChunk));
       for (int64_t item; (item = claim()) >= 0;) {
         const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
         const int64_t c1 = std::min(n, c0 + kChunk);
         if (stages.size() == 2)
-          median_two_stages<T>(xd + r * n, n, stages[0], stages[1], mode, cv, c0, c1,
-                               sel.data(), scratch);
+          median_two_stages<T>(xd + r * n, n, stages[0], stages[1], mode, cv, c0, c1, scratch);
         else
-          median_chunk<T>(xd + r * n, nullptr, n, stages[0], mode, cv, c0, c1, sel.data(),
-                          scratch);
-        finish(r, c0, c1, sel.data());
+          median_chunk<T>(xd + r * n, nullptr, n, stages[0], mode, cv, c0, c1, scratch);
+        finish_chunk(r, c0, c1, scratch);
       }
     });
     return;
@@ -544,14 +552,24 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
       thread_local Scratch<T> scratch;
       for (int64_t item; (item = claim()) >= 0;) {
         const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
+        const int64_t c1 = std::min(n, c0 + kChunk);
         median_chunk<T>(xd + r * n, prev ? prev + r * n : nullptr, n, stages[st], mode, cv, c0,
-                        std::min(n, c0 + kChunk), cur + r * n + c0, scratch);
+                        c1, scratch);
+        for (int64_t i = c0; i < c1; ++i) cur[r * n + i] = selected_index(scratch, i - c0);
       }
     });
   }
   const int32_t* final_sel = sel[(stages.size() - 1) % 2].data();
   parallel_claim(rows, [&](auto& claim) {
-    for (int64_t r; (r = claim()) >= 0;) finish(r, 0, n, final_sel + r * n);
+    for (int64_t r; (r = claim()) >= 0;) {
+      const T* xr = xd + r * n;
+      for (int64_t i = 0; i < n; ++i) {
+        const int32_t j = final_sel[r * n + i];
+        const T med = j >= 0 ? xr[j] : cv;
+        od[r * n + i] = subtract ? xr[i] - med : med;
+        if (id) id[r * n + i] = j;
+      }
+    }
   });
 }
 
