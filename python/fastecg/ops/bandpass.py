@@ -173,7 +173,7 @@ def zero_phase_fft_reference(rows: Tensor, gain: Tensor, pad: int, right: int, n
     return fn(rows, gain, pad, right, n_fft).contiguous()
 
 
-# The same transforms a block of rows at a time, in cache (csrc/cpu/zero_phase_fft.cpp).
+# The same filter with our own FFT, vectorised across rows (csrc/cpu/zero_phase_fft.cpp).
 register_kernel("zero_phase_fft", "cpu", compiled_op("_zero_phase_fft_kernel"))
 
 
@@ -314,9 +314,10 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         ``firwin(numtaps, lowcut, pass_zero=False)``; low-pass: ``pass_zero=True``).
     backend : {"auto", "cuda", "triton", "cpu", "torch"}, optional
         Kernel of the ``iir`` method, or of the ``fft`` method (``"cpu"``: the C++ kernel,
-        which transforms a block of rows at a time in cache; ``"torch"``: batch-wide
-        torch FFTs, also what ``"auto"`` picks on a GPU). ``fir`` is plain torch ops: for
-        it the name is checked, not used.
+        its own mixed-radix FFT vectorised across rows, two rows per complex transform;
+        ``"torch"``: torch's FFTs, also what ``"auto"`` picks on a GPU; the two agree to
+        rounding, ~1e-7 of the peak in float32). ``fir`` is plain torch ops: for it the
+        name is checked, not used.
     padtype, padlen : optional
         Edge handling of the ``iir`` and ``fir`` methods, as in SciPy (default: odd;
         27 samples for a 4th-order Butterworth band-pass, ``3 * numtaps`` for FIR).
