@@ -32,7 +32,8 @@ class BandPass(nn.Module):
     method : {"iir", "fft"}
         Butterworth method, see :func:`fastecg.ops.bandpass`; checked but ignored for FIR.
     backend : {"auto", "cuda", "triton", "cpu", "torch"}
-        Kernel of the ``iir`` method; checked when built.
+        Kernel of the ``iir`` or ``fft`` method (``fft`` has ``cpu`` and ``torch``
+        kernels); checked when built.
 
     Notes
     -----
