@@ -84,13 +84,13 @@ struct Plan {
 };
 
 // Radices 4, then 2, 3, 5; nullptr if n has another prime factor.
-std::unique_ptr<Plan> make_plan(int64_t n) {
+std::shared_ptr<const Plan> make_plan(int64_t n) {
   std::vector<int> radices;
   int64_t rest = n;
   for (int r : {4, 2, 3, 5})
     while (rest % r == 0) radices.push_back(r), rest /= r;
   if (rest != 1) return nullptr;
-  auto plan = std::make_unique<Plan>();
+  auto plan = std::make_shared<Plan>();
   plan->n = n;
   int64_t length = n, stride = 1;
   for (int r : radices) {
@@ -108,15 +108,21 @@ std::unique_ptr<Plan> make_plan(int64_t n) {
   return plan;
 }
 
-// Plans by length, built once (the twiddles cost ~n cos/sin pairs).
-const Plan& plan_for(int64_t n) {
+// Plans by length, built once (the twiddles cost ~n cos/sin pairs: ~40 MB and ~50 ms for
+// a 1-hour row). At most kPlans are kept: past that the cache starts again (calls still
+// running hold their plan).
+constexpr size_t kPlans = 16;
+std::shared_ptr<const Plan> plan_for(int64_t n) {
   static std::mutex mutex;
-  static std::map<int64_t, std::unique_ptr<Plan>> plans;
+  static std::map<int64_t, std::shared_ptr<const Plan>> plans;
   std::lock_guard<std::mutex> lock(mutex);
-  auto& plan = plans[n];
-  if (!plan) plan = make_plan(n);
+  auto found = plans.find(n);
+  if (found != plans.end()) return found->second;
+  auto plan = make_plan(n);
   TORCH_CHECK(plan, "fft length ", n, " has a prime factor other than 2, 3, 5");
-  return *plan;
+  if (plans.size() >= kPlans) plans.clear();
+  plans.emplace(n, plan);
+  return plan;
 }
 
 template <typename T>
@@ -351,7 +357,8 @@ void zero_phase_fft_rows(const at::Tensor& rows, const at::Tensor& gain, int64_t
                          int64_t right, int64_t n_fft, bool adjoint, at::Tensor& out) {
   constexpr int64_t kRowsPerBlock = 2 * kLanes<T>;
   const int64_t n_rows = rows.size(0), n = rows.size(1);
-  const Plan& plan = plan_for(n_fft);
+  const std::shared_ptr<const Plan> held = plan_for(n_fft);
+  const Plan& plan = *held;
   const std::vector<T> twiddles(plan.twiddles.begin(), plan.twiddles.end());
   // |H|^2 / n_fft at every bin of the full transform, from the rFFT bins' interleaved
   // gain: bin t and n_fft - t have the same.

@@ -271,6 +271,18 @@ def test_fft_cpu_kernel_equals_the_torch_reference(shape, dtype):
                                **tol)
 
 
+def test_fft_cpu_kernel_over_many_lengths():
+    # Transform lengths 2^a 3^b 5^c from 8 to ~700 (more than the kernel's 16 cached plans,
+    # then the first again): every radix and mix of them, against the torch reference.
+    lengths = [3, 10, 20, 45, 70, 100, 130, 170, 199, 230, 260, 300, 350, 400, 470, 520, 600,
+               650, 3]
+    for n in lengths:
+        x = signal((5, n), torch.float64, seed=n)
+        out = bandpass(x, 250.0, lowcut=2.0, method="fft", backend="cpu")
+        ref = bandpass(x, 250.0, lowcut=2.0, method="fft", backend="torch")
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-13 * ref.abs().max().item())
+
+
 def test_nan_stays_in_its_channel():
     x = signal((2, 3, 300))
     x[1, 2, 100] = float("nan")
