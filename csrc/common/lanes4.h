@@ -18,6 +18,15 @@ typedef float F4 __attribute__((vector_size(16)));
 // pass them under a different ABI).
 #define FASTECG_INLINE inline __attribute__((always_inline))
 
+// A function compiled twice, for baseline x86-64 and for x86-64-v3 (AVX2, FMA, LZCNT/TZCNT),
+// the one the CPU runs chosen at load (GCC target_clones). The vector code above and the
+// kernels' scans get their wide loads, shuffles and one-cycle bit scans in the v3 clone.
+#if defined(__x86_64__)
+#define FASTECG_AVX2_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FASTECG_AVX2_CLONES
+#endif
+
 // Four consecutive samples of one row, widened to double (element-wise, which GCC turns
 // into one vcvtps2pd from memory; converting a float vector splits it in halves).
 template <typename T> FASTECG_INLINE V4 load4(const T* p) {

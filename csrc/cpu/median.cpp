@@ -45,22 +45,11 @@
 namespace fastecg {
 namespace {
 
-// The slide's scans use count-leading/trailing-zeros: with LZCNT/TZCNT (x86-64-v3) they
-// take one cycle instead of BSR/BSF's several, on the loop's dependency chain.
-#if defined(__x86_64__)
-#define FASTECG_MEDIAN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FASTECG_MEDIAN_CLONES
-#endif
-
-// Loops bound by memory or latency (scans, conversions, the moving average): compiled
-// for baseline x86-64 and for AVX2 (wider loads, conversions and shuffles), the best
-// chosen at load.
-#if defined(__x86_64__)
-#define FASTECG_AVX2_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FASTECG_AVX2_CLONES
-#endif
+// The slides' scans use count-leading/trailing-zeros: in the x86-64-v3 clones
+// (FASTECG_AVX2_CLONES, lanes4.h) LZCNT/TZCNT take one cycle instead of BSR/BSF's
+// several, on the loop's dependency chain. The moving average's and the ranking's loops
+// are memory- and latency-bound: the clones give them wider loads, conversions and
+// shuffles.
 
 constexpr int64_t kChunk = 8192;  // outputs per work item of the chunked (long-row) path
 constexpr int kDigitBits = 11;    // radix digit: 2048 buckets, histogram fits in L1
@@ -163,7 +152,7 @@ void radix_rank(Item* items, Item* tmp, size_t n, int passes, uint32_t* hist, in
 // allowed); a window holding a rank >= nan_rank yields nan_rank.
 // HasNaN: some rank is >= nan_rank; without, the NaN bookkeeping is compiled out.
 template <bool HasNaN, typename T>
-FASTECG_MEDIAN_CLONES void slide_impl(const int32_t* seq, int64_t n_out, int64_t w, int64_t k,
+FASTECG_AVX2_CLONES void slide_impl(const int32_t* seq, int64_t n_out, int64_t w, int64_t k,
                                       int32_t nranks, int32_t nan_rank, int32_t* out,
                                       Scratch<T>& s) {
   s.count.assign(nranks, 0);
@@ -229,7 +218,7 @@ void slide(const int32_t* seq, int64_t n_out, int64_t w, int64_t k, int32_t nran
 // branch and a loop.
 inline uint64_t mask_if(bool c) { return -uint64_t(c); }
 template <bool HasNaN>
-FASTECG_MEDIAN_CLONES void slide_distinct_impl(const int32_t* seq, int64_t n_out, int64_t w,
+FASTECG_AVX2_CLONES void slide_distinct_impl(const int32_t* seq, int64_t n_out, int64_t w,
                                                int64_t k, int32_t nranks, int32_t nan_rank,
                                                int32_t* out, std::vector<uint64_t>& bitset) {
   const int64_t nwords = (nranks + 63) / 64;
@@ -338,9 +327,6 @@ FASTECG_AVX2_CLONES bool rank_linear(const T* value, int64_t len, Scratch<T>& s)
   if (!(range <= std::numeric_limits<double>::max()) || len > kPackedPositions) return false;
   constexpr double kTop = double((1u << kLinearBits) - 1);
   const double scale = range > 0 ? kTop / range : 0.0;
-  auto key = [&, base = double(lo)](uint32_t i) __attribute__((always_inline)) {
-    return uint32_t(std::min((double(value[i]) - base) * scale, kTop));
-  };
   s.keys.resize(len);
   s.packed.resize(len);
   s.hist.assign(2 * kBuckets, 0);
@@ -348,7 +334,7 @@ FASTECG_AVX2_CLONES bool rank_linear(const T* value, int64_t len, Scratch<T>& s)
   uint32_t* packed = s.packed.data();
   uint32_t *low = s.hist.data(), *high = low + kBuckets;
   for (int64_t i = 0; i < len; ++i) {
-    keys[i] = key(uint32_t(i));
+    keys[i] = uint32_t(std::min((double(value[i]) - double(lo)) * scale, kTop));
     ++low[keys[i] & (kBuckets - 1)];
   }
   exclusive_scan(low);
@@ -368,10 +354,10 @@ FASTECG_AVX2_CLONES bool rank_linear(const T* value, int64_t len, Scratch<T>& s)
   for (int64_t r = 1; r < len; ++r) {
     if (!(value[order[r]] < value[order[r - 1]])) continue;
     // a run of one key out of value order: sort it by (value, position)
-    const uint32_t k = key(order[r]);
+    const uint32_t k = keys[order[r]];
     int64_t first = r - 1, last = r + 1;
-    while (first > 0 && key(order[first - 1]) == k) --first;
-    while (last < len && key(order[last]) == k) ++last;
+    while (first > 0 && keys[order[first - 1]] == k) --first;
+    while (last < len && keys[order[last]] == k) ++last;
     std::sort(order + first, order + last, [&](uint32_t i, uint32_t j) {
       return value[i] < value[j] || (value[i] == value[j] && i < j);
     });
@@ -514,17 +500,16 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   const T cv = static_cast<T>(cval);
   T* od = out.data_ptr<T>();
   int64_t* id = index.numel() ? index.data_ptr<int64_t>() : nullptr;
+  auto emit = [&](int64_t at, T med) __attribute__((always_inline)) {  // output at = r n + i
+    od[at] = subtract ? xd[at] - med : med;
+  };
   // Outputs [c0, c1) of row r, from the last stage's ranks in the chunk's scratch: the
   // selected values straight from the ranked values (no row indices unless asked for).
   auto finish_chunk = [&](int64_t r, int64_t c0, int64_t c1, const Scratch<T>& s) {
-    const T* xr = xd + r * n;
     const int32_t* rank = s.out_rank.data();
     const uint32_t* order = s.order.data();
     const T* value = s.value.data();
-    for (int64_t i = c0; i < c1; ++i) {
-      const T med = value[order[rank[i - c0]]];
-      od[r * n + i] = subtract ? xr[i] - med : med;
-    }
+    for (int64_t i = c0; i < c1; ++i) emit(r * n + i, value[order[rank[i - c0]]]);
     if (id)
       for (int64_t i = c0; i < c1; ++i) id[r * n + i] = selected_index(s, i - c0);
   };
@@ -567,15 +552,12 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   }
   const int32_t* final_sel = sel[(stages.size() - 1) % 2].data();
   parallel_claim(rows, [&](auto& claim) {
-    for (int64_t r; (r = claim()) >= 0;) {
-      const T* xr = xd + r * n;
+    for (int64_t r; (r = claim()) >= 0;)
       for (int64_t i = 0; i < n; ++i) {
         const int32_t j = final_sel[r * n + i];
-        const T med = j >= 0 ? xr[j] : cv;
-        od[r * n + i] = subtract ? xr[i] - med : med;
+        emit(r * n + i, j >= 0 ? xd[r * n + j] : cv);
         if (id) id[r * n + i] = j;
       }
-    }
   });
 }
 
@@ -607,7 +589,6 @@ std::tuple<at::Tensor, at::Tensor> median_filter_cpu(const at::Tensor& x, at::In
 }
 
 // ---- moving average ------------------------------------------------------------------
-
 
 // A block of kLanes rows is filtered side by side: element t of its buffers holds sample
 // t of every row (a V4), so each step of the running sum is one vector add for kLanes

@@ -35,13 +35,6 @@
 namespace fastecg {
 namespace {
 
-#if defined(__x86_64__)
-#define FASTECG_FFT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FASTECG_FFT_CLONES
-#endif
-#define FASTECG_FFT_INLINE inline __attribute__((always_inline))
-
 // L lanes of T in one 32-byte vector, a complex number per lane.
 template <typename T> constexpr int kLanes = 32 / sizeof(T);
 template <typename T> struct VecOf {  // (an alias template cannot carry vector_size)
@@ -52,19 +45,19 @@ template <typename T> struct Complex {
   Vec<T> re, im;
 };
 
-template <typename T> FASTECG_FFT_INLINE Complex<T> operator+(Complex<T> a, Complex<T> b) {
+template <typename T> FASTECG_INLINE Complex<T> operator+(Complex<T> a, Complex<T> b) {
   return {a.re + b.re, a.im + b.im};
 }
-template <typename T> FASTECG_FFT_INLINE Complex<T> operator-(Complex<T> a, Complex<T> b) {
+template <typename T> FASTECG_INLINE Complex<T> operator-(Complex<T> a, Complex<T> b) {
   return {a.re - b.re, a.im - b.im};
 }
-template <typename T> FASTECG_FFT_INLINE Complex<T> operator*(Complex<T> a, T s) {
+template <typename T> FASTECG_INLINE Complex<T> operator*(Complex<T> a, T s) {
   return {a.re * s, a.im * s};
 }
-template <typename T> FASTECG_FFT_INLINE Complex<T> times_minus_i(Complex<T> a) {
+template <typename T> FASTECG_INLINE Complex<T> times_minus_i(Complex<T> a) {
   return {a.im, -a.re};
 }
-template <typename T> FASTECG_FFT_INLINE Complex<T> rotate(Complex<T> a, const T* w) {
+template <typename T> FASTECG_INLINE Complex<T> rotate(Complex<T> a, const T* w) {
   return {a.re * w[0] - a.im * w[1], a.re * w[1] + a.im * w[0]};
 }
 
@@ -126,7 +119,7 @@ std::shared_ptr<const Plan> plan_for(int64_t n) {
 }
 
 template <typename T>
-FASTECG_FFT_INLINE void radix4(const Complex<T>* x, Complex<T>* y, int64_t m, int64_t s,
+FASTECG_INLINE void radix4(const Complex<T>* x, Complex<T>* y, int64_t m, int64_t s,
                                const T* w) {
   for (int64_t p = 0; p < m; ++p, w += 6)
     for (int64_t q = 0; q < s; ++q) {
@@ -142,7 +135,7 @@ FASTECG_FFT_INLINE void radix4(const Complex<T>* x, Complex<T>* y, int64_t m, in
 }
 
 template <typename T>
-FASTECG_FFT_INLINE void radix2(const Complex<T>* x, Complex<T>* y, int64_t m, int64_t s,
+FASTECG_INLINE void radix2(const Complex<T>* x, Complex<T>* y, int64_t m, int64_t s,
                                const T* w) {
   for (int64_t p = 0; p < m; ++p, w += 2)
     for (int64_t q = 0; q < s; ++q) {
@@ -154,7 +147,7 @@ FASTECG_FFT_INLINE void radix2(const Complex<T>* x, Complex<T>* y, int64_t m, in
 }
 
 template <typename T>
-FASTECG_FFT_INLINE void radix3(const Complex<T>* x, Complex<T>* y, int64_t m, int64_t s,
+FASTECG_INLINE void radix3(const Complex<T>* x, Complex<T>* y, int64_t m, int64_t s,
                                const T* w) {
   const T sin60 = T(0.86602540378443864676);
   for (int64_t p = 0; p < m; ++p, w += 4)
@@ -171,7 +164,7 @@ FASTECG_FFT_INLINE void radix3(const Complex<T>* x, Complex<T>* y, int64_t m, in
 }
 
 template <typename T>
-FASTECG_FFT_INLINE void radix5(const Complex<T>* x, Complex<T>* y, int64_t m, int64_t s,
+FASTECG_INLINE void radix5(const Complex<T>* x, Complex<T>* y, int64_t m, int64_t s,
                                const T* w) {
   const T c1 = T(0.30901699437494742410), c2 = T(-0.80901699437494742410);  // cos 72, 144
   const T s1 = T(0.95105651629515357212), s2 = T(0.58778525229247312917);   // sin 72, 144
@@ -195,7 +188,7 @@ FASTECG_FFT_INLINE void radix5(const Complex<T>* x, Complex<T>* y, int64_t m, in
 
 // Forward DFT of x (length plan.n), using y as scratch; returns where the result is.
 template <typename T>
-FASTECG_FFT_CLONES Complex<T>* transform(const Plan& plan, const T* twiddles, Complex<T>* x,
+FASTECG_AVX2_CLONES Complex<T>* transform(const Plan& plan, const T* twiddles, Complex<T>* x,
                                          Complex<T>* y) {
   for (const Step& st : plan.steps) {
     const T* w = twiddles + st.twiddles;
@@ -213,7 +206,7 @@ FASTECG_FFT_CLONES Complex<T>* transform(const Plan& plan, const T* twiddles, Co
 // Spectrum times gain (the real, even |H|^2 / n), conjugated: the next forward transform
 // then gives the conjugate of the inverse.
 template <typename T>
-FASTECG_FFT_CLONES void filter_conjugate(Complex<T>* z, const T* gain, int64_t n) {
+FASTECG_AVX2_CLONES void filter_conjugate(Complex<T>* z, const T* gain, int64_t n) {
   for (int64_t t = 0; t < n; ++t) {
     z[t].re *= gain[t];
     z[t].im *= -gain[t];
@@ -250,7 +243,7 @@ void crop_tail(const T* y, int64_t n, int64_t pad, int64_t right, int64_t n_fft,
 
 // v[k][j] <-> v[j][k] for L x L blocks: L samples of L rows to L samples of one lane
 // each (unpack, 64-bit and 128-bit shuffles for float32; lanes4.h's for float64).
-FASTECG_FFT_INLINE void transpose_lanes(Vec<float> (&v)[8]) {
+FASTECG_INLINE void transpose_lanes(Vec<float> (&v)[8]) {
   Vec<float> t[8], u[8];
   for (int i = 0; i < 8; i += 2) {
     t[i] = __builtin_shufflevector(v[i], v[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
@@ -266,11 +259,11 @@ FASTECG_FFT_INLINE void transpose_lanes(Vec<float> (&v)[8]) {
     v[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
   }
 }
-FASTECG_FFT_INLINE void transpose_lanes(Vec<double> (&v)[4]) { transpose4(v); }
+FASTECG_INLINE void transpose_lanes(Vec<double> (&v)[4]) { transpose4(v); }
 
 // z[t] = src[k][t] + i src[L + k][t] over lanes k, t < count (a multiple of L).
 template <typename T>
-FASTECG_FFT_CLONES void pack(const T* const* src, int64_t count, Complex<T>* z) {
+FASTECG_AVX2_CLONES void pack(const T* const* src, int64_t count, Complex<T>* z) {
   constexpr int L = kLanes<T>;
   for (int64_t t = 0; t < count; t += L)
     for (int part = 0; part < 2; ++part) {
@@ -283,7 +276,7 @@ FASTECG_FFT_CLONES void pack(const T* const* src, int64_t count, Complex<T>* z) 
 
 // dst[k][t] = re z[t], dst[L + k][t] = -im z[t] (the conjugate) over lanes k, t < count.
 template <typename T>
-FASTECG_FFT_CLONES void unpack_conjugate(const Complex<T>* z, int64_t count, T* const* dst) {
+FASTECG_AVX2_CLONES void unpack_conjugate(const Complex<T>* z, int64_t count, T* const* dst) {
   constexpr int L = kLanes<T>;
   for (int64_t t = 0; t < count; t += L)
     for (int part = 0; part < 2; ++part) {
@@ -295,15 +288,15 @@ FASTECG_FFT_CLONES void unpack_conjugate(const Complex<T>* z, int64_t count, T* 
 }
 
 // Per-thread buffers: two transform arrays; per lane, the padded row's tail (from the
-// last whole vector of the row on); a row of zeros and one to discard, for the lanes of
-// a last block without rows.
+// last whole vector of the row on, `body`); the rows' whole vectors of zeros and a place
+// to discard them, for the lanes of a last block without rows.
 template <typename T>
 struct Buffers {
   std::vector<T> a_storage, b_storage, tails, zeros, discard;
   Complex<T>*a, *b;
 
-  Buffers(int64_t n_fft, int64_t tail)
-      : tails(2 * kLanes<T> * tail), zeros(n_fft), discard(n_fft),
+  Buffers(int64_t n_fft, int64_t body)
+      : tails(2 * kLanes<T> * (n_fft - body)), zeros(body), discard(body),
         a(aligned(a_storage, n_fft)), b(aligned(b_storage, n_fft)) {}
   // n complex vectors, 32-byte aligned (the AVX2 clone moves them with aligned loads and
   // stores; operator new promises 16).
@@ -369,7 +362,7 @@ void zero_phase_fft_rows(const at::Tensor& rows, const at::Tensor& gain, int64_t
   const T* x = rows.data_ptr<T>();
   T* y = out.data_ptr<T>();
   parallel_claim((n_rows + kRowsPerBlock - 1) / kRowsPerBlock, [&](auto& claim) {
-    Buffers<T> buf(n_fft, n_fft - n / kLanes<T> * kLanes<T>);
+    Buffers<T> buf(n_fft, n / kLanes<T> * kLanes<T>);
     for (int64_t b; (b = claim()) >= 0;) {
       const int64_t r0 = b * kRowsPerBlock;
       filter_block(x, n, r0, std::min(kRowsPerBlock, n_rows - r0), plan, twiddles.data(),
