@@ -66,6 +66,9 @@ inline uint64_t item_key(const Item64& it) { return it.key; }
 inline uint32_t item_pos(const Item64& it) { return it.pos; }
 inline uint64_t make_item(uint32_t key, uint32_t pos) { return uint64_t(key) << 32 | pos; }
 inline Item64 make_item(uint64_t key, uint32_t pos) { return Item64{key, pos}; }
+// The exact key of a T (its order-preserving bits) and the item that carries it.
+template <typename T> using ExactKey = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+template <typename T> using ItemFor = std::conditional_t<sizeof(T) == 4, uint64_t, Item64>;
 
 constexpr size_t kBuckets = size_t(1) << kDigitBits;
 // Exact keys: the order-preserving bits of the value (3 passes for float32, 6 for float64).
@@ -89,8 +92,7 @@ inline void exclusive_scan(uint32_t* h) {
 // Per-thread scratch, reused across chunks.
 template <typename T>
 struct Scratch {
-  std::vector<uint64_t> items, tmp;
-  std::vector<Item64> items64, tmp64;
+  std::vector<ItemFor<T>> items, tmp;
   std::vector<uint32_t> hist, keys, packed;
   std::vector<T> value;
   std::vector<int32_t> rank, src, out_rank, seq;
@@ -371,24 +373,16 @@ FASTECG_AVX2_CLONES bool rank_linear(const T* value, int64_t len, Scratch<T>& s)
 // fit beside the position in one word, float64 keys take an Item64.
 template <typename T>
 void rank_exact(const T* value, int64_t len, Scratch<T>& s) {
-  auto rank_by = [&](auto& items, auto& tmp) {
-    using Item = typename std::decay_t<decltype(items)>::value_type;
-    using Key = std::conditional_t<std::is_same_v<Item, uint64_t>, uint32_t, uint64_t>;
-    items.resize(len);
-    tmp.resize(len);
-    s.hist.assign(kPasses<T> * kBuckets, 0);
-    uint32_t* hist = s.hist.data();
-    for (int64_t l = 0; l < len; ++l) {
-      items[l] = make_item(Key(order_key(value[l])), uint32_t(l));
-      ++hist[item_key(items[l]) & (kBuckets - 1)];
-    }
-    radix_rank(items.data(), tmp.data(), size_t(len), kPasses<T>, hist, s.rank.data(),
-               s.order.data());
-  };
-  if constexpr (sizeof(T) == 4)
-    rank_by(s.items, s.tmp);
-  else
-    rank_by(s.items64, s.tmp64);
+  s.items.resize(len);
+  s.tmp.resize(len);
+  s.hist.assign(kPasses<T> * kBuckets, 0);
+  ItemFor<T>* items = s.items.data();
+  uint32_t* hist = s.hist.data();
+  for (int64_t l = 0; l < len; ++l) {
+    items[l] = make_item(ExactKey<T>(order_key(value[l])), uint32_t(l));
+    ++hist[item_key(items[l]) & (kBuckets - 1)];
+  }
+  radix_rank(items, s.tmp.data(), size_t(len), kPasses<T>, hist, s.rank.data(), s.order.data());
 }
 
 // Ranks the extended input of outputs [c0, c1): position l reads stage input
