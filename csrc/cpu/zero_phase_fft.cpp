@@ -12,6 +12,8 @@
 // whole vectors (2L rows): the only shuffles are the L x L transposes that move rows
 // into lanes and back, straight from and to the tensors but for each row's last partial
 // vector and its extension (the padding, which goes through a small per-lane buffer).
+// Long transforms (from 16384 points) take the four-step form (FourStep below), which
+// crosses the block's array 4 times instead of twice per radix step.
 // Why not torch's FFT: on this machine's AMD EPYC (Zen 3) torch's MKL takes ~14 us per
 // 5120-point float32 row and direction plus ~20 us per call; this kernel does the whole
 // filter, both directions, in ~12.5 us a row on one thread ((768, 5000): 9.6-9.9 ms).
@@ -23,11 +25,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "../common/lanes4.h"
 #include "../common/parallel.h"
@@ -116,6 +123,65 @@ std::shared_ptr<const Plan> plan_for(int64_t n) {
   if (plans.size() >= kPlans) plans.clear();
   plans.emplace(n, plan);
   return plan;
+}
+
+// The four-step ("six-step" without its transposes) form of a long transform, for
+// lengths whose arrays outgrow the caches: n = n1 * n2, sample i + n1 k (i < n1) in
+// natural order. Forward: the n1 columns (stride n1) are transformed (length n2) and
+// multiplied by w^(i k), then the n2 rows (contiguous) are transformed (length n1),
+// leaving frequency k2 + n2 k1 at position k1 + n1 k2. The inverse (the forward transform
+// of the conjugate) taken from that order returns natural order with the same steps
+// reversed: rows, twiddle, columns. Each pass moves a column or a row through cache once:
+// the filter's two column passes read the rows and write the output themselves, so the
+// array is crossed twice each way instead of twice per radix step (a 1-hour row: 118 MB
+// per block and crossing).
+template <typename T>
+struct FourStep {
+  int64_t n1, n2;  // row length (contiguous), column length
+  std::shared_ptr<const Plan> rows, cols;
+  std::vector<T> row_twiddles, col_twiddles;  // the plans' twiddles in T
+  std::vector<T> twiddles;  // w^(i k) at 2 (i n2 + k): column i's run of n2 pairs
+};
+
+// A column group (kLanes<T> columns, each sample a cache line) of at most kColumnBytes,
+// so the group and a column's scratch stay in a 512 KB L2.
+constexpr int64_t kColumnBytes = 384 << 10;
+
+// n2 the largest divisor of n with n2^2 <= n, n1 = n / n2 a multiple of L (column groups
+// start at a whole vector of samples), and the group within kColumnBytes.
+template <typename T>
+std::shared_ptr<const FourStep<T>> make_four_step(int64_t n) {
+  constexpr int64_t L = kLanes<T>;
+  auto fs = std::make_shared<FourStep<T>>();
+  fs->n2 = 1;
+  for (int64_t d = 1; d * d <= n && L * d * 2 * 32 <= kColumnBytes; ++d)
+    if (n % d == 0 && (n / d) % L == 0) fs->n2 = d;
+  fs->n1 = n / fs->n2;
+  fs->rows = plan_for(fs->n1);
+  fs->cols = plan_for(fs->n2);
+  fs->row_twiddles.assign(fs->rows->twiddles.begin(), fs->rows->twiddles.end());
+  fs->col_twiddles.assign(fs->cols->twiddles.begin(), fs->cols->twiddles.end());
+  fs->twiddles.resize(2 * n);
+  for (int64_t i = 0; i < fs->n1; ++i)
+    for (int64_t k = 0; k < fs->n2; ++k) {  // the exponent reduced mod n: exact angles
+      const double angle = -2 * M_PI * double((i * k) % n) / double(n);
+      fs->twiddles[2 * (i * fs->n2 + k)] = T(std::cos(angle));
+      fs->twiddles[2 * (i * fs->n2 + k) + 1] = T(std::sin(angle));
+    }
+  return fs;
+}
+
+template <typename T>
+std::shared_ptr<const FourStep<T>> four_step_for(int64_t n) {
+  static std::mutex mutex;
+  static std::map<int64_t, std::shared_ptr<const FourStep<T>>> plans;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = plans.find(n);
+  if (found != plans.end()) return found->second;
+  auto fs = make_four_step<T>(n);
+  if (plans.size() >= kPlans) plans.clear();
+  plans.emplace(n, fs);
+  return fs;
 }
 
 template <typename T>
@@ -261,88 +327,261 @@ FASTECG_INLINE void transpose_lanes(Vec<float> (&v)[8]) {
 }
 FASTECG_INLINE void transpose_lanes(Vec<double> (&v)[4]) { transpose4(v); }
 
-// z[t] = src[k][t] + i src[L + k][t] over lanes k, t < count (a multiple of L).
+// Samples [t, t + L) of the 2L lanes (t a multiple of L) into z[0], z[stride], ...:
+// lane k's samples come from rows[k] before `body`, from tails[k] (at t - body) after.
 template <typename T>
-FASTECG_AVX2_CLONES void pack(const T* const* src, int64_t count, Complex<T>* z) {
+FASTECG_INLINE void pack_vector(const T* const* rows, const T* const* tails, int64_t body,
+                                int64_t t, Complex<T>* z, int64_t stride) {
   constexpr int L = kLanes<T>;
-  for (int64_t t = 0; t < count; t += L)
-    for (int part = 0; part < 2; ++part) {
-      Vec<T> v[L];
-      for (int k = 0; k < L; ++k) std::memcpy(&v[k], src[part * L + k] + t, sizeof v[k]);
-      transpose_lanes(v);
-      for (int j = 0; j < L; ++j) (part ? z[t + j].im : z[t + j].re) = v[j];
-    }
+  const T* const* src = t < body ? rows : tails;
+  const int64_t at = t < body ? t : t - body;
+  for (int part = 0; part < 2; ++part) {
+    Vec<T> v[L];
+    for (int k = 0; k < L; ++k) std::memcpy(&v[k], src[part * L + k] + at, sizeof v[k]);
+    transpose_lanes(v);
+    for (int j = 0; j < L; ++j) (part ? z[j * stride].im : z[j * stride].re) = v[j];
+  }
 }
 
-// dst[k][t] = re z[t], dst[L + k][t] = -im z[t] (the conjugate) over lanes k, t < count.
+// The inverse of pack_vector, conjugated: re z into lanes k < L, -im z into lanes L + k.
 template <typename T>
-FASTECG_AVX2_CLONES void unpack_conjugate(const Complex<T>* z, int64_t count, T* const* dst) {
+FASTECG_INLINE void unpack_conjugate_vector(const Complex<T>* z, int64_t stride, T* const* rows,
+                                            T* const* tails, int64_t body, int64_t t) {
   constexpr int L = kLanes<T>;
-  for (int64_t t = 0; t < count; t += L)
-    for (int part = 0; part < 2; ++part) {
-      Vec<T> v[L];
-      for (int j = 0; j < L; ++j) v[j] = part ? -z[t + j].im : z[t + j].re;
-      transpose_lanes(v);
-      for (int k = 0; k < L; ++k) std::memcpy(dst[part * L + k] + t, &v[k], sizeof v[k]);
-    }
+  T* const* dst = t < body ? rows : tails;
+  const int64_t at = t < body ? t : t - body;
+  for (int part = 0; part < 2; ++part) {
+    Vec<T> v[L];
+    for (int j = 0; j < L; ++j) v[j] = part ? -z[j * stride].im : z[j * stride].re;
+    transpose_lanes(v);
+    for (int k = 0; k < L; ++k) std::memcpy(dst[part * L + k] + at, &v[k], sizeof v[k]);
+  }
 }
 
-// Per-thread buffers: two transform arrays; per lane, the padded row's tail (from the
-// last whole vector of the row on, `body`); the rows' whole vectors of zeros and a place
-// to discard them, for the lanes of a last block without rows.
+// z[t] = rows[k][t] + i rows[L + k][t] over lanes k, t < n_fft (tails from body on).
 template <typename T>
-struct Buffers {
-  std::vector<T> a_storage, b_storage, tails, zeros, discard;
-  Complex<T>*a, *b;
+FASTECG_AVX2_CLONES void pack(const T* const* rows, const T* const* tails, int64_t body,
+                              int64_t n_fft, Complex<T>* z) {
+  for (int64_t t = 0; t < n_fft; t += kLanes<T>) pack_vector(rows, tails, body, t, z + t, 1);
+}
 
-  Buffers(int64_t n_fft, int64_t body)
-      : tails(2 * kLanes<T> * (n_fft - body)), zeros(body), discard(body),
-        a(aligned(a_storage, n_fft)), b(aligned(b_storage, n_fft)) {}
-  // n complex vectors, 32-byte aligned (the AVX2 clone moves them with aligned loads and
-  // stores; operator new promises 16).
-  static Complex<T>* aligned(std::vector<T>& storage, int64_t n) {
-    storage.resize((2 * n + 1) * kLanes<T>);
-    const auto address = reinterpret_cast<uintptr_t>(storage.data());
-    return reinterpret_cast<Complex<T>*>((address + 31) & ~uintptr_t(31));
+// rows[k][t] = re z[t], rows[L + k][t] = -im z[t] (the conjugate), t < n_fft.
+template <typename T>
+FASTECG_AVX2_CLONES void unpack_conjugate(const Complex<T>* z, int64_t n_fft, T* const* rows,
+                                          T* const* tails, int64_t body) {
+  for (int64_t t = 0; t < n_fft; t += kLanes<T>)
+    unpack_conjugate_vector(z + t, 1, rows, tails, body, t);
+}
+
+// z[k] times the complex scalar (w[2k], w[2k + 1]) in every lane, k < n.
+template <typename T>
+FASTECG_INLINE void twiddle(Complex<T>* z, const T* w, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) z[k] = rotate(z[k], w + 2 * k);
+}
+
+// Column c (length n2, in `col`) transformed in place: times w^(i k) after the transform
+// (forward) or before it (inverse).
+template <typename T>
+FASTECG_INLINE void transform_column(const FourStep<T>& fs, int64_t i, bool forward,
+                                     Complex<T>* col, Complex<T>* scratch) {
+  const T* w = fs.twiddles.data() + 2 * i * fs.n2;
+  if (!forward) twiddle(col, w, fs.n2);
+  Complex<T>* z = transform(*fs.cols, fs.col_twiddles.data(), col, scratch);
+  if (forward) twiddle(z, w, fs.n2);
+  if (z != col) std::copy(z, z + fs.n2, col);
+}
+
+// The forward's column step, L adjacent columns at a time, packed straight from the rows
+// (sample i + n1 k of the group's columns is one vector of each row) into `cols` (L runs
+// of n2), transformed, and stored into the transform array a.
+template <typename T>
+FASTECG_AVX2_CLONES void columns_forward(const FourStep<T>& fs, const T* const* rows,
+                                         const T* const* tails, int64_t body, Complex<T>* a,
+                                         Complex<T>* cols, Complex<T>* scratch) {
+  constexpr int L = kLanes<T>;
+  const int64_t n1 = fs.n1, n2 = fs.n2;
+  for (int64_t i0 = 0; i0 < n1; i0 += L) {
+    for (int64_t k = 0; k < n2; ++k) pack_vector(rows, tails, body, i0 + n1 * k, cols + k, n2);
+    for (int j = 0; j < L; ++j) transform_column(fs, i0 + j, true, cols + j * n2, scratch);
+    for (int64_t k = 0; k < n2; ++k)
+      for (int j = 0; j < L; ++j) a[i0 + j + n1 * k] = cols[j * n2 + k];
+  }
+}
+
+// The rows (contiguous): transformed, times the gain (in the transform's k1 + n1 k2
+// order) and conjugated, transformed again. The spectrum's whole round trip, one row at a
+// time in cache.
+template <typename T>
+FASTECG_AVX2_CLONES void rows_round_trip(const FourStep<T>& fs, const T* gain, Complex<T>* a,
+                                         Complex<T>* scratch) {
+  for (int64_t k = 0; k < fs.n2; ++k) {
+    Complex<T>* r = a + fs.n1 * k;
+    Complex<T>* z = transform(*fs.rows, fs.row_twiddles.data(), r, scratch);
+    filter_conjugate(z, gain + fs.n1 * k, fs.n1);
+    z = transform(*fs.rows, fs.row_twiddles.data(), z, z == r ? scratch : r);
+    if (z != r) std::copy(z, z + fs.n1, r);
+  }
+}
+
+// The inverse's column step: columns_forward's mirror, unpacked (conjugated) straight
+// into the rows.
+template <typename T>
+FASTECG_AVX2_CLONES void columns_inverse(const FourStep<T>& fs, const Complex<T>* a,
+                                         T* const* rows, T* const* tails, int64_t body,
+                                         Complex<T>* cols, Complex<T>* scratch) {
+  constexpr int L = kLanes<T>;
+  const int64_t n1 = fs.n1, n2 = fs.n2;
+  for (int64_t i0 = 0; i0 < n1; i0 += L) {
+    for (int64_t k = 0; k < n2; ++k)
+      for (int j = 0; j < L; ++j) cols[j * n2 + k] = a[i0 + j + n1 * k];
+    for (int j = 0; j < L; ++j) transform_column(fs, i0 + j, false, cols + j * n2, scratch);
+    for (int64_t k = 0; k < n2; ++k)
+      unpack_conjugate_vector(cols + k, n2, rows, tails, body, i0 + n1 * k);
+  }
+}
+
+// Transforms of this length and longer take the four-step form. Per row and sample on 1
+// thread (blocks of 16 float32 rows): level with the one-piece transform at 8192 points
+// (2.1 ns), ahead from 16384 (2.05 against 2.2 ns) and 2x-2.8x ahead from 32768 on (2.3
+// against 6.3 ns; 1-hour rows, with the huge pages below, 154 against 431 ms a block);
+// behind on ECG batches (5120 points: 10 against 6.5 ms for (768, 5000)), whose arrays
+// stay in L2/L3 anyway.
+constexpr int64_t kFourStepMin = 16384;
+
+// What a call's blocks share: the plan (the one-piece transform, or the four-step form
+// of a long one) and the gain in the order that transform leaves the spectrum in.
+template <typename T>
+struct Filter {
+  int64_t n_fft;
+  std::shared_ptr<const Plan> plan;
+  std::vector<T> twiddles;
+  std::shared_ptr<const FourStep<T>> four;
+  std::vector<T> gain;
+
+  // gain_half: |H|^2 at the rFFT bins, each twice (interleaved); bin t and n_fft - t of
+  // the full transform have the same. Stored divided by n_fft (the inverse's scale).
+  Filter(int64_t n, const T* gain_half) : n_fft(n), gain(n) {
+    auto gain_at = [&](int64_t t) { return gain_half[2 * std::min(t, n - t)] / T(n); };
+    if (n < kFourStepMin) {
+      plan = plan_for(n);
+      twiddles.assign(plan->twiddles.begin(), plan->twiddles.end());
+      for (int64_t t = 0; t < n; ++t) gain[t] = gain_at(t);
+      return;
+    }
+    four = four_step_for<T>(n);
+    const int64_t n1 = four->n1, n2 = four->n2;
+    for (int64_t k2 = 0; k2 < n2; ++k2)  // frequency k2 + n2 k1 sits at k1 + n1 k2
+      for (int64_t k1 = 0; k1 < n1; ++k1) gain[k1 + n1 * k2] = gain_at(k2 + n2 * k1);
+  }
+  // Complex vectors of scratch beside the transform array.
+  int64_t scratch() const {
+    return four ? std::max(four->n1, (kLanes<T> + 1) * four->n2) : n_fft;
   }
 };
+
+// n complex vectors, uninitialised (every element is written before it is read), 64-byte
+// aligned: the AVX2 clone moves them with aligned loads and stores, and the four-step's
+// column groups move whole cache lines. Arrays of several MB are aligned to 2 MB and
+// asked for transparent huge pages (where the kernel grants them on request): a 1-hour
+// block's 118 MB is first touched in 57 faults instead of 29000, and the column passes'
+// strided reads stay within a few TLB entries.
+template <typename T>
+class ComplexArray {
+ public:
+  explicit ComplexArray(int64_t n) {
+    const size_t bytes = size_t(std::max<int64_t>(n, 1)) * sizeof(Complex<T>);
+    const size_t align = bytes >= kHugeFrom ? kHugePage : 64;
+    void* p = nullptr;
+    TORCH_CHECK(posix_memalign(&p, align, bytes) == 0, "out of memory (", bytes, " bytes)");
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (align == kHugePage) madvise(p, bytes, MADV_HUGEPAGE);  // advice: failure is harmless
+#endif
+    data_.reset(static_cast<Complex<T>*>(p));
+  }
+  Complex<T>* get() const { return data_.get(); }
+
+ private:
+  static constexpr size_t kHugePage = size_t(2) << 20, kHugeFrom = size_t(4) << 20;
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<Complex<T>[], Free> data_;
+};
+
+// A fresh output of several MB asked for transparent huge pages before its first touch
+// (the whole 2 MB pages inside it): the same advice as ComplexArray's.
+void advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t last = (begin + t.nbytes()) & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+}
+
+// Per-thread buffers: the transform array and its scratch; per lane, the padded row's
+// tail (from the last whole vector of the row on, `body`); the rows' whole vectors of
+// zeros and a place to discard them, for the lanes of a last block without rows.
+template <typename T>
+struct Buffers {
+  ComplexArray<T> a_storage, b_storage;
+  std::vector<T> tails, zeros, discard;
+  Complex<T>*a, *b;
+
+  Buffers(int64_t n_fft, int64_t scratch, int64_t body)
+      : a_storage(n_fft), b_storage(scratch), tails(2 * kLanes<T> * (n_fft - body)),
+        zeros(body), discard(body), a(a_storage.get()), b(b_storage.get()) {}
+};
+
+// The block's lanes (rows before `body`, tails after) filtered: packed, forward
+// transform, times the gain and conjugated, forward transform again (the conjugate of
+// the inverse), unpacked conjugated.
+template <typename T>
+void filter_lanes(const Filter<T>& f, const T* const* src, const T* const* src_tails,
+                  int64_t body, T* const* dst, T* const* dst_tails, Buffers<T>& buf) {
+  if (f.four) {
+    Complex<T>* cols = buf.b + f.four->n2;  // buf.b: a column's scratch, then the group
+    columns_forward(*f.four, src, src_tails, body, buf.a, cols, buf.b);
+    rows_round_trip(*f.four, f.gain.data(), buf.a, buf.b);
+    columns_inverse(*f.four, buf.a, dst, dst_tails, body, cols, buf.b);
+    return;
+  }
+  pack(src, src_tails, body, f.n_fft, buf.a);
+  Complex<T>* z = transform(*f.plan, f.twiddles.data(), buf.a, buf.b);
+  filter_conjugate(z, f.gain.data(), f.n_fft);
+  z = transform(*f.plan, f.twiddles.data(), z, z == buf.a ? buf.b : buf.a);
+  unpack_conjugate(z, f.n_fft, dst, dst_tails, body);
+}
 
 // Rows [r0, r0 + count), count <= 2L, filtered into y. The rows' whole vectors (samples
 // [0, body)) are packed from x and unpacked into y directly; the rest of the padded row
 // goes through the lane's tail buffer.
 template <typename T>
-void filter_block(const T* x, int64_t n, int64_t r0, int64_t count, const Plan& plan,
-                  const T* twiddles, const T* gain, int64_t pad, int64_t right, bool adjoint,
-                  Buffers<T>& buf, T* y) {
+void filter_block(const T* x, int64_t n, int64_t r0, int64_t count, const Filter<T>& f,
+                  int64_t pad, int64_t right, bool adjoint, Buffers<T>& buf, T* y) {
   constexpr int L = kLanes<T>;
-  const int64_t n_fft = plan.n, body = n / L * L, tail = n_fft - body;
+  const int64_t n_fft = f.n_fft, body = n / L * L, tail = n_fft - body;
   const T* src[2 * L];
-  const T* src_tail[2 * L];
+  const T* src_tails[2 * L];
   T* dst[2 * L];
-  T* dst_tail[2 * L];
+  T* tails[2 * L];
   for (int64_t k = 0; k < 2 * L; ++k) {
-    T* lane_tail = buf.tails.data() + k * tail;
+    tails[k] = buf.tails.data() + k * tail;
     if (k < count) {
       src[k] = x + (r0 + k) * n;
       dst[k] = y + (r0 + k) * n;
-      padded_tail(src[k], n, pad, right, n_fft, adjoint, body, lane_tail);
+      padded_tail(src[k], n, pad, right, n_fft, adjoint, body, tails[k]);
     } else {
       src[k] = buf.zeros.data();
       dst[k] = buf.discard.data();
-      std::fill(lane_tail, lane_tail + tail, T(0));
+      std::fill(tails[k], tails[k] + tail, T(0));
     }
-    src_tail[k] = dst_tail[k] = lane_tail;
+    src_tails[k] = tails[k];
   }
-  Complex<T>* z = buf.a;
-  pack(src, body, z);
-  pack(src_tail, tail, z + body);
-  z = transform(plan, twiddles, z, buf.b);
-  filter_conjugate(z, gain, n_fft);
-  z = transform(plan, twiddles, z, z == buf.a ? buf.b : buf.a);
-  unpack_conjugate(z, body, dst);
-  unpack_conjugate(z + body, tail, dst_tail);
+  filter_lanes(f, src, src_tails, body, dst, tails, buf);
   for (int64_t k = 0; k < count; ++k)
-    crop_tail(dst_tail[k], n, pad, right, n_fft, adjoint, body, dst[k]);
+    crop_tail(tails[k], n, pad, right, n_fft, adjoint, body, dst[k]);
 }
 
 template <typename T>
@@ -350,23 +589,16 @@ void zero_phase_fft_rows(const at::Tensor& rows, const at::Tensor& gain, int64_t
                          int64_t right, int64_t n_fft, bool adjoint, at::Tensor& out) {
   constexpr int64_t kRowsPerBlock = 2 * kLanes<T>;
   const int64_t n_rows = rows.size(0), n = rows.size(1);
-  const std::shared_ptr<const Plan> held = plan_for(n_fft);
-  const Plan& plan = *held;
-  const std::vector<T> twiddles(plan.twiddles.begin(), plan.twiddles.end());
-  // |H|^2 / n_fft at every bin of the full transform, from the rFFT bins' interleaved
-  // gain: bin t and n_fft - t have the same.
   const at::Tensor g = gain.contiguous();
-  const T* half = g.data_ptr<T>();
-  std::vector<T> full(n_fft);
-  for (int64_t t = 0; t < n_fft; ++t) full[t] = half[2 * std::min(t, n_fft - t)] / T(n_fft);
+  const Filter<T> filter(n_fft, g.data_ptr<T>());
   const T* x = rows.data_ptr<T>();
   T* y = out.data_ptr<T>();
   parallel_claim((n_rows + kRowsPerBlock - 1) / kRowsPerBlock, [&](auto& claim) {
-    Buffers<T> buf(n_fft, n / kLanes<T> * kLanes<T>);
+    Buffers<T> buf(n_fft, filter.scratch(), n / kLanes<T> * kLanes<T>);
     for (int64_t b; (b = claim()) >= 0;) {
       const int64_t r0 = b * kRowsPerBlock;
-      filter_block(x, n, r0, std::min(kRowsPerBlock, n_rows - r0), plan, twiddles.data(),
-                   full.data(), pad, right, adjoint, buf, y);
+      filter_block(x, n, r0, std::min(kRowsPerBlock, n_rows - r0), filter, pad, right, adjoint,
+                   buf, y);
     }
   });
 }
@@ -386,6 +618,7 @@ at::Tensor zero_phase_fft_cpu(const at::Tensor& rows, const at::Tensor& gain, in
   const at::Tensor xc = rows.contiguous();
   at::Tensor out = at::empty_like(xc);
   if (xc.numel() == 0) return out;
+  advise_huge_pages(out);
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "zero_phase_fft_cpu", [&] {
     zero_phase_fft_rows<scalar_t>(xc, gain, pad, right, n_fft, adjoint, out);
   });

@@ -272,6 +272,26 @@ def test_fft_cpu_kernel_equals_the_torch_reference(shape, dtype):
                                **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [16300, 16400, 45000])
+def test_fft_cpu_kernel_four_step_form(n, dtype):
+    # Transforms of 16384 points and more take the four-step form (columns, twiddles,
+    # rows): lengths 16384 = 128 x 128, 17280 = 144 x 120 and 46080 = 240 x 192 (rows x
+    # columns), one full block of 16 (8) rows plus a partial one, forward and adjoint.
+    x = signal((17, n), dtype, seed=n)
+    g = signal((17, n), dtype, seed=2)
+    tol = dict(rtol=0, atol=2e-6 if dtype == torch.float32 else 1e-13)
+    outs, grads = [], []
+    for backend in ("cpu", "torch"):
+        xb = x.clone().requires_grad_()
+        y = bandpass(xb, 500.0, lowcut=0.5, method="fft", backend=backend)
+        outs.append(y / y.abs().max().detach())
+        grad = torch.autograd.grad(y, xb, g)[0]
+        grads.append(grad / grad.abs().max())
+    torch.testing.assert_close(outs[0], outs[1], **tol)
+    torch.testing.assert_close(grads[0], grads[1], **tol)
+
+
 def test_fft_cpu_kernel_over_many_lengths():
     # Transform lengths 2^a 3^b 5^c from 8 to ~700 (more than the kernel's 16 cached plans,
     # then the first again): every radix and mix of them, against the torch reference.
