@@ -161,12 +161,24 @@ std::shared_ptr<const FourStep<T>> make_four_step(int64_t n) {
   fs->cols = plan_for(fs->n2);
   fs->row_twiddles.assign(fs->rows->twiddles.begin(), fs->rows->twiddles.end());
   fs->col_twiddles.assign(fs->cols->twiddles.begin(), fs->cols->twiddles.end());
+  // w^j for j = (i k) mod n as w^(j - j % 1024) w^(j % 1024), from two short tables of
+  // exact angles: n cos/sin pairs took ~0.4 s for a 1-hour row, this ~30 ms; the product
+  // of two double-precision values is within ~2e-16 of w^j.
+  constexpr int64_t kLow = 1024;
+  auto unit = [n](int64_t j) {
+    const double angle = -2 * M_PI * double(j) / double(n);
+    return std::pair<double, double>{std::cos(angle), std::sin(angle)};
+  };
+  std::vector<std::pair<double, double>> low(kLow), high(n / kLow + 1);
+  for (int64_t j = 0; j < kLow; ++j) low[j] = unit(j);
+  for (int64_t j = 0; j <= n / kLow; ++j) high[j] = unit(j * kLow);
   fs->twiddles.resize(2 * n);
   for (int64_t i = 0; i < fs->n1; ++i)
-    for (int64_t k = 0; k < fs->n2; ++k) {  // the exponent reduced mod n: exact angles
-      const double angle = -2 * M_PI * double((i * k) % n) / double(n);
-      fs->twiddles[2 * (i * fs->n2 + k)] = T(std::cos(angle));
-      fs->twiddles[2 * (i * fs->n2 + k) + 1] = T(std::sin(angle));
+    for (int64_t k = 0, j = 0; k < fs->n2; ++k, j = j + i < n ? j + i : j + i - n) {
+      const auto [hc, hs] = high[j / kLow];
+      const auto [lc, ls] = low[j % kLow];
+      fs->twiddles[2 * (i * fs->n2 + k)] = T(hc * lc - hs * ls);
+      fs->twiddles[2 * (i * fs->n2 + k) + 1] = T(hc * ls + hs * lc);
     }
   return fs;
 }
