@@ -28,6 +28,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../common/huge_pages.h"
 #include "../common/edge_extension.h"
 #include "../common/lanes4.h"
 #include "../common/parallel.h"
@@ -746,7 +747,7 @@ at::Tensor filtfilt_rows(const at::Tensor& x, const at::Tensor& sos, const at::T
   const at::Tensor xc = x.contiguous(), sc = sos.contiguous();
   const at::Tensor zc = zi.defined() ? zi.contiguous() : zi;
   const at::Tensor cc = c.defined() ? c.contiguous() : c;
-  at::Tensor y = at::empty_like(xc);
+  at::Tensor y = empty_like_on_huge_pages(xc);
   if (xc.size(0) == 0) return y;
   const std::string isa = select_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfiltfilt_cpu", [&] {
@@ -834,7 +835,7 @@ std::tuple<at::Tensor, at::Tensor> sosfilt_cpu(const at::Tensor& x, const at::Te
                   zi.size(1) == n_sections && zi.size(2) == 2,
               "zi must be float64 of shape (rows, n_sections, 2), got ", zi.sizes());
   const at::Tensor xc = x.contiguous(), sc = sos.contiguous(), zc = zi.contiguous();
-  at::Tensor y = at::empty_like(xc);
+  at::Tensor y = empty_like_on_huge_pages(xc);
   at::Tensor zf = at::empty_like(zc);
   if (rows == 0) return {y, zf};
   if (n == 0) {
