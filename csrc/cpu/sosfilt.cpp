@@ -7,15 +7,15 @@
 // time, so the vector lanes run across rows: a block of L rows is filtered together,
 // one row per lane of a float64 vector (L = 4 on AVX2: one ymm per state variable; 8
 // on AVX-512 and on the baseline ISA). The passes go a tile of kChunk samples at a
-// time through a lane-interleaved float64 buffer that stays in L1; on AVX2 the
-// forward pass reads the rows themselves and the backward pass writes them (4x4
-// transposes in registers, see Rows), elsewhere the rows are transposed into and out
-// of the tile by separate copies. The forward output of a block stays in L2 for the
-// backward pass, and long rows are done in L2-sized segments (see filtfilt_block). The instruction set is chosen at run time (AVX-512,
-// else AVX2+FMA, else baseline x86-64 / any other CPU); FASTECG_CPU_ISA (avx512,
-// avx2, generic) forces one, so tests can run every variant the CPU has. The baseline
-// variant reproduces SciPy's float64 arithmetic bit for bit; the FMA variants agree
-// to rounding (~1e-13 of the peak).
+// time through a lane-interleaved float64 buffer that stays in L1; on AVX2 and AVX-512
+// the forward pass reads the rows themselves and the backward pass writes them (4x4
+// transposes in registers, see Rows), on the baseline ISA the rows are transposed into
+// and out of the tile by separate copies. The forward output of a block stays in L2 for
+// the backward pass, and long rows are done in L2-sized segments (see filtfilt_block).
+// The instruction set is chosen at run time (AVX-512, else AVX2+FMA, else baseline
+// x86-64 / any other CPU); FASTECG_CPU_ISA (avx512, avx2, generic) forces one, so tests
+// can run every variant the CPU has. The baseline variant reproduces SciPy's float64
+// arithmetic bit for bit; the FMA variants agree to rounding (~1e-13 of the peak).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -28,8 +28,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "../common/huge_pages.h"
 #include "../common/edge_extension.h"
+#include "../common/huge_pages.h"
 #include "../common/lanes4.h"
 #include "../common/parallel.h"
 
@@ -78,16 +78,18 @@ struct Tile {
   }
 };
 
-// Rows: samples [col, col + len) of four rows of T (float32 or float64), read widened
-// to float64 and written rounded to T through 4x4 transposes in registers: the pass
-// works on the rows themselves, with no transposing copy through a tile before or after
-// it. Measured on the (64, 12, 5000) float32 batch, alternating runs: 8.2 ms against
-// 8.8 on 1 thread, 4.9 against 5.5 on 2 (medians of the best times of 5 runs). The
-// stores are plain ones: streaming them past the caches (non-temporal stores, which
-// the separate copies gained ~10% from) made this 5-10% slower.
-template <typename T>
+// Rows: samples [col, col + len) of L rows of T (float32 or float64; L = 4, or 8 as
+// two halves of 4), read widened to float64 and written rounded to T through 4x4
+// transposes in registers: the pass works on the rows themselves, with no transposing
+// copy through a tile before or after it. Measured on the (64, 12, 5000) float32 batch,
+// alternating runs: 8.2 ms against 8.8 on 1 thread, 4.9 against 5.5 on 2 (medians of
+// the best times of 5 runs). The stores are plain ones: streaming them past the caches
+// (non-temporal stores, which the separate copies gained ~10% from) made this 5-10%
+// slower.
+template <typename T, int L = 4>
 struct Rows {
-  typedef V4 lanes_t;
+  static_assert(L == 4 || L == 8);
+  typedef typename VecOf<L>::type lanes_t;
   T* const* rows;
   int64_t col, len;
   bool reverse;
@@ -95,28 +97,48 @@ struct Rows {
   int64_t group(int64_t t) const { return col + (reverse ? len - 4 - t : t); }
   FASTECG_INLINE lanes_t in(int64_t t) const {
     const int64_t c = col + (reverse ? len - 1 - t : t);
-    return lanes_t{double(rows[0][c]), double(rows[1][c]), double(rows[2][c]), double(rows[3][c])};
+    lanes_t x;
+    for (int l = 0; l < L; ++l) x[l] = double(rows[l][c]);
+    return x;
   }
   FASTECG_INLINE void out(int64_t t, lanes_t y) const {
     const int64_t c = col + (reverse ? len - 1 - t : t);
-    for (int l = 0; l < 4; ++l) rows[l][c] = static_cast<T>(y[l]);
+    for (int l = 0; l < L; ++l) rows[l][c] = static_cast<T>(y[l]);
   }
   static constexpr int kGroup = 4;
   template <int G> FASTECG_INLINE void in_group(int64_t t, lanes_t (&x)[G]) const {
     static_assert(G == 4);
     const int64_t c = group(t);
-    V4 v[4];
-    for (int l = 0; l < 4; ++l) v[l] = load4(rows[l] + c);
-    transpose4(v);
-    for (int k = 0; k < 4; ++k) x[k] = v[reverse ? 3 - k : k];
+    V4 v[L / 4][4];
+    for (int h = 0; h < L / 4; ++h) {
+      for (int l = 0; l < 4; ++l) v[h][l] = load4(rows[4 * h + l] + c);
+      transpose4(v[h]);
+    }
+    for (int k = 0; k < 4; ++k) {
+      const int j = reverse ? 3 - k : k;
+      if constexpr (L == 4)
+        x[k] = v[0][j];
+      else
+        x[k] = __builtin_shufflevector(v[0][j], v[1][j], 0, 1, 2, 3, 4, 5, 6, 7);
+    }
   }
   template <int G> FASTECG_INLINE void out_group(int64_t t, const lanes_t (&y)[G]) const {
     static_assert(G == 4);
     const int64_t c = group(t);
-    V4 v[4];
-    for (int k = 0; k < 4; ++k) v[reverse ? 3 - k : k] = y[k];
-    transpose4(v);
-    for (int l = 0; l < 4; ++l) store4(rows[l] + c, v[l]);
+    V4 v[L / 4][4];
+    for (int k = 0; k < 4; ++k) {
+      const int j = reverse ? 3 - k : k;
+      if constexpr (L == 4) {
+        v[0][j] = y[k];
+      } else {
+        v[0][j] = __builtin_shufflevector(y[k], y[k], 0, 1, 2, 3);
+        v[1][j] = __builtin_shufflevector(y[k], y[k], 4, 5, 6, 7);
+      }
+    }
+    for (int h = 0; h < L / 4; ++h) {
+      transpose4(v[h]);
+      for (int l = 0; l < 4; ++l) store4(rows[4 * h + l] + c, v[h][l]);
+    }
   }
 };
 
@@ -397,7 +419,7 @@ template <class In, class Out>
 FASTECG_INLINE void copy_span(const In& in, const Out& out, int64_t len) {
   int64_t t = 0;
   for (; t + 4 <= len; t += 4) {
-    V4 x[4];
+    typename Out::lanes_t x[4];
     in.template in_group<4>(t, x);
     out.template out_group<4>(t, x);
   }
@@ -413,6 +435,37 @@ __attribute__((target("arch=x86-64-v3"))) void store_avx2(const double* src, int
                                                            T* const* dst, int count) {
   if (count < 4) return store_body<4, T>(src, m, dst, count);
   copy_span(Tile<4>{const_cast<double*>(src), m, false}, Rows<T>{dst, 0, m, false}, m);
+}
+
+// AVX-512 with the passes on rows: 8 lanes, one zmm per state variable, and 32
+// registers, so the 4-section state, the transposes and the temporaries stay in them (the
+// AVX2 loop spills state to the stack). On a Zen 4 core (AVX-512 on 256-bit units) the
+// (64, 12, 5000) float32 batch took 4.8-4.9 ms on 1 thread against 6.2 for the AVX2
+// kernels, 2.4-2.6 against 3.3-3.6 on 2; the same 4-lane kernels compiled for
+// x86-64-v4 (16 more registers, same instructions) 5.6-5.7 on 1.
+template <typename T>
+__attribute__((target("arch=x86-64-v4"))) void from_rows_avx512(const T* const* rows,
+                                                                int64_t col, double* buf,
+                                                                int64_t len, const double* c,
+                                                                int64_t s, double* z) {
+  pass_sections<8, true>(Rows<const T, 8>{rows, col, len, false}, Tile<8>{buf, len, false}, len,
+                         c, s, z);
+}
+template <typename T>
+__attribute__((target("arch=x86-64-v4"))) void to_rows_avx512(double* buf, T* const* rows,
+                                                              int64_t col, int64_t len,
+                                                              const double* c, int64_t s,
+                                                              double* z) {
+  pass_sections<8, true>(Tile<8>{buf, len, true}, Rows<T, 8>{rows, col, len, true}, len, c, s,
+                         z);
+}
+template <typename T>
+__attribute__((target("arch=x86-64-v4"))) void rows_avx512(const T* const* src, T* const* dst,
+                                                          int64_t col, int64_t len,
+                                                          const double* c, int64_t s,
+                                                          double* z) {
+  pass_sections<8, true>(Rows<const T, 8>{src, col, len, false}, Rows<T, 8>{dst, col, len, false},
+                         len, c, s, z);
 }
 
 // AVX-512: 8 lanes, one zmm per state variable.
@@ -476,6 +529,9 @@ struct Impl {
 template <typename T>
 Impl<T> impl_for(const std::string& isa, int64_t n_sections) {
 #if defined(__x86_64__)
+  if (isa == "avx512" && n_sections <= kGroupSections)
+    return {8, pass_avx512, load_avx512<T>, store_avx512<T>, from_rows_avx512<T>,
+            to_rows_avx512<T>, rows_avx512<T>};
   if (isa == "avx512") return {8, pass_avx512, load_avx512<T>, store_avx512<T>};
   if (isa == "avx2" && n_sections <= kGroupSections)
     return {4, pass_avx2, load_avx2<T>, store_avx2<T>, from_rows_avx2<T>, to_rows_avx2<T>,
