@@ -78,6 +78,21 @@ struct Tile {
   }
 };
 
+// Eight float32 rows, four samples each, as four vectors of 8 floats: v[j] holds row j
+// in its low half and row j + 4 in its high half; the 4x4 transpose inside each half
+// turns that into v[k] = sample k of rows 0..7 (and back: it is its own inverse).
+typedef float F8 __attribute__((vector_size(32)));
+FASTECG_INLINE void transpose_halves(F8 (&v)[4]) {
+  const F8 t0 = __builtin_shufflevector(v[0], v[1], 0, 8, 1, 9, 4, 12, 5, 13);
+  const F8 t1 = __builtin_shufflevector(v[0], v[1], 2, 10, 3, 11, 6, 14, 7, 15);
+  const F8 t2 = __builtin_shufflevector(v[2], v[3], 0, 8, 1, 9, 4, 12, 5, 13);
+  const F8 t3 = __builtin_shufflevector(v[2], v[3], 2, 10, 3, 11, 6, 14, 7, 15);
+  v[0] = __builtin_shufflevector(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);
+  v[1] = __builtin_shufflevector(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+  v[2] = __builtin_shufflevector(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);
+  v[3] = __builtin_shufflevector(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+}
+
 // Rows: samples [col, col + len) of L rows of T (float32 or float64; L = 4, or 8 as
 // two halves of 4), read widened to float64 and written rounded to T through 4x4
 // transposes in registers: the pass works on the rows themselves, with no transposing
@@ -106,9 +121,21 @@ struct Rows {
     for (int l = 0; l < L; ++l) rows[l][c] = static_cast<T>(y[l]);
   }
   static constexpr int kGroup = 4;
+  // 8 float32 rows: transposed as floats, widened once per step (fewer shuffles than
+  // two 4x4 transposes of doubles joined into 8-lane vectors).
+  static constexpr bool kEightFloats = L == 8 && std::is_same_v<std::remove_const_t<T>, float>;
   template <int G> FASTECG_INLINE void in_group(int64_t t, lanes_t (&x)[G]) const {
     static_assert(G == 4);
     const int64_t c = group(t);
+    if constexpr (kEightFloats) {
+      F4 r[8];
+      for (int l = 0; l < 8; ++l) std::memcpy(&r[l], rows[l] + c, sizeof r[l]);
+      F8 v[4];
+      for (int j = 0; j < 4; ++j) v[j] = __builtin_shufflevector(r[j], r[j + 4], 0, 1, 2, 3, 4, 5, 6, 7);
+      transpose_halves(v);
+      for (int k = 0; k < 4; ++k) x[k] = __builtin_convertvector(v[reverse ? 3 - k : k], lanes_t);
+      return;
+    }
     V4 v[L / 4][4];
     for (int h = 0; h < L / 4; ++h) {
       for (int l = 0; l < 4; ++l) v[h][l] = load4(rows[4 * h + l] + c);
@@ -125,6 +152,18 @@ struct Rows {
   template <int G> FASTECG_INLINE void out_group(int64_t t, const lanes_t (&y)[G]) const {
     static_assert(G == 4);
     const int64_t c = group(t);
+    if constexpr (kEightFloats) {
+      F8 v[4];
+      for (int k = 0; k < 4; ++k) v[reverse ? 3 - k : k] = __builtin_convertvector(y[k], F8);
+      transpose_halves(v);
+      for (int j = 0; j < 4; ++j) {
+        const F4 lo = __builtin_shufflevector(v[j], v[j], 0, 1, 2, 3);
+        const F4 hi = __builtin_shufflevector(v[j], v[j], 4, 5, 6, 7);
+        std::memcpy(rows[j] + c, &lo, sizeof lo);
+        std::memcpy(rows[j + 4] + c, &hi, sizeof hi);
+      }
+      return;
+    }
     V4 v[L / 4][4];
     for (int k = 0; k < 4; ++k) {
       const int j = reverse ? 3 - k : k;
