@@ -3,10 +3,9 @@
 // touch backs it with 2 MB pages: one fault per 2 MB instead of 512, and strided reads
 // that stay within a few TLB entries. A fresh 1-hour (16, 1.8M) float32 output took ~50 ms
 // of page faults a call on this machine's 4 KB pages. Advice only: where it is refused,
-// nothing changes.
+// nothing changes. No torch headers: the kernels advise their fresh outputs with
+// advise_huge_pages(out.data_ptr(), out.nbytes()) before writing them.
 #pragma once
-
-#include <ATen/ATen.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -29,13 +28,6 @@ inline void advise_huge_pages(void* data, size_t bytes) {
 #else
   (void)data, (void)bytes;
 #endif
-}
-
-// at::empty_like(x) (contiguous), advised before anything touches it.
-inline at::Tensor empty_like_on_huge_pages(const at::Tensor& x) {
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
-  if (out.nbytes() >= 2 * kHugePageBytes) advise_huge_pages(out.data_ptr(), out.nbytes());
-  return out;
 }
 
 }  // namespace fastecg

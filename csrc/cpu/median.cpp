@@ -573,7 +573,8 @@ std::tuple<at::Tensor, at::Tensor> median_filter_cpu(const at::Tensor& x, at::In
     stages.push_back(Stage{sizes[i], -(sizes[i] / 2) - origins[i]});
   }
   const at::Tensor xc = x.contiguous();
-  at::Tensor out = empty_like_on_huge_pages(xc);
+  at::Tensor out = at::empty_like(xc);
+  advise_huge_pages(out.data_ptr(), out.nbytes());
   at::Tensor index = need_index ? at::empty(xc.sizes(), xc.options().dtype(at::kLong))
                                 : at::empty({0}, xc.options().dtype(at::kLong));
   if (xc.numel() == 0) return {out, index};
@@ -764,7 +765,8 @@ at::Tensor moving_average_cpu(const at::Tensor& x, at::IntArrayRef sizes, bool s
               "expected float32 or float64, got ", x.scalar_type());
   for (int64_t w : sizes) TORCH_CHECK(w >= 1, "bad window size ", w);
   const at::Tensor xc = x.contiguous();
-  at::Tensor out = empty_like_on_huge_pages(xc);
+  at::Tensor out = at::empty_like(xc);
+  advise_huge_pages(out.data_ptr(), out.nbytes());
   if (xc.numel() == 0) return out;
   std::vector<int64_t> ws(sizes.begin(), sizes.end());
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "moving_average_cpu", [&] {

@@ -104,7 +104,8 @@ at::Tensor normalize_forward_cpu(const at::Tensor& x, int64_t method, double mea
   TORCH_CHECK(method != kZScore || x.size(1) >= 2 || x.size(0) == 0,
               "_normalize_kernel: z-score needs at least 2 samples per row");
   const at::Tensor xc = x.contiguous();
-  at::Tensor y = empty_like_on_huge_pages(xc);
+  at::Tensor y = at::empty_like(xc);
+  advise_huge_pages(y.data_ptr(), y.nbytes());
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "normalize_forward_cpu", [&] {
     normalize_rows<scalar_t>(xc.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
                              xc.size(0), xc.size(1), method, mean, std);

@@ -842,7 +842,8 @@ at::Tensor filtfilt_rows(const at::Tensor& x, const at::Tensor& sos, const at::T
   const at::Tensor xc = x.contiguous(), sc = sos.contiguous();
   const at::Tensor zc = zi.defined() ? zi.contiguous() : zi;
   const at::Tensor cc = c.defined() ? c.contiguous() : c;
-  at::Tensor y = empty_like_on_huge_pages(xc);
+  at::Tensor y = at::empty_like(xc);
+  advise_huge_pages(y.data_ptr(), y.nbytes());
   if (xc.size(0) == 0) return y;
   const std::string isa = select_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfiltfilt_cpu", [&] {
@@ -930,7 +931,8 @@ std::tuple<at::Tensor, at::Tensor> sosfilt_cpu(const at::Tensor& x, const at::Te
                   zi.size(1) == n_sections && zi.size(2) == 2,
               "zi must be float64 of shape (rows, n_sections, 2), got ", zi.sizes());
   const at::Tensor xc = x.contiguous(), sc = sos.contiguous(), zc = zi.contiguous();
-  at::Tensor y = empty_like_on_huge_pages(xc);
+  at::Tensor y = at::empty_like(xc);
+  advise_huge_pages(y.data_ptr(), y.nbytes());
   at::Tensor zf = at::empty_like(zc);
   if (rows == 0) return {y, zf};
   if (n == 0) {

@@ -610,7 +610,8 @@ at::Tensor zero_phase_fft_cpu(const at::Tensor& rows, const at::Tensor& gain, in
               "bad padding: n=", n, " pad=", pad, " right=", right, " n_fft=", n_fft);
   TORCH_CHECK(n_fft % 8 == 0, "n_fft must be a multiple of 8 (the lanes of a vector), got ", n_fft);
   const at::Tensor xc = rows.contiguous();
-  at::Tensor out = empty_like_on_huge_pages(xc);
+  at::Tensor out = at::empty_like(xc);
+  advise_huge_pages(out.data_ptr(), out.nbytes());
   if (xc.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "zero_phase_fft_cpu", [&] {
     zero_phase_fft_rows<scalar_t>(xc, gain, pad, right, n_fft, adjoint, out);
