@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "../common/huge_pages.h"
+#include "../common/lanes4.h"
 #include "../common/parallel.h"
 
 namespace fastecg {
@@ -18,10 +20,15 @@ constexpr double kEps = 1e-7;  // torch_ecg's guard against a zero spread
 enum Method : int64_t { kZScore = 0, kMinMax = 1, kNaive = 2 };
 
 constexpr int kLanes = 8;  // independent partial sums: the loops vectorise, results stay deterministic
+// kLanes values of T in one GCC vector (a struct: GCC drops vector_size on a dependent
+// alias template).
+template <typename T> struct LanesOf {
+  typedef T type __attribute__((vector_size(kLanes * sizeof(T))));
+};
 
 // Sum of f(x[i]) in double over kLanes interleaved accumulators.
 template <typename T, typename F>
-double lane_sum(const T* x, int64_t n, F f) {
+FASTECG_INLINE double lane_sum(const T* x, int64_t n, F f) {
   double acc[kLanes] = {0};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
@@ -34,7 +41,7 @@ double lane_sum(const T* x, int64_t n, F f) {
 
 // Returns (scale, shift) so that y = x * scale + shift for this row.
 template <typename T>
-void row_affine(const T* x, int64_t n, int64_t method, double mean, double std, double& scale,
+FASTECG_INLINE void row_affine(const T* x, int64_t n, int64_t method, double mean, double std, double& scale,
                 double& shift) {
   if (method == kNaive) {
     scale = 1.0 / std;
@@ -42,16 +49,18 @@ void row_affine(const T* x, int64_t n, int64_t method, double mean, double std, 
     return;
   }
   if (method == kMinMax) {
-    T lo[kLanes], hi[kLanes], bad[kLanes];
-    for (int k = 0; k < kLanes; ++k) lo[k] = hi[k] = x[0], bad[k] = 0;
+    // Whole vectors of kLanes values (GCC vector code: one ymm of float32 in the AVX2
+    // clone; as arrays of lanes GCC left the loop scalar, its lanes on the stack).
+    typedef typename LanesOf<T>::type Lanes;
+    Lanes lo = Lanes{} + x[0], hi = lo, bad = {};
     int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes)
-      for (int k = 0; k < kLanes; ++k) {
-        const T v = x[i + k];
-        lo[k] = v < lo[k] ? v : lo[k];
-        hi[k] = v > hi[k] ? v : hi[k];
-        bad[k] += v - v;  // 0 for finite v, NaN for NaN/Inf
-      }
+    for (; i + kLanes <= n; i += kLanes) {
+      Lanes v;
+      std::memcpy(&v, x + i, sizeof v);
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+      bad += v - v;  // 0 for finite v, NaN for NaN/Inf
+    }
     for (; i < n; ++i) {
       const T v = x[i];
       lo[0] = v < lo[0] ? v : lo[0];
@@ -78,21 +87,27 @@ void row_affine(const T* x, int64_t n, int64_t method, double mean, double std, 
   shift = mean - mu * scale;
 }
 
+// One row: its statistics, then y = x * scale + shift (in double, rounded to T). In the
+// x86-64-v3 clone the statistics' lanes and the affine map run on AVX2 vectors (min-max
+// on the (64, 12, 5000) float32 batch, 2 threads, with the vector lanes of row_affine:
+// 1.77-1.9 -> 0.91-0.92 ms, plain PyTorch 1.3-1.5; z-score 1.48 -> 1.21).
+template <typename T>
+FASTECG_AVX2_CLONES void normalize_row(const T* x, T* y, int64_t n, int64_t method, double mean,
+                                       double std) {
+  double scale, shift;
+  row_affine(x, n, method, mean, std, scale, shift);
+  if (method == kNaive) {
+    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>((x[i] - mean) / std);
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(x[i] * scale + shift);
+  }
+}
+
 template <typename T>
 void normalize_rows(const T* x, T* y, int64_t rows, int64_t n, int64_t method, double mean,
                     double std) {
   parallel_claim(rows, [&](auto& claim) {
-    for (int64_t r; (r = claim()) >= 0;) {
-      const T* xr = x + r * n;
-      T* yr = y + r * n;
-      double scale, shift;
-      row_affine(xr, n, method, mean, std, scale, shift);
-      if (method == kNaive) {
-        for (int64_t i = 0; i < n; ++i) yr[i] = static_cast<T>((xr[i] - mean) / std);
-      } else {
-        for (int64_t i = 0; i < n; ++i) yr[i] = static_cast<T>(xr[i] * scale + shift);
-      }
-    }
+    for (int64_t r; (r = claim()) >= 0;) normalize_row(x + r * n, y + r * n, n, method, mean, std);
   });
 }
 
