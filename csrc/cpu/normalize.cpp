@@ -41,8 +41,8 @@ FASTECG_INLINE double lane_sum(const T* x, int64_t n, F f) {
 
 // Returns (scale, shift) so that y = x * scale + shift for this row.
 template <typename T>
-FASTECG_INLINE void row_affine(const T* x, int64_t n, int64_t method, double mean, double std, double& scale,
-                double& shift) {
+FASTECG_INLINE void row_affine(const T* x, int64_t n, int64_t method, double mean, double std,
+                               double& scale, double& shift) {
   if (method == kNaive) {
     scale = 1.0 / std;
     shift = -mean / std;

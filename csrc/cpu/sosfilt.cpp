@@ -131,7 +131,8 @@ struct Rows {
       F4 r[8];
       for (int l = 0; l < 8; ++l) std::memcpy(&r[l], rows[l] + c, sizeof r[l]);
       F8 v[4];
-      for (int j = 0; j < 4; ++j) v[j] = __builtin_shufflevector(r[j], r[j + 4], 0, 1, 2, 3, 4, 5, 6, 7);
+      for (int j = 0; j < 4; ++j)
+        v[j] = __builtin_shufflevector(r[j], r[j + 4], 0, 1, 2, 3, 4, 5, 6, 7);
       transpose_halves(v);
       for (int k = 0; k < 4; ++k) x[k] = __builtin_convertvector(v[reverse ? 3 - k : k], lanes_t);
       return;
@@ -580,29 +581,17 @@ Impl<T> impl_for(const std::string& isa, int64_t n_sections) {
   return {8, pass_generic, load_generic<T>, store_generic<T>};
 }
 
-struct AlignedBuffer {
-  std::unique_ptr<double, decltype(&std::free)> data{nullptr, &std::free};
-  size_t size = 0;
-  AlignedBuffer() = default;
-  explicit AlignedBuffer(size_t n_doubles)
-      : data(static_cast<double*>(std::aligned_alloc(64, ((n_doubles * 8 + 63) / 64) * 64)),
-             &std::free),
-        size(n_doubles) {
-    TORCH_CHECK(data, "sosfilt: out of memory for a ", n_doubles * 8, "-byte work buffer");
-  }
-  double* get() const { return data.get(); }
-};
-
 // Work memory of the calling thread: kept between calls up to 8 MiB (no allocation or
 // page faults per call for ECG-length rows), allocated per call above that.
-double* work_buffer(size_t n_doubles, AlignedBuffer& own) {
+double* work_buffer(size_t n_doubles, AlignedArray<double>& own) {
   constexpr size_t kKeep = (size_t{8} << 20) / sizeof(double);
-  thread_local AlignedBuffer cache;
+  thread_local AlignedArray<double> cache;
   if (n_doubles > kKeep) {
-    own = AlignedBuffer(n_doubles);
+    own = AlignedArray<double>(n_doubles);
     return own.get();
   }
-  if (cache.size < n_doubles) cache = AlignedBuffer(std::max<size_t>(n_doubles, 4096));
+  if (cache.size() < n_doubles)
+    cache = AlignedArray<double>(std::max<size_t>(n_doubles, 4096));
   return cache.get();
 }
 
@@ -815,7 +804,7 @@ void sosfiltfilt_rows(const at::Tensor& x, at::Tensor& y, const double* sos, int
   const size_t wpad_doubles = zi == nullptr ? 2 * pad * L : 0;
   const size_t need = buf_doubles + pad_doubles + 2 * zsize + ckpt_doubles + wpad_doubles;
   parallel_claim(blocks, [&](auto& claim) {
-    AlignedBuffer own;
+    AlignedArray<double> own;
     double* buf = work_buffer(need, own);
     T* pads = reinterpret_cast<T*>(buf + buf_doubles);
     double* zf = buf + buf_doubles + pad_doubles;
@@ -887,7 +876,7 @@ void sosfilt_rows(const T* xp, T* yp, int64_t rows, int64_t n, const double* sos
   const int64_t blocks = (rows + L - 1) / L;
   const size_t need = static_cast<size_t>(kChunk) * L + 2 * n_sections * L;
   parallel_claim(blocks, [&](auto& claim) {
-    AlignedBuffer own;
+    AlignedArray<double> own;
     double* tile = work_buffer(need, own);
     double* z = tile + kChunk * L;
     for (int64_t blk; (blk = claim()) >= 0;) {

@@ -25,7 +25,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -106,20 +105,28 @@ std::shared_ptr<const Plan> make_plan(int64_t n) {
 }
 
 // Plans by length, built once (the twiddles cost ~n cos/sin pairs: ~40 MB and ~50 ms for
-// a 1-hour row). At most kPlans are kept: past that the cache starts again (calls still
-// running hold their plan).
+// a 1-hour row). At most kPlans of a kind are kept: past that the cache starts again
+// (calls still running hold their plan). One cache per make (per kind of plan).
 constexpr size_t kPlans = 16;
-std::shared_ptr<const Plan> plan_for(int64_t n) {
+template <typename Make>
+auto cached_plan(int64_t n, Make make) -> decltype(make(n)) {
   static std::mutex mutex;
-  static std::map<int64_t, std::shared_ptr<const Plan>> plans;
+  static std::map<int64_t, decltype(make(n))> plans;
   std::lock_guard<std::mutex> lock(mutex);
   auto found = plans.find(n);
   if (found != plans.end()) return found->second;
-  auto plan = make_plan(n);
-  TORCH_CHECK(plan, "fft length ", n, " has a prime factor other than 2, 3, 5");
+  auto plan = make(n);
   if (plans.size() >= kPlans) plans.clear();
   plans.emplace(n, plan);
   return plan;
+}
+
+std::shared_ptr<const Plan> plan_for(int64_t n) {
+  return cached_plan(n, [](int64_t m) {
+    auto plan = make_plan(m);
+    TORCH_CHECK(plan, "fft length ", m, " has a prime factor other than 2, 3, 5");
+    return plan;
+  });
 }
 
 // The four-step ("six-step" without its transposes) form of a long transform, for
@@ -151,7 +158,7 @@ std::shared_ptr<const FourStep<T>> make_four_step(int64_t n) {
   constexpr int64_t L = kLanes<T>;
   auto fs = std::make_shared<FourStep<T>>();
   fs->n2 = 1;
-  for (int64_t d = 1; d * d <= n && L * d * 2 * 32 <= kColumnBytes; ++d)
+  for (int64_t d = 1; d * d <= n && L * d * int64_t(sizeof(Complex<T>)) <= kColumnBytes; ++d)
     if (n % d == 0 && (n / d) % L == 0) fs->n2 = d;
   fs->n1 = n / fs->n2;
   fs->rows = plan_for(fs->n1);
@@ -182,15 +189,7 @@ std::shared_ptr<const FourStep<T>> make_four_step(int64_t n) {
 
 template <typename T>
 std::shared_ptr<const FourStep<T>> four_step_for(int64_t n) {
-  static std::mutex mutex;
-  static std::map<int64_t, std::shared_ptr<const FourStep<T>>> plans;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto found = plans.find(n);
-  if (found != plans.end()) return found->second;
-  auto fs = make_four_step<T>(n);
-  if (plans.size() >= kPlans) plans.clear();
-  plans.emplace(n, fs);
-  return fs;
+  return cached_plan(n, [](int64_t m) { return make_four_step<T>(m); });
 }
 
 template <typename T>
@@ -488,38 +487,17 @@ struct Filter {
   }
 };
 
-// n complex vectors, uninitialised (every element is written before it is read), 64-byte
-// aligned: the AVX2 clone moves them with aligned loads and stores, and the four-step's
-// column groups move whole cache lines. Arrays of several MB are aligned to 2 MB and
-// advised onto huge pages (huge_pages.h): a 1-hour block's 118 MB is first touched in 57
-// faults instead of 29000, and the column passes' strided reads stay within a few TLB
-// entries (the block on 1 thread: 270 -> 210 ms; the output's advice then 210 -> 160).
-template <typename T>
-class ComplexArray {
- public:
-  explicit ComplexArray(int64_t n) {
-    const size_t bytes = size_t(std::max<int64_t>(n, 1)) * sizeof(Complex<T>);
-    const size_t align = bytes >= 2 * kHugePageBytes ? kHugePageBytes : 64;
-    void* p = nullptr;
-    TORCH_CHECK(posix_memalign(&p, align, bytes) == 0, "out of memory (", bytes, " bytes)");
-    if (align == kHugePageBytes) advise_huge_pages(p, bytes);
-    data_.reset(static_cast<Complex<T>*>(p));
-  }
-  Complex<T>* get() const { return data_.get(); }
-
- private:
-  struct Free {
-    void operator()(void* p) const { std::free(p); }
-  };
-  std::unique_ptr<Complex<T>[], Free> data_;
-};
-
 // Per-thread buffers: the transform array and its scratch; per lane, the padded row's
 // tail (from the last whole vector of the row on, `body`); the rows' whole vectors of
 // zeros and a place to discard them, for the lanes of a last block without rows.
+// The transform arrays are AlignedArrays (huge_pages.h): uninitialised (every element is
+// written before it is read), each sample of a column group a whole cache line, and a
+// 1-hour block's 118 MB first touched in 57 faults instead of 29000 with the column
+// passes' strided reads within a few TLB entries (the block on 1 thread: 270 -> 210 ms;
+// the output's advice then 210 -> 160).
 template <typename T>
 struct Buffers {
-  ComplexArray<T> a_storage, b_storage;
+  AlignedArray<Complex<T>> a_storage, b_storage;
   std::vector<T> tails, zeros, discard;
   Complex<T>*a, *b;
 
