@@ -1,11 +1,30 @@
-"""The ``fastecg`` command: ``fastecg info``, ``fastecg demo``."""
+"""The ``fastecg`` command: ``fastecg info``, ``fastecg demo``, ``fastecg --version``.
+
+Every bad argument ends in an argparse message and exit status 2, never a traceback:
+each option's range is checked by its ``type`` function, the options' combinations
+before any work starts, and a ``ValueError`` or ``TypeError`` that still comes out of
+the library is reported the same way.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from typing import Callable, Optional, Sequence
+
+# What the demo runs; its argument ranges follow from these.
+_N_LEADS = 12                      # synthetic_ecg's default
+_BAND_HZ = (0.5, 45.0)
+_BAND_ORDER = 4
+# sosfiltfilt's default padding of that band-pass (order sections, none first-order):
+# the record must be longer than it.
+_BAND_PADLEN = 3 * (2 * _BAND_ORDER + 1)
+_MAX_FS = 100_000.0                # Hz; also bounds the 0.6 s median window (60,001 samples)
+_MAX_VALUES = 2 ** 26              # records x leads x samples: a quick demo, not a benchmark
+_MAX_REPEATS = 1000
+_MAX_SEED = 2 ** 32 - 1
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -93,32 +112,86 @@ def _demo_bandpass(sig, x, args) -> None:
 
     import fastecg
 
-    sos = fastecg.ops.butter_sos(4, 0.5, 45.0, args.fs)
+    lowcut, highcut = _BAND_HZ
+    sos = fastecg.ops.butter_sos(_BAND_ORDER, lowcut, highcut, args.fs)
     ref = ss.sosfiltfilt(sos, sig, axis=-1)
-    y = fastecg.ops.bandpass(x, args.fs, 0.5, 45.0)
+    y = fastecg.ops.bandpass(x, args.fs, lowcut, highcut, order=_BAND_ORDER)
     err = np.abs(y.numpy() - ref).max() / np.abs(ref).max()
-    print(f"bandpass 0.5-45 Hz (Butterworth 4, zero phase): max |fastecg - SciPy sosfiltfilt| "
-          f"= {err:.1e} of the peak")
+    print(f"bandpass {lowcut:g}-{highcut:g} Hz (Butterworth {_BAND_ORDER}, zero phase): "
+          f"max |fastecg - SciPy sosfiltfilt| = {err:.1e} of the peak")
     t_scipy = _best_ms(lambda: ss.sosfiltfilt(sos, sig, axis=-1), args.repeats)
-    t_fast = _best_ms(lambda: fastecg.ops.bandpass(x, args.fs, 0.5, 45.0), args.repeats)
+    t_fast = _best_ms(lambda: fastecg.ops.bandpass(x, args.fs, lowcut, highcut,
+                                                   order=_BAND_ORDER), args.repeats)
     print(f"timing: SciPy sosfiltfilt {t_scipy:.2f} ms, fastecg {t_fast:.2f} ms -> "
           f"{t_scipy / t_fast:.1f}x ({torch.get_num_threads()} threads)")
 
 
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """argparse type: a decimal integer in ``[lo, hi]``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}], got {text}")
+        return value
+    return parse
+
+
+def _float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite float in ``[lo, hi]`` (``(lo, hi]`` with `lo_open`)."""
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and (lo < value if lo_open else lo <= value) and value <= hi):
+            raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text}")
+        return value
+    return parse
+
+
+def _check_demo(args: argparse.Namespace) -> None:
+    """The options' combinations, checked before the demo starts; raises ValueError.
+    (``--fs`` alone keeps the band below Nyquist: its type rejects fs <= 2 * 45 Hz.)"""
+    n_samples = int(round(args.fs * args.seconds))
+    if n_samples <= _BAND_PADLEN:
+        min_s = (_BAND_PADLEN + 1) / args.fs
+        raise ValueError(f"--seconds {args.seconds:g} at --fs {args.fs:g} Hz gives {n_samples} "
+                         f"samples; the band-pass filter's padding needs more than "
+                         f"{_BAND_PADLEN} (--seconds >= {min_s:.3g} at this fs)")
+    n_values = args.records * _N_LEADS * n_samples
+    if n_values > _MAX_VALUES:
+        raise ValueError(f"--records {args.records} x {_N_LEADS} leads x {n_samples} samples "
+                         f"= {n_values} values, above the demo's limit of {_MAX_VALUES}")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import fastecg  # the package alone: no torch
+
     parser = argparse.ArgumentParser(
         prog="fastecg", description="Compiled-kernel acceleration for ECG deep learning.")
+    parser.add_argument("--version", action="version", version=f"fastecg {fastecg.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info = sub.add_parser("info", help="backends available in this install, registries")
-    info.set_defaults(func=_info)
+    info.set_defaults(func=_info, parser=info)
     demo = sub.add_parser("demo", help="preprocess the bundled synthetic ECG, compare with "
                           "the NumPy path (values and timing)")
-    demo.add_argument("--records", type=int, default=64, help="records in the batch (64)")
-    demo.add_argument("--fs", type=float, default=500.0, help="sampling rate, Hz (500)")
-    demo.add_argument("--seconds", type=float, default=10.0, help="record length, s (10)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--repeats", type=int, default=10, help="timing repeats (10)")
-    demo.set_defaults(func=_demo)
+    demo.add_argument("--records", type=_int_in(1, _MAX_VALUES), default=64,
+                      help="records in the batch (64)")
+    demo.add_argument("--fs", type=_float_in(2 * _BAND_HZ[1], _MAX_FS, lo_open=True),
+                      default=500.0,
+                      help=f"sampling rate, Hz, above {2 * _BAND_HZ[1]:g} (500)")
+    demo.add_argument("--seconds", type=_float_in(0.0, 3600.0, lo_open=True), default=10.0,
+                      help=f"record length, s; more than {_BAND_PADLEN} samples (10)")
+    demo.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0,
+                      help=f"0 to {_MAX_SEED} (0)")
+    demo.add_argument("--repeats", type=_int_in(1, _MAX_REPEATS), default=10,
+                      help="timing repeats (10)")
+    demo.set_defaults(func=_demo, check=_check_demo, parser=demo)
     return parser
 
 
@@ -128,7 +201,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return args.func(args)
+    command_parser = args.parser
+    try:
+        if getattr(args, "check", None):
+            args.check(args)
+        return args.func(args)
+    except (ValueError, TypeError) as err:  # a combination the checks above let through
+        command_parser.error(str(err))
 
 
 if __name__ == "__main__":
