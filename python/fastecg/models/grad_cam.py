@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Union
 
 import torch
@@ -9,6 +10,44 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["GradCam"]
+
+
+def _check_class_type(target_class) -> None:
+    """An integer (Python or NumPy, not bool) or an integer tensor; raises TypeError."""
+    if isinstance(target_class, Tensor):
+        if target_class.is_floating_point() or target_class.is_complex() \
+                or target_class.dtype == torch.bool:
+            raise TypeError(f"target_class must be an integer tensor, got "
+                            f"{target_class.dtype}")
+        return
+    if isinstance(target_class, bool) or not hasattr(type(target_class), "__index__"):
+        raise TypeError(f"target_class must be an int, an integer tensor or None, got "
+                        f"{target_class!r}")
+
+
+def _class_indices(target_class: Union[int, Tensor], batch: int, n_classes: int,
+                   device: torch.device) -> Tensor:
+    """``(batch,)`` class indices in ``[0, n_classes)``; negative ones count from the end,
+    as in Python indexing. Raises ValueError for an index outside ``[-n_classes,
+    n_classes)`` or a tensor whose length is neither 1 nor `batch`."""
+    def out_of_range(value) -> ValueError:
+        return ValueError(f"target_class {value} is out of range for a model with {n_classes} "
+                          f"classes: expected {-n_classes} <= target_class < {n_classes}")
+
+    if not isinstance(target_class, Tensor):
+        index = operator.index(target_class)
+        if not -n_classes <= index < n_classes:  # before torch.full: it would overflow
+            raise out_of_range(index)
+        return torch.full((batch,), index % n_classes, dtype=torch.long, device=device)
+    cls = target_class.to(device=device, dtype=torch.long).reshape(-1)
+    if cls.numel() == 1:
+        cls = cls.expand(batch)
+    if cls.shape[0] != batch:
+        raise ValueError(f"target_class has {cls.shape[0]} entries for a batch of {batch}")
+    bad = (cls < -n_classes) | (cls >= n_classes)
+    if bad.any():  # a sync, once per call: an explanation, not a training step
+        raise out_of_range(cls[bad][0].item())
+    return torch.where(cls < 0, cls + n_classes, cls)
 
 
 def _default_target_layer(model: nn.Module) -> str:
@@ -80,8 +119,10 @@ class GradCam:
         x : Tensor, shape (batch, n_leads, n_samples)
             Input; not modified, and needs no ``requires_grad``.
         target_class : int or Tensor, optional
-            One class for the whole batch, or one per sample (shape ``(batch,)``).
-            Default: each sample's highest logit.
+            One class for the whole batch, or one per sample (integer tensor of shape
+            ``(batch,)``), in ``[-n_classes, n_classes)``; a negative index counts from
+            the last class, as in Python (``-1``: the last). Default: each sample's
+            highest logit.
         normalize : bool, optional
             Scale each map to ``[0, 1]`` (an all-zero map stays zero).
 
@@ -89,9 +130,20 @@ class GradCam:
         -------
         Tensor
             On ``x``'s device, in the activations' dtype, detached.
+
+        Raises
+        ------
+        ValueError
+            `x` not 3-D; `target_class` outside ``[-n_classes, n_classes)``, or a tensor
+            whose length is neither 1 nor the batch size (checked after the forward, which
+            gives ``n_classes``).
+        TypeError
+            `target_class` neither None, an int nor an integer tensor.
         """
         if x.ndim != 3:
             raise ValueError(f"expected (batch, n_leads, n_samples), got {tuple(x.shape)}")
+        if target_class is not None:
+            _check_class_type(target_class)
         captured: list[Tensor] = []
 
         def keep(module, inputs, output):
@@ -116,16 +168,9 @@ class GradCam:
                     logits = logits.sum(dim=1)
                 if target_class is None:
                     cls = logits.argmax(dim=1)
-                elif isinstance(target_class, Tensor):
-                    cls = target_class.to(device=logits.device, dtype=torch.long).reshape(-1)
-                    if cls.numel() == 1:
-                        cls = cls.expand(logits.shape[0])
                 else:
-                    cls = torch.full((logits.shape[0],), int(target_class), dtype=torch.long,
-                                     device=logits.device)
-                if cls.shape[0] != logits.shape[0]:
-                    raise ValueError(f"target_class has {cls.shape[0]} entries for a batch "
-                                     f"of {logits.shape[0]}")
+                    cls = _class_indices(target_class, logits.shape[0], logits.shape[1],
+                                         logits.device)
                 score = logits.gather(1, cls[:, None]).sum()
                 (grads,) = torch.autograd.grad(score, acts)
         finally:
