@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Set up (first run only) and run the test suite, then the benchmarks once in smoke mode.
+# Set up (first run only) and run the test suite, then the benchmarks once in smoke mode,
+# then the wheel check (build, install into a fresh environment, import, smoke each op;
+# ~3 minutes on 2 cores; FASTECG_WHEEL_CHECK=0 skips it).
 source "$(dirname "$0")/_env.sh"
 "$PY" -c "import pytest, pytest_benchmark, triton" 2>/dev/null \
   || pip_install pytest pytest-benchmark triton
 "$PY" -m pytest tests -q "$@"
 "$PY" -m pytest benchmarks -q --benchmark-disable -p no:cacheprovider
+if [ "${FASTECG_WHEEL_CHECK:-1}" != 0 ]; then
+  bash "$ROOT/scripts/wheel_check.sh"
+fi
