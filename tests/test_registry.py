@@ -1,8 +1,12 @@
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
 from fastecg.registry import (ATTN_LAYERS, AUGMENTERS, BACKBONES, LOSSES, MODELS, OPTIMIZERS,
-                              PREPROCESSORS, SCHEDULERS, SSL, Registry)
+                              PREPROCESSORS, SCHEDULERS, SSL, Registry, did_you_mean)
 
 
 def make_registry():
@@ -74,3 +78,49 @@ def test_optimizer_and_scheduler_build_and_step():
     opt.step()
     sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_did_you_mean_is_the_one_close_match_rule():
+    assert did_you_mean("resnt", ["resnet", "vgg16"]) == "; did you mean 'resnet'?"
+    assert did_you_mean("LSTM", ["lstm", "gru"]) == "; did you mean 'lstm'?"  # any case
+    assert did_you_mean("zzz", ["lstm", "gru"]) == ""
+    assert did_you_mean("ab", ["abc", "abd", "abe"], n=2).count("'") == 4
+
+
+def test_providers_imported_once_on_first_lookup(tmp_path, monkeypatch):
+    import fastecg.registry as registry
+
+    reg = Registry("widget", providers=["_fastecg_widget_provider"])
+    (tmp_path / "_fastecg_widget_provider.py").write_text(
+        "from fastecg import registry\n"
+        "registry._WIDGETS_UNDER_TEST.register('made')(dict)\n"
+        "assert 'made' in registry._WIDGETS_UNDER_TEST  # a lookup while loading\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_WIDGETS_UNDER_TEST", reg, raising=False)
+    monkeypatch.delitem(sys.modules, "_fastecg_widget_provider", raising=False)
+    reg.register("early")(list)  # registering does not load the providers
+    assert "_fastecg_widget_provider" not in sys.modules and "not imported" in repr(reg)
+    assert list(reg) == ["early", "made"] and len(reg) == 2
+    assert reg.build("made", a=1) == {"a": 1}
+
+
+def test_missing_provider_fails_at_every_lookup():
+    reg = Registry("widget", providers=["_fastecg_no_such_provider"])
+    for _ in range(2):  # a failed import is not remembered as loaded
+        with pytest.raises(ModuleNotFoundError, match="_fastecg_no_such_provider"):
+            reg.list()
+
+
+def test_registry_import_is_lazy():
+    # fastecg.registry imports nothing it registers (nor torch) until a registry is used.
+    code = textwrap.dedent("""
+        import sys
+        from fastecg.registry import BACKBONES
+        loaded = sorted(m for m in sys.modules if m.startswith("fastecg."))
+        assert loaded == ["fastecg.registry"], loaded
+        assert "torch" not in sys.modules
+        assert "resnet" in BACKBONES
+        assert "fastecg.models.backbones.resnet" in sys.modules
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

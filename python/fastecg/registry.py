@@ -1,4 +1,9 @@
-"""One :class:`Registry` class for everything fastecg builds by name.
+"""One :class:`Registry` class for everything fastecg builds by name, and its instances.
+
+This module imports nothing it registers: the packages that define entries fill the
+registries when they are imported (``fastecg.models`` registers its backbones, ...).
+Each instance also names those provider modules and imports them on its first lookup,
+so ``from fastecg.registry import BACKBONES`` works whichever module a user imports first.
 
 >>> from fastecg.registry import LOSSES
 >>> loss = LOSSES.build("focal", gamma=2.0)
@@ -8,12 +13,27 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Mapping, Optional, Union
+import importlib
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 __all__ = [
-    "Registry", "MODELS", "BACKBONES", "ATTN_LAYERS", "OPTIMIZERS", "SCHEDULERS", "LOSSES",
-    "PREPROCESSORS", "AUGMENTERS", "SSL",
+    "Registry", "did_you_mean", "MODELS", "BACKBONES", "ATTN_LAYERS", "OPTIMIZERS", "SCHEDULERS",
+    "LOSSES", "PREPROCESSORS", "AUGMENTERS", "SSL",
 ]
+
+
+def did_you_mean(name: object, known: Iterable[str], n: int = 5, cutoff: float = 0.5) -> str:
+    """``"; did you mean 'a', 'b'?"`` naming the entries of ``known`` closest to ``name``
+    (compared ignoring case, spelled as in ``known``), or ``""`` if none is close.
+
+    fastecg's one "did you mean" rule, for error messages about an unknown name or key:
+
+    >>> did_you_mean("resnt", ["resnet", "vgg16"])
+    "; did you mean 'resnet'?"
+    """
+    lowered = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(str(name).lower(), lowered, n=n, cutoff=cutoff)
+    return f"; did you mean {', '.join(repr(lowered[c]) for c in close)}?" if close else ""
 
 
 class Registry:
@@ -23,11 +43,29 @@ class Registry:
     ----------
     kind : str
         What it holds ("backbone", "loss", ...), used in error messages.
+    providers : sequence of str, optional
+        Modules whose import registers this registry's entries (``"fastecg.models"``).
+        They are imported once, on the first lookup (``get``, ``build``, ``list``,
+        ``in``, ``len``, iteration), not when the registry is created or written to.
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, providers: Sequence[str] = ()):
         self.kind = kind
+        self.providers = tuple(providers)
         self._entries: dict[str, Callable] = {}
+        self._loaded = not self.providers
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        # Set first: a provider may look itself up while it is being imported.
+        self._loaded = True
+        try:
+            for module in self.providers:
+                importlib.import_module(module)
+        except BaseException:
+            self._loaded = False
+            raise
 
     def register(self, name: Union[str, Callable, None] = None, *, force: bool = False):
         """Decorator: ``@REG.register()``, ``@REG.register("name")`` or bare ``@REG.register``.
@@ -49,6 +87,7 @@ class Registry:
 
     def get(self, name: str) -> Callable:
         """The factory registered as ``name``; ``KeyError`` with close matches if none."""
+        self._load()
         try:
             return self._entries[name]
         except KeyError:
@@ -72,37 +111,40 @@ class Registry:
 
     def list(self, pattern: Optional[str] = None) -> list[str]:
         """Registered names, sorted; ``pattern`` keeps those containing it."""
+        self._load()
         return sorted(n for n in self._entries if pattern is None or pattern.lower() in n.lower())
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._entries
 
+    def __iter__(self) -> Iterator[str]:
+        """Registered names, sorted (as :meth:`list`)."""
+        return iter(self.list())
+
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)
 
     def __repr__(self) -> str:
-        return f"Registry({self.kind!r}, {len(self)} entries)"
+        # Does not load the providers: a repr must not import half the package.
+        state = f"{len(self._entries)} entries" if self._loaded else "providers not imported"
+        return f"Registry({self.kind!r}, {state})"
 
     def _unknown(self, name: str) -> str:
-        lowered = {n.lower(): n for n in self._entries}
-        close = [lowered[m] for m in difflib.get_close_matches(str(name).lower(), lowered, n=5,
-                                                               cutoff=0.5)]
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        return f"unknown {self.kind} {name!r}{hint} (registered: {', '.join(self.list())})"
+        return (f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)} "
+                f"(registered: {', '.join(self.list())})")
 
 
-MODELS = Registry("model")
-BACKBONES = Registry("backbone")
-ATTN_LAYERS = Registry("attention layer")
-OPTIMIZERS = Registry("optimizer")
-SCHEDULERS = Registry("scheduler")
-LOSSES = Registry("loss")
-PREPROCESSORS = Registry("preprocessor")
+# Each registry names the modules that fill it; they import this module, never the
+# other way round (the lazy import above runs at the first lookup).
+_MODELS = ("fastecg.models",)
+MODELS = Registry("model", _MODELS)
+BACKBONES = Registry("backbone", _MODELS)
+ATTN_LAYERS = Registry("attention layer", _MODELS)
+OPTIMIZERS = Registry("optimizer", ("fastecg.train.optim",))
+SCHEDULERS = Registry("scheduler", ("fastecg.train.optim",))
+LOSSES = Registry("loss", ("fastecg.train.losses",))
+PREPROCESSORS = Registry("preprocessor", ("fastecg.preprocessors",))
 AUGMENTERS = Registry("augmenter")
 SSL = Registry("SSL method")
-
-# Modules whose import registers entries; imported here so that the registries are
-# full whichever fastecg module a user imports first.
-from .train import losses as _losses, optim as _optim  # noqa: E402,F401
-from . import preprocessors as _preprocessors  # noqa: E402,F401
-from . import models as _models  # noqa: E402,F401

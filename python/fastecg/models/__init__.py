@@ -1,5 +1,8 @@
 """Registry-built 1-D backbones (``BACKBONES``) and downstream models (``MODELS``).
 
+Importing this package fills ``BACKBONES``, ``MODELS`` and ``ATTN_LAYERS``; the
+registries import it themselves on their first lookup.
+
 >>> from fastecg.registry import BACKBONES
 >>> net = BACKBONES.build("resnet", in_channels=12)
 >>> net.compute_features_output_shape(5000, batch_size=2)

@@ -1,4 +1,4 @@
-"""``nn.Module`` preprocessors, registered in ``fastecg.registry.PREPROCESSORS``."""
+"""``nn.Module`` preprocessors; importing this package fills ``fastecg.registry.PREPROCESSORS``."""
 
 from .bandpass import BandPass
 from .baseline import BaselineRemove

@@ -1,1 +1,8 @@
-"""Training utilities: losses, optimizers and schedulers (registered by name)."""
+"""Training utilities: losses, optimizers and schedulers (registered by name).
+
+Importing this package fills ``LOSSES``, ``OPTIMIZERS`` and ``SCHEDULERS``.
+"""
+
+from . import losses, optim
+
+__all__ = ["losses", "optim"]
