@@ -52,3 +52,29 @@ def test_cuda_sources_compile(source, tmp_path):
     subprocess.run(["nvcc", "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-gencode",
                     "arch=compute_90,code=sm_90", str(source), "-o", str(tmp_path / "k.o")],
                    check=True, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("module", ["fastecg", "fastecg.numpy_path", "fastecg.registry",
+                                    "fastecg.data"])
+def test_torch_free_modules_import_no_torch(module):
+    run("-c", f"import sys, {module}; assert 'torch' not in sys.modules, 'torch was imported'")
+
+
+def test_pyproject_version_is_the_package_version():
+    tomllib = pytest.importorskip("tomllib")
+    import fastecg
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["version"] == fastecg.__version__
+    assert project["scripts"]["fastecg"] == "fastecg.cli:main"
+
+
+def test_setup_finds_every_package(tmp_path):
+    # The wheel ships every package with an __init__.py (a hand-kept list once left out
+    # fastecg.models); egg_info lists them without compiling anything.
+    run("setup.py", "-q", "egg_info", "-e", str(tmp_path))
+    sources = (tmp_path / "fastecg.egg-info" / "SOURCES.txt").read_text().split()
+    expected = {str(p.relative_to(ROOT)) for p in (ROOT / "python").rglob("__init__.py")}
+    expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "triton_kernels").rglob("*.py")}
+    assert expected <= set(sources), sorted(expected - set(sources))
+    assert "python/fastecg/models/backbones/resnet.py" in sources
