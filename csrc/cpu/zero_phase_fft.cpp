@@ -3,8 +3,9 @@
 // (the torch reference: _filter_rows / _adjoint_rows in python/fastecg/ops/bandpass.py).
 //
 // Our own FFT, vectorised across rows rather than along time: a block of 2L rows is one
-// complex signal per SIMD lane (row k in the real part of lane k, row L + k in the
-// imaginary part; L = 8 float32 or 4 float64 lanes in an AVX2 vector). |H|^2 is real
+// complex signal per SIMD lane (one row in the real part of a lane, another in its
+// imaginary part, paired only when their peaks are close and finite: see pair_rows;
+// L = 8 float32 or 4 float64 lanes in an AVX2 vector). |H|^2 is real
 // and even, so the packed spectrum times |H|^2 transforms back to the two rows filtered
 // (real part, imaginary part): one complex transform pair per two rows and no
 // separation step. The transform is a mixed-radix (4, 2, 3, 5) Stockham FFT in natural
@@ -26,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -526,34 +528,107 @@ void filter_lanes(const Filter<T>& f, const T* const* src, const T* const* src_t
   unpack_conjugate(z, f.n_fft, dst, dst_tails, body);
 }
 
-// Rows [r0, r0 + count), count <= 2L, filtered into y. The rows' whole vectors (samples
-// [0, body)) are packed from x and unpacked into y directly; the rest of the padded row
-// goes through the lane's tail buffer.
+// max |x| over a row, or +inf if it holds a NaN or an infinity (x * 0 is NaN exactly
+// then). Whole vectors in lanes: a scalar max or sum would not vectorise.
+template <typename T>
+FASTECG_AVX2_CLONES T row_peak(const T* x, int64_t n) {
+  constexpr int L = kLanes<T>;
+  Vec<T> peak = {}, probe = {};
+  int64_t t = 0;
+  for (; t + L <= n; t += L) {
+    Vec<T> v;
+    std::memcpy(&v, x + t, sizeof v);
+    const Vec<T> a = v < 0 ? -v : v;
+    peak = a > peak ? a : peak;
+    probe += v * T(0);
+  }
+  T best = 0, zero = 0;
+  for (int k = 0; k < L; ++k) {
+    best = std::max(best, peak[k]);
+    zero += probe[k];
+  }
+  for (; t < n; ++t) {
+    best = std::max(best, std::abs(x[t]));
+    zero += x[t] * T(0);
+  }
+  return zero == 0 ? best : std::numeric_limits<T>::infinity();
+}
+
+// Two rows share a complex transform only when that is exact to the op's tolerance: the
+// rounding a transform adds to a row grows with the larger of the pair, so the partners'
+// peaks must be within this factor (a row then carries at most a few times the error it
+// has alone, ~1e-7 of its peak in float32), and both finite. Any other row is
+// transformed with a zero partner, so a NaN, an infinity or a 1e30 lead never reaches
+// another record.
+constexpr double kPairPeakRatio = 4.0;
+
+// Lanes of one block: row `re` in the real part, row `im` (or none, -1) in the imaginary.
+struct LanePair {
+  int64_t re, im;
+};
+
+// The block's rows [r0, r0 + count) paired by peak: sorted, neighbours paired while
+// within kPairPeakRatio of each other. Returns the number of lanes (<= count).
+template <typename T>
+int64_t pair_rows(const T* x, int64_t n, int64_t r0, int64_t count, LanePair* lanes) {
+  T peak[64];
+  int64_t order[64];
+  for (int64_t k = 0; k < count; ++k) {
+    peak[k] = row_peak(x + (r0 + k) * n, n);
+    order[k] = k;
+  }
+  std::sort(order, order + count, [&](int64_t a, int64_t b) { return peak[a] < peak[b]; });
+  int64_t used = 0;
+  for (int64_t i = 0; i < count;) {
+    const int64_t a = order[i];
+    const bool finite = peak[a] < std::numeric_limits<T>::infinity();
+    if (finite && i + 1 < count && peak[order[i + 1]] <= kPairPeakRatio * peak[a]) {
+      lanes[used++] = {r0 + a, r0 + order[i + 1]};
+      i += 2;
+    } else {
+      lanes[used++] = {r0 + a, -1};
+      i += 1;
+    }
+  }
+  return used;
+}
+
+// Rows [r0, r0 + count), count <= 2L, filtered into y, L lanes (row pairs) per transform.
+// The rows' whole vectors (samples [0, body)) are packed from x and unpacked into y
+// directly; the rest of the padded row goes through the lane's tail buffer.
 template <typename T>
 void filter_block(const T* x, int64_t n, int64_t r0, int64_t count, const Filter<T>& f,
                   int64_t pad, int64_t right, bool adjoint, Buffers<T>& buf, T* y) {
   constexpr int L = kLanes<T>;
+  static_assert(2 * L <= 64, "pair_rows' arrays");
   const int64_t n_fft = f.n_fft, body = n / L * L, tail = n_fft - body;
-  const T* src[2 * L];
-  const T* src_tails[2 * L];
-  T* dst[2 * L];
-  T* tails[2 * L];
-  for (int64_t k = 0; k < 2 * L; ++k) {
-    tails[k] = buf.tails.data() + k * tail;
-    if (k < count) {
-      src[k] = x + (r0 + k) * n;
-      dst[k] = y + (r0 + k) * n;
-      padded_tail(src[k], n, pad, right, n_fft, adjoint, body, tails[k]);
-    } else {
-      src[k] = buf.zeros.data();
-      dst[k] = buf.discard.data();
-      std::fill(tails[k], tails[k] + tail, T(0));
+  LanePair lanes[2 * L];
+  const int64_t n_lanes = pair_rows(x, n, r0, count, lanes);
+  for (int64_t first = 0; first < n_lanes; first += L) {
+    const T* src[2 * L];
+    const T* src_tails[2 * L];
+    T* dst[2 * L];
+    T* tails[2 * L];
+    for (int64_t k = 0; k < 2 * L; ++k) {
+      const int64_t lane = first + k % L;
+      const int64_t row = lane >= n_lanes ? -1 : k < L ? lanes[lane].re : lanes[lane].im;
+      tails[k] = buf.tails.data() + k * tail;
+      if (row >= 0) {
+        src[k] = x + row * n;
+        dst[k] = y + row * n;
+        padded_tail(src[k], n, pad, right, n_fft, adjoint, body, tails[k]);
+      } else {
+        src[k] = buf.zeros.data();
+        dst[k] = buf.discard.data();
+        std::fill(tails[k], tails[k] + tail, T(0));
+      }
+      src_tails[k] = tails[k];
     }
-    src_tails[k] = tails[k];
+    filter_lanes(f, src, src_tails, body, dst, tails, buf);
+    for (int64_t k = 0; k < 2 * L; ++k)
+      if (dst[k] != buf.discard.data())
+        crop_tail(tails[k], n, pad, right, n_fft, adjoint, body, dst[k]);
   }
-  filter_lanes(f, src, src_tails, body, dst, tails, buf);
-  for (int64_t k = 0; k < count; ++k)
-    crop_tail(tails[k], n, pad, right, n_fft, adjoint, body, dst[k]);
 }
 
 template <typename T>

@@ -99,16 +99,32 @@ def _gain_on_device(sos_key: tuple, n_fft: int, device: str, dtype: torch.dtype)
 
 
 def _zero_phase_gain(sos: Tensor, n_fft: int) -> Tensor:
-    """|H|^2 of a float64 SOS filter at the rFFT bins of length `n_fft`. Per section,
-    |p0 + p1 e^-iw + p2 e^-2iw|^2 = p0^2 + p1^2 + p2^2 + 2 (p0 p1 + p1 p2) cos w
-    + 2 p0 p2 cos 2w: real arithmetic, traceable, any length."""
-    w = torch.arange(n_fft // 2 + 1, dtype=torch.float64, device=sos.device) * (2 * math.pi
-                                                                                  / n_fft)
-    cos1, cos2 = torch.cos(w), torch.cos(2 * w)
+    """|H|^2 of a float64 SOS filter at the rFFT bins of length `n_fft`, each section's
+    numerator and denominator evaluated as complex numbers, ``p0 + p1 e^-iw + p2 e^-2iw``
+    with ``cos w - 1 = -2 sin^2(w / 2)`` so that no sum of squares cancels: a pole close
+    to z = 1 (a 0.005 Hz low cut-off) or to z = -1 (a cut-off near Nyquist) makes the
+    denominator ~1e-17 at DC or Nyquist, which the expanded form
+    ``p0^2 + p1^2 + p2^2 + 2 (p0 p1 + p1 p2) cos w + 2 p0 p2 cos 2w`` loses entirely (0/0).
+    Real arithmetic, traceable, any length."""
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64, device=sos.device)
+    w = k * (2 * math.pi / n_fft)
+    sin1, sin2 = torch.sin(w), torch.sin(2 * w)
+    # cos w - 1 and cos 2w - 1 without cancellation near w = 0; near w = pi the sections
+    # are evaluated about z = -1 instead (cos w + 1 = 2 cos^2(w / 2)).
+    near_dc = w <= math.pi / 2
+    c1m = -2 * torch.sin(w / 2) ** 2           # cos w - 1
+    c1p = 2 * torch.cos(w / 2) ** 2            # cos w + 1
+    c2m = -2 * sin1 ** 2                        # cos 2w - 1
 
     def power(p0, p1, p2):
-        return ((p0 * p0 + p1 * p1 + p2 * p2)[:, None] + 2 * (p0 * p1 + p1 * p2)[:, None] * cos1
-                + 2 * (p0 * p2)[:, None] * cos2)
+        p0, p1, p2 = p0[:, None], p1[:, None], p2[:, None]
+        # about z = 1: (p0 + p1 + p2) + p1 (cos w - 1) + p2 (cos 2w - 1)
+        re_dc = (p0 + p1 + p2) + p1 * c1m + p2 * c2m
+        # about z = -1: (p0 - p1 + p2) + p1 (cos w + 1) + p2 (cos 2w - 1)
+        re_ny = (p0 - p1 + p2) + p1 * c1p + p2 * c2m
+        re = torch.where(near_dc, re_dc, re_ny)
+        im = p1 * sin1 + p2 * sin2
+        return re * re + im * im
 
     num = power(sos[:, 0], sos[:, 1], sos[:, 2])
     den = power(sos[:, 3], sos[:, 4], sos[:, 5])
