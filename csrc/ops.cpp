@@ -7,7 +7,7 @@
 TORCH_LIBRARY(fastecg, m) {
   // x: (rows, n) contiguous float32/float64; method: 0 z-score, 1 min-max, 2 naive.
   // Each row is normalised on its own.
-  m.def("_normalize_kernel(Tensor x, int method, float mean, float std) -> Tensor");
+  m.def("_normalize_kernel(Tensor x, int method, float mean, float std, float eps, int ddof) -> Tensor");
   // x: (rows, n); sos: (n_sections, 6) float64 with a0 == 1; zi: sosfilt_zi(sos), float64.
   // padtype: 0 none, 1 odd, 2 even, 3 constant. Same recurrence, padding and initial
   // conditions as scipy.signal.sosfiltfilt, state in float64.

@@ -7,14 +7,14 @@ import triton.language as tl
 
 from ._common import float64_on_device
 
-_EPS = tl.constexpr(1e-7)  # a jit function reads globals only as constexpr
 
 
 @triton.jit
-def _normalize_forward_kernel(x_ptr, y_ptr, n, method, params_ptr, BLOCK: tl.constexpr):
+def _normalize_forward_kernel(x_ptr, y_ptr, n, method, ddof, params_ptr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     mean = tl.load(params_ptr)  # float64 from memory: scalar float arguments are float32
     std = tl.load(params_ptr + 1)
+    eps = tl.load(params_ptr + 2)
     x_row = x_ptr + row * n
     y_row = y_ptr + row * n
     cols = tl.arange(0, BLOCK)
@@ -32,7 +32,7 @@ def _normalize_forward_kernel(x_ptr, y_ptr, n, method, params_ptr, BLOCK: tl.con
             lo = tl.minimum(lo, tl.where(mask, v, float("inf")))
             hi = tl.maximum(hi, tl.where(mask, v, float("-inf")))
         lo_all = tl.min(lo, axis=0)
-        span = tl.max(hi, axis=0) - lo_all + _EPS
+        span = tl.max(hi, axis=0) - lo_all + eps
         span = tl.where(tl.sum(bad, axis=0) == 0.0, span, float("nan"))
         scale = 1.0 / span
         shift = -lo_all / span
@@ -47,8 +47,8 @@ def _normalize_forward_kernel(x_ptr, y_ptr, n, method, params_ptr, BLOCK: tl.con
             mask = start + cols < n
             d = tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float64) - mu
             acc += tl.where(mask, d * d, 0.0)
-        sigma = tl.sqrt(tl.sum(acc, axis=0) / (n - 1))
-        scale = std / (sigma + _EPS)
+        sigma = tl.sqrt(tl.sum(acc, axis=0) / (n - ddof))
+        scale = std / (sigma + eps)
         shift = mean - mu * scale
     for start in range(0, n, BLOCK):
         mask = start + cols < n
@@ -56,13 +56,15 @@ def _normalize_forward_kernel(x_ptr, y_ptr, n, method, params_ptr, BLOCK: tl.con
         tl.store(y_row + start + cols, (v * scale + shift).to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def normalize_forward(rows: torch.Tensor, method: int, mean: float, std: float) -> torch.Tensor:
+def normalize_forward(rows: torch.Tensor, method: int, mean: float, std: float, eps: float,
+                      ddof: int) -> torch.Tensor:
     """Launch on ``rows`` of shape (n_rows, n); returns a new contiguous tensor."""
     rows = rows.contiguous()
     out = torch.empty_like(rows)
     n_rows, n = rows.shape
     if n_rows:
         block = min(1024, triton.next_power_of_2(n))
-        params = float64_on_device((float(mean), float(std)), rows.device)
-        _normalize_forward_kernel[(n_rows,)](rows, out, n, method, params, BLOCK=block)
+        params = float64_on_device((float(mean), float(std), float(eps)), rows.device)
+        _normalize_forward_kernel[(n_rows,)](rows, out, n, method, ddof, params,
+                                                BLOCK=block)
     return out

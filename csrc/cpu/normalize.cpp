@@ -16,7 +16,6 @@
 namespace fastecg {
 namespace {
 
-constexpr double kEps = 1e-7;  // torch_ecg's guard against a zero spread
 enum Method : int64_t { kZScore = 0, kMinMax = 1, kNaive = 2 };
 
 constexpr int kLanes = 8;  // independent partial sums: the loops vectorise, results stay deterministic
@@ -42,6 +41,7 @@ FASTECG_INLINE double lane_sum(const T* x, int64_t n, F f) {
 // Returns (scale, shift) so that y = x * scale + shift for this row.
 template <typename T>
 FASTECG_INLINE void row_affine(const T* x, int64_t n, int64_t method, double mean, double std,
+                               double eps, int64_t ddof,
                                double& scale, double& shift) {
   if (method == kNaive) {
     scale = 1.0 / std;
@@ -75,15 +75,15 @@ FASTECG_INLINE void row_affine(const T* x, int64_t n, int64_t method, double mea
       finite &= bad[k] == 0;
     }
     // A record with NaN/Inf has no defined range: the whole record becomes NaN.
-    const double range = finite ? high - low + kEps : std::numeric_limits<double>::quiet_NaN();
+    const double range = finite ? high - low + eps : std::numeric_limits<double>::quiet_NaN();
     scale = 1.0 / range;
     shift = -low / range;
     return;
   }
   const double mu = lane_sum(x, n, [](double v) { return v; }) / n;
   const double ss = lane_sum(x, n, [mu](double v) { return (v - mu) * (v - mu); });
-  const double sigma = std::sqrt(ss / (n - 1));  // unbiased, as torch.std
-  scale = std / (sigma + kEps);
+  const double sigma = std::sqrt(ss / (n - ddof));  // ddof 1: unbiased, as torch.std
+  scale = std / (sigma + eps);
   shift = mean - mu * scale;
 }
 
@@ -93,9 +93,9 @@ FASTECG_INLINE void row_affine(const T* x, int64_t n, int64_t method, double mea
 // 1.77-1.9 -> 0.91-0.92 ms, plain PyTorch 1.3-1.5; z-score 1.48 -> 1.21).
 template <typename T>
 FASTECG_AVX2_CLONES void normalize_row(const T* x, T* y, int64_t n, int64_t method, double mean,
-                                       double std) {
+                                       double std, double eps, int64_t ddof) {
   double scale, shift;
-  row_affine(x, n, method, mean, std, scale, shift);
+  row_affine(x, n, method, mean, std, eps, ddof, scale, shift);
   if (method == kNaive) {
     for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>((x[i] - mean) / std);
   } else {
@@ -105,25 +105,28 @@ FASTECG_AVX2_CLONES void normalize_row(const T* x, T* y, int64_t n, int64_t meth
 
 template <typename T>
 void normalize_rows(const T* x, T* y, int64_t rows, int64_t n, int64_t method, double mean,
-                    double std) {
+                    double std, double eps, int64_t ddof) {
   parallel_claim(rows, [&](auto& claim) {
-    for (int64_t r; (r = claim()) >= 0;) normalize_row(x + r * n, y + r * n, n, method, mean, std);
+    for (int64_t r; (r = claim()) >= 0;)
+      normalize_row(x + r * n, y + r * n, n, method, mean, std, eps, ddof);
   });
 }
 
-at::Tensor normalize_forward_cpu(const at::Tensor& x, int64_t method, double mean, double std) {
+at::Tensor normalize_forward_cpu(const at::Tensor& x, int64_t method, double mean, double std,
+                                 double eps, int64_t ddof) {
   TORCH_CHECK(x.dim() == 2, "_normalize_kernel: expected (rows, n), got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "_normalize_kernel: expected float32 or float64, got ", x.scalar_type());
   TORCH_CHECK(method >= kZScore && method <= kNaive, "_normalize_kernel: bad method ", method);
-  TORCH_CHECK(method != kZScore || x.size(1) >= 2 || x.size(0) == 0,
-              "_normalize_kernel: z-score needs at least 2 samples per row");
+  TORCH_CHECK(method != kZScore || x.size(1) > ddof || x.size(0) == 0,
+              "_normalize_kernel: z-score needs more than ddof samples per row");
+  TORCH_CHECK(ddof >= 0 && eps >= 0, "_normalize_kernel: needs ddof >= 0 and eps >= 0");
   const at::Tensor xc = x.contiguous();
   at::Tensor y = at::empty_like(xc);
   advise_huge_pages(y.data_ptr(), y.nbytes());
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "normalize_forward_cpu", [&] {
     normalize_rows<scalar_t>(xc.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
-                             xc.size(0), xc.size(1), method, mean, std);
+                             xc.size(0), xc.size(1), method, mean, std, eps, ddof);
   });
   return y;
 }

@@ -9,7 +9,8 @@ namespace fastecg {
 // x, y: (rows, n) contiguous; method: 0 z-score, 1 min-max, 2 naive.
 template <typename T>
 cudaError_t normalize_forward_cuda(const T* x, T* y, int64_t rows, int64_t n, int method,
-                                   double mean, double std, cudaStream_t stream);
+                                   double mean, double std, double eps, int64_t ddof,
+                                   cudaStream_t stream);
 
 // One running-median stage: sel[r, i] = row index of the median of output i's window
 // (-1: cval). Stage input j is x[r, src_in[r, j]] (src_in == nullptr: x[r, j]).

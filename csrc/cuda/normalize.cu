@@ -9,7 +9,6 @@ namespace fastecg {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr double kEps = 1e-7;
 
 __device__ double block_sum(double v, double* shared) {
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffff, v, offset);
@@ -28,7 +27,8 @@ __device__ double block_sum(double v, double* shared) {
 
 template <typename T>
 __global__ void normalize_rows_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n,
-                                      int method, double mean, double std) {
+                                      int method, double mean, double std, double eps,
+                                      int64_t ddof) {
   __shared__ double shared[kThreads / 32];
   const T* xr = x + blockIdx.x * n;
   T* yr = y + blockIdx.x * n;
@@ -57,7 +57,7 @@ __global__ void normalize_rows_kernel(const T* __restrict__ x, T* __restrict__ y
       __syncthreads();
     }
     bad = block_sum(bad, shared);
-    const double range = bad == 0.0 ? his[0] - los[0] + kEps : NAN;
+    const double range = bad == 0.0 ? his[0] - los[0] + eps : NAN;
     scale = 1.0 / range;
     shift = -los[0] / range;
   } else {
@@ -69,8 +69,8 @@ __global__ void normalize_rows_kernel(const T* __restrict__ x, T* __restrict__ y
       const double d = xr[i] - mu;
       ss += d * d;
     }
-    const double sigma = sqrt(block_sum(ss, shared) / (n - 1));
-    scale = std / (sigma + kEps);
+    const double sigma = sqrt(block_sum(ss, shared) / (n - ddof));
+    scale = std / (sigma + eps);
     shift = mean - mu * scale;
   }
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
@@ -81,16 +81,17 @@ __global__ void normalize_rows_kernel(const T* __restrict__ x, T* __restrict__ y
 
 template <typename T>
 cudaError_t normalize_forward_cuda(const T* x, T* y, int64_t rows, int64_t n, int method,
-                                   double mean, double std, cudaStream_t stream) {
+                                   double mean, double std, double eps, int64_t ddof,
+                                   cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   normalize_rows_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, y, n, method,
-                                                                                 mean, std);
+                                                                                 mean, std, eps, ddof);
   return cudaGetLastError();
 }
 
 template cudaError_t normalize_forward_cuda<float>(const float*, float*, int64_t, int64_t, int,
-                                                   double, double, cudaStream_t);
+                                                   double, double, double, int64_t, cudaStream_t);
 template cudaError_t normalize_forward_cuda<double>(const double*, double*, int64_t, int64_t, int,
-                                                    double, double, cudaStream_t);
+                                                    double, double, double, int64_t, cudaStream_t);
 
 }  // namespace fastecg

@@ -10,7 +10,8 @@
 namespace fastecg {
 namespace {
 
-at::Tensor normalize_forward_cuda_op(const at::Tensor& x, int64_t method, double mean, double std) {
+at::Tensor normalize_forward_cuda_op(const at::Tensor& x, int64_t method, double mean, double std,
+                                     double eps, int64_t ddof) {
   TORCH_CHECK(x.dim() == 2, "_normalize_kernel: expected (rows, n), got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "_normalize_kernel: expected float32 or float64, got ", x.scalar_type());
@@ -21,10 +22,10 @@ at::Tensor normalize_forward_cuda_op(const at::Tensor& x, int64_t method, double
   cudaError_t err;
   if (xc.scalar_type() == at::kFloat) {
     err = normalize_forward_cuda<float>(xc.const_data_ptr<float>(), y.mutable_data_ptr<float>(),
-                                        xc.size(0), xc.size(1), method, mean, std, stream);
+                                        xc.size(0), xc.size(1), method, mean, std, eps, ddof, stream);
   } else {
     err = normalize_forward_cuda<double>(xc.const_data_ptr<double>(), y.mutable_data_ptr<double>(),
-                                         xc.size(0), xc.size(1), method, mean, std, stream);
+                                         xc.size(0), xc.size(1), method, mean, std, eps, ddof, stream);
   }
   TORCH_CHECK(err == cudaSuccess, "_normalize_kernel: ", cudaGetErrorString(err));
   return y;

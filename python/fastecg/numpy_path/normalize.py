@@ -9,11 +9,11 @@ _METHODS = ("z-score", "min-max", "naive")
 
 
 def normalize(sig: np.ndarray, method: str = "z-score", mean: float = 0.0, std: float = 1.0,
-              per_channel: bool = False) -> np.ndarray:
+              per_channel: bool = False, ddof: int = 1, eps: float = EPS) -> np.ndarray:
     """Normalise ``sig`` of shape (..., n_leads, n_samples); see fastecg.ops.normalize.
 
-    Statistics are computed in float64 (unbiased std, ``ddof=1``); the result has
-    ``sig``'s dtype. Records with NaN/Inf become NaN (z-score, min-max).
+    Statistics are computed in float64 (std with ``ddof`` delta degrees of freedom, 1 by
+    default; ``ddof=0, eps=0`` is ``scipy.stats.zscore``); the result has ``sig``'s dtype. Records with NaN/Inf become NaN (z-score, min-max).
     """
     if method not in _METHODS:
         raise ValueError(f"normalize: unknown method {method!r}; expected one of {_METHODS}")
@@ -32,11 +32,11 @@ def normalize(sig: np.ndarray, method: str = "z-score", mean: float = 0.0, std: 
     with np.errstate(invalid="ignore"):
         if method == "min-max":
             lo = x.min(axis=axes, keepdims=True)
-            span = x.max(axis=axes, keepdims=True) - lo + EPS
+            span = x.max(axis=axes, keepdims=True) - lo + eps
             span = np.where(np.isfinite(x).all(axis=axes, keepdims=True), span, np.nan)
             out = (x - lo) / span
         else:
             mu = x.mean(axis=axes, keepdims=True)
-            sigma = x.std(axis=axes, ddof=1, keepdims=True)
-            out = (x - mu) / (sigma + EPS) * np.asarray(std) + np.asarray(mean)
+            sigma = x.std(axis=axes, ddof=ddof, keepdims=True)
+            out = (x - mu) / (sigma + eps) * np.asarray(std) + np.asarray(mean)
     return out.astype(sig.dtype, copy=False)

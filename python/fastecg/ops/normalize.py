@@ -8,6 +8,8 @@ picked by :mod:`fastecg.ops._dispatch`.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Union
 
 import torch
@@ -18,7 +20,7 @@ from ._validate import check_signal, kernel_dtype
 
 __all__ = ["normalize", "NORMALIZE_METHODS"]
 
-EPS = 1e-7  # added to the spread, as torch_ecg does, so a constant record stays finite
+EPS = 1e-7  # default added to the spread, as torch_ecg does, so a constant record stays finite
 NORMALIZE_METHODS = {"z-score": 0, "min-max": 1, "naive": 2}
 Z_SCORE, MIN_MAX, NAIVE = 0, 1, 2
 
@@ -27,16 +29,17 @@ Z_SCORE, MIN_MAX, NAIVE = 0, 1, 2
 # Every kernel takes rows (n_rows, n) and normalises each row on its own.
 
 @register_kernel("normalize", "torch")
-def normalize_reference(rows: Tensor, method: int, mean: float, std: float) -> Tensor:
+def normalize_reference(rows: Tensor, method: int, mean: float, std: float, eps: float = EPS,
+                        ddof: int = 1) -> Tensor:
     """Pure-PyTorch reference kernel (any device)."""
     if method == NAIVE:
         return (rows - mean) / std
     if method == MIN_MAX:
         lo, hi = rows.amin(-1, keepdim=True), rows.amax(-1, keepdim=True)
-        out = (rows - lo) / (hi - lo + EPS)
+        out = (rows - lo) / (hi - lo + eps)
         return out.masked_fill(~rows.isfinite().all(-1, keepdim=True), float("nan"))
-    mu, sigma = rows.mean(-1, keepdim=True), rows.std(-1, keepdim=True)
-    return (rows - mu) / (sigma + EPS) * std + mean
+    mu, sigma = rows.mean(-1, keepdim=True), rows.std(-1, keepdim=True, correction=ddof)
+    return (rows - mu) / (sigma + eps) * std + mean
 
 
 register_kernel("normalize", "cpu", compiled_op("_normalize_kernel"))
@@ -53,33 +56,34 @@ def _rows(x: Tensor, per_channel: bool) -> Tensor:
 
 @torch.library.custom_op("fastecg::normalize", mutates_args=())
 def _normalize(x: Tensor, method: int, mean: float, std: float, per_channel: bool,
-               backend: str) -> Tensor:
+               backend: str, eps: float = EPS, ddof: int = 1) -> Tensor:
     rows = _rows(x, per_channel)
-    return kernel_for("normalize", x, backend)(rows, method, mean, std).view(x.shape)
+    return kernel_for("normalize", x, backend)(rows, method, mean, std, eps, ddof).view(x.shape)
 
 
 @_normalize.register_fake
-def _(x, method, mean, std, per_channel, backend):
+def _(x, method, mean, std, per_channel, backend, eps=EPS, ddof=1):
     return x.new_empty(x.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    x, method, mean, std, per_channel, _ = inputs
+    x, method, mean, std, per_channel, _, eps, ddof = inputs
     ctx.save_for_backward(x)
-    ctx.args = (method, mean, std, per_channel)
+    ctx.args = (method, mean, std, per_channel, eps, ddof)
 
 
 def _backward(ctx, grad):
     (x,) = ctx.saved_tensors
-    method, mean, std, per_channel = ctx.args
-    return normalize_backward(grad, x, method, mean, std, per_channel), None, None, None, None, None
+    method, mean, std, per_channel, eps, ddof = ctx.args
+    dx = normalize_backward(grad, x, method, mean, std, per_channel, eps, ddof)
+    return dx, None, None, None, None, None, None, None
 
 
 _normalize.register_autograd(_backward, setup_context=_setup_context)
 
 
 def normalize_backward(grad: Tensor, x: Tensor, method: int, mean: float, std: float,
-                       per_channel: bool) -> Tensor:
+                       per_channel: bool, eps: float = EPS, ddof: int = 1) -> Tensor:
     """Exact vector-Jacobian product of the normalisation (plain torch ops, so it is
     itself differentiable and traceable)."""
     if method == NAIVE:
@@ -87,7 +91,7 @@ def normalize_backward(grad: Tensor, x: Tensor, method: int, mean: float, std: f
     g, r = _rows(grad, per_channel), _rows(x, per_channel)
     if method == MIN_MAX:
         lo, hi = r.amin(-1, keepdim=True), r.amax(-1, keepdim=True)
-        span = hi - lo + EPS
+        span = hi - lo + eps
         u = r - lo
         d_hi = -(g * u).sum(-1, keepdim=True) / span**2
         d_lo = -g.sum(-1, keepdim=True) / span - d_hi
@@ -98,12 +102,12 @@ def normalize_backward(grad: Tensor, x: Tensor, method: int, mean: float, std: f
         return dx.view(x.shape)
     n = r.shape[-1]
     u = r - r.mean(-1, keepdim=True)
-    sigma = u.square().sum(-1, keepdim=True).div(n - 1).sqrt()
-    denom = sigma + EPS
+    sigma = u.square().sum(-1, keepdim=True).div(n - ddof).sqrt()
+    denom = sigma + eps
     gs = g * std
     d_sigma = -(gs * u).sum(-1, keepdim=True) / denom**2
-    # dsigma/dx = u / ((n - 1) sigma); a constant record (sigma = 0) has u = 0: take 0.
-    coef = torch.where(sigma > 0, d_sigma / ((n - 1) * sigma), torch.zeros_like(sigma))
+    # dsigma/dx = u / ((n - ddof) sigma); a constant record (sigma = 0) has u = 0: take 0.
+    coef = torch.where(sigma > 0, d_sigma / ((n - ddof) * sigma), torch.zeros_like(sigma))
     dx = torch.addcmul((gs - gs.mean(-1, keepdim=True)) / denom, u, coef)
     return dx.view(x.shape)
 
@@ -112,7 +116,7 @@ def normalize_backward(grad: Tensor, x: Tensor, method: int, mean: float, std: f
 
 def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0.0,
               std: Union[float, Tensor] = 1.0, per_channel: bool = False,
-              backend: str = "auto") -> Tensor:
+              backend: str = "auto", ddof: int = 1, eps: float = EPS) -> Tensor:
     r"""Normalise ECG records to a fixed mean and spread (torch_ecg's ``normalize``).
 
     .. math::
@@ -121,8 +125,11 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
         \text{min-max:}\ \frac{x - \min x}{\max x - \min x + \epsilon} \qquad
         \text{naive:}\ \frac{x - \mu}{\sigma}
 
-    with :math:`s_x` the unbiased standard deviation (``torch.std``) and
-    :math:`\epsilon = 10^{-7}`.
+    with :math:`s_x` the standard deviation with `ddof` delta degrees of freedom (default
+    1: the unbiased ``torch.std``, torch_ecg's torch path; ``ddof=0`` gives
+    ``scipy.stats.zscore``) and :math:`\epsilon` = `eps` (default :math:`10^{-7}`,
+    torch_ecg's; ``eps=0`` with ``ddof=0`` is ``scipy.stats.zscore`` exactly, a constant
+    record then giving NaN as SciPy's does).
 
     Parameters
     ----------
@@ -136,10 +143,16 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
         and divide by (``naive``). Tensors must broadcast against ``x.shape[:-1] + (1,)``,
         e.g. shape ``(n_leads, 1)`` for per-lead values; `std` must be positive.
     per_channel : bool, optional
-        Statistics per lead (over ``n_samples``) instead of per record (over
-        ``n_leads * n_samples``).
+        Default False: one set of statistics per record (over ``n_leads * n_samples``),
+        torch_ecg's default. True: statistics per lead (over ``n_samples``).
     backend : {"auto", "cpu", "cuda", "triton", "torch"}, optional
         Kernel to run; ``"auto"`` picks the fastest one available for ``x``'s device.
+    ddof : int, optional
+        Delta degrees of freedom of the z-score's standard deviation (divisor
+        ``N - ddof``); 1 by default, 0 for ``scipy.stats.zscore`` / ``numpy.std``.
+    eps : float, optional
+        Added to the spread (z-score's standard deviation, min-max's range) so that a
+        constant record stays finite; ``>= 0``.
 
     Returns
     -------
@@ -153,7 +166,8 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
         If `x` is not a floating-point tensor.
     ValueError
         If `method` is unknown, `std` is not positive, `x` has too few dimensions, or
-        a z-score statistic has fewer than 2 samples.
+        a z-score statistic has no more than `ddof` samples, `ddof` is negative or
+        `eps` is negative.
     RuntimeError
         If a forced `backend` is unavailable or cannot run on `x`'s device.
 
@@ -172,26 +186,33 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
     >>> y.shape
     torch.Size([4, 12, 5000])
     """
-    check_normalize_args(method, mean, std, backend)
+    check_normalize_args(method, mean, std, backend, ddof, eps)
     code = NORMALIZE_METHODS[method]
     check_signal(x, "normalize", min_dim=1 if per_channel else 2,
-                 min_samples=2 if (code == Z_SCORE and per_channel) else 1)
-    if code == Z_SCORE and not per_channel and x.shape[-1] * x.shape[-2] < 2:
-        raise ValueError(f"normalize: z-score needs at least 2 values per record, got shape "
-                         f"{tuple(x.shape)}")
+                 min_samples=ddof + 1 if (code == Z_SCORE and per_channel) else 1)
+    if code == Z_SCORE and not per_channel and x.shape[-1] * x.shape[-2] <= ddof:
+        raise ValueError(f"normalize: z-score with ddof={ddof} needs at least {ddof + 1} "
+                         f"values per record, got shape {tuple(x.shape)}")
     tensor_stats = isinstance(mean, Tensor) or isinstance(std, Tensor)
     if not torch.compiler.is_compiling():
         resolve_backend("normalize", x, backend)  # fail early, with the reason
     out = _normalize(x.to(kernel_dtype(x)), code,
                      0.0 if tensor_stats else float(mean),
-                     1.0 if tensor_stats else float(std), per_channel, backend)
+                     1.0 if tensor_stats else float(std), per_channel, backend, float(eps),
+                     int(ddof))
     if tensor_stats and code != MIN_MAX:
         out = _apply_tensor_stats(out, x, code, mean, std)
     return out.to(x.dtype)
 
 
-def check_normalize_args(method: str, mean, std, backend: str) -> None:
+def check_normalize_args(method: str, mean, std, backend: str, ddof: int = 1,
+                         eps: float = EPS) -> None:
     """What can be checked without a signal (the modules check it when built)."""
+    if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
+        raise ValueError(f"normalize: ddof must be a non-negative int, got {ddof!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0 \
+            or not math.isfinite(eps):
+        raise ValueError(f"normalize: eps must be a finite number >= 0, got {eps!r}")
     if method not in NORMALIZE_METHODS:
         raise ValueError(f"normalize: unknown method {method!r}; expected one of "
                          f"{sorted(NORMALIZE_METHODS)}")

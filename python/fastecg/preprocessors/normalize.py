@@ -6,7 +6,7 @@ from typing import Union
 
 from torch import Tensor, nn
 
-from ..ops.normalize import check_normalize_args, normalize
+from ..ops.normalize import EPS, check_normalize_args, normalize
 from ..registry import PREPROCESSORS
 
 
@@ -19,14 +19,15 @@ class Normalize(nn.Module):
 
     def __init__(self, method: str = "z-score", mean: Union[float, Tensor] = 0.0,
                  std: Union[float, Tensor] = 1.0, per_channel: bool = False,
-                 backend: str = "auto"):
+                 backend: str = "auto", ddof: int = 1, eps: float = EPS):
         super().__init__()
-        check_normalize_args(method, mean, std, backend)  # at construction, not first call
+        check_normalize_args(method, mean, std, backend, ddof, eps)  # now, not at first call
         self.method, self.mean, self.std = method, mean, std
-        self.per_channel, self.backend = per_channel, backend
+        self.per_channel, self.backend, self.ddof, self.eps = per_channel, backend, ddof, eps
 
     def forward(self, sig: Tensor) -> Tensor:
-        return normalize(sig, self.method, self.mean, self.std, self.per_channel, self.backend)
+        return normalize(sig, self.method, self.mean, self.std, self.per_channel, self.backend,
+                         ddof=self.ddof, eps=self.eps)
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, per_channel={self.per_channel}"
@@ -54,5 +55,6 @@ class ZScoreNormalize(Normalize):
     """z-score normalisation to a given mean and standard deviation."""
 
     def __init__(self, mean: Union[float, Tensor] = 0.0, std: Union[float, Tensor] = 1.0,
-                 per_channel: bool = False, backend: str = "auto"):
-        super().__init__("z-score", mean, std, per_channel, backend)
+                 per_channel: bool = False, backend: str = "auto", ddof: int = 1,
+                 eps: float = EPS):
+        super().__init__("z-score", mean, std, per_channel, backend, ddof, eps)
