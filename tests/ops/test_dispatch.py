@@ -31,7 +31,7 @@ def test_auto_falls_back_to_reference_for_unknown_device_kernels():
     try:
         assert resolve_backend("_test_only_op", torch.randn(2)) == "torch"
         assert kernel_for("_test_only_op", torch.zeros(2))(torch.zeros(2)).tolist() == [1, 1]
-        with pytest.raises(RuntimeError, match="has no 'cpu' kernel"):
+        with pytest.raises(RuntimeError, match="has no 'cpu' backend; use backend='auto'"):
             resolve_backend("_test_only_op", torch.randn(2), "cpu")
     finally:
         del _dispatch._KERNELS[("_test_only_op", "torch")]

@@ -26,6 +26,17 @@ _CANARY_OP = "fastecg::_normalize_kernel"
 
 _KERNELS: dict[tuple[str, str], Union[Callable, str]] = {}
 
+# What a user called, for messages: kernel names are ours, not theirs.
+_USER_NAMES = {
+    "zero_phase_fft": 'bandpass(method="fft")',
+    "moving_average": 'remove_baseline(method="mean")',
+    "median_filter": 'median_filter1d / remove_baseline(method="median")',
+    "sosfiltfilt": 'sosfiltfilt / bandpass(method="iir")',
+    "sosfiltfilt_adjoint": 'the backward of sosfiltfilt / bandpass(method="iir")',
+    "sosfilt": "sosfilt",
+    "normalize": "normalize",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class BackendInfo:
@@ -118,10 +129,12 @@ def resolve_backend(name: str, x: torch.Tensor, backend: str = "auto") -> str:
         for candidate in _PREFERENCE.get(device, ("torch",)):
             if (name, candidate) in _KERNELS and backends()[candidate].available:
                 return candidate
-        raise RuntimeError(f"no kernel for {name!r} on {device} (not even the torch reference)")
+        raise RuntimeError(f"{_USER_NAMES.get(name, name)} has no backend that runs on "
+                           f"{device} (not even the torch reference)")
     if (name, backend) not in _KERNELS:
-        have = sorted(b for (n, b) in _KERNELS if n == name)
-        raise RuntimeError(f"{name!r} has no {backend!r} kernel; it has {have}")
+        have = ", ".join(repr(b) for b in BACKENDS if (name, b) in _KERNELS)
+        raise RuntimeError(f"{_USER_NAMES.get(name, name)} has no {backend!r} backend; "
+                           f"use backend='auto' or one of {have}")
     info = backends()[backend]
     if not info.available:
         raise RuntimeError(f"backend {backend!r} is not available: {info.reason}")

@@ -10,6 +10,7 @@ approximation, O(1) per sample).
 from __future__ import annotations
 
 import numbers
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -106,6 +107,125 @@ def moving_average_reference(rows: Tensor, sizes: list[int], subtract: bool) -> 
 register_kernel("moving_average", "cpu", compiled_op("_moving_average_kernel"))
 
 
+# ---- windows longer than the signal: exact shortcuts, O(n) memory -------------------------
+
+def reduced_window(size: int, origin: int, n: int, mode: int) -> int:
+    """An equal, shorter window for ``nearest`` and ``constant`` extensions: every window
+    that covers the whole row holds the row plus copies of the two edge values (of
+    `cval`); dropping ``d`` copies from each end moves the median rank down by ``d`` and
+    leaves the median unchanged while both ends keep more copies than the row has other
+    samples (the count of samples at or below any value below both ends stays under the
+    new rank; at or above both, over it). Returns the new size (same origin), at most
+    ``2 n + 1``; `size` itself where no copy can go."""
+    k = size // 2
+    if mode == MEDIAN_MODES["nearest"]:
+        # copies of x[0] (x[n-1]) in the window of output n-1 (output 0), the fewest
+        d = min(k + origin - n + 2, size - k - origin - n + 1, k + 2 - n, size - k - n + 1)
+    elif mode == MEDIAN_MODES["constant"]:
+        d = min(k + origin - n + 1, size - k - origin - n, k - n, size - k - n - 1)
+    else:
+        return size
+    # the shorter window keeps its start and the origin, which must stay in its range
+    d = min(d, (size - 1) // 2, k + origin, (size - 1) // 2 - origin)
+    return size - 2 * d if d > 0 else size
+
+
+def _period(n: int, mode: int) -> int:
+    return {MEDIAN_MODES["reflect"]: 2 * n, MEDIAN_MODES["mirror"]: 2 * n - 2,
+            MEDIAN_MODES["wrap"]: n}[mode]
+
+
+def periodic_closed_form(size: int, n: int, mode: int) -> bool:
+    """Whether :func:`periodic_median` applies: a periodic extension (reflect, mirror,
+    wrap) and a window of q whole periods plus r samples with q >= r + 2."""
+    if mode not in (MEDIAN_MODES["reflect"], MEDIAN_MODES["mirror"], MEDIAN_MODES["wrap"]):
+        return False
+    period = _period(n, mode)
+    if period <= 1:
+        return size > 1
+    q, r = divmod(size, period)
+    return q >= r + 2
+
+
+def _window_counts(ind: Tensor, start: Tensor, length: int, mode: int) -> Tensor:
+    """How many of the extended row's positions ``[start, start + length)`` hold a sample
+    with ``ind`` set: prefix sums over one period (rows of `ind` are (n_rows, n))."""
+    n = ind.shape[-1]
+    period = _period(n, mode)
+    t = torch.arange(period, device=ind.device)
+    per = ind.gather(-1, extended_index(t, n, mode).expand(ind.shape[0], -1)).to(torch.int64)
+    cum = torch.nn.functional.pad(per.cumsum(-1), (1, 0))  # (n_rows, period + 1)
+
+    def upto(pos):  # positions [0, pos) for any integer pos
+        whole, part = pos.div(period, rounding_mode="floor"), pos.remainder(period)
+        return whole * cum[:, -1:] + cum.gather(-1, part.expand(ind.shape[0], -1))
+
+    return upto(start + length) - upto(start)
+
+
+def periodic_median(rows: Tensor, size: int, origin: int, mode: int) -> tuple[Tensor, Tensor]:
+    """Running median under a periodic extension when the window holds q >= r + 2 whole
+    periods (see :func:`periodic_closed_form`): ``(values, index)`` from one sort of each
+    row, O(n) memory whatever the window.
+
+    With S the multiset of one period (weights 2 per sample for reflect, 2 but the ends 1
+    for mirror, 1 for wrap; total P), the window at output i is q S plus the r samples
+    R_i at its start, and v is at or above the median iff ``q F_S(v) + F_R(v) > size // 2``
+    (F: counts at or below v). For q >= r + 2 that holds when ``2 F_S(v) > P`` and fails
+    when ``2 F_S(v) < P`` whatever R_i: the median is the lowest v0 with ``2 F_S >= P``,
+    or, where ``2 F_S(v0) = P`` and R_i has too few samples at or below v0, the next
+    value up. Every window holds every sample, so a NaN anywhere makes the row NaN."""
+    n_rows, n = rows.shape
+    device = rows.device
+    if n == 1:
+        index = torch.zeros_like(rows, dtype=torch.int64)
+        return rows.clone(), index
+    period = _period(n, mode)
+    q, r = divmod(size, period)
+    weight = torch.full((n,), 2 if mode != MEDIAN_MODES["wrap"] else 1, dtype=torch.int64,
+                        device=device)
+    if mode == MEDIAN_MODES["mirror"]:
+        weight[0] = weight[-1] = 1
+    vals, order = rows.sort(-1)  # NaN sort last
+    w_sorted = weight[order]
+    cum = w_sorted.cumsum(-1)
+    p0 = (2 * cum < period).sum(-1, keepdim=True)  # first sorted position with 2W >= P
+    v0 = vals.gather(-1, p0)
+    at_or_below = rows <= v0
+    f_s = (weight * at_or_below).sum(-1, keepdim=True)
+    next_pos = (vals <= v0).sum(-1, keepdim=True).clamp(max=n - 1)
+    start = (torch.arange(n, device=device) - size // 2 - origin)[None]
+    f_r = _window_counts(at_or_below, start, r, mode)
+    take_v0 = (2 * f_s > period) | (q * f_s + f_r > size // 2)
+    pos = torch.where(take_v0, p0, next_pos)
+    index = order.gather(-1, pos)
+    nan = rows.isnan()
+    first_nan = nan.int().argmax(-1, keepdim=True)
+    index = torch.where(nan.any(-1, keepdim=True), first_nan.expand(-1, n), index)
+    return rows.gather(-1, index), index
+
+
+def periodic_moving_average(rows: Tensor, size: int) -> Tensor:
+    """Centred moving average of `size` samples over the reflect-padded row (torch's
+    reflect, SciPy's mirror: period 2n - 2) for any window length, from prefix sums over
+    one period in float64: O(n) memory."""
+    n = rows.shape[-1]
+    if n == 1:
+        return rows.clone()
+    mode = MEDIAN_MODES["mirror"]
+    period = 2 * n - 2
+    t = torch.arange(period, device=rows.device)
+    ext = rows.to(torch.float64).index_select(-1, extended_index(t, n, mode))
+    cum = torch.nn.functional.pad(ext.cumsum(-1), (1, 0))
+
+    def upto(pos):
+        whole, part = pos.div(period, rounding_mode="floor"), pos.remainder(period)
+        return whole * cum[:, -1:] + cum.index_select(-1, part)
+
+    start = torch.arange(n, device=rows.device) - size // 2
+    return ((upto(start + size) - upto(start)) / size).to(rows.dtype)
+
+
 # ---- custom ops ----------------------------------------------------------------------------
 
 @torch.library.custom_op("fastecg::median_filter", mutates_args=())
@@ -181,6 +301,42 @@ def moving_average_vjp(grad: Tensor, sizes: list[int], subtract: bool) -> Tensor
         (g,) = torch.autograd.grad(y, probe, rows, create_graph=grad.requires_grad)
     g = g.view(grad.shape)
     return grad - g if subtract else g
+
+
+def _median_chain(x: Tensor, sizes: list[int], origins: list[int], mode: int, cval: float,
+                  subtract: bool, backend: str) -> Tensor:
+    """The chain of running medians (``x`` minus it if `subtract`), each window first
+    shortened where that is exact (:func:`reduced_window`); a window of many periods of
+    a periodic extension takes :func:`periodic_median`, the rest run as one kernel call
+    (the usual case: the kernel ranks each row once for the whole chain)."""
+    n = x.shape[-1]
+    sizes = [reduced_window(w, o, n, mode) for w, o in zip(sizes, origins)]
+    if not any(periodic_closed_form(w, n, mode) for w in sizes):
+        out, _ = _median_filter(x, sizes, origins, mode, cval, subtract, _needs_index(x), backend)
+        return out
+    y = x
+    for w, o in zip(sizes, origins):
+        if periodic_closed_form(w, n, mode):
+            rows = y.reshape(-1, n)
+            y = rows.gather(-1, periodic_median(rows.detach(), w, o, mode)[1]).view(x.shape)
+        else:
+            y, _ = _median_filter(y, [w], [o], mode, cval, False, _needs_index(y), backend)
+    return x - y if subtract else y
+
+
+def _moving_average_chain(x: Tensor, sizes: list[int], subtract: bool, backend: str) -> Tensor:
+    """The chain of moving averages; a window reaching past a whole reflected signal
+    (``w // 2 >= n``) takes :func:`periodic_moving_average` (O(n) memory)."""
+    n = x.shape[-1]
+    if all(w // 2 < n for w in sizes):
+        return _moving_average(x, sizes, subtract, backend)
+    y = x
+    for w in sizes:
+        if w // 2 < n:
+            y = _moving_average(y, [w], False, backend)
+        else:
+            y = periodic_moving_average(y.reshape(-1, n), w).view(x.shape)
+    return x - y if subtract else y
 
 
 # ---- public functions ------------------------------------------------------------------------
@@ -262,13 +418,13 @@ def median_filter1d(x: Tensor, size: int, mode: str = "nearest", cval: float = 0
     size = _check_size(size, origin)
     if x.numel() == 0:
         return x.clone()
-    out, _ = _median_filter(x.to(kernel_dtype(x)), [size], [origin], MEDIAN_MODES[mode],
-                            float(cval), False, _needs_index(x), backend)
-    return out.to(x.dtype)
+    return _median_chain(x.to(kernel_dtype(x)), [size], [origin], MEDIAN_MODES[mode],
+                         float(cval), False, backend).to(x.dtype)
 
 
 def remove_baseline(x: Tensor, fs: float, window1: float = 0.2, window2: float = 0.6,
-                    method: str = "median", backend: str = "auto") -> Tensor:
+                    method: str = "median", backend: str = "auto",
+                    mode: Optional[str] = None) -> Tensor:
     """ECG baseline-wander removal: ``x - f(f(x, window1), window2)`` along time.
 
     Parameters
@@ -281,13 +437,16 @@ def remove_baseline(x: Tensor, fs: float, window1: float = 0.2, window2: float =
         Window lengths in seconds, turned into odd sample counts
         ``2 * (int(window * fs) // 2) + 1`` (101 and 301 at 500 Hz).
     method : {"median", "mean"}, optional
-        ``"median"``: ``scipy.ndimage.median_filter(.., mode="nearest")`` twice,
-        bit-for-bit (see :func:`median_filter1d`). ``"mean"``: two centred moving
-        averages over reflect padding (``F.avg_pool1d(F.pad(.., "reflect"))``, the torch
-        approximation), computed with float64 running sums: O(1) per sample, within
-        1e-5 of the ``avg_pool1d`` result; needs ``w // 2 < n_samples`` on the
-        reference backend only.
+        ``"median"``: ``scipy.ndimage.median_filter(.., mode=mode)`` twice, bit-for-bit
+        (see :func:`median_filter1d`). ``"mean"``: two centred moving averages over
+        reflect padding (``F.avg_pool1d(F.pad(.., "reflect"))``, the torch approximation;
+        ``scipy.ndimage.uniform_filter1d(.., mode="mirror")``), computed with float64
+        running sums: O(1) per sample, within 1e-5 of the ``avg_pool1d`` result.
     backend : {"auto", "cpu", "triton", "torch"}, optional
+    mode : {"nearest", "constant", "reflect", "mirror", "wrap"}, optional
+        Extension beyond the record's ends, ``scipy.ndimage`` names (``median`` only;
+        default ``"nearest"``). ``"constant"`` pads with zeros, as
+        ``scipy.signal.medfilt`` does. ``mean`` takes only ``"mirror"`` (its default).
 
     Returns
     -------
@@ -299,20 +458,26 @@ def remove_baseline(x: Tensor, fs: float, window1: float = 0.2, window2: float =
     TypeError
         Non-floating `x`.
     ValueError
-        Non-positive `fs` or window, unknown `method`.
+        Non-positive `fs` or window, unknown `method` or `mode`.
 
     Notes
     -----
-    Windows longer than the signal are fine (``median``: SciPy's ``nearest`` rule;
-    ``mean``: periodic reflection). NaN: ``median`` turns every window holding a NaN
-    into NaN; ``mean`` does the same (running sums fall back to direct sums on rows
-    with non-finite values). Gradients: exact (one-hot at the arg-median / the adjoint
-    of the averages).
+    Windows longer than the signal are fine, in O(n) memory whatever their length
+    (``median``: SciPy's rule for the mode; ``mean``: periodic reflection). NaN:
+    ``median`` turns every window holding a NaN into NaN; ``mean`` does the same
+    (running sums fall back to direct sums on rows with non-finite values). Gradients:
+    exact (one-hot at the arg-median / the adjoint of the averages).
+
+    Examples
+    --------
+    >>> y = remove_baseline(torch.randn(4, 12, 5000), fs=500.0)
+    >>> y = remove_baseline(torch.randn(4, 12, 5000), fs=500.0, mode="constant")  # medfilt's zeros
     """
     check_signal(x, "remove_baseline", min_samples=0)
     if method not in BASELINE_METHODS:
         raise ValueError(f"remove_baseline: unknown method {method!r}; expected one of "
                          f"{BASELINE_METHODS}")
+    mode = check_baseline_mode(method, mode)
     sizes = [window_samples(window1, fs), window_samples(window2, fs)]
     if x.numel() == 0:
         return x.clone()
@@ -320,8 +485,22 @@ def remove_baseline(x: Tensor, fs: float, window1: float = 0.2, window2: float =
         resolve_backend("median_filter" if method == "median" else "moving_average", x, backend)
     xk = x.to(kernel_dtype(x))
     if method == "median":
-        out, _ = _median_filter(xk, sizes, [0, 0], MEDIAN_MODES["nearest"], 0.0, True,
-                                _needs_index(x), backend)
+        out = _median_chain(xk, sizes, [0, 0], MEDIAN_MODES[mode], 0.0, True, backend)
     else:
-        out = _moving_average(xk, sizes, True, backend)
+        out = _moving_average_chain(xk, sizes, True, backend)
     return out.to(x.dtype)
+
+
+def check_baseline_mode(method: str, mode: Optional[str]) -> str:
+    """`mode` checked for `method`, None replaced by the method's default."""
+    if method == "mean":
+        if mode not in (None, "mirror"):
+            raise ValueError(f"remove_baseline: method='mean' pads by reflection "
+                             f"(mode='mirror'), got mode={mode!r}")
+        return "mirror"
+    if mode is None:
+        return "nearest"
+    if mode not in MEDIAN_MODES:
+        raise ValueError(f"remove_baseline: unknown mode {mode!r}; expected one of "
+                         f"{sorted(MEDIAN_MODES)}")
+    return mode
