@@ -1,5 +1,6 @@
 """NumPy/SciPy zero-phase band-pass with the semantics of :func:`fastecg.ops.bandpass`
-(methods ``iir`` and ``fir``), and the filter designs both paths share (no torch).
+(methods ``iir`` and ``fir``); the filter designs both paths share are in
+:mod:`fastecg._spec` (no torch).
 
 Calls SciPy the fast way: one ``sosfiltfilt`` / ``filtfilt`` on the whole array along
 the last axis.
@@ -7,106 +8,15 @@ the last axis.
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import numpy as np
 
+from .._spec import butter_order, butter_sos, check_fs, default_numtaps, fir_taps
+
 __all__ = ["bandpass", "BandPass", "butter_sos", "fir_taps", "default_numtaps"]
 
 _METHODS = ("iir", "fir")
-
-
-def _check_band(lowcut: Optional[float], highcut: Optional[float], fs: float) -> None:
-    if not fs > 0:
-        raise ValueError(f"fs must be positive, got {fs}")
-    nyq = fs / 2
-    for name, edge in (("lowcut", lowcut), ("highcut", highcut)):
-        if edge is not None and not 0 < edge < nyq:
-            raise ValueError(f"{name}={edge} Hz must lie inside (0, fs/2) = (0, {nyq:g}) Hz")
-    if lowcut is None and highcut is None:
-        raise ValueError("at least one of lowcut and highcut must be given")
-    if lowcut is not None and highcut is not None and lowcut >= highcut:
-        raise ValueError(f"lowcut={lowcut} Hz must be below highcut={highcut} Hz")
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _checked_then_cached(check):
-    """Caches a design per arguments, and runs `check` on every call (a cache hit for
-    ``order=4.0``, equal to 4, must not skip the check that rejects it)."""
-    def wrap(design):
-        cached = functools.lru_cache(maxsize=128)(design)
-
-        @functools.wraps(design)
-        def checked(*args):
-            check(*args)
-            return cached(*args)
-        return checked
-    return wrap
-
-
-def _check_butter(order, lowcut, highcut, fs) -> None:
-    _check_positive_int("order", order)
-    _check_band(lowcut, highcut, fs)
-
-
-@_checked_then_cached(_check_butter)
-def butter_sos(order: int, lowcut: Optional[float], highcut: Optional[float],
-               fs: float) -> np.ndarray:
-    """Butterworth SOS from SciPy, cached per (order, band, fs); validates the arguments."""
-    from scipy.signal import butter
-
-    if lowcut is not None and highcut is not None:
-        return butter(order, [lowcut, highcut], btype="bandpass", fs=fs, output="sos")
-    if lowcut is not None:
-        return butter(order, lowcut, btype="highpass", fs=fs, output="sos")
-    return butter(order, highcut, btype="lowpass", fs=fs, output="sos")
-
-
-def _check_fir(numtaps: int, lowcut: Optional[float], highcut: Optional[float],
-               fs: float) -> None:
-    _check_positive_int("numtaps", numtaps)
-    _check_band(lowcut, highcut, fs)
-    if highcut is None and numtaps % 2 == 0:
-        raise ValueError(f"numtaps={numtaps}: a high-pass FIR filter needs an odd number of "
-                         "taps (an even-length linear-phase filter is zero at Nyquist)")
-
-
-@_checked_then_cached(_check_fir)
-def fir_taps(numtaps: int, lowcut: Optional[float], highcut: Optional[float],
-             fs: float) -> np.ndarray:
-    """``scipy.signal.firwin`` taps (Hamming window), cached per (numtaps, band, fs):
-    band-pass ``firwin(numtaps, [lowcut, highcut], pass_zero=False, fs=fs)``, high-pass
-    (``highcut=None``, odd `numtaps`) ``pass_zero=False``, low-pass ``pass_zero=True``."""
-    from scipy.signal import firwin
-
-    if lowcut is not None and highcut is not None:
-        return firwin(numtaps, [lowcut, highcut], pass_zero=False, fs=fs)
-    if lowcut is not None:
-        return firwin(numtaps, lowcut, pass_zero=False, fs=fs)
-    return firwin(numtaps, highcut, pass_zero=True, fs=fs)
-
-
-def default_numtaps(fs: float, filter_order: Optional[int] = None) -> int:
-    """torch_ecg's FIR length (through BioSPPy): `filter_order` taps, default
-    ``int(0.2 * fs)``, made odd (101 at 500 Hz; ``filter_order=100`` gives 101)."""
-    if filter_order is not None:
-        _check_positive_int("filter_order", filter_order)
-    n = int(0.2 * fs) if filter_order is None else filter_order
-    return n + 1 - n % 2  # odd
-
-
-def butter_order(filter_order: Optional[int]) -> int:
-    """The modules' Butterworth order: `filter_order`, default 4 (0 is an error, not
-    the default)."""
-    if filter_order is None:
-        return 4
-    _check_positive_int("filter_order", filter_order)
-    return filter_order
 
 
 def bandpass(sig: np.ndarray, fs: float, lowcut: Optional[float] = 0.5,
@@ -123,6 +33,7 @@ def bandpass(sig: np.ndarray, fs: float, lowcut: Optional[float] = 0.5,
     sig = np.asarray(sig)
     if not np.issubdtype(sig.dtype, np.floating):
         raise TypeError(f"bandpass: expected a floating-point array, got {sig.dtype}")
+    fs = check_fs(fs, "bandpass")
     if method == "fir":
         taps = fir_taps(default_numtaps(fs) if numtaps is None else numtaps, lowcut, highcut,
                         float(fs))
@@ -142,7 +53,7 @@ class BandPass:
         if filter_type not in ("butter", "fir"):
             raise ValueError(f"filter_type {filter_type!r} is not supported; use 'butter' or "
                              "'fir'")
-        self.fs, self.lowcut, self.highcut = float(fs), lowcut, highcut
+        self.fs, self.lowcut, self.highcut = check_fs(fs, "BandPass"), lowcut, highcut
         self.method = "fir" if filter_type == "fir" else "iir"
         if filter_type == "fir":
             self.order = default_numtaps(self.fs, filter_order)

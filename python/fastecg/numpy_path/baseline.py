@@ -8,36 +8,25 @@ moving averages.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 from scipy import ndimage
+
+from .._spec import window_samples
 
 __all__ = ["remove_baseline", "BaselineRemove", "window_samples"]
 
 _METHODS = ("median", "mean")
-
-
-_MAX_WINDOW = 2**30 - 1  # the kernels' window limit (positions fit 32-bit ranks)
-
-
-def window_samples(window_s: float, fs: float) -> int:
-    """Odd window length in samples for ``window_s`` seconds at ``fs`` Hz:
-    ``2 * (int(window_s * fs) // 2) + 1`` (torch_ecg's rule)."""
-    if not window_s > 0:
-        raise ValueError(f"window must be positive (seconds), got {window_s}")
-    if not fs > 0:
-        raise ValueError(f"fs must be positive (Hz), got {fs}")
-    samples = window_s * fs
-    if not samples < _MAX_WINDOW:  # also inf and NaN
-        raise ValueError(f"window of {window_s} s at {fs} Hz is {samples:g} samples; at most "
-                         f"{_MAX_WINDOW - 1} are supported")
-    return 2 * (int(samples) // 2) + 1
+_MODES = ("nearest", "constant", "reflect", "mirror", "wrap")
 
 
 def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: float = 0.6,
-                    method: str = "median") -> np.ndarray:
+                    method: str = "median", mode: Optional[str] = None) -> np.ndarray:
     """``sig - f(f(sig, window1), window2)`` along the last axis (``f``: running median
-    with ``mode="nearest"``, or centred moving average with ``mode="mirror"``, which is
-    torch's reflect padding). Same shape and dtype as `sig`."""
+    with `mode` (default ``"nearest"``; ``"constant"`` pads zeros as
+    ``scipy.signal.medfilt``), or centred moving average with ``mode="mirror"``, which
+    is torch's reflect padding). Same shape and dtype as `sig`."""
     if method not in _METHODS:
         raise ValueError(f"remove_baseline: unknown method {method!r}; expected one of {_METHODS}")
     sig = np.asarray(sig)
@@ -46,13 +35,19 @@ def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: f
     if sig.ndim < 1:
         raise ValueError("remove_baseline: expected an array of shape (..., n_samples), got a "
                          "0-d array")
+    if method == "mean" and mode not in (None, "mirror"):
+        raise ValueError(f"remove_baseline: method='mean' pads by reflection (mode='mirror'), "
+                         f"got mode={mode!r}")
+    if method == "median" and mode not in (None,) + _MODES:
+        raise ValueError(f"remove_baseline: unknown mode {mode!r}; expected one of {_MODES}")
+    mode = mode or ("nearest" if method == "median" else "mirror")
     w1, w2 = window_samples(window1, fs), window_samples(window2, fs)
     rows = sig.reshape(-1, sig.shape[-1]) if sig.size else sig.reshape(0, max(sig.shape[-1:], default=0))
     base = np.empty_like(rows)
     for r, row in enumerate(rows):
         if method == "median":
-            base[r] = ndimage.median_filter(ndimage.median_filter(row, w1, mode="nearest"), w2,
-                                            mode="nearest")
+            base[r] = ndimage.median_filter(ndimage.median_filter(row, w1, mode=mode), w2,
+                                            mode=mode)
         else:
             base[r] = ndimage.uniform_filter1d(ndimage.uniform_filter1d(row, w1, mode="mirror"),
                                                w2, mode="mirror")
@@ -63,13 +58,15 @@ class BaselineRemove:
     """Callable twin of :class:`fastecg.preprocessors.BaselineRemove` for NumPy arrays."""
 
     def __init__(self, fs: float, window1: float = 0.2, window2: float = 0.6,
-                 method: str = "median"):
+                 method: str = "median", mode: Optional[str] = None):
         if method not in _METHODS:  # checked when built, as the torch module does
             raise ValueError(f"BaselineRemove: unknown method {method!r}; expected one of "
                              f"{_METHODS}")
         for w in (window1, window2):
             window_samples(w, fs)
+        remove_baseline(np.zeros((1, 1)), fs, window1, window2, method, mode)  # checks mode
         self.fs, self.window1, self.window2, self.method = fs, window1, window2, method
+        self.mode = mode
 
     def __call__(self, sig: np.ndarray) -> np.ndarray:
-        return remove_baseline(sig, self.fs, self.window1, self.window2, self.method)
+        return remove_baseline(sig, self.fs, self.window1, self.window2, self.method, self.mode)

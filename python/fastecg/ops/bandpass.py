@@ -10,8 +10,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..numpy_path.bandpass import (_check_band, _check_fir, _check_positive_int, butter_sos,
-                                   default_numtaps, fir_taps)
+from .._spec import (butter_sos, check_band, check_fir, check_fs, check_positive_int,
+                     default_numtaps, fir_taps)
 from ._validate import check_signal, kernel_dtype
 from ._dispatch import check_backend_name, compiled_op, kernel_for, register_kernel
 from .sosfilt import (PADTYPES, _extend, _sos_on_device, _zi_on_device, extension_length,
@@ -383,14 +383,12 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
     if method not in BANDPASS_METHODS:
         raise ValueError(f"bandpass: unknown method {method!r}; expected one of "
                          f"{BANDPASS_METHODS}")
-    if not fs > 0:
-        raise ValueError(f"fs must be positive, got {fs}")
-    fs = float(fs)
+    fs = check_fs(fs, "bandpass")
     if method == "fir":
         check_backend_name(backend)  # checked although unused: a typo should not pass silently
         return _bandpass_fir(x, fs, lowcut, highcut, numtaps, padtype, padlen)
-    _check_positive_int("order", order)
-    _check_band(lowcut, highcut, fs)
+    check_positive_int("order", order)
+    check_band(lowcut, highcut, fs)
     if torch.compiler.is_compiling():
         key, (sos, zi) = None, _butter_design(order, lowcut, highcut, fs, str(x.device))
     else:  # the op's cached tensors themselves (no copies: they are inputs from here on)
@@ -415,8 +413,10 @@ def _bandpass_fir(x: Tensor, fs: float, lowcut: Optional[float], highcut: Option
                   numtaps: Optional[int], padtype: Optional[str],
                   padlen: Optional[int]) -> Tensor:
     numtaps = default_numtaps(fs) if numtaps is None else numtaps
-    _check_fir(numtaps, lowcut, highcut, fs)
+    check_fir(numtaps, lowcut, highcut, fs)
     edge = extension_length(x, padtype, padlen, 3 * numtaps)  # SciPy: 3 * max(len(a), len(b))
+    if x.numel() == 0:  # no rows: nothing to filter (MKL's FFT rejects an empty batch)
+        return x.clone()
     work = kernel_dtype(x)
     if torch.compiler.is_compiling():
         taps = _fir_design(numtaps, lowcut, highcut, fs, str(x.device), work)

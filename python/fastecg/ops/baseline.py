@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ._dispatch import compiled_op, kernel_for, register_kernel, resolve_backend
-from ..numpy_path.baseline import _MAX_WINDOW, window_samples
+from .._spec import MAX_WINDOW, window_samples
 from ._validate import check_signal, kernel_dtype
 
 __all__ = ["median_filter1d", "remove_baseline", "window_samples", "MEDIAN_MODES"]
@@ -344,9 +344,9 @@ def _moving_average_chain(x: Tensor, sizes: list[int], subtract: bool, backend: 
 def _check_size(size: int, origin: int, name: str = "size") -> int:
     """`size` as a Python int (NumPy integers accepted), checked with `origin`."""
     if (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1
-            or size > _MAX_WINDOW):
+            or size > MAX_WINDOW):
         raise ValueError(f"median_filter1d: {name} must be a positive int up to "
-                         f"{_MAX_WINDOW}, got {size!r}")
+                         f"{MAX_WINDOW}, got {size!r}")
     size = int(size)
     if not -(size // 2) <= origin <= (size - 1) // 2:
         raise ValueError(f"median_filter1d: origin {origin} out of range "

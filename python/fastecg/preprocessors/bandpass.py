@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ..numpy_path.bandpass import butter_order
+from .._spec import butter_order, check_fs
 from ..ops._dispatch import check_backend_name
 from ..ops.bandpass import bandpass, butter_sos, default_numtaps, fir_taps
 from ..registry import PREPROCESSORS
@@ -56,7 +56,7 @@ class BandPass(nn.Module):
             raise ValueError(f"method {method!r} is not a Butterworth method; use 'iir' or "
                              "'fft' (filter_type='fir' for a FIR filter)")
         check_backend_name(backend)
-        self.fs, self.lowcut, self.highcut = float(fs), lowcut, highcut
+        self.fs, self.lowcut, self.highcut = check_fs(fs, "BandPass"), lowcut, highcut
         self.filter_type, self.method, self.backend = filter_type, method, backend
         if filter_type == "fir":
             self.order = default_numtaps(self.fs, filter_order)
