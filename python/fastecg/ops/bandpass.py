@@ -323,8 +323,12 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         most ``n - 1``, widened to a fast transform length: 60 for 5000 samples at 500 Hz);
         equal to ``"iir"`` in the interior (beyond ``5 / lowcut`` seconds from the edges,
         where the IIR's edge transients have decayed: measured 2e-6 of the peak on
-        synthetic ECG, up to 1.3e-5 on 30 s CinC records). A 10 s record at 0.5 Hz has
-        no such interior: near the edges the two differ by up to tens of percent.
+        synthetic ECG, up to 1.3e-5 on 30 s CinC records). **It is a different filter
+        from** ``sosfiltfilt`` **near the record's ends**: reflect padding instead of
+        SciPy's odd extension and initial conditions. A 10 s record at 0.5 Hz has no such
+        interior, and the two differ by up to ~100% of a lead's peak there (measured).
+        Use it where the edges do not matter (long records, Holter, augmentation inside
+        training) or to be compared with an FFT mask; use ``"iir"`` to reproduce SciPy.
         ``"fir"``: ``scipy.signal.filtfilt(firwin(numtaps, [lowcut, highcut],
         pass_zero=False, fs=fs), 1, x, padtype=padtype, padlen=padlen)`` (high-pass:
         ``firwin(numtaps, lowcut, pass_zero=False)``; low-pass: ``pass_zero=True``).

@@ -399,10 +399,21 @@ def median_filter1d(x: Tensor, size: int, mode: str = "nearest", cval: float = 0
     passes plus O(1 + w / 64) bit operations per sample; extra memory O(n). Chained
     medians (``remove_baseline``) reuse the first ranking.
 
+    Where it equals SciPy bit for bit: every mode, every size and origin, as long as the
+    extension beyond each end is shorter than the signal (``size // 2 < n_samples``), and
+    for ``nearest``, ``constant`` and ``wrap`` at any length. Where SciPy departs from its
+    own definition (so we do not match it): ``mirror`` and ``reflect`` with an extension
+    longer than the signal, where SciPy reads outside the array (values like 4e-308, or
+    -1 offsets for four signal lengths or more); we repeat the reflection periodically,
+    the definition, as for every other length. Windows far longer than the signal cost
+    O(n) memory: ``nearest`` and ``constant`` windows are shortened to an equal one
+    (the extra copies of the edge value or `cval` cancel in pairs around the median),
+    and a periodic extension (``reflect``, ``mirror``, ``wrap``) of q whole periods plus
+    r samples with q >= r + 2 has a closed form (see ``periodic_median``); between
+    two and ~r + 2 periods the window is still slid, in O(size) memory.
+
     NaN: a window that holds a NaN yields NaN (as ``torch.median``); SciPy's result is
-    unspecified there. For ``mode="reflect"`` with an extension of four signal lengths or
-    more SciPy reads out of bounds (its offset arithmetic yields -1); we extend
-    periodically, as for every other length.
+    unspecified there.
 
     The gradient is one-hot at each window's selected sample (``gradcheck`` holds on
     inputs without ties; ties send the gradient to the one sample selected).
