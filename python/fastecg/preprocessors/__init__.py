@@ -1,7 +1,14 @@
-"""``nn.Module`` preprocessors; importing this package fills ``fastecg.registry.PREPROCESSORS``."""
+"""``nn.Module`` preprocessing steps and :class:`PreprocManager`; importing this package
+fills ``fastecg.registry.PREPROCESSORS``."""
 
 from .bandpass import BandPass
 from .baseline import BaselineRemove
+from .crop import CropOrPad, LeadSelect
+from .manager import PreprocManager
 from .normalize import MinMaxNormalize, NaiveNormalize, Normalize, ZScoreNormalize
+from .resample import Resample
+from .sos_filter import SOSFilter
 
-__all__ = ["BandPass", "BaselineRemove", "Normalize", "MinMaxNormalize", "NaiveNormalize", "ZScoreNormalize"]
+__all__ = ["BandPass", "BaselineRemove", "CropOrPad", "LeadSelect", "MinMaxNormalize",
+           "NaiveNormalize", "Normalize", "PreprocManager", "Resample", "SOSFilter",
+           "ZScoreNormalize"]

@@ -1,0 +1,86 @@
+"""Crop-or-pad and lead-selection steps."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..registry import PREPROCESSORS
+from ..transforms.config import SignalInfo
+from ..transforms.designs import CropOrPadSpec, LeadSelectSpec
+from ..transforms.manager import Transform
+
+
+@PREPROCESSORS.register("crop_or_pad")
+class CropOrPad(CropOrPadSpec, Transform):
+    """Crop or pad ``(..., n_leads, n_samples)`` to a fixed length along time.
+
+    Parameters are those of :class:`fastecg.transforms.designs.CropOrPadSpec`:
+    ``CropOrPad(length=None, duration_s=None, mode="center", pad="zero", fs=None)``.
+    ``mode="random"`` draws one offset per record (from the pipeline's generator);
+    the other modes are fixed. A signal of the right length passes through; any
+    other result is a new tensor (never a view of the input).
+    """
+
+    def forward(self, sig: Tensor, fs: Optional[float] = None,
+                generator: Optional[torch.Generator] = None) -> Tensor:
+        info = SignalInfo(fs=fs, n_leads=sig.shape[-2] if sig.dim() > 1 else None,
+                          n_samples=sig.shape[-1])
+        return self.run(sig, info, generator)
+
+    def run(self, sig: Tensor, info: SignalInfo, generator: Any = None) -> Tensor:
+        length = self.infer(info).n_samples
+        n = sig.shape[-1]
+        if n == length:
+            return sig
+        if self.mode != "random":
+            offset = self.offsets(n, length)
+            if n > length:
+                return sig[..., offset:offset + length].contiguous()
+            if self.pad == "zero":
+                return torch.nn.functional.pad(sig, (offset, length - n - offset))
+            shift = torch.tensor(offset, device=sig.device)
+        else:  # one offset per record, the same for all its leads
+            records = sig.shape[:-2] if sig.dim() > 1 else ()
+            shift = torch.randint(abs(n - length) + 1, records, generator=generator)
+            shift = shift.to(sig.device)[..., None, None] if sig.dim() > 1 else shift.to(sig.device)
+        steps = torch.arange(length, device=sig.device)
+        pos = steps + shift if n > length else steps - shift  # input sample read by each output
+        out = sig.gather(-1, pos.clamp(0, n - 1).expand(*sig.shape[:-1], length))
+        if n < length and self.pad == "zero":
+            out.masked_fill_((pos < 0) | (pos >= n), 0)
+        return out
+
+
+@PREPROCESSORS.register("lead_select")
+class LeadSelect(LeadSelectSpec, Transform):
+    """Keep the named leads of ``(..., n_leads, n_samples)``, in the given order.
+
+    Parameters are those of :class:`fastecg.transforms.designs.LeadSelectSpec`:
+    ``LeadSelect(leads, input_leads=None)``; without `input_leads` the record's lead
+    names come from the pipeline (``lead_names=``). Selecting every lead in its own
+    order passes the input through.
+    """
+
+    def forward(self, sig: Tensor, lead_names: Optional[Sequence[str]] = None) -> Tensor:
+        info = SignalInfo(n_leads=sig.shape[-2] if sig.dim() > 1 else None,
+                          lead_names=None if lead_names is None else tuple(lead_names))
+        self.infer(info)
+        return self.run(sig, info)
+
+    def run(self, sig: Tensor, info: SignalInfo, generator: Any = None) -> Tensor:
+        index = self.indices(self.available(info))
+        if sig.dim() < 2:
+            raise ValueError(f"LeadSelect: expected (..., n_leads, n_samples), got shape "
+                             f"{tuple(sig.shape)}")
+        if index == list(range(sig.shape[-2])):
+            return sig
+        return sig.index_select(-2, _index_tensor(tuple(index), str(sig.device)))
+
+
+@functools.lru_cache(maxsize=64)
+def _index_tensor(index: tuple, device: str) -> Tensor:
+    return torch.tensor(index, dtype=torch.int64, device=device)

@@ -1,0 +1,647 @@
+"""The preprocessing steps without torch: their arguments, checks, filter designs and
+what each does to the signal's description (rate, length, leads).
+
+``fastecg.preprocessors`` (torch modules) and ``fastecg.numpy_path`` (NumPy/SciPy) build
+their steps on these classes, as the ops and the NumPy path share ``fastecg._spec``: one
+check, one design and one error message for both paths. Every check that needs the
+sampling rate or the signal runs in :meth:`Step.infer`, which a pipeline calls for all
+its steps before it filters anything.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from fractions import Fraction
+from typing import Any, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+
+from .._spec import (butter_order, butter_sos, check_fs, check_positive_int, default_numtaps,
+                     fir_taps, window_samples)
+from ..registry import did_you_mean
+from .config import MissingInfo, SignalInfo, Step, check_backend_name
+
+__all__ = [
+    "BandPassSpec", "BaselineRemoveSpec", "NormalizeSpec", "SOSFilterSpec", "ResampleSpec",
+    "CropOrPadSpec", "LeadSelectSpec", "design_sos", "sos_padlen", "resample_plan",
+    "decimate_sos",
+    "ResamplePlan", "SOS_DESIGNS", "RESAMPLE_METHODS", "CROP_MODES", "PAD_MODES",
+    "NORMALIZE_METHODS", "BASELINE_METHODS", "BASELINE_MODES", "EPS",
+]
+
+NORMALIZE_METHODS = ("z-score", "min-max", "naive")
+EPS = 1e-7  # fastecg.ops.normalize's default
+BASELINE_METHODS = ("median", "mean")
+BASELINE_MODES = ("reflect", "mirror", "nearest", "constant", "wrap")
+SOS_DESIGNS = ("butter", "cheby1", "cheby2", "ellip", "bessel", "iirnotch", "iirpeak", "sos")
+SOS_BTYPES = ("lowpass", "highpass", "bandpass", "bandstop")
+RESAMPLE_METHODS = ("poly", "fft", "linear", "decimate")
+CROP_MODES = ("center", "left", "random")
+PAD_MODES = ("zero", "edge")
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real)
+
+
+def _check_choice(value: Any, choices: Sequence[str], what: str) -> str:
+    """`value` if in `choices`; `what` is ``"Owner: argument"``."""
+    if value not in choices:
+        owner, _, arg = what.rpartition(": ")
+        raise ValueError(f"{owner}: unknown {arg} {value!r}{did_you_mean(value, choices)}; "
+                         f"expected one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def sos_padlen(sos: np.ndarray) -> int:
+    """SciPy's default ``sosfiltfilt`` padding for `sos`: ``3 * (2 * n_sections + 1 -
+    min(#(b2 == 0), #(a2 == 0)))``."""
+    sos = np.atleast_2d(sos)
+    zeros = min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+    return 3 * (2 * sos.shape[0] + 1 - zeros)
+
+
+def _check_length(info: SignalInfo, needed: int, what: str) -> None:
+    """SciPy's filtfilt rule, checked before any work: more samples than the padding."""
+    if info.n_samples is not None and info.n_samples <= needed:
+        raise ValueError(f"{what} pads {needed} samples at each end and needs a longer "
+                         f"signal, got {info.n_samples} samples")
+
+
+# ---- band-pass, baseline, normalisation (fastecg.ops) ---------------------------------------
+
+class BandPassSpec(Step):
+    """Zero-phase Butterworth or FIR band-pass (torch_ecg's ``BandPass`` arguments).
+
+    Parameters
+    ----------
+    fs : float, optional
+        Sampling rate in Hz; None (default) takes the pipeline's.
+    lowcut, highcut : float or None
+        Band edges in Hz (``None``: high-/low-pass).
+    filter_type : {"butter", "fir"}
+        Butterworth (``method`` ``"iir"`` or ``"fft"``) or Hamming-window FIR
+        (``scipy.signal.firwin`` applied by ``filtfilt``), as torch_ecg.
+    filter_order : int, optional
+        Butterworth: order of each pass (default 4). FIR: number of taps, default
+        ``int(0.2 * fs)``, made odd as torch_ecg (through BioSPPy) does.
+    method : {"iir", "fft"}
+        Butterworth method, see :func:`fastecg.ops.bandpass`; ignored for FIR.
+    backend : {"auto", "cuda", "triton", "cpu", "torch"}
+        Kernel choice (torch path only).
+    """
+
+    def __init__(self, fs: Optional[float] = None, lowcut: Optional[float] = 0.5,
+                 highcut: Optional[float] = 45.0, filter_type: str = "butter",
+                 filter_order: Optional[int] = None, method: str = "iir",
+                 backend: str = "auto"):
+        super().__init__()
+        _check_choice(filter_type, ("butter", "fir"), "BandPass: filter_type")
+        if method not in ("iir", "fft"):
+            raise ValueError(f"BandPass: method {method!r} is not a Butterworth method; use "
+                             "'iir' or 'fft' (filter_type='fir' for a FIR filter)")
+        check_backend_name(backend, "BandPass")
+        if filter_order is not None:
+            check_positive_int("filter_order", filter_order)
+        self.fs = None if fs is None else check_fs(fs, "BandPass")
+        self.lowcut, self.highcut = lowcut, highcut
+        self.filter_type, self.filter_order, self.backend = filter_type, filter_order, backend
+        self.method = "fir" if filter_type == "fir" else method
+        if self.fs is not None:
+            self.design(self.fs)  # fails now, not at the first batch
+
+    def order_at(self, fs: float) -> int:
+        """Butterworth order, or FIR taps (whose default depends on fs)."""
+        if self.method == "fir":
+            return default_numtaps(fs, self.filter_order)
+        return butter_order(self.filter_order)
+
+    def design(self, fs: float) -> np.ndarray:
+        """The filter at `fs`: SOS (Butterworth) or taps (FIR); ValueError for a band
+        outside ``(0, fs / 2)``."""
+        if self.method == "fir":
+            return fir_taps(self.order_at(fs), self.lowcut, self.highcut, fs)
+        return butter_sos(self.order_at(fs), self.lowcut, self.highcut, fs)
+
+    def infer(self, info: SignalInfo) -> SignalInfo:
+        fs = self.step_fs(info)
+        try:
+            design = self.design(fs)
+        except ValueError as err:
+            raise ValueError(f"BandPass at fs={fs:g} Hz: {err}") from None
+        if self.method == "fir":
+            _check_length(info, 3 * design.shape[0], "BandPass (FIR)")
+        elif self.method == "iir":
+            _check_length(info, sos_padlen(design), "BandPass")
+        elif info.n_samples is not None and info.n_samples < 2:
+            raise ValueError(f"BandPass: method 'fft' needs at least 2 samples, got "
+                             f"{info.n_samples}")
+        return info
+
+
+class BaselineRemoveSpec(Step):
+    """Baseline-wander removal ``x - f(f(x, window1), window2)`` (torch_ecg's
+    ``BaselineRemove`` arguments), or ``x - f(x, window1)`` with ``window2=None``.
+
+    Parameters
+    ----------
+    fs : float, optional
+        Sampling rate in Hz; None (default) takes the pipeline's.
+    window1, window2 : float or None
+        Window lengths in seconds (0.2 s and 0.6 s), ``2 * (int(w * fs) // 2) + 1``
+        samples. ``window2=None`` (``median`` only): one median stage, so
+        ``mode="constant"`` is ``x - scipy.signal.medfilt(x, window1 samples)``.
+    method : {"median", "mean"}
+        See :func:`fastecg.ops.remove_baseline`.
+    inplace : bool
+        Write the result into the input when the module is called on its own
+        (torch_ecg's default is True; here False). A pipeline never writes into its
+        input: it runs the step out of place either way (the result needs its own
+        memory while it is computed, so in place would save nothing there).
+    backend : str
+        Kernel choice (torch path only).
+    mode : {"nearest", "constant", "reflect", "mirror", "wrap"}, optional
+        Extension beyond the ends (median: default ``"nearest"``; mean: ``"mirror"``).
+    """
+
+    def __init__(self, fs: Optional[float] = None, window1: float = 0.2,
+                 window2: Optional[float] = 0.6, method: str = "median", inplace: bool = False,
+                 backend: str = "auto", mode: Optional[str] = None):
+        super().__init__()
+        _check_choice(method, BASELINE_METHODS, "BaselineRemove: method")
+        check_backend_name(backend, "BaselineRemove")
+        if window2 is None and method != "median":
+            raise ValueError("BaselineRemove: window2=None (one stage) is supported for "
+                             "method='median' only")
+        for name, window in (("window1", window1), ("window2", window2)):
+            if window is None and name == "window2":
+                continue
+            if not _is_number(window) or not window > 0:
+                raise ValueError(f"BaselineRemove: {name} must be a positive number of "
+                                 f"seconds, got {window!r}")
+        if method == "mean":
+            if mode not in (None, "mirror"):
+                raise ValueError(f"BaselineRemove: method='mean' pads by reflection "
+                                 f"(mode='mirror'), got mode={mode!r}")
+            mode = "mirror"
+        else:
+            mode = "nearest" if mode is None else _check_choice(mode, BASELINE_MODES,
+                                                                 "BaselineRemove: mode")
+        self.fs = None if fs is None else check_fs(fs, "BaselineRemove")
+        self.window1, self.window2, self.method = window1, window2, method
+        self.inplace, self.backend, self.mode = inplace, backend, mode
+        if self.fs is not None:
+            self.windows(self.fs)
+
+    def windows(self, fs: float) -> list[int]:
+        """Window lengths in samples at `fs` (one or two)."""
+        return [window_samples(w, fs) for w in (self.window1, self.window2) if w is not None]
+
+    def infer(self, info: SignalInfo) -> SignalInfo:
+        self.windows(self.step_fs(info))
+        return info
+
+
+class NormalizeSpec(Step):
+    """Normalisation, see :func:`fastecg.ops.normalize` (torch_ecg's ``Normalize``
+    arguments, plus ``ddof`` and ``eps``). `mean` and `std` may be numbers or, per lead,
+    sequences (tensors on the torch path)."""
+
+    def __init__(self, method: str = "z-score", mean: Any = 0.0, std: Any = 1.0,
+                 per_channel: bool = False, backend: str = "auto", ddof: int = 1,
+                 eps: float = EPS):
+        super().__init__()
+        _check_choice(method, NORMALIZE_METHODS, "normalize: method")
+        check_backend_name(backend, "normalize")
+        if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
+            raise ValueError(f"normalize: ddof must be a non-negative int, got {ddof!r}")
+        if not _is_number(eps) or not 0 <= eps < math.inf:
+            raise ValueError(f"normalize: eps must be a finite number >= 0, got {eps!r}")
+        if not np.all(np.asarray(_plain(std), dtype=np.float64) > 0):
+            raise ValueError(f"normalize: std must be positive, got {std!r}")
+        self.method, self.mean, self.std = method, mean, std
+        self.per_channel, self.backend, self.ddof, self.eps = per_channel, backend, ddof, eps
+
+
+def _plain(value: Any) -> Any:
+    """A tensor's values without importing torch (anything with ``tolist``)."""
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+# ---- any SOS filter ---------------------------------------------------------------------
+
+def _freq_tuple(freq: Any, what: str) -> Union[float, tuple]:
+    if _is_number(freq):
+        return float(freq)
+    if isinstance(freq, (list, tuple)) and len(freq) == 2 and all(map(_is_number, freq)):
+        return (float(freq[0]), float(freq[1]))
+    raise ValueError(f"{what}: freq must be a number of Hz or a pair [low, high], got {freq!r}")
+
+
+@functools.lru_cache(maxsize=256)
+def _designed(design: str, fs: float, freq, order, btype, q, rp, rs) -> tuple:
+    from scipy import signal
+
+    if design in ("iirnotch", "iirpeak"):
+        b, a = getattr(signal, design)(freq, q, fs=fs)
+        sos = signal.tf2sos(b, a)
+    elif design == "bessel":
+        sos = signal.bessel(order, freq, btype=btype, fs=fs, output="sos")
+    else:
+        ripples = {"butter": (), "cheby1": (rp,), "cheby2": (rs,), "ellip": (rp, rs)}[design]
+        sos = getattr(signal, design)(order, *ripples, freq, btype=btype, fs=fs, output="sos")
+    return tuple(map(tuple, np.asarray(sos, dtype=np.float64).tolist()))
+
+
+def design_sos(design: str, fs: Optional[float], freq=None, order=None, btype="bandpass",
+               q=None, rp=None, rs=None, sos=None) -> tuple:
+    """SOS of a SciPy design at `fs`, as a tuple of 6-tuples (hashable, so fastecg.ops
+    caches it per filter); cached. ``design="sos"`` returns `sos` itself, checked.
+    ValueError for a frequency outside ``(0, fs / 2)``."""
+    if design == "sos":
+        return sos
+    freqs = freq if isinstance(freq, tuple) else (freq,)
+    for f in freqs:
+        if not 0 < f < fs / 2:
+            what = {"iirnotch": "notch frequency", "iirpeak": "peak frequency"}.get(
+                design, f"{design} cut-off")
+            raise ValueError(f"{what} {f:g} Hz must lie inside (0, fs/2) = (0, {fs / 2:g}) Hz")
+    if isinstance(freq, tuple) and not freq[0] < freq[1]:
+        raise ValueError(f"{design}: band edges must be increasing, got {list(freq)}")
+    return _designed(design, fs, freq, order, btype, q, rp, rs)
+
+
+class SOSFilterSpec(Step):
+    """Any IIR filter as second-order sections, designed once by SciPy from a spec, run
+    zero-phase (``scipy.signal.sosfiltfilt``) or causal (``sosfilt``).
+
+    Parameters
+    ----------
+    design : {"butter", "cheby1", "cheby2", "ellip", "bessel", "iirnotch", "iirpeak", "sos"}
+        ``scipy.signal.<design>(order, [rp], [rs], freq, btype=btype, fs=fs,
+        output="sos")``; ``iirnotch``/``iirpeak`` are ``tf2sos(*<design>(freq, q,
+        fs=fs))``; ``"sos"`` takes the coefficients in `sos`.
+    freq : float or [float, float]
+        Cut-off(s), or the notch/peak frequency, in Hz; inside ``(0, fs / 2)`` at the
+        rate the step runs at (checked after any resampling before it).
+    order : int
+        Filter order (not for iirnotch/iirpeak/sos).
+    btype : {"lowpass", "highpass", "bandpass", "bandstop"}
+        Band type of the order-based designs.
+    q : float
+        Quality factor of iirnotch/iirpeak (``freq / bandwidth``).
+    rp, rs : float
+        Passband ripple / stopband attenuation in dB (cheby1, ellip / cheby2, ellip).
+    sos : array_like, shape (n_sections, 6)
+        Coefficients for ``design="sos"`` (``sos[:, 3] == 1``); they hold for one rate
+        only, so the step then needs no fs.
+    zero_phase : bool
+        ``sosfiltfilt`` (default) or causal ``sosfilt`` from zero state.
+    padtype, padlen :
+        ``sosfiltfilt``'s edge extension (default odd, SciPy's length).
+    fs : float, optional
+        Sampling rate; None takes the pipeline's.
+    backend : str
+        Kernel choice (torch path only).
+
+    Examples
+    --------
+    A 50 Hz notch is one config line: ``{"name": "sos_filter", "design": "iirnotch",
+    "freq": 50, "q": 30}``.
+    """
+
+    def __init__(self, design: str = "butter", freq: Any = None, order: Optional[int] = None,
+                 btype: str = "bandpass", q: Optional[float] = None,
+                 rp: Optional[float] = None, rs: Optional[float] = None, sos: Any = None,
+                 zero_phase: bool = True, padtype: Optional[str] = "odd",
+                 padlen: Optional[int] = None, fs: Optional[float] = None,
+                 backend: str = "auto"):
+        super().__init__()
+        what = f"SOSFilter({design!r})" if isinstance(design, str) else "SOSFilter"
+        _check_choice(design, SOS_DESIGNS, "SOSFilter: design")
+        check_backend_name(backend, "SOSFilter")
+        if padtype not in ("odd", "even", "constant", None):
+            raise ValueError(f"{what}: padtype must be 'odd', 'even', 'constant' or None, got "
+                             f"{padtype!r}")
+        if padlen is not None and (isinstance(padlen, bool) or not isinstance(padlen, numbers.Integral)
+                                   or padlen < 0):
+            raise ValueError(f"{what}: padlen must be a non-negative int or None, got {padlen!r}")
+        self._freq = None
+        if design == "sos":
+            self._sos = _checked_sos(sos)
+            for name, value in (("freq", freq), ("order", order), ("q", q), ("rp", rp),
+                                ("rs", rs), ("fs", fs)):
+                if value is not None:
+                    raise ValueError(f"{what}: {name} does not apply to given coefficients "
+                                     "(they hold for one sampling rate)")
+        else:
+            if sos is not None:
+                raise ValueError(f"{what}: sos is only for design='sos'")
+            self._freq = _freq_tuple(freq, what)
+            if design in ("iirnotch", "iirpeak"):
+                if not _is_number(q) or not q > 0:
+                    raise ValueError(f"{what}: q must be a positive number, got {q!r}")
+                if isinstance(self._freq, tuple):
+                    raise ValueError(f"{what}: freq is one frequency, got {freq!r}")
+            else:
+                check_positive_int("order", order)
+                _check_choice(btype, SOS_BTYPES, f"{what}: btype")
+                pair = btype in ("bandpass", "bandstop")
+                if pair != isinstance(self._freq, tuple):
+                    raise ValueError(f"{what}: btype {btype!r} takes "
+                                     f"{'[low, high]' if pair else 'one frequency'}, got freq="
+                                     f"{freq!r}")
+                for name, value in (("rp", rp), ("rs", rs)):
+                    needed = (name == "rp" and design in ("cheby1", "ellip")) or \
+                             (name == "rs" and design in ("cheby2", "ellip"))
+                    if needed and (not _is_number(value) or not value > 0):
+                        raise ValueError(f"{what}: {name} must be a positive number of dB, got "
+                                         f"{value!r}")
+        self.design, self.freq, self.order, self.btype = design, freq, order, btype
+        self.q, self.rp, self.rs, self.sos = q, rp, rs, sos
+        self.zero_phase, self.padtype, self.padlen, self.backend = (zero_phase, padtype,
+                                                                    padlen, backend)
+        self.fs = None if fs is None else check_fs(fs, what)
+        if self.fs is not None:
+            self.sos_at(self.fs)
+
+    def sos_at(self, fs: Optional[float]) -> tuple:
+        """The SOS at `fs` (tuple of 6-tuples, designed once per rate)."""
+        if self.design == "sos":
+            return self._sos
+        try:
+            return design_sos(self.design, fs, self._freq, self.order, self.btype, self.q,
+                              self.rp, self.rs)
+        except ValueError as err:
+            raise ValueError(f"SOSFilter({self.design!r}) at fs={fs:g} Hz: {err}") from None
+
+    def infer(self, info: SignalInfo) -> SignalInfo:
+        sos = self.sos_at(None if self.design == "sos" else self.step_fs(info))
+        if self.zero_phase and self.padtype is not None:
+            pad = sos_padlen(np.asarray(sos)) if self.padlen is None else self.padlen
+            _check_length(info, pad, f"SOSFilter({self.design!r})")
+        return info
+
+
+def _checked_sos(sos: Any) -> tuple:
+    try:
+        arr = np.atleast_2d(np.asarray(_plain(sos), dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ValueError(f"SOSFilter: sos must be numbers of shape (n_sections, 6), got "
+                         f"{sos!r}") from None
+    if arr.ndim != 2 or arr.shape[1] != 6 or arr.shape[0] == 0:
+        raise ValueError(f"SOSFilter: sos must have shape (n_sections, 6), got {arr.shape}")
+    if not (arr[:, 3] == 1).all():
+        raise ValueError("SOSFilter: sos[:, 3] should be all ones")
+    if not np.isfinite(arr).all():
+        raise ValueError("SOSFilter: sos has non-finite coefficients")
+    return tuple(map(tuple, arr.tolist()))
+
+
+# ---- resampling --------------------------------------------------------------------------
+
+class ResamplePlan(NamedTuple):
+    """One resampling: the reduced ratio ``up / down``, the output length (None if the
+    input length is unknown) and rate (None if the input rate is unknown)."""
+
+    up: int
+    down: int
+    n_out: Optional[int]
+    fs_out: Optional[float]
+
+
+def _ratio(fs_out: float, fs_in: float) -> Fraction:
+    """fs_out / fs_in as a fraction of small terms (rates like 500, 360, 128.5 Hz);
+    ValueError if the two rates have none (e.g. 500 and 500 * sqrt(2))."""
+    ratio = Fraction(fs_out).limit_denominator(10_000) / Fraction(fs_in).limit_denominator(10_000)
+    if abs(float(ratio) - fs_out / fs_in) > 1e-12 * (fs_out / fs_in) or \
+            max(ratio.numerator, ratio.denominator) > 10**6:
+        raise ValueError(f"Resample: {fs_in:g} Hz -> {fs_out:g} Hz is not a ratio of small "
+                         "integers; give siglen= or rates with a rational ratio")
+    return ratio
+
+
+def resample_plan(method: str, n: Optional[int], fs_in: Optional[float],
+                  dst_fs: Optional[float], siglen: Optional[int]) -> ResamplePlan:
+    """Output length and rate of one resampling (SciPy's lengths: ``resample_poly``
+    ``ceil(n * up / down)``, ``decimate`` ``ceil(n / q)``; ``fft`` and ``linear``
+    ``int(n * dst_fs / fs)``, as ST-MEM, HuBERT-ECG and fairseq-signals compute it).
+    ValueError for a rate ratio that is not rational, or not an integer for decimate."""
+    if siglen is not None:
+        if n is None:
+            return ResamplePlan(0, 0, siglen, None)
+        ratio = Fraction(siglen, n)
+        fs_out = None if fs_in is None else fs_in * siglen / n
+        return ResamplePlan(ratio.numerator, ratio.denominator, siglen, fs_out)
+    ratio = _ratio(dst_fs, fs_in)
+    up, down = ratio.numerator, ratio.denominator
+    if method == "decimate" and up != 1:
+        raise ValueError(f"Resample(method='decimate'): {fs_in:g} Hz -> {dst_fs:g} Hz is not "
+                         "an integer decimation factor")
+    if n is None:
+        n_out = None
+    elif method == "decimate":
+        n_out = -(-n // down)
+    elif method == "poly":
+        n_out = -(-n * up // down)
+    else:
+        n_out = n * up // down
+    return ResamplePlan(up, down, n_out, float(dst_fs))
+
+
+@functools.lru_cache(maxsize=32)
+def decimate_sos(q: int) -> tuple:
+    """``scipy.signal.decimate``'s default filter for factor `q`: Chebyshev I, order 8,
+    0.05 dB ripple, cut-off 0.8 / q of Nyquist, as SOS (float64)."""
+    from scipy.signal import cheby1
+
+    sos = cheby1(8, 0.05, 0.8 / q, output="sos")
+    return tuple(map(tuple, np.asarray(sos, dtype=np.float64).tolist()))
+
+
+class ResampleSpec(Step):
+    """Change the sampling rate (torch_ecg's ``Resample`` arguments, plus `method`).
+
+    Parameters
+    ----------
+    fs : float, optional
+        Input rate in Hz; None (default) takes the pipeline's.
+    dst_fs : float, optional
+        Output rate in Hz (the pipeline's fs from here on).
+    siglen : int, optional
+        Output length in samples instead of `dst_fs`.
+    method : {"poly", "fft", "linear", "decimate"}
+        ``"poly"``: ``scipy.signal.resample_poly`` (Kaiser-windowed polyphase FIR,
+        :func:`fastecg.ops.resample`). ``"fft"``: ``scipy.signal.resample`` (Fourier
+        method: periodic, ideal low-pass; ST-MEM, HuBERT-ECG). ``"linear"``: linear
+        interpolation with the first and last samples aligned (torch_ecg's
+        ``F.interpolate(align_corners=True)``, fairseq-signals' ``interp1d``; aliases).
+        ``"decimate"``: ``scipy.signal.decimate(x, q)`` for an integer factor q
+        (Chebyshev I order 8, zero phase, then every q-th sample; HuBERT-ECG).
+    window : tuple
+        Kaiser window of ``"poly"`` (``("kaiser", 5.0)``, SciPy's default).
+    backend : str
+        Kernel choice of ``"poly"`` and ``"decimate"`` (torch path only).
+
+    A rate equal to the input's (or `siglen` equal to its length) returns the input
+    unchanged, whatever the method (``decimate`` by 1 included: no filter).
+    """
+
+    def __init__(self, fs: Optional[float] = None, dst_fs: Optional[float] = None,
+                 siglen: Optional[int] = None, method: str = "poly",
+                 window: Any = ("kaiser", 5.0), backend: str = "auto"):
+        super().__init__()
+        _check_choice(method, RESAMPLE_METHODS, "Resample: method")
+        check_backend_name(backend, "Resample")
+        if (dst_fs is None) == (siglen is None):
+            raise ValueError("Resample: give exactly one of dst_fs (Hz) and siglen (samples)")
+        if siglen is not None:
+            check_positive_int("siglen", siglen)
+            if method == "decimate":
+                raise ValueError("Resample: method='decimate' takes dst_fs, not siglen")
+        self.fs = None if fs is None else check_fs(fs, "Resample")
+        self.dst_fs = None if dst_fs is None else check_fs(dst_fs, "Resample: dst_fs")
+        self.siglen, self.method, self.backend = siglen, method, backend
+        self.window = tuple(window) if isinstance(window, list) else window
+        if self.fs is not None and self.dst_fs is not None:
+            resample_plan(method, 1, self.fs, self.dst_fs, None)
+
+    def plan(self, info: SignalInfo) -> ResamplePlan:
+        if self.dst_fs is not None or (self.fs is not None and info.fs is not None):
+            fs_in = self.step_fs(info)  # needed, or both given (they must agree)
+        else:
+            fs_in = self.fs if self.fs is not None else info.fs
+        if info.n_samples == 0:
+            raise ValueError("Resample: cannot resample an empty signal")
+        return resample_plan(self.method, info.n_samples, fs_in, self.dst_fs, self.siglen)
+
+    def infer(self, info: SignalInfo) -> SignalInfo:
+        plan = self.plan(info)
+        return info._replace(fs=plan.fs_out, n_samples=plan.n_out)
+
+
+# ---- length and leads ------------------------------------------------------------------------
+
+class CropOrPadSpec(Step):
+    """Crop or pad to a fixed length along time.
+
+    Parameters
+    ----------
+    length : int, optional
+        Output length in samples.
+    duration_s : float, optional
+        Output length in seconds instead (``round(duration_s * fs)`` samples at the
+        pipeline's rate).
+    mode : {"center", "left", "random"}
+        Which part a crop keeps, and where padding puts the signal: the middle (extra
+        sample on the right), the start, or a random offset per record (all leads of a
+        record together).
+    pad : {"zero", "edge"} or None
+        Padding of a shorter signal: zeros, or the edge values repeated; None forbids
+        padding (a shorter signal is a ValueError).
+    fs : float, optional
+        Rate for `duration_s`; None takes the pipeline's.
+    """
+
+    def __init__(self, length: Optional[int] = None, duration_s: Optional[float] = None,
+                 mode: str = "center", pad: Optional[str] = "zero",
+                 fs: Optional[float] = None):
+        super().__init__()
+        if (length is None) == (duration_s is None):
+            raise ValueError("CropOrPad: give exactly one of length (samples) and duration_s")
+        if length is not None:
+            check_positive_int("length", length)
+        elif not _is_number(duration_s) or not 0 < duration_s < math.inf:
+            raise ValueError(f"CropOrPad: duration_s must be a positive number of seconds, got "
+                             f"{duration_s!r}")
+        _check_choice(mode, CROP_MODES, "CropOrPad: mode")
+        if pad is not None:
+            _check_choice(pad, PAD_MODES, "CropOrPad: pad")
+        self.length, self.duration_s, self.mode, self.pad = length, duration_s, mode, pad
+        self.fs = None if fs is None else check_fs(fs, "CropOrPad")
+
+    def target(self, info: SignalInfo) -> int:
+        if self.length is not None:
+            return self.length
+        n = round(self.duration_s * self.step_fs(info))
+        if n < 1:
+            raise ValueError(f"CropOrPad: duration_s={self.duration_s} s is less than a sample")
+        return n
+
+    def infer(self, info: SignalInfo) -> SignalInfo:
+        length = self.target(info)
+        if info.n_samples is not None and info.n_samples < length and self.pad is None:
+            raise ValueError(f"CropOrPad: the signal has {info.n_samples} samples, fewer than "
+                             f"length={length}, and padding is disabled (pad=None)")
+        return info._replace(n_samples=length)
+
+    def offsets(self, n: int, length: int) -> int:
+        """Start of the kept part in the input (crop, ``n > length``) or of the signal in
+        the output (pad, ``n < length``), for modes other than ``random``."""
+        return 0 if self.mode == "left" else abs(n - length) // 2
+
+
+class LeadSelectSpec(Step):
+    """Keep the named leads, in the given order.
+
+    Parameters
+    ----------
+    leads : sequence of str
+        Leads to keep, in output order (``["I", "II", "V1"]``). Names match
+        case-insensitively (``"AVR"`` finds ``"aVR"``).
+    input_leads : sequence of str, optional
+        The input's leads in order; None (default) takes the pipeline's ``lead_names``.
+
+    A lead missing from the record is a ValueError naming it.
+    """
+
+    def __init__(self, leads: Sequence[str], input_leads: Optional[Sequence[str]] = None):
+        super().__init__()
+        self.leads = _lead_names(leads, "leads")
+        self.input_leads = None if input_leads is None else _lead_names(input_leads, "input_leads")
+        if self.input_leads is not None:
+            self.indices(self.input_leads)
+
+    def indices(self, available: Sequence[str]) -> list[int]:
+        folded = [name.lower() for name in available]
+        out = []
+        for lead in self.leads:
+            if lead in available:
+                out.append(list(available).index(lead))
+            elif folded.count(lead.lower()) == 1:
+                out.append(folded.index(lead.lower()))
+            else:
+                raise ValueError(f"LeadSelect: lead {lead!r} is not in the record's leads "
+                                 f"{list(available)}{did_you_mean(lead, available)}")
+        return out
+
+    def available(self, info: SignalInfo) -> tuple:
+        if self.input_leads is not None and info.lead_names is not None and \
+                tuple(info.lead_names) != self.input_leads:
+            raise ValueError(f"LeadSelect was built for input leads {list(self.input_leads)}, "
+                             f"but the record's leads are {list(info.lead_names)}")
+        names = self.input_leads if self.input_leads is not None else info.lead_names
+        if names is None:
+            raise MissingInfo("LeadSelect needs the record's lead names: pass lead_names to the "
+                             "pipeline (PreprocManager(..., lead_names=[...]) or "
+                             "pm(sig, fs, lead_names=[...])) or input_leads=[...] to the step")
+        if info.n_leads is not None and info.n_leads != len(names):
+            raise ValueError(f"LeadSelect: the record has {info.n_leads} leads but "
+                             f"{len(names)} lead names {list(names)}")
+        return tuple(names)
+
+    def infer(self, info: SignalInfo) -> SignalInfo:
+        self.indices(self.available(info))
+        return info._replace(n_leads=len(self.leads), lead_names=self.leads)
+
+
+def _lead_names(names: Any, what: str) -> tuple:
+    if isinstance(names, str) or not isinstance(names, Sequence) or not names or \
+            not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"LeadSelect: {what} must be a non-empty list of lead names, got "
+                         f"{names!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"LeadSelect: {what} names a lead twice: {list(names)}")
+    return tuple(names)
