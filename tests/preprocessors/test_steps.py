@@ -1,0 +1,273 @@
+"""The preprocessing steps: each against SciPy (or the authors' formula), its config round
+trip, its torch/NumPy twins, its errors, and that none writes into its input."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+import torch
+from scipy import ndimage
+from scipy.interpolate import interp1d
+
+from fastecg.numpy_path.preproc import PreprocManager as NumpyPreprocManager
+from fastecg.preprocessors import (BaselineRemove, CropOrPad, LeadSelect, PreprocManager,
+                                   Resample, SOSFilter)
+from fastecg.registry import PREPROCESSORS
+
+from step_configs import LEAD_NAMES, STEP_CONFIGS, step_cases
+
+FS = 500.0
+HAS_POLY = importlib.util.find_spec("fastecg.ops.resample") is not None
+needs_poly = pytest.mark.skipif(not HAS_POLY, reason="fastecg.ops.resample is not there yet")
+# Relative to the peak of the reference output: float64 paths agree to rounding; float32
+# within the ops' documented tolerances (1e-5 for IIR filters, ~1e-6 for the rest).
+TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
+
+
+def ecg(shape=(2, 12, 2000), dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64).cumsum(-1) / 30
+    return (x + 0.2 * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype)
+
+
+def rel_err(got, ref):
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-300))
+
+
+def _skip_poly(name, config):
+    if name == "resample" and config.get("method", "poly") == "poly" and not HAS_POLY:
+        pytest.skip("fastecg.ops.resample is not there yet")
+
+
+def test_every_registered_step_has_a_sample_config():
+    assert set(STEP_CONFIGS) == set(PREPROCESSORS.list())
+
+
+@pytest.mark.parametrize("name, config", [pytest.param(n, c, id=i) for n, c, i in step_cases()])
+def test_step_config_round_trip_and_numpy_twin(name, config):
+    _skip_poly(name, config)
+    pm = PreprocManager({"name": name, **config}, fs=FS, lead_names=LEAD_NAMES)
+    x = ecg()
+    before = x.clone()
+    out, fs_out = pm(x, FS)
+    assert torch.equal(x, before)  # the caller's tensor is never written to
+    config_saved = json.loads(json.dumps(pm.to_config()))
+    again = PreprocManager.from_config(config_saved)
+    assert again.to_config() == pm.to_config()
+    out2, fs2 = again(x, FS)
+    assert torch.equal(out2, out) and fs2 == fs_out
+    # The same config on the NumPy path: same shape, rate and values.
+    twin = NumpyPreprocManager.from_config(config_saved)
+    assert twin.to_config() == config_saved
+    ref, fs_ref = twin(x.numpy(), FS)
+    assert ref.shape == tuple(out.shape) and fs_ref == fs_out
+    assert rel_err(out, ref) < TOL[torch.float64]
+    ref32, _ = twin(x.float().numpy(), FS)
+    out32, _ = pm(x.float(), FS)
+    assert out32.dtype == torch.float32 and ref32.dtype == np.float32
+    assert rel_err(out32, ref) < TOL[torch.float32] and rel_err(ref32, ref) < TOL[torch.float32]
+
+
+# ---- sos_filter -------------------------------------------------------------------------
+
+def test_notch_equals_the_transfer_function_filtfilt():
+    x = ecg().numpy()
+    b, a = ss.iirnotch(50.0, 30.0, fs=FS)
+    out = SOSFilter("iirnotch", freq=50.0, q=30.0)(torch.from_numpy(x), FS)
+    assert rel_err(out, ss.filtfilt(b, a, x)) < 1e-10
+
+
+def test_causal_sos_filter_is_sosfilt():
+    x = ecg().numpy()
+    sos = ss.cheby1(4, 0.5, [1.0, 40.0], btype="bandpass", fs=FS, output="sos")
+    step = SOSFilter("cheby1", order=4, rp=0.5, freq=[1.0, 40.0], zero_phase=False, fs=FS)
+    assert rel_err(step(torch.from_numpy(x)), ss.sosfilt(sos, x)) < 1e-10
+    given = SOSFilter("sos", sos=sos.tolist(), zero_phase=False)
+    assert rel_err(given(torch.from_numpy(x)), ss.sosfilt(sos, x)) < 1e-10
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"design": "iirnotch", "freq": 50.0}, "q must be a positive number"),
+    ({"design": "iirnotch", "freq": [1.0, 2.0], "q": 3.0}, "freq is one frequency"),
+    ({"design": "butter", "freq": 50.0}, "order must be a positive integer"),
+    ({"design": "butter", "order": 2, "freq": 50.0}, r"btype 'bandpass' takes \[low, high\]"),
+    ({"design": "butter", "order": 2, "freq": [1, 2], "btype": "lowpas"},
+     "unknown btype 'lowpas'; did you mean 'lowpass'"),
+    ({"design": "cheby1", "order": 2, "freq": 5.0, "btype": "lowpass"}, "rp must be"),
+    ({"design": "ellip", "order": 2, "freq": 5.0, "btype": "lowpass", "rp": 1.0}, "rs must be"),
+    ({"design": "sos", "sos": [[1, 2, 3]]}, r"shape \(n_sections, 6\)"),
+    ({"design": "sos", "sos": [[1, 0, 0, 2, 0, 0]]}, r"sos\[:, 3\] should be all ones"),
+    ({"design": "sos", "sos": [[1, 0, 0, 1, 0, 0]], "fs": 500.0}, "fs does not apply"),
+    ({"design": "notch"}, "unknown design 'notch'"),
+    ({"design": "butter", "order": 2, "freq": [1.0, 260.0], "fs": 500.0},
+     r"cut-off 260 Hz must lie inside \(0, fs/2\)"),
+    ({"design": "iirnotch", "freq": 50.0, "q": 30.0, "padtype": "zero"}, "padtype must be"),
+])
+def test_sos_filter_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SOSFilter(**kwargs)
+
+
+# ---- resample ---------------------------------------------------------------------------
+
+RATES = [(500.0, 250.0), (500.0, 100.0), (500.0, 360.0), (257.0, 500.0), (360.0, 500.0)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n", [1000, 999, 37])
+@pytest.mark.parametrize("fs_in, fs_out", RATES)
+def test_fft_resample_is_scipy_resample(fs_in, fs_out, n, dtype):
+    x = ecg((2, 3, n), dtype)
+    out = Resample(fs_in, fs_out, method="fft")(x)
+    num = int(n * fs_out / fs_in)
+    ref = ss.resample(x.double().numpy(), num, axis=-1)
+    assert out.shape == (2, 3, num) and out.dtype == dtype
+    assert rel_err(out, ref) < (1e-12 if dtype == torch.float64 else 2e-6)
+
+
+@pytest.mark.parametrize("fs_in, fs_out", RATES)
+def test_linear_resample_is_the_aligned_interp1d(fs_in, fs_out):
+    x = ecg((3, 1001))
+    num = int(1001 * fs_out / fs_in)
+    ref = interp1d(np.linspace(0, num - 1, 1001), x.numpy(), axis=-1)(np.arange(num))
+    assert rel_err(Resample(fs_in, fs_out, method="linear")(x), ref) < 1e-12
+
+
+@pytest.mark.parametrize("q", [2, 5])
+def test_decimate_is_scipy_decimate(q):
+    x = ecg((2, 12, 1003))
+    out = Resample(FS, FS / q, method="decimate")(x)
+    assert rel_err(out, ss.decimate(x.numpy(), q, axis=-1)) < 1e-10
+
+
+@needs_poly
+@pytest.mark.parametrize("fs_in, fs_out", RATES)
+def test_poly_resample_is_resample_poly(fs_in, fs_out):
+    x = ecg((2, 12, 1000))
+    up, down = int(fs_out), int(fs_in)
+    g = np.gcd(up, down)
+    ref = ss.resample_poly(x.numpy(), up // g, down // g, axis=-1)
+    assert rel_err(Resample(fs_in, fs_out)(x), ref) < 1e-10
+
+
+@pytest.mark.parametrize("method", ["fft", "linear", "decimate"])
+def test_resample_gradients(method):
+    x = ecg((1, 2, 60)).requires_grad_(True)
+    step = Resample(FS, 250.0, method=method)
+    assert torch.autograd.gradcheck(step, (x,))
+
+
+def test_resample_to_the_same_rate_passes_the_input_through():
+    x = ecg()
+    for method in ("poly", "fft", "linear", "decimate"):
+        assert Resample(FS, FS, method=method)(x) is x
+    assert Resample(siglen=2000, method="fft")(x) is x
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"dst_fs": 250.0, "siglen": 100}, "exactly one of dst_fs"),
+    ({}, "exactly one of dst_fs"),
+    ({"fs": 500.0, "dst_fs": 300.0, "method": "decimate"}, "not an integer decimation factor"),
+    ({"fs": 500.0, "dst_fs": 500.0 * 2 ** 0.5}, "not a ratio of small integers"),
+    ({"dst_fs": 250.0, "method": "sinc"}, "unknown method 'sinc'"),
+    ({"dst_fs": -250.0}, "fs must be"),
+    ({"siglen": 0}, "siglen must be a positive integer"),
+])
+def test_resample_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Resample(**kwargs)
+
+
+# ---- crop_or_pad and lead_select ----------------------------------------------------------
+
+def test_crop_modes():
+    x = ecg((2, 3, 1000))
+    assert torch.equal(CropOrPad(600)(x), x[..., 200:800])
+    assert torch.equal(CropOrPad(601, mode="left")(x), x[..., :601])
+    g = torch.Generator().manual_seed(0)
+    out = CropOrPad(100, mode="random")(ecg((500, 2, 1000)), generator=g)
+    src = ecg((500, 2, 1000))
+    starts = [int(torch.nonzero(torch.all(src[i, 0].unfold(0, 100, 1) == out[i, 0], dim=1))[0])
+              for i in range(500)]
+    assert len(set(starts)) > 200 and min(starts) >= 0 and max(starts) <= 900
+    assert all(torch.equal(out[i, 1], src[i, 1, s:s + 100]) for i, s in enumerate(starts))
+    same = CropOrPad(100, mode="random")(src, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(same, out)
+
+
+@pytest.mark.parametrize("mode", ["center", "left"])
+@pytest.mark.parametrize("pad", ["zero", "edge"])
+def test_pad_modes(mode, pad):
+    x = ecg((2, 3, 95))
+    left = 0 if mode == "left" else 2
+    ref = np.pad(x.numpy(), [(0, 0), (0, 0), (left, 100 - 95 - left)],
+                 mode="constant" if pad == "zero" else "edge")
+    assert np.array_equal(CropOrPad(100, mode=mode, pad=pad)(x).numpy(), ref)
+
+
+@pytest.mark.parametrize("pad", ["zero", "edge"])
+def test_random_pad_puts_each_record_at_its_own_offset(pad):
+    x = ecg((300, 2, 50))
+    out = CropOrPad(80, mode="random", pad=pad)(x, generator=torch.Generator().manual_seed(1))
+    for i in range(0, 300, 37):
+        start = int(torch.nonzero(torch.all(out[i, 0].unfold(0, 50, 1) == x[i, 0], dim=1))[0])
+        assert torch.equal(out[i, :, start:start + 50], x[i])
+        fill = x[i, :, :1] if pad == "edge" else 0.0
+        assert torch.equal(out[i, :, :start], torch.zeros(2, start, dtype=x.dtype) + fill)
+
+
+def test_crop_errors_and_duration():
+    x = ecg((2, 3, 1000))
+    assert CropOrPad(duration_s=1.5)(x, FS).shape == (2, 3, 750)
+    with pytest.raises(ValueError, match="fewer than length=1200, and padding is disabled"):
+        PreprocManager(CropOrPad(1200, pad=None))(x)
+    with pytest.raises(ValueError, match="needs the sampling rate"):
+        CropOrPad(duration_s=1.5)(x)
+    with pytest.raises(ValueError, match="exactly one of length"):
+        CropOrPad()
+    with pytest.raises(ValueError, match="unknown mode 'centre'; did you mean 'center'"):
+        CropOrPad(10, mode="centre")
+
+
+def test_lead_select():
+    x = ecg((2, 12, 50))
+    out = LeadSelect(["V1", "avr", "I"])(x, LEAD_NAMES)
+    assert torch.equal(out, x[:, [6, 3, 0]])
+    assert LeadSelect(LEAD_NAMES)(x, LEAD_NAMES) is x
+    assert torch.equal(LeadSelect(["II"], input_leads=LEAD_NAMES)(x), x[:, 1:2])
+    with pytest.raises(ValueError, match=r"lead 'V7' is not in the record's leads"):
+        LeadSelect(["V7"])(x, LEAD_NAMES)
+    with pytest.raises(ValueError, match="names a lead twice"):
+        LeadSelect(["I", "I"])
+    with pytest.raises(ValueError, match="built for input leads"):
+        PreprocManager(LeadSelect(["I"], input_leads=LEAD_NAMES))(x, lead_names=LEAD_NAMES[::-1])
+
+
+# ---- baseline (one stage) -----------------------------------------------------------------
+
+def test_one_median_stage_is_medfilt_bit_for_bit():
+    x = ecg((2, 3, 1500))
+    out = BaselineRemove(window1=0.4, window2=None, mode="constant")(x, FS)
+    ref = np.stack([[row - ss.medfilt(row, 201) for row in rec] for rec in x.numpy()])
+    assert np.array_equal(out.numpy(), ref)
+    nearest = BaselineRemove(FS, window1=0.2, window2=None)(x)
+    assert np.array_equal(nearest.numpy(), x.numpy() - ndimage.median_filter(
+        x.numpy(), size=(1, 1, 101), mode="nearest"))
+    x.requires_grad_(True)
+    grad, = torch.autograd.grad(BaselineRemove(FS, window2=None)(x).sum(), x)
+    assert torch.isfinite(grad).all()
+    with pytest.raises(ValueError, match="window2=None.*'median' only"):
+        BaselineRemove(window2=None, method="mean")
+
+
+def test_gradients_flow_through_a_pipeline():
+    pm = PreprocManager({"name": "sos_filter", "design": "iirnotch", "freq": 50.0, "q": 30.0},
+                        {"name": "resample", "dst_fs": 250.0, "method": "fft"},
+                        {"name": "crop_or_pad", "length": 900},
+                        {"name": "normalize", "per_channel": True}, fs=FS)
+    x = ecg((1, 2, 2000)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(pm(x).square().sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
