@@ -146,7 +146,7 @@ def test_step_probability():
 # ---- the signal's description ----------------------------------------------------------
 
 def test_call_forms_and_fs_flow():
-    pm = PreprocManager(Resample(dst_fs=250.0), BandPass(lowcut=0.5, highcut=100.0))
+    pm = PreprocManager(Resample(dst_fs=250.0, method="fft"), BandPass(lowcut=0.5, highcut=100.0))
     x = ecg((2, 12, 1000))
     out, fs = pm(x, FS)
     assert out.shape == (2, 12, 500) and fs == 250.0

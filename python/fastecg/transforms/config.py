@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Seque
 
 from ..registry import did_you_mean
 
-__all__ = ["SignalInfo", "Configurable", "Step", "MissingInfo", "parse_config", "build_step", "check_prob",
-           "json_value", "check_json", "MANAGER_KEYS", "BACKEND_NAMES"]
+__all__ = ["SignalInfo", "Configurable", "Step", "MissingInfo", "parse_config", "build_step",
+           "check_prob", "json_value", "check_json", "MANAGER_KEYS", "BACKEND_NAMES"]
 
 # Options of a manager in a config; every other key of a torch_ecg-style dict names a step.
 MANAGER_KEYS = ("fs", "lead_names", "random", "steps")
@@ -146,8 +146,9 @@ class Step(Configurable):
 
 def check_backend_name(backend: Any, what: str) -> str:
     if backend not in BACKEND_NAMES:
-        raise ValueError(f"{what}: unknown backend {backend!r}{did_you_mean(backend, BACKEND_NAMES)}"
-                         f" (expected one of {', '.join(BACKEND_NAMES)})")
+        raise ValueError(f"{what}: unknown backend {backend!r}"
+                         f"{did_you_mean(backend, BACKEND_NAMES)} (expected one of "
+                         f"{', '.join(BACKEND_NAMES)})")
     return backend
 
 
@@ -235,7 +236,8 @@ def build_step(factory: Callable, spec: Mapping, kind: str):
     except (TypeError, ValueError):  # no signature to check against
         return factory(**kwargs)
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        names = [n for n, p in params.items()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         for key in kwargs:
             if key not in names:
                 raise ValueError(f"{kind} {spec['name']!r}: unknown argument {key!r}"

@@ -325,8 +325,8 @@ class SOSFilterSpec(Step):
         if padtype not in ("odd", "even", "constant", None):
             raise ValueError(f"{what}: padtype must be 'odd', 'even', 'constant' or None, got "
                              f"{padtype!r}")
-        if padlen is not None and (isinstance(padlen, bool) or not isinstance(padlen, numbers.Integral)
-                                   or padlen < 0):
+        integral = isinstance(padlen, numbers.Integral) and not isinstance(padlen, bool)
+        if padlen is not None and not (integral and padlen >= 0):
             raise ValueError(f"{what}: padlen must be a non-negative int or None, got {padlen!r}")
         self._freq = None
         if design == "sos":
