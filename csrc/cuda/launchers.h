@@ -67,4 +67,12 @@ cudaError_t sosfiltfilt_adjoint_scan_cuda(const T* g, T* xg, double* mid, double
                                           int64_t n_sections, double* work,
                                           cudaStream_t stream);
 
+// y (rows, n_out) = the polyphase resampling of x (rows, n_in) (csrc/cuda/resample.cu):
+// y[r, m] = sum_i xe[r, i] * taps[m * down + offset - up * i], xe = x extended with cval;
+// taps: n_taps values of T. All contiguous, on the device.
+template <typename T>
+cudaError_t resample_poly_cuda(const T* x, T* y, const T* taps, int64_t rows, int64_t n_in,
+                               int64_t n_out, int64_t up, int64_t down, int64_t offset,
+                               int64_t n_taps, double cval, cudaStream_t stream);
+
 }  // namespace fastecg

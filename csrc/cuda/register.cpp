@@ -172,6 +172,32 @@ at::Tensor sosfiltfilt_adjoint_cuda_op(const at::Tensor& g, const at::Tensor& so
   return xg;
 }
 
+at::Tensor resample_poly_cuda_op(const at::Tensor& x, const at::Tensor& taps, int64_t up,
+                                int64_t down, int64_t offset, int64_t n_out, double cval) {
+  TORCH_CHECK(x.dim() == 2, "_resample_poly_kernel: expected (rows, n_samples), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "_resample_poly_kernel: expected float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(taps.dim() == 1 && taps.numel() >= 1 && taps.scalar_type() == x.scalar_type() &&
+                  taps.device() == x.device(),
+              "_resample_poly_kernel: taps must be a non-empty 1-D tensor of x's dtype on its "
+              "device, got ", taps.sizes(), " ", taps.scalar_type());
+  TORCH_CHECK(up >= 1 && down >= 1 && n_out >= 0,
+              "_resample_poly_kernel: needs up >= 1, down >= 1 and n_out >= 0");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor xc = x.contiguous(), hc = taps.contiguous();
+  at::Tensor y = at::empty({xc.size(0), n_out}, xc.options());
+  if (y.numel() == 0) return y;
+  cudaError_t err;
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "_resample_poly_kernel", [&] {
+    err = resample_poly_cuda<scalar_t>(xc.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                                       hc.const_data_ptr<scalar_t>(), xc.size(0), xc.size(1),
+                                       n_out, up, down, offset, hc.numel(), cval,
+                                       c10::cuda::getCurrentCUDAStream());
+  });
+  TORCH_CHECK(err == cudaSuccess, "_resample_poly_kernel: ", cudaGetErrorString(err));
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastecg, CUDA, m) {
@@ -180,6 +206,7 @@ TORCH_LIBRARY_IMPL(fastecg, CUDA, m) {
   m.impl("_sosfilt_kernel", &sosfilt_cuda_op);
   m.impl("_sosfiltfilt_kernel", &sosfiltfilt_cuda_op);
   m.impl("_sosfiltfilt_adjoint_kernel", &sosfiltfilt_adjoint_cuda_op);
+  m.impl("_resample_poly_kernel", &resample_poly_cuda_op);
 }
 
 }  // namespace fastecg

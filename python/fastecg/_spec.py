@@ -132,3 +132,91 @@ def window_samples(window_s: float, fs: float) -> int:
         raise ValueError(f"window of {window_s} s at {fs} Hz is {samples:g} samples; at most "
                          f"{MAX_WINDOW - 1} are supported")
     return 2 * (int(samples) // 2) + 1
+
+
+# ---- resample: scipy.signal.resample_poly's factors and filter design -------------------
+
+MAX_RESAMPLE_FACTOR = 1000  # largest up or down that fs_in/fs_out may reduce to
+
+
+def resample_factors(up, down, fs_in=None, fs_out=None) -> tuple[int, int]:
+    """(up, down) reduced by their gcd, from the integer factors or from two sampling rates.
+
+    Rates: up/down is fs_out/fs_in in lowest terms, which must be a ratio of integers of
+    at most MAX_RESAMPLE_FACTOR each (500 -> 360 Hz is 18/25; 1000/3 -> 360 Hz is 27/25,
+    the float 1000/3 agreeing to 1e-9). Anything else (500 -> 359.9 Hz is 3599/5000)
+    raises ValueError: the filter's length grows with max(up, down), so such ratios are
+    better stated as factors, knowingly."""
+    by_rate = fs_in is not None or fs_out is not None
+    if by_rate and (up is not None or down is not None):
+        raise ValueError("resample: give either up and down, or fs_in and fs_out, not both "
+                         f"(got up={up!r}, down={down!r}, fs_in={fs_in!r}, fs_out={fs_out!r})")
+    if by_rate:
+        if fs_in is None or fs_out is None:
+            raise ValueError(f"resample: fs_in and fs_out go together, got fs_in={fs_in!r}, "
+                             f"fs_out={fs_out!r}")
+        from fractions import Fraction
+
+        rate_in, rate_out = check_fs(fs_in, "resample fs_in"), check_fs(fs_out, "resample fs_out")
+        exact = Fraction(rate_out) / Fraction(rate_in)
+        ratio = exact.limit_denominator(MAX_RESAMPLE_FACTOR)
+        if ratio.numerator > MAX_RESAMPLE_FACTOR or abs(ratio - exact) > 1e-9 * exact:
+            raise ValueError(
+                f"resample: fs_out/fs_in = {rate_out:g}/{rate_in:g} is not a ratio of integers "
+                f"up/down of at most {MAX_RESAMPLE_FACTOR} each; pass up and down instead")
+        return ratio.numerator, ratio.denominator
+    if up is None or down is None:
+        raise ValueError(f"resample: give up and down (or fs_in and fs_out), got up={up!r}, "
+                         f"down={down!r}")
+    check_positive_int("up", up)
+    check_positive_int("down", down)
+    g = math.gcd(int(up), int(down))
+    return int(up) // g, int(down) // g
+
+
+def resample_window_key(window) -> tuple:
+    """A window spec as ``scipy.signal.get_window`` takes it, made hashable: ``(name,
+    params)``. A bare number is the Kaiser window's beta (get_window's rule)."""
+    if isinstance(window, str):
+        return window, ()
+    if isinstance(window, numbers.Real) and not isinstance(window, bool):
+        return "kaiser", (float(window),)
+    if isinstance(window, tuple) and window and isinstance(window[0], str) and all(
+            isinstance(p, numbers.Real) and not isinstance(p, bool) for p in window[1:]):
+        return window[0], tuple(float(p) for p in window[1:])
+    raise ValueError(f"resample: window must be a name, a (name, *numbers) tuple, a Kaiser "
+                     f"beta, or the filter's taps as an array, got {window!r}")
+
+
+def resample_half_len(up: int, down: int) -> int:
+    """resample_poly's default filter half-length: 10 * max(up, down) of the reduced
+    factors (2 * half_len + 1 taps)."""
+    return 10 * max(up, down)
+
+
+@functools.lru_cache(maxsize=128)
+def _resample_design(up: int, down: int, key: tuple) -> np.ndarray:
+    from scipy.signal import firwin
+
+    name, params = key
+    try:
+        h = firwin(2 * resample_half_len(up, down) + 1, 1.0 / max(up, down),
+                   window=(name, *params) if params else name)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"resample: window {key!r} is not one SciPy can design: {err}") from None
+    h.setflags(write=False)
+    return h
+
+
+def resample_taps(up: int, down: int, key: tuple) -> np.ndarray:
+    """resample_poly's low-pass design for reduced (up, down) and a window key: ``firwin(2 *
+    half_len + 1, 1 / max(up, down), window=window)`` in float64, before its gain of `up`
+    (SciPy casts to the signal's dtype first, then multiplies). Cached, read-only."""
+    check_positive_int("up", up)
+    check_positive_int("down", down)
+    return _resample_design(int(up), int(down), key)
+
+
+def resample_length(n: int, up: int, down: int) -> int:
+    """Output samples of resample_poly: ceil(n * up / down) for reduced up/down."""
+    return -(-n * up // down)

@@ -1,0 +1,349 @@
+// CPU kernel of fastecg::_resample_poly_kernel: scipy.signal.upfirdn's polyphase filter with
+// its output cropped as scipy.signal.resample_poly crops it, computing only the kept outputs:
+//
+//   y[r, m] = sum_i xe[r, i] * h[m * down + offset - up * i],   0 <= m < n_out,
+//
+// xe = row r of x extended with cval outside [0, n_in). Output m reads the taps of one phase
+// k = (m * down + offset) mod up, h[k], h[k + up], ..., a ceil((L - k) / up)-tap dot
+// product with consecutive input samples: n_out * L / up multiply-adds per row, where
+// filtering the zero-stuffed signal would do `up` times as many and filtering every
+// upsampled sample `down` times more again. The adjoint (the backward) is the same sum with
+// the taps reversed and up and down swapped (python/fastecg/ops/resample.py).
+//
+// Vector lanes run across rows, so every phase, whatever its length, is whole vectors:
+// blocks of W rows (32 float32 or 16 float64 rows: two 64-byte vectors a time step) are
+// transposed, a chunk of time at a time, into a lane-interleaved buffer holding the
+// chunk's input span (cval where the span leaves the row); each output is then
+// sum_r tap[r] * buffer[t0 + r] on whole vectors with the tap broadcast, and the chunk's
+// outputs are transposed back into the rows. The transposes are 8x8 (float32) or 4x4
+// (float64) tiles in registers. Arithmetic is in the input's dtype, as SciPy's is (it casts
+// the taps to x's dtype; float32 sums of the 41-501-tap designs stay within ~3e-7 of the
+// float64 result, relative to the peak). The instruction set is chosen at run time
+// (AVX-512, AVX2+FMA or baseline; FASTECG_CPU_ISA=avx512|avx2|generic forces a narrower one,
+// as for the other CPU kernels).
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../common/huge_pages.h"
+#include "../common/lanes4.h"
+#include "../common/parallel.h"
+
+// The vector helpers below are always inlined into their ISA's caller, so the ABI GCC warns
+// about (vector arguments across ISAs) is never used.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace fastecg {
+namespace {
+
+// (Structs, not alias templates: GCC drops vector_size on a dependent alias.)
+template <typename T, int VB> struct VecBytes {
+  typedef T type __attribute__((vector_size(VB)));
+};
+template <typename T> struct Vec32 {
+  typedef T type __attribute__((vector_size(32)));
+};
+
+// Rows and samples of one register transpose (a 32-byte vector of T).
+template <typename T> constexpr int64_t kTile = 32 / sizeof(T);
+// Rows of a block: two 64-byte vectors a time step, so each output has four independent
+// accumulators (two vectors x even/odd taps): eight ymm chains on AVX2, enough to keep
+// both FMA pipes busy through the FMA latency.
+template <typename T> constexpr int64_t kBlock = 128 / sizeof(T);
+// Input time steps a chunk's span aims at: 128 KB of lane-interleaved buffer, in L2,
+// while one output's taps (at most a few hundred steps) stay in L1.
+constexpr int64_t kSpanSteps = 1024;
+
+FASTECG_INLINE int64_t floor_div(int64_t a, int64_t b) {
+  const int64_t q = a / b;
+  return q - ((a % b != 0) && ((a < 0) != (b < 0)));
+}
+
+template <typename T>
+struct Problem {
+  const T* x;
+  T* y;
+  int64_t rows, n_in, n_out, up, down, offset, n_taps;
+  T cval;
+  const int64_t* start;  // phase k's taps are taps[start[k] .. start[k] + count[k])
+  const int64_t* count;
+  const T* taps;         // each phase's taps reversed: taps[start[k] + r] = h[k + up (count[k] - 1 - r)]
+  int64_t chunk;         // outputs per chunk, a multiple of kTile<T>
+  int64_t n_chunks;
+  int64_t span_max;      // input steps of the widest chunk
+};
+
+// First and last input sample that output m reads (the last one: phase tap 0).
+template <typename T>
+FASTECG_INLINE int64_t first_input(const Problem<T>& p, int64_t m) {
+  return floor_div(m * p.down + p.offset - p.n_taps, p.up) + 1;
+}
+template <typename T>
+FASTECG_INLINE int64_t last_input(const Problem<T>& p, int64_t m) {
+  return floor_div(m * p.down + p.offset, p.up);
+}
+
+// v[j][k] <-> v[k][j] for an 8x8 float32 tile.
+FASTECG_INLINE void transpose_tile(typename Vec32<float>::type (&v)[8]) {
+  typedef typename Vec32<float>::type F8;
+  F8 t[8], u[8];
+  for (int j = 0; j < 8; j += 2) {
+    t[j] = __builtin_shufflevector(v[j], v[j + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[j + 1] = __builtin_shufflevector(v[j], v[j + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int j = 0; j < 8; j += 4) {
+    u[j] = __builtin_shufflevector(t[j], t[j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[j + 1] = __builtin_shufflevector(t[j], t[j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[j + 2] = __builtin_shufflevector(t[j + 1], t[j + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[j + 3] = __builtin_shufflevector(t[j + 1], t[j + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int j = 0; j < 4; ++j) {
+    v[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    v[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+// ... and for a 4x4 float64 tile.
+FASTECG_INLINE void transpose_tile(typename Vec32<double>::type (&v)[4]) { transpose4(v); }
+
+template <typename V, typename T> FASTECG_INLINE V load_vec(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename V, typename T> FASTECG_INLINE void store_vec(T* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// buf[(i - i_lo) * W + w] = xe[r0 + w, i] for i in [i_lo, i_hi); rows past the last one
+// get cval too (their outputs are never stored).
+template <typename T>
+FASTECG_INLINE void gather_span(const Problem<T>& p, int64_t r0, int64_t i_lo, int64_t i_hi,
+                                T* buf) {
+  typedef typename Vec32<T>::type VT;
+  constexpr int64_t W = kBlock<T>, P = kTile<T>;
+  const int64_t a = std::clamp<int64_t>(i_lo, 0, p.n_in), e = std::clamp<int64_t>(i_hi, 0, p.n_in);
+  for (int64_t i = i_lo; i < std::min(a, i_hi); ++i)
+    for (int64_t w = 0; w < W; ++w) buf[(i - i_lo) * W + w] = p.cval;
+  for (int64_t i = std::max(e, i_lo); i < i_hi; ++i)
+    for (int64_t w = 0; w < W; ++w) buf[(i - i_lo) * W + w] = p.cval;
+  if (a >= e) return;
+  for (int64_t g = 0; g < W; g += P) {
+    const int64_t rg = r0 + g, valid = std::min<int64_t>(P, p.rows - rg);
+    T* out = buf + (a - i_lo) * W + g;
+    int64_t i = a;
+    if (valid == P) {
+      const T* src = p.x + rg * p.n_in;
+      for (; i + P <= e; i += P, out += P * W) {
+        VT v[P];
+        for (int64_t j = 0; j < P; ++j) v[j] = load_vec<VT>(src + j * p.n_in + i);
+        transpose_tile(v);
+        for (int64_t j = 0; j < P; ++j) store_vec(out + j * W, v[j]);
+      }
+    }
+    for (; i < e; ++i, out += W)
+      for (int64_t j = 0; j < P; ++j)
+        out[j] = j < valid ? p.x[(rg + j) * p.n_in + i] : p.cval;
+  }
+}
+
+// yt[(m - m0) * W + w] = y[r0 + w, m] for m in [m0, m1): one phase's dot product per
+// output, on W rows at once, in vectors of VB bytes (the ISA's width: GCC spills vectors
+// wider than the target's registers through the stack).
+template <typename T, int VB>
+FASTECG_INLINE void filter_span(const Problem<T>& p, const T* buf, int64_t i_lo, int64_t m0,
+                                int64_t m1, T* yt) {
+  typedef typename VecBytes<T, VB>::type V;
+  constexpr int64_t W = kBlock<T>, H = VB / sizeof(T), NV = W / H;
+  // Even and odd taps into separate sums: 2 * NV independent chains (8 ymm on AVX2, 4 zmm
+  // on AVX-512) hide the FMA latency. SSE's 16 registers hold only one set.
+  constexpr int S = VB >= 32 ? 2 : 1;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int64_t q = m * p.down + p.offset;
+    const int64_t i_max = floor_div(q, p.up);
+    const int64_t k = q - i_max * p.up;
+    const int64_t len = p.count[k];
+    V acc[S][NV] = {};
+    if (len > 0) {
+      const T* h = p.taps + p.start[k];
+      const T* src = buf + (i_max - len + 1 - i_lo) * W;
+      int64_t r = 0;
+      for (; r + S <= len; r += S, src += S * W)
+        for (int j = 0; j < S; ++j)
+          for (int64_t v = 0; v < NV; ++v)
+            acc[j][v] += h[r + j] * load_vec<V>(src + j * W + v * H);
+      for (; r < len; ++r, src += W)
+        for (int64_t v = 0; v < NV; ++v) acc[0][v] += h[r] * load_vec<V>(src + v * H);
+    }
+    for (int64_t v = 0; v < NV; ++v) {
+      V sum = acc[0][v];
+      for (int j = 1; j < S; ++j) sum += acc[j][v];
+      store_vec(yt + (m - m0) * W + v * H, sum);
+    }
+  }
+}
+
+// y[r0 + w, m] = yt[(m - m0) * W + w] for the block's real rows.
+template <typename T>
+FASTECG_INLINE void scatter_span(const Problem<T>& p, const T* yt, int64_t r0, int64_t m0,
+                                 int64_t m1) {
+  typedef typename Vec32<T>::type VT;
+  constexpr int64_t W = kBlock<T>, P = kTile<T>;
+  for (int64_t g = 0; g < W; g += P) {
+    const int64_t rg = r0 + g, valid = std::min<int64_t>(P, p.rows - rg);
+    if (valid <= 0) return;
+    T* dst = p.y + rg * p.n_out;
+    int64_t m = m0;
+    if (valid == P) {
+      for (; m + P <= m1; m += P) {
+        VT v[P];
+        for (int64_t j = 0; j < P; ++j) v[j] = load_vec<VT>(yt + (m - m0 + j) * W + g);
+        transpose_tile(v);
+        for (int64_t j = 0; j < P; ++j) store_vec(dst + j * p.n_out + m, v[j]);
+      }
+    }
+    for (; m < m1; ++m)
+      for (int64_t j = 0; j < valid; ++j) dst[j * p.n_out + m] = yt[(m - m0) * W + g + j];
+  }
+}
+
+// One work item: a block of rows times a chunk of outputs. scratch: span_max * W + chunk * W.
+template <typename T, int VB>
+FASTECG_INLINE void item_body(const Problem<T>& p, int64_t item, T* scratch) {
+  constexpr int64_t W = kBlock<T>;
+  const int64_t r0 = item / p.n_chunks * W;
+  const int64_t m0 = item % p.n_chunks * p.chunk, m1 = std::min(m0 + p.chunk, p.n_out);
+  const int64_t i_lo = first_input(p, m0), i_hi = last_input(p, m1 - 1) + 1;
+  T* buf = scratch;
+  T* yt = scratch + p.span_max * W;
+  gather_span(p, r0, i_lo, i_hi, buf);
+  filter_span<T, VB>(p, buf, i_lo, m0, m1, yt);
+  scatter_span(p, yt, r0, m0, m1);
+}
+
+#if defined(__x86_64__)
+template <typename T>
+__attribute__((target("arch=x86-64-v4"))) void item_avx512(const Problem<T>& p, int64_t item,
+                                                            T* scratch) {
+  item_body<T, 64>(p, item, scratch);
+}
+template <typename T>
+__attribute__((target("arch=x86-64-v3"))) void item_avx2(const Problem<T>& p, int64_t item,
+                                                          T* scratch) {
+  item_body<T, 32>(p, item, scratch);
+}
+#endif
+template <typename T>
+void item_generic(const Problem<T>& p, int64_t item, T* scratch) {
+  item_body<T, 16>(p, item, scratch);
+}
+
+template <typename T> using ItemFn = void (*)(const Problem<T>&, int64_t, T*);
+
+// The widest instruction set this CPU runs, unless FASTECG_CPU_ISA asks for a narrower one
+// (the same rule as csrc/cpu/sosfilt.cpp's).
+template <typename T>
+ItemFn<T> select_item_fn() {
+  int best = 0;  // 0 generic, 1 avx2, 2 avx512
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
+    best = 2;
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    best = 1;
+#endif
+  int want = best;
+  const char* forced = std::getenv("FASTECG_CPU_ISA");
+  if (forced != nullptr && *forced != '\0') {
+    const std::string name(forced);
+    want = name == "generic" ? 0 : name == "avx2" ? 1 : name == "avx512" ? 2 : -1;
+    TORCH_CHECK(want >= 0, "FASTECG_CPU_ISA must be generic, avx2 or avx512, got ", name);
+    TORCH_CHECK(want <= best, "FASTECG_CPU_ISA=", name, " but this CPU does not support it");
+  }
+#if defined(__x86_64__)
+  if (want == 2) return item_avx512<T>;
+  if (want == 1) return item_avx2<T>;
+#endif
+  return item_generic<T>;
+}
+
+// Work memory of the calling thread, kept between calls up to 8 MiB.
+template <typename T>
+T* work_memory(size_t n, AlignedArray<T>& own) {
+  constexpr size_t kKeep = (size_t{8} << 20) / sizeof(T);
+  thread_local AlignedArray<T> cache;
+  if (n > kKeep) {
+    own = AlignedArray<T>(n);
+    return own.get();
+  }
+  if (cache.size() < n) cache = AlignedArray<T>(std::max<size_t>(n, 4096));
+  return cache.get();
+}
+
+template <typename T>
+void resample_rows(const T* x, T* y, const T* h, int64_t rows, int64_t n_in, int64_t n_out,
+                   int64_t up, int64_t down, int64_t offset, int64_t n_taps, T cval) {
+  constexpr int64_t W = kBlock<T>, P = kTile<T>;
+  // Polyphase decomposition, each phase reversed so the dot products run forward in time.
+  std::vector<int64_t> start(up), count(up);
+  std::vector<T> taps(std::max<int64_t>(n_taps, 1));
+  for (int64_t k = 0, at = 0; k < up; ++k) {
+    count[k] = k < n_taps ? (n_taps - k + up - 1) / up : 0;
+    start[k] = at;
+    for (int64_t r = 0; r < count[k]; ++r) taps[at + r] = h[k + up * (count[k] - 1 - r)];
+    at += count[k];
+  }
+  Problem<T> p{x, y, rows, n_in, n_out, up, down, offset, n_taps, cval,
+               start.data(), count.data(), taps.data(), 0, 0, 0};
+  // Outputs per chunk: a span of about kSpanSteps input steps (at least one tile).
+  const int64_t reach = (n_taps + up - 1) / up;
+  int64_t chunk = std::max<int64_t>(P, (kSpanSteps - std::min(reach, kSpanSteps)) * up / down);
+  chunk = std::min((chunk + P - 1) / P * P, (n_out + P - 1) / P * P);
+  p.chunk = chunk;
+  p.n_chunks = (n_out + chunk - 1) / chunk;
+  // The widest span: last_input(m0 + chunk - 1) - first_input(m0) + 1 over every m0.
+  p.span_max = ((chunk - 1) * down + n_taps + up - 1) / up + 2;
+  const int64_t n_items = (rows + W - 1) / W * p.n_chunks;
+  const ItemFn<T> fn = select_item_fn<T>();
+  parallel_claim(n_items, [&](auto& claim) {
+    AlignedArray<T> own;
+    T* scratch = work_memory<T>((p.span_max + p.chunk) * W, own);
+    for (int64_t item; (item = claim()) >= 0;) fn(p, item, scratch);
+  });
+}
+
+at::Tensor resample_poly_cpu(const at::Tensor& x, const at::Tensor& taps, int64_t up,
+                             int64_t down, int64_t offset, int64_t n_out, double cval) {
+  TORCH_CHECK(x.dim() == 2, "_resample_poly_kernel: expected (rows, n_samples), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "_resample_poly_kernel: expected float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(taps.dim() == 1 && taps.numel() >= 1 && taps.scalar_type() == x.scalar_type() &&
+                  taps.device().is_cpu(),
+              "_resample_poly_kernel: taps must be a non-empty 1-D CPU tensor of x's dtype, got ",
+              taps.sizes(), " ", taps.scalar_type());
+  TORCH_CHECK(up >= 1 && down >= 1 && n_out >= 0,
+              "_resample_poly_kernel: needs up >= 1, down >= 1 and n_out >= 0, got up=", up,
+              " down=", down, " n_out=", n_out);
+  const at::Tensor xc = x.contiguous(), hc = taps.contiguous();
+  at::Tensor y = at::empty({xc.size(0), n_out}, xc.options());
+  if (y.numel() == 0) return y;
+  advise_huge_pages(y.data_ptr(), y.nbytes());
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "resample_poly_cpu", [&] {
+    resample_rows<scalar_t>(xc.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                            hc.const_data_ptr<scalar_t>(), xc.size(0), xc.size(1), n_out, up,
+                            down, offset, hc.numel(), static_cast<scalar_t>(cval));
+  });
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastecg, CPU, m) { m.impl("_resample_poly_kernel", &resample_poly_cpu); }
+
+}  // namespace fastecg
