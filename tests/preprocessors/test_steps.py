@@ -2,6 +2,7 @@
 trip, its torch/NumPy twins, its errors, and that none writes into its input."""
 
 import importlib.util
+import inspect
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from scipy import ndimage
 from scipy.interpolate import interp1d
 
+from fastecg.numpy_path.preproc import NUMPY_PREPROCESSORS
 from fastecg.numpy_path.preproc import PreprocManager as NumpyPreprocManager
 from fastecg.preprocessors import (BaselineRemove, CropOrPad, LeadSelect, PreprocManager,
                                    Resample, SOSFilter)
@@ -65,6 +67,12 @@ def test_step_config_round_trip_and_numpy_twin(name, config):
     ref, fs_ref = twin(x.numpy(), FS)
     assert ref.shape == tuple(out.shape) and fs_ref == fs_out
     assert rel_err(out, ref) < TOL[torch.float64]
+    if name != "lead_select":  # the steps on their own (no lead names there)
+        alone = NUMPY_PREPROCESSORS.build({"name": name, **config})
+        assert rel_err(alone(x.numpy(), FS), ref) < TOL[torch.float64]
+        module = PREPROCESSORS.build({"name": name, **config})
+        takes_fs = "fs" in inspect.signature(module.forward).parameters
+        assert torch.equal(module(x, FS) if takes_fs else module(x), out)
     ref32, _ = twin(x.float().numpy(), FS)
     out32, _ = pm(x.float(), FS)
     assert out32.dtype == torch.float32 and ref32.dtype == np.float32

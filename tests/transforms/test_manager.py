@@ -271,3 +271,13 @@ def test_parse_config_is_shared_and_torch_free():
                                   ["bandpass"])
     assert options == {"fs": 250} and steps == [{"name": "bandpass", "lowcut": 1.0}]
     assert SignalInfo(fs=1.0)._replace(n_samples=3) == SignalInfo(1.0, None, 3, None)
+
+
+def test_pipeline_pickles_for_dataloader_workers():
+    import copy
+    import pickle
+
+    pm = PreprocManager.from_recipe("st_mem", fs=FS)
+    x = ecg((2, 12, 5000))
+    for clone in (pickle.loads(pickle.dumps(pm)), copy.deepcopy(pm)):
+        assert clone.to_config() == pm.to_config() and torch.equal(clone(x), pm(x))

@@ -43,12 +43,10 @@ class NumpyStep(Step):
 
     def __call__(self, sig: np.ndarray, fs: Optional[float] = None) -> np.ndarray:
         sig = np.asarray(sig)
-        info = self.infer(SignalInfo(fs=fs, n_leads=sig.shape[-2] if sig.ndim > 1 else None,
-                                     n_samples=sig.shape[-1]))
-        return self.run(sig, self._with_fs(info, fs), None)
-
-    def _with_fs(self, info: SignalInfo, fs: Optional[float]) -> SignalInfo:
-        return info._replace(fs=fs if fs is not None else self.fs)
+        info = SignalInfo(fs=fs, n_leads=sig.shape[-2] if sig.ndim > 1 else None,
+                          n_samples=sig.shape[-1])
+        self.infer(info)
+        return self.run(sig, info, None)
 
     def run(self, sig: np.ndarray, info: SignalInfo, rng: Any) -> np.ndarray:
         raise NotImplementedError
@@ -66,9 +64,6 @@ class BandPassStep(BandPassSpec, NumpyStep):
             raise ValueError("BandPass: the NumPy path has no 'fft' method (it is a different "
                              "filter from sosfiltfilt near the ends); use method='iir'")
         return super().infer(info)
-
-    def __call__(self, sig: np.ndarray, fs: Optional[float] = None) -> np.ndarray:
-        return super().__call__(sig, self.step_fs(SignalInfo(fs=fs)))
 
     def run(self, sig: np.ndarray, info: SignalInfo, rng: Any) -> np.ndarray:
         fs = self.step_fs(info)
