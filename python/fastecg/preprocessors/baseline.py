@@ -39,7 +39,8 @@ class BaselineRemove(BaselineRemoveSpec, Transform):
                                    self.backend, mode=self.mode)
         (width,) = self.windows(fs)
         base = median_filter1d(sig, width, mode=self.mode, backend=self.backend)
-        if torch.is_grad_enabled() and (sig.requires_grad or base.requires_grad):
+        if (torch.is_grad_enabled() and (sig.requires_grad or base.requires_grad)) \
+                or base.dtype != sig.dtype or base.data_ptr() == sig.data_ptr():
             return sig - base
         # The baseline's memory takes the result: one new tensor for the step, not two.
-        return torch.sub(sig, base, out=base) if base.dtype == sig.dtype else sig - base
+        return torch.sub(sig, base, out=base)

@@ -40,15 +40,17 @@ class CropOrPad(CropOrPadSpec, Transform):
             offset = self.offsets(n, length)
             if n > length:
                 return sig[..., offset:offset + length].contiguous()
-            if self.pad == "zero":
-                return torch.nn.functional.pad(sig, (offset, length - n - offset))
-            shift = torch.tensor(offset, device=sig.device)
-        else:  # one offset per record, the same for all its leads
-            records = sig.shape[:-2] if sig.dim() > 1 else ()
-            shift = torch.randint(abs(n - length) + 1, records, generator=generator)
-            shift = shift.to(sig.device)[..., None, None] if sig.dim() > 1 else shift.to(sig.device)
+            mode = "constant" if self.pad == "zero" else "replicate"
+            rows = sig.reshape(-1, 1, n)  # the layout replicate padding takes
+            out = torch.nn.functional.pad(rows, (offset, length - n - offset), mode=mode)
+            return out.view(*sig.shape[:-1], length)
+        # One offset per record, the same for all its leads: a gather.
+        records = sig.shape[:-2] if sig.dim() > 1 else ()
+        shift = torch.randint(abs(n - length) + 1, records, generator=generator).to(sig.device)
+        if sig.dim() > 1:
+            shift = shift[..., None, None]
         steps = torch.arange(length, device=sig.device)
-        pos = steps + shift if n > length else steps - shift  # input sample read by each output
+        pos = steps + shift if n > length else steps - shift  # input sample of each output
         out = sig.gather(-1, pos.clamp(0, n - 1).expand(*sig.shape[:-1], length))
         if n < length and self.pad == "zero":
             out.masked_fill_((pos < 0) | (pos >= n), 0)

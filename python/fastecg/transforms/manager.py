@@ -63,7 +63,9 @@ class TransformManager(PipelineBase, nn.Module):
     any work. The caller's tensor is never written to; a step that changes nothing
     (resampling to the rate the signal already has) passes its input through, so the
     output may be the input itself. Each step allocates its own output and the manager
-    nothing more: the input of a step is released as soon as the next one has run.
+    nothing more: the input of a step is released as soon as the next one has run. A
+    plain ``nn.Module`` step (not a :class:`Transform`) is called as ``step(sig)`` and
+    taken to keep the rate, length and leads.
 
     Config
     ------
