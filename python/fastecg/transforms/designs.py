@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 import numpy as np
 
 from .._spec import (butter_order, butter_sos, check_fs, check_positive_int, default_numtaps,
-                     fir_taps, window_samples)
+                     fir_taps, resample_factors, window_samples)
 from ..registry import did_you_mean
 from .config import MissingInfo, SignalInfo, Step, check_backend_name
 
@@ -412,34 +412,31 @@ class ResamplePlan(NamedTuple):
     fs_out: Optional[float]
 
 
-def _ratio(fs_out: float, fs_in: float) -> Fraction:
-    """fs_out / fs_in as a fraction of small terms (rates like 500, 360, 128.5 Hz);
-    ValueError if the two rates have none (e.g. 500 and 500 * sqrt(2))."""
-    ratio = Fraction(fs_out).limit_denominator(10_000) / Fraction(fs_in).limit_denominator(10_000)
-    if abs(float(ratio) - fs_out / fs_in) > 1e-12 * (fs_out / fs_in) or \
-            max(ratio.numerator, ratio.denominator) > 10**6:
-        raise ValueError(f"Resample: {fs_in:g} Hz -> {fs_out:g} Hz is not a ratio of small "
-                         "integers; give siglen= or rates with a rational ratio")
-    return ratio
-
-
 def resample_plan(method: str, n: Optional[int], fs_in: Optional[float],
                   dst_fs: Optional[float], siglen: Optional[int]) -> ResamplePlan:
     """Output length and rate of one resampling (SciPy's lengths: ``resample_poly``
     ``ceil(n * up / down)``, ``decimate`` ``ceil(n / q)``; ``fft`` and ``linear``
     ``int(n * dst_fs / fs)``, as ST-MEM, HuBERT-ECG and fairseq-signals compute it).
-    ValueError for a rate ratio that is not rational, or not an integer for decimate."""
+    ``poly`` and ``decimate`` need the rates' ratio in small integers
+    (:func:`fastecg._spec.resample_factors`, fastecg.ops.resample's rule; decimate an
+    integer factor); ValueError otherwise."""
     if siglen is not None:
         if n is None:
             return ResamplePlan(0, 0, siglen, None)
         ratio = Fraction(siglen, n)
         fs_out = None if fs_in is None else fs_in * siglen / n
         return ResamplePlan(ratio.numerator, ratio.denominator, siglen, fs_out)
-    ratio = _ratio(dst_fs, fs_in)
-    up, down = ratio.numerator, ratio.denominator
-    if method == "decimate" and up != 1:
-        raise ValueError(f"Resample(method='decimate'): {fs_in:g} Hz -> {dst_fs:g} Hz is not "
-                         "an integer decimation factor")
+    if method in ("poly", "decimate"):
+        try:
+            up, down = resample_factors(None, None, fs_in, dst_fs)
+        except ValueError as err:
+            raise ValueError(f"Resample(method={method!r}): {err}") from None
+        if method == "decimate" and up != 1:
+            raise ValueError(f"Resample(method='decimate'): {fs_in:g} Hz -> {dst_fs:g} Hz is "
+                             "not an integer decimation factor")
+    else:  # exact: a float's binary fraction, so int(n * dst_fs / fs) is never off by one
+        ratio = Fraction(dst_fs) / Fraction(fs_in)
+        up, down = ratio.numerator, ratio.denominator
     if n is None:
         n_out = None
     elif method == "decimate":
