@@ -183,6 +183,8 @@ def test_resample_to_the_same_rate_passes_the_input_through():
     ({"dst_fs": 250.0, "method": "sinc"}, "unknown method 'sinc'"),
     ({"dst_fs": -250.0}, "fs must be"),
     ({"siglen": 0}, "siglen must be a positive integer"),
+    ({"dst_fs": 250.0, "window": ("kaizer", 5.0)}, "window .*kaizer"),
+    ({"dst_fs": 250.0, "window": {"kaiser": 5.0}}, "window must be a name"),
 ])
 def test_resample_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

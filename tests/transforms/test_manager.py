@@ -75,6 +75,7 @@ def test_tensor_arguments_are_saved_as_lists():
     ([{"name": "bandpass", "low_cut": 1.0}], r"unknown argument 'low_cut'; did you mean 'lowcut'"),
     ({"steps": [], "fss": 500}, r"unknown option 'fss'; did you mean 'fs'"),
     ([{"lowcut": 1.0}], "'name' key"),
+    (["lead_select"], "preprocessor 'lead_select': missing argument 'leads'"),
     ([3], "expected a name or a dict"),
     ({"normalize": 3}, "must be a dict of arguments"),
     ("bandpass", "expected a list of steps or a dict"),

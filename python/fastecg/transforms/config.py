@@ -242,6 +242,10 @@ def build_step(factory: Callable, spec: Mapping, kind: str):
             if key not in names:
                 raise ValueError(f"{kind} {spec['name']!r}: unknown argument {key!r}"
                                  f"{did_you_mean(key, names)} (it takes {', '.join(names)})")
+    missing = [n for n, p in params.items() if p.default is p.empty and n not in kwargs
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if missing:
+        raise ValueError(f"{kind} {spec['name']!r}: missing argument {missing[0]!r}")
     return factory(**kwargs)
 
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 import numpy as np
 
 from .._spec import (butter_order, butter_sos, check_fs, check_positive_int, default_numtaps,
-                     fir_taps, resample_factors, window_samples)
+                     fir_taps, resample_factors, resample_window_key, window_samples)
 from ..registry import did_you_mean
 from .config import MissingInfo, SignalInfo, Step, check_backend_name
 
@@ -502,6 +502,8 @@ class ResampleSpec(Step):
         self.dst_fs = None if dst_fs is None else check_fs(dst_fs, "Resample: dst_fs")
         self.siglen, self.method, self.backend = siglen, method, backend
         self.window = tuple(window) if isinstance(window, list) else window
+        if method == "poly":
+            _check_window(self.window)
         if self.fs is not None and self.dst_fs is not None:
             resample_plan(method, 1, self.fs, self.dst_fs, None)
 
@@ -517,6 +519,20 @@ class ResampleSpec(Step):
     def infer(self, info: SignalInfo) -> SignalInfo:
         plan = self.plan(info)
         return info._replace(fs=plan.fs_out, n_samples=plan.n_out)
+
+
+def _check_window(window: Any) -> None:
+    """A named window SciPy knows (``"hann"``, ``("kaiser", 5.0)``, a Kaiser beta), or
+    the filter's taps; checked when built, not when the op first runs."""
+    if isinstance(window, tuple) and window and all(map(_is_number, window)):
+        return  # taps (a config stores an array as a list)
+    from scipy.signal import get_window
+
+    name, params = resample_window_key(window)
+    try:
+        get_window((name, *params) if params else name, 3)
+    except ValueError as err:
+        raise ValueError(f"Resample: window {window!r}: {err}") from None
 
 
 # ---- length and leads ------------------------------------------------------------------------
