@@ -198,3 +198,16 @@ def test_numpy_path_builds_and_runs_recipes_without_torch():
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("poison", [np.nan, np.inf, 1e30])
+def test_a_poisoned_record_touches_no_other(name, poison, records):
+    signals, _ = records
+    clean = torch.from_numpy(signals[:4].astype(np.float32))
+    poisoned = clean.clone()
+    poisoned[1, 3, 1234] = poison
+    pm = PreprocManager.from_recipe(name, fs=FS)
+    ref, out = pm(clean), pm(poisoned)
+    others = [0, 2, 3]
+    assert rel_err(out[others], ref[others]) < 1e-6
