@@ -1,5 +1,6 @@
 """Family-specific checks of the MobileNet, EfficientNet, RegNet and transformer
-backbones (the shared contract is checked for every backbone in test_backbones.py)."""
+backbones, and of the builders the backbones share (stages, stochastic depth, weight
+initialisation); the shared contract is checked for every backbone in test_backbones.py."""
 
 import math
 
@@ -8,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from fastecg.models._layers import DropPath, SqueezeExcite
+from fastecg.models._layers import (ConvBnAct, DropPath, SkipBlock, SqueezeExcite,
+                                    build_stages, drop_path_rates, init_weights)
 from fastecg.models.backbones.efficientnet import FusedMBConv
 from fastecg.models.backbones.mobilenet import InvertedResidual
 from fastecg.models.backbones.regnet import RegNetBlock, regnet_widths
+from fastecg.models.backbones.resnet import _ResidualBlock
 from fastecg.models.backbones.transformer import PositionalEncoding, _pre_norm_layer
 from fastecg.registry import BACKBONES
 
@@ -171,3 +174,58 @@ def test_compile_path_of_encoder_layer_matches_layer(grad):
     with pytest.raises(ValueError, match="pre-norm"):
         from fastecg.models.backbones.transformer import TransformerStage
         TransformerStage([nn.TransformerEncoderLayer(16, 4, 32, batch_first=True)])
+
+
+# -- shared builders: stages, stochastic depth, initialisation ---------------------------
+
+def test_drop_path_rates_rise_linearly_to_the_last_block():
+    assert drop_path_rates(0.2, 3) == pytest.approx([0.0, 0.1, 0.2])
+    assert drop_path_rates(0.3, 1) == [0.0]
+    assert drop_path_rates(0.0, 4) == [0.0] * 4
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="drop_path_rate"):
+            drop_path_rates(bad, 4)
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenet_v2", "mobilenet_v3", "efficientnet",
+                                  "efficientnet_v2"])
+def test_backbones_share_the_drop_path_schedule(name):
+    net = BACKBONES.build(name, drop_path_rate=0.3)
+    blocks = blocks_of(net, (_ResidualBlock, SkipBlock))
+    expected = drop_path_rates(0.3, len(blocks))
+    got = [b.drop_path.p if isinstance(b.drop_path, DropPath) else None for b in blocks]
+    # blocks without a skip (stride or width change in MobileNet/EfficientNet) have none
+    assert all(g is None or g == pytest.approx(e) for g, e in zip(got, expected)), got
+    assert sum(g is not None for g in got) >= len(blocks) // 2
+
+
+def test_build_stages_threads_channels_and_numbers_blocks():
+    slots = []
+
+    def block(slot, channels):
+        slots.append((slot, channels))
+        if slot.index == 1:
+            return nn.MaxPool1d(2)  # no out_channels: keeps the width
+        return ConvBnAct(channels, 8 * (slot.stage + 1), 3)
+
+    stages, channels = build_stages(4, [2, 1], block, drop_path_rate=0.5,
+                                    tail=lambda c: [ConvBnAct(c, 32, 1), nn.ReLU()])
+    assert channels == [8, 32]
+    assert [len(s) for s in stages] == [2, 3]
+    assert [(s.stage, s.index, s.block, s.drop_path, c) for s, c in slots] == [
+        (0, 0, 0, 0.0, 4), (0, 1, 1, 0.25, 8), (1, 0, 2, 0.5, 8)]
+    assert stages[1](stages[0](torch.randn(1, 4, 16))).shape == (1, 32, 8)
+
+
+def test_init_weights_is_he_normal_with_zero_bias():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(64, 128, 3), nn.BatchNorm1d(128))
+    with torch.no_grad():
+        net[1].weight.fill_(3.0)
+    init_weights(net)  # fan_out = 128 * 3
+    assert net[0].weight.std().item() == pytest.approx(math.sqrt(2 / 384), rel=0.03)
+    assert not net[0].bias.any()
+    assert torch.equal(net[1].weight, torch.ones(128)) and not net[1].bias.any()
+    init_weights(net, mode="fan_in", nonlinearity="leaky_relu", negative_slope=0.1)
+    gain = math.sqrt(2 / (1 + 0.1 ** 2))
+    assert net[0].weight.std().item() == pytest.approx(gain / math.sqrt(64 * 3), rel=0.03)

@@ -1,17 +1,17 @@
-"""Small building blocks shared by several backbones."""
+"""Building blocks shared by the backbones: layers, the stage builder, the weight
+initialisation and the stochastic-depth schedule."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, NamedTuple, Optional, Sequence
 
 from torch import Tensor, nn
 
+from ..registry import Registry
 from ._base import output_length
 
-from ..registry import Registry
-
 __all__ = ["ACTIVATIONS", "make_divisible", "ConvBnAct", "SqueezeExcite", "DropPath",
-           "SkipBlock"]
+           "SkipBlock", "drop_path_rates", "BlockSlot", "build_stages", "init_weights"]
 
 ACTIVATIONS = Registry("activation")
 for _name, _cls in [("relu", nn.ReLU), ("relu6", nn.ReLU6), ("gelu", nn.GELU),
@@ -108,3 +108,99 @@ class SkipBlock(nn.Module):
 
     def output_length(self, seq_len: int) -> int:
         return output_length(self.conv, seq_len)
+
+
+def drop_path_rates(drop_path_rate: float, n_blocks: int) -> list[float]:
+    """Stochastic-depth probabilities of ``n_blocks`` blocks, rising linearly from 0 at
+    the first block to ``drop_path_rate`` at the last: block ``i`` gets
+    ``drop_path_rate * i / (n_blocks - 1)`` (a single block gets 0).
+
+    >>> drop_path_rates(0.2, 3)
+    [0.0, 0.1, 0.2]
+    """
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+    return [drop_path_rate * i / max(n_blocks - 1, 1) for i in range(n_blocks)]
+
+
+class BlockSlot(NamedTuple):
+    """Where :func:`build_stages` places a block: its ``stage``, its ``index`` in the
+    stage, its number ``block`` counted over the whole network, and its stochastic-depth
+    probability ``drop_path`` from :func:`drop_path_rates`."""
+
+    stage: int
+    index: int
+    block: int
+    drop_path: float
+
+
+def build_stages(in_channels: int, depths: Sequence[int],
+                 make_block: Callable[[BlockSlot, int], nn.Module],
+                 drop_path_rate: float = 0.0,
+                 tail: Optional[Callable[[int], Sequence[nn.Module]]] = None,
+                 ) -> tuple[nn.ModuleList, list[int]]:
+    """The stages of a backbone: ``depths[s]`` blocks per stage, each stage an
+    ``nn.Sequential``, channels threaded from block to block.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels entering the first block (the stem's output).
+    depths : sequence of int
+        Blocks per stage.
+    make_block : callable
+        ``make_block(slot, channels) -> nn.Module`` builds the block at ``slot`` (a
+        :class:`BlockSlot`) for an input of ``channels`` channels. The block's
+        ``out_channels`` attribute, if it has one, is the next block's input width;
+        a block without it (a pool, a norm, an activation) keeps the width.
+    drop_path_rate : float, optional
+        Stochastic depth of the last block; ``slot.drop_path`` follows
+        :func:`drop_path_rates` over all blocks of all stages.
+    tail : callable, optional
+        ``tail(channels) -> modules`` appended to the last stage (a final 1x1 conv,
+        norm or activation), threaded like the blocks.
+
+    Returns
+    -------
+    stages : nn.ModuleList
+        One ``nn.Sequential`` per stage, for ``Backbone.stages``.
+    stage_channels : list of int
+        Output channels of each stage, for ``Backbone._finish``.
+    """
+    rates = drop_path_rates(drop_path_rate, sum(depths))
+    channels, block = in_channels, 0
+    stages, stage_channels = [], []
+    for stage, depth in enumerate(depths):
+        blocks = []
+        for index in range(depth):
+            blocks.append(make_block(BlockSlot(stage, index, block, rates[block]), channels))
+            channels = getattr(blocks[-1], "out_channels", channels)
+            block += 1
+        stages.append(nn.Sequential(*blocks))
+        stage_channels.append(channels)
+    if tail is not None:
+        for module in tail(channels):
+            stages[-1].append(module)
+            channels = getattr(module, "out_channels", channels)
+        stage_channels[-1] = channels
+    return nn.ModuleList(stages), stage_channels
+
+
+def init_weights(module: nn.Module, mode: str = "fan_out", nonlinearity: str = "relu",
+                 negative_slope: float = 0.0) -> None:
+    """He initialisation of every ``Conv1d`` in ``module`` (normal, ``mode`` fan, gain of
+    ``nonlinearity``, ``negative_slope`` for a leaky ReLU) with zero biases, and
+    unit-scale, zero-shift batch norms.
+
+    The ResNets, VGG, DenseNet, Xception, Darknet and the multi-scopic CNN call it once
+    their layers are built; the other backbones keep PyTorch's default initialisation.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv1d):
+            nn.init.kaiming_normal_(m.weight, a=negative_slope, mode=mode,
+                                    nonlinearity=nonlinearity)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm1d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -104,8 +104,9 @@ def hubert_ecg() -> list[dict]:
     Choices: the repository has two versions of the band-pass. The first calls
     BioSPPy's ``filter_signal`` (zero phase, ``filtfilt``), but with ``fs=100`` as the
     default rate of a 500 Hz signal; the later one designs the same FIR at 500 Hz and
-    applies it causally (``lfilter`` with 150 taps: a 74.5-sample, 149 ms delay). This recipe takes the paper's
-    band at the signal's real rate with BioSPPy's zero-phase filter. The scaling is one
+    applies it causally (``lfilter`` with 150 taps: a 74.5-sample, 149 ms delay). This
+    recipe takes the paper's band at the signal's real rate with BioSPPy's zero-phase
+    filter. The scaling is one
     min-max step and one ``(x - 0.5) / 0.5`` step (equal to rounding). The authors
     decimate the 12 leads concatenated end to end (one ``decimate`` call on the
     flattened record), so the filter's edge transients cross from each lead into the

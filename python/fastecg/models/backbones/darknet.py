@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ...registry import BACKBONES
 from .._base import Backbone, output_length
-from .._layers import ConvBnAct
+from .._layers import ConvBnAct, build_stages, init_weights
 
 __all__ = ["DarknetResidual", "Darknet"]
 
@@ -94,16 +94,14 @@ class Darknet(Backbone):
                 raise ValueError(f"{what} must be a positive odd number, got {k}")
         self.stem = ConvBnAct(in_channels, stem_channels, stem_kernel, stem_stride,
                               act=_leaky(slope))
-        prev = stem_channels
-        stages = []
-        for depth, width in zip(layers, widths):
-            blocks = [ConvBnAct(prev, width, kernel_size, 2, act=_leaky(slope))]
-            blocks += [DarknetResidual(width, kernel_size, slope) for _ in range(depth)]
-            stages.append(nn.Sequential(*blocks))
-            prev = width
-        self.stages = nn.ModuleList(stages)
-        for m in self.modules():
-            if isinstance(m, nn.Conv1d):
-                nn.init.kaiming_normal_(m.weight, a=slope, mode="fan_out",
-                                        nonlinearity="leaky_relu")
-        self._finish(list(widths))
+
+        def block(slot, channels):
+            if slot.index == 0:  # each stage opens with a strided conv to its width
+                return ConvBnAct(channels, widths[slot.stage], kernel_size, 2,
+                                 act=_leaky(slope))
+            return DarknetResidual(channels, kernel_size, slope)
+
+        self.stages, stage_channels = build_stages(stem_channels, [d + 1 for d in layers],
+                                                   block)
+        init_weights(self, nonlinearity="leaky_relu", negative_slope=slope)
+        self._finish(stage_channels)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ...registry import BACKBONES
 from .._base import Backbone, output_length
-from .._layers import ACTIVATIONS, ConvBnAct
+from .._layers import ACTIVATIONS, ConvBnAct, build_stages, init_weights
 
 __all__ = ["DenseLayer", "DenseBlock", "Transition", "DenseNet"]
 
@@ -127,21 +127,17 @@ class DenseNet(Backbone):
         self.stem = nn.Sequential(
             ConvBnAct(in_channels, init_channels, stem_kernel, stride=2, act=act),
             nn.MaxPool1d(3, 2, 1))
-        prev = init_channels
-        stages, stage_channels = [], []
-        for i, num_layers in enumerate(block_config):
-            layers = []
-            if i > 0:
-                layers.append(Transition(prev, int(prev * compression), act))
-                prev = layers[-1].out_channels
-            layers.append(DenseBlock(prev, num_layers, growth_rate, bn_size, kernel_size, act,
-                                     dropout))
-            prev = layers[-1].out_channels
-            stages.append(nn.Sequential(*layers))
-            stage_channels.append(prev)
-        stages[-1].extend([nn.BatchNorm1d(prev), ACTIVATIONS.build(act)])
-        self.stages = nn.ModuleList(stages)
-        for m in self.modules():
-            if isinstance(m, nn.Conv1d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+        def block(slot, channels):
+            if slot.stage > 0 and slot.index == 0:
+                return Transition(channels, int(channels * compression), act)
+            return DenseBlock(channels, block_config[slot.stage], growth_rate, bn_size,
+                              kernel_size, act, dropout)
+
+        # every stage but the first opens with a transition
+        depths = [1] + [2] * (len(block_config) - 1)
+        self.stages, stage_channels = build_stages(
+            init_channels, depths, block,
+            tail=lambda c: [nn.BatchNorm1d(c), ACTIVATIONS.build(act)])
+        init_weights(self, mode="fan_in")
         self._finish(stage_channels)

@@ -11,11 +11,9 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-from torch import nn
-
 from ...registry import BACKBONES
 from .._base import Backbone
-from .._layers import ConvBnAct, SkipBlock, SqueezeExcite, make_divisible
+from .._layers import ConvBnAct, SkipBlock, SqueezeExcite, build_stages, make_divisible
 from .mobilenet import InvertedResidual, _check_width, _scaled_kernel
 
 __all__ = ["FusedMBConv", "EfficientNet", "EfficientNetV2"]
@@ -76,30 +74,24 @@ def _build_stages(arch, stem_channels: int, width_mult: float, depth_mult: float
     ``block`` one of ``"mb"`` (MBConv) or ``"fused"`` (Fused-MBConv)."""
     rows = [(blk, e, k, s, make_divisible(c * width_mult), int(math.ceil(n * depth_mult)), se)
             for blk, e, k, s, c, n, se in arch]
-    total = sum(r[5] for r in rows)
-    prev, idx = stem_channels, 0
-    stages, stage_channels = [], []
-    for blk, e, k, s, out, n, se in rows:
+    for blk, *_ in rows:
         if blk not in ("mb", "fused"):
             raise ValueError(f"block type must be 'mb' or 'fused', got {blk!r}")
-        blocks = []
-        for i in range(n):
-            stride, dp = (s if i == 0 else 1), drop_path_rate * idx / total
-            kernel = _scaled_kernel(k, kernel_scale)
-            if blk == "mb":
-                blocks.append(InvertedResidual(
-                    prev, out, make_divisible(prev * e) if e != 1 else prev, kernel, stride,
-                    act, se_channels=max(1, int(prev * se)) if se else None, se_act=act,
-                    se_gate="sigmoid", drop_path=dp))
-            else:
-                blocks.append(FusedMBConv(prev, out, e, kernel, stride, act, se, dp))
-            prev, idx = out, idx + 1
-        stages.append(nn.Sequential(*blocks))
-        stage_channels.append(prev)
-    if num_features:
-        stages[-1].append(ConvBnAct(prev, num_features, 1, act=act))
-        stage_channels[-1] = num_features
-    return nn.ModuleList(stages), stage_channels
+
+    def block(slot, channels):
+        blk, e, k, s, out, _, se = rows[slot.stage]
+        stride, kernel = (s if slot.index == 0 else 1), _scaled_kernel(k, kernel_scale)
+        if blk == "fused":
+            return FusedMBConv(channels, out, e, kernel, stride, act, se, slot.drop_path)
+        mid = make_divisible(channels * e) if e != 1 else channels
+        return InvertedResidual(
+            channels, out, mid, kernel, stride, act,
+            se_channels=max(1, int(channels * se)) if se else None, se_act=act,
+            se_gate="sigmoid", drop_path=slot.drop_path)
+
+    return build_stages(stem_channels, [r[5] for r in rows], block, drop_path_rate,
+                        lambda c: [ConvBnAct(c, num_features, 1, act=act)] if num_features
+                        else [])
 
 
 # -- EfficientNet (V1) --------------------------------------------------------------
@@ -137,7 +129,8 @@ class EfficientNet(Backbone):
     act : str, optional
         Activation (``"swish"``, i.e. SiLU).
     drop_path_rate : float, optional
-        Stochastic-depth probability of the last block (0.2 in [1]), linear from 0.
+        Stochastic-depth probability of the last block (0.2 as in [1]), rising linearly
+        from 0 at the first block (:func:`~fastecg.models._layers.drop_path_rates`).
     kernel_scale : int, optional
         Multiplies every kernel size (rounded up to odd); 1 keeps the published 3 and 5.
     arch : sequence of rows, optional
@@ -230,7 +223,8 @@ class EfficientNetV2(Backbone):
     act : str, optional
         Activation (``"silu"``).
     drop_path_rate : float, optional
-        Stochastic-depth probability of the last block, linear from 0.
+        Stochastic-depth probability of the last block, rising linearly from 0 at the
+        first block (:func:`~fastecg.models._layers.drop_path_rates`).
     kernel_scale : int, optional
         Multiplies every kernel size (rounded up to odd); 1 keeps the published 3.
     arch : sequence of rows, optional

@@ -16,7 +16,7 @@ from torch import nn
 
 from ...registry import BACKBONES
 from .._base import Backbone
-from .._layers import ConvBnAct, SkipBlock, SqueezeExcite, make_divisible
+from .._layers import ConvBnAct, SkipBlock, SqueezeExcite, build_stages, make_divisible
 
 __all__ = ["DepthwiseSeparable", "InvertedResidual", "MobileNetV1", "MobileNetV2",
            "MobileNetV3"]
@@ -163,17 +163,14 @@ class MobileNetV1(Backbone):
         _check_width(width_mult)
         stem_channels = make_divisible(32 * width_mult)
         self.stem = ConvBnAct(in_channels, stem_channels, kernel_size, stride=2, act=act)
-        prev = stem_channels
-        stages, stage_channels = [], []
-        for rows in _V1_STAGES:
-            blocks = []
-            for out, stride in rows:
-                out = make_divisible(out * width_mult)
-                blocks.append(DepthwiseSeparable(prev, out, kernel_size, stride, act))
-                prev = out
-            stages.append(nn.Sequential(*blocks))
-            stage_channels.append(prev)
-        self.stages = nn.ModuleList(stages)
+
+        def block(slot, channels):
+            out, stride = _V1_STAGES[slot.stage][slot.index]
+            return DepthwiseSeparable(channels, make_divisible(out * width_mult), kernel_size,
+                                      stride, act)
+
+        self.stages, stage_channels = build_stages(
+            stem_channels, [len(rows) for rows in _V1_STAGES], block)
         self._finish(stage_channels)
 
 
@@ -202,7 +199,8 @@ class MobileNetV2(Backbone):
     act : str, optional
         Activation name.
     drop_path_rate : float, optional
-        Stochastic-depth rate of the last block, linearly increasing from 0.
+        Stochastic-depth probability of the last block, rising linearly from 0 at the
+        first block (:func:`~fastecg.models._layers.drop_path_rates`).
     arch : sequence of (t, c, n, s), optional
         Replaces the published table: expansion, channels, repeats, first stride.
 
@@ -231,24 +229,22 @@ class MobileNetV2(Backbone):
         arch = _V2_ARCH if arch is None else tuple(tuple(r) for r in arch)
         stem_channels = make_divisible(32 * width_mult)
         self.stem = ConvBnAct(in_channels, stem_channels, kernel_size, stride=2, act=act)
-        total = sum(n for _, _, n, _ in arch)
-        prev, idx = stem_channels, 0
-        stages, stage_channels = [], []
-        for t, c, n, s in arch:
-            out = make_divisible(c * width_mult)
-            blocks = []
-            for i in range(n):
-                blocks.append(InvertedResidual(
-                    prev, out, make_divisible(prev * t) if t != 1 else prev, kernel_size,
-                    s if i == 0 else 1, act, drop_path=drop_path_rate * idx / total))
-                prev, idx = out, idx + 1
-            stages.append(nn.Sequential(*blocks))
-            stage_channels.append(prev)
-        if num_features:
-            num_features = make_divisible(num_features * max(1.0, width_mult))
-            stages[-1].append(ConvBnAct(prev, num_features, 1, act=act))
-            stage_channels[-1] = num_features
-        self.stages = nn.ModuleList(stages)
+
+        def block(slot, channels):
+            t, c, _, s = arch[slot.stage]
+            return InvertedResidual(
+                channels, make_divisible(c * width_mult),
+                make_divisible(channels * t) if t != 1 else channels, kernel_size,
+                s if slot.index == 0 else 1, act, drop_path=slot.drop_path)
+
+        def last_conv(channels):
+            if not num_features:
+                return []
+            width = make_divisible(num_features * max(1.0, width_mult))
+            return [ConvBnAct(channels, width, 1, act=act)]
+
+        self.stages, stage_channels = build_stages(
+            stem_channels, [n for _, _, n, _ in arch], block, drop_path_rate, last_conv)
         self._finish(stage_channels)
 
 
@@ -296,7 +292,8 @@ class MobileNetV3(Backbone):
     width_mult : float, optional
         Channel multiplier, widths rounded to multiples of 8.
     drop_path_rate : float, optional
-        Stochastic-depth rate of the last block, linearly increasing from 0.
+        Stochastic-depth probability of the last block, rising linearly from 0 at the
+        first block (:func:`~fastecg.models._layers.drop_path_rates`).
     kernel_scale : int, optional
         Multiplies every kernel size (``k -> k * kernel_scale``, made odd); 1 keeps the
         published 3 and 5 taps.
@@ -329,23 +326,17 @@ class MobileNetV3(Backbone):
         stem_channels = make_divisible(16 * width_mult)
         self.stem = ConvBnAct(in_channels, stem_channels, _scaled_kernel(3, kernel_scale),
                               stride=2, act="hardswish")
-        total = sum(len(rows) for rows in arch)
-        prev, idx = stem_channels, 0
-        stages, stage_channels = [], []
-        for rows in arch:
-            blocks = []
-            for k, exp, c, se, act, s in rows:
-                mid = make_divisible(exp * width_mult)
-                out = make_divisible(c * width_mult)
-                blocks.append(InvertedResidual(
-                    prev, out, mid, _scaled_kernel(k, kernel_scale), s, act,
-                    se_channels=make_divisible(mid / 4) if se else None, se_act="relu",
-                    se_gate="hardsigmoid", drop_path=drop_path_rate * idx / total))
-                prev, idx = out, idx + 1
-            stages.append(nn.Sequential(*blocks))
-            stage_channels.append(prev)
+
+        def block(slot, channels):
+            k, exp, c, se, act, s = arch[slot.stage][slot.index]
+            mid = make_divisible(exp * width_mult)
+            return InvertedResidual(
+                channels, make_divisible(c * width_mult), mid, _scaled_kernel(k, kernel_scale),
+                s, act, se_channels=make_divisible(mid / 4) if se else None, se_act="relu",
+                se_gate="hardsigmoid", drop_path=slot.drop_path)
+
         last = make_divisible(_V3_LAST[variant] * width_mult)
-        stages[-1].append(ConvBnAct(prev, last, 1, act="hardswish"))
-        stage_channels[-1] = last
-        self.stages = nn.ModuleList(stages)
+        self.stages, stage_channels = build_stages(
+            stem_channels, [len(rows) for rows in arch], block, drop_path_rate,
+            tail=lambda c: [ConvBnAct(c, last, 1, act="hardswish")])
         self._finish(stage_channels)

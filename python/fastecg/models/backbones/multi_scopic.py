@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ...registry import BACKBONES
 from .._base import Backbone, output_length
-from .._layers import ACTIVATIONS
+from .._layers import ACTIVATIONS, init_weights
 
 __all__ = ["MultiScopicBlock", "MultiScopicStage", "MultiScopicCNN"]
 
@@ -185,9 +185,5 @@ class MultiScopicCNN(Backbone):
             prev = [b.out_channels for b in blocks]
             stage_channels.append(stages[-1].out_channels)
         self.stages = nn.ModuleList(stages)
-        for m in self.modules():
-            if isinstance(m, nn.Conv1d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_weights(self, mode="fan_in")
         self._finish(stage_channels)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ...registry import BACKBONES
 from .._base import Backbone
-from .._layers import ConvBnAct
+from .._layers import ConvBnAct, build_stages
 
 __all__ = ["ButcherTableau", "MIDPOINT", "RK4", "COOPER_VERNER8", "TABLEAUX",
            "RungeKuttaBlock", "ResidualFunction", "ODEResNet"]
@@ -169,9 +169,9 @@ class RungeKuttaBlock(nn.Module):
 class ODEResNet(Backbone):
     """ResNet-like backbone of Runge-Kutta blocks.
 
-    ``stem`` (``k``-tap stride-2 conv + stride-2 max pool) -> per stage: a transition
-    ``ConvBnAct`` (3 taps, stride 2 except in the first stage, where it is left out when
-    the width is unchanged) and ``depths[i]`` :class:`RungeKuttaBlock` s.
+    ``stem`` (``k``-tap stride-2 conv to ``widths[0]`` + stride-2 max pool) -> per stage:
+    a transition ``ConvBnAct`` (3 taps, stride 2; none in the first stage, which keeps
+    the stem's width) and ``depths[i]`` :class:`RungeKuttaBlock` s.
 
     Parameters
     ----------
@@ -215,18 +215,17 @@ class ODEResNet(Backbone):
             ConvBnAct(in_channels, widths[0], stem_kernel_size, stride=2, act=act),
             nn.MaxPool1d(3, stride=2, padding=1),
         )
-        prev = widths[0]
-        stages = []
-        for i, (w, d) in enumerate(zip(widths, depths)):
-            layers = []
-            if i > 0 or w != prev:
-                layers.append(ConvBnAct(prev, w, 3, stride=1 if i == 0 else 2, act=act))
-            layers += [RungeKuttaBlock(ResidualFunction(w, kernel_size, act), tableau,
-                                       step_size) for _ in range(d)]
-            stages.append(nn.Sequential(*layers))
-            prev = w
-        self.stages = nn.ModuleList(stages)
-        self._finish(list(widths))
+
+        def block(slot, channels):
+            if slot.stage > 0 and slot.index == 0:
+                return ConvBnAct(channels, widths[slot.stage], 3, stride=2, act=act)
+            return RungeKuttaBlock(ResidualFunction(channels, kernel_size, act), tableau,
+                                   step_size)
+
+        # the stem already has the first stage's width; later stages open with a transition
+        blocks_per_stage = [d + (i > 0) for i, d in enumerate(depths)]
+        self.stages, stage_channels = build_stages(widths[0], blocks_per_stage, block)
+        self._finish(stage_channels)
 
 
 def _factory(method: str, doc: str, widths: Sequence[int] = (32, 64, 128, 256)):

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ...registry import BACKBONES
 from .._base import Backbone, output_length
-from .._layers import ACTIVATIONS, ConvBnAct, SqueezeExcite
+from .._layers import ACTIVATIONS, ConvBnAct, SqueezeExcite, build_stages
 
 __all__ = ["RegNetBlock", "RegNet", "regnet_widths"]
 
@@ -174,14 +174,11 @@ class RegNet(Backbone):
             p if v is None else v for p, v in zip(_PRESETS[variant], given))
         widths, depths, groups = regnet_widths(depth, w_0, w_a, w_m, group_width)
         self.stem = ConvBnAct(in_channels, stem_channels, kernel_size, stride=2, act=act)
-        prev = stem_channels
-        stages = []
-        for w, d, g in zip(widths, depths, groups):
-            blocks = []
-            for i in range(d):
-                blocks.append(RegNetBlock(prev, w, 2 if i == 0 else 1, g, se_ratio,
-                                          kernel_size, act))
-                prev = w
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.ModuleList(stages)
-        self._finish(widths)
+
+        def block(slot, channels):
+            s = slot.stage
+            return RegNetBlock(channels, widths[s], 2 if slot.index == 0 else 1, groups[s],
+                               se_ratio, kernel_size, act)
+
+        self.stages, stage_channels = build_stages(stem_channels, depths, block)
+        self._finish(stage_channels)

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from ...registry import BACKBONES
 from .._base import Backbone, output_length
-from .._layers import ACTIVATIONS, ConvBnAct, DropPath, SqueezeExcite
+from .._layers import (ACTIVATIONS, ConvBnAct, DropPath, SqueezeExcite, build_stages,
+                       init_weights)
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "HannunBlock", "HannunResNet"]
 
@@ -46,17 +47,6 @@ def _check_odd(kernel_size: int, what: str = "kernel_size") -> None:
     # residual sum would then fail for some lengths
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"{what} must be a positive odd number, got {kernel_size}")
-
-
-def _init_weights(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv1d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm1d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class _ResidualBlock(nn.Module):
@@ -200,7 +190,8 @@ class ResNet(Backbone):
     se_ratio : float, optional
         Squeeze-excitation ratio in every block (0: none).
     drop_path_rate : float, optional
-        Stochastic depth of the last block, rising linearly from 0 over the blocks.
+        Stochastic-depth probability of the last block, rising linearly from 0 at the
+        first block (:func:`~fastecg.models._layers.drop_path_rates`).
     zero_init_residual : bool, optional
         Zero the last BN weight of every residual branch, so that blocks start as
         identities.
@@ -246,22 +237,17 @@ class ResNet(Backbone):
             stem.append(nn.MaxPool1d(3, 2, 1))
         self.stem = nn.Sequential(*stem)
 
-        total, idx = sum(layers), 0
-        prev = stem_channels
-        stages, stage_channels = [], []
-        for depth, planes, stride, k in zip(layers, widths, strides, kernels):
-            if depth < 1:
-                raise ValueError(f"every stage needs at least one block, got layers={layers}")
-            blocks = []
-            for i in range(depth):
-                blocks.append(block_cls(prev, planes, k, stride if i == 0 else 1, groups,
-                                        base_width, act, se_ratio,
-                                        drop_path_rate * idx / max(total - 1, 1)))
-                prev, idx = blocks[-1].out_channels, idx + 1
-            stages.append(nn.Sequential(*blocks))
-            stage_channels.append(prev)
-        self.stages = nn.ModuleList(stages)
-        _init_weights(self)
+        if min(layers) < 1:
+            raise ValueError(f"every stage needs at least one block, got layers={layers}")
+
+        def block(slot, channels):
+            s, stride = slot.stage, strides[slot.stage] if slot.index == 0 else 1
+            return block_cls(channels, widths[s], kernels[s], stride, groups, base_width, act,
+                             se_ratio, slot.drop_path)
+
+        self.stages, stage_channels = build_stages(stem_channels, layers, block,
+                                                   drop_path_rate)
+        init_weights(self)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, _ResidualBlock):
@@ -466,18 +452,16 @@ class HannunResNet(Backbone):
                              f"{subsample_every}")
         self.stem = nn.Sequential(_same_conv(in_channels, base_filters, kernel_size),
                                   nn.BatchNorm1d(base_filters), nn.ReLU())
-        prev = base_filters
-        stages, stage_channels, blocks = [], [], []
-        for idx in range(num_blocks):
-            out = base_filters * 2 ** (idx // increase_channels_at)
-            stride = 2 if idx % subsample_every == subsample_every - 1 else 1
-            blocks.append(HannunBlock(prev, out, kernel_size, stride, dropout, preact=idx > 0))
-            prev = out
-            if (idx + 1) % increase_channels_at == 0 or idx == num_blocks - 1:
-                stages.append(nn.Sequential(*blocks))
-                stage_channels.append(prev)
-                blocks = []
-        stages[-1].extend([nn.BatchNorm1d(prev), nn.ReLU()])
-        self.stages = nn.ModuleList(stages)
-        _init_weights(self)
+        # one stage per group of equal width; the last group may be shorter
+        depths = [min(increase_channels_at, num_blocks - start)
+                  for start in range(0, num_blocks, increase_channels_at)]
+
+        def block(slot, channels):
+            stride = 2 if slot.block % subsample_every == subsample_every - 1 else 1
+            return HannunBlock(channels, base_filters * 2 ** slot.stage, kernel_size, stride,
+                               dropout, preact=slot.block > 0)
+
+        self.stages, stage_channels = build_stages(
+            base_filters, depths, block, tail=lambda c: [nn.BatchNorm1d(c), nn.ReLU()])
+        init_weights(self)
         self._finish(stage_channels)

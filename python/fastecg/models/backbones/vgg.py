@@ -8,7 +8,7 @@ from torch import nn
 
 from ...registry import BACKBONES
 from .._base import Backbone
-from .._layers import ConvBnAct
+from .._layers import ConvBnAct, build_stages, init_weights
 
 __all__ = ["VGG"]
 
@@ -60,22 +60,16 @@ class VGG(Backbone):
                              f"({len(widths)} blocks) differ in length")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        if min(num_convs) < 1:
+            raise ValueError(f"every block needs at least one conv, got {num_convs}")
         self.stem = nn.Identity()
-        prev = in_channels
-        stages = []
-        for n, width in zip(num_convs, widths):
-            if n < 1:
-                raise ValueError(f"every block needs at least one conv, got {num_convs}")
-            layers = []
-            for _ in range(n):
-                layers.append(ConvBnAct(prev, width, kernel_size, act=act, bn=batch_norm))
-                prev = width
-            layers.append(nn.MaxPool1d(pool_size, pool_size))
-            stages.append(nn.Sequential(*layers))
-        self.stages = nn.ModuleList(stages)
-        for m in self.modules():
-            if isinstance(m, nn.Conv1d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        self._finish(list(widths))
+
+        def block(slot, channels):
+            if slot.index == num_convs[slot.stage]:
+                return nn.MaxPool1d(pool_size, pool_size)
+            return ConvBnAct(channels, widths[slot.stage], kernel_size, act=act, bn=batch_norm)
+
+        self.stages, stage_channels = build_stages(in_channels, [n + 1 for n in num_convs],
+                                                   block)
+        init_weights(self)
+        self._finish(stage_channels)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ...registry import BACKBONES
 from .._base import Backbone, output_length
-from .._layers import ACTIVATIONS, ConvBnAct
+from .._layers import ACTIVATIONS, ConvBnAct, init_weights
 
 __all__ = ["SeparableConv", "XceptionBlock", "Xception"]
 
@@ -147,7 +147,5 @@ class Xception(Backbone):
             SeparableConv(w(1536), w(2048), kernel_size), ACTIVATIONS.build(act))
         self.stages = nn.ModuleList([entry1, entry2, nn.Sequential(entry3, *middle),
                                      exit_flow])
-        for m in self.modules():
-            if isinstance(m, nn.Conv1d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_weights(self)
         self._finish([w(128), w(256), w(728), w(2048)])
