@@ -3,13 +3,12 @@ builders, and the lazy-head base class with ``materialize``."""
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..registry import ATTN_LAYERS, BACKBONES
+from ..registry import ATTN_LAYERS, BACKBONES, did_you_mean
 from ._base import Backbone
 
 __all__ = ["DownstreamModel", "SequenceRNN", "merge_config", "build_backbone",
@@ -28,9 +27,8 @@ def merge_config(defaults: Mapping[str, Any], config: Optional[Mapping[str, Any]
         for key, value in source.items():
             key = _ALIASES.get(key, key)
             if key not in defaults:
-                close = difflib.get_close_matches(key, list(defaults), n=3, cutoff=0.5)
-                hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-                raise KeyError(f"{model}: unknown config key {key!r}{hint} "
+                raise KeyError(f"{model}: unknown config key {key!r}"
+                               f"{did_you_mean(key, defaults, n=3)} "
                                f"(known: {', '.join(sorted(defaults))})")
             merged[key] = value
     return merged
@@ -78,8 +76,7 @@ class SequenceRNN(nn.Module):
                  num_layers: int = 1, bidirectional: bool = True, dropout: float = 0.0):
         super().__init__()
         if name.lower() not in self._CELLS:
-            close = difflib.get_close_matches(name.lower(), list(self._CELLS), n=2, cutoff=0.3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            hint = did_you_mean(name, self._CELLS, n=2, cutoff=0.3)
             raise KeyError(f"unknown rnn {name!r}{hint} (known: none, lstm, gru)")
         if hidden_size < 1 or num_layers < 1:
             raise ValueError(f"hidden_size={hidden_size} and num_layers={num_layers} "
