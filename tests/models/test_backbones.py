@@ -4,8 +4,8 @@ Each registered backbone must build by name, give ``compute_features_output_shap
 shape for any input length it accepts, reject shorter inputs with a ``ValueError``
 naming its minimum, pass gradients to its first layer, report ``feature_info``
 consistent with ``forward_intermediates``, compile with ``fullgraph=True`` to the same
-output, and survive a ``state_dict`` round trip. A new backbone is covered by
-registering it.
+output, survive a ``state_dict`` round trip, and take a classifier with
+``reset_classifier``. A new backbone is covered by registering it.
 """
 
 import io
@@ -183,6 +183,27 @@ def test_state_dict_round_trip(name):
     x = signal(SHORT)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), net(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reset_classifier(name):
+    net = build(name).eval()
+    x = signal(net.min_seq_len + 5)
+    with torch.no_grad():
+        features = net(x)
+        net.reset_classifier(3)
+        logits = net(x)
+        pooled = net.forward_head(net.forward_features(x), pre_logits=True)
+    assert net.num_classes == 3 and logits.shape == (2, 3)
+    torch.testing.assert_close(pooled, features.mean(-1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits, net.head.fc(pooled), rtol=0, atol=0)
+    net.reset_classifier(5, global_pool="max")
+    with torch.no_grad():
+        assert net(x).shape == (2, 5)
+    net.reset_classifier(0)  # as built: no head, feature maps out
+    assert net.num_classes == 0 and not any(k.startswith("head.") for k in net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), features, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("wrong, suggestion", [

@@ -98,7 +98,7 @@ def test_crnn_learns_heart_rate_on_held_out_records():
     x_test, y_test = rate_task(128, seed=1000)  # other seeds: other records
     model = ECG_CRNN(["tachycardia"], n_leads=12,
                      config={"backbone": SMALL_RESNET, "global_pool": "avg",
-                             "attention": "squeeze_excitation"}).materialize(1000)
+                             "attention": "squeeze_excitation"})
     _train(model, x_train, y_train, steps=300)
     with torch.no_grad():
         accuracy = ((model(x_test)[:, 0] > 0).float() == y_test).float().mean().item()
@@ -109,7 +109,7 @@ def test_crnn_learns_heart_rate_on_held_out_records():
 # -- shapes ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("seq_len", [1, 2, 37, 500, 1000, 1234, 4097])
 def test_fcn_output_length_equals_input_length(seq_len):
-    model = ECG_FCN(["N", "P", "QRS", "T"], n_leads=12, backbone=TinyBackbone()).materialize()
+    model = ECG_FCN(["N", "P", "QRS", "T"], n_leads=12, backbone=TinyBackbone())
     model.eval()
     with torch.no_grad():
         out = model(torch.randn(2, 12, seq_len))
@@ -127,7 +127,7 @@ def test_fcn_rejects_input_shorter_than_backbone_minimum():
 @pytest.mark.parametrize("recover_length", [True, False])
 def test_seq_lab_net_shape(recover_length):
     model = ECG_SEQ_LAB_NET(["N", "S", "V"], n_leads=12, backbone=TinyBackbone(),
-                            recover_length=recover_length).materialize(999).eval()
+                            recover_length=recover_length).eval()
     with torch.no_grad():
         out = model(torch.randn(3, 12, 999))
     expected = model.compute_output_shape(999, 3)
@@ -142,7 +142,7 @@ def test_seq_lab_net_shape(recover_length):
 def test_crnn_shapes(attention, rnn, pool):
     model = ECG_CRNN(["a", "b", "c"], n_leads=2,
                      config={"backbone": TinyBackbone(2), "rnn": rnn, "attention": attention,
-                             "global_pool": pool}).materialize(300).eval()
+                             "global_pool": pool}).eval()
     x = torch.randn(4, 2, 300)
     with torch.no_grad():
         feats = model.forward_features(x)
@@ -168,8 +168,8 @@ def test_downstream_models_on_every_registered_backbone(name):
     crnn = ECG_CRNN(["a", "b"], n_leads=12, backbone=name, attention="self_attention")
     fcn = ECG_FCN(["N", "P", "QRS", "T"], n_leads=12, backbone={"name": name})
     n_min = crnn.min_seq_len
-    crnn.materialize(n_min).eval()
-    fcn.materialize(n_min).eval()
+    crnn.eval()
+    fcn.eval()
     with torch.no_grad():
         assert crnn(torch.randn(1, 12, n_min)).shape == (1, 2)
         for seq_len in (n_min, n_min + 37):
@@ -181,7 +181,7 @@ def test_downstream_models_on_every_registered_backbone(name):
     assert _hooks(crnn) == []
 
 
-# -- lazy heads: materialize, state_dict, compile ---------------------------------------
+# -- complete at construction: state_dict, reset_classifier, compile ----------------------
 def _crnn():
     return ECG_CRNN(["a", "b"], n_leads=12, backbone=TinyBackbone(), attention="self_attention",
                     clf_hidden=(16,))
@@ -197,17 +197,16 @@ def _fcn():
 
 
 @pytest.mark.parametrize("make", [_crnn, _seq_lab, _fcn], ids=["crnn", "seq_lab", "fcn"])
-def test_materialize_then_state_dict_round_trip(make):
+def test_built_model_is_complete_and_state_dict_round_trips(make):
     torch.manual_seed(0)
     model = make()
-    assert model.has_lazy_modules()
-    model.train()
-    bn_before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
-    assert model.materialize(500) is model
     assert not model.has_lazy_modules()
-    assert model.training  # state restored
     assert not any(isinstance(m, nn.modules.lazy.LazyModuleMixin) for m in model.modules())
-    for k, v in bn_before.items():  # the dummy forward ran in eval mode
+    model.train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.materialize(500) is model  # kept for 0.1.0 code: nothing to do
+    assert model.training
+    for k, v in state.items():
         torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
     model.eval()
     x = torch.randn(2, 12, 800)
@@ -215,7 +214,7 @@ def test_materialize_then_state_dict_round_trip(make):
         expected = model(x)
 
     torch.manual_seed(1)  # other initial weights
-    fresh = make().materialize().eval()
+    fresh = make().eval()
     with torch.no_grad():
         assert not torch.allclose(fresh(x), expected)
     fresh.load_state_dict(model.state_dict())
@@ -225,11 +224,75 @@ def test_materialize_then_state_dict_round_trip(make):
                                                              for p in model.parameters())
 
 
+class LazyBackbone(TinyBackbone):
+    """A user's backbone with a lazy layer: the one case ``materialize`` is for."""
+
+    def __init__(self):
+        super().__init__()
+        self.stages[0][0][0] = nn.LazyConv1d(8, 5, stride=2, padding=2, bias=False)
+
+
+def test_materialize_initialises_lazy_modules_a_user_plugs_in():
+    torch.manual_seed(0)
+    model = ECG_CRNN(["a", "b"], n_leads=12, backbone=LazyBackbone())
+    assert model.has_lazy_modules()
+    model.train()
+    bn_before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    assert model.materialize(500) is model
+    assert not model.has_lazy_modules()
+    assert model.training  # state restored
+    assert not any(isinstance(m, nn.modules.lazy.LazyModuleMixin) for m in model.modules())
+    for k, v in bn_before.items():  # the dummy forward ran in eval mode
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("make", [_crnn, _seq_lab, _fcn], ids=["crnn", "seq_lab", "fcn"])
+def test_reset_classifier_replaces_only_the_output_layer(make):
+    torch.manual_seed(0)
+    model = make().eval()
+    x = torch.randn(2, 12, 300)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.reset_classifier(["x", "y", "z", "w", "v"])
+    assert model.classes == ["x", "y", "z", "w", "v"] and model.n_classes == 5
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == model.compute_output_shape(300, 2) and out.shape[-1] == 5
+    after = model.state_dict()
+    changed = {k for k in before if k not in after or after[k].shape != before[k].shape
+               or not torch.equal(after[k], before[k])}
+    # the output layer alone: clf.<last>.weight/bias, or the FCN's 1x1 head conv
+    assert changed and all(k.split(".")[0] in ("clf", "head") for k in changed), changed
+    assert len({k.rsplit(".", 1)[0] for k in changed}) == 1, changed
+
+    model.reset_classifier(0)  # no classifier: the features it would have classified
+    assert model.n_classes == 0 and model.classes == []
+    with torch.no_grad():
+        feats = model(x)
+    assert feats.shape == model.compute_output_shape(300, 2)
+    assert feats.shape[-1] == {"ECG_CRNN": 16, "ECG_SEQ_LAB_NET": 16,
+                               "ECG_FCN": 64}[type(model).__name__]
+    model.reset_classifier(3)
+    assert model.classes == ["0", "1", "2"]
+    with torch.no_grad():
+        assert model(x).shape[-1] == 3
+
+
+def test_reset_classifier_global_pool():
+    model = ECG_CRNN(["a"], n_leads=12, backbone=TinyBackbone())
+    model.reset_classifier(2, global_pool="attn")
+    assert model.config["global_pool"] == "attn"
+    assert model(torch.randn(2, 12, 300)).shape == (2, 2)
+    with pytest.raises(KeyError, match="did you mean 'avg'"):
+        model.reset_classifier(2, global_pool="avgg")
+    with pytest.raises(ValueError, match=">= 0"):
+        model.reset_classifier(-1)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("make", [_crnn, _fcn], ids=["crnn", "fcn"])
 def test_compile_fullgraph_matches_eager(make):
     torch.manual_seed(0)
-    model = make().materialize(1000).eval()
+    model = make().eval()
     x = torch.randn(2, 12, 1000)
     compiled = torch.compile(model, fullgraph=True)
     with torch.no_grad():
@@ -371,7 +434,7 @@ def bump_model():
         torch.manual_seed(0)
         x, y, _ = bump_task(256, seed=0)
         model = ECG_CRNN(["bump"], n_leads=12, backbone=TinyBackbone(widths=(16, 16, 32)),
-                         global_pool="max").materialize(1000)
+                         global_pool="max")
         _train(model, x, y, steps=300)
     finally:
         torch.set_num_threads(before)
@@ -406,7 +469,7 @@ def test_grad_cam_peaks_at_the_planted_bump(bump_model):
 
 def test_grad_cam_restores_state_and_removes_hooks():
     torch.manual_seed(0)
-    model = ECG_CRNN(["a", "b"], n_leads=12, backbone=TinyBackbone()).materialize(200)
+    model = ECG_CRNN(["a", "b"], n_leads=12, backbone=TinyBackbone())
     model.train()
     model.backbone.stages[0].eval()  # a mixed state must come back exactly
     model.backbone.stem[0].weight.requires_grad_(False)
@@ -442,7 +505,7 @@ def test_grad_cam_restores_state_and_removes_hooks():
 
 def test_grad_cam_on_sequence_and_segmentation_models():
     torch.manual_seed(0)
-    for model in (_seq_lab().materialize(), _fcn().materialize()):
+    for model in (_seq_lab(), _fcn()):
         cam = GradCam(model)
         assert cam.target_name == "backbone.stages.2"
         out = cam(torch.randn(2, 12, 333), target_class=1)
@@ -451,7 +514,7 @@ def test_grad_cam_on_sequence_and_segmentation_models():
 
 
 def test_grad_cam_bad_arguments():
-    model = ECG_CRNN(["a", "b"], n_leads=12, backbone=TinyBackbone()).materialize()
+    model = ECG_CRNN(["a", "b"], n_leads=12, backbone=TinyBackbone())
     with pytest.raises(AttributeError):
         GradCam(model, target_layer="backbone.stages.9")
     with pytest.raises(ValueError, match="not a submodule"):

@@ -3,8 +3,9 @@
 A backbone is ``stem -> stages``; subclasses build ``self.stem`` (any module) and
 ``self.stages`` (an ``nn.ModuleList``), and pass each stage's output channel count as
 ``stage_channels``. Everything else -- ``forward_features``, ``forward_intermediates``,
-``feature_info``, ``compute_features_output_shape`` and the minimum input length -- is
-derived here from that structure, so that one generic test checks every backbone.
+``feature_info``, ``compute_features_output_shape``, the minimum input length and the
+optional classifier of ``reset_classifier`` -- is derived here from that structure, so
+that one generic test checks every backbone.
 
 Output lengths are computed from strides, kernel sizes and padding, never by running
 a forward pass: :func:`output_length` folds a sequence length through a module tree.
@@ -21,6 +22,8 @@ import math
 from typing import Optional, Sequence, Union
 
 from torch import Tensor, nn
+
+from ._head import ClassifierHead
 
 __all__ = ["Backbone", "output_length", "SequenceTooShort"]
 
@@ -104,6 +107,9 @@ class Backbone(nn.Module):
         sample, and the stage's module name (``"stages.<i>"``).
     min_seq_len : int
         Shortest input every layer accepts; shorter inputs raise ``ValueError``.
+    num_classes : int
+        Outputs of the classifier set by :meth:`reset_classifier`; 0 (as built): no
+        classifier, ``forward`` returns the feature maps.
     """
 
     def __init__(self, in_channels: int = 12):
@@ -111,6 +117,8 @@ class Backbone(nn.Module):
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         self.in_channels = int(in_channels)
+        self.num_classes = 0
+        self.head: Optional[ClassifierHead] = None
 
     def _finish(self, stage_channels: Sequence[int]) -> None:
         if len(stage_channels) != len(self.stages):
@@ -210,9 +218,26 @@ class Backbone(nn.Module):
             return intermediates
         return x, intermediates
 
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        """Put a classifier on the features, as timm's ``reset_classifier``.
+
+        ``num_classes > 0``: a new head, ``global_pool`` over time (``"avg"``, ``"max"``
+        or ``"attn"``) then ``Linear(out_channels, num_classes)``, so ``forward`` gives
+        ``(batch, num_classes)`` logits. ``num_classes = 0`` removes the head: ``forward``
+        returns the feature maps again, as built.
+        """
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.head = (ClassifierHead(self.out_channels, int(num_classes), global_pool)
+                     if num_classes else None)
+        self.num_classes = int(num_classes)
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """A backbone has no head: features pass through."""
-        return x
+        """The classifier of :meth:`reset_classifier` on ``forward_features``' output
+        (``pre_logits``: the pooled features); without one, the features pass through."""
+        if self.head is None:
+            return x
+        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))

@@ -1,5 +1,5 @@
 """Pieces shared by the downstream models: config handling, backbone/RNN/attention
-builders, and the lazy-head base class with ``materialize``."""
+builders, and their base class."""
 
 from __future__ import annotations
 
@@ -34,15 +34,18 @@ def merge_config(defaults: Mapping[str, Any], config: Optional[Mapping[str, Any]
     return merged
 
 
-def class_names(classes: Union[Sequence[str], int]) -> list[str]:
-    """``classes`` as a list of names (an int ``n`` stands for ``["0", ..., "n-1"]``)."""
+def class_names(classes: Union[Sequence[str], int], allow_none: bool = False) -> list[str]:
+    """``classes`` as a list of names (an int ``n`` stands for ``["0", ..., "n-1"]``);
+    an empty list only with ``allow_none`` (``reset_classifier(0)``)."""
     if isinstance(classes, int):
+        if classes < 0:
+            raise ValueError(f"the number of classes must be >= 0, got {classes}")
         names = [str(i) for i in range(classes)]
     elif isinstance(classes, str):
         raise TypeError(f"classes must be a list of class names, got the string {classes!r}")
     else:
         names = [str(c) for c in classes]
-    if not names:
+    if not names and not allow_none:
         raise ValueError("classes is empty: need at least one class")
     return names
 
@@ -123,7 +126,14 @@ def check_upsample_mode(mode: str) -> str:
 
 
 class DownstreamModel(nn.Module):
-    """Base of models with lazy heads: :meth:`materialize` runs one dummy forward."""
+    """Base of the downstream models: classes, leads, config and the encoder
+    (backbone -> optional RNN -> optional attention).
+
+    Every layer is built with its input width, read from the module before it (the
+    backbone's ``out_channels`` and ``feature_info``, the RNN's ``out_channels``), so a
+    model is complete when constructed: it can load a state dict, be counted, moved or
+    compiled at once.
+    """
 
     DEFAULT_CONFIG: dict = {}
     n_leads: int
@@ -131,11 +141,14 @@ class DownstreamModel(nn.Module):
 
     def _setup(self, classes, n_leads: int, config, kwargs) -> dict:
         """Classes, leads and the merged config (defaults < ``config`` < ``kwargs``)."""
-        self.classes = class_names(classes)
-        self.n_classes = len(self.classes)
+        self._set_classes(classes)
         self.n_leads = int(n_leads)
         self.config = merge_config(self.DEFAULT_CONFIG, config, kwargs, type(self).__name__)
         return self.config
+
+    def _set_classes(self, classes, allow_none: bool = False) -> None:
+        self.classes = class_names(classes, allow_none)
+        self.n_classes = len(self.classes)
 
     def _build_encoder(self, cfg: Mapping[str, Any]) -> int:
         """backbone -> optional RNN -> optional attention; returns their output channels."""
@@ -145,7 +158,14 @@ class DownstreamModel(nn.Module):
         if self.rnn is not None:
             channels = self.rnn.out_channels
         self.attention = build_attention(cfg["attention"], channels)
-        return channels
+        # ATTN_LAYERS keep the width; a layer that changes it says so in out_channels
+        return getattr(self.attention, "out_channels", channels)
+
+    def reset_classifier(self, classes: Union[Sequence[str], int]) -> None:
+        """A fresh output layer for ``classes`` (names, or a number), the rest kept, as
+        timm's ``reset_classifier``; ``0`` removes it, so the model returns the features
+        that layer would have classified."""
+        raise NotImplementedError
 
     def _encode(self, x: Tensor) -> Tensor:
         x = self.backbone.forward_features(x)
@@ -161,11 +181,13 @@ class DownstreamModel(nn.Module):
         return self.backbone.min_seq_len
 
     def materialize(self, seq_len: Optional[int] = None) -> "DownstreamModel":
-        """Initialise the lazy modules with one forward pass of zeros.
+        """Initialise lazy modules, if any, with one forward pass of zeros; returns ``self``.
 
-        Runs in eval mode without gradients on the model's device and dtype, so no
-        BatchNorm statistics change; the train/eval state is restored. Afterwards the
-        lazy modules are ordinary ``nn.Linear`` / ``nn.Conv1d``. Returns ``self``.
+        fastecg's models are built complete and need no call; this remains for code
+        written against 0.1.0, whose heads were lazy, and for lazy modules a user plugs
+        in (a custom backbone). Runs in eval mode without gradients on the model's
+        device and dtype, so no BatchNorm statistics change; the train/eval state is
+        restored. Without lazy modules it does nothing.
 
         Parameters
         ----------
@@ -173,6 +195,8 @@ class DownstreamModel(nn.Module):
             Length of the dummy input; default the backbone's ``min_seq_len``. The heads'
             shapes do not depend on it.
         """
+        if not self.has_lazy_modules():
+            return self
         seq_len = self.min_seq_len if seq_len is None else int(seq_len)
         ref = next(p for p in self.parameters()
                    if not isinstance(p, nn.parameter.UninitializedParameter))
@@ -186,6 +210,7 @@ class DownstreamModel(nn.Module):
         return self
 
     def has_lazy_modules(self) -> bool:
-        """Whether some parameter is still uninitialised (call :meth:`materialize`)."""
+        """Whether some parameter is uninitialised (only with lazy modules a user plugs
+        in; call :meth:`materialize`)."""
         return any(isinstance(p, nn.parameter.UninitializedParameter)
                    for p in self.parameters())

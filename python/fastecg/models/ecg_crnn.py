@@ -8,46 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence, Union
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..registry import MODELS
 from ._downstream import DownstreamModel
+from ._head import AttentionPool, MLPHead, build_global_pool
 
 __all__ = ["ECG_CRNN", "AttentionPool"]
-
-
-class AttentionPool(nn.Module):
-    """Attention pooling over time (Ilse et al. 2018): ``sum_t softmax_t(w^T x_t) x_t``."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.score = nn.Conv1d(channels, 1, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        weights = torch.softmax(self.score(x), dim=-1)   # (batch, 1, length)
-        return (x * weights).sum(dim=-1)
-
-
-def _global_pool(name: str, channels: int) -> nn.Module:
-    pools = {"max": lambda: nn.Sequential(nn.AdaptiveMaxPool1d(1), nn.Flatten(1)),
-             "avg": lambda: nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(1)),
-             "attn": lambda: AttentionPool(channels)}
-    if name not in pools:
-        raise KeyError(f"unknown global_pool {name!r} (known: {', '.join(pools)})")
-    return pools[name]()
-
-
-def lazy_mlp(hidden: Sequence[int], n_out: int, dropout: float) -> nn.Sequential:
-    """``[LazyLinear -> ReLU -> Dropout] * len(hidden) -> Dropout -> LazyLinear(n_out)``;
-    works on the last axis, so also per time step on ``(batch, length, channels)``."""
-    layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.LazyLinear(int(width)), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-    if not hidden:
-        layers.append(nn.Dropout(dropout))
-    layers.append(nn.LazyLinear(n_out))
-    return nn.Sequential(*layers)
 
 
 @MODELS.register("ECG_CRNN")
@@ -55,9 +22,8 @@ class ECG_CRNN(DownstreamModel):
     """Convolutional(-recurrent) multi-label classifier of whole records.
 
     ``backbone.forward_features -> [RNN] -> [attention] -> global pooling -> classifier``.
-    The classifier is built from ``nn.LazyLinear``, so no feature width is computed by
-    hand; call :meth:`materialize` (one dummy forward) before ``load_state_dict`` into an
-    optimizer-free copy, ``torch.compile`` or counting parameters.
+    The classifier's input width is the encoder's (``num_features``), read from the
+    backbone and RNN when the model is built.
 
     Parameters
     ----------
@@ -96,17 +62,17 @@ class ECG_CRNN(DownstreamModel):
 
     Notes
     -----
-    ``torch.compile(model, fullgraph=True)`` works after :meth:`materialize` for
-    configurations without an RNN. Dynamo refuses ``nn.LSTM``/``nn.GRU`` unless
-    ``torch._dynamo.config.allow_rnn = True``; with it the graph is complete and matches
-    eager, but tracing unrolls the recurrence (about 6 minutes for 63 steps on 2 CPU
-    cores in torch 2.13), so compile RNN models without ``fullgraph`` instead.
+    ``torch.compile(model, fullgraph=True)`` works for configurations without an RNN.
+    Dynamo refuses ``nn.LSTM``/``nn.GRU`` unless ``torch._dynamo.config.allow_rnn =
+    True``; with it the graph is complete and matches eager, but tracing unrolls the
+    recurrence, one copy per time step, which takes minutes for ordinary record lengths;
+    compile RNN models without ``fullgraph`` instead.
 
     Examples
     --------
     >>> model = ECG_CRNN(["AF", "RBBB"], n_leads=12,
     ...                  config={"backbone": "resnet", "rnn": "lstm",
-    ...                          "attention": "squeeze_excitation"}).materialize(5000)
+    ...                          "attention": "squeeze_excitation"})
     >>> model(torch.randn(4, 12, 5000)).shape
     torch.Size([4, 2])
     """
@@ -118,10 +84,24 @@ class ECG_CRNN(DownstreamModel):
                  config: Optional[Mapping[str, Any]] = None, **kwargs):
         super().__init__()
         cfg = self._setup(classes, n_leads, config, kwargs)
-        channels = self._build_encoder(cfg)
-        self.pool = _global_pool(cfg["global_pool"], channels)
-        self.num_features = channels
-        self.clf = lazy_mlp(cfg["clf_hidden"], self.n_classes, float(cfg["dropout"]))
+        self.num_features = self._build_encoder(cfg)
+        self.pool = build_global_pool(cfg["global_pool"], self.num_features)
+        self.clf = MLPHead(self.num_features, cfg["clf_hidden"], self.n_classes,
+                           float(cfg["dropout"]))
+
+    def reset_classifier(self, classes: Union[Sequence[str], int],
+                         global_pool: Optional[str] = None) -> None:
+        """A fresh last classifier layer for ``classes`` (names or a number; hidden layers
+        kept), and a fresh pooling if ``global_pool`` is given, as timm's
+        ``reset_classifier``. ``0`` removes the last layer: ``forward`` then returns the
+        ``(batch, clf.pre_logits_features)`` features it would have classified."""
+        pool = None if global_pool is None else build_global_pool(global_pool,
+                                                                   self.num_features)
+        self._set_classes(classes, allow_none=True)
+        if pool is not None:
+            self.pool = pool
+            self.config["global_pool"] = global_pool
+        self.clf.reset(self.n_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(batch, num_features, L_out)``: backbone features after the RNN and attention."""
@@ -141,7 +121,7 @@ class ECG_CRNN(DownstreamModel):
         """``(batch_size, n_classes)``; checks that ``seq_len`` (if given) is long enough."""
         if seq_len is not None:
             self.backbone.compute_features_output_shape(seq_len, batch_size)
-        return (batch_size, self.n_classes)
+        return (batch_size, self.clf.out_features)
 
     def compute_features_output_shape(self, seq_len: int,
                                       batch_size: Optional[int] = None) -> tuple:

@@ -22,17 +22,17 @@ from ._downstream import DownstreamModel, build_backbone, check_upsample_mode
 __all__ = ["ECG_FCN"]
 
 
-
 class _DecoderBlock(nn.Sequential):
-    """``(LazyConv1d k3 -> BN -> ReLU) x 2``; the input width is whatever was concatenated."""
+    """``(Conv1d k3 -> BN -> ReLU) x 2``, ``in_channels -> channels``."""
 
-    def __init__(self, channels: int, kernel_size: int = 3):
+    def __init__(self, in_channels: int, channels: int, kernel_size: int = 3):
         pad = kernel_size // 2
         super().__init__(
-            nn.LazyConv1d(channels, kernel_size, padding=pad, bias=False),
+            nn.Conv1d(in_channels, channels, kernel_size, padding=pad, bias=False),
             nn.BatchNorm1d(channels), nn.ReLU(inplace=True),
             nn.Conv1d(channels, channels, kernel_size, padding=pad, bias=False),
             nn.BatchNorm1d(channels), nn.ReLU(inplace=True))
+        self.out_channels = channels
 
     def output_length(self, seq_len: int) -> int:
         return seq_len
@@ -63,14 +63,9 @@ class ECG_FCN(DownstreamModel):
     **kwargs
         Override ``config`` keys.
 
-    Notes
-    -----
-    Decoder convolutions are ``nn.LazyConv1d``: call :meth:`materialize` before loading
-    weights into a fresh copy or compiling.
-
     Examples
     --------
-    >>> model = ECG_FCN(["N", "P", "QRS", "T"], backbone="resnet").materialize(1000)
+    >>> model = ECG_FCN(["N", "P", "QRS", "T"], backbone="resnet")
     >>> model(torch.randn(2, 12, 1234)).shape
     torch.Size([2, 1234, 4])
     """
@@ -93,10 +88,27 @@ class ECG_FCN(DownstreamModel):
         if len(widths) != n_stages + 1 or min(widths) < 1:
             raise ValueError(f"decoder_channels needs {n_stages + 1} positive widths "
                              f"({n_stages} stages + input level), got {widths}")
-        # decoder[i] works at the resolution of stage i; decoder[-1] at the input's
-        self.decoder = nn.ModuleList(_DecoderBlock(w) for w in widths)
+        # decoder[i] works at the resolution of stage i, on stage i's output concatenated
+        # with decoder[i + 1]'s, upsampled (the deepest level has only its stage's);
+        # decoder[-1] works at the input's, on decoder[0]'s output and the raw input
+        skips = [info["num_chs"] for info in self.backbone.feature_info]
+        from_below = [widths[i + 1] if i + 1 < n_stages else 0 for i in range(n_stages)]
+        inputs = [up + skip for up, skip in zip(from_below, skips)]
+        inputs.append(widths[0] + (self.n_leads if self.input_skip else 0))
+        self.decoder = nn.ModuleList(_DecoderBlock(i, w) for i, w in zip(inputs, widths))
         self.head = nn.Sequential(nn.Dropout(float(cfg["dropout"])),
-                                  nn.Conv1d(widths[-1], self.n_classes, 1))
+                                  self._classifier(self.n_classes))
+
+    def _classifier(self, n_classes: int) -> nn.Module:
+        width = self.decoder[-1].out_channels
+        return nn.Conv1d(width, n_classes, 1) if n_classes else nn.Identity()
+
+    def reset_classifier(self, classes: Union[Sequence[str], int]) -> None:
+        """A fresh 1x1 classifier for ``classes`` (names or a number; the decoder kept),
+        as timm's ``reset_classifier``; ``0`` removes it, so each sample gets the
+        last decoder level's features."""
+        self._set_classes(classes, allow_none=True)
+        self.head[-1] = self._classifier(self.n_classes)
 
     def _up(self, x: Tensor, length: int) -> Tensor:
         return F.interpolate(x, size=length, mode=self.upsample_mode)
@@ -118,4 +130,5 @@ class ECG_FCN(DownstreamModel):
     def compute_output_shape(self, seq_len: int, batch_size: Optional[int] = None) -> tuple:
         """``(batch_size, seq_len, n_classes)``; ``ValueError`` below ``min_seq_len``."""
         self.backbone.compute_features_output_shape(seq_len, batch_size)
-        return (batch_size, seq_len, self.n_classes)
+        width = self.n_classes or self.decoder[-1].out_channels
+        return (batch_size, seq_len, width)

@@ -13,10 +13,9 @@ from torch import Tensor
 
 from ..registry import MODELS
 from ._downstream import DownstreamModel, check_upsample_mode
-from .ecg_crnn import lazy_mlp
+from ._head import MLPHead
 
 __all__ = ["ECG_SEQ_LAB_NET"]
-
 
 
 @MODELS.register("ECG_SEQ_LAB_NET")
@@ -44,7 +43,7 @@ class ECG_SEQ_LAB_NET(DownstreamModel):
 
     Examples
     --------
-    >>> model = ECG_SEQ_LAB_NET(["N", "S", "V"], backbone="resnet").materialize(2000)
+    >>> model = ECG_SEQ_LAB_NET(["N", "S", "V"], backbone="resnet")
     >>> model(torch.randn(2, 12, 2000)).shape
     torch.Size([2, 2000, 3])
     """
@@ -60,9 +59,16 @@ class ECG_SEQ_LAB_NET(DownstreamModel):
         cfg = self._setup(classes, n_leads, config, kwargs)
         self.upsample_mode = check_upsample_mode(cfg["upsample_mode"])
         self.recover_length = bool(cfg["recover_length"])
-        channels = self._build_encoder(cfg)
-        self.num_features = channels
-        self.clf = lazy_mlp(cfg["clf_hidden"], self.n_classes, float(cfg["dropout"]))
+        self.num_features = self._build_encoder(cfg)
+        self.clf = MLPHead(self.num_features, cfg["clf_hidden"], self.n_classes,
+                           float(cfg["dropout"]))
+
+    def reset_classifier(self, classes: Union[Sequence[str], int]) -> None:
+        """A fresh last classifier layer for ``classes`` (names or a number; hidden layers
+        kept), as timm's ``reset_classifier``; ``0`` removes it, so each time step gets
+        the ``clf.pre_logits_features`` features it would have classified."""
+        self._set_classes(classes, allow_none=True)
+        self.clf.reset(self.n_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(batch, num_features, L_out)`` at the backbone's resolution."""
@@ -82,4 +88,4 @@ class ECG_SEQ_LAB_NET(DownstreamModel):
     def compute_output_shape(self, seq_len: int, batch_size: Optional[int] = None) -> tuple:
         """``(batch_size, seq_len or L_out, n_classes)``, without a forward pass."""
         _, _, length = self.backbone.compute_features_output_shape(seq_len, batch_size)
-        return (batch_size, seq_len if self.recover_length else length, self.n_classes)
+        return (batch_size, seq_len if self.recover_length else length, self.clf.out_features)
