@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastecg.ops.baseline import gather_selected
+from fastecg._rows import gather_selected
 
 from ._common import float64_on_device, row_and_tile
 

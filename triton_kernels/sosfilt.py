@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastecg.ops.sosfilt import _extend
+from fastecg._rows import extend_rows
 
 from ._common import row_and_tile
 
@@ -183,7 +183,7 @@ def sosfilt(rows: torch.Tensor, sos: torch.Tensor, zi: torch.Tensor, block=None)
 def sosfiltfilt(rows: torch.Tensor, sos: torch.Tensor, zi: torch.Tensor, padlen: int,
                 padtype: int, block=None) -> torch.Tensor:
     """``scipy.signal.sosfiltfilt`` along each row: extension in rows' dtype (padtype
-    codes of ``fastecg.ops.sosfilt.PADTYPES``), forward and reversed block-scan passes
+    codes of ``fastecg._rows.PADTYPES``), forward and reversed block-scan passes
     in float64 from ``zi`` (n_sections, 2) times the first sample, crop, one rounding.
 
     rows (n_rows, n) float32/float64, n > padlen; returns the same shape and dtype.
@@ -191,7 +191,7 @@ def sosfiltfilt(rows: torch.Tensor, sos: torch.Tensor, zi: torch.Tensor, padlen:
     n_rows, n = rows.shape
     if n_rows == 0:
         return torch.empty_like(rows)
-    ext = _extend(rows, padlen, padtype)
+    ext = extend_rows(rows, padlen, padtype)
     length = ext.shape[-1]
     block = min(block or BLOCK, length)
     sos = sos.contiguous()

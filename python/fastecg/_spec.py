@@ -20,8 +20,8 @@ def check_fs(fs, what: str) -> float:
     if isinstance(fs, bool) or not isinstance(fs, numbers.Real):
         raise ValueError(f"{what}: fs must be a number of Hz, got {fs!r} "
                          f"({type(fs).__name__})")
-    if not (math.isfinite(fs) and fs > 0):
-        raise ValueError(f"{what}: fs must be a finite positive number of Hz, got {fs!r}")
+    if not 0 < fs < math.inf:  # comparisons, not math.isfinite: fs may be symbolic under compile
+        raise ValueError(f"{what}: fs must be positive and finite (Hz), got {fs!r}")
     return float(fs)
 
 

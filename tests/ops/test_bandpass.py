@@ -519,8 +519,8 @@ def test_compile_dynamic_with_default_band():
 @pytest.mark.parametrize("order", range(1, 9))
 @pytest.mark.parametrize("band", [(0.5, 45.0), (None, 40.0), (1.0, None)])
 def test_design_ops_match_scipy(order, band):
-    from fastecg.ops.bandpass import butter_padlen
-    from fastecg.ops.sosfilt import default_padlen
+    from fastecg.ops._design import butter_padlen
+    from fastecg.ops._design import default_padlen
 
     low, high = band
     if low is not None and high is not None:

@@ -10,7 +10,7 @@ import torch
 
 import fastecg
 from fastecg.ops import bandpass, median_filter1d, normalize, remove_baseline
-from fastecg.ops.bandpass import _zero_phase_gain
+from fastecg.ops.zero_phase_fft import _zero_phase_gain
 from fastecg.preprocessors import BandPass, BaselineRemove
 
 # ---- fft method: |H|^2 over every band the validator accepts -------------------------------
@@ -120,7 +120,7 @@ def test_median_window_far_longer_than_signal(mode, n, size):
 
 
 @pytest.mark.parametrize("n", [1, 3, 40])
-@pytest.mark.parametrize("size", [101, 100_000_001, 2**30 - 1])
+@pytest.mark.parametrize("size", [101, 100_000_001, 2**30 - 3])  # the longest window_samples gives
 def test_mean_window_far_longer_than_signal(n, size):
     rows = np.random.default_rng(n).standard_normal((2, n))
     fs = size / 0.5  # window1 = 0.5 s is `size` samples

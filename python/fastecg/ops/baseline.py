@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .._rows import gather_selected
 from ._dispatch import compiled_op, kernel_for, register_kernel, resolve_backend
 from .._spec import MAX_WINDOW, window_samples
 from ._validate import check_signal, kernel_dtype
@@ -78,16 +79,6 @@ def median_filter_reference(rows: Tensor, sizes: list[int], origins: list[int], 
     return gather_selected(rows, index, cval, subtract, need_index)
 
 
-def gather_selected(rows: Tensor, index: Tensor, cval: float, subtract: bool,
-                    need_index: bool) -> tuple[Tensor, Tensor]:
-    """Kernel outputs from the selected row indices (-1: cval): ``(out, index)`` with
-    ``out = rows[index]`` (or ``rows - rows[index]``), the index empty unless kept."""
-    med = torch.where(index >= 0, rows.gather(-1, index.clamp(min=0)),
-                      torch.tensor(cval, dtype=rows.dtype, device=rows.device))
-    out = rows - med if subtract else med
-    return out, (index if need_index else index.new_empty(0))
-
-
 register_kernel("median_filter", "cpu", compiled_op("_median_filter_kernel"))
 register_kernel("median_filter", "cuda", compiled_op("_median_filter_kernel"))
 register_kernel("median_filter", "triton", "fastecg.triton_kernels.median:median_filter_forward")
@@ -109,25 +100,54 @@ register_kernel("moving_average", "cpu", compiled_op("_moving_average_kernel"))
 
 # ---- windows longer than the signal: exact shortcuts, O(n) memory -------------------------
 
-def reduced_window(size: int, origin: int, n: int, mode: int) -> int:
-    """An equal, shorter window for ``nearest`` and ``constant`` extensions: every window
-    that covers the whole row holds the row plus copies of the two edge values (of
-    `cval`); dropping ``d`` copies from each end moves the median rank down by ``d`` and
-    leaves the median unchanged while both ends keep more copies than the row has other
-    samples (the count of samples at or below any value below both ends stays under the
-    new rank; at or above both, over it). Returns the new size (same origin), at most
-    ``2 n + 1``; `size` itself where no copy can go."""
+def edge_regimes(size: int, origin: int, n: int, mode: int) -> tuple[int, int, int]:
+    """Windows of a ``nearest`` or ``constant`` extension longer than ``2 n + 2``: output
+    ``i <= left`` is the left edge value (``x[0]``, or `cval`), ``i >= right`` the right
+    one, since that value fills more than half of the window (the samples below it
+    then number at most ``size // 2`` and the median is it). Outputs between see both
+    ends fill most of the window, and an equal shorter window serves them: dropping
+    ``d`` copies from each end moves the median rank down by ``d`` and leaves the median
+    unchanged while both ends keep more copies than the row has other samples (no value
+    below both ends reaches the new rank; every value above both still passes it).
+    Returns ``(left, right, middle_size)``, all in index arithmetic (no data read)."""
     k = size // 2
     if mode == MEDIAN_MODES["nearest"]:
-        # copies of x[0] (x[n-1]) in the window of output n-1 (output 0), the fewest
-        d = min(k + origin - n + 2, size - k - origin - n + 1, k + 2 - n, size - k - n + 1)
-    elif mode == MEDIAN_MODES["constant"]:
-        d = min(k + origin - n + 1, size - k - origin - n, k - n, size - k - n - 1)
+        left, right = origin, 2 * k + origin + n - size          # x[0] / x[n-1] copies >= k + 1
+
+        def ends(i):  # window positions at or left of 0, at or right of n - 1
+            return 1 - i + k + origin, i - k - origin + size - n + 1
+        bound = min(k + 2 - n, size - k - n + 1)
     else:
-        return size
-    # the shorter window keeps its start and the origin, which must stay in its range
-    d = min(d, (size - 1) // 2, k + origin, (size - 1) // 2 - origin)
-    return size - 2 * d if d > 0 else size
+        left, right = origin - 1, 2 * k + 1 + origin + n - size  # cval copies >= k + 1
+
+        def ends(i):
+            return k + origin - i, i - k - origin + size - n
+        bound = min(k - n, size - k - n - 1)
+    lo, hi = max(0, left + 1), min(n - 1, right - 1)
+    if lo > hi:
+        return left, right, 0
+    d = min(ends(hi)[0], ends(lo)[1], bound, (size - 1) // 2, k + origin, (size - 1) // 2 - origin)
+    return left, right, size - 2 * max(d, 0)
+
+
+def edge_median(x: Tensor, size: int, origin: int, mode: int, cval: float,
+                backend: str) -> Tensor:
+    """One running median of a ``nearest``/``constant`` window longer than ``2 n + 2``
+    (see :func:`edge_regimes`): the edge values where they fill most of the window, one
+    kernel call on the equal shorter window elsewhere. O(n) memory."""
+    n = x.shape[-1]
+    left, right, middle_size = edge_regimes(size, origin, n, mode)
+    if middle_size:
+        y, _ = _median_filter(x, [middle_size], [origin], mode, cval, False, _needs_index(x),
+                              backend)
+    else:
+        y = x
+    i = torch.arange(n, device=x.device)
+    if mode == MEDIAN_MODES["nearest"]:
+        first, last = x[..., :1], x[..., -1:]
+    else:
+        first = last = torch.full_like(x[..., :1], cval)
+    return torch.where(i <= left, first, torch.where(i >= right, last, y))
 
 
 def _period(n: int, mode: int) -> int:
@@ -305,13 +325,17 @@ def moving_average_vjp(grad: Tensor, sizes: list[int], subtract: bool) -> Tensor
 
 def _median_chain(x: Tensor, sizes: list[int], origins: list[int], mode: int, cval: float,
                   subtract: bool, backend: str) -> Tensor:
-    """The chain of running medians (``x`` minus it if `subtract`), each window first
-    shortened where that is exact (:func:`reduced_window`); a window of many periods of
-    a periodic extension takes :func:`periodic_median`, the rest run as one kernel call
-    (the usual case: the kernel ranks each row once for the whole chain)."""
+    """The chain of running medians (``x`` minus it if `subtract`). Windows far longer
+    than the signal take :func:`edge_median` (nearest, constant) or
+    :func:`periodic_median` (many periods of reflect, mirror, wrap), in O(n) memory;
+    otherwise the chain is one kernel call (the kernel ranks each row once for it)."""
     n = x.shape[-1]
-    sizes = [reduced_window(w, o, n, mode) for w, o in zip(sizes, origins)]
-    if not any(periodic_closed_form(w, n, mode) for w in sizes):
+
+    def special(w):
+        return (periodic_closed_form(w, n, mode) or
+                (mode in (MEDIAN_MODES["nearest"], MEDIAN_MODES["constant"]) and w > 2 * n + 2))
+
+    if not any(special(w) for w in sizes):
         out, _ = _median_filter(x, sizes, origins, mode, cval, subtract, _needs_index(x), backend)
         return out
     y = x
@@ -319,6 +343,8 @@ def _median_chain(x: Tensor, sizes: list[int], origins: list[int], mode: int, cv
         if periodic_closed_form(w, n, mode):
             rows = y.reshape(-1, n)
             y = rows.gather(-1, periodic_median(rows.detach(), w, o, mode)[1]).view(x.shape)
+        elif special(w):
+            y = edge_median(y, w, o, mode, cval, backend)
         else:
             y, _ = _median_filter(y, [w], [o], mode, cval, False, _needs_index(y), backend)
     return x - y if subtract else y

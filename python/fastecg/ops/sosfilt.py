@@ -6,21 +6,34 @@ notch, ...): same validation, padding and initial conditions, state in float64, 
 exact adjoints so gradients flow through the filter.
 """
 
+
 from __future__ import annotations
 
-import functools
+
+
+
 from typing import Optional, Union
 
+
 import numpy as np
+
+
 import torch
+
+
 from torch import Tensor
 
+
+from .._rows import PADTYPES, extend_rows
+from ._design import (_as_sos, _sos_key, _sos_on_device, _sosfilt_zi, _tuple_padlen, _zi_for,
+                      _zi_on_device, check_longer_than_padding, default_padlen, extension_length)
 from ._dispatch import compiled_op, has_kernel, kernel_for, register_kernel, resolve_backend
+
+
 from ._validate import check_signal, kernel_dtype
 
-__all__ = ["sosfilt", "sosfiltfilt", "default_padlen", "PADTYPES"]
 
-PADTYPES = {None: 0, "odd": 1, "even": 2, "constant": 3}
+__all__ = ["sosfilt", "sosfiltfilt", "default_padlen", "PADTYPES"]
 
 
 # ---- kernels (rows (n_rows, n), sos (n_sections, 6) float64) ----------------------------
@@ -48,7 +61,7 @@ def sosfilt_reference(rows: Tensor, sos: Tensor, zi: Tensor) -> tuple[Tensor, Te
 def sosfiltfilt_reference(rows: Tensor, sos: Tensor, zi: Tensor, padlen: int,
                           padtype: int) -> Tensor:
     """Pure-PyTorch sosfiltfilt composed from :func:`sosfilt_reference`."""
-    ext = _extend(rows, padlen, padtype)  # in the input dtype, as SciPy builds it
+    ext = extend_rows(rows, padlen, padtype)  # in the input dtype, as SciPy builds it
     y, _ = sosfilt_reference(ext.double(), sos, zi[None] * ext[:, :1, None].double())
     y = y.flip(-1)
     y, _ = sosfilt_reference(y, sos, zi[None] * y[:, :1, None])
@@ -56,26 +69,28 @@ def sosfiltfilt_reference(rows: Tensor, sos: Tensor, zi: Tensor, padlen: int,
 
 
 register_kernel("sosfilt", "cpu", compiled_op("_sosfilt_kernel"))
+
+
 register_kernel("sosfiltfilt", "cpu", compiled_op("_sosfiltfilt_kernel"))
+
+
 register_kernel("sosfilt", "cuda", compiled_op("_sosfilt_kernel"))
+
+
 register_kernel("sosfiltfilt", "cuda", compiled_op("_sosfiltfilt_kernel"))
+
+
 register_kernel("sosfilt", "triton", "fastecg.triton_kernels.sosfilt:sosfilt")
+
+
 register_kernel("sosfiltfilt", "triton", "fastecg.triton_kernels.sosfilt:sosfiltfilt")
+
+
 # The fused adjoint (see _sosfiltfilt_adjoint); other backends compose it from sosfilt.
 register_kernel("sosfiltfilt_adjoint", "cpu", compiled_op("_sosfiltfilt_adjoint_kernel"))
+
+
 register_kernel("sosfiltfilt_adjoint", "cuda", compiled_op("_sosfiltfilt_adjoint_kernel"))
-
-
-def _extend(rows: Tensor, padlen: int, padtype: int) -> Tensor:
-    if padlen == 0:
-        return rows
-    left, right = rows[:, 1:padlen + 1].flip(-1), rows[:, -padlen - 1:-1].flip(-1)
-    first, last = rows[:, :1], rows[:, -1:]
-    if padtype == PADTYPES["odd"]:
-        left, right = 2 * first - left, 2 * last - right
-    elif padtype == PADTYPES["constant"]:
-        left, right = first.expand_as(left), last.expand_as(right)
-    return torch.cat([left, rows, right], dim=-1)
 
 
 # ---- custom ops ------------------------------------------------------------------------
@@ -142,18 +157,10 @@ def _adjoint_grad(ctx, grad):
 
 
 _sosfiltfilt.register_autograd(_forward_grad, setup_context=_setup_context)
+
+
 _sosfiltfilt_adjoint.register_autograd(_adjoint_grad, setup_context=_setup_context)
 
-
-# The x-gradient of sosfiltfilt. Forward: y = C J (T + h e0^T) J (T + h e0^T) E x, with
-# E the edge extension, T the zero-state filter over the N = n + 2 padlen extended
-# samples, h its zero-input response from zi (the initial state is zi * first sample),
-# J time reversal, C the crop. Its transpose, with v = C^T g (g zero-extended):
-#     E^T [J T J T v + c1 J T e0 + c2 e0],  c1 = h . J v,  c2 = (J T J h) . v + c1 h[N-1]
-# (T^T = J T J). The first term is a zero-state filtfilt with folded extension (the
-# fused CPU kernel, or composed below); c1 and c2 are dot products of g with fixed
-# vectors: J T J (c1 e_last) = c1 J T e0, so c1 enters as an impulse at the end of the
-# forward pass and c2 at the start of the backward pass's output.
 
 def _edge_weights(sos: Tensor, zi: Tensor, n: int, padlen: int, filt) -> Tensor:
     """(2, n) float64 weights: ``g @ weights.T`` gives (c1, c2) per row."""
@@ -265,110 +272,6 @@ def _impulse_states(sos: Tensor, n: int, backend: str) -> Tensor:
 
 # ---- helpers and public functions ---------------------------------------------------------
 
-def _as_sos(sos: Union[np.ndarray, Tensor], device: torch.device) -> Tensor:
-    """Validate like scipy.signal's _validate_sos; float64 on `device`. An array_like
-    `sos` is validated once per design and cached. A tensor, and under torch.compile any
-    `sos`, stays a tensor the graph reads when it runs (a NumPy array or a tensor is a
-    graph input, a tuple of numbers a guarded constant), so a compiled function given
-    another design filters with that design; its values are unknown while tracing, so
-    only its shape is checked then."""
-    if not isinstance(sos, Tensor) and not torch.compiler.is_compiling():
-        return _sos_on_device(_sos_key(sos), str(device))
-    if isinstance(sos, Tensor):
-        _check_constant_sos(sos)
-    sos_t = torch.as_tensor(sos, dtype=torch.float64, device=device)
-    if sos_t.dim() != 2 or sos_t.shape[-1] != 6:
-        raise ValueError(f"sos array must be shape (n_sections, 6), got {tuple(sos_t.shape)}")
-    if not torch.compiler.is_compiling() and not bool((sos_t[:, 3] == 1).all()):
-        raise ValueError("sos[:, 3] should be all ones")
-    return sos_t
-
-
-def _check_constant_sos(sos: Tensor) -> None:
-    """The filter is a constant of these ops: no gradient flows to `sos`. Say so rather
-    than return a result whose backward leaves ``sos.grad`` silently None."""
-    if sos.requires_grad and torch.is_grad_enabled():
-        raise ValueError("sos requires grad, but gradients with respect to the filter "
-                         "coefficients are not supported (only with respect to x and zi); "
-                         "pass sos.detach()")
-
-
-def _sos_key(sos) -> tuple:
-    if _is_design_tuple(sos):  # bandpass's designs: validated once per filter
-        return _tuple_sos_key(sos)
-    return _validated_key(sos)
-
-
-def _is_design_tuple(sos) -> bool:
-    """A tuple of tuples of plain numbers (bandpass's cached designs): hashed by value.
-    Rows given as lists are unhashable, and tensors hash by identity (a cache keyed on
-    them would miss an in-place change), so both are validated on every call."""
-    return isinstance(sos, tuple) and all(
-        isinstance(row, tuple) and all(type(v) in (float, int) for v in row) for row in sos)
-
-
-@functools.lru_cache(maxsize=256)
-def _tuple_sos_key(sos: tuple) -> tuple:
-    return _validated_key(sos)
-
-
-def _validated_key(sos) -> tuple:
-    arr = np.atleast_2d(np.asarray(sos, dtype=np.float64))
-    if arr.ndim != 2 or arr.shape[1] != 6:
-        raise ValueError(f"sos array must be shape (n_sections, 6), got {arr.shape}")
-    if not (arr[:, 3] == 1).all():
-        raise ValueError("sos[:, 3] should be all ones")
-    return tuple(map(tuple, arr))
-
-
-@functools.lru_cache(maxsize=256)
-def _sos_on_device(key: tuple, device: str) -> Tensor:
-    # Cached per (filter, device): no host-to-device copy per call.
-    return torch.tensor(key, dtype=torch.float64, device=device)
-
-
-@functools.lru_cache(maxsize=256)
-def _zi_on_device(key: tuple, device: str) -> Tensor:
-    from scipy.signal import sosfilt_zi
-
-    return torch.tensor(sosfilt_zi(np.array(key)), dtype=torch.float64, device=device)
-
-
-def check_longer_than_padding(x: Union[Tensor, int], padlen: int) -> None:
-    """SciPy's rule: the signal (or a length) must be longer than the edge extension."""
-    n = x if isinstance(x, int) else x.shape[-1]
-    if n <= padlen:
-        raise ValueError(f"The length of the input vector x must be greater than padlen, which "
-                         f"is {padlen}: got {n} samples")
-
-
-def extension_length(x: Tensor, padtype: Optional[str], padlen: Optional[int],
-                     default: Optional[int]) -> int:
-    """Samples of edge extension each side, by SciPy's filtfilt rules: none without a
-    `padtype`, else `padlen` (`default` when None), at least 0 and below the signal's
-    length. Raises ValueError naming the bad value."""
-    if padtype not in PADTYPES:
-        raise ValueError(f"Unknown value '{padtype}' given to padtype. padtype must be 'even', "
-                         "'odd', 'constant', or None.")
-    edge = 0 if padtype is None else (default if padlen is None else padlen)
-    if edge is None:  # the design's default, found from its values when the op runs
-        return -1
-    if edge < 0:
-        raise ValueError(f"padlen must be >= 0, got {edge}")
-    check_longer_than_padding(x, edge)
-    return edge
-
-
-def default_padlen(sos: Union[np.ndarray, Tensor]) -> int:
-    """SciPy's default padding of sosfiltfilt: ``3 * (2 * n_sections + 1 - min(#b2 == 0,
-    #a2 == 0))`` (27 for a 4th-order Butterworth band-pass)."""
-    arr = np.asarray(sos.detach().cpu() if isinstance(sos, Tensor) else sos, dtype=np.float64)
-    arr = np.atleast_2d(arr)
-    n_sections = arr.shape[0]
-    zeros = min(int((arr[:, 2] == 0).sum()), int((arr[:, 5] == 0).sum()))
-    return 3 * (2 * n_sections + 1 - zeros)
-
-
 def sosfiltfilt(sos: Union[np.ndarray, Tensor], x: Tensor, padtype: Optional[str] = "odd",
                 padlen: Optional[int] = None, backend: str = "auto") -> Tensor:
     """Zero-phase forward-backward IIR filter along the last axis (``scipy.signal.sosfiltfilt``).
@@ -448,31 +351,6 @@ def filtfilt_design(x: Tensor, sos: Tensor, zi: Tensor, default_padlen: Optional
         resolve_backend("sosfiltfilt", x, backend)
     work = x.to(kernel_dtype(x))
     return _sosfiltfilt(work, sos, zi, edge, PADTYPES[padtype], backend).to(x.dtype)
-
-
-def _zi_for(sos, sos_t: Tensor) -> Tensor:
-    key = _sos_key(sos.detach().cpu().numpy() if isinstance(sos, Tensor) else sos)
-    return _zi_on_device(key, str(sos_t.device))
-
-
-@torch.library.custom_op("fastecg::sosfilt_zi", mutates_args=())
-def _sosfilt_zi(sos: Tensor) -> Tensor:
-    """``scipy.signal.sosfilt_zi(sos)``, float64 on sos's device (an op: under
-    torch.compile `sos` may be a graph input, whose values only exist when it runs)."""
-    from scipy.signal import sosfilt_zi
-
-    zi = sosfilt_zi(sos.detach().cpu().numpy())
-    return torch.as_tensor(zi, dtype=torch.float64).to(sos.device)
-
-
-@_sosfilt_zi.register_fake
-def _(sos):
-    return sos.new_empty(sos.shape[0], 2)
-
-
-@functools.lru_cache(maxsize=256)
-def _tuple_padlen(sos: tuple) -> int:
-    return default_padlen(sos)
 
 
 def sosfilt(sos: Union[np.ndarray, Tensor], x: Tensor, zi: Optional[Tensor] = None,

@@ -1,0 +1,36 @@
+"""Row helpers that both the ops and the Triton kernels use (the kernels import nothing
+from ``fastecg.ops``): SciPy's edge extension and the median's gather of selected samples."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["PADTYPES", "extend_rows", "gather_selected"]
+
+# SciPy's filtfilt padtypes, numbered as the kernels take them (csrc/common/codes.h).
+PADTYPES = {None: 0, "odd": 1, "even": 2, "constant": 3}
+
+
+def extend_rows(rows: Tensor, padlen: int, padtype: int) -> Tensor:
+    """Rows (n_rows, n) extended by `padlen` samples a side as SciPy's filtfilt does
+    (`padtype`: a PADTYPES code), in the rows' dtype."""
+    if padlen == 0:
+        return rows
+    left, right = rows[:, 1:padlen + 1].flip(-1), rows[:, -padlen - 1:-1].flip(-1)
+    first, last = rows[:, :1], rows[:, -1:]
+    if padtype == PADTYPES["odd"]:
+        left, right = 2 * first - left, 2 * last - right
+    elif padtype == PADTYPES["constant"]:
+        left, right = first.expand_as(left), last.expand_as(right)
+    return torch.cat([left, rows, right], dim=-1)
+
+
+def gather_selected(rows: Tensor, index: Tensor, cval: float, subtract: bool,
+                    need_index: bool) -> tuple[Tensor, Tensor]:
+    """Kernel outputs from the selected row indices (-1: cval): ``(out, index)`` with
+    ``out = rows[index]`` (or ``rows - rows[index]``), the index empty unless kept."""
+    med = torch.where(index >= 0, rows.gather(-1, index.clamp(min=0)),
+                      torch.tensor(cval, dtype=rows.dtype, device=rows.device))
+    out = rows - med if subtract else med
+    return out, (index if need_index else index.new_empty(0))
