@@ -24,33 +24,15 @@ LENGTHS = (1000, 2500, 5000)
 # the expensive checks (compile, gradients, state_dict) run on one short record
 SHORT = 1000
 
-# torch.compile backend per backbone: inductor, except for the models listed here,
-# which compile with "aot_eager" -- still one whole graph (fullgraph=True) through
-# dynamo and AOTAutograd, without inductor's code generation. Measured on the 2-core
-# CPU box (torch 2.13, (2, 12, 1000), eval, one process with a fresh
-# TORCHINDUCTOR_CACHE_DIR, load average 1.3-3): inductor's first compile costs ~13 s
-# of set-up, then per model
-#   inductor <= 20 s: multi_scopic 7, resnet 11, resnet18 2 (cache hits from resnet),
-#     resnet34 10, resnet50 17, resnet_n 3, resnet_n_bottleneck 4, vgg16 10,
-#     midpoint_resnet 14, mobilenet_v1 14, rk4_resnet 18, transformer 19;
-#   inductor > 20 s (aot_eager here, 1-11 s each): the entries below.
-# A ~40 s cut-off would keep all but three on inductor, about 6.5 minutes of compiling
-# on this box; 20 s keeps the whole file under 5 minutes (4 min 23 s, cold cache). Under
-# a load average of 5-7 from other jobs every inductor time was two to three times
-# longer.
-# FASTECG_TEST_COMPILE_BACKEND=inductor (or any backend) overrides this for every model.
-COMPILE_BACKEND = {
-    "darknet": "aot_eager",             # inductor 37 s
-    "densenet": "aot_eager",            # inductor 117 s (58 concatenating layers)
-    "efficientnet": "aot_eager",        # inductor 56 s
-    "efficientnet_v2": "aot_eager",     # inductor 39 s
-    "mobilenet_v2": "aot_eager",        # inductor 28 s
-    "mobilenet_v3": "aot_eager",        # inductor 35 s
-    "regnet": "aot_eager",              # inductor 37 s
-    "resnet_nature_comm": "aot_eager",  # inductor 34 s
-    "rk8_resnet": "aot_eager",          # inductor 98 s
-    "xception": "aot_eager",            # inductor 23 s
-}
+# torch.compile backend per backbone: inductor, except for the models listed here, whose
+# inductor compile takes over 20 s on a 2-core CPU; they compile with "aot_eager", still
+# one whole graph (fullgraph=True) through dynamo and AOTAutograd, without inductor's
+# code generation, so that this file stays within a few minutes. Compile times:
+# benchmarks/README.md. FASTECG_TEST_COMPILE_BACKEND=inductor (or any backend) overrides
+# this for every model.
+COMPILE_BACKEND = {name: "aot_eager" for name in (
+    "darknet", "densenet", "efficientnet", "efficientnet_v2", "mobilenet_v2",
+    "mobilenet_v3", "regnet", "resnet_nature_comm", "rk8_resnet", "xception")}
 FORCED_BACKEND = os.environ.get("FASTECG_TEST_COMPILE_BACKEND")
 
 

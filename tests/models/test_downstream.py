@@ -4,8 +4,8 @@ Most tests run on a small local backbone built on the ``Backbone`` contract, so 
 check the downstream code alone, fast; the contract is the only thing they share with
 the registered backbones (which the generic backbone test covers).
 
-Tests run on one thread: on a busy shared 2-core machine two OpenMP threads made a
-training step of this tiny network ~50x slower (spin-waiting); one thread takes ~20 ms.
+Tests run on one thread: on a busy shared machine, OpenMP threads spin-waiting for each
+other make the training steps of these tiny networks many times slower than one thread.
 """
 
 from __future__ import annotations
