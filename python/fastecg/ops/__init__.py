@@ -12,3 +12,6 @@ from .sosfilt import sosfilt, sosfiltfilt
 __all__ = ["bandpass", "butter_sos", "fir_taps", "median_filter1d", "normalize", "remove_baseline", "sosfilt",
            "sosfiltfilt"]
 __all__ += ["resample"]
+from .patch_mask import masked_patch_embed, masked_reconstruction_loss, patch_mask
+
+__all__ += ["masked_patch_embed", "masked_reconstruction_loss", "patch_mask"]

@@ -1,0 +1,460 @@
+"""MAE patch masking: random masking with exact counts, the gather of kept patches straight
+from the raw signal, the patch embedding of kept patches only, and the masked
+reconstruction loss without a materialised target.
+
+Tokens (``mode``):
+
+* ``"temporal"`` (MAE-1D): token ``t`` is every lead of time patch ``t``, ``L = N // P``
+  tokens of ``D = n_leads * P`` values laid out lead-major, i.e. the token sequence is
+  ``x.unfold(-1, P, P).permute(0, 2, 1, 3).flatten(2)``.
+* ``"lead_temporal"`` (ST-MEM): token ``c * T + t`` is lead ``c``'s patch ``t``,
+  ``L = n_leads * T`` tokens of ``D = P`` values; each lead loses exactly
+  ``round(T * mask_ratio)`` of its patches.
+* ``"lead"``: the same tokens as ``"lead_temporal"``, but whole leads are masked:
+  ``round(n_leads * mask_ratio)`` leads lose all their patches.
+
+The random draw (uniform noise, argsort) is plain torch so that it traces under
+``torch.compile``; the gather/scatter and the loss are ``torch.library`` custom ops with
+fake kernels and exact backwards, their kernels registered per backend through
+:mod:`fastecg.ops._dispatch`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._dispatch import check_backend_name, kernel_for, register_kernel, resolve_backend
+from ._validate import check_signal
+
+__all__ = ["patch_mask", "masked_patch_embed", "masked_reconstruction_loss", "PatchMask",
+           "MASK_MODES", "patchify", "unpatchify", "num_tokens"]
+
+MASK_MODES = {"temporal": 0, "lead_temporal": 1, "lead": 2}
+TEMPORAL, LEAD_TEMPORAL, LEAD = 0, 1, 2
+NORM_PIX_EPS = 1e-6  # MAE's: added to each patch's variance before the square root
+
+
+class PatchMask(NamedTuple):
+    """What :func:`patch_mask` returns."""
+
+    kept: Tensor         # (B, L_keep, D) kept patches, in ids_keep order
+    mask: Tensor         # (B, L) 1 = masked, 0 = kept, in token order; x's dtype
+    ids_keep: Tensor     # (B, L_keep) int64 token ids of the kept patches
+    ids_restore: Tensor  # (B, L) int64: cat(kept, masked) gathered with it is token order
+
+
+# ---- token views ---------------------------------------------------------------------------
+# Every token is G groups of P contiguous samples of x; the 4-D view (B, L, G, P) of a
+# contiguous x addresses them without copying, so gathers read straight from the signal.
+
+def _token_view(x: Tensor, patch_size: int, mode: int) -> Tensor:
+    b, c, n = x.shape
+    t = n // patch_size
+    if mode == TEMPORAL:
+        return x.view(b, c, t, patch_size).permute(0, 2, 1, 3)
+    return x.view(b, c * t, 1, patch_size)
+
+
+def num_tokens(n_leads: int, n_samples: int, patch_size: int, mode: str = "temporal") -> int:
+    """Number of tokens ``L`` of a ``(n_leads, n_samples)`` signal."""
+    t = n_samples // patch_size
+    return t if MASK_MODES[mode] == TEMPORAL else n_leads * t
+
+
+def patchify(x: Tensor, patch_size: int, mode: str = "temporal") -> Tensor:
+    """All tokens, ``(B, L, D)`` (a copy: for reference and display, not the hot path)."""
+    v = _token_view(x.contiguous(), patch_size, MASK_MODES[mode])
+    return v.reshape(v.shape[0], v.shape[1], -1)
+
+
+def unpatchify(tokens: Tensor, n_leads: int, patch_size: int, mode: str = "temporal") -> Tensor:
+    """Inverse of :func:`patchify`: ``(B, L, D)`` -> ``(B, n_leads, L_t * patch_size)``."""
+    b = tokens.shape[0]
+    if MASK_MODES[mode] == TEMPORAL:
+        t = tokens.shape[1]
+        return tokens.view(b, t, n_leads, patch_size).permute(0, 2, 1, 3).reshape(
+            b, n_leads, t * patch_size)
+    return tokens.reshape(b, n_leads, -1)
+
+
+# ---- kernels -------------------------------------------------------------------------------
+
+@register_kernel("patch_gather", "torch")
+def patch_gather_reference(x: Tensor, ids_keep: Tensor, patch_size: int, mode: int) -> Tensor:
+    """kept[b, k] = token ids_keep[b, k] of x, read through the strided token view."""
+    view = _token_view(x, patch_size, mode)
+    b, _, g, p = view.shape
+    k = ids_keep.shape[1]
+    kept = view.gather(1, ids_keep.view(b, k, 1, 1).expand(b, k, g, p))
+    return kept.reshape(b, k, g * p)
+
+
+@register_kernel("patch_scatter", "torch")
+def patch_scatter_reference(kept: Tensor, ids_keep: Tensor, patch_size: int, mode: int,
+                            n_leads: int, n_samples: int) -> Tensor:
+    """Adjoint of the gather: kept patches written back into a zero signal."""
+    b, k, d = kept.shape
+    out = kept.new_zeros(b, n_leads, n_samples)
+    view = _token_view(out, patch_size, mode)
+    g, p = view.shape[2], view.shape[3]
+    view.scatter_(1, ids_keep.view(b, k, 1, 1).expand(b, k, g, p), kept.view(b, k, g, p))
+    return out
+
+
+@register_kernel("masked_recon_loss", "torch")
+def masked_recon_loss_reference(pred: Tensor, x: Tensor, mask: Tensor, patch_size: int,
+                                mode: int, norm_pix: bool, eps: float) -> tuple[Tensor, Tensor]:
+    """Loss and the per-patch residual's gradient factor ``(pred - target)``; the target
+    is read from x's token view (broadcast arithmetic: no patchified copy of x)."""
+    residual, _, _ = _residual(pred, x, patch_size, mode, norm_pix, eps)
+    per_patch = residual.square().mean(-1)
+    return (per_patch * mask).sum() / mask.sum(), per_patch
+
+
+def _residual(pred: Tensor, x: Tensor, patch_size: int, mode: int, norm_pix: bool, eps: float):
+    view = _token_view(x, patch_size, mode)
+    b, l, g, p = view.shape
+    target = view.reshape(b, l, g * p) if mode != TEMPORAL else None
+    if target is None:
+        # (B, T, C, P) strided view -> compare against pred seen as (B, T, C, P)
+        pred4 = pred.view(b, l, g, p)
+        if norm_pix:
+            mean = view.mean((-1, -2), keepdim=True)
+            std = (view.var((-1, -2), keepdim=True) + eps).sqrt()
+            z = (view - mean) / std
+            return (pred4 - z).reshape(b, l, g * p), z.reshape(b, l, g * p), std.view(b, l, 1)
+        return (pred4 - view).reshape(b, l, g * p), None, None
+    if norm_pix:
+        mean = target.mean(-1, keepdim=True)
+        std = (target.var(-1, keepdim=True) + eps).sqrt()
+        z = (target - mean) / std
+        return pred - z, z, std
+    return pred - target, None, None
+
+
+# ---- custom ops ----------------------------------------------------------------------------
+
+@torch.library.custom_op("fastecg::patch_gather", mutates_args=())
+def _patch_gather(x: Tensor, ids_keep: Tensor, patch_size: int, mode: int,
+                  backend: str) -> Tensor:
+    return kernel_for("patch_gather", x, backend)(x.contiguous(), ids_keep, patch_size, mode)
+
+
+@_patch_gather.register_fake
+def _(x, ids_keep, patch_size, mode, backend):
+    b, c, _ = x.shape
+    d = c * patch_size if mode == TEMPORAL else patch_size
+    return x.new_empty(b, ids_keep.shape[1], d)
+
+
+@torch.library.custom_op("fastecg::patch_scatter", mutates_args=())
+def _patch_scatter(kept: Tensor, ids_keep: Tensor, patch_size: int, mode: int, n_leads: int,
+                   n_samples: int, backend: str) -> Tensor:
+    return kernel_for("patch_scatter", kept, backend)(kept.contiguous(), ids_keep, patch_size,
+                                                      mode, n_leads, n_samples)
+
+
+@_patch_scatter.register_fake
+def _(kept, ids_keep, patch_size, mode, n_leads, n_samples, backend):
+    return kept.new_empty(kept.shape[0], n_leads, n_samples)
+
+
+def _gather_setup(ctx, inputs, output):
+    x, ids_keep, patch_size, mode, backend = inputs
+    ctx.save_for_backward(ids_keep)
+    ctx.args = (patch_size, mode, x.shape[1], x.shape[2], backend)
+
+
+def _gather_backward(ctx, grad):
+    (ids_keep,) = ctx.saved_tensors
+    patch_size, mode, n_leads, n_samples, backend = ctx.args
+    # The gather is a selection: its adjoint writes the gradient back, zeros elsewhere.
+    return _patch_scatter(grad, ids_keep, patch_size, mode, n_leads, n_samples,
+                          backend), None, None, None, None
+
+
+def _scatter_setup(ctx, inputs, output):
+    _, ids_keep, patch_size, mode, _, _, backend = inputs
+    ctx.save_for_backward(ids_keep)
+    ctx.args = (patch_size, mode, backend)
+
+
+def _scatter_backward(ctx, grad):
+    (ids_keep,) = ctx.saved_tensors
+    patch_size, mode, backend = ctx.args
+    return (_patch_gather(grad, ids_keep, patch_size, mode, backend),
+            None, None, None, None, None, None)
+
+
+_patch_gather.register_autograd(_gather_backward, setup_context=_gather_setup)
+_patch_scatter.register_autograd(_scatter_backward, setup_context=_scatter_setup)
+
+
+@torch.library.custom_op("fastecg::masked_recon_loss", mutates_args=())
+def _masked_recon_loss(pred: Tensor, x: Tensor, mask: Tensor, patch_size: int, mode: int,
+                       norm_pix: bool, eps: float, backend: str) -> Tensor:
+    loss, _ = kernel_for("masked_recon_loss", x, backend)(pred, x.contiguous(), mask, patch_size,
+                                                          mode, norm_pix, eps)
+    return loss
+
+
+@_masked_recon_loss.register_fake
+def _(pred, x, mask, patch_size, mode, norm_pix, eps, backend):
+    return pred.new_empty(())
+
+
+def _loss_setup(ctx, inputs, output):
+    pred, x, mask, patch_size, mode, norm_pix, eps, _ = inputs
+    ctx.save_for_backward(pred, x, mask)
+    ctx.args = (patch_size, mode, norm_pix, eps)
+
+
+def _loss_backward(ctx, grad):
+    pred, x, mask = ctx.saved_tensors
+    patch_size, mode, norm_pix, eps = ctx.args
+    dpred, dx = masked_recon_loss_backward(grad, pred, x, mask, patch_size, mode, norm_pix, eps)
+    return dpred, dx, None, None, None, None, None, None
+
+
+_masked_recon_loss.register_autograd(_loss_backward, setup_context=_loss_setup)
+
+
+def masked_recon_loss_backward(grad: Tensor, pred: Tensor, x: Tensor, mask: Tensor,
+                               patch_size: int, mode: int, norm_pix: bool, eps: float):
+    """Exact vector-Jacobian product of the masked loss with respect to pred and x
+    (plain torch ops, traceable)."""
+    x = x.contiguous()
+    residual, z, std = _residual(pred, x, patch_size, mode, norm_pix, eps)
+    d = residual.shape[-1]
+    weight = mask / mask.sum()
+    dpred = residual * (grad * 2.0 / d * weight).unsqueeze(-1)
+    dz = -dpred
+    if norm_pix:
+        # z = (u - mean) / sqrt(var + eps), var unbiased over the D values of a patch.
+        dz = (dz - dz.mean(-1, keepdim=True)
+              - z * (dz * z).sum(-1, keepdim=True) / (d - 1)) / std
+    dx = torch.empty_like(x)
+    view = _token_view(dx, patch_size, mode)
+    view.copy_(dz.view(view.shape))
+    return dpred, dx
+
+
+# ---- argument checks -------------------------------------------------------------------------
+
+def _check_args(x: Tensor, patch_size: int, mask_ratio: float, mode: str, op: str) -> int:
+    check_signal(x, op, min_dim=3)
+    if x.dim() != 3:
+        raise ValueError(f"{op}: expected x of shape (batch, n_leads, n_samples), got "
+                         f"{tuple(x.shape)}")
+    if isinstance(patch_size, bool) or not isinstance(patch_size, numbers.Integral) \
+            or patch_size < 1:
+        raise ValueError(f"{op}: patch_size must be a positive int, got {patch_size!r}")
+    n = x.shape[-1]
+    if n % patch_size:
+        raise ValueError(f"{op}: n_samples={n} is not a multiple of patch_size={patch_size}; "
+                         f"crop the signal to {n - n % patch_size} samples first "
+                         f"(x[..., :{n - n % patch_size}])")
+    if not isinstance(mask_ratio, numbers.Real) or not 0.0 <= mask_ratio < 1.0:
+        raise ValueError(f"{op}: mask_ratio must be in [0, 1), got {mask_ratio!r}")
+    if mode not in MASK_MODES:
+        raise ValueError(f"{op}: unknown mode {mode!r}; expected one of {sorted(MASK_MODES)}")
+    return MASK_MODES[mode]
+
+
+def _argsort_noise(shape, x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    noise = torch.rand(shape, device=x.device, generator=generator)
+    return noise.argsort(dim=-1)
+
+
+def _draw_ids(x: Tensor, patch_size: int, mask_ratio: float, mode: int,
+              generator: Optional[torch.Generator]):
+    """ids_keep (B, L_keep), ids_restore (B, L), mask (B, L): argsort of uniform noise,
+    so every subset of the same size is equally likely."""
+    b, c, n = x.shape
+    t = n // patch_size
+    if mode == TEMPORAL:
+        n_mask = round(t * mask_ratio)
+        ids_shuffle = _argsort_noise((b, t), x, generator)
+        ids_keep = ids_shuffle[:, :t - n_mask]
+    else:
+        # Per lead (lead_temporal) or per record over leads (lead): shuffle, then turn
+        # (lead, patch) pairs into lead-major token ids; kept tokens come first.
+        if mode == LEAD_TEMPORAL:
+            n_mask = round(t * mask_ratio)
+            order = _argsort_noise((b, c, t), x, generator)
+            lead = torch.arange(c, device=x.device).view(1, c, 1)
+            tok = order + lead * t
+            n_keep = t - n_mask
+            keep, drop = tok[:, :, :n_keep], tok[:, :, n_keep:]
+        else:
+            n_mask = round(c * mask_ratio)
+            order = _argsort_noise((b, c), x, generator)
+            tok = order.unsqueeze(-1) * t + torch.arange(t, device=x.device)
+            n_keep = c - n_mask
+            keep, drop = tok[:, :n_keep], tok[:, n_keep:]
+        ids_keep = keep.reshape(b, -1)
+        ids_shuffle = torch.cat([ids_keep, drop.reshape(b, -1)], dim=1)
+    ids_restore = ids_shuffle.argsort(dim=-1)
+    n_tokens = ids_shuffle.shape[1]
+    mask = (torch.arange(n_tokens, device=x.device) >= ids_keep.shape[1]).to(x.dtype)
+    mask = mask.expand(b, n_tokens).gather(1, ids_restore)
+    return ids_keep, ids_restore, mask
+
+
+# ---- public functions ------------------------------------------------------------------------
+
+def patch_mask(x: Tensor, patch_size: int, mask_ratio: float, mode: str = "temporal",
+               generator: Optional[torch.Generator] = None, backend: str = "auto") -> PatchMask:
+    """MAE random masking of ECG patches, with the kept patches gathered from `x`.
+
+    Parameters
+    ----------
+    x : Tensor, shape (batch, n_leads, n_samples)
+        float32/float64 (half types too), CPU or CUDA. ``n_samples`` must be a multiple
+        of `patch_size` (crop first: the op never crops silently).
+    patch_size : int
+        Samples per patch ``P``.
+    mask_ratio : float
+        In ``[0, 1)``: exactly ``round(T * mask_ratio)`` of the ``T = n_samples // P``
+        patches are masked per record (``temporal``), per lead (``lead_temporal``);
+        ``round(n_leads * mask_ratio)`` whole leads per record (``lead``).
+    mode : {"temporal", "lead_temporal", "lead"}, optional
+        Token layout and masking unit; see the module docstring.
+    generator : torch.Generator, optional
+        Source of the uniform noise (on `x`'s device); the global one if None.
+    backend : {"auto", "cuda", "triton", "cpu", "torch"}, optional
+
+    Returns
+    -------
+    PatchMask
+        ``kept (B, L_keep, D)``, ``mask (B, L)`` (1 = masked), ``ids_keep (B, L_keep)``,
+        ``ids_restore (B, L)``. ``kept`` equals ``patchify(x)[b, ids_keep[b]]``; it is
+        differentiable in `x` (the gradient scatters back to the kept samples).
+
+    Raises
+    ------
+    ValueError
+        Bad shape, a length not divisible by `patch_size`, `mask_ratio` outside
+        ``[0, 1)``, an unknown `mode`.
+
+    Examples
+    --------
+    >>> out = patch_mask(torch.randn(2, 12, 5000), 50, 0.75)
+    >>> out.kept.shape, out.mask.shape
+    (torch.Size([2, 25, 600]), torch.Size([2, 100]))
+    """
+    code = _check_args(x, patch_size, mask_ratio, mode, "patch_mask")
+    check_backend_name(backend)
+    if not torch.compiler.is_compiling():
+        resolve_backend("patch_gather", x, backend)
+    ids_keep, ids_restore, mask = _draw_ids(x, patch_size, mask_ratio, code, generator)
+    kept = _patch_gather(x, ids_keep, patch_size, code, backend)
+    return PatchMask(kept, mask, ids_keep, ids_restore)
+
+
+def masked_patch_embed(x: Tensor, weight: Tensor, bias: Optional[Tensor], pos_embed: Tensor,
+                       patch_size: int, mask_ratio: float, mode: str = "temporal",
+                       generator: Optional[torch.Generator] = None,
+                       lead_embed: Optional[Tensor] = None, backend: str = "auto"):
+    """Linear patch embedding of the kept patches only, plus positional (and lead)
+    embeddings: ``tokens = kept @ weight.T + bias + pos_embed[t] (+ lead_embed[c])``.
+
+    Parameters
+    ----------
+    x : Tensor, shape (batch, n_leads, n_samples)
+    weight : Tensor, shape (embed_dim, D)
+        ``D = n_leads * patch_size`` (``temporal``) or ``patch_size``.
+    bias : Tensor, shape (embed_dim,), or None
+    pos_embed : Tensor, shape (T, embed_dim) or (1, T, embed_dim)
+        One row per time patch, shared by all leads in the lead modes.
+    patch_size, mask_ratio, mode, generator, backend
+        As :func:`patch_mask`.
+    lead_embed : Tensor, shape (n_leads, embed_dim), optional
+        Added to lead ``c``'s tokens (lead modes only).
+
+    Returns
+    -------
+    tokens : Tensor, shape (batch, L_keep, embed_dim)
+    mask : Tensor, shape (batch, L)
+    ids_restore : Tensor, shape (batch, L)
+
+    Notes
+    -----
+    Only the ``1 - mask_ratio`` kept patches are read and multiplied: the embedding
+    FLOPs fall by ``1 / (1 - mask_ratio)`` against embedding every patch and dropping
+    most of them. Gradients reach `x`, `weight`, `bias`, `pos_embed` and `lead_embed`.
+    """
+    code = _check_args(x, patch_size, mask_ratio, mode, "masked_patch_embed")
+    t = x.shape[-1] // patch_size
+    d = x.shape[1] * patch_size if code == TEMPORAL else patch_size
+    if weight.dim() != 2 or weight.shape[1] != d:
+        raise ValueError(f"masked_patch_embed: weight must be (embed_dim, {d}) for mode "
+                         f"{mode!r} with {x.shape[1]} leads and patch_size {patch_size}, got "
+                         f"{tuple(weight.shape)}")
+    pos = pos_embed.reshape(-1, pos_embed.shape[-1])
+    if pos.shape[0] != t or pos.shape[1] != weight.shape[0]:
+        raise ValueError(f"masked_patch_embed: pos_embed must be ({t}, {weight.shape[0]}), got "
+                         f"{tuple(pos_embed.shape)}")
+    if lead_embed is not None and (code == TEMPORAL or lead_embed.shape[0] != x.shape[1]):
+        raise ValueError(f"masked_patch_embed: lead_embed must be (n_leads={x.shape[1]}, "
+                         f"embed_dim) and needs a lead mode, got {tuple(lead_embed.shape)} "
+                         f"with mode {mode!r}")
+    kept, mask, ids_keep, ids_restore = patch_mask(x, patch_size, mask_ratio, mode, generator,
+                                                   backend)
+    tokens = F.linear(kept, weight, bias)
+    time_idx = ids_keep if code == TEMPORAL else ids_keep % t
+    tokens = tokens + pos[time_idx]
+    if lead_embed is not None:
+        tokens = tokens + lead_embed[torch.div(ids_keep, t, rounding_mode="floor")]
+    return tokens, mask, ids_restore
+
+
+def masked_reconstruction_loss(pred: Tensor, x: Tensor, mask: Tensor, patch_size: int,
+                               norm_pix: bool = True, mode: str = "temporal",
+                               eps: float = NORM_PIX_EPS, backend: str = "auto") -> Tensor:
+    r"""Mean squared error over masked patches only (MAE's loss), target read from `x`.
+
+    .. math::
+
+        \frac{\sum_{l} m_l \tfrac1D \lVert \hat y_l - y_l \rVert^2}{\sum_l m_l}, \qquad
+        y_l = \frac{x_l - \bar x_l}{\sqrt{\operatorname{var}(x_l) + \epsilon}}
+        \ \text{(norm\_pix; unbiased variance, as MAE)}
+
+    Parameters
+    ----------
+    pred : Tensor, shape (batch, L, D)
+        Reconstruction of every token, in token order (the layout of :func:`patchify`).
+    x : Tensor, shape (batch, n_leads, n_samples)
+        The unmasked signal.
+    mask : Tensor, shape (batch, L)
+        1 where masked (the loss's weights); at least one must be nonzero.
+    patch_size : int
+    norm_pix : bool, optional
+        Normalise each target patch by its own mean and standard deviation.
+    mode : {"temporal", "lead_temporal", "lead"}, optional
+    eps : float, optional
+
+    Returns
+    -------
+    Tensor
+        Scalar, pred's dtype. Exact gradients with respect to `pred` and `x`.
+    """
+    code = _check_args(x, patch_size, 0.0, mode, "masked_reconstruction_loss")
+    l = num_tokens(x.shape[1], x.shape[2], patch_size, mode)
+    d = x.shape[1] * patch_size if code == TEMPORAL else patch_size
+    if tuple(pred.shape) != (x.shape[0], l, d):
+        raise ValueError(f"masked_reconstruction_loss: pred must be {(x.shape[0], l, d)} for "
+                         f"x {tuple(x.shape)} and mode {mode!r}, got {tuple(pred.shape)}")
+    if tuple(mask.shape) != (x.shape[0], l):
+        raise ValueError(f"masked_reconstruction_loss: mask must be {(x.shape[0], l)}, got "
+                         f"{tuple(mask.shape)}")
+    if norm_pix and d < 2:
+        raise ValueError("masked_reconstruction_loss: norm_pix needs patches of 2+ values")
+    check_backend_name(backend)
+    return _masked_recon_loss(pred.contiguous(), x, mask.to(pred.dtype), patch_size, code,
+                              bool(norm_pix), float(eps), backend)

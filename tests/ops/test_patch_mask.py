@@ -1,0 +1,213 @@
+"""patch_mask, masked_patch_embed, masked_reconstruction_loss against plain-torch references
+(patchify everything, gather, unfused loss); exact counts, uniformity, gradcheck, opcheck,
+compile, bad input."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from fastecg.ops import masked_patch_embed, masked_reconstruction_loss, patch_mask
+from fastecg.ops.patch_mask import MASK_MODES, patchify, unpatchify
+
+MODES = list(MASK_MODES)
+
+
+def _reference_kept(x, ids_keep, patch_size, mode):
+    full = x.unfold(-1, patch_size, patch_size)  # (B, C, T, P): every patch, copied
+    if mode == "temporal":
+        tokens = full.permute(0, 2, 1, 3).flatten(2)
+    else:
+        tokens = full.flatten(1, 2)
+    return tokens.gather(1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
+
+
+def _reference_loss(pred, x, mask, patch_size, mode, norm_pix, eps=1e-6):
+    target = patchify(x, patch_size, mode)
+    if norm_pix:
+        target = (target - target.mean(-1, keepdim=True)) / (
+            target.var(-1, keepdim=True) + eps).sqrt()
+    per_patch = (pred - target).square().mean(-1)
+    return (per_patch * mask).sum() / mask.sum()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape,patch,ratio", [((3, 4, 60), 6, 0.75), ((1, 1, 10), 5, 0.5),
+                                               ((2, 12, 100), 10, 0.0)])
+def test_kept_counts_and_restore(mode, shape, patch, ratio):
+    x = torch.randn(shape)
+    b, c, n = shape
+    t = n // patch
+    kept, mask, ids_keep, ids_restore = patch_mask(x, patch, ratio, mode)
+    torch.testing.assert_close(kept, _reference_kept(x, ids_keep, patch, mode), rtol=0, atol=0)
+    if mode == "temporal":
+        assert (mask.sum(1) == round(t * ratio)).all()
+    elif mode == "lead_temporal":
+        assert (mask.view(b, c, t).sum(-1) == round(t * ratio)).all()
+    else:
+        per_lead = mask.view(b, c, t)
+        assert ((per_lead == per_lead[..., :1]).all())  # whole leads
+        assert (per_lead[..., 0].sum(-1) == round(c * ratio)).all()
+    # kept tokens are the unmasked ones, and ids_restore undoes the shuffle
+    assert (mask.gather(1, ids_keep) == 0).all()
+    # ids_restore puts kept tokens back in place, mask tokens (-1) everywhere else
+    n_tok = mask.shape[1]
+    seq = torch.cat([ids_keep, ids_keep.new_full((b, n_tok - ids_keep.shape[1]), -1)], 1)
+    restored = seq.gather(1, ids_restore)
+    tokens = torch.arange(n_tok).expand(b, n_tok)
+    assert torch.equal(restored, torch.where(mask > 0, -1, tokens))
+    assert torch.equal(ids_restore.sort(1).values, tokens)
+
+
+@pytest.mark.parametrize("mode", ["temporal", "lead_temporal"])
+def test_uniform_choice(mode):
+    # Chi-square over many draws: each patch is masked with probability n_mask / T.
+    torch.manual_seed(0)
+    x = torch.zeros(4000, 2, 40)
+    t, ratio = 8, 0.25
+    _, mask, _, _ = patch_mask(x, 5, ratio, mode)
+    counts = mask.view(-1, t).sum(0)
+    draws = mask.view(-1, t).shape[0]
+    expected = draws * round(t * ratio) / t
+    chi2 = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi2 < 24.3  # 99.9 % quantile, 7 degrees of freedom
+    # pairs too: each of the C(8, 2) masked sets is equally likely
+    sets = mask.view(-1, t).nonzero()[:, 1].view(-1, 2)
+    key = sets[:, 0] * t + sets[:, 1]
+    hist = torch.bincount(key, minlength=t * t)[[i * t + j for i, j in
+                                                  itertools.combinations(range(t), 2)]]
+    exp = draws / math.comb(t, 2)
+    assert ((hist - exp) ** 2 / exp).sum().item() < 61.1  # 99.9 %, 27 dof
+
+
+def test_generator_reproducible():
+    x = torch.randn(2, 3, 50)
+    a = patch_mask(x, 5, 0.6, "lead_temporal", generator=torch.Generator().manual_seed(3))
+    b = patch_mask(x, 5, 0.6, "lead_temporal", generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("norm_pix", [True, False])
+def test_loss_matches_reference(mode, norm_pix):
+    x = torch.randn(2, 3, 40, dtype=torch.float64)
+    mask = patch_mask(x, 5, 0.5, mode).mask
+    pred = torch.randn(patchify(x, 5, mode).shape, dtype=torch.float64)
+    torch.testing.assert_close(masked_reconstruction_loss(pred, x, mask, 5, norm_pix, mode),
+                               _reference_loss(pred, x, mask, 5, mode, norm_pix))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradcheck(mode):
+    x = torch.randn(2, 2, 12, dtype=torch.float64, requires_grad=True)
+    out = patch_mask(x, 3, 0.5, mode)
+    pred = torch.randn(patchify(x, 3, mode).shape, dtype=torch.float64, requires_grad=True)
+    code = MASK_MODES[mode]
+    torch.autograd.gradcheck(
+        lambda v: torch.ops.fastecg.patch_gather(v, out.ids_keep, 3, code, "auto"), (x,))
+    torch.autograd.gradgradcheck(
+        lambda v: torch.ops.fastecg.patch_gather(v, out.ids_keep, 3, code, "auto"), (x,))
+    for norm_pix in (True, False):
+        torch.autograd.gradcheck(
+            lambda p, v: masked_reconstruction_loss(p, v, out.mask, 3, norm_pix, mode), (pred, x))
+
+
+@pytest.mark.parametrize("mode", ["temporal", "lead_temporal"])
+def test_embed_matches_reference_and_gradcheck(mode):
+    x = torch.randn(2, 3, 12, dtype=torch.float64, requires_grad=True)
+    d = 3 * 4 if mode == "temporal" else 4
+    w = torch.randn(5, d, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    pos = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    lead = torch.randn(3, 5, dtype=torch.float64, requires_grad=True) \
+        if mode != "temporal" else None
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    tokens, mask, ids_restore = masked_patch_embed(x, w, bias, pos, 4, 0.5, mode, gen(),
+                                                   lead_embed=lead)
+    ids_keep = patch_mask(x, 4, 0.5, mode, gen()).ids_keep
+    # reference: embed every patch with a strided conv's equivalent, then gather
+    full = patchify(x, 4, mode) @ w.T + bias
+    if mode == "temporal":
+        full = full + pos
+    else:
+        full = full + pos.repeat(3, 1) + lead.repeat_interleave(3, 0)
+    ref = full.gather(1, ids_keep[..., None].expand(-1, -1, 5))
+    torch.testing.assert_close(tokens, ref)
+    inputs = (x, w, bias, pos) + ((lead,) if lead is not None else ())
+    torch.autograd.gradcheck(
+        lambda *a: masked_patch_embed(a[0], a[1], a[2], a[3], 4, 0.5, mode, gen(),
+                                      lead_embed=a[4] if len(a) > 4 else None)[0], inputs)
+
+
+def test_opcheck():
+    x = torch.randn(2, 3, 20)
+    for mode, code in MASK_MODES.items():
+        out = patch_mask(x, 5, 0.5, mode)
+        for req in (False, True):
+            xr = x.clone().requires_grad_(req)
+            torch.library.opcheck(torch.ops.fastecg.patch_gather.default,
+                                  (xr, out.ids_keep, 5, code, "auto"))
+            kept = out.kept.clone().requires_grad_(req)
+            torch.library.opcheck(torch.ops.fastecg.patch_scatter.default,
+                                  (kept, out.ids_keep, 5, code, 3, 20, "auto"))
+            pred = torch.randn(patchify(x, 5, mode).shape, requires_grad=req)
+            torch.library.opcheck(torch.ops.fastecg.masked_recon_loss.default,
+                                  (pred, xr, out.mask, 5, code, True, 1e-6, "auto"))
+
+
+def test_compile_fullgraph_matches_eager():
+    x = torch.randn(2, 3, 40, requires_grad=True)
+    w = torch.randn(8, 15, requires_grad=True)
+    pos = torch.randn(8, 8, requires_grad=True)
+    head = torch.randn(15, 8)
+
+    def step(x, w, pos):
+        tokens, mask, ids_restore = masked_patch_embed(x, w, None, pos, 5, 0.75)
+        full = torch.cat([tokens, tokens.new_zeros(2, 6, 8)], 1)
+        full = full.gather(1, ids_restore[..., None].expand(-1, -1, 8))
+        return masked_reconstruction_loss(full @ head.T, x, mask, 5)
+
+    torch.manual_seed(0)
+    eager = step(x, w, pos)
+    g_eager = torch.autograd.grad(eager, (x, w, pos))
+    # Inductor draws its own random numbers unless told to call torch.rand as eager does.
+    with torch._inductor.config.patch(fallback_random=True):
+        compiled = torch.compile(step, fullgraph=True)
+        torch.manual_seed(0)
+        out = compiled(x, w, pos)
+    g_comp = torch.autograd.grad(out, (x, w, pos))
+    torch.testing.assert_close(out, eager)
+    for g, h in zip(g_comp, g_eager):
+        torch.testing.assert_close(g, h)
+
+
+def test_unpatchify_inverts_patchify():
+    x = torch.randn(2, 3, 20)
+    for mode in MODES:
+        assert torch.equal(unpatchify(patchify(x, 5, mode), 3, 5, mode), x)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(patch_size=7), "not a multiple"),
+    (dict(mask_ratio=1.0), "mask_ratio"),
+    (dict(mask_ratio=-0.1), "mask_ratio"),
+    (dict(mode="time"), "unknown mode"),
+    (dict(patch_size=0), "patch_size"),
+])
+def test_bad_arguments(kwargs, match):
+    args = dict(patch_size=5, mask_ratio=0.5, mode="temporal") | kwargs
+    with pytest.raises(ValueError, match=match):
+        patch_mask(torch.randn(1, 2, 20), **args)
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match="n_leads, n_samples"):
+        patch_mask(torch.randn(2, 20), 5, 0.5)
+    with pytest.raises(TypeError):
+        patch_mask(torch.zeros(1, 2, 20, dtype=torch.long), 5, 0.5)
+    x = torch.randn(1, 2, 20)
+    with pytest.raises(ValueError, match="weight"):
+        masked_patch_embed(x, torch.randn(4, 3), None, torch.randn(4, 4), 5, 0.5)
+    with pytest.raises(ValueError, match="pred"):
+        masked_reconstruction_loss(torch.randn(1, 3, 10), x, torch.ones(1, 4), 5)
