@@ -1,0 +1,431 @@
+"""``torch.utils.data.Dataset`` classes: WFDB folders, in-memory arrays, the labelled
+synthetic ECG, and record/patient-level splits.
+
+Every dataset has ``metadata``, a pandas DataFrame with one row per usable record, built
+in one go from columns (pandas >= 3: strings in the Arrow-backed ``str`` dtype,
+list-valued columns ``dtype=object``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from . import wfdb as _wfdb
+from .labels import LabelMap, parse_dx
+from .synthetic import SYNTHETIC_CLASSES, synthetic_record
+
+__all__ = ["WFDBDataset", "ArrayDataset", "SyntheticECGDataset", "split", "prepare_signal"]
+
+_NAN_MODES = ("skip", "interpolate", "zero")
+
+
+def _pandas():
+    try:
+        import pandas as pd
+    except ImportError as err:
+        raise ImportError("dataset metadata needs pandas >= 3: pip install 'fastecg[data]'") \
+            from err
+    return pd
+
+
+def _object_column(values: Sequence) -> Any:
+    """A column of lists: ``dtype=object`` built at once (pandas would otherwise try to
+    make a 2-D array or an Arrow list type of equal-length lists)."""
+    pd = _pandas()
+    column = np.empty(len(values), dtype=object)
+    column[:] = [list(v) for v in values]
+    return pd.Series(column, dtype=object)
+
+
+def _str_column(values: Sequence) -> Any:
+    return _pandas().Series(list(values), dtype="str")
+
+
+def prepare_signal(sig: torch.Tensor, fs: float, target_fs: Optional[float],
+                   siglen: Optional[int]) -> tuple[torch.Tensor, float]:
+    """Resample `sig` ``(n_leads, n_samples)`` to `target_fs` (polyphase, as
+    ``scipy.signal.resample_poly``) and crop (the first `siglen` samples) or zero-pad
+    (at the end) to `siglen`. Returns the signal and its rate."""
+    if target_fs is not None and float(target_fs) != float(fs):
+        from ..ops import resample
+
+        sig = resample(sig, fs_in=float(fs), fs_out=float(target_fs))
+        fs = float(target_fs)
+    if siglen is not None:
+        n = sig.shape[-1]
+        if n >= siglen:
+            sig = sig[..., :siglen]
+        else:
+            sig = torch.nn.functional.pad(sig, (0, siglen - n))
+    return sig.contiguous(), fs
+
+
+def _fix_nan(sig: np.ndarray, mode: str) -> np.ndarray:
+    bad = np.isnan(sig)
+    if not bad.any():
+        return sig
+    sig = sig.copy()
+    if mode == "zero":
+        sig[bad] = 0.0
+        return sig
+    grid = np.arange(sig.shape[-1])
+    for lead in range(sig.shape[0]):
+        ok = ~bad[lead]
+        sig[lead] = np.interp(grid, grid[ok], sig[lead, ok]) if ok.any() else 0.0
+    return sig
+
+
+class WFDBDataset(Dataset):
+    """Records of a folder tree of WFDB records (``.hea`` + ``.mat``/``.dat``), read with
+    the ``wfdb`` package.
+
+    Parameters
+    ----------
+    root : str or path
+        Folder searched recursively for ``*.hea``; or a list of record paths.
+    fs : float, optional
+        Resample every record to this rate (``fastecg.ops.resample``); None keeps each
+        record's own.
+    leads : sequence of str, optional
+        Lead names to return, in this order; records without one of them are skipped.
+    siglen : int, optional
+        Crop (first samples) or zero-pad (at the end) to this many samples, after
+        resampling.
+    transforms : PreprocManager, optional
+        Run on each signal, called as ``transforms(sig, fs, lead_names)``.
+    label_map : LabelMap, dict or str, optional
+        Diagnosis codes (the header's ``Dx``) -> classes; default CinC 2021 with the
+        equivalent classes merged (:meth:`LabelMap.cinc`).
+    return_meta : bool, optional
+        Items are ``(signal, label, meta)`` with the record's metadata row as a dict.
+    nan : {"skip", "interpolate", "zero"}, optional
+        Records with missing samples: skipped (their samples are read once when the
+        dataset is built, to find them), or repaired when read.
+    rhythms : sequence of str, optional
+        With records annotated by rhythm (``.atr`` aux notes such as ``"(AFIB"``), items
+        carry per-sample masks ``(len(rhythms), n_samples)`` float32 in place of the
+        label; records without annotations give zero masks.
+
+    Attributes
+    ----------
+    metadata : pandas.DataFrame
+        One row per usable record: ``record``, ``path``, ``fs``, ``n_samples``,
+        ``n_leads``, ``lead_names`` (lists), ``age`` (float, NaN unknown), ``sex``,
+        ``patient_id`` (missing where the source has none), ``dx_codes`` (lists of str),
+        ``labels`` (lists of class indices), ``ann_symbols`` (lists of str).
+    skipped : list of (str, str)
+        ``(record path, reason)`` of each record left out.
+
+    Items are ``(signal, label)``: signal float32 ``(n_leads, n_samples)``, label a
+    float32 multi-hot vector of ``label_map.num_classes``.
+    """
+
+    def __init__(self, root, fs: Optional[float] = None, leads: Optional[Sequence[str]] = None,
+                 siglen: Optional[int] = None, transforms: Optional[Callable] = None,
+                 label_map: Union[LabelMap, dict, str, None] = None, return_meta: bool = False,
+                 nan: str = "skip", rhythms: Optional[Sequence[str]] = None):
+        if nan not in _NAN_MODES:
+            raise ValueError(f"WFDBDataset: nan must be one of {_NAN_MODES}, got {nan!r}")
+        if fs is not None and not (math.isfinite(fs) and fs > 0):
+            raise ValueError(f"WFDBDataset: fs must be a positive number, got {fs!r}")
+        if siglen is not None and (int(siglen) != siglen or siglen < 1):
+            raise ValueError(f"WFDBDataset: siglen must be a positive integer, got {siglen!r}")
+        self.fs = None if fs is None else float(fs)
+        self.leads = None if leads is None else list(leads)
+        self.siglen = None if siglen is None else int(siglen)
+        self.transforms = transforms
+        self.label_map = LabelMap.from_any(label_map)
+        self.return_meta = return_meta
+        self.nan = nan
+        self.rhythms = None if rhythms is None else tuple(rhythms)
+        paths = (_wfdb.find_records(root) if not isinstance(root, (list, tuple))
+                 else [str(p) for p in root])
+        self.skipped: list[tuple[str, str]] = []
+        self.headers = [h for h in (self._usable(p) for p in paths) if h is not None]
+        self.metadata = self._build_metadata()
+
+    def _usable(self, path: str) -> Optional[dict]:
+        try:
+            header = _wfdb.read_header(path)
+        except (OSError, ValueError) as err:
+            self.skipped.append((path, str(err)))
+            return None
+        reason = _wfdb.check_record(header, self.leads)
+        if reason is None and self.nan == "skip":
+            try:
+                sig = _wfdb.read_signal(header, self.leads)
+                if np.isnan(sig).any():
+                    reason = f"{int(np.isnan(sig).sum())} missing (NaN) samples"
+            except (OSError, ValueError) as err:
+                reason = str(err)
+        if reason is not None:
+            self.skipped.append((path, reason))
+            return None
+        return header
+
+    def _build_metadata(self):
+        pd = _pandas()
+        h = self.headers
+        dx = [parse_dx(x.get("Dx")) for x in h]
+        ages = [_number(x.get("Age")) for x in h]
+        symbols = [_wfdb.annotation_symbols(x["path"]) for x in h]
+        patient = [x.get("Patient") or x.get("patient_id") or x.get("Patient ID") for x in h]
+        return pd.DataFrame({
+            "record": _str_column([x["record"] for x in h]),
+            "path": _str_column([x["path"] for x in h]),
+            "fs": pd.Series([x["fs"] for x in h], dtype="float64"),
+            "n_samples": pd.Series([x["n_samples"] for x in h], dtype="int64"),
+            "n_leads": pd.Series([len(x["lead_names"]) for x in h], dtype="int64"),
+            "lead_names": _object_column([x["lead_names"] for x in h]),
+            "age": pd.Series(ages, dtype="float64"),
+            "sex": _str_column([x.get("Sex") or None for x in h]),
+            "patient_id": _str_column(patient),
+            "dx_codes": _object_column(dx),
+            "labels": _object_column([self.label_map.indices(codes) for codes in dx]),
+            "ann_symbols": _object_column(symbols),
+        })
+
+    def __len__(self) -> int:
+        return len(self.headers)
+
+    def read(self, index: int) -> tuple[torch.Tensor, float, list[str]]:
+        """Record `index` after lead selection, resampling and cropping, before
+        `transforms`: ``(signal, fs, lead_names)``."""
+        header = self.headers[index]
+        sig = _wfdb.read_signal(header, self.leads)
+        if self.nan != "skip":
+            sig = _fix_nan(sig, self.nan)
+        out, fs = prepare_signal(torch.from_numpy(sig), header["fs"], self.fs, self.siglen)
+        return out, fs, list(self.leads or header["lead_names"])
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} records")
+        index %= len(self)
+        sig, fs, names = self.read(index)
+        if self.transforms is not None:
+            sig, fs = self.transforms(sig, fs, names)
+        if self.rhythms is not None:
+            target = torch.from_numpy(self._rhythm_target(index, sig.shape[-1]))
+        else:
+            target = torch.from_numpy(self.label_map.multi_hot(self.metadata["dx_codes"].iat[index]))
+        if self.return_meta:
+            return sig, target, self.metadata.iloc[index].to_dict()
+        return sig, target
+
+    def _rhythm_target(self, index: int, n_out: int) -> np.ndarray:
+        header = self.headers[index]
+        mask = _wfdb.rhythm_mask(header["path"], header["n_samples"], self.rhythms)
+        if mask is None:
+            return np.zeros((len(self.rhythms), n_out), dtype=np.float32)
+        fs_out = self.fs or header["fs"]
+        # Nearest earlier input sample of each output sample (rates may differ).
+        src = np.floor(np.arange(n_out) * header["fs"] / fs_out).astype(np.int64)
+        inside = src < header["n_samples"]
+        out = np.zeros((len(self.rhythms), n_out), dtype=np.float32)
+        out[:, inside] = mask[:, src[inside]]
+        return out
+
+
+def _number(text: Any) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+    return value if math.isfinite(value) else float("nan")
+
+
+class ArrayDataset(Dataset):
+    """A dataset over in-memory signals.
+
+    Parameters
+    ----------
+    signals : array or Tensor ``(n_records, n_leads, n_samples)``, or a list of
+        ``(n_leads, n_i)`` arrays (records of different lengths)
+    labels : array, Tensor or sequence, optional
+        One label per record (any shape); items are ``(signal, label)`` with it, or
+        the signal alone without.
+    fs : float
+        Sampling rate in Hz (kept in ``metadata`` and given to `transforms`).
+    lead_names : sequence of str, optional
+    transforms : PreprocManager, optional
+        Run on each signal as ``transforms(sig, fs, lead_names)``.
+    """
+
+    def __init__(self, signals, labels=None, fs: float = 500.0,
+                 lead_names: Optional[Sequence[str]] = None,
+                 transforms: Optional[Callable] = None):
+        if isinstance(signals, (np.ndarray, torch.Tensor)):
+            if signals.ndim != 3:
+                raise ValueError(f"ArrayDataset: signals must be (n_records, n_leads, "
+                                 f"n_samples), got shape {tuple(signals.shape)}")
+            records = list(signals)
+        else:
+            records = list(signals)
+        self.signals = [torch.as_tensor(np.asarray(s) if not isinstance(s, torch.Tensor) else s,
+                                        dtype=torch.float32) for s in records]
+        if any(s.ndim != 2 for s in self.signals):
+            raise ValueError("ArrayDataset: every record must be (n_leads, n_samples)")
+        if labels is not None and len(labels) != len(self.signals):
+            raise ValueError(f"ArrayDataset: {len(labels)} labels for {len(self.signals)} "
+                             "records")
+        if not (math.isfinite(fs) and fs > 0):
+            raise ValueError(f"ArrayDataset: fs must be a positive number, got {fs!r}")
+        self.labels = labels
+        self.fs = float(fs)
+        self.lead_names = None if lead_names is None else list(lead_names)
+        self.transforms = transforms
+        pd = _pandas()
+        self.metadata = pd.DataFrame({
+            "record": _str_column([str(i) for i in range(len(self.signals))]),
+            "fs": pd.Series([self.fs] * len(self.signals), dtype="float64"),
+            "n_samples": pd.Series([s.shape[-1] for s in self.signals], dtype="int64"),
+            "n_leads": pd.Series([s.shape[0] for s in self.signals], dtype="int64"),
+        })
+
+    def __len__(self) -> int:
+        return len(self.signals)
+
+    def read(self, index: int) -> tuple[torch.Tensor, float, Optional[list[str]]]:
+        return self.signals[index], self.fs, self.lead_names
+
+    def __getitem__(self, index: int):
+        sig = self.signals[index]
+        if self.transforms is not None:
+            sig, _ = self.transforms(sig, self.fs, self.lead_names)
+        if self.labels is None:
+            return sig
+        label = self.labels[index]
+        return sig, torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor)
+                                    else label)
+
+
+class SyntheticECGDataset(Dataset):
+    """Labelled synthetic 12-lead ECG (:func:`fastecg.data.synthetic.synthetic_record`).
+
+    Items are ``(signal float32 (n_leads, n_samples), label int64)``, or with
+    ``return_waves=True`` ``(signal, label, waves int64 (n_samples,))`` (0 none, 1 P,
+    2 QRS, 3 T). Item `i` depends on ``(seed, i)`` only. ``metadata`` has ``record``,
+    ``patient_id`` (str), ``label`` and ``class_name``; ``records_per_patient``
+    consecutive records share a patient and a class.
+    """
+
+    def __init__(self, n: int, fs: float = 500.0, seconds: float = 10.0,
+                 classes: Sequence[str] = SYNTHETIC_CLASSES, seed: int = 0,
+                 records_per_patient: int = 2, n_leads: int = 12,
+                 transforms: Optional[Callable] = None, return_waves: bool = False):
+        if n < 0:
+            raise ValueError(f"SyntheticECGDataset: n must be >= 0, got {n}")
+        self.n, self.fs, self.seconds = int(n), float(fs), float(seconds)
+        self.classes, self.seed = tuple(classes), int(seed)
+        self.records_per_patient, self.n_leads = int(records_per_patient), int(n_leads)
+        self.transforms, self.return_waves = transforms, return_waves
+        synthetic_record(0, fs=fs, seconds=min(seconds, 1.0), classes=self.classes,
+                         records_per_patient=self.records_per_patient, n_leads=n_leads,
+                         noise=False)  # checks the arguments now, not at the first item
+        pd = _pandas()
+        patients = [i // self.records_per_patient for i in range(self.n)]
+        labels = [p % len(self.classes) for p in patients]
+        self.metadata = pd.DataFrame({
+            "record": _str_column([f"synthetic_{i:06d}" for i in range(self.n)]),
+            "patient_id": _str_column([f"patient_{p:06d}" for p in patients]),
+            "label": pd.Series(labels, dtype="int64"),
+            "class_name": _str_column([self.classes[k] for k in labels]),
+            "fs": pd.Series([self.fs] * self.n, dtype="float64"),
+            "n_samples": pd.Series([int(round(self.fs * self.seconds))] * self.n,
+                                   dtype="int64"),
+        })
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def record(self, index: int) -> dict:
+        if not 0 <= index < self.n:
+            raise IndexError(f"index {index} out of range for {self.n} records")
+        return synthetic_record(index, fs=self.fs, seconds=self.seconds, classes=self.classes,
+                                seed=self.seed, records_per_patient=self.records_per_patient,
+                                n_leads=self.n_leads)
+
+    def read(self, index: int) -> tuple[torch.Tensor, float, None]:
+        return torch.from_numpy(self.record(index)["signal"]), self.fs, None
+
+    def __getitem__(self, index: int):
+        rec = self.record(index)
+        sig = torch.from_numpy(rec["signal"])
+        if self.transforms is not None:
+            sig, _ = self.transforms(sig, self.fs)
+        label = torch.tensor(rec["label"], dtype=torch.int64)
+        if self.return_waves:
+            return sig, label, torch.from_numpy(rec["waves"].astype(np.int64))
+        return sig, label
+
+
+def split(dataset, by: str = "record", stratify: bool = True,
+          fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> list[Subset]:
+    """Reproducible train/validation/test subsets.
+
+    Parameters
+    ----------
+    dataset : a dataset with ``metadata`` (rows in item order)
+    by : {"record", "patient"}
+        Unit kept whole: with ``"patient"`` all records of a patient (``patient_id``;
+        a record without one is its own patient) fall in one subset.
+    stratify : bool
+        Allocate the units of each class separately, so every subset gets its share of
+        each class (class: ``label``, or the first of ``labels``; -1 for none).
+    fractions : sequence of float
+        Positive, summing to 1; one subset each.
+    seed : int
+
+    Returns
+    -------
+    list of torch.utils.data.Subset
+    """
+    if by not in ("record", "patient"):
+        raise ValueError(f"split: by must be 'record' or 'patient', got {by!r}")
+    fractions = [float(f) for f in fractions]
+    if not fractions or any(not f > 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"split: fractions must be positive and sum to 1, got {fractions}")
+    meta = dataset.metadata
+    n = len(meta)
+    records = meta["record"].astype(str).tolist() if "record" in meta else [str(i) for i in range(n)]
+    if by == "patient" and "patient_id" in meta:
+        ids = meta["patient_id"].tolist()
+        units = [f"p:{p}" if isinstance(p, str) and p else f"r:{r}" for p, r in zip(ids, records)]
+    else:
+        units = [f"r:{r}:{i}" for i, r in enumerate(records)]
+    if "label" in meta:
+        classes = meta["label"].astype("int64").tolist()
+    elif "labels" in meta:
+        classes = [int(v[0]) if len(v) else -1 for v in meta["labels"]]
+    else:
+        classes = [-1] * n
+    members: dict[str, list[int]] = {}
+    unit_class: dict[str, int] = {}
+    for i, unit in enumerate(units):
+        members.setdefault(unit, []).append(i)
+        unit_class.setdefault(unit, classes[i])
+    strata: dict[int, list[str]] = {}
+    for unit in sorted(members):
+        strata.setdefault(unit_class[unit] if stratify else 0, []).append(unit)
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in fractions]
+    counts = np.zeros(len(fractions))
+    # Each unit goes to the subset furthest below its share so far; the count runs on
+    # across classes, so classes with fewer units than subsets still spread over them.
+    for key in sorted(strata):
+        group = strata[key]
+        for j in rng.permutation(len(group)):
+            part = int(np.argmax(np.asarray(fractions) * (counts.sum() + 1) - counts))
+            counts[part] += 1
+            parts[part].extend(members[group[j]])
+    return [Subset(dataset, sorted(p)) for p in parts]
