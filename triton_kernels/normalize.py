@@ -5,7 +5,13 @@ import torch
 import triton
 import triton.language as tl
 
+from fastecg._spec import NormalizeMethod
+
 from ._common import float64_on_device
+
+# a jit function reads globals only as constexpr
+_MIN_MAX = tl.constexpr(int(NormalizeMethod.MIN_MAX))
+_Z_SCORE = tl.constexpr(int(NormalizeMethod.Z_SCORE))
 
 
 
@@ -20,7 +26,7 @@ def _normalize_forward_kernel(x_ptr, y_ptr, n, method, ddof, params_ptr, BLOCK: 
     cols = tl.arange(0, BLOCK)
     scale = 1.0 / std
     shift = -mean / std
-    if method == 1:  # min-max
+    if method == _MIN_MAX:
         lo = tl.full([BLOCK], float("inf"), tl.float64)
         hi = tl.full([BLOCK], float("-inf"), tl.float64)
         bad = tl.zeros([BLOCK], tl.float64)
@@ -36,7 +42,7 @@ def _normalize_forward_kernel(x_ptr, y_ptr, n, method, ddof, params_ptr, BLOCK: 
         span = tl.where(tl.sum(bad, axis=0) == 0.0, span, float("nan"))
         scale = 1.0 / span
         shift = -lo_all / span
-    elif method == 0:  # z-score
+    elif method == _Z_SCORE:
         acc = tl.zeros([BLOCK], tl.float64)
         for start in range(0, n, BLOCK):
             mask = start + cols < n

@@ -3,12 +3,11 @@
 #pragma once
 #include <cstdint>
 
+#include "codes.h"
 #include "host_device.h"
 
 namespace fastecg {
 
-// Numbered as PADTYPES in python/fastecg/ops/sosfilt.py.
-enum PadType : int64_t { kPadNone = 0, kPadOdd = 1, kPadEven = 2, kPadConstant = 3 };
 
 // The extension sample beyond the edge sample `edge` whose mirror image in the row is
 // `mirrored`, computed in T (SciPy builds it in the input's dtype).

@@ -4,12 +4,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "codes.h"
 #include "host_device.h"
 
 namespace fastecg {
 
-// Boundary modes, numbered as in python/fastecg/ops/baseline.py.
-enum BoundaryMode : int64_t { kReflect = 0, kMirror = 1, kNearest = 2, kConstant = 3, kWrap = 4 };
 
 // Index of the sample that extended position q reads (SciPy's ni_support rules, periodic
 // for extensions longer than the signal); -1 means the constant cval.

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 
+#include "../common/codes.h"
 #include "../common/huge_pages.h"
 #include "../common/lanes4.h"
 #include "../common/parallel.h"
@@ -16,7 +17,6 @@
 namespace fastecg {
 namespace {
 
-enum Method : int64_t { kZScore = 0, kMinMax = 1, kNaive = 2 };
 
 constexpr int kLanes = 8;  // independent partial sums: the loops vectorise, results stay deterministic
 // kLanes values of T in one GCC vector (a struct: GCC drops vector_size on a dependent

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 
+#include "../common/codes.h"
+
 namespace fastecg {
 
 // x, y: (rows, n) contiguous; method: 0 z-score, 1 min-max, 2 naive.

@@ -33,10 +33,10 @@ __global__ void normalize_rows_kernel(const T* __restrict__ x, T* __restrict__ y
   const T* xr = x + blockIdx.x * n;
   T* yr = y + blockIdx.x * n;
   double scale, shift;
-  if (method == 2) {
+  if (method == kNaive) {
     scale = 1.0 / std;
     shift = -mean / std;
-  } else if (method == 1) {
+  } else if (method == kMinMax) {
     double lo = INFINITY, hi = -INFINITY, bad = 0.0;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
       const double v = xr[i];
@@ -74,7 +74,7 @@ __global__ void normalize_rows_kernel(const T* __restrict__ x, T* __restrict__ y
     shift = mean - mu * scale;
   }
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-    yr[i] = static_cast<T>(method == 2 ? (xr[i] - mean) / std : xr[i] * scale + shift);
+    yr[i] = static_cast<T>(method == kNaive ? (xr[i] - mean) / std : xr[i] * scale + shift);
 }
 
 }  // namespace

@@ -39,7 +39,7 @@ std::tuple<at::Tensor, at::Tensor> median_filter_cuda_op(const at::Tensor& x, at
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "_median_filter_kernel: expected float32 or float64, got ", x.scalar_type());
   TORCH_CHECK(!sizes.empty() && sizes.size() == origins.size(), "one origin per size");
-  TORCH_CHECK(mode >= 0 && mode <= 4, "bad mode code ", mode);
+  TORCH_CHECK(mode >= kReflect && mode <= kWrap, "bad mode code ", mode);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -82,7 +82,7 @@ void check_sos_cuda(const at::Tensor& x, const at::Tensor& sos, const char* name
 // sosfiltfilt's edge extension (and its transpose's): a known padtype, a padlen the rows
 // exceed.
 void check_padding(const at::Tensor& x, int64_t padlen, int64_t padtype) {
-  TORCH_CHECK(padtype >= 0 && padtype <= 3, "bad padtype code ", padtype);
+  TORCH_CHECK(padtype >= kPadNone && padtype <= kPadConstant, "bad padtype code ", padtype);
   TORCH_CHECK(padlen >= 0 && (padtype != 0 || padlen == 0), "bad padlen ", padlen);
   TORCH_CHECK(x.size(1) > padlen, "signal length ", x.size(1), " must exceed padlen ", padlen);
 }

@@ -6,10 +6,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._spec import PadType
+
 __all__ = ["PADTYPES", "extend_rows", "gather_selected"]
 
-# SciPy's filtfilt padtypes, numbered as the kernels take them (csrc/common/codes.h).
-PADTYPES = {None: 0, "odd": 1, "even": 2, "constant": 3}
+# SciPy's filtfilt padtypes by name (None: no extension), as the kernels number them.
+PADTYPES = {None: PadType.NONE, "odd": PadType.ODD, "even": PadType.EVEN,
+            "constant": PadType.CONSTANT}
 
 
 def extend_rows(rows: Tensor, padlen: int, padtype: int) -> Tensor:

@@ -3,6 +3,7 @@ window limits. Both sides import it; it imports neither."""
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
 import numbers
@@ -10,8 +11,37 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["check_fs", "check_band", "check_positive_int", "check_fir", "butter_sos",
+__all__ = ["NormalizeMethod", "PadType", "BoundaryMode", "NORMALIZE_EPS",
+           "check_fs", "check_band", "check_positive_int", "check_fir", "butter_sos",
            "fir_taps", "default_numtaps", "butter_order", "window_samples", "MAX_WINDOW"]
+
+
+# The integer codes the kernels take, one definition each; csrc/common/codes.h mirrors
+# them (tests/test_codes.py checks that the two agree).
+class NormalizeMethod(enum.IntEnum):
+    Z_SCORE = 0
+    MIN_MAX = 1
+    NAIVE = 2
+
+
+class PadType(enum.IntEnum):
+    NONE = 0
+    ODD = 1
+    EVEN = 2
+    CONSTANT = 3
+
+
+class BoundaryMode(enum.IntEnum):
+    REFLECT = 0
+    MIRROR = 1
+    NEAREST = 2
+    CONSTANT = 3
+    WRAP = 4
+
+
+# normalize's default eps, added to the spread as torch_ecg does so that a constant
+# record stays finite.
+NORMALIZE_EPS = 1e-7
 
 
 def check_fs(fs, what: str) -> float:

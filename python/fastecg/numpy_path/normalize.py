@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-EPS = 1e-7
+from .._spec import NORMALIZE_EPS as EPS
+
 _METHODS = ("z-score", "min-max", "naive")
 
 

@@ -17,13 +17,13 @@ from torch import Tensor
 
 from .._rows import gather_selected
 from ._dispatch import compiled_op, kernel_for, register_kernel, resolve_backend
-from .._spec import MAX_WINDOW, window_samples
+from .._spec import MAX_WINDOW, BoundaryMode, window_samples
 from ._validate import check_signal, kernel_dtype
 
 __all__ = ["median_filter1d", "remove_baseline", "window_samples", "MEDIAN_MODES"]
 
-# Boundary modes (scipy.ndimage names), numbered as in csrc/cpu/median.cpp.
-MEDIAN_MODES = {"reflect": 0, "mirror": 1, "nearest": 2, "constant": 3, "wrap": 4}
+# Boundary modes by their scipy.ndimage names.
+MEDIAN_MODES = {mode.name.lower(): mode for mode in BoundaryMode}
 BASELINE_METHODS = ("median", "mean")
 _ROWS_PER_REFERENCE_BLOCK_ELEMENTS = 1 << 24  # bounds the reference's (rows, n, w) window tensor
 

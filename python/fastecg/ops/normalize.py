@@ -15,14 +15,16 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from .._spec import NORMALIZE_EPS, NormalizeMethod
 from ._dispatch import check_backend_name, compiled_op, kernel_for, register_kernel, resolve_backend
 from ._validate import check_signal, kernel_dtype
 
 __all__ = ["normalize", "NORMALIZE_METHODS"]
 
-EPS = 1e-7  # default added to the spread, as torch_ecg does, so a constant record stays finite
-NORMALIZE_METHODS = {"z-score": 0, "min-max": 1, "naive": 2}
-Z_SCORE, MIN_MAX, NAIVE = 0, 1, 2
+EPS = NORMALIZE_EPS
+NORMALIZE_METHODS = {"z-score": NormalizeMethod.Z_SCORE, "min-max": NormalizeMethod.MIN_MAX,
+                     "naive": NormalizeMethod.NAIVE}
+Z_SCORE, MIN_MAX, NAIVE = NormalizeMethod
 
 
 # ---- kernels ---------------------------------------------------------------------------

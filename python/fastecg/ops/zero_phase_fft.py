@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ._cache import cached_unless_compiling
 from ._dispatch import compiled_op, kernel_for, register_kernel
 
 __all__ = ["fft_filter", "fast_fft_len"]
@@ -64,24 +65,16 @@ def _zero_phase_gain(sos: Tensor, n_fft: int) -> Tensor:
     return (num / den).prod(0)
 
 
+# Eager calls reuse the index (read only): three small ops less per call (on a GPU,
+# three launches of a call that otherwise queues six).
+@cached_unless_compiling(maxsize=64)
 def _tail_index(n: int, pad: int, right: int, device: torch.device) -> Tensor:
     """Columns that follow each row, circularly, in its reflect-padded signal rotated
     left by ``pad`` (a rotation commutes with a circular convolution, and keeps the
     rows' copies aligned): its end reflected (`right` samples), then its start
     reflected (`pad`); any zeros between are left to the caller."""
-    if torch.compiler.is_compiling():  # traced: the lengths may be symbolic
-        return _build_tail_index(n, pad, right, device)
-    return _cached_tail_index(n, pad, right, str(device))
-
-
-def _build_tail_index(n, pad, right, device) -> Tensor:
     end = torch.arange(n - 2, n - 2 - right, -1, device=device)
     return torch.cat([end, torch.arange(pad, 0, -1, device=device)])
-
-
-# Eager calls reuse the index (read only): three small ops less per call (on a GPU,
-# three launches of a call that otherwise queues six).
-_cached_tail_index = functools.lru_cache(maxsize=64)(_build_tail_index)
 
 
 def _circulant(v: Tensor, gain: Tensor, n_fft: int) -> Tensor:
@@ -178,20 +171,10 @@ def fft_filter(x: Tensor, sos: Tensor, key: Optional[tuple], min_pad: int,
     return y.view(x.shape).to(x.dtype)
 
 
+@cached_unless_compiling(maxsize=256)
 def fast_fft_len(n: int) -> int:
     """Smallest 2^a 3^b 5^c >= n with a >= 3. torch's CPU FFT (MKL) is fast on these;
     odd sizes such as 5625 ran ~4x slower than 5760 (measured, 768 rows)."""
-    if torch.compiler.is_compiling():  # traced: the length may be symbolic
-        return _searchfast_fft_len(n)
-    return _cached_fast_fft_len(n)
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_fast_fft_len(n: int) -> int:
-    return _searchfast_fft_len(n)
-
-
-def _searchfast_fft_len(n) -> int:
     size = (n + 7) // 8 * 8  # (no `%` on a length: inductor cannot size tensors by Mod)
     while True:
         rest = size

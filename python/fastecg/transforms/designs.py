@@ -18,8 +18,9 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-from .._spec import (butter_order, butter_sos, check_fs, check_positive_int, default_numtaps,
-                     fir_taps, resample_factors, resample_window_key, window_samples)
+from .._spec import (NORMALIZE_EPS, BoundaryMode, butter_order, butter_sos, check_fs,
+                     check_positive_int, default_numtaps, fir_taps, resample_factors,
+                     resample_window_key, window_samples)
 from ..registry import did_you_mean
 from .config import MissingInfo, SignalInfo, Step, check_backend_name
 
@@ -32,9 +33,9 @@ __all__ = [
 ]
 
 NORMALIZE_METHODS = ("z-score", "min-max", "naive")
-EPS = 1e-7  # fastecg.ops.normalize's default
+EPS = NORMALIZE_EPS
 BASELINE_METHODS = ("median", "mean")
-BASELINE_MODES = ("reflect", "mirror", "nearest", "constant", "wrap")
+BASELINE_MODES = tuple(mode.name.lower() for mode in BoundaryMode)
 SOS_DESIGNS = ("butter", "cheby1", "cheby2", "ellip", "bessel", "iirnotch", "iirpeak", "sos")
 SOS_BTYPES = ("lowpass", "highpass", "bandpass", "bandstop")
 RESAMPLE_METHODS = ("poly", "fft", "linear", "decimate")

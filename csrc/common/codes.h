@@ -1,0 +1,18 @@
+// The integer codes the Python side passes to the kernels, one definition each.
+// Mirrors the IntEnums in python/fastecg/_spec.py (NormalizeMethod, PadType,
+// BoundaryMode); tests/test_codes.py checks that the two agree. No torch headers.
+#pragma once
+#include <cstdint>
+
+namespace fastecg {
+
+// normalize's method.
+enum NormalizeMethod : int64_t { kZScore = 0, kMinMax = 1, kNaive = 2 };
+
+// sosfiltfilt's edge extension (SciPy's padtype; None is no extension).
+enum PadType : int64_t { kPadNone = 0, kPadOdd = 1, kPadEven = 2, kPadConstant = 3 };
+
+// The running median's boundary mode (scipy.ndimage names).
+enum BoundaryMode : int64_t { kReflect = 0, kMirror = 1, kNearest = 2, kConstant = 3, kWrap = 4 };
+
+}  // namespace fastecg
