@@ -143,6 +143,7 @@ class WFDBDataset(Dataset):
         self.return_meta = return_meta
         self.nan = nan
         self.rhythms = None if rhythms is None else tuple(rhythms)
+        self.source = str(root) if not isinstance(root, (list, tuple)) else None
         paths = (_wfdb.find_records(root) if not isinstance(root, (list, tuple))
                  else [str(p) for p in root])
         self.skipped: list[tuple[str, str]] = []
@@ -213,10 +214,14 @@ class WFDBDataset(Dataset):
         if self.rhythms is not None:
             target = torch.from_numpy(self._rhythm_target(index, sig.shape[-1]))
         else:
-            target = torch.from_numpy(self.label_map.multi_hot(self.metadata["dx_codes"].iat[index]))
+            target = torch.from_numpy(self.target(index))
         if self.return_meta:
             return sig, target, self.metadata.iloc[index].to_dict()
         return sig, target
+
+    def target(self, index: int) -> np.ndarray:
+        """The multi-hot label of record `index` (float32, ``label_map.num_classes``)."""
+        return self.label_map.multi_hot(self.metadata["dx_codes"].iat[index])
 
     def _rhythm_target(self, index: int, n_out: int) -> np.ndarray:
         header = self.headers[index]
@@ -294,6 +299,9 @@ class ArrayDataset(Dataset):
     def read(self, index: int) -> tuple[torch.Tensor, float, Optional[list[str]]]:
         return self.signals[index], self.fs, self.lead_names
 
+    def target(self, index: int):
+        return None if self.labels is None else np.asarray(self.labels[index])
+
     def __getitem__(self, index: int):
         sig = self.signals[index]
         if self.transforms is not None:
@@ -357,6 +365,9 @@ class SyntheticECGDataset(Dataset):
 
     def read(self, index: int) -> tuple[torch.Tensor, float, None]:
         return torch.from_numpy(self.record(index)["signal"]), self.fs, None
+
+    def target(self, index: int) -> np.ndarray:
+        return np.asarray(self.metadata["label"].iat[index], dtype=np.int64)
 
     def __getitem__(self, index: int):
         rec = self.record(index)
