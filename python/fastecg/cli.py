@@ -1,4 +1,5 @@
-"""The ``fastecg`` command: ``fastecg info``, ``fastecg demo``, ``fastecg --version``.
+"""The ``fastecg`` command: ``fastecg info``, ``fastecg demo``, ``fastecg preprocess``,
+``fastecg --version``.
 
 Every bad argument ends in an argparse message and exit status 2, never a traceback:
 each option's range is checked by its ``type`` function, the options' combinations
@@ -169,6 +170,127 @@ def _check_demo(args: argparse.Namespace) -> None:
                          f"= {n_values} values, above the demo's limit of {_MAX_VALUES}")
 
 
+# ---- preprocess ----------------------------------------------------------------------------
+_MAX_SIGLEN = 2 ** 31 - 1          # samples per lead: the store's index is int64, numpy's slice too
+_MAX_WORKERS = 256
+_MAX_BATCH = 65_536
+
+
+def _recipe_name(text: str) -> str:
+    """argparse type: the name of a preprocessing recipe."""
+    from fastecg.registry import did_you_mean
+    from fastecg.transforms.recipes import RECIPES
+
+    if text not in RECIPES:
+        raise argparse.ArgumentTypeError(f"unknown recipe {text!r}{did_you_mean(text, RECIPES)}"
+                                         f" (recipes: {', '.join(sorted(RECIPES))})")
+    return text
+
+
+def _lead_list(text: str) -> list:
+    """argparse type: comma-separated lead names, each once."""
+    names = [name.strip() for name in text.split(",")]
+    if not text.strip() or any(not name or not name.isprintable() for name in names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated lead names, got {text!r}")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a lead is named twice in {text!r}")
+    return names
+
+
+def _check_preprocess(args: argparse.Namespace) -> None:
+    """Paths and the pipeline, checked before any record is read; raises ValueError."""
+    import json
+    import os
+
+    from fastecg.data import find_records
+
+    if not os.path.isdir(args.src):
+        raise ValueError(f"SRC {args.src!r} is not a folder")
+    if not find_records(args.src):
+        raise ValueError(f"SRC {args.src!r} holds no WFDB records (*.hea)")
+    if os.path.exists(args.dst) and not os.path.isdir(args.dst):
+        raise ValueError(f"DST {args.dst!r} exists and is not a folder")
+    if os.path.abspath(args.dst) == os.path.abspath(args.src):
+        raise ValueError("DST must differ from SRC")
+    if args.config is not None:
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                args.config_value = json.load(f)
+        except OSError as err:
+            raise ValueError(f"--config {args.config!r}: {err.strerror or err}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"--config {args.config!r} is not JSON: {err}") from None
+        if not isinstance(args.config_value, (dict, list)):
+            raise ValueError(f"--config {args.config!r}: expected a pipeline config (an "
+                             "object or a list of steps)")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA GPU is available")
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from fastecg.data import WFDBDataset, write_store
+    from fastecg.preprocessors import PreprocManager
+
+    if args.recipe is not None:
+        pipeline = PreprocManager.from_recipe(args.recipe)
+    elif args.config is not None:
+        pipeline = PreprocManager.from_config(args.config_value)
+    else:
+        pipeline = None
+    dataset = WFDBDataset(args.src, fs=args.fs, leads=args.leads, siglen=args.siglen)
+    try:
+        summary = write_store(dataset, args.dst, pipeline, batch_size=args.batch_size,
+                              workers=args.workers, dtype=args.dtype, device=args.device,
+                              overwrite=args.overwrite, progress=not args.quiet)
+    except OSError as err:  # an unwritable DST: the user's to fix, reported as such
+        raise ValueError(f"cannot write the store in {args.dst!r}: {err}") from None
+    if summary["resumed"]:
+        print(f"{args.dst}: complete store with these settings found; nothing to do "
+              "(--overwrite rewrites it)")
+    else:
+        rate = summary["written"] / max(summary["seconds"], 1e-9)
+        print(f"wrote {summary['written']} records to {args.dst} in {summary['seconds']:.1f} s "
+              f"({rate:.1f} records/s)")
+    print(f"skipped {len(summary['skipped'])} records")
+    for record, reason in summary["skipped"]:
+        print(f"  {record}: {reason}")
+    return 0
+
+
+def _add_preprocess(sub) -> None:
+    pre = sub.add_parser("preprocess", help="read a folder of WFDB records, preprocess them, "
+                         "write a memory-mapped ECGStore")
+    pre.add_argument("src", metavar="SRC", help="folder of WFDB records (searched recursively)")
+    pre.add_argument("dst", metavar="DST", help="folder of the store (created)")
+    pipeline = pre.add_mutually_exclusive_group()
+    pipeline.add_argument("--recipe", type=_recipe_name, default=None,
+                          help="a published model's preprocessing (st_mem, ecgfounder, ...)")
+    pipeline.add_argument("--config", metavar="FILE", default=None,
+                          help="PreprocManager config as JSON (PreprocManager.to_config())")
+    pre.add_argument("--fs", type=_float_in(0.0, _MAX_FS, lo_open=True), default=None,
+                     help="resample every record to this rate, Hz, before the pipeline")
+    pre.add_argument("--siglen", type=_int_in(1, _MAX_SIGLEN), default=None,
+                     help="crop or zero-pad every record to this many samples, before "
+                     "the pipeline")
+    pre.add_argument("--leads", type=_lead_list, default=None,
+                     help="comma-separated lead names to keep, in this order")
+    pre.add_argument("--workers", type=_int_in(0, _MAX_WORKERS), default=0,
+                     help="DataLoader processes reading records (0: read in this one)")
+    pre.add_argument("--batch-size", type=_int_in(1, _MAX_BATCH), default=32,
+                     help="records per pipeline call (32)")
+    pre.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                     help="stored sample type (float32)")
+    pre.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                     help="where the pipeline runs (cpu)")
+    pre.add_argument("--overwrite", action="store_true",
+                     help="rewrite a complete store (default: keep it)")
+    pre.add_argument("--quiet", action="store_true", help="no progress bar")
+    pre.set_defaults(func=_preprocess, check=_check_preprocess, parser=pre)
+
+
 def build_parser() -> argparse.ArgumentParser:
     import fastecg  # the package alone: no torch
 
@@ -192,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--repeats", type=_int_in(1, _MAX_REPEATS), default=10,
                       help="timing repeats (10)")
     demo.set_defaults(func=_demo, check=_check_demo, parser=demo)
+    _add_preprocess(sub)
     return parser
 
 
