@@ -1,0 +1,119 @@
+"""Fine-tuning: a pretrained SSL encoder inside a classifier."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from .base import SSLMethod
+from .pretrained import from_pretrained
+
+__all__ = ["SSLClassifier", "finetune", "FINETUNE_MODES"]
+
+FINETUNE_MODES = ("linear_probe", "full")
+
+
+class SSLClassifier(nn.Module):
+    """``encoder.forward_features`` -> mean over tokens -> dropout -> linear head
+    (ECG_CRNN's pooled head), its width read from the encoder.
+
+    ``mode="linear_probe"`` freezes the encoder (no gradients, kept in eval mode even
+    under ``train()``); ``"full"`` trains everything.
+    """
+
+    def __init__(self, encoder: SSLMethod, num_classes: int, mode: str = "full",
+                 dropout: float = 0.0):
+        super().__init__()
+        if mode not in FINETUNE_MODES:
+            raise ValueError(f"finetune: mode must be one of {FINETUNE_MODES}, got {mode!r}")
+        if num_classes < 1:
+            raise ValueError(f"finetune: num_classes must be >= 1, got {num_classes}")
+        self.encoder = encoder
+        self.mode = mode
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(encoder.embed_dim, num_classes))
+        self.contract = getattr(encoder, "contract", None)
+        self.set_mode(mode)
+
+    def set_mode(self, mode: str) -> None:
+        """Freeze (``linear_probe``) or unfreeze (``full``) the encoder."""
+        if mode not in FINETUNE_MODES:
+            raise ValueError(f"finetune: mode must be one of {FINETUNE_MODES}, got {mode!r}")
+        self.mode = mode
+        for p in self.encoder.parameters():
+            p.requires_grad_(mode == "full")
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.mode == "linear_probe":
+            self.encoder.eval()
+        return self
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.encoder.forward_features(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feats = self.forward_features(x)
+        return self.head(feats.mean(-1))
+
+    def preprocess(self, raw: Tensor, fs: float) -> Tensor:
+        return self.encoder.preprocess(raw, fs)
+
+    def param_groups(self, lr: float, weight_decay: float = 0.0,
+                     layer_decay: Optional[float] = None) -> list[dict]:
+        """Optimizer groups; with `layer_decay` (in (0, 1]) a parameter at encoder depth
+        ``i`` of ``n`` gets ``lr * layer_decay ** (n - i)`` (BEiT's layer-wise decay), the
+        head the full `lr`. Biases, norms and embeddings get no weight decay."""
+        if layer_decay is not None and not 0 < layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+        n = self.encoder.num_layers
+        groups: dict[tuple, dict] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name.startswith("encoder."):
+                depth = self.encoder.layer_id(name[len("encoder."):])
+            else:
+                depth = n
+            scale = 1.0 if layer_decay is None else layer_decay ** (n - depth)
+            decay = 0.0 if p.ndim < 2 or "embed" in name or "token" in name else weight_decay
+            g = groups.setdefault((scale, decay), {"params": [], "lr": lr * scale,
+                                                   "weight_decay": decay, "lr_scale": scale})
+            g["params"].append(p)
+        return list(groups.values())
+
+
+def finetune(pretrained: Union[str, os.PathLike, SSLMethod], num_classes: int,
+             mode: str = "linear_probe", layer_decay: Optional[float] = None,
+             lr: float = 1e-3, weight_decay: float = 0.0, dropout: float = 0.0,
+             optimizer: bool = False, **overrides):
+    """A classifier on a pretrained SSL encoder.
+
+    Parameters
+    ----------
+    pretrained : path or SSLMethod
+        A ``save_pretrained`` directory of an SSL method, or the method itself.
+    num_classes : int
+    mode : {"linear_probe", "full"}
+    layer_decay : float, optional
+        Layer-wise lr decay for ``full`` (see :meth:`SSLClassifier.param_groups`).
+    optimizer : bool
+        Also return an AdamW over :meth:`SSLClassifier.param_groups`.
+
+    Returns
+    -------
+    SSLClassifier, or (SSLClassifier, torch.optim.AdamW) with ``optimizer=True``.
+    """
+    encoder = pretrained if isinstance(pretrained, nn.Module) else \
+        from_pretrained(pretrained, **overrides)
+    if not isinstance(encoder, SSLMethod):
+        raise ValueError(f"finetune: {pretrained} holds a {type(encoder).__name__}, not an SSL "
+                         f"method")
+    model = SSLClassifier(encoder, num_classes, mode, dropout)
+    if not optimizer:
+        return model
+    opt = torch.optim.AdamW(model.param_groups(lr, weight_decay, layer_decay), lr=lr)
+    return model, opt

@@ -1,0 +1,198 @@
+"""Saved models carry their input contract.
+
+``save_pretrained(model, dir)`` writes ``model.safetensors`` (weights, never pickle) and
+``config.json``: the registry entry and arguments that rebuild the model, and the
+preprocessing contract it was trained with (sampling rate, lead names and order, signal
+length, the PreprocManager config). ``from_pretrained(dir)`` rebuilds both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Contract", "save_pretrained", "from_pretrained", "read_config",
+           "WEIGHTS_NAME", "CONFIG_NAME"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT = "fastecg-pretrained"
+FORMAT_VERSION = 1
+_REGISTRIES = ("SSL", "MODELS", "BACKBONES")
+
+
+class Contract:
+    """How input must be prepared for a model: ``fs`` (Hz), ``lead_names`` (order
+    matters), ``siglen`` (samples), and a PreprocManager config (``steps``) that turns
+    a raw record at any rate into that input.
+
+    ``preprocess`` may be a recipe name (``"st_mem"``), a PreprocManager, a config
+    dict as ``PreprocManager.to_config`` writes, or None (input used as given).
+    """
+
+    def __init__(self, fs: Optional[float] = None, lead_names: Optional[Sequence[str]] = None,
+                 siglen: Optional[int] = None, preprocess: Any = None):
+        self.fs = None if fs is None else float(fs)
+        self.lead_names = None if lead_names is None else list(lead_names)
+        self.siglen = None if siglen is None else int(siglen)
+        self.preprocess = _preproc_config(preprocess)
+        self._manager = None
+
+    def to_dict(self) -> dict:
+        return {"fs": self.fs, "lead_names": self.lead_names, "siglen": self.siglen,
+                "preprocess": self.preprocess}
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict]) -> "Contract":
+        d = d or {}
+        unknown = set(d) - {"fs", "lead_names", "siglen", "preprocess"}
+        if unknown:
+            raise ValueError(f"contract: unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+    def manager(self):
+        """The PreprocManager of the contract (built once), or None."""
+        if self.preprocess is None:
+            return None
+        if self._manager is None:
+            from fastecg.preprocessors import PreprocManager
+            self._manager = PreprocManager.from_config(self.preprocess)
+        return self._manager
+
+    def apply(self, raw: Tensor, fs: float) -> Tensor:
+        """Raw ``(..., n_leads, n_samples)`` at `fs` -> the model's input."""
+        pm = self.manager()
+        sig, out_fs = (raw, float(fs)) if pm is None else pm(raw, float(fs))
+        if self.fs is not None and abs(out_fs - self.fs) > 1e-9:
+            raise ValueError(f"input at {out_fs} Hz after preprocessing, but the model was "
+                             f"trained at {self.fs} Hz: resample first")
+        if self.siglen is not None and sig.shape[-1] != self.siglen:
+            raise ValueError(f"input has {sig.shape[-1]} samples after preprocessing, the "
+                             f"model expects {self.siglen}")
+        if self.lead_names is not None and sig.shape[-2] != len(self.lead_names):
+            raise ValueError(f"input has {sig.shape[-2]} leads, the model expects "
+                             f"{len(self.lead_names)} ({', '.join(self.lead_names)})")
+        return sig
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Contract) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"Contract({self.to_dict()!r})"
+
+
+def _preproc_config(preprocess: Any) -> Optional[dict]:
+    if preprocess is None:
+        return None
+    if isinstance(preprocess, str):
+        from fastecg.preprocessors import PreprocManager
+        preprocess = PreprocManager.from_recipe(preprocess)
+    if hasattr(preprocess, "to_config"):
+        preprocess = preprocess.to_config()
+    if not isinstance(preprocess, dict):
+        raise ValueError(f"contract: preprocess must be a recipe name, a PreprocManager or "
+                         f"its config dict, got {type(preprocess).__name__}")
+    # The rate comes with each call (pm(raw, fs)): a config pinned to one input rate
+    # would refuse records recorded at another.
+    return json.loads(json.dumps({**preprocess, "fs": None}))
+
+
+def _atomic_write(path: pathlib.Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike],
+                    config: Optional[dict] = None, contract: Optional[Contract] = None,
+                    registry: Optional[str] = None) -> pathlib.Path:
+    """Write ``model.safetensors`` and ``config.json`` into `directory`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        An SSL method (its ``config`` and ``contract`` are used) or any model built
+        through a registry (pass `config`: the dict with ``"name"`` that rebuilds it).
+    config : dict, optional
+        Registry config; defaults to ``model.config``.
+    contract : Contract, optional
+        Defaults to ``model.contract``.
+    registry : {"SSL", "MODELS", "BACKBONES"}, optional
+        Defaults to ``model.registry_name`` or ``"MODELS"``.
+    """
+    from safetensors.torch import save_model
+
+    config = dict(config if config is not None else getattr(model, "config", None) or {})
+    if "name" not in config:
+        raise ValueError("save_pretrained: need the registry config (a dict with 'name') that "
+                         "rebuilds the model; pass config=...")
+    registry = registry or getattr(model, "registry_name", "MODELS")
+    if registry not in _REGISTRIES:
+        raise ValueError(f"save_pretrained: registry must be one of {_REGISTRIES}")
+    contract = contract if contract is not None else getattr(model, "contract", None)
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "registry": registry,
+            "model": config, "contract": contract.to_dict() if contract else None}
+    text = json.dumps(meta, indent=2)  # fails here, before any file is written, if not JSON
+    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_model(model, p))
+    _atomic_write(directory / CONFIG_NAME, lambda p: pathlib.Path(p).write_text(text))
+    return directory
+
+
+def read_config(directory: Union[str, os.PathLike]) -> dict:
+    """The ``config.json`` of a saved model, checked."""
+    path = pathlib.Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} holds no {CONFIG_NAME}: not a fastecg "
+                                f"save_pretrained directory")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a fastecg checkpoint (format {meta.get('format')!r})")
+    if meta.get("version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {meta['version']}; this fastecg reads up "
+                         f"to {FORMAT_VERSION}: upgrade fastecg")
+    return meta
+
+
+def from_pretrained(directory: Union[str, os.PathLike], expect: Optional[str] = None,
+                    map_location: Union[str, torch.device] = "cpu", **overrides) -> nn.Module:
+    """Rebuild a model saved by :func:`save_pretrained`, weights loaded, contract attached
+    (``model.contract``).
+
+    Parameters
+    ----------
+    expect : str, optional
+        Registry name the caller needs (``"st_mem"``); a checkpoint of another model
+        raises ValueError naming both.
+    overrides
+        Constructor arguments to change (e.g. ``mask_ratio``); the weights must still fit.
+    """
+    from safetensors.torch import load_model
+
+    from fastecg import registry as reg
+
+    meta = read_config(directory)
+    config = dict(meta["model"])
+    if expect is not None and config.get("name") != expect:
+        raise ValueError(f"{directory} holds a {meta['registry']} {config.get('name')!r} "
+                         f"checkpoint, not {expect!r}")
+    if meta["registry"] not in _REGISTRIES:
+        raise ValueError(f"{directory}: unknown registry {meta['registry']!r}")
+    model = getattr(reg, meta["registry"]).build({**config, **overrides})
+    load_model(model, str(pathlib.Path(directory) / WEIGHTS_NAME), strict=True,
+               device=str(map_location))
+    model.contract = Contract.from_dict(meta.get("contract"))
+    return model
