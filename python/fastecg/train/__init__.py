@@ -6,3 +6,6 @@ Importing this package fills ``LOSSES``, ``OPTIMIZERS`` and ``SCHEDULERS``.
 from . import losses, optim
 
 __all__ = ["losses", "optim"]
+from .trainer import Trainer
+
+__all__ += ["Trainer"]

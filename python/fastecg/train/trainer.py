@@ -1,0 +1,485 @@
+"""A training loop for SSL pretraining and fine-tuning that resumes exactly and scales with
+``torchrun``.
+
+* Exact resume: a checkpoint holds the model, optimizer, scheduler, AMP scaler, every
+  RNG state (torch CPU and CUDA, NumPy, Python; per rank) and the data position (epoch,
+  batch within it). The data order is a function of ``(seed, epoch)`` only, so a resumed
+  run takes the same batches, and on the CPU gives bit-identical weights.
+* DistributedDataParallel when launched by ``torchrun`` (``env://``; gloo on CPU, nccl on
+  GPU): rank ``r`` takes every ``world``-th record of each global batch of
+  ``batch_size * world`` records, so gradients equal those of one process on the global
+  batch. Logging and checkpoints on rank 0 only.
+* Checkpoints every ``ckpt_every`` steps, written atomically (temporary file + rename).
+* AMP (``amp="bf16"`` on CPU or CUDA, ``"fp16"`` on CUDA with a GradScaler), gradient
+  clipping and accumulation, a device-side ``transform`` (preprocessing, augmentation)
+  inside the step, a tqdm bar (loss, samples/s), metrics to ``metrics.csv``.
+
+The model is any ``nn.Module`` whose ``forward(batch)`` returns a dict with ``"loss"``
+(every SSL method), or, with ``loss_fn``, a classifier called as ``model(x)`` on
+``(x, y)`` batches.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import math
+import os
+import pathlib
+import random
+import tempfile
+import time
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["Trainer", "EpochBatchSampler", "rng_state", "set_rng_state"]
+
+CKPT_DIR = "checkpoints"
+LATEST = "latest"
+
+
+# ---- data order -----------------------------------------------------------------------------
+
+class EpochBatchSampler:
+    """This rank's batches of an epoch, starting at a given batch.
+
+    The epoch's order is ``randperm(n)`` from a generator seeded with ``seed + epoch``
+    (``arange(n)`` without shuffling); global batches of ``batch_size * world`` records
+    are cut from it (the incomplete last one dropped) and rank ``r`` takes positions
+    ``r, r + world, ...`` of each.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True,
+                 rank: int = 0, world: int = 1):
+        if n < batch_size * world:
+            raise ValueError(f"dataset of {n} records is smaller than one global batch "
+                             f"({batch_size} x {world} processes)")
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.rank, self.world = rank, world
+        self.epoch, self.start = 0, 0
+
+    def __len__(self) -> int:
+        return self.n // (self.batch_size * self.world)
+
+    def set_position(self, epoch: int, start: int) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(
+                self.seed + self.epoch))
+        else:
+            order = torch.arange(self.n)
+        g = self.batch_size * self.world
+        for i in range(self.start, len(self)):
+            yield order[i * g + self.rank:(i + 1) * g:self.world].tolist()
+
+
+class _TensorRecords(Dataset):
+    """A tensor of records as a dataset whose batches are tensors (not 1-tuples)."""
+
+    def __init__(self, x: Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i]
+
+
+# ---- RNG state --------------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    """Every global RNG state of this process, as tensors and plain values (loadable
+    with ``torch.load(weights_only=True)``)."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                       int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_save(obj: Any, path: pathlib.Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_text(text: str, path: pathlib.Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---- the trainer ------------------------------------------------------------------------------
+
+class Trainer:
+    """Train `model` on a dataset; see the module docstring.
+
+    Parameters
+    ----------
+    model : nn.Module
+        ``model(batch)`` returns ``{"loss": ...}``, or `loss_fn` is given.
+    optimizer : torch.optim.Optimizer, optional
+        AdamW(lr) over the trainable parameters by default.
+    scheduler : LR scheduler, optional
+        Stepped once per optimizer step.
+    loss_fn : callable, optional
+        ``loss_fn(model(x), y)`` on ``(x, y)`` batches (fine-tuning).
+    batch_size : int
+        Records per process per micro-batch.
+    max_steps : int, optional
+        Optimizer steps; by default `epochs` epochs.
+    grad_accum : int
+        Micro-batches per optimizer step.
+    clip_grad_norm : float, optional
+    amp : {None, "bf16", "fp16"}
+    device : str or torch.device, optional
+        ``cuda:<local rank>`` when CUDA is available, else CPU.
+    out_dir : path, optional
+        Where checkpoints and ``metrics.csv`` go (none written without it).
+    ckpt_every : int, optional
+        Checkpoint period in optimizer steps (and always at the end, with `out_dir`).
+    seed : int
+        Seeds the data order.
+    transform : callable, optional
+        Applied on the device to the signal of each batch before the model (e.g. a
+        PreprocManager, an AugmenterManager).
+    callbacks : sequence of callables
+        ``cb(trainer, metrics)`` after every optimizer step.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
+                 scheduler: Any = None, *, loss_fn: Optional[Callable] = None, lr: float = 1e-3,
+                 batch_size: int = 32, max_steps: Optional[int] = None, epochs: int = 1,
+                 grad_accum: int = 1, clip_grad_norm: Optional[float] = None,
+                 amp: Optional[str] = None, device: Union[str, torch.device, None] = None,
+                 out_dir: Union[str, os.PathLike, None] = None, ckpt_every: Optional[int] = None,
+                 seed: int = 0, shuffle: bool = True, num_workers: int = 0,
+                 transform: Optional[Callable] = None, progress: bool = True,
+                 callbacks: Sequence[Callable] = (), tensorboard: bool = False):
+        if amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+        if grad_accum < 1 or batch_size < 1:
+            raise ValueError("grad_accum and batch_size must be >= 1")
+        self._init_distributed()
+        if device is None:
+            device = f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("amp='fp16' needs CUDA; use amp='bf16' on the CPU")
+        self.model = model.to(self.device)
+        self.optimizer = optimizer or torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=lr)
+        self.scheduler = scheduler
+        self.loss_fn = loss_fn
+        self.batch_size, self.max_steps, self.epochs = batch_size, max_steps, epochs
+        self.grad_accum, self.clip_grad_norm, self.amp = grad_accum, clip_grad_norm, amp
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        self.out_dir = pathlib.Path(out_dir) if out_dir is not None else None
+        self.ckpt_every, self.seed, self.shuffle = ckpt_every, seed, shuffle
+        self.num_workers, self.transform, self.progress = num_workers, transform, progress
+        self.callbacks = list(callbacks)
+        self.tensorboard = tensorboard
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.history: list[dict] = []
+        self.wrapped = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    # ---- distributed --------------------------------------------------------------------
+
+    def _init_distributed(self) -> None:
+        self._owns_group = False
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group(backend, init_method="env://")
+            self._owns_group = True
+        self.distributed = dist.is_initialized() and dist.get_world_size() > 1
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def close(self) -> None:
+        """Release DDP and the process group (if this trainer created it). The DDP
+        wrapper goes first, then a collection: destroying the group under a live DDP
+        reducer makes a gloo rank abort at exit."""
+        if self.wrapped is not self.model:
+            self.wrapped = self.model
+            gc.collect()
+        if self._owns_group and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+            self._owns_group = False
+
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        states = rng_state()
+        if self.distributed:
+            gathered = [None] * self.world
+            dist.all_gather_object(gathered, states)
+            states = gathered
+        else:
+            states = [states]
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "scaler": self.scaler.state_dict(), "rng": states, "step": self.step,
+                "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "meta": {"seed": self.seed, "batch_size": self.batch_size, "world": self.world,
+                         "grad_accum": self.grad_accum, "shuffle": self.shuffle}}
+
+    def load_state_dict(self, state: dict) -> None:
+        meta = state["meta"]
+        mine = {"seed": self.seed, "batch_size": self.batch_size, "world": self.world,
+                "grad_accum": self.grad_accum, "shuffle": self.shuffle}
+        if meta != mine:
+            raise ValueError(f"checkpoint was written with {meta}, this run has {mine}: the "
+                             f"data order would differ, so the resume would not be exact")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"][self.rank])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.batch_in_epoch = state["batch_in_epoch"]
+
+    def save_checkpoint(self) -> Optional[pathlib.Path]:
+        """Write ``checkpoints/step_<n>.pt`` and point ``checkpoints/latest`` at it (rank 0;
+        every rank takes part in gathering the RNG states)."""
+        state = self.state_dict()
+        if not self.is_main or self.out_dir is None:
+            return None
+        folder = self.out_dir / CKPT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"step_{self.step:08d}.pt"
+        _atomic_save(state, path)
+        _atomic_text(path.name, folder / LATEST)
+        return path
+
+    def latest_checkpoint(self) -> Optional[pathlib.Path]:
+        if self.out_dir is None:
+            return None
+        pointer = self.out_dir / CKPT_DIR / LATEST
+        return pointer.parent / pointer.read_text().strip() if pointer.is_file() else None
+
+    def resume(self, path: Union[str, os.PathLike, None] = None) -> bool:
+        """Load `path` (default: the latest checkpoint in `out_dir`); False if none."""
+        path = pathlib.Path(path) if path is not None else self.latest_checkpoint()
+        if path is None or not path.is_file():
+            return False
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        self._truncate_metrics()
+        return True
+
+    def save_pretrained(self, directory: Union[str, os.PathLike], **kwargs):
+        """:func:`fastecg.ssl.save_pretrained` of the (unwrapped) model, on rank 0."""
+        from fastecg.ssl.pretrained import save_pretrained
+
+        if self.is_main:
+            return save_pretrained(self.model, directory, **kwargs)
+        return None
+
+    # ---- metrics -------------------------------------------------------------------------
+
+    def _metrics_path(self) -> Optional[pathlib.Path]:
+        return self.out_dir / "metrics.csv" if self.out_dir is not None and self.is_main \
+            else None
+
+    def _truncate_metrics(self) -> None:
+        # Rows logged after the checkpoint (before a crash) are redone by the resumed run.
+        path = self._metrics_path()
+        if path is None or not path.is_file():
+            return
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+        self._write_rows(path, rows, "w")
+
+    @staticmethod
+    def _write_rows(path: pathlib.Path, rows: list[dict], mode: str) -> None:
+        fields = ["step", "epoch", "loss", "lr", "samples_per_s"]
+        new = mode == "w" or not path.is_file()
+        with open(path, mode, newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerows(rows)
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def _loader(self, dataset) -> tuple[DataLoader, EpochBatchSampler]:
+        if isinstance(dataset, Tensor):
+            dataset = _TensorRecords(dataset)
+        sampler = EpochBatchSampler(len(dataset), self.batch_size, self.seed, self.shuffle,
+                                    self.rank, self.world)
+        # A private generator: creating a loader iterator must not draw from the global
+        # RNG, or a run resumed mid-epoch would draw differently.
+        self._loader_gen = torch.Generator()
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                            generator=self._loader_gen,
+                            pin_memory=self.device.type == "cuda")
+        return loader, sampler
+
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(batch, Tensor):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self._to_device(b) for b in batch)
+        if isinstance(batch, dict):
+            return {k: self._to_device(v) for k, v in batch.items()}
+        return batch
+
+    def _prepare(self, batch: Any) -> Any:
+        batch = self._to_device(batch)
+        if self.transform is None:
+            return batch
+        if isinstance(batch, Tensor):
+            return self.transform(batch)
+        return type(batch)([self.transform(batch[0]), *batch[1:]])
+
+    def _loss(self, batch: Any) -> Tensor:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp is not None):
+            if self.loss_fn is not None:
+                x, y = batch[0], batch[1]
+                return self.loss_fn(self.wrapped(x), y)
+            out = self.wrapped(batch)
+            return out["loss"] if isinstance(out, dict) else out
+
+    def fit(self, dataset: Union[Dataset, Tensor], resume: Union[bool, str, os.PathLike] = False
+            ) -> list[dict]:
+        """Train until `max_steps` (or `epochs`); returns the per-step metrics.
+
+        `resume`: True loads the latest checkpoint in `out_dir` if there is one; a path
+        loads that checkpoint.
+        """
+        loader, sampler = self._loader(dataset)
+        steps_per_epoch = len(sampler) // self.grad_accum
+        if steps_per_epoch < 1:
+            raise ValueError(f"an epoch has {len(sampler)} batches, fewer than grad_accum="
+                             f"{self.grad_accum}")
+        total = self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
+        if resume:
+            self.resume(None if resume is True else resume)
+        bar = None
+        if self.progress and self.is_main:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, initial=self.step, desc="train", dynamic_ncols=True)
+        writer = self._tensorboard()
+        self.model.train()
+        try:
+            while self.step < total:
+                if self.batch_in_epoch >= steps_per_epoch * self.grad_accum:
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                sampler.set_position(self.epoch, self.batch_in_epoch)
+                self._loader_gen.manual_seed(self.seed + self.epoch)
+                it = iter(loader)
+                while self.step < total and \
+                        self.batch_in_epoch < steps_per_epoch * self.grad_accum:
+                    metrics = self._train_step(it)
+                    self.history.append(metrics)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{metrics['loss']:.4f}",
+                                        samples_s=f"{metrics['samples_per_s']:.0f}")
+                    path = self._metrics_path()
+                    if path is not None:
+                        self._write_rows(path, [metrics], "a")
+                    if writer is not None:
+                        writer.add_scalar("loss", metrics["loss"], self.step)
+                        writer.add_scalar("lr", metrics["lr"], self.step)
+                    if self.ckpt_every and self.step % self.ckpt_every == 0:
+                        self.save_checkpoint()
+                    for cb in self.callbacks:
+                        cb(self, metrics)
+                del it
+            if self.out_dir is not None and (not self.ckpt_every or self.step % self.ckpt_every):
+                self.save_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        return self.history
+
+    def _train_step(self, it: Iterator) -> dict:
+        t0 = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss, n_records = 0.0, 0
+        for micro in range(self.grad_accum):
+            batch = self._prepare(next(it))
+            self.batch_in_epoch += 1
+            last = micro == self.grad_accum - 1
+            sync = self.wrapped.no_sync() if (self.world > 1 and not last) else _nullcontext()
+            with sync:
+                loss = self._loss(batch)
+                self.scaler.scale(loss / self.grad_accum).backward()
+            total_loss += float(loss.detach())
+            first = batch if isinstance(batch, Tensor) else batch[0]
+            n_records += first.shape[0]
+        if self.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.step += 1
+        elapsed = time.perf_counter() - t0
+        loss = total_loss / self.grad_accum
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at step {self.step}")
+        return {"step": self.step, "epoch": self.epoch, "loss": loss,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "samples_per_s": n_records * self.world / max(elapsed, 1e-9)}
+
+    def _tensorboard(self):
+        if not self.tensorboard or not self.is_main or self.out_dir is None:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
