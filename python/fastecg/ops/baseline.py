@@ -156,15 +156,17 @@ def _period(n: int, mode: int) -> int:
 
 
 def periodic_closed_form(size: int, n: int, mode: int) -> bool:
-    """Whether :func:`periodic_median` applies: a periodic extension (reflect, mirror,
-    wrap) and a window of q whole periods plus r samples with q >= r + 2."""
+    """Whether :func:`periodic_median` serves this window of a periodic extension
+    (reflect, mirror, wrap): when its candidate search is short (at most 64 values to
+    test: it tests ``r / q + 2``), or when the window is so long that the kernel's
+    O(size) work memory would outgrow the signal's (beyond ``64 n + 2**20`` samples)."""
     if mode not in (MEDIAN_MODES["reflect"], MEDIAN_MODES["mirror"], MEDIAN_MODES["wrap"]):
         return False
     period = _period(n, mode)
     if period <= 1:
         return size > 1
     q, r = divmod(size, period)
-    return q >= r + 2
+    return q >= 1 and (r // q + 2 <= 64 or size > 64 * n + 2**20)
 
 
 def _window_counts(ind: Tensor, start: Tensor, length: int, mode: int) -> Tensor:
@@ -184,17 +186,18 @@ def _window_counts(ind: Tensor, start: Tensor, length: int, mode: int) -> Tensor
 
 
 def periodic_median(rows: Tensor, size: int, origin: int, mode: int) -> tuple[Tensor, Tensor]:
-    """Running median under a periodic extension when the window holds q >= r + 2 whole
-    periods (see :func:`periodic_closed_form`): ``(values, index)`` from one sort of each
-    row, O(n) memory whatever the window.
+    """Running median under a periodic extension whose window holds q >= 1 whole periods
+    plus r samples: ``(values, index)`` from one sort of each row and O(n) memory,
+    whatever the window's length.
 
     With S the multiset of one period (weights 2 per sample for reflect, 2 but the ends 1
     for mirror, 1 for wrap; total P), the window at output i is q S plus the r samples
-    R_i at its start, and v is at or above the median iff ``q F_S(v) + F_R(v) > size // 2``
-    (F: counts at or below v). For q >= r + 2 that holds when ``2 F_S(v) > P`` and fails
-    when ``2 F_S(v) < P`` whatever R_i: the median is the lowest v0 with ``2 F_S >= P``,
-    or, where ``2 F_S(v0) = P`` and R_i has too few samples at or below v0, the next
-    value up. Every window holds every sample, so a NaN anywhere makes the row NaN."""
+    R_i at its start, and the median is the lowest v with ``q F_S(v) + F_R(v) > size //
+    2`` (F: counts at or below v). As ``0 <= F_R <= r``, only values with
+    ``q F_S(v)`` within r of that rank can be it: at most ``r / q + 2`` sorted samples,
+    each tested against every window with prefix sums over one period. For q >= r + 2
+    that is the two values around S's own median. Every window holds every sample, so a
+    NaN anywhere makes the row NaN."""
     n_rows, n = rows.shape
     device = rows.device
     if n == 1:
@@ -202,22 +205,26 @@ def periodic_median(rows: Tensor, size: int, origin: int, mode: int) -> tuple[Te
         return rows.clone(), index
     period = _period(n, mode)
     q, r = divmod(size, period)
+    rank = size // 2 + 1  # the median is the lowest v with at least `rank` samples <= v
     weight = torch.full((n,), 2 if mode != MEDIAN_MODES["wrap"] else 1, dtype=torch.int64,
                         device=device)
     if mode == MEDIAN_MODES["mirror"]:
         weight[0] = weight[-1] = 1
     vals, order = rows.sort(-1)  # NaN sort last
-    w_sorted = weight[order]
-    cum = w_sorted.cumsum(-1)
-    p0 = (2 * cum < period).sum(-1, keepdim=True)  # first sorted position with 2W >= P
-    v0 = vals.gather(-1, p0)
-    at_or_below = rows <= v0
-    f_s = (weight * at_or_below).sum(-1, keepdim=True)
-    next_pos = (vals <= v0).sum(-1, keepdim=True).clamp(max=n - 1)
+    cum = weight[order].cumsum(-1)
+    # sorted positions from the first that the largest R_i could lift to `rank` to the
+    # first that reaches it with no help from R_i (always a valid answer)
+    first = (q * cum < rank - r).sum(-1, keepdim=True).clamp(max=n - 1)
+    last = (q * cum < rank).sum(-1, keepdim=True).clamp(max=n - 1)
     start = (torch.arange(n, device=device) - size // 2 - origin)[None]
-    f_r = _window_counts(at_or_below, start, r, mode)
-    take_v0 = (2 * f_s > period) | (q * f_s + f_r > size // 2)
-    pos = torch.where(take_v0, p0, next_pos)
+    pos = last.expand(n_rows, n).clone()
+    for step in range(int((last - first).max()) - 1, -1, -1):
+        p = (first + step).clamp(max=n - 1)
+        v = vals.gather(-1, p)
+        at_or_below = rows <= v
+        f_s = (weight * at_or_below).sum(-1, keepdim=True)
+        ok = q * f_s + _window_counts(at_or_below, start, r, mode) >= rank
+        pos = torch.where(ok & (p < last), p.expand(n_rows, n), pos)
     index = order.gather(-1, pos)
     nan = rows.isnan()
     first_nan = nan.int().argmax(-1, keepdim=True)
@@ -435,8 +442,10 @@ def median_filter1d(x: Tensor, size: int, mode: str = "nearest", cval: float = 0
     O(n) memory: ``nearest`` and ``constant`` windows are shortened to an equal one
     (the extra copies of the edge value or `cval` cancel in pairs around the median),
     and a periodic extension (``reflect``, ``mirror``, ``wrap``) of q whole periods plus
-    r samples with q >= r + 2 has a closed form (see ``periodic_median``); between
-    two and ~r + 2 periods the window is still slid, in O(size) memory.
+    r samples is answered from one sort and a search over at most ``r / q + 2`` values
+    (see ``periodic_median``), used when that search is short or the window is longer
+    than ``64 n + 2**20``; other windows are slid by the kernel (O(size) memory, so at
+    most ~64 n).
 
     NaN: a window that holds a NaN yields NaN (as ``torch.median``); SciPy's result is
     unspecified there.
