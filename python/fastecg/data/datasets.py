@@ -430,13 +430,18 @@ def split(dataset, by: str = "record", stratify: bool = True,
         strata.setdefault(unit_class[unit] if stratify else 0, []).append(unit)
     rng = np.random.default_rng(seed)
     parts: list[list[int]] = [[] for _ in fractions]
+    share = np.asarray(fractions)
     counts = np.zeros(len(fractions))
-    # Each unit goes to the subset furthest below its share so far; the count runs on
-    # across classes, so classes with fewer units than subsets still spread over them.
+    # Each unit goes to the subset furthest below its share of the unit's class so far,
+    # ties to the one furthest below its share overall: every subset gets each class
+    # that has as many units as there are subsets, and the totals stay balanced.
     for key in sorted(strata):
         group = strata[key]
+        in_class = np.zeros(len(fractions))
         for j in rng.permutation(len(group)):
-            part = int(np.argmax(np.asarray(fractions) * (counts.sum() + 1) - counts))
+            overall = share * (counts.sum() + 1) - counts
+            part = int(np.argmax(share * (in_class.sum() + 1) - in_class + 1e-6 * overall))
             counts[part] += 1
+            in_class[part] += 1
             parts[part].extend(members[group[j]])
     return [Subset(dataset, sorted(p)) for p in parts]

@@ -63,7 +63,7 @@ SYNTHETIC_CLASSES = ("NSR", "SB", "STach", "AF", "BBB")
 """Rhythm and conduction classes of :func:`synthetic_record`: normal sinus rhythm (60-100
 bpm), sinus bradycardia (40-58), sinus tachycardia (105-150), atrial fibrillation
 (irregular RR, no P wave, 4-9 Hz fibrillatory waves) and a bundle-branch-block-like wide,
-notched QRS (about 150 ms against 70 ms)."""
+notched QRS (over twice the normal complex's width)."""
 
 WAVE_NAMES = ("none", "P", "QRS", "T")
 """Values of the per-sample wave labels of :func:`synthetic_record`."""
@@ -74,8 +74,8 @@ _HEART_RATE_BPM = {"NSR": (60.0, 100.0), "SB": (40.0, 58.0), "STach": (105.0, 15
 # is scaled by sqrt(RR) (Bazett) so QT shortens as the rate rises.
 _P_WAVE = (-0.16, 0.020, 0.12)
 _QRS = ((-0.025, 0.008, -0.10), (0.0, 0.010, 1.0), (0.025, 0.008, -0.25))
-_QRS_WIDE = ((-0.045, 0.016, -0.10), (0.0, 0.022, 0.9), (0.05, 0.018, 0.55),
-             (0.07, 0.014, -0.2))
+_QRS_WIDE = ((-0.05, 0.016, -0.10), (0.0, 0.026, 0.9), (0.06, 0.022, 0.6),
+             (0.085, 0.014, -0.2))
 _T_WAVE = (0.28, 0.050, 0.30)
 _EDGE_SIGMAS = 2.5           # a wave's boundaries: centre -/+ 2.5 sigma (99 % of its area)
 

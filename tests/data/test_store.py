@@ -1,0 +1,97 @@
+"""ECGStore: what is read back equals the pipeline run on the fly; resume, overwrite,
+float16, crops, DataLoader workers."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+
+from fastecg.data import ArrayDataset, ECGStore, SyntheticECGDataset, write_store  # noqa: E402
+from fastecg.preprocessors import PreprocManager  # noqa: E402
+
+CONFIG = {"steps": [{"name": "bandpass", "lowcut": 0.5, "highcut": 40.0},
+                    {"name": "resample", "dst_fs": 250.0, "method": "poly"},
+                    {"name": "normalize", "method": "z-score"}]}
+
+
+@pytest.fixture(scope="module")
+def source():
+    return SyntheticECGDataset(10, seconds=2.0, seed=4)
+
+
+@pytest.fixture(scope="module")
+def store_dir(source, tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    summary = write_store(source, root, PreprocManager.from_config(CONFIG), batch_size=4,
+                          progress=False)
+    assert summary["written"] == 10 and not summary["resumed"]
+    return root
+
+
+def test_round_trip_equals_the_pipeline_on_the_fly(source, store_dir):
+    store = ECGStore(store_dir)
+    pm = PreprocManager.from_config(store.preprocessing)  # the stored config rebuilds it
+    assert len(store) == 10 and store.fs == 250.0
+    for i in range(len(store)):
+        x, y = store[i]
+        ref, fs = pm(source.read(i)[0], 500.0)
+        assert x.dtype == torch.float32 and x.shape == (12, 500) and fs == 250.0
+        torch.testing.assert_close(x, ref, rtol=0, atol=1e-6)
+        assert y.item() == source.metadata["label"].iat[i]
+    meta = store.metadata
+    assert meta["record"].tolist() == source.metadata["record"].tolist()
+    assert str(meta["patient_id"].dtype) == "str"
+
+
+def test_files_layout_and_memmap(store_dir):
+    assert sorted(os.listdir(store_dir)) == ["index.npy", "metadata.parquet",
+                                             "preprocessing.json", "signals.bin",
+                                             "store.json", "targets.npy"]
+    store = ECGStore(store_dir)
+    assert isinstance(store.signals(), np.memmap)
+    assert store.signals().size == 10 * 12 * 500
+    info = json.loads((store_dir / "store.json").read_text())
+    assert info["n_records"] == 10 and info["dtype"] == "float32"
+
+
+def test_resume_keeps_and_overwrite_rewrites(source, store_dir):
+    pm = PreprocManager.from_config(CONFIG)
+    before = {n: (store_dir / n).read_bytes() for n in os.listdir(store_dir)}
+    mtime = os.stat(store_dir / "signals.bin").st_mtime_ns
+    assert write_store(source, store_dir, pm, progress=False)["resumed"]
+    assert os.stat(store_dir / "signals.bin").st_mtime_ns == mtime
+    summary = write_store(source, store_dir, pm, overwrite=True, batch_size=3, progress=False)
+    assert summary["written"] == 10 and not summary["resumed"]
+    # Batches of another size, same bytes.
+    assert {n: (store_dir / n).read_bytes() for n in os.listdir(store_dir)} == before
+
+
+def test_float16_variable_length_crops_and_workers(tmp_path):
+    rng = np.random.default_rng(0)
+    records = [rng.standard_normal((2, n)).astype(np.float32) for n in (300, 1000, 1000, 50)]
+    write_store(ArrayDataset(records, fs=100.0), tmp_path, dtype="float16", progress=False,
+                workers=2)
+    store = ECGStore(tmp_path)
+    assert [store[i].shape[-1] for i in range(4)] == [300, 1000, 1000, 50]
+    np.testing.assert_array_equal(store[1].numpy(), records[1].astype(np.float16))
+    crops = ECGStore(tmp_path, crop=200, random_crop=True, seed=1)
+    a = crops[1]
+    assert a.shape == (2, 200) and torch.equal(a, crops[1])
+    crops.set_epoch(1)
+    assert not torch.equal(a, crops[1])
+    assert crops[3].shape == (2, 200) and crops[3][:, 50:].abs().sum() == 0
+    loader = torch.utils.data.DataLoader(ECGStore(tmp_path, crop=40), batch_size=2,
+                                         num_workers=2)
+    assert torch.cat(list(loader)).shape == (4, 2, 40)
+
+
+def test_incomplete_store_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="store.json"):
+        ECGStore(tmp_path)
