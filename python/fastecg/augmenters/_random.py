@@ -1,0 +1,121 @@
+"""Counter-based random numbers in plain torch integer ops, so that a sample's
+augmentation is a function of ``(seed, epoch, global sample index)`` only.
+
+Per-sample parameters come from Philox 4x32-10 (Salmon et al. 2011), keyed by
+``(seed, epoch)`` with the counter ``(index low 32 bits, index high 16 bits | view << 16,
+slot << 16 | stream, j)``: the same words on every backend and batch split.
+
+Dense noise (one value per signal element) does not run Philox per element: ten rounds
+of 32-bit multiplies emulated in int64 would cost ~50 full-size passes in the torch
+backend. Each ``(sample, lead)`` row instead gets two 32-bit words from Philox, and
+element ``j`` of the row is ``lowbias32(j * (k1 | 1) + k2)`` (C. Wellons' integer hash,
+a bijection with full avalanche): ~8 int32 passes. Rows with different odd
+multipliers never run along the same sequence, so no two rows of a batch are shifted
+copies of each other. A normal value takes both 16-bit halves of one hash (Box-Muller),
+so its tails stop at sqrt(-2 ln(2**-17)) = 4.85 sigma: ample for augmentation noise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["philox4x32", "Keys", "hash_normal", "MASK32"]
+
+MASK32 = 0xFFFFFFFF
+_M0, _M1 = 0xD2511F53, 0xCD9E8D57
+_W0, _W1 = 0x9E3779B9, 0xBB67AE85
+
+
+def _mulhilo(a: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    # a < 2**32 in int64: a * m would overflow int64, so multiply by m's 16-bit halves.
+    p_hi = a * (m >> 16)
+    p_lo = a * (m & 0xFFFF)
+    hi = (p_hi + (p_lo >> 16)) >> 16
+    lo = (((p_hi & 0xFFFF) << 16) + p_lo) & MASK32
+    return hi, lo
+
+
+def philox4x32(c0: Tensor, c1: Tensor, c2: Tensor, c3: Tensor, k0: int, k1: int,
+               rounds: int = 10) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Philox 4x32 on int64 tensors holding uint32 values (broadcast together); returns
+    four int64 tensors of uint32 values. Matches Random123's known-answer vectors."""
+    for r in range(rounds):
+        if r:
+            k0, k1 = (k0 + _W0) & MASK32, (k1 + _W1) & MASK32
+        hi0, lo0 = _mulhilo(c0, _M0)
+        hi1, lo1 = _mulhilo(c2, _M1)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+class Keys:
+    """The random source of one call: ``seed`` and ``epoch`` (the Philox key), each
+    sample's global ``index`` and ``view`` (int64, shape (n,)), and the ``slot`` of the
+    step in its pipeline (steps draw from disjoint streams)."""
+
+    def __init__(self, seed: int, epoch: int, index: Tensor, view: Optional[Tensor] = None,
+                 slot: int = 0):
+        self.seed, self.epoch, self.slot = seed, epoch, slot
+        self.index = index
+        self.view = torch.zeros_like(index) if view is None else view
+
+    def for_slot(self, slot: int) -> "Keys":
+        return Keys(self.seed, self.epoch, self.index, self.view, slot)
+
+    def select(self, rows: Tensor) -> "Keys":
+        return Keys(self.seed, self.epoch, self.index[rows], self.view[rows], self.slot)
+
+    def bits(self, sub: int, n: int) -> Tensor:
+        """(n_samples, n) int64 uint32 words of stream `sub` of this step."""
+        blocks = -(-n // 4)
+        c0 = (self.index & MASK32)[:, None]
+        c1 = (((self.index >> 32) & 0xFFFF) | (self.view << 16))[:, None]
+        c2 = torch.full_like(c0, ((self.slot & 0xFFFF) << 16) | (sub & 0xFFFF))
+        c3 = torch.arange(blocks, device=self.index.device)[None, :]
+        words = philox4x32(c0, c1, c2, c3, self.seed & MASK32, self.epoch & MASK32)
+        return torch.stack(torch.broadcast_tensors(*words), -1).reshape(len(self.index), -1)[:, :n]
+
+    def uniform(self, sub: int, n: int = 1) -> Tensor:
+        """(n_samples, n) float64 uniforms in (0, 1)."""
+        return (self.bits(sub, n).double() + 0.5) * 2.0 ** -32
+
+    def normal(self, sub: int, n: int = 1) -> Tensor:
+        """(n_samples, n) float64 standard normals (Box-Muller on two uniforms)."""
+        u = self.uniform(sub, 2 * n)
+        return torch.sqrt(-2 * torch.log(u[:, :n])) * torch.cos(2 * math.pi * u[:, n:])
+
+
+def _as_int32(words: Tensor) -> Tensor:
+    # uint32 values held in int64 -> the same bits as int32 (two's complement).
+    return (words - ((words >> 31) << 32)).to(torch.int32)
+
+
+def hash_normal(row_keys: Tensor, n_samples: int, dtype: torch.dtype) -> Tensor:
+    """Standard normal noise of shape ``row_keys.shape[:-1] + (n_samples,)``: row r,
+    element j from ``lowbias32(j * (k1 | 1) + k2)`` with ``(k1, k2) = row_keys[r]``
+    (int64 uint32 words). int32 arithmetic wraps, which is the mod-2**32 the hash wants;
+    logical shifts are arithmetic shifts masked."""
+    k1 = _as_int32(row_keys[..., 0:1] | 1)
+    k2 = _as_int32(row_keys[..., 1:2])
+    j = torch.arange(n_samples, dtype=torch.int32, device=row_keys.device)
+    # In place with one scratch buffer: each pass is a full-size read and write.
+    x = j * k1
+    x += k2
+    t = torch.empty_like(x)
+    for shift, keep, mul in ((16, 0xFFFF, 0x7FEB352D), (15, 0x1FFFF, 0x846CA68B - (1 << 32)),
+                             (16, 0xFFFF, None)):
+        torch.bitwise_right_shift(x, shift, out=t)
+        t &= keep
+        x ^= t
+        if mul is not None:
+            x *= mul
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    torch.bitwise_right_shift(x, 16, out=t)
+    t &= 0xFFFF
+    radius = t.to(work).add_(0.5).mul_(1.0 / 65536).log_().mul_(-2).sqrt_()
+    x &= 0xFFFF
+    return radius.mul_(x.to(work).mul_(2 * math.pi / 65536).cos_()).to(dtype)

@@ -1,0 +1,238 @@
+"""AugmenterManager (the augmentation subclass of the one TransformManager base),
+DeviceAugmentLoader and IndexedDataset.
+
+Reproducibility recipe (workers, ranks)
+---------------------------------------
+A sample's augmentation depends on ``(seed, epoch, global sample index)`` only, so give
+the manager the dataset index of every sample, wherever the batch was built::
+
+    ds = IndexedDataset(dataset)                      # items become (index, sig, label)
+    sampler = DistributedSampler(ds, num_replicas=world, rank=rank)   # or any sampler
+    loader = DataLoader(ds, batch_size=16, sampler=sampler, num_workers=4)
+    aug = DeviceAugmentLoader(loader, am, device, seed=1234, indexed=True)
+    for epoch in range(n_epochs):
+        sampler.set_epoch(epoch); aug.set_epoch(epoch)
+        for sig, label in aug:                        # augmented on `device`
+            ...
+
+Sample 17 of epoch 3 is augmented identically on one GPU with batches of 64 or on 8
+ranks with batches of 4. Mixup and CutMix pair samples inside a batch and are the
+exception (their per-sample lambda is still reproducible); so is ``random=True``, whose
+step order is drawn per batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import AUGMENTERS
+from ..transforms.config import BACKEND_NAMES, SignalInfo, check_backend_name
+from ..transforms.manager import TransformManager
+from ._random import Keys
+from .base import Augmenter, Batch, make_keys
+
+__all__ = ["AugmenterManager", "DeviceAugmentLoader", "IndexedDataset"]
+
+# The manager's own draws (random order, probabilities of plain modules) use this slot.
+_MANAGER_SLOT = 0xFFFF
+# Backends with a fused augmentation kernel; the others fall back to nothing silently
+# never: asking for one that is not built is an error.
+_BUILT_BACKENDS = ("auto", "torch")
+
+
+class AugmenterManager(TransformManager):
+    """An ordered pipeline of augmenters (registry :data:`fastecg.registry.AUGMENTERS`).
+
+    Parameters
+    ----------
+    *steps : Augmenter, nn.Module, str or dict
+        Augmenters in order, or registry names / ``{"name": ..., **kwargs}`` dicts.
+    fs : float, optional
+        Sampling rate in Hz, for the augmenters that need it (wander, masking, noises).
+    lead_names : sequence of str, optional
+        The input's leads (reduced lead sets, VCG rotation); else the standard 12-lead
+        order is assumed for 12-lead input.
+    random : bool, optional
+        Apply the steps in a random order, drawn per batch.
+
+    Calling
+    -------
+    ``sig, label, *masks = am(sig, label=None, *masks, seed=None, indices=None, epoch=0,
+    backend="auto")`` (torch_ecg's call). Shapes: ``sig (..., n_leads, n_samples)``,
+    ``label (..., n_classes)``, masks ``(..., n_samples)`` or ``(..., n_samples, k)``.
+    `indices` are the samples' global indices (default ``arange(batch)``); `seed`
+    (default: drawn from `generator` or torch's generator) and `epoch` key the random
+    numbers. ``return_params=True`` appends the drawn parameters, which
+    :meth:`apply` replays. The caller's tensors are never written to (the steps'
+    ``inplace`` applies when they are called on their own).
+
+    Config: registry names as keys (torch_ecg's form, ``None`` leaves a step out), or
+    :meth:`to_config`'s ``{"fs", "lead_names", "random", "steps"}``; round-trips.
+    """
+
+    registry = AUGMENTERS
+    kind = "augmenter"
+
+    def forward(self, sig: Tensor, label: Optional[Tensor] = None, *masks: Tensor,
+                seed: Optional[int] = None, indices: Any = None, epoch: int = 0,
+                backend: str = "auto", generator: Optional[torch.Generator] = None,
+                fs: Optional[float] = None, lead_names: Optional[Sequence[str]] = None,
+                return_params: bool = False):
+        self._check_backend(backend)
+        batch = Batch(sig, label, masks, type(self).__name__)
+        info = self._input_info(sig, fs, lead_names)
+        keys = make_keys(batch.n, sig.device, seed, epoch, indices, generator)
+        x, new_label, new_masks, params = self._augment(batch, info, keys)
+        out_sig, out_label, out_masks = batch.restore(x, new_label, new_masks)
+        result = (out_sig, out_label, *out_masks)
+        return (*result, params) if return_params else result
+
+    def apply(self, sig: Tensor, params: dict, label: Optional[Tensor] = None, *masks: Tensor,
+              fs: Optional[float] = None, lead_names: Optional[Sequence[str]] = None):
+        """Replay `params` (from ``return_params=True``) on `sig`: ``(sig, label, *masks)``."""
+        batch = Batch(sig, label, masks, type(self).__name__)
+        info = self._input_info(sig, fs, lead_names)
+        order = [i for i, _ in params["steps"]]
+        infos = self._plan(order, info)
+        for i, step_info in zip(order, infos):
+            self._check_step_batch(i, batch, step_info)
+        x, lab, ms = batch.x, batch.label, list(batch.masks)
+        for (i, p), step_info in zip(params["steps"], infos):
+            x, lab, ms = self._transform(self.steps[i], x, p, lab, ms, step_info)
+        out_sig, out_label, out_masks = batch.restore(x, lab, ms)
+        return (out_sig, out_label, *out_masks)
+
+    def views(self, sig: Tensor, n: int = 2, *, seed: Optional[int] = None, indices: Any = None,
+              epoch: int = 0, generator: Optional[torch.Generator] = None,
+              fs: Optional[float] = None, lead_names: Optional[Sequence[str]] = None) -> Tensor:
+        """`n` independently augmented views of `sig` from one pass (SimCLR-style):
+        ``(n, *sig.shape)`` (the last two dims as the pipeline makes them). View v of a
+        sample is keyed by (seed, epoch, index, v); Mixup/CutMix partners may come from
+        any view."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < 2 ** 15:
+            raise ValueError(f"views: n must be a positive integer, got {n!r}")
+        batch = Batch(sig, None, (), type(self).__name__)
+        info = self._input_info(sig, fs, lead_names)
+        keys = make_keys(batch.n, sig.device, seed, epoch, indices, generator)
+        view = torch.arange(n, device=sig.device).repeat_interleave(batch.n)
+        keys = Keys(keys.seed, keys.epoch, keys.index.repeat(n), view)
+        stacked = Batch(batch.x.repeat(n, 1, 1), None, (), type(self).__name__)
+        x = self._augment(stacked, info, keys)[0]
+        if sig.dim() == 1:
+            return x.reshape(n, x.shape[-1])
+        return x.reshape((n,) + batch.lead_dims + tuple(x.shape[1:]))
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _augment(self, batch: Batch, info: SignalInfo, keys: Keys):
+        order = self._draw(keys)
+        infos = self._plan(order, info)
+        for i, step_info in zip(order, infos):  # every check before any work
+            self._check_step_batch(i, batch, step_info)
+        x, lab, ms = batch.x, batch.label, list(batch.masks)
+        drawn = []
+        for i, step_info in zip(order, infos):
+            step = self.steps[i]
+            p = step.draw(keys.for_slot(i + 1), x, step_info) if isinstance(step, Augmenter) \
+                else None
+            x, lab, ms = self._transform(step, x, p, lab, ms, step_info)
+            drawn.append((i, p))
+        return x, lab, ms, {"steps": drawn}
+
+    @staticmethod
+    def _transform(step, x, p, lab, ms, info):
+        if isinstance(step, Augmenter):
+            return step.transform(x, p, lab, ms, info)
+        return step(x), lab, ms
+
+    def _check_step_batch(self, i: int, batch: Batch, info: SignalInfo) -> None:
+        step = self.steps[i]
+        if isinstance(step, Augmenter):
+            try:
+                step.check_batch(batch, info)
+            except ValueError as err:
+                raise ValueError(f"{type(self).__name__} step {i} ({self._label(i)}): {err}") \
+                    from None
+
+    def _check_backend(self, backend: str) -> None:
+        check_backend_name(backend, type(self).__name__)
+        if backend not in _BUILT_BACKENDS:
+            raise ValueError(f"{type(self).__name__}: backend {backend!r} has no fused "
+                             f"augmentation kernel yet (available: "
+                             f"{', '.join(_BUILT_BACKENDS)})")
+
+    def _batch_keys(self, keys: Any) -> Keys:
+        # The order and the manager's own draws are per batch: keyed by the batch's first
+        # sample, so a given batch is reproducible (documented exception to per-sample).
+        if not isinstance(keys, Keys):
+            return make_keys(1, torch.device("cpu"), None, 0, None, keys)
+        first = keys.index[:1].cpu() if keys.index.numel() else torch.zeros(1, dtype=torch.long)
+        return Keys(keys.seed, keys.epoch, first, None, _MANAGER_SLOT)
+
+    def _permutation(self, n: int, keys: Any) -> list[int]:
+        return torch.argsort(self._batch_keys(keys).uniform(0, n)[0]).tolist()
+
+    def _uniform(self, keys: Any) -> float:
+        keys = self._batch_keys(keys)
+        self._draws = getattr(self, "_draws", 0) + 1
+        return float(keys.uniform(1 + self._draws % 64)[0, 0])
+
+
+class IndexedDataset(torch.utils.data.Dataset):
+    """``dataset`` whose items come with their index first: ``(index, *item)``, so that a
+    DataLoader's batches carry the global sample indices through workers and ranks."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        item = self.dataset[index]
+        return (index, *item) if isinstance(item, (tuple, list)) else (index, item)
+
+
+class DeviceAugmentLoader:
+    """Iterate `loader`, move each batch ``(sig, label, *masks)`` to `device` and augment
+    it there with `am` (braindecode's AugmentedDataLoader, with reproducible keys).
+
+    With ``indexed=True`` the batches are ``(indices, sig, label, *masks)`` (as from an
+    :class:`IndexedDataset`) and those indices key the random numbers; otherwise a
+    batch's indices are its positions in the epoch (reproducible for a fixed sample
+    order only). Call :meth:`set_epoch` at each epoch.
+    """
+
+    def __init__(self, loader, am: AugmenterManager, device: Any = None, seed: int = 0,
+                 epoch: int = 0, indexed: bool = False, non_blocking: bool = True):
+        self.loader, self.am = loader, am
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.seed, self.epoch, self.indexed, self.non_blocking = seed, epoch, indexed, non_blocking
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        seen = 0
+        for batch in self.loader:
+            if isinstance(batch, Tensor):
+                batch = (batch,)
+            batch = list(batch)
+            if self.indexed:
+                indices = torch.as_tensor(batch.pop(0))
+            else:
+                n = batch[0].shape[0]
+                indices = torch.arange(seen, seen + n)
+                seen += n
+            tensors = [t.to(self.device, non_blocking=self.non_blocking) for t in batch]
+            sig, rest = tensors[0], tensors[1:]
+            label = rest[0] if rest else None
+            out = self.am(sig, label, *rest[1:], seed=self.seed, epoch=self.epoch,
+                          indices=indices.to(self.device))
+            yield out if label is not None else out[:1] + out[2:]

@@ -1,0 +1,476 @@
+"""ECG-physics augmenters: mains interference, muscle noise, white noise at a set SNR,
+gain, time shift and crop, lead dropout, the PhysioNet/CinC 2021 reduced lead sets and
+3KG's vectorcardiogram rotation."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ..registry import AUGMENTERS
+from ..transforms.config import SignalInfo, check_prob
+from ._random import Keys, hash_normal
+from .base import STANDARD_LEADS, Augmenter, check_range
+from .classic import sine_basis, sinusoids
+
+__all__ = ["PowerlineNoise", "EMGNoise", "GaussianNoise", "AmplitudeScale", "TimeShift",
+           "RandomCrop", "RandomLeadsMask", "ReducedLeadSet", "VCGRotation",
+           "INVERSE_DOWER", "DOWER", "REDUCED_LEAD_SETS"]
+
+# Inverse Dower matrix (Edenbrandt & Pahlm 1988): rows X, Y, Z; columns V1..V6, I, II.
+INVERSE_DOWER = ((-0.172, -0.074, 0.122, 0.231, 0.239, 0.194, 0.156, -0.010),
+                 (0.057, -0.019, -0.106, -0.022, 0.041, 0.048, -0.227, 0.887),
+                 (-0.229, -0.310, -0.246, -0.063, 0.055, 0.108, 0.022, 0.102))
+# Dower's transform (Dower et al. 1980) back from X, Y, Z: rows V1..V6, I, II.
+DOWER = ((-0.515, 0.157, -0.917), (0.044, 0.164, -1.387), (0.882, 0.098, -1.277),
+         (1.213, 0.127, -0.601), (1.125, 0.127, -0.086), (0.831, 0.076, 0.230),
+         (0.632, -0.235, 0.059), (0.235, 1.066, -0.132))
+
+# PhysioNet/CinC Challenge 2021 lead sets.
+REDUCED_LEAD_SETS = {
+    12: STANDARD_LEADS,
+    6: ("I", "II", "III", "aVR", "aVL", "aVF"),
+    4: ("I", "II", "III", "V2"),
+    3: ("I", "II", "V2"),
+    2: ("I", "II"),
+}
+
+
+def _row_keys(aug: Augmenter, keys: Keys, k: int, n_leads: int) -> Tensor:
+    return aug._bits(keys, k, 2 * n_leads).view(-1, n_leads, 2)
+
+
+@AUGMENTERS.register("powerline_noise")
+class PowerlineNoise(Augmenter):
+    """Mains interference: per sample one frequency from `freq` (50 or 60 Hz), per lead an
+    amplitude uniform in `amplitude` (mV) and a phase, plus `harmonics - 1` harmonics at
+    amplitude / h. All sinusoids are one matmul with a fixed basis."""
+
+    stream = 9
+
+    def __init__(self, fs: Optional[float] = None, freq: Union[float, Sequence[float]] = (50.0, 60.0),
+                 amplitude: Union[float, Sequence[float]] = (0.0, 0.05), harmonics: int = 1,
+                 prob: float = 0.5, inplace: bool = False):
+        super().__init__()
+        freqs = (freq,) if isinstance(freq, numbers.Real) else tuple(freq)
+        if not freqs or any(isinstance(f, bool) or not isinstance(f, numbers.Real) or f <= 0
+                            for f in freqs):
+            raise ValueError(f"PowerlineNoise: freq must be positive frequencies, got {freq!r}")
+        if isinstance(harmonics, bool) or not isinstance(harmonics, int) or harmonics < 1:
+            raise ValueError(f"PowerlineNoise: harmonics must be an integer >= 1, got "
+                             f"{harmonics!r}")
+        self.fs, self.freq, self.harmonics = fs, tuple(float(f) for f in freqs), harmonics
+        self.amplitude = check_range(amplitude, "PowerlineNoise: amplitude")
+        self.prob, self.inplace = check_prob(prob, "PowerlineNoise"), inplace
+
+    def infer(self, info):
+        fs = self.step_fs(info)
+        top = max(self.freq) * self.harmonics
+        if top >= fs / 2:
+            raise ValueError(f"PowerlineNoise: {top:g} Hz (freq x harmonics) must lie below "
+                             f"fs/2 = {fs / 2:g} Hz")
+        return info
+
+    def draw(self, keys, x, info):
+        n, n_leads, _ = x.shape
+        c, h = len(self.freq), self.harmonics
+        applied = self._applied(keys, self.prob)
+        choice = (self._uniform(keys, 1)[:, 0] * c).long().clamp_max(c - 1)
+        lo, hi = self.amplitude
+        ampl = (lo + (hi - lo) * self._uniform(keys, 2, n_leads)) * applied[:, None]
+        onehot = torch.nn.functional.one_hot(choice, c).double()  # (n, c)
+        per_h = 1.0 / torch.arange(1, h + 1, dtype=torch.float64, device=x.device)
+        amplitude = ampl[:, :, None, None] * onehot[:, None, :, None] * per_h  # (n, L, c, h)
+        phase = 2 * math.pi * self._uniform(keys, 3, n_leads * c * h)
+        return {"amplitude": amplitude.reshape(n, n_leads, c * h),
+                "phase": phase.view(n, n_leads, c * h)}
+
+    def transform(self, x, params, label, masks, info):
+        freqs = torch.tensor(self.freq, dtype=torch.float64)[:, None] * torch.arange(
+            1, self.harmonics + 1, dtype=torch.float64)
+        basis = sine_basis(freqs.reshape(-1), x.shape[-1], self.step_fs(info), x.dtype, x.device)
+        return sinusoids(params["amplitude"], params["phase"], basis).add_(x), label, masks
+
+
+@AUGMENTERS.register("emg_noise")
+class EMGNoise(Augmenter):
+    """Muscle (EMG) noise: Gaussian noise with a flat spectrum inside `band` (Hz) and
+    none outside, of RMS uniform in `amplitude` (mV) per sample, independent per lead.
+
+    The noise is synthesised in the frequency domain (random complex coefficients on the
+    in-band FFT bins only, then one inverse real FFT), so no white-noise buffer is made
+    and filtered."""
+
+    stream = 10
+
+    def __init__(self, fs: Optional[float] = None, band: Sequence[float] = (20.0, 150.0),
+                 amplitude: Union[float, Sequence[float]] = (0.0, 0.05), prob: float = 0.5,
+                 inplace: bool = False):
+        super().__init__()
+        self.fs = fs
+        self.band = check_range(band, "EMGNoise: band", allow_scalar=False)
+        if self.band[0] >= self.band[1]:
+            raise ValueError(f"EMGNoise: band must have low < high, got {band!r}")
+        self.amplitude = check_range(amplitude, "EMGNoise: amplitude")
+        self.prob, self.inplace = check_prob(prob, "EMGNoise"), inplace
+
+    def infer(self, info):
+        fs = self.step_fs(info)
+        if self.band[1] > fs / 2:
+            raise ValueError(f"EMGNoise: band {self.band} Hz must lie inside (0, fs/2) = "
+                             f"(0, {fs / 2:g}) Hz")
+        return info
+
+    def bins(self, n_samples: int, fs: float) -> tuple[int, int]:
+        """First and one-past-last FFT bin of the band (DC and Nyquist excluded)."""
+        lo = max(1, math.ceil(self.band[0] * n_samples / fs))
+        hi = min((n_samples - 1) // 2, math.floor(self.band[1] * n_samples / fs)) + 1
+        return lo, max(lo, hi)
+
+    def draw(self, keys, x, info):
+        n, n_leads, _ = x.shape
+        applied = self._applied(keys, self.prob)
+        lo, hi = self.amplitude
+        rms = (lo + (hi - lo) * self._uniform(keys, 1)[:, 0]) * applied
+        return {"rms": rms, "noise_keys": _row_keys(self, keys, 2, n_leads)}
+
+    def transform(self, x, params, label, masks, info):
+        n_samples = x.shape[-1]
+        lo, hi = self.bins(n_samples, self.step_fs(info))
+        k = hi - lo
+        if k == 0:
+            return x, label, masks
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        z = hash_normal(params["noise_keys"], 2 * k, work)
+        spectrum = torch.zeros(*x.shape[:2], n_samples // 2 + 1, dtype=work, device=x.device)
+        spectrum = torch.complex(spectrum, spectrum)
+        spectrum[..., lo:hi] = torch.complex(z[..., :k], z[..., k:])
+        # Each in-band bin adds variance 4 / n**2 to every sample of irfft's output.
+        gain = params["rms"].to(device=x.device, dtype=work) * (n_samples / (2 * math.sqrt(k)))
+        noise = torch.fft.irfft(spectrum, n=n_samples) * gain[:, None, None]
+        return x + noise.to(x.dtype), label, masks
+
+
+@AUGMENTERS.register("gaussian_noise")
+class GaussianNoise(Augmenter):
+    """White Gaussian noise at a signal-to-noise ratio `snr_db` (a number, or a range drawn
+    uniformly per sample) relative to each lead's mean power."""
+
+    stream = 11
+
+    def __init__(self, snr_db: Union[float, Sequence[float]] = (10.0, 30.0), prob: float = 0.5,
+                 inplace: bool = False):
+        super().__init__()
+        self.snr_db = check_range(snr_db, "GaussianNoise: snr_db", -math.inf)
+        self.prob, self.inplace = check_prob(prob, "GaussianNoise"), inplace
+
+    def draw(self, keys, x, info):
+        n, n_leads, _ = x.shape
+        applied = self._applied(keys, self.prob)
+        lo, hi = self.snr_db
+        snr = lo + (hi - lo) * self._uniform(keys, 1)[:, 0]
+        with torch.no_grad():
+            power = x.double().square().mean(-1)  # (n, L)
+        std = torch.sqrt(power * 10.0 ** (-snr[:, None] / 10)) * applied[:, None]
+        return {"std": std, "noise_keys": _row_keys(self, keys, 2, n_leads)}
+
+    def transform(self, x, params, label, masks, info):
+        noise = hash_normal(params["noise_keys"], x.shape[-1], x.dtype)
+        return noise.mul_(params["std"].to(x.dtype)[..., None]).add_(x), label, masks
+
+
+@AUGMENTERS.register("amplitude_scale")
+class AmplitudeScale(Augmenter):
+    """Multiply a chosen sample (each lead with ``per_channel``) by a gain uniform in
+    `scale`."""
+
+    stream = 12
+
+    def __init__(self, scale: Union[float, Sequence[float]] = (0.8, 1.2),
+                 per_channel: bool = False, prob: float = 0.5, inplace: bool = False):
+        super().__init__()
+        self.scale = check_range(scale, "AmplitudeScale: scale")
+        self.per_channel, self.inplace = bool(per_channel), inplace
+        self.prob = check_prob(prob, "AmplitudeScale")
+
+    def draw(self, keys, x, info):
+        applied = self._applied(keys, self.prob)
+        lo, hi = self.scale
+        gain = lo + (hi - lo) * self._uniform(keys, 1, x.shape[1] if self.per_channel else 1)
+        return {"gain": torch.where(applied[:, None], gain, 1.0)}
+
+    def transform(self, x, params, label, masks, info):
+        return x * params["gain"].to(x.dtype)[..., None], label, masks
+
+
+def _shift_gather(t: Tensor, offset: Tensor, n_out: int, dim: int) -> tuple[Tensor, Tensor]:
+    """t's samples ``offset + arange(n_out)`` along `dim` (per row of dim 0), zero outside."""
+    n_in = t.shape[dim]
+    pos = offset[:, None] + torch.arange(n_out, device=t.device)
+    valid = (pos >= 0) & (pos < n_in)
+    pos = pos.clamp(0, n_in - 1)
+    shape = [1] * t.dim()
+    shape[0], shape[dim] = t.shape[0], n_out
+    idx = pos.view(shape).expand(*[n_out if d == dim else s for d, s in enumerate(t.shape)])
+    out = t.gather(dim, idx)
+    keep = valid.view(shape)
+    return (out & keep if out.dtype == torch.bool else out * keep.to(out.dtype)), valid
+
+
+@AUGMENTERS.register("time_shift")
+class TimeShift(Augmenter):
+    """Shift a chosen sample (all leads, masks alike) by a whole number of samples uniform
+    in ``[-max_shift_s, max_shift_s] * fs``; the samples shifted in are zero."""
+
+    stream = 13
+
+    def __init__(self, fs: Optional[float] = None, max_shift_s: float = 0.5, prob: float = 0.5,
+                 inplace: bool = False):
+        super().__init__()
+        if isinstance(max_shift_s, bool) or not isinstance(max_shift_s, numbers.Real) or \
+                max_shift_s < 0:
+            raise ValueError(f"TimeShift: max_shift_s must be a number >= 0, got {max_shift_s!r}")
+        self.fs, self.max_shift_s, self.inplace = fs, float(max_shift_s), inplace
+        self.prob = check_prob(prob, "TimeShift")
+
+    def draw(self, keys, x, info):
+        s = round(self.max_shift_s * self.step_fs(info))
+        applied = self._applied(keys, self.prob)
+        shift = (self._uniform(keys, 1)[:, 0] * (2 * s + 1)).long().clamp_max(2 * s) - s
+        return {"shift": shift * applied}
+
+    def transform(self, x, params, label, masks, info):
+        offset = -params["shift"].to(x.device)
+        out, _ = _shift_gather(x, offset, x.shape[-1], 2)
+        return out, label, [_shift_gather(m, offset, m.shape[1], 1)[0] for m in masks]
+
+
+@AUGMENTERS.register("random_crop")
+class RandomCrop(Augmenter):
+    """Crop every sample to `length` samples starting at a uniform position (chosen
+    samples; the others are cropped at the centre, so the batch keeps one shape). Masks
+    are cropped alike."""
+
+    stream = 14
+
+    def __init__(self, length: int, prob: float = 1.0, inplace: bool = False):
+        super().__init__()
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"RandomCrop: length must be a positive integer, got {length!r}")
+        self.length, self.inplace = length, inplace
+        self.prob = check_prob(prob, "RandomCrop")
+
+    def infer(self, info):
+        if info.n_samples is not None and self.length > info.n_samples:
+            raise ValueError(f"RandomCrop: length {self.length} is longer than the signal "
+                             f"({info.n_samples} samples)")
+        return info._replace(n_samples=self.length)
+
+    def draw(self, keys, x, info):
+        room = x.shape[-1] - self.length
+        applied = self._applied(keys, self.prob)
+        start = (self._uniform(keys, 1)[:, 0] * (room + 1)).long().clamp_max(room)
+        return {"start": torch.where(applied, start, room // 2)}
+
+    def transform(self, x, params, label, masks, info):
+        start = params["start"].to(x.device)
+        out, _ = _shift_gather(x, start, self.length, 2)
+        return out, label, [_shift_gather(m, start, self.length, 1)[0] for m in masks]
+
+
+def _lead_positions(names: Optional[tuple], n_leads: int, wanted: Sequence[str],
+                    what: str) -> list[int]:
+    """Positions of `wanted` leads: by name, or the standard 12-lead order when the
+    signal has 12 leads and no names."""
+    if names is None:
+        if n_leads != 12:
+            raise ValueError(f"{what} needs the standard 12 leads or lead_names; the signal has "
+                             f"{n_leads} leads and no lead names")
+        names = STANDARD_LEADS
+    missing = [w for w in wanted if w not in names]
+    if missing:
+        raise ValueError(f"{what}: leads {missing} are not among the signal's leads "
+                         f"{list(names)}")
+    return [list(names).index(w) for w in wanted]
+
+
+@AUGMENTERS.register("random_leads_mask")
+class RandomLeadsMask(Augmenter):
+    """Zero each lead of a chosen sample with probability `mask_prob`, keeping at least
+    `keep_at_least` leads (those with the largest draws)."""
+
+    stream = 15
+
+    def __init__(self, mask_prob: float = 0.5, keep_at_least: int = 1, prob: float = 1.0,
+                 inplace: bool = False):
+        super().__init__()
+        self.mask_prob = check_prob(mask_prob, "RandomLeadsMask: mask_prob")
+        if isinstance(keep_at_least, bool) or not isinstance(keep_at_least, int) or \
+                keep_at_least < 0:
+            raise ValueError(f"RandomLeadsMask: keep_at_least must be an integer >= 0, got "
+                             f"{keep_at_least!r}")
+        self.keep_at_least, self.inplace = keep_at_least, inplace
+        self.prob = check_prob(prob, "RandomLeadsMask")
+
+    def infer(self, info):
+        if info.n_leads is not None and self.keep_at_least > info.n_leads:
+            raise ValueError(f"RandomLeadsMask: keep_at_least={self.keep_at_least} is more than "
+                             f"the signal's {info.n_leads} leads")
+        return info
+
+    def draw(self, keys, x, info):
+        applied = self._applied(keys, self.prob)
+        u = self._uniform(keys, 1, x.shape[1])
+        masked = (u < self.mask_prob) & applied[:, None]
+        if self.keep_at_least:
+            kth = torch.topk(u, self.keep_at_least, dim=1).values[:, -1:]
+            masked &= u < kth
+        return {"keep": ~masked}
+
+    def transform(self, x, params, label, masks, info):
+        return x * params["keep"].to(device=x.device, dtype=x.dtype)[..., None], label, masks
+
+
+@AUGMENTERS.register("reduced_lead_set")
+class ReducedLeadSet(Augmenter):
+    """The PhysioNet/CinC 2021 reduced lead sets (12, 6, 4, 3 or 2 leads).
+
+    ``mode="zero"``: each chosen sample keeps the leads of one set drawn from `leads`,
+    the others are zeroed. ``mode="drop"``: `leads` names one set, and the output has
+    only its leads, in its order (the lead names passed on change with them). Needs the
+    standard 12-lead order or the signal's lead names.
+    """
+
+    stream = 16
+
+    def __init__(self, leads: Union[int, Sequence[int]] = (12, 6, 4, 3, 2), mode: str = "zero",
+                 prob: float = 1.0, inplace: bool = False):
+        super().__init__()
+        sets = (leads,) if isinstance(leads, int) else tuple(leads)
+        bad = [s for s in sets if s not in REDUCED_LEAD_SETS]
+        if not sets or bad:
+            raise ValueError(f"ReducedLeadSet: leads must be among {sorted(REDUCED_LEAD_SETS)}, "
+                             f"got {leads!r}")
+        if mode not in ("zero", "drop"):
+            raise ValueError(f"ReducedLeadSet: mode must be 'zero' or 'drop', got {mode!r}")
+        if mode == "drop" and len(sets) != 1:
+            raise ValueError("ReducedLeadSet: mode='drop' needs one lead set (the output shape "
+                             f"must be the same for every sample), got {leads!r}")
+        self.leads, self.mode, self.inplace = sets, mode, inplace
+        self.prob = check_prob(prob, "ReducedLeadSet")
+
+    def infer(self, info):
+        if info.n_leads is None:
+            return info
+        for s in self.leads:
+            _lead_positions(info.lead_names, info.n_leads, REDUCED_LEAD_SETS[s], "ReducedLeadSet")
+        if self.mode == "drop":
+            wanted = REDUCED_LEAD_SETS[self.leads[0]]
+            return info._replace(n_leads=len(wanted), lead_names=tuple(wanted))
+        return info
+
+    def _keep_table(self, info, device) -> Tensor:
+        table = torch.zeros(len(self.leads), info.n_leads, dtype=torch.bool, device=device)
+        for i, s in enumerate(self.leads):
+            table[i, _lead_positions(info.lead_names, info.n_leads, REDUCED_LEAD_SETS[s],
+                                     "ReducedLeadSet")] = True
+        return table
+
+    def draw(self, keys, x, info):
+        applied = self._applied(keys, self.prob)
+        choice = (self._uniform(keys, 1)[:, 0] * len(self.leads)).long().clamp_max(
+            len(self.leads) - 1)
+        keep = self._keep_table(info, x.device)[choice] | ~applied[:, None]
+        return {"keep": keep}
+
+    def transform(self, x, params, label, masks, info):
+        if self.mode == "drop":
+            pos = _lead_positions(info.lead_names, info.n_leads,
+                                  REDUCED_LEAD_SETS[self.leads[0]], "ReducedLeadSet")
+            return x[:, pos], label, masks
+        return x * params["keep"].to(device=x.device, dtype=x.dtype)[..., None], label, masks
+
+
+def rotation_matrices(angles: Tensor) -> Tensor:
+    """(n, 3) angles in radians about x, y, z -> (n, 3, 3) ``Rz @ Ry @ Rx``."""
+    c, s = torch.cos(angles), torch.sin(angles)
+    one, zero = torch.ones_like(c[:, 0]), torch.zeros_like(c[:, 0])
+
+    def mat(*rows):
+        return torch.stack([torch.stack(r, -1) for r in rows], -2)
+
+    rx = mat((one, zero, zero), (zero, c[:, 0], -s[:, 0]), (zero, s[:, 0], c[:, 0]))
+    ry = mat((c[:, 1], zero, s[:, 1]), (zero, one, zero), (-s[:, 1], zero, c[:, 1]))
+    rz = mat((c[:, 2], -s[:, 2], zero), (s[:, 2], c[:, 2], zero), (zero, zero, one))
+    return rz @ ry @ rx
+
+
+@AUGMENTERS.register("vcg_rotation")
+class VCGRotation(Augmenter):
+    """3KG's spatial augmentation (Gopal et al. 2021): the 12 leads to a vectorcardiogram
+    by the inverse Dower matrix (from I, II, V1-V6), a per-sample rotation (angles uniform
+    in ``[-max_angle_deg, max_angle_deg]`` about each axis) and scaling (uniform in
+    `scale`), and back with Dower's matrix, III and the augmented leads from I and II
+    (Einthoven, Goldberger). Applied as one (12, 12) lead-mixing matrix per sample.
+
+    Needs the 12 standard leads: in the standard order, or named by `lead_names`.
+    """
+
+    stream = 17
+
+    def __init__(self, max_angle_deg: float = 45.0, scale: Union[float, Sequence[float]] = (1.0, 1.5),
+                 prob: float = 0.5, inplace: bool = False):
+        super().__init__()
+        if isinstance(max_angle_deg, bool) or not isinstance(max_angle_deg, numbers.Real) or \
+                not 0 <= max_angle_deg <= 180:
+            raise ValueError(f"VCGRotation: max_angle_deg must be in [0, 180], got "
+                             f"{max_angle_deg!r}")
+        self.max_angle_deg = float(max_angle_deg)
+        self.scale = check_range(scale, "VCGRotation: scale")
+        self.prob, self.inplace = check_prob(prob, "VCGRotation"), inplace
+
+    def infer(self, info):
+        if info.n_leads is not None:
+            _lead_positions(info.lead_names, info.n_leads, STANDARD_LEADS, "VCGRotation")
+            if info.n_leads != 12:
+                raise ValueError(f"VCGRotation needs exactly the 12 standard leads, got "
+                                 f"{info.n_leads}")
+        return info
+
+    @staticmethod
+    def standard_matrices(device=None) -> tuple[Tensor, Tensor]:
+        """(3, 12) leads -> X, Y, Z and (12, 3) back, in the standard lead order."""
+        inv = torch.tensor(INVERSE_DOWER, dtype=torch.float64, device=device)
+        fwd8 = torch.tensor(DOWER, dtype=torch.float64, device=device)
+        to_vcg = torch.zeros(3, 12, dtype=torch.float64, device=device)
+        to_vcg[:, 6:] = inv[:, :6]
+        to_vcg[:, :2] = inv[:, 6:]
+        i, ii = fwd8[6], fwd8[7]
+        back = torch.stack([i, ii, ii - i, -(i + ii) / 2, i - ii / 2, ii - i / 2, *fwd8[:6]])
+        return to_vcg, back
+
+    def draw(self, keys, x, info):
+        n = x.shape[0]
+        applied = self._applied(keys, self.prob)
+        u = self._uniform(keys, 1, 4)
+        limit = math.radians(self.max_angle_deg)
+        angles = (2 * u[:, :3] - 1) * limit
+        lo, hi = self.scale
+        scale = lo + (hi - lo) * u[:, 3]
+        rotation = rotation_matrices(angles)
+        to_vcg, back = self.standard_matrices(x.device)
+        mixing = back @ (scale[:, None, None] * rotation) @ to_vcg  # (n, 12, 12)
+        pos = _lead_positions(info.lead_names, info.n_leads, STANDARD_LEADS, "VCGRotation")
+        perm = torch.tensor(pos, device=x.device)
+        full = torch.zeros(n, 12, 12, dtype=torch.float64, device=x.device)
+        full[:, perm[:, None], perm[None, :]] = mixing
+        eye = torch.eye(12, dtype=torch.float64, device=x.device).expand(n, 12, 12)
+        return {"matrix": torch.where(applied[:, None, None], full, eye), "angles": angles,
+                "scale": scale, "rotation": rotation, "applied": applied}
+
+    def transform(self, x, params, label, masks, info):
+        return params["matrix"].to(x.dtype) @ x, label, masks

@@ -1,0 +1,64 @@
+"""The counter-based generator: Philox against Random123's known answers, the dense-noise
+hash against a plain-Python transcription, and the distributions they give."""
+
+import math
+
+import pytest
+import torch
+
+from fastecg.augmenters._random import Keys, hash_normal, philox4x32
+
+
+@pytest.mark.parametrize("counter, key, expected", [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+])
+def test_philox_known_answers(counter, key, expected):
+    out = philox4x32(*[torch.tensor([c]) for c in counter], *key)
+    assert tuple(int(o) for o in out) == expected
+
+
+def _hash_normal_reference(k1, k2, j):
+    m = 0xFFFFFFFF
+    x = (j * (k1 | 1) + k2) & m
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & m
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & m
+    x ^= x >> 16
+    u1 = ((x >> 16) + 0.5) / 65536
+    return math.sqrt(-2 * math.log(u1)) * math.cos(2 * math.pi * (x & 0xFFFF) / 65536)
+
+
+def test_hash_normal_matches_its_definition():
+    keys = torch.tensor([[0xDEADBEEF, 0x12345678], [3, 0xFFFFFFFF], [0x80000000, 0]])
+    z = hash_normal(keys, 11, torch.float64)
+    ref = torch.tensor([[_hash_normal_reference(int(k1), int(k2), j) for j in range(11)]
+                        for k1, k2 in keys.tolist()], dtype=torch.float64)
+    torch.testing.assert_close(z, ref, rtol=0, atol=1e-12)
+
+
+def test_distributions():
+    keys = Keys(7, 3, torch.arange(20000))
+    u = keys.uniform(0, 4)
+    assert 0 < float(u.min()) and float(u.max()) < 1
+    assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.002
+    z = keys.normal(1, 2)
+    assert abs(float(z.mean())) < 0.02 and abs(float(z.std()) - 1) < 0.02
+    noise = hash_normal(keys.bits(2, 2).view(-1, 2)[:200], 1000, torch.float32)
+    assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - 1) < 0.01
+    # Rows are not shifted copies of each other, and neighbours are uncorrelated.
+    corr = torch.corrcoef(noise[:50])
+    assert float((corr - torch.eye(50)).abs().max()) < 0.2
+    assert abs(float((noise[:, 1:] * noise[:, :-1]).mean())) < 0.01
+
+
+def test_streams_are_independent_of_the_batch():
+    full = Keys(1, 0, torch.arange(10)).uniform(5, 3)
+    part = Keys(1, 0, torch.tensor([7, 2])).uniform(5, 3)
+    assert torch.equal(part, full[[7, 2]])
+    assert not torch.equal(Keys(1, 1, torch.arange(10)).uniform(5, 3), full)  # epoch
+    assert not torch.equal(Keys(1, 0, torch.arange(10), slot=1).uniform(5, 3), full)
+    assert not torch.equal(Keys(1, 0, torch.arange(10)).uniform(6, 3), full)
