@@ -387,6 +387,8 @@ class Trainer:
         `resume`: True loads the latest checkpoint in `out_dir` if there is one; a path
         loads that checkpoint.
         """
+        if self.out_dir is not None and self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         loader, sampler = self._loader(dataset)
         steps_per_epoch = len(sampler) // self.grad_accum
         if steps_per_epoch < 1:

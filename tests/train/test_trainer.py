@@ -1,0 +1,189 @@
+"""Trainer: exact resume after a kill, DDP under torchrun equal to one process on the
+global batch, checkpoints, metrics, AMP, accumulation."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from fastecg.registry import SSL
+from fastecg.train import Trainer
+from fastecg.train.trainer import EpochBatchSampler
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models: a parallel region costs more than the work on a shared 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+TINY_MAE = dict(n_leads=2, seq_len=40, patch_size=10, embed_dim=16, depth=1, num_heads=2,
+                decoder_dim=8, decoder_depth=1, decoder_heads=2)
+
+# The run a test repeats: a tiny MAE (its masking draws from the global RNG, so the RNG
+# state must come back too), a scheduler, 3 batches an epoch (resume crosses epochs).
+RUN = textwrap.dedent("""
+    import sys, torch
+    from fastecg.registry import SSL
+    from fastecg.train import Trainer
+
+    def make(out_dir, max_steps, callbacks=()):
+        torch.manual_seed(0)
+        model = SSL.build("mae_1d", **TINY_MAE)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
+        data = torch.randn(26, 2, 40, generator=torch.Generator().manual_seed(1))
+        trainer = Trainer(model, opt, sched, batch_size=8, max_steps=max_steps, out_dir=out_dir,
+                          ckpt_every=5, seed=3, progress=False, callbacks=callbacks)
+        return trainer, data
+""")
+
+
+def _make(out_dir, max_steps, callbacks=()):
+    scope = {"TINY_MAE": TINY_MAE}
+    exec(RUN, scope)
+    return scope["make"](out_dir, max_steps, callbacks)
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_resume_after_kill_is_bit_identical(tmp_path):
+    threads = torch.get_num_threads()
+    straight, data = _make(tmp_path / "straight", 20)
+    straight.fit(data)
+
+    script = tmp_path / "killed.py"
+    script.write_text(f"TINY_MAE = {TINY_MAE!r}\n" + RUN + textwrap.dedent(f"""
+        import os, signal
+        torch.set_num_threads({threads})
+        def kill_at_12(trainer, metrics):
+            if trainer.step == 12:
+                os.kill(os.getpid(), signal.SIGKILL)
+        trainer, data = make(sys.argv[1], 20, [kill_at_12])
+        trainer.fit(data)
+    """))
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "killed")], env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    resumed, data = _make(tmp_path / "killed", 20)
+    assert resumed.latest_checkpoint().name == "step_00000010.pt"
+    resumed.fit(data, resume=True)
+    assert resumed.step == 20
+    for (name, a), b in zip(straight.model.state_dict().items(),
+                            resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    # rows 11-12 of the killed run were redone, not duplicated
+    steps = [int(line.split(",")[0]) for line in
+             (tmp_path / "killed" / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 21))
+
+
+def test_resume_refuses_another_data_order(tmp_path):
+    trainer, data = _make(tmp_path, 5)
+    trainer.fit(data)
+    other, data = _make(tmp_path, 10)
+    other.seed = 4
+    with pytest.raises(ValueError, match="data order"):
+        other.fit(data, resume=True)
+
+
+def test_sampler_partitions_global_batches():
+    one = list(EpochBatchSampler(20, 4, seed=1, world=1))
+    ranks = [list(EpochBatchSampler(10 * 2, 2, seed=1, rank=r, world=2)) for r in range(2)]
+    for i, batch in enumerate(one):
+        assert sorted(ranks[0][i] + ranks[1][i]) == sorted(batch)
+
+
+class Regression(nn.Module):
+    """A deterministic model (no RNG in the step) for comparing DDP with one process."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(2 * 8, 4), nn.Tanh(), nn.Linear(4, 1))
+
+    def forward(self, batch):
+        return {"loss": (self.net(batch) - batch.mean((1, 2)).unsqueeze(1)).square().mean()}
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import gc, sys, torch
+    from torch import nn
+    from fastecg.train import Trainer
+    {model}
+    torch.manual_seed(0)
+    model = Regression()
+    data = torch.randn(32, 2, 8, generator=torch.Generator().manual_seed(1))
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), batch_size=4,
+                      max_steps=5, progress=False, seed=2)
+    assert trainer.world == 2
+    trainer.fit(data)
+    if trainer.rank == 0:
+        torch.save(model.state_dict(), sys.argv[1])
+    trainer.close()
+""")
+
+
+def test_ddp_two_gloo_processes_match_one(tmp_path):
+    import inspect
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(model=inspect.getsource(Regression)))
+    out = tmp_path / "ddp.pt"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(script), str(out)], env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    torch.manual_seed(0)
+    model = Regression()
+    data = torch.randn(32, 2, 8, generator=torch.Generator().manual_seed(1))
+    Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), batch_size=8, max_steps=5,
+            progress=False, seed=2).fit(data)
+    ddp = torch.load(out, weights_only=True)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_grad_accum_equals_big_batch():
+    data = torch.randn(32, 2, 8, generator=torch.Generator().manual_seed(1))
+    weights = []
+    for bs, accum in ((8, 1), (4, 2)):
+        torch.manual_seed(0)
+        model = Regression()
+        Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), batch_size=bs,
+                grad_accum=accum, max_steps=3, progress=False, shuffle=False).fit(data)
+        weights.append(model.state_dict())
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k])
+
+
+def test_bf16_amp_and_clipping_run(tmp_path):
+    torch.manual_seed(0)
+    model = SSL.build("mae_1d", **TINY_MAE)
+    hist = Trainer(model, batch_size=4, max_steps=2, amp="bf16", clip_grad_norm=1.0,
+                   progress=False, out_dir=tmp_path).fit(torch.randn(8, 2, 40))
+    assert len(hist) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in hist)
+    assert (tmp_path / "checkpoints" / "latest").is_file()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="amp"):
+        Trainer(Regression(), amp="fp8")
+    with pytest.raises(ValueError, match="fp16"):
+        Trainer(Regression(), amp="fp16", device="cpu")
+    with pytest.raises(ValueError, match="smaller than one global batch"):
+        Trainer(Regression(), batch_size=64, progress=False).fit(torch.randn(8, 2, 8))
