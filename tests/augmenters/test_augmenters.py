@@ -1,0 +1,415 @@
+"""Each augmenter: its documented distribution (statistics over many samples), shapes from
+1-D to 4-D, labels and masks moved with the signal, gradients, the caller's tensor left
+alone, and bad arguments refused before any work.
+
+Statistical bounds are ~5 standard errors of the sample sizes used."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastecg.augmenters import (AmplitudeScale, BaselineWander, CutMix, EMGNoise, GaussianNoise,
+                                LabelSmooth, Mixup, PowerlineNoise, RandomCrop, RandomFlip,
+                                RandomLeadsMask, RandomMasking, RandomRenormalize, ReducedLeadSet,
+                                StretchCompress, TimeShift, VCGRotation)
+from fastecg.augmenters.physics import REDUCED_LEAD_SETS
+from fastecg.registry import AUGMENTERS
+
+FS = 500.0
+
+# One valid configuration of every registered augmenter, applied to every sample.
+CONFIGS = {
+    "baseline_wander": {"fs": FS, "prob": 1.0},
+    "random_flip": {"prob": (1.0, 0.5)},
+    "random_masking": {"fs": FS, "prob": (1.0, 0.15)},
+    "random_renormalize": {"prob": 1.0},
+    "stretch_compress": {"prob": 1.0},
+    "mixup": {"prob": 1.0},
+    "cutmix": {"prob": 1.0},
+    "label_smooth": {"prob": 1.0},
+    "powerline_noise": {"fs": FS, "prob": 1.0, "harmonics": 2},
+    "emg_noise": {"fs": FS, "prob": 1.0},
+    "gaussian_noise": {"prob": 1.0},
+    "amplitude_scale": {"prob": 1.0},
+    "time_shift": {"fs": FS, "prob": 1.0},
+    "random_crop": {"length": 300},
+    "random_leads_mask": {"mask_prob": 0.5},
+    "reduced_lead_set": {},
+    "vcg_rotation": {"prob": 1.0},
+}
+# Those that need 12 leads.
+TWELVE = {"reduced_lead_set", "vcg_rotation"}
+
+
+def ecg(shape=(8, 12, 1000), seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g, dtype=dtype).cumsum(-1) / 20)
+
+
+def test_every_augmenter_is_registered():
+    assert set(AUGMENTERS.list()) == set(CONFIGS)
+
+
+# ---- shapes, copies, gradients -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("shape", [(1000,), (12, 1000), (6, 12, 1000), (2, 3, 12, 1000)])
+def test_shapes_and_the_callers_tensor(name, shape):
+    aug = AUGMENTERS.build(name, **CONFIGS[name])
+    if name in TWELVE and len(shape) == 1:
+        pytest.skip("needs 12 leads")
+    x = ecg(shape)
+    before = x.clone()
+    lead_dims = shape[:-2]
+    label = torch.rand(*lead_dims, 5)
+    mask = torch.rand(*lead_dims, shape[-1], 2)
+    sig, lab, m = aug(x, label, mask, seed=3)
+    n_samples = 300 if name == "random_crop" else shape[-1]
+    assert sig.shape == shape[:-1] + (n_samples,)
+    assert lab.shape == label.shape and m.shape == lead_dims + (n_samples, 2)
+    assert torch.equal(x, before)
+    assert torch.isfinite(sig).all()
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_inplace_writes_the_callers_tensor(name):
+    if name == "random_crop":
+        pytest.skip("changes the length")
+    x = ecg((4, 12, 500))
+    out = AUGMENTERS.build(name, **CONFIGS[name], inplace=True)(x, seed=1)[0]
+    assert out is x
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_gradients_flow_through_the_signal(name):
+    x = ecg((4, 12, 400), dtype=torch.float64).requires_grad_()
+    aug = AUGMENTERS.build(name, **CONFIGS[name])
+    out = aug(x, seed=2)[0]
+    (out * torch.linspace(-1, 1, out.shape[-1], dtype=torch.float64)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    if name not in ("label_smooth",):
+        assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["stretch_compress", "vcg_rotation", "random_renormalize",
+                                  "baseline_wander", "mixup", "time_shift"])
+def test_gradcheck(name):
+    shape = (1, 12, 10) if name == "vcg_rotation" else (2, 1, 20)
+    x = ecg(shape, dtype=torch.float64).requires_grad_()
+    config = dict(CONFIGS[name])
+    if "fs" in config:
+        config["fs"] = 50.0
+    aug = AUGMENTERS.build(name, **config)
+    if name == "baseline_wander":
+        aug = BaselineWander(fs=50.0, bw_fs=(0.5, 1.0), ampl_ratio=((0.1, 0.2),), prob=1.0)
+    _, _, params = aug(x.detach(), seed=4, return_params=True)
+    assert torch.autograd.gradcheck(lambda t: aug.apply(t, params)[0], (x,))
+
+
+def test_replay_applies_the_same_parameters():
+    x, other = ecg((5, 12, 600)), ecg((5, 12, 600), seed=1)
+    aug = StretchCompress(prob=1.0)
+    out, _, params = aug(x, seed=9, return_params=True)
+    assert torch.equal(aug.apply(x, params)[0], out)
+    assert torch.equal(aug.apply(other, params)[0], aug(other, seed=9)[0])
+
+
+# ---- distributions -----------------------------------------------------------------------
+
+def test_flip_rate():
+    x = torch.ones(10000, 1, 4)
+    out = RandomFlip(per_channel=False, prob=0.3)(x, seed=0)[0]
+    assert abs(float((out[:, 0, 0] < 0).float().mean()) - 0.3) < 0.025
+    assert torch.equal(out, out[..., :1].expand_as(out))  # whole samples
+    leads = RandomFlip(per_channel=True, prob=(0.4, 0.5))(torch.ones(5000, 12, 2), seed=1)[0]
+    flipped = leads[..., 0] < 0
+    assert abs(float(flipped.float().mean()) - 0.2) < 0.02
+    assert abs(float(flipped.any(1).float().mean()) - 0.4 * (1 - 0.5 ** 12)) < 0.035
+
+
+def test_renormalized_mean_and_std_in_range():
+    x = ecg((400, 3, 500)) * 3 + 1
+    aug = RandomRenormalize(mean=(-0.05, 0.1), std=(0.08, 0.32), prob=0.5)
+    out, _, params = aug(x, seed=5, return_params=True)
+    on = params["applied"]
+    assert abs(float(on.float().mean()) - 0.5) < 0.13
+    var, mean = torch.var_mean(out[on], dim=(-2, -1), correction=0)
+    assert float(mean.min()) >= -0.05 - 1e-5 and float(mean.max()) <= 0.1 + 1e-5
+    assert float(var.sqrt().min()) >= 0.08 - 1e-5 and float(var.sqrt().max()) <= 0.32 + 1e-5
+    assert torch.equal(out[~on], x[~on])
+    per_lead = RandomRenormalize(per_channel=True, prob=1.0)(x, seed=5)[0]
+    lead_mean = per_lead.mean(-1)
+    assert float(lead_mean.min()) >= -0.05 - 1e-5 and float(lead_mean.max()) <= 0.1 + 1e-5
+
+
+def test_stretch_compress_is_interpolate_and_cut_or_pad():
+    x = ecg((64, 3, 500))
+    mask = x[:, 0, :, None].clone()
+    aug = StretchCompress(ratio=10, prob=0.8)
+    out, _, out_mask, params = aug(x, None, mask, seed=11, return_params=True)
+    n_samples = x.shape[-1]
+    new_len = params["new_len"]
+    assert bool((new_len > n_samples).any()) and bool((new_len < n_samples).any())
+    for i in range(len(x)):
+        size = int(new_len[i])
+        resized = F.interpolate(x[i:i + 1], size=size, mode="linear", align_corners=True)[0]
+        half = abs(size - n_samples) // 2
+        if size >= n_samples:
+            ref = resized[..., half:half + n_samples]
+        else:
+            ref = F.pad(resized, (half, n_samples - size - half))
+        torch.testing.assert_close(out[i], ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_mask[..., 0], out[:, 0])
+    r = (new_len - n_samples).abs().float() / n_samples
+    assert float(r.max()) <= 0.2 + 1 / n_samples
+
+
+def test_masking_coverage():
+    n_samples, fs = 5000, 500.0
+    aug = RandomMasking(fs=fs, mask_value=7.0, mask_width=(0.08, 0.18), prob=(0.5, 0.15))
+    out = aug(torch.zeros(2000, 2, n_samples), seed=3)[0]
+    masked = out[:, 0] == 7.0
+    assert torch.equal(masked, out[:, 1] == 7.0)  # all leads alike
+    hit = masked.any(-1)
+    assert abs(float(hit.float().mean()) - 0.5) < 0.06
+    # torch_ecg's rate: prob[1] * (n - w1) / w1 masks of mean width (w0 + w1) / 2 (radius
+    # rounded down), less overlaps.
+    w0, w1 = 40, 90
+    count = 0.15 * (n_samples - w1) / w1
+    width = sum(2 * (w // 2) for w in range(w0, w1 + 1)) / (w1 - w0 + 1)
+    expected = 1 - math.exp(-count * width / n_samples)  # Poisson overlap
+    assert abs(float(masked[hit].float().mean()) - expected) < 0.01
+    runs = torch.diff(masked[hit][:200].int(), dim=-1)
+    assert int((runs == 1).sum()) > 0
+
+
+def test_powerline_spectrum():
+    n_samples = 2000
+    aug = PowerlineNoise(fs=FS, freq=(50.0, 60.0), amplitude=(0.1, 0.2), harmonics=2, prob=1.0)
+    noise = aug(torch.zeros(400, 3, n_samples), seed=1)[0]
+    power = torch.fft.rfft(noise.double(), dim=-1).abs() ** 2
+    freqs = torch.fft.rfftfreq(n_samples, 1 / FS)
+    peaks = freqs[power.argmax(-1)]
+    assert set(peaks.unique().tolist()) == {50.0, 60.0}
+    share50 = float((peaks[:, 0] == 50.0).double().mean())
+    assert abs(share50 - 0.5) < 0.13
+    lines = torch.isin(freqs, torch.tensor([50.0, 60.0, 100.0, 120.0], dtype=freqs.dtype))
+    assert float(power[..., ~lines].sum() / power.sum()) < 1e-12
+    ampl = noise.abs().amax(-1)
+    assert float(ampl.min()) > 0.1 and float(ampl.max()) < 0.2 * 1.5 + 1e-6
+
+
+def test_emg_spectrum_and_rms():
+    n_samples = 5000
+    aug = EMGNoise(fs=FS, band=(20.0, 150.0), amplitude=0.05, prob=1.0)
+    noise = aug(torch.zeros(64, 12, n_samples, dtype=torch.float64), seed=2)[0]
+    power = torch.fft.rfft(noise, dim=-1).abs() ** 2
+    freqs = torch.fft.rfftfreq(n_samples, 1 / FS, dtype=torch.float64)
+    inside = (freqs >= 20) & (freqs <= 150)
+    assert float(power[..., ~inside].sum() / power.sum()) < 1e-20
+    assert abs(float(noise.square().mean().sqrt()) - 0.05) < 0.001
+    flat = power[..., inside].mean((0, 1))
+    assert float(flat.std() / flat.mean()) < 0.1  # white inside the band
+
+
+def test_gaussian_noise_snr():
+    x = ecg((200, 12, 2000))
+    out, _, params = GaussianNoise(snr_db=20.0, prob=1.0)(x, seed=4, return_params=True)
+    snr = 10 * torch.log10(x.square().mean(-1) / (out - x).square().mean(-1))
+    assert abs(float(snr.mean()) - 20.0) < 0.05 and float((snr - 20).abs().max()) < 0.8
+    ranged = GaussianNoise(snr_db=(10.0, 30.0), prob=0.5)(x, seed=5)[0]
+    noise = (ranged - x).square().mean(-1)
+    snr = 10 * torch.log10(x.square().mean(-1)[noise > 0] / noise[noise > 0])
+    assert float(snr.min()) > 9.5 and float(snr.max()) < 30.5
+
+
+def test_baseline_wander_is_slow_and_relative():
+    x = ecg((200, 12, 5000))
+    aug = BaselineWander(fs=FS, gaussian=((0.0, 0.0),), prob=0.5)
+    out, _, params = aug(x, seed=6, return_params=True)
+    wander = out - x
+    applied = wander.abs().amax((-2, -1)) > 0
+    assert abs(float(applied.float().mean()) - 0.5) < 0.13
+    power = torch.fft.rfft(wander.double(), dim=-1).abs() ** 2
+    freqs = torch.fft.rfftfreq(5000, 1 / FS)
+    assert float(power[..., freqs > 1.0].sum() / power.sum()) < 0.02  # leakage only
+    ptp = x.amax(-1) - x.amin(-1)
+    assert float((wander.abs().amax(-1) / ptp).max()) <= 0.35 * 4
+
+
+def test_amplitude_scale_and_time_shift():
+    x = ecg((500, 2, 300))
+    out = AmplitudeScale(scale=(0.5, 2.0), prob=1.0)(x, seed=1)[0]
+    gain = out[:, :, 5] / x[:, :, 5]
+    assert float(gain.min()) >= 0.5 - 1e-5 and float(gain.max()) <= 2.0 + 1e-5
+    torch.testing.assert_close(gain[:, 0], gain[:, 1])
+    mask = x[:, 0, :].clone()
+    out, _, m, params = TimeShift(fs=100.0, max_shift_s=0.5, prob=1.0)(
+        x, None, mask, seed=2, return_params=True)
+    shifts = params["shift"]
+    assert int(shifts.abs().max()) == 50 and len(shifts.unique()) > 50
+    for i in range(0, 500, 37):
+        s = int(shifts[i])
+        ref = torch.roll(x[i], s, -1)
+        if s > 0:
+            ref[..., :s] = 0
+        elif s < 0:
+            ref[..., s:] = 0
+        assert torch.equal(out[i], ref)
+    assert torch.equal(m, out[:, 0])
+
+
+def test_random_crop():
+    x = ecg((300, 2, 500))
+    out, _, m, params = RandomCrop(length=100, prob=1.0)(x, None, x[:, 1].clone(), seed=3,
+                                                         return_params=True)
+    start = params["start"]
+    assert int(start.min()) >= 0 and int(start.max()) <= 400 and len(start.unique()) > 100
+    for i in range(0, 300, 41):
+        assert torch.equal(out[i], x[i, :, int(start[i]):int(start[i]) + 100])
+    assert torch.equal(m, out[:, 1])
+    centre = RandomCrop(length=100, prob=0.0)(x)[0]
+    assert torch.equal(centre, x[..., 200:300])
+
+
+def test_leads_mask_rate_and_minimum():
+    x = torch.ones(5000, 12, 3)
+    out = RandomLeadsMask(mask_prob=0.3, keep_at_least=2)(x, seed=7)[0]
+    masked = out[..., 0] == 0
+    assert abs(float(masked.float().mean()) - 0.3) < 0.01
+    strict = RandomLeadsMask(mask_prob=0.95, keep_at_least=3)(x, seed=8)[0]
+    assert int((strict[..., 0] != 0).sum(-1).min()) == 3
+
+
+def test_reduced_lead_sets():
+    x = ecg((2000, 12, 10))
+    out = ReducedLeadSet(leads=(12, 6, 3), prob=1.0)(x, seed=1)[0]
+    kept = (out[..., 0] != 0).sum(-1)
+    counts = {k: float((kept == k).float().mean()) for k in (12, 6, 3)}
+    assert all(abs(v - 1 / 3) < 0.05 for v in counts.values())
+    order = ["V6", "V5", "V4", "V3", "V2", "V1", "aVF", "aVL", "aVR", "III", "II", "I"]
+    dropped = ReducedLeadSet(leads=4, mode="drop")(x.flip(1), lead_names=order)[0]
+    standard = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    assert torch.equal(dropped, x[:, [standard.index(n) for n in REDUCED_LEAD_SETS[4]]])
+
+
+def test_vcg_rotation_orthogonal_and_in_range():
+    x = ecg((500, 12, 50))
+    aug = VCGRotation(max_angle_deg=30.0, scale=(0.8, 1.2), prob=0.5)
+    out, _, params = aug(x, seed=3, return_params=True)
+    rot = params["rotation"]
+    eye = torch.eye(3, dtype=rot.dtype).expand_as(rot)
+    torch.testing.assert_close(rot @ rot.transpose(1, 2), eye)
+    torch.testing.assert_close(torch.linalg.det(rot), torch.ones(500, dtype=rot.dtype))
+    assert float(params["angles"].abs().max()) <= math.radians(30) + 1e-12
+    assert float(params["angles"].abs().max()) > math.radians(25)
+    assert 0.8 <= float(params["scale"].min()) and float(params["scale"].max()) <= 1.2
+    on = params["applied"]
+    assert torch.equal(out[~on], x[~on])
+    # The rotation acts in the VCG: going there and back with R = I is Dower's projection.
+    to_vcg, back = VCGRotation.standard_matrices()
+    mixing = back @ (params["scale"][:, None, None] * rot) @ to_vcg
+    torch.testing.assert_close(out[on].double(), mixing[on] @ x[on].double(), rtol=1e-5, atol=1e-5)
+    # Einthoven holds in the output: III = II - I.
+    torch.testing.assert_close(out[on][:, 2], out[on][:, 1] - out[on][:, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_mixup_per_sample_lambda_and_labels():
+    x, label = ecg((4000, 2, 20)), torch.eye(4)[torch.arange(4000) % 4]
+    out, lab, params = Mixup(alpha=0.5, prob=1.0)(x, label, seed=1, return_params=True)
+    lam, partner = params["lam"], params["partner"]
+    assert abs(float(lam.mean()) - 0.5) < 0.02  # Beta(0.5, 0.5)
+    assert abs(float(lam.var()) - 0.125) < 0.01
+    assert bool((partner != torch.arange(4000)).all())
+    assert sorted(partner.tolist()) == list(range(4000))  # a permutation
+    mixed = lam[:, None, None].float() * x + (1 - lam[:, None, None].float()) * x[partner]
+    torch.testing.assert_close(out, mixed)
+    torch.testing.assert_close(lab, lam[:, None].float() * label + (1 - lam[:, None].float())
+                               * label[partner])
+    pair = Mixup(prob=1.0, label_pair=True)(x, label, seed=1)[1]
+    assert torch.equal(pair[0], label) and torch.equal(pair[1], label[partner])
+    none = Mixup(prob=0.5)(x, label, seed=2, return_params=True)[2]
+    untouched = none["partner"] == torch.arange(4000)
+    assert abs(float(untouched.float().mean()) - 0.5) < 0.05
+
+
+def test_cutmix_cuts_signal_masks_and_labels_together():
+    x = ecg((300, 2, 400))
+    label = torch.rand(300, 3)
+    seg = x[:, 0, :, None].clone()
+    out, lab, m, params = CutMix(prob=1.0)(x, label, seg, seed=5, return_params=True)
+    start, end, partner = params["start"][0], params["end"][0], params["partner"][0]
+    for i in range(0, 300, 23):
+        p, s, e = int(partner[i]), int(start[i]), int(end[i])
+        assert torch.equal(out[i, :, s:e], x[p, :, s:e])
+        assert torch.equal(out[i, :, :s], x[i, :, :s]) and torch.equal(out[i, :, e:], x[i, :, e:])
+        kept = 1 - (e - s) / 400
+        torch.testing.assert_close(lab[i], kept * label[i] + (1 - kept) * label[p])
+    assert torch.equal(m[..., 0], out[:, 0])
+
+
+def test_label_smooth():
+    label = torch.eye(5)[torch.arange(1000) % 5]
+    _, out = LabelSmooth(smoothing=0.2, prob=0.5)(torch.zeros(1000, 1, 3), label, seed=0)
+    smoothed = (out != label).any(-1)
+    assert abs(float(smoothed.float().mean()) - 0.5) < 0.08
+    torch.testing.assert_close(out[smoothed].sum(-1), torch.ones(int(smoothed.sum())))
+    assert float(out[smoothed].max()) == pytest.approx(0.8 + 0.04)
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: RandomFlip(prob=1.5), "prob must be a number in"),
+    (lambda: RandomMasking(fs=FS, prob=(0.5, -0.1)), "prob must be a number in"),
+    (lambda: Mixup(prob=-0.1), "prob must be"),
+    (lambda: RandomMasking(fs=FS, mask_width=(0.2, 0.1)), "mask_width must satisfy"),
+    (lambda: RandomRenormalize(std=(-1.0, 0.2)), "std must satisfy"),
+    (lambda: AmplitudeScale(scale=(2.0, 1.0)), "scale must satisfy"),
+    (lambda: GaussianNoise(snr_db=(30.0, 10.0)), "snr_db must satisfy"),
+    (lambda: EMGNoise(band=(150.0, 20.0)), "band must satisfy"),
+    (lambda: PowerlineNoise(amplitude=-1.0), "amplitude must satisfy"),
+    (lambda: StretchCompress(ratio=-3), "ratio must be"),
+    (lambda: Mixup(alpha=0.0), "alpha must be a positive"),
+    (lambda: ReducedLeadSet(leads=5), "leads must be among"),
+    (lambda: ReducedLeadSet(leads=(6, 3), mode="drop"), "needs one lead set"),
+    (lambda: RandomLeadsMask(keep_at_least=-1), "keep_at_least"),
+    (lambda: VCGRotation(max_angle_deg=270), "max_angle_deg"),
+    (lambda: TimeShift(max_shift_s=-1.0), "max_shift_s"),
+])
+def test_bad_arguments(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+@pytest.mark.parametrize("aug, match", [
+    (PowerlineNoise(fs=100.0, freq=60.0), r"60 Hz .* below fs/2 = 50 Hz"),
+    (EMGNoise(fs=200.0), r"inside \(0, fs/2\) = \(0, 100\) Hz"),
+    (BaselineWander(fs=0.5), "below fs/2"),
+    (VCGRotation(), "needs the standard 12 leads or lead_names"),
+    (ReducedLeadSet(), "needs the standard 12 leads or lead_names"),
+    (RandomCrop(length=5000), "longer than the signal"),
+    (RandomMasking(fs=FS, mask_width=(0.1, 2.0)), "not shorter than the signal"),
+])
+def test_bad_signal_for_the_step(aug, match):
+    with pytest.raises(ValueError, match=match):
+        aug(ecg((2, 8, 1000)), seed=0)
+
+
+def test_bad_tensors():
+    aug = StretchCompress(prob=1.0)
+    x = ecg((4, 12, 100))
+    with pytest.raises(ValueError, match="label of shape"):
+        aug(x, torch.rand(3, 5))
+    with pytest.raises(ValueError, match="mask 0 of shape"):
+        aug(x, torch.rand(4, 5), torch.rand(4, 99))
+    with pytest.raises(ValueError, match="indices must be 4 integers"):
+        aug(x, indices=[0, 1])
+    with pytest.raises(ValueError, match="seed must be"):
+        aug(x, seed=-1)
+    with pytest.raises(ValueError, match="floating-point"):
+        aug(torch.ones(2, 3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="needs the sampling rate"):
+        BaselineWander()(x)
