@@ -1,0 +1,205 @@
+"""SSL methods: defaults take 12-lead input, losses fall on synthetic ECG, checkpoints
+round-trip with their input contract, fine-tuning, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fastecg.data.synthetic import synthetic_ecg
+from fastecg.preprocessors import PreprocManager
+from fastecg.registry import SSL
+from fastecg.ssl import (MAE1D, STMEM, BaseContrastiveLearner, Contract, finetune,
+                         from_pretrained, save_pretrained)
+from fastecg.train import Trainer
+
+TINY = dict(n_leads=3, seq_len=200, patch_size=20, embed_dim=16, depth=1, num_heads=2,
+            decoder_dim=8, decoder_depth=1, decoder_heads=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models: a parallel region costs more than the work on a shared 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _synthetic(n, n_leads=3, seed=0):
+    x = torch.from_numpy(synthetic_ecg(n, n_leads=n_leads, fs=50.0, duration_s=4.0, seed=seed))
+    return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)
+
+
+def _tiny(name, **kw):
+    torch.manual_seed(0)
+    return SSL.build({"name": name, **TINY, **({"preprocess": None} if name == "st_mem" else {}),
+                      **kw})
+
+
+@pytest.mark.parametrize("name", ["mae_1d", "st_mem"])
+def test_defaults_take_12_leads(name):
+    model = SSL.build(name)
+    x = torch.randn(1, 12, model.seq_len)
+    with torch.no_grad():
+        out = model.pretrain_step(x)
+        assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+        n_patches = model.seq_len // model.patch_size
+        per_record = round(n_patches * 0.75) * (12 if name == "st_mem" else 1)
+        assert out["mask"].sum() == per_record
+
+
+def test_st_mem_defaults_follow_the_paper():
+    cfg = SSL.get("st_mem").__init__.__defaults__
+    model_cfg = dict(zip(["n_leads", "seq_len", "patch_size", "embed_dim", "depth", "num_heads",
+                          "decoder_dim", "decoder_depth", "decoder_heads", "mlp_ratio",
+                          "mask_ratio", "norm_pix", "fs"], cfg))
+    assert model_cfg["seq_len"] == 2250 and model_cfg["patch_size"] == 75
+    assert model_cfg["mask_ratio"] == 0.75 and model_cfg["fs"] == 250.0
+
+
+def test_mae_1d_loss_falls_in_a_plain_loop():
+    # An SSL method is a plain nn.Module: this is the user's own loop. (A model this
+    # small needs hundreds of steps to beat the patch mean on fresh records; on a few
+    # records it learns within 80.)
+    model = _tiny("mae_1d", embed_dim=32, decoder_dim=32, num_heads=4, decoder_heads=4,
+                  norm_pix=False)
+    x = _synthetic(8)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(80):
+        loss = model.pretrain_step(x)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5])
+
+
+def test_st_mem_loss_falls_with_the_trainer():
+    model = _tiny("st_mem")
+    hist = Trainer(model, lr=3e-3, batch_size=16, max_steps=40, progress=False).fit(
+        _synthetic(64))
+    losses = [h["loss"] for h in hist]
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+
+
+@pytest.mark.parametrize("name", ["mae_1d", "st_mem"])
+def test_pretrained_round_trip(tmp_path, name):
+    model = _tiny(name).eval()
+    x = torch.randn(2, 3, 200)
+    save_pretrained(model, tmp_path)
+    # weights are safetensors (a JSON header, never a pickle)
+    raw = (tmp_path / "model.safetensors").read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    json.loads(raw[8:8 + header_len])
+    loaded = from_pretrained(tmp_path).eval()
+    assert type(loaded) is type(model) and loaded.config == model.config
+    with torch.no_grad():
+        assert torch.equal(loaded.embed(x), model.embed(x))
+    assert loaded.contract == model.contract
+    assert set(model.encoder_state_dict()) < set(model.state_dict())
+
+
+def test_contract_rebuilds_the_preprocessing(tmp_path):
+    torch.manual_seed(0)
+    model = STMEM(embed_dim=16, depth=1, num_heads=2, decoder_dim=8, decoder_depth=1,
+                  decoder_heads=2)
+    model.save_pretrained(tmp_path)
+    loaded = STMEM.from_pretrained(tmp_path)
+    recipe = PreprocManager.from_recipe("st_mem").to_config()
+    assert loaded.contract.manager().to_config() == recipe
+    assert loaded.contract.fs == 250.0 and loaded.contract.siglen == 2250
+    assert loaded.contract.lead_names[:2] == ["I", "II"]
+    raw = torch.from_numpy(synthetic_ecg(2, fs=500.0, duration_s=10.0))
+    x = loaded.preprocess(raw, 500.0)
+    expected, fs = PreprocManager.from_recipe("st_mem")(raw, 500.0)
+    assert fs == 250.0 and torch.equal(x, expected)
+    with torch.no_grad():
+        assert loaded.embed(x).shape == (2, 16)
+
+
+def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):
+    save_pretrained(_tiny("mae_1d"), tmp_path / "mae")
+    with pytest.raises(ValueError, match="'mae_1d'.*not 'st_mem'"):
+        STMEM.from_pretrained(tmp_path / "mae")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        MAE1D.from_pretrained(tmp_path)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"format": "hf"}')
+    with pytest.raises(ValueError, match="not a fastecg checkpoint"):
+        from_pretrained(tmp_path / "other")
+
+
+@pytest.mark.parametrize("name", ["mae_1d", "st_mem"])
+def test_bad_input(name):
+    model = _tiny(name)
+    with pytest.raises(ValueError, match="leads"):
+        model.pretrain_step(torch.randn(2, 4, 200))
+    with pytest.raises(ValueError, match="not a multiple of patch_size"):
+        model.pretrain_step(torch.randn(2, 3, 190))
+    with pytest.raises(ValueError, match="at most 200"):
+        model.pretrain_step(torch.randn(2, 3, 220))
+    with pytest.raises(ValueError, match="mask_ratio"):
+        _tiny(name, mask_ratio=1.0)
+    with pytest.raises(ValueError, match="not a multiple"):
+        _tiny(name, seq_len=210)
+    with pytest.raises(KeyError, match="did you mean 'st_mem'"):
+        SSL.build("stmem")
+
+
+def test_st_mem_takes_fewer_leads():
+    model = _tiny("st_mem")
+    with torch.no_grad():
+        assert model.pretrain_step(torch.randn(2, 2, 200))["pred"].shape == (2, 20, 20)
+
+
+def test_finetune_linear_probe_and_layer_decay(tmp_path):
+    save_pretrained(_tiny("mae_1d"), tmp_path)
+    probe = finetune(tmp_path, num_classes=3, mode="linear_probe")
+    assert not any(p.requires_grad for p in probe.encoder.parameters())
+    probe.train()
+    assert not probe.encoder.training
+    x, y = _synthetic(32), torch.arange(32) % 3
+    before = {k: v.clone() for k, v in probe.encoder.state_dict().items()}
+    Trainer(probe, loss_fn=nn.functional.cross_entropy, batch_size=8, max_steps=3,
+            progress=False).fit(torch.utils.data.TensorDataset(x, y))
+    assert all(torch.equal(v, probe.encoder.state_dict()[k]) for k, v in before.items())
+    assert probe(x[:4]).shape == (4, 3)
+
+    full, opt = finetune(tmp_path, num_classes=3, mode="full", layer_decay=0.5, lr=1.0,
+                         optimizer=True)
+    scales = sorted({g["lr_scale"] for g in opt.param_groups})
+    assert scales == [0.25, 0.5, 1.0]  # embeddings, the one block, norm + head
+    head_lr = [g["lr"] for g in opt.param_groups
+               if any(p is full.head[1].weight for p in g["params"])]
+    assert head_lr == [1.0]
+    with pytest.raises(ValueError, match="mode"):
+        finetune(tmp_path, num_classes=3, mode="frozen")
+
+
+class NoiseViews(BaseContrastiveLearner):
+    method_name = "noise_views"
+
+    def views(self, x):
+        return x + 0.1 * torch.randn_like(x), x + 0.1 * torch.randn_like(x)
+
+
+def test_contrastive_base_with_a_backbone():
+    torch.manual_seed(0)
+    model = NoiseViews("resnet18", n_leads=3, proj_dim=8)
+    out = model.pretrain_step((torch.randn(4, 3, 500), torch.zeros(4)))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.embed(torch.randn(2, 3, 500)).shape[0] == 2
+
+
+def test_contract_errors():
+    c = Contract(fs=250.0, lead_names=["I", "II"], siglen=100)
+    with pytest.raises(ValueError, match="leads"):
+        c.apply(torch.randn(3, 100), 250.0)
+    with pytest.raises(ValueError, match="samples"):
+        c.apply(torch.randn(2, 90), 250.0)
+    with pytest.raises(ValueError, match="Hz"):
+        c.apply(torch.randn(2, 100), 500.0)
