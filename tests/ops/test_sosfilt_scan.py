@@ -13,6 +13,7 @@ import torch
 
 from backends import CUDA, TRITON, device_for, need
 from fastecg.ops import sosfilt, sosfiltfilt
+from helpers import rel_err, signal
 from sos_designs import random_stable_sos
 
 # Error relative to the reference's peak. Measured (interpreter): float32 ~1e-7 (the
@@ -30,17 +31,6 @@ DESIGNS = {
     "cheby1": lambda: ss.cheby1(4, 1, 30.0, fs=250.0, output="sos"),
     "random": lambda: random_stable_sos(np.random.default_rng(7), 3),
 }
-
-
-def rel_err(ours, ref):
-    ref = np.asarray(ref, dtype=np.float64)
-    return np.abs(ours.double().cpu().numpy() - ref).max() / max(np.abs(ref).max(), 1e-300)
-
-
-def signal(shape, dtype, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(shape, generator=g, dtype=torch.float64).cumsum(-1) * 0.05
-            + torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype)
 
 
 @pytest.fixture

@@ -23,14 +23,10 @@ from scipy import ndimage
 from fastecg import numpy_path
 from fastecg.preprocessors import PreprocManager
 from fastecg.transforms.recipes import RECIPES, STANDARD_LEADS
+from helpers import rel_err
 
 FS = 500
 TOL64, TOL32 = 1e-9, 2e-5
-
-
-def rel_err(got, ref):
-    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    return float(np.abs(got - ref).max() / np.abs(ref).max())
 
 
 def per_record(fn):

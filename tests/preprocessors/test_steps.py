@@ -18,6 +18,7 @@ from fastecg.preprocessors import (BaselineRemove, CropOrPad, LeadSelect, Prepro
                                    Resample, SOSFilter)
 from fastecg.registry import PREPROCESSORS
 
+from helpers import rel_err
 from step_configs import LEAD_NAMES, STEP_CONFIGS, step_cases
 
 FS = 500.0
@@ -32,11 +33,6 @@ def ecg(shape=(2, 12, 2000), dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(*shape, generator=g, dtype=torch.float64).cumsum(-1) / 30
     return (x + 0.2 * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype)
-
-
-def rel_err(got, ref):
-    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-300))
 
 
 def _skip_poly(name, config):

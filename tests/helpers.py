@@ -1,0 +1,22 @@
+"""Helpers shared by the test files: one error measure, one test signal."""
+
+import numpy as np
+import torch
+
+
+def rel_err(ours, ref) -> float:
+    """Max absolute difference relative to the reference's peak (arrays or tensors on
+    any device)."""
+    if isinstance(ours, torch.Tensor):
+        ours = ours.detach().double().cpu().numpy()
+    if isinstance(ref, torch.Tensor):
+        ref = ref.detach().double().cpu().numpy()
+    ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-300))
+
+
+def signal(shape, dtype=torch.float32, seed=0) -> torch.Tensor:
+    """A random walk (baseline wander) plus white noise, seeded, in `dtype`."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64).cumsum(-1) * 0.05
+            + torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype)
