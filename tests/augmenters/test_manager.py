@@ -1,0 +1,180 @@
+"""AugmenterManager: reproducibility per sample whatever the batch split, the torch_ecg
+call and config, round trips, views, replay, the loader, and errors before any work."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from fastecg.augmenters import (AugmenterManager, DeviceAugmentLoader, IndexedDataset, Mixup,
+                                StretchCompress, VCGRotation)
+from fastecg.augmenters.physics import REDUCED_LEAD_SETS  # noqa: F401  (registry filled)
+
+FS = 500.0
+
+# torch_ecg's documented config (all seven of its README example).
+TORCH_ECG_CONFIG = dict(random=False, fs=FS, baseline_wander={}, label_smooth={}, mixup={},
+                        random_flip={}, random_masking={}, random_renormalize={},
+                        stretch_compress={})
+
+# Every per-sample augmenter (no Mixup/CutMix, which pair samples inside a batch).
+PER_SAMPLE = [
+    {"name": "baseline_wander", "prob": 0.7},
+    {"name": "random_flip"},
+    {"name": "random_masking", "prob": [0.5, 0.15]},
+    {"name": "random_renormalize"},
+    {"name": "stretch_compress"},
+    {"name": "label_smooth"},
+    {"name": "powerline_noise", "amplitude": [0.0, 0.1]},
+    {"name": "emg_noise"},
+    {"name": "gaussian_noise", "snr_db": [15.0, 25.0]},
+    {"name": "amplitude_scale"},
+    {"name": "time_shift", "max_shift_s": 0.2},
+    {"name": "random_leads_mask", "mask_prob": 0.2, "prob": 0.3},
+    {"name": "reduced_lead_set", "prob": 0.3},
+    {"name": "vcg_rotation"},
+]
+
+
+def ecg(shape=(64, 12, 500), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).cumsum(-1) / 20
+
+
+def test_same_sample_same_result_whatever_the_batch():
+    am = AugmenterManager(*PER_SAMPLE, fs=FS)
+    x, label = ecg(), torch.rand(64, 5)
+    mask = x[:, 0, :, None].clone()
+    index = torch.arange(1000, 1064)
+    whole = am(x, label, mask, seed=42, epoch=3, indices=index)
+    quarters = [am(x[i:i + 16], label[i:i + 16], mask[i:i + 16], seed=42, epoch=3,
+                   indices=index[i:i + 16]) for i in range(0, 64, 16)]
+    ranks = [am(x[r::2], label[r::2], mask[r::2], seed=42, epoch=3, indices=index[r::2])
+             for r in range(2)]
+    for k in range(3):
+        torch.testing.assert_close(torch.cat([q[k] for q in quarters]), whole[k], rtol=0,
+                                   atol=1e-6)
+        merged = torch.empty_like(whole[k])
+        merged[0::2], merged[1::2] = ranks[0][k], ranks[1][k]
+        torch.testing.assert_close(merged, whole[k], rtol=0, atol=1e-6)
+    assert (whole[0] - x).abs().amax((-2, -1)).gt(0).all()  # every sample was changed
+    other_epoch = am(x, label, mask, seed=42, epoch=4, indices=index)[0]
+    other_seed = am(x, label, mask, seed=43, epoch=3, indices=index)[0]
+    assert not torch.allclose(other_epoch, whole[0]) and not torch.allclose(other_seed, whole[0])
+
+
+def test_mixup_lambda_is_per_sample_even_though_partners_are_not():
+    x = ecg((32, 2, 50))
+    full = Mixup(prob=1.0)(x, seed=1, return_params=True)[-1]
+    half = Mixup(prob=1.0)(x[:16], seed=1, return_params=True)[-1]
+    torch.testing.assert_close(half["lam"], full["lam"][:16])
+
+
+def test_torch_ecg_call_and_config():
+    am = AugmenterManager.from_config(TORCH_ECG_CONFIG)
+    assert [type(s).__name__ for s in am] == ["BaselineWander", "LabelSmooth", "Mixup",
+                                              "RandomFlip", "RandomMasking",
+                                              "RandomRenormalize", "StretchCompress"]
+    sig, label, mask = torch.randn(2, 12, 5000), torch.rand(2, 26), torch.rand(2, 5000, 1)
+    out = am(sig, label, mask, seed=0)
+    assert [t.shape for t in out] == [sig.shape, label.shape, mask.shape]
+    sig_only, no_label = am(sig, seed=0)[:2]
+    assert no_label is None and sig_only.shape == sig.shape
+    fewer = AugmenterManager.from_config({**TORCH_ECG_CONFIG, "mixup": None,
+                                          "label_smooth": False})
+    assert len(fewer) == 5
+
+
+def test_config_round_trips():
+    am = AugmenterManager(*PER_SAMPLE, {"name": "cutmix", "prob": 0.3}, fs=FS)
+    config = am.to_config()
+    assert json.loads(json.dumps(config)) == config
+    again = AugmenterManager.from_config(json.loads(json.dumps(config)))
+    assert again.to_config() == config
+    x, label = ecg((8, 12, 500)), torch.rand(8, 3)
+    for a, b in zip(am(x, label, seed=5), again(x, label, seed=5)):
+        assert torch.equal(a, b)
+
+
+def test_replay():
+    am = AugmenterManager.from_config(TORCH_ECG_CONFIG)
+    am.add_({"name": "vcg_rotation"}).add_({"name": "emg_noise"})
+    x, label = ecg((8, 12, 1000)), torch.rand(8, 4)
+    *out, params = am(x, label, seed=3, return_params=True)
+    again = am.apply(x, params, label)
+    for a, b in zip(out, again):
+        assert torch.equal(a, b)
+    other = ecg((8, 12, 1000), seed=1)
+    assert am.apply(other, params, label)[0].shape == other.shape
+
+
+def test_views():
+    am = AugmenterManager({"name": "gaussian_noise", "prob": 1.0}, {"name": "random_flip"},
+                          {"name": "time_shift", "prob": 1.0}, fs=FS)
+    x = ecg((6, 12, 400))
+    views = am.views(x, n=3, seed=7)
+    assert views.shape == (3, 6, 12, 400)
+    assert not torch.allclose(views[0], views[1]) and not torch.allclose(views[1], views[2])
+    torch.testing.assert_close(am.views(x[:3], n=3, seed=7), views[:, :3], rtol=0, atol=1e-6)
+    torch.testing.assert_close(views[0], am(x, seed=7)[0], rtol=0, atol=1e-6)  # view 0
+    assert am.views(x[0, 0], n=2, seed=1).shape == (2, 400)
+
+
+def test_random_order_is_drawn_per_batch_and_reproducible():
+    am = AugmenterManager({"name": "amplitude_scale", "prob": 1.0}, {"name": "time_shift",
+                          "prob": 1.0}, {"name": "random_flip"}, fs=FS, random=True)
+    x = ecg((4, 12, 200))
+    assert torch.equal(am(x, seed=1)[0], am(x, seed=1)[0])
+    orders = {tuple(i for i, _ in am(x, seed=s, return_params=True)[-1]["steps"])
+              for s in range(20)}
+    assert len(orders) > 2
+
+
+def test_device_augment_loader_keys_by_dataset_index():
+    x, label = ecg((40, 12, 300)), torch.rand(40, 3)
+    data = IndexedDataset(torch.utils.data.TensorDataset(x, label))
+    am = AugmenterManager({"name": "gaussian_noise", "prob": 1.0}, {"name": "random_flip"})
+    ref = am(x, label, seed=9, epoch=2, indices=torch.arange(40))
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(0))
+    for batch_size in (8, 40):
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, sampler=order.tolist())
+        aug = DeviceAugmentLoader(loader, am, "cpu", seed=9, indexed=True)
+        aug.set_epoch(2)
+        out = list(aug)
+        assert len(out) == len(aug) == 40 // batch_size
+        torch.testing.assert_close(torch.cat([s for s, _ in out]), ref[0][order], rtol=0,
+                                   atol=1e-6)
+        torch.testing.assert_close(torch.cat([lab for _, lab in out]), ref[1][order])
+    plain = DeviceAugmentLoader(torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, label), batch_size=10), am, seed=9, epoch=2)
+    torch.testing.assert_close(torch.cat([s for s, _ in plain]), ref[0], rtol=0, atol=1e-6)
+
+
+def test_errors_before_any_work():
+    calls = []
+
+    class Spy(nn.Module):
+        def forward(self, sig):
+            calls.append(1)
+            return sig
+
+    am = AugmenterManager(Spy(), StretchCompress(), VCGRotation())
+    x = ecg((4, 12, 100))
+    with pytest.raises(ValueError, match="label of shape"):
+        am(x, torch.rand(5, 3))
+    with pytest.raises(ValueError, match="mask 0 of shape"):
+        am(x, torch.rand(4, 3), torch.rand(4, 90, 1))
+    with pytest.raises(ValueError, match=r"step 2 \(vcg_rotation\).*12 leads or lead_names"):
+        am(ecg((4, 8, 100)))
+    with pytest.raises(ValueError, match="no fused augmentation kernel"):
+        am(x, backend="cpu")
+    with pytest.raises(ValueError, match="unknown backend 'tourch'"):
+        am(x, backend="tourch")
+    assert not calls
+    with pytest.raises(ValueError, match="unknown augmenter 'mixpu'; did you mean 'mixup'"):
+        AugmenterManager.from_config({"mixpu": {}})
+    with pytest.raises(ValueError, match=r"highcut|below fs/2"):
+        AugmenterManager({"name": "powerline_noise", "freq": 60.0}, fs=100.0)
+    am(x, seed=0)
+    assert calls
