@@ -26,6 +26,7 @@ BAD = {
     "--recipe": ["", "st-mem", "ST_MEM", "bogus", "\x00"],
     "--dtype": ["float64", "half", ""],
     "--device": ["gpu", "cuda:0", ""],
+    "--shard-mb": ["0", "-1", "1e7", *NOT_NUMBERS],
     "--leads": ["", ",", "I,,II", "I,I", " ", "I,\x00"],
 }
 
@@ -80,10 +81,10 @@ def test_preprocess_end_to_end(src, tmp_path, capsys):
         torch.testing.assert_close(store[i][0], ref, rtol=0, atol=1e-6)
     assert store.metadata["record"].tolist() == ds.metadata["record"].tolist()
     # A second run finds the store complete; --overwrite rewrites the same bytes.
-    data = (dst / "signals.bin").read_bytes()
+    data = (dst / "signals-00000.bin").read_bytes()
     assert cli.main(argv) == 0 and "nothing to do" in capsys.readouterr().out
     assert cli.main(argv + ["--overwrite"]) == 0 and "wrote 3" in capsys.readouterr().out
-    assert (dst / "signals.bin").read_bytes() == data
+    assert (dst / "signals-00000.bin").read_bytes() == data
 
 
 def test_preprocess_with_config_fs_and_siglen(src, tmp_path, capsys):
@@ -190,7 +191,7 @@ def test_killed_run_then_rerun_gives_identical_files(cinc_records, tmp_path, cap
     proc = subprocess.Popen([sys.executable, "-m", "fastecg.cli", "preprocess", str(src),
                              str(killed), *options], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    partial = killed / "signals.bin.tmp"
+    partial = killed / "signals-00000.bin.tmp"
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
         if partial.exists() and partial.stat().st_size > 0:
@@ -201,7 +202,8 @@ def test_killed_run_then_rerun_gives_identical_files(cinc_records, tmp_path, cap
     if proc.returncode == 0:
         pytest.skip("the run finished before it could be killed")
     assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "store.json").exists() and not (killed / "signals.bin").exists()
+    assert not (killed / "store.json").exists()
+    assert not any(name.endswith(".bin") for name in os.listdir(killed))
     assert cli.main(["preprocess", str(src), str(killed), *options]) == 0
     assert cli.main(["preprocess", str(src), str(clean), *options]) == 0
     names = sorted(os.listdir(clean))

@@ -174,6 +174,7 @@ def _check_demo(args: argparse.Namespace) -> None:
 _MAX_SIGLEN = 2 ** 31 - 1          # samples per lead: the store's index is int64, numpy's slice too
 _MAX_WORKERS = 256
 _MAX_BATCH = 65_536
+_MAX_SHARD_MB = 2.0 ** 20          # 1 TiB: above any file system's comfort, below int64 offsets
 
 
 def _recipe_name(text: str) -> str:
@@ -244,13 +245,16 @@ def _preprocess(args: argparse.Namespace) -> int:
     try:
         summary = write_store(dataset, args.dst, pipeline, batch_size=args.batch_size,
                               workers=args.workers, dtype=args.dtype, device=args.device,
-                              overwrite=args.overwrite, progress=not args.quiet)
+                              overwrite=args.overwrite, progress=not args.quiet,
+                              shard_bytes=max(1, int(args.shard_mb * 2 ** 20)))
     except OSError as err:  # an unwritable DST: the user's to fix, reported as such
         raise ValueError(f"cannot write the store in {args.dst!r}: {err}") from None
-    if summary["resumed"]:
+    if summary["resumed"] is True:
         print(f"{args.dst}: complete store with these settings found; nothing to do "
               "(--overwrite rewrites it)")
     else:
+        if summary["resumed"]:
+            print(f"resumed: {summary['resumed']} records kept from an interrupted run")
         rate = summary["written"] / max(summary["seconds"], 1e-9)
         print(f"wrote {summary['written']} records to {args.dst} in {summary['seconds']:.1f} s "
               f"({rate:.1f} records/s)")
@@ -285,8 +289,11 @@ def _add_preprocess(sub) -> None:
                      help="stored sample type (float32)")
     pre.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                      help="where the pipeline runs (cpu)")
+    pre.add_argument("--shard-mb", type=_float_in(0.0, _MAX_SHARD_MB, lo_open=True),
+                     default=2048.0, help="size of each signal file, MiB (2048)")
     pre.add_argument("--overwrite", action="store_true",
-                     help="rewrite a complete store (default: keep it)")
+                     help="start over (default: keep a complete store, resume an "
+                     "interrupted one from its finished shards)")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
     pre.set_defaults(func=_preprocess, check=_check_preprocess, parser=pre)
 

@@ -52,11 +52,12 @@ def test_round_trip_equals_the_pipeline_on_the_fly(source, store_dir):
 
 def test_files_layout_and_memmap(store_dir):
     assert sorted(os.listdir(store_dir)) == ["index.npy", "metadata.parquet",
-                                             "preprocessing.json", "signals.bin",
+                                             "preprocessing.json", "settings.json",
+                                             "shard-00000.npz", "signals-00000.bin",
                                              "store.json", "targets.npy"]
     store = ECGStore(store_dir)
-    assert isinstance(store.signals(), np.memmap)
-    assert store.signals().size == 10 * 12 * 500
+    assert isinstance(store.signals(0), np.memmap)
+    assert store.signals(0).size == 10 * 12 * 500
     info = json.loads((store_dir / "store.json").read_text())
     assert info["n_records"] == 10 and info["dtype"] == "float32"
 
@@ -64,9 +65,9 @@ def test_files_layout_and_memmap(store_dir):
 def test_resume_keeps_and_overwrite_rewrites(source, store_dir):
     pm = PreprocManager.from_config(CONFIG)
     before = {n: (store_dir / n).read_bytes() for n in os.listdir(store_dir)}
-    mtime = os.stat(store_dir / "signals.bin").st_mtime_ns
-    assert write_store(source, store_dir, pm, progress=False)["resumed"]
-    assert os.stat(store_dir / "signals.bin").st_mtime_ns == mtime
+    mtime = os.stat(store_dir / "signals-00000.bin").st_mtime_ns
+    assert write_store(source, store_dir, pm, progress=False)["resumed"] is True
+    assert os.stat(store_dir / "signals-00000.bin").st_mtime_ns == mtime
     summary = write_store(source, store_dir, pm, overwrite=True, batch_size=3, progress=False)
     assert summary["written"] == 10 and not summary["resumed"]
     # Batches of another size, same bytes.
@@ -90,6 +91,42 @@ def test_float16_variable_length_crops_and_workers(tmp_path):
     loader = torch.utils.data.DataLoader(ECGStore(tmp_path, crop=40), batch_size=2,
                                          num_workers=2)
     assert torch.cat(list(loader)).shape == (4, 2, 40)
+
+
+def test_shards_and_resuming_after_an_interruption(source, tmp_path):
+    """Shards of at most 3 records; a run stopped after the first two shards is resumed
+    from the third and gives the same files as an uninterrupted one."""
+    pm = PreprocManager.from_config(CONFIG)
+    record_bytes = 12 * 500 * 4
+    clean, resumed = tmp_path / "clean", tmp_path / "resumed"
+    write_store(source, clean, pm, shard_bytes=3 * record_bytes, progress=False)
+    store = ECGStore(clean)
+    assert store.info["n_shards"] == 4 and store.index[:, 0].tolist() == [0] * 3 + [1] * 3 + \
+        [2] * 3 + [3]
+    for i in (0, 4, 9):
+        torch.testing.assert_close(store[i][0], pm(source.read(i)[0], 500.0)[0], rtol=0,
+                                   atol=1e-6)
+
+    class Interrupted(Exception):
+        pass
+
+    class StopsAt7(type(source)):
+        def read(self, index):
+            if index == 7:
+                raise Interrupted
+            return super().read(index)
+
+    flaky = StopsAt7(10, seconds=2.0, seed=4)
+    with pytest.raises(Interrupted):
+        write_store(flaky, resumed, pm, shard_bytes=3 * record_bytes, progress=False,
+                    batch_size=1)
+    assert not (resumed / "store.json").exists()
+    assert (resumed / "signals-00001.bin").exists() and not (resumed / "signals-00002.bin").exists()
+    summary = write_store(source, resumed, pm, shard_bytes=3 * record_bytes, progress=False)
+    assert summary["resumed"] == 6 and summary["written"] == 4
+    for name in os.listdir(clean):
+        if name not in ("store.json", "settings.json"):  # these name the source's class
+            assert (resumed / name).read_bytes() == (clean / name).read_bytes(), name
 
 
 def test_incomplete_store_is_refused(tmp_path):

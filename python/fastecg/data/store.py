@@ -1,19 +1,23 @@
-"""``ECGStore``: preprocessed records in one memory-mapped file, for fast training.
+"""``ECGStore``: preprocessed records in memory-mapped files, for fast training.
 
 A store is a folder::
 
-    signals.bin          every record's samples, C order (n_leads, n_samples), one after
-                         another, float32 or float16 (store.json says which)
-    index.npy            int64 (n_records, 3): element offset, n_leads, n_samples
+    signals-00000.bin    records' samples, C order (n_leads, n_samples), one after another,
+    signals-00001.bin    float32 or float16 (store.json says which); a new shard starts
+    ...                  before a file would pass the shard size (2 GiB by default)
+    shard-00000.npz      each finished shard's index and targets (for resuming)
+    index.npy            int64 (n_records, 4): shard, element offset, n_leads, n_samples
     targets.npy          the records' labels, one row each (when the source has them)
     metadata.parquet     the source's metadata, one row per record, in store order
     preprocessing.json   the PreprocManager config that produced the signals
+    settings.json        what the run was asked to do (a re-run with others starts over)
     store.json           format, dtype, output rate and leads, counts; written last
 
 Fixed-length and variable-length (Holter) records share the layout: the index gives each
-record's place, so reading one is a slice of the memory map, O(1), no file opened per
-item. Every file is written under a temporary name and renamed when complete, so a killed
-run leaves no half-written file, and ``store.json`` appearing marks a complete store.
+record's place, so reading one is a slice of a memory map, O(1), no file opened per item.
+Every file is written under a temporary name and renamed when complete, so a killed run
+leaves no half-written file; a re-run keeps the finished shards and goes on from there,
+and ``store.json`` appearing marks a complete store.
 """
 
 from __future__ import annotations
@@ -25,14 +29,12 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 __all__ = ["ECGStore", "write_store", "STORE_FORMAT"]
 
 STORE_FORMAT = 1
 _DTYPES = {"float32": np.float32, "float16": np.float16}
-_FILES = ("signals.bin", "index.npy", "targets.npy", "metadata.parquet",
-          "preprocessing.json", "store.json")
 _TMP = ".tmp"
 
 
@@ -81,7 +83,7 @@ class ECGStore(Dataset):
         self.crop, self.random_crop, self.seed = crop, random_crop, int(seed)
         self.return_meta = return_meta
         self.epoch = 0
-        self._signals: Optional[np.memmap] = None
+        self._signals: dict = {}
         self._pid: Optional[int] = None
         self._metadata = None
 
@@ -118,22 +120,24 @@ class ECGStore(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def signals(self) -> np.memmap:
-        """The memory map of all samples (opened once per process)."""
-        if self._signals is None or self._pid != os.getpid():
-            path = os.path.join(self.root, "signals.bin")
+    def signals(self, shard: int = 0) -> np.ndarray:
+        """The memory map of shard `shard`'s samples (opened once per process)."""
+        if self._pid != os.getpid():
+            self._signals, self._pid = {}, os.getpid()
+        if shard not in self._signals:
+            path = os.path.join(self.root, f"signals-{shard:05d}.bin")
             dtype = _DTYPES[self.info["dtype"]]
             if os.path.getsize(path) == 0:  # np.memmap refuses an empty file
-                self._signals = np.zeros(0, dtype=dtype)
+                self._signals[shard] = np.zeros(0, dtype=dtype)
             else:
-                self._signals = np.memmap(path, dtype=dtype, mode="r")
-            self._pid = os.getpid()
-        return self._signals
+                self._signals[shard] = np.memmap(path, dtype=dtype, mode="r")
+        return self._signals[shard]
 
     def record(self, index: int) -> np.ndarray:
-        """Record `index` as a read-only view of the memory map, its stored dtype."""
-        offset, n_leads, n_samples = (int(v) for v in self.index[index])
-        return self.signals()[offset:offset + n_leads * n_samples].reshape(n_leads, n_samples)
+        """Record `index` as a read-only view of its memory map, in the stored dtype."""
+        shard, offset, n_leads, n_samples = (int(v) for v in self.index[index])
+        return self.signals(shard)[offset:offset + n_leads * n_samples].reshape(n_leads,
+                                                                               n_samples)
 
     def __getitem__(self, index: int):
         if not -len(self) <= index < len(self):
@@ -199,7 +203,8 @@ def _settings(dataset, pipeline, dtype: str) -> dict:
 
 def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_size: int = 32,
                 workers: int = 0, dtype: str = "float32", device: str = "cpu",
-                overwrite: bool = False, progress: bool = True) -> dict:
+                overwrite: bool = False, progress: bool = True,
+                shard_bytes: int = 2 ** 31) -> dict:
     """Run `pipeline` over every record of `dataset` and write the store at `root`.
 
     Parameters
@@ -220,70 +225,96 @@ def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_siz
     device : str
         Where the pipeline runs.
     overwrite : bool
-        Rewrite a complete store; without it a complete store written with the same
-        settings is left as it is (the run is resumed as done).
+        Start over. Without it, a complete store written with the same settings is kept
+        as it is, and an interrupted one keeps its finished shards.
     progress : bool
         Show a tqdm bar (records/s).
+    shard_bytes : int
+        Size above which a new signal file starts (a record is never split).
 
     Returns
     -------
     dict
-        ``written``, ``skipped`` (list of (record, reason)), ``seconds``, ``resumed``
-        (True when a complete store was found and kept).
+        ``written`` (records processed by this call), ``skipped`` (list of (record,
+        reason)), ``seconds``, ``resumed`` (records kept from an earlier run, or True
+        when a complete store was kept whole).
     """
     if dtype not in _DTYPES:
         raise ValueError(f"write_store: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if int(shard_bytes) != shard_bytes or shard_bytes < 1:
+        raise ValueError(f"write_store: shard_bytes must be a positive integer, got "
+                         f"{shard_bytes!r}")
     root = os.fspath(root)
     start = time.perf_counter()
-    settings = _settings(dataset, pipeline, dtype)
-    info_path = os.path.join(root, "store.json")
-    if os.path.isfile(info_path) and not overwrite:
-        with open(info_path, encoding="utf-8") as f:
-            if json.load(f).get("settings") == settings:
-                return {"written": 0, "skipped": list(getattr(dataset, "skipped", [])),
-                        "seconds": time.perf_counter() - start, "resumed": True}
+    settings = {**_settings(dataset, pipeline, dtype), "shard_bytes": int(shard_bytes)}
+    skipped = list(getattr(dataset, "skipped", []))
+    if not overwrite and _read_json(root, "store.json", {}).get("settings") == settings:
+        return {"written": 0, "skipped": skipped, "seconds": time.perf_counter() - start,
+                "resumed": True}
     os.makedirs(root, exist_ok=True)
-    _remove_leftovers(root)
-    if os.path.isfile(info_path):
-        os.remove(info_path)  # the store is incomplete from here until the rename below
-    # The pipeline is not moved with .to(device): its steps keep no tensors and design
-    # their filters on the input's device.
+    _remove_temporary(root)
+    _remove(root, ["store.json"])  # incomplete from here until it is written again
+    if overwrite or _read_json(root, "settings.json", None) != settings:
+        _remove(root, [n for n in os.listdir(root) if n.startswith(("signals-", "shard-"))])
+        _write_json(root, "settings.json", settings)
+    shards = _finished_shards(root)
+    first = int(shards[-1]["end"]) if shards else 0
 
-    index: list[tuple[int, int, int]] = []
-    targets: list[np.ndarray] = []
-    out_fs: set = set()
+    item_bytes = np.dtype(_DTYPES[dtype]).itemsize
+    state = {"shard": len(shards), "offset": 0, "start": first, "index": [], "targets": [],
+             "file": None}
+    out_fs: set = {float(v) for sh in shards for v in sh["fs"]}
     out_leads: Optional[list] = None
-    offset = 0
-    bar = _progress(len(dataset), progress)
-    loader = DataLoader(_RawItems(dataset), batch_size=None, num_workers=workers,
-                        collate_fn=_first)
-    signals_tmp = os.path.join(root, "signals.bin" + _TMP)
-    with open(signals_tmp, "wb") as f:
-        pending: list = []
 
-        def flush():
-            nonlocal offset, out_leads
-            if not pending:
-                return
-            batch = torch.stack([item[1] for item in pending]).to(device)
-            fs, names = pending[0][2], pending[0][3]
-            if pipeline is None:
-                out, fs_out = batch, fs
-            else:
-                out, fs_out = pipeline(batch, fs, names)
-            arr = out.detach().cpu().numpy().astype(_DTYPES[dtype], copy=False)
-            for k, item in enumerate(pending):
-                rec = np.ascontiguousarray(arr[k])
-                f.write(rec.tobytes())
-                index.append((offset, rec.shape[0], rec.shape[1]))
-                offset += rec.size
-                if item[4] is not None:
-                    targets.append(np.asarray(item[4]))
-            out_fs.add(float(fs_out))
-            out_leads = _out_leads(pipeline, names)
-            bar.update(len(pending))
-            pending.clear()
+    def close_shard():
+        if state["file"] is None:
+            return
+        state["file"].close()
+        k = state["shard"]
+        end = state["start"] + len(state["index"])
+        _save_npz(root, f"shard-{k:05d}.npz", index=np.asarray(state["index"], np.int64)
+                  .reshape(-1, 4), targets=_stack(state["targets"], len(state["index"])),
+                  start=state["start"], end=end, fs=np.asarray(sorted(out_fs)))
+        os.replace(os.path.join(root, f"signals-{k:05d}.bin{_TMP}"),
+                   os.path.join(root, f"signals-{k:05d}.bin"))
+        shards.append(_load_shard(root, k))
+        state.update(shard=k + 1, offset=0, start=end, index=[], targets=[], file=None)
 
+    def write(rec: np.ndarray, target) -> None:
+        if state["file"] is not None and state["offset"] and \
+                (state["offset"] + rec.size) * item_bytes > shard_bytes:
+            close_shard()
+        if state["file"] is None:
+            state["file"] = open(os.path.join(root, f"signals-{state['shard']:05d}.bin{_TMP}"),
+                                 "wb")
+        state["file"].write(rec.tobytes())
+        state["index"].append((state["shard"], state["offset"], rec.shape[0], rec.shape[1]))
+        state["offset"] += rec.size
+        state["targets"].append(None if target is None else np.asarray(target))
+        if state["offset"] * item_bytes >= shard_bytes:  # full: finished now, not later
+            close_shard()
+
+    pending: list = []
+
+    def flush():
+        nonlocal out_leads
+        if not pending:
+            return
+        batch = torch.stack([item[1] for item in pending]).to(device)
+        fs, names = pending[0][2], pending[0][3]
+        out, fs_out = (batch, fs) if pipeline is None else pipeline(batch, fs, names)
+        arr = out.detach().cpu().numpy().astype(_DTYPES[dtype], copy=False)
+        out_fs.add(float(fs_out))
+        for k, item in enumerate(pending):
+            write(np.ascontiguousarray(arr[k]), item[4])
+        out_leads = _out_leads(pipeline, names)
+        bar.update(len(pending))
+        pending.clear()
+
+    bar = _progress(len(dataset), progress, first)
+    remaining = Subset(_RawItems(dataset), range(first, len(dataset)))
+    loader = DataLoader(remaining, batch_size=None, num_workers=workers, collate_fn=_first)
+    try:
         for item in loader:
             key = (tuple(item[1].shape), item[2], tuple(item[3] or ()))
             if pending and ((tuple(pending[0][1].shape), pending[0][2],
@@ -291,24 +322,72 @@ def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_siz
                 flush()
             pending.append(item)
         flush()
-    bar.close()
+        close_shard()
+    finally:
+        if state["file"] is not None:
+            state["file"].close()
+        bar.close()
 
-    _save_npy(root, "index.npy", np.asarray(index, dtype=np.int64).reshape(-1, 3))
-    if targets and len(targets) == len(index):
-        _save_npy(root, "targets.npy", np.stack(targets))
-    elif os.path.isfile(os.path.join(root, "targets.npy")):
-        os.remove(os.path.join(root, "targets.npy"))  # an overwritten store's
+    index = np.concatenate([sh["index"] for sh in shards]) if shards else \
+        np.zeros((0, 4), np.int64)
+    _save_npy(root, "index.npy", index)
+    targets = [sh["targets"] for sh in shards]
+    if shards and all(t is not None for t in targets):
+        _save_npy(root, "targets.npy", np.concatenate(targets))
+    else:
+        _remove(root, ["targets.npy"])  # an overwritten store's
     metadata = dataset.metadata.reset_index(drop=True)
     _atomic(root, "metadata.parquet", lambda path: metadata.to_parquet(path, index=False))
-    config = None if pipeline is None else pipeline.to_config()
-    _write_json(root, "preprocessing.json", config)
-    info = {"format": STORE_FORMAT, "dtype": dtype, "n_records": len(index),
-            "fs": out_fs.pop() if len(out_fs) == 1 else None,
+    _write_json(root, "preprocessing.json", None if pipeline is None else pipeline.to_config())
+    if out_leads is None and len(dataset):
+        out_leads = _out_leads(pipeline, dataset.read(0)[2])
+    info = {"format": STORE_FORMAT, "dtype": dtype, "n_records": int(len(index)),
+            "n_shards": len(shards), "fs": out_fs.pop() if len(out_fs) == 1 else None,
             "lead_names": out_leads, "settings": settings}
-    os.replace(signals_tmp, os.path.join(root, "signals.bin"))
     _write_json(root, "store.json", info)
-    return {"written": len(index), "skipped": list(getattr(dataset, "skipped", [])),
-            "seconds": time.perf_counter() - start, "resumed": False}
+    return {"written": len(dataset) - first, "skipped": skipped,
+            "seconds": time.perf_counter() - start, "resumed": first}
+
+
+def _stack(targets: list, n: int) -> np.ndarray:
+    if n and all(t is not None for t in targets):
+        return np.stack(targets)
+    return np.zeros(0)  # no targets: an empty array marks it
+
+
+def _finished_shards(root: str) -> list[dict]:
+    """The shards an earlier run finished, in order (stops at the first missing one)."""
+    shards = []
+    while os.path.isfile(os.path.join(root, f"shard-{len(shards):05d}.npz")) and \
+            os.path.isfile(os.path.join(root, f"signals-{len(shards):05d}.bin")):
+        shards.append(_load_shard(root, len(shards)))
+    # Files of later shards than the first gap would be overwritten: drop them now.
+    _remove(root, [n for n in os.listdir(root) if n.startswith(("signals-", "shard-"))
+                   and int(n.split("-")[1][:5]) >= len(shards)])
+    return shards
+
+
+def _load_shard(root: str, k: int) -> dict:
+    with np.load(os.path.join(root, f"shard-{k:05d}.npz")) as f:
+        targets = f["targets"]
+        return {"index": f["index"], "end": int(f["end"]), "fs": f["fs"].tolist(),
+                "targets": targets if len(targets) == len(f["index"]) and len(targets) else
+                None}
+
+
+def _read_json(root: str, name: str, default):
+    try:
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def _remove(root: str, names) -> None:
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.isfile(path):
+            os.remove(path)
 
 
 def _out_leads(pipeline, names) -> Optional[list]:
@@ -321,7 +400,7 @@ def _out_leads(pipeline, names) -> Optional[list]:
     return leads
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, done: int = 0):
     try:
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is optional: no bar then
@@ -331,7 +410,7 @@ def _progress(total: int, enabled: bool):
             def update(self, n): pass
             def close(self): pass
         return _Quiet()
-    return tqdm(total=total, unit="rec", desc="preprocess", smoothing=0.1)
+    return tqdm(total=total, initial=done, unit="rec", desc="preprocess", smoothing=0.1)
 
 
 def _atomic(root: str, name: str, write: Callable[[str], None]) -> None:
@@ -355,8 +434,12 @@ def _write_json(root: str, name: str, value: Any) -> None:
     _atomic(root, name, write)
 
 
-def _remove_leftovers(root: str) -> None:
-    for name in _FILES:
-        tmp = os.path.join(root, name + _TMP)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def _save_npz(root: str, name: str, **arrays) -> None:
+    def write(path):
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    _atomic(root, name, write)
+
+
+def _remove_temporary(root: str) -> None:
+    _remove(root, [n for n in os.listdir(root) if n.endswith(_TMP)])
