@@ -1,0 +1,242 @@
+"""Augmentation: torch_ecg's documented seven-step config end to end (parameter drawing
+included) on fastecg against torch_ecg, ecg-augmentations 1.0.1, a careful batched-torch
+version of the same steps, and ``clone()`` of the batch; then the full pipeline with the
+ECG-physics augmenters added, against ``clone()``.
+
+Workload: (32, 12, 5000) float32 at 500 Hz, labels (32, 26), 2 threads. Run with
+``OMP_WAIT_POLICY=PASSIVE`` (see bench_preproc.py)::
+
+    OMP_WAIT_POLICY=PASSIVE python -m pytest benchmarks/bench_augment.py
+
+Peers (install in the benchmark environment only: ``pip install --no-deps torch-ecg
+ecg-augmentations==1.0.1``; each is skipped with a message when absent):
+
+* ``torch_ecg``: its AugmenterManager from the README's config (baseline wander, label
+  smooth, mixup, random flip, random masking, random renormalize, stretch/compress, all
+  defaults). It modifies its input, so each call gets a fresh copy (the copy is timed:
+  a caller who keeps the batch must make it). Installed with --no-deps, its package
+  imports modules the augmenters never call (boto3, sklearn, ...): those are stubbed.
+* ``ecg_augmentations``: the same steps it has (BaselineWander, Invert, TimeMask,
+  AmplitudeScale, TimeStretch with p = 0.5 each, then Mixup): six of the seven.
+* ``careful_torch``: the seven steps in batched torch written with care: parameters drawn
+  for the whole batch at once, sinusoids as one matmul, masks by broadcasting, one
+  gather for the stretch, ``var_mean`` for the renormalisation, ``torch.randn`` noise.
+* ``fastecg``: :class:`fastecg.augmenters.AugmenterManager` of the same config (torch
+  backend: no fused kernel yet), keyed per sample (seed, epoch, index).
+
+Ratios come from paired rounds (conftest.py): every candidate once per round, the order
+rotated, so load drifting over the run does not skew them.
+"""
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import math
+import os
+import sys
+import types
+import warnings
+from unittest import mock
+
+import pytest
+import torch
+
+from fastecg.augmenters import AugmenterManager
+
+torch.set_num_threads(2)
+if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+    warnings.warn("run the augmentation benchmark with OMP_WAIT_POLICY=PASSIVE (see the "
+                  "module docstring)")
+
+FS = 500.0
+SHAPE = (32, 12, 5000)
+X = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)).cumsum(-1) / 50
+Y = (torch.rand(SHAPE[0], 26, generator=torch.Generator().manual_seed(1)) < 0.1).float()
+TORCH_ECG_CONFIG = dict(random=False, fs=FS, baseline_wander={}, label_smooth={}, mixup={},
+                        random_flip={}, random_masking={}, random_renormalize={},
+                        stretch_compress={})
+PHYSICS = [{"name": "powerline_noise"}, {"name": "emg_noise"}, {"name": "gaussian_noise"},
+           {"name": "amplitude_scale"}, {"name": "time_shift"}, {"name": "random_leads_mask",
+                                                                  "prob": 0.5},
+           {"name": "vcg_rotation"}]
+
+
+class _Stubs(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Empty modules for top-level packages torch_ecg imports but its augmenters never
+    call (installed with --no-deps)."""
+
+    def __init__(self):
+        self.names = set()
+
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in self.names:
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = mock.MagicMock()
+        module.__path__, module.__spec__, module.__name__ = [], spec, spec.name
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+def _torch_ecg_augmenters():
+    spec = importlib.util.find_spec("torch_ecg")
+    if spec is None:
+        return None
+    stubs = _Stubs()
+    sys.meta_path.append(stubs)
+    for _ in range(30):
+        for name in [k for k in sys.modules if k == "torch_ecg" or k.startswith("torch_ecg.")]:
+            del sys.modules[name]
+        # Skip torch_ecg/__init__.py, which imports every subpackage (models, databases).
+        package = types.ModuleType("torch_ecg")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["torch_ecg"] = package
+        try:
+            return importlib.import_module("torch_ecg.augmenters")
+        except ModuleNotFoundError as err:
+            if err.name is None or err.name.split(".")[0] in stubs.names:
+                raise
+            stubs.names.add(err.name.split(".")[0])
+    return None
+
+
+TORCH_ECG = _torch_ecg_augmenters()
+try:
+    import ecg_augmentations as EA
+except ImportError:
+    EA = None
+
+
+# ---- careful batched torch ---------------------------------------------------------------
+
+_AMPL = torch.tensor([[0.01, 0.01, 0.02, 0.03], [0.01, 0.02, 0.04, 0.05], [0.1, 0.06, 0.04, 0.02],
+                      [0.02, 0.04, 0.07, 0.1], [0.05, 0.1, 0.16, 0.25], [0.1, 0.15, 0.25, 0.3],
+                      [0.25, 0.25, 0.3, 0.35]])
+_GAUSS_STD = torch.tensor([0.001, 0.003, 0.01])
+_T = torch.arange(SHAPE[-1]) / FS
+_ARG = 2 * math.pi * torch.tensor([0.33, 0.1, 0.05, 0.01])[:, None] * _T
+_BASIS = torch.cat([torch.sin(_ARG), torch.cos(_ARG)])
+
+
+def careful_torch(x, y, g):
+    """torch_ecg's seven steps, batched: what a careful user writes."""
+    b, n_leads, n = x.shape
+    # baseline wander (p 0.5): four sinusoids per lead as one matmul, plus white noise
+    sel = (torch.rand(b, generator=g) < 0.5).float()
+    ampl = (x.amax(-1) - x.amin(-1)) * sel[:, None]
+    rows = _AMPL[torch.randint(len(_AMPL), (b, n_leads), generator=g)]
+    phase = 2 * math.pi * torch.rand(b, n_leads, 4, generator=g)
+    coef = torch.cat([rows * torch.cos(phase), rows * torch.sin(phase)], -1) * ampl[..., None]
+    std = _GAUSS_STD[torch.randint(3, (b, n_leads), generator=g)] * ampl
+    x = torch.addcmul(x + coef @ _BASIS, torch.randn(x.shape, generator=g), std[..., None])
+    # label smooth (p 0.5)
+    smooth = torch.rand(b, 1, generator=g) < 0.5
+    y = torch.where(smooth, 0.9 * y + 0.1 / y.shape[-1], y)
+    # mixup (p 0.5, lam ~ Beta(0.5, 0.5) per sample)
+    gam = torch._standard_gamma(torch.full((2, b), 0.5), generator=g)
+    lam = torch.where(torch.rand(b, generator=g) < 0.5, gam[0] / gam.sum(0), 1.0)
+    perm = torch.randperm(b, generator=g)
+    x = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
+    y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
+    # random flip (0.4 per sample, 0.2 per lead)
+    flip = (torch.rand(b, 1, generator=g) < 0.4) & (torch.rand(b, n_leads, generator=g) < 0.2)
+    # random masking (0.3 per sample; ~8 masks of 40-90 samples), by broadcasting
+    k = 16
+    centre = torch.randint(45, n - 45, (b, k, 1), generator=g)
+    radius = torch.randint(20, 46, (b, k, 1), generator=g)
+    on = (torch.rand(b, k, 1, generator=g) < 0.5) & (torch.rand(b, 1, 1, generator=g) < 0.3)
+    t = torch.arange(n)
+    masked = ((t >= centre - radius) & (t < centre + radius) & on).any(1, keepdim=True)
+    x = torch.where(masked, 0.0, x * (1 - 2 * flip.float())[..., None])
+    # random renormalize (p 0.5)
+    var, mu = torch.var_mean(x, dim=(-2, -1), keepdim=True, correction=0)
+    new_mu = 0.025 + 0.0225 * torch.randn(b, 1, 1, generator=g)
+    new_sd = 0.2 + 0.036 * torch.randn(b, 1, 1, generator=g)
+    renorm = torch.rand(b, 1, 1, generator=g) < 0.5
+    gain = torch.where(renorm, new_sd * torch.rsqrt(var + 1e-12), 1.0)
+    x = torch.addcmul(torch.where(renorm, new_mu - mu * gain, 0.0), x, gain)
+    # stretch / compress (p 0.5, ratio ~ N(6%, 2.3%)): one gather with linear weights
+    r = (0.06 + 0.0229 * torch.randn(b, generator=g)).clamp(0, 0.12)
+    sign = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
+    new_len = torch.where(torch.rand(b, generator=g) < 0.5, ((1 + sign * r) * n).round(), n)
+    half = ((new_len - n).abs() // 2)[:, None]
+    m = torch.where(new_len[:, None] >= n, t + half, t - half)
+    valid = (m >= 0) & (m < new_len[:, None])
+    src = m * ((n - 1) / (new_len[:, None] - 1))
+    i0 = src.floor().clamp(0, n - 1).long()
+    frac = (src - i0)[:, None]
+    i1 = (i0 + 1).clamp(max=n - 1)
+    xa = x.gather(2, i0[:, None].expand(-1, n_leads, -1))
+    xb = x.gather(2, i1[:, None].expand(-1, n_leads, -1))
+    return torch.lerp(xa, xb, frac) * valid[:, None], y
+
+
+# ---- candidates --------------------------------------------------------------------------
+
+FASTECG = AugmenterManager.from_config(TORCH_ECG_CONFIG)
+FULL = AugmenterManager.from_config(TORCH_ECG_CONFIG)
+for step in PHYSICS:
+    FULL.add_(step)
+_calls = {"n": 0}
+
+
+def _fastecg(am):
+    def run():
+        _calls["n"] += 1  # a new epoch per call: new draws, as in training
+        return am(X, Y, seed=1234, epoch=_calls["n"], indices=torch.arange(SHAPE[0]))
+    return run
+
+
+def _candidates():
+    out = {}
+    if TORCH_ECG is not None:
+        te = TORCH_ECG.AugmenterManager.from_config(dict(TORCH_ECG_CONFIG, fs=int(FS)))
+        out["torch_ecg"] = lambda: te(X.clone(), Y.clone())
+    if EA is not None:
+        steps = EA.Compose([EA.BaselineWander(FS, p=0.5), EA.Invert(p=0.5),
+                            EA.TimeMask(FS, p=0.5), EA.AmplitudeScale(p=0.5),
+                            EA.TimeStretch(p=0.5)])
+        mix = EA.Mixup(alpha=0.5)
+        gen = torch.Generator().manual_seed(0)
+        out["ecg_augmentations"] = lambda: mix(steps(X, generator=gen), Y, generator=gen)
+    gen_t = torch.Generator().manual_seed(0)
+    out["careful_torch"] = lambda: careful_torch(X, Y, gen_t)
+    out["fastecg"] = _fastecg(FASTECG)
+    out["clone"] = lambda: X.clone()
+    return out
+
+
+def test_peers_present():
+    if TORCH_ECG is None:
+        pytest.skip("torch_ecg not installed (pip install --no-deps torch-ecg)")
+    if EA is None:
+        pytest.skip("ecg-augmentations not installed (pip install --no-deps "
+                    "ecg-augmentations==1.0.1)")
+
+
+def test_seven_steps_paired(paired):
+    candidates = _candidates()
+    for fn in candidates.values():  # every candidate runs and keeps the shapes
+        out = fn()
+        sig = out[0] if isinstance(out, tuple) else out
+        assert sig.shape == SHAPE
+    paired("augment torch_ecg seven steps paired", "augment", candidates, rounds=15)
+
+
+def test_full_pipeline_paired(paired):
+    candidates = {"fastecg_full": _fastecg(FULL), "fastecg_seven": _fastecg(FASTECG),
+                  "clone": lambda: X.clone()}
+    paired("augment full pipeline (seven + physics) paired", "augment", candidates, rounds=15)
+
+
+@pytest.mark.parametrize("label", ["fastecg", "careful_torch", "clone"])
+def test_seven_steps(benchmark, label):
+    benchmark.group = "augment torch_ecg seven steps"
+    benchmark.extra_info.update({"op": "augment", "label": label, "shape": list(SHAPE),
+                                 "dtype": "float32", "device": "cpu",
+                                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")})
+    benchmark(_candidates()[label])
