@@ -186,3 +186,16 @@ def test_patient_split_never_leaks_and_is_reproducible(dataset):
     assert sorted(records[0].indices + records[1].indices) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="sum to 1"):
         split(syn, fractions=(0.5, 0.2))
+
+
+def test_bundled_samples_ship_with_the_package():
+    from fastecg.data import bundled_records
+
+    paths = bundled_records()
+    assert len(paths) == 4
+    ds = WFDBDataset(paths)
+    assert len(ds) == 4 and ds.skipped == []
+    names = [[ds.label_map.class_names[i] for i in labels] for labels in ds.metadata["labels"]]
+    assert names == [["NSR"], ["CRBBB|RBBB", "SB"], ["STach"], ["IRBBB", "NSR", "SB"]]
+    x, _ = ds[0]
+    assert x.shape == (12, 5000) and 0.05 < float(x.abs().max()) < 20

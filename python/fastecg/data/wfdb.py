@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 __all__ = ["read_header", "read_signal", "load_cinc_record", "check_record", "rhythm_mask",
-           "find_records"]
+           "find_records", "bundled_records"]
 
 # Bytes per sample of the WFDB storage formats (the format number as the header writes it).
 _FORMAT_BYTES = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "212": 1.5,
@@ -45,6 +45,13 @@ def find_records(root: str) -> list[str]:
         dirs.sort()
         stems.extend(os.path.join(folder, f[:-4]) for f in sorted(files) if f.endswith(".hea"))
     return stems
+
+
+def bundled_records() -> list[str]:
+    """Paths (without extension) of the real records shipped with fastecg: four CinC 2021
+    training records (Georgia and PTB-XL, CC BY 4.0; ``samples/README.md`` in this
+    folder gives the attribution)."""
+    return find_records(os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples"))
 
 
 def read_header(path: str) -> dict[str, Any]:
