@@ -1,0 +1,129 @@
+"""``HDF5Dataset``: records stored as one array in an HDF5 file (CODE-15% style), read
+with h5py."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .datasets import _pandas, _str_column, prepare_signal
+
+__all__ = ["HDF5Dataset"]
+
+STANDARD_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+class HDF5Dataset(Dataset):
+    """Records of an HDF5 file holding them as one array, such as CODE-15%'s
+    ``exams_part*.hdf5`` (``tracings`` of shape (n_records, 4096, 12) at 400 Hz and
+    ``exam_id``).
+
+    Parameters
+    ----------
+    path : str or path
+    signals : str
+        Name of the array of records.
+    ids : str, optional
+        Name of the array of record ids (None: the row numbers). CODE-15% ends each
+        file with an id of 0 and a blank tracing; rows whose id is 0 are left out.
+    fs : float
+        Sampling rate of the file's records, Hz (400 for CODE-15%).
+    layout : {"samples_leads", "leads_samples"}
+        Axis order of each record in the file: CODE-15% stores (n_samples, n_leads).
+    lead_names : sequence of str
+        Names of the file's leads in order (default the standard 12).
+    labels : array_like, optional
+        One label per row of the file (before rows are left out).
+    target_fs, siglen : optional
+        Resample to this rate and crop or zero-pad to this length, as
+        :class:`~fastecg.data.WFDBDataset` does.
+    transforms : PreprocManager, optional
+        Run as ``transforms(sig, fs, lead_names)``.
+    scale : float
+        Multiplies the stored values (to bring them to mV).
+
+    Items are ``signal float32 (n_leads, n_samples)`` or ``(signal, label)``. The file
+    is opened once per process, on first use (DataLoader workers each open their own).
+    """
+
+    def __init__(self, path, signals: str = "tracings", ids: Optional[str] = "exam_id",
+                 fs: float = 400.0, layout: str = "samples_leads",
+                 lead_names: Sequence[str] = STANDARD_LEADS, labels=None,
+                 target_fs: Optional[float] = None, siglen: Optional[int] = None,
+                 transforms: Optional[Callable] = None, scale: float = 1.0):
+        import h5py  # optional dependency: ImportError names it
+
+        if layout not in ("samples_leads", "leads_samples"):
+            raise ValueError(f"HDF5Dataset: layout must be 'samples_leads' or "
+                             f"'leads_samples', got {layout!r}")
+        if not (math.isfinite(fs) and fs > 0):
+            raise ValueError(f"HDF5Dataset: fs must be a positive number, got {fs!r}")
+        self.path, self.signals_name, self.layout = os.fspath(path), signals, layout
+        self.fs, self.target_fs, self.siglen = float(fs), target_fs, siglen
+        self.lead_names, self.transforms, self.scale = list(lead_names), transforms, scale
+        with h5py.File(self.path, "r") as f:
+            if signals not in f:
+                raise ValueError(f"{self.path}: no dataset {signals!r} (has {sorted(f)})")
+            shape = f[signals].shape
+            row_ids = np.asarray(f[ids]) if ids is not None else np.arange(shape[0])
+        if len(shape) != 3:
+            raise ValueError(f"{self.path}: {signals!r} has shape {shape}, expected 3 axes")
+        n_leads = shape[2] if layout == "samples_leads" else shape[1]
+        if len(self.lead_names) != n_leads:
+            raise ValueError(f"HDF5Dataset: {len(self.lead_names)} lead names for "
+                             f"{n_leads} leads")
+        self.rows = np.flatnonzero(row_ids != 0) if ids is not None else np.arange(shape[0])
+        if labels is not None and len(labels) != shape[0]:
+            raise ValueError(f"HDF5Dataset: {len(labels)} labels for {shape[0]} rows")
+        self.labels = labels
+        n_samples = shape[1] if layout == "samples_leads" else shape[2]
+        pd = _pandas()
+        self.metadata = pd.DataFrame({
+            "record": _str_column([str(row_ids[r]) for r in self.rows]),
+            "row": pd.Series(self.rows, dtype="int64"),
+            "fs": pd.Series([self.fs] * len(self.rows), dtype="float64"),
+            "n_samples": pd.Series([n_samples] * len(self.rows), dtype="int64"),
+            "n_leads": pd.Series([n_leads] * len(self.rows), dtype="int64"),
+        })
+        self._file = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _array(self):
+        if self._file is None or self._pid != os.getpid():
+            import h5py
+
+            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._file[self.signals_name]
+
+    def read(self, index: int) -> tuple[torch.Tensor, float, list]:
+        raw = np.asarray(self._array()[int(self.rows[index])], dtype=np.float32)
+        sig = raw.T if self.layout == "samples_leads" else raw
+        if self.scale != 1.0:
+            sig = sig * np.float32(self.scale)
+        out, fs = prepare_signal(torch.from_numpy(np.ascontiguousarray(sig)), self.fs,
+                                 self.target_fs, self.siglen)
+        return out, fs, list(self.lead_names)
+
+    def target(self, index: int):
+        return None if self.labels is None else np.asarray(self.labels[int(self.rows[index])])
+
+    def __getitem__(self, index: int):
+        sig, fs, names = self.read(index)
+        if self.transforms is not None:
+            sig, _ = self.transforms(sig, fs, names)
+        if self.labels is None:
+            return sig
+        return sig, torch.as_tensor(self.target(index))
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_file"] = state["_pid"] = None  # h5py handles do not pickle
+        return state

@@ -1,0 +1,34 @@
+"""HDF5Dataset on a small CODE-15%-style file (skipped without h5py)."""
+
+import numpy as np
+import pytest
+import torch
+
+h5py = pytest.importorskip("h5py")
+pytest.importorskip("pandas")
+
+from fastecg.data import ECGStore, HDF5Dataset, write_store  # noqa: E402
+
+
+def test_code15_style_file(tmp_path):
+    rng = np.random.default_rng(0)
+    tracings = rng.standard_normal((4, 4096, 12)).astype(np.float32)
+    tracings[3] = 0  # CODE-15% ends each part with a blank row of id 0
+    path = tmp_path / "exams_part0.hdf5"
+    with h5py.File(path, "w") as f:
+        f["tracings"] = tracings
+        f["exam_id"] = np.array([11, 12, 13, 0])
+    ds = HDF5Dataset(path, labels=np.array([0, 1, 1, 0]))
+    assert len(ds) == 3 and ds.metadata["record"].tolist() == ["11", "12", "13"]
+    assert str(ds.metadata["record"].dtype) == "str"
+    x, y = ds[1]
+    np.testing.assert_array_equal(x.numpy(), tracings[1].T)
+    assert y.item() == 1
+    resampled = HDF5Dataset(path, target_fs=500.0, siglen=5000)
+    assert resampled[0].shape == (12, 5000)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
+    assert next(iter(loader))[0].shape == (3, 12, 4096)
+    write_store(ds, tmp_path / "store", progress=False)
+    torch.testing.assert_close(ECGStore(tmp_path / "store")[2][0], ds[2][0])
+    with pytest.raises(ValueError, match="lead names"):
+        HDF5Dataset(path, lead_names=["I", "II"])
