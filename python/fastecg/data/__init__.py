@@ -7,8 +7,8 @@ reader); the torch datasets load on first use of their names.
 
 from .labels import LabelMap, parse_dx
 from .synthetic import SYNTHETIC_CLASSES, WAVE_NAMES, synthetic_ecg, synthetic_record
-from .wfdb import bundled_records, check_record, find_records, load_cinc_record, read_header, \
-    read_signal, rhythm_mask
+from .wfdb import (bundled_records, check_record, find_records, load_cinc_record,
+                   read_header, read_signal, rhythm_mask)
 
 # name -> submodule, for the names that need torch (resolved by __getattr__).
 _LAZY = {"WFDBDataset": "datasets", "ArrayDataset": "datasets",
@@ -16,8 +16,8 @@ _LAZY = {"WFDBDataset": "datasets", "ArrayDataset": "datasets",
          "ECGStore": "store", "write_store": "store", "HDF5Dataset": "hdf5"}
 
 __all__ = ["LabelMap", "parse_dx", "SYNTHETIC_CLASSES", "WAVE_NAMES", "synthetic_ecg",
-           "synthetic_record", "bundled_records", "check_record", "find_records", "load_cinc_record",
-           "read_header", "read_signal", "rhythm_mask", *_LAZY]
+           "synthetic_record", "bundled_records", "check_record", "find_records",
+           "load_cinc_record", "read_header", "read_signal", "rhythm_mask", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -408,7 +408,8 @@ def split(dataset, by: str = "record", stratify: bool = True,
         raise ValueError(f"split: fractions must be positive and sum to 1, got {fractions}")
     meta = dataset.metadata
     n = len(meta)
-    records = meta["record"].astype(str).tolist() if "record" in meta else [str(i) for i in range(n)]
+    records = (meta["record"].astype(str).tolist() if "record" in meta
+               else [str(i) for i in range(n)])
     if by == "patient" and "patient_id" in meta:
         ids = meta["patient_id"].tolist()
         units = [f"p:{p}" if isinstance(p, str) and p else f"r:{r}" for p, r in zip(ids, records)]
