@@ -298,6 +298,64 @@ def _add_preprocess(sub) -> None:
     pre.set_defaults(func=_preprocess, check=_check_preprocess, parser=pre)
 
 
+def _ssl_run(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from fastecg.ssl import cli as ssl_cli  # torch loads only when the command runs
+
+        return getattr(ssl_cli, name)(args)
+    return run
+
+
+def _add_ssl_commands(sub) -> None:
+    pre = sub.add_parser("pretrain", help="self-supervised pretraining (st_mem, mae_1d, ...) "
+                         "on synthetic ECG or a store; resumes exactly, runs under torchrun")
+    pre.add_argument("--method", default="st_mem", help="SSL method (st_mem)")
+    pre.add_argument("--data", default="synthetic",
+                     help="'synthetic' or a store folder written by `fastecg preprocess`")
+    pre.add_argument("--records", type=_int_in(1, _MAX_VALUES), default=64,
+                     help="synthetic records (64)")
+    pre.add_argument("--preset", choices=("tiny", "small", "paper"), default="small",
+                     help="model size: tiny, small (CPU-friendly), paper (published) (small)")
+    pre.add_argument("--model-args", default="{}",
+                     help="JSON object of constructor arguments, over the preset")
+    pre.add_argument("--steps", type=_int_in(1, 10**9), default=20, help="optimizer steps (20)")
+    pre.add_argument("--batch-size", type=_int_in(1, 1 << 20), default=8,
+                     help="records per process per step (8)")
+    pre.add_argument("--lr", type=_float_in(0.0, 10.0, lo_open=True), default=3e-4,
+                     help="AdamW learning rate (3e-4)")
+    pre.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="mixed precision")
+    pre.add_argument("--ckpt-every", type=_int_in(1, 10**9), default=None,
+                     help="checkpoint period in steps (only at the end)")
+    pre.add_argument("--resume", action="store_true",
+                     help="continue from the latest checkpoint in --out")
+    pre.add_argument("--out", default="fastecg_pretrain",
+                     help="folder: train/ (checkpoints, metrics.csv), pretrained/ (the model)")
+    pre.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0, help="(0)")
+    pre.add_argument("--workers", type=_int_in(0, 256), default=0, help="DataLoader workers")
+    pre.add_argument("--threads", type=_int_in(1, 4096), default=None, help="torch threads")
+    pre.add_argument("--quiet", action="store_true", help="no progress bar")
+    pre.set_defaults(func=_ssl_run("run_pretrain"), parser=pre)
+    fine = sub.add_parser("finetune", help="a classifier on a pretrained SSL encoder")
+    fine.add_argument("--checkpoint", default="fastecg_pretrain/pretrained",
+                      help="save_pretrained folder (fastecg_pretrain/pretrained)")
+    fine.add_argument("--data", default="synthetic",
+                      help="'synthetic' (labelled) or a store folder with targets")
+    fine.add_argument("--records", type=_int_in(1, _MAX_VALUES), default=64,
+                      help="synthetic records (64)")
+    fine.add_argument("--mode", choices=("linear_probe", "full"), default="linear_probe")
+    fine.add_argument("--layer-decay", type=_float_in(0.0, 1.0, lo_open=True), default=None,
+                      help="layer-wise lr decay (full mode)")
+    fine.add_argument("--steps", type=_int_in(1, 10**9), default=20, help="(20)")
+    fine.add_argument("--batch-size", type=_int_in(1, 1 << 20), default=8, help="(8)")
+    fine.add_argument("--lr", type=_float_in(0.0, 10.0, lo_open=True), default=1e-3,
+                      help="(1e-3)")
+    fine.add_argument("--out", default="fastecg_finetune", help="folder for train/")
+    fine.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0, help="(0)")
+    fine.add_argument("--threads", type=_int_in(1, 4096), default=None, help="torch threads")
+    fine.add_argument("--quiet", action="store_true", help="no progress bar")
+    fine.set_defaults(func=_ssl_run("run_finetune"), parser=fine)
+
+
 def build_parser() -> argparse.ArgumentParser:
     import fastecg  # the package alone: no torch
 
@@ -322,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="timing repeats (10)")
     demo.set_defaults(func=_demo, check=_check_demo, parser=demo)
     _add_preprocess(sub)
+    _add_ssl_commands(sub)
     return parser
 
 

@@ -1,0 +1,124 @@
+"""``fastecg pretrain`` and ``fastecg finetune``: what the commands run (their arguments
+are defined in :mod:`fastecg.cli`, which imports no torch to build its parser)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import time
+
+import torch
+
+__all__ = ["PRESETS", "run_pretrain", "run_finetune"]
+
+# "small" trains on a laptop CPU in minutes; "paper" is each method's published size.
+PRESETS = {
+    "small": dict(embed_dim=192, depth=4, num_heads=4, decoder_dim=128, decoder_depth=2,
+                  decoder_heads=4),
+    "tiny": dict(embed_dim=32, depth=1, num_heads=2, decoder_dim=16, decoder_depth=1,
+                 decoder_heads=2),
+    "paper": {},
+}
+SYNTHETIC_FS = 500.0
+SYNTHETIC_SECONDS = 10.0
+
+
+def _model_args(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--model-args: not JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ValueError("--model-args: expected a JSON object of constructor arguments")
+    return value
+
+
+def _dataset(data: str, n_records: int, n_leads: int, labelled: bool, seed: int):
+    """(dataset, fs of its records)."""
+    from fastecg.data import ECGStore, SyntheticECGDataset
+
+    if data == "synthetic":
+        ds = SyntheticECGDataset(n_records, fs=SYNTHETIC_FS, seconds=SYNTHETIC_SECONDS,
+                                 n_leads=n_leads, seed=seed)
+        return ds, SYNTHETIC_FS
+    if not os.path.isdir(data):
+        raise ValueError(f"--data {data}: neither 'synthetic' nor a store folder")
+    store = ECGStore(data)
+    if store.fs is None:
+        raise ValueError(f"--data {data}: the store does not record its sampling rate")
+    if labelled and store.targets is None:
+        raise ValueError(f"--data {data}: the store has no targets to fine-tune on")
+    return store, float(store.fs)
+
+
+def _input_transform(contract, fs: float):
+    """Device-side preparation inside the training step: the model's contract applied to
+    records at `fs` (None when they already are the model's input)."""
+    pm = contract.manager() if contract is not None else None
+    if pm is None:
+        return None
+
+    def transform(sig):
+        return pm(sig, fs)[0]
+
+    return transform
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from fastecg.registry import SSL
+    from fastecg.train import Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.method not in SSL:
+        raise ValueError(f"--method: unknown SSL method {args.method!r}; choose from "
+                         f"{', '.join(SSL.list())}")
+    torch.manual_seed(args.seed)
+    config = {"name": args.method, **PRESETS[args.preset], **_model_args(args.model_args)}
+    model = SSL.build(config)
+    dataset, fs = _dataset(args.data, args.records, model.n_leads, False, args.seed)
+    out = pathlib.Path(args.out)
+    trainer = Trainer(model, lr=args.lr, batch_size=args.batch_size, max_steps=args.steps,
+                      amp=args.amp, out_dir=out / "train", ckpt_every=args.ckpt_every,
+                      seed=args.seed, transform=_input_transform(model.contract, fs),
+                      progress=not args.quiet, num_workers=args.workers)
+    t0 = time.perf_counter()
+    hist = trainer.fit(dataset, resume=args.resume)
+    elapsed = time.perf_counter() - t0
+    saved = trainer.save_pretrained(out / "pretrained")
+    if trainer.is_main and hist:
+        n = sum(1 for _ in hist) * args.batch_size * trainer.world
+        print(f"{args.method}: {len(hist)} steps, loss {hist[0]['loss']:.4f} -> "
+              f"{hist[-1]['loss']:.4f}, {n / elapsed:.1f} samples/s; saved {saved}")
+    trainer.close()
+    return 0
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from fastecg.ssl import finetune
+    from fastecg.ssl.pretrained import read_config
+    from fastecg.train import Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    read_config(args.checkpoint)  # a clear error before any data is read
+    torch.manual_seed(args.seed)
+    model = finetune(args.checkpoint, num_classes=1, mode=args.mode)
+    dataset, fs = _dataset(args.data, args.records, model.encoder.n_leads, True, args.seed)
+    n_classes = len(dataset.classes) if hasattr(dataset, "classes") else \
+        int(max(int(t) for t in dataset.targets)) + 1
+    model = finetune(model.encoder, num_classes=n_classes, mode=args.mode)
+    params = model.param_groups(args.lr, layer_decay=args.layer_decay)
+    trainer = Trainer(model, torch.optim.AdamW(params, lr=args.lr),
+                      loss_fn=torch.nn.functional.cross_entropy, batch_size=args.batch_size,
+                      max_steps=args.steps, out_dir=pathlib.Path(args.out) / "train",
+                      seed=args.seed, transform=_input_transform(model.contract, fs),
+                      progress=not args.quiet)
+    hist = trainer.fit(dataset)
+    if trainer.is_main and hist:
+        print(f"finetune ({args.mode}): {len(hist)} steps, loss {hist[0]['loss']:.4f} -> "
+              f"{hist[-1]['loss']:.4f}")
+    trainer.close()
+    return 0
