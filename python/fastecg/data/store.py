@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 __all__ = ["ECGStore", "write_store", "STORE_FORMAT"]
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: sharded signals, index rows (shard, offset, n_leads, n_samples)
 _DTYPES = {"float32": np.float32, "float16": np.float16}
 _TMP = ".tmp"
 
