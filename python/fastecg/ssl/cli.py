@@ -103,7 +103,10 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    read_config(args.checkpoint)  # a clear error before any data is read
+    try:
+        read_config(args.checkpoint)  # a clear error before any data is read
+    except FileNotFoundError as err:
+        raise ValueError(f"--checkpoint: {err}") from None
     torch.manual_seed(args.seed)
     model = finetune(args.checkpoint, num_classes=1, mode=args.mode)
     dataset, fs = _dataset(args.data, args.records, model.encoder.n_leads, True, args.seed)

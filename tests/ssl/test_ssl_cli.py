@@ -1,0 +1,46 @@
+"""fastecg pretrain / finetune end to end on tiny synthetic runs."""
+
+import pytest
+import torch
+
+from fastecg.cli import main
+from fastecg.ssl import MAE1D
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_pretrain_then_finetune(tmp_path, capsys):
+    out = tmp_path / "pt"
+    assert main(["pretrain", "--method", "mae_1d", "--preset", "tiny", "--steps", "2",
+                 "--records", "8", "--batch-size", "4", "--out", str(out), "--quiet",
+                 "--model-args", '{"n_leads": 12, "seq_len": 5000, "patch_size": 250}']) == 0
+    model = MAE1D.from_pretrained(out / "pretrained")
+    assert model.config["patch_size"] == 250 and model.contract.fs == 500.0
+    assert (out / "train" / "metrics.csv").is_file()
+    # --resume with the same settings has nothing left to do, and says so by not failing
+    assert main(["pretrain", "--method", "mae_1d", "--preset", "tiny", "--steps", "2",
+                 "--records", "8", "--batch-size", "4", "--out", str(out), "--quiet",
+                 "--resume", "--model-args",
+                 '{"n_leads": 12, "seq_len": 5000, "patch_size": 250}']) == 0
+    assert main(["finetune", "--checkpoint", str(out / "pretrained"), "--steps", "2",
+                 "--records", "10", "--batch-size", "5", "--out", str(tmp_path / "ft"),
+                 "--quiet"]) == 0
+    assert "finetune (linear_probe)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["pretrain", "--method", "stmem"], "unknown SSL method"),
+    (["pretrain", "--model-args", "[1]"], "JSON object"),
+    (["pretrain", "--data", "/nonexistent"], "neither 'synthetic'"),
+    (["finetune", "--checkpoint", "/nonexistent"], "config.json"),
+])
+def test_bad_arguments_exit_2(argv, match, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv + ["--quiet"])
+    assert exc.value.code == 2 and match in capsys.readouterr().err
