@@ -9,6 +9,7 @@ import torch
 
 import fastecg
 from backends import CUDA, device_for
+from fastecg._spec import resample_factors
 from fastecg.ops import resample
 
 resample_module = importlib.import_module("fastecg.ops.resample")
@@ -31,7 +32,7 @@ BACKENDS = [b for b in ("cpu", "torch") if available(b)] + [CUDA]
 
 
 def factors(fs_in, fs_out):
-    return fastecg._spec.resample_factors(None, None, fs_in, fs_out)
+    return resample_factors(None, None, fs_in, fs_out)
 
 
 def scipy_reference(x, up, down, **kw):
@@ -187,13 +188,20 @@ def test_cpu_kernel_equals_torch_reference(isa, dtype, monkeypatch):
     monkeypatch.setenv("FASTECG_CPU_ISA", isa)
     gen = torch.Generator().manual_seed(0)
     kernel = torch.ops.fastecg._resample_poly_kernel
-    for rows, n_in, up, down, n_taps, offset, n_out, cval in [
-            (37, 5000, 1, 2, 41, 20, 2500, 0.0), (5, 1, 3, 1, 61, 30, 3, 0.5),
-            (33, 2049, 18, 25, 501, 250, 1476, -1.0), (9, 700, 25, 18, 501, 250, 972, 0.0),
-            (1, 300, 7, 3, 5, 0, 800, 2.0), (17, 90, 2, 7, 100, 99, 40, 0.0),
-            (3, 50, 4, 1, 3, 2, 210, 1.0)]:  # more phases (4) than taps (3)
+    # Symmetric taps take the folded path (AVX-512), long phases the sliding one.
+    for rows, n_in, up, down, n_taps, offset, n_out, cval, symmetric in [
+            (37, 5000, 1, 2, 41, 20, 2500, 0.0, False), (37, 5000, 1, 2, 41, 20, 2500, 0.0, True),
+            (40, 999, 1, 5, 101, 50, 200, 0.5, True), (33, 3001, 2, 1, 41, 20, 6002, 0.0, True),
+            (20, 301, 1, 3, 40, 19, 101, 0.0, True),  # even length: no middle tap
+            (5, 1, 3, 1, 61, 30, 3, 0.5, False), (5, 1, 1, 2, 41, 20, 1, 0.5, True),
+            (33, 2049, 18, 25, 501, 250, 1476, -1.0, True),
+            (9, 700, 25, 18, 501, 250, 972, 0.0, False),
+            (1, 300, 7, 3, 5, 0, 800, 2.0, False), (17, 90, 2, 7, 100, 99, 40, 0.0, False),
+            (3, 50, 4, 1, 3, 2, 210, 1.0, False)]:  # more phases (4) than taps (3)
         x = torch.randn(rows, n_in, generator=gen, dtype=dtype)
         taps = torch.randn(n_taps, generator=gen, dtype=dtype)
+        if symmetric:
+            taps = taps + taps.flip(0)
         args = (taps, up, down, offset, n_out, cval)
         out = kernel(x, *args)
         ref = resample_module.resample_reference(x.double(), taps.double(), *args[1:])
