@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["philox4x32", "Keys", "hash_normal", "MASK32"]
+__all__ = ["philox4x32", "Keys", "hash_normal", "add_hash_noise", "MASK32"]
 
 MASK32 = 0xFFFFFFFF
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57
@@ -119,3 +119,21 @@ def hash_normal(row_keys: Tensor, n_samples: int, dtype: torch.dtype) -> Tensor:
     radius = t.to(work).add_(0.5).mul_(1.0 / 65536).log_().mul_(-2).sqrt_()
     x &= 0xFFFF
     return radius.mul_(x.to(work).mul_(2 * math.pi / 65536).cos_()).to(dtype)
+
+
+def add_hash_noise(out: Tensor, row_keys: Tensor, std: Tensor) -> Tensor:
+    """``out += std[..., None] * hash_normal(row_keys)`` in place, for out (..., n_samples),
+    std (...) and row_keys (..., 2). On the CPU only the rows with a non-zero std are
+    generated (a step applied with probability p makes a fraction p of the noise); a row's
+    noise depends on its keys only, so the result is the same either way. On a GPU all
+    rows are, to keep the call free of host syncs."""
+    flat = out.view(-1, out.shape[-1])
+    std = std.to(out.dtype).reshape(-1)
+    keys = row_keys.reshape(-1, 2)
+    if out.device.type != "cpu":
+        flat.addcmul_(hash_normal(keys, out.shape[-1], out.dtype), std[:, None])
+        return out
+    rows = std.nonzero().squeeze(1)
+    noise = hash_normal(keys[rows], out.shape[-1], out.dtype).mul_(std[rows, None])
+    flat.index_add_(0, rows, noise)
+    return out

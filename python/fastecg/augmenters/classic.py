@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_prob
-from ._random import Keys, hash_normal
+from ._random import Keys, add_hash_noise
 from .base import Augmenter, check_range
 
 __all__ = ["BaselineWander", "RandomFlip", "RandomMasking", "RandomRenormalize",
@@ -103,8 +103,9 @@ def pair_within_batch(selected: Tensor, u: Tensor) -> Tensor:
 
 
 def _mix(a: Tensor, b: Tensor, lam: Tensor) -> Tensor:
+    """``lam * a + (1 - lam) * b`` in one pass."""
     lam = lam.to(a.dtype).view(-1, *([1] * (a.dim() - 1)))
-    return lam * a + (1 - lam) * b
+    return torch.lerp(b, a, lam)
 
 
 @AUGMENTERS.register("baseline_wander")
@@ -189,8 +190,7 @@ class BaselineWander(Augmenter):
                           params["noise_mean"][..., None]], -1)
         wander = coef.to(x.dtype) @ basis
         if any(row[1] > 0 for row in self.gaussian):  # static: no noise pass when all are 0
-            noise = hash_normal(params["noise_keys"], x.shape[-1], x.dtype)
-            wander.addcmul_(noise, params["noise_std"].to(x.dtype)[..., None])
+            add_hash_noise(wander, params["noise_keys"], params["noise_std"])
         return wander.add_(x), label, masks
 
 
@@ -373,12 +373,25 @@ class StretchCompress(Augmenter):
         return src, valid
 
     def transform(self, x, params, label, masks, info):
-        src, valid = self.positions(params["new_len"].to(x.device), x.shape[-1])
-        x = resample_gather(x, src, valid)
-        masks = [resample_gather(m.transpose(1, 2).to(x.dtype), src, valid).transpose(1, 2)
-                 .to(m.dtype) if m.is_floating_point() else
-                 _nearest(m, src, valid) for m in masks]
-        return x, label, masks
+        new_len = params["new_len"].to(x.device)
+        if x.device.type == "cpu":
+            # Resample only the rows that change (no host sync on the CPU): the others
+            # are copied, one pass instead of two gathers and an interpolation.
+            rows = (new_len != x.shape[-1]).nonzero().squeeze(1)
+            src, valid = self.positions(new_len[rows], x.shape[-1])
+            x = x.index_copy(0, rows, resample_gather(x[rows], src, valid))
+            masks = [m.index_copy(0, rows, _resample_mask(m[rows], src, valid)) for m in masks]
+            return x, label, masks
+        src, valid = self.positions(new_len, x.shape[-1])
+        return resample_gather(x, src, valid), label, [_resample_mask(m, src, valid)
+                                                       for m in masks]
+
+
+def _resample_mask(m: Tensor, src: Tensor, valid: Tensor) -> Tensor:
+    """Masks (n, T, k): float ones interpolated as the signal, others by nearest sample."""
+    if m.is_floating_point():
+        return resample_gather(m.transpose(1, 2), src, valid).transpose(1, 2)
+    return _nearest(m, src, valid)
 
 
 def _nearest(mask: Tensor, src: Tensor, valid: Tensor) -> Tensor:

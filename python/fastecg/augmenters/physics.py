@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_prob
-from ._random import Keys, hash_normal
+from ._random import Keys, add_hash_noise, hash_normal
 from .base import STANDARD_LEADS, Augmenter, check_range
 from .classic import sine_basis, sinusoids
 
@@ -179,8 +179,7 @@ class GaussianNoise(Augmenter):
         return {"std": std, "noise_keys": _row_keys(self, keys, 2, n_leads)}
 
     def transform(self, x, params, label, masks, info):
-        noise = hash_normal(params["noise_keys"], x.shape[-1], x.dtype)
-        return noise.mul_(params["std"].to(x.dtype)[..., None]).add_(x), label, masks
+        return add_hash_noise(x.clone(), params["noise_keys"], params["std"]), label, masks
 
 
 @AUGMENTERS.register("amplitude_scale")
