@@ -69,6 +69,8 @@ def _packages() -> list[str]:
 setup(
     package_dir={"": "python", "fastecg.triton_kernels": "triton_kernels"},
     packages=_packages(),
+    # The real records bundled as the default sample data (fastecg.data.bundled_records).
+    package_data={"fastecg.data": ["samples/*.hea", "samples/*.mat", "samples/*.md"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -3,8 +3,10 @@
 # then the wheel check (build, install into a fresh environment, import, smoke each op;
 # ~3 minutes on 2 cores; FASTECG_WHEEL_CHECK=0 skips it).
 source "$(dirname "$0")/_env.sh"
-"$PY" -c "import pytest, pytest_benchmark, triton" 2>/dev/null \
-  || pip_install pytest pytest-benchmark triton
+# The test extra's packages (pyproject.toml) and triton (its kernels run under the CPU
+# interpreter in the tests).
+"$PY" -c "import pytest, pytest_benchmark, triton, wfdb, pandas, pyarrow, tqdm, safetensors" \
+  2>/dev/null || pip_install pytest pytest-benchmark triton wfdb "pandas>=3" pyarrow tqdm safetensors
 "$PY" -m pytest tests -q "$@"
 "$PY" -m pytest benchmarks -q --benchmark-disable -p no:cacheprovider
 if [ "${FASTECG_WHEEL_CHECK:-1}" != 0 ]; then

@@ -46,10 +46,10 @@ class Resample(ResampleSpec, Transform):
     """
 
     def forward(self, sig: Tensor, fs: Optional[float] = None) -> Tensor:
-        return self._apply(sig, self.plan(SignalInfo(fs=fs, n_samples=sig.shape[-1])))
+        return self._resample(sig, self.plan(SignalInfo(fs=fs, n_samples=sig.shape[-1])))
 
     def run(self, sig: Tensor, info: SignalInfo, generator: Any = None) -> Tensor:
-        return self._apply(sig, self.plan(info))
+        return self._resample(sig, self.plan(info))
 
     def infer(self, info: SignalInfo) -> SignalInfo:
         out = super().infer(info)
@@ -57,7 +57,7 @@ class Resample(ResampleSpec, Transform):
             _poly_op()  # missing kernels fail before any work
         return out
 
-    def _apply(self, sig: Tensor, plan: ResamplePlan) -> Tensor:
+    def _resample(self, sig: Tensor, plan: ResamplePlan) -> Tensor:
         n = sig.shape[-1]
         if plan.n_out == n and plan.up == plan.down:
             return sig
