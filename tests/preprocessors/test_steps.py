@@ -285,3 +285,14 @@ def test_fft_and_linear_take_any_rate_ratio():
     for method in ("fft", "linear"):
         out, fs = PreprocManager(Resample(dst_fs=fs_out, method=method))(x, FS)
         assert out.shape[-1] == int(1000 * fs_out / FS) and fs == fs_out
+
+
+def test_pipeline_moves_like_any_module():
+    """nn.Module.to/.double()/.cpu() reach every step (a step's own ``_apply`` once
+    shadowed the module's and broke them)."""
+    pm = PreprocManager.from_recipe("st_mem")
+    x = torch.randn(2, 12, 5000, dtype=torch.float64)
+    before = pm(x.clone(), 500.0)[0]
+    assert pm.to("cpu") is pm and pm.double() is pm
+    after = pm(x.clone(), 500.0)[0]
+    torch.testing.assert_close(after, before)
