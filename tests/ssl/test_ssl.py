@@ -203,3 +203,22 @@ def test_contract_errors():
         c.apply(torch.randn(2, 90), 250.0)
     with pytest.raises(ValueError, match="Hz"):
         c.apply(torch.randn(2, 100), 500.0)
+
+
+def test_downstream_model_round_trip(tmp_path):
+    from fastecg.registry import MODELS
+
+    config = {"name": "ECG_CRNN", "classes": 2, "n_leads": 3}
+    torch.manual_seed(0)
+    model = MODELS.build(config).eval()
+    contract = Contract(fs=500.0, lead_names=["I", "II", "III"], siglen=1000,
+                        preprocess=PreprocManager.from_config(
+                            [{"name": "bandpass", "lowcut": 0.5, "highcut": 45.0}]))
+    save_pretrained(model, tmp_path, config=config, contract=contract, registry="MODELS")
+    loaded = from_pretrained(tmp_path).eval()
+    x = torch.randn(2, 3, 1000)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    assert loaded.contract == contract
+    with pytest.raises(ValueError, match="not 'mae_1d'"):
+        MAE1D.from_pretrained(tmp_path)
