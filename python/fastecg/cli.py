@@ -381,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo, check=_check_demo, parser=demo)
     _add_preprocess(sub)
     _add_ssl_commands(sub)
+    from fastecg.bench.command import add_bench_command  # numpy, no torch
+
+    add_bench_command(sub, _int_in)
     return parser
 
 

@@ -1,0 +1,459 @@
+"""What ``fastecg bench`` and ``benchmarks/bench_*.py`` time: every op's workloads, the
+candidates that compute each one, the reference their outputs are checked against and
+the tolerance of that check.
+
+A workload is one op and variant (``bandpass`` / ``iir``) on one input size. Its
+candidates are fastecg on each backend that runs on the device, the strongest CPU peer
+(SciPy or NumPy called the fast way: one vectorised call where the library is
+multi-threaded or vectorised, rows split over the allowed threads where it is
+single-threaded and releases the GIL, over processes where it keeps the GIL), and the
+plain-PyTorch approximation ECG code uses today (a different algorithm for some ops:
+its error is reported, not checked).
+
+Ops add their workloads with :func:`register`; ``fastecg bench`` lists and runs whatever
+is registered, so an op that lands later appears without editing the command::
+
+    @register("augment")
+    def _augment(size: Size, device: str, pools: Pools) -> list[Workload]:
+        ...
+
+Importing this module imports no torch (the command checks ``--ops`` against
+:func:`names` before any work); the builders import it when they run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import multiprocessing
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+__all__ = ["Size", "Candidate", "Workload", "Pools", "SIZES", "register", "names",
+           "build", "make_input", "sweep_sizes"]
+
+FS = 500.0                    # Hz: PhysioNet/CinC 12-lead recordings
+BAND_HZ = (0.5, 45.0)         # the band-pass every ECG pipeline here uses
+BAND_ORDER = 4
+FIR_TAPS = 101                # torch_ecg's default FIR length at 500 Hz
+BASELINE_WINDOWS_S = (0.2, 0.6)
+RESAMPLE_HZ = (250, 360)      # ST-MEM's rate and MIT-BIH's (an 18/25 polyphase ratio)
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """An input size: ``shape`` is (records, leads, samples) at ``fs`` Hz."""
+    name: str
+    shape: tuple[int, int, int]
+    fs: float = FS
+    seed: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.shape[-1] / self.fs
+
+
+# The recorded pytest-benchmark workloads (benchmarks/results/*.json) use the same
+# arrays: "ecg" is their "batch", "holter" their 1-hour "holter".
+SIZES = {
+    "small": Size("small", (4, 12, 1000)),
+    "ecg": Size("ecg", (64, 12, 5000)),
+    "holter": Size("holter", (2, 12, 500 * 3600), seed=1),
+}
+SWEEP_LENGTHS = (1250, 5000, 20_000, 80_000, 320_000)   # 2.5 s to 10.7 min at 500 Hz
+SWEEP_RECORDS = 4
+
+
+def sweep_sizes(quick: bool = False) -> list[Size]:
+    """Signal lengths for the time-against-length plot, 4 records of 12 leads each."""
+    lengths = SWEEP_LENGTHS[:3] if quick else SWEEP_LENGTHS
+    return [Size(f"sweep_{n}", (SWEEP_RECORDS, 12, n), seed=2) for n in lengths]
+
+
+def make_input(size: Size) -> np.ndarray:
+    """Synthetic 12-lead ECG of ``size`` in float32 mV. Recordings over a minute repeat
+    a 10 s stretch (synthesising an hour sample by sample takes longer than filtering it)."""
+    return _make_input(size.shape, size.fs, size.seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _make_input(shape: tuple, fs: float, seed: int) -> np.ndarray:
+    from fastecg.data import synthetic_ecg
+
+    records, leads, n = shape
+    block = int(round(10 * fs))
+    if n <= 6 * block:
+        return synthetic_ecg(records, leads, fs=fs, duration_s=n / fs, seed=seed)
+    reps = -(-n // block)
+    base = synthetic_ecg(records, leads, fs=fs, duration_s=10.0, seed=seed)
+    return np.ascontiguousarray(np.tile(base, (1, 1, reps))[..., :n])
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One way to compute a workload. ``fn`` takes the input as a NumPy array on the
+    host (``host=True``) or as a tensor on the benchmark's device, and returns the
+    output in the same kind. ``role``: ``"fastecg"``, ``"peer"`` (SciPy/NumPy at its
+    best) or ``"approx"`` (the plain-PyTorch approximation). ``checked``: its output
+    must agree with the reference within the workload's tolerance."""
+    label: str
+    fn: Callable[[Any], Any]
+    role: str
+    host: bool = False
+    checked: bool = True
+
+
+@dataclasses.dataclass
+class Workload:
+    """One op variant on one input. ``reference(x)`` is computed once from the float32
+    input ``x`` (a NumPy array); a candidate's error is ``max |out - ref| / max |ref|``
+    (the fraction of the signal's peak), and ``tolerance`` is the op's documented bound
+    on it (0: bit-for-bit equal). ``bytes_moved``: the input read once and the output
+    written once, for GB/s."""
+    op: str
+    variant: str
+    size: Size
+    candidates: list[Candidate]
+    reference: Callable[[np.ndarray], np.ndarray]
+    tolerance: float
+    params: dict = dataclasses.field(default_factory=dict)
+    out_samples: Optional[int] = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.op} {self.variant}"
+
+    @property
+    def bytes_moved(self) -> int:
+        records, leads, n = self.size.shape
+        return 4 * records * leads * (n + (self.out_samples or n))
+
+
+class Pools:
+    """Thread and process pools for the host peers, ``workers`` each, made on first use
+    and shut down by :meth:`close` (processes forked: the peers' functions are this
+    module's, the arrays travel pickled)."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, int(workers))
+        self._threads: Optional[Executor] = None
+        self._processes: Optional[Executor] = None
+
+    def threads(self) -> Executor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.workers)
+        return self._threads
+
+    def processes(self) -> Executor:
+        if self._processes is None:
+            self._processes = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("fork"))
+        return self._processes
+
+    def close(self) -> None:
+        for pool in (self._threads, self._processes):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._threads = self._processes = None
+
+    def split_rows(self, fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+                   processes: bool = False) -> np.ndarray:
+        """``fn`` on the rows of ``x`` split into one part per worker (threads for code
+        that releases the GIL, processes for code that keeps it)."""
+        rows = x.reshape(-1, x.shape[-1])
+        parts = min(self.workers, rows.shape[0])
+        if parts <= 1:
+            out = fn(rows)
+        else:
+            pool = self.processes() if processes else self.threads()
+            out = np.concatenate(list(pool.map(fn, np.array_split(rows, parts))))
+        return out.reshape(x.shape[:-1] + out.shape[-1:])
+
+
+# ---- registry ---------------------------------------------------------------------------
+
+Builder = Callable[[Size, str, Pools], "list[Workload]"]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register(op: str) -> Callable[[Builder], Builder]:
+    """Decorator: ``builder(size, device, pools) -> list[Workload]`` gives ``op``'s
+    workloads on ``size`` for ``device`` ("cpu" or "cuda"). A duplicate name is an error."""
+    def add(builder: Builder) -> Builder:
+        if op in _BUILDERS:
+            raise ValueError(f"bench workloads for {op!r} are already registered")
+        _BUILDERS[op] = builder
+        return builder
+    return add
+
+
+def names() -> list[str]:
+    """The ops that have workloads, in registration order."""
+    return list(_BUILDERS)
+
+
+def build(op: str, size: Size, device: str, pools: Pools) -> list[Workload]:
+    """``op``'s workloads on ``size``; KeyError for an op with none."""
+    return _BUILDERS[op](size, device, pools)
+
+
+def fastecg_backends(kernel: str, device: str) -> list[str]:
+    """fastecg's compiled backends that have ``kernel`` and run on ``device`` here, fastest
+    first (the pure-PyTorch reference backend is a correctness tool, not a candidate)."""
+    from fastecg.ops import _dispatch
+
+    order = ("cuda", "triton") if device == "cuda" else ("cpu",)
+    available = _dispatch.backends()
+    return [b for b in order if _dispatch.has_kernel(kernel, b) and available[b].available]
+
+
+def _to_numpy(y) -> np.ndarray:
+    return y if isinstance(y, np.ndarray) else y.detach().cpu().numpy()
+
+
+# ---- normalize ----------------------------------------------------------------------------
+
+def numpy_zscore_rows(rows: np.ndarray) -> np.ndarray:
+    """Per-lead z-score with NumPy (ddof=1, fastecg's convention)."""
+    from fastecg import numpy_path
+
+    return numpy_path.normalize(rows, "z-score", per_channel=True)
+
+
+def plain_torch_normalize(x, method: str = "z-score"):
+    """What a user writes in PyTorch (torch_ecg's normalize)."""
+    if method == "min-max":
+        lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
+        return (x - lo) / (hi - lo + 1e-7)
+    return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-7)
+
+
+@register("normalize")
+def _normalize(size: Size, device: str, pools: Pools) -> list[Workload]:
+    import fastecg
+
+    cands = [Candidate(f"fastecg_{b}", functools.partial(
+        fastecg.ops.normalize, method="z-score", per_channel=True, backend=b), "fastecg")
+        for b in fastecg_backends("normalize", device)]
+    # NumPy's reductions are single-threaded and release the GIL: rows over threads.
+    cands.append(Candidate("numpy_path_threads", lambda x: pools.split_rows(
+        numpy_zscore_rows, x), "peer", host=True))
+    cands.append(Candidate("plain_torch", plain_torch_normalize, "approx"))
+    return [Workload("normalize", "z-score", size, cands,
+                     lambda x: numpy_zscore_rows(x.astype(np.float64)), tolerance=1e-5)]
+
+
+# ---- bandpass -----------------------------------------------------------------------------
+
+@functools.cache
+def band_sos(fs: float = FS) -> np.ndarray:
+    import scipy.signal as ss
+
+    return ss.butter(BAND_ORDER, BAND_HZ, btype="bandpass", fs=fs, output="sos")
+
+
+@functools.cache
+def band_fir(fs: float = FS) -> np.ndarray:
+    import scipy.signal as ss
+
+    return ss.firwin(FIR_TAPS, BAND_HZ, pass_zero=False, fs=fs)
+
+
+def sosfiltfilt_rows(rows: np.ndarray, fs: float = FS) -> np.ndarray:
+    """SciPy's ``sosfiltfilt`` of the ECG band on ``rows`` (one call, last axis)."""
+    import scipy.signal as ss
+
+    return ss.sosfiltfilt(band_sos(fs), rows, axis=-1)
+
+
+def filtfilt_fir_rows(rows: np.ndarray, fs: float = FS) -> np.ndarray:
+    """SciPy's ``filtfilt`` with the 101-tap ECG band FIR on ``rows``."""
+    import scipy.signal as ss
+
+    return ss.filtfilt(band_fir(fs), 1.0, rows, axis=-1)
+
+
+def fft_mask(x, fs: float = FS, band: tuple = BAND_HZ):
+    """torch_ecg's ``bandpass_filter`` approach: zero the rFFT bins outside the band
+    (no padding, a brick wall: not the Butterworth response)."""
+    import torch
+
+    spec = torch.fft.rfft(x)
+    freqs = torch.fft.rfftfreq(x.shape[-1], d=1 / fs, device=x.device)
+    spec = spec * ((freqs >= band[0]) & (freqs <= band[1]))
+    return torch.fft.irfft(spec, n=x.shape[-1])
+
+
+def _fft_reference(x: np.ndarray, fs: float) -> np.ndarray:
+    import torch
+
+    import fastecg
+
+    return fastecg.ops.bandpass(torch.from_numpy(x), fs, *BAND_HZ, order=BAND_ORDER,
+                                method="fft", backend="torch").numpy()
+
+
+@register("bandpass")
+def _bandpass(size: Size, device: str, pools: Pools) -> list[Workload]:
+    import fastecg
+
+    fs = size.fs
+
+    def ours(method: str, backend: str):
+        return functools.partial(fastecg.ops.bandpass, fs=fs, lowcut=BAND_HZ[0],
+                                 highcut=BAND_HZ[1], order=BAND_ORDER, method=method,
+                                 backend=backend)
+
+    # sosfiltfilt and filtfilt run one row at a time and release the GIL: rows over threads.
+    scipy_iir = Candidate("scipy_sosfiltfilt_threads", lambda x: pools.split_rows(
+        functools.partial(sosfiltfilt_rows, fs=fs), x), "peer", host=True)
+    approx = Candidate("torch_fft_mask", functools.partial(fft_mask, fs=fs), "approx",
+                       checked=False)
+    iir = [Candidate(f"fastecg_{b}", ours("iir", b), "fastecg")
+           for b in fastecg_backends("sosfiltfilt", device)]
+    # The fft method equals sosfiltfilt away from the edges only (reflect padding, not
+    # odd padding and SciPy's initial conditions): SciPy's IIR is its peer in speed, and
+    # its reference is the method's own float64 torch kernel.
+    fft = [Candidate(f"fastecg_{b}", ours("fft", b), "fastecg")
+           for b in (["cpu"] if device == "cpu" else ["auto"])]
+    fir = [Candidate("fastecg_auto", ours("fir", "auto"), "fastecg")]
+    return [
+        Workload("bandpass", "iir", size, iir + [scipy_iir, approx],
+                 lambda x: sosfiltfilt_rows(x.astype(np.float64), fs), tolerance=1e-5),
+        Workload("bandpass", "fft", size,
+                 fft + [dataclasses.replace(scipy_iir, checked=False), approx],
+                 lambda x: _fft_reference(x.astype(np.float64), fs), tolerance=1e-5),
+        Workload("bandpass", "fir", size, fir + [Candidate(
+            "scipy_filtfilt_threads", lambda x: pools.split_rows(
+                functools.partial(filtfilt_fir_rows, fs=fs), x), "peer", host=True)],
+            lambda x: filtfilt_fir_rows(x.astype(np.float64), fs), tolerance=1e-5,
+            params={"numtaps": FIR_TAPS}),
+    ]
+
+
+# ---- baseline -----------------------------------------------------------------------------
+
+def median_windows(fs: float = FS) -> tuple[int, int]:
+    """The dual median's odd windows in samples, ``2 * (int(window * fs) // 2) + 1``."""
+    return tuple(2 * (int(w * fs) // 2) + 1 for w in BASELINE_WINDOWS_S)
+
+
+def dual_median_rows(rows: np.ndarray, w1: int = 101, w2: int = 301) -> np.ndarray:
+    """``x - median(median(x, w1), w2)`` on ``rows`` (n_rows, n_samples) with SciPy's
+    O(log w) 1-D path, row by row (its N-D call on a (batch, leads, samples) array is
+    ~50x slower)."""
+    import scipy.ndimage as nd
+
+    out = np.empty_like(rows)
+    for i, r in enumerate(rows):
+        out[i] = r - nd.median_filter(nd.median_filter(r, w1, mode="nearest"), w2,
+                                      mode="nearest")
+    return out
+
+
+def dual_mean_rows(rows: np.ndarray, w1: int = 101, w2: int = 301) -> np.ndarray:
+    """The same with moving averages: ``uniform_filter1d`` (mode "mirror", the reflect
+    padding of ``remove_baseline(method="mean")``)."""
+    import scipy.ndimage as nd
+
+    return rows - nd.uniform_filter1d(nd.uniform_filter1d(rows, w1, axis=-1, mode="mirror"),
+                                      w2, axis=-1, mode="mirror")
+
+
+def avg_pool_dual(x, w1: int = 101, w2: int = 301):
+    """The torch approximation: two ``avg_pool1d`` over reflect padding."""
+    import torch.nn.functional as F
+
+    y = x.reshape(-1, 1, x.shape[-1])
+    for w in (w1, w2):
+        y = F.avg_pool1d(F.pad(y, (w // 2, w // 2), mode="reflect"), w, stride=1)
+    return x - y.view(x.shape)
+
+
+@register("baseline")
+def _baseline(size: Size, device: str, pools: Pools) -> list[Workload]:
+    import fastecg
+
+    fs = size.fs
+    w1, w2 = median_windows(fs)
+
+    def ours(method: str, backend: str):
+        return functools.partial(fastecg.ops.remove_baseline, fs=fs,
+                                 window1=BASELINE_WINDOWS_S[0], window2=BASELINE_WINDOWS_S[1],
+                                 method=method, backend=backend)
+
+    median_rows = functools.partial(dual_median_rows, w1=w1, w2=w2)
+    mean_rows = functools.partial(dual_mean_rows, w1=w1, w2=w2)
+    params = {"windows": [w1, w2]}
+    # SciPy's median filter keeps the GIL: rows over processes. uniform_filter1d too, but
+    # it is fast enough that pickling the rows costs more than it saves: one call.
+    median = [Candidate(f"fastecg_{b}", ours("median", b), "fastecg")
+              for b in fastecg_backends("median_filter", device)]
+    median.append(Candidate("scipy_1d_per_row_processes", lambda x: pools.split_rows(
+        median_rows, x, processes=True), "peer", host=True))
+    mean = [Candidate(f"fastecg_{b}", ours("mean", b), "fastecg")
+            for b in (fastecg_backends("moving_average", device) or ["auto"])]
+    mean += [Candidate("scipy_uniform_filter1d", mean_rows, "peer", host=True),
+             Candidate("torch_avg_pool1d_dual", functools.partial(avg_pool_dual, w1=w1, w2=w2),
+                       "approx")]
+    return [
+        # exact in the reference: median values are input values, so bit-for-bit equal
+        Workload("baseline", "median", size, median,
+                 lambda x: median_rows(x.reshape(-1, x.shape[-1])).reshape(x.shape),
+                 tolerance=0.0, params=params),
+        Workload("baseline", "mean", size, mean,
+                 lambda x: mean_rows(x.astype(np.float64)), tolerance=1e-5, params=params),
+    ]
+
+
+# ---- resample -----------------------------------------------------------------------------
+
+def resample_poly_rows(rows: np.ndarray, up: int, down: int) -> np.ndarray:
+    """SciPy's ``resample_poly`` (Kaiser-windowed polyphase FIR) on ``rows``."""
+    import scipy.signal as ss
+
+    return ss.resample_poly(rows, up, down, axis=-1)
+
+
+def torch_interpolate(x, n_out: int):
+    """What PyTorch code often uses instead: linear interpolation, no anti-aliasing."""
+    import torch.nn.functional as F
+
+    return F.interpolate(x, size=n_out, mode="linear")
+
+
+@register("resample")
+def _resample(size: Size, device: str, pools: Pools) -> list[Workload]:
+    import fastecg
+    from fastecg._spec import resample_factors
+
+    out = []
+    for fs_out in RESAMPLE_HZ:
+        up, down = resample_factors(None, None, size.fs, fs_out)
+        n_out = -(-size.shape[-1] * up // down)
+        rows = functools.partial(resample_poly_rows, up=up, down=down)
+        cands = [Candidate(f"fastecg_{b}", functools.partial(
+            fastecg.ops.resample, fs_in=size.fs, fs_out=fs_out, backend=b), "fastecg")
+            for b in fastecg_backends("resample", device)]
+        # upfirdn releases the GIL: rows over threads.
+        cands += [Candidate("scipy_resample_poly_threads",
+                            functools.partial(pools.split_rows, rows), "peer", host=True),
+                  Candidate("torch_interpolate_linear",
+                            functools.partial(torch_interpolate, n_out=n_out), "approx",
+                            checked=False)]
+        out.append(Workload("resample", f"{size.fs:g}->{fs_out} Hz", size, cands,
+                            lambda x, rows=rows: rows(x.astype(np.float64)), tolerance=1e-5,
+                            params={"fs_out": fs_out, "up": up, "down": down},
+                            out_samples=n_out))
+    return out
+
+
+def default_workers() -> int:
+    """The threads this process may use (its CPU affinity where the OS says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
