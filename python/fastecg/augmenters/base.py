@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..transforms.config import SignalInfo, check_prob
+from ..transforms.config import SignalInfo
 from ..transforms.manager import Transform
 from ._random import Keys
 
@@ -125,12 +125,6 @@ class Batch:
         out_masks = [mask.reshape(self.lead_dims + (mask.shape[1],) + tuple(shape[k + 1:]))
                      for mask, shape in zip(masks, self.mask_shapes)]
         return sig, label, out_masks
-
-
-def _per_sample(values: Tensor, x: Tensor) -> Tensor:
-    """(n,) or (n, n_leads) parameters as a tensor broadcasting against x's (n, L, T)."""
-    values = values.to(device=x.device, dtype=x.dtype)
-    return values.view(values.shape[0], -1, 1) if values.dim() > 1 else values.view(-1, 1, 1)
 
 
 class Augmenter(Transform):

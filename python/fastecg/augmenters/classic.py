@@ -398,7 +398,9 @@ def _nearest(mask: Tensor, src: Tensor, valid: Tensor) -> Tensor:
     """Integer / boolean masks (n, T, k) follow the signal by nearest sample."""
     idx = src.round().long().clamp(0, mask.shape[1] - 1)
     out = mask.gather(1, idx[..., None].expand(-1, -1, mask.shape[2]))
-    return out * valid[..., None].to(out.dtype) if out.dtype != torch.bool else out & valid[..., None]
+    if out.dtype == torch.bool:
+        return out & valid[..., None]
+    return out * valid[..., None].to(out.dtype)
 
 
 class _PairMixer(Augmenter):
@@ -417,8 +419,8 @@ class _PairMixer(Augmenter):
     def _lam_partner(self, keys, k0: int, n: int, device) -> tuple:
         applied = self._applied(keys, self.prob, k0)
         tries = self._TRIES
-        lam = beta(self._uniform(keys, k0 + 1, 2 * tries + 2), self._normal(keys, k0 + 2, 2 * tries),
-                   self.alpha, self._beta)
+        lam = beta(self._uniform(keys, k0 + 1, 2 * tries + 2),
+                   self._normal(keys, k0 + 2, 2 * tries), self.alpha, self._beta)
         partner = pair_within_batch(applied, self._uniform(keys, k0 + 3)[:, 0])
         return applied, lam, partner
 

@@ -26,10 +26,10 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..registry import AUGMENTERS
-from ..transforms.config import BACKEND_NAMES, SignalInfo, check_backend_name
+from ..transforms.config import SignalInfo, check_backend_name
 from ..transforms.manager import TransformManager
 from ._random import Keys
 from .base import Augmenter, Batch, make_keys
@@ -38,8 +38,8 @@ __all__ = ["AugmenterManager", "DeviceAugmentLoader", "IndexedDataset"]
 
 # The manager's own draws (random order, probabilities of plain modules) use this slot.
 _MANAGER_SLOT = 0xFFFF
-# Backends with a fused augmentation kernel; the others fall back to nothing silently
-# never: asking for one that is not built is an error.
+# Backends that run the augmenters; asking for one whose fused kernel is not built yet is
+# an error rather than a silent fallback.
 _BUILT_BACKENDS = ("auto", "torch")
 
 
@@ -169,16 +169,26 @@ class AugmenterManager(TransformManager):
         # sample, so a given batch is reproducible (documented exception to per-sample).
         if not isinstance(keys, Keys):
             return make_keys(1, torch.device("cpu"), None, 0, None, keys)
+        if keys.slot == _MANAGER_SLOT:
+            return keys
         first = keys.index[:1].cpu() if keys.index.numel() else torch.zeros(1, dtype=torch.long)
         return Keys(keys.seed, keys.epoch, first, None, _MANAGER_SLOT)
+
+    def _draw(self, keys: Any = None) -> list[int]:
+        """This call's steps: all, shuffled if ``random``, less those whose manager-level
+        probability (plain modules; augmenters take `prob` themselves, per sample) leaves
+        them out. Drawn per batch from its keys: the same batch gives the same steps."""
+        keys = self._batch_keys(keys)
+        n = len(self.steps)
+        order = self._permutation(n, keys) if self.random else range(n)
+        u = keys.uniform(1, max(n, 1))[0].tolist()
+        return [i for i in order if self._probs[i] >= 1 or u[i] < self._probs[i]]
 
     def _permutation(self, n: int, keys: Any) -> list[int]:
         return torch.argsort(self._batch_keys(keys).uniform(0, n)[0]).tolist()
 
     def _uniform(self, keys: Any) -> float:
-        keys = self._batch_keys(keys)
-        self._draws = getattr(self, "_draws", 0) + 1
-        return float(keys.uniform(1 + self._draws % 64)[0, 0])
+        return float(self._batch_keys(keys).uniform(2)[0, 0])
 
 
 class IndexedDataset(torch.utils.data.Dataset):

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..registry import AUGMENTERS
-from ..transforms.config import SignalInfo, check_prob
+from ..transforms.config import check_prob
 from ._random import Keys, add_hash_noise, hash_normal
 from .base import STANDARD_LEADS, Augmenter, check_range
 from .classic import sine_basis, sinusoids
@@ -52,7 +52,8 @@ class PowerlineNoise(Augmenter):
 
     stream = 9
 
-    def __init__(self, fs: Optional[float] = None, freq: Union[float, Sequence[float]] = (50.0, 60.0),
+    def __init__(self, fs: Optional[float] = None,
+                 freq: Union[float, Sequence[float]] = (50.0, 60.0),
                  amplitude: Union[float, Sequence[float]] = (0.0, 0.05), harmonics: int = 1,
                  prob: float = 0.5, inplace: bool = False):
         super().__init__()
@@ -421,7 +422,8 @@ class VCGRotation(Augmenter):
 
     stream = 17
 
-    def __init__(self, max_angle_deg: float = 45.0, scale: Union[float, Sequence[float]] = (1.0, 1.5),
+    def __init__(self, max_angle_deg: float = 45.0,
+                 scale: Union[float, Sequence[float]] = (1.0, 1.5),
                  prob: float = 0.5, inplace: bool = False):
         super().__init__()
         if isinstance(max_angle_deg, bool) or not isinstance(max_angle_deg, numbers.Real) or \

@@ -9,7 +9,6 @@ from torch import nn
 
 from fastecg.augmenters import (AugmenterManager, DeviceAugmentLoader, IndexedDataset, Mixup,
                                 StretchCompress, VCGRotation)
-from fastecg.augmenters.physics import REDUCED_LEAD_SETS  # noqa: F401  (registry filled)
 
 FS = 500.0
 
