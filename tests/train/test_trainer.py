@@ -129,7 +129,7 @@ DDP_SCRIPT = textwrap.dedent("""
     model = Regression()
     data = torch.randn(32, 2, 8, generator=torch.Generator().manual_seed(1))
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), batch_size=4,
-                      max_steps=5, progress=False, seed=2)
+                      max_steps=5, progress=False, seed=2, out_dir=sys.argv[2], ckpt_every=5)
     assert trainer.world == 2
     trainer.fit(data)
     if trainer.rank == 0:
@@ -145,7 +145,8 @@ def test_ddp_two_gloo_processes_match_one(tmp_path):
     script.write_text(DDP_SCRIPT.format(model=inspect.getsource(Regression)))
     out = tmp_path / "ddp.pt"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2", str(script), str(out)], env=_env(),
+                           "--nproc_per_node=2", str(script), str(out), str(tmp_path / "run")],
+                          env=_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     torch.manual_seed(0)
@@ -154,6 +155,11 @@ def test_ddp_two_gloo_processes_match_one(tmp_path):
     Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), batch_size=8, max_steps=5,
             progress=False, seed=2).fit(data)
     ddp = torch.load(out, weights_only=True)
+    # rank 0 wrote the only checkpoint, holding both ranks' RNG states
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "step_00000005.pt", weights_only=True)
+    assert len(ckpt["rng"]) == 2 and ckpt["meta"]["world"] == 2
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "latest", "step_00000005.pt"]
     for k, v in model.state_dict().items():
         torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-6)
 
