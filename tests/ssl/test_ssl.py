@@ -222,3 +222,13 @@ def test_downstream_model_round_trip(tmp_path):
     assert loaded.contract == contract
     with pytest.raises(ValueError, match="not 'mae_1d'"):
         MAE1D.from_pretrained(tmp_path)
+
+
+def test_st_mem_contract_follows_seq_len():
+    torch.manual_seed(0)
+    model = STMEM(seq_len=750, embed_dim=16, depth=1, num_heads=2, decoder_dim=8,
+                  decoder_depth=1, decoder_heads=2)
+    x = model.preprocess(torch.randn(1, 12, 5000), 500.0)
+    assert x.shape == (1, 12, 750)
+    with torch.no_grad():
+        assert torch.isfinite(model.pretrain_step(x)["loss"])

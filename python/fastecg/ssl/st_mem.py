@@ -18,6 +18,20 @@ from .pretrained import Contract
 
 __all__ = ["STMEM"]
 
+_PAPER_SEQ_LEN = 2250
+
+
+def _recipe_with_length(seq_len: int) -> dict:
+    """The ``st_mem`` recipe cropping to `seq_len` samples instead of the paper's 2250, so
+    that a model built for another length keeps a contract that produces its input."""
+    from fastecg.preprocessors import PreprocManager
+
+    config = PreprocManager.from_recipe("st_mem").to_config()
+    for step in config["steps"]:
+        if step["name"] == "crop_or_pad":
+            step["length"] = seq_len
+    return config
+
 
 @SSL.register("st_mem")
 class STMEM(BaseMaskedAutoencoder):
@@ -54,7 +68,8 @@ class STMEM(BaseMaskedAutoencoder):
         Normalise each target patch by its mean and variance (off: the paper
         reconstructs the standardised signal itself).
     fs, lead_names, preprocess
-        The input contract: 250 Hz, the standard leads, the ``st_mem`` recipe.
+        The input contract: 250 Hz, the standard leads, the ``st_mem`` recipe (its crop
+        set to `seq_len` when that is not 2250; the recipe takes the 12 standard leads).
 
     References
     ----------
@@ -102,6 +117,8 @@ class STMEM(BaseMaskedAutoencoder):
         for p in (self.lead_embed, self.sep_embed, self.mask_token, self.decoder_lead_embed,
                   self.decoder_sep_embed):
             nn.init.normal_(p, std=0.02)
+        if preprocess == "st_mem" and seq_len != _PAPER_SEQ_LEN:
+            preprocess = _recipe_with_length(seq_len)
         self._record(locals(), Contract(fs, lead_names, seq_len, preprocess))
 
     def _frame(self, tokens: Tensor, sep: Tensor, pos: Tensor, lead: Tensor) -> Tensor:
