@@ -178,8 +178,10 @@ class AugmenterManager(TransformManager):
         """This call's steps: all, shuffled if ``random``, less those whose manager-level
         probability (plain modules; augmenters take `prob` themselves, per sample) leaves
         them out. Drawn per batch from its keys: the same batch gives the same steps."""
-        keys = self._batch_keys(keys)
         n = len(self.steps)
+        if not self.random and all(p >= 1 for p in self._probs):
+            return list(range(n))  # nothing to draw (and no host sync on a GPU)
+        keys = self._batch_keys(keys)
         order = self._permutation(n, keys) if self.random else range(n)
         u = keys.uniform(1, max(n, 1))[0].tolist()
         return [i for i in order if self._probs[i] >= 1 or u[i] < self._probs[i]]
