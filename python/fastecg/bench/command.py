@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 from . import workloads
 
 SIZE_NAMES = ("small", "ecg", "holter", "sweep")
+DEVICES = ("cpu", "cuda")
 MAX_THREADS = 4096
 
 
@@ -27,8 +28,24 @@ def _names_in(choices: Callable[[], Sequence[str]], what: str) -> Callable[[str]
     return parse
 
 
+def _one_of(choices: Sequence[str], what: str) -> Callable[[str], str]:
+    """argparse type: one of ``choices``."""
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {text!r}; choose from {', '.join(choices)}")
+        return text
+    return parse
+
+
 def _check(args: argparse.Namespace) -> None:
     """--out must be a folder or not exist yet; --device cuda needs a visible GPU."""
+    # Python 3.11's argparse turns "--opt=--" into [] without calling the option's type
+    for option, value in (("--ops", args.ops), ("--sizes", args.sizes),
+                          ("--threads", args.threads), ("--device", args.device),
+                          ("--out", args.out)):
+        if isinstance(value, list) and not value:
+            raise ValueError(f"{option}: expected a value, got '--'")
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out}: exists and is not a folder")
@@ -76,8 +93,8 @@ def add_bench_command(sub, int_type: Callable[[int, int], Callable[[str], int]])
         "table, results.json, plots")
     bench.add_argument("--ops", type=_names_in(workloads.names, "op"), default=None,
                        help=f"comma-separated, from {ops} (all)")
-    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                       help="where fastecg and the torch approximations run (cpu)")
+    bench.add_argument("--device", type=_one_of(DEVICES, "device"), default="cpu",
+                       help="cpu or cuda: where fastecg and the torch approximations run (cpu)")
     bench.add_argument("--sizes", type=_names_in(lambda: SIZE_NAMES, "size"), default=["ecg"],
                        help="comma-separated: small (4x12x1000), ecg (64x12x5000), holter "
                        "(2x12x1.8M samples; 10 min with --quick), sweep (4x12 x 1250 to "
