@@ -413,3 +413,8 @@ def test_bad_tensors():
         aug(torch.ones(2, 3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="needs the sampling rate"):
         BaselineWander()(x)
+    classes = torch.tensor([0, 2, 1, 1])
+    assert torch.equal(aug(x, classes, seed=0)[1], classes)  # class indices pass through
+    for mixer in (Mixup(), CutMix(), LabelSmooth()):
+        with pytest.raises(ValueError, match="one-hot or soft"):
+            mixer(x, classes)

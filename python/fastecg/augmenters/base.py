@@ -94,7 +94,7 @@ class Batch:
                 raise ValueError(f"{what}: label must be a tensor, got {type(label).__name__}")
             if label.dim() == len(self.lead_dims) + 1 and tuple(label.shape[:-1]) == self.lead_dims:
                 self.label = label.reshape(self.n, label.shape[-1])
-            elif tuple(label.shape) == self.lead_dims and label.is_floating_point():
+            elif tuple(label.shape) == self.lead_dims:  # one value per sample (class index)
                 self.label = label.reshape(self.n, 1)
             else:
                 raise ValueError(f"{what}: label of shape {tuple(label.shape)} does not match "

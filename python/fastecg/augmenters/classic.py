@@ -403,6 +403,12 @@ def _nearest(mask: Tensor, src: Tensor, valid: Tensor) -> Tensor:
     return out * valid[..., None].to(out.dtype)
 
 
+def _check_soft_label(aug: Augmenter, batch) -> None:
+    if batch.label is not None and not batch.label.is_floating_point():
+        raise ValueError(f"{type(aug).__name__} mixes labels: give them one-hot or soft "
+                         f"(floating point, (..., n_classes)), got {batch.label.dtype}")
+
+
 class _PairMixer(Augmenter):
     """Shared by Mixup and CutMix: per-sample lambda ~ Beta(alpha, beta) and partners."""
 
@@ -415,6 +421,9 @@ class _PairMixer(Augmenter):
                                   or not v > 0):
                 raise ValueError(f"{name}: {what} must be a positive number, got {v!r}")
         return float(alpha), float(beta_ or alpha), check_prob(prob, name)
+
+    def check_batch(self, batch, info) -> None:
+        _check_soft_label(self, batch)
 
     def _lam_partner(self, keys, k0: int, n: int, device) -> tuple:
         applied = self._applied(keys, self.prob, k0)
@@ -525,6 +534,9 @@ class LabelSmooth(Augmenter):
             raise ValueError(f"LabelSmooth: smoothing must be in [0, 1], got {smoothing!r}")
         self.fs, self.smoothing, self.inplace = fs, float(smoothing), inplace
         self.prob = check_prob(prob, "LabelSmooth")
+
+    def check_batch(self, batch, info) -> None:
+        _check_soft_label(self, batch)
 
     def draw(self, keys, x, info):
         return {"applied": self._applied(keys, self.prob)}
