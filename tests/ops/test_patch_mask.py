@@ -211,3 +211,16 @@ def test_bad_shapes():
         masked_patch_embed(x, torch.randn(4, 3), None, torch.randn(4, 4), 5, 0.5)
     with pytest.raises(ValueError, match="pred"):
         masked_reconstruction_loss(torch.randn(1, 3, 10), x, torch.ones(1, 4), 5)
+
+
+def test_half_prediction_against_float_signal():
+    # Under autocast the decoder gives bfloat16 beside a float32 signal.
+    x = torch.randn(2, 3, 40)
+    mask = patch_mask(x, 5, 0.5, "lead_temporal").mask
+    pred = torch.randn(2, 24, 5, dtype=torch.bfloat16, requires_grad=True)
+    loss = masked_reconstruction_loss(pred, x, mask, 5, True, "lead_temporal")
+    assert loss.dtype == torch.bfloat16
+    loss.backward()
+    assert pred.grad.dtype == torch.bfloat16
+    torch.library.opcheck(torch.ops.fastecg.masked_recon_loss.default,
+                          (pred.detach().requires_grad_(), x, mask, 5, 1, True, 1e-6, "auto"))

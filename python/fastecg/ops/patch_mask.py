@@ -216,7 +216,7 @@ def _masked_recon_loss(pred: Tensor, x: Tensor, mask: Tensor, patch_size: int, m
                        norm_pix: bool, eps: float, backend: str) -> Tensor:
     loss, _ = kernel_for("masked_recon_loss", x, backend)(pred, x.contiguous(), mask, patch_size,
                                                           mode, norm_pix, eps)
-    return loss
+    return loss.to(pred.dtype)  # x may be wider (float32 beside a bf16 prediction)
 
 
 @_masked_recon_loss.register_fake
@@ -234,7 +234,7 @@ def _loss_backward(ctx, grad):
     pred, x, mask = ctx.saved_tensors
     patch_size, mode, norm_pix, eps = ctx.args
     dpred, dx = masked_recon_loss_backward(grad, pred, x, mask, patch_size, mode, norm_pix, eps)
-    return dpred, dx, None, None, None, None, None, None
+    return dpred.to(pred.dtype), dx.to(x.dtype), None, None, None, None, None, None
 
 
 _masked_recon_loss.register_autograd(_loss_backward, setup_context=_loss_setup)
@@ -361,6 +361,12 @@ def patch_mask(x: Tensor, patch_size: int, mask_ratio: float, mode: str = "tempo
         Bad shape, a length not divisible by `patch_size`, `mask_ratio` outside
         ``[0, 1)``, an unknown `mode`.
 
+    Notes
+    -----
+    Under ``torch.compile(fullgraph=True)`` leave `generator` None: Dynamo cannot trace a
+    Generator object. Compiled code then draws from Inductor's own generator; set
+    ``torch._inductor.config.fallback_random = True`` for the same draws as eager.
+
     Examples
     --------
     >>> out = patch_mask(torch.randn(2, 12, 5000), 50, 0.75)
@@ -475,5 +481,7 @@ def masked_reconstruction_loss(pred: Tensor, x: Tensor, mask: Tensor, patch_size
     if norm_pix and d < 2:
         raise ValueError("masked_reconstruction_loss: norm_pix needs patches of 2+ values")
     check_backend_name(backend)
-    return _masked_recon_loss(pred.contiguous(), x, mask.to(pred.dtype), patch_size, code,
-                              bool(norm_pix), float(eps), backend)
+    # The mask's sum is a count: half types would round it (bfloat16 above 256).
+    mask = mask.to(torch.promote_types(pred.dtype, torch.float32))
+    return _masked_recon_loss(pred.contiguous(), x, mask, patch_size, code, bool(norm_pix),
+                              float(eps), backend)

@@ -408,6 +408,9 @@ class Trainer:
                 if self.batch_in_epoch >= steps_per_epoch * self.grad_accum:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 sampler.set_position(self.epoch, self.batch_in_epoch)
+                if hasattr(loader.dataset, "set_epoch"):
+                    # random crops drawn from (seed, epoch, index) (ECGStore)
+                    loader.dataset.set_epoch(self.epoch)
                 self._loader_gen.manual_seed(self.seed + self.epoch)
                 it = iter(loader)
                 while self.step < total and \
