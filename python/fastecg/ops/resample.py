@@ -265,9 +265,11 @@ def resample(x: Tensor, up: Optional[int] = None, down: Optional[int] = None, *,
     Polyphase: output m reads only the taps of its phase, ``ceil(len(taps) / up)`` of
     them, so no zero-stuffed sample is multiplied and no discarded output computed. The
     arithmetic is in `x`'s dtype, as SciPy's (it casts the taps to it); half types are
-    computed in float32 and rounded back. Measured against SciPy in float64: at most ~3e-7
-    of the peak in float32 (SciPy's own float32 result is as far), ~1e-15 in float64. The
-    gradient is exact: the transposed polyphase filter, one call of the same kernel.
+    computed in float32 and rounded back. Measured against SciPy in float64, relative to
+    the signal's peak: at most 3.3e-7 in float32 over 10 ratios and lengths 1-5000, as
+    far as SciPy's own float32 result (the taps' rounding to float32, which SciPy does
+    too, dominates); ~1e-15 in float64. The gradient is exact: the transposed polyphase
+    filter, one call of the same kernel.
 
     References
     ----------
