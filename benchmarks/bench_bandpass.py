@@ -14,15 +14,12 @@ import scipy.signal as ss
 import torch
 
 import fastecg
-from fastecg.data import synthetic_ecg
+from fastecg.bench.workloads import BAND_HZ, FS, SIZES, band_fir, band_sos, fft_mask, make_input
 
 torch.set_num_threads(2)
-FS, LOW, HIGH = 500.0, 0.5, 45.0
-SOS = ss.butter(4, [LOW, HIGH], btype="bandpass", fs=FS, output="sos")
-WORKLOADS = {
-    "batch": synthetic_ecg(64, seed=0),
-    "holter": np.tile(synthetic_ecg(2, seed=1), (1, 1, 360)),
-}
+LOW, HIGH = BAND_HZ
+SOS = band_sos(FS)
+WORKLOADS = {"batch": make_input(SIZES["ecg"]), "holter": make_input(SIZES["holter"])}
 
 
 @functools.cache
@@ -46,14 +43,6 @@ def on_two_threads(filt, x):
 
 def scipy_two_threads(x):
     return on_two_threads(lambda r: ss.sosfiltfilt(SOS, r, axis=-1), x)
-
-
-def fft_mask(x):
-    """torch_ecg's bandpass_filter approach: zero the rFFT bins outside the band."""
-    spec = torch.fft.rfft(x)
-    freqs = torch.fft.rfftfreq(x.shape[-1], d=1 / FS, device=x.device)
-    spec = spec * ((freqs >= LOW) & (freqs <= HIGH))
-    return torch.fft.irfft(spec, n=x.shape[-1])
 
 
 CANDIDATES = {
@@ -119,7 +108,7 @@ def test_forward_backward(benchmark, label):
 
 # FIR method: torch_ecg's default 101 taps at 500 Hz, against SciPy's filtfilt (the same
 # taps, one call on the whole array, and rows split over 2 threads).
-TAPS = ss.firwin(101, [LOW, HIGH], pass_zero=False, fs=FS)
+TAPS = band_fir(FS)
 
 
 @functools.cache

@@ -23,27 +23,20 @@ import numpy as np
 import pytest
 import scipy.ndimage as nd
 import torch
-import torch.nn.functional as F
 
 import fastecg
+from fastecg.bench.workloads import (FS, SIZES, avg_pool_dual, dual_mean_rows, dual_median_rows,
+                                     make_input, median_windows)
 from fastecg.data import synthetic_ecg
 
 torch.set_num_threads(2)
-FS = 500.0
-W1, W2 = 101, 301
-WORKLOADS = {
-    "batch": synthetic_ecg(64, seed=0),
-    "holter": np.tile(synthetic_ecg(2, seed=1), (1, 1, 360)),
-}
+W1, W2 = median_windows(FS)  # 101, 301
+WORKLOADS = {"batch": make_input(SIZES["ecg"]), "holter": make_input(SIZES["holter"])}
 THREADS = ThreadPoolExecutor(2)
 PROCESSES = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"))
 
 
-def _dual_median_rows(rows):
-    out = np.empty_like(rows)
-    for i, r in enumerate(rows):
-        out[i] = r - nd.median_filter(nd.median_filter(r, W1, mode="nearest"), W2, mode="nearest")
-    return out
+_dual_median_rows = functools.partial(dual_median_rows, w1=W1, w2=W2)  # picklable
 
 
 def scipy_nd_call(x):
@@ -82,16 +75,7 @@ def bottleneck_2threads(x):
     return np.concatenate(list(parts)).reshape(x.shape)
 
 
-def avg_pool_dual(x):
-    y = x.reshape(-1, 1, x.shape[-1])
-    for w in (W1, W2):
-        y = F.avg_pool1d(F.pad(y, (w // 2, w // 2), mode="reflect"), w, stride=1)
-    return x - y.view(x.shape)
-
-
-def uniform_filter_dual(x):
-    return x - nd.uniform_filter1d(nd.uniform_filter1d(x, W1, axis=-1, mode="mirror"), W2,
-                                   axis=-1, mode="mirror")
+uniform_filter_dual = functools.partial(dual_mean_rows, w1=W1, w2=W2)
 
 
 MEDIAN = {

@@ -25,13 +25,16 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
 import fastecg  # noqa: E402
-from bench_bandpass import FS, HIGH, LOW, SOS, fft_mask  # noqa: E402
-from bench_baseline import _dual_median_rows, avg_pool_dual  # noqa: E402
-from bench_normalize import plain_torch  # noqa: E402
+# the shared workload definitions, not the CPU suites (which pin torch to 2 threads)
+from fastecg.bench.workloads import BAND_HZ, FS, avg_pool_dual, band_sos, dual_median_rows  # noqa: E402
+from fastecg.bench.workloads import fft_mask  # noqa: E402
+from fastecg.bench.workloads import plain_torch_normalize as plain_torch  # noqa: E402
 from fastecg.data import synthetic_ecg  # noqa: E402
 
 CORES = os.cpu_count()
-torch.set_num_threads(CORES)  # the CPU benchmarks imported above pin 2 (the JSON records it)
+LOW, HIGH = BAND_HZ
+SOS = band_sos(FS)
+_dual_median_rows = dual_median_rows  # windows 101, 301 at 500 Hz
 THREADS = ThreadPoolExecutor(CORES)
 PROCESSES = ProcessPoolExecutor(CORES, mp_context=multiprocessing.get_context("fork"))
 BATCH = synthetic_ecg(64, seed=0)                                   # (64, 12, 5000)

@@ -10,21 +10,14 @@ import torch
 
 import fastecg
 from fastecg import numpy_path
-from fastecg.data import synthetic_ecg
+from fastecg.bench.workloads import SIZES, make_input
+from fastecg.bench.workloads import plain_torch_normalize as plain_torch
 
 torch.set_num_threads(2)
-SHAPE = (64, 12, 5000)
-X = torch.from_numpy(synthetic_ecg(SHAPE[0], seed=0))
+SHAPE = SIZES["ecg"].shape  # (64, 12, 5000)
+X = torch.from_numpy(make_input(SIZES["ecg"]))
 REF = {m: numpy_path.normalize(X.double().numpy(), method=m, per_channel=True).astype(np.float32)
        for m in ("z-score", "min-max")}
-
-
-def plain_torch(x, method):
-    """What a user writes in PyTorch (torch_ecg's normalize)."""
-    if method == "min-max":
-        lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
-        return (x - lo) / (hi - lo + 1e-7)
-    return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-7)
 
 
 CANDIDATES = {

@@ -80,8 +80,6 @@ def test_an_op_registered_later_appears_without_editing_the_command(tmp_path, mo
 
     @workloads.register("toy_scale")
     def _toy(size, device, pools):
-        import torch
-
         return [workloads.Workload(
             "toy_scale", "x2", size,
             [workloads.Candidate("fastecg_torch", lambda x: x * 2, "fastecg"),

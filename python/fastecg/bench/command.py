@@ -96,13 +96,13 @@ def add_bench_command(sub, int_type: Callable[[int, int], Callable[[str], int]])
     bench.add_argument("--device", type=_one_of(DEVICES, "device"), default="cpu",
                        help="cpu or cuda: where fastecg and the torch approximations run (cpu)")
     bench.add_argument("--sizes", type=_names_in(lambda: SIZE_NAMES, "size"), default=["ecg"],
-                       help="comma-separated: small (4x12x1000), ecg (64x12x5000), holter "
-                       "(2x12x1.8M samples; 10 min with --quick), sweep (4x12 x 1250 to "
-                       "320000 samples) (ecg)")
+                       help="comma-separated: small (4x12x1000), ecg (64x12x5000; 16 records "
+                       "with --quick), holter (2x12x1.8M samples; 10 min with --quick), sweep "
+                       "(4x12 x 1250 to 320000 samples; to 20000 with --quick) (ecg)")
     bench.add_argument("--threads", type=int_type(1, MAX_THREADS), default=None,
                        help="torch threads and SciPy workers (all this process may use)")
     bench.add_argument("--quick", action="store_true",
-                       help="fewer rounds, a 10-minute holter, a shorter sweep")
+                       help="fewer rounds, smaller ecg and holter sizes, a shorter sweep")
     bench.add_argument("--out", default="fastecg_bench",
                        help="folder for results.json and the plots (./fastecg_bench)")
     bench.set_defaults(func=run_command, check=_check, parser=bench)

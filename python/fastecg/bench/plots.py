@@ -46,9 +46,9 @@ def _speedup_plot(plt, doc: dict, size: str, path: pathlib.Path) -> None:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
-    for y, m in zip(ys, med):
-        ax.annotate(f"{m:.2g}x", (m, y), xytext=(4, 0), textcoords="offset points",
-                    va="center", fontsize=7)
+    for y, b in zip(ys, bars):  # right of the error bar, so the two never overlap
+        ax.annotate(f"{b[1]['median']:.3g}x", (max(b[1]["p80"], b[1]["median"]), y),
+                    xytext=(6, 0), textcoords="offset points", va="center", fontsize=7)
     shape = "x".join(map(str, recs[0]["shape"]))
     ax.set_xlabel("speed-up of fastecg (other's time / fastecg's, paired per round; "
                   "bars: p20-p80)")
