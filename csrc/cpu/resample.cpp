@@ -60,16 +60,15 @@ template <typename T> struct Vec32 {
 
 // Rows and samples of one register transpose (a 32-byte vector of T).
 template <typename T> constexpr int64_t kTile = 32 / sizeof(T);
-// Rows of a block: two 64-byte vectors a time step, so each output has four independent
-// accumulators (two vectors x even/odd taps): eight ymm chains on AVX2, enough to keep
-// both FMA pipes busy through the FMA latency.
+// Rows of a block: 128 bytes a time step (two zmm, four ymm).
 template <typename T> constexpr int64_t kBlock = 128 / sizeof(T);
 // Input time steps a chunk's span aims at: 128 KB of lane-interleaved buffer, in L2,
-// while one output's taps (at most a few hundred steps) stay in L1.
+// while a group of outputs' inputs stay in L1.
 constexpr int64_t kSpanSteps = 1024;
 // Outputs of one phase computed together, and vectors of a time step per pass: each
 // broadcast tap feeds kOutputs * kGroup independent accumulators (8 zmm on AVX-512, 8 ymm
-// on AVX2: enough chains to cover the FMA latency; 16 registers hold them with the tap).
+// on AVX2: enough chains to cover the FMA latency). The sliding window's 8 more vectors
+// fit AVX-512's 32 registers; on AVX2 one of them goes through the stack.
 constexpr int kOutputs = 4, kGroup = 2;
 // Taps per residue (phase length / down) from which the register window pays.
 constexpr int64_t kSlideTaps = 3;
@@ -91,7 +90,7 @@ struct Problem {
   const int64_t* phase;  // output c < up: its phase, and its first input less (c * down) / up
   const int64_t* first;
   const uint8_t* symmetric;  // phase k's taps read the same both ways
-  int64_t chunk;         // outputs per chunk, a multiple of kTile<T>
+  int64_t chunk;         // outputs per chunk: whole groups of kOutputs * up and tiles, or all
   int64_t n_chunks;
   int64_t span_max;      // input steps of the widest chunk
 };
@@ -450,7 +449,9 @@ void resample_rows(const T* x, T* y, const T* h, int64_t rows, int64_t n_in, int
   const int64_t reach = (n_taps + up - 1) / up;
   // A whole number of filter_span's groups of kOutputs * up outputs and of transpose tiles.
   const int64_t unit = std::lcm<int64_t>(P, kOutputs * up);
-  int64_t chunk = (kSpanSteps - std::min(reach, kSpanSteps)) * up / down;
+  // About kSpanSteps input steps, and at most 4 kSpanSteps outputs (upsampling by 1000
+  // would otherwise buffer a million outputs).
+  int64_t chunk = std::min((kSpanSteps - std::min(reach, kSpanSteps)) * up / down, 4 * kSpanSteps);
   chunk = std::min(std::max<int64_t>(unit, chunk / unit * unit), (n_out + P - 1) / P * P);
   p.chunk = chunk;
   p.n_chunks = (n_out + chunk - 1) / chunk;
