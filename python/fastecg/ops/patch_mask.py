@@ -113,8 +113,14 @@ def masked_recon_loss_reference(pred: Tensor, x: Tensor, mask: Tensor, patch_siz
     (no patchified copy of x)."""
     residual, _, _ = _residual(pred, x, patch_size, mode, norm_pix, eps)
     d = residual.shape[1] * residual.shape[3]
-    per_patch = residual.square().sum(-1).sum(1) / d
+    per_patch = _sq_sum(residual) / d
     return (per_patch * mask).sum() / mask.sum(), per_patch
+
+
+def _sq_sum(v: Tensor) -> Tensor:
+    """Sum of squares over the token's (G, P) values, (B, G, L, P) -> (B, L), without a
+    squared temporary (vector_norm reduces in one pass)."""
+    return torch.linalg.vector_norm(v, dim=-1).square().sum(1)
 
 
 def _sample_view(x: Tensor, patch_size: int, mode: int) -> Tensor:
@@ -148,7 +154,8 @@ def _residual(pred: Tensor, x: Tensor, patch_size: int, mode: int, norm_pix: boo
     # Two passes (centre, then square): the one-pass formula loses float32 precision
     # when a patch's offset dwarfs its spread, as baseline wander makes it in ECG.
     z = xv - mean
-    std = (z.square().sum(-1, keepdim=True).sum(1, keepdim=True) / (d - 1) + eps).sqrt()
+    var = _sq_sum(z).view(mean.shape) / (d - 1)
+    std = (var + eps).sqrt()
     z = z.div_(std)
     return pv - z, z, std
 
@@ -249,18 +256,21 @@ def masked_recon_loss_backward(grad: Tensor, pred: Tensor, x: Tensor, mask: Tens
     b, g, l, p = residual.shape
     d = g * p
     weight = (grad * 2.0 / d) * mask / mask.sum()
-    dres = residual * weight.view(b, 1, l, 1)
+    dres = residual.mul_(weight.view(b, 1, l, 1))  # residual is ours: scale in place
+    # dpred may share dres's memory (reshape returns a view when strides allow): dres is
+    # not written after this point.
     if mode == TEMPORAL:
         dpred = dres.permute(0, 2, 1, 3).reshape(b, l, d)
     else:
         dpred = dres.view(b, l, d)
-    dz = -dres
-    if norm_pix:
-        # z = (u - mean) / sqrt(var + eps), var unbiased over the D values of a patch.
-        dz_mean = dz.sum(-1, keepdim=True).sum(1, keepdim=True) / d
-        dz_z = (dz * z).sum(-1, keepdim=True).sum(1, keepdim=True) / (d - 1)
-        dz = (dz - dz_mean - z * dz_z) / std
-    return dpred, dz.reshape(x.shape)
+    if not norm_pix:
+        return dpred, dres.neg().reshape(x.shape)
+    # d target = -dres; z = (u - mean) / sqrt(var + eps), var unbiased over the D values
+    # of a patch, so du = (dz - mean(dz) - z * sum(dz z) / (D - 1)) / std with dz = -dres.
+    dres_mean = dres.sum(-1, keepdim=True).sum(1, keepdim=True) / d
+    dres_z = (dres * z).sum(-1, keepdim=True).sum(1, keepdim=True) / (d - 1)
+    dx = dres.sub(dres_mean).addcmul_(z, dres_z, value=-1.0).div_(std).neg_()
+    return dpred, dx.reshape(x.shape)
 
 
 # ---- argument checks -------------------------------------------------------------------------
