@@ -193,3 +193,13 @@ def test_bad_arguments():
         Trainer(Regression(), amp="fp16", device="cpu")
     with pytest.raises(ValueError, match="smaller than one global batch"):
         Trainer(Regression(), batch_size=64, progress=False).fit(torch.randn(8, 2, 8))
+
+
+def test_keep_last_checkpoints(tmp_path):
+    torch.manual_seed(0)
+    model = Regression()
+    Trainer(model, batch_size=4, max_steps=5, ckpt_every=1, keep_last=2, out_dir=tmp_path,
+            progress=False).fit(torch.randn(8, 2, 8))
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["latest", "step_00000004.pt", "step_00000005.pt"]
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step_00000005.pt"

@@ -172,6 +172,10 @@ class Trainer:
         PreprocManager, an AugmenterManager).
     callbacks : sequence of callables
         ``cb(trainer, metrics)`` after every optimizer step.
+    tensorboard : bool
+        Also log to ``out_dir/tensorboard`` when TensorBoard is installed.
+    keep_last : int, optional
+        Keep only the newest `keep_last` checkpoints (all by default).
     """
 
     def __init__(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
@@ -182,11 +186,14 @@ class Trainer:
                  out_dir: Union[str, os.PathLike, None] = None, ckpt_every: Optional[int] = None,
                  seed: int = 0, shuffle: bool = True, num_workers: int = 0,
                  transform: Optional[Callable] = None, progress: bool = True,
-                 callbacks: Sequence[Callable] = (), tensorboard: bool = False):
+                 callbacks: Sequence[Callable] = (), tensorboard: bool = False,
+                 keep_last: Optional[int] = None):
         if amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
         if grad_accum < 1 or batch_size < 1:
             raise ValueError("grad_accum and batch_size must be >= 1")
+        if keep_last is not None and keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
         self._init_distributed()
         if device is None:
             device = f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
@@ -206,6 +213,7 @@ class Trainer:
         self.num_workers, self.transform, self.progress = num_workers, transform, progress
         self.callbacks = list(callbacks)
         self.tensorboard = tensorboard
+        self.keep_last = keep_last
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.history: list[dict] = []
         self.wrapped = self.model
@@ -289,6 +297,11 @@ class Trainer:
         path = folder / f"step_{self.step:08d}.pt"
         _atomic_save(state, path)
         _atomic_text(path.name, folder / LATEST)
+        if self.keep_last is not None:
+            # Older ones go only after `latest` points at the new one: a crash in between
+            # leaves an extra file, never a dangling pointer.
+            for old in sorted(folder.glob("step_*.pt"))[:-self.keep_last]:
+                old.unlink()
         return path
 
     def latest_checkpoint(self) -> Optional[pathlib.Path]:
