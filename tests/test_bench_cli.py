@@ -228,3 +228,25 @@ def test_bad_arguments_do_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=ROOT,
                    env={**os.environ, "TRITON_INTERPRET": "0"})
+
+
+def test_sweep_plots_from_a_results_document(tmp_path):
+    """The time-against-length and time-against-window plots, from records shaped as the
+    sweep writes them (no timing: the plots' inputs only)."""
+    pytest.importorskip("matplotlib")
+    from fastecg.bench.plots import write_plots
+
+    def rec(label, role, n, ms, params=None, variant="median"):
+        return {"op": "baseline", "variant": variant, "size": f"sweep_{n}", "shape": [4, 12, n],
+                "fs": 500.0, "params": params or {}, "label": label, "role": role,
+                "median_ms": ms, "p20_ms": 0.9 * ms, "p80_ms": 1.1 * ms}
+
+    results = [rec(label, role, n, scale * n / 1000) for n in (1250, 5000, 20000)
+               for label, role, scale in (("fastecg_cpu", "fastecg", 1), ("scipy", "peer", 8))]
+    results += [rec(label, role, 5000, scale * w / 100, {"window": w}, f"w={w}")
+                for w in (51, 101, 1001) for label, role, scale in
+                (("fastecg_cpu", "fastecg", 1), ("scipy", "peer", 5))]
+    doc = {"device": "cpu", "threads": 1, "machine": {"cpu_model": "test"}, "results": results}
+    paths = write_plots(doc, tmp_path)
+    assert {p.name for p in paths} == {"time_vs_length.png", "time_vs_window.png"}
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)

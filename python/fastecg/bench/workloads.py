@@ -399,7 +399,7 @@ def _baseline(size: Size, device: str, pools: Pools) -> list[Workload]:
     mean += [Candidate("scipy_uniform_filter1d", mean_rows, "peer", host=True),
              Candidate("torch_avg_pool1d_dual", functools.partial(avg_pool_dual, w1=w1, w2=w2),
                        "approx")]
-    return [
+    return _median_window_sweep(size, device, pools) + [
         # exact in the reference: median values are input values, so bit-for-bit equal
         Workload("baseline", "median", size, median,
                  lambda x: median_rows(x.reshape(-1, x.shape[-1])).reshape(x.shape),
@@ -407,6 +407,37 @@ def _baseline(size: Size, device: str, pools: Pools) -> list[Workload]:
         Workload("baseline", "mean", size, mean,
                  lambda x: mean_rows(x.astype(np.float64)), tolerance=1e-5, params=params),
     ]
+
+
+SWEEP_WINDOWS = (51, 101, 201, 501, 1001, 2001)  # samples: 0.1 to 4 s at 500 Hz
+
+
+def median_rows_1d(rows: np.ndarray, window: int) -> np.ndarray:
+    """One median filter (mode "nearest") per row with SciPy's 1-D path."""
+    import scipy.ndimage as nd
+
+    return np.stack([nd.median_filter(r, window, mode="nearest") for r in rows])
+
+
+def _median_window_sweep(size: Size, device: str, pools: Pools) -> list[Workload]:
+    """One median stage against its window, on the 5000-sample size of the sweep only
+    (the time-against-window plot): fastecg's O(log w) per sample against SciPy's."""
+    import fastecg
+
+    if size.name != f"sweep_{SWEEP_LENGTHS[1]}":
+        return []
+    out = []
+    for w in SWEEP_WINDOWS:
+        rows = functools.partial(median_rows_1d, window=w)
+        cands = [Candidate(f"fastecg_{b}", functools.partial(
+            fastecg.ops.median_filter1d, size=w, backend=b), "fastecg")
+            for b in fastecg_backends("median_filter", device)]
+        cands.append(Candidate("scipy_1d_per_row_processes", functools.partial(
+            pools.split_rows, rows, processes=True), "peer", host=True))
+        out.append(Workload("baseline", f"median_filter1d w={w}", size, cands,
+                            lambda x, rows=rows: rows(x.reshape(-1, x.shape[-1])).reshape(
+                                x.shape), tolerance=0.0, params={"window": w}))
+    return out
 
 
 # ---- resample -----------------------------------------------------------------------------
