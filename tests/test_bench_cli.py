@@ -23,7 +23,7 @@ from fastecg import cli
 from fastecg.bench import command, workloads
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BUILTIN_OPS = ["normalize", "bandpass", "baseline", "resample"]
+BUILTIN_OPS = ["normalize", "bandpass", "baseline", "resample", "mae_mask"]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_quick_run_passes_and_records_every_timing(quick_run):
         assert set(r["speedup_over"]) == others
         for ratio in r["speedup_over"].values():
             assert ratio["p20"] <= ratio["median"] <= ratio["p80"]
-    median = [r for r in doc["results"] if r["variant"] == "median"]
-    assert all(r["max_rel_error"] == 0 for r in median)  # bit-for-bit
+    exact = [r for r in doc["results"] if r["variant"] == "median" or r["op"] == "mae_mask"]
+    assert exact and all(r["max_rel_error"] == 0 for r in exact)  # bit-for-bit
 
 
 def test_quick_run_writes_plots(quick_run):

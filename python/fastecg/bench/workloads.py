@@ -482,6 +482,85 @@ def _resample(size: Size, device: str, pools: Pools) -> list[Workload]:
     return out
 
 
+# ---- mae_mask -----------------------------------------------------------------------------
+
+MAE_PATCH, MAE_RATIO, MAE_SEED = 50, 0.75, 0  # MAE-1D's temporal patches of 0.1 s at 500 Hz
+
+
+def _mae_noise(shape: tuple, device: str):
+    """The uniform noise every candidate's masking draws: one seeded generator per call,
+    so that all of them keep the same patches."""
+    import torch
+
+    return torch.rand(shape, device=device, generator=_mae_generator(device))
+
+
+def _mae_generator(device: str):
+    import torch
+
+    return torch.Generator(device).manual_seed(MAE_SEED)
+
+
+def _mae_tokens(x):
+    """Temporal tokens ``(B, T, n_leads * P)``: token t is every lead of time patch t."""
+    b, c, n = x.shape
+    t = n // MAE_PATCH
+    tokens = x.reshape(b, c, t, MAE_PATCH).swapaxes(1, 2)
+    return tokens.reshape(b, t, c * MAE_PATCH)
+
+
+def torch_mae_masking(x):
+    """The MAE reference code's random masking (He et al. 2022): patchify (a copy), argsort
+    of uniform noise, gather of the kept tokens."""
+    import torch
+
+    tokens = _mae_tokens(x)
+    b, t, d = tokens.shape
+    n_keep = t - round(t * MAE_RATIO)
+    ids_keep = _mae_noise((b, t), x.device.type).argsort(dim=-1)[:, :n_keep]
+    return torch.gather(tokens, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
+
+
+def _numpy_mae_masking(x: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    tokens = _mae_tokens(x)
+    t = tokens.shape[1]
+    ids_keep = np.argsort(noise, axis=-1, kind="stable")[:, :t - round(t * MAE_RATIO)]
+    return np.take_along_axis(tokens, ids_keep[..., None], axis=1)
+
+
+@register("mae_mask")
+def _mae_mask(size: Size, device: str, pools: Pools) -> list[Workload]:
+    import fastecg
+
+    records, leads, n = size.shape
+    t = n // MAE_PATCH
+    if n % MAE_PATCH:
+        return []
+
+    def ours(x):
+        gen = _mae_generator(x.device.type)
+        return fastecg.ops.patch_mask(x, MAE_PATCH, MAE_RATIO, generator=gen).kept
+
+    # NumPy is handed the noise drawn once (it has no stream equal to torch's): it is
+    # timed without drawing it, in its favour.
+    noise = _mae_noise((records, t), "cpu").numpy()
+    n_keep = t - round(t * MAE_RATIO)
+    cands = [Candidate("fastecg_auto", ours, "fastecg"),
+             Candidate("numpy_argsort_take", functools.partial(_numpy_mae_masking, noise=noise),
+                       "peer", host=True, checked=device == "cpu"),
+             Candidate("torch_mae_reference", torch_mae_masking, "approx")]
+
+    def reference(x):
+        import torch
+
+        return torch_mae_masking(torch.from_numpy(x).to(device)).double().cpu().numpy()
+
+    return [Workload("mae_mask", f"temporal P={MAE_PATCH} r={MAE_RATIO}", size, cands,
+                     reference, tolerance=0.0, params={"patch_size": MAE_PATCH,
+                                                       "mask_ratio": MAE_RATIO},
+                     out_samples=n_keep * MAE_PATCH)]
+
+
 def default_workers() -> int:
     """The threads this process may use (its CPU affinity where the OS says)."""
     try:
