@@ -254,7 +254,9 @@ def table_rows(doc: dict) -> list[list[str]]:
             f"{rec['median_ms']:.3g} [{rec['p20_ms']:.3g}-{rec['p80_ms']:.3g}]",
             f"{peer['median']:.2f}x" if peer else "",
             f"{approx['median']:.2f}x" if approx else "",
-            f"{rec['gb_per_s']:.3g}", f"{rec['peak_memory_bytes'] / 2 ** 20:.3g}",
+            f"{rec['gb_per_s']:.3g}" + (f" ({100 * rec['fraction_of_peak_bandwidth']:.0f}%)"
+                                        if "fraction_of_peak_bandwidth" in rec else ""),
+            f"{rec['peak_memory_bytes'] / 2 ** 20:.3g}",
             f"{rec['max_rel_error']:.1e}", ok])
     return rows
 
@@ -266,7 +268,8 @@ HEADER = ["workload", "size", "candidate", "role", "ms median [p20-p80]", "vs pe
 def print_table(doc: dict, console_file=None) -> None:
     """A rich table when rich is installed, aligned plain text otherwise. "vs peer" and
     "vs torch": the SciPy/NumPy peer's (the torch approximation's) time over this
-    candidate's, paired per round (above 1: this one is faster)."""
+    candidate's, paired per round (above 1: this one is faster). On a GPU, GB/s is
+    followed by the fraction of the device's peak memory bandwidth."""
     rows = table_rows(doc)
     title = (f"fastecg bench on {doc['device']} ({doc['machine']['cpu_model']}, "
              f"{doc['threads']} threads)")
