@@ -44,3 +44,16 @@ def test_bad_arguments_exit_2(argv, match, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv + ["--quiet"])
     assert exc.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_pretrain_on_a_store(tmp_path, capsys):
+    from fastecg.data import SyntheticECGDataset, write_store
+
+    write_store(SyntheticECGDataset(8, fs=500.0, seconds=5.0), tmp_path / "store",
+                progress=False)
+    # st_mem's contract: 250 Hz, 750 samples here; the store's records are cut to the
+    # 1500-sample windows (at 500 Hz) that the contract turns into them.
+    assert main(["pretrain", "--data", str(tmp_path / "store"), "--preset", "tiny",
+                 "--steps", "2", "--batch-size", "4", "--out", str(tmp_path / "pt"),
+                 "--quiet", "--model-args", '{"seq_len": 750}']) == 0
+    assert "st_mem: 2 steps" in capsys.readouterr().out

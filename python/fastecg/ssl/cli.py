@@ -35,19 +35,24 @@ def _model_args(text: str) -> dict:
     return value
 
 
-def _dataset(data: str, n_records: int, n_leads: int, labelled: bool, seed: int):
-    """(dataset, fs of its records)."""
+def _dataset(data: str, n_records: int, model, labelled: bool, seed: int):
+    """(dataset, fs of its records). Store records are cut to windows that the model's
+    contract turns into exactly its input length (random windows, drawn per epoch)."""
     from fastecg.data import ECGStore, SyntheticECGDataset
 
     if data == "synthetic":
         ds = SyntheticECGDataset(n_records, fs=SYNTHETIC_FS, seconds=SYNTHETIC_SECONDS,
-                                 n_leads=n_leads, seed=seed)
+                                 n_leads=model.n_leads, seed=seed)
         return ds, SYNTHETIC_FS
     if not os.path.isdir(data):
         raise ValueError(f"--data {data}: neither 'synthetic' nor a store folder")
-    store = ECGStore(data)
-    if store.fs is None:
+    fs = ECGStore(data).fs
+    if fs is None:
         raise ValueError(f"--data {data}: the store does not record its sampling rate")
+    contract = model.contract
+    window = model.seq_len if contract is None or contract.fs is None else \
+        int(round(model.seq_len * float(fs) / contract.fs))
+    store = ECGStore(data, crop=window, random_crop=not labelled, seed=seed)
     if labelled and store.targets is None:
         raise ValueError(f"--data {data}: the store has no targets to fine-tune on")
     return store, float(store.fs)
@@ -78,7 +83,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     config = {"name": args.method, **PRESETS[args.preset], **_model_args(args.model_args)}
     model = SSL.build(config)
-    dataset, fs = _dataset(args.data, args.records, model.n_leads, False, args.seed)
+    dataset, fs = _dataset(args.data, args.records, model, False, args.seed)
     out = pathlib.Path(args.out)
     trainer = Trainer(model, lr=args.lr, batch_size=args.batch_size, max_steps=args.steps,
                       amp=args.amp, out_dir=out / "train", ckpt_every=args.ckpt_every,
@@ -109,7 +114,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         raise ValueError(f"--checkpoint: {err}") from None
     torch.manual_seed(args.seed)
     model = finetune(args.checkpoint, num_classes=1, mode=args.mode)
-    dataset, fs = _dataset(args.data, args.records, model.encoder.n_leads, True, args.seed)
+    dataset, fs = _dataset(args.data, args.records, model.encoder, True, args.seed)
     n_classes = len(dataset.classes) if hasattr(dataset, "classes") else \
         int(max(int(t) for t in dataset.targets)) + 1
     model = finetune(model.encoder, num_classes=n_classes, mode=args.mode)
