@@ -75,6 +75,18 @@ def test_quick_run_writes_plots(quick_run):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plain_text_table_without_rich(quick_run, monkeypatch, capsys):
+    from fastecg.bench import runner
+
+    _, _, doc = quick_run
+    monkeypatch.setitem(sys.modules, "rich", None)  # import rich... raises ImportError
+    monkeypatch.setitem(sys.modules, "rich.console", None)
+    runner.print_table(doc)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:3] == ["workload", "size", "candidate"]
+    assert len(lines) == 2 + len(doc["results"])
+
+
 def test_an_op_registered_later_appears_without_editing_the_command(tmp_path, monkeypatch):
     monkeypatch.setattr(workloads, "_BUILDERS", dict(workloads._BUILDERS))
 

@@ -132,10 +132,23 @@ class Workload:
         return 4 * records * leads * (n + (self.out_samples or n))
 
 
+def _exit_with_parent() -> None:
+    """Worker initializer: on Linux, be sent SIGTERM when the parent dies, so a killed
+    run leaves no idle workers behind holding its output pipe."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Pools:
     """Thread and process pools for the host peers, ``workers`` each, made on first use
-    and shut down by :meth:`close` (processes forked: the peers' functions are this
-    module's, the arrays travel pickled)."""
+    and shut down by :meth:`close`. Processes start from a fork server (forking this
+    process, whose OpenMP and pool threads may hold locks, could deadlock a child); the
+    peers' functions are this module's, the arrays travel pickled."""
 
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
@@ -150,7 +163,8 @@ class Pools:
     def processes(self) -> Executor:
         if self._processes is None:
             self._processes = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("fork"))
+                self.workers, mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_exit_with_parent)
         return self._processes
 
     def close(self) -> None:
