@@ -12,7 +12,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "ops", "preprocessors", "models", "numpy_path", "data", "train", "registry", "cli",
+    "ops", "transforms", "preprocessors", "augmenters", "models", "ssl", "numpy_path", "data",
+    "train", "bench", "registry", "cli",
 )
 
 

@@ -53,11 +53,14 @@ class ECGStore(Dataset):
         Window start drawn from ``(seed, epoch, index)`` (see :meth:`set_epoch`), so a
         sample's window does not depend on workers or ranks.
     seed : int, optional
+        Seed of the random windows.
     return_meta : bool, optional
         Items end with the record's metadata row as a dict.
 
-    Items are ``(signal float32 (n_leads, n_samples), target)`` when the store has
-    targets, else the signal alone. Works with ``DistributedSampler`` (any sampler over
+    Notes
+    -----
+    Items are ``(signal, target)`` (the signal float32, shape ``(n_leads, n_samples)``)
+    when the store has targets, else the signal alone. Works with ``DistributedSampler`` (any sampler over
     ``range(len(store))``) and DataLoader workers: the memory map is opened in each
     process on first use.
     """
