@@ -2,7 +2,7 @@
 // kernels that vectorise a per-row recurrence across rows (csrc/cpu/sosfilt.cpp,
 // csrc/cpu/median.cpp's moving average). Written in GCC vector code rather than
 // intrinsics, so one source serves every instruction set a caller is compiled for (its
-// AVX2 clone gets vcvtps2pd, vunpcklpd and vperm2f128). No torch headers.
+// AVX2 variant gets vcvtps2pd, vunpcklpd and vperm2f128). No torch headers.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -13,19 +13,10 @@ namespace fastecg {
 typedef double V4 __attribute__((vector_size(32)));
 typedef float F4 __attribute__((vector_size(16)));
 
-// V4 values cross these helpers' boundaries: always inlined, so each ISA clone keeps
-// them in its own registers (a call from an AVX2 clone to a baseline-ISA helper would
-// pass them under a different ABI).
+// Always inlined: each ISA variant of a kernel (csrc/cpu/isa.h) then compiles these helpers
+// with its own instruction set, and V4 values stay in its registers (a call from an AVX2
+// function to a baseline-ISA helper would pass them under a different ABI).
 #define FASTECG_INLINE inline __attribute__((always_inline))
-
-// A function compiled twice, for baseline x86-64 and for x86-64-v3 (AVX2, FMA, LZCNT/TZCNT),
-// the one the CPU runs chosen at load (GCC target_clones). The vector code above and the
-// kernels' scans get their wide loads, shuffles and one-cycle bit scans in the v3 clone.
-#if defined(__x86_64__)
-#define FASTECG_AVX2_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FASTECG_AVX2_CLONES
-#endif
 
 // Four consecutive samples of one row, widened to double (element-wise, which GCC turns
 // into one vcvtps2pd from memory; converting a float vector splits it in halves).

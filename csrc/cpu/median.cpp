@@ -42,14 +42,17 @@
 #include "../common/lanes4.h"
 #include "../common/median_keys.h"
 #include "../common/parallel.h"
+#include "isa.h"
 
 namespace fastecg {
 namespace {
 
-// The slides' scans use count-leading/trailing-zeros: in the x86-64-v3 clones
-// (FASTECG_AVX2_CLONES, lanes4.h) LZCNT/TZCNT take one cycle instead of BSR/BSF's
+// Each kernel call runs its work loop compiled for baseline x86-64 or for x86-64-v3
+// (with_isa, isa.h), the helpers below inlined into it or, for the slides and the ranking,
+// compiled per ISA beside it (FASTECG_PER_ISA). The slides' scans use count-leading/
+// trailing-zeros: in the x86-64-v3 variant LZCNT/TZCNT take one cycle instead of BSR/BSF's
 // several, on the loop's dependency chain. The moving average's and the ranking's loops
-// are memory- and latency-bound: the clones give them wider loads, conversions and
+// are memory- and latency-bound: the v3 variant gives them wider loads, conversions and
 // shuffles.
 
 constexpr int64_t kChunk = 8192;  // outputs per work item of the chunked (long-row) path
@@ -155,9 +158,8 @@ void radix_rank(Item* items, Item* tmp, size_t n, int passes, uint32_t* hist, in
 // allowed); a window holding a rank >= nan_rank yields nan_rank.
 // HasNaN: some rank is >= nan_rank; without, the NaN bookkeeping is compiled out.
 template <bool HasNaN, typename T>
-FASTECG_AVX2_CLONES void slide_impl(const int32_t* seq, int64_t n_out, int64_t w, int64_t k,
-                                      int32_t nranks, int32_t nan_rank, int32_t* out,
-                                      Scratch<T>& s) {
+FASTECG_INLINE void slide_impl(const int32_t* seq, int64_t n_out, int64_t w, int64_t k,
+                               int32_t nranks, int32_t nan_rank, int32_t* out, Scratch<T>& s) {
   s.count.assign(nranks, 0);
   s.bits.assign((nranks + 63) / 64, 0);
   int32_t* count = s.count.data();
@@ -200,13 +202,19 @@ FASTECG_AVX2_CLONES void slide_impl(const int32_t* seq, int64_t n_out, int64_t w
   }
 }
 
-template <typename T>
-void slide(const int32_t* seq, int64_t n_out, int64_t w, int64_t k, int32_t nranks,
-           int32_t nan_rank, int32_t* out, Scratch<T>& s) {
+// The slides and the linear ranking are functions of their own per ISA (FASTECG_PER_ISA):
+// inlined into the kernel's whole work loop, their loops lost registers to it (the dual
+// median 3% slower).
+FASTECG_PER_ISA(slide_with_nan, slide_impl<true>)
+FASTECG_PER_ISA(slide_finite, slide_impl<false>)
+
+template <class Tag, typename T>
+FASTECG_INLINE void slide(Tag tag, const int32_t* seq, int64_t n_out, int64_t w, int64_t k,
+                          int32_t nranks, int32_t nan_rank, int32_t* out, Scratch<T>& s) {
   if (nan_rank < nranks)
-    slide_impl<true>(seq, n_out, w, k, nranks, nan_rank, out, s);
+    slide_with_nan(tag, seq, n_out, w, k, nranks, nan_rank, out, s);
   else
-    slide_impl<false>(seq, n_out, w, k, nranks, nan_rank, out, s);
+    slide_finite(tag, seq, n_out, w, k, nranks, nan_rank, out, s);
 }
 
 // slide() for distinct ranks (every first stage: ties are broken by position). Exactly
@@ -221,9 +229,9 @@ void slide(const int32_t* seq, int64_t n_out, int64_t w, int64_t k, int32_t nran
 // branch and a loop.
 inline uint64_t mask_if(bool c) { return -uint64_t(c); }
 template <bool HasNaN>
-FASTECG_AVX2_CLONES void slide_distinct_impl(const int32_t* seq, int64_t n_out, int64_t w,
-                                               int64_t k, int32_t nranks, int32_t nan_rank,
-                                               int32_t* out, std::vector<uint64_t>& bitset) {
+FASTECG_INLINE void slide_distinct_impl(const int32_t* seq, int64_t n_out, int64_t w, int64_t k,
+                                        int32_t nranks, int32_t nan_rank, int32_t* out,
+                                        std::vector<uint64_t>& bitset) {
   const int64_t nwords = (nranks + 63) / 64;
   const int32_t top = int32_t(nwords * 64 - 1);
   bitset.assign(2 * (nwords + 2), 0);
@@ -268,12 +276,17 @@ FASTECG_AVX2_CLONES void slide_distinct_impl(const int32_t* seq, int64_t n_out, 
   }
 }
 
-void slide_distinct(const int32_t* seq, int64_t n_out, int64_t w, int64_t k, int32_t nranks,
-                    int32_t nan_rank, int32_t* out, std::vector<uint64_t>& bitset) {
+FASTECG_PER_ISA(slide_distinct_with_nan, slide_distinct_impl<true>)
+FASTECG_PER_ISA(slide_distinct_finite, slide_distinct_impl<false>)
+
+template <class Tag>
+FASTECG_INLINE void slide_distinct(Tag tag, const int32_t* seq, int64_t n_out, int64_t w,
+                                   int64_t k, int32_t nranks, int32_t nan_rank, int32_t* out,
+                                   std::vector<uint64_t>& bitset) {
   if (nan_rank < nranks)
-    slide_distinct_impl<true>(seq, n_out, w, k, nranks, nan_rank, out, bitset);
+    slide_distinct_with_nan(tag, seq, n_out, w, k, nranks, nan_rank, out, bitset);
   else
-    slide_distinct_impl<false>(seq, n_out, w, k, nranks, nan_rank, out, bitset);
+    slide_distinct_finite(tag, seq, n_out, w, k, nranks, nan_rank, out, bitset);
 }
 
 struct Stage {
@@ -284,7 +297,7 @@ struct Stage {
 // into the sign bit iff the exponent is all ones. Adds, ANDs and ORs only, so the loop
 // vectorises (a floating-point accumulation would be one long add chain).
 template <typename T>
-FASTECG_AVX2_CLONES bool all_finite(const T* v, int64_t m) {
+FASTECG_INLINE bool all_finite(const T* v, int64_t m) {
   using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
   constexpr Bits kSign = Bits(1) << (8 * sizeof(T) - 1);
   constexpr Bits kOne = sizeof(T) == 4 ? Bits(1) << 23 : Bits(1) << 52;
@@ -300,7 +313,7 @@ FASTECG_AVX2_CLONES bool all_finite(const T* v, int64_t m) {
 
 // Smallest and largest of value[0, len), all finite.
 template <typename T>
-FASTECG_AVX2_CLONES std::pair<T, T> min_max(const T* value, int64_t len) {
+FASTECG_INLINE std::pair<T, T> min_max(const T* value, int64_t len) {
   constexpr int kLanes = 32 / sizeof(T);  // independent lanes: the loop vectorises
   T lo[kLanes], hi[kLanes];
   std::fill(lo, lo + kLanes, value[0]);
@@ -324,7 +337,7 @@ FASTECG_AVX2_CLONES std::pair<T, T> min_max(const T* value, int64_t len) {
 // such runs re-sorted by value. False, leaving the ranking to exact keys, when the range
 // overflows a double or the positions do not pack (windows of over 2M samples).
 template <typename T>
-FASTECG_AVX2_CLONES bool rank_linear(const T* value, int64_t len, Scratch<T>& s) {
+FASTECG_INLINE bool rank_linear(const T* value, int64_t len, Scratch<T>& s) {
   const auto [lo, hi] = min_max(value, len);
   const double range = double(hi) - double(lo);
   if (!(range <= std::numeric_limits<double>::max()) || len > kPackedPositions) return false;
@@ -370,6 +383,8 @@ FASTECG_AVX2_CLONES bool rank_linear(const T* value, int64_t len, Scratch<T>& s)
   return true;
 }
 
+FASTECG_PER_ISA(rank_linear_for, rank_linear)
+
 // Ranks any values (Inf and NaN included) by their order-preserving bits: float32 keys
 // fit beside the position in one word, float64 keys take an Item64.
 template <typename T>
@@ -391,10 +406,10 @@ void rank_exact(const T* value, int64_t len, Scratch<T>& s) {
 // j itself), or cval where that is < 0. With `with_cval`, one more position holding
 // cval is ranked too. Fills s.src (row index per position), s.rank, s.order; returns
 // the number of positions and sets nan_rank (ranks >= it hold NaN).
-template <typename T>
-int64_t rank_extended(const T* row, const int32_t* src_in, int64_t n, const Stage& st,
-                      int64_t mode, T cval, int64_t c0, int64_t c1, bool with_cval,
-                      int32_t& nan_rank, Scratch<T>& s) {
+template <class Tag, typename T>
+FASTECG_INLINE int64_t rank_extended(Tag tag, const T* row, const int32_t* src_in, int64_t n,
+                                     const Stage& st, int64_t mode, T cval, int64_t c0, int64_t c1,
+                                     bool with_cval, int32_t& nan_rank, Scratch<T>& s) {
   const int64_t span = c1 - c0 + st.size - 1, len = span + with_cval, q0 = c0 + st.start;
   s.value.resize(len);
   s.src.resize(len);
@@ -419,7 +434,7 @@ int64_t rank_extended(const T* row, const int32_t* src_in, int64_t n, const Stag
   s.rank.resize(len);
   s.order.resize(len);
   int64_t n_nan = 0;
-  if (!all_finite(value, len) || !rank_linear(value, len, s)) {
+  if (!all_finite(value, len) || !rank_linear_for(tag, value, len, s)) {
     for (int64_t l = 0; l < len; ++l) n_nan += value[l] != value[l];
     rank_exact(value, len, s);
   }
@@ -434,19 +449,22 @@ int32_t selected_index(const Scratch<T>& s, int64_t i) {
 }
 
 // One stage over outputs [c0, c1) of one row; leaves each output's rank in s.out_rank.
-template <typename T>
-void median_chunk(const T* row, const int32_t* src_in, int64_t n, const Stage& st,
-                  int64_t mode, T cval, int64_t c0, int64_t c1, Scratch<T>& s) {
+template <class Tag, typename T>
+FASTECG_INLINE void median_chunk(Tag tag, const T* row, const int32_t* src_in, int64_t n,
+                                 const Stage& st, int64_t mode, T cval, int64_t c0, int64_t c1,
+                                 Scratch<T>& s) {
   int32_t nan_rank;
-  const int64_t len = rank_extended(row, src_in, n, st, mode, cval, c0, c1, false, nan_rank, s);
+  const int64_t len =
+      rank_extended(tag, row, src_in, n, st, mode, cval, c0, c1, false, nan_rank, s);
   s.out_rank.resize(c1 - c0);
   // A later stage reads runs of repeated samples (the previous stage's medians): their
   // ranks come in clumps with wide empty gaps, where the two-word lookup of
   // slide_distinct misses often and the counting slide is faster (measured).
   if (src_in)
-    slide(s.rank.data(), c1 - c0, st.size, st.size / 2, int32_t(len), nan_rank, s.out_rank.data(), s);
+    slide(tag, s.rank.data(), c1 - c0, st.size, st.size / 2, int32_t(len), nan_rank,
+          s.out_rank.data(), s);
   else
-    slide_distinct(s.rank.data(), c1 - c0, st.size, st.size / 2, int32_t(len), nan_rank,
+    slide_distinct(tag, s.rank.data(), c1 - c0, st.size, st.size / 2, int32_t(len), nan_rank,
                    s.out_rank.data(), s.bits);
 }
 
@@ -455,9 +473,10 @@ void median_chunk(const T* row, const int32_t* src_in, int64_t n, const Stage& s
 // order them. The first stage runs over the outputs [a, b) that the second one reads:
 // the chunk and its halo (the whole row for a row of one chunk). Leaves each output's
 // rank in s.out_rank.
-template <typename T>
-void median_two_stages(const T* row, int64_t n, const Stage& st1, const Stage& st2,
-                       int64_t mode, T cval, int64_t c0, int64_t c1, Scratch<T>& s) {
+template <class Tag, typename T>
+FASTECG_INLINE void median_two_stages(Tag tag, const T* row, int64_t n, const Stage& st1,
+                                      const Stage& st2, int64_t mode, T cval, int64_t c0,
+                                      int64_t c1, Scratch<T>& s) {
   const int64_t m = c1 - c0, len2 = m + st2.size - 1, q0 = c0 + st2.start;
   // Second-stage input l is first-stage output q0 + l: the row's own outputs in
   // [lo, hi), boundary-mapped ones (or cval, -1) outside.
@@ -474,16 +493,18 @@ void median_two_stages(const T* row, int64_t n, const Stage& st1, const Stage& s
   TORCH_INTERNAL_ASSERT(a < b);  // a window always holds its own output's sample
   int32_t nan_rank;
   const bool with_cval = mode == kConstant;
-  const int64_t len = rank_extended(row, nullptr, n, st1, mode, cval, a, b, with_cval, nan_rank, s);
+  const int64_t len =
+      rank_extended(tag, row, nullptr, n, st1, mode, cval, a, b, with_cval, nan_rank, s);
   const int32_t cval_rank = with_cval ? s.rank[len - 1] : -1;
   s.out_rank.resize(std::max(b - a, m));
-  slide_distinct(s.rank.data(), b - a, st1.size, st1.size / 2, int32_t(len), nan_rank,
+  slide_distinct(tag, s.rank.data(), b - a, st1.size, st1.size / 2, int32_t(len), nan_rank,
                  s.out_rank.data(), s.bits);
   auto rank_of = [&](int64_t l) { s.seq[l] = s.seq[l] >= 0 ? s.out_rank[s.seq[l] - a] : cval_rank; };
   for (int64_t l = 0; l < lo; ++l) rank_of(l);
   for (int64_t l = hi; l < len2; ++l) rank_of(l);
   std::copy(s.out_rank.data() + (q0 + lo - a), s.out_rank.data() + (q0 + hi - a), s.seq.data() + lo);
-  slide(s.seq.data(), m, st2.size, st2.size / 2, int32_t(len), nan_rank, s.out_rank.data(), s);
+  slide(tag, s.seq.data(), m, st2.size, st2.size / 2, int32_t(len), nan_rank, s.out_rank.data(),
+        s);
 }
 
 template <typename T>
@@ -495,12 +516,14 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   const T cv = static_cast<T>(cval);
   T* od = out.data_ptr<T>();
   int64_t* id = index.numel() ? index.data_ptr<int64_t>() : nullptr;
+  const Isa isa = cpu_isa();
   auto emit = [&](int64_t at, T med) __attribute__((always_inline)) {  // output at = r n + i
     od[at] = subtract ? xd[at] - med : med;
   };
   // Outputs [c0, c1) of row r, from the last stage's ranks in the chunk's scratch: the
   // selected values straight from the ranked values (no row indices unless asked for).
-  auto finish_chunk = [&](int64_t r, int64_t c0, int64_t c1, const Scratch<T>& s) {
+  auto finish_chunk = [&](int64_t r, int64_t c0, int64_t c1, const Scratch<T>& s)
+                          __attribute__((always_inline)) {
     const int32_t* rank = s.out_rank.data();
     const uint32_t* order = s.order.data();
     const T* value = s.value.data();
@@ -514,16 +537,19 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   // row's far end; such rows, and longer chains, take the stage-by-stage path below.
   if (stages.size() == 1 || (stages.size() == 2 && (chunks == 1 || mode != kWrap))) {
     parallel_claim(rows * chunks, [&](auto& claim) {
-      thread_local Scratch<T> scratch;
-      for (int64_t item; (item = claim()) >= 0;) {
-        const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
-        const int64_t c1 = std::min(n, c0 + kChunk);
-        if (stages.size() == 2)
-          median_two_stages<T>(xd + r * n, n, stages[0], stages[1], mode, cv, c0, c1, scratch);
-        else
-          median_chunk<T>(xd + r * n, nullptr, n, stages[0], mode, cv, c0, c1, scratch);
-        finish_chunk(r, c0, c1, scratch);
-      }
+      thread_local Scratch<T> own;
+      Scratch<T>& scratch = own;  // one look-up of the thread-local, not one per use
+      with_isa(isa, [&](auto tag) __attribute__((always_inline)) {
+        for (int64_t item; (item = claim()) >= 0;) {
+          const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
+          const int64_t c1 = std::min(n, c0 + kChunk);
+          if (stages.size() == 2)
+            median_two_stages(tag, xd + r * n, n, stages[0], stages[1], mode, cv, c0, c1, scratch);
+          else
+            median_chunk(tag, xd + r * n, nullptr, n, stages[0], mode, cv, c0, c1, scratch);
+          finish_chunk(r, c0, c1, scratch);
+        }
+      });
     });
     return;
   }
@@ -535,14 +561,17 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
     const int32_t* prev = st == 0 ? nullptr : sel[(st + 1) % 2].data();
     int32_t* cur = sel[st % 2].data();
     parallel_claim(rows * chunks, [&](auto& claim) {
-      thread_local Scratch<T> scratch;
-      for (int64_t item; (item = claim()) >= 0;) {
-        const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
-        const int64_t c1 = std::min(n, c0 + kChunk);
-        median_chunk<T>(xd + r * n, prev ? prev + r * n : nullptr, n, stages[st], mode, cv, c0,
-                        c1, scratch);
-        for (int64_t i = c0; i < c1; ++i) cur[r * n + i] = selected_index(scratch, i - c0);
-      }
+      thread_local Scratch<T> own;
+      Scratch<T>& scratch = own;  // one look-up of the thread-local, not one per use
+      with_isa(isa, [&](auto tag) __attribute__((always_inline)) {
+        for (int64_t item; (item = claim()) >= 0;) {
+          const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
+          const int64_t c1 = std::min(n, c0 + kChunk);
+          median_chunk(tag, xd + r * n, prev ? prev + r * n : nullptr, n, stages[st], mode, cv,
+                          c0, c1, scratch);
+          for (int64_t i = c0; i < c1; ++i) cur[r * n + i] = selected_index(scratch, i - c0);
+        }
+      });
     });
   }
   const int32_t* final_sel = sel[(stages.size() - 1) % 2].data();
@@ -598,9 +627,9 @@ template <typename E> constexpr int kLanesOf = sizeof(E) / sizeof(double);
 // add latency at every sample); each segment re-sums its window exactly every kResum
 // outputs to bound drift.
 template <typename E>
-FASTECG_AVX2_CLONES void running_mean(const E* ext, int64_t n, int64_t w, bool finite, E* out) {
+FASTECG_INLINE void running_mean(const E* ext, int64_t n, int64_t w, bool finite, E* out) {
   const double inv = 1.0 / double(w);
-  auto window_sum = [&](int64_t i) {  // four partial sums: four add chains, not one
+  auto window_sum = [&](int64_t i) __attribute__((always_inline)) {  // four add chains, not one
     E s[4] = {};
     int64_t j = 0;
     for (; j + 4 <= w; j += 4)
@@ -656,11 +685,11 @@ void mirror_fill(E* ext, int64_t n, int64_t w) {
 
 // out[t] = x[.][t] as double: one row, or kLanes rows interleaved.
 template <typename T>
-FASTECG_AVX2_CLONES void widen(const T* const* x, int64_t n, double* out) {
+FASTECG_INLINE void widen(const T* const* x, int64_t n, double* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = double(x[0][i]);
 }
 template <typename T>
-FASTECG_AVX2_CLONES void widen(const T* const* x, int64_t n, V4* out) {
+FASTECG_INLINE void widen(const T* const* x, int64_t n, V4* out) {
   int64_t t = 0;
   for (; t + 4 <= n; t += 4) {
     V4 v[kLanes];
@@ -674,11 +703,11 @@ FASTECG_AVX2_CLONES void widen(const T* const* x, int64_t n, V4* out) {
 
 // out[.][t] = x[.][t] - v[t] (x given) or v[t], rounded to T: one row, or kLanes rows.
 template <typename T>
-FASTECG_AVX2_CLONES void narrow(const T* const* x, const double* v, int64_t n, T* const* out) {
+FASTECG_INLINE void narrow(const T* const* x, const double* v, int64_t n, T* const* out) {
   for (int64_t i = 0; i < n; ++i) out[0][i] = static_cast<T>(x ? double(x[0][i]) - v[i] : v[i]);
 }
 template <typename T>
-FASTECG_AVX2_CLONES void narrow(const T* const* x, const V4* v, int64_t n, T* const* out) {
+FASTECG_INLINE void narrow(const T* const* x, const V4* v, int64_t n, T* const* out) {
   int64_t t = 0;
   for (; t + 4 <= n; t += 4) {
     V4 r[kLanes];
@@ -692,7 +721,7 @@ FASTECG_AVX2_CLONES void narrow(const T* const* x, const V4* v, int64_t n, T* co
 }
 
 // The E view of buf resized to m elements, 32-byte aligned: operator new promises only
-// 16, and the AVX2 clone moves V4s with aligned loads and stores. The old contents are
+// 16, and the AVX2 variant moves V4s with aligned loads and stores. The old contents are
 // not kept in place (the alignment offset may change).
 template <typename E> E* lanes_buffer(std::vector<double>& buf, int64_t m) {
   buf.resize(m * kLanesOf<E> + kLanes);
@@ -706,8 +735,8 @@ template <typename E> E* lanes_buffer(std::vector<double>& buf, int64_t m) {
 // an Inf/NaN returns false having written nothing: only the one-row path has the direct
 // sums those need.
 template <typename T, typename E>
-bool average_chain(const T* const* x, int64_t n, const std::vector<int64_t>& sizes, bool subtract,
-                   std::vector<double> (&ext)[2], T* const* out) {
+FASTECG_INLINE bool average_chain(const T* const* x, int64_t n, const std::vector<int64_t>& sizes,
+                                  bool subtract, std::vector<double> (&ext)[2], T* const* out) {
   constexpr int lanes = kLanesOf<E>;
   constexpr bool block = lanes > 1;
   bool finite = true;
@@ -743,19 +772,23 @@ void moving_average_rows(const at::Tensor& x, const std::vector<int64_t>& sizes,
   const int64_t rows = x.size(0), n = x.size(1);
   const T* xd = x.data_ptr<T>();
   T* od = out.data_ptr<T>();
+  const Isa isa = cpu_isa();
   parallel_claim((rows + kLanes - 1) / kLanes, [&](auto& claim) {
     std::vector<double> ext[2];
-    for (int64_t b; (b = claim()) >= 0;) {
-      const int64_t r0 = b * kLanes, count = std::min<int64_t>(kLanes, rows - r0);
-      const T* xr[kLanes];
-      T* outr[kLanes];
-      for (int64_t k = 0; k < count; ++k) xr[k] = xd + (r0 + k) * n, outr[k] = od + (r0 + k) * n;
-      if (count == kLanes && n <= kBlockMaxSamples &&
-          average_chain<T, V4>(xr, n, sizes, subtract, ext, outr))
-        continue;
-      for (int64_t k = 0; k < count; ++k)
-        average_chain<T, double>(xr + k, n, sizes, subtract, ext, outr + k);
-    }
+    with_isa(isa, [&](auto) __attribute__((always_inline)) {
+      for (int64_t b; (b = claim()) >= 0;) {
+        const int64_t r0 = b * kLanes, count = std::min<int64_t>(kLanes, rows - r0);
+        const T* xr[kLanes];
+        T* outr[kLanes];
+        for (int64_t k = 0; k < count; ++k)
+          xr[k] = xd + (r0 + k) * n, outr[k] = od + (r0 + k) * n;
+        if (count == kLanes && n <= kBlockMaxSamples &&
+            average_chain<T, V4>(xr, n, sizes, subtract, ext, outr))
+          continue;
+        for (int64_t k = 0; k < count; ++k)
+          average_chain<T, double>(xr + k, n, sizes, subtract, ext, outr + k);
+      }
+    });
   });
 }
 

@@ -13,10 +13,10 @@
 #include "../common/huge_pages.h"
 #include "../common/lanes4.h"
 #include "../common/parallel.h"
+#include "isa.h"
 
 namespace fastecg {
 namespace {
-
 
 constexpr int kLanes = 8;  // independent partial sums: the loops vectorise, results stay deterministic
 // kLanes values of T in one GCC vector (a struct: GCC drops vector_size on a dependent
@@ -50,7 +50,7 @@ FASTECG_INLINE void row_affine(const T* x, int64_t n, int64_t method, double mea
   }
   if (method == kMinMax) {
     // Whole vectors of kLanes values (GCC vector code: one ymm of float32 in the AVX2
-    // clone; as arrays of lanes GCC left the loop scalar, its lanes on the stack).
+    // variant; as arrays of lanes GCC left the loop scalar, its lanes on the stack).
     typedef typename LanesOf<T>::type Lanes;
     Lanes lo = Lanes{} + x[0], hi = lo, bad = {};
     int64_t i = 0;
@@ -88,11 +88,11 @@ FASTECG_INLINE void row_affine(const T* x, int64_t n, int64_t method, double mea
 }
 
 // One row: its statistics, then y = x * scale + shift (in double, rounded to T). In the
-// x86-64-v3 clone the statistics' lanes and the affine map run on AVX2 vectors (min-max
-// on the (64, 12, 5000) float32 batch, 2 threads, with the vector lanes of row_affine:
-// 1.77-1.9 -> 0.91-0.92 ms, plain PyTorch 1.3-1.5; z-score 1.48 -> 1.21).
+// x86-64-v3 variant (with_isa, isa.h) the statistics' lanes and the affine map run on AVX2
+// vectors (min-max on the (64, 12, 5000) float32 batch, 2 threads, with the vector lanes
+// of row_affine: 1.77-1.9 -> 0.91-0.92 ms, plain PyTorch 1.3-1.5; z-score 1.48 -> 1.21).
 template <typename T>
-FASTECG_AVX2_CLONES void normalize_row(const T* x, T* y, int64_t n, int64_t method, double mean,
+FASTECG_INLINE void normalize_row(const T* x, T* y, int64_t n, int64_t method, double mean,
                                        double std, double eps, int64_t ddof) {
   double scale, shift;
   row_affine(x, n, method, mean, std, eps, ddof, scale, shift);
@@ -106,9 +106,12 @@ FASTECG_AVX2_CLONES void normalize_row(const T* x, T* y, int64_t n, int64_t meth
 template <typename T>
 void normalize_rows(const T* x, T* y, int64_t rows, int64_t n, int64_t method, double mean,
                     double std, double eps, int64_t ddof) {
+  const Isa isa = cpu_isa();
   parallel_claim(rows, [&](auto& claim) {
-    for (int64_t r; (r = claim()) >= 0;)
-      normalize_row(x + r * n, y + r * n, n, method, mean, std, eps, ddof);
+    with_isa(isa, [&](auto) __attribute__((always_inline)) {
+      for (int64_t r; (r = claim()) >= 0;)
+        normalize_row(x + r * n, y + r * n, n, method, mean, std, eps, ddof);
+    });
   });
 }
 

@@ -12,26 +12,24 @@
 // transposes in registers, see Rows), on the baseline ISA the rows are transposed into
 // and out of the tile by separate copies. The forward output of a block stays in L2 for
 // the backward pass, and long rows are done in L2-sized segments (see filtfilt_block).
-// The instruction set is chosen at run time (AVX-512, else AVX2+FMA, else baseline
-// x86-64 / any other CPU); FASTECG_CPU_ISA (avx512, avx2, generic) forces one, so tests
-// can run every variant the CPU has. The baseline variant reproduces SciPy's float64
-// arithmetic bit for bit; the FMA variants agree to rounding (~1e-13 of the peak).
+// The instruction set is chosen at run time by cpu_isa() (isa.h: AVX-512, else AVX2+FMA,
+// else baseline x86-64 / any other CPU; FASTECG_CPU_ISA can narrow it, so tests run every
+// variant the CPU has). The baseline variant reproduces SciPy's float64 arithmetic bit
+// for bit; the FMA variants agree to rounding (~1e-13 of the peak).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <string>
 #include <type_traits>
-#include <vector>
 
 #include "../common/edge_extension.h"
 #include "../common/huge_pages.h"
 #include "../common/lanes4.h"
 #include "../common/parallel.h"
+#include "isa.h"
 
 namespace fastecg {
 namespace {
@@ -525,32 +523,6 @@ __attribute__((target("arch=x86-64-v4"))) void store_avx512(const double* src, i
 }
 #endif
 
-// The widest ISA this CPU runs, unless FASTECG_CPU_ISA asks for a narrower one.
-std::string select_isa() {
-  std::string best = "generic";
-#if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
-    best = "avx512";
-  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    best = "avx2";
-#endif
-  const char* forced = std::getenv("FASTECG_CPU_ISA");
-  if (forced == nullptr || *forced == '\0') return best;
-  const std::string want(forced);
-  const std::vector<std::string> order = {"generic", "avx2", "avx512"};
-  auto rank = [&](const std::string& isa) {
-    for (size_t i = 0; i < order.size(); ++i)
-      if (order[i] == isa) return static_cast<int>(i);
-    return -1;
-  };
-  TORCH_CHECK(rank(want) >= 0, "FASTECG_CPU_ISA must be generic, avx2 or avx512, got ", want);
-  TORCH_CHECK(rank(want) <= rank(best), "FASTECG_CPU_ISA=", want, " but this CPU supports at most ",
-              best);
-  return want;
-}
-
 // The kernels of one instruction set for rows of dtype T.
 template <typename T>
 struct Impl {
@@ -567,16 +539,16 @@ struct Impl {
 
 // The kernels of `isa` for a cascade of n_sections (the passes on rows take one group).
 template <typename T>
-Impl<T> impl_for(const std::string& isa, int64_t n_sections) {
+Impl<T> impl_for(Isa isa, int64_t n_sections) {
 #if defined(__x86_64__)
-  if (isa == "avx512" && n_sections <= kGroupSections)
+  if (isa == Isa::kAvx512 && n_sections <= kGroupSections)
     return {8, pass_avx512, load_avx512<T>, store_avx512<T>, from_rows_avx512<T>,
             to_rows_avx512<T>, rows_avx512<T>};
-  if (isa == "avx512") return {8, pass_avx512, load_avx512<T>, store_avx512<T>};
-  if (isa == "avx2" && n_sections <= kGroupSections)
+  if (isa == Isa::kAvx512) return {8, pass_avx512, load_avx512<T>, store_avx512<T>};
+  if (isa == Isa::kAvx2 && n_sections <= kGroupSections)
     return {4, pass_avx2, load_avx2<T>, store_avx2<T>, from_rows_avx2<T>, to_rows_avx2<T>,
             rows_avx2<T>};
-  if (isa == "avx2") return {4, pass_avx2, load_avx2<T>, store_avx2<T>};
+  if (isa == Isa::kAvx2) return {4, pass_avx2, load_avx2<T>, store_avx2<T>};
 #endif
   return {8, pass_generic, load_generic<T>, store_generic<T>};
 }
@@ -834,7 +806,7 @@ at::Tensor filtfilt_rows(const at::Tensor& x, const at::Tensor& sos, const at::T
   at::Tensor y = at::empty_like(xc);
   advise_huge_pages(y.data_ptr(), y.nbytes());
   if (xc.size(0) == 0) return y;
-  const std::string isa = select_isa();
+  const Isa isa = cpu_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfiltfilt_cpu", [&] {
     const Impl<scalar_t> impl = impl_for<scalar_t>(isa, sc.size(0));
     const double* s = sc.const_data_ptr<double>();
@@ -928,7 +900,7 @@ std::tuple<at::Tensor, at::Tensor> sosfilt_cpu(const at::Tensor& x, const at::Te
     zf.copy_(zc);
     return {y, zf};
   }
-  const std::string isa = select_isa();
+  const Isa isa = cpu_isa();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "sosfilt_cpu", [&] {
     const Impl<scalar_t> impl = impl_for<scalar_t>(isa, n_sections);
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
@@ -944,8 +916,6 @@ std::tuple<at::Tensor, at::Tensor> sosfilt_cpu(const at::Tensor& x, const at::Te
   return {y, zf};
 }
 
-std::string cpu_isa() { return select_isa(); }
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastecg, CPU, m) {
@@ -953,7 +923,5 @@ TORCH_LIBRARY_IMPL(fastecg, CPU, m) {
   m.impl("_sosfilt_kernel", &sosfilt_cpu);
   m.impl("_sosfiltfilt_adjoint_kernel", &sosfiltfilt_adjoint_cpu);
 }
-
-TORCH_LIBRARY_IMPL(fastecg, CompositeExplicitAutograd, m) { m.impl("_cpu_isa", &cpu_isa); }
 
 }  // namespace fastecg

@@ -36,6 +36,7 @@
 #include "../common/huge_pages.h"
 #include "../common/lanes4.h"
 #include "../common/parallel.h"
+#include "isa.h"
 
 namespace fastecg {
 namespace {
@@ -264,8 +265,8 @@ FASTECG_INLINE void radix5(const Complex<T>* x, Complex<T>* y, int64_t m, int64_
 
 // Forward DFT of x (length plan.n), using y as scratch; returns where the result is.
 template <typename T>
-FASTECG_AVX2_CLONES Complex<T>* transform(const Plan& plan, const T* twiddles, Complex<T>* x,
-                                         Complex<T>* y) {
+FASTECG_INLINE Complex<T>* transform(const Plan& plan, const T* twiddles, Complex<T>* x,
+                                    Complex<T>* y) {
   for (const Step& st : plan.steps) {
     const T* w = twiddles + st.twiddles;
     switch (st.radix) {
@@ -282,7 +283,7 @@ FASTECG_AVX2_CLONES Complex<T>* transform(const Plan& plan, const T* twiddles, C
 // Spectrum times gain (the real, even |H|^2 / n), conjugated: the next forward transform
 // then gives the conjugate of the inverse.
 template <typename T>
-FASTECG_AVX2_CLONES void filter_conjugate(Complex<T>* z, const T* gain, int64_t n) {
+FASTECG_INLINE void filter_conjugate(Complex<T>* z, const T* gain, int64_t n) {
   for (int64_t t = 0; t < n; ++t) {
     z[t].re *= gain[t];
     z[t].im *= -gain[t];
@@ -370,15 +371,15 @@ FASTECG_INLINE void unpack_conjugate_vector(const Complex<T>* z, int64_t stride,
 
 // z[t] = rows[k][t] + i rows[L + k][t] over lanes k, t < n_fft (tails from body on).
 template <typename T>
-FASTECG_AVX2_CLONES void pack(const T* const* rows, const T* const* tails, int64_t body,
-                              int64_t n_fft, Complex<T>* z) {
+FASTECG_INLINE void pack(const T* const* rows, const T* const* tails, int64_t body,
+                         int64_t n_fft, Complex<T>* z) {
   for (int64_t t = 0; t < n_fft; t += kLanes<T>) pack_vector(rows, tails, body, t, z + t, 1);
 }
 
 // rows[k][t] = re z[t], rows[L + k][t] = -im z[t] (the conjugate), t < n_fft.
 template <typename T>
-FASTECG_AVX2_CLONES void unpack_conjugate(const Complex<T>* z, int64_t n_fft, T* const* rows,
-                                          T* const* tails, int64_t body) {
+FASTECG_INLINE void unpack_conjugate(const Complex<T>* z, int64_t n_fft, T* const* rows,
+                                     T* const* tails, int64_t body) {
   for (int64_t t = 0; t < n_fft; t += kLanes<T>)
     unpack_conjugate_vector(z + t, 1, rows, tails, body, t);
 }
@@ -405,9 +406,9 @@ FASTECG_INLINE void transform_column(const FourStep<T>& fs, int64_t i, bool forw
 // (sample i + n1 k of the group's columns is one vector of each row) into `cols` (L runs
 // of n2), transformed, and stored into the transform array a.
 template <typename T>
-FASTECG_AVX2_CLONES void columns_forward(const FourStep<T>& fs, const T* const* rows,
-                                         const T* const* tails, int64_t body, Complex<T>* a,
-                                         Complex<T>* cols, Complex<T>* scratch) {
+FASTECG_INLINE void columns_forward(const FourStep<T>& fs, const T* const* rows,
+                                    const T* const* tails, int64_t body, Complex<T>* a,
+                                    Complex<T>* cols, Complex<T>* scratch) {
   constexpr int L = kLanes<T>;
   const int64_t n1 = fs.n1, n2 = fs.n2;
   for (int64_t i0 = 0; i0 < n1; i0 += L) {
@@ -422,8 +423,8 @@ FASTECG_AVX2_CLONES void columns_forward(const FourStep<T>& fs, const T* const* 
 // order) and conjugated, transformed again. The spectrum's whole round trip, one row at a
 // time in cache.
 template <typename T>
-FASTECG_AVX2_CLONES void rows_round_trip(const FourStep<T>& fs, const T* gain, Complex<T>* a,
-                                         Complex<T>* scratch) {
+FASTECG_INLINE void rows_round_trip(const FourStep<T>& fs, const T* gain, Complex<T>* a,
+                                    Complex<T>* scratch) {
   for (int64_t k = 0; k < fs.n2; ++k) {
     Complex<T>* r = a + fs.n1 * k;
     Complex<T>* z = transform(*fs.rows, fs.row_twiddles.data(), r, scratch);
@@ -436,9 +437,9 @@ FASTECG_AVX2_CLONES void rows_round_trip(const FourStep<T>& fs, const T* gain, C
 // The inverse's column step: columns_forward's mirror, unpacked (conjugated) straight
 // into the rows.
 template <typename T>
-FASTECG_AVX2_CLONES void columns_inverse(const FourStep<T>& fs, const Complex<T>* a,
-                                         T* const* rows, T* const* tails, int64_t body,
-                                         Complex<T>* cols, Complex<T>* scratch) {
+FASTECG_INLINE void columns_inverse(const FourStep<T>& fs, const Complex<T>* a,
+                                    T* const* rows, T* const* tails, int64_t body,
+                                    Complex<T>* cols, Complex<T>* scratch) {
   constexpr int L = kLanes<T>;
   const int64_t n1 = fs.n1, n2 = fs.n2;
   for (int64_t i0 = 0; i0 < n1; i0 += L) {
@@ -512,8 +513,9 @@ struct Buffers {
 // transform, times the gain and conjugated, forward transform again (the conjugate of
 // the inverse), unpacked conjugated.
 template <typename T>
-void filter_lanes(const Filter<T>& f, const T* const* src, const T* const* src_tails,
-                  int64_t body, T* const* dst, T* const* dst_tails, Buffers<T>& buf) {
+FASTECG_INLINE void filter_lanes(const Filter<T>& f, const T* const* src,
+                                 const T* const* src_tails, int64_t body, T* const* dst,
+                                 T* const* dst_tails, Buffers<T>& buf) {
   if (f.four) {
     Complex<T>* cols = buf.b + f.four->n2;  // buf.b: a column's scratch, then the group
     columns_forward(*f.four, src, src_tails, body, buf.a, cols, buf.b);
@@ -531,7 +533,7 @@ void filter_lanes(const Filter<T>& f, const T* const* src, const T* const* src_t
 // max |x| over a row, or +inf if it holds a NaN or an infinity (x * 0 is NaN exactly
 // then). Whole vectors in lanes: a scalar max or sum would not vectorise.
 template <typename T>
-FASTECG_AVX2_CLONES T row_peak(const T* x, int64_t n) {
+FASTECG_INLINE T row_peak(const T* x, int64_t n) {
   constexpr int L = kLanes<T>;
   Vec<T> peak = {}, probe = {};
   int64_t t = 0;
@@ -570,7 +572,8 @@ struct LanePair {
 // The block's rows [r0, r0 + count) paired by peak: sorted, neighbours paired while
 // within kPairPeakRatio of each other. Returns the number of lanes (<= count).
 template <typename T>
-int64_t pair_rows(const T* x, int64_t n, int64_t r0, int64_t count, LanePair* lanes) {
+FASTECG_INLINE int64_t pair_rows(const T* x, int64_t n, int64_t r0, int64_t count,
+                                 LanePair* lanes) {
   T peak[64];
   int64_t order[64];
   for (int64_t k = 0; k < count; ++k) {
@@ -597,8 +600,9 @@ int64_t pair_rows(const T* x, int64_t n, int64_t r0, int64_t count, LanePair* la
 // The rows' whole vectors (samples [0, body)) are packed from x and unpacked into y
 // directly; the rest of the padded row goes through the lane's tail buffer.
 template <typename T>
-void filter_block(const T* x, int64_t n, int64_t r0, int64_t count, const Filter<T>& f,
-                  int64_t pad, int64_t right, bool adjoint, Buffers<T>& buf, T* y) {
+FASTECG_INLINE void filter_block(const T* x, int64_t n, int64_t r0, int64_t count,
+                                 const Filter<T>& f, int64_t pad, int64_t right, bool adjoint,
+                                 Buffers<T>& buf, T* y) {
   constexpr int L = kLanes<T>;
   static_assert(2 * L <= 64, "pair_rows' arrays");
   const int64_t n_fft = f.n_fft, body = n / L * L, tail = n_fft - body;
@@ -640,13 +644,16 @@ void zero_phase_fft_rows(const at::Tensor& rows, const at::Tensor& gain, int64_t
   const Filter<T> filter(n_fft, g.data_ptr<T>());
   const T* x = rows.data_ptr<T>();
   T* y = out.data_ptr<T>();
+  const Isa isa = cpu_isa();
   parallel_claim((n_rows + kRowsPerBlock - 1) / kRowsPerBlock, [&](auto& claim) {
     Buffers<T> buf(n_fft, filter.scratch(), n / kLanes<T> * kLanes<T>);
-    for (int64_t b; (b = claim()) >= 0;) {
-      const int64_t r0 = b * kRowsPerBlock;
-      filter_block(x, n, r0, std::min(kRowsPerBlock, n_rows - r0), filter, pad, right, adjoint,
-                   buf, y);
-    }
+    with_isa(isa, [&](auto) __attribute__((always_inline)) {
+      for (int64_t b; (b = claim()) >= 0;) {
+        const int64_t r0 = b * kRowsPerBlock;
+        filter_block(x, n, r0, std::min(kRowsPerBlock, n_rows - r0), filter, pad, right,
+                     adjoint, buf, y);
+      }
+    });
   });
 }
 
