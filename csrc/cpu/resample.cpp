@@ -26,22 +26,21 @@
 // Arithmetic is in the input's dtype, as SciPy's is (it casts the taps to x's dtype;
 // float32 sums of the 41-501-tap designs stay within ~2e-7 of the float64 result, relative
 // to the peak; the order of the sums differs from SciPy's). The instruction set is chosen
-// at run time (AVX-512, AVX2+FMA or baseline; FASTECG_CPU_ISA=avx512|avx2|generic forces a
-// narrower one, as for the other CPU kernels).
+// at run time by cpu_isa() (isa.h: AVX-512, AVX2+FMA or baseline; FASTECG_CPU_ISA can narrow
+// it, as for the other CPU kernels).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <numeric>
-#include <string>
 #include <vector>
 
 #include "../common/huge_pages.h"
 #include "../common/lanes4.h"
 #include "../common/parallel.h"
+#include "isa.h"
 
 // The vector helpers below are always inlined into their ISA's caller, so the ABI GCC warns
 // about (vector arguments across ISAs) is never used.
@@ -378,30 +377,12 @@ void item_generic(const Problem<T>& p, int64_t item, T* scratch) {
 
 template <typename T> using ItemFn = void (*)(const Problem<T>&, int64_t, T*);
 
-// The widest instruction set this CPU runs, unless FASTECG_CPU_ISA asks for a narrower one
-// (the same rule as csrc/cpu/sosfilt.cpp's).
+// The kernel of the instruction set cpu_isa() (isa.h) picks.
 template <typename T>
-ItemFn<T> select_item_fn() {
-  int best = 0;  // 0 generic, 1 avx2, 2 avx512
+ItemFn<T> item_fn(Isa isa) {
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
-    best = 2;
-  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    best = 1;
-#endif
-  int want = best;
-  const char* forced = std::getenv("FASTECG_CPU_ISA");
-  if (forced != nullptr && *forced != '\0') {
-    const std::string name(forced);
-    want = name == "generic" ? 0 : name == "avx2" ? 1 : name == "avx512" ? 2 : -1;
-    TORCH_CHECK(want >= 0, "FASTECG_CPU_ISA must be generic, avx2 or avx512, got ", name);
-    TORCH_CHECK(want <= best, "FASTECG_CPU_ISA=", name, " but this CPU does not support it");
-  }
-#if defined(__x86_64__)
-  if (want == 2) return item_avx512<T>;
-  if (want == 1) return item_avx2<T>;
+  if (isa == Isa::kAvx512) return item_avx512<T>;
+  if (isa == Isa::kAvx2) return item_avx2<T>;
 #endif
   return item_generic<T>;
 }
@@ -458,7 +439,7 @@ void resample_rows(const T* x, T* y, const T* h, int64_t rows, int64_t n_in, int
   // The widest span: last_input(m0 + chunk - 1) - first_input(m0) + 1 over every m0.
   p.span_max = ((chunk - 1) * down + n_taps + up - 1) / up + 2;
   const int64_t n_items = (rows + W - 1) / W * p.n_chunks;
-  const ItemFn<T> fn = select_item_fn<T>();
+  const ItemFn<T> fn = item_fn<T>(cpu_isa());
   parallel_claim(n_items, [&](auto& claim) {
     AlignedArray<T> own;
     T* scratch = work_memory<T>((p.span_max + p.chunk) * W, own);
