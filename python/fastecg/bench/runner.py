@@ -100,6 +100,8 @@ def _gpu_peak_gb_per_s() -> Optional[float]:
 
 
 def machine_info(device: str) -> dict:
+    """What ran the benchmark: platform, CPU model, core counts, the kernels' instruction
+    set, and on ``device="cuda"`` the GPU's name and peak memory bandwidth."""
     import torch
 
     info = {"platform": platform.platform(), "machine": platform.machine(),
@@ -113,6 +115,7 @@ def machine_info(device: str) -> dict:
 
 
 def versions() -> dict:
+    """Versions of what was timed: fastecg, torch (and its CUDA), triton, NumPy, SciPy, Python."""
     import scipy
     import torch
 
