@@ -1,6 +1,8 @@
-"""Helpers shared by the test files: one error measure, one test signal."""
+"""Helpers shared by the test files: one error measure, one test signal, one check of the
+`fastecg` command's usage errors."""
 
 import numpy as np
+import pytest
 import torch
 
 
@@ -20,3 +22,16 @@ def signal(shape, dtype=torch.float32, seed=0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(shape, generator=g, dtype=torch.float64).cumsum(-1) * 0.05
             + torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype)
+
+
+def assert_usage_error(capsys, argv) -> str:
+    """``fastecg <argv>`` exits with argparse's usage error (code 2, "error:" on stderr,
+    no traceback); returns stderr."""
+    from fastecg import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, (argv, exc.value.code, err)
+    assert "error:" in err and "Traceback" not in err, (argv, err)
+    return err

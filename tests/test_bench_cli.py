@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from fastecg import cli
+from helpers import assert_usage_error
 from fastecg.bench import command, workloads
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -108,15 +109,6 @@ def test_an_op_registered_later_appears_without_editing_the_command(tmp_path, mo
 
 
 # ---- bad arguments ------------------------------------------------------------------------
-
-def assert_usage_error(capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    err = capsys.readouterr().err
-    assert exc.value.code == 2, (argv, exc.value.code, err)
-    assert "error:" in err and "Traceback" not in err, (argv, err)
-    return err
-
 
 @pytest.fixture
 def stub_bench(monkeypatch):

@@ -19,6 +19,7 @@ import pytest
 
 import fastecg
 from fastecg import cli
+from helpers import assert_usage_error
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -47,15 +48,6 @@ BAD_COMBOS = [
     ["--records", "1000", "--seconds", "600"],
     ["--fs", "100000", "--seconds", "3600", "--records", "1"],
 ]
-
-
-def assert_usage_error(capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    err = capsys.readouterr().err
-    assert exc.value.code == 2, (argv, exc.value.code, err)
-    assert "error:" in err and "Traceback" not in err, (argv, err)
-    return err
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fastecg import cli
+from helpers import assert_usage_error
 
 pytest.importorskip("wfdb")
 pytest.importorskip("pandas")
@@ -50,15 +51,6 @@ def stub(monkeypatch):
 
     monkeypatch.setattr(cli, "_preprocess", check)
     return seen
-
-
-def usage_error(capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    err = capsys.readouterr().err
-    assert exc.value.code == 2, (argv, exc.value.code, err)
-    assert "error:" in err and "Traceback" not in err, (argv, err)
-    return err
 
 
 def test_preprocess_end_to_end(src, tmp_path, capsys):
@@ -105,8 +97,8 @@ def test_preprocess_with_config_fs_and_siglen(src, tmp_path, capsys):
 @pytest.mark.parametrize("option,value",
                          [(opt, v) for opt, values in BAD.items() for v in values],
                          ids=lambda v: repr(v)[:20])
-def test_bad_value_is_a_usage_error(capsys, stub, src, tmp_path, option, value):
-    err = usage_error(capsys, ["preprocess", str(src), str(tmp_path / "o"), option, value])
+def test_bad_value_is_a_assert_usage_error(capsys, stub, src, tmp_path, option, value):
+    err = assert_usage_error(capsys, ["preprocess", str(src), str(tmp_path / "o"), option, value])
     assert "fastecg preprocess" in err and stub == []
 
 
@@ -127,21 +119,21 @@ def test_bad_paths_and_combinations(capsys, stub, src, tmp_path):
                  [str(src), out, "--config", str(scalar)],
                  [str(src), out, "--recipe", "st_mem", "--config", str(bad_json)],
                  [str(src)], [], [str(src), out, "extra"], [str(src), out, "--bogus"]):
-        usage_error(capsys, ["preprocess", *argv])
+        assert_usage_error(capsys, ["preprocess", *argv])
     assert stub == []
 
 
-def test_bad_pipeline_config_is_a_usage_error(capsys, src, tmp_path):
+def test_bad_pipeline_config_is_a_assert_usage_error(capsys, src, tmp_path):
     config = tmp_path / "p.json"
     config.write_text(json.dumps({"steps": [{"name": "bandpas", "lowcut": 1.0}]}))
-    err = usage_error(capsys, ["preprocess", str(src), str(tmp_path / "o"), "--config",
+    err = assert_usage_error(capsys, ["preprocess", str(src), str(tmp_path / "o"), "--config",
                                str(config), "--quiet"])
     assert "bandpass" in err  # the close match
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
-def test_cuda_without_gpu_is_a_usage_error(capsys, stub, src, tmp_path):
-    err = usage_error(capsys, ["preprocess", str(src), str(tmp_path / "o"), "--device", "cuda"])
+def test_cuda_without_gpu_is_a_assert_usage_error(capsys, stub, src, tmp_path):
+    err = assert_usage_error(capsys, ["preprocess", str(src), str(tmp_path / "o"), "--device", "cuda"])
     assert "no CUDA GPU" in err
 
 

@@ -12,18 +12,6 @@ ORDER = ["generic", "avx2", "avx512"]
 pytestmark = pytest.mark.skipif(not backends()["cpu"].available, reason="fastecg._C not built")
 
 
-@pytest.fixture(params=ORDER)
-def cpu_isa(request, monkeypatch):
-    """Forces each instruction set of the CPU kernels in turn; skips those this CPU lacks."""
-    monkeypatch.setenv("FASTECG_CPU_ISA", request.param)
-    try:
-        torch.ops.fastecg._cpu_isa()
-    except RuntimeError as err:
-        assert "supports at most" in str(err)
-        pytest.skip(f"this CPU has no {request.param}")
-    return request.param
-
-
 def ecg_like(shape, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     wander = torch.randn(shape, generator=g, dtype=torch.float64).cumsum(-1) * 0.02

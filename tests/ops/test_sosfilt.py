@@ -59,19 +59,6 @@ def test_sos_as_nested_tuples_or_lists():
     assert rel_err(sosfiltfilt(rows, x), 4 * ref) < TOL[torch.float64]
 
 
-@pytest.fixture(params=["generic", "avx2", "avx512"])
-def cpu_isa(request, monkeypatch):
-    """Forces each instruction set of the CPU kernels in turn; skips those this CPU lacks."""
-    monkeypatch.setenv("FASTECG_CPU_ISA", request.param)
-    from fastecg import _C  # noqa: F401  (registers fastecg::_cpu_isa)
-    try:
-        torch.ops.fastecg._cpu_isa()
-    except RuntimeError as err:
-        assert "supports at most" in str(err)
-        pytest.skip(f"this CPU has no {request.param}")
-    return request.param
-
-
 # 35 rows: full 4- and 8-lane blocks and a partial one; 1001 and 1030 samples: tiles
 # inside the rows, which AVX2 filters on the rows themselves (forward from them,
 # backward into them), beside edge tiles that go through copies; lengths not a multiple
