@@ -169,20 +169,30 @@ def periodic_closed_form(size: int, n: int, mode: int) -> bool:
     return q >= 1 and (r // q + 2 <= 64 or size > 64 * n + 2**20)
 
 
-def _window_counts(ind: Tensor, start: Tensor, length: int, mode: int) -> Tensor:
-    """How many of the extended row's positions ``[start, start + length)`` hold a sample
-    with ``ind`` set: prefix sums over one period (rows of `ind` are (n_rows, n))."""
-    n = ind.shape[-1]
-    period = _period(n, mode)
-    t = torch.arange(period, device=ind.device)
-    per = ind.gather(-1, extended_index(t, n, mode).expand(ind.shape[0], -1)).to(torch.int64)
+def _periodic_window_sums(per: Tensor, start: Tensor, length: int) -> Tensor:
+    """Sums over positions ``[start, start + length)`` of the periodic sequences whose
+    one period is each row of `per` (n_rows, period): prefix sums over one period."""
+    period = per.shape[-1]
     cum = torch.nn.functional.pad(per.cumsum(-1), (1, 0))  # (n_rows, period + 1)
 
     def upto(pos):  # positions [0, pos) for any integer pos
         whole, part = pos.div(period, rounding_mode="floor"), pos.remainder(period)
-        return whole * cum[:, -1:] + cum.gather(-1, part.expand(ind.shape[0], -1))
+        return whole * cum[:, -1:] + cum.gather(-1, part.expand(per.shape[0], -1))
 
     return upto(start + length) - upto(start)
+
+
+def _one_period(rows: Tensor, mode: int) -> Tensor:
+    """Each row's extension over one period of a periodic `mode`, (n_rows, period)."""
+    n = rows.shape[-1]
+    t = torch.arange(_period(n, mode), device=rows.device)
+    return rows.gather(-1, extended_index(t, n, mode).expand(rows.shape[0], -1))
+
+
+def _window_counts(ind: Tensor, start: Tensor, length: int, mode: int) -> Tensor:
+    """How many of the extended row's positions ``[start, start + length)`` hold a sample
+    with ``ind`` set (rows of `ind` are (n_rows, n))."""
+    return _periodic_window_sums(_one_period(ind, mode).to(torch.int64), start, length)
 
 
 def periodic_median(rows: Tensor, size: int, origin: int, mode: int) -> tuple[Tensor, Tensor]:
@@ -239,18 +249,9 @@ def periodic_moving_average(rows: Tensor, size: int) -> Tensor:
     n = rows.shape[-1]
     if n == 1:
         return rows.clone()
-    mode = MEDIAN_MODES["mirror"]
-    period = 2 * n - 2
-    t = torch.arange(period, device=rows.device)
-    ext = rows.to(torch.float64).index_select(-1, extended_index(t, n, mode))
-    cum = torch.nn.functional.pad(ext.cumsum(-1), (1, 0))
-
-    def upto(pos):
-        whole, part = pos.div(period, rounding_mode="floor"), pos.remainder(period)
-        return whole * cum[:, -1:] + cum.index_select(-1, part)
-
-    start = torch.arange(n, device=rows.device) - size // 2
-    return ((upto(start + size) - upto(start)) / size).to(rows.dtype)
+    per = _one_period(rows.to(torch.float64), MEDIAN_MODES["mirror"])
+    start = (torch.arange(n, device=rows.device) - size // 2)[None]
+    return (_periodic_window_sums(per, start, size) / size).to(rows.dtype)
 
 
 # ---- custom ops ----------------------------------------------------------------------------
