@@ -36,9 +36,9 @@ def _sources(pattern: str) -> list[str]:
 
 def _extension():
     # -g0: Python's CFLAGS bring -g, which costs seconds per TU and huge objects.
-    # -falign-loops=32: the hot loops are long (40-100 instructions); on Zen 3 the same
-    # 4-section filter loop measured 8.5 or 13 cycles a step depending only on where
-    # it was placed (csrc/cpu/sosfilt.cpp, pass_direct1).
+    # -falign-loops=32: the hot loops are long (40-100 instructions); without it the same
+    # filter loop ran up to 1.5x slower depending only on where it was placed
+    # (benchmarks/CPU_NOTES.md).
     cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-g0", "-DNDEBUG", "-falign-loops=32"]
     sources = ["csrc/ops.cpp"] + _sources("csrc/cpu/*.cpp")
     if _want_cuda():

@@ -1,11 +1,11 @@
 // Large CPU buffers on transparent huge pages. Where the kernel grants them on request
 // (THP mode "madvise", the common default), advising a fresh mapping before its first
 // touch backs it with 2 MB pages: one fault per 2 MB instead of 512, and strided reads
-// that stay within a few TLB entries. A fresh 1-hour (16, 1.8M) float32 output took ~50 ms
-// of page faults a call on this machine's 4 KB pages. Advice only: where it is refused,
-// nothing changes. No torch headers: the kernels advise their fresh outputs with
-// advise_huge_pages(out.data_ptr(), out.nbytes()) before writing them, and take their
-// work memory from AlignedArray.
+// that stay within a few TLB entries: page faults of a fresh Holter-length output on 4 KB
+// pages cost a visible part of a call (benchmarks/CPU_NOTES.md). Advice only: where it
+// is refused, nothing changes. No torch headers: the kernels advise their fresh outputs
+// with advise_huge_pages(out.data_ptr(), out.nbytes()) before writing them, and take
+// their work memory from AlignedArray.
 #pragma once
 
 #include <algorithm>

@@ -14,8 +14,8 @@ namespace fastecg {
 // one per call across all threads, then -1. Items are claimed as threads come free
 // rather than split into equal shares up front: on a shared machine a thread that is
 // preempted for a while then holds back only the items it has, and the others take the
-// rest (bandpass on 2 threads, 10 alternating runs: median time 5.9 ms against 6.7 ms
-// for equal shares, the same best times). work sets up its per-thread scratch once.
+// rest, so the median time falls while the best time stays (benchmarks/CPU_NOTES.md).
+// work sets up its per-thread scratch once.
 template <typename Work>
 void parallel_claim(int64_t n, const Work& work) {
   std::atomic<int64_t> next{0};

@@ -459,7 +459,7 @@ FASTECG_INLINE void median_chunk(Tag tag, const T* row, const int32_t* src_in, i
   s.out_rank.resize(c1 - c0);
   // A later stage reads runs of repeated samples (the previous stage's medians): their
   // ranks come in clumps with wide empty gaps, where the two-word lookup of
-  // slide_distinct misses often and the counting slide is faster (measured).
+  // slide_distinct misses often and the counting slide is faster.
   if (src_in)
     slide(tag, s.rank.data(), c1 - c0, st.size, st.size / 2, int32_t(len), nan_rank,
           s.out_rank.data(), s);
@@ -641,9 +641,9 @@ FASTECG_INLINE void running_mean(const E* ext, int64_t n, int64_t w, bool finite
     for (int64_t i = 0; i < n; ++i) out[i] = window_sum(i) * inv;
     return;
   }
-  // Chains to hide the add latency: 4 for one row (8 measured 10-15% slower); 2 for a
-  // block, whose window of V4s is 4x longer: 4 segments' trailing reads (4 * w * 32 B for
-  // w = 301) would no longer fit L1.
+  // Chains to hide the add latency: 4 for one row (8 was slower; benchmarks/CPU_NOTES.md);
+  // 2 for a block, whose window of V4s is 4x longer: 4 segments' trailing reads
+  // (4 * w * 32 B for w = 301) would no longer fit L1.
   constexpr int kSeg = kLanesOf<E> > 1 ? 2 : 4;
   constexpr int64_t kResum = 1 << 14;
   const int64_t seg = n / kSeg;
@@ -763,7 +763,7 @@ FASTECG_INLINE bool average_chain(const T* const* x, int64_t n, const std::vecto
 
 // Rows longer than this run one by one: their buffers miss the caches either way, so
 // blocks gain nothing, and a block's buffers (64 B per sample) cost 4x the fresh memory
-// (page faults: a 1-hour Holter batch measured 2x slower in blocks).
+// (page faults: a Holter batch is slower in blocks; benchmarks/CPU_NOTES.md).
 constexpr int64_t kBlockMaxSamples = 1 << 15;
 
 template <typename T>

@@ -89,8 +89,7 @@ FASTECG_INLINE void row_affine(const T* x, int64_t n, int64_t method, double mea
 
 // One row: its statistics, then y = x * scale + shift (in double, rounded to T). In the
 // x86-64-v3 variant (with_isa, isa.h) the statistics' lanes and the affine map run on AVX2
-// vectors (min-max on the (64, 12, 5000) float32 batch, 2 threads, with the vector lanes
-// of row_affine: 1.77-1.9 -> 0.91-0.92 ms, plain PyTorch 1.3-1.5; z-score 1.48 -> 1.21).
+// vectors, which is what puts it ahead of plain PyTorch (benchmarks/CPU_NOTES.md).
 template <typename T>
 FASTECG_INLINE void normalize_row(const T* x, T* y, int64_t n, int64_t method, double mean,
                                        double std, double eps, int64_t ddof) {

@@ -20,8 +20,7 @@
 // 500 -> 100 Hz, and every backward), the outputs slide over shared registers so that a
 // vector load serves several taps (phase_block_sliding), and a symmetric phase (Kaiser
 // designs at up = 1) adds its two samples before one FMA (phase_block_folded, AVX-512's 32
-// registers). On one Zen 4 core, float32, (768, 5000) rows, filtering alone: 500 -> 250 Hz
-// 2.8 ms with one output at a time, 1.8 with 4 outputs a tap, 1.6 sliding, 1.0 folded.
+// registers). Each of these steps cut the filtering time (benchmarks/CPU_NOTES.md).
 //
 // Arithmetic is in the input's dtype, as SciPy's is (it casts the taps to x's dtype;
 // float32 sums of the 41-501-tap designs stay within ~2e-7 of the float64 result, relative

@@ -66,7 +66,7 @@ struct Tile {
   }
   FASTECG_INLINE void out(int64_t t, lanes_t y) const { std::memcpy(at(t), &y, sizeof y); }
   // One step at a time: wider groups of wide vectors (8 lanes on SSE2: four registers
-  // each) would not fit the registers (measured 35% slower).
+  // each) would not fit the registers (slower; benchmarks/CPU_NOTES.md).
   static constexpr int kGroup = 1;
   template <int G> FASTECG_INLINE void in_group(int64_t t, lanes_t (&x)[G]) const {
     for (int k = 0; k < G; ++k) x[k] = in(t + k);
@@ -94,11 +94,9 @@ FASTECG_INLINE void transpose_halves(F8 (&v)[4]) {
 // Rows: samples [col, col + len) of L rows of T (float32 or float64; L = 4, or 8 as
 // two halves of 4), read widened to float64 and written rounded to T through 4x4
 // transposes in registers: the pass works on the rows themselves, with no transposing
-// copy through a tile before or after it. Measured on the (64, 12, 5000) float32 batch,
-// alternating runs: 8.2 ms against 8.8 on 1 thread, 4.9 against 5.5 on 2 (medians of
-// the best times of 5 runs). The stores are plain ones: streaming them past the caches
-// (non-temporal stores, which the separate copies gained ~10% from) made this 5-10%
-// slower.
+// copy through a tile before or after it, which saves a pass over the batch. The
+// stores are plain ones: streaming them past the caches (non-temporal stores, which
+// the separate copies gained from) made this slower (benchmarks/CPU_NOTES.md).
 template <typename T, int L = 4>
 struct Rows {
   static_assert(L == 4 || L == 8);
@@ -477,10 +475,9 @@ __attribute__((target("arch=x86-64-v3"))) void store_avx2(const double* src, int
 
 // AVX-512 with the passes on rows: 8 lanes, one zmm per state variable, and 32
 // registers, so the 4-section state, the transposes and the temporaries stay in them (the
-// AVX2 loop spills state to the stack). On a Zen 4 core (AVX-512 on 256-bit units) the
-// (64, 12, 5000) float32 batch took 4.8-4.9 ms on 1 thread against 6.2 for the AVX2
-// kernels, 2.4-2.6 against 3.3-3.6 on 2; the same 4-lane kernels compiled for
-// x86-64-v4 (16 more registers, same instructions) 5.6-5.7 on 1.
+// AVX2 loop spills state to the stack). It is ahead even on cores that run AVX-512 on
+// 256-bit units, and ahead of the 4-lane kernels compiled for x86-64-v4 (16 more
+// registers, same instructions) (benchmarks/CPU_NOTES.md).
 template <typename T>
 __attribute__((target("arch=x86-64-v4"))) void from_rows_avx512(const T* const* rows,
                                                                 int64_t col, double* buf,

@@ -15,9 +15,9 @@
 // vector and its extension (the padding, which goes through a small per-lane buffer).
 // Long transforms (from 16384 points) take the four-step form (FourStep below), which
 // crosses the block's array 4 times instead of twice per radix step.
-// Why not torch's FFT: on this machine's AMD EPYC (Zen 3) torch's MKL takes ~14 us per
-// 5120-point float32 row and direction plus ~20 us per call; this kernel does the whole
-// filter, both directions, in ~12.5 us a row on one thread ((768, 5000): 9.6-9.9 ms).
+// Why not torch's FFT: a row's forward transform alone there costs about what this kernel
+// takes for the whole filter, both directions, plus a fixed cost per call
+// (benchmarks/CPU_NOTES.md).
 // Errors: float32 transforms for float32 rows, as torch's: the two agree to ~1e-7 of the
 // peak (tests/ops/test_bandpass.py).
 #include <ATen/ATen.h>
@@ -107,8 +107,8 @@ std::shared_ptr<const Plan> make_plan(int64_t n) {
   return plan;
 }
 
-// Plans by length, built once (the twiddles cost ~n cos/sin pairs: ~40 MB and ~50 ms for
-// a 1-hour row). At most kPlans of a kind are kept: past that the cache starts again
+// Plans by length, built once (the twiddles cost ~n cos/sin pairs: tens of MB for a
+// 1-hour row). At most kPlans of a kind are kept: past that the cache starts again
 // (calls still running hold their plan). One cache per make (per kind of plan).
 constexpr size_t kPlans = 16;
 template <typename Make>
@@ -169,7 +169,7 @@ std::shared_ptr<const FourStep<T>> make_four_step(int64_t n) {
   fs->row_twiddles.assign(fs->rows->twiddles.begin(), fs->rows->twiddles.end());
   fs->col_twiddles.assign(fs->cols->twiddles.begin(), fs->cols->twiddles.end());
   // w^j for j = (i k) mod n as w^(j - j % 1024) w^(j % 1024), from two short tables of
-  // exact angles: n cos/sin pairs took ~0.4 s for a 1-hour row, this ~30 ms; the product
+  // exact angles, an order of magnitude faster than n cos/sin pairs; the product
   // of two double-precision values is within ~2e-16 of w^j.
   constexpr int64_t kLow = 1024;
   auto unit = [n](int64_t j) {
@@ -451,12 +451,10 @@ FASTECG_INLINE void columns_inverse(const FourStep<T>& fs, const Complex<T>* a,
   }
 }
 
-// Transforms of this length and longer take the four-step form. Per row and sample on 1
-// thread (blocks of 16 float32 rows): level with the one-piece transform at 8192 points
-// (2.1 ns), ahead from 16384 (2.05 against 2.2 ns) and 2x-2.8x ahead from 32768 on (2.3
-// against 6.3 ns; 1-hour rows, with the huge pages below, 154 against 431 ms a block);
-// behind on ECG batches (5120 points: 10 against 6.5 ms for (768, 5000)), whose arrays
-// stay in L2/L3 anyway.
+// Transforms of this length and longer take the four-step form: it crosses the array
+// more often but in cache-sized pieces, so it is level with the one-piece transform at
+// 8192 points, ahead from 16384 and far ahead on Holter rows; on ECG batches (5120
+// points), whose arrays stay in L2/L3 anyway, it would be behind (benchmarks/CPU_NOTES.md).
 constexpr int64_t kFourStepMin = 16384;
 
 // What a call's blocks share: the plan (the one-piece transform, or the four-step form
@@ -495,9 +493,8 @@ struct Filter {
 // zeros and a place to discard them, for the lanes of a last block without rows.
 // The transform arrays are AlignedArrays (huge_pages.h): uninitialised (every element is
 // written before it is read), each sample of a column group a whole cache line, and a
-// 1-hour block's 118 MB first touched in 57 faults instead of 29000 with the column
-// passes' strided reads within a few TLB entries (the block on 1 thread: 270 -> 210 ms;
-// the output's advice then 210 -> 160).
+// 1-hour block's ~120 MB first touched in tens of faults instead of tens of thousands,
+// with the column passes' strided reads within a few TLB entries (benchmarks/CPU_NOTES.md).
 template <typename T>
 struct Buffers {
   AlignedArray<Complex<T>> a_storage, b_storage;

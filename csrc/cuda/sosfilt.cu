@@ -189,7 +189,7 @@ cascade_kernel(In in, Out out, const double* __restrict__ z0, double* __restrict
 
 // The carry scan, s_in[b + 1] = P_b s_in[b] + zero[b] along each row's blocks, in
 // segments of m blocks so that its sequential chain is about 2 m + n_blocks / m steps
-// instead of n_blocks (one step is a ~0.5 us dependent chain of shuffles and FMAs):
+// instead of n_blocks (one step is a long dependent chain of shuffles and FMAs):
 //   A. every segment scans its blocks from zero state: its final state seg_final[g];
 //   B. each row scans its segments: seg_start[g + 1] = A^(L m) seg_start[g] +
 //      seg_final[g], seg_start[0] = zi;

@@ -17,8 +17,8 @@ from .zero_phase_fft import fast_fft_len
 __all__ = ["fir_filtfilt", "fir_bandpass"]
 
 # Direct float32 conv1d up to this many taps; longer filters, and float64, use an FFT
-# convolution (CPU, (64, 12, 5000): conv1d 134 ms at 11 taps, 296 ms at 101; the FFT
-# ~120-230 ms at any length up to a few hundred taps; float64 conv1d is 5-10x slower).
+# convolution, whose cost hardly depends on the length up to a few hundred taps while
+# conv1d's grows with it (and float64 conv1d is far slower) (benchmarks/CPU_NOTES.md).
 _DIRECT_MAX_TAPS = 32
 
 

@@ -122,8 +122,8 @@ def _sosfiltfilt_adjoint(grad: Tensor, sos: Tensor, zi: Tensor, padlen: int, pad
     chosen = resolve_backend("sosfilt", grad, backend)
     filt = kernel_for("sosfilt", grad, chosen)
     weights = _edge_weights(sos, zi, rows.shape[-1], padlen, filt)
-    # (rows, n) @ (n, 2) as the transpose of a (2, n) matrix: MKL's sgemm took 3.2 ms on the
-    # (768, 5000) batch for the plain (n, 2) layout, 1.2 ms for this one (2 threads).
+    # (rows, n) @ (n, 2) as the transpose of a (2, n) matrix: MKL's sgemm is several times
+    # faster on this layout than on the plain (n, 2) one (benchmarks/CPU_NOTES.md).
     edge_terms = (rows @ weights.to(rows.dtype).t()).to(torch.float64)
     if has_kernel("sosfiltfilt_adjoint", chosen):
         fused = kernel_for("sosfiltfilt_adjoint", grad, chosen)

@@ -27,7 +27,7 @@ def _zero_phase_gain_interleaved(sos: Tensor, n_fft: int, dtype: torch.dtype) ->
 
 @functools.lru_cache(maxsize=128)
 def _gain_on_device(sos_key: tuple, n_fft: int, device: str, dtype: torch.dtype) -> Tensor:
-    # ~40 small ops per call otherwise (~0.5-1 ms on CPU, as much as a pass over a batch).
+    # ~40 small ops per call otherwise: on the CPU as much as a pass over a batch.
     sos = torch.tensor(sos_key, dtype=torch.float64, device=device)
     return _zero_phase_gain_interleaved(sos, n_fft, dtype)
 
@@ -87,8 +87,8 @@ def _circulant(v: Tensor, gain: Tensor, n_fft: int) -> Tensor:
 
 def _filter_rows(rows: Tensor, gain: Tensor, pad: int, right: int, n_fft: int) -> Tensor:
     # One gather and one concatenation build the padded rows: each op is a pass over
-    # the batch and, on a busy machine, a wait for every thread (2 threads, 768 rows,
-    # other load on the cores: 2.4 ms here, 7.5 ms for three slice copies and two flips).
+    # the batch and, on a busy machine, a wait for every thread (three slice copies and
+    # two flips took about three times as long; benchmarks/CPU_NOTES.md).
     n = rows.shape[-1]
     tails = rows.index_select(1, _tail_index(n, pad, right, rows.device))
     parts = [rows, tails[:, :right]]
