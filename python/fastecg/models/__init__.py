@@ -5,7 +5,8 @@ registries import it themselves on their first lookup.
 
 >>> from fastecg.registry import BACKBONES
 >>> net = BACKBONES.build("resnet", in_channels=12)
->>> net.compute_features_output_shape(5000, batch_size=2)
+>>> net.compute_features_output_shape(5000, batch_size=2)  # (batch, channels, length)
+(2, 512, 157)
 """
 
 import importlib

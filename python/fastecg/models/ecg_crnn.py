@@ -70,6 +70,8 @@ class ECG_CRNN(DownstreamModel):
 
     Examples
     --------
+    >>> import torch
+    >>> from fastecg.models import ECG_CRNN
     >>> model = ECG_CRNN(["AF", "RBBB"], n_leads=12,
     ...                  config={"backbone": "resnet", "rnn": "lstm",
     ...                          "attention": "squeeze_excitation"})

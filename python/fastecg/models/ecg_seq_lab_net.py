@@ -43,6 +43,8 @@ class ECG_SEQ_LAB_NET(DownstreamModel):
 
     Examples
     --------
+    >>> import torch
+    >>> from fastecg.models import ECG_SEQ_LAB_NET
     >>> model = ECG_SEQ_LAB_NET(["N", "S", "V"], backbone="resnet")
     >>> model(torch.randn(2, 12, 2000)).shape
     torch.Size([2, 2000, 3])

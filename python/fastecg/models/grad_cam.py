@@ -85,8 +85,17 @@ class GradCam:
 
     Examples
     --------
-    >>> cam = GradCam(model)                        # model: e.g. an ECG_CRNN
-    >>> saliency = cam(x, target_class=0)           # (batch, n_samples), in [0, 1]
+    >>> import torch
+    >>> from fastecg.models import ECG_CRNN, GradCam
+    >>> model = ECG_CRNN(["AF", "RBBB"], n_leads=12)
+    >>> cam = GradCam(model)                        # explains the backbone's last stage
+    >>> cam.target_name
+    'backbone.stages.3'
+    >>> saliency = cam(torch.randn(2, 12, 1000), target_class=0)
+    >>> saliency.shape                              # (batch, n_samples)
+    torch.Size([2, 1000])
+    >>> bool(saliency.min() >= 0) and bool(saliency.max() <= 1)
+    True
     """
 
     def __init__(self, model: nn.Module, target_layer: Union[str, nn.Module, None] = None):

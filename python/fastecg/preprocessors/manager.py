@@ -20,11 +20,16 @@ class PreprocManager(TransformManager):
 
     Examples
     --------
+    >>> import torch
+    >>> from fastecg.preprocessors import PreprocManager
     >>> pm = PreprocManager.from_config({"bandpass": {"lowcut": 0.5, "highcut": 45.0},
     ...                                  "normalize": {"method": "z-score"}}, fs=500)
-    >>> y = pm(torch.randn(8, 12, 5000))                    # fs fixed: tensor out
+    >>> pm(torch.randn(2, 12, 5000)).shape                  # fs fixed: tensor out
+    torch.Size([2, 12, 5000])
     >>> pm = PreprocManager.from_recipe("st_mem")
-    >>> y, fs = pm(torch.randn(8, 12, 5000), 500)            # y: (8, 12, 2250), fs 250.0
+    >>> y, fs = pm(torch.randn(2, 12, 5000), 500)           # fs given: (tensor, fs) out
+    >>> y.shape, fs
+    (torch.Size([2, 12, 2250]), 250.0)
     """
 
     registry = PREPROCESSORS

@@ -1,7 +1,14 @@
 """torch's common optimizers and LR schedulers in the OPTIMIZERS / SCHEDULERS registries.
 
->>> OPTIMIZERS.build({"name": "adamw", "lr": 1e-3}, model.parameters())
->>> SCHEDULERS.build("cosine", optimizer, T_max=100)
+>>> import torch
+>>> from fastecg.registry import OPTIMIZERS, SCHEDULERS
+>>> model = torch.nn.Linear(12, 2)
+>>> optimizer = OPTIMIZERS.build({"name": "adamw", "lr": 1e-3}, model.parameters())
+>>> type(optimizer).__name__, optimizer.defaults["lr"]
+('AdamW', 0.001)
+>>> scheduler = SCHEDULERS.build("cosine", optimizer, T_max=100)
+>>> type(scheduler).__name__
+'CosineAnnealingLR'
 """
 
 import torch

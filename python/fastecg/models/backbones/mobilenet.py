@@ -152,6 +152,8 @@ class MobileNetV1(Backbone):
 
     Examples
     --------
+    >>> import torch
+    >>> from fastecg.registry import BACKBONES
     >>> net = BACKBONES.build("mobilenet_v1")
     >>> net(torch.randn(2, 12, 5000)).shape
     torch.Size([2, 1024, 157])
