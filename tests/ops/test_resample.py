@@ -300,7 +300,7 @@ def test_gradient_is_autograd_of_the_reference():
         y = resample(x, up, down)
         g = torch.randn_like(y)
         (ours,) = torch.autograd.grad(y, x, g)
-        taps = resample_module._taps_on_device(up, down, ("kaiser", (5.0,)), "cpu", torch.float64)
+        taps = resample_module.resample_design(up, down, "kaiser", [5.0], "cpu", torch.float64)
         ref_y = resample_module.resample_reference(x, taps, up, down, (taps.shape[0] - 1) // 2,
                                                    y.shape[-1])
         (ref,) = torch.autograd.grad(ref_y, x, g)
@@ -308,7 +308,7 @@ def test_gradient_is_autograd_of_the_reference():
 
 
 def test_opcheck():
-    taps32 = resample_module._taps_on_device(3, 2, ("kaiser", (5.0,)), "cpu", torch.float32)
+    taps32 = resample_module.resample_design(3, 2, "kaiser", [5.0], "cpu", torch.float32)
     taps64 = taps32.double()
     samples = [
         (torch.randn(2, 3, 20, requires_grad=True), taps32, 3, 2, 30, 30, 0.0, "auto"),

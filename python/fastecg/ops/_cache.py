@@ -28,3 +28,48 @@ def cached_unless_compiling(maxsize: int = 128) -> Callable:
         return call
 
     return wrap
+
+
+def _hashable(args: tuple) -> tuple:
+    return tuple(tuple(a) if isinstance(a, list) else a for a in args)
+
+
+def design_op(qualname: str, fake: Callable, maxsize: int = 128) -> Callable:
+    """Decorator for a filter design that the ops need as tensors on the signal's device.
+
+    The designs come from SciPy, which ``torch.compile`` cannot trace. The decorated
+    function ``fn(*args) -> Tensor | tuple[Tensor, ...]`` (arguments of op-schema types,
+    annotated) becomes:
+
+    * in eager mode, a cache lookup per arguments: the cached tensors themselves, with
+      no host-to-device copy per call (callers only read them; list arguments are cached
+      as tuples);
+    * under ``torch.compile``, the custom op `qualname` (copies of the cached tensors: an
+      op's outputs must not alias; `fake` gives their shapes), so the graph computes the
+      design when it runs and its parameters (band edges, fs) may be symbolic.
+    """
+
+    def wrap(fn: Callable) -> Callable:
+        cached = functools.lru_cache(maxsize=maxsize)(fn)
+
+        @functools.wraps(fn)
+        def impl(*args):
+            out = cached(*_hashable(args))
+            return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+
+        # The schema from fn itself: its annotations resolve in its own module.
+        schema = torch.library.infer_schema(fn, mutates_args=())
+        op = torch.library.custom_op(qualname, impl, mutates_args=(), schema=schema)
+        op.register_fake(fake)
+
+        @functools.wraps(fn)
+        def design(*args):
+            if torch.compiler.is_compiling():
+                return op(*args)
+            return cached(*_hashable(args))
+
+        design.cache_clear = cached.cache_clear
+        design.op = op
+        return design
+
+    return wrap

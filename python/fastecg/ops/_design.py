@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .._rows import PADTYPES
 from .._spec import butter_sos, fir_taps
+from ._cache import design_op
 
 __all__ = ["default_padlen", "extension_length", "check_longer_than_padding", "butter_sections",
            "butter_padlen"]
@@ -147,24 +148,23 @@ def _tuple_padlen(sos: tuple) -> int:
     return default_padlen(sos)
 
 
-# Filter designs come from SciPy, which torch.compile cannot trace. They are custom ops:
-# in eager mode a call is a cache lookup per (design, device); under torch.compile the
-# graph holds the op, so the band edges and fs may be symbolic (a compiled function
-# called with another fs, or dynamic=True, does not need them as constants).
-@torch.library.custom_op("fastecg::butter_design", mutates_args=())
-def _butter_design(order: int, lowcut: Optional[float], highcut: Optional[float], fs: float,
-                   device: str) -> tuple[Tensor, Tensor]:
-    """(sos, sosfilt_zi(sos)) of ``butter_sos(order, lowcut, highcut, fs)``, float64 on
-    `device`; copies of the cached tensors (an op's outputs must not alias)."""
-    key = _butter_key(order, lowcut, highcut, fs)
-    return _sos_on_device(key, device).clone(), _zi_on_device(key, device).clone()
-
-
-@_butter_design.register_fake
-def _(order, lowcut, highcut, fs, device):
+# Filter designs come from SciPy, which torch.compile cannot trace: design_op makes each
+# a cache lookup per (design, device) in eager mode and a custom op of the graph under
+# torch.compile, so the band edges and fs may be symbolic (a compiled function called
+# with another fs, or dynamic=True, does not need them as constants).
+def _butter_fake(order, lowcut, highcut, fs, device):
     n_sections = butter_sections(order, lowcut, highcut)
     return (torch.empty(n_sections, 6, dtype=torch.float64, device=device),
             torch.empty(n_sections, 2, dtype=torch.float64, device=device))
+
+
+@design_op("fastecg::butter_design", _butter_fake)
+def butter_design(order: int, lowcut: Optional[float], highcut: Optional[float], fs: float,
+                  device: str) -> tuple[Tensor, Tensor]:
+    """(sos, sosfilt_zi(sos)) of ``butter_sos(order, lowcut, highcut, fs)``, float64 on
+    `device`."""
+    key = _butter_key(order, lowcut, highcut, fs)
+    return _sos_on_device(key, device), _zi_on_device(key, device)
 
 
 def butter_sections(order: int, lowcut: Optional[float], highcut: Optional[float]) -> int:
@@ -185,19 +185,12 @@ def _butter_key(order, lowcut, highcut, fs) -> tuple:
     return tuple(map(tuple, butter_sos(order, lowcut, highcut, fs).tolist()))
 
 
-@torch.library.custom_op("fastecg::fir_design", mutates_args=())
-def _fir_design(numtaps: int, lowcut: Optional[float], highcut: Optional[float], fs: float,
-                device: str, dtype: torch.dtype) -> Tensor:
-    """``fir_taps(numtaps, lowcut, highcut, fs)`` in `dtype` on `device` (a copy of the
-    cached tensor)."""
-    return _fir_on_device(numtaps, lowcut, highcut, fs, device, dtype).clone()
-
-
-@_fir_design.register_fake
-def _(numtaps, lowcut, highcut, fs, device, dtype):
+def _fir_fake(numtaps, lowcut, highcut, fs, device, dtype):
     return torch.empty(numtaps, dtype=dtype, device=device)
 
 
-@functools.lru_cache(maxsize=128)
-def _fir_on_device(numtaps, lowcut, highcut, fs, device, dtype) -> Tensor:
+@design_op("fastecg::fir_design", _fir_fake)
+def fir_design(numtaps: int, lowcut: Optional[float], highcut: Optional[float], fs: float,
+               device: str, dtype: torch.dtype) -> Tensor:
+    """``fir_taps(numtaps, lowcut, highcut, fs)`` in `dtype` on `device`."""
     return torch.tensor(fir_taps(numtaps, lowcut, highcut, fs), dtype=dtype, device=device)

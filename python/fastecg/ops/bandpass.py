@@ -12,8 +12,7 @@ from torch import Tensor
 
 from .._spec import (butter_sos, check_band, check_fs, check_positive_int, default_numtaps,
                      fir_taps)
-from ._design import (_butter_design, _butter_key, _sos_on_device, _zi_on_device, butter_padlen,
-                      extension_length)
+from ._design import _butter_key, butter_design, butter_padlen, extension_length
 from ._dispatch import check_backend_name
 from ._validate import check_signal
 from .fir import fir_bandpass
@@ -122,11 +121,9 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         return fir_bandpass(x, fs, lowcut, highcut, numtaps, padtype, padlen)
     check_positive_int("order", order)
     check_band(lowcut, highcut, fs)
-    if torch.compiler.is_compiling():
-        key, (sos, zi) = None, _butter_design(order, lowcut, highcut, fs, str(x.device))
-    else:  # the op's cached tensors themselves (no copies: they are inputs from here on)
-        key = _butter_key(order, lowcut, highcut, fs)
-        sos, zi = _sos_on_device(key, str(x.device)), _zi_on_device(key, str(x.device))
+    sos, zi = butter_design(order, lowcut, highcut, fs, str(x.device))
+    # The fft method's gain is cached per design in eager mode (traced: computed).
+    key = None if torch.compiler.is_compiling() else _butter_key(order, lowcut, highcut, fs)
     if method == "fft":
         n = x.shape[-1]
         if n < 2:

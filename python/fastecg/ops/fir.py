@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._rows import PADTYPES, extend_rows
 from .._spec import check_fir, default_numtaps
-from ._design import _fir_design, _fir_on_device, extension_length
+from ._design import extension_length, fir_design
 from ._validate import kernel_dtype
 from .zero_phase_fft import fast_fft_len
 
@@ -57,8 +57,5 @@ def fir_bandpass(x: Tensor, fs: float, lowcut: Optional[float], highcut: Optiona
     if x.numel() == 0:  # no rows: nothing to filter (MKL's FFT rejects an empty batch)
         return x.clone()
     work = kernel_dtype(x)
-    if torch.compiler.is_compiling():
-        taps = _fir_design(numtaps, lowcut, highcut, fs, str(x.device), work)
-    else:
-        taps = _fir_on_device(numtaps, lowcut, highcut, fs, str(x.device), work)
+    taps = fir_design(numtaps, lowcut, highcut, fs, str(x.device), work)
     return fir_filtfilt(x.to(work), taps, edge, padtype).to(x.dtype)

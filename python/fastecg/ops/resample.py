@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .._spec import (resample_factors, resample_half_len, resample_length, resample_taps,
                      resample_window_key)
+from ._cache import design_op
 from ._dispatch import check_backend_name, compiled_op, kernel_for, register_kernel, resolve_backend
 from ._validate import check_signal, kernel_dtype
 
@@ -127,28 +128,22 @@ _resample_poly.register_autograd(_backward, setup_context=_setup_context)
 
 # ---- filter design ------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=128)
-def _taps_on_device(up: int, down: int, key: tuple, device: str, dtype: torch.dtype) -> Tensor:
-    # SciPy's arithmetic: the float64 design cast to the signal's dtype, then times up in
-    # that dtype. Cached per (design, device, dtype): no host-to-device copy per call.
-    h = resample_taps(up, down, key).astype(torch.empty((), dtype=dtype).numpy().dtype)
+def _design_fake(up, down, window, params, device, dtype):
+    return torch.empty(2 * resample_half_len(up, down) + 1, dtype=dtype, device=device)
+
+
+# The design comes from SciPy, which torch.compile cannot trace (design_op: cached in eager
+# mode, a custom op of the graph under compile).
+@design_op("fastecg::resample_design", _design_fake)
+def resample_design(up: int, down: int, window: str, params: list[float], device: str,
+                    dtype: torch.dtype) -> Tensor:
+    """resample_poly's taps (gain `up`) for reduced (up, down), in `dtype` on `device`.
+    SciPy's arithmetic: the float64 design cast to the signal's dtype, then times up in
+    that dtype."""
+    h = resample_taps(up, down, (window, tuple(params)))
+    h = h.astype(torch.empty((), dtype=dtype).numpy().dtype)
     h *= up
     return torch.from_numpy(h).to(device)
-
-
-# The design comes from SciPy, which torch.compile cannot trace: under compile it is a custom
-# op of the graph (a cache lookup when the graph runs).
-@torch.library.custom_op("fastecg::resample_design", mutates_args=())
-def _resample_design(up: int, down: int, window: str, params: list[float], device: str,
-                     dtype: torch.dtype) -> Tensor:
-    """resample_poly's taps (gain `up`) for reduced (up, down), in `dtype` on `device` (a copy
-    of the cached tensor: an op's output must not alias)."""
-    return _taps_on_device(up, down, (window, tuple(params)), device, dtype).clone()
-
-
-@_resample_design.register_fake
-def _(up, down, window, params, device, dtype):
-    return torch.empty(2 * resample_half_len(up, down) + 1, dtype=dtype, device=device)
 
 
 def _given_taps(window, up: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -298,10 +293,8 @@ def resample(x: Tensor, up: Optional[int] = None, down: Optional[int] = None, *,
     dtype = kernel_dtype(x)
     if key is None:
         taps = _given_taps(window, up, x.device, dtype)
-    elif torch.compiler.is_compiling():
-        taps = _resample_design(up, down, key[0], list(key[1]), str(x.device), dtype)
-    else:  # the cached tensor itself (the op only reads it)
-        taps = _taps_on_device(up, down, key, str(x.device), dtype)
+    else:
+        taps = resample_design(up, down, key[0], list(key[1]), str(x.device), dtype)
     offset = (taps.shape[0] - 1) // 2  # the output is centred on the filter
     n_out = resample_length(n_in, up, down)
     xk = x.to(dtype)
