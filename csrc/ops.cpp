@@ -41,6 +41,21 @@ TORCH_LIBRARY(fastecg, m) {
   // the row extended with cval; taps: 1-D, x's dtype. Computes only the kept outputs.
   m.def("_resample_poly_kernel(Tensor x, Tensor taps, int up, int down, int offset, int n_out, "
         "float cval) -> Tensor");
+  // MAE patch masking (python/fastecg/ops/patch_mask.py). x: (batch, n_leads, n_samples),
+  // n_samples a multiple of patch_size; mode: 0 temporal (token t = every lead of patch t,
+  // lead-major), 1/2 per-lead tokens c * T + t; ids_keep: (batch, n_keep) int64 token ids.
+  // Gather/scatter copy any dtype bit for bit; the scatter's other samples are zeros.
+  m.def("_patch_gather_kernel(Tensor x, Tensor ids_keep, int patch_size, int mode) -> Tensor");
+  m.def("_patch_scatter_kernel(Tensor kept, Tensor ids_keep, int patch_size, int mode, "
+        "int n_leads, int n_samples) -> Tensor");
+  // sum_l m_l |pred_l - target_l|^2 / D / sum_l m_l over tokens with m_l != 0 only, target
+  // read from x (per-patch mean and unbiased std + eps when norm_pix); pred (batch, L, D),
+  // x and mask (batch, L) of one float dtype. The backward gives (dpred, dx), dx empty
+  // unless need_dx.
+  m.def("_masked_recon_loss_kernel(Tensor pred, Tensor x, Tensor mask, int patch_size, "
+        "int mode, bool norm_pix, float eps) -> Tensor");
+  m.def("_masked_recon_loss_backward_kernel(Tensor grad, Tensor pred, Tensor x, Tensor mask, "
+        "int patch_size, int mode, bool norm_pix, float eps, bool need_dx) -> (Tensor, Tensor)");
   // Instruction set the CPU kernels use (FASTECG_CPU_ISA may force a narrower one).
   m.def("_cpu_isa() -> str");
 }

@@ -224,3 +224,152 @@ def test_half_prediction_against_float_signal():
     assert pred.grad.dtype == torch.bfloat16
     torch.library.opcheck(torch.ops.fastecg.masked_recon_loss.default,
                           (pred.detach().requires_grad_(), x, mask, 5, 1, True, 1e-6, "auto"))
+
+
+# ---- compiled backends against the torch reference -------------------------------------------
+# Gather and scatter are copies: bit for bit. The loss kernels accumulate each patch in
+# float64 and round once, the reference works in the input dtype; measured differences
+# on these inputs: float32 ~1e-6 relative (loss and gradients), float64 ~1e-15.
+
+from backends import CUDA, TRITON, device_for  # noqa: E402
+
+import fastecg  # noqa: E402
+from fastecg.ops._dispatch import has_kernel  # noqa: E402
+
+LOSS_TOL = {torch.float32: dict(rtol=2e-5, atol=2e-6),
+            torch.float64: dict(rtol=1e-11, atol=1e-13)}
+KERNEL_BACKENDS = [b for b in ("cpu", TRITON, CUDA)
+                   if has_kernel("patch_gather", getattr(b, "values", [b])[0])
+                   and fastecg.backends()[getattr(b, "values", [b])[0]].available]
+MASK_SHAPES = [((3, 4, 60), 6, 0.75), ((1, 1, 10), 5, 0.5), ((2, 12, 100), 10, 0.0),
+               ((2, 3, 35), 7, 0.6)]
+
+
+def _signal(shape, dtype, seed=0):
+    # An offset larger than the spread, as baseline wander gives: norm_pix must centre well.
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 5).to(dtype)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape,patch,ratio", MASK_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_gather_scatter_bit_exact(backend, mode, shape, patch, ratio, dtype):
+    dev = device_for(backend)
+    x = _signal(shape, dtype).to(dev)
+    code = MASK_MODES[mode]
+    ids = patch_mask(x, patch, ratio, mode, backend="torch").ids_keep
+    kept = torch.ops.fastecg.patch_gather(x, ids, patch, code, backend)
+    ref = torch.ops.fastecg.patch_gather(x, ids, patch, code, "torch")
+    assert kept.dtype == dtype and torch.equal(kept, ref)
+    back = torch.ops.fastecg.patch_scatter(kept, ids, patch, code, shape[1], shape[2], backend)
+    ref_back = torch.ops.fastecg.patch_scatter(ref, ids, patch, code, shape[1], shape[2], "torch")
+    assert torch.equal(back, ref_back)
+    # the public op on that backend gives the same draw and the same tokens
+    gen = lambda: torch.Generator(dev).manual_seed(4)  # noqa: E731
+    a = patch_mask(x, patch, ratio, mode, gen(), backend=backend)
+    b = patch_mask(x, patch, ratio, mode, gen(), backend="torch")
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def _loss_and_grads(pred, x, mask, patch, norm_pix, mode, backend, need_dx=True):
+    p = pred.clone().requires_grad_()
+    v = x.clone().requires_grad_(need_dx)
+    loss = masked_reconstruction_loss(p, v, mask, patch, norm_pix, mode, backend=backend)
+    loss.backward(torch.tensor(1.7, dtype=loss.dtype, device=loss.device))
+    return loss.detach(), p.grad, v.grad
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("norm_pix", [True, False])
+@pytest.mark.parametrize("shape,patch,ratio", MASK_SHAPES[:2] + MASK_SHAPES[3:])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_loss_and_backward_match_reference(backend, mode, norm_pix, shape, patch, ratio, dtype):
+    dev = device_for(backend)
+    x = _signal(shape, dtype).to(dev)
+    mask = patch_mask(x, patch, ratio, mode, backend="torch").mask
+    if mode == "lead_temporal":  # weights other than 0/1 are the loss's weights too
+        mask = mask * torch.rand(mask.shape, generator=torch.Generator().manual_seed(1),
+                                 dtype=dtype).to(dev)
+    pred = torch.randn(patchify(x, patch, mode).shape, dtype=dtype,
+                       generator=torch.Generator().manual_seed(2)).to(dev)
+    ours = _loss_and_grads(pred, x, mask, patch, norm_pix, mode, backend)
+    ref = _loss_and_grads(pred, x, mask, patch, norm_pix, mode, "torch")
+    for u, v in zip(ours, ref):
+        assert u.dtype == dtype
+        # equal_nan: "lead" on one lead at ratio 0.5 masks nothing, 0 / 0 on every backend
+        torch.testing.assert_close(u, v, equal_nan=True, **LOSS_TOL[dtype])
+    # without x's gradient: the same pred gradient, and the backward op skips dx
+    no_dx = _loss_and_grads(pred, x, mask, patch, norm_pix, mode, backend, need_dx=False)
+    assert no_dx[2] is None and torch.equal(no_dx[1].nan_to_num(), ours[1].nan_to_num())
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_kernel_gradcheck_and_opcheck(backend):
+    dev = device_for(backend)
+    x = torch.randn(2, 2, 12, dtype=torch.float64, device=dev)
+    for mode, code in MASK_MODES.items():
+        out = patch_mask(x, 3, 0.5, mode, backend="torch")
+        pred = torch.randn(patchify(x, 3, mode).shape, dtype=torch.float64, device=dev)
+        xr, pr = x.clone().requires_grad_(), pred.clone().requires_grad_()
+        torch.autograd.gradcheck(
+            lambda v: torch.ops.fastecg.patch_gather(v, out.ids_keep, 3, code, backend), (xr,))
+        torch.autograd.gradcheck(
+            lambda k: torch.ops.fastecg.patch_scatter(k, out.ids_keep, 3, code, 2, 12, backend),
+            (out.kept.clone().requires_grad_(),))
+        for norm_pix in (True, False):
+            torch.autograd.gradcheck(
+                lambda p, v: masked_reconstruction_loss(p, v, out.mask, 3, norm_pix, mode,
+                                                        backend=backend), (pr, xr))
+        for req in (False, True):
+            xq = x.clone().requires_grad_(req)
+            torch.library.opcheck(torch.ops.fastecg.patch_gather.default,
+                                  (xq, out.ids_keep, 3, code, backend))
+            torch.library.opcheck(torch.ops.fastecg.patch_scatter.default,
+                                  (out.kept.clone().requires_grad_(req), out.ids_keep, 3, code,
+                                   2, 12, backend))
+            torch.library.opcheck(torch.ops.fastecg.masked_recon_loss.default,
+                                  (pred.clone().requires_grad_(req), xq, out.mask, 3, code,
+                                   True, 1e-6, backend))
+        for need_dx in (False, True):
+            torch.library.opcheck(torch.ops.fastecg.masked_recon_loss_backward.default,
+                                  (torch.tensor(1.0, dtype=torch.float64, device=dev), pred, x,
+                                   out.mask, 3, code, True, 1e-6, need_dx, backend))
+
+
+def test_cpu_loss_same_for_every_isa_and_thread_count(cpu_isa):
+    # Each patch is reduced by one thread in a fixed lane order and the patches' terms are
+    # summed in token order: the thread count cannot change a bit, the ISA only rounding.
+    x = _signal((5, 12, 500), torch.float32)
+    mask = patch_mask(x, 50, 0.75, backend="torch").mask
+    pred = torch.randn(5, 10, 600, generator=torch.Generator().manual_seed(3))
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            runs.append(_loss_and_grads(pred, x, mask, 50, True, "temporal", "cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(u, v) for u, v in zip(*runs))
+    ref = _loss_and_grads(pred, x, mask, 50, True, "temporal", "torch")
+    for u, v in zip(runs[0], ref):
+        torch.testing.assert_close(u, v, **LOSS_TOL[torch.float32])
+
+
+@pytest.mark.skipif(not fastecg.backends()["cpu"].available, reason="no compiled extension")
+def test_cpu_kernels_reject_bad_input():
+    x = torch.randn(2, 3, 20)
+    ids = torch.tensor([[0, 1], [2, 4]])
+    with pytest.raises(RuntimeError, match="outside"):
+        torch.ops.fastecg._patch_gather_kernel(x, ids, 5, 0)  # 4 time patches: ids 0..3
+    with pytest.raises(RuntimeError, match="multiple"):
+        torch.ops.fastecg._patch_gather_kernel(x, ids, 6, 0)
+    with pytest.raises(RuntimeError, match="one dtype"):
+        torch.ops.fastecg._masked_recon_loss_kernel(torch.randn(2, 4, 15, dtype=torch.float64),
+                                                    x, torch.ones(2, 4), 5, 0, True, 1e-6)
+    with pytest.raises(RuntimeError, match="pred must be"):
+        torch.ops.fastecg._masked_recon_loss_kernel(torch.randn(2, 4, 5), x, torch.ones(2, 4),
+                                                    5, 0, True, 1e-6)

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._dispatch import check_backend_name, kernel_for, register_kernel, resolve_backend
+from ._dispatch import (check_backend_name, compiled_op, kernel_for, register_kernel,
+                        resolve_backend)
 from ._validate import check_signal
 
 __all__ = ["patch_mask", "masked_patch_embed", "masked_reconstruction_loss", "PatchMask",
@@ -108,13 +109,51 @@ def patch_scatter_reference(kept: Tensor, ids_keep: Tensor, patch_size: int, mod
 
 @register_kernel("masked_recon_loss", "torch")
 def masked_recon_loss_reference(pred: Tensor, x: Tensor, mask: Tensor, patch_size: int,
-                                mode: int, norm_pix: bool, eps: float) -> tuple[Tensor, Tensor]:
-    """Loss and the per-patch squared error; the target is read from x in its own layout
-    (no patchified copy of x)."""
+                                mode: int, norm_pix: bool, eps: float) -> Tensor:
+    """The loss, the target read from x in its own layout (no patchified copy of x)."""
     residual, _, _ = _residual(pred, x, patch_size, mode, norm_pix, eps)
     d = residual.shape[1] * residual.shape[3]
     per_patch = _sq_sum(residual) / d
-    return (per_patch * mask).sum() / mask.sum(), per_patch
+    return (per_patch * mask).sum() / mask.sum()
+
+
+@register_kernel("masked_recon_loss_backward", "torch")
+def masked_recon_loss_backward_reference(grad: Tensor, pred: Tensor, x: Tensor, mask: Tensor,
+                                         patch_size: int, mode: int, norm_pix: bool, eps: float,
+                                         need_dx: bool) -> tuple[Tensor, Tensor]:
+    """(dpred, dx) of the loss; dx empty unless need_dx."""
+    return masked_recon_loss_backward(grad, pred, x, mask, patch_size, mode, norm_pix, eps,
+                                      need_dx)
+
+
+def _one_dtype(pred: Tensor, x: Tensor, mask: Tensor):
+    """pred, x and mask in one float dtype, as the compiled loss kernels take them (a
+    bfloat16 prediction beside a float32 signal is widened)."""
+    dtype = torch.promote_types(torch.promote_types(pred.dtype, x.dtype), torch.float32)
+    return pred.to(dtype), x.to(dtype), mask.to(dtype)
+
+
+_loss_kernel = compiled_op("_masked_recon_loss_kernel")
+_loss_backward_kernel = compiled_op("_masked_recon_loss_backward_kernel")
+
+
+def masked_recon_loss_compiled(pred, x, mask, *args):
+    """The C++ / CUDA loss kernel (its device's implementation of the private op)."""
+    return _loss_kernel(*_one_dtype(pred, x, mask), *args)
+
+
+def masked_recon_loss_backward_compiled(grad, pred, x, mask, *args):
+    """The C++ / CUDA kernel of the loss's backward."""
+    return _loss_backward_kernel(grad, *_one_dtype(pred, x, mask), *args)
+
+
+# Compiled kernels: the same entry points on CPU and CUDA tensors (the dispatcher picks
+# the device's implementation of the private op).
+for _backend in ("cpu", "cuda"):
+    register_kernel("patch_gather", _backend, compiled_op("_patch_gather_kernel"))
+    register_kernel("patch_scatter", _backend, compiled_op("_patch_scatter_kernel"))
+    register_kernel("masked_recon_loss", _backend, masked_recon_loss_compiled)
+    register_kernel("masked_recon_loss_backward", _backend, masked_recon_loss_backward_compiled)
 
 
 def _sq_sum(v: Tensor) -> Tensor:
@@ -221,8 +260,8 @@ _patch_scatter.register_autograd(_scatter_backward, setup_context=_scatter_setup
 @torch.library.custom_op("fastecg::masked_recon_loss", mutates_args=())
 def _masked_recon_loss(pred: Tensor, x: Tensor, mask: Tensor, patch_size: int, mode: int,
                        norm_pix: bool, eps: float, backend: str) -> Tensor:
-    loss, _ = kernel_for("masked_recon_loss", x, backend)(pred, x.contiguous(), mask, patch_size,
-                                                          mode, norm_pix, eps)
+    loss = kernel_for("masked_recon_loss", x, backend)(pred, x.contiguous(), mask, patch_size,
+                                                       mode, norm_pix, eps)
     return loss.to(pred.dtype)  # x may be wider (float32 beside a bf16 prediction)
 
 
@@ -231,26 +270,43 @@ def _(pred, x, mask, patch_size, mode, norm_pix, eps, backend):
     return pred.new_empty(())
 
 
+@torch.library.custom_op("fastecg::masked_recon_loss_backward", mutates_args=())
+def _masked_recon_loss_backward(grad: Tensor, pred: Tensor, x: Tensor, mask: Tensor,
+                                patch_size: int, mode: int, norm_pix: bool, eps: float,
+                                need_dx: bool, backend: str) -> tuple[Tensor, Tensor]:
+    dpred, dx = kernel_for("masked_recon_loss_backward", x, backend)(
+        grad, pred, x.contiguous(), mask, patch_size, mode, norm_pix, eps, need_dx)
+    return dpred.to(pred.dtype), (dx.to(x.dtype) if need_dx else x.new_empty(0))
+
+
+@_masked_recon_loss_backward.register_fake
+def _(grad, pred, x, mask, patch_size, mode, norm_pix, eps, need_dx, backend):
+    return pred.new_empty(pred.shape), x.new_empty(x.shape if need_dx else (0,))
+
+
 def _loss_setup(ctx, inputs, output):
-    pred, x, mask, patch_size, mode, norm_pix, eps, _ = inputs
+    pred, x, mask, patch_size, mode, norm_pix, eps, backend = inputs
     ctx.save_for_backward(pred, x, mask)
-    ctx.args = (patch_size, mode, norm_pix, eps)
+    ctx.args = (patch_size, mode, norm_pix, eps, backend)
 
 
 def _loss_backward(ctx, grad):
     pred, x, mask = ctx.saved_tensors
-    patch_size, mode, norm_pix, eps = ctx.args
-    dpred, dx = masked_recon_loss_backward(grad, pred, x, mask, patch_size, mode, norm_pix, eps)
-    return dpred.to(pred.dtype), dx.to(x.dtype), None, None, None, None, None, None
+    patch_size, mode, norm_pix, eps, backend = ctx.args
+    need_dx = ctx.needs_input_grad[1]
+    dpred, dx = _masked_recon_loss_backward(grad, pred, x, mask, patch_size, mode, norm_pix,
+                                            eps, need_dx, backend)
+    return dpred, dx if need_dx else None, None, None, None, None, None, None
 
 
 _masked_recon_loss.register_autograd(_loss_backward, setup_context=_loss_setup)
 
 
 def masked_recon_loss_backward(grad: Tensor, pred: Tensor, x: Tensor, mask: Tensor,
-                               patch_size: int, mode: int, norm_pix: bool, eps: float):
+                               patch_size: int, mode: int, norm_pix: bool, eps: float,
+                               need_dx: bool = True):
     """Exact vector-Jacobian product of the masked loss with respect to pred and x
-    (plain torch ops, traceable)."""
+    (plain torch ops, traceable); dx empty unless need_dx."""
     x = x.contiguous()
     residual, z, std = _residual(pred, x, patch_size, mode, norm_pix, eps)
     b, g, l, p = residual.shape
@@ -263,6 +319,8 @@ def masked_recon_loss_backward(grad: Tensor, pred: Tensor, x: Tensor, mask: Tens
         dpred = dres.permute(0, 2, 1, 3).reshape(b, l, d)
     else:
         dpred = dres.view(b, l, d)
+    if not need_dx:
+        return dpred, x.new_empty(0)
     if not norm_pix:
         return dpred, dres.neg().reshape(x.shape)
     # d target = -dres; z = (u - mean) / sqrt(var + eps), var unbiased over the D values
