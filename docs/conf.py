@@ -10,6 +10,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))  # the checkout's package, built in place
+# fastecg_docs: registry tables and op figures generated at build time (docs/_ext).
+sys.path.insert(0, str(ROOT / "docs" / "_ext"))
 # Triton kernels import on a machine without a GPU only under the CPU interpreter.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -25,6 +27,7 @@ extensions = [
     "sphinx.ext.napoleon",   # numpydoc sections (Parameters, Returns, Raises, Notes, ...)
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    "fastecg_docs",
 ]
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
@@ -32,7 +35,7 @@ napoleon_use_rtype = False
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"show-inheritance": False}
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_generated"]
 
 try:
     import furo  # noqa: F401
