@@ -24,6 +24,17 @@ class BaselineRemove(BaselineRemoveSpec, Transform):
     (``median`` is SciPy's dual median, bit for bit). ``window2=None``: one running
     median (:func:`fastecg.ops.median_filter1d`) subtracted; with ``mode="constant"``
     that is ``x - scipy.signal.medfilt(x, w)``, bit for bit.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastecg
+    >>> from fastecg.preprocessors import BaselineRemove
+    >>> x = torch.randn(2, 12, 5000)
+    >>> torch.equal(BaselineRemove(fs=500.0)(x), fastecg.ops.remove_baseline(x, 500.0))
+    True
+    >>> BaselineRemove(fs=500.0)(torch.full((1, 5000), 3.0)).abs().max()   # a flat offset
+    tensor(0.)
     """
 
     def forward(self, sig: Tensor, fs: Optional[float] = None) -> Tensor:

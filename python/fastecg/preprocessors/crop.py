@@ -23,6 +23,17 @@ class CropOrPad(CropOrPadSpec, Transform):
     ``mode="random"`` draws one offset per record (from the pipeline's generator);
     the other modes are fixed. A signal of the right length passes through; any
     other result is a new tensor (never a view of the input).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.preprocessors import CropOrPad
+    >>> CropOrPad(length=2500)(torch.randn(2, 12, 5000)).shape        # centre crop
+    torch.Size([2, 12, 2500])
+    >>> CropOrPad(length=6000)(torch.randn(2, 12, 5000)).shape        # zero padding
+    torch.Size([2, 12, 6000])
+    >>> CropOrPad(duration_s=4.0, fs=500.0)(torch.randn(1, 12, 5000)).shape
+    torch.Size([1, 12, 2000])
     """
 
     def forward(self, sig: Tensor, fs: Optional[float] = None,
@@ -65,6 +76,16 @@ class LeadSelect(LeadSelectSpec, Transform):
     ``LeadSelect(leads, input_leads=None)``; without `input_leads` the record's lead
     names come from the pipeline (``lead_names=``). Selecting every lead in its own
     order passes the input through.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.preprocessors import LeadSelect
+    >>> from fastecg.transforms.recipes import STANDARD_LEADS
+    >>> x = torch.arange(12.0).view(12, 1).expand(12, 3)     # lead k holds the value k
+    >>> LeadSelect(["V1", "II"], input_leads=STANDARD_LEADS)(x)
+    tensor([[6., 6., 6.],
+            [1., 1., 1.]])
     """
 
     def forward(self, sig: Tensor, lead_names: Optional[Sequence[str]] = None) -> Tensor:

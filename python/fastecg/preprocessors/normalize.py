@@ -21,6 +21,14 @@ class Normalize(NormalizeSpec, Transform):
     Parameters are those of :func:`fastecg.ops.normalize` (``method="z-score",
     mean=0.0, std=1.0, per_channel=False, backend="auto", ddof=1, eps=1e-7``); `mean`
     and `std` may also be sequences (one value per lead), as a config stores tensors.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.preprocessors import Normalize
+    >>> z = Normalize("z-score", per_channel=True)(torch.randn(2, 12, 500) * 3 + 1)
+    >>> bool(z.mean(-1).abs().max() < 1e-5), bool((z.std(-1) - 1).abs().max() < 1e-5)
+    (True, True)
     """
 
     def forward(self, sig: Tensor) -> Tensor:
@@ -47,7 +55,15 @@ def _as_tensor(value: tuple, device: str) -> Tensor:
 
 @PREPROCESSORS.register("min_max_normalize")
 class MinMaxNormalize(Normalize):
-    """Min-max normalisation to [0, 1]."""
+    """Min-max normalisation to [0, 1].
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.preprocessors import MinMaxNormalize
+    >>> MinMaxNormalize()(torch.tensor([[1.0, 2.0, 3.0, 5.0]]))
+    tensor([[0.0000, 0.2500, 0.5000, 1.0000]])
+    """
 
     def __init__(self, per_channel: bool = False, backend: str = "auto"):
         super().__init__("min-max", per_channel=per_channel, backend=backend)
@@ -55,7 +71,15 @@ class MinMaxNormalize(Normalize):
 
 @PREPROCESSORS.register("naive_normalize")
 class NaiveNormalize(Normalize):
-    """``(sig - mean) / std`` with given values."""
+    """``(sig - mean) / std`` with given values.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.preprocessors import NaiveNormalize
+    >>> NaiveNormalize(mean=1.0, std=2.0)(torch.tensor([[1.0, 3.0, 5.0]]))
+    tensor([[0., 1., 2.]])
+    """
 
     def __init__(self, mean: Any = 0.0, std: Any = 1.0, per_channel: bool = False,
                  backend: str = "auto"):
@@ -64,7 +88,15 @@ class NaiveNormalize(Normalize):
 
 @PREPROCESSORS.register("z_score_normalize")
 class ZScoreNormalize(Normalize):
-    """z-score normalisation to a given mean and standard deviation."""
+    """z-score normalisation to a given mean and standard deviation.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.preprocessors import ZScoreNormalize
+    >>> ZScoreNormalize(mean=0.5, std=2.0)(torch.tensor([[1.0, 2.0, 3.0]]))   # ddof 1
+    tensor([[-1.5000,  0.5000,  2.5000]])
+    """
 
     def __init__(self, mean: Any = 0.0, std: Any = 1.0, per_channel: bool = False,
                  backend: str = "auto", ddof: int = 1, eps: float = EPS):

@@ -43,6 +43,15 @@ class Resample(ResampleSpec, Transform):
     :func:`fastecg.ops.sosfiltfilt`, then every q-th sample; SciPy rounds the
     coefficients to float32 for float32 input, fastecg keeps them in float64).
     All are differentiable.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.preprocessors import Resample
+    >>> Resample(fs=500.0, dst_fs=250.0)(torch.randn(2, 12, 5000)).shape
+    torch.Size([2, 12, 2500])
+    >>> Resample(dst_fs=360.0)(torch.randn(1, 12, 5000), 500.0).shape   # fs given per call
+    torch.Size([1, 12, 3600])
     """
 
     def forward(self, sig: Tensor, fs: Optional[float] = None) -> Tensor:
