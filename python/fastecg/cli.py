@@ -356,6 +356,40 @@ def _add_ssl_commands(sub) -> None:
     fine.set_defaults(func=_ssl_run("run_finetune"), parser=fine)
 
 
+def _ssl_compare(args: argparse.Namespace) -> int:
+    from fastecg.ssl.compare import run_ssl_compare  # torch loads only when the command runs
+
+    return run_ssl_compare(args)
+
+
+def _add_ssl_compare(sub) -> None:
+    cmp = sub.add_parser("ssl-compare", help="pretrain every SSL method for the same budget, "
+                         "score each against its random-init twin (linear probe, kNN, "
+                         "fine-tuning), write results.csv, results.md and plots")
+    cmp.add_argument("--quick", action="store_true",
+                     help="small encoders, 400 synthetic records, 150 steps: minutes on a CPU")
+    cmp.add_argument("--data", default="synthetic",
+                     help="'synthetic' or a store folder with targets (`fastecg preprocess`)")
+    cmp.add_argument("--methods", default=None,
+                     help="comma-separated SSL methods (all registered ones)")
+    cmp.add_argument("--steps", type=_int_in(1, 10**9), default=None,
+                     help="pretraining steps per method (quick 150, else 1000)")
+    cmp.add_argument("--records", type=_int_in(2, _MAX_VALUES), default=None,
+                     help="records used (quick 400, else 2000)")
+    cmp.add_argument("--batch-size", type=_int_in(1, 1 << 20), default=None,
+                     help="pretraining batch (quick 32, else 64)")
+    cmp.add_argument("--protocols", default=None,
+                     help="comma-separated of linear_probe, knn, finetune (quick: "
+                     "linear_probe,knn; else all)")
+    cmp.add_argument("--seq-len", type=_int_in(50, 10**9), default=None,
+                     help="samples per record, a multiple of 50 (synthetic: 1000)")
+    cmp.add_argument("--out", default="ssl_compare", help="output folder (ssl_compare)")
+    cmp.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0, help="(0)")
+    cmp.add_argument("--threads", type=_int_in(1, 4096), default=None, help="torch threads")
+    cmp.add_argument("--quiet", action="store_true", help="no progress bars")
+    cmp.set_defaults(func=_ssl_compare, parser=cmp)
+
+
 def build_parser() -> argparse.ArgumentParser:
     import fastecg  # the package alone: no torch
 
@@ -381,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo, check=_check_demo, parser=demo)
     _add_preprocess(sub)
     _add_ssl_commands(sub)
+    _add_ssl_compare(sub)
     from fastecg.bench.command import add_bench_command  # numpy, no torch
 
     add_bench_command(sub, _int_in)

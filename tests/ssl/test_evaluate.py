@@ -1,0 +1,256 @@
+"""The evaluation harness: metrics and their bootstrap against scikit-learn, splits, label
+fractions, the random-encoder baseline, and an informative encoder beating it."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+from fastecg.registry import SSL
+from fastecg.ssl import MAE1D
+from fastecg.ssl.evaluate import (COLUMNS, _metric_replicates, bootstrap_scores, evaluate,
+                                  label_subsample, train_test_indices)
+
+TINY = dict(n_leads=2, seq_len=100, patch_size=25, embed_dim=16, depth=1, num_heads=2,
+            decoder_dim=8, decoder_depth=1, decoder_heads=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _single_label_case(n=200, k=4, p_correct=0.6, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    pred = np.where(rng.random(n) < p_correct, y, rng.integers(0, k, n))
+    return y, pred
+
+
+def _multi_label_case(n=150, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, k)) < 0.3).astype(int)
+    score = np.round(0.3 * y + rng.random((n, k)), 1)  # rounded: ties in the scores
+    return y, score
+
+
+def _weights(draws, n):
+    w = np.zeros((len(draws), n))
+    for b, d in enumerate(draws):
+        np.add.at(w[b], d, 1)
+    return w
+
+
+def test_single_label_metrics_and_resamples_equal_sklearn():
+    y, pred = _single_label_case()
+    df = bootstrap_scores(y, pred, n_bootstrap=200).set_index("metric")
+    assert df.loc["accuracy", "value"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+    assert df.loc["macro_f1", "value"] == pytest.approx(f1_score(y, pred, average="macro"),
+                                                        abs=1e-12)
+    # Each vectorised resample equals scikit-learn on the resampled records, including
+    # small resamples in which some classes are missing.
+    rng = np.random.default_rng(1)
+    draws = [rng.integers(0, len(y), len(y)) for _ in range(5)] + \
+            [rng.integers(0, 12, 6) for _ in range(5)]
+    rep = _metric_replicates(y, pred, _weights(draws, len(y)), 4)
+    for b, d in enumerate(draws):
+        assert rep["accuracy"][b] == pytest.approx(accuracy_score(y[d], pred[d]), abs=1e-12)
+        assert rep["macro_f1"][b] == pytest.approx(f1_score(y[d], pred[d], average="macro"),
+                                                   abs=1e-12)
+
+
+def test_multi_label_metrics_and_resamples_equal_sklearn():
+    y, score = _multi_label_case()
+    df = bootstrap_scores(y, score, n_bootstrap=200).set_index("metric")
+    assert df.loc["macro_auroc", "value"] == pytest.approx(
+        roc_auc_score(y, score, average="macro"), abs=1e-12)
+    assert df.loc["macro_f1", "value"] == pytest.approx(
+        f1_score(y, (score >= 0.5).astype(int), average="macro"), abs=1e-12)
+    rng = np.random.default_rng(2)
+    draws = [rng.integers(0, len(y), len(y)) for _ in range(8)]
+    rep = _metric_replicates(y, score, _weights(draws, len(y)), y.shape[1])
+    for b, d in enumerate(draws):
+        assert rep["macro_auroc"][b] == pytest.approx(
+            roc_auc_score(y[d], score[d], average="macro"), abs=1e-12)
+        assert rep["macro_f1"][b] == pytest.approx(
+            f1_score(y[d], (score[d] >= 0.5).astype(int), average="macro", zero_division=0),
+            abs=1e-12)
+
+
+def test_multi_label_columns_without_both_classes_are_left_out():
+    y, score = _multi_label_case()
+    y[:, 0] = 0  # no positive: AUROC undefined for it
+    df = bootstrap_scores(y, score, n_bootstrap=50).set_index("metric")
+    assert df.loc["macro_auroc", "value"] == pytest.approx(
+        roc_auc_score(y[:, 1:], score[:, 1:], average="macro"), abs=1e-12)
+
+
+def test_seeds_are_averaged_and_their_spread_reported():
+    y, a = _single_label_case(seed=0)
+    _, b = _single_label_case(seed=0, p_correct=0.8)
+    df = bootstrap_scores(y, [a, b], n_bootstrap=300).set_index("metric")
+    per_seed = [accuracy_score(y, a), accuracy_score(y, b)]
+    assert df.loc["accuracy", "value"] == pytest.approx(np.mean(per_seed), abs=1e-12)
+    assert df.loc["accuracy", "seed_std"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-12)
+
+
+def test_bootstrap_interval_contains_the_value_and_narrows_like_the_binomial():
+    widths = {}
+    for n in (100, 1600):
+        y, pred = _single_label_case(n=n, k=2, p_correct=0.5, seed=3)
+        row = bootstrap_scores(y, pred, n_bootstrap=2000, seed=0).set_index("metric")
+        acc = row.loc["accuracy"]
+        assert acc.ci_low < acc.value < acc.ci_high
+        widths[n] = acc.ci_high - acc.ci_low
+        # the normal approximation of the binomial proportion's 95% interval
+        expected = 2 * 1.96 * np.sqrt(acc.value * (1 - acc.value) / n)
+        assert widths[n] == pytest.approx(expected, rel=0.15)
+    assert widths[1600] < 0.35 * widths[100]  # ~ 1/sqrt(16)
+
+
+def test_patient_split_keeps_each_patient_on_one_side():
+    rng = np.random.default_rng(0)
+    patients = [f"p{i // 3}" for i in range(150)]  # 50 patients of 3 records
+    y = np.array([int(p[1:]) % 5 for p in patients])
+    train, test, by = train_test_indices(y, patients, test_size=0.3, seed=0)
+    assert by == "patient"
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(150))
+    assert not {patients[i] for i in train} & {patients[i] for i in test}
+    assert 0.2 < len(test) / 150 < 0.4
+    assert set(y[test]) == set(y[train]) == set(range(5))  # stratified
+    ids = [None if rng.random() < 0.5 else p for p in patients]  # some missing
+    train2, test2, by2 = train_test_indices(y, ids, seed=0)
+    known = {ids[i] for i in train2} & {ids[i] for i in test2}
+    assert by2 == "patient" and known <= {None}
+    _, _, by3 = train_test_indices(y, None)
+    assert by3 == "record"
+
+
+def test_label_subsample():
+    y = np.repeat(np.arange(5), [200, 100, 50, 30, 20])
+    for fraction in (0.01, 0.1, 0.5):
+        idx = label_subsample(y, fraction, seed=0)
+        counts = np.bincount(y[idx], minlength=5)
+        expected = np.maximum(1, np.round(fraction * np.bincount(y)))
+        assert counts.tolist() == expected.astype(int).tolist()
+        assert len(np.unique(idx)) == len(idx)
+    assert not np.array_equal(label_subsample(y, 0.1, 0), label_subsample(y, 0.1, 1))
+    assert np.array_equal(label_subsample(y, 0.1, 4), label_subsample(y, 0.1, 4))
+    assert np.array_equal(label_subsample(y, 1.0), np.arange(len(y)))
+    multi = np.zeros((300, 4), dtype=int)
+    multi[:, 0] = 1
+    multi[[5, 77], 1] = 1
+    multi[200, 2] = 1  # class 3 has no positive: cannot be covered
+    idx = label_subsample(multi, 0.01, seed=0)
+    assert len(idx) == 3 and multi[idx, :3].max(0).tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"label_fractions": [0.0]}, r"label_fractions must be in \(0, 1\]"),
+    ({"label_fractions": [1.5]}, r"label_fractions must be in \(0, 1\]"),
+    ({"label_fractions": [-0.1, 0.5]}, r"label_fractions must be in \(0, 1\]"),
+    ({"label_fractions": ["half"]}, "label_fractions"),
+    ({"label_fractions": []}, "label_fractions"),
+    ({"protocol": "linear_prob"}, "did you mean 'linear_probe'"),
+    ({"protocol": ["knn", "fine_tune"]}, "did you mean 'finetune'"),
+    ({"seeds": []}, "seeds"),
+])
+def test_bad_input(kwargs, match):
+    model = SSL.build("mae_1d", **TINY)
+    with pytest.raises(ValueError, match=match):
+        evaluate(model, (torch.randn(20, 2, 100), np.arange(20) % 2), **kwargs)
+
+
+def test_bad_encoder_and_dataset():
+    with pytest.raises(TypeError, match="encoder_or_dir"):
+        evaluate(torch.nn.Linear(2, 2), (torch.randn(20, 2, 100), np.arange(20) % 2))
+    with pytest.raises(ValueError, match="carry no target"):
+        evaluate(SSL.build("mae_1d", **TINY), torch.utils.data.TensorDataset(
+            torch.randn(20, 2, 100)))
+
+
+def test_random_baseline_rows_and_dataset_input(tmp_path):
+    from fastecg.data import SyntheticECGDataset
+
+    ds = SyntheticECGDataset(40, fs=50.0, seconds=2.0, n_leads=2, seed=0)
+    model = SSL.build("mae_1d", **TINY)
+    model.save_pretrained(tmp_path / "m")
+    df = evaluate(tmp_path / "m", ds, ["linear_probe", "knn"], label_fractions=[0.5, 1.0],
+                  seeds=[0, 1], n_bootstrap=100)
+    assert list(df.columns) == list(COLUMNS)
+    assert df.attrs["split"] == "patient"
+    assert len(df) == 2 * 2 * 2 * 2  # encoders x protocols x fractions x metrics
+    for enc in ("pretrained", "random"):
+        part = df[df["encoder"] == enc]
+        assert set(part["protocol"]) == {"linear_probe", "knn"}
+        assert set(part["metric"]) == {"accuracy", "macro_f1"}
+    assert (df["method"] == "mae_1d").all() and (df["n_test"] == df["n_test"].iloc[0]).all()
+    assert (df["ci_low"] <= df["value"] + 1e-12).all()
+    assert (df["value"] <= df["ci_high"] + 1e-12).all()
+    # the random twin is seeded: the same rows again, whatever the global RNG did
+    torch.manual_seed(123)
+    again = evaluate(model, ds, ["linear_probe", "knn"], label_fractions=[0.5, 1.0],
+                     seeds=[0, 1], n_bootstrap=100)
+    rand = df[df["encoder"] == "random"].reset_index(drop=True)
+    assert rand.equals(again[again["encoder"] == "random"].reset_index(drop=True))
+
+
+def test_finetune_protocol_runs_through_the_classifier():
+    x = torch.randn(30, 2, 100)
+    y = np.arange(30) % 3
+    x[y == 1] += 2.0
+    df = evaluate(SSL.build("mae_1d", **TINY), (x, y), "finetune", label_fractions=[1.0],
+                  seeds=[0], finetune_steps=2, batch_size=8, n_bootstrap=50)
+    assert set(df["encoder"]) == {"pretrained", "random"} and set(df["protocol"]) == {
+        "finetune"}
+    assert df["value"].between(0, 1).all()
+
+
+class _SpectralMAE(MAE1D):
+    """An mae_1d whose embedding is fixed and informative: the log amplitude spectrum of
+    the lead-averaged signal below 5 Hz, which carries the heart rate and its regularity
+    (its random twin is a plain mae_1d of the same config)."""
+
+    def embed(self, x):
+        spec = torch.fft.rfft(x.mean(1), dim=-1).abs()
+        return torch.log1p(spec[:, 1:60])
+
+
+def _synthetic(n, seed=0):
+    from fastecg.data import SyntheticECGDataset
+
+    ds = SyntheticECGDataset(n, fs=50.0, seconds=12.0, n_leads=2, seed=seed)
+    x = torch.stack([ds[i][0] for i in range(n)])
+    x = (x - x.mean((-1, -2), keepdim=True)) / x.std((-1, -2), keepdim=True)
+    y = np.array([int(ds[i][1]) for i in range(n)])
+    return x, y, ds.metadata["patient_id"].tolist()
+
+
+def test_informative_encoder_beats_its_random_twin():
+    x, y, patients = _synthetic(200)
+    config = dict(TINY, seq_len=600, patch_size=50)
+    model = _SpectralMAE(**config)
+    df = evaluate(model, (x, y, patients), ["linear_probe", "knn"],
+                  label_fractions=[0.1, 1.0], seeds=[0, 1, 2], n_bootstrap=500)
+    acc = df[df["metric"] == "accuracy"].set_index(["protocol", "label_fraction", "encoder"])
+    for proto in ("linear_probe", "knn"):
+        ours, rand = acc.loc[(proto, 1.0, "pretrained")], acc.loc[(proto, 1.0, "random")]
+        assert ours.value >= rand.value + 0.2, (proto, ours.value, rand.value)
+        assert ours.ci_low > rand.ci_high, (proto, ours.ci_low, rand.ci_high)
+    assert acc.loc[("linear_probe", 0.1, "pretrained")].value > \
+        acc.loc[("linear_probe", 0.1, "random")].value
+
+
+def test_multi_label_targets():
+    rng = np.random.default_rng(0)
+    y = (rng.random((80, 3)) < 0.4).astype(int)
+    x = torch.randn(80, 2, 100) * 0.1
+    x[:, 0, :25] += torch.as_tensor(y[:, :1], dtype=torch.float32) * 2  # class 0 visible
+    model = SSL.build("mae_1d", **TINY)
+    df = evaluate(model, (x, y), ["linear_probe", "knn"], label_fractions=[0.1, 1.0],
+                  seeds=[0, 1], n_bootstrap=100)
+    assert set(df["metric"]) == {"macro_auroc", "macro_f1"}
+    assert df["value"].between(0, 1).all()

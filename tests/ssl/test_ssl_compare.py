@@ -1,0 +1,74 @@
+"""`fastecg ssl-compare` end to end on a tiny budget, its outputs, its argument errors, and
+every registered SSL method fitting its model configs."""
+
+import pandas as pd
+import pytest
+import torch
+
+from fastecg.cli import main
+from fastecg.registry import SSL
+from fastecg.ssl.compare import FULL, QUICK, model_config
+from fastecg.ssl.evaluate import COLUMNS
+from helpers import assert_usage_error
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_ssl_compare_writes_table_markdown_and_plots(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "cmp"
+    assert main(["ssl-compare", "--quick", "--methods", "mae_1d", "--steps", "3",
+                 "--records", "40", "--batch-size", "8", "--protocols", "linear_probe,knn",
+                 "--out", str(out), "--quiet"]) == 0
+    assert "results.csv" in capsys.readouterr().out
+    df = pd.read_csv(out / "results.csv")
+    assert list(df.columns) == list(COLUMNS)
+    assert set(df["encoder"]) == {"pretrained", "random"}
+    assert set(df["protocol"]) == {"linear_probe", "knn"}
+    assert set(df["label_fraction"]) == {0.01, 0.1, 1.0}
+    assert set(df["metric"]) == {"accuracy", "macro_f1"} and set(df["method"]) == {"mae_1d"}
+    assert len(df) == 2 * 2 * 3 * 2 and (df["n_seeds"] == 3).all()
+    md = (out / "results.md").read_text().splitlines()
+    assert md[0] == ("| method | encoder | protocol | metric | 0.01 labels | 0.1 labels | "
+                     "1 labels |")
+    assert len(md) == 2 + 2 * 2 * 2  # header, rule, method x encoder x protocol x metric
+    summary = pd.read_csv(out / "pretraining.csv")
+    assert summary["method"].tolist() == ["mae_1d"] and summary["steps"].tolist() == [3]
+    for name in ("loss_curves.png", "scores.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000
+    assert (out / "pretrain" / "mae_1d" / "pretrained" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--methods", "mae1d"], "did you mean 'mae_1d'"),
+    (["--methods", ","], "no SSL method"),
+    (["--protocols", "knnn"], "did you mean 'knn'"),
+    (["--data", "/nonexistent/store"], "neither 'synthetic'"),
+    (["--seq-len", "75"], "multiple of 50"),
+    (["--steps", "0"], "--steps"),
+    (["--records", "4", "--batch-size", "8"], "fewer than one batch"),
+])
+def test_bad_arguments_exit_2(argv, match, capsys):
+    err = assert_usage_error(capsys, ["ssl-compare", "--quick", "--quiet", "--out",
+                                      "/tmp/unused_ssl_compare", *argv])
+    assert match in err
+
+
+@pytest.mark.parametrize("name", SSL.list())
+def test_every_method_builds_from_the_budgets(name):
+    for budget in (QUICK, FULL):
+        config = model_config(name, 12, 1000, 100.0, budget["model"])
+        model = SSL.build(config)
+        model.eval()
+        with torch.no_grad():
+            emb = model.embed(torch.randn(2, 12, 1000))
+        assert emb.shape == (2, model.embed_dim)
