@@ -25,7 +25,18 @@ def bandpass(sig: np.ndarray, fs: float, lowcut: Optional[float] = 0.5,
              numtaps: Optional[int] = None) -> np.ndarray:
     """``scipy.signal.sosfiltfilt(butter_sos(...), sig)`` (``iir``) or
     ``filtfilt(fir_taps(...), 1, sig)`` (``fir``) along the last axis, with SciPy's
-    padding. Same shape as `sig`; float64 unless `sig` is float32 (rounded back)."""
+    padding. Same shape as `sig`; float64 unless `sig` is float32 (rounded back).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import signal
+    >>> from fastecg.numpy_path import bandpass
+    >>> x = np.random.default_rng(0).standard_normal((2, 12, 1000))
+    >>> sos = signal.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0, output="sos")
+    >>> np.array_equal(bandpass(x, 500.0), signal.sosfiltfilt(sos, x))
+    True
+    """
     from scipy.signal import filtfilt, sosfiltfilt
 
     if method not in _METHODS:
@@ -45,7 +56,16 @@ def bandpass(sig: np.ndarray, fs: float, lowcut: Optional[float] = 0.5,
 
 
 class BandPass:
-    """Callable twin of :class:`fastecg.preprocessors.BandPass` for NumPy arrays."""
+    """Callable twin of :class:`fastecg.preprocessors.BandPass` for NumPy arrays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastecg.numpy_path import BandPass
+    >>> y = BandPass(fs=500.0, lowcut=0.5, highcut=40.0)(np.zeros((12, 1000), np.float32))
+    >>> y.shape, y.dtype
+    ((12, 1000), dtype('float32'))
+    """
 
     def __init__(self, fs: float, lowcut: Optional[float] = 0.5,
                  highcut: Optional[float] = 45.0, filter_type: str = "butter",

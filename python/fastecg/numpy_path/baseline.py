@@ -26,7 +26,18 @@ def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: f
     """``sig - f(f(sig, window1), window2)`` along the last axis (``f``: running median
     with `mode` (default ``"nearest"``; ``"constant"`` pads zeros as
     ``scipy.signal.medfilt``), or centred moving average with ``mode="mirror"``, which
-    is torch's reflect padding). Same shape and dtype as `sig`."""
+    is torch's reflect padding). Same shape and dtype as `sig`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import ndimage
+    >>> from fastecg.numpy_path import remove_baseline
+    >>> x = np.random.default_rng(0).standard_normal((2, 1000))
+    >>> med = lambda v, w: ndimage.median_filter(v, size=(1, w), mode="nearest")
+    >>> np.array_equal(remove_baseline(x, 500.0), x - med(med(x, 101), 301))
+    True
+    """
     if method not in _METHODS:
         raise ValueError(f"remove_baseline: unknown method {method!r}; expected one of {_METHODS}")
     sig = np.asarray(sig)
@@ -55,7 +66,15 @@ def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: f
 
 
 class BaselineRemove:
-    """Callable twin of :class:`fastecg.preprocessors.BaselineRemove` for NumPy arrays."""
+    """Callable twin of :class:`fastecg.preprocessors.BaselineRemove` for NumPy arrays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastecg.numpy_path import BaselineRemove
+    >>> float(BaselineRemove(fs=500.0)(np.full((12, 1000), 3.0)).max())   # a flat offset
+    0.0
+    """
 
     def __init__(self, fs: float, window1: float = 0.2, window2: float = 0.6,
                  method: str = "median", mode: Optional[str] = None):

@@ -229,6 +229,18 @@ class PreprocManager(PipelineBase):
     :data:`NUMPY_PREPROCESSORS`; the random source is a ``numpy.random.Generator``
     (``rng=``). ``pm(sig)`` -> array with `fs` given at construction, ``pm(sig, fs)``
     -> ``(array, fs_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastecg.numpy_path import PreprocManager
+    >>> pm = PreprocManager.from_recipe("st_mem")
+    >>> y, fs = pm(np.random.default_rng(0).standard_normal((2, 12, 5000)), 500)
+    >>> y.shape, fs
+    ((2, 12, 2250), 250.0)
+    >>> PreprocManager({"name": "bandpass", "lowcut": 0.5, "highcut": 45.0},
+    ...                fs=500.0)(np.zeros((12, 1000))).shape
+    (12, 1000)
     """
 
     registry = NUMPY_PREPROCESSORS
