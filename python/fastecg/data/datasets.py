@@ -50,7 +50,16 @@ def prepare_signal(sig: torch.Tensor, fs: float, target_fs: Optional[float],
                    siglen: Optional[int]) -> tuple[torch.Tensor, float]:
     """Resample `sig` ``(n_leads, n_samples)`` to `target_fs` (polyphase, as
     ``scipy.signal.resample_poly``) and crop (the first `siglen` samples) or zero-pad
-    (at the end) to `siglen`. Returns the signal and its rate."""
+    (at the end) to `siglen`. Returns the signal and its rate.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.data.datasets import prepare_signal
+    >>> sig, fs = prepare_signal(torch.zeros(12, 5000), 500.0, 250.0, 2000)
+    >>> sig.shape, fs
+    (torch.Size([12, 2000]), 250.0)
+    """
     if target_fs is not None and float(target_fs) != float(fs):
         from ..ops import resample
 
@@ -123,6 +132,16 @@ class WFDBDataset(Dataset):
 
     Items are ``(signal, label)``: signal float32 ``(n_leads, n_samples)``, label a
     float32 multi-hot vector of ``label_map.num_classes``.
+
+    Examples
+    --------
+    >>> from fastecg.data import WFDBDataset, bundled_records
+    >>> ds = WFDBDataset(bundled_records(), fs=250.0, leads=["I", "II"])
+    >>> sig, label = ds[0]
+    >>> len(ds), sig.shape, sig.dtype, label.shape
+    (4, torch.Size([2, 2500]), torch.float32, torch.Size([26]))
+    >>> ds.metadata["record"].tolist()
+    ['E07506', 'E07509', 'E07517', 'HR06002']
     """
 
     def __init__(self, root, fs: Optional[float] = None, leads: Optional[Sequence[str]] = None,
@@ -260,6 +279,15 @@ class ArrayDataset(Dataset):
     lead_names : sequence of str, optional
     transforms : PreprocManager, optional
         Run on each signal as ``transforms(sig, fs, lead_names)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastecg.data import ArrayDataset
+    >>> ds = ArrayDataset(np.zeros((3, 12, 100), np.float32), labels=[0, 1, 0], fs=100.0)
+    >>> sig, label = ds[1]
+    >>> len(ds), sig.shape, label
+    (3, torch.Size([12, 100]), tensor(1))
     """
 
     def __init__(self, signals, labels=None, fs: float = 500.0,
@@ -321,6 +349,16 @@ class SyntheticECGDataset(Dataset):
     2 QRS, 3 T). Item `i` depends on ``(seed, i)`` only. ``metadata`` has ``record``,
     ``patient_id`` (str), ``label`` and ``class_name``; ``records_per_patient``
     consecutive records share a patient and a class.
+
+    Examples
+    --------
+    >>> from fastecg.data import SyntheticECGDataset
+    >>> ds = SyntheticECGDataset(4, seconds=2.0)
+    >>> sig, label = ds[3]
+    >>> sig.shape, sig.dtype, int(label)
+    (torch.Size([12, 1000]), torch.float32, 1)
+    >>> ds.metadata["class_name"].tolist()        # two records per patient, one class each
+    ['NSR', 'NSR', 'SB', 'SB']
     """
 
     def __init__(self, n: int, fs: float = 500.0, seconds: float = 10.0,
@@ -400,6 +438,14 @@ def split(dataset, by: str = "record", stratify: bool = True,
     Returns
     -------
     list of torch.utils.data.Subset
+
+    Examples
+    --------
+    >>> from fastecg.data import SyntheticECGDataset, split
+    >>> train, test = split(SyntheticECGDataset(20, seconds=1.0), by="patient",
+    ...                     fractions=(0.5, 0.5))
+    >>> len(train), len(test)
+    (10, 10)
     """
     if by not in ("record", "patient"):
         raise ValueError(f"split: by must be 'record' or 'patient', got {by!r}")

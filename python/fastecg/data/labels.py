@@ -91,7 +91,16 @@ _TABLES = {2020: (SCORED_2020, EQUIVALENT_2020), 2021: (SCORED_2021, EQUIVALENT_
 
 
 def parse_dx(text: Optional[str]) -> list[str]:
-    """``"164889003,59118001"`` -> ``["164889003", "59118001"]`` (empty for None or "")."""
+    """``"164889003,59118001"`` -> ``["164889003", "59118001"]`` (empty for None or "").
+
+    Examples
+    --------
+    >>> from fastecg.data import parse_dx
+    >>> parse_dx("164889003,59118001")
+    ['164889003', '59118001']
+    >>> parse_dx(None)
+    []
+    """
     if not text:
         return []
     return [code.strip() for code in str(text).split(",") if code.strip()]

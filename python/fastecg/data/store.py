@@ -63,6 +63,18 @@ class ECGStore(Dataset):
     when the store has targets, else the signal alone. Works with ``DistributedSampler`` (any sampler over
     ``range(len(store))``) and DataLoader workers: the memory map is opened in each
     process on first use.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from fastecg.data import ECGStore, SyntheticECGDataset, write_store
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> _ = write_store(SyntheticECGDataset(6, seconds=1.0), folder.name, progress=False)
+    >>> store = ECGStore(folder.name, crop=250, random_crop=True, seed=0)
+    >>> sig, target = store[0]
+    >>> len(store), store.fs, sig.shape
+    (6, 500.0, torch.Size([12, 250]))
+    >>> folder.cleanup()
     """
 
     def __init__(self, root, crop: Optional[int] = None, random_crop: bool = False,
@@ -241,6 +253,18 @@ def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_siz
         ``written`` (records processed by this call), ``skipped`` (list of (record,
         reason)), ``seconds``, ``resumed`` (records kept from an earlier run, or True
         when a complete store was kept whole).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from fastecg.data import ECGStore, SyntheticECGDataset, write_store
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> report = write_store(SyntheticECGDataset(6, seconds=1.0), folder.name, progress=False)
+    >>> report["written"], report["skipped"]
+    (6, [])
+    >>> len(ECGStore(folder.name))
+    6
+    >>> folder.cleanup()
     """
     if dtype not in _DTYPES:
         raise ValueError(f"write_store: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")

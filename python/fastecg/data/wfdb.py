@@ -39,7 +39,16 @@ def _stem(path: str) -> str:
 
 def find_records(root: str) -> list[str]:
     """Paths (without extension) of every ``.hea`` under `root`, sorted, so that a
-    folder always gives its records in the same order."""
+    folder always gives its records in the same order.
+
+    Examples
+    --------
+    >>> import os
+    >>> from fastecg.data import bundled_records, find_records
+    >>> folder = os.path.dirname(bundled_records()[0])
+    >>> [os.path.basename(p) for p in find_records(folder)]
+    ['E07506', 'E07509', 'E07517', 'HR06002']
+    """
     stems = []
     for folder, dirs, files in os.walk(os.fspath(root)):
         dirs.sort()
@@ -50,7 +59,15 @@ def find_records(root: str) -> list[str]:
 def bundled_records() -> list[str]:
     """Paths (without extension) of the real records shipped with fastecg: four CinC 2021
     training records (Georgia and PTB-XL, CC BY 4.0; ``samples/README.md`` in this
-    folder gives the attribution)."""
+    folder gives the attribution).
+
+    Examples
+    --------
+    >>> import os
+    >>> from fastecg.data import bundled_records
+    >>> [os.path.basename(p) for p in bundled_records()]
+    ['E07506', 'E07509', 'E07517', 'HR06002']
+    """
     return find_records(os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples"))
 
 
@@ -70,6 +87,13 @@ def read_header(path: str) -> dict[str, Any]:
         If the header cannot be parsed.
     OSError
         If it cannot be read.
+
+    Examples
+    --------
+    >>> from fastecg.data import bundled_records, read_header
+    >>> h = read_header(bundled_records()[0])
+    >>> h["fs"], h["n_samples"], h["lead_names"][:3], h["Dx"]
+    (500.0, 5000, ['I', 'II', 'III'], '426783006')
     """
     stem = _stem(path)
     try:
@@ -97,7 +121,17 @@ def read_header(path: str) -> dict[str, Any]:
 def check_record(header: dict[str, Any], leads: Optional[Sequence[str]] = None) -> Optional[str]:
     """Why the record described by `header` cannot be used, or None when it can: every
     signal file exists and holds exactly the samples the header promises, and every lead
-    in `leads` is there. Reads no samples (file sizes only)."""
+    in `leads` is there. Reads no samples (file sizes only).
+
+    Examples
+    --------
+    >>> from fastecg.data import bundled_records, check_record, read_header
+    >>> h = read_header(bundled_records()[0])
+    >>> check_record(h) is None
+    True
+    >>> check_record(h, ["II", "X9"])
+    "missing leads ['X9'] (has ['I', 'II', 'III', 'aVR', 'aVL', 'aVF', 'V1', 'V2', 'V3', 'V4', 'V5', 'V6'])"
+    """
     if leads is not None:
         missing = [name for name in leads if name not in header["lead_names"]]
         if missing:
@@ -128,7 +162,15 @@ def read_signal(header: dict[str, Any], leads: Optional[Sequence[str]] = None) -
 
     Physical values are computed in float64 (``(digital - baseline) / gain``, as the
     header says) and rounded once to float32. Samples the format marks as missing come
-    out as NaN. Raises ValueError if the samples disagree with the header."""
+    out as NaN. Raises ValueError if the samples disagree with the header.
+
+    Examples
+    --------
+    >>> from fastecg.data import bundled_records, read_header, read_signal
+    >>> s = read_signal(read_header(bundled_records()[0]), leads=["II", "V1"])
+    >>> s.shape, s.dtype
+    ((2, 5000), dtype('float32'))
+    """
     wfdb = _wfdb()
     names = header["lead_names"]
     channels = None if leads is None else [names.index(name) for name in leads]
@@ -161,6 +203,13 @@ def load_cinc_record(path: str) -> tuple[np.ndarray, dict[str, Any]]:
     header : dict
         :func:`read_header`'s fields: ``fs`` (Hz), ``lead_names``, ``n_samples``, and
         the comment fields (``Age``, ``Sex``, ``Dx``, ...) as strings.
+
+    Examples
+    --------
+    >>> from fastecg.data import bundled_records, load_cinc_record
+    >>> signal, header = load_cinc_record(bundled_records()[0])
+    >>> signal.shape, signal.dtype, header["fs"]
+    ((12, 5000), dtype('float32'), 500.0)
     """
     header = read_header(path)
     return read_signal(header), header
@@ -178,6 +227,12 @@ def rhythm_mask(path: str, n_samples: int, rhythms: Sequence[str] = ("AFIB", "AF
     ndarray of bool, shape (len(rhythms), n_samples), or None
         ``mask[k, t]``: sample `t` lies in an episode of ``rhythms[k]``. None when the
         record has no annotation file.
+
+    Examples
+    --------
+    >>> from fastecg.data import bundled_records, rhythm_mask
+    >>> rhythm_mask(bundled_records()[0], 5000) is None     # CinC records have no .atr
+    True
     """
     stem = _stem(path)
     if not os.path.isfile(f"{stem}.{extension}"):
