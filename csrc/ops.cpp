@@ -8,6 +8,12 @@ TORCH_LIBRARY(fastecg, m) {
   // x: (rows, n) contiguous float32/float64; method: 0 z-score, 1 min-max, 2 naive.
   // Each row is normalised on its own.
   m.def("_normalize_kernel(Tensor x, int method, float mean, float std, float eps, int ddof) -> Tensor");
+  // The fused augmentation pass (csrc/cpu/augment.cpp; ops and their tensors: OpCode there,
+  // python/fastecg/ops/augment.py). x: (n, n_leads, n_samples) float32/float64; source
+  // lerp(x[partner], x, lam) when partner/lam are given. Returns the output and, when
+  // stats, its per-lead (min, max, sum, sum of squares) in float64 (else empty).
+  m.def("_augment_kernel(Tensor x, Tensor? partner, Tensor? lam, int[] codes, int[] ints, "
+        "float[] floats, Tensor[] tensors, bool stats) -> (Tensor, Tensor)");
   // x: (rows, n); sos: (n_sections, 6) float64 with a0 == 1; zi: sosfilt_zi(sos), float64.
   // padtype: 0 none, 1 odd, 2 even, 3 constant. Same recurrence, padding and initial
   // conditions as scipy.signal.sosfiltfilt, state in float64.

@@ -41,16 +41,17 @@ def ecg(shape=(64, 12, 500), seed=0):
     return torch.randn(*shape, generator=g).cumsum(-1) / 20
 
 
-def test_same_sample_same_result_whatever_the_batch():
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_same_sample_same_result_whatever_the_batch(backend):
     am = AugmenterManager(*PER_SAMPLE, fs=FS)
     x, label = ecg(), torch.rand(64, 5)
     mask = x[:, 0, :, None].clone()
     index = torch.arange(1000, 1064)
-    whole = am(x, label, mask, seed=42, epoch=3, indices=index)
+    whole = am(x, label, mask, seed=42, epoch=3, indices=index, backend=backend)
     quarters = [am(x[i:i + 16], label[i:i + 16], mask[i:i + 16], seed=42, epoch=3,
-                   indices=index[i:i + 16]) for i in range(0, 64, 16)]
-    ranks = [am(x[r::2], label[r::2], mask[r::2], seed=42, epoch=3, indices=index[r::2])
-             for r in range(2)]
+                   indices=index[i:i + 16], backend=backend) for i in range(0, 64, 16)]
+    ranks = [am(x[r::2], label[r::2], mask[r::2], seed=42, epoch=3, indices=index[r::2],
+                backend=backend) for r in range(2)]
     for k in range(3):
         torch.testing.assert_close(torch.cat([q[k] for q in quarters]), whole[k], rtol=0,
                                    atol=1e-6)
@@ -58,8 +59,8 @@ def test_same_sample_same_result_whatever_the_batch():
         merged[0::2], merged[1::2] = ranks[0][k], ranks[1][k]
         torch.testing.assert_close(merged, whole[k], rtol=0, atol=1e-6)
     assert (whole[0] - x).abs().amax((-2, -1)).gt(0).all()  # every sample was changed
-    other_epoch = am(x, label, mask, seed=42, epoch=4, indices=index)[0]
-    other_seed = am(x, label, mask, seed=43, epoch=3, indices=index)[0]
+    other_epoch = am(x, label, mask, seed=42, epoch=4, indices=index, backend=backend)[0]
+    other_seed = am(x, label, mask, seed=43, epoch=3, indices=index, backend=backend)[0]
     assert not torch.allclose(other_epoch, whole[0]) and not torch.allclose(other_seed, whole[0])
 
 
@@ -167,7 +168,9 @@ def test_errors_before_any_work():
     with pytest.raises(ValueError, match=r"step 2 \(vcg_rotation\).*12 leads or lead_names"):
         am(ecg((4, 8, 100)))
     with pytest.raises(ValueError, match="no fused augmentation kernel"):
-        am(x, backend="cpu")
+        am(x, backend="triton")
+    with pytest.raises(ValueError, match="backend 'cpu' cannot run here.*float32 or float64"):
+        am(x.half(), backend="cpu")
     with pytest.raises(ValueError, match="unknown backend 'tourch'"):
         am(x, backend="tourch")
     assert not calls

@@ -155,6 +155,16 @@ class Augmenter(Transform):
                   masks: list, info: SignalInfo):
         raise NotImplementedError
 
+    def fuse(self, plan, params: dict, label: Optional[Tensor], masks: list,
+             info: SignalInfo):
+        """The fused pass (the manager's ``cpu`` backend): add this step's signal work to
+        `plan` (a :class:`~fastecg.augmenters.fused.FusedPlan`) as kernel ops, transform
+        labels and masks in torch, return ``(label, masks)``. The default runs
+        :meth:`transform` on the materialised signal (a step with no fused form)."""
+        x, label, masks = self.transform(plan.materialize(), params, label, masks, info)
+        plan.replace(x)
+        return label, masks
+
     def check_batch(self, batch: Batch, info: SignalInfo) -> None:
         """Checks that need the call's tensors (labels, masks); before any work."""
 

@@ -15,6 +15,7 @@ from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_prob
 from ._random import Keys, add_hash_noise
 from .base import Augmenter, check_range
+from .fused import OpCode, lead_ptp, var_mean
 
 __all__ = ["BaselineWander", "RandomFlip", "RandomMasking", "RandomRenormalize",
            "StretchCompress", "Mixup", "CutMix", "LabelSmooth"]
@@ -167,8 +168,7 @@ class BaselineWander(Augmenter):
         n, n_leads, _ = x.shape
         k = len(self.bw_fs)
         applied = self._applied(keys, self.prob)
-        with torch.no_grad():
-            ampl = (x.amax(-1) - x.amin(-1)).double()  # (n, L)
+        ampl = lead_ptp(x)  # (n, L)
         rows = torch.tensor(self.ampl_ratio, dtype=torch.float64, device=x.device)
         gauss = torch.tensor(self.gaussian, dtype=torch.float64, device=x.device)
         u = self._uniform(keys, 1, n_leads * (2 + k)).view(n, n_leads, 2 + k)
@@ -180,18 +180,32 @@ class BaselineWander(Augmenter):
                 "noise_mean": gauss[g, 0] * scale, "noise_std": gauss[g, 1] * scale,
                 "noise_keys": self._bits(keys, 2, 2 * n_leads).view(n, n_leads, 2)}
 
-    def transform(self, x, params, label, masks, info):
+    def _coef_basis(self, params, n_samples, dtype, device, info):
         fs = self.step_fs(info)
-        basis = sine_basis(torch.tensor(self.bw_fs), x.shape[-1], fs, x.dtype, x.device)
+        basis = sine_basis(torch.tensor(self.bw_fs), n_samples, fs, dtype, device)
         # The noise mean rides on the matmul as the coefficient of a row of ones.
         basis = torch.cat([basis, torch.ones_like(basis[:1])])
         amplitude, phase = params["amplitude"], params["phase"]
         coef = torch.cat([amplitude * torch.cos(phase), amplitude * torch.sin(phase),
                           params["noise_mean"][..., None]], -1)
-        wander = coef.to(x.dtype) @ basis
-        if any(row[1] > 0 for row in self.gaussian):  # static: no noise pass when all are 0
+        return coef.to(device=device, dtype=dtype), basis
+
+    def _noisy(self) -> bool:
+        return any(row[1] > 0 for row in self.gaussian)  # static: no noise when all are 0
+
+    def transform(self, x, params, label, masks, info):
+        coef, basis = self._coef_basis(params, x.shape[-1], x.dtype, x.device, info)
+        wander = coef @ basis
+        if self._noisy():
             add_hash_noise(wander, params["noise_keys"], params["noise_std"])
         return wander.add_(x), label, masks
+
+    def fuse(self, plan, params, label, masks, info):
+        coef, basis = self._coef_basis(params, plan.shape[-1], plan.dtype, plan.device, info)
+        keys = params["noise_keys"] if self._noisy() else torch.empty(0, dtype=torch.long)
+        std = params["noise_std"].to(plan.dtype) if self._noisy() else torch.empty(0)
+        plan.add(OpCode.SINES, [coef, basis, keys, std])
+        return label, masks
 
 
 @AUGMENTERS.register("random_flip")
@@ -216,6 +230,10 @@ class RandomFlip(Augmenter):
 
     def transform(self, x, params, label, masks, info):
         return x * params["sign"].to(x.dtype)[..., None], label, masks
+
+    def fuse(self, plan, params, label, masks, info):
+        plan.affine(params["sign"])
+        return label, masks
 
 
 @AUGMENTERS.register("random_masking")
@@ -279,6 +297,10 @@ class RandomMasking(Augmenter):
         return torch.where(covered, torch.as_tensor(self.mask_value, dtype=x.dtype,
                                                     device=x.device), x), label, masks
 
+    def fuse(self, plan, params, label, masks, info):
+        plan.add(OpCode.TIME_MASK, [params["start"], params["end"]], floats=[self.mask_value])
+        return label, masks
+
 
 @AUGMENTERS.register("random_renormalize")
 class RandomRenormalize(Augmenter):
@@ -308,16 +330,25 @@ class RandomRenormalize(Augmenter):
             out[name] = (mid + 0.3 * (hi - mid) * zz).clamp(lo, hi)
         return out
 
+    def _gain_shift(self, var, mu, params):
+        n = var.shape[0]
+        new_mean = params["mean"].to(device=var.device, dtype=var.dtype).view(n, -1, 1)
+        new_std = params["std"].to(device=var.device, dtype=var.dtype).view(n, -1, 1)
+        applied = params["applied"].to(var.device).view(n, 1, 1)
+        gain = torch.where(applied, new_std * torch.rsqrt(var.clamp_min(1e-12)), 1.0)
+        shift = torch.where(applied, new_mean - mu * gain, 0.0)
+        return gain, shift
+
     def transform(self, x, params, label, masks, info):
         dims = (-1,) if self.per_channel else (-2, -1)
         var, mu = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
-        n = x.shape[0]
-        new_mean = params["mean"].to(x.dtype).view(n, -1, 1)
-        new_std = params["std"].to(x.dtype).view(n, -1, 1)
-        applied = params["applied"].to(x.device).view(n, 1, 1)
-        gain = torch.where(applied, new_std * torch.rsqrt(var.clamp_min(1e-12)), 1.0)
-        shift = torch.where(applied, new_mean - mu * gain, 0.0)
+        gain, shift = self._gain_shift(var, mu, params)
         return torch.addcmul(shift, x, gain), label, masks
+
+    def fuse(self, plan, params, label, masks, info):
+        gain, shift = self._gain_shift(*var_mean(plan, self.per_channel), params)
+        plan.affine(gain[..., 0], shift[..., 0])
+        return label, masks
 
 
 def resample_gather(x: Tensor, src: Tensor, valid: Tensor) -> Tensor:
@@ -385,6 +416,17 @@ class StretchCompress(Augmenter):
         src, valid = self.positions(new_len, x.shape[-1])
         return resample_gather(x, src, valid), label, [_resample_mask(m, src, valid)
                                                        for m in masks]
+
+    def fuse(self, plan, params, label, masks, info):
+        n_samples = plan.shape[-1]
+        new_len = params["new_len"].to(plan.device)
+        half = (new_len - n_samples).abs() // 2
+        plan.warp(torch.where(new_len >= n_samples, half, -half), new_len,
+                  (n_samples - 1) / (new_len - 1).double(), n_samples)
+        if masks:
+            src, valid = self.positions(new_len, n_samples)
+            masks = [_resample_mask(m, src, valid) for m in masks]
+        return label, masks
 
 
 def _resample_mask(m: Tensor, src: Tensor, valid: Tensor) -> Tensor:
@@ -460,12 +502,19 @@ class Mixup(_PairMixer):
 
     def transform(self, x, params, label, masks, info):
         lam, partner = params["lam"].to(x.device), params["partner"].to(x.device)
-        out = _mix(x, x[partner], lam)
+        return (_mix(x, x[partner], lam), *self._mix_rest(lam, partner, label, masks))
+
+    def fuse(self, plan, params, label, masks, info):
+        lam, partner = params["lam"].to(plan.device), params["partner"].to(plan.device)
+        plan.pair(partner, lam)
+        return self._mix_rest(lam, partner, label, masks)
+
+    def _mix_rest(self, lam, partner, label, masks):
         if label is not None:
             label = (label, label[partner], lam.to(label.dtype)) if self.label_pair else \
                 _mix(label, label[partner], lam)
         masks = [_mix(m, m[partner], lam) if m.is_floating_point() else m for m in masks]
-        return out, label, masks
+        return label, masks
 
 
 @AUGMENTERS.register("cutmix")
@@ -547,3 +596,6 @@ class LabelSmooth(Augmenter):
         applied = params["applied"].to(label.device)[:, None]
         smooth = (1 - self.smoothing) * label + self.smoothing / max(1, label.shape[-1])
         return x, torch.where(applied, smooth, label), masks
+
+    def fuse(self, plan, params, label, masks, info):
+        return self.transform(None, params, label, masks, info)[1:]

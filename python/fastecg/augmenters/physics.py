@@ -16,6 +16,7 @@ from ..transforms.config import check_prob
 from ._random import Keys, add_hash_noise, hash_normal
 from .base import STANDARD_LEADS, Augmenter, check_range
 from .classic import sine_basis, sinusoids
+from .fused import OpCode, lead_power
 
 __all__ = ["PowerlineNoise", "EMGNoise", "GaussianNoise", "AmplitudeScale", "TimeShift",
            "RandomCrop", "RandomLeadsMask", "ReducedLeadSet", "VCGRotation",
@@ -90,11 +91,22 @@ class PowerlineNoise(Augmenter):
         return {"amplitude": amplitude.reshape(n, n_leads, c * h),
                 "phase": phase.view(n, n_leads, c * h)}
 
-    def transform(self, x, params, label, masks, info):
+    def _basis(self, n_samples, dtype, device, info):
         freqs = torch.tensor(self.freq, dtype=torch.float64)[:, None] * torch.arange(
             1, self.harmonics + 1, dtype=torch.float64)
-        basis = sine_basis(freqs.reshape(-1), x.shape[-1], self.step_fs(info), x.dtype, x.device)
+        return sine_basis(freqs.reshape(-1), n_samples, self.step_fs(info), dtype, device)
+
+    def transform(self, x, params, label, masks, info):
+        basis = self._basis(x.shape[-1], x.dtype, x.device, info)
         return sinusoids(params["amplitude"], params["phase"], basis).add_(x), label, masks
+
+    def fuse(self, plan, params, label, masks, info):
+        basis = self._basis(plan.shape[-1], plan.dtype, plan.device, info)
+        amplitude, phase = params["amplitude"], params["phase"]
+        coef = torch.cat([amplitude * torch.cos(phase), amplitude * torch.sin(phase)], -1)
+        plan.add(OpCode.SINES, [coef.to(plan.dtype), basis, torch.empty(0, dtype=torch.long),
+                                torch.empty(0)])
+        return label, masks
 
 
 @AUGMENTERS.register("emg_noise")
@@ -139,21 +151,32 @@ class EMGNoise(Augmenter):
         rms = (lo + (hi - lo) * self._uniform(keys, 1)[:, 0]) * applied
         return {"rms": rms, "noise_keys": _row_keys(self, keys, 2, n_leads)}
 
-    def transform(self, x, params, label, masks, info):
-        n_samples = x.shape[-1]
+    def _noise(self, params, shape, dtype, device, info) -> Optional[Tensor]:
+        n_samples = shape[-1]
         lo, hi = self.bins(n_samples, self.step_fs(info))
         k = hi - lo
         if k == 0:
-            return x, label, masks
-        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+            return None
+        work = torch.float64 if dtype == torch.float64 else torch.float32
         z = hash_normal(params["noise_keys"], 2 * k, work)
-        spectrum = torch.zeros(*x.shape[:2], n_samples // 2 + 1, dtype=work, device=x.device)
+        spectrum = torch.zeros(*shape[:2], n_samples // 2 + 1, dtype=work, device=device)
         spectrum = torch.complex(spectrum, spectrum)
         spectrum[..., lo:hi] = torch.complex(z[..., :k], z[..., k:])
         # Each in-band bin adds variance 4 / n**2 to every sample of irfft's output.
-        gain = params["rms"].to(device=x.device, dtype=work) * (n_samples / (2 * math.sqrt(k)))
-        noise = torch.fft.irfft(spectrum, n=n_samples) * gain[:, None, None]
-        return x + noise.to(x.dtype), label, masks
+        gain = params["rms"].to(device=device, dtype=work) * (n_samples / (2 * math.sqrt(k)))
+        return (torch.fft.irfft(spectrum, n=n_samples) * gain[:, None, None]).to(dtype)
+
+    def transform(self, x, params, label, masks, info):
+        noise = self._noise(params, x.shape, x.dtype, x.device, info)
+        return (x if noise is None else x + noise), label, masks
+
+    def fuse(self, plan, params, label, masks, info):
+        # The band-limited noise is an inverse FFT of its in-band bins, made in torch and
+        # added by the kernel (a batch-sized buffer while the plan's ops are pending).
+        noise = self._noise(params, plan.shape, plan.dtype, plan.device, info)
+        if noise is not None:
+            plan.add(OpCode.ADD_ROWS, [noise])
+        return label, masks
 
 
 @AUGMENTERS.register("gaussian_noise")
@@ -174,13 +197,16 @@ class GaussianNoise(Augmenter):
         applied = self._applied(keys, self.prob)
         lo, hi = self.snr_db
         snr = lo + (hi - lo) * self._uniform(keys, 1)[:, 0]
-        with torch.no_grad():
-            power = x.double().square().mean(-1)  # (n, L)
+        power = lead_power(x)  # (n, L)
         std = torch.sqrt(power * 10.0 ** (-snr[:, None] / 10)) * applied[:, None]
         return {"std": std, "noise_keys": _row_keys(self, keys, 2, n_leads)}
 
     def transform(self, x, params, label, masks, info):
         return add_hash_noise(x.clone(), params["noise_keys"], params["std"]), label, masks
+
+    def fuse(self, plan, params, label, masks, info):
+        plan.add(OpCode.NOISE, [params["noise_keys"], params["std"].to(plan.dtype)])
+        return label, masks
 
 
 @AUGMENTERS.register("amplitude_scale")
@@ -205,6 +231,10 @@ class AmplitudeScale(Augmenter):
 
     def transform(self, x, params, label, masks, info):
         return x * params["gain"].to(x.dtype)[..., None], label, masks
+
+    def fuse(self, plan, params, label, masks, info):
+        plan.affine(params["gain"])
+        return label, masks
 
 
 def _shift_gather(t: Tensor, offset: Tensor, n_out: int, dim: int) -> tuple[Tensor, Tensor]:
@@ -248,6 +278,12 @@ class TimeShift(Augmenter):
         out, _ = _shift_gather(x, offset, x.shape[-1], 2)
         return out, label, [_shift_gather(m, offset, m.shape[1], 1)[0] for m in masks]
 
+    def fuse(self, plan, params, label, masks, info):
+        offset = -params["shift"].to(plan.device)
+        n_samples = plan.shape[-1]
+        plan.warp(offset, torch.tensor(n_samples), None, n_samples)
+        return label, [_shift_gather(m, offset, m.shape[1], 1)[0] for m in masks]
+
 
 @AUGMENTERS.register("random_crop")
 class RandomCrop(Augmenter):
@@ -280,6 +316,11 @@ class RandomCrop(Augmenter):
         start = params["start"].to(x.device)
         out, _ = _shift_gather(x, start, self.length, 2)
         return out, label, [_shift_gather(m, start, self.length, 1)[0] for m in masks]
+
+    def fuse(self, plan, params, label, masks, info):
+        start = params["start"].to(plan.device)
+        plan.warp(start, torch.tensor(plan.shape[-1]), None, self.length)
+        return label, [_shift_gather(m, start, self.length, 1)[0] for m in masks]
 
 
 def _lead_positions(names: Optional[tuple], n_leads: int, wanted: Sequence[str],
@@ -333,6 +374,10 @@ class RandomLeadsMask(Augmenter):
 
     def transform(self, x, params, label, masks, info):
         return x * params["keep"].to(device=x.device, dtype=x.dtype)[..., None], label, masks
+
+    def fuse(self, plan, params, label, masks, info):
+        plan.affine(params["keep"])
+        return label, masks
 
 
 @AUGMENTERS.register("reduced_lead_set")
@@ -393,6 +438,16 @@ class ReducedLeadSet(Augmenter):
                                   REDUCED_LEAD_SETS[self.leads[0]], "ReducedLeadSet")
             return x[:, pos], label, masks
         return x * params["keep"].to(device=x.device, dtype=x.dtype)[..., None], label, masks
+
+    def fuse(self, plan, params, label, masks, info):
+        if self.mode == "drop":
+            pos = _lead_positions(info.lead_names, info.n_leads,
+                                  REDUCED_LEAD_SETS[self.leads[0]], "ReducedLeadSet")
+            select = torch.eye(plan.shape[1], dtype=torch.float64, device=plan.device)[pos]
+            plan.add(OpCode.LEAD_MIX, [select.expand(plan.shape[0], -1, -1)])
+        else:
+            plan.affine(params["keep"])
+        return label, masks
 
 
 def rotation_matrices(angles: Tensor) -> Tensor:
@@ -475,3 +530,7 @@ class VCGRotation(Augmenter):
 
     def transform(self, x, params, label, masks, info):
         return params["matrix"].to(x.dtype) @ x, label, masks
+
+    def fuse(self, plan, params, label, masks, info):
+        plan.add(OpCode.LEAD_MIX, [params["matrix"].to(plan.device, torch.float64)])
+        return label, masks

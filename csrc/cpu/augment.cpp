@@ -1,0 +1,565 @@
+// CPU kernel of fastecg::_augment_kernel: the fused augmentation pass. An AugmenterManager
+// compiles its steps into per-sample parameters (drawn in torch, as the torch backend
+// draws them) and a list of ops (python/fastecg/augmenters/fused.py), which this kernel
+// applies in one pass over the batch:
+//
+//   source:   x[n], or lerp(x[partner[n]], x[n], lam[n]) (Mixup's pairing)
+//   ops:      lead mixing (a per-sample (L_out x L_in) matrix: VCG rotation, lead sets),
+//             per-lead affine maps (flip, gain, lead masks, renormalisation),
+//             sums of sinusoids from a shared basis plus counter-based noise (baseline
+//             wander, powerline), counter-based Gaussian noise, time masks, rows added
+//             from a buffer (EMG noise), and time warps (stretch/compress, shift, crop:
+//             x at m * ratio for m = t + offset, linear interpolation, zero outside
+//             0 <= m < limit).
+//
+// The warps split the ops into stages. Output is produced in blocks of time per sample;
+// a stage that starts with a warp asks the stage before it for the contiguous span of
+// its input the block's positions fall in (warps are monotone), so every intermediate
+// lives in a per-thread block buffer and the batch is read and written once.
+//
+// Noise is never materialised: element j of row r is lowbias32(j * (k1 | 1) + k2) with
+// the row's Philox words (k1, k2), turned into a normal value by Box-Muller on its two
+// 16-bit halves: the torch backend's hash_normal (python/fastecg/augmenters/_random.py).
+// Each half takes only 65536 values, so the radius sqrt(-2 ln u) and the cosine come from
+// two tables computed once, rounded as torch's float32 (or float64) arithmetic rounds them.
+//
+// Arithmetic is in the input's dtype, as the torch backend's; sums of statistics (the
+// optional per-lead min, max, sum and sum of squares of the output, which the manager
+// uses for the steps that depend on the signal) in double.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <vector>
+
+#include "../common/huge_pages.h"
+#include "../common/lanes4.h"
+#include "../common/parallel.h"
+#include "isa.h"
+
+namespace fastecg {
+namespace {
+
+// Mirrors python/fastecg/ops/augment.py's OpCode.
+enum OpCode : int64_t {
+  kLeadMix = 0,     // tensors: matrix (N, L_out, L_in) float64
+  kLeadAffine = 1,  // tensors: gain (N, L), shift (N, L) in x's dtype
+  kSines = 2,       // tensors: coef (N, L, J), basis (J, T); noise keys (N, L, 2) int64 and
+                    // std (N, L), or two empty tensors
+  kNoise = 3,       // tensors: keys (N, L, 2) int64, std (N, L)
+  kTimeMask = 4,    // tensors: start (N, S), end (N, S) int64; floats: value
+  kAddRows = 5,     // tensors: rows (N, L, T)
+  kWarp = 6,        // tensors: offset (N,) int64, limit (N,) int64, ratio (N,) float64;
+                    // ints: output length
+};
+
+constexpr int64_t kBlock = 256;   // output samples per block (a block of 12 leads: 12 KB)
+constexpr int64_t kChunk = 2048;  // output samples per work item
+
+template <typename T>
+struct Op {
+  int64_t code = -1;
+  int64_t lin = 0, lout = 0;  // leads in and out
+  int64_t tlen = 0;           // length of the stage's time axis (the op's)
+  const double* mat = nullptr;
+  const T* a = nullptr;  // gain / coef / rows / std
+  const T* b = nullptr;  // shift / basis
+  const T* c = nullptr;  // sines' noise std
+  int64_t j = 0;         // sines per row / masks per sample
+  const int64_t* k0 = nullptr;  // noise keys / mask starts / warp offsets
+  const int64_t* k1 = nullptr;  // mask ends / warp limits
+  const double* ratio = nullptr;
+  T value = T(0);
+  int64_t tin = 0;  // warp: input length
+};
+
+template <typename T>
+struct Stage {
+  Op<T> warp;  // code -1: the source
+  std::vector<Op<T>> ops;
+  int64_t lin = 0, lout = 0, lmax = 0, tlen = 0;
+};
+
+// Box-Muller's radius and cosine for each 16-bit half, rounded as torch computes them in T.
+template <typename T>
+const T* radius_table() {
+  static const std::vector<T> table = [] {
+    std::vector<T> t(65536);
+    for (int k = 0; k < 65536; ++k) {
+      if constexpr (std::is_same_v<T, float>) {
+        const float u = (static_cast<float>(k) + 0.5f) * (1.0f / 65536);
+        const float lg = static_cast<float>(std::log(static_cast<double>(u)));
+        t[k] = std::sqrt(-2.0f * lg);
+      } else {
+        t[k] = std::sqrt(-2.0 * std::log((k + 0.5) * (1.0 / 65536)));
+      }
+    }
+    return t;
+  }();
+  return table.data();
+}
+
+template <typename T>
+const T* cosine_table() {
+  static const std::vector<T> table = [] {
+    std::vector<T> t(65536);
+    const double step = 2 * M_PI / 65536;
+    for (int k = 0; k < 65536; ++k) {
+      if constexpr (std::is_same_v<T, float>) {
+        const float angle = static_cast<float>(k) * static_cast<float>(step);
+        t[k] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      } else {
+        t[k] = std::cos(k * step);
+      }
+    }
+    return t;
+  }();
+  return table.data();
+}
+
+FASTECG_INLINE uint32_t lowbias32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// torch.lerp's formula (the branch keeps lerp(a, b, 1) == b exactly).
+template <typename T>
+FASTECG_INLINE T lerp(T a, T b, T w) {
+  return std::abs(w) < T(0.5) ? a + w * (b - a) : b - (b - a) * (T(1) - w);
+}
+
+// y[t] += std * z(t0 + t) for one row.
+template <typename T>
+FASTECG_INLINE void add_noise_row(T* y, int64_t t0, int64_t len, const int64_t* keys, T std,
+                                  const T* radius, const T* cosine) {
+  const uint32_t k1 = static_cast<uint32_t>(keys[0]) | 1u;
+  const uint32_t k2 = static_cast<uint32_t>(keys[1]);
+  for (int64_t t = 0; t < len; ++t) {
+    const uint32_t h = lowbias32(static_cast<uint32_t>(t0 + t) * k1 + k2);
+    const T z = radius[h >> 16] * cosine[h & 0xFFFFu];
+    y[t] += z * std;
+  }
+}
+
+// One point-wise op on a block: rows of `len` samples at times t0.., `scratch` holds at
+// least max(lin, lout) rows.
+template <typename T>
+FASTECG_INLINE void run_op_body(const Op<T>& op, int64_t n, int64_t t0, int64_t len, T* y,
+                                T* scratch) {
+  switch (op.code) {
+    case kLeadMix: {
+      const double* m = op.mat + n * op.lout * op.lin;
+      for (int64_t o = 0; o < op.lout; ++o) {
+        T* out = scratch + o * len;
+        std::fill(out, out + len, T(0));
+        for (int64_t i = 0; i < op.lin; ++i) {
+          const T w = static_cast<T>(m[o * op.lin + i]);
+          if (w == T(0)) continue;
+          const T* in = y + i * len;
+          for (int64_t t = 0; t < len; ++t) out[t] += w * in[t];
+        }
+      }
+      std::memcpy(y, scratch, sizeof(T) * op.lout * len);
+      break;
+    }
+    case kLeadAffine: {
+      const T* g = op.a + n * op.lin;
+      const T* h = op.b + n * op.lin;
+      for (int64_t l = 0; l < op.lin; ++l) {
+        const T gl = g[l], hl = h[l];
+        T* row = y + l * len;
+        if (hl == T(0)) {
+          for (int64_t t = 0; t < len; ++t) row[t] = row[t] * gl;
+        } else {
+          for (int64_t t = 0; t < len; ++t) row[t] = row[t] * gl + hl;
+        }
+      }
+      break;
+    }
+    case kSines: {
+      const T* radius = radius_table<T>();
+      const T* cosine = cosine_table<T>();
+      T* acc = scratch;
+      for (int64_t l = 0; l < op.lin; ++l) {
+        const T* c = op.a + (n * op.lin + l) * op.j;
+        std::fill(acc, acc + len, T(0));
+        for (int64_t j = 0; j < op.j; ++j) {
+          const T cj = c[j];
+          const T* basis = op.b + j * op.tlen + t0;
+          for (int64_t t = 0; t < len; ++t) acc[t] += cj * basis[t];
+        }
+        if (op.c != nullptr) {
+          const T s = op.c[n * op.lin + l];
+          if (s != T(0)) add_noise_row(acc, t0, len, op.k0 + (n * op.lin + l) * 2, s, radius,
+                                       cosine);
+        }
+        T* row = y + l * len;
+        for (int64_t t = 0; t < len; ++t) row[t] = acc[t] + row[t];
+      }
+      break;
+    }
+    case kNoise: {
+      const T* radius = radius_table<T>();
+      const T* cosine = cosine_table<T>();
+      for (int64_t l = 0; l < op.lin; ++l) {
+        const T s = op.a[n * op.lin + l];
+        if (s == T(0)) continue;
+        add_noise_row(y + l * len, t0, len, op.k0 + (n * op.lin + l) * 2, s, radius, cosine);
+      }
+      break;
+    }
+    case kTimeMask: {
+      for (int64_t i = 0; i < op.j; ++i) {
+        const int64_t s = std::max(op.k0[n * op.j + i], t0) - t0;
+        const int64_t e = std::min(op.k1[n * op.j + i], t0 + len) - t0;
+        if (s >= e) continue;
+        for (int64_t l = 0; l < op.lin; ++l) std::fill(y + l * len + s, y + l * len + e, op.value);
+      }
+      break;
+    }
+    case kAddRows: {
+      for (int64_t l = 0; l < op.lin; ++l) {
+        const T* r = op.a + (n * op.lin + l) * op.tlen + t0;
+        T* row = y + l * len;
+        for (int64_t t = 0; t < len; ++t) row[t] += r[t];
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+FASTECG_PER_ISA(run_op, run_op_body)
+
+// The warp's positions for output times t0 .. t0 + len: i0, i1 and frac per time (invalid
+// times get i0 = -1), and the span [lo, hi] of input they read (lo > hi: none).
+template <typename T>
+FASTECG_INLINE void warp_positions(const Op<T>& w, int64_t n, int64_t t0, int64_t len,
+                                   int64_t* i0, T* frac, int64_t& lo, int64_t& hi) {
+  const int64_t offset = w.k0[n], limit = w.k1[n];
+  const double ratio = w.ratio[n];
+  lo = std::numeric_limits<int64_t>::max();
+  hi = -1;
+  for (int64_t t = 0; t < len; ++t) {
+    const int64_t m = t0 + t + offset;
+    if (m < 0 || m >= limit) {
+      i0[t] = -1;
+      continue;
+    }
+    const double src = static_cast<double>(m) * ratio;
+    const double f = std::min(std::max(std::floor(src), 0.0), static_cast<double>(w.tin - 1));
+    i0[t] = static_cast<int64_t>(f);
+    frac[t] = static_cast<T>(src - f);
+    lo = std::min(lo, i0[t]);
+    hi = std::max(hi, std::min(i0[t] + 1, w.tin - 1));
+  }
+}
+
+template <typename T>
+struct Kernel {
+  const T* x;
+  const int64_t* partner;
+  const double* lam;
+  int64_t n_leads, n_samples;  // x's
+  std::vector<Stage<T>> stages;
+};
+
+template <typename T>
+struct ThreadScratch {
+  std::vector<std::vector<T>> buffers;  // per stage: its output block
+  std::vector<T> scratch;
+  std::vector<std::vector<int64_t>> i0;  // per stage: its warp's positions of a block
+  std::vector<std::vector<T>> frac;
+};
+
+// Stage s's output for sample n, times t0 .. t0 + len, into y (lmax rows of len).
+template <typename T, typename Tag>
+void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, int64_t t0,
+                int64_t len, T* y, Tag tag) {
+  const Stage<T>& st = k.stages[s];
+  if (s == 0) {
+    const T* xn = k.x + n * k.n_leads * k.n_samples + t0;
+    if (k.partner == nullptr) {
+      for (int64_t l = 0; l < k.n_leads; ++l)
+        std::memcpy(y + l * len, xn + l * k.n_samples, sizeof(T) * len);
+    } else {
+      const T* xp = k.x + k.partner[n] * k.n_leads * k.n_samples + t0;
+      const T w = static_cast<T>(k.lam[n]);
+      for (int64_t l = 0; l < k.n_leads; ++l)
+        for (int64_t t = 0; t < len; ++t)
+          y[l * len + t] = lerp(xp[l * k.n_samples + t], xn[l * k.n_samples + t], w);
+    }
+  } else {
+    const Op<T>& w = st.warp;
+    std::vector<int64_t>& i0 = ts.i0[s];
+    std::vector<T>& frac = ts.frac[s];
+    if (static_cast<int64_t>(i0.size()) < len) {
+      i0.resize(len);
+      frac.resize(len);
+    }
+    int64_t lo, hi;
+    warp_positions(w, n, t0, len, i0.data(), frac.data(), lo, hi);
+    if (lo > hi) {
+      std::fill(y, y + st.lin * len, T(0));
+    } else {
+      const int64_t span = hi - lo + 1;
+      const Stage<T>& prev = k.stages[s - 1];
+      std::vector<T>& in = ts.buffers[s - 1];
+      if (static_cast<int64_t>(in.size()) < prev.lmax * span) in.resize(prev.lmax * span);
+      eval_stage(k, ts, s - 1, n, lo, span, in.data(), tag);
+      const T* src = in.data();
+      for (int64_t l = 0; l < st.lin; ++l) {
+        const T* row = src + l * span;
+        T* out = y + l * len;
+        for (int64_t t = 0; t < len; ++t) {
+          const int64_t a = i0[t];
+          if (a < 0) {
+            out[t] = T(0);
+          } else {
+            const int64_t b = std::min(a + 1, w.tin - 1);
+            out[t] = lerp(row[a - lo], row[b - lo], frac[t]);
+          }
+        }
+      }
+    }
+  }
+  const int64_t need = st.lmax * len;
+  if (static_cast<int64_t>(ts.scratch.size()) < need) ts.scratch.resize(need);
+  for (const Op<T>& op : st.ops) run_op(tag, op, n, t0, len, y, ts.scratch.data());
+}
+
+template <typename T>
+void run(const Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
+  const Stage<T>& last = k.stages.back();
+  const int64_t n_out = last.tlen, leads = last.lout;
+  const int64_t chunks = std::max<int64_t>(1, (n_out + kChunk - 1) / kChunk);
+  const int64_t items = n_batch * chunks;
+  std::vector<double> partial(stats != nullptr ? items * leads * 4 : 0);
+  radius_table<T>();  // built before the threads start
+  cosine_table<T>();
+  const Isa isa = cpu_isa();
+  parallel_claim(items, [&](auto& claim) {
+    ThreadScratch<T> ts;
+    ts.buffers.resize(k.stages.size());
+    ts.i0.resize(k.stages.size());
+    ts.frac.resize(k.stages.size());
+    auto work = [&](auto tag) {
+      std::vector<T>& block = ts.buffers.back();
+      block.resize(last.lmax * kBlock);
+      for (int64_t item; (item = claim()) >= 0;) {
+        const int64_t n = item / chunks, c0 = (item % chunks) * kChunk;
+        const int64_t c1 = std::min(n_out, c0 + kChunk);
+        double* acc = stats != nullptr ? partial.data() + item * leads * 4 : nullptr;
+        if (acc != nullptr) {
+          for (int64_t l = 0; l < leads; ++l) {
+            acc[4 * l] = std::numeric_limits<double>::infinity();
+            acc[4 * l + 1] = -std::numeric_limits<double>::infinity();
+            acc[4 * l + 2] = acc[4 * l + 3] = 0.0;
+          }
+        }
+        for (int64_t t0 = c0; t0 < c1; t0 += kBlock) {
+          const int64_t len = std::min(kBlock, c1 - t0);
+          eval_stage(k, ts, static_cast<int64_t>(k.stages.size()) - 1, n, t0, len,
+                     block.data(), tag);
+          for (int64_t l = 0; l < leads; ++l) {
+            const T* row = block.data() + l * len;
+            std::memcpy(out + (n * leads + l) * n_out + t0, row, sizeof(T) * len);
+            if (acc != nullptr) {
+              double lo = acc[4 * l], hi = acc[4 * l + 1], s = 0.0, ss = 0.0;
+              for (int64_t t = 0; t < len; ++t) {
+                const double v = row[t];
+                lo = std::min(lo, v);
+                hi = std::max(hi, v);
+                s += v;
+                ss += v * v;
+              }
+              acc[4 * l] = lo;
+              acc[4 * l + 1] = hi;
+              acc[4 * l + 2] += s;
+              acc[4 * l + 3] += ss;
+            }
+          }
+        }
+      }
+    };
+    if (isa >= Isa::kAvx2)
+      work(IsaTag<Isa::kAvx2>{});
+    else
+      work(IsaTag<Isa::kGeneric>{});
+  });
+  if (stats == nullptr) return;
+  for (int64_t n = 0; n < n_batch; ++n) {
+    for (int64_t l = 0; l < leads; ++l) {
+      double* s = stats + (n * leads + l) * 4;
+      s[0] = std::numeric_limits<double>::infinity();
+      s[1] = -std::numeric_limits<double>::infinity();
+      s[2] = s[3] = 0.0;
+      for (int64_t c = 0; c < chunks; ++c) {
+        const double* p = partial.data() + ((n * chunks + c) * leads + l) * 4;
+        s[0] = std::min(s[0], p[0]);
+        s[1] = std::max(s[1], p[1]);
+        s[2] += p[2];
+        s[3] += p[3];
+      }
+    }
+  }
+}
+
+// Checks a parameter tensor and returns it contiguous (kept alive by `keep`).
+const at::Tensor& param(std::vector<at::Tensor>& keep, const at::Tensor& t, at::ScalarType dtype,
+                        at::IntArrayRef shape, const char* what) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype, "_augment_kernel: ", what,
+              " must be a CPU ", dtype, " tensor, got ", t.scalar_type(), " on ", t.device());
+  TORCH_CHECK(t.sizes() == shape, "_augment_kernel: ", what, " must have shape ", shape,
+              ", got ", t.sizes());
+  keep.push_back(t.contiguous());
+  return keep.back();
+}
+
+template <typename T>
+std::tuple<at::Tensor, at::Tensor> augment_typed(const at::Tensor& x,
+                                                  const std::optional<at::Tensor>& partner,
+                                                  const std::optional<at::Tensor>& lam,
+                                                  at::IntArrayRef codes, at::IntArrayRef ints,
+                                                  at::ArrayRef<double> floats,
+                                                  at::TensorList tensors, bool want_stats) {
+  const at::ScalarType dt = x.scalar_type();
+  const int64_t n = x.size(0);
+  std::vector<at::Tensor> keep;
+  keep.reserve(tensors.size() + 2);
+  Kernel<T> k;
+  k.x = x.const_data_ptr<T>();
+  k.n_leads = x.size(1);
+  k.n_samples = x.size(2);
+  k.partner = nullptr;
+  k.lam = nullptr;
+  TORCH_CHECK(partner.has_value() == lam.has_value(),
+              "_augment_kernel: partner and lam go together");
+  if (partner.has_value()) {
+    k.partner = param(keep, *partner, at::kLong, {n}, "partner").template const_data_ptr<int64_t>();
+    k.lam = param(keep, *lam, at::kDouble, {n}, "lam").template const_data_ptr<double>();
+    for (int64_t i = 0; i < n; ++i)
+      TORCH_CHECK(k.partner[i] >= 0 && k.partner[i] < n, "_augment_kernel: partner out of range");
+  }
+  k.stages.emplace_back();
+  Stage<T>* st = &k.stages.back();
+  st->lin = st->lout = st->lmax = k.n_leads;
+  st->tlen = k.n_samples;
+  size_t ti = 0, ii = 0, fi = 0;
+  auto next_tensor = [&]() -> const at::Tensor& {
+    TORCH_CHECK(ti < tensors.size(), "_augment_kernel: too few tensors for the ops");
+    return tensors[ti++];
+  };
+  for (const int64_t code : codes) {
+    Op<T> op;
+    op.code = code;
+    op.lin = op.lout = st->lout;
+    op.tlen = st->tlen;
+    const int64_t L = st->lout, len = st->tlen;
+    switch (code) {
+      case kLeadMix: {
+        const at::Tensor& m = next_tensor();
+        TORCH_CHECK(m.dim() == 3, "_augment_kernel: lead matrix must be (N, L_out, L_in)");
+        op.lout = m.size(1);
+        op.mat = param(keep, m, at::kDouble, {n, op.lout, L}, "lead matrix").template const_data_ptr<double>();
+        break;
+      }
+      case kLeadAffine:
+        op.a = param(keep, next_tensor(), dt, {n, L}, "gain").template const_data_ptr<T>();
+        op.b = param(keep, next_tensor(), dt, {n, L}, "shift").template const_data_ptr<T>();
+        break;
+      case kSines: {
+        const at::Tensor& coef = next_tensor();
+        TORCH_CHECK(coef.dim() == 3, "_augment_kernel: sine coefficients must be (N, L, J)");
+        op.j = coef.size(2);
+        op.a = param(keep, coef, dt, {n, L, op.j}, "sine coefficients").template const_data_ptr<T>();
+        op.b = param(keep, next_tensor(), dt, {op.j, len}, "sine basis").template const_data_ptr<T>();
+        const at::Tensor& keys = next_tensor();
+        const at::Tensor& noise_std = next_tensor();
+        if (keys.numel() > 0) {
+          op.k0 = param(keep, keys, at::kLong, {n, L, 2}, "noise keys").template const_data_ptr<int64_t>();
+          op.c = param(keep, noise_std, dt, {n, L}, "noise std").template const_data_ptr<T>();
+        }
+        break;
+      }
+      case kNoise:
+        op.k0 = param(keep, next_tensor(), at::kLong, {n, L, 2}, "noise keys").template const_data_ptr<int64_t>();
+        op.a = param(keep, next_tensor(), dt, {n, L}, "noise std").template const_data_ptr<T>();
+        break;
+      case kTimeMask: {
+        const at::Tensor& start = next_tensor();
+        TORCH_CHECK(start.dim() == 2, "_augment_kernel: mask starts must be (N, S)");
+        op.j = start.size(1);
+        op.k0 = param(keep, start, at::kLong, {n, op.j}, "mask starts").template const_data_ptr<int64_t>();
+        op.k1 = param(keep, next_tensor(), at::kLong, {n, op.j}, "mask ends").template const_data_ptr<int64_t>();
+        TORCH_CHECK(fi < floats.size(), "_augment_kernel: too few floats for the ops");
+        op.value = static_cast<T>(floats[fi++]);
+        break;
+      }
+      case kAddRows:
+        op.a = param(keep, next_tensor(), dt, {n, L, len}, "added rows").template const_data_ptr<T>();
+        break;
+      case kWarp: {
+        op.k0 = param(keep, next_tensor(), at::kLong, {n}, "warp offsets").template const_data_ptr<int64_t>();
+        op.k1 = param(keep, next_tensor(), at::kLong, {n}, "warp limits").template const_data_ptr<int64_t>();
+        op.ratio = param(keep, next_tensor(), at::kDouble, {n}, "warp ratios").template const_data_ptr<double>();
+        TORCH_CHECK(ii < ints.size() && ints[ii] >= 1, "_augment_kernel: warp needs its length");
+        op.tin = len;
+        const int64_t tout = ints[ii++];
+        Stage<T> next;
+        next.warp = op;
+        next.lin = next.lout = next.lmax = L;
+        next.tlen = tout;
+        k.stages.push_back(std::move(next));
+        st = &k.stages.back();
+        continue;
+      }
+      default:
+        TORCH_CHECK(false, "_augment_kernel: unknown op code ", code);
+    }
+    st->ops.push_back(op);
+    st->lout = op.lout;
+    st->lmax = std::max({st->lmax, op.lin, op.lout});
+  }
+  TORCH_CHECK(ti == tensors.size() && ii == ints.size() && fi == floats.size(),
+              "_augment_kernel: more tensors, ints or floats than the ops use");
+  const Stage<T>& last = k.stages.back();
+  at::Tensor out = at::empty({n, last.lout, last.tlen}, x.options());
+  advise_huge_pages(out.data_ptr(), out.nbytes());
+  at::Tensor stats = want_stats ? at::empty({n, last.lout, 4}, x.options().dtype(at::kDouble))
+                                : at::empty({0}, x.options().dtype(at::kDouble));
+  if (n > 0 && last.lout > 0 && last.tlen > 0)
+    run(k, out.mutable_data_ptr<T>(), want_stats ? stats.mutable_data_ptr<double>() : nullptr, n);
+  return {out, stats};
+}
+
+std::tuple<at::Tensor, at::Tensor> augment_cpu(const at::Tensor& x,
+                                               const std::optional<at::Tensor>& partner,
+                                               const std::optional<at::Tensor>& lam,
+                                               at::IntArrayRef codes, at::IntArrayRef ints,
+                                               at::ArrayRef<double> floats, at::TensorList tensors,
+                                               bool stats) {
+  TORCH_CHECK(x.dim() == 3, "_augment_kernel: expected (n, n_leads, n_samples), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "_augment_kernel: expected float32 or float64, got ", x.scalar_type());
+  const at::Tensor xc = x.contiguous();
+  if (xc.scalar_type() == at::kFloat)
+    return augment_typed<float>(xc, partner, lam, codes, ints, floats, tensors, stats);
+  return augment_typed<double>(xc, partner, lam, codes, ints, floats, tensors, stats);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastecg, CPU, m) { m.impl("_augment_kernel", &augment_cpu); }
+
+}  // namespace fastecg

@@ -1,0 +1,183 @@
+"""The fused pass of an AugmenterManager (its ``cpu`` backend): the steps' parameters are
+drawn in torch exactly as the torch backend draws them, and each step adds its signal
+work to a :class:`FusedPlan` as ops of the fused kernel (:mod:`fastecg.ops.augment`)
+instead of running it. The kernel then runs the pending ops in one pass over the batch.
+
+A plan runs its pending ops (one kernel call, a new batch-sized buffer that becomes the
+source of the next ops) only where a step needs the signal itself:
+
+* a draw or transform that reads the signal's statistics (baseline wander's amplitude,
+  Gaussian noise's power, renormalisation's mean and variance): the kernel returns the
+  per-lead min, max, sum and sum of squares of its output with it;
+* Mixup, which pairs samples (the paired source ``lerp(x[partner], x, lam)`` is the
+  kernel's input stage, so Mixup itself costs no pass);
+* a step with no fused form (CutMix, plain ``nn.Module`` steps), which runs its torch
+  code on the materialised signal.
+
+So at most two batch-sized buffers are alive at a time: the source and the output of a
+call (EMG noise adds its noise rows, made by an inverse FFT in torch, while its ops are
+pending).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..ops.augment import OpCode, augment_pass
+
+__all__ = ["FusedPlan", "SignalView", "lead_ptp", "lead_power", "OpCode"]
+
+
+class FusedPlan:
+    """The pending ops of a fused pass over ``source`` (n, n_leads, n_samples)."""
+
+    def __init__(self, source: Tensor):
+        self.dtype, self.device = source.dtype, source.device
+        self._reset(source)
+
+    def _reset(self, source: Tensor, stats: Optional[Tensor] = None) -> None:
+        self.source = source
+        self.partner: Optional[Tensor] = None
+        self.lam: Optional[Tensor] = None
+        self.codes: list[int] = []
+        self.ints: list[int] = []
+        self.floats: list[float] = []
+        self.tensors: list[Tensor] = []
+        self.shape = tuple(source.shape)
+        self._stats = stats
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.codes) or self.partner is not None
+
+    def add(self, code: OpCode, tensors: Sequence[Tensor], ints: Sequence[int] = (),
+            floats: Sequence[float] = ()) -> None:
+        """Append one op; its tensors are made contiguous CPU tensors here."""
+        self.codes.append(int(code))
+        self.tensors.extend(t.contiguous() for t in tensors)
+        self.ints.extend(int(i) for i in ints)
+        self.floats.extend(float(f) for f in floats)
+        self._stats = None
+        n, n_leads, n_samples = self.shape
+        if code == OpCode.LEAD_MIX:
+            self.shape = (n, tensors[0].shape[1], n_samples)
+        elif code == OpCode.WARP:
+            self.shape = (n, n_leads, int(ints[0]))
+
+    def affine(self, gain: Tensor, shift: Optional[Tensor] = None) -> None:
+        """``y * gain + shift`` per lead: gain and shift (n, n_leads) or (n, 1)."""
+        n, n_leads, _ = self.shape
+        gain = gain.to(device=self.device, dtype=self.dtype).expand(n, n_leads)
+        shift = torch.zeros(n, n_leads, dtype=self.dtype, device=self.device) if shift is None \
+            else shift.to(device=self.device, dtype=self.dtype).expand(n, n_leads)
+        self.add(OpCode.LEAD_AFFINE, [gain, shift])
+
+    def warp(self, offset: Tensor, limit: Tensor, ratio: Optional[Tensor], n_out: int) -> None:
+        """Output sample t is the signal at ``(t + offset) * ratio`` (linear
+        interpolation), zero unless ``0 <= t + offset < limit``; per-sample (n,) tensors,
+        ratio None for 1."""
+        n = self.shape[0]
+        if ratio is None:
+            ratio = torch.ones(n, dtype=torch.float64, device=self.device)
+        self.add(OpCode.WARP, [offset.to(self.device, torch.long).expand(n),
+                               limit.to(self.device, torch.long).expand(n),
+                               ratio.to(self.device, torch.float64).expand(n)], ints=[n_out])
+
+    def pair(self, partner: Tensor, lam: Tensor) -> None:
+        """Make the source ``lerp(x[partner], x, lam)`` of the signal so far (Mixup)."""
+        self.materialize()
+        self.partner = partner.to(device=self.device, dtype=torch.long).contiguous()
+        self.lam = lam.to(device=self.device, dtype=torch.float64).contiguous()
+
+    def materialize(self, stats: bool = False) -> Tensor:
+        """Run the pending ops (if any); the result is the new source."""
+        if self.pending or (stats and self._stats is None):
+            out, st = augment_pass(self.source, self.partner, self.lam, self.codes, self.ints,
+                                   self.floats, self.tensors, stats)
+            self._reset(out, st if stats else None)
+        return self.source
+
+    def replace(self, x: Tensor) -> None:
+        """A step ran in torch on the materialised signal: `x` is the new source."""
+        if self.pending:
+            raise RuntimeError("FusedPlan.replace with pending ops")
+        self._reset(x)
+
+    def lead_stats(self) -> Tensor:
+        """(n, n_leads, 4) float64 per-lead min, max, sum, sum of squares of the signal."""
+        self.materialize(stats=True)
+        return self._stats
+
+    def view(self) -> "SignalView":
+        return SignalView(self)
+
+
+class SignalView:
+    """What a step's ``draw`` sees of the signal in the fused pass: its shape, dtype and
+    device, and statistics through :func:`lead_ptp` / :func:`lead_power` (computed by the
+    kernel, or by torch from the source when no op is pending, as the torch backend
+    computes them)."""
+
+    def __init__(self, plan: FusedPlan):
+        self._plan = plan
+        self.shape = torch.Size(plan.shape)
+        self.dtype, self.device = plan.dtype, plan.device
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def plan(self) -> FusedPlan:
+        return self._plan
+
+
+def _current(x) -> Optional[Tensor]:
+    """The signal itself when no op is pending (torch then computes what the torch
+    backend computes, bit for bit), else None."""
+    if isinstance(x, Tensor):
+        return x
+    if not x.plan.pending and x.plan._stats is None:
+        return x.plan.source
+    return None
+
+
+def lead_ptp(x) -> Tensor:
+    """(n, n_leads) float64 peak-to-peak amplitude of each lead of `x` (a tensor or a
+    :class:`SignalView`), the difference taken in the signal's dtype."""
+    sig = _current(x)
+    if sig is not None:
+        with torch.no_grad():
+            return (sig.amax(-1) - sig.amin(-1)).double()
+    s = x.plan.lead_stats()
+    return (s[..., 1].to(x.dtype) - s[..., 0].to(x.dtype)).double()
+
+
+def lead_power(x) -> Tensor:
+    """(n, n_leads) float64 mean square of each lead of `x` (a tensor or a
+    :class:`SignalView`)."""
+    sig = _current(x)
+    if sig is not None:
+        with torch.no_grad():
+            return sig.double().square().mean(-1)
+    s = x.plan.lead_stats()
+    return s[..., 3] / x.shape[-1]
+
+
+def var_mean(plan: FusedPlan, per_channel: bool) -> tuple[Tensor, Tensor]:
+    """(var, mean) of each lead (per_channel) or each sample of the plan's signal,
+    (n, n_leads or 1, 1) in the signal's dtype, as ``torch.var_mean(correction=0)``."""
+    dims = (-1,) if per_channel else (-2, -1)
+    if not plan.pending and plan._stats is None:
+        return torch.var_mean(plan.source, dim=dims, keepdim=True, correction=0)
+    s = plan.lead_stats()
+    count = plan.shape[-1]
+    total, squares = s[..., 2], s[..., 3]
+    if not per_channel:
+        total, squares = total.sum(-1, keepdim=True), squares.sum(-1, keepdim=True)
+        count *= plan.shape[1]
+    mean = total / count
+    var = (squares / count - mean * mean).clamp_min(0)
+    return var[..., None].to(plan.dtype), mean[..., None].to(plan.dtype)

@@ -1,0 +1,115 @@
+"""The fused augmentation pass's kernel: one pass over a batch for a whole list of
+augmentation ops (csrc/cpu/augment.cpp). :class:`fastecg.augmenters.AugmenterManager`
+compiles its steps into these ops (``fastecg.augmenters.fused``); the torch backend of
+the manager, which runs each augmenter's own torch code, is the reference.
+
+Ops and the tensors each takes (in this order, ``N`` the batch, ``L`` the leads and ``T``
+the samples the op sees, float tensors in the signal's dtype unless said):
+
+=============== ====================================================================
+``LEAD_MIX``    matrix (N, L_out, L) float64: y = M @ y (leads become L_out)
+``LEAD_AFFINE`` gain (N, L), shift (N, L): y = y * gain + shift
+``SINES``       coef (N, L, J), basis (J, T), noise keys (N, L, 2) int64 and std
+                (N, L) or two empty tensors: y = coef @ basis + std * z + y
+``NOISE``       keys (N, L, 2) int64, std (N, L): y = y + std * z
+``TIME_MASK``   start (N, S), end (N, S) int64 and one float: y = value on [start, end)
+``ADD_ROWS``    rows (N, L, T): y = y + rows
+``WARP``        offset (N,) int64, limit (N,) int64, ratio (N,) float64 and one int,
+                the output length: y(t) = y at (t + offset) * ratio, linear
+                interpolation, 0 unless 0 <= t + offset < limit
+=============== ====================================================================
+
+z is :func:`fastecg.augmenters._random.hash_normal` of the row's keys, computed inside
+the kernel (never materialised).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ._dispatch import backends, compiled_op, has_kernel, register_kernel
+
+__all__ = ["OpCode", "augment_pass", "fused_pass_available"]
+
+
+class OpCode(enum.IntEnum):
+    """Codes of the fused pass's ops (mirrored by csrc/cpu/augment.cpp's OpCode)."""
+
+    LEAD_MIX = 0
+    LEAD_AFFINE = 1
+    SINES = 2
+    NOISE = 3
+    TIME_MASK = 4
+    ADD_ROWS = 5
+    WARP = 6
+
+
+register_kernel("augment", "cpu", compiled_op("_augment_kernel"))
+
+FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+def fused_pass_available(x: Tensor) -> Optional[str]:
+    """None when the fused pass can run on `x`, else why not (one sentence).
+
+    Examples
+    --------
+    >>> import torch
+    >>> fused_pass_available(torch.zeros(2, 3, 4, dtype=torch.int32))
+    'the fused pass takes float32 or float64 signals, got torch.int32'
+    """
+    if x.dtype not in FUSED_DTYPES:
+        return f"the fused pass takes float32 or float64 signals, got {x.dtype}"
+    if x.device.type != "cpu":
+        return f"the fused pass has a CPU kernel only, got a {x.device.type} tensor"
+    info = backends()["cpu"]
+    if not info.available or not has_kernel("augment", "cpu"):
+        return f"the CPU kernels are not available: {info.reason}"
+    return None
+
+
+def augment_pass(x: Tensor, partner: Optional[Tensor], lam: Optional[Tensor],
+                 codes: Sequence[int], ints: Sequence[int], floats: Sequence[float],
+                 tensors: Sequence[Tensor], stats: bool = False) -> tuple[Tensor, Tensor]:
+    """Run the ops `codes` over the batch `x` in one pass.
+
+    Parameters
+    ----------
+    x : Tensor, shape (n, n_leads, n_samples)
+        float32 or float64, CPU.
+    partner, lam : Tensor, shape (n,), optional
+        int64 partners and float64 weights: the source is ``lerp(x[partner], x, lam)``.
+    codes : sequence of int
+        :class:`OpCode` values, in order.
+    ints, floats, tensors : sequences
+        The ops' arguments, in order (see the module's table).
+    stats : bool, optional
+        Also return the output's per-lead (min, max, sum, sum of squares).
+
+    Returns
+    -------
+    out : Tensor, shape (n, n_leads_out, n_samples_out)
+        x's dtype.
+    stats : Tensor, shape (n, n_leads_out, 4) float64, or empty
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.ones(2, 3, 5)
+    >>> gain, shift = torch.full((2, 3), 2.0), torch.zeros(2, 3)
+    >>> out, s = augment_pass(x, None, None, [OpCode.LEAD_AFFINE], [], [], [gain, shift],
+    ...                       stats=True)
+    >>> out[0, 0].tolist(), s[0, 0].tolist()
+    ([2.0, 2.0, 2.0, 2.0, 2.0], [2.0, 2.0, 10.0, 20.0])
+    """
+    reason = fused_pass_available(x)
+    if reason is not None:
+        raise RuntimeError(reason)
+    return torch.ops.fastecg._augment_kernel(x, partner, lam, [int(c) for c in codes],
+                                             [int(i) for i in ints],
+                                             [float(f) for f in floats], list(tensors),
+                                             bool(stats))

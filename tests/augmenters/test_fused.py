@@ -1,0 +1,168 @@
+"""The fused pass (AugmenterManager's ``cpu`` backend) against the torch backend: every
+augmenter and whole pipelines, 1-D to 4-D, float32 and float64, labels and masks; the
+choice of backend; gradients (routed through the torch code); the kernel's own checks
+and statistics.
+
+Tolerance: 1e-6 of the output's peak. Measured differences: float32 up to ~3e-7 of the
+peak (the kernel's sums of sinusoids and lead mixes round in another order than torch's
+matmuls), float64 ~1e-14; noise, masks, flips, gains, shifts and crops are equal bit for
+bit."""
+
+import pytest
+import torch
+
+from fastecg.augmenters import AugmenterManager, fused
+from fastecg.ops.augment import OpCode, augment_pass, fused_pass_available
+
+from test_augmenter_manager import PER_SAMPLE, TORCH_ECG_CONFIG
+from test_augmenters import CONFIGS, TWELVE, ecg
+
+pytestmark = pytest.mark.skipif(fused_pass_available(torch.zeros(1, 1, 1)) is not None,
+                                reason="fastecg._C is not built")
+
+FS = 500.0
+TOL = 1e-6
+
+
+def assert_close_to_peak(a, b):
+    assert a.shape == b.shape and a.dtype == b.dtype
+    if a.is_floating_point():
+        peak = float(a.abs().max()) if a.numel() else 0.0
+        torch.testing.assert_close(b, a, rtol=0, atol=TOL * max(peak, 1e-30))
+    else:
+        assert torch.equal(a, b)
+
+
+def both(am, *args, **kwargs):
+    ref = am(*args, backend="torch", **kwargs)
+    out = am(*args, backend="cpu", **kwargs)
+    assert len(ref) == len(out)
+    for a, b in zip(ref, out):
+        if a is None:
+            assert b is None
+        else:
+            assert_close_to_peak(a, b)
+    return ref, out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(400,), (12, 400), (6, 12, 400), (2, 3, 12, 400)])
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_augmenter_matches_the_torch_backend(name, shape, dtype):
+    if name in TWELVE and len(shape) == 1:
+        pytest.skip("needs 12 leads")
+    config = {k: v for k, v in CONFIGS[name].items() if k != "fs"}
+    am = AugmenterManager({"name": name, **config}, fs=FS)
+    x = ecg(shape, dtype=dtype)
+    lead_dims = shape[:-2]
+    label = torch.rand(*lead_dims, 5, dtype=dtype)
+    mask = torch.rand(*lead_dims, shape[-1], 2, dtype=dtype)
+    seg = torch.rand(*lead_dims, shape[-1]) < 0.5
+    ref, _ = both(am, x, label, mask, seg, seed=3, epoch=1)
+    if len(shape) >= 3 and name != "label_smooth":  # (one sample, one lead: may be kept)
+        assert not torch.equal(ref[0], x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_whole_pipelines_match_the_torch_backend(dtype):
+    # Every augmenter, some twice, so that warps, lead mixes, the statistics that draws
+    # and renormalisation read, Mixup's pairing and a torch step (CutMix) all chain.
+    am = AugmenterManager(*PER_SAMPLE, {"name": "mixup"}, {"name": "cutmix"},
+                          {"name": "stretch_compress", "prob": 0.9},
+                          {"name": "random_renormalize", "per_channel": True},
+                          {"name": "gaussian_noise", "prob": 1.0},
+                          {"name": "random_crop", "length": 1500},
+                          {"name": "baseline_wander", "prob": 1.0},
+                          {"name": "reduced_lead_set", "leads": 6, "mode": "drop"},
+                          {"name": "time_shift", "prob": 1.0}, fs=FS)
+    x = ecg((16, 12, 2000), dtype=dtype)
+    label, mask = torch.rand(16, 4, dtype=dtype), torch.rand(16, 2000, dtype=dtype)
+    ref, _ = both(am, x, label, mask, seed=11, epoch=2)
+    assert ref[0].shape == (16, 6, 1500) and ref[2].shape == (16, 1500)
+    seven = AugmenterManager.from_config(TORCH_ECG_CONFIG)
+    both(seven, ecg((8, 12, 5000), dtype=dtype), label[:8], seed=5)
+
+
+def test_reproducible_per_sample_with_mixup_first():
+    # Mixup as the source of a pass: its pairing inside the batch is the documented
+    # exception, the rest of the pipeline still matches the torch backend.
+    am = AugmenterManager({"name": "mixup", "prob": 1.0}, {"name": "time_shift"},
+                          {"name": "gaussian_noise"}, fs=FS)
+    both(am, ecg((10, 3, 300)), torch.rand(10, 2), seed=1)
+
+
+def test_auto_picks_the_fused_pass_and_gradients_take_torch(monkeypatch):
+    calls = []
+    real = fused.augment_pass
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fused, "augment_pass", spy)
+    am = AugmenterManager({"name": "amplitude_scale"}, {"name": "time_shift"}, fs=FS)
+    x = ecg((4, 12, 300), dtype=torch.float64)
+    out = am(x, seed=0)[0]
+    assert calls
+    calls.clear()
+    torch.testing.assert_close(out, am(x, seed=0, backend="torch")[0], rtol=0, atol=0)
+    assert not calls
+    xg = x.clone().requires_grad_()
+    out_grad = am(xg, seed=0, backend="cpu")[0]
+    assert not calls and out_grad.grad_fn is not None
+    torch.testing.assert_close(out_grad.detach(), out, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        am(xg, seed=0, backend="cpu")
+    assert calls
+    assert am(x.half(), seed=0)[0].dtype == torch.float16  # auto: torch for half
+
+
+def test_gradcheck_of_the_signal_path():
+    am = AugmenterManager({"name": "stretch_compress", "prob": 1.0},
+                          {"name": "vcg_rotation", "prob": 1.0}, {"name": "random_flip"},
+                          {"name": "baseline_wander", "prob": 1.0}, fs=50.0)
+    x = ecg((2, 12, 12), dtype=torch.float64).requires_grad_()
+    *_, params = am(x.detach(), seed=4, return_params=True, backend="cpu")
+    assert torch.autograd.gradcheck(lambda t: am.apply(t, params, backend="cpu")[0], (x,))
+    # The replay without grad is the fused pass and gives the same values.
+    torch.testing.assert_close(am.apply(x.detach(), params, backend="cpu")[0],
+                               am.apply(x.detach(), params, backend="torch")[0], rtol=0,
+                               atol=1e-12)
+
+
+def test_replay_and_views_on_the_fused_pass():
+    am = AugmenterManager.from_config(TORCH_ECG_CONFIG)
+    am.add_({"name": "vcg_rotation"}).add_({"name": "emg_noise"})
+    x, label = ecg((8, 12, 1000)), torch.rand(8, 4)
+    *out, params = am(x, label, seed=3, return_params=True, backend="cpu")
+    for a, b in zip(out, am.apply(x, params, label, backend="cpu")):
+        assert torch.equal(a, b)
+    for a, b in zip(out, am.apply(x, params, label, backend="torch")):
+        assert_close_to_peak(b, a)
+    views = AugmenterManager({"name": "gaussian_noise", "prob": 1.0}, {"name": "time_shift"},
+                             fs=FS)
+    assert_close_to_peak(views.views(x, n=3, seed=7, backend="torch"),
+                         views.views(x, n=3, seed=7, backend="cpu"))
+
+
+def test_kernel_statistics_and_checks():
+    x = ecg((3, 4, 300), dtype=torch.float64)
+    gain, shift = torch.rand(3, 4, dtype=torch.float64), torch.rand(3, 4, dtype=torch.float64)
+    out, stats = augment_pass(x, None, None, [OpCode.LEAD_AFFINE], [], [], [gain, shift],
+                              stats=True)
+    ref = x * gain[..., None] + shift[..., None]
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-14)
+    torch.testing.assert_close(stats, torch.stack([ref.amin(-1), ref.amax(-1), ref.sum(-1),
+                                                   ref.square().sum(-1)], -1))
+    with pytest.raises(RuntimeError, match="gain must have shape"):
+        augment_pass(x, None, None, [OpCode.LEAD_AFFINE], [], [], [gain[:2], shift])
+    with pytest.raises(RuntimeError, match="unknown op code"):
+        augment_pass(x, None, None, [99], [], [], [])
+    with pytest.raises(RuntimeError, match="partner out of range"):
+        augment_pass(x, torch.tensor([0, 1, 5]), torch.ones(3, dtype=torch.float64), [], [],
+                     [], [])
+    # A warp reads the span its block needs: a 0.1x compression reads ten times as far.
+    offset, limit = torch.zeros(3, dtype=torch.long), torch.full((3,), 300)
+    ratio = torch.full((3,), 10.0, dtype=torch.float64)
+    out, _ = augment_pass(x, None, None, [OpCode.WARP], [30], [], [offset, limit, ratio])
+    torch.testing.assert_close(out, x[..., ::10], rtol=0, atol=0)
