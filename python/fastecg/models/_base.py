@@ -29,7 +29,18 @@ __all__ = ["Backbone", "output_length", "SequenceTooShort"]
 
 
 class SequenceTooShort(ValueError):
-    """Raised by :func:`output_length` when a layer would get an empty input."""
+    """Raised by :func:`output_length` when a layer would get an empty input.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.models import SequenceTooShort, output_length
+    >>> try:
+    ...     output_length(torch.nn.Conv1d(12, 8, kernel_size=5), 3)
+    ... except SequenceTooShort as err:
+    ...     print("too short:", err)
+    too short: ...
+    """
 
 
 def _conv_like(seq_len: int, kernel: int, stride: int, padding: int, dilation: int,
@@ -52,7 +63,16 @@ def _single(v) -> int:
 
 
 def output_length(module: nn.Module, seq_len: int) -> int:
-    """Length of ``module``'s output along time for an input of ``seq_len`` samples."""
+    """Length of ``module``'s output along time for an input of ``seq_len`` samples.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.models import output_length
+    >>> conv = torch.nn.Conv1d(12, 8, kernel_size=7, stride=2, padding=3)
+    >>> output_length(conv, 5000), conv(torch.randn(1, 12, 5000)).shape[-1]
+    (2500, 2500)
+    """
     if seq_len < 1:
         raise SequenceTooShort(f"a layer receives length {seq_len}")
     own = getattr(type(module), "output_length", None)
@@ -110,6 +130,20 @@ class Backbone(nn.Module):
     num_classes : int
         Outputs of the classifier set by :meth:`reset_classifier`; 0 (as built): no
         classifier, ``forward`` returns the feature maps.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.registry import BACKBONES
+    >>> net = BACKBONES.build("resnet18", in_channels=12)
+    >>> x = torch.randn(2, 12, 1000)
+    >>> net.forward_features(x).shape                  # (batch, out_channels, length)
+    torch.Size([2, 512, 32])
+    >>> [info["reduction"] for info in net.feature_info]
+    [4, 8, 16, 32]
+    >>> net.reset_classifier(5)
+    >>> net(x).shape                                   # pooled, then classified
+    torch.Size([2, 5])
     """
 
     def __init__(self, in_channels: int = 12):

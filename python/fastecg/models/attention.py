@@ -56,6 +56,14 @@ class SelfAttention(_KeepsLength):
     ------
     ValueError
         If ``num_heads`` does not divide ``channels``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.models.attention import SelfAttention
+    >>> layer = SelfAttention(64, num_heads=4)
+    >>> layer(torch.randn(2, 64, 100)).shape             # (batch, channels, length) kept
+    torch.Size([2, 64, 100])
     """
 
     def __init__(self, channels: int, num_heads: Optional[int] = None, dropout: float = 0.0,
@@ -91,6 +99,15 @@ class SqueezeExcitation(SqueezeExcite):
         Hidden width of the gate as a fraction of ``channels`` (1/16 in the paper).
     act : str, optional
         Activation between the two 1x1 convolutions (an ``ACTIVATIONS`` name).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.models.attention import SqueezeExcitation
+    >>> x = torch.randn(2, 64, 100)
+    >>> y = SqueezeExcitation(64)(x)
+    >>> y.shape, bool(((y / x) - (y / x)[..., :1]).abs().max() < 1e-4)   # one gain per channel
+    (torch.Size([2, 64, 100]), True)
     """
 
     def __init__(self, channels: int, reduction: float = 1 / 16, act: str = "relu"):
@@ -114,6 +131,13 @@ class GlobalContext(_KeepsLength):
         Bottleneck width as a fraction of ``channels`` (1/16 in the paper).
     act : str, optional
         Activation in the bottleneck (an ``ACTIVATIONS`` name).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.models.attention import GlobalContext
+    >>> GlobalContext(64)(torch.randn(2, 64, 100)).shape
+    torch.Size([2, 64, 100])
     """
 
     def __init__(self, channels: int, reduction: float = 1 / 16, act: str = "relu"):
@@ -153,6 +177,13 @@ class NonLocal(_KeepsLength):
         Width of the embeddings as a fraction of ``channels`` (1/2 in the paper).
     sub_sample : bool, optional
         Max-pool ``phi`` and ``g`` by 2 along time (the paper's cheaper variant).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.models.attention import NonLocal
+    >>> NonLocal(64, sub_sample=True)(torch.randn(2, 64, 100)).shape
+    torch.Size([2, 64, 100])
     """
 
     def __init__(self, channels: int, reduction: float = 0.5, sub_sample: bool = False):
