@@ -33,6 +33,13 @@ class SignalInfo(NamedTuple):
     ``lead_names`` the leads in order. Steps map it (a resampler changes ``fs`` and
     ``n_samples``, a lead selector ``n_leads`` and ``lead_names``) and check it before
     any work is done.
+
+    Examples
+    --------
+    >>> from fastecg.preprocessors import Resample
+    >>> from fastecg.transforms import SignalInfo
+    >>> Resample(dst_fs=250.0).infer(SignalInfo(fs=500.0, n_leads=12, n_samples=5000))
+    SignalInfo(fs=250.0, n_leads=12, n_samples=2500, lead_names=None)
     """
 
     fs: Optional[float] = None
@@ -189,6 +196,14 @@ def parse_config(config: Any, kind: str, known: Sequence[str]) -> tuple[dict, li
 
     Raises ValueError for an unknown step (with close matches) or option, or a
     malformed entry, before anything is built.
+
+    Examples
+    --------
+    >>> from fastecg.registry import PREPROCESSORS
+    >>> from fastecg.transforms import parse_config
+    >>> parse_config({"random": False, "bandpass": {"lowcut": 1.0}, "normalize": None},
+    ...              "preprocessor", PREPROCESSORS.list())
+    ({'random': False}, [{'name': 'bandpass', 'lowcut': 1.0}])
     """
     if isinstance(config, (str, bytes)) or not isinstance(config, (Sequence, Mapping)):
         raise ValueError(f"{kind} config: expected a list of steps or a dict, got "

@@ -21,6 +21,21 @@ class Transform(nn.Module, Step):
     ``forward(sig)`` (``forward(sig, fs)`` for a step that uses the rate) is the module
     on its own; :meth:`run` is how a pipeline calls it, with the description of the
     signal it carries and the call's random source.
+
+    Examples
+    --------
+    A step of one's own, alone and in a pipeline:
+
+    >>> import torch
+    >>> from fastecg.preprocessors import PreprocManager
+    >>> from fastecg.transforms import Transform
+    >>> class Invert(Transform):
+    ...     def forward(self, sig):
+    ...         return -sig
+    >>> Invert()(torch.ones(1, 3))
+    tensor([[-1., -1., -1.]])
+    >>> PreprocManager(Invert(), "normalize")(torch.arange(6.0).view(1, 6))
+    tensor([[ 1.3363,  0.8018,  0.2673, -0.2673, -0.8018, -1.3363]])
     """
 
     def __init__(self):
@@ -86,6 +101,24 @@ class TransformManager(PipelineBase, nn.Module):
     subclass may hand steps something other than a ``torch.Generator`` (keys derived
     from seed, epoch and sample index) by overriding :meth:`_permutation` and
     :meth:`_uniform`, the manager's own draws, to take it.
+
+    Examples
+    --------
+    With :class:`fastecg.preprocessors.PreprocManager`, the preprocessing subclass:
+
+    >>> import torch
+    >>> from fastecg.preprocessors import PreprocManager
+    >>> pm = PreprocManager({"name": "bandpass", "lowcut": 0.5, "highcut": 45.0}, "normalize",
+    ...                     fs=500.0)
+    >>> x = torch.randn(2, 12, 1000)
+    >>> pm(x).shape                                     # fs given at construction
+    torch.Size([2, 12, 1000])
+    >>> y, fs = pm(x, 500.0)                            # torch_ecg's call: (signal, fs)
+    >>> config = pm.to_config()
+    >>> config["fs"], [step["name"] for step in config["steps"]]
+    (500.0, ['bandpass', 'normalize'])
+    >>> torch.equal(PreprocManager.from_config(config)(x), pm(x))   # exact round trip
+    True
     """
 
     def __init__(self, *steps: Union[nn.Module, str, dict], fs: Optional[float] = None,
