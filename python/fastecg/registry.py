@@ -47,6 +47,21 @@ class Registry:
         Modules whose import registers this registry's entries (``"fastecg.models"``).
         They are imported once, on the first lookup (``get``, ``build``, ``list``,
         ``in``, ``len``, iteration), not when the registry is created or written to.
+
+    Examples
+    --------
+    >>> from fastecg.registry import Registry
+    >>> SHAPES = Registry("shape")
+    >>> @SHAPES.register("square")
+    ... def square(side=1.0):
+    ...     "A square's area."
+    ...     return side * side
+    >>> SHAPES.build("square", side=3.0), SHAPES.build({"name": "square", "side": 2.0})
+    (9.0, 4.0)
+    >>> SHAPES.get("sqare")
+    Traceback (most recent call last):
+        ...
+    KeyError: "unknown shape 'sqare'; did you mean 'square'? (registered: square)"
     """
 
     def __init__(self, kind: str, providers: Sequence[str] = ()):
