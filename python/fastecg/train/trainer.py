@@ -176,6 +176,29 @@ class Trainer:
         Also log to ``out_dir/tensorboard`` when TensorBoard is installed.
     keep_last : int, optional
         Keep only the newest `keep_last` checkpoints (all by default).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from fastecg.train import Trainer
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 50, 1))
+    >>> data = TensorDataset(torch.randn(32, 2, 50), torch.randn(32, 1))   # (x, y) records
+    >>> trainer = Trainer(model, loss_fn=torch.nn.functional.mse_loss, batch_size=8,
+    ...                   epochs=2, out_dir=folder.name, progress=False)
+    >>> history = trainer.fit(data)                     # 4 steps an epoch
+    >>> len(history), sorted(history[-1])
+    (8, ['epoch', 'loss', 'lr', 'samples_per_s', 'step'])
+
+    A later run resumes from the last checkpoint in `out_dir`:
+
+    >>> again = Trainer(model, loss_fn=torch.nn.functional.mse_loss, batch_size=8,
+    ...                 epochs=3, out_dir=folder.name, progress=False)
+    >>> again.fit(data, resume=True)[0]["step"]          # steps 9 to 12 only
+    9
+    >>> folder.cleanup()
     """
 
     def __init__(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
