@@ -46,6 +46,10 @@ import time
 
 import numpy as np
 
+from paired_builds import (commit_of as _commit, cpu_model as _cpu_model, interleave,
+                           spread as _spread, start_servers, stats as _stats, stop_servers,
+                           wait_ready)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cinc2021"))
@@ -54,12 +58,6 @@ PAIR_PEAK_RATIO = 4.0
 
 
 # --------------------------------------------------------------------------- worker
-def _stats(times: list[float]) -> dict:
-    a = np.asarray(times)
-    return {"median_s": float(np.median(a)), "p20_s": float(np.percentile(a, 20)),
-            "p80_s": float(np.percentile(a, 80)), "times_s": [float(t) for t in times]}
-
-
 def _worker(args: argparse.Namespace) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
@@ -232,69 +230,11 @@ def _interleaved(builds: dict, real: str | None, pairs: dict) -> dict:
     """Both builds in persistent processes at once; per workload, `pairs[w]` pairs of
     single calls, old and new back to back in ABBA order, so that load from other
     processes (which changes over seconds) hits both sides of a pair alike."""
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    procs = {}
-    for b, tree in builds.items():
-        cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--tree", tree]
-        if real:
-            cmd += ["--real", real]
-        procs[b] = subprocess.Popen(cmd, env=dict(env, PYTHONPATH=os.path.join(tree, "python")),
-                                    cwd=tempfile.gettempdir(), stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True, bufsize=1)
+    procs = start_servers(builds, os.path.abspath(__file__), ["--real", real] if real else [])
     try:
-        names = None
-        for b in ("old", "new"):  # they warm up concurrently; timing starts when both are ready
-            line = procs[b].stdout.readline()
-            if not line.startswith("READY "):
-                raise RuntimeError(f"interleaved worker {b} failed to start: {line!r}")
-            names = json.loads(line[6:])
-
-        def one(b, w):
-            procs[b].stdin.write(w + "\n")
-            procs[b].stdin.flush()
-            return float(procs[b].stdout.readline())
-
-        out = {}
-        for w in names:
-            t = {"old": [], "new": []}
-            for i in range(pairs.get(w, pairs["default"])):
-                for b in (("old", "new") if i % 2 == 0 else ("new", "old")):
-                    t[b].append(one(b, w))
-            o, n = np.asarray(t["old"]), np.asarray(t["new"])
-            out[w] = {"pairs": len(o),
-                      "ratio_of_medians": float(np.median(n) / np.median(o)),
-                      "ratio_of_p20": float(np.percentile(n, 20) / np.percentile(o, 20)),
-                      "per_pair_ratio": _spread(list(n / o)),
-                      "old_s": _stats(list(o)), "new_s": _stats(list(n))}
-            out[w]["per_pair_ratio"].pop("per_round")
-            out[w]["per_pair_ratio"]["values"] = [float(v) for v in n / o]
-        return out
+        return interleave(procs, wait_ready(procs), pairs)
     finally:
-        for p in procs.values():
-            p.stdin.close()
-            p.wait(timeout=60)
-
-
-def _commit(tree: str) -> str:
-    return subprocess.run(["git", "-C", tree, "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _spread(values: list[float]) -> dict:
-    a = np.asarray(values)
-    return {"median": float(np.median(a)), "p20": float(np.percentile(a, 20)),
-            "p80": float(np.percentile(a, 80)), "min": float(a.min()),
-            "max": float(a.max()), "per_round": [float(v) for v in a]}
+        stop_servers(procs)
 
 
 def main() -> None:
