@@ -1,14 +1,21 @@
-"""Self-supervised pretraining: masked autoencoders (MAE-1D, ST-MEM), the base classes
-of every SSL method, checkpoints that carry their input contract, and fine-tuning.
+"""Self-supervised pretraining: masked autoencoders (MAE-1D, ST-MEM, MAE-ECG), contrastive
+learners (SimCLR, MoCo v2/v3, CLOCS), the base classes of every SSL method, checkpoints
+that carry their input contract, and fine-tuning.
 
 Importing this package fills :data:`fastecg.registry.SSL`.
 """
 
-from .base import BaseContrastiveLearner, BaseMaskedAutoencoder, SSLMethod
+from .base import BaseContrastiveLearner, BaseMaskedAutoencoder, SSLMethod, nt_xent
+from .clocs import CLOCS, clocs_loss, cut_segments
 from .finetune import SSLClassifier, finetune
 from .mae_1d import MAE1D
+from .mae_ecg import MAEECG
+from .moco import MoCo, momentum_update, queue_info_nce
 from .pretrained import Contract, from_pretrained, save_pretrained
+from .simclr import SimCLR
 from .st_mem import STMEM
 
 __all__ = ["BaseContrastiveLearner", "BaseMaskedAutoencoder", "SSLMethod", "MAE1D", "STMEM",
-           "Contract", "from_pretrained", "save_pretrained", "SSLClassifier", "finetune"]
+           "MAEECG", "SimCLR", "MoCo", "CLOCS", "nt_xent", "queue_info_nce",
+           "momentum_update", "clocs_loss", "cut_segments", "Contract", "from_pretrained",
+           "save_pretrained", "SSLClassifier", "finetune"]

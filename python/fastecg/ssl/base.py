@@ -22,6 +22,7 @@ through :data:`fastecg.registry.SSL`) and its input contract (``contract``), so 
 from __future__ import annotations
 
 import inspect
+import json
 import os
 from typing import Any, ClassVar, Optional, Sequence, Union
 
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from .pretrained import Contract, from_pretrained, save_pretrained
 
 __all__ = ["SSLMethod", "BaseMaskedAutoencoder", "BaseContrastiveLearner", "signal_of",
-           "check_input"]
+           "check_input", "nt_xent", "build_augmenter", "DEFAULT_AUGMENT"]
 
 
 def signal_of(batch: Any) -> Tensor:
@@ -171,27 +172,147 @@ class BaseMaskedAutoencoder(SSLMethod):
         return self.num_layers
 
 
+# A default for ECG views (contrastive methods): gain per lead, baseline wander, white
+# noise, time-outs and small shifts. Every step keeps the shape, so both views of a
+# record batch together through the encoder. Mehari & Strodthoff (2022) found noise and
+# time-out among the most useful ECG augmentations for SimCLR-style training.
+DEFAULT_AUGMENT = (
+    {"name": "amplitude_scale", "scale": [0.6, 1.4], "per_channel": True, "prob": 0.8},
+    {"name": "baseline_wander", "prob": 0.5},
+    {"name": "gaussian_noise", "snr_db": [15.0, 30.0], "prob": 0.8},
+    {"name": "random_masking", "mask_width": [0.08, 0.18], "prob": [0.5, 0.15]},
+    {"name": "time_shift", "max_shift_s": 0.2, "prob": 0.5},
+)
+
+
+def build_augmenter(augment: Any, fs: Optional[float], lead_names: Optional[Sequence[str]]):
+    """``(AugmenterManager, its JSON config)`` from `augment`: None (the ECG default
+    :data:`DEFAULT_AUGMENT`), a list of steps, an AugmenterManager config dict (as its
+    ``to_config`` writes) or an AugmenterManager. The input's rate and leads come from
+    the model's contract unless the config names them."""
+    from fastecg.augmenters import AugmenterManager
+
+    if augment is None:
+        augment = [dict(step) for step in DEFAULT_AUGMENT]
+    if isinstance(augment, AugmenterManager):
+        augment = augment.to_config()
+    if isinstance(augment, str):
+        augment = json.loads(augment)
+    if not isinstance(augment, (list, tuple, dict)):
+        raise TypeError(f"augment must be None, a list of augmenter steps, an "
+                        f"AugmenterManager or its config dict, got {type(augment).__name__}")
+    options = {}
+    if not (isinstance(augment, dict) and augment.get("fs") is not None):
+        options["fs"] = fs
+    if not (isinstance(augment, dict) and augment.get("lead_names") is not None):
+        options["lead_names"] = lead_names
+    manager = AugmenterManager.from_config(augment, **options)
+    return manager, manager.to_config()
+
+
+def check_global_batch(n: int, name: str) -> None:
+    """A contrastive loss needs two records or more in the (global) batch: with one, the
+    positive is the only candidate and the loss is a constant."""
+    from ._distributed import rank_and_world
+
+    if n * rank_and_world()[1] < 2:
+        raise ValueError(f"{name}: a contrastive loss needs a batch of at least 2 records "
+                         f"(negatives come from the other records), got {n}")
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """NT-Xent (SimCLR's normalised temperature-scaled cross entropy) of matching rows
+    of `z1` and `z2`, over the global batch under ``torch.distributed``.
+
+    Each of the ``2N`` projections is an anchor whose positive is the other view of its
+    record and whose negatives are the other ``2N - 2`` projections; the loss is the mean
+    of the ``2N`` cross entropies of cosine similarities divided by `temperature`. Under
+    ``torch.distributed`` (world > 1) the projections of every rank are gathered with
+    gradients and this rank's anchors are scored against all of them (see
+    :mod:`fastecg.ssl._distributed`); the value returned on every rank is the global
+    batch's loss.
+
+    Parameters
+    ----------
+    z1, z2 : Tensor, shape (n, D)
+        Projections of the two views of this rank's `n` records.
+    temperature : float
+        Divides the cosine similarities.
+
+    Returns
+    -------
+    Tensor
+        Scalar loss.
+
+    Examples
+    --------
+    >>> z = torch.eye(2)
+    >>> round(nt_xent(z, z, 1.0).item(), 4)  # -log(e / (e + 2))
+    0.5514
+    """
+    from ._distributed import gather_with_grad, mean_over_ranks, rank_and_world
+
+    if z1.shape != z2.shape or z1.dim() != 2:
+        raise ValueError(f"nt_xent: z1 and z2 must be (n, D) of one shape, got "
+                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+    check_global_batch(z1.shape[0], "nt_xent")
+    n = z1.shape[0]
+    rank, _ = rank_and_world()
+    local = nn.functional.normalize(torch.cat([z1, z2]), dim=1)        # (2n, D)
+    keys = nn.functional.normalize(gather_with_grad(torch.stack([z1, z2], 1)), dim=-1)
+    big_n = keys.shape[0]
+    keys = keys.transpose(0, 1).reshape(2 * big_n, -1)                  # view-major
+    sim = local @ keys.T / temperature                                   # (2n, 2N)
+    own = torch.arange(n, device=z1.device) + rank * n                   # global rows
+    rows = torch.arange(2 * n, device=z1.device)
+    self_col = torch.cat([own, own + big_n])
+    sim = sim.index_put((rows, self_col), sim.new_tensor(float("-inf")))
+    target = torch.cat([own + big_n, own])
+    return mean_over_ranks(nn.functional.cross_entropy(sim, target))
+
+
 class BaseContrastiveLearner(SSLMethod):
-    """Contrastive learning: two augmented views of each record, an encoder (any
+    """Contrastive learning: augmented views of each record, an encoder (any
     :data:`fastecg.registry.BACKBONES` entry: only ``forward_features`` is used), a
-    projector, and a loss between the views' projections (InfoNCE by default).
+    projector, and a loss between the views' projections (NT-Xent by default).
 
     Subclasses (SimCLR, MoCo, CLOCS) override :meth:`views` and, if needed,
-    :meth:`contrastive_loss`.
+    :meth:`contrastive_loss`; they set up their input contract with
+    :meth:`_set_contract` and their augmentations with :func:`build_augmenter`.
+
+    Parameters
+    ----------
+    encoder : str or dict
+        Backbone name or config (``{"name": "resnet18", ...}``); its ``in_channels`` is
+        set here.
+    n_leads : int
+        Leads of the input.
+    proj_dim : int
+        Output width of the projector (a two-layer MLP of the encoder's width).
+    temperature : float
+        Of the contrastive loss.
+    in_channels : int, optional
+        Channels the encoder sees (`n_leads` by default; 1 for single-lead views).
     """
 
     def __init__(self, encoder: Union[str, dict] = "resnet18", n_leads: int = 12,
-                 proj_dim: int = 128, temperature: float = 0.1):
+                 proj_dim: int = 128, temperature: float = 0.1,
+                 in_channels: Optional[int] = None):
         super().__init__()
         from fastecg.registry import BACKBONES
 
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
         spec = {"name": encoder} if isinstance(encoder, str) else dict(encoder)
-        self.encoder = BACKBONES.build({**spec, "in_channels": n_leads})
+        self.n_leads = int(n_leads)
+        self.in_channels = int(in_channels if in_channels is not None else n_leads)
+        self.encoder = BACKBONES.build({**spec, "in_channels": self.in_channels})
         width = self.encoder.out_channels
         self.embed_dim = width
         self.projector = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True),
                                        nn.Linear(width, proj_dim))
         self.temperature = float(temperature)
+        self.seq_len: Optional[int] = None
 
     def encoder_prefixes(self) -> tuple[str, ...]:
         return ("encoder.",)
@@ -203,13 +324,9 @@ class BaseContrastiveLearner(SSLMethod):
         raise NotImplementedError
 
     def contrastive_loss(self, z1: Tensor, z2: Tensor) -> Tensor:
-        """Symmetric InfoNCE (NT-Xent) between matching rows of `z1` and `z2`."""
-        z = nn.functional.normalize(torch.cat([z1, z2]), dim=1)
-        sim = z @ z.T / self.temperature
-        n = z1.shape[0]
-        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-        target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-        return nn.functional.cross_entropy(sim, target)
+        """Symmetric InfoNCE (NT-Xent, :func:`nt_xent`) between matching rows of `z1`
+        and `z2`, over the global batch under ``torch.distributed``."""
+        return nt_xent(z1, z2, self.temperature)
 
     def pretrain_step(self, batch: Any) -> dict:
         x = signal_of(batch)
@@ -217,6 +334,45 @@ class BaseContrastiveLearner(SSLMethod):
         z1 = self.projector(self.embed(v1))
         z2 = self.projector(self.embed(v2))
         return {"loss": self.contrastive_loss(z1, z2)}
+
+    # ---- helpers of the registered methods ----------------------------------------------
+
+    def _set_contract(self, seq_len: int, fs: float, lead_names: Optional[Sequence[str]],
+                      preprocess: Any) -> Contract:
+        name = self.method_name
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+            raise ValueError(f"{name}: seq_len must be a positive int, got {seq_len!r}")
+        lead_names = list(lead_names) if lead_names is not None else \
+            list(default_leads(self.n_leads))
+        if len(lead_names) != self.n_leads:
+            raise ValueError(f"{name}: {len(lead_names)} lead names for {self.n_leads} leads")
+        self.seq_len, self.fs, self.lead_names = seq_len, float(fs), lead_names
+        return Contract(fs, lead_names, seq_len, preprocess)
+
+    def _check_signal(self, x: Tensor) -> None:
+        """(B, n_leads, n_samples) with at most ``seq_len`` samples, as clear errors."""
+        name = self.method_name
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}")
+        if x.dim() != 3:
+            raise ValueError(f"{name}: expected (batch, n_leads, n_samples), got "
+                             f"{tuple(x.shape)}")
+        if x.shape[1] != self.n_leads:
+            raise ValueError(f"{name}: input has {x.shape[1]} leads, the model was built for "
+                             f"{self.n_leads}")
+        if self.seq_len is not None and x.shape[2] > self.seq_len:
+            raise ValueError(f"{name}: input has {x.shape[2]} samples, the model was built "
+                             f"for at most seq_len={self.seq_len}; crop it")
+        check_global_batch(x.shape[0], name)
+
+    def _augmented_views(self, x: Tensor, n: int = 2) -> Tensor:
+        """`n` augmented views of `x` from one AugmenterManager pass, ``(n, *x.shape)``.
+        Keyed by a seed from torch's generator and the records' positions in the global
+        batch, so that ranks seeded alike draw what one process draws on the global
+        batch."""
+        from ._distributed import global_indices
+
+        return self.augmenter.views(x, n, indices=global_indices(x.shape[0], x.device))
 
 
 def default_leads(n_leads: int) -> Sequence[str]:
