@@ -54,7 +54,17 @@ class BenchConfig:
 # ---- what the JSON says about the machine ---------------------------------------------------
 
 def commit() -> Optional[str]:
-    """The checkout's commit (``FASTECG_COMMIT`` for a copy without .git), or None."""
+    """The checkout's commit (``FASTECG_COMMIT`` for a copy without .git), or None.
+
+    Examples
+    --------
+    >>> import os
+    >>> from fastecg.bench.runner import commit
+    >>> os.environ["FASTECG_COMMIT"] = "abc1234"
+    >>> commit()
+    'abc1234'
+    >>> del os.environ["FASTECG_COMMIT"]
+    """
     if os.environ.get("FASTECG_COMMIT"):
         return os.environ["FASTECG_COMMIT"]
     try:
@@ -101,7 +111,14 @@ def _gpu_peak_gb_per_s() -> Optional[float]:
 
 def machine_info(device: str) -> dict:
     """What ran the benchmark: platform, CPU model, core counts, the kernels' instruction
-    set, and on ``device="cuda"`` the GPU's name and peak memory bandwidth."""
+    set, and on ``device="cuda"`` the GPU's name and peak memory bandwidth.
+
+    Examples
+    --------
+    >>> from fastecg.bench.runner import machine_info
+    >>> sorted(machine_info("cpu"))
+    ['cpu_count', 'cpu_isa', 'cpu_model', 'cpus_allowed', 'gpu', 'gpu_peak_gb_per_s', 'machine', 'platform']
+    """
     import torch
 
     info = {"platform": platform.platform(), "machine": platform.machine(),
@@ -115,7 +132,16 @@ def machine_info(device: str) -> dict:
 
 
 def versions() -> dict:
-    """Versions of what was timed: fastecg, torch (and its CUDA), triton, NumPy, SciPy, Python."""
+    """Versions of what was timed: fastecg, torch (and its CUDA), triton, NumPy, SciPy, Python.
+
+    Examples
+    --------
+    >>> import fastecg
+    >>> from fastecg.bench.runner import versions
+    >>> v = versions()
+    >>> sorted(v), v["fastecg"] == fastecg.__version__
+    (['cuda', 'fastecg', 'numpy', 'python', 'scipy', 'torch', 'triton'], True)
+    """
     import scipy
     import torch
 
@@ -196,7 +222,18 @@ def _run_workload(wl: Workload, x: np.ndarray, device: str, cfg: BenchConfig,
 
 
 def run(cfg: BenchConfig, log=print) -> dict:
-    """Runs ``cfg`` and returns the results document (see ``results.json``)."""
+    """Runs ``cfg`` and returns the results document (see ``results.json``).
+
+    Examples
+    --------
+    >>> from fastecg.bench.runner import BenchConfig, run
+    >>> doc = run(BenchConfig(ops=["normalize"], sizes=["small"], quick=True),
+    ...           log=lambda *args: None)                # a few seconds
+    >>> doc["device"], doc["sizes"]
+    ('cpu', ['small'])
+    >>> sorted({result["op"] for result in doc["results"]})
+    ['normalize']
+    """
     import torch
 
     unknown = [op for op in cfg.ops if op not in workloads.names()]

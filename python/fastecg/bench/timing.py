@@ -34,7 +34,14 @@ MIN_WARMUP = 5
 
 @dataclasses.dataclass
 class Timed:
-    """A candidate's per-call seconds, one per round, in round order."""
+    """A candidate's per-call seconds, one per round, in round order.
+
+    Examples
+    --------
+    >>> from fastecg.bench.timing import Timed
+    >>> Timed("scipy", [0.003, 0.001, 0.002]).summary()
+    {'median_ms': 2.0, 'p20_ms': 1.4, 'p80_ms': 2.6, 'rounds': 3}
+    """
     label: str
     seconds: list[float]
 
@@ -43,14 +50,28 @@ class Timed:
 
 
 def summary(seconds: Sequence[float]) -> dict:
-    """Median and 20/80 percentiles in ms, and the number of calls timed."""
+    """Median and 20/80 percentiles in ms, and the number of calls timed.
+
+    Examples
+    --------
+    >>> from fastecg.bench.timing import summary
+    >>> summary([0.001, 0.002, 0.003])
+    {'median_ms': 2.0, 'p20_ms': 1.4, 'p80_ms': 2.6, 'rounds': 3}
+    """
     ms = 1e3 * np.asarray(seconds, dtype=np.float64)
     return {"median_ms": float(np.median(ms)), "p20_ms": float(np.percentile(ms, 20)),
             "p80_ms": float(np.percentile(ms, 80)), "rounds": int(ms.size)}
 
 
 def paired_ratios(own: Sequence[float], other: Sequence[float]) -> dict:
-    """Distribution over rounds of ``other / own`` (above 1: ``own`` is faster)."""
+    """Distribution over rounds of ``other / own`` (above 1: ``own`` is faster).
+
+    Examples
+    --------
+    >>> from fastecg.bench.timing import paired_ratios
+    >>> paired_ratios([1.0, 1.0, 2.0], [2.0, 3.0, 2.0])     # seconds per round
+    {'median': 2.0, 'p20': 1.4, 'p80': 2.6}
+    """
     ratio = np.asarray(other, dtype=np.float64) / np.asarray(own, dtype=np.float64)
     return {"median": float(np.median(ratio)), "p20": float(np.percentile(ratio, 20)),
             "p80": float(np.percentile(ratio, 80))}
@@ -87,7 +108,19 @@ def time_paired(candidates: dict[str, Callable[[], object]], *,
 
     Rounds continue until ``min_rounds`` are done and ``budget_s`` of wall time has
     passed, or ``max_rounds``. ``on_device[label]``: time that candidate with CUDA events
-    (its work is queued on the current stream)."""
+    (its work is queued on the current stream).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.bench.timing import paired_ratios, time_paired
+    >>> x = torch.randn(64, 1000)
+    >>> timed = time_paired({"sum": lambda: x.sum(), "sort": lambda: x.sort()},
+    ...                     min_rounds=5, max_rounds=5)
+    >>> {label: len(t.seconds) for label, t in timed.items()}
+    {'sum': 5, 'sort': 5}
+    >>> speedup = paired_ratios(timed["sum"].seconds, timed["sort"].seconds)["median"]
+    """
     if warmup < MIN_WARMUP:
         raise ValueError(f"warmup must be at least {MIN_WARMUP} calls, got {warmup}")
     on_device = on_device or {}
@@ -137,7 +170,15 @@ def _quiet_stderr():
 
 
 def peak_memory(fn: Callable[[], object], device: str = "cpu") -> int:
-    """Peak bytes allocated during one call of ``fn`` above what was live before it."""
+    """Peak bytes allocated during one call of ``fn`` above what was live before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastecg.bench.timing import peak_memory
+    >>> peak_memory(lambda: np.ones(1 << 20, np.uint8)) >= 1 << 20     # a 1 MiB array
+    True
+    """
     import torch
 
     if device == "cuda":
