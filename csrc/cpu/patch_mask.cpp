@@ -24,7 +24,6 @@ namespace {
 
 constexpr int64_t kTemporal = 0;  // patch_mask.py's MASK_MODES["temporal"]
 constexpr int64_t kChunk = 8;     // tokens per claimed work item
-constexpr int kLanes = 8;         // independent partial sums: vectorised and deterministic
 
 struct Layout {
   int64_t n_leads, n_samples, patch, tokens, groups, dim;
@@ -126,37 +125,93 @@ at::Tensor patch_scatter_cpu(const at::Tensor& kept, const at::Tensor& ids_keep,
 
 // ---- masked reconstruction loss ------------------------------------------------------------
 
-// sum over the token's values of f(value index within its run, run pointers offset), in
-// kLanes partial sums: f(g, i) returns the term of run g, sample i.
-template <typename F>
-FASTECG_INLINE double token_sum(const Layout& lay, F f) {
-  double acc[kLanes] = {0};
+// One token's statistics from a single pass over x and pred, in float64: with u = x - shift
+// (shift = the token's first sample under norm_pix, so that u stays on the patch's own
+// scale and the centred sums lose nothing to an offset such as baseline wander; 0 without
+// norm_pix), the sums of u, u^2, pred and pred u. The mean, the std and the centred sums
+// the gradient needs follow in closed form (TokenStats): the target is never formed, and
+// each token is read from memory once per call (a second pass over it runs from cache).
+struct TokenSums {
+  double u = 0, uu = 0, p = 0, pu = 0;
+};
+
+FASTECG_INLINE double lane_total(V4 v, double tail) { return (v[0] + v[1]) + (v[2] + v[3]) + tail; }
+
+template <typename T>
+FASTECG_INLINE TokenSums token_sums(const T* xt, const T* pt, const Layout& lay, double shift) {
+  const int64_t n = lay.n_samples, p = lay.patch;
+  V4 su = {}, suu = {}, sp = {}, spu = {};
+  TokenSums tail;
   for (int64_t g = 0; g < lay.groups; ++g) {
+    const T* xr = xt + g * n;
+    const T* pr = pt + g * p;
     int64_t i = 0;
-    for (; i + kLanes <= lay.patch; i += kLanes)
-      for (int k = 0; k < kLanes; ++k) acc[k] += f(g, i + k);
-    for (int k = 0; i < lay.patch; ++i, ++k) acc[k] += f(g, i);
+    for (; i + 4 <= p; i += 4) {
+      const V4 u = load4(xr + i) - shift, v = load4(pr + i);
+      su += u;
+      suu += u * u;
+      sp += v;
+      spu += v * u;
+    }
+    for (; i < p; ++i) {
+      const double u = double(xr[i]) - shift, v = double(pr[i]);
+      tail.u += u;
+      tail.uu += u * u;
+      tail.p += v;
+      tail.pu += v * u;
+    }
   }
-  double total = 0.0;
-  for (int k = 0; k < kLanes; ++k) total += acc[k];
-  return total;
+  return {lane_total(su, tail.u), lane_total(suu, tail.uu), lane_total(sp, tail.p),
+          lane_total(spu, tail.pu)};
 }
 
-// The target's mean and 1 / std of one token (norm_pix; mean 0 and scale 1 without): two
-// passes, centre then square, in double.
+// The target z = (x - mean) * inv_std (mean 0, inv_std 1 without norm_pix: z = x) and the
+// token's centred sums: zz = sum z^2, pz = sum pred z, sp = sum pred.
+struct TokenStats {
+  double shift, mean_u, inv_std, zz, pz, sp;
+};
+
 template <typename T>
-FASTECG_INLINE void token_moments(const T* xt, const Layout& lay, bool norm_pix, double eps,
-                                  double& mean, double& inv_std) {
-  mean = 0.0;
-  inv_std = 1.0;
-  if (!norm_pix) return;
-  const int64_t n = lay.n_samples;
-  mean = token_sum(lay, [&](int64_t g, int64_t i) { return double(xt[g * n + i]); }) / lay.dim;
-  const double ss = token_sum(lay, [&](int64_t g, int64_t i) {
-    const double u = double(xt[g * n + i]) - mean;
-    return u * u;
-  });
-  inv_std = 1.0 / std::sqrt(ss / double(lay.dim - 1) + eps);
+FASTECG_INLINE TokenStats token_stats(const T* xt, const T* pt, const Layout& lay, bool norm_pix,
+                                      double eps) {
+  const double shift = norm_pix ? double(xt[0]) : 0.0;
+  const TokenSums s = token_sums(xt, pt, lay, shift);
+  const double d = double(lay.dim);
+  TokenStats st{shift, 0.0, 1.0, s.uu, s.pu, s.p};
+  if (norm_pix) {
+    st.mean_u = s.u / d;
+    const double ss = std::max(s.uu - s.u * st.mean_u, 0.0);  // sum (x - mean)^2
+    st.inv_std = 1.0 / std::sqrt(ss / (d - 1.0) + eps);
+    st.zz = ss * st.inv_std * st.inv_std;
+    st.pz = (s.pu - st.mean_u * s.p) * st.inv_std;
+  }
+  return st;
+}
+
+// sum (pred - z)^2 over a token, z = (x - zoff) * inv, directly (a second pass, from cache):
+// sum pred^2 - 2 pz + zz cancels when the prediction is close, and the loss is small
+// exactly then (training's end).
+template <typename T>
+FASTECG_INLINE double token_sq_error(const T* xt, const T* pt, const Layout& lay, double zoff,
+                                     double inv) {
+  const int64_t n = lay.n_samples, p = lay.patch;
+  const V4 off = V4{} + zoff, iv = V4{} + inv;
+  V4 acc = {};
+  double tail = 0.0;
+  for (int64_t g = 0; g < lay.groups; ++g) {
+    const T* xr = xt + g * n;
+    const T* pr = pt + g * p;
+    int64_t i = 0;
+    for (; i + 4 <= p; i += 4) {
+      const V4 r = load4(pr + i) - (load4(xr + i) - off) * iv;
+      acc += r * r;
+    }
+    for (; i < p; ++i) {
+      const double r = double(pr[i]) - (double(xr[i]) - zoff) * inv;
+      tail += r * r;
+    }
+  }
+  return lane_total(acc, tail);
 }
 
 // Per-token weighted squared errors m_l * |pred_l - target_l|^2 / D into `terms` (batch x
@@ -180,14 +235,9 @@ void loss_terms(const T* pred, const T* x, const T* mask, double* terms, int64_t
           }
           const T* xt = rec + l * lay.patch;
           const T* pt = pred + tok * lay.dim;
-          double mean, inv_std;
-          token_moments(xt, lay, norm_pix, eps, mean, inv_std);
-          const int64_t n = lay.n_samples, p = lay.patch;
-          const double ss = token_sum(lay, [&](int64_t g, int64_t i) {
-            const double r = double(pt[g * p + i]) - (double(xt[g * n + i]) - mean) * inv_std;
-            return r * r;
-          });
-          terms[tok] = m * ss / double(lay.dim);
+          const TokenStats st = token_stats(xt, pt, lay, norm_pix, eps);
+          const double sq = token_sq_error(xt, pt, lay, st.shift + st.mean_u, st.inv_std);
+          terms[tok] = m * sq / double(lay.dim);
         }
       }
     });
@@ -246,9 +296,10 @@ at::Tensor masked_recon_loss_cpu(const at::Tensor& pred, const at::Tensor& x,
   return at::scalar_tensor(loss / total, a.x.options());
 }
 
-// dpred = w (pred - z) and, when dx, the target's part: z = (x - mean) / std with the
-// unbiased variance, so dx = -(r - mean(r) - z sum(r z) / (D - 1)) / std for r = dpred
-// (-r without norm_pix); w = grad 2 m / (D sum(m)). Kept tokens get zeros.
+// dpred = r = w (pred - z), w = grad 2 m / (D sum(m)), and, when dx, the target's part:
+// z = (x - mean) / std with the unbiased variance, so dx = -(r - mean(r) - z sum(r z) /
+// (D - 1)) / std (-r without norm_pix), where sum r = w sum pred (z sums to 0) and
+// sum r z = w (pz - zz). Kept tokens get zeros.
 template <typename T>
 void loss_backward(double grad, const T* pred, const T* x, const T* mask, T* dpred, T* dx,
                    int64_t batch, const Layout& lay, bool norm_pix, double eps) {
@@ -275,32 +326,34 @@ void loss_backward(double grad, const T* pred, const T* x, const T* mask, T* dpr
           }
           const T* xt = x + rec + l * p;
           const T* pt = pred + tok * d;
-          double mean, inv_std;
-          token_moments(xt, lay, norm_pix, eps, mean, inv_std);
-          for (int64_t g = 0; g < lay.groups; ++g)
-            for (int64_t i = 0; i < p; ++i)
-              dp[g * p + i] = T(w * (double(pt[g * p + i]) - (double(xt[g * n + i]) - mean) * inv_std));
-          if (!dxt) continue;
-          if (!norm_pix) {
-            for (int64_t g = 0; g < lay.groups; ++g)
-              for (int64_t i = 0; i < p; ++i)
-                dxt[g * n + i] = T(-w * (double(pt[g * p + i]) - double(xt[g * n + i])));
-            continue;
+          const TokenStats st = token_stats(xt, pt, lay, norm_pix, eps);
+          const double zoff = st.shift + st.mean_u, inv = st.inv_std;
+          double r_mean = 0.0, rz = 0.0;
+          if (dxt && norm_pix) {
+            r_mean = w * st.sp / double(d);
+            rz = w * (st.pz - st.zz) / double(d - 1);
           }
-          // r recomputed in double from pred and x (dpred holds it rounded to T).
-          auto r_at = [&](int64_t g, int64_t i) {
-            return w * (double(pt[g * p + i]) - (double(xt[g * n + i]) - mean) * inv_std);
-          };
-          const double r_mean = token_sum(lay, r_at) / double(d);
-          const double rz = token_sum(lay, [&](int64_t g, int64_t i) {
-            return r_at(g, i) * ((double(xt[g * n + i]) - mean) * inv_std);
-          }) / double(d - 1);
-          for (int64_t g = 0; g < lay.groups; ++g)
-            for (int64_t i = 0; i < p; ++i) {
-              const double z = (double(xt[g * n + i]) - mean) * inv_std;
-              const double r = w * (double(pt[g * p + i]) - z);
-              dxt[g * n + i] = T(-(r - r_mean - z * rz) * inv_std);
+          const V4 wv = V4{} + w, off = V4{} + zoff, iv = V4{} + inv;
+          const V4 rm = V4{} + r_mean, rzv = V4{} + rz;
+          for (int64_t g = 0; g < lay.groups; ++g) {
+            const T* xr = xt + g * n;
+            const T* pr = pt + g * p;
+            T* dpr = dp + g * p;
+            T* dxr = dxt ? dxt + g * n : nullptr;
+            int64_t i = 0;
+            for (; i + 4 <= p; i += 4) {
+              const V4 z = (load4(xr + i) - off) * iv;
+              const V4 r = wv * (load4(pr + i) - z);
+              store4(dpr + i, r);
+              if (dxr) store4(dxr + i, norm_pix ? (rm - r + z * rzv) * iv : -r);
             }
+            for (; i < p; ++i) {
+              const double z = (double(xr[i]) - zoff) * inv;
+              const double r = w * (double(pr[i]) - z);
+              dpr[i] = T(r);
+              if (dxr) dxr[i] = T(norm_pix ? (r_mean - r + z * rz) * inv : -r);
+            }
+          }
         }
       }
     });

@@ -535,6 +535,81 @@ def torch_mae_masking(x):
     return torch.gather(tokens, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
 
 
+MAE_STEP_SHAPE, MAE_DIM = (32, 12, 5000), 256  # the fused MAE step of issue #33
+
+
+def mae_step_inputs(shape: tuple = MAE_STEP_SHAPE, dim: int = MAE_DIM, device: str = "cpu"):
+    """One MAE-1D pretraining step's tensors: the signal ``x``, the patch embedding's
+    ``weight (dim, n_leads * P)``, ``bias`` and ``pos (T, dim)`` (leaves that need
+    gradients), the decoder's prediction ``pred (B, T, n_leads * P)`` (a leaf too) and
+    ``grad_tokens (B, T_keep, dim)``, the gradient the encoder sends back to the kept
+    tokens; seeded."""
+    import torch
+
+    b, c, n = shape
+    t, d = n // MAE_PATCH, c * MAE_PATCH
+    g = torch.Generator().manual_seed(MAE_SEED)
+    new = lambda *s, scale=1.0: (torch.randn(*s, generator=g) * scale).to(device)  # noqa: E731
+    return {"x": new(b, c, n), "weight": new(dim, d, scale=d ** -0.5).requires_grad_(),
+            "bias": new(dim, scale=0.02).requires_grad_(),
+            "pos": new(t, dim, scale=0.02).requires_grad_(),
+            "pred": new(b, t, d).requires_grad_(),
+            "grad_tokens": new(b, t - round(t * MAE_RATIO), dim)}
+
+
+def _mae_step_leaves(inputs: dict):
+    leaves = [inputs[k] for k in ("weight", "bias", "pos", "pred")]
+    for leaf in leaves:
+        leaf.grad = None  # as optimizer.zero_grad(set_to_none=True) leaves them
+    return leaves
+
+
+def fused_mae_step(inputs: dict, backend: str = "auto"):
+    """Masking, embedding and loss of one step through fastecg's fused ops, forward and
+    backward; returns the loss (gradients in the leaves' ``.grad``)."""
+    import torch
+
+    import fastecg
+
+    _mae_step_leaves(inputs)
+    x = inputs["x"]
+    tokens, mask, _ = fastecg.ops.masked_patch_embed(
+        x, inputs["weight"], inputs["bias"], inputs["pos"], MAE_PATCH, MAE_RATIO,
+        generator=_mae_generator(x.device.type), backend=backend)
+    loss = fastecg.ops.masked_reconstruction_loss(inputs["pred"], x, mask, MAE_PATCH,
+                                                  backend=backend)
+    torch.autograd.backward([tokens, loss], [inputs["grad_tokens"], None])
+    return loss.detach()
+
+
+def reference_mae_step(inputs: dict):
+    """The same step as the MAE reference code does it: every patch embedded by a strided
+    conv, argsort of the same noise, gather of the kept tokens, the loss on a patchified,
+    normalised target over all patches, masked by multiplication."""
+    import torch
+    import torch.nn.functional as F
+
+    _mae_step_leaves(inputs)
+    x, weight = inputs["x"], inputs["weight"]
+    b, c, n = x.shape
+    t, dim = n // MAE_PATCH, weight.shape[0]
+    tokens = F.conv1d(x, weight.view(dim, c, MAE_PATCH), inputs["bias"], stride=MAE_PATCH)
+    tokens = tokens.transpose(1, 2) + inputs["pos"]
+    ids_shuffle = _mae_noise((b, t), x.device.type).argsort(dim=-1)
+    ids_restore = ids_shuffle.argsort(dim=-1)
+    n_keep = t - round(t * MAE_RATIO)
+    kept = tokens.gather(1, ids_shuffle[:, :n_keep, None].expand(-1, -1, dim))
+    mask = torch.ones(b, t, device=x.device)
+    mask[:, :n_keep] = 0
+    mask = mask.gather(1, ids_restore)
+    target = _mae_tokens(x)
+    target = (target - target.mean(-1, keepdim=True)) / (
+        target.var(-1, keepdim=True) + 1e-6).sqrt()
+    loss = ((inputs["pred"] - target).square().mean(-1) * mask).sum() / mask.sum()
+    torch.autograd.backward([kept, loss], [inputs["grad_tokens"], None])
+    return loss.detach()
+
+
 def _numpy_mae_masking(x: np.ndarray, noise: np.ndarray) -> np.ndarray:
     tokens = _mae_tokens(x)
     t = tokens.shape[1]
