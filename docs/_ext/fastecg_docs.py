@@ -30,6 +30,7 @@ import re
 from docutils import nodes
 from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
+from sphinx.errors import ExtensionError
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
@@ -323,7 +324,11 @@ FIGURES = {"bandpass": _bandpass, "baseline": _baseline, "normalize": _normalize
 
 
 def _draw_figures(app):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ExtensionError("the op pages' figures are drawn with matplotlib: pip install "
+                             "matplotlib (or the docs extra)") from err
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
