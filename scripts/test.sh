@@ -11,7 +11,7 @@ source "$(dirname "$0")/_env.sh"
 "$PY" -m pytest tests -q "$@"
 "$PY" -m pytest benchmarks -q --benchmark-disable -p no:cacheprovider
 # The documentation site builds with warnings as errors (the docs extra).
-"$PY" -c "import sphinx, furo" 2>/dev/null || pip_install "sphinx>=7" furo
+"$PY" -c "import sphinx, furo, matplotlib" 2>/dev/null || pip_install "sphinx>=7" furo matplotlib
 "$PY" -m sphinx -b html -W --keep-going -q "$ROOT/docs" "$ROOT/docs/_build/html"
 if [ "${FASTECG_WHEEL_CHECK:-1}" != 0 ]; then
   bash "$ROOT/scripts/wheel_check.sh"

@@ -169,6 +169,9 @@ def _quiet_stderr():
         os.close(saved)
 
 
+_PROFILER_WARM: list = []
+
+
 def peak_memory(fn: Callable[[], object], device: str = "cpu") -> int:
     """Peak bytes allocated during one call of ``fn`` above what was live before it.
 
@@ -192,6 +195,12 @@ def peak_memory(fn: Callable[[], object], device: str = "cpu") -> int:
         return int(peak)
     from torch.profiler import ProfilerActivity, profile
 
+    if not _PROFILER_WARM:
+        # The profiler's first use in a process imports and allocates tens of MB, which
+        # tracemalloc would count as the measured call's.
+        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True):
+            pass
+        _PROFILER_WARM.append(True)
     was_tracing = tracemalloc.is_tracing()
     if not was_tracing:
         tracemalloc.start()
