@@ -367,13 +367,13 @@ def _add_ssl_compare(sub) -> None:
                          "score each against its random-init twin (linear probe, kNN, "
                          "fine-tuning), write results.csv, results.md and plots")
     cmp.add_argument("--quick", action="store_true",
-                     help="small encoders, 400 synthetic records, 150 steps: minutes on a CPU")
+                     help="small encoders, 400 synthetic records, 300 steps: minutes on a CPU")
     cmp.add_argument("--data", default="synthetic",
                      help="'synthetic' or a store folder with targets (`fastecg preprocess`)")
     cmp.add_argument("--methods", default=None,
                      help="comma-separated SSL methods (all registered ones)")
     cmp.add_argument("--steps", type=_int_in(1, 10**9), default=None,
-                     help="pretraining steps per method (quick 150, else 1000)")
+                     help="pretraining steps per method (quick 300, else 1000)")
     cmp.add_argument("--records", type=_int_in(2, _MAX_VALUES), default=None,
                      help="records used (quick 400, else 2000)")
     cmp.add_argument("--batch-size", type=_int_in(1, 1 << 20), default=None,

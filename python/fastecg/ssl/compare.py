@@ -28,12 +28,12 @@ SYNTHETIC_FS = 100.0
 SYNTHETIC_SECONDS = 10.0
 _PATCH = 50
 
-QUICK = dict(records=400, steps=150, batch_size=32, lr=1e-3, protocols=("linear_probe", "knn"),
+QUICK = dict(records=400, steps=300, batch_size=32, lr=1e-3, protocols=("linear_probe", "knn"),
              model=dict(embed_dim=64, depth=2, num_heads=4, decoder_dim=32, decoder_depth=1,
                         decoder_heads=4, patch_size=_PATCH,
                         encoder={"name": "resnet", "layers": [1, 1, 1, 1],
                                  "widths": [16, 32, 64, 64], "stem_channels": 16}))
-"""``--quick``: 400 synthetic records of 12 leads x 1000 samples (100 Hz), 150 steps of
+"""``--quick``: 400 synthetic records of 12 leads x 1000 samples (100 Hz), 300 steps of
 batch 32 per method, small encoders (a 2-block ViT of width 64; a 4-stage ResNet of width
 16-64 for methods that take a backbone), linear probe and kNN."""
 
@@ -198,8 +198,8 @@ def plot_losses(histories: dict, path) -> pathlib.Path:
 
 def plot_scores(df, path, metric: Optional[str] = None) -> pathlib.Path:
     """Score against label fraction (log x) with the 95% bootstrap intervals as error
-    bars: one panel per protocol, one colour per method, the pretrained encoder solid,
-    its random-encoder twin dashed.
+    bars: one panel per protocol (row) and method (column), each with the pretrained
+    encoder (solid) and its random-init twin (dashed, grey), on one shared y axis.
 
     Parameters
     ----------
@@ -226,43 +226,45 @@ def plot_scores(df, path, metric: Optional[str] = None) -> pathlib.Path:
     protocols = list(dict.fromkeys(sub["protocol"]))
     methods = list(dict.fromkeys(sub["method"]))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(1, len(protocols), figsize=(5.2 * len(protocols), 4.2),
-                             squeeze=False, sharey=True)
     fractions = sorted(sub["label_fraction"].unique())
-    # A small offset per line keeps the error bars of one fraction apart.
-    offsets = np.linspace(-0.06, 0.06, 2 * len(methods)) if len(methods) else []
-    for ax, proto in zip(axes.flat, protocols):
-        j = 0
-        for i, method in enumerate(methods):
-            for enc, style in (("pretrained", "-"), ("random", "--")):
+    fig, axes = plt.subplots(len(protocols), len(methods),
+                             figsize=(2.9 * len(methods) + 0.8, 2.7 * len(protocols) + 0.9),
+                             squeeze=False, sharex=True, sharey=True)
+    styles = {"pretrained": dict(ls="-", marker="o", alpha=1.0, offset=-0.03),
+              "random": dict(ls="--", marker="s", alpha=0.8, offset=0.03)}
+    for r, proto in enumerate(protocols):
+        for c, method in enumerate(methods):
+            ax = axes[r, c]
+            for enc, st in styles.items():
                 rows = sub[(sub["protocol"] == proto) & (sub["method"] == method) &
                            (sub["encoder"] == enc)].sort_values("label_fraction")
-                j += 1
                 if rows.empty:
                     continue
-                fx = rows["label_fraction"].to_numpy() * 10 ** offsets[j - 1]
+                # A small offset keeps the two encoders' error bars apart.
+                fx = rows["label_fraction"].to_numpy() * 10 ** st["offset"]
                 v = rows["value"].to_numpy()
                 err = np.vstack([v - rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy() - v])
-                ax.errorbar(fx, v, yerr=np.clip(err, 0, None), color=colors[i % len(colors)],
-                            ls=style, marker="o" if enc == "pretrained" else "s", ms=4,
-                            capsize=3, lw=1.5, alpha=1.0 if enc == "pretrained" else 0.7,
-                            label=f"{method} ({enc})")
-        ax.set_xscale("log")
-        ax.set_xticks(fractions)
-        ax.set_xticklabels([f"{100 * f:g}%" for f in fractions])
-        ax.minorticks_off()
-        ax.set_title(proto.replace("_", " "))
-        ax.set_xlabel("labelled fraction of the training split (log scale)")
-        ax.grid(alpha=0.3)
-    axes.flat[0].set_ylabel(f"test {metric.replace('_', ' ')} (95% bootstrap CI)")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-               title="method (encoder)")
-    fig.suptitle("Test score against label fraction: pretrained encoders solid, their "
-                 "random-init twins dashed")
+                color = colors[c % len(colors)] if enc == "pretrained" else "0.45"
+                ax.errorbar(fx, v, yerr=np.clip(err, 0, None), color=color, ls=st["ls"],
+                            marker=st["marker"], ms=4, capsize=3, lw=1.6, alpha=st["alpha"],
+                            label="pretrained" if enc == "pretrained" else "random init")
+            ax.set_xscale("log")
+            ax.set_xticks(fractions)
+            ax.set_xticklabels([f"{100 * f:g}%" for f in fractions])
+            ax.minorticks_off()
+            ax.grid(alpha=0.3)
+            if r == 0:
+                ax.set_title(method)
+            if c == 0:
+                ax.set_ylabel(f"{proto.replace('_', ' ')}\ntest {metric.replace('_', ' ')}")
+            if r == len(protocols) - 1:
+                ax.set_xlabel("labelled fraction (log)")
+            ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Test {metric.replace('_', ' ')} (95% bootstrap CI over test records) "
+                 f"against the labelled fraction of the training split")
     fig.tight_layout()
     path = pathlib.Path(path)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 

@@ -562,7 +562,7 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
     test_size : float
         Fraction of patients (records) in the test split.
     split_seed, random_seed : int
-        Seeds of the split and of the random encoder.
+        Seeds of the split (and of the bootstrap resamples) and of the random encoder.
     n_bootstrap, level : int, float
         Bootstrap resamples of the test records and the interval's coverage.
     batch_size : int
