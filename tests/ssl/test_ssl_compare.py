@@ -72,3 +72,20 @@ def test_every_method_builds_from_the_budgets(name):
         with torch.no_grad():
             emb = model.embed(torch.randn(2, 12, 1000))
         assert emb.shape == (2, model.embed_dim)
+
+
+def test_ssl_compare_on_a_store(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from fastecg.data import SyntheticECGDataset, write_store
+
+    write_store(SyntheticECGDataset(40, fs=100.0, seconds=6.0, n_leads=12), tmp_path / "store",
+                progress=False)
+    out = tmp_path / "cmp"
+    assert main(["ssl-compare", "--quick", "--data", str(tmp_path / "store"), "--methods",
+                 "mae_1d", "--steps", "2", "--batch-size", "8", "--protocols", "knn",
+                 "--out", str(out), "--quiet"]) == 0
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["encoder"]) == {"pretrained", "random"} and set(df["protocol"]) == {"knn"}
+    # 40 records of 20 patients (2 each, one class each): the stratified patient split
+    # puts one patient of each of the 5 classes (30% of 4) in the test split
+    assert (df["n_test"] == 10).all()
