@@ -21,8 +21,10 @@ ecg-augmentations==1.0.1``; each is skipped with a message when absent):
 * ``careful_torch``: the seven steps in batched torch written with care: parameters drawn
   for the whole batch at once, sinusoids as one matmul, masks by broadcasting, one
   gather for the stretch, ``var_mean`` for the renormalisation, ``torch.randn`` noise.
-* ``fastecg``: :class:`fastecg.augmenters.AugmenterManager` of the same config (torch
-  backend: no fused kernel yet), keyed per sample (seed, epoch, index).
+* ``fastecg``: :class:`fastecg.augmenters.AugmenterManager` of the same config, keyed per
+  sample (seed, epoch, index), on its default backend: the fused C++ pass (``cpu``) when
+  ``fastecg._C`` is built; ``fastecg_torch`` is the same manager on its torch backend (the
+  reference the fused pass is tested against).
 
 Ratios come from paired rounds (conftest.py): every candidate once per round, the order
 rotated, so load drifting over the run does not skew them.
@@ -184,10 +186,11 @@ for step in PHYSICS:
 _calls = {"n": 0}
 
 
-def _fastecg(am):
+def _fastecg(am, backend="auto"):
     def run():
         _calls["n"] += 1  # a new epoch per call: new draws, as in training
-        return am(X, Y, seed=1234, epoch=_calls["n"], indices=torch.arange(SHAPE[0]))
+        return am(X, Y, seed=1234, epoch=_calls["n"], indices=torch.arange(SHAPE[0]),
+                  backend=backend)
     return run
 
 
@@ -206,6 +209,7 @@ def _candidates():
     gen_t = torch.Generator().manual_seed(0)
     out["careful_torch"] = lambda: careful_torch(X, Y, gen_t)
     out["fastecg"] = _fastecg(FASTECG)
+    out["fastecg_torch"] = _fastecg(FASTECG, "torch")
     out["clone"] = lambda: X.clone()
     return out
 
@@ -231,6 +235,15 @@ def test_full_pipeline_paired(paired):
     candidates = {"fastecg_full": _fastecg(FULL), "fastecg_seven": _fastecg(FASTECG),
                   "clone": lambda: X.clone()}
     paired("augment full pipeline (seven + physics) paired", "augment", candidates, rounds=15)
+
+
+def test_fused_pass_matches_the_torch_backend():
+    """The timed fused pass computes what the torch backend computes (1e-6 of the peak)."""
+    for am in (FASTECG, FULL):
+        ref = am(X, Y, seed=1234, epoch=0, indices=torch.arange(SHAPE[0]), backend="torch")
+        out = am(X, Y, seed=1234, epoch=0, indices=torch.arange(SHAPE[0]))
+        for a, b in zip(ref, out):
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-6 * float(a.abs().max()))
 
 
 @pytest.mark.parametrize("label", ["fastecg", "careful_torch", "clone"])

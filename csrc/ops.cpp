@@ -14,6 +14,10 @@ TORCH_LIBRARY(fastecg, m) {
   // stats, its per-lead (min, max, sum, sum of squares) in float64 (else empty).
   m.def("_augment_kernel(Tensor x, Tensor? partner, Tensor? lam, int[] codes, int[] ints, "
         "float[] floats, Tensor[] tensors, bool stats) -> (Tensor, Tensor)");
+  // Philox 4x32-`rounds` of int64 counters holding uint32 values (one shape), key (k0, k1):
+  // the words (..., 4) as int64, those of python/fastecg/augmenters/_random.py's philox4x32.
+  m.def("_philox_kernel(Tensor c0, Tensor c1, Tensor c2, Tensor c3, int k0, int k1, "
+        "int rounds) -> Tensor");
   // x: (rows, n); sos: (n_sections, 6) float64 with a0 == 1; zi: sosfilt_zi(sos), float64.
   // padtype: 0 none, 1 odd, 2 even, 3 constant. Same recurrence, padding and initial
   // conditions as scipy.signal.sosfiltfilt, state in float64.

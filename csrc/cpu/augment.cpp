@@ -37,6 +37,10 @@
 #include <optional>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "../common/huge_pages.h"
 #include "../common/lanes4.h"
 #include "../common/parallel.h"
@@ -137,24 +141,61 @@ FASTECG_INLINE T lerp(T a, T b, T w) {
   return std::abs(w) < T(0.5) ? a + w * (b - a) : b - (b - a) * (T(1) - w);
 }
 
+#if defined(__x86_64__)
+// Eight float32 samples at a time of add_noise_row, the two table lookups as gathers (GCC
+// leaves the loop scalar); returns how many samples it did.
+FASTECG_TARGET_AVX2 __attribute__((noinline)) int64_t add_noise_row_avx2(
+    float* y, int64_t t0, int64_t len, uint32_t k1, uint32_t k2, float sd, const float* radius,
+    const float* cosine) {
+  const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(k1));
+  const __m256i m2 = _mm256_set1_epi32(static_cast<int>(k2));
+  const __m256i c1 = _mm256_set1_epi32(0x7FEB352D);
+  const __m256i c2 = _mm256_set1_epi32(static_cast<int>(0x846CA68Bu));
+  const __m256i low = _mm256_set1_epi32(0xFFFF);
+  const __m256 s = _mm256_set1_ps(sd);
+  int64_t start = 0;
+  for (; start + 8 <= len; start += 8) {
+    const __m256i j = _mm256_add_epi32(
+        _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(t0 + start))), step);
+    __m256i h = _mm256_add_epi32(_mm256_mullo_epi32(j, m1), m2);
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+    h = _mm256_mullo_epi32(h, c1);
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+    h = _mm256_mullo_epi32(h, c2);
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+    const __m256 r = _mm256_i32gather_ps(radius, _mm256_srli_epi32(h, 16), 4);
+    const __m256 c = _mm256_i32gather_ps(cosine, _mm256_and_si256(h, low), 4);
+    const __m256 z = _mm256_mul_ps(r, c);
+    _mm256_storeu_ps(y + start, _mm256_add_ps(_mm256_loadu_ps(y + start), _mm256_mul_ps(z, s)));
+  }
+  return start;
+}
+#endif
+
 // y[t] += std * z(t0 + t) for one row.
-template <typename T>
-FASTECG_INLINE void add_noise_row(T* y, int64_t t0, int64_t len, const int64_t* keys, T std,
+template <typename Tag, typename T>
+FASTECG_INLINE void add_noise_row(Tag, T* y, int64_t t0, int64_t len, const int64_t* keys, T sd,
                                   const T* radius, const T* cosine) {
   const uint32_t k1 = static_cast<uint32_t>(keys[0]) | 1u;
   const uint32_t k2 = static_cast<uint32_t>(keys[1]);
-  for (int64_t t = 0; t < len; ++t) {
+  int64_t start = 0;
+#if defined(__x86_64__)
+  if constexpr (Tag::isa >= Isa::kAvx2 && std::is_same_v<T, float>)
+    start = add_noise_row_avx2(y, t0, len, k1, k2, sd, radius, cosine);
+#endif
+  for (int64_t t = start; t < len; ++t) {
     const uint32_t h = lowbias32(static_cast<uint32_t>(t0 + t) * k1 + k2);
     const T z = radius[h >> 16] * cosine[h & 0xFFFFu];
-    y[t] += z * std;
+    y[t] += z * sd;
   }
 }
 
 // One point-wise op on a block: rows of `len` samples at times t0.., `scratch` holds at
 // least max(lin, lout) rows.
-template <typename T>
-FASTECG_INLINE void run_op_body(const Op<T>& op, int64_t n, int64_t t0, int64_t len, T* y,
-                                T* scratch) {
+template <typename Tag, typename T>
+FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0, int64_t len,
+                                T* y, int64_t ld, T* scratch) {
   switch (op.code) {
     case kLeadMix: {
       const double* m = op.mat + n * op.lout * op.lin;
@@ -164,11 +205,12 @@ FASTECG_INLINE void run_op_body(const Op<T>& op, int64_t n, int64_t t0, int64_t 
         for (int64_t i = 0; i < op.lin; ++i) {
           const T w = static_cast<T>(m[o * op.lin + i]);
           if (w == T(0)) continue;
-          const T* in = y + i * len;
+          const T* in = y + i * ld;
           for (int64_t t = 0; t < len; ++t) out[t] += w * in[t];
         }
       }
-      std::memcpy(y, scratch, sizeof(T) * op.lout * len);
+      for (int64_t o = 0; o < op.lout; ++o)
+        std::memcpy(y + o * ld, scratch + o * len, sizeof(T) * len);
       break;
     }
     case kLeadAffine: {
@@ -176,7 +218,7 @@ FASTECG_INLINE void run_op_body(const Op<T>& op, int64_t n, int64_t t0, int64_t 
       const T* h = op.b + n * op.lin;
       for (int64_t l = 0; l < op.lin; ++l) {
         const T gl = g[l], hl = h[l];
-        T* row = y + l * len;
+        T* row = y + l * ld;
         if (hl == T(0)) {
           for (int64_t t = 0; t < len; ++t) row[t] = row[t] * gl;
         } else {
@@ -199,10 +241,10 @@ FASTECG_INLINE void run_op_body(const Op<T>& op, int64_t n, int64_t t0, int64_t 
         }
         if (op.c != nullptr) {
           const T s = op.c[n * op.lin + l];
-          if (s != T(0)) add_noise_row(acc, t0, len, op.k0 + (n * op.lin + l) * 2, s, radius,
+          if (s != T(0)) add_noise_row(tag, acc, t0, len, op.k0 + (n * op.lin + l) * 2, s, radius,
                                        cosine);
         }
-        T* row = y + l * len;
+        T* row = y + l * ld;
         for (int64_t t = 0; t < len; ++t) row[t] = acc[t] + row[t];
       }
       break;
@@ -213,7 +255,7 @@ FASTECG_INLINE void run_op_body(const Op<T>& op, int64_t n, int64_t t0, int64_t 
       for (int64_t l = 0; l < op.lin; ++l) {
         const T s = op.a[n * op.lin + l];
         if (s == T(0)) continue;
-        add_noise_row(y + l * len, t0, len, op.k0 + (n * op.lin + l) * 2, s, radius, cosine);
+        add_noise_row(tag, y + l * ld, t0, len, op.k0 + (n * op.lin + l) * 2, s, radius, cosine);
       }
       break;
     }
@@ -222,14 +264,14 @@ FASTECG_INLINE void run_op_body(const Op<T>& op, int64_t n, int64_t t0, int64_t 
         const int64_t s = std::max(op.k0[n * op.j + i], t0) - t0;
         const int64_t e = std::min(op.k1[n * op.j + i], t0 + len) - t0;
         if (s >= e) continue;
-        for (int64_t l = 0; l < op.lin; ++l) std::fill(y + l * len + s, y + l * len + e, op.value);
+        for (int64_t l = 0; l < op.lin; ++l) std::fill(y + l * ld + s, y + l * ld + e, op.value);
       }
       break;
     }
     case kAddRows: {
       for (int64_t l = 0; l < op.lin; ++l) {
         const T* r = op.a + (n * op.lin + l) * op.tlen + t0;
-        T* row = y + l * len;
+        T* row = y + l * ld;
         for (int64_t t = 0; t < len; ++t) row[t] += r[t];
       }
       break;
@@ -241,29 +283,110 @@ FASTECG_INLINE void run_op_body(const Op<T>& op, int64_t n, int64_t t0, int64_t 
 
 FASTECG_PER_ISA(run_op, run_op_body)
 
-// The warp's positions for output times t0 .. t0 + len: i0, i1 and frac per time (invalid
-// times get i0 = -1), and the span [lo, hi] of input they read (lo > hi: none).
+// The valid output times [v0, v1) of a warp's block t0 .. t0 + len (0 <= t + offset <
+// limit) and the span [lo, hi] of input they read (warps are monotone: the first and the
+// last valid times bound it); v0 == v1: none.
 template <typename T>
-FASTECG_INLINE void warp_positions(const Op<T>& w, int64_t n, int64_t t0, int64_t len,
-                                   int64_t* i0, T* frac, int64_t& lo, int64_t& hi) {
+FASTECG_INLINE void warp_span(const Op<T>& w, int64_t n, int64_t t0, int64_t len, int64_t& v0,
+                              int64_t& v1, int64_t& lo, int64_t& hi) {
   const int64_t offset = w.k0[n], limit = w.k1[n];
   const double ratio = w.ratio[n];
-  lo = std::numeric_limits<int64_t>::max();
-  hi = -1;
-  for (int64_t t = 0; t < len; ++t) {
-    const int64_t m = t0 + t + offset;
-    if (m < 0 || m >= limit) {
-      i0[t] = -1;
-      continue;
-    }
-    const double src = static_cast<double>(m) * ratio;
+  v0 = std::clamp<int64_t>(-offset - t0, 0, len);
+  v1 = std::clamp<int64_t>(limit - offset - t0, v0, len);
+  if (v0 == v1) return;
+  auto first = [&](int64_t t) {
+    const double src = static_cast<double>(t0 + t + offset) * ratio;
+    return static_cast<int64_t>(
+        std::min(std::max(std::floor(src), 0.0), static_cast<double>(w.tin - 1)));
+  };
+  lo = first(v0);
+  hi = std::min(first(v1 - 1) + 1, w.tin - 1);
+}
+
+// out rows (ld apart) = the warp of `in` (rows of `span` samples from input time lo) at
+// output times t0 .. t0 + len, valid ones in [v0, v1), zero elsewhere. A whole-sample
+// warp (ratio 1, as shifts and crops) is a copy.
+template <typename T>
+FASTECG_INLINE void warp_rows_body(const Op<T>& w, int64_t n, int64_t t0, int64_t len,
+                                   int64_t v0, int64_t v1, int64_t lo, const T* in, int64_t span,
+                                   int64_t rows, T* out, int64_t ld, int64_t* i0, T* frac) {
+  const int64_t offset = w.k0[n];
+  const double ratio = w.ratio[n];
+  for (int64_t l = 0; l < rows; ++l) {
+    std::fill(out + l * ld, out + l * ld + v0, T(0));
+    std::fill(out + l * ld + v1, out + l * ld + len, T(0));
+  }
+  if (v0 == v1) return;
+  if (ratio == 1.0) {
+    // src = m exactly, frac 0: lerp(a, b, 0) == a.
+    const int64_t first = t0 + v0 + offset - lo;
+    for (int64_t l = 0; l < rows; ++l)
+      std::memcpy(out + l * ld + v0, in + l * span + first, sizeof(T) * (v1 - v0));
+    return;
+  }
+  for (int64_t t = v0; t < v1; ++t) {
+    const double src = static_cast<double>(t0 + t + offset) * ratio;
     const double f = std::min(std::max(std::floor(src), 0.0), static_cast<double>(w.tin - 1));
-    i0[t] = static_cast<int64_t>(f);
+    i0[t] = static_cast<int64_t>(f) - lo;
     frac[t] = static_cast<T>(src - f);
-    lo = std::min(lo, i0[t]);
-    hi = std::max(hi, std::min(i0[t] + 1, w.tin - 1));
+  }
+  const int64_t last = w.tin - 1 - lo;  // i1 = min(i0 + 1, tin - 1)
+  for (int64_t l = 0; l < rows; ++l) {
+    const T* row = in + l * span;
+    T* o = out + l * ld;
+    for (int64_t t = v0; t < v1; ++t) {
+      const int64_t a = i0[t];
+      o[t] = lerp(row[a], row[std::min(a + 1, last)], frac[t]);
+    }
   }
 }
+
+FASTECG_PER_ISA(warp_rows, warp_rows_body)
+
+// Per-lead min, max, sum and sum of squares of rows (ld apart), accumulated into acc
+// (4 per lead), over eight interleaved lanes so that the loop vectorises: min and max in
+// T (exact), sums in double.
+template <typename T>
+FASTECG_INLINE void row_stats_body(const T* y, int64_t ld, int64_t rows, int64_t len,
+                                   double* acc) {
+  constexpr int W = 8;
+  for (int64_t l = 0; l < rows; ++l) {
+    const T* row = y + l * ld;
+    if (len == 0) continue;
+    T lo[W], hi[W];
+    double s[W], ss[W];
+    for (int k = 0; k < W; ++k) {
+      lo[k] = hi[k] = row[0];
+      s[k] = ss[k] = 0.0;
+    }
+    int64_t t = 0;
+    for (; t + W <= len; t += W) {
+      for (int k = 0; k < W; ++k) {
+        const T v = row[t + k];
+        lo[k] = v < lo[k] ? v : lo[k];
+        hi[k] = v > hi[k] ? v : hi[k];
+        const double d = v;
+        s[k] += d;
+        ss[k] += d * d;
+      }
+    }
+    for (; t < len; ++t) {
+      const T v = row[t];
+      lo[0] = v < lo[0] ? v : lo[0];
+      hi[0] = v > hi[0] ? v : hi[0];
+      s[0] += static_cast<double>(v);
+      ss[0] += static_cast<double>(v) * static_cast<double>(v);
+    }
+    for (int k = 0; k < W; ++k) {
+      acc[4 * l] = std::min<double>(acc[4 * l], lo[k]);
+      acc[4 * l + 1] = std::max<double>(acc[4 * l + 1], hi[k]);
+      acc[4 * l + 2] += s[k];
+      acc[4 * l + 3] += ss[k];
+    }
+  }
+}
+
+FASTECG_PER_ISA(row_stats, row_stats_body)
 
 template <typename T>
 struct Kernel {
@@ -282,60 +405,46 @@ struct ThreadScratch {
   std::vector<std::vector<T>> frac;
 };
 
-// Stage s's output for sample n, times t0 .. t0 + len, into y (lmax rows of len).
+// Stage s's output for sample n, times t0 .. t0 + len, into y (lmax rows, ld apart).
 template <typename T, typename Tag>
 void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, int64_t t0,
-                int64_t len, T* y, Tag tag) {
+                int64_t len, T* y, int64_t ld, Tag tag) {
   const Stage<T>& st = k.stages[s];
   if (s == 0) {
     const T* xn = k.x + n * k.n_leads * k.n_samples + t0;
     if (k.partner == nullptr) {
       for (int64_t l = 0; l < k.n_leads; ++l)
-        std::memcpy(y + l * len, xn + l * k.n_samples, sizeof(T) * len);
+        std::memcpy(y + l * ld, xn + l * k.n_samples, sizeof(T) * len);
     } else {
       const T* xp = k.x + k.partner[n] * k.n_leads * k.n_samples + t0;
       const T w = static_cast<T>(k.lam[n]);
       for (int64_t l = 0; l < k.n_leads; ++l)
         for (int64_t t = 0; t < len; ++t)
-          y[l * len + t] = lerp(xp[l * k.n_samples + t], xn[l * k.n_samples + t], w);
+          y[l * ld + t] = lerp(xp[l * k.n_samples + t], xn[l * k.n_samples + t], w);
     }
   } else {
     const Op<T>& w = st.warp;
+    int64_t v0, v1, lo = 0, hi = -1;
+    warp_span(w, n, t0, len, v0, v1, lo, hi);
+    const int64_t span = v0 < v1 ? hi - lo + 1 : 0;
+    std::vector<T>& in = ts.buffers[s - 1];
+    if (span > 0) {
+      const Stage<T>& prev = k.stages[s - 1];
+      if (static_cast<int64_t>(in.size()) < prev.lmax * span) in.resize(prev.lmax * span);
+      eval_stage(k, ts, s - 1, n, lo, span, in.data(), span, tag);
+    }
     std::vector<int64_t>& i0 = ts.i0[s];
     std::vector<T>& frac = ts.frac[s];
     if (static_cast<int64_t>(i0.size()) < len) {
       i0.resize(len);
       frac.resize(len);
     }
-    int64_t lo, hi;
-    warp_positions(w, n, t0, len, i0.data(), frac.data(), lo, hi);
-    if (lo > hi) {
-      std::fill(y, y + st.lin * len, T(0));
-    } else {
-      const int64_t span = hi - lo + 1;
-      const Stage<T>& prev = k.stages[s - 1];
-      std::vector<T>& in = ts.buffers[s - 1];
-      if (static_cast<int64_t>(in.size()) < prev.lmax * span) in.resize(prev.lmax * span);
-      eval_stage(k, ts, s - 1, n, lo, span, in.data(), tag);
-      const T* src = in.data();
-      for (int64_t l = 0; l < st.lin; ++l) {
-        const T* row = src + l * span;
-        T* out = y + l * len;
-        for (int64_t t = 0; t < len; ++t) {
-          const int64_t a = i0[t];
-          if (a < 0) {
-            out[t] = T(0);
-          } else {
-            const int64_t b = std::min(a + 1, w.tin - 1);
-            out[t] = lerp(row[a - lo], row[b - lo], frac[t]);
-          }
-        }
-      }
-    }
+    warp_rows(tag, w, n, t0, len, v0, v1, lo, in.data(), span, st.lin, y, ld, i0.data(),
+              frac.data());
   }
   const int64_t need = st.lmax * len;
   if (static_cast<int64_t>(ts.scratch.size()) < need) ts.scratch.resize(need);
-  for (const Op<T>& op : st.ops) run_op(tag, op, n, t0, len, y, ts.scratch.data());
+  for (const Op<T>& op : st.ops) run_op(tag, tag, op, n, t0, len, y, ld, ts.scratch.data());
 }
 
 template <typename T>
@@ -344,6 +453,7 @@ void run(const Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
   const int64_t n_out = last.tlen, leads = last.lout;
   const int64_t chunks = std::max<int64_t>(1, (n_out + kChunk - 1) / kChunk);
   const int64_t items = n_batch * chunks;
+  const bool direct = last.lmax == last.lout;
   std::vector<double> partial(stats != nullptr ? items * leads * 4 : 0);
   radius_table<T>();  // built before the threads start
   cosine_table<T>();
@@ -367,28 +477,20 @@ void run(const Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
             acc[4 * l + 2] = acc[4 * l + 3] = 0.0;
           }
         }
+        const int64_t last_stage = static_cast<int64_t>(k.stages.size()) - 1;
         for (int64_t t0 = c0; t0 < c1; t0 += kBlock) {
           const int64_t len = std::min(kBlock, c1 - t0);
-          eval_stage(k, ts, static_cast<int64_t>(k.stages.size()) - 1, n, t0, len,
-                     block.data(), tag);
-          for (int64_t l = 0; l < leads; ++l) {
-            const T* row = block.data() + l * len;
-            std::memcpy(out + (n * leads + l) * n_out + t0, row, sizeof(T) * len);
-            if (acc != nullptr) {
-              double lo = acc[4 * l], hi = acc[4 * l + 1], s = 0.0, ss = 0.0;
-              for (int64_t t = 0; t < len; ++t) {
-                const double v = row[t];
-                lo = std::min(lo, v);
-                hi = std::max(hi, v);
-                s += v;
-                ss += v * v;
-              }
-              acc[4 * l] = lo;
-              acc[4 * l + 1] = hi;
-              acc[4 * l + 2] += s;
-              acc[4 * l + 3] += ss;
-            }
+          T* dest = out + n * leads * n_out + t0;
+          if (direct) {
+            // The last stage never holds more leads than it outputs: it works in place
+            // in the output rows.
+            eval_stage(k, ts, last_stage, n, t0, len, dest, n_out, tag);
+          } else {
+            eval_stage(k, ts, last_stage, n, t0, len, block.data(), len, tag);
+            for (int64_t l = 0; l < leads; ++l)
+              std::memcpy(dest + l * n_out, block.data() + l * len, sizeof(T) * len);
           }
+          if (acc != nullptr) row_stats(tag, dest, n_out, leads, len, acc);
         }
       }
     };
@@ -558,8 +660,61 @@ std::tuple<at::Tensor, at::Tensor> augment_cpu(const at::Tensor& x,
   return augment_typed<double>(xc, partner, lam, codes, ints, floats, tensors, stats);
 }
 
+// Philox 4x32 (Random123) on counters c0..c3 (int64 holding uint32 values, one shape),
+// key (k0, k1): the augmenters' parameter words, as python/fastecg/augmenters/_random.py's
+// philox4x32 computes them in torch integer ops (~24 small ops per round there).
+at::Tensor philox_cpu(const at::Tensor& c0, const at::Tensor& c1, const at::Tensor& c2,
+                      const at::Tensor& c3, int64_t k0, int64_t k1, int64_t rounds) {
+  for (const at::Tensor* c : {&c0, &c1, &c2, &c3}) {
+    TORCH_CHECK(c->scalar_type() == at::kLong && c->sizes() == c0.sizes(),
+                "_philox_kernel: counters must be int64 tensors of one shape");
+  }
+  TORCH_CHECK(rounds >= 0 && rounds <= 16, "_philox_kernel: rounds must be in [0, 16]");
+  std::vector<int64_t> shape(c0.sizes().begin(), c0.sizes().end());
+  shape.push_back(4);
+  at::Tensor out = at::empty(shape, c0.options());
+  const at::Tensor a = c0.contiguous(), b = c1.contiguous(), c = c2.contiguous(),
+                   d = c3.contiguous();
+  const int64_t* pa = a.const_data_ptr<int64_t>();
+  const int64_t* pb = b.const_data_ptr<int64_t>();
+  const int64_t* pc = c.const_data_ptr<int64_t>();
+  const int64_t* pd = d.const_data_ptr<int64_t>();
+  int64_t* po = out.mutable_data_ptr<int64_t>();
+  const int64_t n = c0.numel();
+  // A parameter draw is a few thousand counters: threads would cost more than they save.
+  at::parallel_for(0, n, int64_t(1) << 18, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      uint32_t x0 = static_cast<uint32_t>(pa[i]), x1 = static_cast<uint32_t>(pb[i]);
+      uint32_t x2 = static_cast<uint32_t>(pc[i]), x3 = static_cast<uint32_t>(pd[i]);
+      uint32_t key0 = static_cast<uint32_t>(k0), key1 = static_cast<uint32_t>(k1);
+      for (int64_t r = 0; r < rounds; ++r) {
+        if (r > 0) {
+          key0 += 0x9E3779B9u;
+          key1 += 0xBB67AE85u;
+        }
+        const uint64_t p0 = static_cast<uint64_t>(x0) * 0xD2511F53u;
+        const uint64_t p1 = static_cast<uint64_t>(x2) * 0xCD9E8D57u;
+        const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
+        const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+        x0 = hi1 ^ x1 ^ key0;
+        x1 = lo1;
+        x2 = hi0 ^ x3 ^ key1;
+        x3 = lo0;
+      }
+      po[4 * i] = x0;
+      po[4 * i + 1] = x1;
+      po[4 * i + 2] = x2;
+      po[4 * i + 3] = x3;
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastecg, CPU, m) { m.impl("_augment_kernel", &augment_cpu); }
+TORCH_LIBRARY_IMPL(fastecg, CPU, m) {
+  m.impl("_augment_kernel", &augment_cpu);
+  m.impl("_philox_kernel", &philox_cpu);
+}
 
 }  // namespace fastecg

@@ -23,6 +23,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..ops.augment import philox_words
+
 __all__ = ["philox4x32", "Keys", "hash_normal", "add_hash_noise", "MASK32"]
 
 MASK32 = 0xFFFFFFFF
@@ -80,8 +82,12 @@ class Keys:
         c0 = (self.index & MASK32).view(shape)
         c1 = (((self.index >> 32) & 0xFFFF) | (self.view << 16)).view(shape)
         c3 = torch.arange(blocks, device=self.index.device)
-        words = philox4x32(c0, c1, c2, c3, self.seed & MASK32, self.epoch & MASK32)
-        out = torch.stack(torch.broadcast_tensors(*words), -1)
+        key = (self.seed & MASK32, self.epoch & MASK32)
+        # The same words from the C++ kernel where it runs: the torch form is ~240 small
+        # ops per call, which is what drawing the parameters of a batch costs.
+        out = philox_words(c0, c1, c2, c3, *key)
+        if out is None:
+            out = torch.stack(torch.broadcast_tensors(*philox4x32(c0, c1, c2, c3, *key)), -1)
         return out.reshape(*out.shape[:-2], 4 * blocks)
 
     def bits(self, sub: int, n: int) -> Tensor:

@@ -4,6 +4,7 @@ stretching and cutmix, and draws baseline wander in NumPy)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, Optional, Sequence, Union
@@ -58,6 +59,17 @@ def sine_basis(freqs_hz: Tensor, n_samples: int, fs: float, dtype, device) -> Te
     t = torch.arange(n_samples, dtype=torch.float64, device=device) / fs
     arg = 2 * math.pi * freqs_hz.to(device=device, dtype=torch.float64)[:, None] * t
     return torch.cat([torch.sin(arg), torch.cos(arg)]).to(dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def cached_sine_basis(freqs_hz: tuple, n_samples: int, fs: float, dtype, device,
+                      ones: bool = False) -> Tensor:
+    """:func:`sine_basis` of a tuple of frequencies, with a last row of ones if `ones`,
+    kept for the next call with the same arguments (a training loop asks for the same
+    basis every batch). Read-only: callers must not write to it."""
+    basis = sine_basis(torch.tensor(freqs_hz, dtype=torch.float64), n_samples, fs, dtype,
+                       device)
+    return torch.cat([basis, torch.ones_like(basis[:1])]) if ones else basis
 
 
 def sinusoids(amplitude: Tensor, phase: Tensor, basis: Tensor) -> Tensor:
@@ -181,10 +193,9 @@ class BaselineWander(Augmenter):
                 "noise_keys": self._bits(keys, 2, 2 * n_leads).view(n, n_leads, 2)}
 
     def _coef_basis(self, params, n_samples, dtype, device, info):
-        fs = self.step_fs(info)
-        basis = sine_basis(torch.tensor(self.bw_fs), n_samples, fs, dtype, device)
         # The noise mean rides on the matmul as the coefficient of a row of ones.
-        basis = torch.cat([basis, torch.ones_like(basis[:1])])
+        basis = cached_sine_basis(self.bw_fs, n_samples, float(self.step_fs(info)), dtype,
+                                  torch.device(device), ones=True)
         amplitude, phase = params["amplitude"], params["phase"]
         coef = torch.cat([amplitude * torch.cos(phase), amplitude * torch.sin(phase),
                           params["noise_mean"][..., None]], -1)

@@ -15,7 +15,7 @@ from ..registry import AUGMENTERS
 from ..transforms.config import check_prob
 from ._random import Keys, add_hash_noise, hash_normal
 from .base import STANDARD_LEADS, Augmenter, check_range
-from .classic import sine_basis, sinusoids
+from .classic import cached_sine_basis, sinusoids
 from .fused import OpCode, lead_power
 
 __all__ = ["PowerlineNoise", "EMGNoise", "GaussianNoise", "AmplitudeScale", "TimeShift",
@@ -92,9 +92,9 @@ class PowerlineNoise(Augmenter):
                 "phase": phase.view(n, n_leads, c * h)}
 
     def _basis(self, n_samples, dtype, device, info):
-        freqs = torch.tensor(self.freq, dtype=torch.float64)[:, None] * torch.arange(
-            1, self.harmonics + 1, dtype=torch.float64)
-        return sine_basis(freqs.reshape(-1), n_samples, self.step_fs(info), dtype, device)
+        freqs = tuple(f * h for f in self.freq for h in range(1, self.harmonics + 1))
+        return cached_sine_basis(freqs, n_samples, float(self.step_fs(info)), dtype,
+                                 torch.device(device))
 
     def transform(self, x, params, label, masks, info):
         basis = self._basis(x.shape[-1], x.dtype, x.device, info)

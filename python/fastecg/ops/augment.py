@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ._dispatch import backends, compiled_op, has_kernel, register_kernel
 
-__all__ = ["OpCode", "augment_pass", "fused_pass_available"]
+__all__ = ["OpCode", "augment_pass", "fused_pass_available", "philox_words"]
 
 
 class OpCode(enum.IntEnum):
@@ -113,3 +113,23 @@ def augment_pass(x: Tensor, partner: Optional[Tensor], lam: Optional[Tensor],
                                              [int(i) for i in ints],
                                              [float(f) for f in floats], list(tensors),
                                              bool(stats))
+
+
+def philox_words(c0: Tensor, c1: Tensor, c2: Tensor, c3: Tensor, k0: int, k1: int,
+                 rounds: int = 10) -> Optional[Tensor]:
+    """Philox 4x32 words of the counters (int64 tensors holding uint32 values,
+    broadcast together) under key ``(k0, k1)``, as ``(*shape, 4)`` int64 from the C++
+    kernel; None where it cannot run (not built, not CPU), so that the caller takes its
+    torch reference (:func:`fastecg.augmenters._random.philox4x32`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> zero = torch.zeros(1, dtype=torch.long)
+    >>> [hex(w) for w in philox_words(zero, zero, zero, zero, 0, 0)[0].tolist()]
+    ['0x6627e8d5', '0xe169c58d', '0xbc57ac4c', '0x9b00dbd8']
+    """
+    if c0.device.type != "cpu" or not backends()["cpu"].available:
+        return None
+    c0, c1, c2, c3 = (t.contiguous() for t in torch.broadcast_tensors(c0, c1, c2, c3))
+    return torch.ops.fastecg._philox_kernel(c0, c1, c2, c3, int(k0), int(k1), int(rounds))
