@@ -10,6 +10,7 @@ from fastecg.data.synthetic import synthetic_ecg
 from fastecg.ops.patch_mask import patchify
 from fastecg.registry import SSL
 from fastecg.ssl import MAEECG, from_pretrained, save_pretrained
+from ssl_probe import pretrain, probe_accuracy, synthetic_records
 
 TINY = dict(n_leads=3, seq_len=200, patch_size=20, embed_dim=16, depth=1, num_heads=2,
             decoder_dim=8, decoder_depth=1, decoder_heads=2)
@@ -60,7 +61,7 @@ def test_masking_and_loss_in_each_layout(variant):
 
 def test_mtae_is_mae_1d():
     # MTAE is MAE-1D's layout and model: the same weights and mask give the same loss.
-    mtae, mae = _tiny("mtae"), None
+    mtae = _tiny("mtae")
     torch.manual_seed(0)
     mae = SSL.build({"name": "mae_1d", **TINY})
     assert mtae.state_dict().keys() == mae.state_dict().keys()
@@ -139,3 +140,27 @@ def test_loss_falls_in_a_plain_loop(variant):
         opt.step()
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), (losses[:5], losses[-5:])
+
+
+# Measured with these seeds (1 thread), probe accuracy on the 80 held-out records: MLTAE
+# after 400 steps 0.54 against 0.45 at random init, MTAE after 600 steps 0.375 against
+# 0.225. MLAE does not beat random init in a CPU budget (0.44 against 0.45 after 400
+# steps): the synthetic leads are scaled copies of one waveform, so a masked lead is
+# rebuilt from a kept one without learning the rhythm.
+PROBE_CASES = {"mltae": (400, 0.05), "mtae": (600, 0.08)}
+PROBE_CONFIG = dict(name="mae_ecg", n_leads=3, seq_len=400, patch_size=40, embed_dim=32,
+                    depth=2, num_heads=4, decoder_dim=32, decoder_depth=1, decoder_heads=4,
+                    norm_pix=True, fs=50.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", sorted(PROBE_CASES))
+def test_pretraining_beats_random_init(variant):
+    steps, margin = PROBE_CASES[variant]
+    data = synthetic_records(per_lead=False)
+    model, random_init, losses = pretrain({**PROBE_CONFIG, "variant": variant}, data, steps,
+                                          3e-3)
+    x, y, _ = data
+    pretrained, baseline = probe_accuracy(model, x, y), probe_accuracy(random_init, x, y)
+    assert pretrained >= baseline + margin, (pretrained, baseline)
+    assert np.mean(losses[-10:]) < 0.9 * np.mean(losses[:10])

@@ -267,7 +267,7 @@ class CLOCS(BaseContrastiveLearner):
                              f"{self.segment_len} samples ({span}) are longer than the record "
                              f"({n} samples)")
         start = torch.randint(0, n - span + 1, (b,), generator=generator,
-                              device=generator.device if generator is not None else "cpu")
+                              device=generator.device if generator is not None else x.device)
         seg = cut_segments(x, self.n_segments, self.segment_len, start)  # (B, C, S, L)
         if not self.single_lead:
             return seg.permute(2, 0, 1, 3)
