@@ -197,7 +197,8 @@ def bootstrap_scores(y_true, y_out, n_bootstrap: int = 1000, seed: int = 0,
         lo, hi = np.nanpercentile(pooled, [alpha, 100 - alpha])
         rows.append({"metric": name, "value": float(per_seed.mean()), "ci_low": float(lo),
                      "ci_high": float(hi),
-                     "seed_std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0})
+                     # exactly 0 when the seeds agree (mean-then-subtract would leave 1e-17)
+                     "seed_std": float(per_seed.std(ddof=1)) if np.ptp(per_seed) > 0 else 0.0})
     return pd.DataFrame(rows)
 
 
