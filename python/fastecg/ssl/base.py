@@ -189,7 +189,26 @@ def build_augmenter(augment: Any, fs: Optional[float], lead_names: Optional[Sequ
     """``(AugmenterManager, its JSON config)`` from `augment`: None (the ECG default
     :data:`DEFAULT_AUGMENT`), a list of steps, an AugmenterManager config dict (as its
     ``to_config`` writes) or an AugmenterManager. The input's rate and leads come from
-    the model's contract unless the config names them."""
+    the model's contract unless the config names them.
+
+    Parameters
+    ----------
+    augment : None, list, dict, str (JSON) or AugmenterManager
+    fs : float or None
+        Sampling rate of the input in Hz.
+    lead_names : sequence of str or None
+        The input's leads in order.
+
+    Returns
+    -------
+    (AugmenterManager, dict)
+
+    Examples
+    --------
+    >>> am, config = build_augmenter([{"name": "gaussian_noise"}], 500.0, None)
+    >>> am.views(torch.randn(4, 12, 5000), 2).shape, config["fs"]
+    (torch.Size([2, 4, 12, 5000]), 500.0)
+    """
     from fastecg.augmenters import AugmenterManager
 
     if augment is None:

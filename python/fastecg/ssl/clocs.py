@@ -102,6 +102,7 @@ def clocs_loss(z: Tensor, temperature: float, patient_ids: Optional[Tensor] = No
     m, n, _ = z.shape
     check_global_batch(n, "clocs")
     _, world = rank_and_world()
+    z = z.float()  # exact pair counts and a float32 loss, under AMP too
     local = nn.functional.normalize(z, dim=-1)
     keys = nn.functional.normalize(gather_with_grad(z.transpose(0, 1)), dim=-1)  # (N, M, D)
     if patient_ids is None:
