@@ -312,6 +312,16 @@ class BaseContrastiveLearner(SSLMethod):
         Of the contrastive loss.
     in_channels : int, optional
         Channels the encoder sees (`n_leads` by default; 1 for single-lead views).
+
+    Examples
+    --------
+    >>> class NoiseViews(BaseContrastiveLearner):
+    ...     def views(self, x):
+    ...         return x + 0.1 * torch.randn_like(x), x + 0.1 * torch.randn_like(x)
+    >>> model = NoiseViews({"name": "resnet18", "widths": [8, 8, 8, 8], "stem_channels": 8},
+    ...                    n_leads=3)
+    >>> model.pretrain_step(torch.randn(4, 3, 400))["loss"].ndim
+    0
     """
 
     def __init__(self, encoder: Union[str, dict] = "resnet18", n_leads: int = 12,
