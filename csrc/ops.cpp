@@ -10,10 +10,11 @@ TORCH_LIBRARY(fastecg, m) {
   m.def("_normalize_kernel(Tensor x, int method, float mean, float std, float eps, int ddof) -> Tensor");
   // The fused augmentation pass (csrc/cpu/augment.cpp; ops and their tensors: OpCode there,
   // python/fastecg/ops/augment.py). x: (n, n_leads, n_samples) float32/float64; source
-  // lerp(x[partner], x, lam) when partner/lam are given. Returns the output and, when
-  // stats, its per-lead (min, max, sum, sum of squares) in float64 (else empty).
+  // lerp(x[partner], x, lam) when partner/lam are given. Returns the output (empty when
+  // written into `out`, a work buffer kept between calls) and, when stats, its per-lead
+  // (min, max, sum, sum of squares) in float64 (else empty).
   m.def("_augment_kernel(Tensor x, Tensor? partner, Tensor? lam, int[] codes, int[] ints, "
-        "float[] floats, Tensor[] tensors, bool stats) -> (Tensor, Tensor)");
+        "float[] floats, Tensor[] tensors, bool stats, Tensor(a!)? out=None) -> (Tensor, Tensor)");
   // Philox 4x32-`rounds` of int64 counters holding uint32 values (one shape), key (k0, k1):
   // the words (..., 4) as int64, those of python/fastecg/augmenters/_random.py's philox4x32.
   m.def("_philox_kernel(Tensor c0, Tensor c1, Tensor c2, Tensor c3, int k0, int k1, "

@@ -135,6 +135,13 @@ FASTECG_INLINE uint32_t lowbias32(uint32_t x) {
   return x;
 }
 
+// Eight values of T in one GCC vector (a struct: GCC drops vector_size on a dependent
+// alias template).
+template <typename T> struct Lanes8 {
+  typedef T type __attribute__((vector_size(8 * sizeof(T))));
+};
+template <typename T> using V8 = typename Lanes8<T>::type;
+
 // torch.lerp's formula (the branch keeps lerp(a, b, 1) == b exactly).
 template <typename T>
 FASTECG_INLINE T lerp(T a, T b, T w) {
@@ -233,11 +240,23 @@ FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0,
       T* acc = scratch;
       for (int64_t l = 0; l < op.lin; ++l) {
         const T* c = op.a + (n * op.lin + l) * op.j;
-        std::fill(acc, acc + len, T(0));
-        for (int64_t j = 0; j < op.j; ++j) {
-          const T cj = c[j];
-          const T* basis = op.b + j * op.tlen + t0;
-          for (int64_t t = 0; t < len; ++t) acc[t] += cj * basis[t];
+        // Eight samples at a time with their sum in a register (the same order of sums
+        // over the sinusoids as a row at a time, which reloaded acc for every one).
+        const T* basis = op.b + t0;
+        int64_t t = 0;
+        for (; t + 8 <= len; t += 8) {
+          V8<T> sum = {};
+          for (int64_t j = 0; j < op.j; ++j) {
+            V8<T> b;
+            std::memcpy(&b, basis + j * op.tlen + t, sizeof b);
+            sum += c[j] * b;
+          }
+          std::memcpy(acc + t, &sum, sizeof sum);
+        }
+        for (; t < len; ++t) {
+          T sum = T(0);
+          for (int64_t j = 0; j < op.j; ++j) sum += c[j] * basis[j * op.tlen + t];
+          acc[t] = sum;
         }
         if (op.c != nullptr) {
           const T s = op.c[n * op.lin + l];
@@ -405,23 +424,40 @@ struct ThreadScratch {
   std::vector<std::vector<T>> frac;
 };
 
+// The source of sample n, times t0 .. t0 + len: x[n] or lerp(x[partner], x[n], lam).
+template <typename T>
+FASTECG_INLINE void load_source_body(const Kernel<T>& k, int64_t n, int64_t t0, int64_t len,
+                                     T* y, int64_t ld) {
+  const T* xn = k.x + n * k.n_leads * k.n_samples + t0;
+  if (k.partner == nullptr) {
+    for (int64_t l = 0; l < k.n_leads; ++l)
+      std::memcpy(y + l * ld, xn + l * k.n_samples, sizeof(T) * len);
+    return;
+  }
+  const T* xp = k.x + k.partner[n] * k.n_leads * k.n_samples + t0;
+  const T w = static_cast<T>(k.lam[n]);
+  const bool near = std::abs(w) < T(0.5);  // lerp's branch, the same for the whole sample
+  for (int64_t l = 0; l < k.n_leads; ++l) {
+    const T* a = xp + l * k.n_samples;
+    const T* b = xn + l * k.n_samples;
+    T* o = y + l * ld;
+    if (near) {
+      for (int64_t t = 0; t < len; ++t) o[t] = a[t] + w * (b[t] - a[t]);
+    } else {
+      for (int64_t t = 0; t < len; ++t) o[t] = b[t] - (b[t] - a[t]) * (T(1) - w);
+    }
+  }
+}
+
+FASTECG_PER_ISA(load_source, load_source_body)
+
 // Stage s's output for sample n, times t0 .. t0 + len, into y (lmax rows, ld apart).
 template <typename T, typename Tag>
 void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, int64_t t0,
                 int64_t len, T* y, int64_t ld, Tag tag) {
   const Stage<T>& st = k.stages[s];
   if (s == 0) {
-    const T* xn = k.x + n * k.n_leads * k.n_samples + t0;
-    if (k.partner == nullptr) {
-      for (int64_t l = 0; l < k.n_leads; ++l)
-        std::memcpy(y + l * ld, xn + l * k.n_samples, sizeof(T) * len);
-    } else {
-      const T* xp = k.x + k.partner[n] * k.n_leads * k.n_samples + t0;
-      const T w = static_cast<T>(k.lam[n]);
-      for (int64_t l = 0; l < k.n_leads; ++l)
-        for (int64_t t = 0; t < len; ++t)
-          y[l * ld + t] = lerp(xp[l * k.n_samples + t], xn[l * k.n_samples + t], w);
-    }
+    load_source(tag, k, n, t0, len, y, ld);
   } else {
     const Op<T>& w = st.warp;
     int64_t v0, v1, lo = 0, hi = -1;
@@ -534,7 +570,8 @@ std::tuple<at::Tensor, at::Tensor> augment_typed(const at::Tensor& x,
                                                   const std::optional<at::Tensor>& lam,
                                                   at::IntArrayRef codes, at::IntArrayRef ints,
                                                   at::ArrayRef<double> floats,
-                                                  at::TensorList tensors, bool want_stats) {
+                                                  at::TensorList tensors, bool want_stats,
+                                                  const std::optional<at::Tensor>& out_buffer) {
   const at::ScalarType dt = x.scalar_type();
   const int64_t n = x.size(0);
   std::vector<at::Tensor> keep;
@@ -636,13 +673,28 @@ std::tuple<at::Tensor, at::Tensor> augment_typed(const at::Tensor& x,
   TORCH_CHECK(ti == tensors.size() && ii == ints.size() && fi == floats.size(),
               "_augment_kernel: more tensors, ints or floats than the ops use");
   const Stage<T>& last = k.stages.back();
-  at::Tensor out = at::empty({n, last.lout, last.tlen}, x.options());
-  advise_huge_pages(out.data_ptr(), out.nbytes());
+  at::Tensor out;
+  if (out_buffer.has_value()) {
+    out = *out_buffer;
+    TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.device().is_cpu() &&
+                    out.is_contiguous() && out.sizes() == at::IntArrayRef({n, last.lout, last.tlen}),
+                "_augment_kernel: out must be a contiguous CPU ", x.scalar_type(), " tensor of shape ",
+                at::IntArrayRef({n, last.lout, last.tlen}), ", got ", out.scalar_type(), " ",
+                out.sizes());
+    const char* o = static_cast<const char*>(out.data_ptr());
+    const char* i = static_cast<const char*>(x.data_ptr());
+    TORCH_CHECK(o + out.nbytes() <= i || i + x.nbytes() <= o,
+                "_augment_kernel: out must not overlap x");
+  } else {
+    out = at::empty({n, last.lout, last.tlen}, x.options());
+    advise_huge_pages(out.data_ptr(), out.nbytes());
+  }
   at::Tensor stats = want_stats ? at::empty({n, last.lout, 4}, x.options().dtype(at::kDouble))
                                 : at::empty({0}, x.options().dtype(at::kDouble));
   if (n > 0 && last.lout > 0 && last.tlen > 0)
     run(k, out.mutable_data_ptr<T>(), want_stats ? stats.mutable_data_ptr<double>() : nullptr, n);
-  return {out, stats};
+  // Written into `out`: the first result is then empty (the schema does not alias it).
+  return {out_buffer.has_value() ? at::empty({0}, x.options()) : out, stats};
 }
 
 std::tuple<at::Tensor, at::Tensor> augment_cpu(const at::Tensor& x,
@@ -650,14 +702,14 @@ std::tuple<at::Tensor, at::Tensor> augment_cpu(const at::Tensor& x,
                                                const std::optional<at::Tensor>& lam,
                                                at::IntArrayRef codes, at::IntArrayRef ints,
                                                at::ArrayRef<double> floats, at::TensorList tensors,
-                                               bool stats) {
+                                               bool stats, const std::optional<at::Tensor>& out) {
   TORCH_CHECK(x.dim() == 3, "_augment_kernel: expected (n, n_leads, n_samples), got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "_augment_kernel: expected float32 or float64, got ", x.scalar_type());
   const at::Tensor xc = x.contiguous();
   if (xc.scalar_type() == at::kFloat)
-    return augment_typed<float>(xc, partner, lam, codes, ints, floats, tensors, stats);
-  return augment_typed<double>(xc, partner, lam, codes, ints, floats, tensors, stats);
+    return augment_typed<float>(xc, partner, lam, codes, ints, floats, tensors, stats, out);
+  return augment_typed<double>(xc, partner, lam, codes, ints, floats, tensors, stats, out);
 }
 
 // Philox 4x32 (Random123) on counters c0..c3 (int64 holding uint32 values, one shape),

@@ -166,3 +166,37 @@ def test_kernel_statistics_and_checks():
     ratio = torch.full((3,), 10.0, dtype=torch.float64)
     out, _ = augment_pass(x, None, None, [OpCode.WARP], [30], [], [offset, limit, ratio])
     torch.testing.assert_close(out, x[..., ::10], rtol=0, atol=0)
+
+
+def test_work_buffers_never_reach_the_caller():
+    # Intermediates live in two buffers the manager keeps between calls; outputs must not
+    # be among them, even when the last step is a plain module that returns its input.
+    class Same(torch.nn.Module):
+        def forward(self, sig):
+            return sig
+
+    am = AugmenterManager({"name": "baseline_wander", "prob": 1.0},
+                          {"name": "random_renormalize", "prob": 1.0}, Same(), fs=FS)
+    x = ecg((4, 12, 500))
+    first = am(x, seed=0, backend="cpu")[0]
+    kept = first.clone()
+    second = am(x, seed=1, backend="cpu")[0]
+    assert torch.equal(first, kept) and not torch.equal(first, second)
+    assert first.untyped_storage().data_ptr() != second.untyped_storage().data_ptr()
+    for buf in am._workspace:
+        for out in (first, second):
+            assert buf.untyped_storage().data_ptr() != out.untyped_storage().data_ptr()
+    assert_close_to_peak(am(x, seed=1, backend="torch")[0], second)
+
+
+def test_kernel_writes_into_a_given_buffer():
+    x = ecg((2, 3, 50), dtype=torch.float64)
+    gain, shift = torch.full((2, 3), 2.0, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)
+    buf = torch.empty_like(x)
+    out, _ = augment_pass(x, None, None, [OpCode.LEAD_AFFINE], [], [], [gain, shift], out=buf)
+    assert out is buf and torch.equal(buf, 2 * x)
+    with pytest.raises(RuntimeError, match="must not overlap x"):
+        augment_pass(x, None, None, [OpCode.LEAD_AFFINE], [], [], [gain, shift], out=x)
+    with pytest.raises(RuntimeError, match="out must be a contiguous"):
+        augment_pass(x, None, None, [OpCode.LEAD_AFFINE], [], [], [gain, shift],
+                     out=torch.empty(2, 3, 49, dtype=torch.float64))

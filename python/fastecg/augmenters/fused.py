@@ -14,9 +14,11 @@ source of the next ops) only where a step needs the signal itself:
 * a step with no fused form (CutMix, plain ``nn.Module`` steps), which runs its torch
   code on the materialised signal.
 
-So at most two batch-sized buffers are alive at a time: the source and the output of a
-call (EMG noise adds its noise rows, made by an inverse FFT in torch, while its ops are
-pending).
+Intermediate results go to two work buffers that the manager keeps between calls (a
+fresh batch-sized allocation page-faults its way in: on a loaded machine that is a
+visible part of a pass); the final output is a new tensor. So the fused pass needs at
+most two batch-sized buffers beyond its input and output (EMG noise adds its noise rows,
+made by an inverse FFT in torch, while its ops are pending).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ __all__ = ["FusedPlan", "SignalView", "lead_ptp", "lead_power", "OpCode"]
 class FusedPlan:
     """The pending ops of a fused pass over ``source`` (n, n_leads, n_samples)."""
 
-    def __init__(self, source: Tensor):
+    def __init__(self, source: Tensor, workspace: Optional[list] = None):
         self.dtype, self.device = source.dtype, source.device
+        # Work buffers reused between calls (a list the caller keeps; at most two).
+        self._workspace = workspace
         self._reset(source)
 
     def _reset(self, source: Tensor, stats: Optional[Tensor] = None) -> None:
@@ -92,12 +96,36 @@ class FusedPlan:
         self.partner = partner.to(device=self.device, dtype=torch.long).contiguous()
         self.lam = lam.to(device=self.device, dtype=torch.float64).contiguous()
 
-    def materialize(self, stats: bool = False) -> Tensor:
-        """Run the pending ops (if any); the result is the new source."""
+    def _shares(self, buf: Tensor, t: Tensor) -> bool:
+        return buf.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
+
+    def _work_buffer(self) -> Optional[Tensor]:
+        """A work buffer of the pending ops' output shape that is not the source."""
+        if self._workspace is None:
+            return None
+        ws = self._workspace
+        free = [i for i, buf in enumerate(ws) if not self._shares(buf, self.source)]
+        for i in free:
+            if ws[i].shape == self.shape and ws[i].dtype == self.dtype:
+                return ws[i]
+        buf = torch.empty(self.shape, dtype=self.dtype, device=self.device)
+        if len(ws) < 2:
+            ws.append(buf)
+        elif free:
+            ws[free[0]] = buf
+        return buf
+
+    def materialize(self, stats: bool = False, final: bool = False) -> Tensor:
+        """Run the pending ops (if any); the result is the new source. `final`: the
+        result is the caller's (a new tensor, never a work buffer)."""
         if self.pending or (stats and self._stats is None):
             out, st = augment_pass(self.source, self.partner, self.lam, self.codes, self.ints,
-                                   self.floats, self.tensors, stats)
+                                   self.floats, self.tensors, stats,
+                                   None if final else self._work_buffer())
             self._reset(out, st if stats else None)
+        elif final and self._workspace and any(self._shares(b, self.source)
+                                               for b in self._workspace):
+            self._reset(self.source.clone())
         return self.source
 
     def replace(self, x: Tensor) -> None:

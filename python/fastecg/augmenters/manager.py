@@ -70,7 +70,8 @@ class AugmenterManager(TransformManager):
     :mod:`fastecg.augmenters.fused`; results equal within 1e-6 of the peak);
     ``"auto"`` picks ``"cpu"`` for float32/float64 CPU signals when the extension is
     built. When `sig` requires grad, both run the torch code, so gradients flow through
-    torch's autograd. Shapes: ``sig (..., n_leads, n_samples)``,
+    torch's autograd. The fused pass keeps two work buffers (the size of the batch)
+    between calls, for its intermediate results. Shapes: ``sig (..., n_leads, n_samples)``,
     ``label (..., n_classes)``, masks ``(..., n_samples)`` or ``(..., n_samples, k)``.
     `indices` are the samples' global indices (default ``arange(batch)``); `seed`
     (default: drawn from `generator` or torch's generator) and `epoch` key the random
@@ -151,7 +152,7 @@ class AugmenterManager(TransformManager):
         `params` ({step: parameters}); each step run in torch, or compiled into the fused
         pass."""
         x, lab, ms = batch.x, batch.label, list(batch.masks)
-        plan = FusedPlan(x) if fused else None
+        plan = FusedPlan(x, self.__dict__.setdefault("_workspace", [])) if fused else None
         drawn = []
         for i, step_info in zip(order, infos):
             step = self.steps[i]
@@ -169,7 +170,7 @@ class AugmenterManager(TransformManager):
                 plan.replace(step(plan.materialize()))
             drawn.append((i, p))
         if fused:
-            x = plan.materialize()
+            x = plan.materialize(final=True)
         return x, lab, ms, {"steps": drawn}
 
     @staticmethod

@@ -74,7 +74,8 @@ def fused_pass_available(x: Tensor) -> Optional[str]:
 
 def augment_pass(x: Tensor, partner: Optional[Tensor], lam: Optional[Tensor],
                  codes: Sequence[int], ints: Sequence[int], floats: Sequence[float],
-                 tensors: Sequence[Tensor], stats: bool = False) -> tuple[Tensor, Tensor]:
+                 tensors: Sequence[Tensor], stats: bool = False,
+                 out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """Run the ops `codes` over the batch `x` in one pass.
 
     Parameters
@@ -89,6 +90,9 @@ def augment_pass(x: Tensor, partner: Optional[Tensor], lam: Optional[Tensor],
         The ops' arguments, in order (see the module's table).
     stats : bool, optional
         Also return the output's per-lead (min, max, sum, sum of squares).
+    out : Tensor, optional
+        Contiguous tensor of the output's shape and dtype, not overlapping `x`, to write
+        into (then returned as the output).
 
     Returns
     -------
@@ -109,10 +113,11 @@ def augment_pass(x: Tensor, partner: Optional[Tensor], lam: Optional[Tensor],
     reason = fused_pass_available(x)
     if reason is not None:
         raise RuntimeError(reason)
-    return torch.ops.fastecg._augment_kernel(x, partner, lam, [int(c) for c in codes],
-                                             [int(i) for i in ints],
-                                             [float(f) for f in floats], list(tensors),
-                                             bool(stats))
+    result, st = torch.ops.fastecg._augment_kernel(x, partner, lam, [int(c) for c in codes],
+                                                   [int(i) for i in ints],
+                                                   [float(f) for f in floats], list(tensors),
+                                                   bool(stats), out)
+    return (result if out is None else out), st
 
 
 def philox_words(c0: Tensor, c1: Tensor, c2: Tensor, c3: Tensor, k0: int, k1: int,
