@@ -70,7 +70,7 @@ def patch_scatter(kept: torch.Tensor, ids_keep: torch.Tensor, patch_size: int, m
 
 
 @triton.jit
-def _token_stats(x_ptr, pred_ptr, tok, tokens, record, n_samples, norm_pix, eps,
+def _token_stats(x_ptr, pred_ptr, tok, tokens, record, n_samples, eps, NORM_PIX: tl.constexpr,
                  DIM: tl.constexpr, P: tl.constexpr, BLOCK: tl.constexpr):
     """The token's target z (float64, exactly centred and scaled), its prediction and the
     valid-lane mask."""
@@ -81,7 +81,7 @@ def _token_stats(x_ptr, pred_ptr, tok, tokens, record, n_samples, norm_pix, eps,
     xs = tl.load(x_ptr + b * record + l * P + _token_offsets(cols, P, n_samples), mask=valid,
                  other=0.0).to(tl.float64)
     ps = tl.load(pred_ptr + tok * DIM + cols, mask=valid, other=0.0).to(tl.float64)
-    if norm_pix:
+    if NORM_PIX:  # a compile-time branch: its variables differ in type from the other's
         mean = tl.sum(xs, axis=0) / DIM
         u = tl.where(valid, xs - mean, 0.0)
         inv = 1.0 / tl.sqrt(tl.sum(u * u, axis=0) / (DIM - 1) + eps)
@@ -94,14 +94,14 @@ def _token_stats(x_ptr, pred_ptr, tok, tokens, record, n_samples, norm_pix, eps,
 
 @triton.jit
 def _loss_terms_kernel(pred_ptr, x_ptr, mask_ptr, terms_ptr, tokens, record, n_samples,
-                       norm_pix, eps_ptr, DIM: tl.constexpr, P: tl.constexpr,
+                       eps_ptr, NORM_PIX: tl.constexpr, DIM: tl.constexpr, P: tl.constexpr,
                        BLOCK: tl.constexpr):
     tok = tl.program_id(0).to(tl.int64)
     m = tl.load(mask_ptr + tok).to(tl.float64)
     eps = tl.load(eps_ptr)
     if m != 0.0:  # masked patches only: the kept ones are never read
         z, ps, valid, inv = _token_stats(x_ptr, pred_ptr, tok, tokens, record, n_samples,
-                                         norm_pix, eps, DIM, P, BLOCK)
+                                         eps, NORM_PIX, DIM, P, BLOCK)
         r = tl.where(valid, ps - z, 0.0)
         tl.store(terms_ptr + tok, m * tl.sum(r * r, axis=0) / DIM)
     else:
@@ -110,8 +110,9 @@ def _loss_terms_kernel(pred_ptr, x_ptr, mask_ptr, terms_ptr, tokens, record, n_s
 
 @triton.jit
 def _loss_backward_kernel(scalars_ptr, pred_ptr, x_ptr, mask_ptr, dpred_ptr, dx_ptr, tokens,
-                          record, n_samples, norm_pix, eps_ptr, NEED_DX: tl.constexpr,
-                          DIM: tl.constexpr, P: tl.constexpr, BLOCK: tl.constexpr):
+                          record, n_samples, eps_ptr, NORM_PIX: tl.constexpr,
+                          NEED_DX: tl.constexpr, DIM: tl.constexpr, P: tl.constexpr,
+                          BLOCK: tl.constexpr):
     tok = tl.program_id(0).to(tl.int64)
     # scalars: the incoming gradient and the mask's sum, on the device (no sync)
     w = tl.load(scalars_ptr) * 2.0 / (DIM * tl.load(scalars_ptr + 1)) \
@@ -123,14 +124,14 @@ def _loss_backward_kernel(scalars_ptr, pred_ptr, x_ptr, mask_ptr, dpred_ptr, dx_
     valid = cols < DIM
     at = b * record + l * P + _token_offsets(cols, P, n_samples)
     z, ps, valid, inv = _token_stats(x_ptr, pred_ptr, tok, tokens, record, n_samples,
-                                     norm_pix, eps, DIM, P, BLOCK)
+                                     eps, NORM_PIX, DIM, P, BLOCK)
     # w == 0 (a kept token) gives exact zeros below, as the other kernels write.
     kept_token = w == 0.0
     r = tl.where(valid, w * (ps - z), 0.0)
     r = tl.where(kept_token, 0.0, r)
     tl.store(dpred_ptr + tok * DIM + cols, r.to(dpred_ptr.dtype.element_ty), mask=valid)
     if NEED_DX:
-        if norm_pix:
+        if NORM_PIX:
             # dx = -(r - mean(r) - z sum(r z) / (D - 1)) / std
             dx = (tl.sum(r, axis=0) / DIM - r + z * (tl.sum(r * z, axis=0) / (DIM - 1))) * inv
             dx = tl.where(kept_token, 0.0, dx)
@@ -153,9 +154,9 @@ def masked_recon_loss(pred: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, p
     tokens, dim = _layout(c, n, patch_size, mode)
     terms = torch.empty(b * tokens, dtype=torch.float64, device=x.device)
     if terms.numel():
-        _loss_terms_kernel[(b * tokens,)](pred, x, mask, terms, tokens, c * n, n, bool(norm_pix),
-                                          _eps(eps, x.device), DIM=dim, P=patch_size,
-                                          BLOCK=triton.next_power_of_2(dim))
+        _loss_terms_kernel[(b * tokens,)](pred, x, mask, terms, tokens, c * n, n,
+                                          _eps(eps, x.device), NORM_PIX=bool(norm_pix), DIM=dim,
+                                          P=patch_size, BLOCK=triton.next_power_of_2(dim))
     return (terms.sum() / mask.double().sum()).to(x.dtype)
 
 
@@ -171,7 +172,7 @@ def masked_recon_loss_backward(grad: torch.Tensor, pred: torch.Tensor, x: torch.
     if b * tokens:
         scalars = torch.stack([grad.detach().reshape(()).double(), mask.double().sum()])
         _loss_backward_kernel[(b * tokens,)](scalars, pred, x, mask, dpred, dx, tokens, c * n, n,
-                                             bool(norm_pix), _eps(eps, x.device),
+                                             _eps(eps, x.device), NORM_PIX=bool(norm_pix),
                                              NEED_DX=bool(need_dx), DIM=dim, P=patch_size,
                                              BLOCK=triton.next_power_of_2(dim))
     return dpred, dx
