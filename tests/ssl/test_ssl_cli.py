@@ -1,5 +1,7 @@
 """fastecg pretrain / finetune end to end on tiny synthetic runs."""
 
+import json
+
 import pytest
 import torch
 
@@ -57,3 +59,18 @@ def test_pretrain_on_a_store(tmp_path, capsys):
                  "--steps", "2", "--batch-size", "4", "--out", str(tmp_path / "pt"),
                  "--quiet", "--model-args", '{"seq_len": 750}']) == 0
     assert "st_mem: 2 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "clocs"])
+def test_pretrain_a_contrastive_method_with_the_default_preset(tmp_path, method):
+    """The default preset sizes the ViT-style methods; a contrastive method, whose
+    constructor takes none of its arguments, keeps its own defaults instead of failing."""
+    from fastecg.registry import SSL
+
+    out = tmp_path / method
+    encoder = {"name": "resnet18", "stem_channels": 8, "widths": [8, 8, 8, 8]}
+    assert main(["pretrain", "--method", method, "--steps", "1", "--records", "4",
+                 "--batch-size", "2", "--out", str(out), "--quiet",
+                 "--model-args", json.dumps({"encoder": encoder})]) == 0
+    model = SSL.get(method).from_pretrained(out / "pretrained")
+    assert model.config["encoder"] == encoder and "embed_dim" not in model.config

@@ -203,3 +203,41 @@ def test_keep_last_checkpoints(tmp_path):
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["latest", "step_00000004.pt", "step_00000005.pt"]
     assert (tmp_path / "checkpoints" / "latest").read_text() == "step_00000005.pt"
+
+
+class _DictRecords(torch.utils.data.Dataset):
+    def __init__(self, x, patient):
+        self.x, self.patient = x, patient
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"signal": self.x[i], "patient_id": self.patient[i]}
+
+
+def test_dict_batches_reach_the_model_whole():
+    """A dict batch (CLOCS's patient ids beside the signal): the transform applies to
+    "signal" only, the other entries reach pretrain_step, records are counted."""
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(()))
+
+        def forward(self, batch):
+            seen.append((batch["signal"].clone(), batch["patient_id"].clone()))
+            return {"loss": (self.w * batch["signal"]).square().mean()}
+
+    x = torch.randn(8, 2, 8, generator=torch.Generator().manual_seed(0))
+    patient = torch.arange(8) // 2
+    hist = Trainer(Probe(), batch_size=4, max_steps=2, progress=False, seed=0,
+                   transform=lambda s: 2 * s).fit(_DictRecords(x, patient))
+    assert len(hist) == 2 and len(seen) == 2
+    for sig, pid in seen:
+        rows = [int((x == s / 2).all(dim=(1, 2)).nonzero()) for s in sig]
+        assert torch.equal(pid, patient[rows])
+    with pytest.raises(ValueError, match="'signal'"):
+        Trainer(Probe(), batch_size=4, max_steps=1, progress=False).fit(
+            [{"x": x[i]} for i in range(8)])

@@ -29,25 +29,11 @@ from typing import Any, ClassVar, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from ..train.trainer import signal_of
 from .pretrained import Contract, from_pretrained, save_pretrained
 
 __all__ = ["SSLMethod", "BaseMaskedAutoencoder", "BaseContrastiveLearner", "signal_of",
            "check_input", "nt_xent", "build_augmenter", "DEFAULT_AUGMENT"]
-
-
-def signal_of(batch: Any) -> Tensor:
-    """The signal of a batch: ``x`` itself, or the first item of ``(signal, label, ...)``
-    or the ``"signal"`` entry of a dict."""
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, dict):
-        if "signal" not in batch:
-            raise ValueError(f"batch dict needs a 'signal' key, got {sorted(batch)}")
-        return batch["signal"]
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
-    raise TypeError(f"expected a (B, n_leads, n_samples) tensor or (signal, label), got "
-                    f"{type(batch).__name__}")
 
 
 def check_input(x: Tensor, n_leads: int, seq_len: int, patch_size: int, name: str) -> None:

@@ -4,6 +4,7 @@ are defined in :mod:`fastecg.cli`, which imports no torch to build its parser)."
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import pathlib
@@ -81,7 +82,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
         raise ValueError(f"--method: unknown SSL method {args.method!r}; choose from "
                          f"{', '.join(SSL.list())}")
     torch.manual_seed(args.seed)
-    config = {"name": args.method, **PRESETS[args.preset], **_model_args(args.model_args)}
+    # A preset sizes the methods that take its arguments (the ViT-style ones); the others
+    # keep their defaults. --model-args are passed as given (a wrong one is an error).
+    preset = {k: v for k, v in PRESETS[args.preset].items()
+              if k in inspect.signature(SSL.get(args.method)).parameters}
+    config = {"name": args.method, **preset, **_model_args(args.model_args)}
     model = SSL.build(config)
     dataset, fs = _dataset(args.data, args.records, model, False, args.seed)
     out = pathlib.Path(args.out)

@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["Trainer", "EpochBatchSampler", "rng_state", "set_rng_state"]
+__all__ = ["Trainer", "EpochBatchSampler", "rng_state", "set_rng_state", "signal_of"]
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
@@ -115,6 +115,29 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def signal_of(batch: Any) -> Tensor:
+    """The signal of a batch: ``x`` itself, or the first item of ``(signal, label, ...)``
+    or the ``"signal"`` entry of a dict (whose other entries, such as CLOCS's
+    ``"patient_id"``, ride along to the model).
+
+    Examples
+    --------
+    >>> x = torch.zeros(4, 12, 500)
+    >>> signal_of(x) is x, signal_of((x, None)) is x, signal_of({"signal": x}) is x
+    (True, True, True)
+    """
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, dict):
+        if "signal" not in batch:
+            raise ValueError(f"batch dict needs a 'signal' key, got {sorted(batch)}")
+        return batch["signal"]
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    raise TypeError(f"expected a (B, n_leads, n_samples) tensor or (signal, label), got "
+                    f"{type(batch).__name__}")
 
 
 def _atomic_save(obj: Any, path: pathlib.Path) -> None:
@@ -405,6 +428,8 @@ class Trainer:
             return batch
         if isinstance(batch, Tensor):
             return self.transform(batch)
+        if isinstance(batch, dict):
+            return {**batch, "signal": self.transform(signal_of(batch))}
         return type(batch)([self.transform(batch[0]), *batch[1:]])
 
     def _loss(self, batch: Any) -> Tensor:
@@ -483,6 +508,7 @@ class Trainer:
         total_loss, n_records = 0.0, 0
         for micro in range(self.grad_accum):
             batch = self._prepare(next(it))
+            n_records += signal_of(batch).shape[0]  # also: a batch without a signal fails here
             self.batch_in_epoch += 1
             last = micro == self.grad_accum - 1
             sync = self.wrapped.no_sync() if (self.world > 1 and not last) else _nullcontext()
@@ -490,8 +516,6 @@ class Trainer:
                 loss = self._loss(batch)
                 self.scaler.scale(loss / self.grad_accum).backward()
             total_loss += float(loss.detach())
-            first = batch if isinstance(batch, Tensor) else batch[0]
-            n_records += first.shape[0]
         if self.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
