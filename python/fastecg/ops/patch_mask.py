@@ -154,10 +154,9 @@ for _backend in ("cpu", "cuda"):
     register_kernel("patch_scatter", _backend, compiled_op("_patch_scatter_kernel"))
     register_kernel("masked_recon_loss", _backend, masked_recon_loss_compiled)
     register_kernel("masked_recon_loss_backward", _backend, masked_recon_loss_backward_compiled)
-for _name, _attr in (("patch_gather", "patch_gather"), ("patch_scatter", "patch_scatter"),
-                     ("masked_recon_loss", "masked_recon_loss"),
-                     ("masked_recon_loss_backward", "masked_recon_loss_backward")):
-    register_kernel(_name, "triton", f"fastecg.triton_kernels.patch_mask:{_attr}")
+# Triton: launchers of the same names, imported when first picked.
+for _name in ("patch_gather", "patch_scatter", "masked_recon_loss", "masked_recon_loss_backward"):
+    register_kernel(_name, "triton", f"fastecg.triton_kernels.patch_mask:{_name}")
 
 
 def _sq_sum(v: Tensor) -> Tensor:
