@@ -89,3 +89,23 @@ def test_ssl_compare_on_a_store(tmp_path, capsys):
     # 40 records of 20 patients (2 each, one class each): the stratified patient split
     # puts one patient of each of the 5 classes (30% of 4) in the test split
     assert (df["n_test"] == 10).all()
+
+
+def test_a_methods_result_does_not_depend_on_the_methods_before_it(tmp_path):
+    pytest.importorskip("matplotlib")
+    from fastecg.ssl.compare import compare
+
+    kw = dict(quick=True, steps=3, records=40, batch_size=8, protocols=["linear_probe"],
+              label_fractions=[1.0], seeds=[0], n_bootstrap=50, progress=False)
+    alone = compare(["mae_1d"], out=tmp_path / "a", **kw)
+    torch.randn(7)  # the caller's RNG state must not matter either
+    after = compare(["st_mem", "mae_1d"], out=tmp_path / "b", **kw)
+    after = after[after["method"] == "mae_1d"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone, after)
+    # the pretrained weights themselves (the masks drawn in pretraining included)
+    from safetensors.torch import load_file
+
+    w_alone, w_after = (load_file(tmp_path / d / "pretrain" / "mae_1d" / "pretrained" /
+                                  "model.safetensors") for d in ("a", "b"))
+    assert w_alone.keys() == w_after.keys()
+    assert all(torch.equal(w_alone[k], w_after[k]) for k in w_alone)

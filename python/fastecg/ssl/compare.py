@@ -368,15 +368,17 @@ def compare(methods: Optional[Sequence[str]] = None, data: str = "synthetic",
     tables, histories, summary = [], {}, []
     for name in methods:
         config = model_config(name, x.shape[1], x.shape[2], fs, budget["model"])
-        with torch.random.fork_rng(devices=[]):
+        folder = out / "pretrain" / name
+        # Every method starts from the same RNG state (its masks and views draw from it),
+        # so its result does not depend on which methods ran before it.
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
             torch.manual_seed(seed)
             model = SSL.build(config)
-        folder = out / "pretrain" / name
-        trainer = Trainer(model, lr=budget["lr"], batch_size=batch_size, max_steps=steps,
-                          out_dir=folder / "train", seed=seed, progress=progress)
-        t0 = time.perf_counter()
-        hist = trainer.fit(x_pre)
-        seconds = time.perf_counter() - t0
+            trainer = Trainer(model, lr=budget["lr"], batch_size=batch_size, max_steps=steps,
+                              out_dir=folder / "train", seed=seed, progress=progress)
+            t0 = time.perf_counter()
+            hist = trainer.fit(x_pre)
+            seconds = time.perf_counter() - t0
         trainer.save_pretrained(folder / "pretrained")
         trainer.close()
         histories[name] = hist
