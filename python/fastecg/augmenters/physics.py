@@ -16,6 +16,7 @@ from ..transforms.config import check_prob
 from ._random import Keys, add_hash_noise, hash_normal
 from .base import STANDARD_LEADS, Augmenter, check_range
 from .classic import cached_sine_basis, sinusoids
+from ..ops.augment import augment_pass
 from .fused import OpCode, lead_power
 
 __all__ = ["PowerlineNoise", "EMGNoise", "GaussianNoise", "AmplitudeScale", "TimeShift",
@@ -151,20 +152,30 @@ class EMGNoise(Augmenter):
         rms = (lo + (hi - lo) * self._uniform(keys, 1)[:, 0]) * applied
         return {"rms": rms, "noise_keys": _row_keys(self, keys, 2, n_leads)}
 
-    def _noise(self, params, shape, dtype, device, info) -> Optional[Tensor]:
+    def _noise(self, params, shape, dtype, device, info, fused: bool = False) -> Optional[Tensor]:
         n_samples = shape[-1]
         lo, hi = self.bins(n_samples, self.step_fs(info))
         k = hi - lo
         if k == 0:
             return None
         work = torch.float64 if dtype == torch.float64 else torch.float32
-        z = hash_normal(params["noise_keys"], 2 * k, work)
-        spectrum = torch.zeros(*shape[:2], n_samples // 2 + 1, dtype=work, device=device)
-        spectrum = torch.complex(spectrum, spectrum)
-        spectrum[..., lo:hi] = torch.complex(z[..., :k], z[..., k:])
+        keys = params["noise_keys"]
+        if fused:
+            # The fused pass's kernel makes the same normals (its Box-Muller tables round
+            # as torch does, to the last bit or so) in one pass instead of hash_normal's ~8.
+            zeros = torch.zeros(*keys.shape[:-1], 2 * k, dtype=work, device=device)
+            ones = torch.ones(keys.shape[:-1], dtype=work, device=device)
+            z = augment_pass(zeros, None, None, [OpCode.NOISE], [], [], [keys, ones])[0]
+        else:
+            z = hash_normal(keys, 2 * k, work)
+        # The spectrum as (re, im) pairs of a real tensor: one zero fill and two copies.
+        spectrum = torch.zeros(*shape[:2], n_samples // 2 + 1, 2, dtype=work, device=device)
+        spectrum[..., lo:hi, 0] = z[..., :k]
+        spectrum[..., lo:hi, 1] = z[..., k:]
         # Each in-band bin adds variance 4 / n**2 to every sample of irfft's output.
         gain = params["rms"].to(device=device, dtype=work) * (n_samples / (2 * math.sqrt(k)))
-        return (torch.fft.irfft(spectrum, n=n_samples) * gain[:, None, None]).to(dtype)
+        noise = torch.fft.irfft(torch.view_as_complex(spectrum), n=n_samples)
+        return noise.mul_(gain[:, None, None]).to(dtype)
 
     def transform(self, x, params, label, masks, info):
         noise = self._noise(params, x.shape, x.dtype, x.device, info)
@@ -173,7 +184,7 @@ class EMGNoise(Augmenter):
     def fuse(self, plan, params, label, masks, info):
         # The band-limited noise is an inverse FFT of its in-band bins, made in torch and
         # added by the kernel (a batch-sized buffer while the plan's ops are pending).
-        noise = self._noise(params, plan.shape, plan.dtype, plan.device, info)
+        noise = self._noise(params, plan.shape, plan.dtype, plan.device, info, fused=True)
         if noise is not None:
             plan.add(OpCode.ADD_ROWS, [noise])
         return label, masks
