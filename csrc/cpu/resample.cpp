@@ -14,13 +14,16 @@
 // blocks of W rows (32 float32 or 16 float64 rows: two 64-byte vectors a time step) are
 // transposed, a chunk of time at a time, into a lane-interleaved buffer holding the
 // chunk's input span (cval where the span leaves the row; 8x8 float32 or 4x4 float64 tiles
-// transposed in registers), filtered, and the chunk's outputs transposed back into the rows.
+// transposed in registers, 16x16 float32 tiles on AVX-512, whose loads and stores are whole
+// cache lines), filtered, and the chunk's outputs transposed back into the rows.
 // Outputs m and m + up share a phase, their inputs `down` apart: each broadcast tap serves
 // kOutputs such outputs. Where a phase has several taps per `down` (500 -> 250 and
 // 500 -> 100 Hz, and every backward), the outputs slide over shared registers so that a
 // vector load serves several taps (phase_block_sliding), and a symmetric phase (Kaiser
 // designs at up = 1) adds its two samples before one FMA (phase_block_folded, AVX-512's 32
-// registers). Each of these steps cut the filtering time (benchmarks/CPU_NOTES.md).
+// registers). Where a phase has about one tap per `down` (500 -> 360 Hz), two phases whose
+// inputs overlap run together, each vector loaded serving both (phase_block_pair, AVX-512).
+// Each of these steps cut the filtering time (benchmarks/CPU_NOTES.md).
 //
 // Arithmetic is in the input's dtype, as SciPy's is (it casts the taps to x's dtype;
 // float32 sums of the 41-501-tap designs stay within ~2e-7 of the float64 result, relative
@@ -34,6 +37,7 @@
 #include <cstring>
 #include <iterator>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "../common/huge_pages.h"
@@ -126,6 +130,32 @@ FASTECG_INLINE void transpose_tile(typename Vec32<float>::type (&v)[8]) {
 // ... and for a 4x4 float64 tile.
 FASTECG_INLINE void transpose_tile(typename Vec32<double>::type (&v)[4]) { transpose4(v); }
 
+// v[j][k] <-> v[k][j] for a 16x16 float32 tile (AVX-512): four rounds that swap the
+// off-diagonal blocks of 1, 2, 4 and 8 elements between vectors g apart.
+typedef float F16 __attribute__((vector_size(64)));
+template <int g, size_t... E>
+FASTECG_INLINE F16 swap_low(F16 a, F16 b, std::index_sequence<E...>) {
+  return __builtin_shufflevector(a, b, ((E & g) ? 16 + E - g : E)...);
+}
+template <int g, size_t... E>
+FASTECG_INLINE F16 swap_high(F16 a, F16 b, std::index_sequence<E...>) {
+  return __builtin_shufflevector(a, b, ((E & g) ? 16 + E : E + g)...);
+}
+template <int g> FASTECG_INLINE void swap_round(F16 (&v)[16]) {
+  for (int i = 0; i < 16; ++i)
+    if (!(i & g)) {
+      const F16 a = v[i], b = v[i + g];
+      v[i] = swap_low<g>(a, b, std::make_index_sequence<16>{});
+      v[i + g] = swap_high<g>(a, b, std::make_index_sequence<16>{});
+    }
+}
+FASTECG_INLINE void transpose_tile16(F16 (&v)[16]) {
+  swap_round<1>(v);
+  swap_round<2>(v);
+  swap_round<4>(v);
+  swap_round<8>(v);
+}
+
 template <typename V, typename T> FASTECG_INLINE V load_vec(const T* p) {
   V v;
   std::memcpy(&v, p, sizeof v);
@@ -138,7 +168,7 @@ template <typename V, typename T> FASTECG_INLINE void store_vec(T* p, V v) {
 // buf[(i - i_lo) * W + w] = xe[r0 + w, i] for i in [i_lo, i_hi); rows past the last one
 // get cval too (their outputs are never stored). (Sizes in locals: stores through T*
 // could alias p, which would make GCC reload them.)
-template <typename T>
+template <typename T, int VB>
 FASTECG_INLINE void gather_span(const Problem<T>& p, int64_t r0, int64_t i_lo, int64_t i_hi,
                                 T* __restrict buf) {
   typedef typename Vec32<T>::type VT;
@@ -152,7 +182,26 @@ FASTECG_INLINE void gather_span(const Problem<T>& p, int64_t r0, int64_t i_lo, i
   for (int64_t i = std::max(e, i_lo); i < i_hi; ++i)
     for (int64_t w = 0; w < W; ++w) buf[(i - i_lo) * W + w] = cval;
   if (a >= e) return;
-  for (int64_t g = 0; g < W; g += P) {
+  int64_t g0 = 0;  // rows of the block done
+  if constexpr (VB == 64 && std::is_same_v<T, float>) {
+    // 16 rows x 16 steps a tile (AVX-512): each load a whole cache line of a row
+    constexpr int64_t Q = 16;
+    for (; g0 < W && r0 + g0 + Q <= rows; g0 += Q) {
+      const int64_t g = g0;
+      const T* src = x + (r0 + g) * n_in;
+      T* out = buf + (a - i_lo) * W + g;
+      int64_t i = a;
+      for (; i + Q <= e; i += Q, out += Q * W) {
+        F16 v[Q];
+        for (int64_t j = 0; j < Q; ++j) v[j] = load_vec<F16>(src + j * n_in + i);
+        transpose_tile16(v);
+        for (int64_t j = 0; j < Q; ++j) store_vec(out + j * W, v[j]);
+      }
+      for (; i < e; ++i, out += W)
+        for (int64_t j = 0; j < Q; ++j) out[j] = src[j * n_in + i];
+    }
+  }
+  for (int64_t g = g0; g < W; g += P) {
     const int64_t rg = r0 + g, valid = std::min<int64_t>(P, rows - rg);
     T* out = buf + (a - i_lo) * W + g;
     int64_t i = a;
@@ -189,6 +238,63 @@ FASTECG_INLINE void phase_block(const T* x0, int64_t x_step, const T* h, int64_t
     }
     for (int j = 0; j < R; ++j)
       for (int g = 0; g < G; ++g) store_vec(y0 + j * y_step + (v0 + g) * H, acc[j][g]);
+  }
+}
+
+// phase_block for two phases at once (outputs c and c + 1 of a group): their inputs overlap
+// (first steps fa and fb, a step or two apart, each ~taps / up long), so each vector loaded
+// in the overlap serves both phases' taps, nearly halving the loads per multiply-add where a
+// phase has about one tap per `down` (500 -> 360 Hz). Each output still sums its own taps in
+// order, none added with a zero tap (an Inf outside a phase's span stays out of it).
+// 2 R G accumulators and R G inputs: AVX-512's 32 registers.
+template <typename T, int VB, int R, int G>
+FASTECG_INLINE void phase_block_pair(const T* xa, const T* ha, int64_t la, T* ya, const T* xb,
+                                     const T* hb, int64_t lb, T* yb, int64_t x_step,
+                                     int64_t y_step) {
+  typedef typename VecBytes<T, VB>::type V;
+  constexpr int64_t W = kBlock<T>, H = VB / sizeof(T), NV = W / H;
+  static_assert(NV % G == 0, "vector groups must tile the block");
+  // step s of the union: phase a's tap s - da, phase b's tap s - db
+  const int64_t fa = (xa - xb) / W;  // a's first step relative to b's (may be negative)
+  const int64_t s0 = std::min<int64_t>(fa, 0), da = fa - s0, db = -s0;
+  const int64_t ea = da + la, eb = db + lb;
+  const int64_t both_lo = std::max(da, db), both_hi = std::min(ea, eb);
+  const T* x0 = xb + s0 * W;
+  for (int64_t v0 = 0; v0 < NV; v0 += G) {
+    V acc_a[R][G] = {}, acc_b[R][G] = {};
+    auto one = [&](V (&acc)[R][G], const T* h, int64_t d, int64_t lo, int64_t hi)
+                   __attribute__((always_inline)) {
+      const T* xr = x0 + lo * W + v0 * H;
+      for (int64_t s = lo; s < hi; ++s, xr += W) {
+        const T tap = h[s - d];
+        for (int j = 0; j < R; ++j)
+          for (int g = 0; g < G; ++g) acc[j][g] += tap * load_vec<V>(xr + j * x_step + g * H);
+      }
+    };
+    if (both_lo < both_hi) {
+      one(acc_a, ha, da, da, both_lo);  // at most one of these two runs
+      one(acc_b, hb, db, db, both_lo);
+      const T* xr = x0 + both_lo * W + v0 * H;
+      for (int64_t s = both_lo; s < both_hi; ++s, xr += W) {
+        const T tap_a = ha[s - da], tap_b = hb[s - db];
+        for (int j = 0; j < R; ++j)
+          for (int g = 0; g < G; ++g) {
+            const V v = load_vec<V>(xr + j * x_step + g * H);
+            acc_a[j][g] += tap_a * v;
+            acc_b[j][g] += tap_b * v;
+          }
+      }
+      one(acc_a, ha, da, both_hi, ea);
+      one(acc_b, hb, db, both_hi, eb);
+    } else {
+      one(acc_a, ha, da, da, ea);
+      one(acc_b, hb, db, db, eb);
+    }
+    for (int j = 0; j < R; ++j)
+      for (int g = 0; g < G; ++g) {
+        store_vec(ya + j * y_step + (v0 + g) * H, acc_a[j][g]);
+        store_vec(yb + j * y_step + (v0 + g) * H, acc_b[j][g]);
+      }
   }
 }
 
@@ -296,6 +402,16 @@ FASTECG_INLINE void filter_span(const Problem<T>& p, const T* buf, int64_t i_lo,
     T* y_base = yt + (m - m0) * W;
     for (int64_t c = 0; c < p.up; ++c) {
       const int64_t k = p.phase[c];
+      if (VB == 64 && c + 1 < p.up && p.count[k] < kSlideTaps * p.down &&
+          p.count[p.phase[c + 1]] < kSlideTaps * p.down) {
+        const int64_t k1 = p.phase[c + 1];
+        phase_block_pair<T, VB, kOutputs, kGroup>(
+            x_base + p.first[c] * W, p.taps + p.start[k], p.count[k], y_base + c * W,
+            x_base + p.first[c + 1] * W, p.taps + p.start[k1], p.count[k1], y_base + (c + 1) * W,
+            x_step, y_step);
+        ++c;
+        continue;
+      }
       if (VB == 64 && p.symmetric[k] && p.count[k] >= 2 * kSlideTaps * p.down)
         phase_block_folded<T, VB, kOutputs, kGroup>(x_base + p.first[c] * W, p.down,
                                                     p.taps + p.start[k], p.count[k],
@@ -319,13 +435,29 @@ FASTECG_INLINE void filter_span(const Problem<T>& p, const T* buf, int64_t i_lo,
 }
 
 // y[r0 + w, m] = yt[(m - m0) * W + w] for the block's real rows.
-template <typename T>
+template <typename T, int VB>
 FASTECG_INLINE void scatter_span(const Problem<T>& p, const T* __restrict yt, int64_t r0,
                                  int64_t m0, int64_t m1) {
   typedef typename Vec32<T>::type VT;
   constexpr int64_t W = kBlock<T>, P = kTile<T>;
   const int64_t n_out = p.n_out, rows = p.rows;
-  for (int64_t g = 0; g < W; g += P) {
+  int64_t g0 = 0;
+  if constexpr (VB == 64 && std::is_same_v<T, float>) {
+    constexpr int64_t Q = 16;
+    for (; g0 < W && r0 + g0 + Q <= rows; g0 += Q) {
+      T* __restrict dst = p.y + (r0 + g0) * n_out;
+      int64_t m = m0;
+      for (; m + Q <= m1; m += Q) {
+        F16 v[Q];
+        for (int64_t j = 0; j < Q; ++j) v[j] = load_vec<F16>(yt + (m - m0 + j) * W + g0);
+        transpose_tile16(v);
+        for (int64_t j = 0; j < Q; ++j) store_vec(dst + j * n_out + m, v[j]);
+      }
+      for (; m < m1; ++m)
+        for (int64_t j = 0; j < Q; ++j) dst[j * n_out + m] = yt[(m - m0) * W + g0 + j];
+    }
+  }
+  for (int64_t g = g0; g < W; g += P) {
     const int64_t rg = r0 + g, valid = std::min<int64_t>(P, rows - rg);
     if (valid <= 0) return;
     T* __restrict dst = p.y + rg * n_out;
@@ -352,9 +484,9 @@ FASTECG_INLINE void item_body(const Problem<T>& p, int64_t item, T* scratch) {
   const int64_t i_lo = first_input(p, m0), i_hi = last_input(p, m1 - 1) + 1;
   T* buf = scratch;
   T* yt = scratch + p.span_max * W;
-  gather_span(p, r0, i_lo, i_hi, buf);
+  gather_span<T, VB>(p, r0, i_lo, i_hi, buf);
   filter_span<T, VB>(p, buf, i_lo, m0, m1, yt);
-  scatter_span(p, yt, r0, m0, m1);
+  scatter_span<T, VB>(p, yt, r0, m0, m1);
 }
 
 #if defined(__x86_64__)

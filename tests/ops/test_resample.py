@@ -195,6 +195,8 @@ def test_cpu_kernel_equals_torch_reference(isa, dtype, monkeypatch):
             (20, 301, 1, 3, 40, 19, 101, 0.0, True),  # even length: no middle tap
             (5, 1, 3, 1, 61, 30, 3, 0.5, False), (5, 1, 1, 2, 41, 20, 1, 0.5, True),
             (33, 2049, 18, 25, 501, 250, 1476, -1.0, True),
+            # a last block of 18 rows: one 16-row tile (AVX-512) and 2 rows of 8-row tiles
+            (50, 1001, 18, 25, 501, 250, 721, 0.5, False),
             (9, 700, 25, 18, 501, 250, 972, 0.0, False),
             (1, 300, 7, 3, 5, 0, 800, 2.0, False), (17, 90, 2, 7, 100, 99, 40, 0.0, False),
             (3, 50, 4, 1, 3, 2, 210, 1.0, False)]:  # more phases (4) than taps (3)
