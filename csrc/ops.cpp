@@ -15,10 +15,12 @@ TORCH_LIBRARY(fastecg, m) {
   // (min, max, sum, sum of squares) in float64 (else empty).
   m.def("_augment_kernel(Tensor x, Tensor? partner, Tensor? lam, int[] codes, int[] ints, "
         "float[] floats, Tensor[] tensors, bool stats, Tensor(a!)? out=None) -> (Tensor, Tensor)");
-  // Philox 4x32-`rounds` of int64 counters holding uint32 values (one shape), key (k0, k1):
-  // the words (..., 4) as int64, those of python/fastecg/augmenters/_random.py's philox4x32.
-  m.def("_philox_kernel(Tensor c0, Tensor c1, Tensor c2, Tensor c3, int k0, int k1, "
-        "int rounds) -> Tensor");
+  // Philox 4x32-10 words of the counters (index low 32 bits, index bits 32-47 | view << 16,
+  // c2_first + s, b), s < c2_count, b < blocks, per sample: (n, c2_count, 4 * blocks) int64.
+  m.def("_philox_stream_kernel(Tensor index, Tensor view, int c2_first, int c2_count, "
+        "int blocks, int k0, int k1) -> Tensor");
+  // Per-lead (min, max, sum, sum of squares) of x (n, n_leads, n_samples), float64 (n, L, 4).
+  m.def("_lead_stats_kernel(Tensor x) -> Tensor");
   // x: (rows, n); sos: (n_sections, 6) float64 with a0 == 1; zi: sosfilt_zi(sos), float64.
   // padtype: 0 none, 1 odd, 2 even, 3 constant. Same recurrence, padding and initial
   // conditions as scipy.signal.sosfiltfilt, state in float64.

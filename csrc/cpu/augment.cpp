@@ -712,53 +712,89 @@ std::tuple<at::Tensor, at::Tensor> augment_cpu(const at::Tensor& x,
   return augment_typed<double>(xc, partner, lam, codes, ints, floats, tensors, stats, out);
 }
 
-// Philox 4x32 (Random123) on counters c0..c3 (int64 holding uint32 values, one shape),
-// key (k0, k1): the augmenters' parameter words, as python/fastecg/augmenters/_random.py's
-// philox4x32 computes them in torch integer ops (~24 small ops per round there).
-at::Tensor philox_cpu(const at::Tensor& c0, const at::Tensor& c1, const at::Tensor& c2,
-                      const at::Tensor& c3, int64_t k0, int64_t k1, int64_t rounds) {
-  for (const at::Tensor* c : {&c0, &c1, &c2, &c3}) {
-    TORCH_CHECK(c->scalar_type() == at::kLong && c->sizes() == c0.sizes(),
-                "_philox_kernel: counters must be int64 tensors of one shape");
+// Per-lead (min, max, sum, sum of squares) of x (n, n_leads, n_samples): what the steps
+// that read the signal need, in one read of the batch (torch's amax and amin are two).
+at::Tensor lead_stats_cpu(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 3, "_lead_stats_kernel: expected (n, n_leads, n_samples), got ",
+              x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "_lead_stats_kernel: expected float32 or float64, got ", x.scalar_type());
+  const at::Tensor xc = x.contiguous();
+  const int64_t n = xc.size(0), leads = xc.size(1), len = xc.size(2);
+  at::Tensor stats = at::empty({n, leads, 4}, xc.options().dtype(at::kDouble));
+  double* out = stats.mutable_data_ptr<double>();
+  for (int64_t i = 0; i < n * leads; ++i) {
+    out[4 * i] = std::numeric_limits<double>::infinity();
+    out[4 * i + 1] = -std::numeric_limits<double>::infinity();
+    out[4 * i + 2] = out[4 * i + 3] = 0.0;
   }
-  TORCH_CHECK(rounds >= 0 && rounds <= 16, "_philox_kernel: rounds must be in [0, 16]");
-  std::vector<int64_t> shape(c0.sizes().begin(), c0.sizes().end());
-  shape.push_back(4);
-  at::Tensor out = at::empty(shape, c0.options());
-  const at::Tensor a = c0.contiguous(), b = c1.contiguous(), c = c2.contiguous(),
-                   d = c3.contiguous();
-  const int64_t* pa = a.const_data_ptr<int64_t>();
-  const int64_t* pb = b.const_data_ptr<int64_t>();
-  const int64_t* pc = c.const_data_ptr<int64_t>();
-  const int64_t* pd = d.const_data_ptr<int64_t>();
-  int64_t* po = out.mutable_data_ptr<int64_t>();
-  const int64_t n = c0.numel();
-  // A parameter draw is a few thousand counters: threads would cost more than they save.
-  at::parallel_for(0, n, int64_t(1) << 18, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      uint32_t x0 = static_cast<uint32_t>(pa[i]), x1 = static_cast<uint32_t>(pb[i]);
-      uint32_t x2 = static_cast<uint32_t>(pc[i]), x3 = static_cast<uint32_t>(pd[i]);
-      uint32_t key0 = static_cast<uint32_t>(k0), key1 = static_cast<uint32_t>(k1);
-      for (int64_t r = 0; r < rounds; ++r) {
-        if (r > 0) {
-          key0 += 0x9E3779B9u;
-          key1 += 0xBB67AE85u;
-        }
-        const uint64_t p0 = static_cast<uint64_t>(x0) * 0xD2511F53u;
-        const uint64_t p1 = static_cast<uint64_t>(x2) * 0xCD9E8D57u;
-        const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
-        const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
-        x0 = hi1 ^ x1 ^ key0;
-        x1 = lo1;
-        x2 = hi0 ^ x3 ^ key1;
-        x3 = lo0;
-      }
-      po[4 * i] = x0;
-      po[4 * i + 1] = x1;
-      po[4 * i + 2] = x2;
-      po[4 * i + 3] = x3;
-    }
+  const Isa isa = cpu_isa();
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "lead_stats_cpu", [&] {
+    const scalar_t* data = xc.const_data_ptr<scalar_t>();
+    parallel_claim(n, [&](auto& claim) {
+      auto work = [&](auto tag) {
+        for (int64_t i; (i = claim()) >= 0;)
+          row_stats(tag, data + i * leads * len, len, leads, len, out + i * leads * 4);
+      };
+      if (isa >= Isa::kAvx2)
+        work(IsaTag<Isa::kAvx2>{});
+      else
+        work(IsaTag<Isa::kGeneric>{});
+    });
   });
+  return stats;
+}
+
+FASTECG_INLINE void philox_block(uint32_t& x0, uint32_t& x1, uint32_t& x2, uint32_t& x3,
+                                 uint32_t key0, uint32_t key1, int64_t rounds) {
+  for (int64_t r = 0; r < rounds; ++r) {
+    if (r > 0) {
+      key0 += 0x9E3779B9u;
+      key1 += 0xBB67AE85u;
+    }
+    const uint64_t p0 = static_cast<uint64_t>(x0) * 0xD2511F53u;
+    const uint64_t p1 = static_cast<uint64_t>(x2) * 0xCD9E8D57u;
+    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
+    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+    x0 = hi1 ^ x1 ^ key0;
+    x1 = lo1;
+    x2 = hi0 ^ x3 ^ key1;
+    x3 = lo0;
+  }
+}
+
+// The words of a Keys stream (python/fastecg/augmenters/_random.py, Keys._philox) without
+// its ~20 small torch ops: sample i's counters (index[i] low 32 bits, index[i] bits 32-47 |
+// view[i] << 16, c2_first + s, b) for s < c2_count, b < blocks; (n, c2_count, 4 * blocks).
+at::Tensor philox_stream_cpu(const at::Tensor& index, const at::Tensor& view, int64_t c2_first,
+                             int64_t c2_count, int64_t blocks, int64_t k0, int64_t k1) {
+  TORCH_CHECK(index.dim() == 1 && index.scalar_type() == at::kLong && index.device().is_cpu() &&
+                  view.sizes() == index.sizes() && view.scalar_type() == at::kLong,
+              "_philox_stream_kernel: index and view must be 1-D int64 CPU tensors of one size");
+  TORCH_CHECK(c2_count >= 0 && blocks >= 0, "_philox_stream_kernel: negative count");
+  const int64_t n = index.size(0);
+  at::Tensor out = at::empty({n, c2_count, 4 * blocks}, index.options());
+  const at::Tensor ic = index.contiguous(), vc = view.contiguous();
+  const int64_t* pi = ic.const_data_ptr<int64_t>();
+  const int64_t* pv = vc.const_data_ptr<int64_t>();
+  int64_t* po = out.mutable_data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t c0 = static_cast<uint32_t>(pi[i]);
+    const uint32_t c1 = static_cast<uint32_t>((pi[i] >> 32) & 0xFFFF) |
+                        static_cast<uint32_t>(pv[i] << 16);
+    for (int64_t s = 0; s < c2_count; ++s) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        uint32_t x0 = c0, x1 = c1, x2 = static_cast<uint32_t>(c2_first + s),
+                 x3 = static_cast<uint32_t>(b);
+        philox_block(x0, x1, x2, x3, static_cast<uint32_t>(k0), static_cast<uint32_t>(k1), 10);
+        int64_t* o = po + (i * c2_count + s) * 4 * blocks + 4 * b;
+        o[0] = x0;
+        o[1] = x1;
+        o[2] = x2;
+        o[3] = x3;
+      }
+    }
+  }
   return out;
 }
 
@@ -766,7 +802,8 @@ at::Tensor philox_cpu(const at::Tensor& c0, const at::Tensor& c1, const at::Tens
 
 TORCH_LIBRARY_IMPL(fastecg, CPU, m) {
   m.impl("_augment_kernel", &augment_cpu);
-  m.impl("_philox_kernel", &philox_cpu);
+  m.impl("_philox_stream_kernel", &philox_stream_cpu);
+  m.impl("_lead_stats_kernel", &lead_stats_cpu);
 }
 
 }  // namespace fastecg

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..ops.augment import philox_words
+from ..ops.augment import philox_stream
 
 __all__ = ["philox4x32", "Keys", "hash_normal", "add_hash_noise", "MASK32"]
 
@@ -76,18 +76,22 @@ class Keys:
     # not arithmetic, is what parameter drawing costs on batch-sized tensors.
     _CACHED_SUBS, _CACHED_WORDS = 8, 128
 
-    def _philox(self, c2: Tensor, blocks: int) -> Tensor:
-        """Words for counters (index, view, c2, 0..blocks-1): (n, *c2.shape[1:-1], 4 * blocks)."""
-        shape = (-1,) + (1,) * (c2.dim() - 1)
-        c0 = (self.index & MASK32).view(shape)
-        c1 = (((self.index >> 32) & 0xFFFF) | (self.view << 16)).view(shape)
-        c3 = torch.arange(blocks, device=self.index.device)
+    def _philox(self, first: int, count: int, blocks: int) -> Tensor:
+        """Words for counters (index, view, first + s, b), s < count, b < blocks:
+        (n, count, 4 * blocks)."""
         key = (self.seed & MASK32, self.epoch & MASK32)
         # The same words from the C++ kernel where it runs: the torch form is ~240 small
-        # ops per call, which is what drawing the parameters of a batch costs.
-        out = philox_words(c0, c1, c2, c3, *key)
-        if out is None:
-            out = torch.stack(torch.broadcast_tensors(*philox4x32(c0, c1, c2, c3, *key)), -1)
+        # ops per call (and ~20 to build its counters), which is what drawing the
+        # parameters of a batch costs.
+        out = philox_stream(self.index, self.view, first, count, blocks, *key)
+        if out is not None:
+            return out
+        device = self.index.device
+        c0 = (self.index & MASK32).view(-1, 1, 1)
+        c1 = (((self.index >> 32) & 0xFFFF) | (self.view << 16)).view(-1, 1, 1)
+        c2 = (first + torch.arange(count, device=device)).view(1, -1, 1)
+        c3 = torch.arange(blocks, device=device)
+        out = torch.stack(torch.broadcast_tensors(*philox4x32(c0, c1, c2, c3, *key)), -1)
         return out.reshape(*out.shape[:-2], 4 * blocks)
 
     def bits(self, sub: int, n: int) -> Tensor:
@@ -98,11 +102,9 @@ class Keys:
             cache = self.__dict__.setdefault("_cache", {})
             base = word - k
             if base not in cache:
-                c2 = base + torch.arange(self._CACHED_SUBS, device=self.index.device)[:, None]
-                cache[base] = self._philox(c2[None], self._CACHED_WORDS // 4)
+                cache[base] = self._philox(base, self._CACHED_SUBS, self._CACHED_WORDS // 4)
             return cache[base][:, k, :n]
-        c2 = torch.full((1, 1), word, dtype=torch.long, device=self.index.device)
-        return self._philox(c2, -(-n // 4))[:, :n]
+        return self._philox(word, 1, -(-n // 4))[:, 0, :n]
 
     def uniform(self, sub: int, n: int = 1) -> Tensor:
         """(n_samples, n) float64 uniforms in (0, 1)."""

@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..ops.augment import OpCode, augment_pass
+from ..ops.augment import OpCode, augment_pass, lead_stats
 
 __all__ = ["FusedPlan", "SignalView", "lead_ptp", "lead_power", "OpCode"]
 
@@ -135,7 +135,10 @@ class FusedPlan:
         self._reset(x)
 
     def lead_stats(self) -> Tensor:
-        """(n, n_leads, 4) float64 per-lead min, max, sum, sum of squares of the signal."""
+        """(n, n_leads, 4) float64 per-lead min, max, sum, sum of squares of the signal:
+        from the pass that runs the pending ops, or one read of the source."""
+        if not self.pending and self._stats is None:
+            self._stats = lead_stats(self.source)
         self.materialize(stats=True)
         return self._stats
 
@@ -145,9 +148,8 @@ class FusedPlan:
 
 class SignalView:
     """What a step's ``draw`` sees of the signal in the fused pass: its shape, dtype and
-    device, and statistics through :func:`lead_ptp` / :func:`lead_power` (computed by the
-    kernel, or by torch from the source when no op is pending, as the torch backend
-    computes them)."""
+    device, and statistics through :func:`lead_ptp` / :func:`lead_power` (from the
+    kernel: with the pass that runs the pending ops, or one read of the source)."""
 
     def __init__(self, plan: FusedPlan):
         self._plan = plan
@@ -162,34 +164,23 @@ class SignalView:
         return self._plan
 
 
-def _current(x) -> Optional[Tensor]:
-    """The signal itself when no op is pending (torch then computes what the torch
-    backend computes, bit for bit), else None."""
-    if isinstance(x, Tensor):
-        return x
-    if not x.plan.pending and x.plan._stats is None:
-        return x.plan.source
-    return None
-
-
 def lead_ptp(x) -> Tensor:
     """(n, n_leads) float64 peak-to-peak amplitude of each lead of `x` (a tensor or a
-    :class:`SignalView`), the difference taken in the signal's dtype."""
-    sig = _current(x)
-    if sig is not None:
+    :class:`SignalView`), the difference taken in the signal's dtype (min and max are
+    exact, so both forms give the same numbers)."""
+    if isinstance(x, Tensor):
         with torch.no_grad():
-            return (sig.amax(-1) - sig.amin(-1)).double()
+            return (x.amax(-1) - x.amin(-1)).double()
     s = x.plan.lead_stats()
     return (s[..., 1].to(x.dtype) - s[..., 0].to(x.dtype)).double()
 
 
 def lead_power(x) -> Tensor:
     """(n, n_leads) float64 mean square of each lead of `x` (a tensor or a
-    :class:`SignalView`)."""
-    sig = _current(x)
-    if sig is not None:
+    :class:`SignalView`; the kernel's sum runs in another order: ~1e-16 apart)."""
+    if isinstance(x, Tensor):
         with torch.no_grad():
-            return sig.double().square().mean(-1)
+            return x.double().square().mean(-1)
     s = x.plan.lead_stats()
     return s[..., 3] / x.shape[-1]
 

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ._dispatch import backends, compiled_op, has_kernel, register_kernel
 
-__all__ = ["OpCode", "augment_pass", "fused_pass_available", "philox_words"]
+__all__ = ["OpCode", "augment_pass", "fused_pass_available", "philox_stream", "lead_stats"]
 
 
 class OpCode(enum.IntEnum):
@@ -120,21 +120,38 @@ def augment_pass(x: Tensor, partner: Optional[Tensor], lam: Optional[Tensor],
     return (result if out is None else out), st
 
 
-def philox_words(c0: Tensor, c1: Tensor, c2: Tensor, c3: Tensor, k0: int, k1: int,
-                 rounds: int = 10) -> Optional[Tensor]:
-    """Philox 4x32 words of the counters (int64 tensors holding uint32 values,
-    broadcast together) under key ``(k0, k1)``, as ``(*shape, 4)`` int64 from the C++
-    kernel; None where it cannot run (not built, not CPU), so that the caller takes its
-    torch reference (:func:`fastecg.augmenters._random.philox4x32`).
+def lead_stats(x: Tensor) -> Tensor:
+    """Per-lead (min, max, sum, sum of squares) of `x` (n, n_leads, n_samples), float32 or
+    float64 on the CPU, in one read: float64 (n, n_leads, 4).
+
+    Examples
+    --------
+    >>> import torch
+    >>> lead_stats(torch.tensor([[[1.0, -2.0, 3.0]]])).tolist()
+    [[[-2.0, 3.0, 2.0, 14.0]]]
+    """
+    reason = fused_pass_available(x)
+    if reason is not None:
+        raise RuntimeError(reason)
+    return torch.ops.fastecg._lead_stats_kernel(x)
+
+
+def philox_stream(index: Tensor, view: Tensor, first: int, count: int, blocks: int, k0: int,
+                  k1: int) -> Optional[Tensor]:
+    """Philox 4x32-10 words of sample i's counters ``(index[i] & 0xFFFFFFFF,
+    (index[i] >> 32) & 0xFFFF | view[i] << 16, first + s, b)`` for ``s < count``,
+    ``b < blocks``, under key ``(k0, k1)``: ``(n, count, 4 * blocks)`` int64 from the C++
+    kernel (the counters of :class:`fastecg.augmenters._random.Keys`), or None where it
+    cannot run.
 
     Examples
     --------
     >>> import torch
     >>> zero = torch.zeros(1, dtype=torch.long)
-    >>> [hex(w) for w in philox_words(zero, zero, zero, zero, 0, 0)[0].tolist()]
+    >>> [hex(w) for w in philox_stream(zero, zero, 0, 1, 1, 0, 0)[0, 0].tolist()]
     ['0x6627e8d5', '0xe169c58d', '0xbc57ac4c', '0x9b00dbd8']
     """
-    if c0.device.type != "cpu" or not backends()["cpu"].available:
+    if index.device.type != "cpu" or not backends()["cpu"].available:
         return None
-    c0, c1, c2, c3 = (t.contiguous() for t in torch.broadcast_tensors(c0, c1, c2, c3))
-    return torch.ops.fastecg._philox_kernel(c0, c1, c2, c3, int(k0), int(k1), int(rounds))
+    return torch.ops.fastecg._philox_stream_kernel(index.long(), view.long(), int(first),
+                                                   int(count), int(blocks), int(k0), int(k1))
