@@ -123,6 +123,25 @@ def test_median_filter_window_of_over_2m_samples():
         assert np.array_equal(out.numpy(), numpy_median(x.numpy(), 2**21 + 1, mode))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("mode", ["constant", "nearest", "wrap"])
+def test_one_stage_baseline_step_subtracts_in_the_kernel(dtype, mode):
+    """BaselineRemove(window2=None) has the kernel write x - median in one pass: bit for bit
+    x - scipy.ndimage.median_filter(x) (scipy.signal.medfilt in constant mode), and its
+    gradient is the identity minus the one-hot at each window's median."""
+    x = torch.randn(3, 2, 700, generator=torch.Generator().manual_seed(3)).to(dtype)
+    step = BaselineRemove(fs=500.0, window1=0.4, window2=None, mode=mode)
+    out = step(x)
+    ref = x.double().numpy() - nd.median_filter(x.double().numpy(), size=(1, 1, 201), mode=mode)
+    assert out.dtype == dtype
+    assert torch.equal(out, torch.from_numpy(ref).to(dtype))
+    assert torch.equal(out, x - median_filter1d(x, 201, mode=mode))
+    if dtype == torch.float64:
+        xg = x[0, :1, :300].clone().requires_grad_()
+        small = BaselineRemove(fs=500.0, window1=0.1, window2=None, mode=mode)
+        assert torch.autograd.gradcheck(lambda t: small(t), (xg,))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_remove_baseline_matches_scipy_dual_median(dtype):
     x = ecg_like((3, 12, 2500), dtype)

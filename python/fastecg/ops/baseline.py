@@ -458,15 +458,28 @@ def median_filter1d(x: Tensor, size: int, mode: str = "nearest", cval: float = 0
     --------
     >>> y = median_filter1d(torch.randn(2, 12, 5000), 101)
     """
+    return _median_filter1d(x, size, mode, cval, origin, backend, False)
+
+
+def _median_filter1d(x: Tensor, size: int, mode: str, cval: float, origin: int, backend: str,
+                     subtract: bool) -> Tensor:
+    """:func:`median_filter1d`, or (`subtract`) ``x`` minus it in the same kernel pass (one
+    output written instead of the median and then the difference). Subtracting in the kernel
+    rounds ``x - median`` once in the kernel's dtype, as ``x - median_filter1d(x)`` does when
+    that is `x`'s dtype; for float16 and bfloat16 the two differ (one rounding against two),
+    so those subtract after the cast."""
     check_signal(x, "median_filter1d", min_samples=0)
     if mode not in MEDIAN_MODES:
         raise ValueError(f"median_filter1d: unknown mode {mode!r}; expected one of "
                          f"{sorted(MEDIAN_MODES)}")
     size = _check_size(size, origin)
     if x.numel() == 0:
-        return x.clone()
-    return _median_chain(x.to(kernel_dtype(x)), [size], [origin], MEDIAN_MODES[mode],
-                         float(cval), False, backend).to(x.dtype)
+        return torch.zeros_like(x) if subtract else x.clone()
+    dtype = kernel_dtype(x)
+    fused = subtract and dtype == x.dtype
+    out = _median_chain(x.to(dtype), [size], [origin], MEDIAN_MODES[mode], float(cval), fused,
+                        backend).to(x.dtype)
+    return x - out if subtract and not fused else out
 
 
 def remove_baseline(x: Tensor, fs: float, window1: float = 0.2, window2: float = 0.6,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import torch
 from torch import Tensor
 
-from ..ops.baseline import median_filter1d, remove_baseline
+from ..ops.baseline import _median_filter1d, remove_baseline
 from ..registry import PREPROCESSORS
 from ..transforms.config import SignalInfo
 from ..transforms.designs import BaselineRemoveSpec
@@ -49,9 +48,5 @@ class BaselineRemove(BaselineRemoveSpec, Transform):
             return remove_baseline(sig, fs, self.window1, self.window2, self.method,
                                    self.backend, mode=self.mode)
         (width,) = self.windows(fs)
-        base = median_filter1d(sig, width, mode=self.mode, backend=self.backend)
-        if (torch.is_grad_enabled() and (sig.requires_grad or base.requires_grad)) \
-                or base.dtype != sig.dtype or base.data_ptr() == sig.data_ptr():
-            return sig - base
-        # The baseline's memory takes the result: one new tensor for the step, not two.
-        return torch.sub(sig, base, out=base)
+        # The kernel writes x - median directly: one new tensor and one pass for the step.
+        return _median_filter1d(sig, width, self.mode, 0.0, 0, self.backend, True)
