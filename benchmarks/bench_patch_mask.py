@@ -57,3 +57,40 @@ def test_mae_step(benchmark, label):
 def test_mae_step_paired(paired):
     paired("patch_mask fused MAE step fwd+bwd (paired)", "patch_mask",
            {label: (lambda fn=fn: fn(INPUTS)) for label, fn in CANDIDATES.items()}, rounds=60)
+
+
+def test_mae_step_cpu_time(benchmark):
+    """The same paired rounds on the process's CPU time (both threads' user + system time)
+    instead of the wall clock: on a shared machine a preempted thread stalls every parallel
+    region of a step (wall time) but does not burn CPU time (OMP_WAIT_POLICY=PASSIVE), so
+    this ratio of work drifts less with the load than the wall-clock one."""
+    import time
+
+    import numpy as np
+
+    labels = list(CANDIDATES)
+    seconds = {label: [] for label in labels}
+
+    def one_round():
+        first = len(seconds[labels[0]]) % len(labels)
+        for label in labels[first:] + labels[:first]:
+            start = time.process_time()
+            CANDIDATES[label](INPUTS)
+            seconds[label].append(time.process_time() - start)
+
+    for label in labels:
+        CANDIDATES[label](INPUTS)
+    benchmark.group = "patch_mask fused MAE step fwd+bwd (CPU time, paired)"
+    benchmark.pedantic(one_round, rounds=40, iterations=1)
+    if benchmark.disabled:
+        return
+    cpu_ms = {k: np.asarray(v) * 1e3 for k, v in seconds.items()}
+    info = {"op": "patch_mask", "label": "cpu_time_paired", "mode": "forward+backward",
+            "cpu_time_median_ms": {k: round(float(np.median(v)), 2) for k, v in cpu_ms.items()}}
+    for label in labels[1:]:
+        ratio = cpu_ms["reference_path"] / cpu_ms[label]
+        info[f"reference_path_over_{label}"] = {
+            "median": round(float(np.median(ratio)), 3),
+            "p20": round(float(np.percentile(ratio, 20)), 3),
+            "p80": round(float(np.percentile(ratio, 80)), 3)}
+    benchmark.extra_info.update(info)
