@@ -484,6 +484,14 @@ def masked_patch_embed(x: Tensor, weight: Tensor, bias: Optional[Tensor], pos_em
     Only the ``1 - mask_ratio`` kept patches are read and multiplied: the embedding
     FLOPs fall by ``1 / (1 - mask_ratio)`` against embedding every patch and dropping
     most of them. Gradients reach `x`, `weight`, `bias`, `pos_embed` and `lead_embed`.
+
+    Examples
+    --------
+    >>> x = torch.randn(2, 12, 5000)
+    >>> w, pos = torch.randn(256, 600), torch.randn(100, 256)
+    >>> tokens, mask, ids_restore = masked_patch_embed(x, w, None, pos, 50, 0.75)
+    >>> tokens.shape, mask.shape
+    (torch.Size([2, 25, 256]), torch.Size([2, 100]))
     """
     code = _check_args(x, patch_size, mask_ratio, mode, "masked_patch_embed")
     t = x.shape[-1] // patch_size
@@ -539,6 +547,22 @@ def masked_reconstruction_loss(pred: Tensor, x: Tensor, mask: Tensor, patch_size
     -------
     Tensor
         Scalar, pred's dtype. Exact gradients with respect to `pred` and `x`.
+
+    Notes
+    -----
+    The compiled kernels (``cpu``, ``cuda``, ``triton``) read only the patches with a
+    nonzero weight and accumulate each patch's statistics in float64 from `x` directly;
+    the gradient is their own kernel too (not differentiable twice).
+
+    Examples
+    --------
+    >>> x = torch.randn(2, 12, 5000)
+    >>> mask = patch_mask(x, 50, 0.75).mask
+    >>> pred = torch.randn(2, 100, 600, requires_grad=True)
+    >>> loss = masked_reconstruction_loss(pred, x, mask, 50)
+    >>> loss.backward()
+    >>> loss.shape, pred.grad.shape
+    (torch.Size([]), torch.Size([2, 100, 600]))
     """
     code = _check_args(x, patch_size, 0.0, mode, "masked_reconstruction_loss")
     l = num_tokens(x.shape[1], x.shape[2], patch_size, mode)
