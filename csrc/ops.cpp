@@ -9,12 +9,11 @@ TORCH_LIBRARY(fastecg, m) {
   // Each row is normalised on its own.
   m.def("_normalize_kernel(Tensor x, int method, float mean, float std, float eps, int ddof) -> Tensor");
   // The fused augmentation pass (csrc/cpu/augment.cpp; ops and their tensors: OpCode there,
-  // python/fastecg/ops/augment.py). x: (n, n_leads, n_samples) float32/float64; source
-  // lerp(x[partner], x, lam) when partner/lam are given. Returns the output (empty when
-  // written into `out`, a work buffer kept between calls) and, when stats, its per-lead
-  // (min, max, sum, sum of squares) in float64 (else empty).
-  m.def("_augment_kernel(Tensor x, Tensor? partner, Tensor? lam, int[] codes, int[] ints, "
-        "float[] floats, Tensor[] tensors, bool stats, Tensor(a!)? out=None) -> (Tensor, Tensor)");
+  // python/fastecg/ops/augment.py). x: (n, n_leads, n_samples) float32/float64. Returns the
+  // output (empty when written into `out`, a work buffer kept between calls) and, when
+  // stats, its per-lead (min, max, sum, sum of squares) in float64 (else empty).
+  m.def("_augment_kernel(Tensor x, int[] codes, int[] ints, float[] floats, Tensor[] tensors, "
+        "bool stats, Tensor(a!)? out=None) -> (Tensor, Tensor)");
   // Philox 4x32-10 words of the counters (index low 32 bits, index bits 32-47 | view << 16,
   // c2_first + s, b), s < c2_count, b < blocks, per sample: (n, c2_count, 4 * blocks) int64.
   m.def("_philox_stream_kernel(Tensor index, Tensor view, int c2_first, int c2_count, "

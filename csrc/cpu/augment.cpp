@@ -3,16 +3,17 @@
 // draws them) and a list of ops (python/fastecg/augmenters/fused.py), which this kernel
 // applies in one pass over the batch:
 //
-//   source:   x[n], or lerp(x[partner[n]], x[n], lam[n]) (Mixup's pairing)
+//   source:   x[n]
 //   ops:      lead mixing (a per-sample (L_out x L_in) matrix: VCG rotation, lead sets),
 //             per-lead affine maps (flip, gain, lead masks, renormalisation),
 //             sums of sinusoids from a shared basis plus counter-based noise (baseline
 //             wander, powerline), counter-based Gaussian noise, time masks, rows added
 //             from a buffer (EMG noise), and time warps (stretch/compress, shift, crop:
 //             x at m * ratio for m = t + offset, linear interpolation, zero outside
-//             0 <= m < limit).
+//             0 <= m < limit), and Mixup's pairing: lerp(y[partner[n]], y[n], lam[n])
+//             of the signal so far (the partner's own chain evaluated alongside).
 //
-// The warps split the ops into stages. Output is produced in blocks of time per sample;
+// The warps and pairings split the ops into stages. Output is produced in blocks of time per sample;
 // a stage that starts with a warp asks the stage before it for the contiguous span of
 // its input the block's positions fall in (warps are monotone), so every intermediate
 // lives in a per-thread block buffer and the batch is read and written once.
@@ -60,6 +61,7 @@ enum OpCode : int64_t {
   kAddRows = 5,     // tensors: rows (N, L, T)
   kWarp = 6,        // tensors: offset (N,) int64, limit (N,) int64, ratio (N,) float64;
                     // ints: output length
+  kPair = 7,        // tensors: partner (N,) int64, lam (N,) float64
 };
 
 constexpr int64_t kBlock = 256;   // output samples per block (a block of 12 leads: 12 KB)
@@ -77,14 +79,14 @@ struct Op {
   int64_t j = 0;         // sines per row / masks per sample
   const int64_t* k0 = nullptr;  // noise keys / mask starts / warp offsets
   const int64_t* k1 = nullptr;  // mask ends / warp limits
-  const double* ratio = nullptr;
+  const double* ratio = nullptr;  // warp ratios / pairing weights
   T value = T(0);
   int64_t tin = 0;  // warp: input length
 };
 
 template <typename T>
 struct Stage {
-  Op<T> warp;  // code -1: the source
+  Op<T> warp;  // code -1: the source; kWarp or kPair: how the stage reads the one before
   std::vector<Op<T>> ops;
   int64_t lin = 0, lout = 0, lmax = 0, tlen = 0;
 };
@@ -410,8 +412,6 @@ FASTECG_PER_ISA(row_stats, row_stats_body)
 template <typename T>
 struct Kernel {
   const T* x;
-  const int64_t* partner;
-  const double* lam;
   int64_t n_leads, n_samples;  // x's
   std::vector<Stage<T>> stages;
 };
@@ -419,37 +419,31 @@ struct Kernel {
 template <typename T>
 struct ThreadScratch {
   std::vector<std::vector<T>> buffers;  // per stage: its output block
+  std::vector<std::vector<T>> partners;  // per stage: its output block for a Mixup partner
   std::vector<T> scratch;
   std::vector<std::vector<int64_t>> i0;  // per stage: its warp's positions of a block
   std::vector<std::vector<T>> frac;
 };
 
-// The source of sample n, times t0 .. t0 + len: x[n] or lerp(x[partner], x[n], lam).
+// Mixup: o = lerp(a, b, w) (torch.lerp's formula) for rows of a (the partner's, lda
+// apart), b (the sample's, ldb apart) into o (ldo apart).
 template <typename T>
-FASTECG_INLINE void load_source_body(const Kernel<T>& k, int64_t n, int64_t t0, int64_t len,
-                                     T* y, int64_t ld) {
-  const T* xn = k.x + n * k.n_leads * k.n_samples + t0;
-  if (k.partner == nullptr) {
-    for (int64_t l = 0; l < k.n_leads; ++l)
-      std::memcpy(y + l * ld, xn + l * k.n_samples, sizeof(T) * len);
-    return;
-  }
-  const T* xp = k.x + k.partner[n] * k.n_leads * k.n_samples + t0;
-  const T w = static_cast<T>(k.lam[n]);
+FASTECG_INLINE void pair_rows_body(const T* a, int64_t lda, const T* b, int64_t ldb, T w,
+                                   int64_t rows, int64_t len, T* o, int64_t ldo) {
   const bool near = std::abs(w) < T(0.5);  // lerp's branch, the same for the whole sample
-  for (int64_t l = 0; l < k.n_leads; ++l) {
-    const T* a = xp + l * k.n_samples;
-    const T* b = xn + l * k.n_samples;
-    T* o = y + l * ld;
+  for (int64_t l = 0; l < rows; ++l) {
+    const T* al = a + l * lda;
+    const T* bl = b + l * ldb;
+    T* ol = o + l * ldo;
     if (near) {
-      for (int64_t t = 0; t < len; ++t) o[t] = a[t] + w * (b[t] - a[t]);
+      for (int64_t t = 0; t < len; ++t) ol[t] = al[t] + w * (bl[t] - al[t]);
     } else {
-      for (int64_t t = 0; t < len; ++t) o[t] = b[t] - (b[t] - a[t]) * (T(1) - w);
+      for (int64_t t = 0; t < len; ++t) ol[t] = bl[t] - (bl[t] - al[t]) * (T(1) - w);
     }
   }
 }
 
-FASTECG_PER_ISA(load_source, load_source_body)
+FASTECG_PER_ISA(pair_rows, pair_rows_body)
 
 // Stage s's output for sample n, times t0 .. t0 + len, into y (lmax rows, ld apart).
 template <typename T, typename Tag>
@@ -457,7 +451,25 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
                 int64_t len, T* y, int64_t ld, Tag tag) {
   const Stage<T>& st = k.stages[s];
   if (s == 0) {
-    load_source(tag, k, n, t0, len, y, ld);
+    const T* xn = k.x + n * k.n_leads * k.n_samples + t0;
+    for (int64_t l = 0; l < k.n_leads; ++l)
+      std::memcpy(y + l * ld, xn + l * k.n_samples, sizeof(T) * len);
+  } else if (st.warp.code == kPair) {
+    // The stage before, for the sample and (unless it is its own partner) for its partner.
+    const Stage<T>& prev = k.stages[s - 1];
+    const int64_t p = st.warp.k0[n];
+    std::vector<T>& mine = ts.buffers[s - 1];
+    if (static_cast<int64_t>(mine.size()) < prev.lmax * len) mine.resize(prev.lmax * len);
+    eval_stage(k, ts, s - 1, n, t0, len, mine.data(), len, tag);
+    const T* other = mine.data();
+    if (p != n) {
+      std::vector<T>& theirs = ts.partners[s - 1];
+      if (static_cast<int64_t>(theirs.size()) < prev.lmax * len) theirs.resize(prev.lmax * len);
+      eval_stage(k, ts, s - 1, p, t0, len, theirs.data(), len, tag);
+      other = theirs.data();
+    }
+    pair_rows(tag, other, len, mine.data(), len, static_cast<T>(st.warp.ratio[n]), st.lin, len,
+              y, ld);
   } else {
     const Op<T>& w = st.warp;
     int64_t v0, v1, lo = 0, hi = -1;
@@ -497,6 +509,7 @@ void run(const Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
   parallel_claim(items, [&](auto& claim) {
     ThreadScratch<T> ts;
     ts.buffers.resize(k.stages.size());
+    ts.partners.resize(k.stages.size());
     ts.i0.resize(k.stages.size());
     ts.frac.resize(k.stages.size());
     auto work = [&](auto tag) {
@@ -566,8 +579,6 @@ const at::Tensor& param(std::vector<at::Tensor>& keep, const at::Tensor& t, at::
 
 template <typename T>
 std::tuple<at::Tensor, at::Tensor> augment_typed(const at::Tensor& x,
-                                                  const std::optional<at::Tensor>& partner,
-                                                  const std::optional<at::Tensor>& lam,
                                                   at::IntArrayRef codes, at::IntArrayRef ints,
                                                   at::ArrayRef<double> floats,
                                                   at::TensorList tensors, bool want_stats,
@@ -580,16 +591,6 @@ std::tuple<at::Tensor, at::Tensor> augment_typed(const at::Tensor& x,
   k.x = x.const_data_ptr<T>();
   k.n_leads = x.size(1);
   k.n_samples = x.size(2);
-  k.partner = nullptr;
-  k.lam = nullptr;
-  TORCH_CHECK(partner.has_value() == lam.has_value(),
-              "_augment_kernel: partner and lam go together");
-  if (partner.has_value()) {
-    k.partner = param(keep, *partner, at::kLong, {n}, "partner").template const_data_ptr<int64_t>();
-    k.lam = param(keep, *lam, at::kDouble, {n}, "lam").template const_data_ptr<double>();
-    for (int64_t i = 0; i < n; ++i)
-      TORCH_CHECK(k.partner[i] >= 0 && k.partner[i] < n, "_augment_kernel: partner out of range");
-  }
   k.stages.emplace_back();
   Stage<T>* st = &k.stages.back();
   st->lin = st->lout = st->lmax = k.n_leads;
@@ -663,6 +664,19 @@ std::tuple<at::Tensor, at::Tensor> augment_typed(const at::Tensor& x,
         st = &k.stages.back();
         continue;
       }
+      case kPair: {
+        op.k0 = param(keep, next_tensor(), at::kLong, {n}, "partners").template const_data_ptr<int64_t>();
+        op.ratio = param(keep, next_tensor(), at::kDouble, {n}, "mixing weights").template const_data_ptr<double>();
+        for (int64_t i = 0; i < n; ++i)
+          TORCH_CHECK(op.k0[i] >= 0 && op.k0[i] < n, "_augment_kernel: partner out of range");
+        Stage<T> next;
+        next.warp = op;
+        next.lin = next.lout = next.lmax = L;
+        next.tlen = len;
+        k.stages.push_back(std::move(next));
+        st = &k.stages.back();
+        continue;
+      }
       default:
         TORCH_CHECK(false, "_augment_kernel: unknown op code ", code);
     }
@@ -698,8 +712,6 @@ std::tuple<at::Tensor, at::Tensor> augment_typed(const at::Tensor& x,
 }
 
 std::tuple<at::Tensor, at::Tensor> augment_cpu(const at::Tensor& x,
-                                               const std::optional<at::Tensor>& partner,
-                                               const std::optional<at::Tensor>& lam,
                                                at::IntArrayRef codes, at::IntArrayRef ints,
                                                at::ArrayRef<double> floats, at::TensorList tensors,
                                                bool stats, const std::optional<at::Tensor>& out) {
@@ -708,8 +720,8 @@ std::tuple<at::Tensor, at::Tensor> augment_cpu(const at::Tensor& x,
               "_augment_kernel: expected float32 or float64, got ", x.scalar_type());
   const at::Tensor xc = x.contiguous();
   if (xc.scalar_type() == at::kFloat)
-    return augment_typed<float>(xc, partner, lam, codes, ints, floats, tensors, stats, out);
-  return augment_typed<double>(xc, partner, lam, codes, ints, floats, tensors, stats, out);
+    return augment_typed<float>(xc, codes, ints, floats, tensors, stats, out);
+  return augment_typed<double>(xc, codes, ints, floats, tensors, stats, out);
 }
 
 // Per-lead (min, max, sum, sum of squares) of x (n, n_leads, n_samples): what the steps

@@ -148,23 +148,29 @@ def test_replay_and_views_on_the_fused_pass():
 def test_kernel_statistics_and_checks():
     x = ecg((3, 4, 300), dtype=torch.float64)
     gain, shift = torch.rand(3, 4, dtype=torch.float64), torch.rand(3, 4, dtype=torch.float64)
-    out, stats = augment_pass(x, None, None, [OpCode.LEAD_AFFINE], [], [], [gain, shift],
+    out, stats = augment_pass(x, [OpCode.LEAD_AFFINE], [], [], [gain, shift],
                               stats=True)
     ref = x * gain[..., None] + shift[..., None]
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-14)
     torch.testing.assert_close(stats, torch.stack([ref.amin(-1), ref.amax(-1), ref.sum(-1),
                                                    ref.square().sum(-1)], -1))
     with pytest.raises(RuntimeError, match="gain must have shape"):
-        augment_pass(x, None, None, [OpCode.LEAD_AFFINE], [], [], [gain[:2], shift])
+        augment_pass(x, [OpCode.LEAD_AFFINE], [], [], [gain[:2], shift])
     with pytest.raises(RuntimeError, match="unknown op code"):
-        augment_pass(x, None, None, [99], [], [], [])
+        augment_pass(x, [99], [], [], [])
     with pytest.raises(RuntimeError, match="partner out of range"):
-        augment_pass(x, torch.tensor([0, 1, 5]), torch.ones(3, dtype=torch.float64), [], [],
-                     [], [])
+        augment_pass(x, [OpCode.PAIR], [], [], [torch.tensor([0, 1, 5]),
+                                                torch.ones(3, dtype=torch.float64)])
+    # Mixup after other ops: each sample's partner runs its own chain up to the pairing.
+    partner, lam = torch.tensor([2, 1, 0]), torch.tensor([0.3, 1.0, 0.8], dtype=torch.float64)
+    out, _ = augment_pass(x, [OpCode.LEAD_AFFINE, OpCode.PAIR], [], [],
+                          [gain, shift, partner, lam])
+    torch.testing.assert_close(out, torch.lerp(ref[partner], ref, lam[:, None, None]), rtol=0,
+                               atol=1e-14)
     # A warp reads the span its block needs: a 0.1x compression reads ten times as far.
     offset, limit = torch.zeros(3, dtype=torch.long), torch.full((3,), 300)
     ratio = torch.full((3,), 10.0, dtype=torch.float64)
-    out, _ = augment_pass(x, None, None, [OpCode.WARP], [30], [], [offset, limit, ratio])
+    out, _ = augment_pass(x, [OpCode.WARP], [30], [], [offset, limit, ratio])
     torch.testing.assert_close(out, x[..., ::10], rtol=0, atol=0)
 
 
@@ -193,10 +199,10 @@ def test_kernel_writes_into_a_given_buffer():
     x = ecg((2, 3, 50), dtype=torch.float64)
     gain, shift = torch.full((2, 3), 2.0, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)
     buf = torch.empty_like(x)
-    out, _ = augment_pass(x, None, None, [OpCode.LEAD_AFFINE], [], [], [gain, shift], out=buf)
+    out, _ = augment_pass(x, [OpCode.LEAD_AFFINE], [], [], [gain, shift], out=buf)
     assert out is buf and torch.equal(buf, 2 * x)
     with pytest.raises(RuntimeError, match="must not overlap x"):
-        augment_pass(x, None, None, [OpCode.LEAD_AFFINE], [], [], [gain, shift], out=x)
+        augment_pass(x, [OpCode.LEAD_AFFINE], [], [], [gain, shift], out=x)
     with pytest.raises(RuntimeError, match="out must be a contiguous"):
-        augment_pass(x, None, None, [OpCode.LEAD_AFFINE], [], [], [gain, shift],
+        augment_pass(x, [OpCode.LEAD_AFFINE], [], [], [gain, shift],
                      out=torch.empty(2, 3, 49, dtype=torch.float64))

@@ -4,13 +4,13 @@ work to a :class:`FusedPlan` as ops of the fused kernel (:mod:`fastecg.ops.augme
 instead of running it. The kernel then runs the pending ops in one pass over the batch.
 
 A plan runs its pending ops (one kernel call, a new batch-sized buffer that becomes the
-source of the next ops) only where a step needs the signal itself:
+source of the next ops) only where a step needs the signal itself (Mixup, which pairs
+samples, does not: the kernel computes the partner's signal so far alongside, see the
+``PAIR`` op):
 
 * a draw or transform that reads the signal's statistics (baseline wander's amplitude,
   Gaussian noise's power, renormalisation's mean and variance): the kernel returns the
   per-lead min, max, sum and sum of squares of its output with it;
-* Mixup, which pairs samples (the paired source ``lerp(x[partner], x, lam)`` is the
-  kernel's input stage, so Mixup itself costs no pass);
 * a step with no fused form (CutMix, plain ``nn.Module`` steps), which runs its torch
   code on the materialised signal.
 
@@ -44,8 +44,6 @@ class FusedPlan:
 
     def _reset(self, source: Tensor, stats: Optional[Tensor] = None) -> None:
         self.source = source
-        self.partner: Optional[Tensor] = None
-        self.lam: Optional[Tensor] = None
         self.codes: list[int] = []
         self.ints: list[int] = []
         self.floats: list[float] = []
@@ -55,7 +53,7 @@ class FusedPlan:
 
     @property
     def pending(self) -> bool:
-        return bool(self.codes) or self.partner is not None
+        return bool(self.codes)
 
     def add(self, code: OpCode, tensors: Sequence[Tensor], ints: Sequence[int] = (),
             floats: Sequence[float] = ()) -> None:
@@ -91,10 +89,9 @@ class FusedPlan:
                                ratio.to(self.device, torch.float64).expand(n)], ints=[n_out])
 
     def pair(self, partner: Tensor, lam: Tensor) -> None:
-        """Make the source ``lerp(x[partner], x, lam)`` of the signal so far (Mixup)."""
-        self.materialize()
-        self.partner = partner.to(device=self.device, dtype=torch.long).contiguous()
-        self.lam = lam.to(device=self.device, dtype=torch.float64).contiguous()
+        """``lerp(y[partner], y, lam)`` of the signal so far, y (Mixup)."""
+        self.add(OpCode.PAIR, [partner.to(device=self.device, dtype=torch.long),
+                               lam.to(device=self.device, dtype=torch.float64)])
 
     def _shares(self, buf: Tensor, t: Tensor) -> bool:
         return buf.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
@@ -119,8 +116,8 @@ class FusedPlan:
         """Run the pending ops (if any); the result is the new source. `final`: the
         result is the caller's (a new tensor, never a work buffer)."""
         if self.pending or (stats and self._stats is None):
-            out, st = augment_pass(self.source, self.partner, self.lam, self.codes, self.ints,
-                                   self.floats, self.tensors, stats,
+            out, st = augment_pass(self.source, self.codes, self.ints, self.floats,
+                                   self.tensors, stats,
                                    None if final else self._work_buffer())
             self._reset(out, st if stats else None)
         elif final and self._workspace and any(self._shares(b, self.source)

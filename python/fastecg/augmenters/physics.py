@@ -165,7 +165,7 @@ class EMGNoise(Augmenter):
             # as torch does, to the last bit or so) in one pass instead of hash_normal's ~8.
             zeros = torch.zeros(*keys.shape[:-1], 2 * k, dtype=work, device=device)
             ones = torch.ones(keys.shape[:-1], dtype=work, device=device)
-            z = augment_pass(zeros, None, None, [OpCode.NOISE], [], [], [keys, ones])[0]
+            z = augment_pass(zeros, [OpCode.NOISE], [], [], [keys, ones])[0]
         else:
             z = hash_normal(keys, 2 * k, work)
         # The spectrum as (re, im) pairs of a real tensor: one zero fill and two copies.

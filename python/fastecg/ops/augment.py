@@ -17,6 +17,8 @@ the samples the op sees, float tensors in the signal's dtype unless said):
 ``WARP``        offset (N,) int64, limit (N,) int64, ratio (N,) float64 and one int,
                 the output length: y(t) = y at (t + offset) * ratio, linear
                 interpolation, 0 unless 0 <= t + offset < limit
+``PAIR``        partner (N,) int64, lam (N,) float64: y = lerp(y[partner], y, lam),
+                the partner's signal so far computed alongside (Mixup)
 =============== ====================================================================
 
 z is :func:`fastecg.augmenters._random.hash_normal` of the row's keys, computed inside
@@ -46,6 +48,7 @@ class OpCode(enum.IntEnum):
     TIME_MASK = 4
     ADD_ROWS = 5
     WARP = 6
+    PAIR = 7
 
 
 register_kernel("augment", "cpu", compiled_op("_augment_kernel"))
@@ -72,8 +75,7 @@ def fused_pass_available(x: Tensor) -> Optional[str]:
     return None
 
 
-def augment_pass(x: Tensor, partner: Optional[Tensor], lam: Optional[Tensor],
-                 codes: Sequence[int], ints: Sequence[int], floats: Sequence[float],
+def augment_pass(x: Tensor, codes: Sequence[int], ints: Sequence[int], floats: Sequence[float],
                  tensors: Sequence[Tensor], stats: bool = False,
                  out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """Run the ops `codes` over the batch `x` in one pass.
@@ -82,8 +84,6 @@ def augment_pass(x: Tensor, partner: Optional[Tensor], lam: Optional[Tensor],
     ----------
     x : Tensor, shape (n, n_leads, n_samples)
         float32 or float64, CPU.
-    partner, lam : Tensor, shape (n,), optional
-        int64 partners and float64 weights: the source is ``lerp(x[partner], x, lam)``.
     codes : sequence of int
         :class:`OpCode` values, in order.
     ints, floats, tensors : sequences
@@ -105,15 +105,14 @@ def augment_pass(x: Tensor, partner: Optional[Tensor], lam: Optional[Tensor],
     >>> import torch
     >>> x = torch.ones(2, 3, 5)
     >>> gain, shift = torch.full((2, 3), 2.0), torch.zeros(2, 3)
-    >>> out, s = augment_pass(x, None, None, [OpCode.LEAD_AFFINE], [], [], [gain, shift],
-    ...                       stats=True)
+    >>> out, s = augment_pass(x, [OpCode.LEAD_AFFINE], [], [], [gain, shift], stats=True)
     >>> out[0, 0].tolist(), s[0, 0].tolist()
     ([2.0, 2.0, 2.0, 2.0, 2.0], [2.0, 2.0, 10.0, 20.0])
     """
     reason = fused_pass_available(x)
     if reason is not None:
         raise RuntimeError(reason)
-    result, st = torch.ops.fastecg._augment_kernel(x, partner, lam, [int(c) for c in codes],
+    result, st = torch.ops.fastecg._augment_kernel(x, [int(c) for c in codes],
                                                    [int(i) for i in ints],
                                                    [float(f) for f in floats], list(tensors),
                                                    bool(stats), out)
