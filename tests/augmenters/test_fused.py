@@ -79,6 +79,7 @@ def test_whole_pipelines_match_the_torch_backend(dtype):
     label, mask = torch.rand(16, 4, dtype=dtype), torch.rand(16, 2000, dtype=dtype)
     ref, _ = both(am, x, label, mask, seed=11, epoch=2)
     assert ref[0].shape == (16, 6, 1500) and ref[2].shape == (16, 1500)
+    assert len(am._workspace) <= 2  # intermediates: at most two batch-sized work buffers
     seven = AugmenterManager.from_config(TORCH_ECG_CONFIG)
     both(seven, ecg((8, 12, 5000), dtype=dtype), label[:8], seed=5)
 
