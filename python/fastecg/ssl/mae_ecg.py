@@ -51,11 +51,13 @@ class MAEECG(MAE1D):
     seq_len : int
         Samples per record, a multiple of `patch_size` (5000: 10 s at 500 Hz).
     variant : {"mtae", "mlae", "mltae"}
-    patch_size, embed_dim, depth, num_heads, decoder_dim, decoder_depth, decoder_heads,
-    mlp_ratio, mask_ratio, norm_pix, fs, lead_names, preprocess
-        As :class:`~fastecg.ssl.MAE1D`; `mask_ratio` is of time patches (``mtae``), of
-        leads (``mlae``, at least one lead kept and one masked) or of each lead's
-        patches (``mltae``).
+    mask_ratio : float
+        Of time patches (``mtae``), of leads (``mlae``, at least one lead kept and one
+        masked) or of each lead's patches (``mltae``).
+    patch_size, embed_dim, depth, num_heads, mlp_ratio, norm_pix
+        As :class:`~fastecg.ssl.MAE1D`.
+    decoder_dim, decoder_depth, decoder_heads, fs, lead_names, preprocess
+        As :class:`~fastecg.ssl.MAE1D`.
 
     Raises
     ------
