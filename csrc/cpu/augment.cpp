@@ -42,6 +42,10 @@
 #include <immintrin.h>
 #endif
 
+// The vector helpers are always inlined into their ISA's caller, so the ABI GCC warns
+// about (vector arguments and results across ISAs) is never used.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 #include "../common/huge_pages.h"
 #include "../common/lanes4.h"
 #include "../common/parallel.h"
@@ -137,12 +141,12 @@ FASTECG_INLINE uint32_t lowbias32(uint32_t x) {
   return x;
 }
 
-// Eight values of T in one GCC vector (a struct: GCC drops vector_size on a dependent
-// alias template).
-template <typename T> struct Lanes8 {
-  typedef T type __attribute__((vector_size(8 * sizeof(T))));
+// 32 bytes of T in one GCC vector (a struct: GCC drops vector_size on a dependent alias
+// template); 64-byte GCC vectors go through the stack on AVX2.
+template <typename T> struct Vec32 {
+  typedef T type __attribute__((vector_size(32)));
 };
-template <typename T> using V8 = typename Lanes8<T>::type;
+template <typename T> constexpr int64_t kVec32 = 32 / sizeof(T);
 
 // torch.lerp's formula (the branch keeps lerp(a, b, 1) == b exactly).
 template <typename T>
@@ -227,6 +231,7 @@ FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0,
       const T* h = op.b + n * op.lin;
       for (int64_t l = 0; l < op.lin; ++l) {
         const T gl = g[l], hl = h[l];
+        if (gl == T(1) && hl == T(0)) continue;  // a sample the step leaves alone
         T* row = y + l * ld;
         if (hl == T(0)) {
           for (int64_t t = 0; t < len; ++t) row[t] = row[t] * gl;
@@ -242,14 +247,19 @@ FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0,
       T* acc = scratch;
       for (int64_t l = 0; l < op.lin; ++l) {
         const T* c = op.a + (n * op.lin + l) * op.j;
-        // Eight samples at a time with their sum in a register (the same order of sums
-        // over the sinusoids as a row at a time, which reloaded acc for every one).
+        const T noise_std = op.c != nullptr ? op.c[n * op.lin + l] : T(0);
+        bool silent = noise_std == T(0);  // a row the step leaves alone: y + 0 is y
+        for (int64_t j = 0; j < op.j && silent; ++j) silent = c[j] == T(0);
+        if (silent) continue;
+        // A vector of samples at a time with their sum in a register (the same order of
+        // sums over the sinusoids as a row at a time, which reloaded acc for every one).
+        typedef typename Vec32<T>::type VT;
         const T* basis = op.b + t0;
         int64_t t = 0;
-        for (; t + 8 <= len; t += 8) {
-          V8<T> sum = {};
+        for (; t + kVec32<T> <= len; t += kVec32<T>) {
+          VT sum = {};
           for (int64_t j = 0; j < op.j; ++j) {
-            V8<T> b;
+            VT b;
             std::memcpy(&b, basis + j * op.tlen + t, sizeof b);
             sum += c[j] * b;
           }
@@ -261,7 +271,7 @@ FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0,
           acc[t] = sum;
         }
         if (op.c != nullptr) {
-          const T s = op.c[n * op.lin + l];
+          const T s = noise_std;
           if (s != T(0)) add_noise_row(tag, acc, t0, len, op.k0 + (n * op.lin + l) * 2, s, radius,
                                        cosine);
         }
@@ -365,45 +375,54 @@ FASTECG_INLINE void warp_rows_body(const Op<T>& w, int64_t n, int64_t t0, int64_
 FASTECG_PER_ISA(warp_rows, warp_rows_body)
 
 // Per-lead min, max, sum and sum of squares of rows (ld apart), accumulated into acc
-// (4 per lead), over eight interleaved lanes so that the loop vectorises: min and max in
-// T (exact), sums in double.
+// (4 per lead): a 32-byte vector of T at a time (min and max in T, exact; sums in double,
+// four lanes per register). Plain loops over lane arrays stayed scalar, and 64-byte GCC
+// vectors went through the stack on AVX2.
 template <typename T>
 FASTECG_INLINE void row_stats_body(const T* y, int64_t ld, int64_t rows, int64_t len,
                                    double* acc) {
-  constexpr int W = 8;
+  typedef typename Vec32<T>::type VT;
+  constexpr int64_t W = 32 / sizeof(T);
   for (int64_t l = 0; l < rows; ++l) {
     const T* row = y + l * ld;
     if (len == 0) continue;
-    T lo[W], hi[W];
-    double s[W], ss[W];
-    for (int k = 0; k < W; ++k) {
-      lo[k] = hi[k] = row[0];
-      s[k] = ss[k] = 0.0;
-    }
+    VT lo = VT{} + row[0], hi = lo;
+    V4 s0 = {}, s1 = {}, q0 = {}, q1 = {};
     int64_t t = 0;
     for (; t + W <= len; t += W) {
-      for (int k = 0; k < W; ++k) {
-        const T v = row[t + k];
-        lo[k] = v < lo[k] ? v : lo[k];
-        hi[k] = v > hi[k] ? v : hi[k];
-        const double d = v;
-        s[k] += d;
-        ss[k] += d * d;
+      VT v;
+      std::memcpy(&v, row + t, sizeof v);
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+      const V4 d0 = load4(row + t);
+      s0 += d0;
+      q0 += d0 * d0;
+      if constexpr (W == 8) {
+        const V4 d1 = load4(row + t + 4);
+        s1 += d1;
+        q1 += d1 * d1;
       }
     }
+    double low = acc[4 * l], high = acc[4 * l + 1], sum = 0.0, squares = 0.0;
     for (; t < len; ++t) {
-      const T v = row[t];
-      lo[0] = v < lo[0] ? v : lo[0];
-      hi[0] = v > hi[0] ? v : hi[0];
-      s[0] += static_cast<double>(v);
-      ss[0] += static_cast<double>(v) * static_cast<double>(v);
+      const double v = row[t];
+      low = std::min(low, v);
+      high = std::max(high, v);
+      sum += v;
+      squares += v * v;
     }
-    for (int k = 0; k < W; ++k) {
-      acc[4 * l] = std::min<double>(acc[4 * l], lo[k]);
-      acc[4 * l + 1] = std::max<double>(acc[4 * l + 1], hi[k]);
-      acc[4 * l + 2] += s[k];
-      acc[4 * l + 3] += ss[k];
+    for (int64_t k = 0; k < W; ++k) {
+      low = std::min<double>(low, lo[k]);
+      high = std::max<double>(high, hi[k]);
     }
+    for (int k = 0; k < 4; ++k) {
+      sum += s0[k] + s1[k];
+      squares += q0[k] + q1[k];
+    }
+    acc[4 * l] = low;
+    acc[4 * l + 1] = high;
+    acc[4 * l + 2] += sum;
+    acc[4 * l + 3] += squares;
   }
 }
 
