@@ -207,3 +207,19 @@ def test_kernel_writes_into_a_given_buffer():
     with pytest.raises(RuntimeError, match="out must be a contiguous"):
         augment_pass(x, [OpCode.LEAD_AFFINE], [], [], [gain, shift],
                      out=torch.empty(2, 3, 49, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_instruction_set_gives_the_same_result(isa, dtype, monkeypatch):
+    # The kernel's vector paths (AVX2 gathers for the noise, 32-byte vectors for sums and
+    # statistics) against its baseline x86-64 code and the torch backend.
+    monkeypatch.setenv("FASTECG_CPU_ISA", isa)
+    try:
+        torch.ops.fastecg._cpu_isa()
+    except RuntimeError as err:
+        assert "supports at most" in str(err)
+        pytest.skip(f"this CPU has no {isa}")
+    am = AugmenterManager(*PER_SAMPLE, {"name": "mixup"}, fs=FS)
+    x, label = ecg((8, 12, 3001), dtype=dtype), torch.rand(8, 3, dtype=dtype)
+    both(am, x, label, seed=21)
