@@ -28,3 +28,14 @@ def cinc_records():
     if not paths:
         pytest.skip(f"sample records not found in {SAMPLE_DIR}")
     return [str(p.with_suffix("")) for p in paths]
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (``pytestmark = pytest.mark.usefixtures(
+    "one_thread")``): with tiny models a parallel region costs more than the work on a
+    shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

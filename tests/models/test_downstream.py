@@ -41,12 +41,7 @@ class TinyBackbone(Backbone):
         self._finish(widths)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _zscore(x: np.ndarray) -> torch.Tensor:

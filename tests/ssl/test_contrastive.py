@@ -21,13 +21,7 @@ TINY = {"encoder": {"name": "resnet18", "stem_channels": 8, "widths": [8, 8, 8, 
         "n_leads": 3, "seq_len": 400, "fs": 50.0}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small models: a parallel region costs more than the work on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(name, **kw):

@@ -15,12 +15,7 @@ TINY = dict(n_leads=2, seq_len=100, patch_size=25, embed_dim=16, depth=1, num_he
             decoder_dim=8, decoder_depth=1, decoder_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _single_label_case(n=200, k=4, p_correct=0.6, seed=0):

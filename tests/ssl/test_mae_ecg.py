@@ -17,12 +17,7 @@ TINY = dict(n_leads=3, seq_len=200, patch_size=20, embed_dim=16, depth=1, num_he
 MODES = {"mtae": "temporal", "mlae": "lead", "mltae": "lead_temporal"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(variant, **kw):

@@ -19,13 +19,7 @@ TINY = dict(n_leads=3, seq_len=200, patch_size=20, embed_dim=16, depth=1, num_he
             decoder_dim=8, decoder_depth=1, decoder_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: a parallel region costs more than the work on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _synthetic(n, n_leads=3, seed=0):

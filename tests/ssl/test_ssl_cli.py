@@ -9,12 +9,7 @@ from fastecg.cli import main
 from fastecg.ssl import MAE1D
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pretrain_then_finetune(tmp_path, capsys):

@@ -19,13 +19,7 @@ from fastecg.train.trainer import EpochBatchSampler
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: a parallel region costs more than the work on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_MAE = dict(n_leads=2, seq_len=40, patch_size=10, embed_dim=16, depth=1, num_heads=2,
                 decoder_dim=8, decoder_depth=1, decoder_heads=2)
