@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from fastecg.cli import main
 from fastecg.ssl import MAE1D
