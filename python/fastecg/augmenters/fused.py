@@ -3,8 +3,8 @@ drawn in torch exactly as the torch backend draws them, and each step adds its s
 work to a :class:`FusedPlan` as ops of the fused kernel (:mod:`fastecg.ops.augment`)
 instead of running it. The kernel then runs the pending ops in one pass over the batch.
 
-A plan runs its pending ops (one kernel call, a new batch-sized buffer that becomes the
-source of the next ops) only where a step needs the signal itself (Mixup, which pairs
+A plan runs its pending ops (one kernel call, whose output becomes the source of the
+next ops) only where a step needs the signal itself (Mixup, which pairs
 samples, does not: the kernel computes the partner's signal so far alongside, see the
 ``PAIR`` op):
 
