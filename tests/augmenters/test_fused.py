@@ -79,7 +79,7 @@ def test_whole_pipelines_match_the_torch_backend(dtype):
     label, mask = torch.rand(16, 4, dtype=dtype), torch.rand(16, 2000, dtype=dtype)
     ref, _ = both(am, x, label, mask, seed=11, epoch=2)
     assert ref[0].shape == (16, 6, 1500) and ref[2].shape == (16, 1500)
-    assert len(am._workspace) <= 2  # intermediates: at most two batch-sized work buffers
+    assert len(am._workspace()) <= 2  # intermediates: at most two batch-sized work buffers
     seven = AugmenterManager.from_config(TORCH_ECG_CONFIG)
     both(seven, ecg((8, 12, 5000), dtype=dtype), label[:8], seed=5)
 
@@ -190,7 +190,7 @@ def test_work_buffers_never_reach_the_caller():
     second = am(x, seed=1, backend="cpu")[0]
     assert torch.equal(first, kept) and not torch.equal(first, second)
     assert first.untyped_storage().data_ptr() != second.untyped_storage().data_ptr()
-    for buf in am._workspace:
+    for buf in am._workspace():
         for out in (first, second):
             assert buf.untyped_storage().data_ptr() != out.untyped_storage().data_ptr()
     assert_close_to_peak(am(x, seed=1, backend="torch")[0], second)
@@ -223,3 +223,33 @@ def test_every_instruction_set_gives_the_same_result(isa, dtype, monkeypatch):
     am = AugmenterManager(*PER_SAMPLE, {"name": "mixup"}, fs=FS)
     x, label = ecg((8, 12, 3001), dtype=dtype), torch.rand(8, 3, dtype=dtype)
     both(am, x, label, seed=21)
+
+
+def test_threads_sharing_a_manager_keep_their_own_work_buffers():
+    import copy
+    import pickle
+    import threading
+
+    am = AugmenterManager({"name": "baseline_wander", "prob": 1.0},
+                          {"name": "random_renormalize", "prob": 1.0},
+                          {"name": "time_shift", "prob": 1.0}, fs=FS)
+    x = ecg((6, 12, 3000))
+    expected = {s: am(x, seed=s, backend="torch")[0] for s in range(4)}
+    results, barrier = {}, threading.Barrier(4)
+
+    def work(s):
+        barrier.wait()
+        results[s] = [am(x, seed=s, backend="cpu")[0] for _ in range(5)]
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s, outs in results.items():
+        for out in outs:
+            assert_close_to_peak(expected[s], out)
+    assert len(am.__dict__["_workspaces"]) >= 1
+    for clone in (pickle.loads(pickle.dumps(am)), copy.deepcopy(am)):
+        assert "_workspaces" not in clone.__dict__
+        assert_close_to_peak(expected[1], clone(x, seed=1, backend="cpu")[0])

@@ -23,6 +23,7 @@ step order is drawn per batch.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Optional, Sequence
 
 import torch
@@ -71,7 +72,7 @@ class AugmenterManager(TransformManager):
     ``"auto"`` picks ``"cpu"`` for float32/float64 CPU signals when the extension is
     built. When `sig` requires grad, both run the torch code, so gradients flow through
     torch's autograd. The fused pass keeps two work buffers (the size of the batch)
-    between calls, for its intermediate results. Shapes: ``sig (..., n_leads, n_samples)``,
+    between calls, for its intermediate results (per calling thread; not pickled). Shapes: ``sig (..., n_leads, n_samples)``,
     ``label (..., n_classes)``, masks ``(..., n_samples)`` or ``(..., n_samples, k)``.
     `indices` are the samples' global indices (default ``arange(batch)``); `seed`
     (default: drawn from `generator` or torch's generator) and `epoch` key the random
@@ -152,7 +153,7 @@ class AugmenterManager(TransformManager):
         `params` ({step: parameters}); each step run in torch, or compiled into the fused
         pass."""
         x, lab, ms = batch.x, batch.label, list(batch.masks)
-        plan = FusedPlan(x, self.__dict__.setdefault("_workspace", [])) if fused else None
+        plan = FusedPlan(x, self._workspace()) if fused else None
         drawn = []
         for i, step_info in zip(order, infos):
             step = self.steps[i]
@@ -187,6 +188,30 @@ class AugmenterManager(TransformManager):
             except ValueError as err:
                 raise ValueError(f"{type(self).__name__} step {i} ({self._label(i)}): {err}") \
                     from None
+
+    # Threads that keep work buffers at a time (a thread that has not called recently
+    # gives its buffers up to a new one).
+    _WORKSPACE_THREADS = 8
+
+    def _workspace(self) -> list:
+        """This thread's work buffers of the fused pass (a list FusedPlan fills): per
+        thread, so that threads sharing a manager never write into each other's."""
+        spaces = self.__dict__.setdefault("_workspaces", {})
+        key = threading.get_ident()
+        space = spaces.pop(key, None)
+        if space is None:
+            space = []
+            while len(spaces) >= self._WORKSPACE_THREADS:
+                spaces.pop(next(iter(spaces)))
+        spaces[key] = space  # most recent last
+        return space
+
+    def __getstate__(self):
+        # Work buffers are scratch: not pickled (DataLoader workers) nor deep-copied.
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else dict(self.__dict__)
+        state = dict(state)
+        state.pop("_workspaces", None)
+        return state
 
     def _fused(self, sig: Any, backend: str) -> bool:
         """Whether this call runs the fused pass; ValueError for a backend that cannot
