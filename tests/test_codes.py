@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from fastecg._spec import BoundaryMode, NormalizeMethod, PadType
+from fastecg._spec import BoundaryMode, MaskMode, NormalizeMethod, PadType
 
 CODES_H = pathlib.Path(__file__).resolve().parents[1] / "csrc" / "common" / "codes.h"
 
@@ -15,6 +15,7 @@ EXPECTED = {
     "NormalizeMethod": (NormalizeMethod, ["kZScore", "kMinMax", "kNaive"]),
     "PadType": (PadType, ["kPadNone", "kPadOdd", "kPadEven", "kPadConstant"]),
     "BoundaryMode": (BoundaryMode, ["kReflect", "kMirror", "kNearest", "kConstant", "kWrap"]),
+    "MaskMode": (MaskMode, ["kMaskTemporal", "kMaskLeadTemporal", "kMaskLead"]),
 }
 
 
@@ -45,7 +46,9 @@ def test_the_ops_tables_use_the_enums():
     from fastecg._rows import PADTYPES
     from fastecg.ops.baseline import MEDIAN_MODES
     from fastecg.ops.normalize import NORMALIZE_METHODS
+    from fastecg.ops.patch_mask import MASK_MODES
 
     assert {int(v) for v in PADTYPES.values()} == {m.value for m in PadType}
     assert MEDIAN_MODES == {m.name.lower(): m for m in BoundaryMode}
     assert sorted(int(v) for v in NORMALIZE_METHODS.values()) == [m.value for m in NormalizeMethod]
+    assert MASK_MODES == {m.name.lower(): m for m in MaskMode}

@@ -11,7 +11,9 @@ import torch
 import triton
 import triton.language as tl
 
-_TEMPORAL = 0  # patch_mask.py's MASK_MODES["temporal"]
+from fastecg._spec import MaskMode
+
+_TEMPORAL = int(MaskMode.TEMPORAL)
 
 
 def _layout(n_leads: int, n_samples: int, patch_size: int, mode: int):

@@ -1,6 +1,6 @@
 // The integer codes the Python side passes to the kernels, one definition each.
 // Mirrors the IntEnums in python/fastecg/_spec.py (NormalizeMethod, PadType,
-// BoundaryMode); tests/test_codes.py checks that the two agree. No torch headers.
+// BoundaryMode, MaskMode); tests/test_codes.py checks that the two agree. No torch headers.
 #pragma once
 #include <cstdint>
 
@@ -14,5 +14,8 @@ enum PadType : int64_t { kPadNone = 0, kPadOdd = 1, kPadEven = 2, kPadConstant =
 
 // The running median's boundary mode (scipy.ndimage names).
 enum BoundaryMode : int64_t { kReflect = 0, kMirror = 1, kNearest = 2, kConstant = 3, kWrap = 4 };
+
+// patch_mask's token layout.
+enum MaskMode : int64_t { kMaskTemporal = 0, kMaskLeadTemporal = 1, kMaskLead = 2 };
 
 }  // namespace fastecg

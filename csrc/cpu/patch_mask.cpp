@@ -17,28 +17,13 @@
 #include "../common/huge_pages.h"
 #include "../common/lanes4.h"
 #include "../common/parallel.h"
+#include "../common/patch_mask_args.h"
 #include "isa.h"
 
 namespace fastecg {
 namespace {
 
-constexpr int64_t kTemporal = 0;  // patch_mask.py's MASK_MODES["temporal"]
-constexpr int64_t kChunk = 8;     // tokens per claimed work item
-
-struct Layout {
-  int64_t n_leads, n_samples, patch, tokens, groups, dim;
-};
-
-Layout layout_of(int64_t n_leads, int64_t n_samples, int64_t patch_size, int64_t mode,
-                 const char* name) {
-  TORCH_CHECK(patch_size >= 1 && n_samples % patch_size == 0, name, ": n_samples ", n_samples,
-              " is not a multiple of patch_size ", patch_size);
-  TORCH_CHECK(mode >= 0 && mode <= 2, name, ": bad mode code ", mode);
-  const int64_t t = n_samples / patch_size;
-  const bool temporal = mode == kTemporal;
-  return {n_leads, n_samples, patch_size, temporal ? t : n_leads * t, temporal ? n_leads : 1,
-          temporal ? n_leads * patch_size : patch_size};
-}
+constexpr int64_t kChunk = 8;  // tokens per claimed work item
 
 void check_ids(const at::Tensor& ids, int64_t batch, int64_t tokens, const char* name) {
   TORCH_CHECK(ids.dim() == 2 && ids.size(0) == batch && ids.scalar_type() == at::kLong,
@@ -58,7 +43,8 @@ at::Tensor patch_gather_cpu(const at::Tensor& x, const at::Tensor& ids_keep, int
                             int64_t mode) {
   TORCH_CHECK(x.dim() == 3, "_patch_gather_kernel: expected x (batch, n_leads, n_samples), got ",
               x.sizes());
-  const Layout lay = layout_of(x.size(1), x.size(2), patch_size, mode, "_patch_gather_kernel");
+  const PatchLayout lay =
+      checked_layout(x.size(1), x.size(2), patch_size, mode, "_patch_gather_kernel");
   const at::Tensor xc = x.contiguous(), ids = ids_keep.contiguous();
   const int64_t batch = xc.size(0), keep = ids.size(1);
   check_ids(ids, batch, lay.tokens, "_patch_gather_kernel");
@@ -91,7 +77,8 @@ at::Tensor patch_scatter_cpu(const at::Tensor& kept, const at::Tensor& ids_keep,
   TORCH_CHECK(kept.dim() == 3, "_patch_scatter_kernel: expected kept (batch, n_keep, D), got ",
               kept.sizes());
   TORCH_CHECK(n_leads >= 1 && n_samples >= 0, "_patch_scatter_kernel: bad signal shape");
-  const Layout lay = layout_of(n_leads, n_samples, patch_size, mode, "_patch_scatter_kernel");
+  const PatchLayout lay =
+      checked_layout(n_leads, n_samples, patch_size, mode, "_patch_scatter_kernel");
   const at::Tensor kc = kept.contiguous(), ids = ids_keep.contiguous();
   const int64_t batch = kc.size(0), keep = kc.size(1);
   TORCH_CHECK(kc.size(2) == lay.dim, "_patch_scatter_kernel: tokens of ", kc.size(2),
@@ -138,7 +125,8 @@ struct TokenSums {
 FASTECG_INLINE double lane_total(V4 v, double tail) { return (v[0] + v[1]) + (v[2] + v[3]) + tail; }
 
 template <typename T>
-FASTECG_INLINE TokenSums token_sums(const T* xt, const T* pt, const Layout& lay, double shift) {
+FASTECG_INLINE TokenSums token_sums(const T* xt, const T* pt, const PatchLayout& lay,
+                                    double shift) {
   const int64_t n = lay.n_samples, p = lay.patch;
   V4 su = {}, suu = {}, sp = {}, spu = {};
   TokenSums tail;
@@ -172,8 +160,8 @@ struct TokenStats {
 };
 
 template <typename T>
-FASTECG_INLINE TokenStats token_stats(const T* xt, const T* pt, const Layout& lay, bool norm_pix,
-                                      double eps) {
+FASTECG_INLINE TokenStats token_stats(const T* xt, const T* pt, const PatchLayout& lay,
+                                      bool norm_pix, double eps) {
   const double shift = norm_pix ? double(xt[0]) : 0.0;
   const TokenSums s = token_sums(xt, pt, lay, shift);
   const double d = double(lay.dim);
@@ -192,7 +180,7 @@ FASTECG_INLINE TokenStats token_stats(const T* xt, const T* pt, const Layout& la
 // sum pred^2 - 2 pz + zz cancels when the prediction is close, and the loss is small
 // exactly then (training's end).
 template <typename T>
-FASTECG_INLINE double token_sq_error(const T* xt, const T* pt, const Layout& lay, double zoff,
+FASTECG_INLINE double token_sq_error(const T* xt, const T* pt, const PatchLayout& lay, double zoff,
                                      double inv) {
   const int64_t n = lay.n_samples, p = lay.patch;
   const V4 off = V4{} + zoff, iv = V4{} + inv;
@@ -218,7 +206,7 @@ FASTECG_INLINE double token_sq_error(const T* xt, const T* pt, const Layout& lay
 // tokens), summed afterwards in one order: the loss does not depend on the thread count.
 template <typename T>
 void loss_terms(const T* pred, const T* x, const T* mask, double* terms, int64_t batch,
-                const Layout& lay, bool norm_pix, double eps) {
+                const PatchLayout& lay, bool norm_pix, double eps) {
   const int64_t per_record = (lay.tokens + kChunk - 1) / kChunk;
   const Isa isa = cpu_isa();
   parallel_claim(batch * per_record, [&](auto& claim) {
@@ -251,33 +239,6 @@ double mask_total(const T* mask, int64_t count) {
   return total;
 }
 
-struct LossArgs {
-  Layout lay;
-  int64_t batch;
-  at::Tensor pred, x, mask;
-};
-
-LossArgs check_loss_args(const at::Tensor& pred, const at::Tensor& x, const at::Tensor& mask,
-                         int64_t patch_size, int64_t mode, bool norm_pix, double eps,
-                         const char* name) {
-  TORCH_CHECK(x.dim() == 3, name, ": expected x (batch, n_leads, n_samples), got ", x.sizes());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, name,
-              ": expected float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(pred.scalar_type() == x.scalar_type() && mask.scalar_type() == x.scalar_type(),
-              name, ": pred, x and mask must share one dtype");
-  const Layout lay = layout_of(x.size(1), x.size(2), patch_size, mode, name);
-  const int64_t batch = x.size(0);
-  TORCH_CHECK(pred.dim() == 3 && pred.size(0) == batch && pred.size(1) == lay.tokens &&
-                  pred.size(2) == lay.dim,
-              name, ": pred must be (", batch, ", ", lay.tokens, ", ", lay.dim, "), got ",
-              pred.sizes());
-  TORCH_CHECK(mask.dim() == 2 && mask.size(0) == batch && mask.size(1) == lay.tokens, name,
-              ": mask must be (", batch, ", ", lay.tokens, "), got ", mask.sizes());
-  TORCH_CHECK(!norm_pix || lay.dim >= 2, name, ": norm_pix needs patches of 2+ values");
-  TORCH_CHECK(eps >= 0, name, ": eps must be >= 0");
-  return {lay, batch, pred.contiguous(), x.contiguous(), mask.contiguous()};
-}
-
 at::Tensor masked_recon_loss_cpu(const at::Tensor& pred, const at::Tensor& x,
                                  const at::Tensor& mask, int64_t patch_size, int64_t mode,
                                  bool norm_pix, double eps) {
@@ -302,7 +263,7 @@ at::Tensor masked_recon_loss_cpu(const at::Tensor& pred, const at::Tensor& x,
 // sum r z = w (pz - zz). Kept tokens get zeros.
 template <typename T>
 void loss_backward(double grad, const T* pred, const T* x, const T* mask, T* dpred, T* dx,
-                   int64_t batch, const Layout& lay, bool norm_pix, double eps) {
+                   int64_t batch, const PatchLayout& lay, bool norm_pix, double eps) {
   const double total = mask_total(mask, batch * lay.tokens);
   const double scale = grad * 2.0 / (double(lay.dim) * total);
   const int64_t per_record = (lay.tokens + kChunk - 1) / kChunk;

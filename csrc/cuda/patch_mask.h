@@ -7,11 +7,10 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 
+#include "../common/patch_layout.h"
+
 namespace fastecg {
 
-struct PatchLayout {
-  int64_t n_leads, n_samples, patch, tokens, groups, dim;
-};
 
 // kept (batch, keep, dim) = the tokens ids (batch, keep) of x (batch, n_leads, n_samples),
 // copied as elements of elem_size bytes (2, 4 or 8: any dtype, bit for bit).

@@ -7,23 +7,11 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "../common/patch_mask_args.h"
 #include "patch_mask.h"
 
 namespace fastecg {
 namespace {
-
-constexpr int64_t kTemporal = 0;  // patch_mask.py's MASK_MODES["temporal"]
-
-PatchLayout layout_of(int64_t n_leads, int64_t n_samples, int64_t patch_size, int64_t mode,
-                      const char* name) {
-  TORCH_CHECK(patch_size >= 1 && n_samples % patch_size == 0, name, ": n_samples ", n_samples,
-              " is not a multiple of patch_size ", patch_size);
-  TORCH_CHECK(mode >= 0 && mode <= 2, name, ": bad mode code ", mode);
-  const int64_t t = n_samples / patch_size;
-  const bool temporal = mode == kTemporal;
-  return {n_leads, n_samples, patch_size, temporal ? t : n_leads * t, temporal ? n_leads : 1,
-          temporal ? n_leads * patch_size : patch_size};
-}
 
 // Shape and device here; the ids' range on the device, asynchronously (no sync).
 at::Tensor checked_ids(const at::Tensor& ids_keep, const at::Tensor& like, int64_t batch,
@@ -47,7 +35,7 @@ at::Tensor patch_gather_cuda_op(const at::Tensor& x, const at::Tensor& ids_keep,
                                 int64_t patch_size, int64_t mode) {
   TORCH_CHECK(x.dim() == 3, "_patch_gather_kernel: expected x (batch, n_leads, n_samples), got ",
               x.sizes());
-  const PatchLayout lay = layout_of(x.size(1), x.size(2), patch_size, mode,
+  const PatchLayout lay = checked_layout(x.size(1), x.size(2), patch_size, mode,
                                     "_patch_gather_kernel");
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous();
@@ -67,7 +55,7 @@ at::Tensor patch_scatter_cuda_op(const at::Tensor& kept, const at::Tensor& ids_k
   TORCH_CHECK(kept.dim() == 3, "_patch_scatter_kernel: expected kept (batch, n_keep, D), got ",
               kept.sizes());
   TORCH_CHECK(n_leads >= 1 && n_samples >= 0, "_patch_scatter_kernel: bad signal shape");
-  const PatchLayout lay = layout_of(n_leads, n_samples, patch_size, mode,
+  const PatchLayout lay = checked_layout(n_leads, n_samples, patch_size, mode,
                                     "_patch_scatter_kernel");
   TORCH_CHECK(kept.size(2) == lay.dim, "_patch_scatter_kernel: tokens of ", kept.size(2),
               " values, expected ", lay.dim);
@@ -83,35 +71,6 @@ at::Tensor patch_scatter_cuda_op(const at::Tensor& kept, const at::Tensor& ids_k
                                 kc.size(1), lay, c10::cuda::getCurrentCUDAStream()),
              "_patch_scatter_kernel");
   return out;
-}
-
-struct LossArgs {
-  PatchLayout lay;
-  int64_t batch;
-  at::Tensor pred, x, mask;
-};
-
-LossArgs check_loss_args(const at::Tensor& pred, const at::Tensor& x, const at::Tensor& mask,
-                         int64_t patch_size, int64_t mode, bool norm_pix, double eps,
-                         const char* name) {
-  TORCH_CHECK(x.dim() == 3, name, ": expected x (batch, n_leads, n_samples), got ", x.sizes());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, name,
-              ": expected float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(pred.scalar_type() == x.scalar_type() && mask.scalar_type() == x.scalar_type(),
-              name, ": pred, x and mask must share one dtype");
-  TORCH_CHECK(pred.device() == x.device() && mask.device() == x.device(), name,
-              ": pred, x and mask must be on one device");
-  const PatchLayout lay = layout_of(x.size(1), x.size(2), patch_size, mode, name);
-  const int64_t batch = x.size(0);
-  TORCH_CHECK(pred.dim() == 3 && pred.size(0) == batch && pred.size(1) == lay.tokens &&
-                  pred.size(2) == lay.dim,
-              name, ": pred must be (", batch, ", ", lay.tokens, ", ", lay.dim, "), got ",
-              pred.sizes());
-  TORCH_CHECK(mask.dim() == 2 && mask.size(0) == batch && mask.size(1) == lay.tokens, name,
-              ": mask must be (", batch, ", ", lay.tokens, "), got ", mask.sizes());
-  TORCH_CHECK(!norm_pix || lay.dim >= 2, name, ": norm_pix needs patches of 2+ values");
-  TORCH_CHECK(eps >= 0, name, ": eps must be >= 0");
-  return {lay, batch, pred.contiguous(), x.contiguous(), mask.contiguous()};
 }
 
 at::Tensor masked_recon_loss_cuda_op(const at::Tensor& pred, const at::Tensor& x,

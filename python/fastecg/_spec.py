@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["NormalizeMethod", "PadType", "BoundaryMode", "NORMALIZE_EPS",
+__all__ = ["NormalizeMethod", "PadType", "BoundaryMode", "MaskMode", "NORMALIZE_EPS",
            "check_fs", "check_band", "check_positive_int", "check_fir", "butter_sos",
            "fir_taps", "default_numtaps", "butter_order", "window_samples", "MAX_WINDOW"]
 
@@ -37,6 +37,14 @@ class BoundaryMode(enum.IntEnum):
     NEAREST = 2
     CONSTANT = 3
     WRAP = 4
+
+
+class MaskMode(enum.IntEnum):
+    """patch_mask's token layout: ``temporal`` (all leads of a time patch), ``lead_temporal``
+    (one lead's patch, masked per lead), ``lead`` (one lead's patch, whole leads masked)."""
+    TEMPORAL = 0
+    LEAD_TEMPORAL = 1
+    LEAD = 2
 
 
 # normalize's default eps, added to the spread as torch_ecg does so that a constant

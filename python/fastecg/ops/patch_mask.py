@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._spec import MaskMode
 from ._dispatch import (check_backend_name, compiled_op, kernel_for, register_kernel,
                         resolve_backend)
 from ._validate import check_signal
@@ -35,8 +36,9 @@ from ._validate import check_signal
 __all__ = ["patch_mask", "masked_patch_embed", "masked_reconstruction_loss", "PatchMask",
            "MASK_MODES", "patchify", "unpatchify", "num_tokens"]
 
-MASK_MODES = {"temporal": 0, "lead_temporal": 1, "lead": 2}
-TEMPORAL, LEAD_TEMPORAL, LEAD = 0, 1, 2
+# Plain ints (the kernels' schema type), valued as fastecg._spec.MaskMode / codes.h.
+MASK_MODES = {m.name.lower(): int(m) for m in MaskMode}
+TEMPORAL, LEAD_TEMPORAL, LEAD = (int(m) for m in MaskMode)
 NORM_PIX_EPS = 1e-6  # MAE's: added to each patch's variance before the square root
 
 
