@@ -33,7 +33,6 @@ rotated, so load drifting over the run does not skew them.
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import math
 import os
 import sys
 import types
@@ -44,6 +43,7 @@ import pytest
 import torch
 
 from fastecg.augmenters import AugmenterManager
+from fastecg.bench.workloads import AUGMENT_CONFIG, careful_torch
 
 torch.set_num_threads(2)
 if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
@@ -54,9 +54,7 @@ FS = 500.0
 SHAPE = (32, 12, 5000)
 X = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)).cumsum(-1) / 50
 Y = (torch.rand(SHAPE[0], 26, generator=torch.Generator().manual_seed(1)) < 0.1).float()
-TORCH_ECG_CONFIG = dict(random=False, fs=FS, baseline_wander={}, label_smooth={}, mixup={},
-                        random_flip={}, random_masking={}, random_renormalize={},
-                        stretch_compress={})
+TORCH_ECG_CONFIG = dict(AUGMENT_CONFIG, fs=FS)
 PHYSICS = [{"name": "powerline_noise"}, {"name": "emg_noise"}, {"name": "gaussian_noise"},
            {"name": "amplitude_scale"}, {"name": "time_shift"}, {"name": "random_leads_mask",
                                                                   "prob": 0.5},
@@ -113,70 +111,6 @@ except ImportError:
     EA = None
 
 
-# ---- careful batched torch ---------------------------------------------------------------
-
-_AMPL = torch.tensor([[0.01, 0.01, 0.02, 0.03], [0.01, 0.02, 0.04, 0.05], [0.1, 0.06, 0.04, 0.02],
-                      [0.02, 0.04, 0.07, 0.1], [0.05, 0.1, 0.16, 0.25], [0.1, 0.15, 0.25, 0.3],
-                      [0.25, 0.25, 0.3, 0.35]])
-_GAUSS_STD = torch.tensor([0.001, 0.003, 0.01])
-_T = torch.arange(SHAPE[-1]) / FS
-_ARG = 2 * math.pi * torch.tensor([0.33, 0.1, 0.05, 0.01])[:, None] * _T
-_BASIS = torch.cat([torch.sin(_ARG), torch.cos(_ARG)])
-
-
-def careful_torch(x, y, g):
-    """torch_ecg's seven steps, batched: what a careful user writes."""
-    b, n_leads, n = x.shape
-    # baseline wander (p 0.5): four sinusoids per lead as one matmul, plus white noise
-    sel = (torch.rand(b, generator=g) < 0.5).float()
-    ampl = (x.amax(-1) - x.amin(-1)) * sel[:, None]
-    rows = _AMPL[torch.randint(len(_AMPL), (b, n_leads), generator=g)]
-    phase = 2 * math.pi * torch.rand(b, n_leads, 4, generator=g)
-    coef = torch.cat([rows * torch.cos(phase), rows * torch.sin(phase)], -1) * ampl[..., None]
-    std = _GAUSS_STD[torch.randint(3, (b, n_leads), generator=g)] * ampl
-    x = torch.addcmul(x + coef @ _BASIS, torch.randn(x.shape, generator=g), std[..., None])
-    # label smooth (p 0.5)
-    smooth = torch.rand(b, 1, generator=g) < 0.5
-    y = torch.where(smooth, 0.9 * y + 0.1 / y.shape[-1], y)
-    # mixup (p 0.5, lam ~ Beta(0.5, 0.5) per sample)
-    gam = torch._standard_gamma(torch.full((2, b), 0.5), generator=g)
-    lam = torch.where(torch.rand(b, generator=g) < 0.5, gam[0] / gam.sum(0), 1.0)
-    perm = torch.randperm(b, generator=g)
-    x = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
-    y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
-    # random flip (0.4 per sample, 0.2 per lead)
-    flip = (torch.rand(b, 1, generator=g) < 0.4) & (torch.rand(b, n_leads, generator=g) < 0.2)
-    # random masking (0.3 per sample; ~8 masks of 40-90 samples), by broadcasting
-    k = 16
-    centre = torch.randint(45, n - 45, (b, k, 1), generator=g)
-    radius = torch.randint(20, 46, (b, k, 1), generator=g)
-    on = (torch.rand(b, k, 1, generator=g) < 0.5) & (torch.rand(b, 1, 1, generator=g) < 0.3)
-    t = torch.arange(n)
-    masked = ((t >= centre - radius) & (t < centre + radius) & on).any(1, keepdim=True)
-    x = torch.where(masked, 0.0, x * (1 - 2 * flip.float())[..., None])
-    # random renormalize (p 0.5)
-    var, mu = torch.var_mean(x, dim=(-2, -1), keepdim=True, correction=0)
-    new_mu = 0.025 + 0.0225 * torch.randn(b, 1, 1, generator=g)
-    new_sd = 0.2 + 0.036 * torch.randn(b, 1, 1, generator=g)
-    renorm = torch.rand(b, 1, 1, generator=g) < 0.5
-    gain = torch.where(renorm, new_sd * torch.rsqrt(var + 1e-12), 1.0)
-    x = torch.addcmul(torch.where(renorm, new_mu - mu * gain, 0.0), x, gain)
-    # stretch / compress (p 0.5, ratio ~ N(6%, 2.3%)): one gather with linear weights
-    r = (0.06 + 0.0229 * torch.randn(b, generator=g)).clamp(0, 0.12)
-    sign = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
-    new_len = torch.where(torch.rand(b, generator=g) < 0.5, ((1 + sign * r) * n).round(), n)
-    half = ((new_len - n).abs() // 2)[:, None]
-    m = torch.where(new_len[:, None] >= n, t + half, t - half)
-    valid = (m >= 0) & (m < new_len[:, None])
-    src = m * ((n - 1) / (new_len[:, None] - 1))
-    i0 = src.floor().clamp(0, n - 1).long()
-    frac = (src - i0)[:, None]
-    i1 = (i0 + 1).clamp(max=n - 1)
-    xa = x.gather(2, i0[:, None].expand(-1, n_leads, -1))
-    xb = x.gather(2, i1[:, None].expand(-1, n_leads, -1))
-    return torch.lerp(xa, xb, frac) * valid[:, None], y
-
-
 # ---- candidates --------------------------------------------------------------------------
 
 FASTECG = AugmenterManager.from_config(TORCH_ECG_CONFIG)
@@ -207,7 +141,7 @@ def _candidates():
         gen = torch.Generator().manual_seed(0)
         out["ecg_augmentations"] = lambda: mix(steps(X, generator=gen), Y, generator=gen)
     gen_t = torch.Generator().manual_seed(0)
-    out["careful_torch"] = lambda: careful_torch(X, Y, gen_t)
+    out["careful_torch"] = lambda: careful_torch(X, Y, gen_t, FS)
     out["fastecg"] = _fastecg(FASTECG)
     out["fastecg_torch"] = _fastecg(FASTECG, "torch")
     out["clone"] = lambda: X.clone()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import multiprocessing
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -648,6 +649,133 @@ def _mae_mask(size: Size, device: str, pools: Pools) -> list[Workload]:
                      reference, tolerance=0.0, params={"patch_size": MAE_PATCH,
                                                        "mask_ratio": MAE_RATIO},
                      out_samples=n_keep * MAE_PATCH)]
+
+
+# ---- augment -------------------------------------------------------------------------------
+
+# torch_ecg's documented seven-step AugmenterManager config (all defaults), the workload of
+# issue #31's comparison; fs is set by the caller.
+AUGMENT_CONFIG = dict(random=False, baseline_wander={}, label_smooth={}, mixup={},
+                      random_flip={}, random_masking={}, random_renormalize={},
+                      stretch_compress={})
+AUGMENT_CLASSES, AUGMENT_SEED = 26, 1234
+
+_WANDER_AMPL = ((0.01, 0.01, 0.02, 0.03), (0.01, 0.02, 0.04, 0.05), (0.1, 0.06, 0.04, 0.02),
+                (0.02, 0.04, 0.07, 0.1), (0.05, 0.1, 0.16, 0.25), (0.1, 0.15, 0.25, 0.3),
+                (0.25, 0.25, 0.3, 0.35))
+_WANDER_NOISE = (0.001, 0.003, 0.01)
+_WANDER_HZ = (0.33, 0.1, 0.05, 0.01)
+
+
+@functools.lru_cache(maxsize=8)
+def _wander_basis(n: int, fs: float, device: str):
+    import torch
+
+    arg = 2 * math.pi * torch.tensor(_WANDER_HZ, device=device)[:, None] * (
+        torch.arange(n, device=device) / fs)
+    return torch.cat([torch.sin(arg), torch.cos(arg)])
+
+
+def careful_torch(x, y, g, fs: float):
+    """torch_ecg's seven augmentation steps in batched torch written with care (what a
+    careful user writes): parameters drawn for the whole batch at once, sinusoids as one
+    matmul, masks by broadcasting, one gather for the stretch, ``var_mean`` for the
+    renormalisation. ``x (B, n_leads, n)``, ``y (B, n_classes)``, ``g`` a generator on
+    their device; returns the augmented ``(x, y)``."""
+    import torch
+
+    b, n_leads, n = x.shape
+    dev = x.device
+    ampl_rows = torch.tensor(_WANDER_AMPL, device=dev)
+    noise_std = torch.tensor(_WANDER_NOISE, device=dev)
+    # baseline wander (p 0.5): four sinusoids per lead as one matmul, plus white noise
+    sel = (torch.rand(b, generator=g, device=dev) < 0.5).float()
+    ampl = (x.amax(-1) - x.amin(-1)) * sel[:, None]
+    rows = ampl_rows[torch.randint(len(ampl_rows), (b, n_leads), generator=g, device=dev)]
+    phase = 2 * math.pi * torch.rand(b, n_leads, 4, generator=g, device=dev)
+    coef = torch.cat([rows * torch.cos(phase), rows * torch.sin(phase)], -1) * ampl[..., None]
+    std = noise_std[torch.randint(3, (b, n_leads), generator=g, device=dev)] * ampl
+    x = torch.addcmul(x + coef @ _wander_basis(n, float(fs), str(dev)),
+                      torch.randn(x.shape, generator=g, device=dev), std[..., None])
+    # label smooth (p 0.5)
+    smooth = torch.rand(b, 1, generator=g, device=dev) < 0.5
+    y = torch.where(smooth, 0.9 * y + 0.1 / y.shape[-1], y)
+    # mixup (p 0.5, lam ~ Beta(0.5, 0.5) per sample)
+    gam = torch._standard_gamma(torch.full((2, b), 0.5, device=dev), generator=g)
+    lam = torch.where(torch.rand(b, generator=g, device=dev) < 0.5, gam[0] / gam.sum(0), 1.0)
+    perm = torch.randperm(b, generator=g, device=dev)
+    x = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
+    y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
+    # random flip (0.4 per sample, 0.2 per lead)
+    flip = (torch.rand(b, 1, generator=g, device=dev) < 0.4) & (
+        torch.rand(b, n_leads, generator=g, device=dev) < 0.2)
+    # random masking (0.3 per sample; ~8 masks of 40-90 samples), by broadcasting
+    k = 16
+    centre = torch.randint(45, n - 45, (b, k, 1), generator=g, device=dev)
+    radius = torch.randint(20, 46, (b, k, 1), generator=g, device=dev)
+    on = (torch.rand(b, k, 1, generator=g, device=dev) < 0.5) & (
+        torch.rand(b, 1, 1, generator=g, device=dev) < 0.3)
+    t = torch.arange(n, device=dev)
+    masked = ((t >= centre - radius) & (t < centre + radius) & on).any(1, keepdim=True)
+    x = torch.where(masked, 0.0, x * (1 - 2 * flip.float())[..., None])
+    # random renormalize (p 0.5)
+    var, mu = torch.var_mean(x, dim=(-2, -1), keepdim=True, correction=0)
+    new_mu = 0.025 + 0.0225 * torch.randn(b, 1, 1, generator=g, device=dev)
+    new_sd = 0.2 + 0.036 * torch.randn(b, 1, 1, generator=g, device=dev)
+    renorm = torch.rand(b, 1, 1, generator=g, device=dev) < 0.5
+    gain = torch.where(renorm, new_sd * torch.rsqrt(var + 1e-12), 1.0)
+    x = torch.addcmul(torch.where(renorm, new_mu - mu * gain, 0.0), x, gain)
+    # stretch / compress (p 0.5, ratio ~ N(6%, 2.3%)): one gather with linear weights
+    r = (0.06 + 0.0229 * torch.randn(b, generator=g, device=dev)).clamp(0, 0.12)
+    sign = torch.where(torch.rand(b, generator=g, device=dev) < 0.5, -1.0, 1.0)
+    new_len = torch.where(torch.rand(b, generator=g, device=dev) < 0.5,
+                          ((1 + sign * r) * n).round(), float(n))
+    half = ((new_len - n).abs() // 2)[:, None]
+    m = torch.where(new_len[:, None] >= n, t + half, t - half)
+    valid = (m >= 0) & (m < new_len[:, None])
+    src = m * ((n - 1) / (new_len[:, None] - 1))
+    i0 = src.floor().clamp(0, n - 1).long()
+    frac = (src - i0)[:, None]
+    i1 = (i0 + 1).clamp(max=n - 1)
+    xa = x.gather(2, i0[:, None].expand(-1, n_leads, -1))
+    xb = x.gather(2, i1[:, None].expand(-1, n_leads, -1))
+    return torch.lerp(xa, xb, frac) * valid[:, None], y
+
+
+def _augment_labels(records: int, device: str):
+    import torch
+
+    g = torch.Generator().manual_seed(AUGMENT_SEED)
+    return (torch.rand(records, AUGMENT_CLASSES, generator=g) < 0.1).float().to(device)
+
+
+@register("augment")
+def _augment(size: Size, device: str, pools: Pools) -> list[Workload]:
+    import torch
+
+    from fastecg.augmenters import AugmenterManager
+
+    records, leads, n = size.shape
+    if n < 200:  # torch_ecg's masking needs room for its windows
+        return []
+    am = AugmenterManager.from_config(dict(AUGMENT_CONFIG, fs=size.fs))
+    labels = _augment_labels(records, device)
+    index = torch.arange(records, device=device)
+
+    def ours(x, backend="auto"):
+        return am(x, labels, seed=AUGMENT_SEED, epoch=0, indices=index, backend=backend)[0]
+
+    def careful(x):
+        g = torch.Generator(x.device).manual_seed(AUGMENT_SEED)
+        return careful_torch(x, labels, g, size.fs)[0]
+
+    def reference(x):  # the same draws on the torch backend (the fused pass's reference)
+        return ours(torch.from_numpy(x).to(device), backend="torch").cpu().numpy()
+
+    cands = [Candidate("fastecg_auto", ours, "fastecg"),
+             Candidate("careful_batched_torch", careful, "approx", checked=False)]
+    return [Workload("augment", "torch_ecg seven steps", size, cands, reference,
+                     tolerance=1e-6, params={"steps": 7, "seed": AUGMENT_SEED})]
 
 
 def default_workers() -> int:
