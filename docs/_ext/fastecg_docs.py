@@ -319,8 +319,33 @@ def _masking(path):
     fig.savefig(path, dpi=110)
 
 
+def _augmentation(path):
+    import numpy as np
+    import torch
+
+    from fastecg.augmenters import AugmenterManager
+
+    x, fs, lead = _record()
+    t = np.arange(x.shape[-1]) / fs
+    steps = [("baseline_wander", {"prob": 1.0}), ("powerline_noise", {"prob": 1.0}),
+             ("stretch_compress", {"prob": 1.0}), ("vcg_rotation", {"prob": 1.0}),
+             ("random_masking", {"prob": 1.0})]
+    fig, axes = _axes(len(steps), height=1.7)
+    for ax, (name, kwargs) in zip(axes, steps):
+        am = AugmenterManager({"name": name, **kwargs}, fs=fs)
+        y = am(x[None].clone(), seed=0, indices=torch.tensor([0]))[0][0]
+        ax.plot(t, x[lead], color="0.65", lw=0.7, label="record")
+        ax.plot(t, y[lead], color="C0", lw=0.8, label=f"{name} (seed 0)")
+        ax.set(ylabel="mV")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[0].set_title(_title(fs) + ": one augmenter a row, prob 1")
+    axes[-1].set(xlabel="time (s)")
+    fig.savefig(path, dpi=110)
+
+
 FIGURES = {"bandpass": _bandpass, "baseline": _baseline, "normalize": _normalize,
-           "resample": _resample, "patch_mask": _masking}
+           "resample": _resample, "patch_mask": _masking,
+           "augmentation": _augmentation}
 
 
 def _draw_figures(app):
