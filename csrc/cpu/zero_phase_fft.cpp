@@ -280,6 +280,10 @@ FASTECG_INLINE Complex<T>* transform(const Plan& plan, const T* twiddles, Comple
   return x;
 }
 
+// The transform out of line, once per ISA (a function of its own, as it was before the
+// per-call ISA choice; inlined into the whole work loop it ran slower).
+FASTECG_PER_ISA(transform_per_isa, transform)
+
 // Spectrum times gain (the real, even |H|^2 / n), conjugated: the next forward transform
 // then gives the conjugate of the inverse.
 template <typename T>
@@ -392,12 +396,12 @@ FASTECG_INLINE void twiddle(Complex<T>* z, const T* w, int64_t n) {
 
 // Column c (length n2, in `col`) transformed in place: times w^(i k) after the transform
 // (forward) or before it (inverse).
-template <typename T>
-FASTECG_INLINE void transform_column(const FourStep<T>& fs, int64_t i, bool forward,
+template <typename T, class Tag>
+FASTECG_INLINE void transform_column(Tag tag, const FourStep<T>& fs, int64_t i, bool forward,
                                      Complex<T>* col, Complex<T>* scratch) {
   const T* w = fs.twiddles.data() + 2 * i * fs.n2;
   if (!forward) twiddle(col, w, fs.n2);
-  Complex<T>* z = transform(*fs.cols, fs.col_twiddles.data(), col, scratch);
+  Complex<T>* z = transform_per_isa(tag, *fs.cols, fs.col_twiddles.data(), col, scratch);
   if (forward) twiddle(z, w, fs.n2);
   if (z != col) std::copy(z, z + fs.n2, col);
 }
@@ -405,15 +409,15 @@ FASTECG_INLINE void transform_column(const FourStep<T>& fs, int64_t i, bool forw
 // The forward's column step, L adjacent columns at a time, packed straight from the rows
 // (sample i + n1 k of the group's columns is one vector of each row) into `cols` (L runs
 // of n2), transformed, and stored into the transform array a.
-template <typename T>
-FASTECG_INLINE void columns_forward(const FourStep<T>& fs, const T* const* rows,
+template <typename T, class Tag>
+FASTECG_INLINE void columns_forward(Tag tag, const FourStep<T>& fs, const T* const* rows,
                                     const T* const* tails, int64_t body, Complex<T>* a,
                                     Complex<T>* cols, Complex<T>* scratch) {
   constexpr int L = kLanes<T>;
   const int64_t n1 = fs.n1, n2 = fs.n2;
   for (int64_t i0 = 0; i0 < n1; i0 += L) {
     for (int64_t k = 0; k < n2; ++k) pack_vector(rows, tails, body, i0 + n1 * k, cols + k, n2);
-    for (int j = 0; j < L; ++j) transform_column(fs, i0 + j, true, cols + j * n2, scratch);
+    for (int j = 0; j < L; ++j) transform_column(tag, fs, i0 + j, true, cols + j * n2, scratch);
     for (int64_t k = 0; k < n2; ++k)
       for (int j = 0; j < L; ++j) a[i0 + j + n1 * k] = cols[j * n2 + k];
   }
@@ -422,22 +426,22 @@ FASTECG_INLINE void columns_forward(const FourStep<T>& fs, const T* const* rows,
 // The rows (contiguous): transformed, times the gain (in the transform's k1 + n1 k2
 // order) and conjugated, transformed again. The spectrum's whole round trip, one row at a
 // time in cache.
-template <typename T>
-FASTECG_INLINE void rows_round_trip(const FourStep<T>& fs, const T* gain, Complex<T>* a,
+template <typename T, class Tag>
+FASTECG_INLINE void rows_round_trip(Tag tag, const FourStep<T>& fs, const T* gain, Complex<T>* a,
                                     Complex<T>* scratch) {
   for (int64_t k = 0; k < fs.n2; ++k) {
     Complex<T>* r = a + fs.n1 * k;
-    Complex<T>* z = transform(*fs.rows, fs.row_twiddles.data(), r, scratch);
+    Complex<T>* z = transform_per_isa(tag, *fs.rows, fs.row_twiddles.data(), r, scratch);
     filter_conjugate(z, gain + fs.n1 * k, fs.n1);
-    z = transform(*fs.rows, fs.row_twiddles.data(), z, z == r ? scratch : r);
+    z = transform_per_isa(tag, *fs.rows, fs.row_twiddles.data(), z, z == r ? scratch : r);
     if (z != r) std::copy(z, z + fs.n1, r);
   }
 }
 
 // The inverse's column step: columns_forward's mirror, unpacked (conjugated) straight
 // into the rows.
-template <typename T>
-FASTECG_INLINE void columns_inverse(const FourStep<T>& fs, const Complex<T>* a,
+template <typename T, class Tag>
+FASTECG_INLINE void columns_inverse(Tag tag, const FourStep<T>& fs, const Complex<T>* a,
                                     T* const* rows, T* const* tails, int64_t body,
                                     Complex<T>* cols, Complex<T>* scratch) {
   constexpr int L = kLanes<T>;
@@ -445,7 +449,7 @@ FASTECG_INLINE void columns_inverse(const FourStep<T>& fs, const Complex<T>* a,
   for (int64_t i0 = 0; i0 < n1; i0 += L) {
     for (int64_t k = 0; k < n2; ++k)
       for (int j = 0; j < L; ++j) cols[j * n2 + k] = a[i0 + j + n1 * k];
-    for (int j = 0; j < L; ++j) transform_column(fs, i0 + j, false, cols + j * n2, scratch);
+    for (int j = 0; j < L; ++j) transform_column(tag, fs, i0 + j, false, cols + j * n2, scratch);
     for (int64_t k = 0; k < n2; ++k)
       unpack_conjugate_vector(cols + k, n2, rows, tails, body, i0 + n1 * k);
   }
@@ -509,21 +513,21 @@ struct Buffers {
 // The block's lanes (rows before `body`, tails after) filtered: packed, forward
 // transform, times the gain and conjugated, forward transform again (the conjugate of
 // the inverse), unpacked conjugated.
-template <typename T>
-FASTECG_INLINE void filter_lanes(const Filter<T>& f, const T* const* src,
+template <typename T, class Tag>
+FASTECG_INLINE void filter_lanes(Tag tag, const Filter<T>& f, const T* const* src,
                                  const T* const* src_tails, int64_t body, T* const* dst,
                                  T* const* dst_tails, Buffers<T>& buf) {
   if (f.four) {
     Complex<T>* cols = buf.b + f.four->n2;  // buf.b: a column's scratch, then the group
-    columns_forward(*f.four, src, src_tails, body, buf.a, cols, buf.b);
-    rows_round_trip(*f.four, f.gain.data(), buf.a, buf.b);
-    columns_inverse(*f.four, buf.a, dst, dst_tails, body, cols, buf.b);
+    columns_forward(tag, *f.four, src, src_tails, body, buf.a, cols, buf.b);
+    rows_round_trip(tag, *f.four, f.gain.data(), buf.a, buf.b);
+    columns_inverse(tag, *f.four, buf.a, dst, dst_tails, body, cols, buf.b);
     return;
   }
   pack(src, src_tails, body, f.n_fft, buf.a);
-  Complex<T>* z = transform(*f.plan, f.twiddles.data(), buf.a, buf.b);
+  Complex<T>* z = transform_per_isa(tag, *f.plan, f.twiddles.data(), buf.a, buf.b);
   filter_conjugate(z, f.gain.data(), f.n_fft);
-  z = transform(*f.plan, f.twiddles.data(), z, z == buf.a ? buf.b : buf.a);
+  z = transform_per_isa(tag, *f.plan, f.twiddles.data(), z, z == buf.a ? buf.b : buf.a);
   unpack_conjugate(z, f.n_fft, dst, dst_tails, body);
 }
 
@@ -596,8 +600,8 @@ FASTECG_INLINE int64_t pair_rows(const T* x, int64_t n, int64_t r0, int64_t coun
 // Rows [r0, r0 + count), count <= 2L, filtered into y, L lanes (row pairs) per transform.
 // The rows' whole vectors (samples [0, body)) are packed from x and unpacked into y
 // directly; the rest of the padded row goes through the lane's tail buffer.
-template <typename T>
-FASTECG_INLINE void filter_block(const T* x, int64_t n, int64_t r0, int64_t count,
+template <typename T, class Tag>
+FASTECG_INLINE void filter_block(Tag tag, const T* x, int64_t n, int64_t r0, int64_t count,
                                  const Filter<T>& f, int64_t pad, int64_t right, bool adjoint,
                                  Buffers<T>& buf, T* y) {
   constexpr int L = kLanes<T>;
@@ -625,7 +629,7 @@ FASTECG_INLINE void filter_block(const T* x, int64_t n, int64_t r0, int64_t coun
       }
       src_tails[k] = tails[k];
     }
-    filter_lanes(f, src, src_tails, body, dst, tails, buf);
+    filter_lanes(tag, f, src, src_tails, body, dst, tails, buf);
     for (int64_t k = 0; k < 2 * L; ++k)
       if (dst[k] != buf.discard.data())
         crop_tail(tails[k], n, pad, right, n_fft, adjoint, body, dst[k]);
@@ -644,10 +648,10 @@ void zero_phase_fft_rows(const at::Tensor& rows, const at::Tensor& gain, int64_t
   const Isa isa = cpu_isa();
   parallel_claim((n_rows + kRowsPerBlock - 1) / kRowsPerBlock, [&](auto& claim) {
     Buffers<T> buf(n_fft, filter.scratch(), n / kLanes<T> * kLanes<T>);
-    with_isa(isa, [&](auto) __attribute__((always_inline)) {
+    with_isa(isa, [&](auto tag) __attribute__((always_inline)) {
       for (int64_t b; (b = claim()) >= 0;) {
         const int64_t r0 = b * kRowsPerBlock;
-        filter_block(x, n, r0, std::min(kRowsPerBlock, n_rows - r0), filter, pad, right,
+        filter_block(tag, x, n, r0, std::min(kRowsPerBlock, n_rows - r0), filter, pad, right,
                      adjoint, buf, y);
       }
     });
