@@ -69,7 +69,6 @@ def design_op(qualname: str, fake: Callable, maxsize: int = 128) -> Callable:
             return cached(*_hashable(args))
 
         design.cache_clear = cached.cache_clear
-        design.op = op
         return design
 
     return wrap
