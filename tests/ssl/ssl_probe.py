@@ -68,3 +68,17 @@ def pretrain(config, data, steps, lr, patient_ids=False, batch_size=32):
         opt.step()
         losses.append(loss.item())
     return model, random_init, losses
+
+
+def plain_loop_losses(model, x, steps: int = 80, lr: float = 3e-3) -> list:
+    """``steps`` AdamW steps of ``model.pretrain_step(x)`` on one fixed batch, in a
+    user's own loop (an SSL method is a plain nn.Module); the loss of each step."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model.pretrain_step(x)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
