@@ -1,4 +1,5 @@
-"""The fused pass of an AugmenterManager (its ``cpu`` backend): the steps' parameters are
+"""The fused pass of an AugmenterManager (its ``cpu``, ``cuda`` and ``triton`` backends:
+the kernels of :mod:`fastecg.ops.augment`, on the signal's device): the steps' parameters are
 drawn in torch exactly as the torch backend draws them, and each step adds its signal
 work to a :class:`FusedPlan` as ops of the fused kernel (:mod:`fastecg.ops.augment`)
 instead of running it. The kernel then runs the pending ops in one pass over the batch.
@@ -34,10 +35,13 @@ __all__ = ["FusedPlan", "SignalView", "lead_ptp", "lead_power", "OpCode"]
 
 
 class FusedPlan:
-    """The pending ops of a fused pass over ``source`` (n, n_leads, n_samples)."""
+    """The pending ops of a fused pass over ``source`` (n, n_leads, n_samples), run by
+    `backend`'s kernel ("auto": the one :func:`fastecg.ops.augment.fused_backend` picks
+    for the source's device)."""
 
-    def __init__(self, source: Tensor, workspace: Optional[list] = None):
+    def __init__(self, source: Tensor, workspace: Optional[list] = None, backend: str = "auto"):
         self.dtype, self.device = source.dtype, source.device
+        self.backend = backend
         # Work buffers reused between calls (a list the caller keeps; at most two).
         self._workspace = workspace
         self._reset(source)
@@ -57,9 +61,10 @@ class FusedPlan:
 
     def add(self, code: OpCode, tensors: Sequence[Tensor], ints: Sequence[int] = (),
             floats: Sequence[float] = ()) -> None:
-        """Append one op; its tensors are made contiguous CPU tensors here."""
+        """Append one op; its tensors are made contiguous tensors on the plan's device here
+        (a step's empty placeholders are made on the CPU)."""
         self.codes.append(int(code))
-        self.tensors.extend(t.contiguous() for t in tensors)
+        self.tensors.extend(t.to(self.device).contiguous() for t in tensors)
         self.ints.extend(int(i) for i in ints)
         self.floats.extend(float(f) for f in floats)
         self._stats = None
@@ -118,7 +123,7 @@ class FusedPlan:
         if self.pending or (stats and self._stats is None):
             out, st = augment_pass(self.source, self.codes, self.ints, self.floats,
                                    self.tensors, stats,
-                                   None if final else self._work_buffer())
+                                   None if final else self._work_buffer(), self.backend)
             self._reset(out, st if stats else None)
         elif final and self._workspace and any(self._shares(b, self.source)
                                                for b in self._workspace):
@@ -135,7 +140,7 @@ class FusedPlan:
         """(n, n_leads, 4) float64 per-lead min, max, sum, sum of squares of the signal:
         from the pass that runs the pending ops, or one read of the source."""
         if not self.pending and self._stats is None:
-            self._stats = lead_stats(self.source)
+            self._stats = lead_stats(self.source, self.backend)
         self.materialize(stats=True)
         return self._stats
 

@@ -32,7 +32,7 @@ from torch import Tensor
 from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_backend_name
 from ..transforms.manager import TransformManager
-from ..ops.augment import fused_pass_available
+from ..ops.augment import fused_backend
 from ._random import Keys
 from .base import Augmenter, Batch, make_keys
 from .fused import FusedPlan
@@ -42,9 +42,10 @@ __all__ = ["AugmenterManager", "DeviceAugmentLoader", "IndexedDataset"]
 # The manager's own draws (random order, probabilities of plain modules) use this slot.
 _MANAGER_SLOT = 0xFFFF
 # Backends that run the augmenters: "torch" runs each augmenter's own torch code (the
-# reference), "cpu" the fused C++ pass (fastecg.augmenters.fused). Asking for one whose
-# fused kernel is not built yet is an error rather than a silent fallback.
-_BUILT_BACKENDS = ("auto", "torch", "cpu")
+# reference), "cpu", "cuda" and "triton" the fused pass (fastecg.augmenters.fused) with
+# that kernel. Asking for one that cannot run on the signal is an error rather than a
+# silent fallback.
+_BUILT_BACKENDS = ("auto", "torch", "cpu", "cuda", "triton")
 
 
 class AugmenterManager(TransformManager):
@@ -69,10 +70,12 @@ class AugmenterManager(TransformManager):
     own torch code; ``"cpu"`` the fused pass (the steps' parameters drawn as by
     ``"torch"``, their signal work compiled into one C++ pass over the batch: see
     :mod:`fastecg.augmenters.fused`; results equal within 1e-6 of the peak);
-    ``"auto"`` picks ``"cpu"`` for float32/float64 CPU signals when the extension is
-    built. When `sig` requires grad, both run the torch code, so gradients flow through
-    torch's autograd. The fused pass keeps two work buffers (the size of the batch)
-    between calls, for its intermediate results (per calling thread; not pickled). Shapes: ``sig (..., n_leads, n_samples)``,
+    ``"cuda"`` and ``"triton"`` the same pass with the CUDA or Triton kernel (CUDA
+    tensors; Triton also on CPU tensors under ``TRITON_INTERPRET=1``); ``"auto"`` picks
+    ``"cpu"`` for float32/float64 CPU signals when the extension is built, and
+    ``"cuda"``, else ``"triton"``, for CUDA signals. When `sig` requires grad, all run
+    the torch code, so gradients flow through torch's autograd. The fused pass keeps
+    two work buffers (the size of the batch) between calls, for its intermediate results (per calling thread; not pickled). Shapes: ``sig (..., n_leads, n_samples)``,
     ``label (..., n_classes)``, masks ``(..., n_samples)`` or ``(..., n_samples, k)``.
     `indices` are the samples' global indices (default ``arange(batch)``); `seed`
     (default: drawn from `generator` or torch's generator) and `epoch` key the random
@@ -153,7 +156,7 @@ class AugmenterManager(TransformManager):
         `params` ({step: parameters}); each step run in torch, or compiled into the fused
         pass."""
         x, lab, ms = batch.x, batch.label, list(batch.masks)
-        plan = FusedPlan(x, self._workspace()) if fused else None
+        plan = FusedPlan(x, self._workspace(), fused) if fused else None
         drawn = []
         for i, step_info in zip(order, infos):
             step = self.steps[i]
@@ -213,22 +216,26 @@ class AugmenterManager(TransformManager):
         state.pop("_workspaces", None)
         return state
 
-    def _fused(self, sig: Any, backend: str) -> bool:
-        """Whether this call runs the fused pass; ValueError for a backend that cannot
-        run on `sig`, before any work."""
+    def _fused(self, sig: Any, backend: str) -> Optional[str]:
+        """The fused pass's backend for this call ("cpu", "cuda" or "triton"), or None
+        for the torch code; ValueError for a backend that cannot run on `sig`, before any
+        work. "auto" takes the device's fused kernel where one runs (cpu; cuda, else
+        triton), else the torch code."""
         name = type(self).__name__
         check_backend_name(backend, name)
         if backend not in _BUILT_BACKENDS:
             raise ValueError(f"{name}: backend {backend!r} has no fused augmentation kernel "
-                             f"yet (available: {', '.join(_BUILT_BACKENDS)})")
+                             f"(available: {', '.join(_BUILT_BACKENDS)})")
         if backend == "torch" or not isinstance(sig, Tensor):
-            return False
-        reason = fused_pass_available(sig)
-        if backend == "cpu" and reason is not None:
-            raise ValueError(f"{name}: backend 'cpu' cannot run here: {reason}")
+            return None
+        chosen, reason = fused_backend(sig, backend)
+        if backend != "auto" and reason is not None:
+            raise ValueError(f"{name}: backend {backend!r} cannot run here: {reason}")
         # The fused pass has no backward of its own: a signal that needs gradients takes
         # the torch code, whose autograd differentiates every step.
-        return reason is None and not (sig.requires_grad and torch.is_grad_enabled())
+        if sig.requires_grad and torch.is_grad_enabled():
+            return None
+        return chosen
 
     def _batch_keys(self, keys: Any) -> Keys:
         # The order and the manager's own draws are per batch: keyed by the batch's first

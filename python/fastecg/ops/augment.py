@@ -23,6 +23,11 @@ the samples the op sees, float tensors in the signal's dtype unless said):
 
 z is :func:`fastecg.augmenters._random.hash_normal` of the row's keys, computed inside
 the kernel (never materialised).
+
+Backends: ``cpu`` (the C++ kernel), ``cuda`` (csrc/cuda/augment.cu, the same op on CUDA
+tensors when the extension is built with CUDA) and ``triton``
+(fastecg/triton_kernels/augment.py: CUDA tensors, or CPU tensors under
+``TRITON_INTERPRET=1``), picked by :mod:`fastecg.ops._dispatch` for the tensor's device.
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ._dispatch import backends, compiled_op, has_kernel, register_kernel
+from ._dispatch import backends, compiled_op, kernel_for, register_kernel, resolve_backend
 
-__all__ = ["OpCode", "augment_pass", "fused_pass_available", "philox_stream", "lead_stats"]
+__all__ = ["OpCode", "augment_pass", "fused_backend", "fused_pass_available", "philox_stream",
+           "lead_stats"]
 
 
 class OpCode(enum.IntEnum):
@@ -51,13 +57,43 @@ class OpCode(enum.IntEnum):
     PAIR = 7
 
 
-register_kernel("augment", "cpu", compiled_op("_augment_kernel"))
+# The compiled op is one entry point for CPU and CUDA tensors (the dispatcher picks the
+# device's implementation); Triton's launchers are imported when first picked.
+for _backend in ("cpu", "cuda"):
+    register_kernel("augment", _backend, compiled_op("_augment_kernel"))
+    register_kernel("augment_lead_stats", _backend, compiled_op("_lead_stats_kernel"))
+register_kernel("augment", "triton", "fastecg.triton_kernels.augment:augment_pass")
+register_kernel("augment_lead_stats", "triton", "fastecg.triton_kernels.augment:lead_stats")
 
 FUSED_DTYPES = (torch.float32, torch.float64)
+FUSED_BACKENDS = ("cpu", "cuda", "triton")
 
 
-def fused_pass_available(x: Tensor) -> Optional[str]:
-    """None when the fused pass can run on `x`, else why not (one sentence).
+def fused_backend(x: Tensor, backend: str = "auto") -> tuple[Optional[str], Optional[str]]:
+    """``(backend, None)``: the backend of the fused pass on `x` (``"auto"``: cpu for CPU
+    tensors; cuda, else triton, for CUDA ones), or ``(None, why not)`` in one sentence."""
+    if x.dtype not in FUSED_DTYPES:
+        return None, f"the fused pass takes float32 or float64 signals, got {x.dtype}"
+    if backend != "auto" and backend not in FUSED_BACKENDS:
+        return None, (f"the fused pass has no {backend!r} kernel (it has "
+                      f"{', '.join(FUSED_BACKENDS)})")
+    try:
+        return resolve_backend("augment", x, backend), None
+    except RuntimeError as err:
+        if backend == "auto":
+            return None, (f"the fused pass has no kernel available for {x.device.type} "
+                          f"tensors here ({'; '.join(_reasons(x.device.type))})")
+        return None, str(err)
+
+
+def _reasons(device: str) -> list[str]:
+    names = ("cpu",) if device == "cpu" else ("cuda", "triton")
+    return [f"{b}: {backends()[b].reason}" for b in names]
+
+
+def fused_pass_available(x: Tensor, backend: str = "auto") -> Optional[str]:
+    """None when the fused pass can run on `x` (on `backend`: "auto", "cpu", "cuda" or
+    "triton"), else why not (one sentence).
 
     Examples
     --------
@@ -65,25 +101,18 @@ def fused_pass_available(x: Tensor) -> Optional[str]:
     >>> fused_pass_available(torch.zeros(2, 3, 4, dtype=torch.int32))
     'the fused pass takes float32 or float64 signals, got torch.int32'
     """
-    if x.dtype not in FUSED_DTYPES:
-        return f"the fused pass takes float32 or float64 signals, got {x.dtype}"
-    if x.device.type != "cpu":
-        return f"the fused pass has a CPU kernel only, got a {x.device.type} tensor"
-    info = backends()["cpu"]
-    if not info.available or not has_kernel("augment", "cpu"):
-        return f"the CPU kernels are not available: {info.reason}"
-    return None
+    return fused_backend(x, backend)[1]
 
 
 def augment_pass(x: Tensor, codes: Sequence[int], ints: Sequence[int], floats: Sequence[float],
                  tensors: Sequence[Tensor], stats: bool = False,
-                 out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+                 out: Optional[Tensor] = None, backend: str = "auto") -> tuple[Tensor, Tensor]:
     """Run the ops `codes` over the batch `x` in one pass.
 
     Parameters
     ----------
     x : Tensor, shape (n, n_leads, n_samples)
-        float32 or float64, CPU.
+        float32 or float64; the op's tensors on its device.
     codes : sequence of int
         :class:`OpCode` values, in order.
     ints, floats, tensors : sequences
@@ -93,6 +122,8 @@ def augment_pass(x: Tensor, codes: Sequence[int], ints: Sequence[int], floats: S
     out : Tensor, optional
         Contiguous tensor of the output's shape and dtype, not overlapping `x`, to write
         into (then returned as the output).
+    backend : {"auto", "cpu", "cuda", "triton"}, optional
+        See :func:`fused_backend`.
 
     Returns
     -------
@@ -109,19 +140,19 @@ def augment_pass(x: Tensor, codes: Sequence[int], ints: Sequence[int], floats: S
     >>> out[0, 0].tolist(), s[0, 0].tolist()
     ([2.0, 2.0, 2.0, 2.0, 2.0], [2.0, 2.0, 10.0, 20.0])
     """
-    reason = fused_pass_available(x)
+    name, reason = fused_backend(x, backend)
     if reason is not None:
         raise RuntimeError(reason)
-    result, st = torch.ops.fastecg._augment_kernel(x, [int(c) for c in codes],
-                                                   [int(i) for i in ints],
-                                                   [float(f) for f in floats], list(tensors),
-                                                   bool(stats), out)
+    result, st = kernel_for("augment", x, name)(x, [int(c) for c in codes],
+                                                [int(i) for i in ints],
+                                                [float(f) for f in floats], list(tensors),
+                                                bool(stats), out)
     return (result if out is None else out), st
 
 
-def lead_stats(x: Tensor) -> Tensor:
+def lead_stats(x: Tensor, backend: str = "auto") -> Tensor:
     """Per-lead (min, max, sum, sum of squares) of `x` (n, n_leads, n_samples), float32 or
-    float64 on the CPU, in one read: float64 (n, n_leads, 4).
+    float64, in one read: float64 (n, n_leads, 4). `backend` as :func:`augment_pass`'s.
 
     Examples
     --------
@@ -129,10 +160,10 @@ def lead_stats(x: Tensor) -> Tensor:
     >>> lead_stats(torch.tensor([[[1.0, -2.0, 3.0]]])).tolist()
     [[[-2.0, 3.0, 2.0, 14.0]]]
     """
-    reason = fused_pass_available(x)
+    name, reason = fused_backend(x, backend)
     if reason is not None:
         raise RuntimeError(reason)
-    return torch.ops.fastecg._lead_stats_kernel(x)
+    return kernel_for("augment_lead_stats", x, name)(x)
 
 
 def philox_stream(index: Tensor, view: Tensor, first: int, count: int, blocks: int, k0: int,

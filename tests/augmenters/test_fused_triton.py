@@ -1,0 +1,211 @@
+"""The fused pass's Triton kernels (AugmenterManager's ``triton`` backend) against the
+torch backend and the C++ kernel: every augmenter, the torch_ecg seven-step config and the
+ECG-physics pipeline, per-sample reproducibility whatever the batch split, the kernel's
+statistics and checks.
+
+On a GPU the kernels run there; on a CPU machine under TRITON_INTERPRET=1 (set by
+tests/conftest.py) on CPU tensors, so the shapes are small. Tolerance: 1e-6 of the
+output's peak, as for the C++ kernel (tests/augmenters/test_fused.py)."""
+
+import pytest
+import torch
+
+import fastecg
+from fastecg.augmenters import AugmenterManager, fused
+from fastecg.ops.augment import OpCode, augment_pass, fused_backend, lead_stats
+
+from test_augmenter_manager import PER_SAMPLE, TORCH_ECG_CONFIG
+from test_augmenters import CONFIGS, TWELVE, ecg
+from test_fused import FS, assert_close_to_peak
+
+pytestmark = [pytest.mark.triton,
+              pytest.mark.skipif(not fastecg.backends()["triton"].available,
+                                 reason=fastecg.backends()["triton"].reason)]
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+CPU_BUILT = fastecg.backends()["cpu"].available
+
+
+def on_triton(am, *args, **kwargs):
+    """The manager's outputs on the torch and triton backends, checked equal within 1e-6
+    of the peak; returns both."""
+    args = [a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
+    ref = am(*args, backend="torch", **kwargs)
+    out = am(*args, backend="triton", **kwargs)
+    assert len(ref) == len(out)
+    for a, b in zip(ref, out):
+        if a is None:
+            assert b is None
+        else:
+            assert_close_to_peak(a, b)
+    return ref, out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_augmenter_matches_the_torch_backend(name, dtype):
+    config = {k: v for k, v in CONFIGS[name].items() if k != "fs"}
+    am = AugmenterManager({"name": name, **config}, fs=FS)
+    shape = (4, 12, 320) if dtype == torch.float32 else (2, 3, 12, 320)
+    x = ecg(shape, dtype=dtype)
+    lead_dims = shape[:-2]
+    label = torch.rand(*lead_dims, 5, dtype=dtype)
+    mask = torch.rand(*lead_dims, shape[-1], 2, dtype=dtype)
+    ref, _ = on_triton(am, x, label, mask, seed=3, epoch=1)
+    if name != "label_smooth":
+        assert not torch.equal(ref[0].cpu(), x)
+
+
+def test_one_lead_signals():
+    names = sorted(n for n in CONFIGS if n not in TWELVE)
+    am = AugmenterManager(*({"name": n, **{k: v for k, v in CONFIGS[n].items() if k != "fs"}}
+                            for n in names if n not in ("random_crop", "cutmix")), fs=FS)
+    on_triton(am, ecg((3, 1, 200)), torch.rand(3, 4), seed=8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_ecg_seven_steps_and_the_physics_pipeline(dtype):
+    seven = AugmenterManager.from_config(TORCH_ECG_CONFIG)
+    x, label = ecg((6, 12, 300), dtype=dtype), torch.rand(6, 26, dtype=dtype)
+    on_triton(seven, x, label, seed=5)
+    # Every per-sample augmenter (physics ones included), Mixup, a torch step (CutMix)
+    # and a second warp, renormalisation and noise after them: stages, statistics and a
+    # materialised step all chain.
+    am = AugmenterManager(*PER_SAMPLE, {"name": "mixup"}, {"name": "cutmix"},
+                          {"name": "stretch_compress", "prob": 0.9},
+                          {"name": "random_renormalize", "per_channel": True},
+                          {"name": "gaussian_noise", "prob": 1.0},
+                          {"name": "random_crop", "length": 200},
+                          {"name": "reduced_lead_set", "leads": 6, "mode": "drop"}, fs=FS)
+    mask = torch.rand(6, 300, dtype=dtype)
+    ref, _ = on_triton(am, x, label, mask, seed=11, epoch=2)
+    assert ref[0].shape == (6, 6, 200) and ref[2].shape == (6, 200)
+
+
+def test_same_sample_same_result_whatever_the_batch():
+    am = AugmenterManager(*PER_SAMPLE, fs=FS)
+    x, label = ecg((64, 12, 128)).to(DEVICE), torch.rand(64, 5, device=DEVICE)
+    index = torch.arange(1000, 1064, device=DEVICE)
+    whole = am(x, label, seed=42, epoch=3, indices=index, backend="triton")
+    quarters = [am(x[i:i + 16], label[i:i + 16], seed=42, epoch=3, indices=index[i:i + 16],
+                   backend="triton") for i in range(0, 64, 16)]
+    for k in range(2):
+        torch.testing.assert_close(torch.cat([q[k] for q in quarters]), whole[k], rtol=0,
+                                   atol=1e-6)
+    assert (whole[0] - x).abs().amax((-2, -1)).gt(0).all()  # every sample was changed
+    assert_close_to_peak(am(x, label, seed=42, epoch=3, indices=index, backend="torch")[0],
+                         whole[0])
+
+
+def test_backend_choice(monkeypatch):
+    calls = []
+    real = fused.augment_pass
+
+    def spy(*args, **kwargs):
+        calls.append(args[-1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fused, "augment_pass", spy)
+    am = AugmenterManager({"name": "amplitude_scale"}, {"name": "time_shift"}, fs=FS)
+    x = ecg((4, 12, 100), dtype=torch.float64).to(DEVICE)
+    am(x, seed=0, backend="triton")
+    assert calls == ["triton"]
+    calls.clear()
+    am(x, seed=0)
+    # "auto" never takes the interpreter for CPU tensors; on a GPU cuda, else triton.
+    expected = fused_backend(x)[0]
+    assert expected == ("cpu" if DEVICE == "cpu" else
+                        "cuda" if fastecg.backends()["cuda"].available else "triton")
+    assert calls == ([expected] if CPU_BUILT or DEVICE == "cuda" else [])
+    with pytest.raises(ValueError, match="backend 'cuda' cannot run here"):
+        am(ecg((2, 12, 50)), seed=0, backend="cuda")
+
+
+def _all_ops(dtype, n=3, leads=12, t=300):
+    """Every op code once or twice, with the tensors each takes (on DEVICE)."""
+    g = torch.Generator().manual_seed(1)
+
+    def r(*shape, dt=dtype):
+        return torch.rand(*shape, generator=g, dtype=dt)
+
+    j = 3
+    codes = [OpCode.LEAD_MIX, OpCode.LEAD_AFFINE, OpCode.SINES, OpCode.NOISE, OpCode.TIME_MASK,
+             OpCode.ADD_ROWS, OpCode.WARP, OpCode.NOISE, OpCode.PAIR, OpCode.LEAD_AFFINE,
+             OpCode.SINES]
+    keys = torch.randint(0, 2 ** 32, (n, 3, 2), generator=g)
+    start = torch.randint(0, t, (n, 2), generator=g)
+    tensors = [r(n, 3, leads, dt=torch.float64) - 0.5, r(n, 3), r(n, 3),
+               r(n, 3, j), r(j, t), keys, r(n, 3), keys.flip(-1), r(n, 3),
+               start, start + 20, r(n, 3, t),
+               torch.tensor([-5, 3, 0]), torch.tensor([280, 300, 250]),
+               torch.tensor([0.9, 1.1, 1.0], dtype=torch.float64), keys, r(n, 3),
+               torch.tensor([2, 1, 0]), torch.tensor([0.3, 1.0, 0.8], dtype=torch.float64),
+               r(n, 3), r(n, 3), r(n, 3, j), r(j, 280), torch.empty(0, dtype=torch.long),
+               torch.empty(0, dtype=dtype)]
+    return codes, [280], [0.5], [v.to(DEVICE) for v in tensors]
+
+
+@pytest.mark.skipif(not CPU_BUILT, reason="fastecg._C is not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_matches_the_cpu_kernel_op_by_op(dtype):
+    x = ecg((3, 12, 300), dtype=dtype)
+    codes, ints, floats, tensors = _all_ops(dtype)
+    ref, ref_stats = augment_pass(x, codes, ints, floats, [t.cpu() for t in tensors],
+                                  stats=True, backend="cpu")
+    out, stats = augment_pass(x.to(DEVICE), codes, ints, floats, tensors, stats=True,
+                              backend="triton")
+    assert out.shape == (3, 3, 280) and stats.shape == (3, 3, 4)
+    assert_close_to_peak(ref, out.cpu())
+    peak = float(ref.abs().max())
+    torch.testing.assert_close(stats[..., :2].cpu(), ref_stats[..., :2], rtol=0,
+                               atol=1e-6 * peak)
+    torch.testing.assert_close(stats[..., 2:].cpu(), ref_stats[..., 2:], rtol=1e-5, atol=0)
+    # Prefixes: each stage boundary (warp, pairing) and the source-only pass.
+    for end in (1, 6, 8, 9):
+        k = sum(_n_tensors(c) for c in codes[:end])
+        a, _ = augment_pass(x, codes[:end], ints[:int(end > 6)], floats[:int(end > 4)],
+                            [t.cpu() for t in tensors[:k]], backend="cpu")
+        b, _ = augment_pass(x.to(DEVICE), codes[:end], ints[:int(end > 6)],
+                            floats[:int(end > 4)], tensors[:k], backend="triton")
+        assert_close_to_peak(a, b.cpu())
+
+
+def _n_tensors(code):
+    return {OpCode.LEAD_MIX: 1, OpCode.LEAD_AFFINE: 2, OpCode.SINES: 4, OpCode.NOISE: 2,
+            OpCode.TIME_MASK: 2, OpCode.ADD_ROWS: 1, OpCode.WARP: 3, OpCode.PAIR: 2}[code]
+
+
+def test_kernel_statistics_checks_and_output_buffer():
+    x = ecg((3, 4, 300), dtype=torch.float64).to(DEVICE)
+    gain = torch.rand(3, 4, dtype=torch.float64, device=DEVICE)
+    shift = torch.rand(3, 4, dtype=torch.float64, device=DEVICE)
+    out, stats = augment_pass(x, [OpCode.LEAD_AFFINE], [], [], [gain, shift], stats=True,
+                              backend="triton")
+    ref = x * gain[..., None] + shift[..., None]
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-14)
+    expected = torch.stack([ref.amin(-1), ref.amax(-1), ref.sum(-1), ref.square().sum(-1)], -1)
+    torch.testing.assert_close(stats, expected)
+    torch.testing.assert_close(lead_stats(ref, "triton"), expected)
+    # A 0.1x compression reads ten times as far.
+    offset = torch.zeros(3, dtype=torch.long, device=DEVICE)
+    limit = torch.full((3,), 300, device=DEVICE)
+    ratio = torch.full((3,), 10.0, dtype=torch.float64, device=DEVICE)
+    out, _ = augment_pass(x, [OpCode.WARP], [30], [], [offset, limit, ratio], backend="triton")
+    torch.testing.assert_close(out, x[..., ::10], rtol=0, atol=0)
+    buf = torch.empty_like(x)
+    out, _ = augment_pass(x, [OpCode.LEAD_AFFINE], [], [], [gain, shift], out=buf,
+                          backend="triton")
+    assert out is buf and torch.equal(buf, ref)
+    with pytest.raises(RuntimeError, match="must not overlap x"):
+        augment_pass(x, [OpCode.LEAD_AFFINE], [], [], [gain, shift], out=x, backend="triton")
+    with pytest.raises(RuntimeError, match="gain must have shape"):
+        augment_pass(x, [OpCode.LEAD_AFFINE], [], [], [gain[:2], shift], backend="triton")
+    with pytest.raises(RuntimeError, match="unknown op code"):
+        augment_pass(x, [99], [], [], [], backend="triton")
+    with pytest.raises(RuntimeError, match="more tensors"):
+        augment_pass(x, [], [], [], [gain], backend="triton")
+    if DEVICE == "cpu":  # on a GPU the check is a device-side assertion
+        with pytest.raises(RuntimeError, match="partner out of range"):
+            augment_pass(x, [OpCode.PAIR], [], [], [torch.tensor([0, 1, 5]),
+                                                    torch.ones(3, dtype=torch.float64)],
+                         backend="triton")
