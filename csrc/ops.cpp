@@ -18,6 +18,10 @@ TORCH_LIBRARY(fastecg, m) {
   // c2_first + s, b), s < c2_count, b < blocks, per sample: (n, c2_count, 4 * blocks) int64.
   m.def("_philox_stream_kernel(Tensor index, Tensor view, int c2_first, int c2_count, "
         "int blocks, int k0, int k1) -> Tensor");
+  // The same stream's first n words as uniforms in (0, 1), or (normal) n standard normals
+  // by Box-Muller on its first 2n: (n_samples, n) float64.
+  m.def("_philox_uniform_kernel(Tensor index, Tensor view, int c2, int n, int k0, int k1, "
+        "bool normal) -> Tensor");
   // Per-lead (min, max, sum, sum of squares) of x (n, n_leads, n_samples), float64 (n, L, 4).
   m.def("_lead_stats_kernel(Tensor x) -> Tensor");
   // x: (rows, n); sos: (n_sections, 6) float64 with a0 == 1; zi: sosfilt_zi(sos), float64.

@@ -878,11 +878,45 @@ at::Tensor philox_stream_cpu(const at::Tensor& index, const at::Tensor& view, in
   return out;
 }
 
+
+// Keys.uniform / Keys.normal (python/fastecg/augmenters/_random.py) of stream c2 from the
+// words above, in one call: n uniforms (w + 0.5) * 2**-32, or n normals by Box-Muller on
+// 2n of them (radius from the first n, angle from the next n), float64 (n_samples, n).
+// Parameter tensors are small: a loop on the calling thread (torch's float64 log and cos
+// on a few hundred values go to a multithreaded vector library, whose wake-up costs more
+// than the values).
+at::Tensor philox_uniform_cpu(const at::Tensor& index, const at::Tensor& view, int64_t c2,
+                              int64_t n, int64_t k0, int64_t k1, bool normal) {
+  TORCH_CHECK(n >= 0, "_philox_uniform_kernel: negative count");
+  const int64_t words = normal ? 2 * n : n;
+  const at::Tensor bits = philox_stream_cpu(index, view, c2, 1, (words + 3) / 4, k0, k1);
+  const int64_t rows = index.size(0), ld = bits.size(2);
+  at::Tensor out = at::empty({rows, n}, index.options().dtype(at::kDouble));
+  const int64_t* pb = bits.const_data_ptr<int64_t>();
+  double* po = out.mutable_data_ptr<double>();
+  constexpr double kScale = 1.0 / 4294967296.0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t* w = pb + i * ld;
+    double* o = po + i * n;
+    for (int64_t j = 0; j < n; ++j) {
+      const double u = (static_cast<double>(w[j]) + 0.5) * kScale;
+      if (!normal) {
+        o[j] = u;
+        continue;
+      }
+      const double v = (static_cast<double>(w[n + j]) + 0.5) * kScale;
+      o[j] = std::sqrt(-2 * std::log(u)) * std::cos(2 * M_PI * v);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastecg, CPU, m) {
   m.impl("_augment_kernel", &augment_cpu);
   m.impl("_philox_stream_kernel", &philox_stream_cpu);
+  m.impl("_philox_uniform_kernel", &philox_uniform_cpu);
   m.impl("_lead_stats_kernel", &lead_stats_cpu);
 }
 

@@ -73,7 +73,14 @@ def test_philox_kernel_gives_the_torch_words(monkeypatch):
     # indices beyond 32 bits and several views included).
     native = Keys(5, 2, torch.arange(100, 300)).uniform(9, 70)
     wide = Keys(5, 2, torch.arange(2 ** 40, 2 ** 40 + 50), view=torch.arange(50) % 3).bits(70, 200)
+    normal = Keys(5, 2, torch.arange(100, 300), slot=3).normal(9, 33)
     monkeypatch.setattr(_random, "philox_stream", lambda *args: None)
+    monkeypatch.setattr(_random, "philox_uniform", lambda *args: None)
     assert torch.equal(Keys(5, 2, torch.arange(100, 300)).uniform(9, 70), native)
     assert torch.equal(Keys(5, 2, torch.arange(2 ** 40, 2 ** 40 + 50),
                             view=torch.arange(50) % 3).bits(70, 200), wide)
+    # Normals: the kernel's log and cos (the C library's) against torch's: a few ulp.
+    reference = Keys(5, 2, torch.arange(100, 300), slot=3).normal(9, 33)
+    torch.testing.assert_close(normal, reference, rtol=1e-14, atol=1e-15)
+    assert normal.shape == (200, 33) and abs(float(normal.mean())) < 0.05
+    assert abs(float(normal.std()) - 1) < 0.05

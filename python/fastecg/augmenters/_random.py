@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..ops.augment import philox_stream
+from ..ops.augment import philox_stream, philox_uniform
 
 __all__ = ["philox4x32", "Keys", "hash_normal", "add_hash_noise", "MASK32"]
 
@@ -113,13 +113,26 @@ class Keys:
             return cache[base][:, k, :n]
         return self._philox(word, 1, -(-n // 4))[:, 0, :n]
 
+    def _native(self, sub: int, n: int, normal: bool) -> Optional[Tensor]:
+        # The C++ kernel's form of uniform / normal (one call instead of 3-6 small ops,
+        # whose float64 log and cos wake a thread pool); None off the CPU.
+        if self.index.device.type != "cpu":
+            return None
+        word = ((self.slot & 0xFFFF) << 16) | (sub & 0xFFFF)
+        return philox_uniform(self.index, self.view, word, n, self.seed & MASK32,
+                              self.epoch & MASK32, normal)
+
     def uniform(self, sub: int, n: int = 1) -> Tensor:
         """(n_samples, n) float64 uniforms in (0, 1)."""
-        return (self.bits(sub, n).double() + 0.5) * 2.0 ** -32
+        out = self._native(sub, n, False)
+        return out if out is not None else (self.bits(sub, n).double() + 0.5) * 2.0 ** -32
 
     def normal(self, sub: int, n: int = 1) -> Tensor:
         """(n_samples, n) float64 standard normals (Box-Muller on two uniforms)."""
-        u = self.uniform(sub, 2 * n)
+        out = self._native(sub, n, True)
+        if out is not None:
+            return out
+        u = (self.bits(sub, 2 * n).double() + 0.5) * 2.0 ** -32
         return torch.sqrt(-2 * torch.log(u[:, :n])) * torch.cos(2 * math.pi * u[:, n:])
 
 

@@ -41,7 +41,7 @@ from torch import Tensor
 from ._dispatch import backends, compiled_op, kernel_for, register_kernel, resolve_backend
 
 __all__ = ["OpCode", "augment_pass", "fused_backend", "fused_pass_available", "philox_stream",
-           "lead_stats"]
+           "philox_uniform", "lead_stats"]
 
 
 class OpCode(enum.IntEnum):
@@ -185,3 +185,26 @@ def philox_stream(index: Tensor, view: Tensor, first: int, count: int, blocks: i
         return None
     return torch.ops.fastecg._philox_stream_kernel(index.long(), view.long(), int(first),
                                                    int(count), int(blocks), int(k0), int(k1))
+
+
+def philox_uniform(index: Tensor, view: Tensor, word: int, n: int, k0: int, k1: int,
+                   normal: bool = False) -> Optional[Tensor]:
+    """Stream `word` of :func:`philox_stream` (``first=word``, ``count=1``) as ``n``
+    uniforms ``(w + 0.5) * 2**-32`` of its first n words, or with `normal` as ``n``
+    standard normals ``sqrt(-2 ln u[j]) cos(2 pi u[n + j])`` of its first 2n:
+    ``(len(index), n)`` float64 from the C++ kernel in one call (what
+    :meth:`fastecg.augmenters._random.Keys.uniform` and ``.normal`` compute in torch), or
+    None where it cannot run.
+
+    Examples
+    --------
+    >>> import torch
+    >>> zero = torch.zeros(1, dtype=torch.long)
+    >>> u = philox_uniform(zero, zero, 0, 4, 0, 0)
+    >>> bool(torch.equal(u, (philox_stream(zero, zero, 0, 1, 1, 0, 0)[0].double() + 0.5) / 2 ** 32))
+    True
+    """
+    if index.device.type != "cpu" or not backends()["cpu"].available:
+        return None
+    return torch.ops.fastecg._philox_uniform_kernel(index.long(), view.long(), int(word), int(n),
+                                                    int(k0), int(k1), bool(normal))
