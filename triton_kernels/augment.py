@@ -81,7 +81,9 @@ def _hash_normal(keys_ptr, row, row_ok, t, radius_ptr, cosine_ptr):
     return r * c
 
 
-@triton.jit
+# Lengths stay runtime values: a length of 1 would otherwise become a constexpr (and
+# every new length a compilation).
+@triton.jit(do_not_specialize=["t_len", "t_in", "tiles"])
 def _stage_kernel(x_ptr, out_ptr, partial_ptr, P, floats_ptr, radius_ptr, cosine_ptr,
                   t_len, t_in, tiles, L0: tl.constexpr, LP: tl.constexpr,
                   HEAD: tl.constexpr, OPS: tl.constexpr, LOUT: tl.constexpr,
