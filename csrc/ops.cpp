@@ -22,6 +22,9 @@ TORCH_LIBRARY(fastecg, m) {
   // by Box-Muller on its first 2n: (n_samples, n) float64.
   m.def("_philox_uniform_kernel(Tensor index, Tensor view, int c2, int n, int k0, int k1, "
         "bool normal) -> Tensor");
+  // Beta(alpha, b) per row from uniforms u (n, 2 * tries + 2) and normals z (n, 2 * tries)
+  // by Marsaglia-Tsang (python/fastecg/augmenters/classic.py, beta): (n,) float64.
+  m.def("_beta_kernel(Tensor u, Tensor z, float alpha, float b) -> Tensor");
   // Per-lead (min, max, sum, sum of squares) of x (n, n_leads, n_samples), float64 (n, L, 4).
   m.def("_lead_stats_kernel(Tensor x) -> Tensor");
   // x: (rows, n); sos: (n_sections, 6) float64 with a0 == 1; zi: sosfilt_zi(sos), float64.

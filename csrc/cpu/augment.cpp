@@ -911,12 +911,56 @@ at::Tensor philox_uniform_cpu(const at::Tensor& index, const at::Tensor& view, i
   return out;
 }
 
+// Beta(alpha, b) per row from uniforms u (n, 2 * tries + 2) and normals z (n, 2 * tries):
+// python/fastecg/augmenters/classic.py's beta() (two Gamma draws by Marsaglia-Tsang, the
+// first accepted of `tries` proposals, Gamma(a) = Gamma(a + 1) * U ** (1 / a) below 1),
+// the same operations in the same order, on the calling thread (its ~30 torch ops on a
+// few hundred values cost far more than the arithmetic).
+at::Tensor beta_cpu(const at::Tensor& u, const at::Tensor& z, double alpha, double b) {
+  TORCH_CHECK(u.dim() == 2 && z.dim() == 2 && u.scalar_type() == at::kDouble &&
+                  z.scalar_type() == at::kDouble && u.size(0) == z.size(0) &&
+                  z.size(1) % 2 == 0 && u.size(1) == z.size(1) + 2,
+              "_beta_kernel: expected float64 u (n, 2 * tries + 2) and z (n, 2 * tries)");
+  const at::Tensor uc = u.contiguous(), zc = z.contiguous();
+  const int64_t n = uc.size(0), tries = zc.size(1) / 2;
+  at::Tensor out = at::empty({n}, uc.options());
+  const double* pu = uc.const_data_ptr<double>();
+  const double* pz = zc.const_data_ptr<double>();
+  double* po = out.mutable_data_ptr<double>();
+  for (int64_t r = 0; r < n; ++r) {
+    const double* ur = pu + r * (2 * tries + 2);
+    const double* zr = pz + r * 2 * tries;
+    double g[2];
+    for (int i = 0; i < 2; ++i) {
+      const double shape = i == 0 ? alpha : b;
+      const bool boost = shape < 1;
+      const double d = (boost ? shape + 1 : shape) - 1.0 / 3;
+      const double c = 1.0 / std::sqrt(9 * d);
+      g[i] = d;  // no proposal accepted (odds below 1e-10 for 8 tries)
+      for (int64_t k = 0; k < tries; ++k) {
+        const double zk = zr[i * tries + k], uk = ur[i * tries + k];
+        const double base = 1 + c * zk;
+        const double v = base * base * base;
+        const double bound = 0.5 * (zk * zk) + d - d * v + d * std::log(std::max(v, 1e-30));
+        if (v > 0 && std::log(uk) < bound) {
+          g[i] = d * v;
+          break;
+        }
+      }
+      if (boost) g[i] = g[i] * std::pow(ur[2 * tries + i], 1.0 / shape);
+    }
+    po[r] = g[0] / std::max(g[0] + g[1], 1e-300);
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastecg, CPU, m) {
   m.impl("_augment_kernel", &augment_cpu);
   m.impl("_philox_stream_kernel", &philox_stream_cpu);
   m.impl("_philox_uniform_kernel", &philox_uniform_cpu);
+  m.impl("_beta_kernel", &beta_cpu);
   m.impl("_lead_stats_kernel", &lead_stats_cpu);
 }
 

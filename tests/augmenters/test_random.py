@@ -84,3 +84,22 @@ def test_philox_kernel_gives_the_torch_words(monkeypatch):
     torch.testing.assert_close(normal, reference, rtol=1e-14, atol=1e-15)
     assert normal.shape == (200, 33) and abs(float(normal.mean())) < 0.05
     assert abs(float(normal.std()) - 1) < 0.05
+
+
+@pytest.mark.skipif(fused_pass_available(torch.zeros(1, 1, 1)) is not None,
+                    reason="fastecg._C is not built")
+@pytest.mark.parametrize("alpha,b", [(0.5, 0.5), (0.2, 3.0), (2.0, 5.0)])
+def test_beta_kernel_gives_the_torch_draw(monkeypatch, alpha, b):
+    # Mixup's and CutMix's Beta draw: the C++ kernel against the torch form on the same
+    # variates (shapes below 1 take the U ** (1 / a) boost), and the Beta's mean.
+    from fastecg.augmenters import classic
+
+    keys = Keys(3, 0, torch.arange(20000))
+    u, z = keys.uniform(1, 18), keys.normal(2, 16)
+    native = classic.beta(u, z, alpha, b)
+    monkeypatch.setattr(classic, "beta_from_variates", lambda *args: None)
+    reference = classic.beta(u, z, alpha, b)
+    torch.testing.assert_close(native, reference, rtol=1e-13, atol=1e-15)
+    assert float(native.min()) >= 0 and float(native.max()) <= 1
+    mean, var = alpha / (alpha + b), alpha * b / ((alpha + b) ** 2 * (alpha + b + 1))
+    assert abs(float(native.mean()) - mean) < 5 * (var / 20000) ** 0.5

@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from ..ops.augment import beta_from_variates
 from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_prob
 from ._random import Keys, add_hash_noise
@@ -81,7 +82,11 @@ def sinusoids(amplitude: Tensor, phase: Tensor, basis: Tensor) -> Tensor:
 def beta(keys_u: Tensor, keys_z: Tensor, alpha: float, b: float) -> Tensor:
     """Beta(alpha, b) per row from uniforms (n, 2 * (tries + 1)) and normals (n, 2 * tries):
     two Gamma draws by Marsaglia-Tsang, each with `tries` vectorised proposals (the first
-    accepted one; acceptance is above 95%, so 8 tries all fail with odds below 1e-10)."""
+    accepted one; acceptance is above 95%, so 8 tries all fail with odds below 1e-10).
+    On the CPU the C++ kernel computes the same (:func:`~fastecg.ops.augment.beta_from_variates`)."""
+    native = beta_from_variates(keys_u, keys_z, alpha, b)
+    if native is not None:
+        return native
     tries = keys_z.shape[1] // 2
     gammas = []
     for i, shape in enumerate((alpha, b)):

@@ -41,7 +41,7 @@ from torch import Tensor
 from ._dispatch import backends, compiled_op, kernel_for, register_kernel, resolve_backend
 
 __all__ = ["OpCode", "augment_pass", "fused_backend", "fused_pass_available", "philox_stream",
-           "philox_uniform", "lead_stats"]
+           "philox_uniform", "beta_from_variates", "lead_stats"]
 
 
 class OpCode(enum.IntEnum):
@@ -208,3 +208,22 @@ def philox_uniform(index: Tensor, view: Tensor, word: int, n: int, k0: int, k1: 
         return None
     return torch.ops.fastecg._philox_uniform_kernel(index.long(), view.long(), int(word), int(n),
                                                     int(k0), int(k1), bool(normal))
+
+
+def beta_from_variates(u: Tensor, z: Tensor, alpha: float, b: float) -> Optional[Tensor]:
+    """Beta(alpha, b) per row from uniforms `u` (n, 2 * tries + 2) and standard normals
+    `z` (n, 2 * tries), float64, by the C++ kernel in one call:
+    :func:`fastecg.augmenters.classic.beta`'s Marsaglia-Tsang draw, the same operations in
+    the same order (the C library's log and pow: a few ulp from torch's); None where it
+    cannot run.
+
+    Examples
+    --------
+    >>> import torch
+    >>> u, z = torch.full((1, 4), 0.5, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64)
+    >>> beta_from_variates(u, z, 2.0, 2.0).tolist()  # both Gammas accept v = 1: d / 2d
+    [0.5]
+    """
+    if u.device.type != "cpu" or not backends()["cpu"].available:
+        return None
+    return torch.ops.fastecg._beta_kernel(u, z, float(alpha), float(b))
