@@ -81,6 +81,56 @@ def _hash_normal(keys_ptr, row, row_ok, t, radius_ptr, cosine_ptr):
     return r * c
 
 
+@triton.jit
+def _apply_op(y, P, floats_ptr, radius_ptr, cosine_ptr, n, t, leads, in_time, t_len,
+              CODE: tl.constexpr, LIN: tl.constexpr, LOUT: tl.constexpr, COUNT: tl.constexpr,
+              FIRST: tl.constexpr, FLAG: tl.constexpr, LP: tl.constexpr, BLOCK: tl.constexpr):
+    """One point-wise op (its constexpr description, see above) on the tile y [LP, BLOCK]
+    of sample n at times t."""
+    dtype = y.dtype
+    lead_ok = leads < LIN
+    if CODE == LEAD_MIX:
+        # y = M @ y, one input lead at a time (the C++ kernel's order of sums).
+        mat = P[FIRST] + n * LOUT * LIN
+        mixed = tl.zeros([LP, BLOCK], dtype)
+        for i in tl.static_range(LIN):
+            yi = tl.sum(tl.where(leads[:, None] == i, y, 0.0), axis=0)
+            w = tl.load(mat + leads * LIN + i, mask=leads < LOUT, other=0.0).to(dtype)
+            mixed += w[:, None] * yi[None, :]
+        y = mixed
+    elif CODE == LEAD_AFFINE:
+        gain = tl.load(P[FIRST] + n * LIN + leads, mask=lead_ok, other=1.0)
+        shift = tl.load(P[FIRST + 1] + n * LIN + leads, mask=lead_ok, other=0.0)
+        y = y * gain[:, None] + shift[:, None]
+    elif CODE == SINES:
+        coef = P[FIRST] + (n * LIN + leads) * COUNT
+        acc = tl.zeros([LP, BLOCK], dtype)
+        for j in tl.static_range(COUNT):
+            c = tl.load(coef + j, mask=lead_ok, other=0.0)
+            basis = tl.load(P[FIRST + 1] + j * t_len + t, mask=in_time, other=0.0)
+            acc += c[:, None] * basis[None, :]
+        if FLAG:
+            sd = tl.load(P[FIRST + 3] + n * LIN + leads, mask=lead_ok, other=0.0)
+            z = _hash_normal(P[FIRST + 2], n * LIN + leads, lead_ok, t, radius_ptr, cosine_ptr)
+            acc += z * sd[:, None]
+        y = acc + y
+    elif CODE == NOISE:
+        sd = tl.load(P[FIRST + 1] + n * LIN + leads, mask=lead_ok, other=0.0)
+        z = _hash_normal(P[FIRST], n * LIN + leads, lead_ok, t, radius_ptr, cosine_ptr)
+        y = y + z * sd[:, None]
+    elif CODE == TIME_MASK:
+        value = tl.load(floats_ptr + FLAG).to(dtype)
+        for i in tl.static_range(COUNT):
+            start = tl.load(P[FIRST] + n * COUNT + i)
+            end = tl.load(P[FIRST + 1] + n * COUNT + i)
+            inside = (t >= start) & (t < end)
+            y = tl.where(inside[None, :], value, y)
+    elif CODE == ADD_ROWS:
+        rows = P[FIRST] + (n * LIN + leads)[:, None] * t_len + t[None, :]
+        y = y + tl.load(rows, mask=lead_ok[:, None] & in_time[None, :], other=0.0)
+    return y
+
+
 # Lengths stay runtime values: a length of 1 would otherwise become a constexpr (and
 # every new length a compilation).
 @triton.jit(do_not_specialize=["t_len", "t_in", "tiles"])
@@ -129,52 +179,9 @@ def _stage_kernel(x_ptr, out_ptr, partial_ptr, P, floats_ptr, radius_ptr, cosine
         y = tl.load(x_ptr + (n * L0 + leads)[:, None] * t_len + t[None, :], mask=ok,
                     other=0.0)
     for k in tl.static_range(len(OPS)):
-        code: tl.constexpr = OPS[k][0]
-        lin: tl.constexpr = OPS[k][1]
-        lout: tl.constexpr = OPS[k][2]
-        count: tl.constexpr = OPS[k][3]
-        first: tl.constexpr = OPS[k][4]
-        flag: tl.constexpr = OPS[k][5]
-        lead_ok = leads < lin
-        if code == LEAD_MIX:
-            # y = M @ y, one input lead at a time (the C++ kernel's order of sums).
-            mat = P[first] + n * lout * lin
-            mixed = tl.zeros([LP, BLOCK], dtype)
-            for i in tl.static_range(lin):
-                yi = tl.sum(tl.where(leads[:, None] == i, y, 0.0), axis=0)
-                w = tl.load(mat + leads * lin + i, mask=leads < lout, other=0.0).to(dtype)
-                mixed += w[:, None] * yi[None, :]
-            y = mixed
-        elif code == LEAD_AFFINE:
-            gain = tl.load(P[first] + n * lin + leads, mask=lead_ok, other=1.0)
-            shift = tl.load(P[first + 1] + n * lin + leads, mask=lead_ok, other=0.0)
-            y = y * gain[:, None] + shift[:, None]
-        elif code == SINES:
-            coef = P[first] + (n * lin + leads) * count
-            acc = tl.zeros([LP, BLOCK], dtype)
-            for j in tl.static_range(count):
-                c = tl.load(coef + j, mask=lead_ok, other=0.0)
-                basis = tl.load(P[first + 1] + j * t_len + t, mask=in_time, other=0.0)
-                acc += c[:, None] * basis[None, :]
-            if flag:
-                sd = tl.load(P[first + 3] + n * lin + leads, mask=lead_ok, other=0.0)
-                z = _hash_normal(P[first + 2], n * lin + leads, lead_ok, t, radius_ptr, cosine_ptr)
-                acc += z * sd[:, None]
-            y = acc + y
-        elif code == NOISE:
-            sd = tl.load(P[first + 1] + n * lin + leads, mask=lead_ok, other=0.0)
-            z = _hash_normal(P[first], n * lin + leads, lead_ok, t, radius_ptr, cosine_ptr)
-            y = y + z * sd[:, None]
-        elif code == TIME_MASK:
-            value = tl.load(floats_ptr + flag).to(dtype)
-            for i in tl.static_range(count):
-                start = tl.load(P[first] + n * count + i)
-                end = tl.load(P[first + 1] + n * count + i)
-                inside = (t >= start) & (t < end)
-                y = tl.where(inside[None, :], value, y)
-        elif code == ADD_ROWS:
-            rows = P[first] + (n * lin + leads)[:, None] * t_len + t[None, :]
-            y = y + tl.load(rows, mask=lead_ok[:, None] & in_time[None, :], other=0.0)
+        y = _apply_op(y, P, floats_ptr, radius_ptr, cosine_ptr, n, t, leads, in_time, t_len,
+                      OPS[k][0], OPS[k][1], OPS[k][2], OPS[k][3], OPS[k][4], OPS[k][5], LP,
+                      BLOCK)
     keep = (leads[:, None] < LOUT) & in_time[None, :]
     if WRITE:
         tl.store(out_ptr + (n * LOUT + leads)[:, None] * t_len + t[None, :], y, mask=keep)

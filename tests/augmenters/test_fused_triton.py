@@ -209,3 +209,57 @@ def test_kernel_statistics_checks_and_output_buffer():
             augment_pass(x, [OpCode.PAIR], [], [], [torch.tensor([0, 1, 5]),
                                                     torch.ones(3, dtype=torch.float64)],
                          backend="triton")
+
+
+_COMPILE_FOR_SM90 = r'''
+import sys
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.runtime.jit import MockTensor, mangle_type
+from fastecg.triton_kernels import augment as ta
+sys.path.insert(0, sys.argv[1])
+from test_fused_triton import _all_ops
+
+def sig(v):
+    if isinstance(v, tuple):
+        return tuple(sig(e) for e in v)
+    return mangle_type(MockTensor(v.dtype)) if isinstance(v, torch.Tensor) else "i64"
+
+for dtype in (torch.float32, torch.float64):
+    x = torch.zeros(3, 12, 300, dtype=dtype)
+    codes, ints, floats, tensors = _all_ops(dtype)
+    stages, params = ta._parse(x, [int(c) for c in codes], ints, floats, tensors)
+    stages.append(ta._Stage((-1, 0), 12, 300, 300))  # lead_stats' form
+    for k, st in enumerate(stages):
+        args = dict(x_ptr=x, out_ptr=x, partial_ptr=x.double(), P=tuple(params),
+                    floats_ptr=x.double(), radius_ptr=x, cosine_ptr=x, t_len=1, t_in=1, tiles=1)
+        consts = dict(L0=st.lin, LP=max(2, triton.next_power_of_2(st.lmax)), HEAD=st.head,
+                      OPS=tuple(st.ops), LOUT=st.lout, WRITE=k < len(stages) - 1, STATS=True,
+                      BLOCK=256)
+        signature = {name: sig(v) for name, v in args.items()}
+        signature.update({name: "constexpr" for name in consts})
+        compiled = triton.compile(ASTSource(ta._stage_kernel, signature, constexprs=consts),
+                                  target=GPUTarget("cuda", 90, 32))
+        assert compiled.asm["cubin"]
+print("compiled", len(stages) * 2)
+'''
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the kernels themselves")
+def test_kernels_compile_for_a_gpu_without_one():
+    # The interpreter runs the kernels' Python, not Triton's compiler: compile every stage
+    # form (a source with all point-wise ops, a warp, a pairing, the statistics alone) for
+    # sm_90 in a process where the kernels are not interpreted.
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.backends.nvidia")
+    here = str(pathlib.Path(__file__).parent)
+    run = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90, here], capture_output=True,
+                         text=True, env={**os.environ, "TRITON_INTERPRET": "0",
+                                         "TRITON_DEFAULT_FP_FUSION": "1"}, cwd=here)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "compiled 8" in run.stdout
