@@ -39,7 +39,6 @@ TIME_MASK = tl.constexpr(4)
 ADD_ROWS = tl.constexpr(5)
 WARP = tl.constexpr(6)
 PAIR = tl.constexpr(7)
-_SOURCE = tl.constexpr(-1)
 
 # An op's constexpr description: (code, leads in, leads out, count, first tensor, flag);
 # count: sines per row or masks per sample; first: the index in the kernel's tuple of

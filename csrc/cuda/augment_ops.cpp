@@ -185,7 +185,8 @@ std::vector<AugmentStage> parse_stages(const at::Tensor& x, at::IntArrayRef code
 template <typename T>
 std::optional<at::Tensor> launch(const AugmentStage& st, const at::Tensor& src, T* out,
                                  bool stats, int64_t n, const T* tables, cudaStream_t stream) {
-  const int64_t tiles = (st.t_len + augment_block(st, sizeof(T)) - 1) / augment_block(st, sizeof(T));
+  const int64_t block = augment_block(st, sizeof(T));
+  const int64_t tiles = (st.t_len + block - 1) / block;
   at::Tensor partial;
   if (stats) partial = at::empty({n, tiles, st.lout, 4}, src.options().dtype(at::kDouble));
   check_cuda(augment_stage_cuda<T>(src.const_data_ptr<T>(), out,
