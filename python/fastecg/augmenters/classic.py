@@ -73,10 +73,19 @@ def cached_sine_basis(freqs_hz: tuple, n_samples: int, fs: float, dtype, device,
     return torch.cat([basis, torch.ones_like(basis[:1])]) if ones else basis
 
 
+def sine_coefficients(amplitude: Tensor, phase: Tensor) -> Tensor:
+    """(..., 2k): ``amplitude * cos(phase)`` then ``amplitude * sin(phase)``, the
+    coefficients of a :func:`sine_basis` for ``amplitude * sin(2 pi f t + phase)``. By
+    ``torch.polar``, whose element-wise kernel stays on the calling thread (float64
+    ``cos``/``sin`` on a contiguous tensor of a few hundred values go to a multithreaded
+    vector library, whose wake-up on a loaded machine costs far more than the values)."""
+    pairs = torch.view_as_real(torch.polar(amplitude, phase))
+    return torch.cat([pairs[..., 0], pairs[..., 1]], -1)
+
+
 def sinusoids(amplitude: Tensor, phase: Tensor, basis: Tensor) -> Tensor:
     """sum_k amplitude[..., k] * sin(2 pi f_k t + phase[..., k]) -> (..., n_samples)."""
-    coef = torch.cat([amplitude * torch.cos(phase), amplitude * torch.sin(phase)], -1)
-    return coef.to(basis.dtype) @ basis
+    return sine_coefficients(amplitude, phase).to(basis.dtype) @ basis
 
 
 def beta(keys_u: Tensor, keys_z: Tensor, alpha: float, b: float) -> Tensor:
@@ -202,8 +211,8 @@ class BaselineWander(Augmenter):
         basis = cached_sine_basis(self.bw_fs, n_samples, float(self.step_fs(info)), dtype,
                                   torch.device(device), ones=True)
         amplitude, phase = params["amplitude"], params["phase"]
-        coef = torch.cat([amplitude * torch.cos(phase), amplitude * torch.sin(phase),
-                          params["noise_mean"][..., None]], -1)
+        coef = torch.cat([sine_coefficients(amplitude, phase), params["noise_mean"][..., None]],
+                         -1)
         return coef.to(device=device, dtype=dtype), basis
 
     def _noisy(self) -> bool:

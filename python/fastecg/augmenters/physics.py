@@ -15,7 +15,7 @@ from ..registry import AUGMENTERS
 from ..transforms.config import check_prob
 from ._random import Keys, add_hash_noise, hash_normal
 from .base import STANDARD_LEADS, Augmenter, check_range
-from .classic import cached_sine_basis, sinusoids
+from .classic import cached_sine_basis, sine_coefficients, sinusoids
 from ..ops.augment import augment_pass
 from .fused import OpCode, lead_power
 
@@ -103,8 +103,7 @@ class PowerlineNoise(Augmenter):
 
     def fuse(self, plan, params, label, masks, info):
         basis = self._basis(plan.shape[-1], plan.dtype, plan.device, info)
-        amplitude, phase = params["amplitude"], params["phase"]
-        coef = torch.cat([amplitude * torch.cos(phase), amplitude * torch.sin(phase)], -1)
+        coef = sine_coefficients(params["amplitude"], params["phase"])
         plan.add(OpCode.SINES, [coef.to(plan.dtype), basis, torch.empty(0, dtype=torch.long),
                                 torch.empty(0)])
         return label, masks
