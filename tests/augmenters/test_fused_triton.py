@@ -83,15 +83,21 @@ def test_torch_ecg_seven_steps_and_the_physics_pipeline(dtype):
 
 
 def test_same_sample_same_result_whatever_the_batch():
+    # 64 samples as one batch, as 4 batches of 16 and as 2 index-sharded ranks of 32.
     am = AugmenterManager(*PER_SAMPLE, fs=FS)
     x, label = ecg((64, 12, 128)).to(DEVICE), torch.rand(64, 5, device=DEVICE)
     index = torch.arange(1000, 1064, device=DEVICE)
     whole = am(x, label, seed=42, epoch=3, indices=index, backend="triton")
     quarters = [am(x[i:i + 16], label[i:i + 16], seed=42, epoch=3, indices=index[i:i + 16],
                    backend="triton") for i in range(0, 64, 16)]
+    ranks = [am(x[r::2], label[r::2], seed=42, epoch=3, indices=index[r::2], backend="triton")
+             for r in range(2)]
     for k in range(2):
         torch.testing.assert_close(torch.cat([q[k] for q in quarters]), whole[k], rtol=0,
                                    atol=1e-6)
+        merged = torch.empty_like(whole[k])
+        merged[0::2], merged[1::2] = ranks[0][k], ranks[1][k]
+        torch.testing.assert_close(merged, whole[k], rtol=0, atol=1e-6)
     assert (whole[0] - x).abs().amax((-2, -1)).gt(0).all()  # every sample was changed
     assert_close_to_peak(am(x, label, seed=42, epoch=3, indices=index, backend="torch")[0],
                          whole[0])
