@@ -46,6 +46,7 @@
 // about (vector arguments and results across ISAs) is never used.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
+#include "../common/hash_noise.h"
 #include "../common/huge_pages.h"
 #include "../common/lanes4.h"
 #include "../common/parallel.h"
@@ -95,50 +96,30 @@ struct Stage {
   int64_t lin = 0, lout = 0, lmax = 0, tlen = 0;
 };
 
-// Box-Muller's radius and cosine for each 16-bit half, rounded as torch computes them in T.
+// Box-Muller's radius and cosine for each 16-bit half (csrc/common/hash_noise.h, shared
+// with the CUDA kernel), built once per dtype.
+template <typename T>
+struct NoiseTables {
+  std::vector<T> radius, cosine;
+  NoiseTables() : radius(kNoiseTable), cosine(kNoiseTable) {
+    fill_noise_tables(radius.data(), cosine.data());
+  }
+};
+
+template <typename T>
+const NoiseTables<T>& noise_tables() {
+  static const NoiseTables<T> tables;
+  return tables;
+}
+
 template <typename T>
 const T* radius_table() {
-  static const std::vector<T> table = [] {
-    std::vector<T> t(65536);
-    for (int k = 0; k < 65536; ++k) {
-      if constexpr (std::is_same_v<T, float>) {
-        const float u = (static_cast<float>(k) + 0.5f) * (1.0f / 65536);
-        const float lg = static_cast<float>(std::log(static_cast<double>(u)));
-        t[k] = std::sqrt(-2.0f * lg);
-      } else {
-        t[k] = std::sqrt(-2.0 * std::log((k + 0.5) * (1.0 / 65536)));
-      }
-    }
-    return t;
-  }();
-  return table.data();
+  return noise_tables<T>().radius.data();
 }
 
 template <typename T>
 const T* cosine_table() {
-  static const std::vector<T> table = [] {
-    std::vector<T> t(65536);
-    const double step = 2 * M_PI / 65536;
-    for (int k = 0; k < 65536; ++k) {
-      if constexpr (std::is_same_v<T, float>) {
-        const float angle = static_cast<float>(k) * static_cast<float>(step);
-        t[k] = static_cast<float>(std::cos(static_cast<double>(angle)));
-      } else {
-        t[k] = std::cos(k * step);
-      }
-    }
-    return t;
-  }();
-  return table.data();
-}
-
-FASTECG_INLINE uint32_t lowbias32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7FEB352Du;
-  x ^= x >> 15;
-  x *= 0x846CA68Bu;
-  x ^= x >> 16;
-  return x;
+  return noise_tables<T>().cosine.data();
 }
 
 // 32 bytes of T in one GCC vector (a struct: GCC drops vector_size on a dependent alias
@@ -147,12 +128,6 @@ template <typename T> struct Vec32 {
   typedef T type __attribute__((vector_size(32)));
 };
 template <typename T> constexpr int64_t kVec32 = 32 / sizeof(T);
-
-// torch.lerp's formula (the branch keeps lerp(a, b, 1) == b exactly).
-template <typename T>
-FASTECG_INLINE T lerp(T a, T b, T w) {
-  return std::abs(w) < T(0.5) ? a + w * (b - a) : b - (b - a) * (T(1) - w);
-}
 
 #if defined(__x86_64__)
 // Eight float32 samples at a time of add_noise_row, the two table lookups as gathers (GCC
@@ -416,7 +391,7 @@ FASTECG_INLINE void warp_rows_body(Tag, const Op<T>& w, int64_t n, int64_t t0, i
 #endif
     for (; t < v1; ++t) {
       const int32_t a = i0[t];
-      o[t] = lerp(row[a], row[std::min(a + 1, last)], frac[t]);
+      o[t] = torch_lerp(row[a], row[std::min(a + 1, last)], frac[t]);
     }
   }
 }
