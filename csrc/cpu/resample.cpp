@@ -23,7 +23,10 @@
 // designs at up = 1) adds its two samples before one FMA (phase_block_folded, AVX-512's 32
 // registers). Where a phase has about one tap per `down` (500 -> 360 Hz), two phases whose
 // inputs overlap run together, each vector loaded serving both (phase_block_pair, AVX-512).
-// Each of these steps cut the filtering time (benchmarks/CPU_NOTES.md).
+// The folded kernel leaves out a residue of taps that are all negligible (the Kaiser
+// designs' zeros of the sinc, ~1e-17) on rows whose inputs are finite
+// (negligible_residues). Each of these steps cut the filtering time
+// (benchmarks/CPU_NOTES.md).
 //
 // Arithmetic is in the input's dtype, as SciPy's is (it casts the taps to x's dtype;
 // float32 sums of the 41-501-tap designs stay within ~2e-7 of the float64 result, relative
@@ -35,7 +38,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <cmath>
 #include <iterator>
+#include <limits>
 #include <numeric>
 #include <utility>
 #include <vector>
@@ -67,6 +72,9 @@ template <typename T> constexpr int64_t kBlock = 128 / sizeof(T);
 // Input time steps a chunk's span aims at: 128 KB of lane-interleaved buffer, in L2,
 // while a group of outputs' inputs stay in L1.
 constexpr int64_t kSpanSteps = 1024;
+// How far ahead (samples of a row) the 16-row gather prefetches: the hardware prefetcher
+// does not keep 16 row streams far enough ahead (benchmarks/CPU_NOTES.md).
+constexpr int64_t kPrefetchAhead = 128;
 // Outputs of one phase computed together, and vectors of a time step per pass: each
 // broadcast tap feeds kOutputs * kGroup independent accumulators (8 zmm on AVX-512, 8 ymm
 // on AVX2: enough chains to cover the FMA latency). The sliding window's 8 more vectors
@@ -92,6 +100,9 @@ struct Problem {
   const int64_t* phase;  // output c < up: its phase, and its first input less (c * down) / up
   const int64_t* first;
   const uint8_t* symmetric;  // phase k's taps read the same both ways
+  // skip[k * down + rho]: phase_block_folded leaves out phase k's taps rho, rho + down, ...
+  // below the middle, and their mirror images (negligible_residues); nullptr: none.
+  const uint8_t* skip;
   int64_t chunk;         // outputs per chunk: whole groups of kOutputs * up and tiles, or all
   int64_t n_chunks;
   int64_t span_max;      // input steps of the widest chunk
@@ -166,11 +177,13 @@ template <typename V, typename T> FASTECG_INLINE void store_vec(T* p, V v) {
 }
 
 // buf[(i - i_lo) * W + w] = xe[r0 + w, i] for i in [i_lo, i_hi); rows past the last one
-// get cval too (their outputs are never stored). (Sizes in locals: stores through T*
-// could alias p, which would make GCC reload them.)
+// get cval too (their outputs are never stored). With `nonfinite` (W lanes, zeros on entry),
+// nonfinite[w] ends NaN where row r0 + w has an Inf or NaN in the span (or, rarely, where a
+// sum of its finite values overflows: a false alarm costs time, not accuracy). (Sizes in
+// locals: stores through T* could alias p, which would make GCC reload them.)
 template <typename T, int VB>
 FASTECG_INLINE void gather_span(const Problem<T>& p, int64_t r0, int64_t i_lo, int64_t i_hi,
-                                T* __restrict buf) {
+                                T* __restrict buf, T* __restrict nonfinite) {
   typedef typename Vec32<T>::type VT;
   constexpr int64_t W = kBlock<T>, P = kTile<T>;
   const int64_t n_in = p.n_in, rows = p.rows;
@@ -191,14 +204,29 @@ FASTECG_INLINE void gather_span(const Problem<T>& p, int64_t r0, int64_t i_lo, i
       const T* src = x + (r0 + g) * n_in;
       T* out = buf + (a - i_lo) * W + g;
       int64_t i = a;
+      F16 flag = {};  // lane j: row r0 + g + j
       for (; i + Q <= e; i += Q, out += Q * W) {
         F16 v[Q];
-        for (int64_t j = 0; j < Q; ++j) v[j] = load_vec<F16>(src + j * n_in + i);
+        for (int64_t j = 0; j < Q; ++j) {
+          __builtin_prefetch(src + j * n_in + i + kPrefetchAhead, 0, 3);
+          v[j] = load_vec<F16>(src + j * n_in + i);
+        }
         transpose_tile16(v);
         for (int64_t j = 0; j < Q; ++j) store_vec(out + j * W, v[j]);
+        if (nonfinite) {  // x * 0 is NaN for an Inf or NaN x (adds: pipes the gather leaves idle)
+          F16 s[Q / 2];
+          for (int64_t j = 0; j < Q / 2; ++j) s[j] = v[j] + v[j + Q / 2];
+          for (int64_t j = 0; j < Q / 4; ++j) s[j] += s[j + Q / 4];
+          flag += ((s[0] + s[1]) + (s[2] + s[3])) * 0.0f;
+        }
       }
+      if (nonfinite) store_vec(nonfinite + g, load_vec<F16>(nonfinite + g) + flag);
+      const int64_t tail = i;
       for (; i < e; ++i, out += W)
         for (int64_t j = 0; j < Q; ++j) out[j] = src[j * n_in + i];
+      if (nonfinite)
+        for (int64_t k = tail; k < e; ++k)
+          for (int64_t j = 0; j < Q; ++j) nonfinite[g + j] += buf[(k - i_lo) * W + g + j] * T(0);
     }
   }
   for (int64_t g = g0; g < W; g += P) {
@@ -216,6 +244,9 @@ FASTECG_INLINE void gather_span(const Problem<T>& p, int64_t r0, int64_t i_lo, i
     }
     for (; i < e; ++i, out += W)
       for (int64_t j = 0; j < P; ++j) out[j] = j < valid ? x[(rg + j) * n_in + i] : cval;
+    if (nonfinite)
+      for (int64_t k = a; k < e; ++k)
+        for (int64_t j = 0; j < P; ++j) nonfinite[g + j] += buf[(k - i_lo) * W + g + j] * T(0);
   }
 }
 
@@ -338,7 +369,7 @@ FASTECG_INLINE void phase_block_sliding(const T* x0, int64_t down, const T* h, i
 // samples and one sliding backward over the second half's. 24 vector registers: AVX-512.
 template <typename T, int VB, int R, int G>
 FASTECG_INLINE void phase_block_folded(const T* x0, int64_t down, const T* h, int64_t len, T* y0,
-                                       int64_t y_step) {
+                                       int64_t y_step, const uint8_t* skip) {
   typedef typename VecBytes<T, VB>::type V;
   constexpr int64_t W = kBlock<T>, H = VB / sizeof(T), NV = W / H;
   static_assert(NV % G == 0, "vector groups must tile the block");
@@ -346,31 +377,37 @@ FASTECG_INLINE void phase_block_folded(const T* x0, int64_t down, const T* h, in
   for (int64_t v0 = 0; v0 < NV; v0 += G) {
     V acc[R][G] = {};
     for (int64_t rho = 0; rho < std::min(down, half); ++rho) {
-      // Output j, tap r = rho + down * i: samples rho + down * (j + i) and
-      // len - 1 - rho + down * (j - i).
+      if (skip && skip[rho]) continue;
+      // Output j, tap r = rho + down * t: samples rho + down * (j + t) (the left window)
+      // and len - 1 - rho + down * (j - t) (the right one). Each window's vectors sit in R
+      // slots that rotate, step t's new one in slot t mod R, so that unrolled by R every
+      // slot is a fixed register and the windows slide without moves.
       const T* xl = x0 + rho * W + v0 * H;
       const T* xr = x0 + (len - 1 - rho) * W + v0 * H;
+      const int64_t n = (half - rho + down - 1) / down;  // taps of this residue below half
       V zl[R][G], zr[R][G];
-      for (int j = 0; j + 1 < R; ++j)
+      for (int j = 0; j + 1 < R; ++j)  // left samples of steps 0 .. R - 2, right of -1 .. 1 - R
         for (int g = 0; g < G; ++g) {
           zl[j][g] = load_vec<V>(xl + j * step + g * H);
-          zr[j + 1][g] = load_vec<V>(xr + (j + 1) * step + g * H);
+          zr[R - 1 - j][g] = load_vec<V>(xr + (j + 1) * step + g * H);
         }
-      xl += (R - 1) * step;
-      for (int64_t r = rho; r < half; r += down, xl += step, xr -= step) {
+      int64_t t = 0;
+      auto one_step = [&]<int U>() __attribute__((always_inline)) {  // U = t mod R
         for (int g = 0; g < G; ++g) {
-          zl[R - 1][g] = load_vec<V>(xl + g * H);
-          zr[0][g] = load_vec<V>(xr + g * H);
+          zl[(U + R - 1) % R][g] = load_vec<V>(xl + (t + R - 1) * step + g * H);
+          zr[U][g] = load_vec<V>(xr - t * step + g * H);
         }
-        const T tap = h[r];
+        const T tap = h[rho + down * t];
         for (int j = 0; j < R; ++j)
-          for (int g = 0; g < G; ++g) acc[j][g] += tap * (zl[j][g] + zr[j][g]);
-        for (int j = 0; j + 1 < R; ++j)
-          for (int g = 0; g < G; ++g) {
-            zl[j][g] = zl[j + 1][g];
-            zr[R - 1 - j][g] = zr[R - 2 - j][g];
-          }
-      }
+          for (int g = 0; g < G; ++g)
+            acc[j][g] += tap * (zl[(U + j) % R][g] + zr[(U - j + R) % R][g]);
+        ++t;
+      };
+      [&]<int... U>(std::integer_sequence<int, U...>) __attribute__((always_inline)) {
+        for (; t + R <= n;) (one_step.template operator()<U>(), ...);
+        const int64_t rest = n - t;
+        ((U < rest ? one_step.template operator()<U>() : void()), ...);
+      }(std::make_integer_sequence<int, R>{});
     }
     if (len % 2 == 1) {
       const T tap = h[half];
@@ -412,10 +449,11 @@ FASTECG_INLINE void filter_span(const Problem<T>& p, const T* buf, int64_t i_lo,
         ++c;
         continue;
       }
+      const uint8_t* skip = p.skip ? p.skip + k * p.down : nullptr;
       if (VB == 64 && p.symmetric[k] && p.count[k] >= 2 * kSlideTaps * p.down)
         phase_block_folded<T, VB, kOutputs, kGroup>(x_base + p.first[c] * W, p.down,
                                                     p.taps + p.start[k], p.count[k],
-                                                    y_base + c * W, y_step);
+                                                    y_base + c * W, y_step, skip);
       else if (p.count[k] >= kSlideTaps * p.down)
         phase_block_sliding<T, VB, kOutputs, kGroup>(x_base + p.first[c] * W, p.down,
                                                      p.taps + p.start[k], p.count[k],
@@ -475,18 +513,46 @@ FASTECG_INLINE void scatter_span(const Problem<T>& p, const T* __restrict yt, in
   }
 }
 
+// y[r, m] for m in [m0, m1) with every tap (the phases' sums in order, as phase_block's),
+// read straight from row r.
+template <typename T>
+void all_taps_row(const Problem<T>& p, int64_t r, int64_t m0, int64_t m1) {
+  const T* x = p.x + r * p.n_in;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int64_t q = m * p.down + p.offset, i_max = floor_div(q, p.up), k = q - i_max * p.up;
+    const T* h = p.taps + p.start[k];
+    T acc = 0;
+    for (int64_t j = 0, i = i_max - p.count[k] + 1; j < p.count[k]; ++j, ++i)
+      acc += h[j] * (i >= 0 && i < p.n_in ? x[i] : p.cval);
+    p.y[r * p.n_out + m] = acc;
+  }
+}
+
 // One work item: a block of rows times a chunk of outputs. scratch: span_max * W + chunk * W.
 template <typename T, int VB>
 FASTECG_INLINE void item_body(const Problem<T>& p, int64_t item, T* scratch) {
   constexpr int64_t W = kBlock<T>;
-  const int64_t r0 = item / p.n_chunks * W;
-  const int64_t m0 = item % p.n_chunks * p.chunk, m1 = std::min(m0 + p.chunk, p.n_out);
+  // Consecutive items are blocks of one chunk: threads working at once never write the
+  // same cache line (neighbouring chunks of a row may share one).
+  const int64_t n_blocks = (p.rows + W - 1) / W;
+  const int64_t r0 = item % n_blocks * W;
+  const int64_t m0 = item / n_blocks * p.chunk, m1 = std::min(m0 + p.chunk, p.n_out);
   const int64_t i_lo = first_input(p, m0), i_hi = last_input(p, m1 - 1) + 1;
   T* buf = scratch;
   T* yt = scratch + p.span_max * W;
-  gather_span<T, VB>(p, r0, i_lo, i_hi, buf);
+  // Only phase_block_folded (AVX-512) skips taps.
+  const bool skips = VB == 64 && p.skip;
+  T nonfinite[W] = {};
+  gather_span<T, VB>(p, r0, i_lo, i_hi, buf, skips ? nonfinite : nullptr);
   filter_span<T, VB>(p, buf, i_lo, m0, m1, yt);
   scatter_span<T, VB>(p, yt, r0, m0, m1);
+  if (skips) {
+    // A skipped tap times an Inf or NaN is not negligible: a row whose span holds one gets
+    // its outputs again with every tap, so that it is non-finite where SciPy's is. The flag
+    // is the row's own (its lane), so a row's result never depends on its neighbours.
+    for (int64_t w = 0; w < W && r0 + w < p.rows; ++w)
+      if (nonfinite[w] != nonfinite[w]) all_taps_row(p, r0 + w, m0, m1);
+  }
 }
 
 #if defined(__x86_64__)
@@ -531,6 +597,41 @@ T* work_memory(size_t n, AlignedArray<T>& own) {
   return cache.get();
 }
 
+// skip[k * down + rho] = 1 where phase_block_folded would multiply phase k's taps rho,
+// rho + down, ... below the middle (and their mirror images) and all of them are below
+// eps(T)^2 of the largest tap; empty if there is no such residue. A Kaiser design's zeros
+// of the sinc (every max(up, down)-th tap from the middle, ~1e-17 in float64) are such a
+// residue of each phase at up = 1: half of the folded multiply-adds at 500 -> 250 Hz, a
+// fifth at 500 -> 100 Hz. On finite input each product left out is under eps(T)^2 of the
+// largest tap times the largest input, far below the sum's rounding; a row with an input
+// that is not finite gets every tap (item_body), as SciPy multiplies them.
+template <typename T>
+std::vector<uint8_t> negligible_residues(const std::vector<T>& taps,
+                                         const std::vector<int64_t>& start,
+                                         const std::vector<int64_t>& count,
+                                         const std::vector<uint8_t>& symmetric, int64_t up,
+                                         int64_t down) {
+  T peak = 0;
+  for (const T t : taps) peak = std::max(peak, std::abs(t));
+  const T eps = std::numeric_limits<T>::epsilon(), small = peak * eps * eps;
+  if (!(small > 0) || up > (int64_t{1} << 16) / down) return {};
+  std::vector<uint8_t> skip(up * down, 0);
+  bool any = false;
+  for (int64_t k = 0; k < up; ++k) {
+    // filter_span's choice of phase_block_folded
+    if (!symmetric[k] || count[k] < 2 * kSlideTaps * down) continue;
+    for (int64_t rho = 0; rho < down; ++rho) {
+      bool tiny = true;
+      for (int64_t r = rho; r < count[k] / 2 && tiny; r += down)
+        tiny = std::abs(taps[start[k] + r]) <= small;
+      skip[k * down + rho] = tiny;
+      any = any || tiny;
+    }
+  }
+  if (!any) return {};
+  return skip;
+}
+
 template <typename T>
 void resample_rows(const T* x, T* y, const T* h, int64_t rows, int64_t n_in, int64_t n_out,
                    int64_t up, int64_t down, int64_t offset, int64_t n_taps, T cval) {
@@ -555,12 +656,15 @@ void resample_rows(const T* x, T* y, const T* h, int64_t rows, int64_t n_in, int
     const T* t = taps.data() + start[k];
     symmetric[k] = std::equal(t, t + count[k], std::reverse_iterator<const T*>(t + count[k]));
   }
+  const std::vector<uint8_t> skip = negligible_residues(taps, start, count, symmetric, up, down);
   Problem<T> p{x, y, rows, n_in, n_out, up, down, offset, n_taps, cval, start.data(),
-               count.data(), taps.data(), phase.data(), first.data(), symmetric.data(), 0, 0, 0};
+               count.data(), taps.data(), phase.data(), first.data(), symmetric.data(),
+               skip.empty() ? nullptr : skip.data(), 0, 0, 0};
   // Outputs per chunk: a span of about kSpanSteps input steps (at least one tile).
   const int64_t reach = (n_taps + up - 1) / up;
-  // A whole number of filter_span's groups of kOutputs * up outputs and of transpose tiles.
-  const int64_t unit = std::lcm<int64_t>(P, kOutputs * up);
+  // A whole number of filter_span's groups of kOutputs * up outputs and of cache lines of
+  // outputs (whole 16x16 transpose tiles, no scalar tail in scatter_span).
+  const int64_t unit = std::lcm<int64_t>(64 / sizeof(T), kOutputs * up);
   // About kSpanSteps input steps, and at most 4 kSpanSteps outputs (upsampling by 1000
   // would otherwise buffer a million outputs).
   int64_t chunk = std::min((kSpanSteps - std::min(reach, kSpanSteps)) * up / down, 4 * kSpanSteps);

@@ -171,6 +171,34 @@ def test_nan_stays_in_its_row(backend):
     assert bad.nonzero().flatten().tolist() == [7, 33]
 
 
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
+@pytest.mark.parametrize("down", [2, 5])
+def test_non_finite_reaches_every_tap_float32(backend, down):
+    """The float32 Kaiser designs at up = 1 have taps of ~1e-17 (the sinc's zeros) that the
+    AVX-512 kernel leaves out on finite rows; an Inf or NaN times them is not negligible, so
+    the Inf and NaN outputs must be those of the torch reference, which multiplies every tap
+    as SciPy does (SciPy's also spread over the exact zeros it pads the filter with, one
+    output further at most: not reproduced by any backend). Checked in 16-row tiles, the
+    8-row tiles of a last partial block (rows 32-39) and the time tail of a span (the last
+    samples); the finite rows equal the same rows resampled without the others."""
+    x = torch.randn(40, 5000, generator=torch.Generator().manual_seed(down))
+    bad = {3: (100, float("inf")), 17: (2000, float("nan")), 20: (0, -float("inf")),
+           35: (4997, float("inf")), 38: (1500, float("nan")), 9: (4999, -float("inf"))}
+    for row, (i, value) in bad.items():
+        x[row, i] = value
+    out = resample(x.to(device_for(backend)), 1, down, backend=backend).cpu().numpy()
+    ref = resample(x, 1, down, backend="torch").numpy()
+    for pattern in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(pattern(out), pattern(ref))
+    ref64 = scipy_reference(x, 1, down)
+    finite = np.isfinite(ref64)
+    scale = np.abs(np.where(np.isfinite(x.numpy()), x.numpy(), 0)).max()
+    assert np.abs(out[finite] - ref64[finite]).max() <= RTOL[torch.float32] * scale
+    good = [r for r in range(40) if r not in bad]
+    alone = resample(x[good].to(device_for(backend)), 1, down, backend=backend).cpu().numpy()
+    np.testing.assert_array_equal(out[good], alone)
+
+
 # ---- the kernels against each other -----------------------------------------------------------
 
 def _isas():
