@@ -100,9 +100,10 @@ struct Problem {
   const int64_t* phase;  // output c < up: its phase, and its first input less (c * down) / up
   const int64_t* first;
   const uint8_t* symmetric;  // phase k's taps read the same both ways
-  // skip[k * down + rho]: phase_block_folded leaves out phase k's taps rho, rho + down, ...
-  // below the middle, and their mirror images (negligible_residues); nullptr: none.
+  // skip[rho]: phase_block_folded leaves out the taps rho, rho + down, ... below the
+  // middle, and their mirror images (negligible_residues; up = 1); nullptr: none.
   const uint8_t* skip;
+  uint8_t* redo;         // redo[r]: row r has a non-finite output (only where skip is set)
   int64_t chunk;         // outputs per chunk: whole groups of kOutputs * up and tiles, or all
   int64_t n_chunks;
   int64_t span_max;      // input steps of the widest chunk
@@ -177,13 +178,11 @@ template <typename V, typename T> FASTECG_INLINE void store_vec(T* p, V v) {
 }
 
 // buf[(i - i_lo) * W + w] = xe[r0 + w, i] for i in [i_lo, i_hi); rows past the last one
-// get cval too (their outputs are never stored). With `nonfinite` (W lanes, zeros on entry),
-// nonfinite[w] ends NaN where row r0 + w has an Inf or NaN in the span (or, rarely, where a
-// sum of its finite values overflows: a false alarm costs time, not accuracy). (Sizes in
-// locals: stores through T* could alias p, which would make GCC reload them.)
+// get cval too (their outputs are never stored). (Sizes in locals: stores through T*
+// could alias p, which would make GCC reload them.)
 template <typename T, int VB>
 FASTECG_INLINE void gather_span(const Problem<T>& p, int64_t r0, int64_t i_lo, int64_t i_hi,
-                                T* __restrict buf, T* __restrict nonfinite) {
+                                T* __restrict buf) {
   typedef typename Vec32<T>::type VT;
   constexpr int64_t W = kBlock<T>, P = kTile<T>;
   const int64_t n_in = p.n_in, rows = p.rows;
@@ -204,7 +203,6 @@ FASTECG_INLINE void gather_span(const Problem<T>& p, int64_t r0, int64_t i_lo, i
       const T* src = x + (r0 + g) * n_in;
       T* out = buf + (a - i_lo) * W + g;
       int64_t i = a;
-      F16 flag = {};  // lane j: row r0 + g + j
       for (; i + Q <= e; i += Q, out += Q * W) {
         F16 v[Q];
         for (int64_t j = 0; j < Q; ++j) {
@@ -213,20 +211,9 @@ FASTECG_INLINE void gather_span(const Problem<T>& p, int64_t r0, int64_t i_lo, i
         }
         transpose_tile16(v);
         for (int64_t j = 0; j < Q; ++j) store_vec(out + j * W, v[j]);
-        if (nonfinite) {  // x * 0 is NaN for an Inf or NaN x (adds: pipes the gather leaves idle)
-          F16 s[Q / 2];
-          for (int64_t j = 0; j < Q / 2; ++j) s[j] = v[j] + v[j + Q / 2];
-          for (int64_t j = 0; j < Q / 4; ++j) s[j] += s[j + Q / 4];
-          flag += ((s[0] + s[1]) + (s[2] + s[3])) * 0.0f;
-        }
       }
-      if (nonfinite) store_vec(nonfinite + g, load_vec<F16>(nonfinite + g) + flag);
-      const int64_t tail = i;
       for (; i < e; ++i, out += W)
         for (int64_t j = 0; j < Q; ++j) out[j] = src[j * n_in + i];
-      if (nonfinite)
-        for (int64_t k = tail; k < e; ++k)
-          for (int64_t j = 0; j < Q; ++j) nonfinite[g + j] += buf[(k - i_lo) * W + g + j] * T(0);
     }
   }
   for (int64_t g = g0; g < W; g += P) {
@@ -244,9 +231,6 @@ FASTECG_INLINE void gather_span(const Problem<T>& p, int64_t r0, int64_t i_lo, i
     }
     for (; i < e; ++i, out += W)
       for (int64_t j = 0; j < P; ++j) out[j] = j < valid ? x[(rg + j) * n_in + i] : cval;
-    if (nonfinite)
-      for (int64_t k = a; k < e; ++k)
-        for (int64_t j = 0; j < P; ++j) nonfinite[g + j] += buf[(k - i_lo) * W + g + j] * T(0);
   }
 }
 
@@ -449,7 +433,7 @@ FASTECG_INLINE void filter_span(const Problem<T>& p, const T* buf, int64_t i_lo,
         ++c;
         continue;
       }
-      const uint8_t* skip = p.skip ? p.skip + k * p.down : nullptr;
+      const uint8_t* skip = p.skip;  // (up = 1: k = 0)
       if (VB == 64 && p.symmetric[k] && p.count[k] >= 2 * kSlideTaps * p.down)
         phase_block_folded<T, VB, kOutputs, kGroup>(x_base + p.first[c] * W, p.down,
                                                     p.taps + p.start[k], p.count[k],
@@ -540,19 +524,25 @@ FASTECG_INLINE void item_body(const Problem<T>& p, int64_t item, T* scratch) {
   const int64_t i_lo = first_input(p, m0), i_hi = last_input(p, m1 - 1) + 1;
   T* buf = scratch;
   T* yt = scratch + p.span_max * W;
-  // Only phase_block_folded (AVX-512) skips taps.
-  const bool skips = VB == 64 && p.skip;
-  T nonfinite[W] = {};
-  gather_span<T, VB>(p, r0, i_lo, i_hi, buf, skips ? nonfinite : nullptr);
+  gather_span<T, VB>(p, r0, i_lo, i_hi, buf);
   filter_span<T, VB>(p, buf, i_lo, m0, m1, yt);
-  scatter_span<T, VB>(p, yt, r0, m0, m1);
-  if (skips) {
-    // A skipped tap times an Inf or NaN is not negligible: a row whose span holds one gets
-    // its outputs again with every tap, so that it is non-finite where SciPy's is. The flag
-    // is the row's own (its lane), so a row's result never depends on its neighbours.
+  if (VB == 64 && p.skip) {  // (only phase_block_folded, AVX-512, skips taps)
+    // A skipped tap times an Inf or NaN is not negligible. Every input of a row reaches
+    // one of its outputs through a tap that is kept (negligible_residues), so a row with
+    // an Inf or NaN has a non-finite output here: such a row is marked (its own lane, so
+    // a row's result never depends on its neighbours) and gets all its outputs again
+    // with every tap once all items are done (resample_rows).
+    typedef typename VecBytes<T, VB>::type V;
+    constexpr int64_t H = VB / sizeof(T), NV = W / H;
+    V f[NV] = {};
+    for (const T* o = yt; o < yt + (m1 - m0) * W; o += W)
+      for (int64_t v = 0; v < NV; ++v) f[v] += load_vec<V>(o + v * H) * T(0);  // NaN if not finite
+    T flag[W];
+    for (int64_t v = 0; v < NV; ++v) store_vec(flag + v * H, f[v]);
     for (int64_t w = 0; w < W && r0 + w < p.rows; ++w)
-      if (nonfinite[w] != nonfinite[w]) all_taps_row(p, r0 + w, m0, m1);
+      if (flag[w] != flag[w]) __atomic_store_n(p.redo + r0 + w, uint8_t(1), __ATOMIC_RELAXED);
   }
+  scatter_span<T, VB>(p, yt, r0, m0, m1);
 }
 
 #if defined(__x86_64__)
@@ -597,38 +587,32 @@ T* work_memory(size_t n, AlignedArray<T>& own) {
   return cache.get();
 }
 
-// skip[k * down + rho] = 1 where phase_block_folded would multiply phase k's taps rho,
-// rho + down, ... below the middle (and their mirror images) and all of them are below
-// eps(T)^2 of the largest tap; empty if there is no such residue. A Kaiser design's zeros
-// of the sinc (every max(up, down)-th tap from the middle, ~1e-17 in float64) are such a
-// residue of each phase at up = 1: half of the folded multiply-adds at 500 -> 250 Hz, a
-// fifth at 500 -> 100 Hz. On finite input each product left out is under eps(T)^2 of the
-// largest tap times the largest input, far below the sum's rounding; a row with an input
-// that is not finite gets every tap (item_body), as SciPy multiplies them.
+// skip[rho] = 1 for the one residue rho = (len - 1) / 2 mod down of an odd, symmetric filter
+// at up = 1, centred (offset = (len - 1) / 2), long enough for phase_block_folded, whose taps
+// rho, rho + down, ... below the middle are all below eps(T)^2 of the largest tap; empty
+// otherwise. A Kaiser design's zeros of the sinc (every max(up, down)-th tap from the
+// middle, ~1e-17 in float64) are that residue: half of the folded multiply-adds at
+// 500 -> 250 Hz, a fifth at 500 -> 100 Hz. On finite input each product left out is under
+// eps(T)^2 of the largest tap times the largest input, far below the sum's rounding. The
+// middle tap is in that residue and kept, so input i still reaches output i / down when
+// i = 0 mod down, and any other input reaches output floor(i / down) through a tap of
+// another residue: an Inf or NaN input always shows in some output (item_body).
 template <typename T>
-std::vector<uint8_t> negligible_residues(const std::vector<T>& taps,
-                                         const std::vector<int64_t>& start,
-                                         const std::vector<int64_t>& count,
-                                         const std::vector<uint8_t>& symmetric, int64_t up,
-                                         int64_t down) {
+std::vector<uint8_t> negligible_residues(const std::vector<T>& taps, int64_t up, int64_t down,
+                                         int64_t offset, bool symmetric) {
+  const int64_t len = int64_t(taps.size()), half = len / 2;
+  // filter_span's choice of phase_block_folded
+  if (up != 1 || len % 2 == 0 || offset != half || !symmetric || len < 2 * kSlideTaps * down)
+    return {};
   T peak = 0;
   for (const T t : taps) peak = std::max(peak, std::abs(t));
   const T eps = std::numeric_limits<T>::epsilon(), small = peak * eps * eps;
-  if (!(small > 0) || up > (int64_t{1} << 16) / down) return {};
-  std::vector<uint8_t> skip(up * down, 0);
-  bool any = false;
-  for (int64_t k = 0; k < up; ++k) {
-    // filter_span's choice of phase_block_folded
-    if (!symmetric[k] || count[k] < 2 * kSlideTaps * down) continue;
-    for (int64_t rho = 0; rho < down; ++rho) {
-      bool tiny = true;
-      for (int64_t r = rho; r < count[k] / 2 && tiny; r += down)
-        tiny = std::abs(taps[start[k] + r]) <= small;
-      skip[k * down + rho] = tiny;
-      any = any || tiny;
-    }
-  }
-  if (!any) return {};
+  const int64_t rho = half % down;
+  if (!(small > 0)) return {};
+  for (int64_t r = rho; r < half; r += down)
+    if (!(std::abs(taps[r]) <= small)) return {};
+  std::vector<uint8_t> skip(down, 0);
+  skip[rho] = 1;
   return skip;
 }
 
@@ -656,10 +640,11 @@ void resample_rows(const T* x, T* y, const T* h, int64_t rows, int64_t n_in, int
     const T* t = taps.data() + start[k];
     symmetric[k] = std::equal(t, t + count[k], std::reverse_iterator<const T*>(t + count[k]));
   }
-  const std::vector<uint8_t> skip = negligible_residues(taps, start, count, symmetric, up, down);
+  const std::vector<uint8_t> skip = negligible_residues(taps, up, down, offset, symmetric[0]);
+  std::vector<uint8_t> redo(skip.empty() ? 0 : rows, 0);
   Problem<T> p{x, y, rows, n_in, n_out, up, down, offset, n_taps, cval, start.data(),
                count.data(), taps.data(), phase.data(), first.data(), symmetric.data(),
-               skip.empty() ? nullptr : skip.data(), 0, 0, 0};
+               skip.empty() ? nullptr : skip.data(), redo.data(), 0, 0, 0};
   // Outputs per chunk: a span of about kSpanSteps input steps (at least one tile).
   const int64_t reach = (n_taps + up - 1) / up;
   // A whole number of filter_span's groups of kOutputs * up outputs and of cache lines of
@@ -680,6 +665,8 @@ void resample_rows(const T* x, T* y, const T* h, int64_t rows, int64_t n_in, int
     T* scratch = work_memory<T>((p.span_max + p.chunk) * W, own);
     for (int64_t item; (item = claim()) >= 0;) fn(p, item, scratch);
   });
+  for (int64_t r = 0; r < int64_t(redo.size()); ++r)
+    if (redo[r]) all_taps_row(p, r, 0, n_out);
 }
 
 at::Tensor resample_poly_cpu(const at::Tensor& x, const at::Tensor& taps, int64_t up,

@@ -178,12 +178,13 @@ def test_non_finite_reaches_every_tap_float32(backend, down):
     AVX-512 kernel leaves out on finite rows; an Inf or NaN times them is not negligible, so
     the Inf and NaN outputs must be those of the torch reference, which multiplies every tap
     as SciPy does (SciPy's also spread over the exact zeros it pads the filter with, one
-    output further at most: not reproduced by any backend). Checked in 16-row tiles, the
-    8-row tiles of a last partial block (rows 32-39) and the time tail of a span (the last
-    samples); the finite rows equal the same rows resampled without the others."""
+    output further at most: not reproduced by any backend). Inf and NaN at both ends of a
+    row, in a last partial block of rows (32-39) and in every residue of `down`; the
+    finite rows equal the same rows resampled without the others."""
     x = torch.randn(40, 5000, generator=torch.Generator().manual_seed(down))
     bad = {3: (100, float("inf")), 17: (2000, float("nan")), 20: (0, -float("inf")),
-           35: (4997, float("inf")), 38: (1500, float("nan")), 9: (4999, -float("inf"))}
+           35: (4997, float("inf")), 38: (1500, float("nan")), 9: (4999, -float("inf")),
+           12: (2501, float("inf")), 25: (3003, float("nan"))}
     for row, (i, value) in bad.items():
         x[row, i] = value
     out = resample(x.to(device_for(backend)), 1, down, backend=backend).cpu().numpy()
