@@ -2,7 +2,7 @@
 op table; csrc/cpu/augment.cpp: the C++ kernel they mirror).
 
 Passes: one kernel launch per *stage*. The ops between two ``WARP`` / ``PAIR`` ops (lead
-mixes, affine maps, sinusoids, noises, time masks, added rows) run point-wise in one
+mixes, affine maps, sinusoids, noises, band-limited noises, time masks, added rows) run point-wise in one
 kernel on a register tile of all the leads of ``BLOCK`` samples; a ``WARP`` or ``PAIR``
 starts a new stage, whose kernel reads the previous stage's materialised output (a warp
 gathers from anywhere in it, a pairing reads another sample's). A plan of ``k`` stages is
@@ -39,9 +39,10 @@ TIME_MASK = tl.constexpr(4)
 ADD_ROWS = tl.constexpr(5)
 WARP = tl.constexpr(6)
 PAIR = tl.constexpr(7)
+FIR_NOISE = tl.constexpr(8)
 
 # An op's constexpr description: (code, leads in, leads out, count, first tensor, flag);
-# count: sines per row or masks per sample; first: the index in the kernel's tuple of
+# count: sines per row, masks per sample or FIR taps; first: the index in the kernel's tuple of
 # tensors of the op's first one; flag: the sines' noise is present / the mask value's
 # index in the floats.
 
@@ -127,6 +128,19 @@ def _apply_op(y, P, floats_ptr, radius_ptr, cosine_ptr, n, t, leads, in_time, t_
     elif CODE == ADD_ROWS:
         rows = P[FIRST] + (n * LIN + leads)[:, None] * t_len + t[None, :]
         y = y + tl.load(rows, mask=lead_ok[:, None] & in_time[None, :], other=0.0)
+    elif CODE == FIR_NOISE:
+        # y[t] += std * sum_k h[k] z[t + K - 1 - k]: the noise of each tap's shift hashed
+        # again (a register tile cannot be shifted), skipped for a sample whose leads all
+        # have std 0 (a step that leaves it alone).
+        sd = tl.load(P[FIRST + 1] + n * LIN + leads, mask=lead_ok, other=0.0)
+        if tl.max(tl.abs(sd), axis=0) != 0:
+            acc = tl.zeros([LP, BLOCK], dtype)
+            for k in range(COUNT):
+                hk = tl.load(P[FIRST + 2] + k)
+                z = _hash_normal(P[FIRST], n * LIN + leads, lead_ok, t + (COUNT - 1 - k),
+                                 radius_ptr, cosine_ptr)
+                acc += hk * z
+            y = y + acc * sd[:, None]
     return y
 
 
@@ -294,6 +308,16 @@ def _parse(x, codes, ints, floats, tensors):
             flag, fi = fi, fi + 1
         elif code == 5:
             first = take(dt, (n, lead, length), "added rows")
+        elif code == 8:
+            first = take(torch.long, (n, lead, 2), "noise keys")
+            take(dt, (n, lead), "noise std")
+            taps = next(it, None)
+            if taps is None:
+                raise RuntimeError("_augment_kernel: too few tensors for the ops")
+            if taps.dim() != 1 or taps.shape[0] < 1:
+                raise RuntimeError("_augment_kernel: FIR taps must be (K,), K >= 1")
+            count = taps.shape[0]
+            params.append(_check(taps, dt, (count,), "FIR taps", dev))
         elif code == 6:
             first = take(torch.long, (n,), "warp offsets")
             take(torch.long, (n,), "warp limits")

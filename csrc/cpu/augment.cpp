@@ -7,8 +7,9 @@
 //   ops:      lead mixing (a per-sample (L_out x L_in) matrix: VCG rotation, lead sets),
 //             per-lead affine maps (flip, gain, lead masks, renormalisation),
 //             sums of sinusoids from a shared basis plus counter-based noise (baseline
-//             wander, powerline), counter-based Gaussian noise, time masks, rows added
-//             from a buffer (EMG noise), and time warps (stretch/compress, shift, crop:
+//             wander, powerline), counter-based Gaussian noise, band-limited noise (a
+//             "valid" FIR of a counter-based noise row K - 1 samples longer: EMG noise),
+//             time masks, rows added from a buffer, and time warps (stretch/compress, shift, crop:
 //             x at m * ratio for m = t + offset, linear interpolation, zero outside
 //             0 <= m < limit), and Mixup's pairing: lerp(y[partner[n]], y[n], lam[n])
 //             of the signal so far (the partner's own chain evaluated alongside).
@@ -67,6 +68,7 @@ enum OpCode : int64_t {
   kWarp = 6,        // tensors: offset (N,) int64, limit (N,) int64, ratio (N,) float64;
                     // ints: output length
   kPair = 7,        // tensors: partner (N,) int64, lam (N,) float64
+  kFirNoise = 8,    // tensors: keys (N, L, 2) int64, std (N, L), taps (K,)
 };
 
 constexpr int64_t kBlock = 256;   // output samples per block (a block of 12 leads: 12 KB)
@@ -79,9 +81,9 @@ struct Op {
   int64_t tlen = 0;           // length of the stage's time axis (the op's)
   const double* mat = nullptr;
   const T* a = nullptr;  // gain / coef / rows / std
-  const T* b = nullptr;  // shift / basis
+  const T* b = nullptr;  // shift / basis / FIR taps
   const T* c = nullptr;  // sines' noise std
-  int64_t j = 0;         // sines per row / masks per sample
+  int64_t j = 0;         // sines per row / masks per sample / FIR taps
   const int64_t* k0 = nullptr;  // noise keys / mask starts / warp offsets
   const int64_t* k1 = nullptr;  // mask ends / warp limits
   const double* ratio = nullptr;  // warp ratios / pairing weights
@@ -94,6 +96,7 @@ struct Stage {
   Op<T> warp;  // code -1: the source; kWarp or kPair: how the stage reads the one before
   std::vector<Op<T>> ops;
   int64_t lin = 0, lout = 0, lmax = 0, tlen = 0;
+  int64_t taps = 0;  // most FIR taps of an op (its noise needs taps - 1 extra samples)
 };
 
 // Box-Muller's radius and cosine for each 16-bit half (csrc/common/hash_noise.h, shared
@@ -179,8 +182,62 @@ FASTECG_INLINE void add_noise_row(Tag, T* y, int64_t t0, int64_t len, const int6
   }
 }
 
+// y[t] += sd * sum_k h[k] * z[t + K - 1 - k] for t < len, z (len + K - 1 samples): a
+// vector of outputs per accumulator, four accumulators at a time, each tap one
+// broadcast and one unaligned load of z per accumulator (the sums stay in registers).
+// y[0 .. W) += a * sd (the rounding of y + noise * std, as the torch form's).
+template <typename T, typename VT>
+FASTECG_INLINE void add_scaled(T* y, VT a, T sd) {
+  VT r;
+  std::memcpy(&r, y, sizeof r);
+  r += a * sd;
+  std::memcpy(y, &r, sizeof r);
+}
+
+template <typename T>
+FASTECG_INLINE void fir_row(T* y, int64_t len, const T* z, const T* h, int64_t K, T sd) {
+  typedef typename Vec32<T>::type VT;
+  constexpr int64_t W = kVec32<T>;
+  int64_t t = 0;
+  for (; t + 4 * W <= len; t += 4 * W) {
+    VT a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    const T* zt = z + t + K - 1;
+    for (int64_t k = 0; k < K; ++k) {
+      const T hk = h[k];
+      VT v0, v1, v2, v3;
+      std::memcpy(&v0, zt - k, sizeof v0);
+      std::memcpy(&v1, zt - k + W, sizeof v1);
+      std::memcpy(&v2, zt - k + 2 * W, sizeof v2);
+      std::memcpy(&v3, zt - k + 3 * W, sizeof v3);
+      a0 += hk * v0;
+      a1 += hk * v1;
+      a2 += hk * v2;
+      a3 += hk * v3;
+    }
+    add_scaled(y + t, a0, sd);
+    add_scaled(y + t + W, a1, sd);
+    add_scaled(y + t + 2 * W, a2, sd);
+    add_scaled(y + t + 3 * W, a3, sd);
+  }
+  for (; t + W <= len; t += W) {
+    VT a0 = {};
+    const T* zt = z + t + K - 1;
+    for (int64_t k = 0; k < K; ++k) {
+      VT v0;
+      std::memcpy(&v0, zt - k, sizeof v0);
+      a0 += h[k] * v0;
+    }
+    add_scaled(y + t, a0, sd);
+  }
+  for (; t < len; ++t) {
+    T acc = T(0);
+    for (int64_t k = 0; k < K; ++k) acc += h[k] * z[t + K - 1 - k];
+    y[t] += acc * sd;
+  }
+}
+
 // One point-wise op on a block: rows of `len` samples at times t0.., `scratch` holds at
-// least max(lin, lout) rows.
+// least max(lin, lout) rows and len + taps - 1 samples.
 template <typename Tag, typename T>
 FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0, int64_t len,
                                 T* y, int64_t ld, T* scratch) {
@@ -279,6 +336,21 @@ FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0,
         const T* r = op.a + (n * op.lin + l) * op.tlen + t0;
         T* row = y + l * ld;
         for (int64_t t = 0; t < len; ++t) row[t] += r[t];
+      }
+      break;
+    }
+    case kFirNoise: {
+      // The block's own noise span t0 .. t0 + len + K - 2: no state crosses blocks.
+      const T* radius = radius_table<T>();
+      const T* cosine = cosine_table<T>();
+      const int64_t span = len + op.j - 1;
+      for (int64_t l = 0; l < op.lin; ++l) {
+        const T s = op.a[n * op.lin + l];
+        if (s == T(0)) continue;
+        std::fill(scratch, scratch + span, T(0));
+        add_noise_row(tag, scratch, t0, span, op.k0 + (n * op.lin + l) * 2, T(1), radius,
+                      cosine);
+        fir_row(y + l * ld, len, scratch, op.b, op.j, s);
       }
       break;
     }
@@ -533,7 +605,7 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
     warp_rows(tag, tag, w, n, t0, len, v0, v1, lo, in.data(), span, st.lin, y, ld, i0.data(),
               frac.data());
   }
-  const int64_t need = st.lmax * len;
+  const int64_t need = std::max(st.lmax * len, len + st.taps - 1);
   if (static_cast<int64_t>(ts.scratch.size()) < need) ts.scratch.resize(need);
   for (const Op<T>& op : st.ops) run_op(tag, tag, op, n, t0, len, y, ld, ts.scratch.data());
 }
@@ -692,6 +764,16 @@ std::tuple<at::Tensor, at::Tensor> augment_typed(const at::Tensor& x,
       case kAddRows:
         op.a = param(keep, next_tensor(), dt, {n, L, len}, "added rows").template const_data_ptr<T>();
         break;
+      case kFirNoise: {
+        op.k0 = param(keep, next_tensor(), at::kLong, {n, L, 2}, "noise keys").template const_data_ptr<int64_t>();
+        op.a = param(keep, next_tensor(), dt, {n, L}, "noise std").template const_data_ptr<T>();
+        const at::Tensor& taps = next_tensor();
+        TORCH_CHECK(taps.dim() == 1 && taps.size(0) >= 1, "_augment_kernel: FIR taps must be (K,), K >= 1");
+        op.j = taps.size(0);
+        op.b = param(keep, taps, dt, {op.j}, "FIR taps").template const_data_ptr<T>();
+        st->taps = std::max(st->taps, op.j);
+        break;
+      }
       case kWarp: {
         op.k0 = param(keep, next_tensor(), at::kLong, {n}, "warp offsets").template const_data_ptr<int64_t>();
         op.k1 = param(keep, next_tensor(), at::kLong, {n}, "warp limits").template const_data_ptr<int64_t>();

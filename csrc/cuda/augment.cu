@@ -2,7 +2,10 @@
 // csrc/cpu/augment.cpp). One launch per stage: a thread per output sample t of sample n,
 // holding the stage's leads of that sample in a column of shared memory (its own column
 // only: no synchronisation between the ops), reading its input once (as is, warped or
-// paired) and writing its output once. Per-lead statistics: each block reduces its
+// paired) and writing its output once. FIR_NOISE is the one op whose threads cooperate:
+// the block hashes its span of noise (its samples plus the taps - 1 before them) into a
+// shared tile once per lead, then each thread sums its taps from the tile. Per-lead
+// statistics: each block reduces its
 // columns (min and max in T, exact; sums in double) into one partial per block, which the
 // glue reduces over the blocks in a fixed order.
 #include <cfloat>
@@ -23,6 +26,7 @@ enum : int64_t {
   kAddRows = 5,
   kWarp = 6,
   kPair = 7,
+  kFirNoise = 8,
 };
 
 constexpr int kMaxThreads = 128;
@@ -99,6 +103,34 @@ __device__ void run_op(const AugmentOp& op, int64_t n, int64_t t, int64_t t_len,
   }
 }
 
+// FIR_NOISE for the block's samples t_first .. t_first + bt (those `live` add it): per lead
+// with a non-zero std (the same for the whole block: the branch and its barriers are
+// uniform), the noise z[t_first .. t_first + bt + K - 2] hashed into the shared `tile`,
+// then y[t] += std * sum_k h[k] z[t + K - 1 - k]. Every thread of the block calls it.
+template <typename T>
+__device__ void fir_noise(const AugmentOp& op, int64_t n, int64_t t_first, bool live, T* y,
+                          T* tile, int bt, const T* radius, const T* cosine) {
+  const int64_t* keys = static_cast<const int64_t*>(op.a);
+  const T* sd = static_cast<const T*>(op.b);
+  const T* h = static_cast<const T*>(op.c);
+  const int64_t K = op.count, span = bt + K - 1;
+  for (int64_t l = 0; l < op.lin; ++l) {
+    const T s = sd[n * op.lin + l];
+    if (s == T(0)) continue;
+    const int64_t* row_keys = keys + (n * op.lin + l) * 2;
+    __syncthreads();  // the previous lead's sums are done with the tile
+    for (int64_t i = threadIdx.x; i < span; i += bt)
+      tile[i] = hash_normal_at(row_keys, t_first + i, radius, cosine);
+    __syncthreads();
+    if (live) {
+      const T* z = tile + threadIdx.x + K - 1;
+      T acc = T(0);
+      for (int64_t k = 0; k < K; ++k) acc += h[k] * z[-k];
+      y[l * bt] += acc * s;
+    }
+  }
+}
+
 // The block's (min, max, sum, sum of squares) of v over its threads, in thread 0.
 __device__ void block_stats(double (&v)[4], double (*shared)[kMaxThreads / 32]) {
   for (int offset = 16; offset > 0; offset >>= 1) {
@@ -132,6 +164,7 @@ __global__ void augment_stage_kernel(const T* __restrict__ x, T* __restrict__ ou
   const int bt = blockDim.x;
   T* y = reinterpret_cast<T*>(shared_raw) + threadIdx.x;  // lead l at y[l * bt]
   T* scratch = y + st.lmax * bt;
+  T* noise = reinterpret_cast<T*>(shared_raw) + 2 * st.lmax * bt;  // FIR_NOISE's tile
   const int64_t item = blockIdx.x;
   const int64_t n = item / tiles, tile = item - n * tiles;
   const int64_t t = tile * bt + threadIdx.x;
@@ -161,11 +194,15 @@ __global__ void augment_stage_kernel(const T* __restrict__ x, T* __restrict__ ou
     } else {
       for (int64_t l = 0; l < st.lin; ++l) y[l * bt] = x[(n * st.lin + l) * st.t_len + t];
     }
-    for (int64_t k = 0; k < st.n_ops; ++k)
-      run_op(st.ops[k], n, t, st.t_len, y, scratch, bt, radius, cosine);
-    if (out != nullptr)
-      for (int64_t l = 0; l < st.lout; ++l) out[(n * st.lout + l) * st.t_len + t] = y[l * bt];
   }
+  for (int64_t k = 0; k < st.n_ops; ++k) {
+    if (st.ops[k].code == kFirNoise)
+      fir_noise(st.ops[k], n, tile * bt, live, y, noise, bt, radius, cosine);
+    else if (live)
+      run_op(st.ops[k], n, t, st.t_len, y, scratch, bt, radius, cosine);
+  }
+  if (live && out != nullptr)
+    for (int64_t l = 0; l < st.lout; ++l) out[(n * st.lout + l) * st.t_len + t] = y[l * bt];
   if (partial == nullptr) return;
   for (int64_t l = 0; l < st.lout; ++l) {
     double v[4] = {INFINITY, -INFINITY, 0.0, 0.0};
@@ -181,7 +218,8 @@ __global__ void augment_stage_kernel(const T* __restrict__ x, T* __restrict__ ou
 }
 
 int64_t shared_bytes(const AugmentStage& st, int64_t block, int64_t elem_size) {
-  return 2 * st.lmax * block * elem_size;  // the leads and a lead mix's scratch
+  // The leads, a lead mix's scratch and FIR_NOISE's noise tile.
+  return (2 * st.lmax * block + (st.taps > 0 ? block + st.taps - 1 : 0)) * elem_size;
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ constexpr int kAugmentMaxOps = 16;
 //   NOISE       a: keys (N, lin, 2) int64, b: std (N, lin)
 //   TIME_MASK   a: starts (N, count), b: ends (N, count) int64; value
 //   ADD_ROWS    a: rows (N, lin, t_len)
+//   FIR_NOISE   a: keys (N, lin, 2) int64, b: std (N, lin), c: taps (count,)
 struct AugmentOp {
   int64_t code = -1;
   int64_t lin = 0, lout = 0, count = 0;
@@ -43,6 +44,7 @@ struct AugmentStage {
   const double* hr = nullptr;
   int64_t lin = 0, lout = 0, lmax = 0;  // leads of x, of the output, most held at once
   int64_t t_len = 0, t_in = 0;          // output length, x's length
+  int64_t taps = 0;                     // most taps of a FIR_NOISE op (0: none)
   int64_t n_ops = 0;
   AugmentOp ops[kAugmentMaxOps];
 };

@@ -30,6 +30,7 @@ enum : int64_t {
   kAddRows = 5,
   kWarp = 6,
   kPair = 7,
+  kFirNoise = 8,
 };
 
 void check_cuda(cudaError_t err, const char* name) {
@@ -145,6 +146,17 @@ std::vector<AugmentStage> parse_stages(const at::Tensor& x, at::IntArrayRef code
       case kAddRows:
         op.a = param(keep, next_tensor(), x, dt, {n, L, len}, "added rows");
         break;
+      case kFirNoise: {
+        op.a = param(keep, next_tensor(), x, at::kLong, {n, L, 2}, "noise keys");
+        op.b = param(keep, next_tensor(), x, dt, {n, L}, "noise std");
+        const at::Tensor& taps = next_tensor();
+        TORCH_CHECK(taps.dim() == 1 && taps.size(0) >= 1,
+                    "_augment_kernel: FIR taps must be (K,), K >= 1");
+        op.count = taps.size(0);
+        op.c = param(keep, taps, x, dt, {op.count}, "FIR taps");
+        st.taps = std::max(st.taps, op.count);
+        break;
+      }
       case kWarp: {
         const void* offset = param(keep, next_tensor(), x, at::kLong, {n}, "warp offsets");
         const void* limit = param(keep, next_tensor(), x, at::kLong, {n}, "warp limits");

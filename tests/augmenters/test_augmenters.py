@@ -14,7 +14,7 @@ from fastecg.augmenters import (AmplitudeScale, BaselineWander, CutMix, EMGNoise
                                 LabelSmooth, Mixup, PowerlineNoise, RandomCrop, RandomFlip,
                                 RandomLeadsMask, RandomMasking, RandomRenormalize, ReducedLeadSet,
                                 StretchCompress, TimeShift, VCGRotation)
-from fastecg.augmenters.physics import REDUCED_LEAD_SETS
+from fastecg.augmenters.physics import REDUCED_LEAD_SETS, emg_taps
 from fastecg.registry import AUGMENTERS
 
 FS = 500.0
@@ -202,16 +202,54 @@ def test_powerline_spectrum():
 
 
 def test_emg_spectrum_and_rms():
-    n_samples = 5000
-    aug = EMGNoise(fs=FS, band=(20.0, 150.0), amplitude=0.05, prob=1.0)
+    import numpy as np
+    import scipy.signal as ss
+
+    n_samples, band, rms = 5000, (20.0, 150.0), 0.05
+    aug = EMGNoise(fs=FS, band=band, amplitude=rms, prob=1.0)
     noise = aug(torch.zeros(64, 12, n_samples, dtype=torch.float64), seed=2)[0]
-    power = torch.fft.rfft(noise, dim=-1).abs() ** 2
+    rows = noise.reshape(-1, n_samples)
+    # The filter (SciPy's response of the taps, unit power gain on white noise): the
+    # stopband is the band's outside, at least 59 dB below the passband [20 + w, 150 - w]
+    # (w = 10 Hz), which ripples by delta.
+    h = emg_taps(band, FS)
+    f, resp = ss.freqz(h, worN=1 << 16, fs=FS)
+    gain = np.abs(resp) ** 2
+    outside = (f < band[0]) | (f > band[1])
+    w = 10.0
+    passband = (f >= band[0] + w) & (f <= band[1] - w)
+    level = np.abs(resp[passband]).mean()
+    assert gain[outside].max() < 10 ** (-59 / 10) * level ** 2
+    out_fraction = gain[outside].sum() / gain.sum()  # ~4e-8
+    delta = np.abs(np.abs(resp[passband]) / level - 1).max()  # ~1e-3
+    # The noise's spectrum: a Kaiser(20)-windowed periodogram (side lobes ~-190 dB, main
+    # lobe +-6.4 bins), so bins over 8 bins away from the band see none of its power.
+    window = torch.from_numpy(ss.windows.kaiser(n_samples, 20.0))
+    power = torch.fft.rfft(rows * window, dim=-1).abs().square()
     freqs = torch.fft.rfftfreq(n_samples, 1 / FS, dtype=torch.float64)
-    inside = (freqs >= 20) & (freqs <= 150)
-    assert float(power[..., ~inside].sum() / power.sum()) < 1e-20
-    assert abs(float(noise.square().mean().sqrt()) - 0.05) < 0.001
-    flat = power[..., inside].mean((0, 1))
-    assert float(flat.std() / flat.mean()) < 0.1  # white inside the band
+    guard = 8 * FS / n_samples
+    far = (freqs < band[0] - guard) | (freqs > band[1] + guard)
+    measured = float(power[:, far].sum() / power.sum())
+    assert 0 < measured < out_fraction
+    # RMS: the mean square against the drawn rms**2, within 5 standard errors of the rows'.
+    ms = rows.square().mean(-1)
+    assert abs(float(ms.mean()) - rms ** 2) < 5 * float(ms.std()) / len(ms) ** 0.5
+    # In the passband, 5 Hz groups of bins: each group's mean power equals the filter's
+    # (times rms**2 and the window's energy) within 5 standard errors over the rows, and
+    # the groups spread by no more than the ripple allows plus those errors.
+    expected = np.interp(freqs.numpy(), f, gain) * rms ** 2 * float(window.square().sum())
+    expected = torch.from_numpy(expected)
+    edges = torch.arange(band[0] + w, band[1] - w + 1e-9, 5.0)
+    ratios, errors = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        group = (freqs >= a) & (freqs < b)
+        per_row = power[:, group].mean(-1) / expected[group].mean()
+        ratios.append(float(per_row.mean()))
+        errors.append(float(per_row.std()) / len(per_row) ** 0.5)
+    ratios, errors = np.array(ratios), np.array(errors)
+    assert np.all(np.abs(ratios - 1) < 5 * errors)
+    spread = ((1 + delta) / (1 - delta)) ** 2 * (1 + 5 * errors.max()) / (1 - 5 * errors.max())
+    assert ratios.max() / ratios.min() < spread
 
 
 def test_gaussian_noise_snr():

@@ -253,3 +253,47 @@ def test_threads_sharing_a_manager_keep_their_own_work_buffers():
     for clone in (pickle.loads(pickle.dumps(am)), copy.deepcopy(am)):
         assert "_workspaces" not in clone.__dict__
         assert_close_to_peak(expected[1], clone(x, seed=1, backend="cpu")[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_taps, n_samples", [(1, 300), (7, 5), (183, 2600), (601, 700)])
+def test_fir_noise_op_against_conv1d(n_taps, n_samples, dtype):
+    # FIR_NOISE against its torch form (hash noise K - 1 samples longer through conv1d):
+    # taps that are not symmetric (the orientation shows), lengths inside one block, across
+    # blocks and work items, and more taps than a block; a lead and a sample with std 0.
+    from fastecg.augmenters.physics import fir_hash_noise
+
+    g = torch.Generator().manual_seed(n_taps)
+    x = ecg((3, 4, n_samples), dtype=dtype)
+    keys = torch.randint(0, 2 ** 32, (3, 4, 2), generator=g)
+    std = torch.rand(3, 4, generator=g, dtype=dtype)
+    std[0, 2] = std[1] = 0
+    taps = torch.randn(n_taps, generator=g, dtype=dtype) + 0.2
+    taps /= taps.square().sum().sqrt()  # unit power gain, as EMGNoise's
+    out, _ = augment_pass(x, [OpCode.FIR_NOISE], [], [], [keys, std, taps])
+    ref = x + fir_hash_noise(keys, std, taps, n_samples)
+    assert_close_to_peak(ref, out)
+    assert torch.equal(out[1], x[1]) and torch.equal(out[0, 2], x[0, 2])
+    with pytest.raises(RuntimeError, match="FIR taps must be"):
+        augment_pass(x, [OpCode.FIR_NOISE], [], [], [keys, std, taps[None]])
+
+
+def test_emg_noise_is_made_in_the_kernel(monkeypatch):
+    # The fused pass hands EMG noise to the kernel as its FIR_NOISE op with per-row keys,
+    # stds and the taps: no noise rows (ADD_ROWS) and no batch-sized tensor at all.
+    calls = []
+    real = fused.augment_pass
+
+    def spy(x, codes, ints, floats, tensors, *args, **kwargs):
+        calls.append((list(codes), [t.numel() for t in tensors], x.numel()))
+        return real(x, codes, ints, floats, tensors, *args, **kwargs)
+
+    monkeypatch.setattr(fused, "augment_pass", spy)
+    am = AugmenterManager({"name": "emg_noise", "prob": 1.0}, {"name": "random_flip"}, fs=FS)
+    x = ecg((8, 12, 2000))
+    ref = am(x, seed=5, backend="torch")[0]
+    assert_close_to_peak(ref, am(x, seed=5, backend="cpu")[0])
+    assert len(calls) == 1
+    codes, sizes, batch = calls[0]
+    assert OpCode.FIR_NOISE in codes and OpCode.ADD_ROWS not in codes
+    assert max(sizes) < batch // 10

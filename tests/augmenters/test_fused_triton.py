@@ -137,9 +137,11 @@ def _all_ops(dtype, n=3, leads=12, t=300):
     j = 3
     codes = [OpCode.LEAD_MIX, OpCode.LEAD_AFFINE, OpCode.SINES, OpCode.NOISE, OpCode.TIME_MASK,
              OpCode.ADD_ROWS, OpCode.WARP, OpCode.NOISE, OpCode.PAIR, OpCode.LEAD_AFFINE,
-             OpCode.SINES]
+             OpCode.SINES, OpCode.FIR_NOISE]
     keys = torch.randint(0, 2 ** 32, (n, 3, 2), generator=g)
     start = torch.randint(0, t, (n, 2), generator=g)
+    fir_std = r(n, 3)
+    fir_std[0, 1] = fir_std[1] = 0  # a lead, and a whole sample, left alone
     tensors = [r(n, 3, leads, dt=torch.float64) - 0.5, r(n, 3), r(n, 3),
                r(n, 3, j), r(j, t), keys, r(n, 3), keys.flip(-1), r(n, 3),
                start, start + 20, r(n, 3, t),
@@ -147,7 +149,7 @@ def _all_ops(dtype, n=3, leads=12, t=300):
                torch.tensor([0.9, 1.1, 1.0], dtype=torch.float64), keys, r(n, 3),
                torch.tensor([2, 1, 0]), torch.tensor([0.3, 1.0, 0.8], dtype=torch.float64),
                r(n, 3), r(n, 3), r(n, 3, j), r(j, 280), torch.empty(0, dtype=torch.long),
-               torch.empty(0, dtype=dtype)]
+               torch.empty(0, dtype=dtype), keys.flip(0), fir_std, r(7) - 0.5]
     return codes, [280], [0.5], [v.to(DEVICE) for v in tensors]
 
 
@@ -178,7 +180,8 @@ def test_kernel_matches_the_cpu_kernel_op_by_op(dtype):
 
 def _n_tensors(code):
     return {OpCode.LEAD_MIX: 1, OpCode.LEAD_AFFINE: 2, OpCode.SINES: 4, OpCode.NOISE: 2,
-            OpCode.TIME_MASK: 2, OpCode.ADD_ROWS: 1, OpCode.WARP: 3, OpCode.PAIR: 2}[code]
+            OpCode.TIME_MASK: 2, OpCode.ADD_ROWS: 1, OpCode.WARP: 3, OpCode.PAIR: 2,
+            OpCode.FIR_NOISE: 3}[code]
 
 
 def test_kernel_statistics_checks_and_output_buffer():

@@ -18,8 +18,8 @@ samples, does not: the kernel computes the partner's signal so far alongside, se
 Intermediate results go to two work buffers that the manager keeps between calls (a
 fresh batch-sized allocation page-faults its way in: on a loaded machine that is a
 visible part of a pass); the final output is a new tensor. So the fused pass needs at
-most two batch-sized buffers beyond its input and output (EMG noise adds its noise rows,
-made by an inverse FFT in torch, while its ops are pending).
+most two batch-sized buffers beyond its input and output: every noise, band-limited EMG
+noise included (the ``FIR_NOISE`` op), is made inside the kernel.
 """
 
 from __future__ import annotations

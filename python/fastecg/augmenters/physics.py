@@ -4,10 +4,12 @@ gain, time shift and crop, lead dropout, the PhysioNet/CinC 2021 reduced lead se
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -16,10 +18,9 @@ from ..transforms.config import check_prob
 from ._random import Keys, add_hash_noise, hash_normal
 from .base import STANDARD_LEADS, Augmenter, check_range
 from .classic import cached_sine_basis, sine_coefficients, sinusoids
-from ..ops.augment import augment_pass
 from .fused import OpCode, lead_power
 
-__all__ = ["PowerlineNoise", "EMGNoise", "GaussianNoise", "AmplitudeScale", "TimeShift",
+__all__ = ["PowerlineNoise", "EMGNoise", "emg_taps", "fir_hash_noise", "GaussianNoise", "AmplitudeScale", "TimeShift",
            "RandomCrop", "RandomLeadsMask", "ReducedLeadSet", "VCGRotation",
            "INVERSE_DOWER", "DOWER", "REDUCED_LEAD_SETS"]
 
@@ -109,14 +110,98 @@ class PowerlineNoise(Augmenter):
         return label, masks
 
 
+# Stopband attenuation of EMGNoise's band-pass (Kaiser design, dB) and the narrowest
+# transition it accepts as a fraction of fs (caps its taps at kaiserord's 929).
+EMG_ATTENUATION_DB = 60.0
+EMG_MIN_TRANSITION = 1.0 / 256
+
+
+@functools.lru_cache(maxsize=32)
+def emg_taps(band: tuple[float, float], fs: float) -> np.ndarray:
+    """EMGNoise's band-pass FIR for `band` (Hz) at `fs` (Hz): float64 (K,), K odd, scaled
+    to unit power gain on white noise (``sum(h**2) == 1``).
+
+    A Kaiser-window design (``scipy.signal.firwin``, numtaps and beta from
+    ``scipy.signal.kaiserord`` for :data:`EMG_ATTENUATION_DB` dB) whose *stopband edges
+    are the band's edges*: the transitions, of width ``w = min(band[0] / 2, (band[1] -
+    band[0]) / 4)`` (the lower edge's term left out when it is 0 Hz) but at least
+    ``fs / 256``, lie inside the band, so everything outside it is at least ~59 dB down
+    (kaiserord's estimate undershoots 60 by a fraction of a dB) and the passband
+    ``[band[0] + w, band[1] - w]`` is flat within the design's ripple (~0.1 %). For the
+    default (20, 150) Hz at 500 Hz: w = 10 Hz, 183 taps, ~4e-8 of the noise power
+    outside the band. An edge at 0 Hz or fs/2 is no edge (a low- or high-pass); the
+    whole (0, fs/2) is white noise (one tap).
+
+    Raises
+    ------
+    ValueError
+        If the band is narrower than two minimal transitions (``fs / 128``).
+
+    Examples
+    --------
+    >>> h = emg_taps((20.0, 150.0), 500.0)
+    >>> h.shape, round(float((h ** 2).sum()), 12)
+    ((183,), 1.0)
+    """
+    import scipy.signal as ss
+
+    lo, hi = band
+    nyq = fs / 2
+    width = (hi - lo) / 4
+    if lo > 0:
+        width = min(width, lo / 2)
+    width = max(width, fs * EMG_MIN_TRANSITION)
+    if hi - lo < 2 * width:
+        raise ValueError(f"EMGNoise: band {band} Hz is narrower than {2 * width:g} Hz, the two "
+                         f"transitions of its filter at fs = {fs:g} Hz")
+    cutoffs = ([lo + width / 2] if lo > 0 else []) + ([hi - width / 2] if hi < nyq else [])
+    if not cutoffs:
+        return np.ones(1)
+    numtaps, beta = ss.kaiserord(EMG_ATTENUATION_DB, width / nyq)
+    h = ss.firwin(numtaps | 1, cutoffs, window=("kaiser", beta), pass_zero=lo == 0, fs=fs)
+    return h / np.sqrt(np.sum(h * h))
+
+
+def fir_hash_noise(row_keys: Tensor, std: Tensor, taps: Tensor, n_samples: int) -> Tensor:
+    """``std[..., None] * sum_k taps[k] * z[..., t + K - 1 - k]`` for t < n_samples, with z
+    :func:`~fastecg.augmenters._random.hash_normal` of `row_keys` (..., 2) over
+    ``n_samples + K - 1`` samples: a "valid" FIR of the noise row (every output has its
+    full K samples of context), by ``torch.nn.functional.conv1d``. The fused pass's
+    ``FIR_NOISE`` op computes the same inside its kernels. std (...) and taps (K,) in the
+    output's dtype; rows with std 0 are zero (on the CPU not computed)."""
+    shape = std.shape
+    keys, sd = row_keys.reshape(-1, 2), std.reshape(-1)
+    k = taps.shape[0]
+    out = torch.zeros(sd.shape[0], n_samples, dtype=taps.dtype, device=taps.device)
+    rows = sd.nonzero().squeeze(1) if sd.device.type == "cpu" else None
+    if rows is not None:
+        if rows.numel() == 0:
+            return out.view(*shape, n_samples)
+        keys, sd = keys[rows], sd[rows]
+    z = hash_normal(keys, n_samples + k - 1, taps.dtype)
+    # conv1d correlates: weights reversed make it the convolution above.
+    noise = torch.nn.functional.conv1d(z[:, None], taps.flip(0)[None, None])[:, 0]
+    noise.mul_(sd[:, None])
+    if rows is None:
+        out = noise
+    else:
+        out.index_copy_(0, rows, noise)
+    return out.view(*shape, n_samples)
+
+
 @AUGMENTERS.register("emg_noise")
 class EMGNoise(Augmenter):
-    """Muscle (EMG) noise: Gaussian noise with a flat spectrum inside `band` (Hz) and
-    none outside, of RMS uniform in `amplitude` (mV) per sample, independent per lead.
+    """Muscle (EMG) noise: Gaussian noise band-limited to `band` (Hz), of RMS uniform in
+    `amplitude` (mV) per sample, independent per lead.
 
-    The noise is synthesised in the frequency domain (random complex coefficients on the
-    in-band FFT bins only, then one inverse real FFT), so no white-noise buffer is made
-    and filtered."""
+    White hash noise (:func:`~fastecg.augmenters._random.hash_normal`, ``K - 1`` samples
+    longer than the signal) through the band-pass FIR of :func:`emg_taps` (K taps, a
+    "valid" convolution: no edge effects), scaled to the drawn RMS: its spectrum is the
+    filter's, flat inside ``[band[0] + w, band[1] - w]`` within ~0.1 %, rolling off to
+    the band's edges over a transition w (10 Hz for the defaults at 500 Hz) and at least
+    ~59 dB down outside the band. The fused pass computes the same FIR inside its kernel
+    (the ``FIR_NOISE`` op): no noise buffer, each block of output makes its own K - 1
+    extra noise samples."""
 
     stream = 10
 
@@ -136,13 +221,13 @@ class EMGNoise(Augmenter):
         if self.band[1] > fs / 2:
             raise ValueError(f"EMGNoise: band {self.band} Hz must lie inside (0, fs/2) = "
                              f"(0, {fs / 2:g}) Hz")
+        emg_taps(self.band, float(fs))  # a band too narrow for the filter: ValueError now
         return info
 
-    def bins(self, n_samples: int, fs: float) -> tuple[int, int]:
-        """First and one-past-last FFT bin of the band (DC and Nyquist excluded)."""
-        lo = max(1, math.ceil(self.band[0] * n_samples / fs))
-        hi = min((n_samples - 1) // 2, math.floor(self.band[1] * n_samples / fs)) + 1
-        return lo, max(lo, hi)
+    def taps(self, dtype: torch.dtype, device, info) -> Tensor:
+        """The band-pass FIR (:func:`emg_taps`) at the step's fs: (K,) in `dtype`."""
+        h = emg_taps(self.band, float(self.step_fs(info)))
+        return torch.from_numpy(h).to(device=device, dtype=dtype)
 
     def draw(self, keys, x, info):
         n, n_leads, _ = x.shape
@@ -151,41 +236,19 @@ class EMGNoise(Augmenter):
         rms = (lo + (hi - lo) * self._uniform(keys, 1)[:, 0]) * applied
         return {"rms": rms, "noise_keys": _row_keys(self, keys, 2, n_leads)}
 
-    def _noise(self, params, shape, dtype, device, info, fused: bool = False) -> Optional[Tensor]:
-        n_samples = shape[-1]
-        lo, hi = self.bins(n_samples, self.step_fs(info))
-        k = hi - lo
-        if k == 0:
-            return None
-        work = torch.float64 if dtype == torch.float64 else torch.float32
-        keys = params["noise_keys"]
-        if fused:
-            # The fused pass's kernel makes the same normals (its Box-Muller tables round
-            # as torch does, to the last bit or so) in one pass instead of hash_normal's ~8.
-            zeros = torch.zeros(*keys.shape[:-1], 2 * k, dtype=work, device=device)
-            ones = torch.ones(keys.shape[:-1], dtype=work, device=device)
-            z = augment_pass(zeros, [OpCode.NOISE], [], [], [keys, ones])[0]
-        else:
-            z = hash_normal(keys, 2 * k, work)
-        # The spectrum as (re, im) pairs of a real tensor: one zero fill and two copies.
-        spectrum = torch.zeros(*shape[:2], n_samples // 2 + 1, 2, dtype=work, device=device)
-        spectrum[..., lo:hi, 0] = z[..., :k]
-        spectrum[..., lo:hi, 1] = z[..., k:]
-        # Each in-band bin adds variance 4 / n**2 to every sample of irfft's output.
-        gain = params["rms"].to(device=device, dtype=work) * (n_samples / (2 * math.sqrt(k)))
-        noise = torch.fft.irfft(torch.view_as_complex(spectrum), n=n_samples)
-        return noise.mul_(gain[:, None, None]).to(dtype)
+    def _std(self, params, shape, dtype, device) -> Tensor:
+        return params["rms"].to(device=device, dtype=dtype)[:, None].expand(shape[0], shape[1])
 
     def transform(self, x, params, label, masks, info):
-        noise = self._noise(params, x.shape, x.dtype, x.device, info)
-        return (x if noise is None else x + noise), label, masks
+        noise = fir_hash_noise(params["noise_keys"],
+                               self._std(params, x.shape, x.dtype, x.device),
+                               self.taps(x.dtype, x.device, info), x.shape[-1])
+        return x + noise, label, masks
 
     def fuse(self, plan, params, label, masks, info):
-        # The band-limited noise is an inverse FFT of its in-band bins, made in torch and
-        # added by the kernel (a batch-sized buffer while the plan's ops are pending).
-        noise = self._noise(params, plan.shape, plan.dtype, plan.device, info, fused=True)
-        if noise is not None:
-            plan.add(OpCode.ADD_ROWS, [noise])
+        plan.add(OpCode.FIR_NOISE, [params["noise_keys"],
+                                    self._std(params, plan.shape, plan.dtype, plan.device),
+                                    self.taps(plan.dtype, plan.device, info)])
         return label, masks
 
 

@@ -14,6 +14,9 @@ the samples the op sees, float tensors in the signal's dtype unless said):
 ``NOISE``       keys (N, L, 2) int64, std (N, L): y = y + std * z
 ``TIME_MASK``   start (N, S), end (N, S) int64 and one float: y = value on [start, end)
 ``ADD_ROWS``    rows (N, L, T): y = y + rows
+``FIR_NOISE``   keys (N, L, 2) int64, std (N, L), taps (K,): y[t] = y[t] + std *
+                sum_k taps[k] * z[t + K - 1 - k], z over T + K - 1 samples (a "valid"
+                FIR of a longer noise row: band-limited noise, EMG)
 ``WARP``        offset (N,) int64, limit (N,) int64, ratio (N,) float64 and one int,
                 the output length: y(t) = y at (t + offset) * ratio, linear
                 interpolation, 0 unless 0 <= t + offset < limit
@@ -22,7 +25,8 @@ the samples the op sees, float tensors in the signal's dtype unless said):
 =============== ====================================================================
 
 z is :func:`fastecg.augmenters._random.hash_normal` of the row's keys, computed inside
-the kernel (never materialised).
+the kernel (never materialised; ``FIR_NOISE``'s K - 1 extra samples are made again by
+each block of output that needs them). Rows whose std is 0 cost no noise work.
 
 Backends: ``cpu`` (the C++ kernel), ``cuda`` (csrc/cuda/augment.cu, the same op on CUDA
 tensors when the extension is built with CUDA) and ``triton``
@@ -55,6 +59,7 @@ class OpCode(enum.IntEnum):
     ADD_ROWS = 5
     WARP = 6
     PAIR = 7
+    FIR_NOISE = 8
 
 
 # The compiled op is one entry point for CPU and CUDA tensors (the dispatcher picks the
