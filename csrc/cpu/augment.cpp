@@ -182,10 +182,7 @@ FASTECG_INLINE void add_noise_row(Tag, T* y, int64_t t0, int64_t len, const int6
   }
 }
 
-// y[t] += sd * sum_k h[k] * z[t + K - 1 - k] for t < len, z (len + K - 1 samples): a
-// vector of outputs per accumulator, four accumulators at a time, each tap one
-// broadcast and one unaligned load of z per accumulator (the sums stay in registers).
-// y[0 .. W) += a * sd (the rounding of y + noise * std, as the torch form's).
+// y[0 .. W) += a * sd.
 template <typename T, typename VT>
 FASTECG_INLINE void add_scaled(T* y, VT a, T sd) {
   VT r;
@@ -194,41 +191,35 @@ FASTECG_INLINE void add_scaled(T* y, VT a, T sd) {
   std::memcpy(y, &r, sizeof r);
 }
 
-template <typename T>
-FASTECG_INLINE void fir_row(T* y, int64_t len, const T* z, const T* h, int64_t K, T sd) {
+// y[t] += sd * sum_k h[k] * z[t + K - 1 - k] for the ACC vectors of outputs at y: each
+// tap one broadcast and ACC unaligned loads of z; ACC independent sums in registers
+// (eight hide the latency of the multiply-adds, four left the loop waiting on them).
+template <int ACC, typename T>
+FASTECG_INLINE void fir_chunk(T* y, const T* z, const T* h, int64_t K, T sd) {
   typedef typename Vec32<T>::type VT;
   constexpr int64_t W = kVec32<T>;
+  VT a[ACC] = {};
+  const T* zt = z + K - 1;
+  for (int64_t k = 0; k < K; ++k) {
+    const T hk = h[k];
+#pragma GCC unroll 8
+    for (int q = 0; q < ACC; ++q) {
+      VT v;
+      std::memcpy(&v, zt - k + q * W, sizeof v);
+      a[q] += hk * v;
+    }
+  }
+#pragma GCC unroll 8
+  for (int q = 0; q < ACC; ++q) add_scaled(y + q * W, a[q], sd);
+}
+
+// y[t] += sd * sum_k h[k] * z[t + K - 1 - k] for t < len, z (len + K - 1 samples).
+template <typename T>
+FASTECG_INLINE void fir_row(T* y, int64_t len, const T* z, const T* h, int64_t K, T sd) {
+  constexpr int64_t W = kVec32<T>;
   int64_t t = 0;
-  for (; t + 4 * W <= len; t += 4 * W) {
-    VT a0 = {}, a1 = {}, a2 = {}, a3 = {};
-    const T* zt = z + t + K - 1;
-    for (int64_t k = 0; k < K; ++k) {
-      const T hk = h[k];
-      VT v0, v1, v2, v3;
-      std::memcpy(&v0, zt - k, sizeof v0);
-      std::memcpy(&v1, zt - k + W, sizeof v1);
-      std::memcpy(&v2, zt - k + 2 * W, sizeof v2);
-      std::memcpy(&v3, zt - k + 3 * W, sizeof v3);
-      a0 += hk * v0;
-      a1 += hk * v1;
-      a2 += hk * v2;
-      a3 += hk * v3;
-    }
-    add_scaled(y + t, a0, sd);
-    add_scaled(y + t + W, a1, sd);
-    add_scaled(y + t + 2 * W, a2, sd);
-    add_scaled(y + t + 3 * W, a3, sd);
-  }
-  for (; t + W <= len; t += W) {
-    VT a0 = {};
-    const T* zt = z + t + K - 1;
-    for (int64_t k = 0; k < K; ++k) {
-      VT v0;
-      std::memcpy(&v0, zt - k, sizeof v0);
-      a0 += h[k] * v0;
-    }
-    add_scaled(y + t, a0, sd);
-  }
+  for (; t + 8 * W <= len; t += 8 * W) fir_chunk<8>(y + t, z + t, h, K, sd);
+  for (; t + W <= len; t += W) fir_chunk<1>(y + t, z + t, h, K, sd);
   for (; t < len; ++t) {
     T acc = T(0);
     for (int64_t k = 0; k < K; ++k) acc += h[k] * z[t + K - 1 - k];
