@@ -26,7 +26,8 @@ the samples the op sees, float tensors in the signal's dtype unless said):
 
 z is :func:`fastecg.augmenters._random.hash_normal` of the row's keys, computed inside
 the kernel (never materialised; ``FIR_NOISE``'s K - 1 extra samples are made again by
-each block of output that needs them). Rows whose std is 0 cost no noise work.
+each block of output that needs them). A ``FIR_NOISE`` row whose std is 0 costs no noise
+work (under Triton, a sample whose rows all have std 0).
 
 Backends: ``cpu`` (the C++ kernel), ``cuda`` (csrc/cuda/augment.cu, the same op on CUDA
 tensors when the extension is built with CUDA) and ``triton``
