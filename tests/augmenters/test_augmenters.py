@@ -425,6 +425,8 @@ def test_bad_arguments(build, match):
 @pytest.mark.parametrize("aug, match", [
     (PowerlineNoise(fs=100.0, freq=60.0), r"60 Hz .* below fs/2 = 50 Hz"),
     (EMGNoise(fs=200.0), r"inside \(0, fs/2\) = \(0, 100\) Hz"),
+    # Two transitions of fs / 256 each (the filter's 931-tap cap) do not fit in 2 Hz.
+    (EMGNoise(fs=FS, band=(50.0, 52.0)), r"narrower than 3.90625 Hz"),
     (BaselineWander(fs=0.5), "below fs/2"),
     (VCGRotation(), "needs the standard 12 leads or lead_names"),
     (ReducedLeadSet(), "needs the standard 12 leads or lead_names"),

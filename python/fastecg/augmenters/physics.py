@@ -111,7 +111,7 @@ class PowerlineNoise(Augmenter):
 
 
 # Stopband attenuation of EMGNoise's band-pass (Kaiser design, dB) and the narrowest
-# transition it accepts as a fraction of fs (caps its taps at kaiserord's 929).
+# transition it accepts as a fraction of fs (caps its taps at 931).
 EMG_ATTENUATION_DB = 60.0
 EMG_MIN_TRANSITION = 1.0 / 256
 
@@ -227,7 +227,7 @@ class EMGNoise(Augmenter):
     def taps(self, dtype: torch.dtype, device, info) -> Tensor:
         """The band-pass FIR (:func:`emg_taps`) at the step's fs: (K,) in `dtype`."""
         h = emg_taps(self.band, float(self.step_fs(info)))
-        return torch.from_numpy(h).to(device=device, dtype=dtype)
+        return torch.tensor(h, dtype=dtype, device=device)  # a copy: h is the cache's
 
     def draw(self, keys, x, info):
         n, n_leads, _ = x.shape
