@@ -272,3 +272,22 @@ def test_kernels_compile_for_a_gpu_without_one():
                                          "TRITON_DEFAULT_FP_FUSION": "1"}, cwd=here)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "compiled 8" in run.stdout
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fir_noise_across_tiles(dtype):
+    # FIR_NOISE against its torch form over more than one tile (the interpreter's tiles
+    # are 4096 samples, a GPU's 256), taps not symmetric, a row with std 0.
+    from fastecg.augmenters.physics import fir_hash_noise
+
+    g = torch.Generator().manual_seed(8)
+    x = ecg((2, 2, 4200), dtype=dtype)
+    keys = torch.randint(0, 2 ** 32, (2, 2, 2), generator=g)
+    std = torch.rand(2, 2, generator=g, dtype=dtype)
+    std[1, 0] = 0
+    taps = torch.randn(7, generator=g, dtype=dtype) + 0.2
+    taps /= taps.square().sum().sqrt()
+    out, _ = augment_pass(x.to(DEVICE), [OpCode.FIR_NOISE], [], [],
+                          [t.to(DEVICE) for t in (keys, std, taps)], backend="triton")
+    assert_close_to_peak(x + fir_hash_noise(keys, std, taps, 4200), out.cpu())
+    assert torch.equal(out[1, 0].cpu(), x[1, 0])
