@@ -193,7 +193,7 @@ FASTECG_INLINE void add_scaled(T* y, VT a, T sd) {
 
 // y[t] += sd * sum_k h[k] * z[t + K - 1 - k] for the ACC vectors of outputs at y: each
 // tap one broadcast and ACC unaligned loads of z; ACC independent sums in registers
-// (eight hide the latency of the multiply-adds, four left the loop waiting on them).
+// (eight keep two FMA units busy through the multiply-add's latency).
 template <int ACC, typename T>
 FASTECG_INLINE void fir_chunk(T* y, const T* z, const T* h, int64_t K, T sd) {
   typedef typename Vec32<T>::type VT;

@@ -5,9 +5,8 @@
 // paired) and writing its output once. FIR_NOISE is the one op whose threads cooperate:
 // the block hashes its span of noise (its samples plus the taps - 1 before them) into a
 // shared tile once per lead, then each thread sums its taps from the tile. Per-lead
-// statistics: each block reduces its
-// columns (min and max in T, exact; sums in double) into one partial per block, which the
-// glue reduces over the blocks in a fixed order.
+// statistics: each block reduces its columns (min and max in T, exact; sums in double)
+// into one partial per block, which the glue reduces over the blocks in a fixed order.
 #include <cfloat>
 #include <cmath>
 
