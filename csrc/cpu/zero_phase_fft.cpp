@@ -280,8 +280,8 @@ FASTECG_INLINE Complex<T>* transform(const Plan& plan, const T* twiddles, Comple
   return x;
 }
 
-// The transform out of line, once per ISA (a function of its own, as it was before the
-// per-call ISA choice; inlined into the whole work loop it ran slower).
+// The transform out of line, once per ISA: inlined into with_isa's whole work loop it
+// runs slower (benchmarks/CPU_NOTES.md).
 FASTECG_PER_ISA(transform_per_isa, transform)
 
 // Spectrum times gain (the real, even |H|^2 / n), conjugated: the next forward transform
@@ -387,6 +387,13 @@ FASTECG_INLINE void unpack_conjugate(const Complex<T>* z, int64_t n_fft, T* cons
   for (int64_t t = 0; t < n_fft; t += kLanes<T>)
     unpack_conjugate_vector(z + t, 1, rows, tails, body, t);
 }
+
+// The one-piece transform's passes over the block, out of line once per ISA as the
+// transform is: a loop of its own each runs faster than the same loops inlined into the
+// work loop (benchmarks/CPU_NOTES.md).
+FASTECG_PER_ISA(pack_per_isa, pack)
+FASTECG_PER_ISA(filter_conjugate_per_isa, filter_conjugate)
+FASTECG_PER_ISA(unpack_conjugate_per_isa, unpack_conjugate)
 
 // z[k] times the complex scalar (w[2k], w[2k + 1]) in every lane, k < n.
 template <typename T>
@@ -524,11 +531,11 @@ FASTECG_INLINE void filter_lanes(Tag tag, const Filter<T>& f, const T* const* sr
     columns_inverse(tag, *f.four, buf.a, dst, dst_tails, body, cols, buf.b);
     return;
   }
-  pack(src, src_tails, body, f.n_fft, buf.a);
+  pack_per_isa(tag, src, src_tails, body, f.n_fft, buf.a);
   Complex<T>* z = transform_per_isa(tag, *f.plan, f.twiddles.data(), buf.a, buf.b);
-  filter_conjugate(z, f.gain.data(), f.n_fft);
+  filter_conjugate_per_isa(tag, z, f.gain.data(), f.n_fft);
   z = transform_per_isa(tag, *f.plan, f.twiddles.data(), z, z == buf.a ? buf.b : buf.a);
-  unpack_conjugate(z, f.n_fft, dst, dst_tails, body);
+  unpack_conjugate_per_isa(tag, z, f.n_fft, dst, dst_tails, body);
 }
 
 // max |x| over a row, or +inf if it holds a NaN or an infinity (x * 0 is NaN exactly
