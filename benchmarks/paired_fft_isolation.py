@@ -10,7 +10,10 @@ build_ext --inplace``), e.g.::
 
 Every round launches one fresh process per build (order swapped every round) with
 ``PYTHONPATH=<worktree>/python`` (the CPU path needs nothing else: triton kernels are
-registered by name and imported lazily), two torch threads and OMP_WAIT_POLICY=PASSIVE.
+registered by name and imported lazily), ``--threads`` torch threads (default 2) and
+OMP_WAIT_POLICY=PASSIVE. With ``--threads 1`` a call is timed in the calling thread's CPU
+time (``time.thread_time``: the kernel then runs on that thread alone), which time spent
+waiting for the other processes of a loaded machine does not inflate; otherwise in wall time.
 A process times, for its build:
 
 * ``clean_fwd``: forward on ``torch.randn(64, 12, 5000)`` (seed 0), 8 warm-up + 30 timed;
@@ -58,6 +61,11 @@ PAIR_PEAK_RATIO = 4.0
 
 
 # --------------------------------------------------------------------------- worker
+def _clock(threads: int):
+    """Thread CPU time on 1 thread (the kernel runs on the caller), wall time otherwise."""
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
 def _worker(args: argparse.Namespace) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
@@ -71,7 +79,8 @@ def _worker(args: argparse.Namespace) -> None:
     stray = [f for f in loaded if not os.path.realpath(f).startswith(tree + os.sep)]
     if stray:
         raise SystemExit(f"fastecg modules loaded from outside {tree}: {stray}")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    clock = _clock(args.threads)
 
     def call(x):
         return ops.bandpass(x, 500.0, method="fft", backend="cpu")
@@ -81,9 +90,9 @@ def _worker(args: argparse.Namespace) -> None:
             fn()
         out = []
         for _ in range(reps):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            out.append(time.perf_counter() - t0)
+            out.append(clock() - t0)
         return out
 
     result = {"fastecg_file": fastecg.__file__, "extension_file": C.__file__,
@@ -132,7 +141,8 @@ def _serve(args: argparse.Namespace) -> None:
 
     if not os.path.realpath(fastecg.__file__).startswith(os.path.realpath(args.tree) + os.sep):
         raise SystemExit(f"fastecg from {fastecg.__file__}, not {args.tree}")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    clock = _clock(args.threads)
 
     def call(x):
         return ops.bandpass(x, 500.0, method="fft", backend="cpu")
@@ -159,9 +169,9 @@ def _serve(args: argparse.Namespace) -> None:
     print("READY " + json.dumps(sorted(fns)), flush=True)
     for line in sys.stdin:
         fn = fns[line.strip()][0]
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        print(f"{time.perf_counter() - t0!r}", flush=True)
+        print(f"{clock() - t0!r}", flush=True)
 
 
 # --------------------------------------------------------------------------- pairing rule
@@ -206,11 +216,12 @@ def load_real(folder: str, n: int = 5000) -> tuple[np.ndarray, list[str]]:
 
 
 # --------------------------------------------------------------------------- driver
-def _run_worker(tree: str, real: str | None, save: str | None) -> dict:
+def _run_worker(tree: str, real: str | None, save: str | None, threads: int) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.path.join(tree, "python")
     env["OMP_WAIT_POLICY"] = "PASSIVE"
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--tree", tree]
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--tree", tree,
+           "--threads", str(threads)]
     if real:
         cmd += ["--real", real]
     if save:
@@ -226,11 +237,12 @@ def _run_worker(tree: str, real: str | None, save: str | None) -> dict:
     return res
 
 
-def _interleaved(builds: dict, real: str | None, pairs: dict) -> dict:
+def _interleaved(builds: dict, real: str | None, pairs: dict, threads: int) -> dict:
     """Both builds in persistent processes at once; per workload, `pairs[w]` pairs of
     single calls, old and new back to back in ABBA order, so that load from other
     processes (which changes over seconds) hits both sides of a pair alike."""
-    procs = start_servers(builds, os.path.abspath(__file__), ["--real", real] if real else [])
+    extra = ["--threads", str(threads)] + (["--real", real] if real else [])
+    procs = start_servers(builds, os.path.abspath(__file__), extra)
     try:
         return interleave(procs, wait_ready(procs), pairs)
     finally:
@@ -247,6 +259,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=200,
                     help="interleaved phase: single-call pairs per workload (holter: "
                          "pairs // 10); 0 skips it")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch threads per process (1: timed in thread CPU time)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
@@ -294,7 +308,8 @@ def main() -> None:
         order = ["old", "new"] if r % 2 == 0 else ["new", "old"]
         entry = {"round": r, "order": order}
         for b in order:
-            entry[b] = _run_worker(builds[b], real_path, save_dirs[b] if r == 0 else None)
+            entry[b] = _run_worker(builds[b], real_path, save_dirs[b] if r == 0 else None,
+                                   args.threads)
         ratios = {w: entry["new"]["workloads"][w]["median_s"]
                   / entry["old"]["workloads"][w]["median_s"]
                   for w in entry["new"]["workloads"]}
@@ -309,7 +324,8 @@ def main() -> None:
     if args.pairs:
         t0 = time.time()
         interleaved = _interleaved(builds, real_path,
-                                   {"default": args.pairs, "holter_fwd": max(2, args.pairs // 10)})
+                                   {"default": args.pairs, "holter_fwd": max(2, args.pairs // 10)},
+                                   args.threads)
         interleaved_wall = time.time() - t0
 
     # the two builds compute the same thing (the f24c921 change moves rounding only)
@@ -334,7 +350,8 @@ def main() -> None:
                 "timing of two builds; ratio = new median / old median within a round",
         "machine": {"cpu_model": _cpu_model(), "logical_cpus": os.cpu_count(),
                     "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "torch_threads": 2,
+                    "torch": torch.__version__, "torch_threads": args.threads,
+                    "clock": "thread_time" if args.threads == 1 else "perf_counter",
                     "OMP_WAIT_POLICY": "PASSIVE"},
         "builds": {b: {"worktree": t, "commit": _commit(t)} for b, t in builds.items()},
         "rounds_n": args.rounds,
