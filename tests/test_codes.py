@@ -1,5 +1,6 @@
-"""The integer codes the kernels take are defined once in Python (fastecg._spec) and once
-in C++ (csrc/common/codes.h): the two must agree, name for name and value for value."""
+"""The integer codes the kernels take are defined once in Python (fastecg._spec, and the
+fused augmentation pass's OpCode in fastecg.ops.augment) and once in C++
+(csrc/common/codes.h): the two must agree, name for name and value for value."""
 
 import pathlib
 import re
@@ -7,6 +8,7 @@ import re
 import pytest
 
 from fastecg._spec import BoundaryMode, MaskMode, NormalizeMethod, PadType
+from fastecg.ops.augment import OpCode
 
 CODES_H = pathlib.Path(__file__).resolve().parents[1] / "csrc" / "common" / "codes.h"
 
@@ -16,6 +18,8 @@ EXPECTED = {
     "PadType": (PadType, ["kPadNone", "kPadOdd", "kPadEven", "kPadConstant"]),
     "BoundaryMode": (BoundaryMode, ["kReflect", "kMirror", "kNearest", "kConstant", "kWrap"]),
     "MaskMode": (MaskMode, ["kMaskTemporal", "kMaskLeadTemporal", "kMaskLead"]),
+    "AugmentCode": (OpCode, ["kLeadMix", "kLeadAffine", "kSines", "kNoise", "kTimeMask",
+                             "kAddRows", "kWarp", "kPair", "kFirNoise"]),
 }
 
 

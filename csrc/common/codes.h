@@ -1,6 +1,7 @@
 // The integer codes the Python side passes to the kernels, one definition each.
 // Mirrors the IntEnums in python/fastecg/_spec.py (NormalizeMethod, PadType,
-// BoundaryMode, MaskMode); tests/test_codes.py checks that the two agree. No torch headers.
+// BoundaryMode, MaskMode) and python/fastecg/ops/augment.py (OpCode); tests/test_codes.py
+// checks that the two agree. No torch headers.
 #pragma once
 #include <cstdint>
 
@@ -17,5 +18,18 @@ enum BoundaryMode : int64_t { kReflect = 0, kMirror = 1, kNearest = 2, kConstant
 
 // patch_mask's token layout.
 enum MaskMode : int64_t { kMaskTemporal = 0, kMaskLeadTemporal = 1, kMaskLead = 2 };
+
+// The fused augmentation pass's ops (their tensors: python/fastecg/ops/augment.py's table).
+enum AugmentCode : int64_t {
+  kLeadMix = 0,
+  kLeadAffine = 1,
+  kSines = 2,
+  kNoise = 3,
+  kTimeMask = 4,
+  kAddRows = 5,
+  kWarp = 6,
+  kPair = 7,
+  kFirNoise = 8,
+};
 
 }  // namespace fastecg

@@ -47,6 +47,7 @@
 // about (vector arguments and results across ISAs) is never used.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
+#include "../common/codes.h"
 #include "../common/hash_noise.h"
 #include "../common/huge_pages.h"
 #include "../common/lanes4.h"
@@ -56,20 +57,18 @@
 namespace fastecg {
 namespace {
 
-// Mirrors python/fastecg/ops/augment.py's OpCode.
-enum OpCode : int64_t {
-  kLeadMix = 0,     // tensors: matrix (N, L_out, L_in) float64
-  kLeadAffine = 1,  // tensors: gain (N, L), shift (N, L) in x's dtype
-  kSines = 2,       // tensors: coef (N, L, J), basis (J, T); noise keys (N, L, 2) int64 and
-                    // std (N, L), or two empty tensors
-  kNoise = 3,       // tensors: keys (N, L, 2) int64, std (N, L)
-  kTimeMask = 4,    // tensors: start (N, S), end (N, S) int64; floats: value
-  kAddRows = 5,     // tensors: rows (N, L, T)
-  kWarp = 6,        // tensors: offset (N,) int64, limit (N,) int64, ratio (N,) float64;
-                    // ints: output length
-  kPair = 7,        // tensors: partner (N,) int64, lam (N,) float64
-  kFirNoise = 8,    // tensors: keys (N, L, 2) int64, std (N, L), taps (K,)
-};
+// The ops (AugmentCode, csrc/common/codes.h) and their tensors:
+//   kLeadMix     matrix (N, L_out, L_in) float64
+//   kLeadAffine  gain (N, L), shift (N, L) in x's dtype
+//   kSines       coef (N, L, J), basis (J, T); noise keys (N, L, 2) int64 and std (N, L),
+//                or two empty tensors
+//   kNoise       keys (N, L, 2) int64, std (N, L)
+//   kTimeMask    start (N, S), end (N, S) int64; floats: value
+//   kAddRows     rows (N, L, T)
+//   kWarp        offset (N,) int64, limit (N,) int64, ratio (N,) float64; ints: output
+//                length
+//   kPair        partner (N,) int64, lam (N,) float64
+//   kFirNoise    keys (N, L, 2) int64, std (N, L), taps (K,)
 
 constexpr int64_t kBlock = 256;   // output samples per block (a block of 12 leads: 12 KB)
 constexpr int64_t kChunk = 2048;  // output samples per work item

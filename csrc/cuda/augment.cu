@@ -10,23 +10,12 @@
 #include <cfloat>
 #include <cmath>
 
+#include "../common/codes.h"
 #include "../common/hash_noise.h"
 #include "augment.h"
 
 namespace fastecg {
 namespace {
-
-enum : int64_t {
-  kLeadMix = 0,
-  kLeadAffine = 1,
-  kSines = 2,
-  kNoise = 3,
-  kTimeMask = 4,
-  kAddRows = 5,
-  kWarp = 6,
-  kPair = 7,
-  kFirNoise = 8,
-};
 
 constexpr int kMaxThreads = 128;
 // Dynamic shared memory a launch may use without opting in.

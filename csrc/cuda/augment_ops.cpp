@@ -14,24 +14,12 @@
 #include <optional>
 #include <vector>
 
+#include "../common/codes.h"
 #include "../common/hash_noise.h"
 #include "augment.h"
 
 namespace fastecg {
 namespace {
-
-// Mirrors python/fastecg/ops/augment.py's OpCode.
-enum : int64_t {
-  kLeadMix = 0,
-  kLeadAffine = 1,
-  kSines = 2,
-  kNoise = 3,
-  kTimeMask = 4,
-  kAddRows = 5,
-  kWarp = 6,
-  kPair = 7,
-  kFirNoise = 8,
-};
 
 void check_cuda(cudaError_t err, const char* name) {
   TORCH_CHECK(err == cudaSuccess, name, ": ", cudaGetErrorString(err));
