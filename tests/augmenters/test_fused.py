@@ -33,9 +33,11 @@ def assert_close_to_peak(a, b):
         assert torch.equal(a, b)
 
 
-def both(am, *args, **kwargs):
+def both(am, *args, backend="cpu", **kwargs):
+    """The manager's outputs on the torch backend and on `backend`, checked equal within
+    1e-6 of the peak; returns both."""
     ref = am(*args, backend="torch", **kwargs)
-    out = am(*args, backend="cpu", **kwargs)
+    out = am(*args, backend=backend, **kwargs)
     assert len(ref) == len(out)
     for a, b in zip(ref, out):
         if a is None:

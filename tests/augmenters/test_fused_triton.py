@@ -14,9 +14,9 @@ import fastecg
 from fastecg.augmenters import AugmenterManager, fused
 from fastecg.ops.augment import OpCode, augment_pass, fused_backend, lead_stats
 
-from test_augmenter_manager import PER_SAMPLE, TORCH_ECG_CONFIG
+from test_augmenter_manager import PER_SAMPLE, TORCH_ECG_CONFIG, same_whatever_the_split
 from test_augmenters import CONFIGS, TWELVE, ecg
-from test_fused import FS, assert_close_to_peak
+from test_fused import FS, assert_close_to_peak, both
 
 pytestmark = [pytest.mark.triton,
               pytest.mark.skipif(not fastecg.backends()["triton"].available,
@@ -30,15 +30,7 @@ def on_triton(am, *args, **kwargs):
     """The manager's outputs on the torch and triton backends, checked equal within 1e-6
     of the peak; returns both."""
     args = [a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
-    ref = am(*args, backend="torch", **kwargs)
-    out = am(*args, backend="triton", **kwargs)
-    assert len(ref) == len(out)
-    for a, b in zip(ref, out):
-        if a is None:
-            assert b is None
-        else:
-            assert_close_to_peak(a, b)
-    return ref, out
+    return both(am, *args, backend="triton", **kwargs)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -87,18 +79,7 @@ def test_same_sample_same_result_whatever_the_batch():
     am = AugmenterManager(*PER_SAMPLE, fs=FS)
     x, label = ecg((64, 12, 128)).to(DEVICE), torch.rand(64, 5, device=DEVICE)
     index = torch.arange(1000, 1064, device=DEVICE)
-    whole = am(x, label, seed=42, epoch=3, indices=index, backend="triton")
-    quarters = [am(x[i:i + 16], label[i:i + 16], seed=42, epoch=3, indices=index[i:i + 16],
-                   backend="triton") for i in range(0, 64, 16)]
-    ranks = [am(x[r::2], label[r::2], seed=42, epoch=3, indices=index[r::2], backend="triton")
-             for r in range(2)]
-    for k in range(2):
-        torch.testing.assert_close(torch.cat([q[k] for q in quarters]), whole[k], rtol=0,
-                                   atol=1e-6)
-        merged = torch.empty_like(whole[k])
-        merged[0::2], merged[1::2] = ranks[0][k], ranks[1][k]
-        torch.testing.assert_close(merged, whole[k], rtol=0, atol=1e-6)
-    assert (whole[0] - x).abs().amax((-2, -1)).gt(0).all()  # every sample was changed
+    whole = same_whatever_the_split(am, (x, label), index, "triton")
     assert_close_to_peak(am(x, label, seed=42, epoch=3, indices=index, backend="torch")[0],
                          whole[0])
 
