@@ -30,6 +30,7 @@ enum AugmentCode : int64_t {
   kWarp = 6,
   kPair = 7,
   kFirNoise = 8,
+  kRenorm = 9,
 };
 
 }  // namespace fastecg

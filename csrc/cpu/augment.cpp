@@ -69,6 +69,8 @@ namespace {
 //                length
 //   kPair        partner (N,) int64, lam (N,) float64
 //   kFirNoise    keys (N, L, 2) int64, std (N, L), taps (K,)
+//   kRenorm      mean (N, W), std (N, W) in x's dtype, applied (N,) int64, W = L or 1;
+//                ints: per lead (1) or per sample (0)
 
 constexpr int64_t kBlock = 256;   // output samples per block (a block of 12 leads: 12 KB)
 constexpr int64_t kChunk = 2048;  // output samples per work item
@@ -92,7 +94,8 @@ struct Op {
 
 template <typename T>
 struct Stage {
-  Op<T> warp;  // code -1: the source; kWarp or kPair: how the stage reads the one before
+  Op<T> warp;  // code -1: the source; kWarp, kPair or kRenorm: how the stage reads the one
+               // before
   std::vector<Op<T>> ops;
   int64_t lin = 0, lout = 0, lmax = 0, tlen = 0;
   int64_t taps = 0;  // most FIR taps of an op (its noise needs taps - 1 extra samples)
@@ -519,6 +522,7 @@ struct Kernel {
   const T* x;
   int64_t n_leads, n_samples;  // x's
   std::vector<Stage<T>> stages;
+  int64_t renorm = -1;  // the stage that starts with kRenorm, if any (at most one)
 };
 
 template <typename T>
@@ -528,6 +532,8 @@ struct ThreadScratch {
   std::vector<T> scratch;
   std::vector<std::vector<int32_t>> i0;  // per stage: its warp's positions of a block
   std::vector<std::vector<T>> frac;
+  // kRenorm: the whole sample before it (lin rows of tlen samples), and its map per lead.
+  std::vector<T> sample, gain, shift;
 };
 
 // Mixup: o = lerp(a, b, w) (torch.lerp's formula) for rows of a (the partner's, lda
@@ -559,6 +565,19 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
     const T* xn = k.x + n * k.n_leads * k.n_samples + t0;
     for (int64_t l = 0; l < k.n_leads; ++l)
       std::memcpy(y + l * ld, xn + l * k.n_samples, sizeof(T) * len);
+  } else if (st.warp.code == kRenorm) {
+    // The stage before, already evaluated for the whole sample (run_sample), renormalised.
+    const int64_t tlen = st.tlen;
+    for (int64_t l = 0; l < st.lin; ++l) {
+      const T* src = ts.sample.data() + l * tlen + t0;
+      T* row = y + l * ld;
+      const T gl = ts.gain[l], hl = ts.shift[l];
+      if (gl == T(1) && hl == T(0)) {
+        std::memcpy(row, src, sizeof(T) * len);
+      } else {
+        for (int64_t t = 0; t < len; ++t) row[t] = src[t] * gl + hl;
+      }
+    }
   } else if (st.warp.code == kPair) {
     // The stage before, for the sample and (unless it is its own partner) for its partner.
     const Stage<T>& prev = k.stages[s - 1];
@@ -600,11 +619,66 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
   for (const Op<T>& op : st.ops) run_op(tag, tag, op, n, t0, len, y, ld, ts.scratch.data());
 }
 
+// kRenorm for sample n: the stage before it over the whole sample into ts.sample, its
+// statistics (as the statistics output: min, max, sum, sum of squares in double, a block
+// at a time), then the map RandomRenormalize's torch code makes of them:
+// var_mean(correction=0) in double, cast to T; gain = new_std * rsqrt(max(var, 1e-12)),
+// shift = new_mean - mean * gain in T (1 and 0 where the sample is not chosen).
+template <typename T, typename Tag>
+void renorm_sample(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t n, Tag tag) {
+  const Stage<T>& rs = k.stages[k.renorm];
+  const Stage<T>& prev = k.stages[k.renorm - 1];
+  const int64_t leads = rs.lin, tlen = rs.tlen;
+  ts.sample.resize(std::max(prev.lmax, leads) * tlen);
+  std::vector<double> acc(4 * leads);
+  for (int64_t l = 0; l < leads; ++l) {
+    acc[4 * l] = std::numeric_limits<double>::infinity();
+    acc[4 * l + 1] = -std::numeric_limits<double>::infinity();
+  }
+  std::vector<T>& block = ts.partners.back();  // unused by the last stage: a staging block
+  for (int64_t t0 = 0; t0 < tlen; t0 += kBlock) {
+    const int64_t len = std::min(kBlock, tlen - t0);
+    if (prev.lmax == leads) {
+      eval_stage(k, ts, k.renorm - 1, n, t0, len, ts.sample.data() + t0, tlen, tag);
+    } else {
+      block.resize(prev.lmax * kBlock);
+      eval_stage(k, ts, k.renorm - 1, n, t0, len, block.data(), len, tag);
+      for (int64_t l = 0; l < leads; ++l)
+        std::memcpy(ts.sample.data() + l * tlen + t0, block.data() + l * len, sizeof(T) * len);
+    }
+    row_stats(tag, ts.sample.data() + t0, tlen, leads, len, acc.data());
+  }
+  const Op<T>& op = rs.warp;
+  const bool per_lead = op.j != 0;
+  ts.gain.assign(leads, T(1));
+  ts.shift.assign(leads, T(0));
+  if (op.k0[n] == 0) return;
+  double total = 0.0, squares = 0.0;
+  for (int64_t l = 0; l < leads; ++l) {
+    total += acc[4 * l + 2];
+    squares += acc[4 * l + 3];
+  }
+  for (int64_t l = 0; l < leads; ++l) {
+    const double count = per_lead ? double(tlen) : double(tlen) * double(leads);
+    const double sum = per_lead ? acc[4 * l + 2] : total;
+    const double sq = per_lead ? acc[4 * l + 3] : squares;
+    const double mean = sum / count;
+    const T var = static_cast<T>(std::max(sq / count - mean * mean, 0.0));
+    const int64_t w = per_lead ? n * leads + l : n;
+    const T gain = op.b[w] * (T(1) / std::sqrt(std::max(var, static_cast<T>(1e-12))));
+    ts.gain[l] = gain;
+    ts.shift[l] = op.a[w] - static_cast<T>(mean) * gain;
+  }
+}
+
 template <typename T>
 void run(const Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
   const Stage<T>& last = k.stages.back();
   const int64_t n_out = last.tlen, leads = last.lout;
-  const int64_t chunks = std::max<int64_t>(1, (n_out + kChunk - 1) / kChunk);
+  // With a kRenorm a work item is a whole sample (its statistics come first); else a chunk
+  // of kChunk outputs.
+  const int64_t chunk = k.renorm >= 0 ? std::max<int64_t>(n_out, 1) : kChunk;
+  const int64_t chunks = std::max<int64_t>(1, (n_out + chunk - 1) / chunk);
   const int64_t items = n_batch * chunks;
   const bool direct = last.lmax == last.lout;
   std::vector<double> partial(stats != nullptr ? items * leads * 4 : 0);
@@ -621,8 +695,9 @@ void run(const Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
       std::vector<T>& block = ts.buffers.back();
       block.resize(last.lmax * kBlock);
       for (int64_t item; (item = claim()) >= 0;) {
-        const int64_t n = item / chunks, c0 = (item % chunks) * kChunk;
-        const int64_t c1 = std::min(n_out, c0 + kChunk);
+        const int64_t n = item / chunks, c0 = (item % chunks) * chunk;
+        const int64_t c1 = std::min(n_out, c0 + chunk);
+        if (k.renorm >= 0) renorm_sample(k, ts, n, tag);
         double* acc = stats != nullptr ? partial.data() + item * leads * 4 : nullptr;
         if (acc != nullptr) {
           for (int64_t l = 0; l < leads; ++l) {
@@ -779,7 +854,26 @@ std::tuple<at::Tensor, at::Tensor> augment_typed(const at::Tensor& x,
         st = &k.stages.back();
         continue;
       }
+      case kRenorm: {
+        TORCH_CHECK(k.renorm < 0, "_augment_kernel: at most one renormalisation per pass");
+        TORCH_CHECK(ii < ints.size(), "_augment_kernel: renormalisation needs its per-lead flag");
+        op.j = ints[ii++] != 0;
+        const int64_t w = op.j ? L : 1;
+        op.a = param(keep, next_tensor(), dt, {n, w}, "renormalised means").template const_data_ptr<T>();
+        op.b = param(keep, next_tensor(), dt, {n, w}, "renormalised stds").template const_data_ptr<T>();
+        op.k0 = param(keep, next_tensor(), at::kLong, {n}, "renormalised samples").template const_data_ptr<int64_t>();
+        Stage<T> next;
+        next.warp = op;
+        next.lin = next.lout = next.lmax = L;
+        next.tlen = len;
+        k.stages.push_back(std::move(next));
+        k.renorm = static_cast<int64_t>(k.stages.size()) - 1;
+        st = &k.stages.back();
+        continue;
+      }
       case kPair: {
+        TORCH_CHECK(k.renorm < 0, "_augment_kernel: a pairing cannot follow a renormalisation "
+                    "in one pass");
         op.k0 = param(keep, next_tensor(), at::kLong, {n}, "partners").template const_data_ptr<int64_t>();
         op.ratio = param(keep, next_tensor(), at::kDouble, {n}, "mixing weights").template const_data_ptr<double>();
         for (int64_t i = 0; i < n; ++i)

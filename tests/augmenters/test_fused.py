@@ -299,3 +299,38 @@ def test_emg_noise_is_made_in_the_kernel(monkeypatch):
     codes, sizes, batch = calls[0]
     assert OpCode.FIR_NOISE in codes and OpCode.ADD_ROWS not in codes
     assert max(sizes) < batch // 10
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_renormalisation_inside_the_pass(per_channel, dtype, monkeypatch):
+    # RandomRenormalize as the kernel's RENORM op: the seven torch_ecg steps are one
+    # kernel call; after it a warp, a flip and a second renormalisation (a new pass), and a
+    # Mixup after it (its pairing needs the pass run first); every result equals the
+    # torch backend's, and the statistics route (a sample too large to hold) equals it too.
+    calls = []
+    real = fused.augment_pass
+
+    def spy(x, codes, *args, **kwargs):
+        calls.append(list(codes))
+        return real(x, codes, *args, **kwargs)
+
+    monkeypatch.setattr(fused, "augment_pass", spy)
+    renorm = {"name": "random_renormalize", "per_channel": per_channel, "prob": 0.7}
+    seven = AugmenterManager.from_config(dict(TORCH_ECG_CONFIG, random_renormalize={
+        k: v for k, v in renorm.items() if k != "name"}))
+    x, label = ecg((8, 12, 1200), dtype=dtype), torch.rand(8, 5, dtype=dtype)
+    both(seven, x, label, seed=3)
+    assert len(calls) == 1 and calls[0].count(OpCode.RENORM) == 1
+    am = AugmenterManager({"name": "baseline_wander", "prob": 1.0}, renorm,
+                          {"name": "stretch_compress", "prob": 1.0}, {"name": "random_flip"},
+                          {"name": "mixup", "prob": 1.0}, dict(renorm, prob=1.0),
+                          {"name": "time_shift", "prob": 1.0}, fs=FS)
+    calls.clear()
+    ref, _ = both(am, x, label, seed=4)
+    assert [c.count(OpCode.RENORM) for c in calls] == [1, 1]
+    assert OpCode.PAIR not in calls[0] and calls[1][0] == OpCode.PAIR
+    monkeypatch.setattr(fused.FusedPlan, "RENORM_MAX_BYTES", 100)
+    calls.clear()
+    assert_close_to_peak(ref[0], am(x, label, seed=4, backend="cpu")[0])
+    assert all(OpCode.RENORM not in c for c in calls)

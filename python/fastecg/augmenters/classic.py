@@ -371,8 +371,9 @@ class RandomRenormalize(Augmenter):
         return torch.addcmul(shift, x, gain), label, masks
 
     def fuse(self, plan, params, label, masks, info):
-        gain, shift = self._gain_shift(*var_mean(plan, self.per_channel), params)
-        plan.affine(gain[..., 0], shift[..., 0])
+        if not plan.renorm(params["mean"], params["std"], params["applied"], self.per_channel):
+            gain, shift = self._gain_shift(*var_mean(plan, self.per_channel), params)
+            plan.affine(gain[..., 0], shift[..., 0])
         return label, masks
 
 

@@ -10,8 +10,10 @@ samples, does not: the kernel computes the partner's signal so far alongside, se
 ``PAIR`` op):
 
 * a draw or transform that reads the signal's statistics (baseline wander's amplitude,
-  Gaussian noise's power, renormalisation's mean and variance): the kernel returns the
-  per-lead min, max, sum and sum of squares of its output with it;
+  Gaussian noise's power; renormalisation's mean and variance on the GPU backends): the
+  kernel returns the per-lead min, max, sum and sum of squares of its output with it. On
+  the CPU the renormalisation is an op of its own (``RENORM``): the kernel takes each
+  sample's statistics itself, from a per-thread copy of the sample, so the pass goes on;
 * a step with no fused form (CutMix, plain ``nn.Module`` steps), which runs its torch
   code on the materialised signal.
 
@@ -93,8 +95,29 @@ class FusedPlan:
                                limit.to(self.device, torch.long).expand(n),
                                ratio.to(self.device, torch.float64).expand(n)], ints=[n_out])
 
+    # The largest sample (leads x samples x item size) RENORM holds whole per thread: an
+    # ECG record is ~0.25 MB; a Holter recording takes the statistics route instead.
+    RENORM_MAX_BYTES = 8 << 20
+
+    def renorm(self, mean: Tensor, std: Tensor, applied: Tensor, per_lead: bool) -> bool:
+        """Add a RENORM op (mean, std (n, n_leads or 1), applied (n,)) where the kernel
+        can run it: the ``cpu`` backend, no other RENORM pending, a sample within
+        :attr:`RENORM_MAX_BYTES`. False: the caller takes the statistics route."""
+        n, n_leads, n_samples = self.shape
+        size = n_leads * n_samples * torch.empty(0, dtype=self.dtype).element_size()
+        if (self.backend != "cpu" or int(OpCode.RENORM) in self.codes
+                or size > self.RENORM_MAX_BYTES):
+            return False
+        width = n_leads if per_lead else 1
+        self.add(OpCode.RENORM, [mean.to(self.dtype).reshape(n, width),
+                                 std.to(self.dtype).reshape(n, width),
+                                 applied.to(torch.long).reshape(n)], ints=[int(per_lead)])
+        return True
+
     def pair(self, partner: Tensor, lam: Tensor) -> None:
         """``lerp(y[partner], y, lam)`` of the signal so far, y (Mixup)."""
+        if int(OpCode.RENORM) in self.codes:
+            self.materialize()  # the kernel holds only the sample's own signal whole
         self.add(OpCode.PAIR, [partner.to(device=self.device, dtype=torch.long),
                                lam.to(device=self.device, dtype=torch.float64)])
 

@@ -22,6 +22,13 @@ the samples the op sees, float tensors in the signal's dtype unless said):
                 interpolation, 0 unless 0 <= t + offset < limit
 ``PAIR``        partner (N,) int64, lam (N,) float64: y = lerp(y[partner], y, lam),
                 the partner's signal so far computed alongside (Mixup)
+``RENORM``      mean (N, W), std (N, W), applied (N,) int64 and one int, per lead (1,
+                W = L) or per sample (0, W = 1): where applied, y = (y - mu) * std /
+                sqrt(max(var, 1e-12)) + mean with mu, var the population mean and
+                variance of the whole signal so far (RandomRenormalize). ``cpu`` only:
+                the kernel then works a sample at a time, the signal before the op held
+                whole in a per-thread buffer; at most one per pass, and no ``PAIR``
+                after it
 =============== ====================================================================
 
 z is :func:`fastecg.augmenters._random.hash_normal` of the row's keys, computed inside
@@ -61,6 +68,7 @@ class OpCode(enum.IntEnum):
     WARP = 6
     PAIR = 7
     FIR_NOISE = 8
+    RENORM = 9
 
 
 # The compiled op is one entry point for CPU and CUDA tensors (the dispatcher picks the
