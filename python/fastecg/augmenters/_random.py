@@ -74,8 +74,8 @@ class Keys:
     # Without the C++ kernel an augmenter's first draw computes the words of its first
     # _CACHED_SUBS streams at once (one Philox call of ~240 small ops instead of one per
     # draw): per-call overhead, not arithmetic, is what the torch form costs. The kernel
-    # costs little per call and ~40 ns a block, so it makes only the words asked for (the
-    # cache's 8 x 32 blocks a sample took it ~100 us where most draws need a few blocks).
+    # costs little per call but its time grows with the blocks, so it makes only the words
+    # asked for (most draws need a few blocks of the cache's 8 streams x 32 a sample).
     _CACHED_SUBS, _CACHED_WORDS = 8, 128
 
     def _philox(self, first: int, count: int, blocks: int) -> Tensor:
