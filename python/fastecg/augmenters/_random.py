@@ -78,16 +78,17 @@ class Keys:
     # asked for (most draws need a few blocks of the cache's 8 streams x 32 a sample).
     _CACHED_SUBS, _CACHED_WORDS = 8, 128
 
+    def _key(self) -> tuple[int, int]:
+        return self.seed & MASK32, self.epoch & MASK32
+
+    def _word(self, sub: int) -> int:
+        """The third counter word of stream `sub` of this step."""
+        return ((self.slot & 0xFFFF) << 16) | (sub & 0xFFFF)
+
     def _philox(self, first: int, count: int, blocks: int) -> Tensor:
         """Words for counters (index, view, first + s, b), s < count, b < blocks:
-        (n, count, 4 * blocks)."""
-        key = (self.seed & MASK32, self.epoch & MASK32)
-        # The same words from the C++ kernel where it runs: the torch form is ~240 small
-        # ops per call (and ~20 to build its counters), which is what drawing the
-        # parameters of a batch costs.
-        out = philox_stream(self.index, self.view, first, count, blocks, *key)
-        if out is not None:
-            return out
+        (n, count, 4 * blocks), in torch (the C++ kernel's form is philox_stream)."""
+        key = self._key()
         device = self.index.device
         c0 = (self.index & MASK32).view(-1, 1, 1)
         c1 = (((self.index >> 32) & 0xFFFF) | (self.view << 16)).view(-1, 1, 1)
@@ -98,13 +99,10 @@ class Keys:
 
     def bits(self, sub: int, n: int) -> Tensor:
         """(n_samples, n) int64 uint32 words of stream `sub` of this step."""
-        word = ((self.slot & 0xFFFF) << 16) | (sub & 0xFFFF)
-        k = sub & 63
-        if self.index.device.type == "cpu":
-            out = philox_stream(self.index, self.view, word, 1, -(-n // 4),
-                                self.seed & MASK32, self.epoch & MASK32)
-            if out is not None:
-                return out[:, 0, :n]
+        word, k = self._word(sub), sub & 63
+        out = philox_stream(self.index, self.view, word, 1, -(-n // 4), *self._key())
+        if out is not None:
+            return out[:, 0, :n]
         if k < self._CACHED_SUBS and n <= self._CACHED_WORDS:
             cache = self.__dict__.setdefault("_cache", {})
             base = word - k
@@ -113,23 +111,16 @@ class Keys:
             return cache[base][:, k, :n]
         return self._philox(word, 1, -(-n // 4))[:, 0, :n]
 
-    def _native(self, sub: int, n: int, normal: bool) -> Optional[Tensor]:
-        # The C++ kernel's form of uniform / normal (one call instead of 3-6 small ops,
-        # whose float64 log and cos wake a thread pool); None off the CPU.
-        if self.index.device.type != "cpu":
-            return None
-        word = ((self.slot & 0xFFFF) << 16) | (sub & 0xFFFF)
-        return philox_uniform(self.index, self.view, word, n, self.seed & MASK32,
-                              self.epoch & MASK32, normal)
-
     def uniform(self, sub: int, n: int = 1) -> Tensor:
         """(n_samples, n) float64 uniforms in (0, 1)."""
-        out = self._native(sub, n, False)
+        # The C++ kernel's form where it runs: one call instead of 3-6 small ops, whose
+        # float64 log and cos wake a thread pool.
+        out = philox_uniform(self.index, self.view, self._word(sub), n, *self._key(), False)
         return out if out is not None else (self.bits(sub, n).double() + 0.5) * 2.0 ** -32
 
     def normal(self, sub: int, n: int = 1) -> Tensor:
         """(n_samples, n) float64 standard normals (Box-Muller on two uniforms)."""
-        out = self._native(sub, n, True)
+        out = philox_uniform(self.index, self.view, self._word(sub), n, *self._key(), True)
         if out is not None:
             return out
         u = (self.bits(sub, 2 * n).double() + 0.5) * 2.0 ** -32

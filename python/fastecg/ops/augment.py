@@ -180,6 +180,12 @@ def lead_stats(x: Tensor, backend: str = "auto") -> Tensor:
     return kernel_for("augment_lead_stats", x, name)(x)
 
 
+def _draw_kernels_run(t: Tensor) -> bool:
+    """Whether the C++ kernels of the parameter draws (Philox, uniforms, Beta) run on
+    `t`'s device: the CPU, with the extension built."""
+    return t.device.type == "cpu" and backends()["cpu"].available
+
+
 def philox_stream(index: Tensor, view: Tensor, first: int, count: int, blocks: int, k0: int,
                   k1: int) -> Optional[Tensor]:
     """Philox 4x32-10 words of sample i's counters ``(index[i] & 0xFFFFFFFF,
@@ -195,7 +201,7 @@ def philox_stream(index: Tensor, view: Tensor, first: int, count: int, blocks: i
     >>> [hex(w) for w in philox_stream(zero, zero, 0, 1, 1, 0, 0)[0, 0].tolist()]
     ['0x6627e8d5', '0xe169c58d', '0xbc57ac4c', '0x9b00dbd8']
     """
-    if index.device.type != "cpu" or not backends()["cpu"].available:
+    if not _draw_kernels_run(index):
         return None
     return torch.ops.fastecg._philox_stream_kernel(index.long(), view.long(), int(first),
                                                    int(count), int(blocks), int(k0), int(k1))
@@ -218,7 +224,7 @@ def philox_uniform(index: Tensor, view: Tensor, word: int, n: int, k0: int, k1: 
     >>> bool(torch.equal(u, (philox_stream(zero, zero, 0, 1, 1, 0, 0)[0].double() + 0.5) / 2 ** 32))
     True
     """
-    if index.device.type != "cpu" or not backends()["cpu"].available:
+    if not _draw_kernels_run(index):
         return None
     return torch.ops.fastecg._philox_uniform_kernel(index.long(), view.long(), int(word), int(n),
                                                     int(k0), int(k1), bool(normal))
@@ -238,6 +244,6 @@ def beta_from_variates(u: Tensor, z: Tensor, alpha: float, b: float) -> Optional
     >>> beta_from_variates(u, z, 2.0, 2.0).tolist()  # both Gammas accept v = 1: d / 2d
     [0.5]
     """
-    if u.device.type != "cpu" or not backends()["cpu"].available:
+    if not _draw_kernels_run(u):
         return None
     return torch.ops.fastecg._beta_kernel(u, z, float(alpha), float(b))
