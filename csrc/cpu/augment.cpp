@@ -532,8 +532,9 @@ struct ThreadScratch {
   std::vector<T> scratch;
   std::vector<std::vector<int32_t>> i0;  // per stage: its warp's positions of a block
   std::vector<std::vector<T>> frac;
-  // kRenorm: the whole sample before it (lin rows of tlen samples), and its map per lead.
-  std::vector<T> sample, gain, shift;
+  // kRenorm: the whole sample before it (lin rows of tlen samples), its map per lead, and
+  // a block for a stage before it that holds more rows than it outputs.
+  std::vector<T> sample, gain, shift, staging;
 };
 
 // Mixup: o = lerp(a, b, w) (torch.lerp's formula) for rows of a (the partner's, lda
@@ -629,37 +630,37 @@ void renorm_sample(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t n, Tag tag)
   const Stage<T>& rs = k.stages[k.renorm];
   const Stage<T>& prev = k.stages[k.renorm - 1];
   const int64_t leads = rs.lin, tlen = rs.tlen;
-  ts.sample.resize(std::max(prev.lmax, leads) * tlen);
+  const Op<T>& op = rs.warp;
+  const bool applied = op.k0[n] != 0, per_lead = op.j != 0;
+  ts.sample.resize(leads * tlen);
   std::vector<double> acc(4 * leads);
   for (int64_t l = 0; l < leads; ++l) {
     acc[4 * l] = std::numeric_limits<double>::infinity();
     acc[4 * l + 1] = -std::numeric_limits<double>::infinity();
   }
-  std::vector<T>& block = ts.partners.back();  // unused by the last stage: a staging block
   for (int64_t t0 = 0; t0 < tlen; t0 += kBlock) {
     const int64_t len = std::min(kBlock, tlen - t0);
     if (prev.lmax == leads) {
       eval_stage(k, ts, k.renorm - 1, n, t0, len, ts.sample.data() + t0, tlen, tag);
     } else {
-      block.resize(prev.lmax * kBlock);
-      eval_stage(k, ts, k.renorm - 1, n, t0, len, block.data(), len, tag);
+      ts.staging.resize(prev.lmax * kBlock);
+      eval_stage(k, ts, k.renorm - 1, n, t0, len, ts.staging.data(), len, tag);
       for (int64_t l = 0; l < leads; ++l)
-        std::memcpy(ts.sample.data() + l * tlen + t0, block.data() + l * len, sizeof(T) * len);
+        std::memcpy(ts.sample.data() + l * tlen + t0, ts.staging.data() + l * len,
+                    sizeof(T) * len);
     }
-    row_stats(tag, ts.sample.data() + t0, tlen, leads, len, acc.data());
+    if (applied) row_stats(tag, ts.sample.data() + t0, tlen, leads, len, acc.data());
   }
-  const Op<T>& op = rs.warp;
-  const bool per_lead = op.j != 0;
   ts.gain.assign(leads, T(1));
   ts.shift.assign(leads, T(0));
-  if (op.k0[n] == 0) return;
+  if (!applied) return;
+  const double count = per_lead ? double(tlen) : double(tlen) * double(leads);
   double total = 0.0, squares = 0.0;
   for (int64_t l = 0; l < leads; ++l) {
     total += acc[4 * l + 2];
     squares += acc[4 * l + 3];
   }
   for (int64_t l = 0; l < leads; ++l) {
-    const double count = per_lead ? double(tlen) : double(tlen) * double(leads);
     const double sum = per_lead ? acc[4 * l + 2] : total;
     const double sq = per_lead ? acc[4 * l + 3] : squares;
     const double mean = sum / count;

@@ -104,9 +104,8 @@ class FusedPlan:
         can run it: the ``cpu`` backend, no other RENORM pending, a sample within
         :attr:`RENORM_MAX_BYTES`. False: the caller takes the statistics route."""
         n, n_leads, n_samples = self.shape
-        size = n_leads * n_samples * torch.empty(0, dtype=self.dtype).element_size()
         if (self.backend != "cpu" or int(OpCode.RENORM) in self.codes
-                or size > self.RENORM_MAX_BYTES):
+                or n_leads * n_samples * self.dtype.itemsize > self.RENORM_MAX_BYTES):
             return False
         width = n_leads if per_lead else 1
         self.add(OpCode.RENORM, [mean.to(self.dtype).reshape(n, width),
