@@ -159,19 +159,30 @@ def hash_normal(row_keys: Tensor, n_samples: int, dtype: torch.dtype) -> Tensor:
     return radius.mul_(x.to(work).mul_(2 * math.pi / 65536).cos_()).to(dtype)
 
 
-def add_hash_noise(out: Tensor, row_keys: Tensor, std: Tensor) -> Tensor:
-    """``out += std[..., None] * hash_normal(row_keys)`` in place, for out (..., n_samples),
-    std (...) and row_keys (..., 2). On the CPU only the rows with a non-zero std are
-    generated (a step applied with probability p makes a fraction p of the noise); a row's
-    noise depends on its keys only, so the result is the same either way. On a GPU all
-    rows are, to keep the call free of host syncs."""
-    flat = out.view(-1, out.shape[-1])
+def add_hash_noise(out: Tensor, row_keys: Tensor, std: Tensor,
+                   taps: Optional[Tensor] = None) -> Tensor:
+    """``out += std[..., None] * noise`` in place, for out (..., n_samples), std (...) and
+    row_keys (..., 2): the noise is :func:`hash_normal` of the row's keys, or with `taps`
+    (K,) a "valid" FIR of a K - 1 longer hash-noise row z, ``sum_k taps[k] * z[t + K - 1 -
+    k]`` (band-limited noise, by ``torch.nn.functional.conv1d``). On the CPU only the rows
+    with a non-zero std are generated (a step applied with probability p makes a fraction
+    p of the noise); a row's noise depends on its keys only, so the result is the same
+    either way. On a GPU all rows are, to keep the call free of host syncs."""
+    n_samples = out.shape[-1]
+    flat = out.view(-1, n_samples)
     std = std.to(out.dtype).reshape(-1)
     keys = row_keys.reshape(-1, 2)
-    if out.device.type != "cpu":
-        flat.addcmul_(hash_normal(keys, out.shape[-1], out.dtype), std[:, None])
-        return out
-    rows = std.nonzero().squeeze(1)
-    noise = hash_normal(keys[rows], out.shape[-1], out.dtype).mul_(std[rows, None])
-    flat.index_add_(0, rows, noise)
+    rows = std.nonzero().squeeze(1) if out.device.type == "cpu" else None
+    if rows is not None:
+        keys, std = keys[rows], std[rows]
+    if taps is None:
+        noise = hash_normal(keys, n_samples, out.dtype)
+    else:
+        z = hash_normal(keys, n_samples + taps.shape[0] - 1, out.dtype)
+        # conv1d correlates: weights reversed make it the convolution above.
+        noise = torch.nn.functional.conv1d(z[:, None], taps.to(out.dtype).flip(0)[None, None])[:, 0]
+    if rows is None:
+        flat.addcmul_(noise, std[:, None])
+    else:
+        flat.index_add_(0, rows, noise.mul_(std[:, None]))
     return out

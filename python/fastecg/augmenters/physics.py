@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..registry import AUGMENTERS
 from ..transforms.config import check_prob
-from ._random import Keys, add_hash_noise, hash_normal
+from ._random import Keys, add_hash_noise
 from .base import STANDARD_LEADS, Augmenter, check_range
 from .classic import cached_sine_basis, sine_coefficients, sinusoids
 from .fused import OpCode, lead_power
@@ -169,24 +169,8 @@ def fir_hash_noise(row_keys: Tensor, std: Tensor, taps: Tensor, n_samples: int) 
     full K samples of context), by ``torch.nn.functional.conv1d``. The fused pass's
     ``FIR_NOISE`` op computes the same inside its kernels. std (...) and taps (K,) in the
     output's dtype; rows with std 0 are zero (on the CPU not computed)."""
-    shape = std.shape
-    keys, sd = row_keys.reshape(-1, 2), std.reshape(-1)
-    k = taps.shape[0]
-    out = torch.zeros(sd.shape[0], n_samples, dtype=taps.dtype, device=taps.device)
-    rows = sd.nonzero().squeeze(1) if sd.device.type == "cpu" else None
-    if rows is not None:
-        if rows.numel() == 0:
-            return out.view(*shape, n_samples)
-        keys, sd = keys[rows], sd[rows]
-    z = hash_normal(keys, n_samples + k - 1, taps.dtype)
-    # conv1d correlates: weights reversed make it the convolution above.
-    noise = torch.nn.functional.conv1d(z[:, None], taps.flip(0)[None, None])[:, 0]
-    noise.mul_(sd[:, None])
-    if rows is None:
-        out = noise
-    else:
-        out.index_copy_(0, rows, noise)
-    return out.view(*shape, n_samples)
+    out = torch.zeros(*std.shape, n_samples, dtype=taps.dtype, device=taps.device)
+    return add_hash_noise(out, row_keys, std, taps)
 
 
 @AUGMENTERS.register("emg_noise")
@@ -240,10 +224,9 @@ class EMGNoise(Augmenter):
         return params["rms"].to(device=device, dtype=dtype)[:, None].expand(shape[0], shape[1])
 
     def transform(self, x, params, label, masks, info):
-        noise = fir_hash_noise(params["noise_keys"],
-                               self._std(params, x.shape, x.dtype, x.device),
-                               self.taps(x.dtype, x.device, info), x.shape[-1])
-        return x + noise, label, masks
+        return add_hash_noise(x.clone(), params["noise_keys"],
+                              self._std(params, x.shape, x.dtype, x.device),
+                              self.taps(x.dtype, x.device, info)), label, masks
 
     def fuse(self, plan, params, label, masks, info):
         plan.add(OpCode.FIR_NOISE, [params["noise_keys"],
