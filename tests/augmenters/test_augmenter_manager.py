@@ -74,6 +74,25 @@ def test_same_sample_same_result_whatever_the_batch(backend):
     assert not torch.allclose(other_epoch, whole[0]) and not torch.allclose(other_seed, whole[0])
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), 1e30])
+def test_a_poisoned_record_changes_no_other(backend, poison):
+    # One record with a NaN, an Inf or a 1e30 sample beside clean ones: every per-sample
+    # step (statistics, renormalisation, warps and noises included, per lead and per
+    # sample) leaves the other records exactly as they are without it.
+    am = AugmenterManager(*PER_SAMPLE, {"name": "random_renormalize", "per_channel": True,
+                                        "prob": 1.0}, fs=FS)
+    x, index = ecg((8, 12, 500)), torch.arange(100, 108)
+    bad = x.clone()
+    bad[3, 5, 250] = poison
+    out = am(bad, seed=7, indices=index, backend=backend)[0]
+    clean = [i for i in range(8) if i != 3]
+    alone = am(x[clean], seed=7, indices=index[clean], backend=backend)[0]
+    torch.testing.assert_close(out[clean], alone, rtol=0, atol=0)
+    unpoisoned = am(x, seed=7, indices=index, backend=backend)[0]
+    assert not torch.allclose(out[3], unpoisoned[3])  # the poison did reach its record
+
+
 def test_mixup_lambda_is_per_sample_even_though_partners_are_not():
     x = ecg((32, 2, 50))
     full = Mixup(prob=1.0)(x, seed=1, return_params=True)[-1]
