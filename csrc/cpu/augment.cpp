@@ -12,12 +12,14 @@
 //             time masks, rows added from a buffer, and time warps (stretch/compress, shift, crop:
 //             x at m * ratio for m = t + offset, linear interpolation, zero outside
 //             0 <= m < limit), and Mixup's pairing: lerp(y[partner[n]], y[n], lam[n])
-//             of the signal so far (the partner's own chain evaluated alongside).
+//             of the signal so far (evaluated beforehand for the paired samples, once
+//             each, into a buffer of their size).
 //
 // The warps and pairings split the ops into stages. Output is produced in blocks of time per sample;
 // a stage that starts with a warp asks the stage before it for the contiguous span of
 // its input the block's positions fall in (warps are monotone), so every intermediate
-// lives in a per-thread block buffer and the batch is read and written once.
+// lives in a per-thread block buffer and the batch is read and written once (Mixup's
+// paired samples: their signal before the pairing also written and read once more).
 //
 // Noise is never materialised: element j of row r is lowbias32(j * (k1 | 1) + k2) with
 // the row's Philox words (k1, k2), turned into a normal value by Box-Muller on its two
@@ -523,12 +525,16 @@ struct Kernel {
   int64_t n_leads, n_samples;  // x's
   std::vector<Stage<T>> stages;
   int64_t renorm = -1;  // the stage that starts with kRenorm, if any (at most one)
+  // Per kPair stage: the stage before it, evaluated once for every sample in a pairing
+  // (slot[n] >= 0: its lmax rows of tlen samples at paired + slot[n] * lmax * tlen), so a
+  // partner's chain is not evaluated a second time beside its own.
+  std::vector<AlignedArray<T>> paired;
+  std::vector<std::vector<int64_t>> slot;
 };
 
 template <typename T>
 struct ThreadScratch {
   std::vector<std::vector<T>> buffers;  // per stage: its output block
-  std::vector<std::vector<T>> partners;  // per stage: its output block for a Mixup partner
   std::vector<T> scratch;
   std::vector<std::vector<int32_t>> i0;  // per stage: its warp's positions of a block
   std::vector<std::vector<T>> frac;
@@ -580,21 +586,26 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
       }
     }
   } else if (st.warp.code == kPair) {
-    // The stage before, for the sample and (unless it is its own partner) for its partner.
+    // The stage before, for the sample and (unless it is its own partner) its partner.
     const Stage<T>& prev = k.stages[s - 1];
     const int64_t p = st.warp.k0[n];
-    std::vector<T>& mine = ts.buffers[s - 1];
-    if (static_cast<int64_t>(mine.size()) < prev.lmax * len) mine.resize(prev.lmax * len);
-    eval_stage(k, ts, s - 1, n, t0, len, mine.data(), len, tag);
-    const T* other = mine.data();
-    if (p != n) {
-      std::vector<T>& theirs = ts.partners[s - 1];
-      if (static_cast<int64_t>(theirs.size()) < prev.lmax * len) theirs.resize(prev.lmax * len);
-      eval_stage(k, ts, s - 1, p, t0, len, theirs.data(), len, tag);
-      other = theirs.data();
+    const T* mine;
+    const T* other;
+    int64_t ld_in;
+    if (p != n) {  // both were evaluated beforehand (materialise_pairs)
+      const int64_t size = prev.lmax * prev.tlen;
+      mine = k.paired[s].get() + k.slot[s][n] * size + t0;
+      other = k.paired[s].get() + k.slot[s][p] * size + t0;
+      ld_in = prev.tlen;
+    } else {
+      std::vector<T>& buf = ts.buffers[s - 1];
+      if (static_cast<int64_t>(buf.size()) < prev.lmax * len) buf.resize(prev.lmax * len);
+      eval_stage(k, ts, s - 1, n, t0, len, buf.data(), len, tag);
+      mine = other = buf.data();
+      ld_in = len;
     }
-    pair_rows(tag, other, len, mine.data(), len, static_cast<T>(st.warp.ratio[n]), st.lin, len,
-              y, ld);
+    pair_rows(tag, other, ld_in, mine, ld_in, static_cast<T>(st.warp.ratio[n]), st.lin, len, y,
+              ld);
   } else {
     const Op<T>& w = st.warp;
     int64_t v0, v1, lo = 0, hi = -1;
@@ -672,8 +683,61 @@ void renorm_sample(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t n, Tag tag)
   }
 }
 
+// The stage before each kPair stage, for every sample that is paired with another, into
+// k.paired (a pass over those samples per pairing, in stage order: a later pairing's chain
+// reads an earlier one's). Evaluated on demand instead, a partner's whole chain before the
+// pairing (the wander's noise, ...) would run twice.
 template <typename T>
-void run(const Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
+void materialise_pairs(Kernel<T>& k, int64_t n_batch) {
+  k.paired.resize(k.stages.size());
+  k.slot.assign(k.stages.size(), {});
+  const Isa isa = cpu_isa();
+  for (size_t s = 1; s < k.stages.size(); ++s) {
+    const Op<T>& w = k.stages[s].warp;
+    if (w.code != kPair) continue;
+    std::vector<int64_t>& slot = k.slot[s];
+    slot.assign(n_batch, -1);
+    std::vector<int64_t> members;
+    for (int64_t n = 0; n < n_batch; ++n) {
+      if (w.k0[n] != n) slot[n] = slot[w.k0[n]] = 0;
+    }
+    for (int64_t n = 0; n < n_batch; ++n) {
+      if (slot[n] == 0) {
+        slot[n] = static_cast<int64_t>(members.size());
+        members.push_back(n);
+      }
+    }
+    if (members.empty()) continue;
+    const Stage<T>& prev = k.stages[s - 1];
+    const int64_t tlen = prev.tlen, size = prev.lmax * tlen;
+    const int64_t chunks = (tlen + kChunk - 1) / kChunk;
+    k.paired[s] = AlignedArray<T>(members.size() * size);
+    T* base = k.paired[s].get();
+    const Kernel<T>& kc = k;
+    parallel_claim(static_cast<int64_t>(members.size()) * chunks, [&](auto& claim) {
+      ThreadScratch<T> ts;
+      ts.buffers.resize(kc.stages.size());
+      ts.i0.resize(kc.stages.size());
+      ts.frac.resize(kc.stages.size());
+      auto work = [&](auto tag) {
+        for (int64_t item; (item = claim()) >= 0;) {
+          const int64_t m = item / chunks, c0 = (item % chunks) * kChunk;
+          const int64_t c1 = std::min(tlen, c0 + kChunk);
+          for (int64_t t0 = c0; t0 < c1; t0 += kBlock)
+            eval_stage(kc, ts, static_cast<int64_t>(s) - 1, members[m], t0,
+                       std::min(kBlock, c1 - t0), base + m * size + t0, tlen, tag);
+        }
+      };
+      if (isa >= Isa::kAvx2)
+        work(IsaTag<Isa::kAvx2>{});
+      else
+        work(IsaTag<Isa::kGeneric>{});
+    });
+  }
+}
+
+template <typename T>
+void run(Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
   const Stage<T>& last = k.stages.back();
   const int64_t n_out = last.tlen, leads = last.lout;
   // With a kRenorm a work item is a whole sample (its statistics come first); else a chunk
@@ -685,11 +749,11 @@ void run(const Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
   std::vector<double> partial(stats != nullptr ? items * leads * 4 : 0);
   radius_table<T>();  // built before the threads start
   cosine_table<T>();
+  materialise_pairs(k, n_batch);
   const Isa isa = cpu_isa();
   parallel_claim(items, [&](auto& claim) {
     ThreadScratch<T> ts;
     ts.buffers.resize(k.stages.size());
-    ts.partners.resize(k.stages.size());
     ts.i0.resize(k.stages.size());
     ts.frac.resize(k.stages.size());
     auto work = [&](auto tag) {
