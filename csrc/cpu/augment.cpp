@@ -420,13 +420,13 @@ FASTECG_TARGET_AVX2 __attribute__((noinline)) int64_t lerp_gather_avx2(
 }
 #endif
 
-// out rows (ld apart) = the warp of `in` (rows of `span` samples from input time lo) at
+// out rows (ld apart) = the warp of `in` (rows in_ld apart, from input time lo) at
 // output times t0 .. t0 + len, valid ones in [v0, v1), zero elsewhere. A whole-sample
 // warp (ratio 1, as shifts and crops) is a copy. Positions are relative to lo, so a
 // block's fit in int32.
 template <typename Tag, typename T>
 FASTECG_INLINE void warp_rows_body(Tag, const Op<T>& w, int64_t n, int64_t t0, int64_t len,
-                                   int64_t v0, int64_t v1, int64_t lo, const T* in, int64_t span,
+                                   int64_t v0, int64_t v1, int64_t lo, const T* in, int64_t in_ld,
                                    int64_t rows, T* out, int64_t ld, int32_t* i0, T* frac) {
   const int64_t offset = w.k0[n];
   const double ratio = w.ratio[n];
@@ -439,7 +439,7 @@ FASTECG_INLINE void warp_rows_body(Tag, const Op<T>& w, int64_t n, int64_t t0, i
     // src = m exactly, frac 0: lerp(a, b, 0) == a.
     const int64_t first = t0 + v0 + offset - lo;
     for (int64_t l = 0; l < rows; ++l)
-      std::memcpy(out + l * ld + v0, in + l * span + first, sizeof(T) * (v1 - v0));
+      std::memcpy(out + l * ld + v0, in + l * in_ld + first, sizeof(T) * (v1 - v0));
     return;
   }
   for (int64_t t = v0; t < v1; ++t) {
@@ -450,7 +450,7 @@ FASTECG_INLINE void warp_rows_body(Tag, const Op<T>& w, int64_t n, int64_t t0, i
   }
   const int32_t last = static_cast<int32_t>(w.tin - 1 - lo);  // i1 = min(i0 + 1, tin - 1)
   for (int64_t l = 0; l < rows; ++l) {
-    const T* row = in + l * span;
+    const T* row = in + l * in_ld;
     T* o = out + l * ld;
     int64_t t = v0;
 #if defined(__x86_64__)
@@ -563,6 +563,70 @@ FASTECG_INLINE void pair_rows_body(const T* a, int64_t lda, const T* b, int64_t 
 
 FASTECG_PER_ISA(pair_rows, pair_rows_body)
 
+// Whether `op` leaves sample n's block t0 .. t0 + len as it is (a step that does not
+// augment the sample: the kernel skips it there too).
+template <typename T>
+bool op_silent(const Op<T>& op, int64_t n, int64_t t0, int64_t len) {
+  const int64_t rows = n * op.lin;
+  switch (op.code) {
+    case kLeadAffine:
+      for (int64_t l = 0; l < op.lin; ++l)
+        if (op.a[rows + l] != T(1) || op.b[rows + l] != T(0)) return false;
+      return true;
+    case kSines:
+      for (int64_t i = 0; i < op.lin * op.j; ++i)
+        if (op.a[rows * op.j + i] != T(0)) return false;
+      [[fallthrough]];
+    case kNoise:
+    case kFirNoise: {
+      const T* sd = op.code == kSines ? op.c : op.a;
+      if (sd == nullptr) return true;
+      for (int64_t l = 0; l < op.lin; ++l)
+        if (sd[rows + l] != T(0)) return false;
+      return true;
+    }
+    case kTimeMask:
+      for (int64_t i = 0; i < op.j; ++i)
+        if (std::max(op.k0[n * op.j + i], t0) < std::min(op.k1[n * op.j + i], t0 + len))
+          return false;
+      return true;
+    default:  // lead mixing, added rows
+      return false;
+  }
+}
+
+template <typename T, typename Tag>
+void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, int64_t t0,
+                int64_t len, T* y, int64_t ld, Tag tag);
+
+// Stage s's output for sample n, times t0 .. t0 + len: rows (*ld_out apart) that already
+// hold it where the stage changes nothing of what it reads (the source itself, or a
+// renormalisation's input where the sample is not renormalised), else evaluated into buf
+// (ld apart). A copy fewer for each sample that a step leaves alone.
+template <typename T, typename Tag>
+const T* eval_view(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, int64_t t0,
+                   int64_t len, T* buf, int64_t ld, int64_t* ld_out, Tag tag) {
+  const Stage<T>& st = k.stages[s];
+  bool silent = true;
+  for (const Op<T>& op : st.ops) silent = silent && op_silent(op, n, t0, len);
+  if (silent && s == 0) {
+    *ld_out = k.n_samples;
+    return k.x + n * k.n_leads * k.n_samples + t0;
+  }
+  if (silent && st.warp.code == kRenorm) {
+    bool identity = true;
+    for (int64_t l = 0; l < st.lin; ++l)
+      identity = identity && ts.gain[l] == T(1) && ts.shift[l] == T(0);
+    if (identity) {
+      *ld_out = st.tlen;
+      return ts.sample.data() + t0;
+    }
+  }
+  eval_stage(k, ts, s, n, t0, len, buf, ld, tag);
+  *ld_out = ld;
+  return buf;
+}
+
 // Stage s's output for sample n, times t0 .. t0 + len, into y (lmax rows, ld apart).
 template <typename T, typename Tag>
 void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, int64_t t0,
@@ -600,9 +664,7 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
     } else {
       std::vector<T>& buf = ts.buffers[s - 1];
       if (static_cast<int64_t>(buf.size()) < prev.lmax * len) buf.resize(prev.lmax * len);
-      eval_stage(k, ts, s - 1, n, t0, len, buf.data(), len, tag);
-      mine = other = buf.data();
-      ld_in = len;
+      mine = other = eval_view(k, ts, s - 1, n, t0, len, buf.data(), len, &ld_in, tag);
     }
     pair_rows(tag, other, ld_in, mine, ld_in, static_cast<T>(st.warp.ratio[n]), st.lin, len, y,
               ld);
@@ -612,10 +674,12 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
     warp_span(w, n, t0, len, v0, v1, lo, hi);
     const int64_t span = v0 < v1 ? hi - lo + 1 : 0;
     std::vector<T>& in = ts.buffers[s - 1];
+    const T* rows = nullptr;
+    int64_t in_ld = span;
     if (span > 0) {
       const Stage<T>& prev = k.stages[s - 1];
       if (static_cast<int64_t>(in.size()) < prev.lmax * span) in.resize(prev.lmax * span);
-      eval_stage(k, ts, s - 1, n, lo, span, in.data(), span, tag);
+      rows = eval_view(k, ts, s - 1, n, lo, span, in.data(), span, &in_ld, tag);
     }
     std::vector<int32_t>& i0 = ts.i0[s];
     std::vector<T>& frac = ts.frac[s];
@@ -623,7 +687,7 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
       i0.resize(len);
       frac.resize(len);
     }
-    warp_rows(tag, tag, w, n, t0, len, v0, v1, lo, in.data(), span, st.lin, y, ld, i0.data(),
+    warp_rows(tag, tag, w, n, t0, len, v0, v1, lo, rows, in_ld, st.lin, y, ld, i0.data(),
               frac.data());
   }
   const int64_t need = std::max(st.lmax * len, len + st.taps - 1);
