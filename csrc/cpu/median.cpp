@@ -218,28 +218,25 @@ FASTECG_INLINE void slide(Tag tag, const int32_t* seq, int64_t n_out, int64_t w,
 }
 
 // slide() for distinct ranks (every first stage: ties are broken by position). Exactly
-// k occupied ranks stay below m, so no counts are needed, and the step is branch-free:
-// one rank entering below while none leaves below moves m down one occupied rank, one
-// leaving below (or m itself leaving) while none enters below moves it up one, and the
-// direction is a coin toss that a branch would mispredict. A second, bit-reversed set
-// (rank r at bit top - r) turns the predecessor that a move down needs into a successor
-// search, so each step runs one lookup path (m's word and the next, picked by masks)
-// instead of one each way: two more bit updates, ~9% faster (standalone, 768 different
-// rows). Only a gap longer than two words (7% of steps on ECG-like rows, w = 101) takes a
-// branch and a loop.
-inline uint64_t mask_if(bool c) { return -uint64_t(c); }
+// k occupied ranks stay below m, so no counts are needed: one rank entering below while
+// none leaves below moves m down to the previous occupied rank, one leaving below (or m
+// itself leaving) while none enters below moves it up to the next, otherwise m stays.
+// The direction is a branch: on ECG-like rows consecutive samples sit on the same side
+// of the median for long runs, so it predicts well, and the predicted step only walks
+// the bitset the way it moves (a second, bit-reversed bitset that turned a move down
+// into a successor search, so that one masked lookup served both directions without a
+// branch, cost two more bit flips per step and was slower; benchmarks/CPU_NOTES.md).
+// Each direction looks at m's word and the next one, picked by a select; only a gap
+// longer than that takes a loop.
 template <bool HasNaN>
 FASTECG_INLINE void slide_distinct_impl(const int32_t* seq, int64_t n_out, int64_t w, int64_t k,
                                         int32_t nranks, int32_t nan_rank, int32_t* out,
                                         std::vector<uint64_t>& bitset) {
   const int64_t nwords = (nranks + 63) / 64;
-  const int32_t top = int32_t(nwords * 64 - 1);
-  bitset.assign(2 * (nwords + 2), 0);
+  bitset.assign(nwords + 2, 0);
   uint64_t* bits = bitset.data() + 1;  // bits[-1] and bits[nwords]: zero padding
-  uint64_t* reversed = bits + nwords + 2;  // the same, rank r at bit top - r
-  auto flip = [&](int32_t r) __attribute__((always_inline)) {  // r enters or leaves
+  auto flip = [&](int64_t r) __attribute__((always_inline)) {  // r enters or leaves
     bits[r >> 6] ^= 1ull << (r & 63);
-    reversed[(top - r) >> 6] ^= 1ull << ((top - r) & 63);
   };
   int64_t nan_count = 0;
   for (int64_t j = 0; j < w; ++j) {
@@ -250,29 +247,41 @@ FASTECG_INLINE void slide_distinct_impl(const int32_t* seq, int64_t n_out, int64
   while (std::popcount(bits[wi]) <= left) left -= std::popcount(bits[wi++]);
   uint64_t first = bits[wi];
   for (; left > 0; --left) first &= first - 1;
-  int32_t m = int32_t((wi << 6) + std::countr_zero(first));
+  int64_t m = (wi << 6) + std::countr_zero(first);
 
   for (int64_t i = 0;; ++i) {
-    out[i] = HasNaN && nan_count ? nan_rank : m;
+    out[i] = HasNaN && nan_count ? nan_rank : int32_t(m);
     if (i + 1 == n_out) break;
-    const int32_t r_out = seq[i], r_in = seq[i + w];
+    const int64_t r_out = seq[i], r_in = seq[i + w];
     if constexpr (HasNaN) nan_count += int64_t(r_in >= nan_rank) - int64_t(r_out >= nan_rank);
     flip(r_out);
     flip(r_in);
-    const bool down = (r_in < m) & (r_out >= m), up = (r_in > m) & (r_out <= m);
-    // the occupied rank after x in set b: m's successor, or (down) its predecessor
-    const uint64_t* b = down ? reversed : bits;
-    const int32_t x = down ? top - m : m;
-    const int64_t xw = x >> 6;
-    const uint64_t above = b[xw] & (~1ull << (x & 63)), in_above = mask_if(above != 0);
-    const uint64_t next = (above & in_above) | (b[xw + 1] & ~in_above);
-    int32_t s = int32_t(((xw + int64_t(above == 0)) << 6) + std::countr_zero(next | (1ull << 63)));
-    if (__builtin_expect((down | up) & (next == 0), 0)) {  // a longer gap
-      int64_t j = xw + 2;
-      while (!b[j]) ++j;
-      s = int32_t((j << 6) + std::countr_zero(b[j]));
+    const int64_t mw = m >> 6;
+    // The rank that m moves to is occupied (r_in, or one between it and m), so the
+    // scans past the next word stop inside the bitset.
+    if ((r_in < m) & (r_out >= m)) {  // down: the previous occupied rank
+      const uint64_t below = bits[mw] & ((1ull << (m & 63)) - 1);
+      const uint64_t word = below ? below : bits[mw - 1];
+      const int64_t at = below ? mw : mw - 1;
+      if (__builtin_expect(word != 0, 1)) {
+        m = (at << 6) + 63 - std::countl_zero(word);
+      } else {
+        int64_t j = mw - 2;
+        while (!bits[j]) --j;
+        m = (j << 6) + 63 - std::countl_zero(bits[j]);
+      }
+    } else if ((r_in > m) & (r_out <= m)) {  // up: the next occupied rank
+      const uint64_t above = bits[mw] & (~1ull << (m & 63));
+      const uint64_t word = above ? above : bits[mw + 1];
+      const int64_t at = above ? mw : mw + 1;
+      if (__builtin_expect(word != 0, 1)) {
+        m = (at << 6) + std::countr_zero(word);
+      } else {
+        int64_t j = mw + 2;
+        while (!bits[j]) ++j;
+        m = (j << 6) + std::countr_zero(bits[j]);
+      }
     }
-    m = (down | up) ? (down ? top - s : s) : m;
   }
 }
 
@@ -336,6 +345,11 @@ FASTECG_INLINE std::pair<T, T> min_max(const T* value, int64_t len) {
 // share a key and come out ordered by position, so the sorted sequence is checked and
 // such runs re-sorted by value. False, leaving the ranking to exact keys, when the range
 // overflows a double or the positions do not pack (windows of over 2M samples).
+// The keys come first, in a loop of their own that vectorises (computed with the
+// histograms, the float-to-integer conversions ran one at a time); float32 values in
+// float arithmetic, 8 to a vector: a subtraction, a multiplication by a positive scale
+// and a truncation, each rounded monotonically, so the map stays monotone and only
+// merges more neighbours into one key, which the check sorts out like any other tie.
 template <typename T>
 FASTECG_INLINE bool rank_linear(const T* value, int64_t len, Scratch<T>& s) {
   const auto [lo, hi] = min_max(value, len);
@@ -349,17 +363,28 @@ FASTECG_INLINE bool rank_linear(const T* value, int64_t len, Scratch<T>& s) {
   uint32_t* keys = s.keys.data();
   uint32_t* packed = s.packed.data();
   uint32_t *low = s.hist.data(), *high = low + kBuckets;
+  // Keys below 2^kLinearBits convert through int32 (vcvttps2dq/vcvttpd2dq; x86-64 has no
+  // vector conversion to uint32 below AVX-512). min(top, x) puts top first: a NaN
+  // product (none can arise here) would give top, not an out-of-range key.
+  const float fscale = float(scale);
+  if (std::is_same_v<T, float> && fscale <= std::numeric_limits<float>::max()) {
+    const float flo = float(lo), ftop = float(kTop);
+    for (int64_t i = 0; i < len; ++i)
+      keys[i] = uint32_t(int32_t(std::min(ftop, (float(value[i]) - flo) * fscale)));
+  } else {  // float64, or a float32 range so narrow that the scale overflows a float
+    for (int64_t i = 0; i < len; ++i)
+      keys[i] = uint32_t(int32_t(std::min(kTop, (double(value[i]) - double(lo)) * scale)));
+  }
   for (int64_t i = 0; i < len; ++i) {
-    keys[i] = uint32_t(std::min((double(value[i]) - double(lo)) * scale, kTop));
     ++low[keys[i] & (kBuckets - 1)];
+    ++high[keys[i] >> kDigitBits];
   }
   exclusive_scan(low);
+  exclusive_scan(high);
   for (int64_t i = 0; i < len; ++i) {
     const uint32_t k = keys[i];
     packed[low[k & (kBuckets - 1)]++] = (k >> kDigitBits) << kPackedPositionBits | uint32_t(i);
-    ++high[k >> kDigitBits];
   }
-  exclusive_scan(high);
   int32_t* rank = s.rank.data();
   uint32_t* order = s.order.data();
   for (int64_t i = 0; i < len; ++i) {
