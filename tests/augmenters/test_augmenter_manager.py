@@ -210,3 +210,24 @@ def test_errors_before_any_work():
         AugmenterManager({"name": "powerline_noise", "freq": 60.0}, fs=100.0)
     am(x, seed=0)
     assert calls
+
+
+def test_outputs_feed_training_call_after_call():
+    """The fused pass's draws run in inference mode: nothing they make may reach the
+    outputs. A step that reads the signal mid-pass (the wander after a flip) runs the
+    kernel into a work buffer inside its draw; the signal and labels then feed a model's
+    backward, call after call, and equal the draws made outside inference mode."""
+    am = AugmenterManager.from_config({"fs": 500.0, "random": False,
+                                       "random_flip": {"prob": [1.0, 0.5]},
+                                       "baseline_wander": {"prob": 1.0}, "mixup": {}})
+    conv = nn.Conv1d(12, 4, 5)
+    x, y = torch.randn(8, 12, 500), torch.rand(8, 3)
+    for epoch in range(3):
+        sig, lab = am(x, y, seed=0, epoch=epoch, indices=torch.arange(8))
+        assert not sig.is_inference() and not lab.is_inference()
+        (conv(sig).mean() * lab.mean()).backward()
+    assert conv.weight.grad is not None and bool(torch.isfinite(conv.weight.grad).all())
+    # the same draws as without inference mode
+    ref = am(x, y, seed=0, epoch=2, indices=torch.arange(8), return_params=True)
+    torch.testing.assert_close(sig, ref[0], rtol=0, atol=0)
+    torch.testing.assert_close(lab, ref[1], rtol=0, atol=0)

@@ -23,6 +23,7 @@ step order is drawn per batch.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any, Optional, Sequence
 
@@ -98,7 +99,8 @@ class AugmenterManager(TransformManager):
         batch = Batch(sig, label, masks, type(self).__name__)
         info = self._input_info(sig, fs, lead_names)
         keys = make_keys(batch.n, sig.device, seed, epoch, indices, generator)
-        x, new_label, new_masks, params = self._augment(batch, info, keys, fused)
+        x, new_label, new_masks, params = self._augment(batch, info, keys, fused,
+                                                        not return_params)
         out_sig, out_label, out_masks = batch.restore(x, new_label, new_masks)
         result = (out_sig, out_label, *out_masks)
         return (*result, params) if return_params else result
@@ -142,20 +144,27 @@ class AugmenterManager(TransformManager):
 
     # ---- internals -----------------------------------------------------------------------
 
-    def _augment(self, batch: Batch, info: SignalInfo, keys: Keys, fused: bool = False):
+    def _augment(self, batch: Batch, info: SignalInfo, keys: Keys, fused: bool = False,
+                 internal: bool = True):
         order = self._draw(keys)
         infos = self._plan(order, info)
         for i, step_info in zip(order, infos):  # every check before any work
             self._check_step_batch(i, batch, step_info)
-        return self._run(batch, order, infos, keys, None, fused)
+        return self._run(batch, order, infos, keys, None, fused, internal)
 
     def _run(self, batch: Batch, order: list, infos: list, keys: Optional[Keys],
-             params: Optional[dict], fused: bool):
+             params: Optional[dict], fused: bool, internal: bool = False):
         """The steps `order` on the batch: parameters drawn from `keys`, or replayed from
         `params` ({step: parameters}); each step run in torch, or compiled into the fused
-        pass."""
+        pass. `internal`: the drawn parameters stay inside the call (not returned)."""
         x, lab, ms = batch.x, batch.label, list(batch.masks)
         plan = FusedPlan(x, self._workspace(), fused) if fused else None
+        # The fused pass's draws are hundreds of small tensor ops whose dispatch is most
+        # of their cost; inference mode skips their autograd bookkeeping. Only where no
+        # parameter can meet autograd: the fused pass (no gradients) with labels and masks
+        # that need none, and parameters that stay inside the call.
+        fast = bool(fused) and internal and not any(
+            t is not None and t.requires_grad for t in (lab, *ms))
         drawn = []
         for i, step_info in zip(order, infos):
             step = self.steps[i]
@@ -164,7 +173,8 @@ class AugmenterManager(TransformManager):
             elif params is not None:
                 p = params[i]
             else:
-                p = step.draw(keys.for_slot(i + 1), plan.view() if fused else x, step_info)
+                with torch.inference_mode() if fast else contextlib.nullcontext():
+                    p = step.draw(keys.for_slot(i + 1), plan.view() if fused else x, step_info)
             if not fused:
                 x, lab, ms = self._transform(step, x, p, lab, ms, step_info)
             elif isinstance(step, Augmenter):
