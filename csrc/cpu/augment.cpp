@@ -418,6 +418,44 @@ FASTECG_TARGET_AVX2 __attribute__((noinline)) int64_t lerp_gather_avx2(
   }
   return t;
 }
+
+// lerp_gather_avx2 for float32 on AVX-512, 16 outputs at a time: the warps' ratios stay
+// well under 2, so a vector's two neighbours lie among the 32 inputs from its first one,
+// which two masked loads and a two-register permute per neighbour fetch (masked: nothing
+// past the row's last input is read); a vector whose inputs spread further takes the
+// gathers. Returns where it stopped.
+__attribute__((target("arch=x86-64-v4"), noinline)) int64_t lerp_window_avx512(
+    const float* row, const int32_t* i0, const float* frac, int32_t last, int64_t v0,
+    int64_t v1, float* o) {
+  const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+  const __m512i top = _mm512_set1_epi32(last), step = _mm512_set1_epi32(1);
+  int64_t t = v0;
+  for (; t + 16 <= v1; t += 16) {
+    const __m512i ia = _mm512_loadu_si512(i0 + t);
+    const __m512i ib = _mm512_min_epi32(_mm512_add_epi32(ia, step), top);
+    const int32_t base = i0[t];
+    __m512 a, b;
+    if (i0[t + 15] - base < 31) {
+      const int64_t avail = static_cast<int64_t>(last) - base + 1;  // inputs from base
+      const uint32_t m = avail >= 32 ? ~0u : (1u << avail) - 1;
+      const __m512 lo = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m), row + base);
+      const __m512 hi = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m >> 16), row + base + 16);
+      const __m512i first = _mm512_set1_epi32(base);
+      a = _mm512_permutex2var_ps(lo, _mm512_sub_epi32(ia, first), hi);
+      b = _mm512_permutex2var_ps(lo, _mm512_sub_epi32(ib, first), hi);
+    } else {
+      a = _mm512_i32gather_ps(ia, row, 4);
+      b = _mm512_i32gather_ps(ib, row, 4);
+    }
+    const __m512 w = _mm512_loadu_ps(frac + t);
+    const __m512 d = _mm512_sub_ps(b, a);
+    const __m512 near = _mm512_fmadd_ps(w, d, a);
+    const __m512 far = _mm512_fnmadd_ps(d, _mm512_sub_ps(one, w), b);
+    _mm512_storeu_ps(o + t, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(w, half, _CMP_LT_OQ), far,
+                                                 near));
+  }
+  return t;
+}
 #endif
 
 // out rows (ld apart) = the warp of `in` (rows in_ld apart, from input time lo) at
@@ -427,7 +465,8 @@ FASTECG_TARGET_AVX2 __attribute__((noinline)) int64_t lerp_gather_avx2(
 template <typename Tag, typename T>
 FASTECG_INLINE void warp_rows_body(Tag, const Op<T>& w, int64_t n, int64_t t0, int64_t len,
                                    int64_t v0, int64_t v1, int64_t lo, const T* in, int64_t in_ld,
-                                   int64_t rows, T* out, int64_t ld, int32_t* i0, T* frac) {
+                                   int64_t rows, T* out, int64_t ld, int32_t* i0, T* frac,
+                                   bool avx512) {
   const int64_t offset = w.k0[n];
   const double ratio = w.ratio[n];
   for (int64_t l = 0; l < rows; ++l) {
@@ -454,7 +493,10 @@ FASTECG_INLINE void warp_rows_body(Tag, const Op<T>& w, int64_t n, int64_t t0, i
     T* o = out + l * ld;
     int64_t t = v0;
 #if defined(__x86_64__)
-    if constexpr (Tag::isa >= Isa::kAvx2) t = lerp_gather_avx2(row, i0, frac, last, v0, v1, o);
+    if constexpr (Tag::isa >= Isa::kAvx2 && std::is_same_v<T, float>) {
+      if (avx512) t = lerp_window_avx512(row, i0, frac, last, v0, v1, o);
+    }
+    if constexpr (Tag::isa >= Isa::kAvx2) t = lerp_gather_avx2(row, i0, frac, last, t, v1, o);
 #endif
     for (; t < v1; ++t) {
       const int32_t a = i0[t];
@@ -525,6 +567,7 @@ struct Kernel {
   int64_t n_leads, n_samples;  // x's
   std::vector<Stage<T>> stages;
   int64_t renorm = -1;  // the stage that starts with kRenorm, if any (at most one)
+  bool avx512 = false;  // cpu_isa() allows AVX-512 (the warps' interpolation uses it)
   // Per kPair stage: the stage before it, evaluated once for every sample in a pairing
   // (slot[n] >= 0: its lmax rows of tlen samples at paired + slot[n] * lmax * tlen), so a
   // partner's chain is not evaluated a second time beside its own.
@@ -688,7 +731,7 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
       frac.resize(len);
     }
     warp_rows(tag, tag, w, n, t0, len, v0, v1, lo, rows, in_ld, st.lin, y, ld, i0.data(),
-              frac.data());
+              frac.data(), k.avx512);
   }
   const int64_t need = std::max(st.lmax * len, len + st.taps - 1);
   if (static_cast<int64_t>(ts.scratch.size()) < need) ts.scratch.resize(need);
@@ -897,6 +940,7 @@ std::tuple<at::Tensor, at::Tensor> augment_typed(const at::Tensor& x,
   std::vector<at::Tensor> keep;
   keep.reserve(tensors.size() + 2);
   Kernel<T> k;
+  k.avx512 = cpu_isa() >= Isa::kAvx512;
   k.x = x.const_data_ptr<T>();
   k.n_leads = x.size(1);
   k.n_samples = x.size(2);

@@ -6,6 +6,7 @@ import torch
 
 from fastecg import backends
 from fastecg.ops import bandpass, median_filter1d, normalize, remove_baseline, resample
+from fastecg.ops.augment import OpCode, augment_pass
 
 ORDER = ["generic", "avx2", "avx512"]
 
@@ -116,6 +117,25 @@ def test_normalize_on_every_isa(cpu_isa, monkeypatch, method, dtype):
 def test_resample_on_every_isa(cpu_isa, monkeypatch, up, down, dtype):
     x = ecg_like((3, 12, 2001), dtype)
     fn = lambda: resample(x, up, down, backend="cpu")  # noqa: E731
+    out = fn()
+    ref = generic_result(monkeypatch, fn)
+    assert peak_error(out, ref) <= TOL[dtype]
+
+
+# Per sample: stretches and compressions (AVX-512 interpolates from a window of 32 inputs
+# while a vector's inputs fit in it: ratios below ~2; beyond, gathers), shifts past either
+# end (zeros there), and rows that end mid-vector.
+WARP_RATIOS = [0.55, 0.93, 1.0, 1.07, 1.9, 2.05, 10.0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_augment_warp_on_every_isa(cpu_isa, monkeypatch, dtype):
+    x = with_bad_values(ecg_like((len(WARP_RATIOS), 12, 1003), dtype))
+    ratio = torch.tensor(WARP_RATIOS, dtype=torch.float64)
+    offset = torch.tensor([0, -37, 120, 5, -3, 0, 0])
+    limit = torch.tensor([1003, 1003, 900, 1003, 528, 490, 101])
+    fn = lambda: augment_pass(x, [OpCode.WARP], [997], [], [offset, limit, ratio],  # noqa: E731
+                              backend="cpu")[0]
     out = fn()
     ref = generic_result(monkeypatch, fn)
     assert peak_error(out, ref) <= TOL[dtype]
