@@ -323,7 +323,9 @@ FASTECG_INLINE bool all_finite(const T* v, int64_t m) {
 // Smallest and largest of value[0, len), all finite.
 template <typename T>
 FASTECG_INLINE std::pair<T, T> min_max(const T* value, int64_t len) {
-  constexpr int kLanes = 32 / sizeof(T);  // independent lanes: the loop vectorises
+  // independent lanes, so the loop vectorises: four AVX2 vectors of each, since one
+  // would wait on the latency of the previous min/max every step
+  constexpr int kLanes = 128 / sizeof(T);
   T lo[kLanes], hi[kLanes];
   std::fill(lo, lo + kLanes, value[0]);
   std::fill(hi, hi + kLanes, value[0]);
