@@ -431,12 +431,14 @@ void rank_exact(const T* value, int64_t len, Scratch<T>& s) {
 // Ranks the extended input of outputs [c0, c1): position l reads stage input
 // j = map(c0 + start + l); stage input j is row sample src_in[j] (src_in == nullptr:
 // j itself), or cval where that is < 0. With `with_cval`, one more position holding
-// cval is ranked too. Fills s.src (row index per position), s.rank, s.order; returns
-// the number of positions and sets nan_rank (ranks >= it hold NaN).
+// cval is ranked too. Fills s.rank, s.order and, with `need_src` (or src_in), s.src (row
+// index per position: what selected_index reads); returns the number of positions and
+// sets nan_rank (ranks >= it hold NaN).
 template <class Tag, typename T>
 FASTECG_INLINE int64_t rank_extended(Tag tag, const T* row, const int32_t* src_in, int64_t n,
                                      const Stage& st, int64_t mode, T cval, int64_t c0, int64_t c1,
-                                     bool with_cval, int32_t& nan_rank, Scratch<T>& s) {
+                                     bool with_cval, bool need_src, int32_t& nan_rank,
+                                     Scratch<T>& s) {
   const int64_t span = c1 - c0 + st.size - 1, len = span + with_cval, q0 = c0 + st.start;
   s.value.resize(len);
   s.src.resize(len);
@@ -454,7 +456,8 @@ FASTECG_INLINE int64_t rank_extended(Tag tag, const T* row, const int32_t* src_i
     for (int64_t l = lo; l < hi; ++l) put(l, q0 + l);
   } else {  // the hot loop: plain samples
     std::copy(row + q0 + lo, row + q0 + hi, value + lo);
-    for (int64_t l = lo; l < hi; ++l) srcs[l] = int32_t(q0 + l);
+    if (need_src)
+      for (int64_t l = lo; l < hi; ++l) srcs[l] = int32_t(q0 + l);
   }
   for (int64_t l = hi; l < span; ++l) put(l, map_index(q0 + l, n, mode));
   if (with_cval) put(span, -1);
@@ -475,14 +478,15 @@ int32_t selected_index(const Scratch<T>& s, int64_t i) {
   return s.src[s.order[s.out_rank[i]]];
 }
 
-// One stage over outputs [c0, c1) of one row; leaves each output's rank in s.out_rank.
+// One stage over outputs [c0, c1) of one row; leaves each output's rank in s.out_rank
+// (and, with need_src, what selected_index needs).
 template <class Tag, typename T>
 FASTECG_INLINE void median_chunk(Tag tag, const T* row, const int32_t* src_in, int64_t n,
                                  const Stage& st, int64_t mode, T cval, int64_t c0, int64_t c1,
-                                 Scratch<T>& s) {
+                                 bool need_src, Scratch<T>& s) {
   int32_t nan_rank;
   const int64_t len =
-      rank_extended(tag, row, src_in, n, st, mode, cval, c0, c1, false, nan_rank, s);
+      rank_extended(tag, row, src_in, n, st, mode, cval, c0, c1, false, need_src, nan_rank, s);
   s.out_rank.resize(c1 - c0);
   // A later stage reads runs of repeated samples (the previous stage's medians): their
   // ranks come in clumps with wide empty gaps, where the two-word lookup of
@@ -499,11 +503,11 @@ FASTECG_INLINE void median_chunk(Tag tag, const T* row, const int32_t* src_in, i
 // are samples the first one selected (or cval), so their ranks in the first ranking
 // order them. The first stage runs over the outputs [a, b) that the second one reads:
 // the chunk and its halo (the whole row for a row of one chunk). Leaves each output's
-// rank in s.out_rank.
+// rank in s.out_rank (and, with need_src, what selected_index needs).
 template <class Tag, typename T>
 FASTECG_INLINE void median_two_stages(Tag tag, const T* row, int64_t n, const Stage& st1,
                                       const Stage& st2, int64_t mode, T cval, int64_t c0,
-                                      int64_t c1, Scratch<T>& s) {
+                                      int64_t c1, bool need_src, Scratch<T>& s) {
   const int64_t m = c1 - c0, len2 = m + st2.size - 1, q0 = c0 + st2.start;
   // Second-stage input l is first-stage output q0 + l: the row's own outputs in
   // [lo, hi), boundary-mapped ones (or cval, -1) outside.
@@ -521,7 +525,8 @@ FASTECG_INLINE void median_two_stages(Tag tag, const T* row, int64_t n, const St
   int32_t nan_rank;
   const bool with_cval = mode == kConstant;
   const int64_t len =
-      rank_extended(tag, row, nullptr, n, st1, mode, cval, a, b, with_cval, nan_rank, s);
+      rank_extended(tag, row, nullptr, n, st1, mode, cval, a, b, with_cval, need_src, nan_rank,
+                    s);
   const int32_t cval_rank = with_cval ? s.rank[len - 1] : -1;
   s.out_rank.resize(std::max(b - a, m));
   slide_distinct(tag, s.rank.data(), b - a, st1.size, st1.size / 2, int32_t(len), nan_rank,
@@ -563,6 +568,7 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
   // more). In wrap mode an edge chunk of a longer row reads first-stage outputs at the
   // row's far end; such rows, and longer chains, take the stage-by-stage path below.
   if (stages.size() == 1 || (stages.size() == 2 && (chunks == 1 || mode != kWrap))) {
+    const bool need_src = id != nullptr;  // only the indices read the row index per position
     parallel_claim(rows * chunks, [&](auto& claim) {
       thread_local Scratch<T> own;
       Scratch<T>& scratch = own;  // one look-up of the thread-local, not one per use
@@ -571,9 +577,11 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
           const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
           const int64_t c1 = std::min(n, c0 + kChunk);
           if (stages.size() == 2)
-            median_two_stages(tag, xd + r * n, n, stages[0], stages[1], mode, cv, c0, c1, scratch);
+            median_two_stages(tag, xd + r * n, n, stages[0], stages[1], mode, cv, c0, c1, need_src,
+                              scratch);
           else
-            median_chunk(tag, xd + r * n, nullptr, n, stages[0], mode, cv, c0, c1, scratch);
+            median_chunk(tag, xd + r * n, nullptr, n, stages[0], mode, cv, c0, c1, need_src,
+                         scratch);
           finish_chunk(r, c0, c1, scratch);
         }
       });
@@ -595,7 +603,7 @@ void median_chain(const at::Tensor& x, const std::vector<Stage>& stages, int64_t
           const int64_t r = item / chunks, c0 = (item % chunks) * kChunk;
           const int64_t c1 = std::min(n, c0 + kChunk);
           median_chunk(tag, xd + r * n, prev ? prev + r * n : nullptr, n, stages[st], mode, cv,
-                          c0, c1, scratch);
+                       c0, c1, true, scratch);
           for (int64_t i = c0; i < c1; ++i) cur[r * n + i] = selected_index(scratch, i - c0);
         }
       });
