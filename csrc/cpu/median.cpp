@@ -223,11 +223,11 @@ FASTECG_INLINE void slide(Tag tag, const int32_t* seq, int64_t n_out, int64_t w,
 // itself leaving) while none enters below moves it up to the next, otherwise m stays.
 // The direction is a branch: on ECG-like rows consecutive samples sit on the same side
 // of the median for long runs, so it predicts well, and the predicted step only walks
-// the bitset the way it moves (a second, bit-reversed bitset that turned a move down
-// into a successor search, so that one masked lookup served both directions without a
-// branch, cost two more bit flips per step and was slower; benchmarks/CPU_NOTES.md).
-// Each direction looks at m's word and the next one, picked by a select; only a gap
-// longer than that takes a loop.
+// the bitset the way it moves. (A second, bit-reversed bitset would turn a move down
+// into a successor search, so that one masked lookup serves both directions without a
+// branch, but it costs two more bit flips per step and is slower on ECG rows;
+// benchmarks/CPU_NOTES.md.) Each direction looks at m's word, then the next one; only a
+// gap longer than that takes a loop.
 template <bool HasNaN>
 FASTECG_INLINE void slide_distinct_impl(const int32_t* seq, int64_t n_out, int64_t w, int64_t k,
                                         int32_t nranks, int32_t nan_rank, int32_t* out,
@@ -347,8 +347,8 @@ FASTECG_INLINE std::pair<T, T> min_max(const T* value, int64_t len) {
 // share a key and come out ordered by position, so the sorted sequence is checked and
 // such runs re-sorted by value. False, leaving the ranking to exact keys, when the range
 // overflows a double or the positions do not pack (windows of over 2M samples).
-// The keys come first, in a loop of their own that vectorises (computed with the
-// histograms, the float-to-integer conversions ran one at a time); float32 values in
+// The keys come first, in a loop of their own that vectorises (inside the histogram
+// loop the float-to-integer conversions would run one at a time); float32 values in
 // float arithmetic, 8 to a vector: a subtraction, a multiplication by a positive scale
 // and a truncation, each rounded monotonically, so the map stays monotone and only
 // merges more neighbours into one key, which the check sorts out like any other tie.
