@@ -17,7 +17,7 @@
 // transposed in registers, 16x16 float32 tiles on AVX-512, whose loads and stores are whole
 // cache lines), filtered, and the chunk's outputs transposed back into the rows.
 // Outputs m and m + up share a phase, their inputs `down` apart: each broadcast tap serves
-// kOutputs such outputs. Where a phase has several taps per `down` (500 -> 250 and
+// kOutputs (kFoldOutputs in phase_block_folded) such outputs. Where a phase has several taps per `down` (500 -> 250 and
 // 500 -> 100 Hz, and every backward), the outputs slide over shared registers so that a
 // vector load serves several taps (phase_block_sliding), and a symmetric phase (Kaiser
 // designs at up = 1) adds its two samples before one FMA (phase_block_folded, AVX-512's 32
@@ -78,8 +78,12 @@ constexpr int64_t kPrefetchAhead = 128;
 // Outputs of one phase computed together, and vectors of a time step per pass: each
 // broadcast tap feeds kOutputs * kGroup independent accumulators (8 zmm on AVX-512, 8 ymm
 // on AVX2: enough chains to cover the FMA latency). The sliding window's 8 more vectors
-// fit AVX-512's 32 registers; on AVX2 one of them goes through the stack.
-constexpr int kOutputs = 4, kGroup = 2;
+// fit AVX-512's 32 registers; on AVX2 one of them goes through the stack. filter_span
+// takes the outputs 2 kOutputs * up at a time: phase_block_folded runs its 2 kOutputs
+// outputs in one pass of one vector (kFoldOutputs accumulators, the same registers; each
+// vector loaded serves twice the taps, and its setup per residue is paid half as often),
+// the other kernels in two passes of kOutputs.
+constexpr int kOutputs = 4, kGroup = 2, kFoldOutputs = 2 * kOutputs;
 // Taps per residue (phase length / down) from which the register window pays.
 constexpr int64_t kSlideTaps = 3;
 
@@ -104,7 +108,7 @@ struct Problem {
   // middle, and their mirror images (negligible_residues; up = 1); nullptr: none.
   const uint8_t* skip;
   uint8_t* redo;         // redo[r]: row r has a non-finite output (only where skip is set)
-  int64_t chunk;         // outputs per chunk: whole groups of kOutputs * up and tiles, or all
+  int64_t chunk;         // outputs per chunk: whole groups of kFoldOutputs * up and tiles, or all
   int64_t n_chunks;
   int64_t span_max;      // input steps of the widest chunk
 };
@@ -177,6 +181,29 @@ template <typename V, typename T> FASTECG_INLINE void store_vec(T* p, V v) {
   std::memcpy(p, &v, sizeof v);
 }
 
+#if defined(__x86_64__)
+// out[s * 32 + j] = src[j * n_in + s] for 16 rows j and n >= 16 steps s, 16x16 tiles
+// (AVX-512; loads and stores of whole cache lines where the rows are aligned); the last
+// tile overlaps the one before where n is not a multiple of 16 (it stores the same values
+// again) instead of a scalar tail. Out of line: its 16 row streams and 16 tile vectors get
+// the registers to themselves.
+__attribute__((target("arch=x86-64-v4"), noinline)) void gather_rows16(
+    const float* __restrict src, int64_t n_in, int64_t n, float* __restrict out) {
+  constexpr int64_t Q = 16, W = kBlock<float>;
+  for (int64_t s = 0;; s += Q) {
+    if (s + Q > n) s = n - Q;
+    F16 v[Q];
+    for (int64_t j = 0; j < Q; ++j) {
+      __builtin_prefetch(src + j * n_in + s + kPrefetchAhead, 0, 3);
+      v[j] = load_vec<F16>(src + j * n_in + s);
+    }
+    transpose_tile16(v);
+    for (int64_t j = 0; j < Q; ++j) store_vec(out + (s + j) * W, v[j]);
+    if (s + Q >= n) break;
+  }
+}
+#endif
+
 // buf[(i - i_lo) * W + w] = xe[r0 + w, i] for i in [i_lo, i_hi); rows past the last one
 // get cval too (their outputs are never stored). (Sizes in locals: stores through T*
 // could alias p, which would make GCC reload them.)
@@ -195,27 +222,13 @@ FASTECG_INLINE void gather_span(const Problem<T>& p, int64_t r0, int64_t i_lo, i
     for (int64_t w = 0; w < W; ++w) buf[(i - i_lo) * W + w] = cval;
   if (a >= e) return;
   int64_t g0 = 0;  // rows of the block done
+#if defined(__x86_64__)
   if constexpr (VB == 64 && std::is_same_v<T, float>) {
-    // 16 rows x 16 steps a tile (AVX-512): each load a whole cache line of a row
-    constexpr int64_t Q = 16;
-    for (; g0 < W && r0 + g0 + Q <= rows; g0 += Q) {
-      const int64_t g = g0;
-      const T* src = x + (r0 + g) * n_in;
-      T* out = buf + (a - i_lo) * W + g;
-      int64_t i = a;
-      for (; i + Q <= e; i += Q, out += Q * W) {
-        F16 v[Q];
-        for (int64_t j = 0; j < Q; ++j) {
-          __builtin_prefetch(src + j * n_in + i + kPrefetchAhead, 0, 3);
-          v[j] = load_vec<F16>(src + j * n_in + i);
-        }
-        transpose_tile16(v);
-        for (int64_t j = 0; j < Q; ++j) store_vec(out + j * W, v[j]);
-      }
-      for (; i < e; ++i, out += W)
-        for (int64_t j = 0; j < Q; ++j) out[j] = src[j * n_in + i];
-    }
+    if (e - a >= 16)
+      for (; g0 < W && r0 + g0 + 16 <= rows; g0 += 16)
+        gather_rows16(x + (r0 + g0) * n_in + a, n_in, e - a, buf + (a - i_lo) * W + g0);
   }
+#endif
   for (int64_t g = g0; g < W; g += P) {
     const int64_t rg = r0 + g, valid = std::min<int64_t>(P, rows - rg);
     T* out = buf + (a - i_lo) * W + g;
@@ -407,9 +420,9 @@ FASTECG_INLINE void phase_block_folded(const T* x0, int64_t down, const T* h, in
 // yt[(m - m0) * W + w] = y[r0 + w, m] for m in [m0, m1), on W rows at once in vectors of VB
 // bytes (the ISA's width: GCC spills vectors wider than the target's registers through the
 // stack). Outputs m and m + up have the same phase (their inputs `down` apart), so the
-// outputs go kOutputs * up at a time: for each phase, kOutputs outputs sharing each tap.
-// The inputs of those kOutputs * up outputs (kOutputs * down + taps / up time steps, 16 KB
-// at 500 -> 360 Hz) stay in L1 while every phase reads them.
+// outputs go kFoldOutputs * up at a time: for each phase, kOutputs or kFoldOutputs outputs
+// sharing each tap. The inputs of those kFoldOutputs * up outputs (kFoldOutputs * down +
+// taps / up time steps, 20 KB at 500 -> 360 Hz) stay in L1 while every phase reads them.
 template <typename T, int VB>
 FASTECG_INLINE void filter_span(const Problem<T>& p, const T* buf, int64_t i_lo, int64_t m0,
                                 int64_t m1, T* yt) {
@@ -418,7 +431,7 @@ FASTECG_INLINE void filter_span(const Problem<T>& p, const T* buf, int64_t i_lo,
   int64_t m = m0;
   // Whole groups start at multiples of up (chunks do), where output m + c reads from
   // m / up * down + first[c] with the taps of phase[c].
-  for (; m + kOutputs * p.up <= m1; m += kOutputs * p.up) {
+  for (; m + kFoldOutputs * p.up <= m1; m += kFoldOutputs * p.up) {
     const T* x_base = buf + (m / p.up * p.down - i_lo) * W;
     T* y_base = yt + (m - m0) * W;
     for (int64_t c = 0; c < p.up; ++c) {
@@ -426,25 +439,31 @@ FASTECG_INLINE void filter_span(const Problem<T>& p, const T* buf, int64_t i_lo,
       if (VB == 64 && c + 1 < p.up && p.count[k] < kSlideTaps * p.down &&
           p.count[p.phase[c + 1]] < kSlideTaps * p.down) {
         const int64_t k1 = p.phase[c + 1];
-        phase_block_pair<T, VB, kOutputs, kGroup>(
-            x_base + p.first[c] * W, p.taps + p.start[k], p.count[k], y_base + c * W,
-            x_base + p.first[c + 1] * W, p.taps + p.start[k1], p.count[k1], y_base + (c + 1) * W,
-            x_step, y_step);
+        for (int64_t half = 0; half < kFoldOutputs; half += kOutputs)
+          phase_block_pair<T, VB, kOutputs, kGroup>(
+              x_base + p.first[c] * W + half * x_step, p.taps + p.start[k], p.count[k],
+              y_base + c * W + half * y_step, x_base + p.first[c + 1] * W + half * x_step,
+              p.taps + p.start[k1], p.count[k1], y_base + (c + 1) * W + half * y_step, x_step,
+              y_step);
         ++c;
         continue;
       }
-      const uint8_t* skip = p.skip;  // (up = 1: k = 0)
-      if (VB == 64 && p.symmetric[k] && p.count[k] >= 2 * kSlideTaps * p.down)
-        phase_block_folded<T, VB, kOutputs, kGroup>(x_base + p.first[c] * W, p.down,
-                                                    p.taps + p.start[k], p.count[k],
-                                                    y_base + c * W, y_step, skip);
-      else if (p.count[k] >= kSlideTaps * p.down)
-        phase_block_sliding<T, VB, kOutputs, kGroup>(x_base + p.first[c] * W, p.down,
-                                                     p.taps + p.start[k], p.count[k],
-                                                     y_base + c * W, y_step);
-      else
-        phase_block<T, VB, kOutputs, kGroup>(x_base + p.first[c] * W, x_step, p.taps + p.start[k],
-                                             p.count[k], y_base + c * W, y_step);
+      const T* x0 = x_base + p.first[c] * W;
+      T* y0 = y_base + c * W;
+      if (VB == 64 && p.symmetric[k] && p.count[k] >= 2 * kSlideTaps * p.down) {
+        phase_block_folded<T, VB, kFoldOutputs, 1>(x0, p.down, p.taps + p.start[k], p.count[k],
+                                                   y0, y_step, p.skip);
+        continue;
+      }
+      for (int64_t half = 0; half < kFoldOutputs; half += kOutputs) {
+        if (p.count[k] >= kSlideTaps * p.down)
+          phase_block_sliding<T, VB, kOutputs, kGroup>(x0 + half * x_step, p.down,
+                                                       p.taps + p.start[k], p.count[k],
+                                                       y0 + half * y_step, y_step);
+        else
+          phase_block<T, VB, kOutputs, kGroup>(x0 + half * x_step, x_step, p.taps + p.start[k],
+                                               p.count[k], y0 + half * y_step, y_step);
+      }
     }
   }
   for (; m < m1; ++m) {
@@ -456,6 +475,23 @@ FASTECG_INLINE void filter_span(const Problem<T>& p, const T* buf, int64_t i_lo,
   }
 }
 
+#if defined(__x86_64__)
+// dst[j * n_out + s] = yt[s * 32 + j] for 16 rows j and n >= 16 outputs s: gather_rows16
+// the other way round.
+__attribute__((target("arch=x86-64-v4"), noinline)) void scatter_rows16(
+    const float* __restrict yt, int64_t n, float* __restrict dst, int64_t n_out) {
+  constexpr int64_t Q = 16, W = kBlock<float>;
+  for (int64_t s = 0;; s += Q) {
+    if (s + Q > n) s = n - Q;
+    F16 v[Q];
+    for (int64_t j = 0; j < Q; ++j) v[j] = load_vec<F16>(yt + (s + j) * W);
+    transpose_tile16(v);
+    for (int64_t j = 0; j < Q; ++j) store_vec(dst + j * n_out + s, v[j]);
+    if (s + Q >= n) break;
+  }
+}
+#endif
+
 // y[r0 + w, m] = yt[(m - m0) * W + w] for the block's real rows.
 template <typename T, int VB>
 FASTECG_INLINE void scatter_span(const Problem<T>& p, const T* __restrict yt, int64_t r0,
@@ -464,21 +500,13 @@ FASTECG_INLINE void scatter_span(const Problem<T>& p, const T* __restrict yt, in
   constexpr int64_t W = kBlock<T>, P = kTile<T>;
   const int64_t n_out = p.n_out, rows = p.rows;
   int64_t g0 = 0;
+#if defined(__x86_64__)
   if constexpr (VB == 64 && std::is_same_v<T, float>) {
-    constexpr int64_t Q = 16;
-    for (; g0 < W && r0 + g0 + Q <= rows; g0 += Q) {
-      T* __restrict dst = p.y + (r0 + g0) * n_out;
-      int64_t m = m0;
-      for (; m + Q <= m1; m += Q) {
-        F16 v[Q];
-        for (int64_t j = 0; j < Q; ++j) v[j] = load_vec<F16>(yt + (m - m0 + j) * W + g0);
-        transpose_tile16(v);
-        for (int64_t j = 0; j < Q; ++j) store_vec(dst + j * n_out + m, v[j]);
-      }
-      for (; m < m1; ++m)
-        for (int64_t j = 0; j < Q; ++j) dst[j * n_out + m] = yt[(m - m0) * W + g0 + j];
-    }
+    if (m1 - m0 >= 16)
+      for (; g0 < W && r0 + g0 + 16 <= rows; g0 += 16)
+        scatter_rows16(yt + g0, m1 - m0, p.y + (r0 + g0) * n_out + m0, n_out);
   }
+#endif
   for (int64_t g = g0; g < W; g += P) {
     const int64_t rg = r0 + g, valid = std::min<int64_t>(P, rows - rg);
     if (valid <= 0) return;
@@ -647,9 +675,9 @@ void resample_rows(const T* x, T* y, const T* h, int64_t rows, int64_t n_in, int
                skip.empty() ? nullptr : skip.data(), redo.data(), 0, 0, 0};
   // Outputs per chunk: a span of about kSpanSteps input steps (at least one tile).
   const int64_t reach = (n_taps + up - 1) / up;
-  // A whole number of filter_span's groups of kOutputs * up outputs and of cache lines of
+  // A whole number of filter_span's groups of kFoldOutputs * up outputs and of cache lines of
   // outputs (whole 16x16 transpose tiles, no scalar tail in scatter_span).
-  const int64_t unit = std::lcm<int64_t>(64 / sizeof(T), kOutputs * up);
+  const int64_t unit = std::lcm<int64_t>(64 / sizeof(T), kFoldOutputs * up);
   // About kSpanSteps input steps, and at most 4 kSpanSteps outputs (upsampling by 1000
   // would otherwise buffer a million outputs).
   int64_t chunk = std::min((kSpanSteps - std::min(reach, kSpanSteps)) * up / down, 4 * kSpanSteps);
