@@ -19,7 +19,8 @@ EXPECTED = {
     "BoundaryMode": (BoundaryMode, ["kReflect", "kMirror", "kNearest", "kConstant", "kWrap"]),
     "MaskMode": (MaskMode, ["kMaskTemporal", "kMaskLeadTemporal", "kMaskLead"]),
     "AugmentCode": (OpCode, ["kLeadMix", "kLeadAffine", "kSines", "kNoise", "kTimeMask",
-                             "kAddRows", "kWarp", "kPair", "kFirNoise", "kRenorm"]),
+                             "kAddRows", "kWarp", "kPair", "kFirNoise", "kRenorm",
+                             "kSinesPtp"]),
 }
 
 

@@ -31,6 +31,7 @@ enum AugmentCode : int64_t {
   kPair = 7,
   kFirNoise = 8,
   kRenorm = 9,
+  kSinesPtp = 10,
 };
 
 }  // namespace fastecg

@@ -73,6 +73,8 @@ namespace {
 //   kFirNoise    keys (N, L, 2) int64, std (N, L), taps (K,)
 //   kRenorm      mean (N, W), std (N, W) in x's dtype, applied (N,) int64, W = L or 1;
 //                ints: per lead (1) or per sample (0)
+//   kSinesPtp    kSines's, with the coefficients and noise std of lead l of sample n
+//                relative to the peak-to-peak of x[n, l]: the pass's first op only
 
 constexpr int64_t kBlock = 256;   // output samples per block (a block of 12 leads: 12 KB)
 constexpr int64_t kChunk = 2048;  // output samples per work item
@@ -92,6 +94,7 @@ struct Op {
   const double* ratio = nullptr;  // warp ratios / pairing weights
   T value = T(0);
   int64_t tin = 0;  // warp: input length
+  bool ptp = false;  // kSines: coefficients and noise std relative to the source's ptp
 };
 
 template <typename T>
@@ -235,7 +238,7 @@ FASTECG_INLINE void fir_row(T* y, int64_t len, const T* z, const T* h, int64_t K
 // least max(lin, lout) rows and len + taps - 1 samples.
 template <typename Tag, typename T>
 FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0, int64_t len,
-                                T* y, int64_t ld, T* scratch) {
+                                T* y, int64_t ld, T* scratch, const T* ptp) {
   switch (op.code) {
     case kLeadMix: {
       const double* m = op.mat + n * op.lout * op.lin;
@@ -274,10 +277,14 @@ FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0,
       T* acc = scratch;
       for (int64_t l = 0; l < op.lin; ++l) {
         const T* c = op.a + (n * op.lin + l) * op.j;
-        const T noise_std = op.c != nullptr ? op.c[n * op.lin + l] : T(0);
-        bool silent = noise_std == T(0);  // a row the step leaves alone: y + 0 is y
+        const T noise_rel = op.c != nullptr ? op.c[n * op.lin + l] : T(0);
+        bool silent = noise_rel == T(0);  // a row the step leaves alone: y + 0 is y
         for (int64_t j = 0; j < op.j && silent; ++j) silent = c[j] == T(0);
         if (silent) continue;
+        // kSinesPtp: the coefficients are relative to the lead's peak-to-peak (the
+        // torch code multiplies in float64 before rounding: ~1 ulp apart)
+        const T scale = op.ptp ? ptp[l] : T(1);
+        const T noise_std = noise_rel * scale;
         // A vector of samples at a time with their sum in a register (the same order of
         // sums over the sinusoids as a row at a time, which reloaded acc for every one).
         typedef typename Vec32<T>::type VT;
@@ -288,13 +295,13 @@ FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0,
           for (int64_t j = 0; j < op.j; ++j) {
             VT b;
             std::memcpy(&b, basis + j * op.tlen + t, sizeof b);
-            sum += c[j] * b;
+            sum += (c[j] * scale) * b;
           }
           std::memcpy(acc + t, &sum, sizeof sum);
         }
         for (; t < len; ++t) {
           T sum = T(0);
-          for (int64_t j = 0; j < op.j; ++j) sum += c[j] * basis[j * op.tlen + t];
+          for (int64_t j = 0; j < op.j; ++j) sum += (c[j] * scale) * basis[j * op.tlen + t];
           acc[t] = sum;
         }
         if (op.c != nullptr) {
@@ -561,6 +568,42 @@ FASTECG_INLINE void row_stats_body(const T* y, int64_t ld, int64_t rows, int64_t
 
 FASTECG_PER_ISA(row_stats, row_stats_body)
 
+// Per-lead max - min of `leads` rows of `len` samples (the order of x's rows), in T: the
+// statistics kernel's min and max (a NaN is skipped there too), a vector at a time.
+template <typename T>
+FASTECG_INLINE void source_ptp_body(const T* x, int64_t leads, int64_t len, std::vector<T>& out) {
+  typedef typename Vec32<T>::type VT;
+  constexpr int64_t W = kVec32<T>;
+  out.resize(leads);
+  for (int64_t l = 0; l < leads; ++l) {
+    const T* row = x + l * len;
+    if (len == 0) {
+      out[l] = T(0);
+      continue;
+    }
+    VT lo = VT{} + row[0], hi = lo;
+    int64_t t = 0;
+    for (; t + W <= len; t += W) {
+      VT v;
+      std::memcpy(&v, row + t, sizeof v);
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+    }
+    T low = row[0], high = row[0];
+    for (; t < len; ++t) {
+      low = row[t] < low ? row[t] : low;
+      high = row[t] > high ? row[t] : high;
+    }
+    for (int64_t k = 0; k < W; ++k) {
+      low = lo[k] < low ? lo[k] : low;
+      high = hi[k] > high ? hi[k] : high;
+    }
+    out[l] = high - low;
+  }
+}
+
+FASTECG_PER_ISA(source_ptp, source_ptp_body)
+
 template <typename T>
 struct Kernel {
   const T* x;
@@ -568,6 +611,7 @@ struct Kernel {
   std::vector<Stage<T>> stages;
   int64_t renorm = -1;  // the stage that starts with kRenorm, if any (at most one)
   bool avx512 = false;  // cpu_isa() allows AVX-512 (the warps' interpolation uses it)
+  bool ptp = false;     // a kSinesPtp op: stage 0 needs its sample's per-lead ptp
   // Per kPair stage: the stage before it, evaluated once for every sample in a pairing
   // (slot[n] >= 0: its lmax rows of tlen samples at paired + slot[n] * lmax * tlen), so a
   // partner's chain is not evaluated a second time beside its own.
@@ -584,6 +628,9 @@ struct ThreadScratch {
   // kRenorm: the whole sample before it (lin rows of tlen samples), its map per lead, and
   // a block for a stage before it that holds more rows than it outputs.
   std::vector<T> sample, gain, shift, staging;
+  // kSinesPtp: the per-lead peak-to-peak of the source of sample ptp_of.
+  std::vector<T> ptp;
+  int64_t ptp_of = -1;
 };
 
 // Mixup: o = lerp(a, b, w) (torch.lerp's formula) for rows of a (the partner's, lda
@@ -735,7 +782,12 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
   }
   const int64_t need = std::max(st.lmax * len, len + st.taps - 1);
   if (static_cast<int64_t>(ts.scratch.size()) < need) ts.scratch.resize(need);
-  for (const Op<T>& op : st.ops) run_op(tag, tag, op, n, t0, len, y, ld, ts.scratch.data());
+  if (s == 0 && k.ptp && ts.ptp_of != n) {  // kSinesPtp: the source's per-lead ptp, once
+    source_ptp(tag, k.x + n * k.n_leads * k.n_samples, k.n_leads, k.n_samples, ts.ptp);
+    ts.ptp_of = n;
+  }
+  for (const Op<T>& op : st.ops)
+    run_op(tag, tag, op, n, t0, len, y, ld, ts.scratch.data(), ts.ptp.data());
 }
 
 // kRenorm for sample n: the stage before it over the whole sample into ts.sample, its
@@ -817,7 +869,8 @@ void materialise_pairs(Kernel<T>& k, int64_t n_batch) {
     if (members.empty()) continue;
     const Stage<T>& prev = k.stages[s - 1];
     const int64_t tlen = prev.tlen, size = prev.lmax * tlen;
-    const int64_t chunks = (tlen + kChunk - 1) / kChunk;
+    const int64_t chunk = k.ptp ? std::max<int64_t>(tlen, 1) : kChunk;  // ptp: whole samples
+    const int64_t chunks = (tlen + chunk - 1) / chunk;
     k.paired[s] = AlignedArray<T>(members.size() * size);
     T* base = k.paired[s].get();
     const Kernel<T>& kc = k;
@@ -828,8 +881,8 @@ void materialise_pairs(Kernel<T>& k, int64_t n_batch) {
       ts.frac.resize(kc.stages.size());
       auto work = [&](auto tag) {
         for (int64_t item; (item = claim()) >= 0;) {
-          const int64_t m = item / chunks, c0 = (item % chunks) * kChunk;
-          const int64_t c1 = std::min(tlen, c0 + kChunk);
+          const int64_t m = item / chunks, c0 = (item % chunks) * chunk;
+          const int64_t c1 = std::min(tlen, c0 + chunk);
           for (int64_t t0 = c0; t0 < c1; t0 += kBlock)
             eval_stage(kc, ts, static_cast<int64_t>(s) - 1, members[m], t0,
                        std::min(kBlock, c1 - t0), base + m * size + t0, tlen, tag);
@@ -847,9 +900,9 @@ template <typename T>
 void run(Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
   const Stage<T>& last = k.stages.back();
   const int64_t n_out = last.tlen, leads = last.lout;
-  // With a kRenorm a work item is a whole sample (its statistics come first); else a chunk
-  // of kChunk outputs.
-  const int64_t chunk = k.renorm >= 0 ? std::max<int64_t>(n_out, 1) : kChunk;
+  // With a kRenorm a work item is a whole sample (its statistics come first), with a
+  // kSinesPtp too (its source's ptp, read once); else a chunk of kChunk outputs.
+  const int64_t chunk = k.renorm >= 0 || k.ptp ? std::max<int64_t>(n_out, 1) : kChunk;
   const int64_t chunks = std::max<int64_t>(1, (n_out + chunk - 1) / chunk);
   const int64_t items = n_batch * chunks;
   const bool direct = last.lmax == last.lout;
@@ -971,6 +1024,12 @@ std::tuple<at::Tensor, at::Tensor> augment_typed(const at::Tensor& x,
         op.a = param(keep, next_tensor(), dt, {n, L}, "gain").template const_data_ptr<T>();
         op.b = param(keep, next_tensor(), dt, {n, L}, "shift").template const_data_ptr<T>();
         break;
+      case kSinesPtp:
+        TORCH_CHECK(k.stages.size() == 1 && st->ops.empty(),
+                    "_augment_kernel: sines relative to the source's ptp must be the first op");
+        op.ptp = k.ptp = true;
+        op.code = kSines;
+        [[fallthrough]];
       case kSines: {
         const at::Tensor& coef = next_tensor();
         TORCH_CHECK(coef.dim() == 3, "_augment_kernel: sine coefficients must be (N, L, J)");

@@ -334,3 +334,33 @@ def test_renormalisation_inside_the_pass(per_channel, dtype, monkeypatch):
     calls.clear()
     assert_close_to_peak(ref[0], am(x, label, seed=4, backend="cpu")[0])
     assert all(OpCode.RENORM not in c for c in calls)
+
+
+def test_wander_first_takes_the_ptp_in_the_pass(monkeypatch):
+    """As the pass's first op the wander's amounts are relative to each lead's
+    peak-to-peak, which the kernel measures as it reads the sample (SINES_PTP): no read of
+    the batch for statistics, and the torch backend's result, a constant lead included.
+    Parameters returned for a replay stay absolute (they take the read)."""
+    reads = []
+    real = fused.lead_stats
+    monkeypatch.setattr(fused, "lead_stats", lambda *a: reads.append(1) or real(*a))
+    am = AugmenterManager({"name": "baseline_wander", "prob": 1.0}, {"name": "mixup"},
+                          {"name": "random_flip"}, fs=FS)
+    x = ecg((6, 12, 1000))
+    x[1, 3] = 0.25  # ptp 0: no wander on that lead
+    out = am(x, seed=2, backend="cpu")[0]
+    assert not reads
+    ref = am(x, seed=2, backend="torch")[0]
+    assert_close_to_peak(out, ref)
+    alone = AugmenterManager({"name": "baseline_wander", "prob": 1.0}, fs=FS)
+    assert torch.equal(alone(x, seed=2, backend="cpu")[0][1, 3], x[1, 3])
+    *_, params = am(x, seed=2, backend="cpu", return_params=True)
+    assert reads
+    assert_close_to_peak(am.apply(x, params, backend="cpu")[0], ref)
+    # The kernel takes it only as the first op.
+    gain = torch.ones(6, 12)
+    coef, basis = torch.zeros(6, 12, 3), torch.zeros(3, 1000)
+    keys, std = torch.zeros(6, 12, 2, dtype=torch.long), torch.zeros(6, 12)
+    with pytest.raises(RuntimeError, match="must be the first op"):
+        augment_pass(x, [OpCode.LEAD_AFFINE, OpCode.SINES_PTP], [], [],
+                     [gain, gain, coef, basis, keys, std], backend="cpu")

@@ -17,7 +17,7 @@ from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_prob
 from ._random import Keys, add_hash_noise
 from .base import Augmenter, check_range
-from .fused import OpCode, lead_ptp, var_mean
+from .fused import OpCode, SignalView, lead_ptp, var_mean
 
 __all__ = ["BaselineWander", "RandomFlip", "RandomMasking", "RandomRenormalize",
            "StretchCompress", "Mixup", "CutMix", "LabelSmooth"]
@@ -194,17 +194,23 @@ class BaselineWander(Augmenter):
         n, n_leads, _ = x.shape
         k = len(self.bw_fs)
         applied = self._applied(keys, self.prob)
-        ampl = lead_ptp(x)  # (n, L)
+        # (n, L): the fused cpu pass, as the first op, scales by each lead's peak-to-peak
+        # as it reads the sample (SINES_PTP): no read of the batch here for it.
+        relative = isinstance(x, SignalView) and x.plan.source_relative()
+        ampl = torch.ones(n, n_leads, dtype=torch.float64) if relative else lead_ptp(x)
         rows = torch.tensor(self.ampl_ratio, dtype=torch.float64, device=x.device)
         gauss = torch.tensor(self.gaussian, dtype=torch.float64, device=x.device)
         u = self._uniform(keys, 1, n_leads * (2 + k)).view(n, n_leads, 2 + k)
         row = (u[..., 0] * len(rows)).long().clamp_max(len(rows) - 1)
         g = (u[..., 1] * len(gauss)).long().clamp_max(len(gauss) - 1)
         scale = ampl * applied[:, None]
-        return {"amplitude": rows[row] * scale[..., None],  # (n, L, k)
-                "phase": 2 * math.pi * u[..., 2:],
-                "noise_mean": gauss[g, 0] * scale, "noise_std": gauss[g, 1] * scale,
-                "noise_keys": self._bits(keys, 2, 2 * n_leads).view(n, n_leads, 2)}
+        params = {"amplitude": rows[row] * scale[..., None],  # (n, L, k)
+                  "phase": 2 * math.pi * u[..., 2:],
+                  "noise_mean": gauss[g, 0] * scale, "noise_std": gauss[g, 1] * scale,
+                  "noise_keys": self._bits(keys, 2, 2 * n_leads).view(n, n_leads, 2)}
+        if relative:
+            params["relative_to_ptp"] = True
+        return params
 
     def _coef_basis(self, params, n_samples, dtype, device, info):
         # The noise mean rides on the matmul as the coefficient of a row of ones.
@@ -229,7 +235,8 @@ class BaselineWander(Augmenter):
         coef, basis = self._coef_basis(params, plan.shape[-1], plan.dtype, plan.device, info)
         keys = params["noise_keys"] if self._noisy() else torch.empty(0, dtype=torch.long)
         std = params["noise_std"].to(plan.dtype) if self._noisy() else torch.empty(0)
-        plan.add(OpCode.SINES, [coef, basis, keys, std])
+        code = OpCode.SINES_PTP if params.get("relative_to_ptp") else OpCode.SINES
+        plan.add(code, [coef, basis, keys, std])
         return label, masks
 
 

@@ -41,9 +41,12 @@ class FusedPlan:
     `backend`'s kernel ("auto": the one :func:`fastecg.ops.augment.fused_backend` picks
     for the source's device)."""
 
-    def __init__(self, source: Tensor, workspace: Optional[list] = None, backend: str = "auto"):
+    def __init__(self, source: Tensor, workspace: Optional[list] = None, backend: str = "auto",
+                 internal: bool = False):
         self.dtype, self.device = source.dtype, source.device
         self.backend = backend
+        # The steps' parameters stay inside the call (none is returned for a replay).
+        self.internal = internal
         # Work buffers reused between calls (a list the caller keeps; at most two).
         self._workspace = workspace
         self._reset(source)
@@ -60,6 +63,14 @@ class FusedPlan:
     @property
     def pending(self) -> bool:
         return bool(self.codes)
+
+    def source_relative(self) -> bool:
+        """Whether the next op may take its amounts relative to each lead's peak-to-peak
+        of the source (``SINES_PTP``: the kernel measures it as it reads the sample)
+        instead of a read of the source for them now: the ``cpu`` kernel, no op pending
+        (it is the pass's first), and parameters that stay inside the call (a relative
+        amount would not replay on another signal)."""
+        return self.internal and self.backend == "cpu" and not self.pending
 
     def add(self, code: OpCode, tensors: Sequence[Tensor], ints: Sequence[int] = (),
             floats: Sequence[float] = ()) -> None:

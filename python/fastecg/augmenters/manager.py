@@ -158,7 +158,7 @@ class AugmenterManager(TransformManager):
         `params` ({step: parameters}); each step run in torch, or compiled into the fused
         pass. `internal`: the drawn parameters stay inside the call (not returned)."""
         x, lab, ms = batch.x, batch.label, list(batch.masks)
-        plan = FusedPlan(x, self._workspace(), fused) if fused else None
+        plan = FusedPlan(x, self._workspace(), fused, internal) if fused else None
         # The fused pass's draws are hundreds of small tensor ops whose dispatch is most
         # of their cost; inference mode skips their autograd bookkeeping. Only where no
         # parameter can meet autograd: the fused pass (no gradients) with labels and masks

@@ -20,8 +20,9 @@ the samples the op sees, float tensors in the signal's dtype unless said):
 ``WARP``        offset (N,) int64, limit (N,) int64, ratio (N,) float64 and one int,
                 the output length: y(t) = y at (t + offset) * ratio, linear
                 interpolation, 0 unless 0 <= t + offset < limit
-``PAIR``        partner (N,) int64, lam (N,) float64: y = lerp(y[partner], y, lam),
-                the partner's signal so far computed alongside (Mixup)
+``PAIR``        partner (N,) int64, lam (N,) float64: y = lerp(y[partner], y, lam)
+                (Mixup); ``cpu`` evaluates the signal so far once for each paired
+                sample, into a buffer of their size, before the pass
 ``RENORM``      mean (N, W), std (N, W), applied (N,) int64 and one int, per lead (1,
                 W = L) or per sample (0, W = 1): where applied, y = (y - mu) * std /
                 sqrt(max(var, 1e-12)) + mean with mu, var the population mean and
@@ -29,6 +30,10 @@ the samples the op sees, float tensors in the signal's dtype unless said):
                 the kernel then works a sample at a time, the signal before the op held
                 whole in a per-thread buffer; at most one per pass, and no ``PAIR``
                 after it
+``SINES_PTP``   ``SINES``'s tensors, coef and std relative to each lead's peak-to-peak
+                (max - min of x[n, l]): y = ptp * (coef @ basis + std * z) + y. ``cpu``
+                only, and only as the pass's first op (the kernel takes the source's
+                ptp as it reads the sample: the baseline wander without a read of its own)
 =============== ====================================================================
 
 z is :func:`fastecg.augmenters._random.hash_normal` of the row's keys, computed inside
@@ -69,6 +74,7 @@ class OpCode(enum.IntEnum):
     PAIR = 7
     FIR_NOISE = 8
     RENORM = 9
+    SINES_PTP = 10
 
 
 # The compiled op is one entry point for CPU and CUDA tensors (the dispatcher picks the
