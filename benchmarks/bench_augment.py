@@ -165,6 +165,14 @@ def test_seven_steps_paired(paired):
     paired("augment torch_ecg seven steps paired", "augment", candidates, rounds=15)
 
 
+def test_seven_steps_paired_steady(paired):
+    """The same rounds with an untimed call of each candidate before its timed one: the
+    back-to-back time of each (fastecg's few milliseconds otherwise carry the cold cache
+    and the idle second core that torch_ecg's single-threaded 200 ms leave)."""
+    paired("augment torch_ecg seven steps paired steady", "augment", _candidates(),
+           rounds=15, steady=True)
+
+
 def test_full_pipeline_paired(paired):
     candidates = {"fastecg_full": _fastecg(FULL), "fastecg_seven": _fastecg(FASTECG),
                   "clone": lambda: X.clone()}

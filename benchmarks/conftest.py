@@ -48,13 +48,19 @@ def _device() -> str:
 
 @pytest.fixture
 def paired(benchmark):
-    """``paired(group, op, candidates, rounds)``: times ``candidates`` ({label: callable
-    without arguments}) round by round, each round calling every candidate once, starting
-    one further along the list than the round before; each call's time is kept for the
-    per-round ratios (see pytest_sessionfinish). Wall-clock times of host calls: a GPU
-    candidate would have to synchronise itself."""
+    """``paired(group, op, candidates, rounds, steady=False)``: times ``candidates``
+    ({label: callable without arguments}) round by round, each round calling every
+    candidate once, starting one further along the list than the round before; each call's
+    time is kept for the per-round ratios (see pytest_sessionfinish). Wall-clock times of
+    host calls: a GPU candidate would have to synchronise itself.
 
-    def run(group: str, op: str, candidates: dict, rounds: int) -> None:
+    ``steady=True``: each timed call follows an untimed call of the same candidate, so
+    that no candidate's time holds the state the one before it left (an evicted cache,
+    an idle second core: on the shared 2-core machine a few-millisecond call after a
+    200 ms single-threaded one takes ~1.5x its back-to-back time), as a training loop
+    calling the same step every batch sees it."""
+
+    def run(group: str, op: str, candidates: dict, rounds: int, steady: bool = False) -> None:
         labels = list(candidates)
         seconds = {label: [] for label in labels}
         if not benchmark.disabled:
@@ -64,12 +70,14 @@ def paired(benchmark):
         def one_round():
             first = len(seconds[labels[0]]) % len(labels)
             for label in labels[first:] + labels[:first]:
+                if steady:
+                    candidates[label]()
                 start = time.perf_counter()
                 candidates[label]()
                 seconds[label].append(time.perf_counter() - start)
 
         benchmark.group = group
-        benchmark.extra_info.update({"op": op, "paired_seconds": seconds})
+        benchmark.extra_info.update({"op": op, "paired_seconds": seconds, "steady": steady})
         benchmark.pedantic(one_round, rounds=rounds, iterations=1)
 
     return run
@@ -90,6 +98,7 @@ def _paired_record(bench) -> dict:
                     "p20": round(float(np.percentile(ratio, 20)), 3),
                     "p80": round(float(np.percentile(ratio, 80)), 3)}
     return {"group": bench.group, "rounds": len(next(iter(seconds.values()))),
+            "steady": bool(bench.extra_info.get("steady", False)),
             "median_ms": {k: round(1e3 * float(np.median(v)), 3) for k, v in seconds.items()},
             "speedup_over": speedup}
 
