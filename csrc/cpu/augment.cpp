@@ -518,8 +518,8 @@ FASTECG_PER_ISA(warp_rows, warp_rows_body)
 // (4 per lead): a 32-byte vector of T at a time (min and max in T, exact; sums in double,
 // four lanes per register). Plain loops over lane arrays stayed scalar, and 64-byte GCC
 // vectors went through the stack on AVX2.
-template <typename T>
-FASTECG_INLINE void row_stats_body(const T* y, int64_t ld, int64_t rows, int64_t len,
+template <bool Sums, typename T>
+FASTECG_INLINE void row_stats_impl(const T* y, int64_t ld, int64_t rows, int64_t len,
                                    double* acc) {
   typedef typename Vec32<T>::type VT;
   constexpr int64_t W = 32 / sizeof(T);
@@ -534,13 +534,15 @@ FASTECG_INLINE void row_stats_body(const T* y, int64_t ld, int64_t rows, int64_t
       std::memcpy(&v, row + t, sizeof v);
       lo = v < lo ? v : lo;
       hi = v > hi ? v : hi;
-      const V4 d0 = load4(row + t);
-      s0 += d0;
-      q0 += d0 * d0;
-      if constexpr (W == 8) {
-        const V4 d1 = load4(row + t + 4);
-        s1 += d1;
-        q1 += d1 * d1;
+      if constexpr (Sums) {
+        const V4 d0 = load4(row + t);
+        s0 += d0;
+        q0 += d0 * d0;
+        if constexpr (W == 8) {
+          const V4 d1 = load4(row + t + 4);
+          s1 += d1;
+          q1 += d1 * d1;
+        }
       }
     }
     double low = acc[4 * l], high = acc[4 * l + 1], sum = 0.0, squares = 0.0;
@@ -561,48 +563,44 @@ FASTECG_INLINE void row_stats_body(const T* y, int64_t ld, int64_t rows, int64_t
     }
     acc[4 * l] = low;
     acc[4 * l + 1] = high;
-    acc[4 * l + 2] += sum;
-    acc[4 * l + 3] += squares;
+    if constexpr (Sums) {
+      acc[4 * l + 2] += sum;
+      acc[4 * l + 3] += squares;
+    }
   }
+}
+
+template <typename T>
+FASTECG_INLINE void row_stats_body(const T* y, int64_t ld, int64_t rows, int64_t len,
+                                   double* acc) {
+  row_stats_impl<true>(y, ld, rows, len, acc);
+}
+
+// Only the min and max (acc's sums stay as they are).
+template <typename T>
+FASTECG_INLINE void row_extremes_body(const T* y, int64_t ld, int64_t rows, int64_t len,
+                                      double* acc) {
+  row_stats_impl<false>(y, ld, rows, len, acc);
 }
 
 FASTECG_PER_ISA(row_stats, row_stats_body)
+FASTECG_PER_ISA(row_extremes, row_extremes_body)
 
-// Per-lead max - min of `leads` rows of `len` samples (the order of x's rows), in T: the
-// statistics kernel's min and max (a NaN is skipped there too), a vector at a time.
-template <typename T>
-FASTECG_INLINE void source_ptp_body(const T* x, int64_t leads, int64_t len, std::vector<T>& out) {
-  typedef typename Vec32<T>::type VT;
-  constexpr int64_t W = kVec32<T>;
-  out.resize(leads);
+// Per-lead max - min in T of the `leads` rows of `len` samples at x (the statistics
+// kernel's min and max: lead_ptp's numbers), into out.
+template <typename T, typename Tag>
+void source_ptp(Tag tag, const T* x, int64_t leads, int64_t len, std::vector<double>& acc,
+                std::vector<T>& out) {
+  acc.assign(4 * leads, 0.0);
   for (int64_t l = 0; l < leads; ++l) {
-    const T* row = x + l * len;
-    if (len == 0) {
-      out[l] = T(0);
-      continue;
-    }
-    VT lo = VT{} + row[0], hi = lo;
-    int64_t t = 0;
-    for (; t + W <= len; t += W) {
-      VT v;
-      std::memcpy(&v, row + t, sizeof v);
-      lo = v < lo ? v : lo;
-      hi = v > hi ? v : hi;
-    }
-    T low = row[0], high = row[0];
-    for (; t < len; ++t) {
-      low = row[t] < low ? row[t] : low;
-      high = row[t] > high ? row[t] : high;
-    }
-    for (int64_t k = 0; k < W; ++k) {
-      low = lo[k] < low ? lo[k] : low;
-      high = hi[k] > high ? hi[k] : high;
-    }
-    out[l] = high - low;
+    acc[4 * l] = std::numeric_limits<double>::infinity();
+    acc[4 * l + 1] = -std::numeric_limits<double>::infinity();
   }
+  row_extremes(tag, x, len, leads, len, acc.data());
+  out.resize(leads);
+  for (int64_t l = 0; l < leads; ++l)
+    out[l] = static_cast<T>(acc[4 * l + 1]) - static_cast<T>(acc[4 * l]);
 }
-
-FASTECG_PER_ISA(source_ptp, source_ptp_body)
 
 template <typename T>
 struct Kernel {
@@ -630,6 +628,7 @@ struct ThreadScratch {
   std::vector<T> sample, gain, shift, staging;
   // kSinesPtp: the per-lead peak-to-peak of the source of sample ptp_of.
   std::vector<T> ptp;
+  std::vector<double> ptp_acc;
   int64_t ptp_of = -1;
 };
 
@@ -783,7 +782,8 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
   const int64_t need = std::max(st.lmax * len, len + st.taps - 1);
   if (static_cast<int64_t>(ts.scratch.size()) < need) ts.scratch.resize(need);
   if (s == 0 && k.ptp && ts.ptp_of != n) {  // kSinesPtp: the source's per-lead ptp, once
-    source_ptp(tag, k.x + n * k.n_leads * k.n_samples, k.n_leads, k.n_samples, ts.ptp);
+    source_ptp(tag, k.x + n * k.n_leads * k.n_samples, k.n_leads, k.n_samples, ts.ptp_acc,
+               ts.ptp);
     ts.ptp_of = n;
   }
   for (const Op<T>& op : st.ops)
