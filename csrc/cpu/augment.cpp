@@ -234,6 +234,15 @@ FASTECG_INLINE void fir_row(T* y, int64_t len, const T* z, const T* h, int64_t K
   }
 }
 
+// Whether kSines adds nothing to row l of sample n: every coefficient and the noise std 0.
+template <typename T>
+FASTECG_INLINE bool sines_row_silent(const Op<T>& op, int64_t n, int64_t l) {
+  const T* c = op.a + (n * op.lin + l) * op.j;
+  for (int64_t j = 0; j < op.j; ++j)
+    if (c[j] != T(0)) return false;
+  return op.c == nullptr || op.c[n * op.lin + l] == T(0);
+}
+
 // One point-wise op on a block: rows of `len` samples at times t0.., `scratch` holds at
 // least max(lin, lout) rows and len + taps - 1 samples.
 template <typename Tag, typename T>
@@ -276,11 +285,9 @@ FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0,
       const T* cosine = cosine_table<T>();
       T* acc = scratch;
       for (int64_t l = 0; l < op.lin; ++l) {
+        if (sines_row_silent(op, n, l)) continue;  // a row the step leaves alone: y + 0 is y
         const T* c = op.a + (n * op.lin + l) * op.j;
         const T noise_rel = op.c != nullptr ? op.c[n * op.lin + l] : T(0);
-        bool silent = noise_rel == T(0);  // a row the step leaves alone: y + 0 is y
-        for (int64_t j = 0; j < op.j && silent; ++j) silent = c[j] == T(0);
-        if (silent) continue;
         // kSinesPtp: the coefficients are relative to the lead's peak-to-peak (the
         // torch code multiplies in float64 before rounding: ~1 ulp apart)
         const T scale = op.ptp ? ptp[l] : T(1);
@@ -619,6 +626,7 @@ struct Kernel {
 
 template <typename T>
 struct ThreadScratch {
+  explicit ThreadScratch(size_t stages) : buffers(stages), i0(stages), frac(stages) {}
   std::vector<std::vector<T>> buffers;  // per stage: its output block
   std::vector<T> scratch;
   std::vector<std::vector<int32_t>> i0;  // per stage: its warp's positions of a block
@@ -663,17 +671,14 @@ bool op_silent(const Op<T>& op, int64_t n, int64_t t0, int64_t len) {
         if (op.a[rows + l] != T(1) || op.b[rows + l] != T(0)) return false;
       return true;
     case kSines:
-      for (int64_t i = 0; i < op.lin * op.j; ++i)
-        if (op.a[rows * op.j + i] != T(0)) return false;
-      [[fallthrough]];
-    case kNoise:
-    case kFirNoise: {
-      const T* sd = op.code == kSines ? op.c : op.a;
-      if (sd == nullptr) return true;
       for (int64_t l = 0; l < op.lin; ++l)
-        if (sd[rows + l] != T(0)) return false;
+        if (!sines_row_silent(op, n, l)) return false;
       return true;
-    }
+    case kNoise:
+    case kFirNoise:
+      for (int64_t l = 0; l < op.lin; ++l)
+        if (op.a[rows + l] != T(0)) return false;
+      return true;
     case kTimeMask:
       for (int64_t i = 0; i < op.j; ++i)
         if (std::max(op.k0[n * op.j + i], t0) < std::min(op.k1[n * op.j + i], t0 + len))
@@ -875,10 +880,7 @@ void materialise_pairs(Kernel<T>& k, int64_t n_batch) {
     T* base = k.paired[s].get();
     const Kernel<T>& kc = k;
     parallel_claim(static_cast<int64_t>(members.size()) * chunks, [&](auto& claim) {
-      ThreadScratch<T> ts;
-      ts.buffers.resize(kc.stages.size());
-      ts.i0.resize(kc.stages.size());
-      ts.frac.resize(kc.stages.size());
+      ThreadScratch<T> ts(kc.stages.size());
       auto work = [&](auto tag) {
         for (int64_t item; (item = claim()) >= 0;) {
           const int64_t m = item / chunks, c0 = (item % chunks) * chunk;
@@ -912,10 +914,7 @@ void run(Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
   materialise_pairs(k, n_batch);
   const Isa isa = cpu_isa();
   parallel_claim(items, [&](auto& claim) {
-    ThreadScratch<T> ts;
-    ts.buffers.resize(k.stages.size());
-    ts.i0.resize(k.stages.size());
-    ts.frac.resize(k.stages.size());
+    ThreadScratch<T> ts(k.stages.size());
     auto work = [&](auto tag) {
       std::vector<T>& block = ts.buffers.back();
       block.resize(last.lmax * kBlock);

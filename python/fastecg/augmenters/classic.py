@@ -197,7 +197,8 @@ class BaselineWander(Augmenter):
         # (n, L): the fused cpu pass, as the first op, scales by each lead's peak-to-peak
         # as it reads the sample (SINES_PTP): no read of the batch here for it.
         relative = isinstance(x, SignalView) and x.plan.source_relative()
-        ampl = torch.ones(n, n_leads, dtype=torch.float64) if relative else lead_ptp(x)
+        ampl = (torch.ones(n, n_leads, dtype=torch.float64, device=x.device) if relative
+                else lead_ptp(x))
         rows = torch.tensor(self.ampl_ratio, dtype=torch.float64, device=x.device)
         gauss = torch.tensor(self.gaussian, dtype=torch.float64, device=x.device)
         u = self._uniform(keys, 1, n_leads * (2 + k)).view(n, n_leads, 2 + k)

@@ -6,11 +6,10 @@ instead of running it. The kernel then runs the pending ops in one pass over the
 
 A plan runs its pending ops (one kernel call, whose output becomes the source of the
 next ops) only where a step needs the signal itself (Mixup, which pairs
-samples, does not: the kernel computes the partner's signal so far alongside, see the
-``PAIR`` op):
+samples, does not: the kernel pairs them within the pass, see the ``PAIR`` op):
 
 * a draw or transform that reads the signal's statistics (baseline wander's amplitude,
-  Gaussian noise's power; renormalisation's mean and variance on the GPU backends): the
+  unless it is the ``cpu`` pass's first op, ``SINES_PTP``; Gaussian noise's power; renormalisation's mean and variance on the GPU backends): the
   kernel returns the per-lead min, max, sum and sum of squares of its output with it. On
   the CPU the renormalisation is an op of its own (``RENORM``): the kernel takes each
   sample's statistics itself, from a per-thread copy of the sample, so the pass goes on;
