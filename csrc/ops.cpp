@@ -55,7 +55,7 @@ TORCH_LIBRARY(fastecg, m) {
   // repeated for the real and imaginary parts), cropped to n. adjoint: the transpose.
   m.def("_zero_phase_fft_kernel(Tensor rows, Tensor gain, int pad, int right, int n_fft, "
         "bool adjoint) -> Tensor");
-  // Polyphase FIR resampling of rows (rows, n_in) float32/float64 (resample_poly, upfirdn
+  // Polyphase FIR resampling of rows (..., n_in) float32/float64 (resample_poly, upfirdn
   // cropped): y[r, m] = sum_i xe[r, i] * taps[m * down + offset - up * i] for m < n_out, xe
   // the row extended with cval; taps: 1-D, x's dtype. Computes only the kept outputs.
   m.def("_resample_poly_kernel(Tensor x, Tensor taps, int up, int down, int offset, int n_out, "

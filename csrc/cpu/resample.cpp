@@ -699,7 +699,7 @@ void resample_rows(const T* x, T* y, const T* h, int64_t rows, int64_t n_in, int
 
 at::Tensor resample_poly_cpu(const at::Tensor& x, const at::Tensor& taps, int64_t up,
                              int64_t down, int64_t offset, int64_t n_out, double cval) {
-  TORCH_CHECK(x.dim() == 2, "_resample_poly_kernel: expected (rows, n_samples), got ", x.sizes());
+  TORCH_CHECK(x.dim() >= 1, "_resample_poly_kernel: expected (..., n_samples), got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "_resample_poly_kernel: expected float32 or float64, got ", x.scalar_type());
   TORCH_CHECK(taps.dim() == 1 && taps.numel() >= 1 && taps.scalar_type() == x.scalar_type() &&
@@ -710,12 +710,16 @@ at::Tensor resample_poly_cpu(const at::Tensor& x, const at::Tensor& taps, int64_
               "_resample_poly_kernel: needs up >= 1, down >= 1 and n_out >= 0, got up=", up,
               " down=", down, " n_out=", n_out);
   const at::Tensor xc = x.contiguous(), hc = taps.contiguous();
-  at::Tensor y = at::empty({xc.size(0), n_out}, xc.options());
+  // Any leading dims, filtered as rows: (..., n_in) -> (..., n_out).
+  const int64_t rows = c10::multiply_integers(xc.sizes().slice(0, xc.dim() - 1));
+  std::vector<int64_t> shape = xc.sizes().vec();
+  shape.back() = n_out;
+  at::Tensor y = at::empty(shape, xc.options());
   if (y.numel() == 0) return y;
   advise_huge_pages(y.data_ptr(), y.nbytes());
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "resample_poly_cpu", [&] {
     resample_rows<scalar_t>(xc.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
-                            hc.const_data_ptr<scalar_t>(), xc.size(0), xc.size(1), n_out, up,
+                            hc.const_data_ptr<scalar_t>(), rows, xc.size(-1), n_out, up,
                             down, offset, hc.numel(), static_cast<scalar_t>(cval));
   });
   return y;

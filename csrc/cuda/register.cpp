@@ -174,7 +174,7 @@ at::Tensor sosfiltfilt_adjoint_cuda_op(const at::Tensor& g, const at::Tensor& so
 
 at::Tensor resample_poly_cuda_op(const at::Tensor& x, const at::Tensor& taps, int64_t up,
                                 int64_t down, int64_t offset, int64_t n_out, double cval) {
-  TORCH_CHECK(x.dim() == 2, "_resample_poly_kernel: expected (rows, n_samples), got ", x.sizes());
+  TORCH_CHECK(x.dim() >= 1, "_resample_poly_kernel: expected (..., n_samples), got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "_resample_poly_kernel: expected float32 or float64, got ", x.scalar_type());
   TORCH_CHECK(taps.dim() == 1 && taps.numel() >= 1 && taps.scalar_type() == x.scalar_type() &&
@@ -185,12 +185,16 @@ at::Tensor resample_poly_cuda_op(const at::Tensor& x, const at::Tensor& taps, in
               "_resample_poly_kernel: needs up >= 1, down >= 1 and n_out >= 0");
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous(), hc = taps.contiguous();
-  at::Tensor y = at::empty({xc.size(0), n_out}, xc.options());
+  // Any leading dims, filtered as rows: (..., n_in) -> (..., n_out).
+  const int64_t rows = c10::multiply_integers(xc.sizes().slice(0, xc.dim() - 1));
+  std::vector<int64_t> shape = xc.sizes().vec();
+  shape.back() = n_out;
+  at::Tensor y = at::empty(shape, xc.options());
   if (y.numel() == 0) return y;
   cudaError_t err;
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "_resample_poly_kernel", [&] {
     err = resample_poly_cuda<scalar_t>(xc.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
-                                       hc.const_data_ptr<scalar_t>(), xc.size(0), xc.size(1),
+                                       hc.const_data_ptr<scalar_t>(), rows, xc.size(-1),
                                        n_out, up, down, offset, hc.numel(), cval,
                                        c10::cuda::getCurrentCUDAStream());
   });

@@ -5,7 +5,7 @@ import torch
 
 import fastecg
 from fastecg.ops import _dispatch
-from fastecg.ops._dispatch import kernel_for, register_kernel, resolve_backend
+from fastecg.ops._dispatch import eager_kernel, kernel_for, register_kernel, resolve_backend
 
 
 def test_backends_report_every_backend_with_a_reason():
@@ -35,6 +35,7 @@ def test_auto_falls_back_to_reference_for_unknown_device_kernels():
             resolve_backend("_test_only_op", torch.randn(2), "cpu")
     finally:
         del _dispatch._KERNELS[("_test_only_op", "torch")]
+        _dispatch._RESOLVED.clear()
 
 
 def test_forced_unavailable_backend_says_why():
@@ -70,3 +71,42 @@ def test_lazy_kernel_is_imported_on_first_use():
         assert callable(_dispatch._KERNELS[("_test_lazy", "torch")])
     finally:
         del _dispatch._KERNELS[("_test_lazy", "torch")]
+
+
+def test_eager_kernel_only_for_plain_eager_calls():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    x, w = torch.randn(2, 8), torch.randn(3)
+    kernel = kernel_for("resample", x)
+    assert eager_kernel("resample", "auto", x, w) is kernel
+    tracked = x.clone().requires_grad_()
+    assert eager_kernel("resample", "auto", tracked, w) is None  # autograd records the op
+    assert eager_kernel("resample", "auto", x, w.clone().requires_grad_()) is None
+    with torch.no_grad():
+        assert eager_kernel("resample", "auto", tracked, w) is kernel
+    assert eager_kernel("resample", "auto", torch.nn.Parameter(x), w) is None  # a subclass
+    seen = []
+    torch.vmap(lambda r: seen.append(eager_kernel("resample", "auto", r, w)) or r)(x)
+    assert seen == [None]
+
+    class Mode(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with Mode():
+        assert eager_kernel("resample", "auto", x, w) is None
+    traced = []
+    torch.jit.trace(lambda t: traced.append(eager_kernel("resample", "auto", t, w)) or t * 2,
+                    (x,), check_trace=False)
+    assert traced == [None]
+
+
+def test_resolved_kernels_follow_new_registrations():
+    register_kernel("_test_only_op2", "torch", lambda x: x + 1)
+    try:
+        assert kernel_for("_test_only_op2", torch.zeros(1))(torch.zeros(1)).item() == 1
+        register_kernel("_test_only_op2", "torch", lambda x: x + 2)
+        assert kernel_for("_test_only_op2", torch.zeros(1))(torch.zeros(1)).item() == 2
+    finally:
+        del _dispatch._KERNELS[("_test_only_op2", "torch")]
+        _dispatch._RESOLVED.clear()

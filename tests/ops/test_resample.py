@@ -291,7 +291,7 @@ def test_bad_arguments_fail_before_any_work(monkeypatch):
     def no_work(*args):
         raise AssertionError("a kernel ran")
 
-    monkeypatch.setitem(resample_module.__dict__, "_resample_poly", no_work)
+    monkeypatch.setitem(resample_module.__dict__, "_polyphase", no_work)
     with pytest.raises(ValueError, match="padtype"):
         resample(torch.randn(2, 100), 1, 2, padtype="wrap")
     with pytest.raises(ValueError, match="window"):
@@ -366,3 +366,61 @@ def test_compile_fullgraph_matches_eager():
     (g_compiled,) = torch.autograd.grad(out.sum(), x)
     (g_eager,) = torch.autograd.grad(pipeline(x).sum(), x)
     torch.testing.assert_close(g_compiled, g_eager)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eager_call_equals_the_custom_op(backend):
+    # A plain eager call runs the kernel without the custom op's dispatch; a signal that
+    # needs a gradient goes through the custom op. Both give the same numbers, bit for bit.
+    device = device_for(backend)
+    x = torch.randn(2, 3, 700, device=device, dtype=torch.float64)
+    plain = resample(x, fs_in=500, fs_out=360, backend=backend)
+    tracked = resample(x.clone().requires_grad_(), fs_in=500, fs_out=360, backend=backend)
+    assert tracked.grad_fn is not None and plain.grad_fn is None
+    assert torch.equal(plain, tracked.detach())
+    taps = resample_module.resample_design(18, 25, "kaiser", [5.0], str(device), torch.float64)
+    op = torch.ops.fastecg.resample_poly(x, taps, 18, 25, (taps.shape[0] - 1) // 2, 504, 0.0,
+                                         backend)
+    assert torch.equal(plain, op)
+
+
+def test_custom_op_runs_under_vmap_and_dispatch_modes(monkeypatch):
+    calls = []
+    op = resample_module._resample_poly
+
+    def counted(*args):
+        calls.append(1)
+        return op(*args)
+
+    monkeypatch.setitem(resample_module.__dict__, "_resample_poly", counted)
+    x = torch.randn(3, 2, 100)
+    resample(x, 1, 2)
+    assert not calls  # plain eager: the kernel directly
+    out = torch.vmap(lambda r: resample(r, 1, 2))(x)
+    assert len(calls) == 1
+    torch.testing.assert_close(out, resample(x, 1, 2))
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Seen(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    seen = []
+    with Seen():
+        resample(x, 1, 2)
+    assert "fastecg.resample_poly.default" in seen
+
+
+def test_repeated_calls_keep_every_check():
+    # Eager calls reuse their checked arguments; an argument that compares equal to an
+    # accepted one but is not accepted itself (True == 1) is still refused.
+    x = torch.randn(2, 100)
+    torch.testing.assert_close(resample(x, 1, 2, cval=1), resample(x, 1, 2, cval=1.0))
+    with pytest.raises(ValueError, match="cval must be a finite number, got True"):
+        resample(x, 1, 2, cval=True)
+    resample(x, 2, 1)
+    with pytest.raises(ValueError, match="up must be a positive integer, got 2.0"):
+        resample(x, 2.0, 1)
+    with pytest.raises(ValueError, match="up must be a positive integer, got True"):
+        resample(x, True, 2)

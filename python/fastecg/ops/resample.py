@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -25,7 +25,8 @@ from torch import Tensor
 from .._spec import (resample_factors, resample_half_len, resample_length, resample_taps,
                      resample_window_key)
 from ._cache import design_op
-from ._dispatch import check_backend_name, compiled_op, kernel_for, register_kernel, resolve_backend
+from ._dispatch import (check_backend_name, compiled_op, eager_kernel, kernel_for, register_kernel,
+                        resolve_backend)
 from ._validate import check_signal, kernel_dtype
 
 __all__ = ["resample", "RESAMPLE_PADTYPES"]
@@ -36,8 +37,8 @@ RESAMPLE_PADTYPES = ("constant", "mean", "median", "maximum", "minimum")
 
 
 # ---- kernels ---------------------------------------------------------------------------
-# Every kernel takes rows (n_rows, n_in), taps (L,) in the rows' dtype, and returns
-# (n_rows, n_out), contiguous.
+# Every kernel takes x (..., n_in), taps (L,) in x's dtype, and returns (..., n_out),
+# contiguous: each row filtered on its own.
 
 def _phase_layout(n_taps: int, up: int, down: int, offset: int) -> tuple[np.ndarray, int, int]:
     """Output m = c + up * q (c < up) reads input base + c_shift[c] + down * q + t for the
@@ -68,14 +69,16 @@ def _phase_index(n_taps: int, up: int, down: int, offset: int, device: str):
 
 
 @register_kernel("resample", "torch")
-def resample_reference(rows: Tensor, taps: Tensor, up: int, down: int, offset: int, n_out: int,
+def resample_reference(x: Tensor, taps: Tensor, up: int, down: int, offset: int, n_out: int,
                        cval: float = 0.0) -> Tensor:
     """Pure-PyTorch reference (any device): one strided ``conv1d`` with one output channel
     per phase class (outputs m = c mod up read the same taps at inputs that advance by
     `down` per `up` outputs), interleaved back into time order."""
-    n_rows, n_in = rows.shape
+    lead, n_in = x.shape[:-1], x.shape[-1]
+    n_rows = math.prod(lead)
+    rows = x.reshape(n_rows, n_in)
     if n_rows == 0 or n_out == 0:
-        return rows.new_zeros(n_rows, n_out)
+        return rows.new_zeros(*lead, n_out)
     index, valid, base, width = _phase_index(taps.shape[0], up, down, offset, str(rows.device))
     weight = torch.where(valid, taps[index], taps.new_zeros(())).unsqueeze(1)  # (up, 1, width)
     n_q = -(-n_out // up)
@@ -83,7 +86,8 @@ def resample_reference(rows: Tensor, taps: Tensor, up: int, down: int, offset: i
     start = min(max(base, 0), n_in)
     ext = F.pad(rows[:, start:], (max(-base, 0), max(base + span - n_in, 0)), value=cval)
     out = F.conv1d(ext[:, None, :span], weight, stride=down)  # (rows, up, n_q)
-    return out.transpose(1, 2).reshape(n_rows, n_q * up)[:, :n_out].contiguous()
+    out = out.transpose(1, 2).reshape(n_rows, n_q * up)[:, :n_out]
+    return out.reshape(*lead, n_out).contiguous()
 
 
 register_kernel("resample", "cpu", compiled_op("_resample_poly_kernel"))
@@ -95,10 +99,7 @@ register_kernel("resample", "cuda", compiled_op("_resample_poly_kernel"))
 @torch.library.custom_op("fastecg::resample_poly", mutates_args=())
 def _resample_poly(x: Tensor, taps: Tensor, up: int, down: int, offset: int, n_out: int,
                    cval: float, backend: str) -> Tensor:
-    n_rows = math.prod(x.shape[:-1])
-    rows = x.reshape(n_rows, x.shape[-1])
-    out = kernel_for("resample", x, backend)(rows, taps, up, down, offset, n_out, cval)
-    return out.reshape(*x.shape[:-1], n_out)
+    return kernel_for("resample", x, backend)(x, taps, up, down, offset, n_out, cval)
 
 
 @_resample_poly.register_fake
@@ -279,28 +280,76 @@ def resample(x: Tensor, up: Optional[int] = None, down: Optional[int] = None, *,
     torch.Size([8, 12, 3600])
     """
     check_signal(x, "resample", min_samples=0)
-    up, down = resample_factors(up, down, fs_in, fs_out)
-    key = check_resample_args(window, padtype, cval, backend)
-    if up == down == 1:  # SciPy's shortcut (no filter is designed)
+    plan = _plan(x, up, down, fs_in, fs_out, window, padtype, cval, backend)
+    up, down, taps = plan.up, plan.down, plan.taps
+    if up == down:  # SciPy's shortcut (no filter is designed)
         return x.clone()
-    if not torch.compiler.is_compiling():
-        resolve_backend("resample", x, backend)  # fail early, with the reason
-        if key is not None:
-            resample_taps(up, down, key)  # designs (cached) or names the bad window
     n_in = x.shape[-1]
     if n_in == 0:
         return x[..., :0].clone()
-    dtype = kernel_dtype(x)
-    if key is None:
-        taps = _given_taps(window, up, x.device, dtype)
-    else:
-        taps = resample_design(up, down, key[0], list(key[1]), str(x.device), dtype)
+    if taps is None:
+        taps = _given_taps(window, up, x.device, plan.dtype)
     offset = (taps.shape[0] - 1) // 2  # the output is centred on the filter
     n_out = resample_length(n_in, up, down)
-    xk = x.to(dtype)
+    xk = x if x.dtype == plan.dtype else x.to(plan.dtype)
     if padtype == "constant":
-        out = _resample_poly(xk, taps, up, down, offset, n_out, float(cval or 0.0), backend)
+        out = _polyphase(xk, taps, up, down, offset, n_out, plan.cval, backend)
     else:
         level = _background(xk, padtype)
-        out = _resample_poly(xk - level, taps, up, down, offset, n_out, 0.0, backend) + level
-    return out.to(x.dtype)
+        out = _polyphase(xk - level, taps, up, down, offset, n_out, 0.0, backend) + level
+    return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+class _Plan(NamedTuple):
+    up: int
+    down: int
+    dtype: torch.dtype
+    cval: float
+    taps: Optional[Tensor]  # the design's, None for taps given as an array
+
+
+# Eager calls' checked arguments and designed taps, per (arguments, device, dtype): a
+# training loop calls with the same ones every batch, and their checks and the design's
+# lookup cost more than a small batch's filtering.
+_PLANS: dict = {}
+_PLANS_MAX = 256
+
+
+def _plan(x: Tensor, up, down, fs_in, fs_out, window, padtype: str, cval, backend: str) -> _Plan:
+    """Every check of the call's arguments (ValueError before any work) and the design."""
+    compiling = torch.compiler.is_compiling()
+    key = None
+    if not compiling and not _is_taps(window):
+        # Types too: True == 1 and 5 == 5.0 hash alike, but the checks tell them apart.
+        key = (up, type(up), down, type(down), fs_in, type(fs_in), fs_out, type(fs_out),
+               window, padtype, cval, type(cval), backend, x.device, x.dtype)
+        try:
+            plan = _PLANS.get(key)
+        except TypeError:  # a window spec that does not hash: no caching
+            plan, key = None, None
+        if plan is not None:
+            return plan
+    up, down = resample_factors(up, down, fs_in, fs_out)
+    design = check_resample_args(window, padtype, cval, backend)
+    dtype = kernel_dtype(x)
+    taps = None
+    if up != down:
+        if not compiling:
+            resolve_backend("resample", x, backend)  # fail early, with the reason
+            if design is not None:
+                resample_taps(up, down, design)  # designs (cached) or names the bad window
+        if design is not None:
+            taps = resample_design(up, down, design[0], list(design[1]), str(x.device), dtype)
+    plan = _Plan(up, down, dtype, float(cval or 0.0), taps)
+    if key is not None and len(_PLANS) < _PLANS_MAX:
+        _PLANS[key] = plan
+    return plan
+
+
+def _polyphase(x: Tensor, taps: Tensor, up: int, down: int, offset: int, n_out: int,
+               cval: float, backend: str) -> Tensor:
+    """The custom op, or in a plain eager call its kernel directly (eager_kernel)."""
+    kernel = eager_kernel("resample", backend, x, taps)
+    if kernel is None:
+        return _resample_poly(x, taps, up, down, offset, n_out, cval, backend)
+    return kernel(x, taps, up, down, offset, n_out, cval)
