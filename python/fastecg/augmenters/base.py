@@ -61,7 +61,7 @@ def make_keys(n: int, device: torch.device, seed: Optional[int], epoch: int,
             raise ValueError(f"indices must be {n} integers (one per sample), got "
                              f"{tuple(index.shape)} of {index.dtype}")
         index = index.reshape(n).long()
-        if index.numel() and bool((index < 0).any()):
+        if index.numel() and int(index.min()) < 0:
             raise ValueError("indices must be non-negative")
     return Keys(int(seed), int(epoch), index, view)
 

@@ -53,6 +53,16 @@ def _table(value: Any, what: str, width: Optional[int] = None) -> tuple:
     return tuple(tuple(r) for r in rows.tolist())
 
 
+@functools.lru_cache(maxsize=32)
+def _tables(ampl_ratio: tuple, gaussian: tuple, device) -> tuple[Tensor, Tensor]:
+    """BaselineWander's candidate tables as float64 tensors on `device`, made once (a
+    training loop draws from the same ones every batch). Read-only; ordinary tensors even
+    when first asked for inside inference mode (the fused pass's draws)."""
+    with torch.inference_mode(False):
+        return (torch.tensor(ampl_ratio, dtype=torch.float64, device=device),
+                torch.tensor(gaussian, dtype=torch.float64, device=device))
+
+
 def sine_basis(freqs_hz: Tensor, n_samples: int, fs: float, dtype, device) -> Tensor:
     """(2k, n_samples): sin then cos of each frequency at t = n / fs, so that a sum of
     sinusoids with per-row amplitudes and phases is one matmul with their (sin, cos)
@@ -199,8 +209,7 @@ class BaselineWander(Augmenter):
         relative = isinstance(x, SignalView) and x.plan.source_relative()
         ampl = (torch.ones(n, n_leads, dtype=torch.float64, device=x.device) if relative
                 else lead_ptp(x))
-        rows = torch.tensor(self.ampl_ratio, dtype=torch.float64, device=x.device)
-        gauss = torch.tensor(self.gaussian, dtype=torch.float64, device=x.device)
+        rows, gauss = _tables(self.ampl_ratio, self.gaussian, x.device)
         u = self._uniform(keys, 1, n_leads * (2 + k)).view(n, n_leads, 2 + k)
         row = (u[..., 0] * len(rows)).long().clamp_max(len(rows) - 1)
         g = (u[..., 1] * len(gauss)).long().clamp_max(len(gauss) - 1)

@@ -76,7 +76,11 @@ class FusedPlan:
         """Append one op; its tensors are made contiguous tensors on the plan's device here
         (a step's empty placeholders are made on the CPU)."""
         self.codes.append(int(code))
-        self.tensors.extend(t.to(self.device).contiguous() for t in tensors)
+        device = self.device
+        for t in tensors:
+            if t.device != device:
+                t = t.to(device)
+            self.tensors.append(t if t.is_contiguous() else t.contiguous())
         self.ints.extend(int(i) for i in ints)
         self.floats.extend(float(f) for f in floats)
         self._stats = None

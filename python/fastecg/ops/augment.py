@@ -186,6 +186,12 @@ def lead_stats(x: Tensor, backend: str = "auto") -> Tensor:
     return kernel_for("augment_lead_stats", x, name)(x)
 
 
+def _long(t: Tensor) -> Tensor:
+    # A draw makes a few dozen of these calls, whose keys are int64 already: a no-op
+    # .long() would still cost a dispatch each.
+    return t if t.dtype == torch.int64 else t.long()
+
+
 def _draw_kernels_run(t: Tensor) -> bool:
     """Whether the C++ kernels of the parameter draws (Philox, uniforms, Beta) run on
     `t`'s device: the CPU, with the extension built."""
@@ -209,7 +215,7 @@ def philox_stream(index: Tensor, view: Tensor, first: int, count: int, blocks: i
     """
     if not _draw_kernels_run(index):
         return None
-    return torch.ops.fastecg._philox_stream_kernel(index.long(), view.long(), int(first),
+    return torch.ops.fastecg._philox_stream_kernel(_long(index), _long(view), int(first),
                                                    int(count), int(blocks), int(k0), int(k1))
 
 
@@ -232,7 +238,7 @@ def philox_uniform(index: Tensor, view: Tensor, word: int, n: int, k0: int, k1: 
     """
     if not _draw_kernels_run(index):
         return None
-    return torch.ops.fastecg._philox_uniform_kernel(index.long(), view.long(), int(word), int(n),
+    return torch.ops.fastecg._philox_uniform_kernel(_long(index), _long(view), int(word), int(n),
                                                     int(k0), int(k1), bool(normal))
 
 
