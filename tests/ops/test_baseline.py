@@ -292,10 +292,10 @@ def test_opcheck(method):
     if method == "median":
         for args in [(x, [5, 9], [0, 0], 2, 0.0, True, False, "auto"),
                      (xg, [4], [1], 0, 0.0, False, True, "auto")]:
-            torch.library.opcheck(_median_filter, args)
+            torch.library.opcheck(_median_filter._op, args)
     else:
         for t in (x, xg):
-            torch.library.opcheck(_moving_average, (t, [5, 9], True, "auto"))
+            torch.library.opcheck(_moving_average._op, (t, [5, 9], True, "auto"))
 
 
 @pytest.mark.parametrize("method", ["median", "mean"])

@@ -5,7 +5,7 @@ import torch
 
 import fastecg
 from fastecg.ops import _dispatch
-from fastecg.ops._dispatch import eager_kernel, kernel_for, register_kernel, resolve_backend
+from fastecg.ops._dispatch import kernel_for, plain_eager, register_kernel, resolve_backend
 
 
 def test_backends_report_every_backend_with_a_reason():
@@ -73,32 +73,31 @@ def test_lazy_kernel_is_imported_on_first_use():
         del _dispatch._KERNELS[("_test_lazy", "torch")]
 
 
-def test_eager_kernel_only_for_plain_eager_calls():
+def test_plain_eager_only_without_autograd_transforms_modes_or_subclasses():
     from torch.utils._python_dispatch import TorchDispatchMode
 
     x, w = torch.randn(2, 8), torch.randn(3)
-    kernel = kernel_for("resample", x)
-    assert eager_kernel("resample", "auto", x, w) is kernel
+    assert plain_eager([x, w])
     tracked = x.clone().requires_grad_()
-    assert eager_kernel("resample", "auto", tracked, w) is None  # autograd records the op
-    assert eager_kernel("resample", "auto", x, w.clone().requires_grad_()) is None
+    assert not plain_eager([tracked, w])  # autograd records the op
+    assert not plain_eager([x, w.clone().requires_grad_()])
     with torch.no_grad():
-        assert eager_kernel("resample", "auto", tracked, w) is kernel
-    assert eager_kernel("resample", "auto", torch.nn.Parameter(x), w) is None  # a subclass
+        assert plain_eager([tracked, w])
+    assert not plain_eager([torch.nn.Parameter(x), w])  # a subclass
     seen = []
-    torch.vmap(lambda r: seen.append(eager_kernel("resample", "auto", r, w)) or r)(x)
-    assert seen == [None]
+    torch.vmap(lambda r: seen.append(plain_eager([r, w])) or r)(x)
+    assert seen == [False]
 
     class Mode(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             return func(*args, **(kwargs or {}))
 
     with Mode():
-        assert eager_kernel("resample", "auto", x, w) is None
+        assert not plain_eager([x, w])
     traced = []
-    torch.jit.trace(lambda t: traced.append(eager_kernel("resample", "auto", t, w)) or t * 2,
-                    (x,), check_trace=False)
-    assert traced == [None]
+    torch.jit.trace(lambda t: traced.append(plain_eager([t, w])) or t * 2, (x,),
+                    check_trace=False)
+    assert traced == [False]
 
 
 def test_resolved_kernels_follow_new_registrations():
@@ -110,3 +109,45 @@ def test_resolved_kernels_follow_new_registrations():
     finally:
         del _dispatch._KERNELS[("_test_only_op2", "torch")]
         _dispatch._RESOLVED.clear()
+
+
+def _ops_calls():
+    import numpy as np
+    import scipy.signal
+
+    from fastecg.ops import bandpass, normalize, remove_baseline, resample, sosfilt
+
+    sos = scipy.signal.butter(2, [1.0, 40.0], btype="bandpass", fs=500.0, output="sos")
+    return {
+        "normalize": lambda x: normalize(x),
+        "bandpass iir": lambda x: bandpass(x, 500.0, 1.0, 40.0),
+        "bandpass fft": lambda x: bandpass(x, 500.0, 1.0, 40.0, method="fft"),
+        "median baseline": lambda x: remove_baseline(x, 500.0, method="median"),
+        "mean baseline": lambda x: remove_baseline(x, 500.0, method="mean"),
+        "sosfilt": lambda x: sosfilt(np.asarray(sos), x),
+        "resample": lambda x: resample(x, 2, 5),
+    }
+
+
+@pytest.mark.parametrize("name", list(_ops_calls()))
+def test_plain_eager_calls_equal_the_custom_ops(name, monkeypatch):
+    # A plain eager call runs the op's implementation directly; a signal that needs a
+    # gradient goes through the custom op (seen by a counting wrapper). Same numbers.
+    from fastecg.ops._dispatch import EagerOp
+
+    calls = []
+    original = EagerOp.__call__
+
+    def counted(self, *args):
+        if not plain_eager([a for a in args if isinstance(a, torch.Tensor)]):
+            calls.append(self._op)
+        return original(self, *args)
+
+    monkeypatch.setattr(EagerOp, "__call__", counted)
+    fn = _ops_calls()[name]
+    x = torch.randn(2, 3, 1200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    plain = fn(x)
+    assert not calls
+    tracked = fn(x.clone().requires_grad_())
+    assert calls and tracked.grad_fn is not None
+    assert torch.equal(plain, tracked.detach())

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import importlib
 import os
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 import torch
 
@@ -163,27 +163,53 @@ def kernel_for(name: str, x: torch.Tensor, backend: str = "auto") -> Callable:
     return kernel
 
 
-def eager_kernel(name: str, backend: str, *tensors: torch.Tensor) -> Optional[Callable]:
-    """The kernel an op may call directly instead of its custom op, or None where the
-    custom op must run.
-
-    The custom op is what autograd, ``torch.compile``, ``torch.jit.trace``, functorch
-    transforms (``vmap``, ``grad``), dispatch modes (fake tensors, tracing, flop
-    counters) and tensor subclasses see, so it runs whenever any of them is involved. In
-    a plain eager call with no tensor that needs a gradient, it would only forward to the
-    same kernel, through four Python layers that cost ~15 us with warm caches and ~60 us
-    right after another large op has evicted them: a few percent of a 1 ms call.
-    `tensors` are the op's tensor arguments, the first one the signal (it picks the
-    backend as :func:`kernel_for` does)."""
+def plain_eager(tensors) -> bool:
+    """Whether a call with these tensor arguments is plain eager work: no ``torch.compile``,
+    ``jit.trace``, functorch transform (``vmap``, ``grad``) or dispatch mode (fake tensors,
+    tracing, flop counters) around it, no tensor subclass, and no tensor that autograd
+    would record the call for."""
     if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:
-        return None
+        return False
     grad = torch.is_grad_enabled()
     for t in tensors:
         if type(t) is not torch.Tensor or (grad and t.requires_grad):
-            return None
-    if torch._C._len_torch_dispatch_stack() or torch._C._are_functorch_transforms_active():
-        return None
-    return kernel_for(name, tensors[0], backend)
+            return False
+    return not (torch._C._len_torch_dispatch_stack() or torch._C._are_functorch_transforms_active())
+
+
+class EagerOp:
+    """A ``torch.library`` custom op whose plain eager calls (:func:`plain_eager`) run its
+    implementation directly.
+
+    The custom op is what autograd, ``torch.compile``, ``jit.trace``, functorch transforms,
+    dispatch modes and tensor subclasses see, so it runs whenever any of them is involved.
+    In a plain eager call it would only forward to the same implementation, through four
+    Python layers that cost ~15 us with warm caches and ~60 us right after another large
+    op has evicted them (benchmarks/README.md, resampling). Attributes (``register_fake``,
+    ``register_autograd``, ...) are the custom op's."""
+
+    def __init__(self, op, impl: Callable):
+        self._op, self._impl = op, impl
+
+    def __call__(self, *args):
+        if torch.compiler.is_compiling():
+            return self._op(*args)
+        if plain_eager([a for a in args if isinstance(a, torch.Tensor)]):
+            return self._impl(*args)
+        return self._op(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._op, name)
+
+
+def custom_op(qualname: str) -> Callable:
+    """Decorator: ``torch.library.custom_op(qualname, mutates_args=())`` of the function, as
+    an :class:`EagerOp`."""
+
+    def wrap(fn: Callable) -> EagerOp:
+        return EagerOp(torch.library.custom_op(qualname, fn, mutates_args=()), fn)
+
+    return wrap
 
 
 def compiled_op(op_name: str) -> Callable:

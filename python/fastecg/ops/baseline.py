@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .._rows import gather_selected
-from ._dispatch import compiled_op, kernel_for, register_kernel, resolve_backend
+from ._dispatch import compiled_op, custom_op, kernel_for, register_kernel, resolve_backend
 from .._spec import MAX_WINDOW, BoundaryMode, window_samples
 from ._validate import check_signal, kernel_dtype
 
@@ -256,7 +256,7 @@ def periodic_moving_average(rows: Tensor, size: int) -> Tensor:
 
 # ---- custom ops ----------------------------------------------------------------------------
 
-@torch.library.custom_op("fastecg::median_filter", mutates_args=())
+@custom_op("fastecg::median_filter")
 def _median_filter(x: Tensor, sizes: list[int], origins: list[int], mode: int, cval: float,
                    subtract: bool, need_index: bool, backend: str) -> tuple[Tensor, Tensor]:
     rows = x.reshape(-1, x.shape[-1])
@@ -297,7 +297,7 @@ def median_filter_vjp(grad: Tensor, index: Tensor, subtract: bool) -> Tensor:
     return grad - picked if subtract else picked
 
 
-@torch.library.custom_op("fastecg::moving_average", mutates_args=())
+@custom_op("fastecg::moving_average")
 def _moving_average(x: Tensor, sizes: list[int], subtract: bool, backend: str) -> Tensor:
     rows = x.reshape(-1, x.shape[-1])
     return kernel_for("moving_average", x, backend)(rows, sizes, subtract).view(x.shape)

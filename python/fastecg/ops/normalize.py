@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from .._spec import NORMALIZE_EPS, NormalizeMethod
-from ._dispatch import check_backend_name, compiled_op, kernel_for, register_kernel, resolve_backend
+from ._dispatch import (check_backend_name, compiled_op, custom_op, kernel_for, register_kernel,
+                        resolve_backend)
 from ._validate import check_signal, kernel_dtype
 
 __all__ = ["normalize", "NORMALIZE_METHODS"]
@@ -56,7 +57,7 @@ def _rows(x: Tensor, per_channel: bool) -> Tensor:
     return x.reshape(-1, n)
 
 
-@torch.library.custom_op("fastecg::normalize", mutates_args=())
+@custom_op("fastecg::normalize")
 def _normalize(x: Tensor, method: int, mean: float, std: float, per_channel: bool,
                backend: str, eps: float = EPS, ddof: int = 1) -> Tensor:
     rows = _rows(x, per_channel)

@@ -25,7 +25,7 @@ from torch import Tensor
 from .._spec import (resample_factors, resample_half_len, resample_length, resample_taps,
                      resample_window_key)
 from ._cache import design_op
-from ._dispatch import (check_backend_name, compiled_op, eager_kernel, kernel_for, register_kernel,
+from ._dispatch import (check_backend_name, compiled_op, custom_op, kernel_for, register_kernel,
                         resolve_backend)
 from ._validate import check_signal, kernel_dtype
 
@@ -96,7 +96,7 @@ register_kernel("resample", "cuda", compiled_op("_resample_poly_kernel"))
 
 # ---- custom op -------------------------------------------------------------------------
 
-@torch.library.custom_op("fastecg::resample_poly", mutates_args=())
+@custom_op("fastecg::resample_poly")
 def _resample_poly(x: Tensor, taps: Tensor, up: int, down: int, offset: int, n_out: int,
                    cval: float, backend: str) -> Tensor:
     return kernel_for("resample", x, backend)(x, taps, up, down, offset, n_out, cval)
@@ -348,8 +348,4 @@ def _plan(x: Tensor, up, down, fs_in, fs_out, window, padtype: str, cval, backen
 
 def _polyphase(x: Tensor, taps: Tensor, up: int, down: int, offset: int, n_out: int,
                cval: float, backend: str) -> Tensor:
-    """The custom op, or in a plain eager call its kernel directly (eager_kernel)."""
-    kernel = eager_kernel("resample", backend, x, taps)
-    if kernel is None:
-        return _resample_poly(x, taps, up, down, offset, n_out, cval, backend)
-    return kernel(x, taps, up, down, offset, n_out, cval)
+    return _resample_poly(x, taps, up, down, offset, n_out, cval, backend)

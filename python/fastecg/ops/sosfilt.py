@@ -27,7 +27,8 @@ from torch import Tensor
 from .._rows import PADTYPES, extend_rows
 from ._design import (_as_sos, _sos_key, _sos_on_device, _sosfilt_zi, _tuple_padlen, _zi_for,
                       _zi_on_device, check_longer_than_padding, default_padlen, extension_length)
-from ._dispatch import compiled_op, has_kernel, kernel_for, register_kernel, resolve_backend
+from ._dispatch import (compiled_op, custom_op, has_kernel, kernel_for, register_kernel,
+                        resolve_backend)
 
 
 from ._validate import check_signal, kernel_dtype
@@ -105,7 +106,7 @@ def _resolved_padlen(sos: Tensor, padlen: int, n: int) -> int:
     return edge
 
 
-@torch.library.custom_op("fastecg::sosfiltfilt", mutates_args=())
+@custom_op("fastecg::sosfiltfilt")
 def _sosfiltfilt(x: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int,
                  backend: str) -> Tensor:
     padlen = _resolved_padlen(sos, padlen, x.shape[-1])
@@ -114,7 +115,7 @@ def _sosfiltfilt(x: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int,
     return kernel(rows, sos, zi, padlen, padtype).view(x.shape)
 
 
-@torch.library.custom_op("fastecg::sosfiltfilt_adjoint", mutates_args=())
+@custom_op("fastecg::sosfiltfilt_adjoint")
 def _sosfiltfilt_adjoint(grad: Tensor, sos: Tensor, zi: Tensor, padlen: int, padtype: int,
                          backend: str) -> Tensor:
     padlen = _resolved_padlen(sos, padlen, grad.shape[-1])
@@ -205,7 +206,7 @@ def _extension_transpose(w: Tensor, n: int, padlen: int, padtype: int) -> Tensor
     return xg
 
 
-@torch.library.custom_op("fastecg::sosfilt", mutates_args=())
+@custom_op("fastecg::sosfilt")
 def _sosfilt(x: Tensor, sos: Tensor, zi: Tensor, backend: str) -> tuple[Tensor, Tensor]:
     rows = x.reshape(-1, x.shape[-1])
     states = zi.reshape(rows.shape[0], sos.shape[0], 2)  # (-1 is ambiguous for 0 rows)

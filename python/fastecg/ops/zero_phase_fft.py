@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ._cache import cached_unless_compiling
-from ._dispatch import compiled_op, kernel_for, register_kernel
+from ._dispatch import compiled_op, custom_op, kernel_for, register_kernel
 
 __all__ = ["fft_filter", "fast_fft_len"]
 
@@ -119,7 +119,7 @@ def zero_phase_fft_reference(rows: Tensor, gain: Tensor, pad: int, right: int, n
 register_kernel("zero_phase_fft", "cpu", compiled_op("_zero_phase_fft_kernel"))
 
 
-@torch.library.custom_op("fastecg::zero_phase_fft", mutates_args=())
+@custom_op("fastecg::zero_phase_fft")
 def _zero_phase_fft(rows: Tensor, gain: Tensor, pad: int, right: int, n_fft: int,
                     adjoint: bool, backend: str) -> Tensor:
     """y = crop(C pad(rows)): reflect pad, circular convolution with |H|^2, crop; or its
