@@ -84,6 +84,7 @@ def test_plain_eager_only_without_autograd_transforms_modes_or_subclasses():
     with torch.no_grad():
         assert plain_eager([tracked, w])
     assert not plain_eager([torch.nn.Parameter(x), w])  # a subclass
+    assert not plain_eager([x.to("meta"), w])  # shapes from the custom op's fake
     seen = []
     torch.vmap(lambda r: seen.append(plain_eager([r, w])) or r)(x)
     assert seen == [False]

@@ -166,13 +166,14 @@ def kernel_for(name: str, x: torch.Tensor, backend: str = "auto") -> Callable:
 def plain_eager(tensors) -> bool:
     """Whether a call with these tensor arguments is plain eager work: no ``torch.compile``,
     ``jit.trace``, functorch transform (``vmap``, ``grad``) or dispatch mode (fake tensors,
-    tracing, flop counters) around it, no tensor subclass, and no tensor that autograd
-    would record the call for."""
+    tracing, flop counters) around it, no tensor subclass or meta tensor (the custom op's
+    fake gives those their shapes), and no tensor that autograd would record the call
+    for."""
     if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:
         return False
     grad = torch.is_grad_enabled()
     for t in tensors:
-        if type(t) is not torch.Tensor or (grad and t.requires_grad):
+        if type(t) is not torch.Tensor or t.is_meta or (grad and t.requires_grad):
             return False
     return not (torch._C._len_torch_dispatch_stack() or torch._C._are_functorch_transforms_active())
 
