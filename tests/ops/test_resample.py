@@ -291,7 +291,7 @@ def test_bad_arguments_fail_before_any_work(monkeypatch):
     def no_work(*args):
         raise AssertionError("a kernel ran")
 
-    monkeypatch.setitem(resample_module.__dict__, "_polyphase", no_work)
+    monkeypatch.setitem(resample_module.__dict__, "_resample_poly", no_work)
     with pytest.raises(ValueError, match="padtype"):
         resample(torch.randn(2, 100), 1, 2, padtype="wrap")
     with pytest.raises(ValueError, match="window"):

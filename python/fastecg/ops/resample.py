@@ -293,10 +293,10 @@ def resample(x: Tensor, up: Optional[int] = None, down: Optional[int] = None, *,
     n_out = resample_length(n_in, up, down)
     xk = x if x.dtype == plan.dtype else x.to(plan.dtype)
     if padtype == "constant":
-        out = _polyphase(xk, taps, up, down, offset, n_out, plan.cval, backend)
+        out = _resample_poly(xk, taps, up, down, offset, n_out, plan.cval, backend)
     else:
         level = _background(xk, padtype)
-        out = _polyphase(xk - level, taps, up, down, offset, n_out, 0.0, backend) + level
+        out = _resample_poly(xk - level, taps, up, down, offset, n_out, 0.0, backend) + level
     return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
@@ -344,8 +344,3 @@ def _plan(x: Tensor, up, down, fs_in, fs_out, window, padtype: str, cval, backen
     if key is not None and len(_PLANS) < _PLANS_MAX:
         _PLANS[key] = plan
     return plan
-
-
-def _polyphase(x: Tensor, taps: Tensor, up: int, down: int, offset: int, n_out: int,
-               cval: float, backend: str) -> Tensor:
-    return _resample_poly(x, taps, up, down, offset, n_out, cval, backend)
