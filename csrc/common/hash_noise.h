@@ -3,7 +3,8 @@
 // by Box-Muller on its two 16-bit halves (python/fastecg/augmenters/_random.py,
 // hash_normal). Each half takes only 65536 values, so the radius sqrt(-2 ln u) and the
 // cosine come from two tables, rounded as torch's float32 (or float64) arithmetic rounds
-// them.
+// them (the CPU kernel's float32 AVX2 loop computes them by polynomials instead:
+// csrc/cpu/augment.cpp, box_muller_radius and box_muller_cosine).
 #pragma once
 #include <cmath>
 #include <cstdint>

@@ -5,8 +5,9 @@ and statistics.
 
 Tolerance: 1e-6 of the output's peak. Measured differences: float32 up to ~3e-7 of the
 peak (the kernel's sums of sinusoids and lead mixes round in another order than torch's
-matmuls), float64 ~1e-14; noise, masks, flips, gains, shifts and crops are equal bit for
-bit."""
+matmuls), float64 ~1e-14; float32 noise within one rounding of torch's (the kernel's
+tables and polynomials against torch's float32 log and cos); masks, flips, gains, shifts
+and crops are equal bit for bit."""
 
 import pytest
 import torch
@@ -364,3 +365,27 @@ def test_wander_first_takes_the_ptp_in_the_pass(monkeypatch):
     with pytest.raises(RuntimeError, match="must be the first op"):
         augment_pass(x, [OpCode.LEAD_AFFINE, OpCode.SINES_PTP], [], [],
                      [gain, gain, coef, basis, keys, std], backend="cpu")
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_noise_over_every_16_bit_half(isa, monkeypatch):
+    # The kernel's normal values against the torch backend's hash_normal over rows long
+    # enough that nearly every 16-bit half of the hash comes up (~9 times each): the
+    # tables (generic; the double-precision log and cos rounded to float32) and the
+    # float32 AVX2 loop's polynomials (within 1.2e-7 of the radius table, relative, and
+    # 6e-8 of the cosine table) are both measured within one float32 rounding (4.8e-7) of
+    # torch's float32 values, which reach 4.85.
+    from fastecg.augmenters._random import hash_normal
+
+    monkeypatch.setenv("FASTECG_CPU_ISA", isa)
+    try:
+        torch.ops.fastecg._cpu_isa()
+    except RuntimeError as err:
+        assert "supports at most" in str(err)
+        pytest.skip(f"this CPU has no {isa}")
+    keys = torch.randint(0, 2 ** 32, (2, 4, 2), generator=torch.Generator().manual_seed(5))
+    x = torch.zeros(2, 4, 70001)
+    out, _ = augment_pass(x, [OpCode.NOISE], [], [], [keys, torch.ones(2, 4)])
+    ref = hash_normal(keys, 70001, torch.float32)
+    assert float(ref.abs().max()) > 4.5  # the tails are in
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
