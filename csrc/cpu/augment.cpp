@@ -452,9 +452,10 @@ FASTECG_INLINE void warp_span(const Op<T>& w, int64_t n, int64_t t0, int64_t len
 
 #if defined(__x86_64__)
 // o[t] = lerp(row[i0[t]], row[min(i0[t] + 1, last)], frac[t]) for t in [v0, v1), a
-// vector of samples at a time with the two neighbours gathered (the scalar loop's indexed
-// loads kept it at several cycles a sample); torch.lerp's vector form (fmadd below a
-// weight of 0.5, fnmadd from the end above). Returns where it stopped.
+// vector of samples at a time, the two neighbours permuted from a window of inputs or,
+// where they spread wider (float64; a ratio near 2; a row's end), gathered (the scalar
+// loop's indexed loads kept it at several cycles a sample); torch.lerp's vector form
+// (fmadd below a weight of 0.5, fnmadd from the end above). Returns where it stopped.
 template <typename T>
 FASTECG_TARGET_AVX2 __attribute__((noinline)) int64_t lerp_gather_avx2(
     const T* row, const int32_t* i0, const T* frac, int32_t last, int64_t v0, int64_t v1,
@@ -464,11 +465,29 @@ FASTECG_TARGET_AVX2 __attribute__((noinline)) int64_t lerp_gather_avx2(
   if constexpr (std::is_same_v<T, float>) {
     const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
     const __m256i step = _mm256_set1_epi32(1);
+    const __m256i seven = _mm256_set1_epi32(7);
     for (; t + 8 <= v1; t += 8) {
       const __m256i ia = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i0 + t));
       const __m256i ib = _mm256_min_epi32(_mm256_add_epi32(ia, step), top);
-      const __m256 a = _mm256_i32gather_ps(row, ia, 4);
-      const __m256 b = _mm256_i32gather_ps(row, ib, 4);
+      const int32_t base = i0[t];
+      __m256 a, b;
+      if (i0[t + 7] - base < 15 && last - base >= 15) {
+        // The warps' ratios stay well under 2: both neighbours of the 8 outputs lie among
+        // the 16 inputs from the first one, which two loads and a one-register permute
+        // from each (the lane picked by the index's low 3 bits, the register by bit 3)
+        // fetch at a fraction of two gathers' cost.
+        const __m256 lo = _mm256_loadu_ps(row + base);
+        const __m256 hi = _mm256_loadu_ps(row + base + 8);
+        const __m256i first = _mm256_set1_epi32(base);
+        const __m256i ra = _mm256_sub_epi32(ia, first), rb = _mm256_sub_epi32(ib, first);
+        a = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, ra), _mm256_permutevar8x32_ps(hi, ra),
+                             _mm256_castsi256_ps(_mm256_cmpgt_epi32(ra, seven)));
+        b = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, rb), _mm256_permutevar8x32_ps(hi, rb),
+                             _mm256_castsi256_ps(_mm256_cmpgt_epi32(rb, seven)));
+      } else {
+        a = _mm256_i32gather_ps(row, ia, 4);
+        b = _mm256_i32gather_ps(row, ib, 4);
+      }
       const __m256 w = _mm256_loadu_ps(frac + t);
       const __m256 d = _mm256_sub_ps(b, a);
       const __m256 near = _mm256_fmadd_ps(w, d, a);

@@ -389,3 +389,36 @@ def test_noise_over_every_16_bit_half(isa, monkeypatch):
     ref = hash_normal(keys, 70001, torch.float32)
     assert float(ref.abs().max()) > 4.5  # the tails are in
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_warp_op_against_its_definition(isa, dtype, monkeypatch):
+    # WARP against its definition written out in torch: output t is the linear
+    # interpolation of x at (t + offset) * ratio, zero unless 0 <= t + offset < limit,
+    # the right neighbour clamped to the last input. Ratios that keep a vector's
+    # neighbours inside the vector paths' windows of inputs (near 1) and that spread them
+    # wider (near 2, 10), stretches that read to the last input and past it.
+    monkeypatch.setenv("FASTECG_CPU_ISA", isa)
+    try:
+        torch.ops.fastecg._cpu_isa()
+    except RuntimeError as err:
+        assert "supports at most" in str(err)
+        pytest.skip(f"this CPU has no {isa}")
+    ratios = [0.5, 0.93, 1.0, 1.06, 1.87, 1.99, 2.5, 10.0]
+    n, n_in, n_out = len(ratios), 1203, 1500
+    x = ecg((n, 3, n_in), dtype=dtype)
+    offset = torch.tensor([0, -7, 3, 0, 11, 0, -40, 0])
+    limit = torch.tensor([n_out, n_out, 1201, n_out, 600, n_out, 900, 130])
+    ratio = torch.tensor(ratios, dtype=torch.float64)
+    out, _ = augment_pass(x, [OpCode.WARP], [n_out], [], [offset, limit, ratio])
+    m = torch.arange(n_out)[None] + offset[:, None]
+    src = m.double() * ratio[:, None]
+    f = src.floor().clamp(0, n_in - 1)
+    i0 = f.long()
+    i1 = (i0 + 1).clamp_max(n_in - 1)
+    w = (src - f).to(dtype)[:, None]
+    pick = lambda i: x.gather(2, i[:, None].expand(n, 3, n_out))  # noqa: E731
+    ref = torch.lerp(pick(i0), pick(i1), w)
+    ref = torch.where(((m >= 0) & (m < limit[:, None]))[:, None], ref, torch.zeros((), dtype=dtype))
+    assert_close_to_peak(ref, out)
