@@ -198,7 +198,8 @@ FASTECG_TARGET_AVX2 FASTECG_INLINE __m256 box_muller_cosine(__m256i lo) {
   s = _mm256_fmadd_ps(_mm256_mul_ps(s, z), r, r);
   // cos(r + q pi/2) for q mod 4 = 0, 1, 2, 3: cos r, -sin r, -cos r, sin r.
   const __m256 v = _mm256_blendv_ps(c, s, _mm256_castsi256_ps(_mm256_slli_epi32(q, 31)));
-  const __m256i sign = _mm256_and_si256(_mm256_slli_epi32(_mm256_add_epi32(q, _mm256_set1_epi32(1)), 30),
+  const __m256i q1 = _mm256_add_epi32(q, _mm256_set1_epi32(1));
+  const __m256i sign = _mm256_and_si256(_mm256_slli_epi32(q1, 30),
                                         _mm256_set1_epi32(static_cast<int>(0x80000000u)));
   return _mm256_xor_ps(v, _mm256_castsi256_ps(sign));
 }

@@ -20,9 +20,10 @@
 // kOutputs (kFoldOutputs in phase_block_folded) such outputs. Where a phase has several taps per `down` (500 -> 250 and
 // 500 -> 100 Hz, and every backward), the outputs slide over shared registers so that a
 // vector load serves several taps (phase_block_sliding), and a symmetric phase (Kaiser
-// designs at up = 1) adds its two samples before one FMA (phase_block_folded, AVX-512's 32
-// registers). Where a phase has about one tap per `down` (500 -> 360 Hz), two phases whose
-// inputs overlap run together, each vector loaded serving both (phase_block_pair, AVX-512).
+// designs at up = 1) adds its two samples before one FMA (phase_block_folded). Where a phase
+// has about one tap per `down` (500 -> 360 Hz), two phases whose inputs overlap run together,
+// each vector loaded serving both (phase_block_pair, AVX-512). The folded kernel runs on
+// AVX-512 and AVX2; the baseline build keeps the plain kernels.
 // The folded kernel leaves out a residue of taps that are all negligible (the Kaiser
 // designs' zeros of the sinc, ~1e-17) on rows whose inputs are finite
 // (negligible_residues). Each of these steps cut the filtering time
@@ -237,7 +238,11 @@ FASTECG_INLINE void gather_span(const Problem<T>& p, int64_t r0, int64_t i_lo, i
       const T* src = x + rg * n_in;
       for (; i + P <= e; i += P, out += P * W) {
         VT v[P];
-        for (int64_t j = 0; j < P; ++j) v[j] = load_vec<VT>(src + j * n_in + i);
+        for (int64_t j = 0; j < P; ++j) {
+          if constexpr (VB == 32 && std::is_same_v<T, float>)  // each row's next lines
+            if ((i & 15) == 0) __builtin_prefetch(src + j * n_in + i + kPrefetchAhead, 0, 3);
+          v[j] = load_vec<VT>(src + j * n_in + i);
+        }
         transpose_tile(v);
         for (int64_t j = 0; j < P; ++j) store_vec(out + j * W, v[j]);
       }
@@ -274,7 +279,8 @@ FASTECG_INLINE void phase_block(const T* x0, int64_t x_step, const T* h, int64_t
 // in the overlap serves both phases' taps, nearly halving the loads per multiply-add where a
 // phase has about one tap per `down` (500 -> 360 Hz). Each output still sums its own taps in
 // order, none added with a zero tap (an Inf outside a phase's span stays out of it).
-// 2 R G accumulators and R G inputs: AVX-512's 32 registers.
+// 2 R G accumulators and R G inputs: AVX-512's 32 registers (on AVX2, with G = 1, it was
+// slower than phase_block: benchmarks/CPU_NOTES.md).
 template <typename T, int VB, int R, int G>
 FASTECG_INLINE void phase_block_pair(const T* xa, const T* ha, int64_t la, T* ya, const T* xb,
                                      const T* hb, int64_t lb, T* yb, int64_t x_step,
@@ -363,7 +369,8 @@ FASTECG_INLINE void phase_block_sliding(const T* x0, int64_t down, const T* h, i
 // phase_block_sliding for a symmetric phase (taps[r] == taps[len - 1 - r], Kaiser designs
 // and every phase at up = 1): each tap multiplies the sum of its two samples, halving the
 // FMAs (the adds go to other pipes), with a window sliding forward over the first half's
-// samples and one sliding backward over the second half's. 24 vector registers: AVX-512.
+// samples and one sliding backward over the second half's. 3 R G vector registers (R = 8
+// on AVX-512, 4 on AVX2).
 template <typename T, int VB, int R, int G>
 FASTECG_INLINE void phase_block_folded(const T* x0, int64_t down, const T* h, int64_t len, T* y0,
                                        int64_t y_step, const uint8_t* skip) {
@@ -450,9 +457,13 @@ FASTECG_INLINE void filter_span(const Problem<T>& p, const T* buf, int64_t i_lo,
       }
       const T* x0 = x_base + p.first[c] * W;
       T* y0 = y_base + c * W;
-      if (VB == 64 && p.symmetric[k] && p.count[k] >= 2 * kSlideTaps * p.down) {
-        phase_block_folded<T, VB, kFoldOutputs, 1>(x0, p.down, p.taps + p.start[k], p.count[k],
-                                                   y0, y_step, p.skip);
+      if (VB >= 32 && p.symmetric[k] && p.count[k] >= 2 * kSlideTaps * p.down) {
+        // kFoldOutputs outputs in one pass on AVX-512; two passes of kOutputs on AVX2,
+        // whose 16 registers hold 3 kOutputs (accumulators and the two windows).
+        constexpr int R = VB == 64 ? kFoldOutputs : kOutputs;
+        for (int64_t half = 0; half < kFoldOutputs; half += R)
+          phase_block_folded<T, VB, R, 1>(x0 + half * x_step, p.down, p.taps + p.start[k],
+                                          p.count[k], y0 + half * y_step, y_step, p.skip);
         continue;
       }
       for (int64_t half = 0; half < kFoldOutputs; half += kOutputs) {
@@ -554,7 +565,7 @@ FASTECG_INLINE void item_body(const Problem<T>& p, int64_t item, T* scratch) {
   T* yt = scratch + p.span_max * W;
   gather_span<T, VB>(p, r0, i_lo, i_hi, buf);
   filter_span<T, VB>(p, buf, i_lo, m0, m1, yt);
-  if (VB == 64 && p.skip) {  // (only phase_block_folded, AVX-512, skips taps)
+  if (VB >= 32 && p.skip) {  // (only phase_block_folded, AVX-512 and AVX2, skips taps)
     // A skipped tap times an Inf or NaN is not negligible. Every input of a row reaches
     // one of its outputs through a tap that is kept (negligible_residues), so a row with
     // an Inf or NaN has a non-finite output here: such a row is marked (its own lane, so

@@ -175,10 +175,10 @@ def test_nan_stays_in_its_row(backend):
 @pytest.mark.parametrize("down", [2, 5])
 def test_non_finite_reaches_every_tap_float32(backend, down):
     """The float32 Kaiser designs at up = 1 have taps of ~1e-17 (the sinc's zeros) that the
-    AVX-512 kernel leaves out on finite rows; an Inf or NaN times them is not negligible, so
-    the Inf and NaN outputs must be those of the torch reference, which multiplies every tap
-    as SciPy does (SciPy's also spread over the exact zeros it pads the filter with, one
-    output further at most: not reproduced by any backend). Inf and NaN at both ends of a
+    AVX-512 and AVX2 kernels leave out on finite rows; an Inf or NaN times them is not
+    negligible, so the Inf and NaN outputs must be those of the torch reference, which
+    multiplies every tap as SciPy does (SciPy's also spread over the exact zeros it pads the
+    filter with, one output further at most: not reproduced by any backend). Inf and NaN at both ends of a
     row, in a last partial block of rows (32-39) and in every residue of `down`; the
     finite rows equal the same rows resampled without the others."""
     x = torch.randn(40, 5000, generator=torch.Generator().manual_seed(down))
@@ -217,7 +217,7 @@ def test_cpu_kernel_equals_torch_reference(isa, dtype, monkeypatch):
     monkeypatch.setenv("FASTECG_CPU_ISA", isa)
     gen = torch.Generator().manual_seed(0)
     kernel = torch.ops.fastecg._resample_poly_kernel
-    # Symmetric taps take the folded path (AVX-512), long phases the sliding one.
+    # Symmetric taps take the folded path (AVX-512, AVX2), long phases the sliding one.
     for rows, n_in, up, down, n_taps, offset, n_out, cval, symmetric in [
             (37, 5000, 1, 2, 41, 20, 2500, 0.0, False), (37, 5000, 1, 2, 41, 20, 2500, 0.0, True),
             (40, 999, 1, 5, 101, 50, 200, 0.5, True), (33, 3001, 2, 1, 41, 20, 6002, 0.0, True),
