@@ -25,6 +25,10 @@ TORCH_LIBRARY(fastecg, m) {
   // Beta(alpha, b) per row from uniforms u (n, 2 * tries + 2) and normals z (n, 2 * tries)
   // by Marsaglia-Tsang (python/fastecg/augmenters/classic.py, beta): (n,) float64.
   m.def("_beta_kernel(Tensor u, Tensor z, float alpha, float b) -> Tensor");
+  // A whole parameter draw of the classic augmenter whose stream is `stream`
+  // (csrc/cpu/augment_draw.cpp): the params dict's values in its order.
+  m.def("_augment_draw_kernel(int stream, Tensor index, Tensor view, int slot, int k0, int k1, "
+        "int[] ints, float[] floats, Tensor[] tensors) -> Tensor[]");
   // Per-lead (min, max, sum, sum of squares) of x (n, n_leads, n_samples), float64 (n, L, 4).
   m.def("_lead_stats_kernel(Tensor x) -> Tensor");
   // x: (rows, n); sos: (n_sections, 6) float64 with a0 == 1; zi: sosfilt_zi(sos), float64.

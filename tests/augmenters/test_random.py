@@ -103,3 +103,48 @@ def test_beta_kernel_gives_the_torch_draw(monkeypatch, alpha, b):
     assert float(native.min()) >= 0 and float(native.max()) <= 1
     mean, var = alpha / (alpha + b), alpha * b / ((alpha + b) ** 2 * (alpha + b + 1))
     assert abs(float(native.mean()) - mean) < 5 * (var / 20000) ** 0.5
+
+
+@pytest.mark.skipif(fused_pass_available(torch.zeros(1, 1, 1)) is not None,
+                    reason="fastecg._C is not built")
+@pytest.mark.parametrize("config", [
+    {"name": "baseline_wander", "prob": 0.6}, {"name": "random_flip"},
+    {"name": "random_flip", "per_channel": False, "prob": 0.7},
+    {"name": "random_masking", "prob": (0.8, 0.5)}, {"name": "random_renormalize"},
+    {"name": "random_renormalize", "per_channel": True, "mean": (0.0, 2.0)},
+    {"name": "stretch_compress", "prob": 0.8}, {"name": "stretch_compress", "ratio": 0.3},
+    {"name": "mixup", "prob": 0.7}, {"name": "mixup", "alpha": 2.0, "beta": 0.3},
+    {"name": "label_smooth"}])
+@pytest.mark.parametrize("slot", [1, 3])
+def test_draw_kernel_gives_the_torch_draw(monkeypatch, config, slot):
+    # Each classic augmenter's whole draw by the C++ kernel (_augment_draw_kernel) against
+    # its torch form, on keys with indices beyond 32 bits, several views and a slot: the
+    # same parameters (integers, masks and uniform-based values bit for bit; values from
+    # normals, Beta and cos within a few ulp).
+    from fastecg import ops
+    from fastecg.augmenters.fused import FusedPlan
+    from fastecg.registry import AUGMENTERS
+    from fastecg.transforms.config import SignalInfo
+
+    aug = AUGMENTERS.build(dict(config))
+    x = torch.randn(96, 12, 2000, generator=torch.Generator().manual_seed(1)).cumsum(-1)
+    info = SignalInfo(500.0, 12, 2000, None)
+    aug.infer(info)
+    index = torch.cat([torch.arange(48), torch.arange(2 ** 40, 2 ** 40 + 48)])
+    keys = Keys(11, 4, index, view=torch.arange(96) % 3, slot=slot)
+    # The wander's amplitudes from a read of the signal, and relative to the kernel's
+    # peak-to-peak (the fused cpu pass's first op).
+    views = [x, FusedPlan(x, None, "cpu", internal=True).view()]
+    drawn = [aug.draw(keys, v, info) for v in views]
+    monkeypatch.setattr(ops.augment, "_draw_kernels_run", lambda t: False)
+    for v, native in zip(views, drawn):
+        reference = aug.draw(Keys(11, 4, index, view=torch.arange(96) % 3, slot=slot), v, info)
+        assert native.keys() == reference.keys()
+        for name, value in reference.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                assert native[name].dtype == value.dtype and native[name].shape == value.shape
+                torch.testing.assert_close(native[name], value, rtol=1e-13, atol=1e-14)
+            elif isinstance(value, torch.Tensor):
+                assert native[name].dtype == value.dtype and torch.equal(native[name], value)
+            else:
+                assert native[name] == value

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..ops.augment import philox_stream, philox_uniform
+from ..ops.augment import draw_kernel, philox_stream, philox_uniform
 
 __all__ = ["philox4x32", "Keys", "hash_normal", "add_hash_noise", "MASK32"]
 
@@ -110,6 +110,12 @@ class Keys:
                 cache[base] = self._philox(base, self._CACHED_SUBS, self._CACHED_WORDS // 4)
             return cache[base][:, k, :n]
         return self._philox(word, 1, -(-n // 4))[:, 0, :n]
+
+    def native_draw(self, stream: int, ints=(), floats=(), tensors=()) -> Optional[list]:
+        """A classic augmenter's whole draw (its `stream`) by the C++ kernel
+        (:func:`fastecg.ops.augment.draw_kernel`), or None where it cannot run."""
+        return draw_kernel(stream, self.index, self.view, self.slot, *self._key(), ints, floats,
+                           tensors)
 
     def uniform(self, sub: int, n: int = 1) -> Tensor:
         """(n_samples, n) float64 uniforms in (0, 1)."""

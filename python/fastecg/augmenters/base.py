@@ -178,6 +178,13 @@ class Augmenter(Transform):
     def _bits(self, keys: Keys, k: int, n: int = 1) -> Tensor:
         return keys.bits((self.stream << 6) | k, n)
 
+    def _native(self, keys: Keys, names: Sequence[str], ints=(), floats=(),
+                tensors=()) -> Optional[dict]:
+        """This augmenter's draw by the C++ kernel (the params `names` in order: the same
+        values as the torch form, which stays the reference), or None where it cannot run."""
+        out = keys.native_draw(self.stream, ints, floats, tensors)
+        return None if out is None else dict(zip(names, out))
+
     def _applied(self, keys: Keys, prob: float, k: int = 0) -> Tensor:
         """(n,) bool: which samples this call augments (one uniform each)."""
         return self._uniform(keys, k)[:, 0] < prob

@@ -131,7 +131,7 @@ def pair_within_batch(selected: Tensor, u: Tensor) -> Tensor:
     n = selected.shape[0]
     ar = torch.arange(n, device=selected.device)
     key = torch.where(selected, u, 2.0 + ar.double())
-    order = torch.argsort(key)
+    order = torch.argsort(key, stable=True)
     pos = torch.empty_like(order)
     pos[order] = ar
     count = selected.sum().clamp_min(1)
@@ -202,25 +202,30 @@ class BaselineWander(Augmenter):
 
     def draw(self, keys: Keys, x: Tensor, info: SignalInfo) -> dict:
         n, n_leads, _ = x.shape
-        k = len(self.bw_fs)
-        applied = self._applied(keys, self.prob)
         # (n, L): the fused cpu pass, as the first op, scales by each lead's peak-to-peak
         # as it reads the sample (SINES_PTP): no read of the batch here for it.
         relative = isinstance(x, SignalView) and x.plan.source_relative()
         ampl = (torch.ones(n, n_leads, dtype=torch.float64, device=x.device) if relative
                 else lead_ptp(x))
         rows, gauss = _tables(self.ampl_ratio, self.gaussian, x.device)
+        params = self._native(keys, ("amplitude", "phase", "noise_mean", "noise_std",
+                                     "noise_keys"), [n_leads], [self.prob],
+                              [rows, gauss, ampl]) or self._draw_torch(keys, ampl, rows, gauss)
+        if relative:
+            params["relative_to_ptp"] = True
+        return params
+
+    def _draw_torch(self, keys, ampl, rows, gauss):
+        (n, n_leads), k = ampl.shape, len(self.bw_fs)
+        applied = self._applied(keys, self.prob)
         u = self._uniform(keys, 1, n_leads * (2 + k)).view(n, n_leads, 2 + k)
         row = (u[..., 0] * len(rows)).long().clamp_max(len(rows) - 1)
         g = (u[..., 1] * len(gauss)).long().clamp_max(len(gauss) - 1)
         scale = ampl * applied[:, None]
-        params = {"amplitude": rows[row] * scale[..., None],  # (n, L, k)
-                  "phase": 2 * math.pi * u[..., 2:],
-                  "noise_mean": gauss[g, 0] * scale, "noise_std": gauss[g, 1] * scale,
-                  "noise_keys": self._bits(keys, 2, 2 * n_leads).view(n, n_leads, 2)}
-        if relative:
-            params["relative_to_ptp"] = True
-        return params
+        return {"amplitude": rows[row] * scale[..., None],  # (n, L, k)
+                "phase": 2 * math.pi * u[..., 2:],
+                "noise_mean": gauss[g, 0] * scale, "noise_std": gauss[g, 1] * scale,
+                "noise_keys": self._bits(keys, 2, 2 * n_leads).view(n, n_leads, 2)}
 
     def _coef_basis(self, params, n_samples, dtype, device, info):
         # The noise mean rides on the matmul as the coefficient of a row of ones.
@@ -264,6 +269,9 @@ class RandomFlip(Augmenter):
         self.prob = _prob_pair(prob, "RandomFlip")
 
     def draw(self, keys, x, info):
+        native = self._native(keys, ("sign",), [x.shape[1], self.per_channel], self.prob)
+        if native is not None:
+            return native
         applied = self._applied(keys, self.prob[0])
         flip = applied[:, None].expand(-1, x.shape[1])
         if self.per_channel:
@@ -320,6 +328,10 @@ class RandomMasking(Augmenter):
         w0 = max(w0, 1)
         expected = self.prob[1] * (n_samples - w1) / w1
         slots = max(1, math.ceil(2 * expected))
+        native = self._native(keys, ("start", "end"), [n_samples, w0, w1, slots],
+                              [self.prob[0], expected / slots])
+        if native is not None:
+            return native
         applied = self._applied(keys, self.prob[0])
         u = self._uniform(keys, 1, 3 * slots).view(n, 3, slots)
         active = (u[:, 0] < expected / slots) & applied[:, None]
@@ -363,6 +375,10 @@ class RandomRenormalize(Augmenter):
     def draw(self, keys, x, info):
         n, n_leads, _ = x.shape
         width = n_leads if self.per_channel else 1
+        native = self._native(keys, ("applied", "mean", "std"), [width],
+                              [self.prob, *self.mean, *self.std])
+        if native is not None:
+            return native
         applied = self._applied(keys, self.prob)
         z = self._normal(keys, 1, 2 * width)
         out = {"applied": applied}
@@ -430,6 +446,9 @@ class StretchCompress(Augmenter):
 
     def draw(self, keys, x, info):
         n_samples = x.shape[-1]
+        native = self._native(keys, ("new_len",), [n_samples], [self.prob, self._r])
+        if native is not None:
+            return native
         applied = self._applied(keys, self.prob)
         sign = torch.where(self._uniform(keys, 1)[:, 0] < 0.5, -1.0, 1.0)
         r = (self._r + 0.382 * self._r * self._normal(keys, 2)[:, 0]).clamp(0, 2 * self._r)
@@ -540,6 +559,10 @@ class Mixup(_PairMixer):
         self.alpha, self._beta, self.prob = self._check_mix(alpha, beta, prob)
 
     def draw(self, keys, x, info):
+        native = self._native(keys, ("lam", "partner"), [self._TRIES],
+                              [self.prob, self.alpha, self._beta])
+        if native is not None:
+            return native
         applied, lam, partner = self._lam_partner(keys, 0, x.shape[0], x.device)
         return {"lam": torch.where(applied, lam, 1.0), "partner": partner}
 
@@ -631,7 +654,8 @@ class LabelSmooth(Augmenter):
         _check_soft_label(self, batch)
 
     def draw(self, keys, x, info):
-        return {"applied": self._applied(keys, self.prob)}
+        return self._native(keys, ("applied",), (), [self.prob]) or {
+            "applied": self._applied(keys, self.prob)}
 
     def transform(self, x, params, label, masks, info):
         if label is None or isinstance(label, tuple):

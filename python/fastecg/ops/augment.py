@@ -242,6 +242,21 @@ def philox_uniform(index: Tensor, view: Tensor, word: int, n: int, k0: int, k1: 
                                                     int(k0), int(k1), bool(normal))
 
 
+def draw_kernel(stream: int, index: Tensor, view: Tensor, slot: int, k0: int, k1: int,
+                ints: Sequence[int] = (), floats: Sequence[float] = (),
+                tensors: Sequence[Tensor] = ()) -> Optional[list[Tensor]]:
+    """The whole parameter draw of the classic augmenter with this `stream`, by the C++
+    kernel in one call: the values of its ``draw()``'s params dict in their order (the
+    same operations on the same Philox words; see csrc/cpu/augment_draw.cpp for each
+    step's arguments), or None where it cannot run."""
+    if not _draw_kernels_run(index):
+        return None
+    return torch.ops.fastecg._augment_draw_kernel(int(stream), _long(index), _long(view),
+                                                  int(slot), int(k0), int(k1),
+                                                  [int(i) for i in ints],
+                                                  [float(f) for f in floats], list(tensors))
+
+
 def beta_from_variates(u: Tensor, z: Tensor, alpha: float, b: float) -> Optional[Tensor]:
     """Beta(alpha, b) per row from uniforms `u` (n, 2 * tries + 2) and standard normals
     `z` (n, 2 * tries), float64, by the C++ kernel in one call:
