@@ -178,7 +178,8 @@ def _stage_kernel(x_ptr, out_ptr, partial_ptr, P, floats_ptr, radius_ptr, cosine
         b = tl.load(row + i1[None, :], mask=ok, other=0.0)
         y = tl.where(ok, _lerp(a, b, frac[None, :]), 0.0)
     elif HEAD[0] == PAIR:
-        # lerp(x[partner], x[n], lam): the partner's signal so far, materialised.
+        # lerp(x[partner], x[n], lam): the partner's signal so far, materialised; a sample
+        # paired with itself is left as it is (lerp(a, a, 1) would make an Inf NaN).
         partner = tl.load(P[HEAD[1]] + n)
         lam = tl.load(P[HEAD[1] + 1] + n).to(dtype)
         ok = (leads[:, None] < L0) & in_time[None, :]
@@ -186,7 +187,7 @@ def _stage_kernel(x_ptr, out_ptr, partial_ptr, P, floats_ptr, radius_ptr, cosine
                        other=0.0)
         theirs = tl.load(x_ptr + (partner * L0 + leads)[:, None] * t_len + t[None, :],
                          mask=ok, other=0.0)
-        y = _lerp(theirs, mine, lam)
+        y = tl.where(partner == n, mine, _lerp(theirs, mine, lam))
     else:
         ok = (leads[:, None] < L0) & in_time[None, :]
         y = tl.load(x_ptr + (n * L0 + leads)[:, None] * t_len + t[None, :], mask=ok,

@@ -827,21 +827,26 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
     // The stage before, for the sample and (unless it is its own partner) its partner.
     const Stage<T>& prev = k.stages[s - 1];
     const int64_t p = st.warp.k0[n];
-    const T* mine;
-    const T* other;
-    int64_t ld_in;
     if (p != n) {  // both were evaluated beforehand (materialise_pairs)
       const int64_t size = prev.lmax * prev.tlen;
-      mine = k.paired[s].get() + k.slot[s][n] * size + t0;
-      other = k.paired[s].get() + k.slot[s][p] * size + t0;
-      ld_in = prev.tlen;
+      const T* mine = k.paired[s].get() + k.slot[s][n] * size + t0;
+      const T* other = k.paired[s].get() + k.slot[s][p] * size + t0;
+      pair_rows(tag, other, prev.tlen, mine, prev.tlen, static_cast<T>(st.warp.ratio[n]), st.lin,
+                len, y, ld);
     } else {
+      // Paired with itself: left as it is (lerp(a, a, 1) would make an Inf NaN), the stage
+      // before evaluated straight into y where y has its rows, else copied.
+      const bool direct = prev.lmax <= st.lmax;
       std::vector<T>& buf = ts.buffers[s - 1];
-      if (static_cast<int64_t>(buf.size()) < prev.lmax * len) buf.resize(prev.lmax * len);
-      mine = other = eval_view(k, ts, s - 1, n, t0, len, buf.data(), len, &ld_in, tag);
+      if (!direct && static_cast<int64_t>(buf.size()) < prev.lmax * len)
+        buf.resize(prev.lmax * len);
+      int64_t ld_in;
+      const T* mine = eval_view(k, ts, s - 1, n, t0, len, direct ? y : buf.data(),
+                                direct ? ld : len, &ld_in, tag);
+      if (mine != y)
+        for (int64_t l = 0; l < st.lin; ++l)
+          std::memcpy(y + l * ld, mine + l * ld_in, sizeof(T) * len);
     }
-    pair_rows(tag, other, ld_in, mine, ld_in, static_cast<T>(st.warp.ratio[n]), st.lin, len, y,
-              ld);
   } else {
     const Op<T>& w = st.warp;
     int64_t v0, v1, lo = 0, hi = -1;

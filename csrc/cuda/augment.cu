@@ -176,9 +176,11 @@ __global__ void augment_stage_kernel(const T* __restrict__ x, T* __restrict__ ou
     } else if (st.head == kPair) {
       const int64_t p = st.h0[n];
       const T w = static_cast<T>(st.hr[n]);
-      for (int64_t l = 0; l < st.lin; ++l)
-        y[l * bt] = torch_lerp(x[(p * st.lin + l) * st.t_len + t],
-                               x[(n * st.lin + l) * st.t_len + t], w);
+      // A sample paired with itself is left as it is (lerp(a, a, 1) would make an Inf NaN).
+      for (int64_t l = 0; l < st.lin; ++l) {
+        const T mine = x[(n * st.lin + l) * st.t_len + t];
+        y[l * bt] = p == n ? mine : torch_lerp(x[(p * st.lin + l) * st.t_len + t], mine, w);
+      }
     } else {
       for (int64_t l = 0; l < st.lin; ++l) y[l * bt] = x[(n * st.lin + l) * st.t_len + t];
     }

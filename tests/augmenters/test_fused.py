@@ -422,3 +422,30 @@ def test_warp_op_against_its_definition(isa, dtype, monkeypatch):
     ref = torch.lerp(pick(i0), pick(i1), w)
     ref = torch.where(((m >= 0) & (m < limit[:, None]))[:, None], ref, torch.zeros((), dtype=dtype))
     assert_close_to_peak(ref, out)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_samples_not_mixed_are_left_as_they_are(backend):
+    samples_not_mixed_are_left_as_they_are(backend)
+
+
+def samples_not_mixed_are_left_as_they_are(backend, device="cpu"):
+    # Mixup leaves a sample it does not mix (its own partner) as it is, an Inf included:
+    # lerp(v, v, 1) would make it NaN. The mixed samples are lam x + (1 - lam) x[partner].
+    am = AugmenterManager({"name": "random_flip", "prob": (0.5, 0.5)}, {"name": "mixup"}, fs=FS)
+    x = ecg((16, 3, 400))
+    x[:, 1, 17] = float("inf")
+    out, _, params = am(x.to(device), seed=3, backend=backend, return_params=True)
+    out = out.cpu()
+    params = {"steps": [(i, {k: v.cpu() for k, v in p.items()}) for i, p in params["steps"]]}
+    sign = params["steps"][0][1]["sign"].to(x.dtype)[..., None]
+    mix = params["steps"][1][1]
+    own = mix["partner"] == torch.arange(16)
+    assert 0 < int(own.sum()) < 16
+    flipped = x * sign
+    assert torch.equal(out[own], flipped[own])
+    others = ~own
+    lam = mix["lam"].to(x.dtype)[:, None, None]
+    expected = torch.lerp(flipped[mix["partner"]], flipped, lam)[others]
+    finite = expected.isfinite()
+    torch.testing.assert_close(out[others][finite], expected[finite], rtol=0, atol=1e-6 * 50)

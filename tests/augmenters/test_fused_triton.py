@@ -16,7 +16,7 @@ from fastecg.ops.augment import OpCode, augment_pass, fused_backend, lead_stats
 
 from test_augmenter_manager import PER_SAMPLE, TORCH_ECG_CONFIG, same_whatever_the_split
 from test_augmenters import CONFIGS, TWELVE, ecg
-from test_fused import FS, assert_close_to_peak, both
+from test_fused import FS, assert_close_to_peak, both, samples_not_mixed_are_left_as_they_are
 
 pytestmark = [pytest.mark.triton,
               pytest.mark.skipif(not fastecg.backends()["triton"].available,
@@ -272,3 +272,7 @@ def test_fir_noise_across_tiles(dtype):
                           [t.to(DEVICE) for t in (keys, std, taps)], backend="triton")
     assert_close_to_peak(x + fir_hash_noise(keys, std, taps, 4200), out.cpu())
     assert torch.equal(out[1, 0].cpu(), x[1, 0])
+
+
+def test_samples_not_mixed_are_left_as_they_are():
+    samples_not_mixed_are_left_as_they_are("triton", DEVICE)

@@ -145,6 +145,13 @@ def _mix(a: Tensor, b: Tensor, lam: Tensor) -> Tensor:
     return torch.lerp(b, a, lam)
 
 
+def _pair_mix(a: Tensor, partner: Tensor, lam: Tensor) -> Tensor:
+    """``lam * a + (1 - lam) * a[partner]`` per sample; a sample paired with itself (not
+    mixed) is left as it is: ``lerp(v, v, 1)`` would turn its Inf into NaN."""
+    own = partner == torch.arange(partner.shape[0], device=partner.device)
+    return torch.where(own.view(-1, *([1] * (a.dim() - 1))), a, _mix(a, a[partner], lam))
+
+
 @AUGMENTERS.register("baseline_wander")
 class BaselineWander(Augmenter):
     """Baseline wander: a sum of sinusoids at `bw_fs` plus Gaussian noise, independent per
@@ -541,7 +548,8 @@ class _PairMixer(Augmenter):
 @AUGMENTERS.register("mixup")
 class Mixup(_PairMixer):
     """``lam * x + (1 - lam) * x[partner]`` for each chosen sample, lam ~ Beta(alpha, beta)
-    per sample (torch_ecg draws one for the batch), labels and float masks mixed alike.
+    per sample (torch_ecg draws one for the batch), labels and float masks mixed alike;
+    the other samples are left as they are.
 
     The partners pair samples inside the batch, so unlike every other augmenter the
     result depends on the batch (its lambda does not). With ``label_pair=True`` the label
@@ -568,7 +576,7 @@ class Mixup(_PairMixer):
 
     def transform(self, x, params, label, masks, info):
         lam, partner = params["lam"].to(x.device), params["partner"].to(x.device)
-        return (_mix(x, x[partner], lam), *self._mix_rest(lam, partner, label, masks))
+        return (_pair_mix(x, partner, lam), *self._mix_rest(lam, partner, label, masks))
 
     def fuse(self, plan, params, label, masks, info):
         lam, partner = params["lam"].to(plan.device), params["partner"].to(plan.device)
@@ -578,8 +586,8 @@ class Mixup(_PairMixer):
     def _mix_rest(self, lam, partner, label, masks):
         if label is not None:
             label = (label, label[partner], lam.to(label.dtype)) if self.label_pair else \
-                _mix(label, label[partner], lam)
-        masks = [_mix(m, m[partner], lam) if m.is_floating_point() else m for m in masks]
+                _pair_mix(label, partner, lam)
+        masks = [_pair_mix(m, partner, lam) if m.is_floating_point() else m for m in masks]
         return label, masks
 
 

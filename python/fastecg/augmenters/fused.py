@@ -128,7 +128,8 @@ class FusedPlan:
         return True
 
     def pair(self, partner: Tensor, lam: Tensor) -> None:
-        """``lerp(y[partner], y, lam)`` of the signal so far, y (Mixup)."""
+        """``lerp(y[partner], y, lam)`` of the signal so far, y (Mixup); a sample paired
+        with itself keeps y."""
         if int(OpCode.RENORM) in self.codes:
             self.materialize()  # the kernel holds only the sample's own signal whole
         self.add(OpCode.PAIR, [partner.to(device=self.device, dtype=torch.long),

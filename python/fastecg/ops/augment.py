@@ -21,8 +21,9 @@ the samples the op sees, float tensors in the signal's dtype unless said):
                 the output length: y(t) = y at (t + offset) * ratio, linear
                 interpolation, 0 unless 0 <= t + offset < limit
 ``PAIR``        partner (N,) int64, lam (N,) float64: y = lerp(y[partner], y, lam)
-                (Mixup); ``cpu`` evaluates the signal so far once for each paired
-                sample, into a buffer of their size, before the pass
+                (Mixup), y as it is where the partner is the sample itself; ``cpu``
+                evaluates the signal so far once for each paired sample, into a buffer
+                of their size, before the pass
 ``RENORM``      mean (N, W), std (N, W), applied (N,) int64 and one int, per lead (1,
                 W = L) or per sample (0, W = 1): where applied, y = (y - mu) * std /
                 sqrt(max(var, 1e-12)) + mean with mu, var the population mean and
