@@ -14,11 +14,11 @@ last stage's kernel, one partial per tile, reduced over the tiles by torch.
 Each stage's op list is compiled into its kernel (constexpr codes, lead counts, sine and
 mask counts): a new pipeline costs one compilation per stage, then runs from the cache.
 
-Noise is :func:`fastecg.augmenters._random.hash_normal` computed in the kernel: the
-lowbias32 hash of ``j * (k1 | 1) + k2`` in uint32 arithmetic, Box-Muller on its 16-bit
-halves through two 65536-entry tables computed once per (dtype, device) with torch's CPU
-arithmetic (the rounding the torch backend and the C++ kernel use) and copied to the
-device once.
+Noise is :func:`fastecg.augmenters._random.hash_normal` computed in the kernel: for
+elements 2m and 2m + 1 the lowbias32 hash of ``m * (k1 | 1) + k2`` in uint32 arithmetic,
+Box-Muller on its 16-bit halves (radius times cosine, radius times sine) through
+65536-entry tables computed once per (dtype, device) with torch's CPU arithmetic (the
+rounding the torch backend and the C++ kernel use) and copied to the device once.
 """
 
 import functools
@@ -49,13 +49,14 @@ FIR_NOISE = tl.constexpr(8)
 
 @functools.lru_cache(maxsize=16)
 def noise_tables(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Box-Muller's radius ``sqrt(-2 ln((k + 0.5) / 65536))`` and cosine
-    ``cos(k * 2 pi / 65536)`` for k < 65536, (65536,) in `dtype` on `device`: computed by
-    torch on the CPU as hash_normal computes them, copied to the device once."""
+    """Box-Muller's radius ``sqrt(-2 ln((k + 0.5) / 65536))`` (65536,) and its cosines
+    then sines ``cos(k * 2 pi / 65536)``, ``sin(...)`` (131072,) for k < 65536, in `dtype`
+    on `device`: computed by torch on the CPU as hash_normal computes them, copied to the
+    device once."""
     k = torch.arange(65536, dtype=dtype)
     radius = (k + 0.5).mul_(1.0 / 65536).log_().mul_(-2).sqrt_()
-    cosine = (k * (2 * torch.pi / 65536)).cos_()
-    return radius.to(device), cosine.to(device)
+    angle = k * (2 * torch.pi / 65536)
+    return radius.to(device), torch.cat([angle.cos(), angle.sin()]).to(device)
 
 
 @triton.jit
@@ -70,14 +71,15 @@ def _hash_normal(keys_ptr, row, row_ok, t, radius_ptr, cosine_ptr):
     [LP, BLOCK]."""
     k1 = tl.load(keys_ptr + 2 * row, mask=row_ok, other=0).to(tl.uint32) | 1
     k2 = tl.load(keys_ptr + 2 * row + 1, mask=row_ok, other=0).to(tl.uint32)
-    h = t.to(tl.uint32)[None, :] * k1[:, None] + k2[:, None]
+    # Elements 2m and 2m + 1: the cosine and the sine of one hash's Box-Muller pair.
+    h = (t >> 1).to(tl.uint32)[None, :] * k1[:, None] + k2[:, None]
     h ^= h >> 16
     h = h * 0x7FEB352D
     h ^= h >> 15
     h = h * 0x846CA68B
     h ^= h >> 16
     r = tl.load(radius_ptr + (h >> 16).to(tl.int32))
-    c = tl.load(cosine_ptr + (h & 0xFFFF).to(tl.int32))
+    c = tl.load(cosine_ptr + (h & 0xFFFF).to(tl.int32) + ((t & 1) * 65536).to(tl.int32)[None, :])
     return r * c
 
 

@@ -21,12 +21,13 @@
 // lives in a per-thread block buffer and the batch is read and written once (Mixup's
 // paired samples: their signal before the pairing also written and read once more).
 //
-// Noise is never materialised: element j of row r is lowbias32(j * (k1 | 1) + k2) with
-// the row's Philox words (k1, k2), turned into a normal value by Box-Muller on its two
-// 16-bit halves: the torch backend's hash_normal (python/fastecg/augmenters/_random.py).
-// Each half takes only 65536 values, so the radius sqrt(-2 ln u) and the cosine come from
-// two tables computed once, rounded as torch's float32 (or float64) arithmetic rounds them;
-// the float32 AVX2 loop computes them by polynomials instead (within ~1 ulp of the tables).
+// Noise is never materialised: elements 2m and 2m + 1 of row r are the two outputs of
+// Box-Muller (radius times cosine, radius times sine) on the 16-bit halves of
+// lowbias32(m * (k1 | 1) + k2), with the row's Philox words (k1, k2): the torch backend's
+// hash_normal (python/fastecg/augmenters/_random.py). Each half takes only 65536 values,
+// so the radius sqrt(-2 ln u), the cosine and the sine come from tables computed once,
+// rounded as torch's float32 (or float64) arithmetic rounds them; the float32 AVX2 loop
+// computes them by polynomials instead (within ~1 ulp of the tables).
 //
 // Arithmetic is in the input's dtype, as the torch backend's; sums of statistics (the
 // optional per-lead min, max, sum and sum of squares of the output, which the manager
@@ -107,12 +108,12 @@ struct Stage {
   int64_t taps = 0;  // most FIR taps of an op (its noise needs taps - 1 extra samples)
 };
 
-// Box-Muller's radius and cosine for each 16-bit half (csrc/common/hash_noise.h, shared
-// with the CUDA kernel), built once per dtype.
+// Box-Muller's radius, cosine and sine for each 16-bit half (csrc/common/hash_noise.h,
+// shared with the CUDA kernel), built once per dtype.
 template <typename T>
 struct NoiseTables {
   std::vector<T> radius, cosine;
-  NoiseTables() : radius(kNoiseTable), cosine(kNoiseTable) {
+  NoiseTables() : radius(kNoiseTable), cosine(2 * kNoiseTable) {  // cosines, then sines
     fill_noise_tables(radius.data(), cosine.data());
   }
 };
@@ -141,11 +142,11 @@ template <typename T> struct Vec32 {
 template <typename T> constexpr int64_t kVec32 = 32 / sizeof(T);
 
 #if defined(__x86_64__)
-// Box-Muller on eight 16-bit halves at once, by polynomials instead of the tables: two
-// gathers from the 512 KB of tables miss a 512 KB L2 (Zen 3) and cost ~7 cycles a value;
-// these ~40 vector ops cost ~5 in the loop alone, and leave the L2 to the signal. Over
-// every 16-bit value they are within 1.2e-7 (relative) of the radius table and 6e-8 of the
-// cosine table; tests/augmenters/test_fused.py holds the noise within one float32
+// Box-Muller on eight 16-bit halves at once, by polynomials instead of the tables: gathers
+// from the 768 KB of tables miss a 512 KB L2 (Zen 3) and cost ~7 cycles a value; these
+// vector ops leave the L2 to the signal, and one reduction serves the cosine and the sine.
+// Over every 16-bit value they are within 1.2e-7 (relative) of the radius table and 6e-8
+// of the cosine table; tests/augmenters/test_fused.py holds the noise within one float32
 // rounding of the torch backend's.
 
 // sqrt(-2 ln u), u = (hi + 0.5) / 65536: ln u = e ln 2 + ln(1 + f) with u = (1 + f) 2**e,
@@ -174,10 +175,11 @@ FASTECG_TARGET_AVX2 FASTECG_INLINE __m256 box_muller_radius(__m256i hi) {
   return _mm256_sqrt_ps(_mm256_mul_ps(lg, _mm256_set1_ps(-2.0f)));
 }
 
-// cos(lo * step), the angle rounded to float32 as the table's (and torch's) is: reduced
-// by the nearest multiple q of pi/2 (pi/2 in three parts, exact for angles < 2 pi), then
-// Cephes' sinf/cosf polynomials on [-pi/4, pi/4].
-FASTECG_TARGET_AVX2 FASTECG_INLINE __m256 box_muller_cosine(__m256i lo) {
+// cos and sin of lo * step, the angle rounded to float32 as the tables' (and torch's) is:
+// reduced by the nearest multiple q of pi/2 (pi/2 in three parts, exact for angles < 2 pi),
+// then Cephes' sinf/cosf polynomials on [-pi/4, pi/4], both from the one reduction.
+FASTECG_TARGET_AVX2 FASTECG_INLINE void box_muller_cos_sin(__m256i lo, __m256& cosine,
+                                                           __m256& sine) {
   const __m256 a = _mm256_mul_ps(_mm256_cvtepi32_ps(lo),
                                  _mm256_set1_ps(static_cast<float>(2 * M_PI / 65536)));
   const __m256 qf = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(0.636619772367581343f)),
@@ -196,17 +198,22 @@ FASTECG_TARGET_AVX2 FASTECG_INLINE __m256 box_muller_cosine(__m256i lo) {
   s = _mm256_fmadd_ps(s, z, _mm256_set1_ps(8.3321608736E-3f));
   s = _mm256_fmadd_ps(s, z, _mm256_set1_ps(-1.6666654611E-1f));
   s = _mm256_fmadd_ps(_mm256_mul_ps(s, z), r, r);
-  // cos(r + q pi/2) for q mod 4 = 0, 1, 2, 3: cos r, -sin r, -cos r, sin r.
-  const __m256 v = _mm256_blendv_ps(c, s, _mm256_castsi256_ps(_mm256_slli_epi32(q, 31)));
+  // For q mod 4 = 0, 1, 2, 3: cos(r + q pi/2) = cos r, -sin r, -cos r, sin r and
+  // sin(r + q pi/2) = sin r, cos r, -sin r, -cos r.
+  const __m256 odd = _mm256_castsi256_ps(_mm256_slli_epi32(q, 31));
+  const __m256i top = _mm256_set1_epi32(static_cast<int>(0x80000000u));
   const __m256i q1 = _mm256_add_epi32(q, _mm256_set1_epi32(1));
-  const __m256i sign = _mm256_and_si256(_mm256_slli_epi32(q1, 30),
-                                        _mm256_set1_epi32(static_cast<int>(0x80000000u)));
-  return _mm256_xor_ps(v, _mm256_castsi256_ps(sign));
+  const __m256i cos_sign = _mm256_and_si256(_mm256_slli_epi32(q1, 30), top);
+  const __m256i sin_sign = _mm256_and_si256(_mm256_slli_epi32(q, 30), top);
+  cosine = _mm256_xor_ps(_mm256_blendv_ps(c, s, odd), _mm256_castsi256_ps(cos_sign));
+  sine = _mm256_xor_ps(_mm256_blendv_ps(s, c, odd), _mm256_castsi256_ps(sin_sign));
 }
 
-// Eight float32 samples at a time of add_noise_row; returns how many samples it did.
+// Sixteen float32 samples at a time of add_noise_row from j0 (even): the eight hashes of
+// pairs j0 / 2 .. j0 / 2 + 7, each giving a cosine and a sine sample; returns how many
+// samples it did.
 FASTECG_TARGET_AVX2 __attribute__((noinline)) int64_t add_noise_row_avx2(
-    float* y, int64_t t0, int64_t len, uint32_t k1, uint32_t k2, float sd) {
+    float* y, int64_t j0, int64_t len, uint32_t k1, uint32_t k2, float sd) {
   const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i m1 = _mm256_set1_epi32(static_cast<int>(k1));
   const __m256i m2 = _mm256_set1_epi32(static_cast<int>(k2));
@@ -215,18 +222,26 @@ FASTECG_TARGET_AVX2 __attribute__((noinline)) int64_t add_noise_row_avx2(
   const __m256i low = _mm256_set1_epi32(0xFFFF);
   const __m256 s = _mm256_set1_ps(sd);
   int64_t start = 0;
-  for (; start + 8 <= len; start += 8) {
+  for (; start + 16 <= len; start += 16) {
     const __m256i j = _mm256_add_epi32(
-        _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(t0 + start))), step);
+        _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>((j0 + start) >> 1))), step);
     __m256i h = _mm256_add_epi32(_mm256_mullo_epi32(j, m1), m2);
     h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
     h = _mm256_mullo_epi32(h, c1);
     h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
     h = _mm256_mullo_epi32(h, c2);
     h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
-    const __m256 z = _mm256_mul_ps(box_muller_radius(_mm256_srli_epi32(h, 16)),
-                                   box_muller_cosine(_mm256_and_si256(h, low)));
-    _mm256_storeu_ps(y + start, _mm256_add_ps(_mm256_loadu_ps(y + start), _mm256_mul_ps(z, s)));
+    const __m256 r = box_muller_radius(_mm256_srli_epi32(h, 16));
+    __m256 cosine, sine;
+    box_muller_cos_sin(_mm256_and_si256(h, low), cosine, sine);
+    const __m256 zc = _mm256_mul_ps(r, cosine), zs = _mm256_mul_ps(r, sine);
+    // (c0 s0 c1 s1 | c4 s4 c5 s5) and (c2 s2 c3 s3 | c6 s6 c7 s7), then in order.
+    const __m256 lo = _mm256_unpacklo_ps(zc, zs), hi = _mm256_unpackhi_ps(zc, zs);
+    const __m256 z0 = _mm256_permute2f128_ps(lo, hi, 0x20);
+    const __m256 z1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+    _mm256_storeu_ps(y + start, _mm256_add_ps(_mm256_loadu_ps(y + start), _mm256_mul_ps(z0, s)));
+    _mm256_storeu_ps(y + start + 8,
+                     _mm256_add_ps(_mm256_loadu_ps(y + start + 8), _mm256_mul_ps(z1, s)));
   }
   return start;
 }
@@ -235,19 +250,20 @@ FASTECG_TARGET_AVX2 __attribute__((noinline)) int64_t add_noise_row_avx2(
 // y[t] += std * z(t0 + t) for one row.
 template <typename Tag, typename T>
 FASTECG_INLINE void add_noise_row(Tag, T* y, int64_t t0, int64_t len, const int64_t* keys, T sd,
-                                  const T* radius, const T* cosine) {
+                                  const T* radius, const T* cos_sin) {
   const uint32_t k1 = static_cast<uint32_t>(keys[0]) | 1u;
   const uint32_t k2 = static_cast<uint32_t>(keys[1]);
-  int64_t start = 0;
+  int64_t t = 0;
 #if defined(__x86_64__)
-  if constexpr (Tag::isa >= Isa::kAvx2 && std::is_same_v<T, float>)
-    start = add_noise_row_avx2(y, t0, len, k1, k2, sd);
-#endif
-  for (int64_t t = start; t < len; ++t) {
-    const uint32_t h = lowbias32(static_cast<uint32_t>(t0 + t) * k1 + k2);
-    const T z = radius[h >> 16] * cosine[h & 0xFFFFu];
-    y[t] += z * sd;
+  if constexpr (Tag::isa >= Isa::kAvx2 && std::is_same_v<T, float>) {
+    if (len > 0 && (t0 & 1)) {  // the second sample of a pair: the vectors start on pairs
+      y[0] += hash_normal_value(t0, k1, k2, radius, cos_sin) * sd;
+      t = 1;
+    }
+    t += add_noise_row_avx2(y + t, t0 + t, len - t, k1, k2, sd);
   }
+#endif
+  for (; t < len; ++t) y[t] += hash_normal_value(t0 + t, k1, k2, radius, cos_sin) * sd;
 }
 
 // y[0 .. W) += a * sd.

@@ -54,8 +54,8 @@ int64_t augment_block(const AugmentStage& st, int64_t elem_size);
 
 // Run a stage over n samples: out (n, lout, t_len) unless null; partial, unless null,
 // (n, tiles, lout, 4) doubles of each block's per-lead (min, max, sum, sum of squares), with
-// tiles = ceil(t_len / augment_block). radius, cosine: the noise tables (kNoiseTable each,
-// common/hash_noise.h) on the device.
+// tiles = ceil(t_len / augment_block). radius, cosine: the noise tables (kNoiseTable radii;
+// kNoiseTable cosines then kNoiseTable sines: common/hash_noise.h) on the device.
 template <typename T>
 cudaError_t augment_stage_cuda(const T* x, T* out, double* partial, const AugmentStage& st,
                                const T* radius, const T* cosine, int64_t n,

@@ -25,7 +25,7 @@ void check_cuda(cudaError_t err, const char* name) {
   TORCH_CHECK(err == cudaSuccess, name, ": ", cudaGetErrorString(err));
 }
 
-// The noise tables (radius then cosine, kNoiseTable each) on `device`, computed on the
+// The noise tables (radius, then cosines and sines: 3 kNoiseTable) on `device`, computed on the
 // host and copied once per device and dtype. Deliberately never freed: they live as long
 // as the process, and freeing at exit could run after the CUDA context is gone.
 template <typename T>
@@ -36,7 +36,7 @@ const T* device_noise_tables(int device) {
               "_augment_kernel: device index ", device, " out of range");
   const std::lock_guard<std::mutex> lock(mutex);
   if (tables[device] == nullptr) {
-    std::vector<T> host(2 * kNoiseTable);
+    std::vector<T> host(3 * kNoiseTable);
     fill_noise_tables(host.data(), host.data() + kNoiseTable);
     T* dev = nullptr;
     check_cuda(cudaMalloc(&dev, sizeof(T) * host.size()), "_augment_kernel");

@@ -8,11 +8,13 @@ slot << 16 | stream, j)``: the same words on every backend and batch split.
 Dense noise (one value per signal element) does not run Philox per element: ten rounds
 of 32-bit multiplies emulated in int64 would cost ~50 full-size passes in the torch
 backend. Each ``(sample, lead)`` row instead gets two 32-bit words from Philox, and
-element ``j`` of the row is ``lowbias32(j * (k1 | 1) + k2)`` (C. Wellons' integer hash,
-a bijection with full avalanche): ~8 int32 passes. Rows with different odd
-multipliers never run along the same sequence, so no two rows of a batch are shifted
-copies of each other. A normal value takes both 16-bit halves of one hash (Box-Muller),
-so its tails stop at sqrt(-2 ln(2**-17)) = 4.85 sigma: ample for augmentation noise.
+elements ``2m`` and ``2m + 1`` of the row come from ``lowbias32(m * (k1 | 1) + k2)``
+(C. Wellons' integer hash, a bijection with full avalanche): ~8 int32 passes for two
+values. Rows with different odd multipliers never run along the same sequence, so no two
+rows of a batch are shifted copies of each other. Box-Muller on the hash's two 16-bit
+halves gives both values (the radius times the cosine and times the sine of one angle:
+independent standard normals), whose tails stop at sqrt(-2 ln(2**-17)) = 4.85 sigma:
+ample for augmentation noise.
 """
 
 from __future__ import annotations
@@ -140,14 +142,16 @@ def _as_int32(words: Tensor) -> Tensor:
 
 def hash_normal(row_keys: Tensor, n_samples: int, dtype: torch.dtype) -> Tensor:
     """Standard normal noise of shape ``row_keys.shape[:-1] + (n_samples,)``: row r,
-    element j from ``lowbias32(j * (k1 | 1) + k2)`` with ``(k1, k2) = row_keys[r]``
-    (int64 uint32 words). int32 arithmetic wraps, which is the mod-2**32 the hash wants;
-    logical shifts are arithmetic shifts masked."""
+    elements 2m and 2m + 1 from h = ``lowbias32(m * (k1 | 1) + k2)`` with ``(k1, k2) =
+    row_keys[r]`` (int64 uint32 words): ``r cos(a)`` and ``r sin(a)`` with ``r =
+    sqrt(-2 ln(((h >> 16) + 0.5) / 65536))`` and ``a = (h & 0xFFFF) 2 pi / 65536``. int32
+    arithmetic wraps, which is the mod-2**32 the hash wants; logical shifts are arithmetic
+    shifts masked."""
     k1 = _as_int32(row_keys[..., 0:1] | 1)
     k2 = _as_int32(row_keys[..., 1:2])
-    j = torch.arange(n_samples, dtype=torch.int32, device=row_keys.device)
+    m = torch.arange((n_samples + 1) // 2, dtype=torch.int32, device=row_keys.device)
     # In place with one scratch buffer: each pass is a full-size read and write.
-    x = j * k1
+    x = m * k1
     x += k2
     t = torch.empty_like(x)
     for shift, keep, mul in ((16, 0xFFFF, 0x7FEB352D), (15, 0x1FFFF, 0x846CA68B - (1 << 32)),
@@ -162,7 +166,9 @@ def hash_normal(row_keys: Tensor, n_samples: int, dtype: torch.dtype) -> Tensor:
     t &= 0xFFFF
     radius = t.to(work).add_(0.5).mul_(1.0 / 65536).log_().mul_(-2).sqrt_()
     x &= 0xFFFF
-    return radius.mul_(x.to(work).mul_(2 * math.pi / 65536).cos_()).to(dtype)
+    angle = x.to(work).mul_(2 * math.pi / 65536)
+    pairs = torch.stack([radius * angle.cos(), radius.mul_(angle.sin_())], -1)
+    return pairs.flatten(-2)[..., :n_samples].to(dtype)
 
 
 def add_hash_noise(out: Tensor, row_keys: Tensor, std: Tensor,
