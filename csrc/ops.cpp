@@ -29,6 +29,8 @@ TORCH_LIBRARY(fastecg, m) {
   // (csrc/cpu/augment_draw.cpp): the params dict's values in its order.
   m.def("_augment_draw_kernel(int stream, Tensor index, Tensor view, int slot, int k0, int k1, "
         "int[] ints, float[] floats, Tensor[] tensors) -> Tensor[]");
+  // The fused pass's op tensors from the drawn parameters of that augmenter (its fuse()).
+  m.def("_augment_fuse_kernel(int stream, int[] ints, Tensor[] tensors) -> Tensor[]");
   // Per-lead (min, max, sum, sum of squares) of x (n, n_leads, n_samples), float64 (n, L, 4).
   m.def("_lead_stats_kernel(Tensor x) -> Tensor");
   // x: (rows, n); sos: (n_sections, 6) float64 with a0 == 1; zi: sosfilt_zi(sos), float64.

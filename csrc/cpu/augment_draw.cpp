@@ -1,6 +1,7 @@
 // CPU kernels of the augmenters' parameter draws (python/fastecg/augmenters): the Philox
-// words of a Keys stream, its uniforms and normals, the Beta draw of Mixup and CutMix, and
-// whole draws of the classic augmenters (_augment_draw_kernel), each the torch form's
+// words of a Keys stream, its uniforms and normals, the Beta draw of Mixup and CutMix,
+// whole draws of the classic augmenters (_augment_draw_kernel) and the op tensors the
+// fused pass makes of some of them (_augment_fuse_kernel), each the torch form's
 // operations in the same order on the calling thread.
 //
 // Why C++: a draw is a few dozen torch ops on a few hundred values, each costing 2-20 us of
@@ -361,6 +362,74 @@ std::vector<at::Tensor> draw_label_smooth(const Draw& d, at::IntArrayRef, at::Ar
   return {applied};
 }
 
+// ---- the fused pass's op tensors from drawn parameters ----------------------------------
+//
+// What a classic augmenter's fuse() computes from its parameters for the kernel's op
+// (python/fastecg/augmenters/classic.py), in one call instead of a dozen small torch ops.
+
+// BaselineWander: amplitude, phase (n, L, K), noise_mean (n, L) float64 -> the SINES op's
+// coefficients (n, L, 2K + 1) in the signal's dtype (ints: 1 for float64): a cos(phase),
+// then a sin(phase), then the mean (torch.polar's products, cast once).
+std::vector<at::Tensor> fuse_wander(at::IntArrayRef ints, const std::vector<at::Tensor>& t) {
+  const at::Tensor a = t[0].contiguous(), ph = t[1].contiguous(), mean = t[2].contiguous();
+  const int64_t n = a.size(0), L = a.size(1), K = a.size(2);
+  at::Tensor coef = at::empty({n, L, 2 * K + 1}, f64());
+  const double *pa = a.const_data_ptr<double>(), *pp = ph.const_data_ptr<double>();
+  const double* pm = mean.const_data_ptr<double>();
+  double* pc = coef.mutable_data_ptr<double>();
+  for (int64_t il = 0; il < n * L; ++il) {
+    double* c = pc + il * (2 * K + 1);
+    for (int64_t k = 0; k < K; ++k) {
+      c[k] = pa[il * K + k] * std::cos(pp[il * K + k]);
+      c[K + k] = pa[il * K + k] * std::sin(pp[il * K + k]);
+    }
+    c[2 * K] = pm[il];
+  }
+  return {ints[0] ? coef : coef.to(at::kFloat)};
+}
+
+// StretchCompress: new_len (n,) int64 and n_samples (ints) -> the WARP op's offset (n,)
+// int64 (half the length change, negative for a compression), limit (new_len) and ratio
+// (n_samples - 1) / (new_len - 1) float64.
+std::vector<at::Tensor> fuse_stretch(at::IntArrayRef ints, const std::vector<at::Tensor>& t) {
+  const at::Tensor len = t[0].contiguous();
+  const int64_t n = len.size(0), n_samples = ints[0];
+  at::Tensor offset = at::empty({n}, i64()), ratio = at::empty({n}, f64());
+  const int64_t* pl = len.const_data_ptr<int64_t>();
+  int64_t* po = offset.mutable_data_ptr<int64_t>();
+  double* pr = ratio.mutable_data_ptr<double>();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t half = std::abs(pl[i] - n_samples) / 2;
+    po[i] = pl[i] >= n_samples ? half : -half;
+    // As torch evaluates (n_samples - 1) / tensor: the reciprocal times the number.
+    pr[i] = (1.0 / static_cast<double>(pl[i] - 1)) * static_cast<double>(n_samples - 1);
+  }
+  return {offset, len, ratio};
+}
+
+std::vector<at::Tensor> augment_fuse_cpu(int64_t stream, at::IntArrayRef ints,
+                                         const std::vector<at::Tensor>& tensors) {
+  for (const at::Tensor& t : tensors) TORCH_CHECK(t.device().is_cpu(), "_augment_fuse_kernel: CPU tensors");
+  switch (stream) {
+    case 1:
+      TORCH_CHECK(ints.size() == 1 && tensors.size() == 3 && tensors[0].dim() == 3 &&
+                      tensors[1].sizes() == tensors[0].sizes() &&
+                      tensors[2].sizes() == tensors[0].sizes().slice(0, 2) &&
+                      tensors[0].scalar_type() == at::kDouble &&
+                      tensors[1].scalar_type() == at::kDouble &&
+                      tensors[2].scalar_type() == at::kDouble,
+                  "_augment_fuse_kernel: bad baseline wander arguments");
+      return fuse_wander(ints, tensors);
+    case 5:
+      TORCH_CHECK(ints.size() == 1 && tensors.size() == 1 && tensors[0].dim() == 1 &&
+                      tensors[0].scalar_type() == at::kLong,
+                  "_augment_fuse_kernel: bad stretch arguments");
+      return fuse_stretch(ints, tensors);
+    default:
+      TORCH_CHECK(false, "_augment_fuse_kernel: no fused form for stream ", stream);
+  }
+}
+
 std::vector<at::Tensor> augment_draw_cpu(int64_t stream, const at::Tensor& index,
                                          const at::Tensor& view, int64_t slot, int64_t k0,
                                          int64_t k1, at::IntArrayRef ints,
@@ -414,6 +483,7 @@ TORCH_LIBRARY_IMPL(fastecg, CPU, m) {
   m.impl("_philox_uniform_kernel", &philox_uniform_cpu);
   m.impl("_beta_kernel", &beta_cpu);
   m.impl("_augment_draw_kernel", &augment_draw_cpu);
+  m.impl("_augment_fuse_kernel", &augment_fuse_cpu);
 }
 
 }  // namespace fastecg

@@ -449,3 +449,37 @@ def samples_not_mixed_are_left_as_they_are(backend, device="cpu"):
     expected = torch.lerp(flipped[mix["partner"]], flipped, lam)[others]
     finite = expected.isfinite()
     torch.testing.assert_close(out[others][finite], expected[finite], rtol=0, atol=1e-6 * 50)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fuse_kernel_gives_the_torch_form(dtype, monkeypatch):
+    # The op tensors the C++ kernel makes of the baseline wander's and the stretch's drawn
+    # parameters (_augment_fuse_kernel) against the torch forms: the sines' coefficients
+    # within a rounding of the cast (glibc's cos and sin against torch.polar's), the warp's
+    # offsets, limits and ratios bit for bit.
+    from fastecg.augmenters import classic
+    from fastecg.augmenters._random import Keys
+    from fastecg.transforms.config import SignalInfo
+
+    x = ecg((40, 12, 3000), dtype=dtype)
+    info = SignalInfo(FS, 12, 3000, None)
+    keys = Keys(5, 1, torch.arange(40))
+    wander = classic.BaselineWander(fs=FS, prob=0.7)
+    stretch = classic.StretchCompress(prob=0.8)
+    pw, ps = wander.draw(keys.for_slot(1), x, info), stretch.draw(keys.for_slot(2), x, info)
+
+    def op_tensors():
+        plan = fused.FusedPlan(x, None, "cpu")
+        wander.fuse(plan, pw, None, [], info)
+        stretch.fuse(plan, ps, None, [], info)
+        return plan.tensors
+
+    native = op_tensors()
+    monkeypatch.setattr(classic, "fuse_kernel", lambda *args: None)
+    reference = op_tensors()
+    assert len(native) == len(reference) == 7
+    tol = 1e-7 if dtype == torch.float32 else 1e-15
+    torch.testing.assert_close(native[0], reference[0], rtol=tol, atol=tol)  # coefficients
+    for a, b in zip(native[1:], reference[1:]):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert bool((ps["new_len"] != 3000).any())  # some samples are stretched

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ..ops.augment import beta_from_variates
+from ..ops.augment import beta_from_variates, fuse_kernel
 from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_prob
 from ._random import Keys, add_hash_noise
@@ -239,6 +239,11 @@ class BaselineWander(Augmenter):
         basis = cached_sine_basis(self.bw_fs, n_samples, float(self.step_fs(info)), dtype,
                                   torch.device(device), ones=True)
         amplitude, phase = params["amplitude"], params["phase"]
+        if dtype in (torch.float32, torch.float64) and torch.device(device).type == "cpu":
+            native = fuse_kernel(self.stream, [dtype == torch.float64],
+                                 [amplitude, phase, params["noise_mean"]])
+            if native is not None:
+                return native[0], basis
         coef = torch.cat([sine_coefficients(amplitude, phase), params["noise_mean"][..., None]],
                          -1)
         return coef.to(device=device, dtype=dtype), basis
@@ -489,9 +494,12 @@ class StretchCompress(Augmenter):
     def fuse(self, plan, params, label, masks, info):
         n_samples = plan.shape[-1]
         new_len = params["new_len"].to(plan.device)
-        half = (new_len - n_samples).abs() // 2
-        plan.warp(torch.where(new_len >= n_samples, half, -half), new_len,
-                  (n_samples - 1) / (new_len - 1).double(), n_samples)
+        warp = fuse_kernel(self.stream, [n_samples], [new_len])
+        if warp is None:
+            half = (new_len - n_samples).abs() // 2
+            warp = (torch.where(new_len >= n_samples, half, -half), new_len,
+                    (n_samples - 1) / (new_len - 1).double())
+        plan.warp(*warp, n_samples)
         if masks:
             src, valid = self.positions(new_len, n_samples)
             masks = [_resample_mask(m, src, valid) for m in masks]

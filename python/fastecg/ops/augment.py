@@ -258,6 +258,19 @@ def draw_kernel(stream: int, index: Tensor, view: Tensor, slot: int, k0: int, k1
                                                   [float(f) for f in floats], list(tensors))
 
 
+def fuse_kernel(stream: int, ints: Sequence[int], tensors: Sequence[Tensor]
+                ) -> Optional[list[Tensor]]:
+    """The fused pass's op tensors that the classic augmenter with this `stream` makes of
+    its drawn parameters (its ``fuse()``; baseline wander and stretch/compress), by the C++
+    kernel in one call, or None where it cannot run (a tensor off the CPU or needing a
+    gradient, or no extension)."""
+    if not _draw_kernels_run(tensors[0]) or any(
+            t.device.type != "cpu" or t.requires_grad for t in tensors):
+        return None
+    return torch.ops.fastecg._augment_fuse_kernel(int(stream), [int(i) for i in ints],
+                                                  list(tensors))
+
+
 def beta_from_variates(u: Tensor, z: Tensor, alpha: float, b: float) -> Optional[Tensor]:
     """Beta(alpha, b) per row from uniforms `u` (n, 2 * tries + 2) and standard normals
     `z` (n, 2 * tries), float64, by the C++ kernel in one call:
