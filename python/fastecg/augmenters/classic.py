@@ -592,10 +592,12 @@ class Mixup(_PairMixer):
         return self._mix_rest(lam, partner, label, masks)
 
     def _mix_rest(self, lam, partner, label, masks):
+        # Labels and masks are finite, for which lerp(v, v, w) == v: a sample paired with
+        # itself keeps them without _pair_mix's extra ops.
         if label is not None:
             label = (label, label[partner], lam.to(label.dtype)) if self.label_pair else \
-                _pair_mix(label, partner, lam)
-        masks = [_pair_mix(m, partner, lam) if m.is_floating_point() else m for m in masks]
+                _mix(label, label[partner], lam)
+        masks = [_mix(m, m[partner], lam) if m.is_floating_point() else m for m in masks]
         return label, masks
 
 
