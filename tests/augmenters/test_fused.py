@@ -34,6 +34,17 @@ def assert_close_to_peak(a, b):
         assert torch.equal(a, b)
 
 
+def use_isa(isa, monkeypatch):
+    """Run the CPU kernels on instruction set `isa` for this test; skip where the CPU has
+    not got it."""
+    monkeypatch.setenv("FASTECG_CPU_ISA", isa)
+    try:
+        torch.ops.fastecg._cpu_isa()
+    except RuntimeError as err:
+        assert "supports at most" in str(err)
+        pytest.skip(f"this CPU has no {isa}")
+
+
 def both(am, *args, backend="cpu", **kwargs):
     """The manager's outputs on the torch backend and on `backend`, checked equal within
     1e-6 of the peak; returns both."""
@@ -217,12 +228,7 @@ def test_kernel_writes_into_a_given_buffer():
 def test_every_instruction_set_gives_the_same_result(isa, dtype, monkeypatch):
     # The kernel's vector paths (AVX2 gathers for the noise, 32-byte vectors for sums and
     # statistics) against its baseline x86-64 code and the torch backend.
-    monkeypatch.setenv("FASTECG_CPU_ISA", isa)
-    try:
-        torch.ops.fastecg._cpu_isa()
-    except RuntimeError as err:
-        assert "supports at most" in str(err)
-        pytest.skip(f"this CPU has no {isa}")
+    use_isa(isa, monkeypatch)
     am = AugmenterManager(*PER_SAMPLE, {"name": "mixup"}, fs=FS)
     x, label = ecg((8, 12, 3001), dtype=dtype), torch.rand(8, 3, dtype=dtype)
     both(am, x, label, seed=21)
@@ -377,12 +383,7 @@ def test_noise_over_every_16_bit_half(isa, monkeypatch):
     # 1.2e-7 of the radius table, relative, and 6e-8 of the cosine table) within 7.2e-7.
     from fastecg.augmenters._random import hash_normal
 
-    monkeypatch.setenv("FASTECG_CPU_ISA", isa)
-    try:
-        torch.ops.fastecg._cpu_isa()
-    except RuntimeError as err:
-        assert "supports at most" in str(err)
-        pytest.skip(f"this CPU has no {isa}")
+    use_isa(isa, monkeypatch)
     keys = torch.randint(0, 2 ** 32, (2, 4, 2), generator=torch.Generator().manual_seed(5))
     x = torch.zeros(2, 4, 70001)
     out, _ = augment_pass(x, [OpCode.NOISE], [], [], [keys, torch.ones(2, 4)])
@@ -399,12 +400,7 @@ def test_warp_op_against_its_definition(isa, dtype, monkeypatch):
     # the right neighbour clamped to the last input. Ratios that keep a vector's
     # neighbours inside the vector paths' windows of inputs (near 1) and that spread them
     # wider (near 2, 10), stretches that read to the last input and past it.
-    monkeypatch.setenv("FASTECG_CPU_ISA", isa)
-    try:
-        torch.ops.fastecg._cpu_isa()
-    except RuntimeError as err:
-        assert "supports at most" in str(err)
-        pytest.skip(f"this CPU has no {isa}")
+    use_isa(isa, monkeypatch)
     ratios = [0.5, 0.93, 1.0, 1.06, 1.87, 1.99, 2.5, 10.0]
     n, n_in, n_out = len(ratios), 1203, 1500
     x = ecg((n, 3, n_in), dtype=dtype)
