@@ -1,5 +1,5 @@
 // CPU kernel of fastecg::_augment_kernel: the fused augmentation pass. An AugmenterManager
-// compiles its steps into per-sample parameters (drawn in torch, as the torch backend
+// compiles its steps into per-sample parameters (drawn as the torch backend
 // draws them) and a list of ops (python/fastecg/augmenters/fused.py), which this kernel
 // applies in one pass over the batch:
 //

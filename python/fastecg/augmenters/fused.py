@@ -1,6 +1,7 @@
 """The fused pass of an AugmenterManager (its ``cpu``, ``cuda`` and ``triton`` backends:
 the kernels of :mod:`fastecg.ops.augment`, on the signal's device): the steps' parameters are
-drawn in torch exactly as the torch backend draws them, and each step adds its signal
+drawn exactly as the torch backend draws them (the same draw code; on the CPU the classic
+augmenters' draws are one C++ call each), and each step adds its signal
 work to a :class:`FusedPlan` as ops of the fused kernel (:mod:`fastecg.ops.augment`)
 instead of running it. The kernel then runs the pending ops in one pass over the batch.
 
