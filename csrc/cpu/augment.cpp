@@ -321,10 +321,13 @@ FASTECG_INLINE bool sines_row_silent(const Op<T>& op, int64_t n, int64_t l) {
 }
 
 // One point-wise op on a block: rows of `len` samples at times t0.., `scratch` holds at
-// least max(lin, lout) rows and len + taps - 1 samples.
+// least max(lin, lout) rows and len + taps - 1 samples. `src` (rows src_ld apart) is the
+// op's input: y itself, or for kSines other rows (the source's: the pass's first op adds
+// its sinusoids to them as it writes y, instead of a copy into y first).
 template <typename Tag, typename T>
 FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0, int64_t len,
-                                T* y, int64_t ld, T* scratch, const T* ptp) {
+                                T* y, int64_t ld, const T* src, int64_t src_ld, T* scratch,
+                                const T* ptp) {
   switch (op.code) {
     case kLeadMix: {
       const double* m = op.mat + n * op.lout * op.lin;
@@ -362,7 +365,10 @@ FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0,
       const T* cosine = cosine_table<T>();
       T* acc = scratch;
       for (int64_t l = 0; l < op.lin; ++l) {
-        if (sines_row_silent(op, n, l)) continue;  // a row the step leaves alone: y + 0 is y
+        if (sines_row_silent(op, n, l)) {  // a row the step leaves alone: y + 0 is y
+          if (src != y) std::memcpy(y + l * ld, src + l * src_ld, sizeof(T) * len);
+          continue;
+        }
         const T* c = op.a + (n * op.lin + l) * op.j;
         const T noise_rel = op.c != nullptr ? op.c[n * op.lin + l] : T(0);
         // kSinesPtp: the coefficients are relative to the lead's peak-to-peak (the
@@ -394,7 +400,8 @@ FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0,
                                        cosine);
         }
         T* row = y + l * ld;
-        for (int64_t t = 0; t < len; ++t) row[t] = acc[t] + row[t];
+        const T* in = src + l * src_ld;
+        for (int64_t t = 0; t < len; ++t) row[t] = acc[t] + in[t];
       }
       break;
     }
@@ -714,10 +721,12 @@ struct Kernel {
   bool avx512 = false;  // cpu_isa() allows AVX-512 (the warps' interpolation uses it)
   bool ptp = false;     // a kSinesPtp op: stage 0 needs its sample's per-lead ptp
   // Per kPair stage: the stage before it, evaluated once for every sample in a pairing
-  // (slot[n] >= 0: its lmax rows of tlen samples at paired + slot[n] * lmax * tlen), so a
+  // (rows[n]: its rows, rows_ld[n] apart: in `paired`, or the source's rows where the stage
+  // before leaves the sample as it is), so a
   // partner's chain is not evaluated a second time beside its own.
   std::vector<AlignedArray<T>> paired;
-  std::vector<std::vector<int64_t>> slot;
+  std::vector<std::vector<const T*>> rows;
+  std::vector<std::vector<int64_t>> rows_ld;
 };
 
 template <typename T>
@@ -789,10 +798,30 @@ template <typename T, typename Tag>
 void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, int64_t t0,
                 int64_t len, T* y, int64_t ld, Tag tag);
 
+// Whether stage s's head hands sample n's output of the stage before on as it is: a
+// pairing with itself, a renormalisation that leaves the sample out, a warp that maps
+// every time onto itself. Such a stage reads the one before in place (no copy of it).
+template <typename T>
+bool head_passes(const Kernel<T>& k, int64_t s, int64_t n) {
+  const Stage<T>& st = k.stages[s];
+  const Op<T>& w = st.warp;
+  switch (w.code) {
+    case kPair:
+      return w.k0[n] == n;
+    case kRenorm:
+      return w.k0[n] == 0;
+    case kWarp:
+      return w.ratio[n] == 1.0 && w.k0[n] == 0 && w.k1[n] >= st.tlen && st.tlen == w.tin;
+    default:
+      return false;
+  }
+}
+
 // Stage s's output for sample n, times t0 .. t0 + len: rows (*ld_out apart) that already
-// hold it where the stage changes nothing of what it reads (the source itself, or a
-// renormalisation's input where the sample is not renormalised), else evaluated into buf
-// (ld apart). A copy fewer for each sample that a step leaves alone.
+// hold it where the stage changes nothing of what it reads (the source itself, the stage
+// before's rows through a head that passes them on, a renormalisation's input where the
+// map is the identity), else evaluated into buf (ld apart). A copy fewer for each sample
+// that a step leaves alone.
 template <typename T, typename Tag>
 const T* eval_view(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, int64_t t0,
                    int64_t len, T* buf, int64_t ld, int64_t* ld_out, Tag tag) {
@@ -803,6 +832,8 @@ const T* eval_view(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t 
     *ld_out = k.n_samples;
     return k.x + n * k.n_leads * k.n_samples + t0;
   }
+  if (silent && head_passes(k, s, n) && k.stages[s - 1].lmax <= st.lmax)
+    return eval_view(k, ts, s - 1, n, t0, len, buf, ld, ld_out, tag);
   if (silent && st.warp.code == kRenorm) {
     bool identity = true;
     for (int64_t l = 0; l < st.lin; ++l)
@@ -822,10 +853,27 @@ template <typename T, typename Tag>
 void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, int64_t t0,
                 int64_t len, T* y, int64_t ld, Tag tag) {
   const Stage<T>& st = k.stages[s];
+  const T* xn = k.x + n * k.n_leads * k.n_samples + t0;
+  // The source's sinusoids go straight from the source's rows into y (run_op's src).
+  const bool from_source = s == 0 && !st.ops.empty() && st.ops.front().code == kSines;
   if (s == 0) {
-    const T* xn = k.x + n * k.n_leads * k.n_samples + t0;
-    for (int64_t l = 0; l < k.n_leads; ++l)
-      std::memcpy(y + l * ld, xn + l * k.n_samples, sizeof(T) * len);
+    if (!from_source)
+      for (int64_t l = 0; l < k.n_leads; ++l)
+        std::memcpy(y + l * ld, xn + l * k.n_samples, sizeof(T) * len);
+  } else if (head_passes(k, s, n)) {
+    // The stage before, evaluated straight into y where y has its rows, else copied (a
+    // sample paired with itself is left as it is: lerp(a, a, 1) would make an Inf NaN).
+    const Stage<T>& prev = k.stages[s - 1];
+    const bool direct = prev.lmax <= st.lmax;
+    std::vector<T>& buf = ts.buffers[s - 1];
+    if (!direct && static_cast<int64_t>(buf.size()) < prev.lmax * len)
+      buf.resize(prev.lmax * len);
+    int64_t ld_in;
+    const T* mine = eval_view(k, ts, s - 1, n, t0, len, direct ? y : buf.data(),
+                              direct ? ld : len, &ld_in, tag);
+    if (mine != y)
+      for (int64_t l = 0; l < st.lin; ++l)
+        std::memcpy(y + l * ld, mine + l * ld_in, sizeof(T) * len);
   } else if (st.warp.code == kRenorm) {
     // The stage before, already evaluated for the whole sample (run_sample), renormalised.
     const int64_t tlen = st.tlen;
@@ -841,28 +889,11 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
     }
   } else if (st.warp.code == kPair) {
     // The stage before, for the sample and (unless it is its own partner) its partner.
-    const Stage<T>& prev = k.stages[s - 1];
+    // The stage before, for the sample and its partner (another sample: head_passes
+    // takes a sample paired with itself): both evaluated beforehand (materialise_pairs).
     const int64_t p = st.warp.k0[n];
-    if (p != n) {  // both were evaluated beforehand (materialise_pairs)
-      const int64_t size = prev.lmax * prev.tlen;
-      const T* mine = k.paired[s].get() + k.slot[s][n] * size + t0;
-      const T* other = k.paired[s].get() + k.slot[s][p] * size + t0;
-      pair_rows(tag, other, prev.tlen, mine, prev.tlen, static_cast<T>(st.warp.ratio[n]), st.lin,
-                len, y, ld);
-    } else {
-      // Paired with itself: left as it is (lerp(a, a, 1) would make an Inf NaN), the stage
-      // before evaluated straight into y where y has its rows, else copied.
-      const bool direct = prev.lmax <= st.lmax;
-      std::vector<T>& buf = ts.buffers[s - 1];
-      if (!direct && static_cast<int64_t>(buf.size()) < prev.lmax * len)
-        buf.resize(prev.lmax * len);
-      int64_t ld_in;
-      const T* mine = eval_view(k, ts, s - 1, n, t0, len, direct ? y : buf.data(),
-                                direct ? ld : len, &ld_in, tag);
-      if (mine != y)
-        for (int64_t l = 0; l < st.lin; ++l)
-          std::memcpy(y + l * ld, mine + l * ld_in, sizeof(T) * len);
-    }
+    pair_rows(tag, k.rows[s][p] + t0, k.rows_ld[s][p], k.rows[s][n] + t0, k.rows_ld[s][n],
+              static_cast<T>(st.warp.ratio[n]), st.lin, len, y, ld);
   } else {
     const Op<T>& w = st.warp;
     int64_t v0, v1, lo = 0, hi = -1;
@@ -887,20 +918,25 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
   }
   const int64_t need = std::max(st.lmax * len, len + st.taps - 1);
   if (static_cast<int64_t>(ts.scratch.size()) < need) ts.scratch.resize(need);
-  if (s == 0 && k.ptp && ts.ptp_of != n) {  // kSinesPtp: the source's per-lead ptp, once
+  if (s == 0 && k.ptp && ts.ptp_of != n && !op_silent(st.ops.front(), n, t0, len)) {
+    // kSinesPtp: the source's per-lead ptp, once per sample it augments
     source_ptp(tag, k.x + n * k.n_leads * k.n_samples, k.n_leads, k.n_samples, ts.ptp_acc,
                ts.ptp);
     ts.ptp_of = n;
   }
-  for (const Op<T>& op : st.ops)
-    run_op(tag, tag, op, n, t0, len, y, ld, ts.scratch.data(), ts.ptp.data());
+  for (size_t i = 0; i < st.ops.size(); ++i) {
+    const bool first = from_source && i == 0;
+    run_op(tag, tag, st.ops[i], n, t0, len, y, ld, first ? xn : y, first ? k.n_samples : ld,
+           ts.scratch.data(), ts.ptp.data());
+  }
 }
 
 // kRenorm for sample n: the stage before it over the whole sample into ts.sample, its
 // statistics (as the statistics output: min, max, sum, sum of squares in double, a block
 // at a time), then the map RandomRenormalize's torch code makes of them:
 // var_mean(correction=0) in double, cast to T; gain = new_std * rsqrt(max(var, 1e-12)),
-// shift = new_mean - mean * gain in T (1 and 0 where the sample is not chosen).
+// shift = new_mean - mean * gain in T. A sample not chosen gets 1 and 0 and nothing else:
+// the stage reads the one before in place (head_passes).
 template <typename T, typename Tag>
 void renorm_sample(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t n, Tag tag) {
   const Stage<T>& rs = k.stages[k.renorm];
@@ -908,6 +944,9 @@ void renorm_sample(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t n, Tag tag)
   const int64_t leads = rs.lin, tlen = rs.tlen;
   const Op<T>& op = rs.warp;
   const bool applied = op.k0[n] != 0, per_lead = op.j != 0;
+  ts.gain.assign(leads, T(1));
+  ts.shift.assign(leads, T(0));
+  if (!applied) return;  // the stage passes the one before on (head_passes): no copy of it
   ts.sample.resize(leads * tlen);
   std::vector<double> acc(4 * leads);
   for (int64_t l = 0; l < leads; ++l) {
@@ -925,11 +964,8 @@ void renorm_sample(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t n, Tag tag)
         std::memcpy(ts.sample.data() + l * tlen + t0, ts.staging.data() + l * len,
                     sizeof(T) * len);
     }
-    if (applied) row_stats(tag, ts.sample.data() + t0, tlen, leads, len, acc.data());
+    row_stats(tag, ts.sample.data() + t0, tlen, leads, len, acc.data());
   }
-  ts.gain.assign(leads, T(1));
-  ts.shift.assign(leads, T(0));
-  if (!applied) return;
   const double count = per_lead ? double(tlen) : double(tlen) * double(leads);
   double total = 0.0, squares = 0.0;
   for (int64_t l = 0; l < leads; ++l) {
@@ -948,37 +984,58 @@ void renorm_sample(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t n, Tag tag)
   }
 }
 
+// Stage s's whole output for sample n where it is the source's rows (every op silent and
+// every head passing the stage before on, down to the source), else nullptr.
+template <typename T>
+const T* source_view(const Kernel<T>& k, int64_t s, int64_t n, int64_t* ld) {
+  for (;; --s) {
+    const Stage<T>& st = k.stages[s];
+    for (const Op<T>& op : st.ops)
+      if (!op_silent(op, n, 0, st.tlen)) return nullptr;
+    if (s == 0) {
+      *ld = k.n_samples;
+      return k.x + n * k.n_leads * k.n_samples;
+    }
+    if (!head_passes(k, s, n) || k.stages[s - 1].lmax > st.lmax) return nullptr;
+  }
+}
+
 // The stage before each kPair stage, for every sample that is paired with another, into
-// k.paired (a pass over those samples per pairing, in stage order: a later pairing's chain
-// reads an earlier one's). Evaluated on demand instead, a partner's whole chain before the
-// pairing (the wander's noise, ...) would run twice.
+// k.paired, or the source's rows themselves where they hold it (source_view): a pass over
+// those samples per pairing, in stage order (a later pairing's chain reads an earlier
+// one's). Evaluated on demand instead, a partner's whole chain before the pairing (the
+// wander's noise, ...) would run twice.
 template <typename T>
 void materialise_pairs(Kernel<T>& k, int64_t n_batch) {
   k.paired.resize(k.stages.size());
-  k.slot.assign(k.stages.size(), {});
+  k.rows.assign(k.stages.size(), {});
+  k.rows_ld.assign(k.stages.size(), {});
   const Isa isa = cpu_isa();
   for (size_t s = 1; s < k.stages.size(); ++s) {
     const Op<T>& w = k.stages[s].warp;
     if (w.code != kPair) continue;
-    std::vector<int64_t>& slot = k.slot[s];
-    slot.assign(n_batch, -1);
-    std::vector<int64_t> members;
-    for (int64_t n = 0; n < n_batch; ++n) {
-      if (w.k0[n] != n) slot[n] = slot[w.k0[n]] = 0;
-    }
-    for (int64_t n = 0; n < n_batch; ++n) {
-      if (slot[n] == 0) {
-        slot[n] = static_cast<int64_t>(members.size());
-        members.push_back(n);
-      }
-    }
-    if (members.empty()) continue;
     const Stage<T>& prev = k.stages[s - 1];
     const int64_t tlen = prev.tlen, size = prev.lmax * tlen;
+    std::vector<char> paired(n_batch, 0);
+    for (int64_t n = 0; n < n_batch; ++n) {
+      if (w.k0[n] != n) paired[n] = paired[w.k0[n]] = 1;
+    }
+    std::vector<const T*>& rows = k.rows[s];
+    std::vector<int64_t>& rows_ld = k.rows_ld[s];
+    rows.assign(n_batch, nullptr);
+    rows_ld.assign(n_batch, tlen);
+    std::vector<int64_t> members;  // those evaluated into k.paired
+    for (int64_t n = 0; n < n_batch; ++n) {
+      if (!paired[n]) continue;
+      rows[n] = source_view(k, static_cast<int64_t>(s) - 1, n, &rows_ld[n]);
+      if (rows[n] == nullptr) members.push_back(n);
+    }
+    if (members.empty()) continue;
     const int64_t chunk = k.ptp ? std::max<int64_t>(tlen, 1) : kChunk;  // ptp: whole samples
     const int64_t chunks = (tlen + chunk - 1) / chunk;
     k.paired[s] = AlignedArray<T>(members.size() * size);
     T* base = k.paired[s].get();
+    for (size_t m = 0; m < members.size(); ++m) rows[members[m]] = base + m * size;
     const Kernel<T>& kc = k;
     parallel_claim(static_cast<int64_t>(members.size()) * chunks, [&](auto& claim) {
       ThreadScratch<T> ts(kc.stages.size());

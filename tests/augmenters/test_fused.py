@@ -98,6 +98,27 @@ def test_whole_pipelines_match_the_torch_backend(dtype):
     both(seven, ecg((8, 12, 5000), dtype=dtype), label[:8], seed=5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_steps_that_leave_a_sample_alone_hand_it_on(dtype):
+    # A pairing with itself, a renormalisation or a warp that leaves a sample out reads the
+    # stage before in place; behind a lead drop (more rows before it than after) through a
+    # buffer. Either way the torch backend's numbers; with every step leaving every sample
+    # alone, the input itself, bit for bit.
+    steps = [{"name": "baseline_wander"}, {"name": "reduced_lead_set", "leads": 6,
+                                           "mode": "drop"},
+             {"name": "mixup"}, {"name": "random_renormalize"}, {"name": "stretch_compress"},
+             {"name": "time_shift", "prob": 0.5}]
+    x = ecg((16, 12, 1200), dtype=dtype)
+    label = torch.rand(16, 3, dtype=dtype)
+    (ref, *_), _ = both(AugmenterManager(*steps, fs=FS), x, label, seed=4, epoch=1)
+    assert ref.shape == (16, 6, 1200)
+    still = [{**s, "prob": (0.0, 0.0) if s["name"] in ("random_flip", "random_masking")
+              else 0.0} for s in PER_SAMPLE + [{"name": "mixup"}, {"name": "stretch_compress"},
+                                                {"name": "random_renormalize"}]]
+    out, lab = AugmenterManager(*still, fs=FS)(x, label, seed=4, backend="cpu")
+    assert torch.equal(out, x) and out.data_ptr() != x.data_ptr() and torch.equal(lab, label)
+
+
 def test_reproducible_per_sample_with_mixup_first():
     # Mixup as the source of a pass: its pairing inside the batch is the documented
     # exception, the rest of the pipeline still matches the torch backend.
