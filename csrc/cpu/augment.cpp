@@ -1056,6 +1056,25 @@ void materialise_pairs(Kernel<T>& k, int64_t n_batch) {
   }
 }
 
+// A rough cost of sample n's pass: 1, plus 1 for each op that changes it (4 for noise),
+// plus 2 for each head that does not hand the stage before on. Work items are claimed
+// most costly first, so that the items left when a thread runs out of work are short.
+template <typename T>
+int64_t sample_cost(const Kernel<T>& k, int64_t n) {
+  int64_t cost = 1;
+  for (size_t s = 0; s < k.stages.size(); ++s) {
+    const Stage<T>& st = k.stages[s];
+    if (s > 0 && !head_passes(k, static_cast<int64_t>(s), n)) cost += 2;
+    for (const Op<T>& op : st.ops) {
+      if (op_silent(op, n, 0, st.tlen)) continue;
+      const bool noise = op.code == kNoise || op.code == kFirNoise ||
+                         (op.code == kSines && op.c != nullptr && op.c[n * op.lin] != T(0));
+      cost += noise ? 4 : 1;
+    }
+  }
+  return cost;
+}
+
 template <typename T>
 void run(Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
   const Stage<T>& last = k.stages.back();
@@ -1071,12 +1090,20 @@ void run(Kernel<T>& k, T* out, double* stats, int64_t n_batch) {
   cosine_table<T>();
   materialise_pairs(k, n_batch);
   const Isa isa = cpu_isa();
+  std::vector<int64_t> order(items);
+  for (int64_t i = 0; i < items; ++i) order[i] = i;
+  std::vector<int64_t> cost(n_batch);
+  for (int64_t n = 0; n < n_batch; ++n) cost[n] = sample_cost(k, n);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return cost[a / chunks] > cost[b / chunks];
+  });
   parallel_claim(items, [&](auto& claim) {
     ThreadScratch<T> ts(k.stages.size());
     auto work = [&](auto tag) {
       std::vector<T>& block = ts.buffers.back();
       block.resize(last.lmax * kBlock);
-      for (int64_t item; (item = claim()) >= 0;) {
+      for (int64_t claimed; (claimed = claim()) >= 0;) {
+        const int64_t item = order[claimed];
         const int64_t n = item / chunks, c0 = (item % chunks) * chunk;
         const int64_t c1 = std::min(n_out, c0 + chunk);
         if (k.renorm >= 0) renorm_sample(k, ts, n, tag);

@@ -148,8 +148,9 @@ class AugmenterManager(TransformManager):
                  internal: bool = True):
         order = self._draw(keys)
         infos = self._plan(order, info)
+        steps = list(self.steps)
         for i, step_info in zip(order, infos):  # every check before any work
-            self._check_step_batch(i, batch, step_info)
+            self._check_step_batch(i, batch, step_info, steps[i])
         return self._run(batch, order, infos, keys, None, fused, internal)
 
     def _run(self, batch: Batch, order: list, infos: list, keys: Optional[Keys],
@@ -166,8 +167,9 @@ class AugmenterManager(TransformManager):
         fast = bool(fused) and internal and not any(
             t is not None and t.requires_grad for t in (lab, *ms))
         drawn = []
+        steps = list(self.steps)  # (a ModuleList's indexing costs microseconds a time)
         for i, step_info in zip(order, infos):
-            step = self.steps[i]
+            step = steps[i]
             if not isinstance(step, Augmenter):
                 p = None
             elif params is not None:
@@ -192,8 +194,9 @@ class AugmenterManager(TransformManager):
             return step.transform(x, p, lab, ms, info)
         return step(x), lab, ms
 
-    def _check_step_batch(self, i: int, batch: Batch, info: SignalInfo) -> None:
-        step = self.steps[i]
+    def _check_step_batch(self, i: int, batch: Batch, info: SignalInfo,
+                          step: Optional[torch.nn.Module] = None) -> None:
+        step = self.steps[i] if step is None else step
         if isinstance(step, Augmenter):
             try:
                 step.check_batch(batch, info)

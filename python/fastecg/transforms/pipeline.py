@@ -233,8 +233,9 @@ class PipelineBase:
         after a resampling, the rate the signal has there."""
         infos = [info]
         resampled_by = None
+        steps = list(self.steps)
         for i in order:
-            step = self.steps[i]
+            step = steps[i]
             try:
                 new = step.infer(info) if isinstance(step, Step) else info
             except ValueError as err:
