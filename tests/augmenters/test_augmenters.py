@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastecg.augmenters import (AmplitudeScale, BaselineWander, CutMix, EMGNoise, GaussianNoise,
-                                LabelSmooth, Mixup, PowerlineNoise, RandomCrop, RandomFlip,
-                                RandomLeadsMask, RandomMasking, RandomRenormalize, ReducedLeadSet,
-                                StretchCompress, TimeShift, VCGRotation)
+from fastecg.augmenters import (AmplitudeScale, AugmenterManager, BaselineWander, CutMix,
+                                EMGNoise, GaussianNoise, LabelSmooth, Mixup, PowerlineNoise,
+                                RandomCrop, RandomFlip, RandomLeadsMask, RandomMasking,
+                                RandomRenormalize, ReducedLeadSet, StretchCompress, TimeShift,
+                                VCGRotation)
 from fastecg.augmenters.physics import REDUCED_LEAD_SETS, emg_taps
 from fastecg.registry import AUGMENTERS
 
@@ -80,6 +81,29 @@ def test_inplace_writes_the_callers_tensor(name):
     x = ecg((4, 12, 500))
     out = AUGMENTERS.build(name, **CONFIGS[name], inplace=True)(x, seed=1)[0]
     assert out is x
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_a_strided_signal_gives_the_contiguous_result(name):
+    # A signal stored time-major (a transposed view: not contiguous) gives what its
+    # contiguous copy gives, on the augmenter itself (torch), through a manager (its
+    # default backend: the fused pass where built) and in place.
+    x = ecg((4, 12, 400))
+    strided = x.transpose(-1, -2).contiguous().transpose(-1, -2)
+    assert not strided.is_contiguous()
+    aug = AUGMENTERS.build(name, **CONFIGS[name])
+    config = {k: v for k, v in CONFIGS[name].items() if k != "fs"}
+    am = AugmenterManager({"name": name, **config}, fs=FS)
+    for run in (lambda t: aug(t, seed=3, epoch=1)[0], lambda t: am(t, seed=3, epoch=1)[0]):
+        expected = run(x)
+        torch.testing.assert_close(run(strided), expected, rtol=0,
+                                   atol=1e-6 * float(expected.abs().max()))
+    if name != "random_crop":  # (changes the length)
+        inplace = AUGMENTERS.build(name, **CONFIGS[name], inplace=True)
+        expected = aug(x, seed=3, epoch=1)[0]
+        assert inplace(strided, seed=3, epoch=1)[0] is strided
+        torch.testing.assert_close(strided, expected, rtol=0,
+                                   atol=1e-6 * float(expected.abs().max()))
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

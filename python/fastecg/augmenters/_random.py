@@ -181,7 +181,10 @@ def add_hash_noise(out: Tensor, row_keys: Tensor, std: Tensor,
     p of the noise); a row's noise depends on its keys only, so the result is the same
     either way. On a GPU all rows are, to keep the call free of host syncs."""
     n_samples = out.shape[-1]
-    flat = out.view(-1, n_samples)
+    # A caller's non-contiguous signal (a clone keeps its strides) is filled through a
+    # contiguous copy.
+    work = out if out.is_contiguous() else out.contiguous()
+    flat = work.view(-1, n_samples)
     std = std.to(out.dtype).reshape(-1)
     keys = row_keys.reshape(-1, 2)
     rows = std.nonzero().squeeze(1) if out.device.type == "cpu" else None
@@ -197,4 +200,6 @@ def add_hash_noise(out: Tensor, row_keys: Tensor, std: Tensor,
         flat.addcmul_(noise, std[:, None])
     else:
         flat.index_add_(0, rows, noise.mul_(std[:, None]))
+    if work is not out:
+        out.copy_(work)
     return out
