@@ -68,3 +68,20 @@ def test_pretrain_a_contrastive_method_with_the_default_preset(tmp_path, method)
                  "--model-args", json.dumps({"encoder": encoder})]) == 0
     model = SSL.get(method).from_pretrained(out / "pretrained")
     assert model.config["encoder"] == encoder and "embed_dim" not in model.config
+
+
+def test_a_store_at_another_rate_than_the_model_is_refused(tmp_path, capsys):
+    """A store at 250 Hz and a model that takes 500 Hz with no resampling in its
+    contract: a clear error before any training, not records fed at the wrong rate."""
+    from fastecg.data import SyntheticECGDataset, write_store
+
+    write_store(SyntheticECGDataset(4, fs=250.0, seconds=10.0), tmp_path / "store",
+                progress=False)
+    encoder = {"name": "resnet18", "stem_channels": 8, "widths": [8, 8, 8, 8]}
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "--method", "simclr", "--data", str(tmp_path / "store"),
+              "--steps", "1", "--batch-size", "2", "--out", str(tmp_path / "pt"), "--quiet",
+              "--model-args", json.dumps({"encoder": encoder})])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "250" in err and "500" in err and "resample" in err
+    assert not (tmp_path / "pt" / "train").exists()

@@ -59,6 +59,21 @@ def _dataset(data: str, n_records: int, model, labelled: bool, seed: int):
     return store, float(store.fs)
 
 
+def _check_input(dataset, contract, fs: float, data: str) -> None:
+    """ValueError before any training where the records cannot become the model's input:
+    the contract takes one record at `fs` through its preprocessing and checks the rate,
+    length and leads it comes out with (a store at another rate than the model's, whose
+    contract does not resample, would otherwise be fed to it as it is)."""
+    if contract is None or len(dataset) == 0:
+        return
+    item = dataset[0]
+    sig = torch.as_tensor(item[0] if isinstance(item, (tuple, list)) else item)
+    try:
+        contract.apply(sig[None], fs)
+    except ValueError as err:
+        raise ValueError(f"--data {data}: {err}") from None
+
+
 def _input_transform(contract, fs: float):
     """Device-side preparation inside the training step: the model's contract applied to
     records at `fs` (None when they already are the model's input)."""
@@ -89,6 +104,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     config = {"name": args.method, **preset, **_model_args(args.model_args)}
     model = SSL.build(config)
     dataset, fs = _dataset(args.data, args.records, model, False, args.seed)
+    _check_input(dataset, model.contract, fs, args.data)
     out = pathlib.Path(args.out)
     trainer = Trainer(model, lr=args.lr, batch_size=args.batch_size, max_steps=args.steps,
                       amp=args.amp, out_dir=out / "train", ckpt_every=args.ckpt_every,
@@ -120,6 +136,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = finetune(args.checkpoint, num_classes=1, mode=args.mode)
     dataset, fs = _dataset(args.data, args.records, model.encoder, True, args.seed)
+    _check_input(dataset, model.encoder.contract, fs, args.data)
     n_classes = len(dataset.classes) if hasattr(dataset, "classes") else \
         int(max(int(t) for t in dataset.targets)) + 1
     model = finetune(model.encoder, num_classes=n_classes, mode=args.mode)

@@ -70,8 +70,8 @@ class Contract:
         pm = self.manager()
         sig, out_fs = (raw, float(fs)) if pm is None else pm(raw, float(fs))
         if self.fs is not None and abs(out_fs - self.fs) > 1e-9:
-            raise ValueError(f"input at {out_fs} Hz after preprocessing, but the model was "
-                             f"trained at {self.fs} Hz: resample first")
+            raise ValueError(f"input at {out_fs:g} Hz after preprocessing, but the model "
+                             f"takes {self.fs:g} Hz: resample first")
         if self.siglen is not None and sig.shape[-1] != self.siglen:
             raise ValueError(f"input has {sig.shape[-1]} samples after preprocessing, the "
                              f"model expects {self.siglen}")
