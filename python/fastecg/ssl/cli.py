@@ -71,7 +71,11 @@ def _check_input(dataset, contract, fs: float, data: str) -> None:
     try:
         contract.apply(sig[None], fs)
     except ValueError as err:
-        raise ValueError(f"--data {data}: {err}") from None
+        hint = ""
+        if contract.fs is not None and contract.manager() is None:
+            hint = f" (write the store at {contract.fs:g} Hz: fastecg preprocess --fs " \
+                   f"{contract.fs:g} ...)"
+        raise ValueError(f"--data {data}: {err}{hint}") from None
 
 
 def _input_transform(contract, fs: float):
