@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from fastecg.cli import main
 from fastecg.ssl import MAE1D
@@ -85,3 +86,25 @@ def test_a_store_at_another_rate_than_the_model_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "250" in err and "500" in err and "resample" in err
     assert not (tmp_path / "pt" / "train").exists()
+
+
+def test_finetune_on_a_store_of_multi_label_targets(tmp_path, capsys):
+    """A store whose targets are a row of 0/1 per record (PhysioNet/CinC records carry
+    several diagnoses): fine-tuned multi-label, one sigmoid per class."""
+    from fastecg.data import SyntheticECGDataset, write_store
+
+    class MultiLabel(SyntheticECGDataset):
+        def target(self, i):
+            hot = torch.zeros(5)
+            hot[[i % 5, (2 * i + 1) % 5]] = 1.0
+            return hot.numpy()
+
+    write_store(MultiLabel(6, fs=500.0, seconds=5.0), tmp_path / "store", progress=False)
+    out = tmp_path / "pt"
+    assert main(["pretrain", "--method", "mae_1d", "--preset", "tiny", "--steps", "1",
+                 "--records", "4", "--batch-size", "2", "--out", str(out), "--quiet",
+                 "--model-args", '{"n_leads": 12, "seq_len": 2500, "patch_size": 250}']) == 0
+    assert main(["finetune", "--checkpoint", str(out / "pretrained"), "--data",
+                 str(tmp_path / "store"), "--steps", "2", "--batch-size", "3", "--out",
+                 str(tmp_path / "ft"), "--quiet"]) == 0
+    assert "finetune (linear_probe): 2 steps" in capsys.readouterr().out

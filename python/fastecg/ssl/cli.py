@@ -11,6 +11,7 @@ import pathlib
 import time
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["PRESETS", "run_pretrain", "run_finetune"]
 
@@ -41,8 +42,18 @@ def _dataset(data: str, n_records: int, model, labelled: bool, seed: int):
     contract turns into exactly its input length (random windows, drawn per epoch)."""
     from fastecg.data import ECGStore, SyntheticECGDataset
 
+    contract = model.contract
+
+    def window(fs: float) -> int:
+        return model.seq_len if contract is None or contract.fs is None else \
+            int(round(model.seq_len * float(fs) / contract.fs))
+
     if data == "synthetic":
-        ds = SyntheticECGDataset(n_records, fs=SYNTHETIC_FS, seconds=SYNTHETIC_SECONDS,
+        # Ten seconds, or the model's own length where its contract does not cut records
+        # to it (it takes them as they are).
+        seconds = SYNTHETIC_SECONDS if contract is not None and contract.manager() is not None \
+            else window(SYNTHETIC_FS) / SYNTHETIC_FS
+        ds = SyntheticECGDataset(n_records, fs=SYNTHETIC_FS, seconds=seconds,
                                  n_leads=model.n_leads, seed=seed)
         return ds, SYNTHETIC_FS
     if not os.path.isdir(data):
@@ -50,10 +61,7 @@ def _dataset(data: str, n_records: int, model, labelled: bool, seed: int):
     fs = ECGStore(data).fs
     if fs is None:
         raise ValueError(f"--data {data}: the store does not record its sampling rate")
-    contract = model.contract
-    window = model.seq_len if contract is None or contract.fs is None else \
-        int(round(model.seq_len * float(fs) / contract.fs))
-    store = ECGStore(data, crop=window, random_crop=not labelled, seed=seed)
+    store = ECGStore(data, crop=window(fs), random_crop=not labelled, seed=seed)
     if labelled and store.targets is None:
         raise ValueError(f"--data {data}: the store has no targets to fine-tune on")
     return store, float(store.fs)
@@ -72,7 +80,8 @@ def _check_input(dataset, contract, fs: float, data: str) -> None:
         contract.apply(sig[None], fs)
     except ValueError as err:
         hint = ""
-        if contract.fs is not None and contract.manager() is None:
+        if contract.fs is not None and contract.manager() is None and \
+                abs(float(fs) - contract.fs) > 1e-9:
             hint = f" (write the store at {contract.fs:g} Hz: fastecg preprocess --fs " \
                    f"{contract.fs:g} ...)"
         raise ValueError(f"--data {data}: {err}{hint}") from None
@@ -141,12 +150,19 @@ def run_finetune(args: argparse.Namespace) -> int:
     model = finetune(args.checkpoint, num_classes=1, mode=args.mode)
     dataset, fs = _dataset(args.data, args.records, model.encoder, True, args.seed)
     _check_input(dataset, model.encoder.contract, fs, args.data)
-    n_classes = len(dataset.classes) if hasattr(dataset, "classes") else \
-        int(max(int(t) for t in dataset.targets)) + 1
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(getattr(targets, "shape", ())) == 2:
+        # One row of 0/1 per record (a store of PhysioNet/CinC records: several
+        # diagnoses each): multi-label, a sigmoid per class.
+        n_classes, loss_fn = int(targets.shape[1]), F.binary_cross_entropy_with_logits
+    else:
+        n_classes = len(dataset.classes) if hasattr(dataset, "classes") else \
+            int(max(int(t) for t in dataset.targets)) + 1
+        loss_fn = F.cross_entropy
     model = finetune(model.encoder, num_classes=n_classes, mode=args.mode)
     params = model.param_groups(args.lr, layer_decay=args.layer_decay)
     trainer = Trainer(model, torch.optim.AdamW(params, lr=args.lr),
-                      loss_fn=torch.nn.functional.cross_entropy, batch_size=args.batch_size,
+                      loss_fn=loss_fn, batch_size=args.batch_size,
                       max_steps=args.steps, out_dir=pathlib.Path(args.out) / "train",
                       seed=args.seed, transform=_input_transform(model.contract, fs),
                       progress=not args.quiet)
