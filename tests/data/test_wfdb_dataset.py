@@ -149,7 +149,12 @@ def test_bad_records_are_skipped_with_their_reasons(cinc_records, tmp_path):
     assert names[3] in zero.metadata["record"].tolist()
     i = zero.metadata["record"].tolist().index(names[3])
     assert torch.isfinite(zero[i][0]).all()
-    assert len(WFDBDataset(folder, leads=["II", "V7"])) == 0
+    # A lead no record has (a misspelt name) leaves none: an error that says why; a
+    # folder that is not there is one too.
+    with pytest.raises(ValueError, match=r"all 6 records were skipped.*V7"):
+        WFDBDataset(folder, leads=["II", "V7"])
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        WFDBDataset(tmp_path / "nowhere")
 
 
 def test_rhythm_masks_from_aux_notes(tmp_path):

@@ -9,6 +9,7 @@ list-valued columns ``dtype=object``).
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -101,7 +102,8 @@ class WFDBDataset(Dataset):
         Resample every record to this rate (``fastecg.ops.resample``); None keeps each
         record's own.
     leads : sequence of str, optional
-        Lead names to return, in this order; records without one of them are skipped.
+        Lead names to return, in this order; records without one of them are skipped
+        (ValueError when that leaves none: a misspelt lead name).
     siglen : int, optional
         Crop (first samples) or zero-pad (at the end) to this many samples, after
         resampling.
@@ -163,10 +165,17 @@ class WFDBDataset(Dataset):
         self.nan = nan
         self.rhythms = None if rhythms is None else tuple(rhythms)
         self.source = str(root) if not isinstance(root, (list, tuple)) else None
+        if self.source is not None and not os.path.isdir(self.source):
+            raise FileNotFoundError(f"WFDBDataset: {self.source!r} is not a folder (give a "
+                                    "folder of records, or a list of record paths)")
         paths = (_wfdb.find_records(root) if not isinstance(root, (list, tuple))
                  else [str(p) for p in root])
         self.skipped: list[tuple[str, str]] = []
         self.headers = [h for h in (self._usable(p) for p in paths) if h is not None]
+        if paths and not self.headers:  # (a wrong lead name, rate or folder: say so now)
+            path, reason = self.skipped[0]
+            raise ValueError(f"WFDBDataset: all {len(paths)} records were skipped; the first, "
+                             f"{path}: {reason}")
         self.metadata = self._build_metadata()
 
     def _usable(self, path: str) -> Optional[dict]:
