@@ -720,10 +720,10 @@ struct Kernel {
   int64_t renorm = -1;  // the stage that starts with kRenorm, if any (at most one)
   bool avx512 = false;  // cpu_isa() allows AVX-512 (the warps' interpolation uses it)
   bool ptp = false;     // a kSinesPtp op: stage 0 needs its sample's per-lead ptp
-  // Per kPair stage: the stage before it, evaluated once for every sample in a pairing
-  // (rows[n]: its rows, rows_ld[n] apart: in `paired`, or the source's rows where the stage
-  // before leaves the sample as it is), so a
-  // partner's chain is not evaluated a second time beside its own.
+  // Per kPair stage: the stage before it, evaluated once for every sample in a pairing, so
+  // a partner's chain is not evaluated a second time beside its own (rows[n]: its rows,
+  // rows_ld[n] apart: in `paired`, or the source's rows where the stage before leaves the
+  // sample as it is).
   std::vector<AlignedArray<T>> paired;
   std::vector<std::vector<const T*>> rows;
   std::vector<std::vector<int64_t>> rows_ld;
@@ -888,7 +888,6 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
       }
     }
   } else if (st.warp.code == kPair) {
-    // The stage before, for the sample and (unless it is its own partner) its partner.
     // The stage before, for the sample and its partner (another sample: head_passes
     // takes a sample paired with itself): both evaluated beforehand (materialise_pairs).
     const int64_t p = st.warp.k0[n];

@@ -113,9 +113,7 @@ class AugmenterManager(TransformManager):
         batch = Batch(sig, label, masks, type(self).__name__)
         info = self._input_info(sig, fs, lead_names)
         order = [i for i, _ in params["steps"]]
-        infos = self._plan(order, info)
-        for i, step_info in zip(order, infos):
-            self._check_step_batch(i, batch, step_info)
+        infos = self._checked_plan(order, info, batch)
         x, lab, ms, _ = self._run(batch, order, infos, None, dict(params["steps"]), fused)
         out_sig, out_label, out_masks = batch.restore(x, lab, ms)
         return (out_sig, out_label, *out_masks)
@@ -147,10 +145,7 @@ class AugmenterManager(TransformManager):
     def _augment(self, batch: Batch, info: SignalInfo, keys: Keys, fused: bool = False,
                  internal: bool = True):
         order = self._draw(keys)
-        infos = self._plan(order, info)
-        steps = list(self.steps)
-        for i, step_info in zip(order, infos):  # every check before any work
-            self._check_step_batch(i, batch, step_info, steps[i])
+        infos = self._checked_plan(order, info, batch)
         return self._run(batch, order, infos, keys, None, fused, internal)
 
     def _run(self, batch: Batch, order: list, infos: list, keys: Optional[Keys],
@@ -194,9 +189,17 @@ class AugmenterManager(TransformManager):
             return step.transform(x, p, lab, ms, info)
         return step(x), lab, ms
 
+    def _checked_plan(self, order: list, info: SignalInfo, batch: Batch) -> list:
+        """:meth:`_plan` of `order`, with every step's check of the batch: all before any
+        work."""
+        infos = self._plan(order, info)
+        steps = list(self.steps)
+        for i, step_info in zip(order, infos):
+            self._check_step_batch(i, batch, step_info, steps[i])
+        return infos
+
     def _check_step_batch(self, i: int, batch: Batch, info: SignalInfo,
-                          step: Optional[torch.nn.Module] = None) -> None:
-        step = self.steps[i] if step is None else step
+                          step: torch.nn.Module) -> None:
         if isinstance(step, Augmenter):
             try:
                 step.check_batch(batch, info)
