@@ -413,6 +413,25 @@ def test_noise_over_every_16_bit_half(isa, monkeypatch):
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_noise_at_the_ends_of_a_row(isa, monkeypatch):
+    # The AVX2 loop takes 16 samples from an even one: a row shorter than that, its last
+    # samples, and a block that starts on an odd sample (a shift reads the noise from an
+    # odd time on) are computed aside as a whole vector. Each against torch's values.
+    from fastecg.augmenters._random import hash_normal
+
+    use_isa(isa, monkeypatch)
+    keys = torch.randint(0, 2 ** 32, (3, 2, 2), generator=torch.Generator().manual_seed(9))
+    for n in (1, 2, 7, 15, 16, 17, 31, 33, 2049, 2063):
+        out, _ = augment_pass(torch.zeros(3, 2, n), [OpCode.NOISE], [], [],
+                              [keys, torch.ones(3, 2)])
+        torch.testing.assert_close(out, hash_normal(keys, n, torch.float32), rtol=0, atol=1e-6)
+    am = AugmenterManager({"name": "gaussian_noise", "prob": 1.0},
+                          {"name": "time_shift", "prob": 1.0, "max_shift_s": 0.02}, fs=FS)
+    for n in (9, 40, 301):
+        both(am, ecg((16, 3, n)), seed=n)
+
+
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_warp_op_against_its_definition(isa, dtype, monkeypatch):
