@@ -808,6 +808,24 @@ FASTECG_INLINE void pair_rows_body(const T* a, int64_t lda, const T* b, int64_t 
 
 FASTECG_PER_ISA(pair_rows, pair_rows_body)
 
+// The renormalisation's map per lead: o = x * gain + shift for rows of x (ldx apart).
+template <typename T>
+FASTECG_INLINE void renorm_rows_body(const T* x, int64_t ldx, const T* gain, const T* shift,
+                                     int64_t rows, int64_t len, T* o, int64_t ldo) {
+  for (int64_t l = 0; l < rows; ++l) {
+    const T* src = x + l * ldx;
+    T* row = o + l * ldo;
+    const T gl = gain[l], hl = shift[l];
+    if (gl == T(1) && hl == T(0)) {
+      std::memcpy(row, src, sizeof(T) * len);
+    } else {
+      for (int64_t t = 0; t < len; ++t) row[t] = src[t] * gl + hl;
+    }
+  }
+}
+
+FASTECG_PER_ISA(renorm_rows, renorm_rows_body)
+
 // Whether `op` leaves sample n's block t0 .. t0 + len as it is (a step that does not
 // augment the sample: the kernel skips it there too).
 template <typename T>
@@ -919,17 +937,8 @@ void eval_stage(const Kernel<T>& k, ThreadScratch<T>& ts, int64_t s, int64_t n, 
         std::memcpy(y + l * ld, mine + l * ld_in, sizeof(T) * len);
   } else if (st.warp.code == kRenorm) {
     // The stage before, already evaluated for the whole sample (run_sample), renormalised.
-    const int64_t tlen = st.tlen;
-    for (int64_t l = 0; l < st.lin; ++l) {
-      const T* src = ts.sample.data() + l * tlen + t0;
-      T* row = y + l * ld;
-      const T gl = ts.gain[l], hl = ts.shift[l];
-      if (gl == T(1) && hl == T(0)) {
-        std::memcpy(row, src, sizeof(T) * len);
-      } else {
-        for (int64_t t = 0; t < len; ++t) row[t] = src[t] * gl + hl;
-      }
-    }
+    renorm_rows(tag, ts.sample.data() + t0, st.tlen, ts.gain.data(), ts.shift.data(), st.lin,
+                len, y, ld);
   } else if (st.warp.code == kPair) {
     // The stage before, for the sample and its partner (another sample: head_passes
     // takes a sample paired with itself): both evaluated beforehand (materialise_pairs).
