@@ -143,6 +143,9 @@ class Augmenter(Transform):
     """
 
     stream: ClassVar[int] = 0
+    # Whether draw() on the CPU is one C++ call (:meth:`_native`), with no small torch
+    # ops whose autograd bookkeeping inference mode would save.
+    native_draw: ClassVar[bool] = False
     fs: Optional[float] = None
     inplace: bool = False
 

@@ -183,6 +183,7 @@ class BaselineWander(Augmenter):
     """
 
     stream = 1
+    native_draw = True
 
     def __init__(self, fs: Optional[float] = None, bw_fs: Sequence[float] = _BW_FS,
                  ampl_ratio: Optional[Sequence] = None, gaussian: Optional[Sequence] = None,
@@ -273,6 +274,7 @@ class RandomFlip(Augmenter):
     each of its leads with ``prob[1]``, else all of them (torch_ecg's RandomFlip)."""
 
     stream = 2
+    native_draw = True
 
     def __init__(self, fs: Optional[float] = None, per_channel: bool = True,
                  prob: Union[Sequence[float], float] = (0.4, 0.2), inplace: bool = False):
@@ -311,6 +313,7 @@ class RandomMasking(Augmenter):
     """
 
     stream = 3
+    native_draw = True
 
     def __init__(self, fs: Optional[float] = None, mask_value: float = 0.0,
                  mask_width: Sequence[float] = (0.08, 0.18),
@@ -375,6 +378,7 @@ class RandomRenormalize(Augmenter):
     half-range as scale (torch_ecg's draw), clipped to the range."""
 
     stream = 4
+    native_draw = True
 
     def __init__(self, mean: Sequence[float] = (-0.05, 0.1), std: Sequence[float] = (0.08, 0.32),
                  per_channel: bool = False, prob: float = 0.5, inplace: bool = False):
@@ -445,6 +449,7 @@ class StretchCompress(Augmenter):
     sample. Segmentation masks ``(..., n_samples, k)`` follow the signal."""
 
     stream = 5
+    native_draw = True
 
     def __init__(self, ratio: float = 6, prob: float = 0.5, inplace: bool = False):
         super().__init__()
@@ -566,6 +571,7 @@ class Mixup(_PairMixer):
     """
 
     stream = 6
+    native_draw = True
 
     def __init__(self, fs: Optional[float] = None, alpha: float = 0.5,
                  beta: Optional[float] = None, prob: float = 0.5, inplace: bool = False,
@@ -658,6 +664,7 @@ class LabelSmooth(Augmenter):
     signal passes through."""
 
     stream = 8
+    native_draw = True
 
     def __init__(self, fs: Optional[float] = None, smoothing: float = 0.1, prob: float = 0.5,
                  inplace: bool = False):
