@@ -212,8 +212,11 @@ FASTECG_TARGET_AVX2 FASTECG_INLINE void box_muller_cos_sin(__m256i lo, __m256& c
 // Sixteen float32 samples at a time of add_noise_row from j0 (even): the eight hashes of
 // pairs j0 / 2 .. j0 / 2 + 7, each giving a cosine and a sine sample; returns how many
 // samples it did.
+// With `in`, out = (y + noise) + in instead (y left as it is): the wander's sum of
+// sinusoids, its noise and its input in one pass over the row.
 FASTECG_TARGET_AVX2 __attribute__((noinline)) int64_t add_noise_row_avx2(
-    float* y, int64_t j0, int64_t len, uint32_t k1, uint32_t k2, float sd) {
+    float* y, int64_t j0, int64_t len, uint32_t k1, uint32_t k2, float sd,
+    const float* in = nullptr, float* out = nullptr) {
   const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i m1 = _mm256_set1_epi32(static_cast<int>(k1));
   const __m256i m2 = _mm256_set1_epi32(static_cast<int>(k2));
@@ -239,18 +242,26 @@ FASTECG_TARGET_AVX2 __attribute__((noinline)) int64_t add_noise_row_avx2(
     const __m256 lo = _mm256_unpacklo_ps(zc, zs), hi = _mm256_unpackhi_ps(zc, zs);
     const __m256 z0 = _mm256_permute2f128_ps(lo, hi, 0x20);
     const __m256 z1 = _mm256_permute2f128_ps(lo, hi, 0x31);
-    _mm256_storeu_ps(y + start, _mm256_add_ps(_mm256_loadu_ps(y + start), _mm256_mul_ps(z0, s)));
-    _mm256_storeu_ps(y + start + 8,
-                     _mm256_add_ps(_mm256_loadu_ps(y + start + 8), _mm256_mul_ps(z1, s)));
+    const __m256 y0 = _mm256_add_ps(_mm256_loadu_ps(y + start), _mm256_mul_ps(z0, s));
+    const __m256 y1 = _mm256_add_ps(_mm256_loadu_ps(y + start + 8), _mm256_mul_ps(z1, s));
+    if (in != nullptr) {
+      _mm256_storeu_ps(out + start, _mm256_add_ps(y0, _mm256_loadu_ps(in + start)));
+      _mm256_storeu_ps(out + start + 8, _mm256_add_ps(y1, _mm256_loadu_ps(in + start + 8)));
+    } else {
+      _mm256_storeu_ps(y + start, y0);
+      _mm256_storeu_ps(y + start + 8, y1);
+    }
   }
   return start;
 }
 #endif
 
-// y[t] += std * z(t0 + t) for one row.
+// y[t] += std * z(t0 + t) for one row; with `in`, out[t] = y[t] + in[t] too (in one pass
+// where the vectors run).
 template <typename Tag, typename T>
 FASTECG_INLINE void add_noise_row(Tag, T* y, int64_t t0, int64_t len, const int64_t* keys, T sd,
-                                  const T* radius, const T* cos_sin) {
+                                  const T* radius, const T* cos_sin, const T* in = nullptr,
+                                  T* out = nullptr) {
   const uint32_t k1 = static_cast<uint32_t>(keys[0]) | 1u;
   const uint32_t k2 = static_cast<uint32_t>(keys[1]);
   int64_t t = 0;
@@ -265,17 +276,26 @@ FASTECG_INLINE void add_noise_row(Tag, T* y, int64_t t0, int64_t len, const int6
       add_noise_row_avx2(part, t0 - 1, 16, k1, k2, sd);
       t = std::min<int64_t>(len, 15);
       for (int64_t i = 0; i < t; ++i) y[i] += part[i + 1];
+      if (in != nullptr)
+        for (int64_t i = 0; i < t; ++i) out[i] = y[i] + in[i];
     }
-    t += add_noise_row_avx2(y + t, t0 + t, len - t, k1, k2, sd);
+    t += in != nullptr
+             ? add_noise_row_avx2(y + t, t0 + t, len - t, k1, k2, sd, in + t, out + t)
+             : add_noise_row_avx2(y + t, t0 + t, len - t, k1, k2, sd);
     if (t < len) {
       std::fill(part, part + 16, 0.0f);
       add_noise_row_avx2(part, t0 + t, 16, k1, k2, sd);
       for (int64_t i = 0; t + i < len; ++i) y[t + i] += part[i];
+      if (in != nullptr)
+        for (int64_t i = t; i < len; ++i) out[i] = y[i] + in[i];
       t = len;
     }
   }
 #endif
+  const int64_t rest = t;
   for (; t < len; ++t) y[t] += hash_normal_value(t0 + t, k1, k2, radius, cos_sin) * sd;
+  if (in != nullptr)
+    for (int64_t i = rest; i < len; ++i) out[i] = y[i] + in[i];
 }
 
 // y[0 .. W) += a * sd.
@@ -441,9 +461,7 @@ FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0,
         }
         if (noisy) {
           add_noise_row(tag, acc, t0, len, op.k0 + (n * op.lin + l) * 2, noise_std, radius,
-                        cosine);
-          T* row = y + l * ld;
-          for (int64_t t = 0; t < len; ++t) row[t] = acc[t] + in[t];
+                        cosine, in, y + l * ld);
         }
       }
       break;
