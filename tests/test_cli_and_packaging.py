@@ -27,6 +27,13 @@ def test_help_lists_commands():
     assert "info" in out and "demo" in out
 
 
+def test_python_m_fastecg_is_the_command():
+    import fastecg
+
+    assert run("-m", "fastecg", "--version").split()[-1] == fastecg.__version__
+    assert "pretrain" in run("-m", "fastecg", "--help")
+
+
 def test_demo_runs_and_agrees_with_numpy_path():
     out = run("-m", "fastecg.cli", "demo", "--records", "4", "--repeats", "1")
     line = next(ln for ln in out.splitlines() if "max |fastecg - NumPy path|" in ln)
