@@ -2,4 +2,5 @@
 
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not on import (the doctest and docs runs import every module)
+    raise SystemExit(main())

@@ -132,3 +132,33 @@ def test_shards_and_resuming_after_an_interruption(source, tmp_path):
 def test_incomplete_store_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="store.json"):
         ECGStore(tmp_path)
+
+
+def test_every_dataset_takes_the_indices_a_subset_passes(source, store_dir):
+    # A Subset over torch.randperm(n) indexes with 0-d tensors; NumPy integers and
+    # negative indices are Python's; anything else is a TypeError, out of range an
+    # IndexError. Each record must be the one its integer index gives.
+    import os
+
+    from fastecg.data import WFDBDataset, bundled_records
+
+    wfdb_ds = WFDBDataset(os.path.dirname(bundled_records()[0]))
+    arrays = ArrayDataset(np.random.default_rng(0).standard_normal((5, 2, 50), np.float32),
+                          labels=np.arange(5))
+    for ds in (source, ECGStore(store_dir), arrays, wfdb_ds):
+        n = len(ds)
+
+        def same(a, b):
+            return all(torch.equal(torch.as_tensor(u), torch.as_tensor(v)) for u, v in zip(a, b))
+
+        assert same(ds[torch.tensor(n - 1)], ds[n - 1])
+        assert same(ds[np.int64(1)], ds[1]) and same(ds[-1], ds[n - 1])
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+        subset = torch.utils.data.Subset(ds, order)
+        assert same(subset[0], ds[int(order[0])])
+        with pytest.raises(TypeError, match="must be an integer"):
+            ds[1.0]
+        with pytest.raises(IndexError, match="out of range"):
+            ds[n]
+        with pytest.raises(IndexError, match="out of range"):
+            ds[-n - 1]

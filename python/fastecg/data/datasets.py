@@ -9,6 +9,7 @@ list-valued columns ``dtype=object``).
 from __future__ import annotations
 
 import math
+import operator
 import os
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -19,6 +20,25 @@ from torch.utils.data import Dataset, Subset
 from . import wfdb as _wfdb
 from .labels import LabelMap, parse_dx
 from .synthetic import SYNTHETIC_CLASSES, synthetic_record
+
+def record_index(index: Any, n: int) -> int:
+    """`index` as a record number in [0, n): an integer, a NumPy integer or a 0-d integer
+    tensor (a ``Subset`` over ``torch.randperm(n)`` passes those), negative from the end.
+
+    Raises
+    ------
+    TypeError
+        For anything that is not an integer.
+    IndexError
+        Out of range.
+    """
+    try:
+        i = operator.index(index)
+    except TypeError:
+        raise TypeError(f"a record index must be an integer, got {index!r}") from None
+    if not -n <= i < n:
+        raise IndexError(f"index {i} out of range for {n} records")
+    return i % n
 
 __all__ = ["WFDBDataset", "ArrayDataset", "SyntheticECGDataset", "split", "prepare_signal"]
 
@@ -233,9 +253,7 @@ class WFDBDataset(Dataset):
         return out, fs, list(self.leads or header["lead_names"])
 
     def __getitem__(self, index: int):
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} records")
-        index %= len(self)
+        index = record_index(index, len(self))
         sig, fs, names = self.read(index)
         if self.transforms is not None:
             sig, fs = self.transforms(sig, fs, names)
@@ -340,6 +358,7 @@ class ArrayDataset(Dataset):
         return None if self.labels is None else np.asarray(self.labels[index])
 
     def __getitem__(self, index: int):
+        index = record_index(index, len(self))
         sig = self.signals[index]
         if self.transforms is not None:
             sig, _ = self.transforms(sig, self.fs, self.lead_names)
@@ -404,8 +423,7 @@ class SyntheticECGDataset(Dataset):
         return self.n
 
     def record(self, index: int) -> dict:
-        if not 0 <= index < self.n:
-            raise IndexError(f"index {index} out of range for {self.n} records")
+        index = record_index(index, self.n)
         return synthetic_record(index, fs=self.fs, seconds=self.seconds, classes=self.classes,
                                 seed=self.seed, records_per_patient=self.records_per_patient,
                                 n_leads=self.n_leads)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .datasets import _pandas, _str_column, prepare_signal
+from .datasets import _pandas, _str_column, prepare_signal, record_index
 
 __all__ = ["HDF5Dataset"]
 
@@ -116,6 +116,7 @@ class HDF5Dataset(Dataset):
         return None if self.labels is None else np.asarray(self.labels[int(self.rows[index])])
 
     def __getitem__(self, index: int):
+        index = record_index(index, len(self))
         sig, fs, names = self.read(index)
         if self.transforms is not None:
             sig, _ = self.transforms(sig, fs, names)

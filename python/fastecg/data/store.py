@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .datasets import record_index
+
 __all__ = ["ECGStore", "write_store", "STORE_FORMAT"]
 
 STORE_FORMAT = 2  # 2: sharded signals, index rows (shard, offset, n_leads, n_samples)
@@ -155,9 +157,7 @@ class ECGStore(Dataset):
                                                                                n_samples)
 
     def __getitem__(self, index: int):
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} records")
-        index %= len(self)
+        index = record_index(index, len(self))
         sig = self.record(index)
         if self.crop is not None:
             sig = self._window(sig, index)
