@@ -134,7 +134,9 @@ at::Tensor philox_uniform_cpu(const at::Tensor& index, const at::Tensor& view, i
 // Beta(alpha, b) from one row's uniforms u (2 tries + 2) and normals z (2 tries):
 // python/fastecg/augmenters/classic.py's beta() (two Gamma draws by Marsaglia-Tsang, the
 // first accepted of `tries` proposals, Gamma(a) = Gamma(a + 1) * U ** (1 / a) below 1).
-double beta_row(const double* ur, const double* zr, int64_t tries, double alpha, double b) {
+// z(k): the k-th normal (k < 2 tries), asked for only as far as the proposals go.
+template <typename Z>
+double beta_row(const double* ur, const Z& z, int64_t tries, double alpha, double b) {
   double g[2];
   for (int i = 0; i < 2; ++i) {
     const double shape = i == 0 ? alpha : b;
@@ -143,7 +145,7 @@ double beta_row(const double* ur, const double* zr, int64_t tries, double alpha,
     const double c = 1.0 / std::sqrt(9 * d);
     g[i] = d;  // no proposal accepted (odds below 1e-10 for 8 tries)
     for (int64_t k = 0; k < tries; ++k) {
-      const double zk = zr[i * tries + k], uk = ur[i * tries + k];
+      const double zk = z(i * tries + k), uk = ur[i * tries + k];
       const double base = 1 + c * zk;
       const double v = base * base * base;
       const double bound = 0.5 * (zk * zk) + d - d * v + d * std::log(std::max(v, 1e-30));
@@ -169,8 +171,10 @@ at::Tensor beta_cpu(const at::Tensor& u, const at::Tensor& z, double alpha, doub
   const double* pu = uc.const_data_ptr<double>();
   const double* pz = zc.const_data_ptr<double>();
   double* po = out.mutable_data_ptr<double>();
-  for (int64_t r = 0; r < n; ++r)
-    po[r] = beta_row(pu + r * (2 * tries + 2), pz + r * 2 * tries, tries, alpha, b);
+  for (int64_t r = 0; r < n; ++r) {
+    const double* zr = pz + r * 2 * tries;
+    po[r] = beta_row(pu + r * (2 * tries + 2), [zr](int64_t k) { return zr[k]; }, tries, alpha, b);
+  }
   return out;
 }
 
@@ -339,9 +343,18 @@ std::vector<at::Tensor> draw_mixup(const Draw& d, at::IntArrayRef ints, at::Arra
   for (int64_t i = 0; i < d.n; ++i) {
     const SampleKeys s = d.keys(i);
     on[i] = d.applied(s, floats[0]);
-    const std::vector<double> u = s.uniform(d.word(1), 2 * tries + 2);
-    const std::vector<double> z = s.normal(d.word(2), 2 * tries);
-    pl[i] = on[i] ? beta_row(u.data(), z.data(), tries, floats[1], floats[2]) : 1.0;
+    pl[i] = 1.0;
+    if (on[i]) {
+      // Keys.normal's values, each computed only where a proposal reads it (most samples
+      // accept the first): its log and cos were most of the draw.
+      const std::vector<double> u = s.uniform(d.word(1), 2 * tries + 2);
+      const std::vector<double> v = s.uniform(d.word(2), 4 * tries);
+      const int64_t m = 2 * tries;
+      const auto z = [&v, m](int64_t k) {
+        return std::sqrt(-2 * std::log(v[k])) * std::cos(2 * M_PI * v[m + k]);
+      };
+      pl[i] = beta_row(u.data(), z, tries, floats[1], floats[2]);
+    }
     key[i] = on[i] ? s.uniform(d.word(3), 1)[0] : 2.0 + static_cast<double>(i);
   }
   std::vector<int64_t> order(d.n), pos(d.n);
