@@ -393,8 +393,13 @@ std::vector<at::Tensor> fuse_wander(at::IntArrayRef ints, const std::vector<at::
   for (int64_t il = 0; il < n * L; ++il) {
     double* c = pc + il * (2 * K + 1);
     for (int64_t k = 0; k < K; ++k) {
-      c[k] = pa[il * K + k] * std::cos(pp[il * K + k]);
-      c[K + k] = pa[il * K + k] * std::sin(pp[il * K + k]);
+      const double amp = pa[il * K + k];
+      if (amp == 0.0) {  // a lead the step leaves alone (half of them): no cos and sin
+        c[k] = c[K + k] = 0.0;
+        continue;
+      }
+      c[k] = amp * std::cos(pp[il * K + k]);
+      c[K + k] = amp * std::sin(pp[il * K + k]);
     }
     c[2 * K] = pm[il];
   }
