@@ -21,6 +21,11 @@ from . import wfdb as _wfdb
 from .labels import LabelMap, parse_dx
 from .synthetic import SYNTHETIC_CLASSES, synthetic_record
 
+__all__ = ["WFDBDataset", "ArrayDataset", "SyntheticECGDataset", "split", "prepare_signal"]
+
+_NAN_MODES = ("skip", "interpolate", "zero")
+
+
 def record_index(index: Any, n: int) -> int:
     """`index` as a record number in [0, n): an integer, a NumPy integer or a 0-d integer
     tensor (a ``Subset`` over ``torch.randperm(n)`` passes those), negative from the end.
@@ -39,10 +44,6 @@ def record_index(index: Any, n: int) -> int:
     if not -n <= i < n:
         raise IndexError(f"index {i} out of range for {n} records")
     return i % n
-
-__all__ = ["WFDBDataset", "ArrayDataset", "SyntheticECGDataset", "split", "prepare_signal"]
-
-_NAN_MODES = ("skip", "interpolate", "zero")
 
 
 def _pandas():
