@@ -275,6 +275,10 @@ FASTECG_INLINE void add_noise_row(Tag, T* y, int64_t t0, int64_t len, const int6
                                   T* out = nullptr) {
   const uint32_t k1 = static_cast<uint32_t>(keys[0]) | 1u;
   const uint32_t k2 = static_cast<uint32_t>(keys[1]);
+  const auto add_in = [&](int64_t from, int64_t to) {
+    if (in != nullptr)
+      for (int64_t i = from; i < to; ++i) out[i] = y[i] + in[i];
+  };
   int64_t t = 0;
 #if defined(__x86_64__)
   if constexpr (Tag::isa >= Isa::kAvx2 && std::is_same_v<T, float>) {
@@ -282,31 +286,30 @@ FASTECG_INLINE void add_noise_row(Tag, T* y, int64_t t0, int64_t len, const int6
     // computed as a whole vector aside and the part inside the row added (the scalar
     // path's table lookups miss the cache: they cost ~10% of the noise at 5000 samples).
     float part[16];
-    if (len > 0 && (t0 & 1)) {
+    const auto vector_at = [&](int64_t j0) {  // samples j0 .. j0 + 15 (j0 even) into part
       std::fill(part, part + 16, 0.0f);
-      add_noise_row_avx2(part, t0 - 1, 16, k1, k2, sd);
+      add_noise_row_avx2(part, j0, 16, k1, k2, sd);
+    };
+    if (len > 0 && (t0 & 1)) {
+      vector_at(t0 - 1);
       t = std::min<int64_t>(len, 15);
       for (int64_t i = 0; i < t; ++i) y[i] += part[i + 1];
-      if (in != nullptr)
-        for (int64_t i = 0; i < t; ++i) out[i] = y[i] + in[i];
+      add_in(0, t);
     }
     t += in != nullptr
              ? add_noise_row_avx2(y + t, t0 + t, len - t, k1, k2, sd, in + t, out + t)
              : add_noise_row_avx2(y + t, t0 + t, len - t, k1, k2, sd);
     if (t < len) {
-      std::fill(part, part + 16, 0.0f);
-      add_noise_row_avx2(part, t0 + t, 16, k1, k2, sd);
+      vector_at(t0 + t);
       for (int64_t i = 0; t + i < len; ++i) y[t + i] += part[i];
-      if (in != nullptr)
-        for (int64_t i = t; i < len; ++i) out[i] = y[i] + in[i];
+      add_in(t, len);
       t = len;
     }
   }
 #endif
   const int64_t rest = t;
   for (; t < len; ++t) y[t] += hash_normal_value(t0 + t, k1, k2, radius, cos_sin) * sd;
-  if (in != nullptr)
-    for (int64_t i = rest; i < len; ++i) out[i] = y[i] + in[i];
+  add_in(rest, len);
 }
 
 // y[0 .. W) += a * sd.
@@ -338,6 +341,36 @@ FASTECG_INLINE void fir_chunk(T* y, const T* z, const T* h, int64_t K, T sd) {
   }
 #pragma GCC unroll 8
   for (int q = 0; q < ACC; ++q) add_scaled(y + q * W, a[q], sd);
+}
+
+// Q vectors of samples of one row's sum of sinusoids, basis rows tlen apart, coefficients
+// c[j] * scale, into out (plus in, where given). Q independent sums in registers: one
+// chain of dependent multiply-adds would wait out the latency of each; every sample sums
+// over the sinusoids in the same order whatever Q.
+template <int Q, typename T>
+FASTECG_INLINE void sines_chunk(const T* basis, int64_t tlen, const T* c, int64_t n_sines,
+                                T scale, const T* in, T* out) {
+  typedef typename Vec32<T>::type VT;
+  constexpr int64_t W = kVec32<T>;
+  VT sum[Q] = {};
+  for (int64_t j = 0; j < n_sines; ++j) {
+    const T cj = c[j] * scale;
+#pragma GCC unroll 4
+    for (int q = 0; q < Q; ++q) {
+      VT b;
+      std::memcpy(&b, basis + j * tlen + q * W, sizeof b);
+      sum[q] += cj * b;
+    }
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < Q; ++q) {
+    if (in != nullptr) {
+      VT v;
+      std::memcpy(&v, in + q * W, sizeof v);
+      sum[q] = sum[q] + v;
+    }
+    std::memcpy(out + q * W, &sum[q], sizeof sum[q]);
+  }
 }
 
 // y[t] += sd * sum_k h[k] * z[t + K - 1 - k] for t < len, z (len + K - 1 samples).
@@ -418,53 +451,19 @@ FASTECG_INLINE void run_op_body(Tag tag, const Op<T>& op, int64_t n, int64_t t0,
         // torch code multiplies in float64 before rounding: ~1 ulp apart)
         const T scale = op.ptp ? ptp[l] : T(1);
         const T noise_std = noise_rel * scale;
-        // Four vectors of samples at a time, each with its sum in a register: four
-        // independent chains of multiply-adds (one chain waited out the latency of each);
-        // every sample sums over the sinusoids in the same order as a sample at a time.
-        typedef typename Vec32<T>::type VT;
+        // Four vectors of samples at a time (sines_chunk), then one, then single samples.
         constexpr int64_t W = kVec32<T>;
         const T* basis = op.b + t0;
         const bool noisy = op.c != nullptr && noise_std != T(0);
-        // Without noise the sum goes straight onto the input (acc + in, as below).
+        // Without noise the sum goes straight onto the input; with it, the noise loop adds
+        // the input as it stores.
         T* out = noisy ? acc : y + l * ld;
         const T* in = src + l * src_ld;
         int64_t t = 0;
-        for (; t + 4 * W <= len; t += 4 * W) {
-          VT sum[4] = {};
-          for (int64_t j = 0; j < op.j; ++j) {
-            const T cj = c[j] * scale;
-            const T* bj = basis + j * op.tlen + t;
-#pragma GCC unroll 4
-            for (int q = 0; q < 4; ++q) {
-              VT b;
-              std::memcpy(&b, bj + q * W, sizeof b);
-              sum[q] += cj * b;
-            }
-          }
-#pragma GCC unroll 4
-          for (int q = 0; q < 4; ++q) {
-            if (!noisy) {
-              VT v;
-              std::memcpy(&v, in + t + q * W, sizeof v);
-              sum[q] = sum[q] + v;
-            }
-            std::memcpy(out + t + q * W, &sum[q], sizeof sum[q]);
-          }
-        }
-        for (; t + W <= len; t += W) {  // the same sums one vector at a time
-          VT sum = {};
-          for (int64_t j = 0; j < op.j; ++j) {
-            VT b;
-            std::memcpy(&b, basis + j * op.tlen + t, sizeof b);
-            sum += (c[j] * scale) * b;
-          }
-          if (!noisy) {
-            VT v;
-            std::memcpy(&v, in + t, sizeof v);
-            sum = sum + v;
-          }
-          std::memcpy(out + t, &sum, sizeof sum);
-        }
+        for (; t + 4 * W <= len; t += 4 * W)
+          sines_chunk<4>(basis + t, op.tlen, c, op.j, scale, noisy ? nullptr : in + t, out + t);
+        for (; t + W <= len; t += W)
+          sines_chunk<1>(basis + t, op.tlen, c, op.j, scale, noisy ? nullptr : in + t, out + t);
         for (; t < len; ++t) {
           T sum = T(0);
           for (int64_t j = 0; j < op.j; ++j) sum += (c[j] * scale) * basis[j * op.tlen + t];
