@@ -32,3 +32,14 @@ def test_code15_style_file(tmp_path):
     torch.testing.assert_close(ECGStore(tmp_path / "store")[2][0], ds[2][0])
     with pytest.raises(ValueError, match="lead names"):
         HDF5Dataset(path, lead_names=["I", "II"])
+
+
+def test_labels_by_position_and_classes_for_split(tmp_path):
+    path = tmp_path / "part.hdf5"
+    with h5py.File(path, "w") as f:
+        f["tracings"] = np.zeros((4, 16, 12), np.float32)
+        f["exam_id"] = np.array([5, 6, 7, 0])
+    pd = pytest.importorskip("pandas")
+    ds = HDF5Dataset(path, labels=pd.Series([1, 0, 1, 0], index=[3, 2, 1, 0]))
+    assert [int(ds[i][1]) for i in range(3)] == [1, 0, 1]
+    assert ds.metadata["label"].tolist() == [1, 0, 1]

@@ -94,3 +94,21 @@ def test_bad_arguments():
         synthetic_record(0, classes=("NSR", "VT"))
     with pytest.raises(ValueError):
         synthetic_record(-1)
+
+
+def test_waves_follow_the_transforms():
+    """With transforms that resample, the wave labels are on the new grid: each sample
+    labelled as the nearest earlier sample of the record."""
+    from fastecg.data import SyntheticECGDataset
+    from fastecg.preprocessors import PreprocManager
+
+    plain = SyntheticECGDataset(2, seconds=2.0, return_waves=True)
+    down = SyntheticECGDataset(2, seconds=2.0, return_waves=True,
+                               transforms=PreprocManager({"name": "resample", "dst_fs": 250.0}))
+    sig, _, waves = down[1]
+    assert sig.shape == (12, 500) and waves.shape == (500,)
+    torch.testing.assert_close(waves, plain[1][2][::2], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="waves cannot follow a crop_or_pad"):
+        SyntheticECGDataset(2, return_waves=True,
+                            transforms=PreprocManager({"name": "crop_or_pad", "length": 100,
+                                                       "mode": "random"}))

@@ -204,3 +204,83 @@ def test_bundled_samples_ship_with_the_package():
     assert names == [["NSR"], ["CRBBB|RBBB", "SB"], ["STach"], ["IRBBB", "NSR", "SB"]]
     x, _ = ds[0]
     assert x.shape == (12, 5000) and 0.05 < float(x.abs().max()) < 20
+
+
+def test_rhythm_masks_follow_the_transforms_rate(tmp_path):
+    """The masks are on the item's grid whatever changed the rate: the dataset's fs or
+    a resampling step in transforms (AFIB from 4 s to 6 s of a 250 Hz record)."""
+    from fastecg.preprocessors import PreprocManager
+
+    wfdb.wrsamp("r1", fs=250, units=["mV"], sig_name=["II"], p_signal=np.zeros((2500, 1)),
+                fmt=["16"], adc_gain=[200.0], baseline=[0], write_dir=str(tmp_path))
+    wfdb.wrann("r1", "atr", np.array([0, 1000, 1500]), symbol=["+"] * 3,
+               aux_note=["(N", "(AFIB", "(N"], write_dir=str(tmp_path))
+    expected = np.zeros(5000, np.float32)
+    expected[2000:3000] = 1
+    by_fs = WFDBDataset(tmp_path, fs=500.0, rhythms=["AFIB"])[0][1]
+    up = PreprocManager({"name": "resample", "dst_fs": 500.0})
+    by_step = WFDBDataset(tmp_path, rhythms=["AFIB"], transforms=up)[0][1]
+    np.testing.assert_array_equal(by_fs[0].numpy(), expected)
+    np.testing.assert_array_equal(by_step[0].numpy(), expected)
+    left = PreprocManager.from_config([{"name": "resample", "dst_fs": 500.0},
+                                       {"name": "crop_or_pad", "length": 2500, "mode": "left"}])
+    np.testing.assert_array_equal(
+        WFDBDataset(tmp_path, rhythms=["AFIB"], transforms=left)[0][1][0].numpy(),
+        expected[:2500])
+    centre = PreprocManager({"name": "crop_or_pad", "length": 2000})
+    with pytest.raises(ValueError, match="crop_or_pad step with mode 'center'"):
+        WFDBDataset(tmp_path, rhythms=["AFIB"], transforms=centre)
+    assert WFDBDataset(tmp_path, transforms=centre)[0][0].shape == (1, 2000)  # no masks: fine
+
+
+def test_repeated_or_empty_lead_lists_are_refused(small):
+    for leads in (["II", "II", "V1"], [], "II"):
+        with pytest.raises(ValueError, match="distinct lead names"):
+            WFDBDataset(small, leads=leads)
+
+
+def test_metadata_items_batch_with_collate_with_meta(dataset):
+    from fastecg.data import collate_with_meta
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate_with_meta)
+    sig, label, meta = next(iter(loader))
+    assert sig.shape == (4, 12, 5000) and label.shape == (4, 26)
+    assert [m["record"] for m in meta] == dataset.metadata["record"].tolist()
+    assert [m["dx_codes"] for m in meta] == dataset.metadata["dx_codes"].tolist()
+
+
+def test_store_lead_names_say_none_when_records_differ(tmp_path):
+    """store.json's lead names are the records' own when they all share them, None
+    when they differ (never those of whichever batch came last)."""
+    from fastecg.data import ECGStore, write_store
+
+    src = tmp_path / "records"
+    src.mkdir()
+    for name, order in (("a", STANDARD), ("b", STANDARD[::-1])):
+        wfdb.wrsamp(name, fs=500, units=["mV"] * 12, sig_name=order,
+                    p_signal=np.zeros((100, 12)), fmt=["16"] * 12, adc_gain=[200.0] * 12,
+                    baseline=[0] * 12, write_dir=str(src))
+    write_store(WFDBDataset(src), tmp_path / "mixed", progress=False)
+    assert ECGStore(tmp_path / "mixed").lead_names is None
+    write_store(WFDBDataset(src, leads=STANDARD), tmp_path / "one", progress=False)
+    assert ECGStore(tmp_path / "one").lead_names == STANDARD
+
+
+def test_patient_ids_of_any_type_keep_patients_whole():
+    """Integer (or other non-string) patient ids group records as strings do; only a
+    missing id makes a record its own unit."""
+    class Table(torch.utils.data.Dataset):
+        def __init__(self, ids):
+            self.metadata = pd.DataFrame({"record": [str(i) for i in range(len(ids))],
+                                          "patient_id": ids})
+
+        def __len__(self):
+            return len(self.metadata)
+
+    for ids in ([i // 4 for i in range(40)], [float(i // 4) for i in range(40)],
+                list(np.arange(40) // 4)):
+        parts = split(Table(ids), by="patient", fractions=(0.5, 0.5), seed=1)
+        sides = [{ids[i] for i in p.indices} for p in parts]
+        assert not sides[0] & sides[1] and len(sides[0]) == len(sides[1]) == 5
+    alone = split(Table([None] * 40), by="patient", fractions=(0.5, 0.5), seed=1)
+    assert [len(p) for p in alone] == [20, 20]

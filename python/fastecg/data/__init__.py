@@ -13,6 +13,7 @@ from .wfdb import (bundled_records, check_record, find_records, load_cinc_record
 # name -> submodule, for the names that need torch (resolved by __getattr__).
 _LAZY = {"WFDBDataset": "datasets", "ArrayDataset": "datasets",
          "SyntheticECGDataset": "datasets", "split": "datasets", "prepare_signal": "datasets",
+         "collate_with_meta": "datasets",
          "ECGStore": "store", "write_store": "store", "HDF5Dataset": "hdf5"}
 
 __all__ = ["LabelMap", "parse_dx", "SYNTHETIC_CLASSES", "WAVE_NAMES", "synthetic_ecg",

@@ -8,6 +8,8 @@ list-valued columns ``dtype=object``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import operator
 import os
@@ -17,11 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from ..transforms.designs import CropOrPadSpec
 from . import wfdb as _wfdb
 from .labels import LabelMap, parse_dx
 from .synthetic import SYNTHETIC_CLASSES, synthetic_record
 
-__all__ = ["WFDBDataset", "ArrayDataset", "SyntheticECGDataset", "split", "prepare_signal"]
+__all__ = ["WFDBDataset", "ArrayDataset", "SyntheticECGDataset", "split", "prepare_signal",
+           "collate_with_meta"]
 
 _NAN_MODES = ("skip", "interpolate", "zero")
 
@@ -68,6 +72,77 @@ def _str_column(values: Sequence) -> Any:
     return _pandas().Series(list(values), dtype="str")
 
 
+def _by_position(labels: Any) -> Any:
+    """`labels` indexed by position, as the records are: a pandas Series or DataFrame as
+    its values (indexing one by an integer would look its index labels up)."""
+    return labels.to_numpy() if hasattr(labels, "iloc") else labels
+
+
+def class_columns(labels: Any) -> dict:
+    """Metadata columns that tell :func:`split` the records' classes: ``label`` (int64)
+    for one integer class per record, ``labels`` (lists of the set classes) for multi-hot
+    rows; none for other labels (regression targets, strings)."""
+    if labels is None:
+        return {}
+    try:
+        arr = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    except ValueError:  # ragged
+        return {}
+    if arr.dtype.kind not in "biuf" or arr.size == 0 or not np.isfinite(arr).all():
+        return {}
+    if arr.ndim == 1 and (arr == np.round(arr)).all():
+        return {"label": _pandas().Series(arr.astype(np.int64), dtype="int64")}
+    if arr.ndim == 2 and np.isin(arr, (0, 1)).all():
+        return {"labels": _object_column([np.flatnonzero(row).tolist() for row in arr])}
+    return {}
+
+
+def check_time_transforms(transforms: Any, owner: str, what: str) -> None:
+    """Per-sample targets follow the signal by time from its first sample; a
+    ``crop_or_pad`` step that moves the start (mode ``center`` or ``random``) in
+    `transforms` would leave them misplaced: ValueError."""
+    for step in getattr(transforms, "steps", None) or ():
+        if isinstance(step, CropOrPadSpec) and step.mode != "left":
+            raise ValueError(
+                f"{owner}: {what} cannot follow a crop_or_pad step with mode "
+                f"{step.mode!r} in transforms (it moves the signal's start); use mode "
+                "'left' or siglen=, or crop after loading")
+
+
+def follow_time(labels: np.ndarray, fs_in: float, n_out: int, fs_out: float) -> np.ndarray:
+    """Per-sample `labels` ``(..., n_in)`` at `fs_in` taken to `n_out` samples at `fs_out`
+    from the same start: each output sample gets the label of the nearest earlier input
+    sample, 0 past the input's end."""
+    n_in = labels.shape[-1]
+    src = np.floor(np.arange(n_out) * fs_in / fs_out).astype(np.int64)
+    inside = src < n_in
+    out = np.zeros(labels.shape[:-1] + (n_out,), dtype=labels.dtype)
+    out[..., inside] = labels[..., src[inside]]
+    return out
+
+
+def collate_with_meta(batch: Sequence[tuple]) -> tuple:
+    """``collate_fn`` for items that end with a metadata dict (``return_meta=True``):
+    the rest collated as ``DataLoader``'s default does, the dicts kept as a list (their
+    values, such as lists of codes of different lengths, do not stack).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.data.datasets import collate_with_meta
+    >>> sig, label, meta = collate_with_meta([(torch.zeros(2, 5), 0, {"dx": ["a"]}),
+    ...                                       (torch.ones(2, 5), 1, {"dx": ["b", "c"]})])
+    >>> sig.shape, label, meta
+    (torch.Size([2, 2, 5]), tensor([0, 1]), [{'dx': ['a']}, {'dx': ['b', 'c']}])
+    """
+    from torch.utils.data import default_collate
+
+    if not batch:
+        raise ValueError("collate_with_meta: empty batch")
+    rest = default_collate([tuple(item[:-1]) for item in batch])
+    return (*rest, [item[-1] for item in batch])
+
+
 def prepare_signal(sig: torch.Tensor, fs: float, target_fs: Optional[float],
                    siglen: Optional[int]) -> tuple[torch.Tensor, float]:
     """Resample `sig` ``(n_leads, n_samples)`` to `target_fs` (polyphase, as
@@ -94,6 +169,37 @@ def prepare_signal(sig: torch.Tensor, fs: float, target_fs: Optional[float],
         else:
             sig = torch.nn.functional.pad(sig, (0, siglen - n))
     return sig.contiguous(), fs
+
+
+def digest(*parts: Any) -> str:
+    """sha256 of `parts` (arrays and tensors by dtype, shape and bytes; anything else by
+    its JSON): the fingerprints datasets give :func:`~fastecg.data.write_store`."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            part = part.detach().cpu().numpy()
+        if isinstance(part, np.ndarray):
+            part = np.ascontiguousarray(part)
+            h.update(f"{part.dtype.str}{part.shape}".encode())
+            h.update(part.tobytes() if part.dtype != object else
+                     json.dumps(part.tolist(), default=str).encode())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def file_stamps(paths: Sequence[str]) -> list:
+    """``[path, size, modification time]`` of each file (None for one that is missing):
+    what tells a changed source file without reading it."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append([path, st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append([path, None, None])
+    return out
 
 
 def _fix_nan(sig: np.ndarray, mode: str) -> np.ndarray:
@@ -123,25 +229,30 @@ class WFDBDataset(Dataset):
         Resample every record to this rate (``fastecg.ops.resample``); None keeps each
         record's own.
     leads : sequence of str, optional
-        Lead names to return, in this order; records without one of them are skipped
-        (ValueError when that leaves none: a misspelt lead name).
+        Lead names to return, in this order (each once); records without one of them are
+        skipped (ValueError when that leaves none: a misspelt lead name).
     siglen : int, optional
         Crop (first samples) or zero-pad (at the end) to this many samples, after
         resampling.
     transforms : PreprocManager, optional
         Run on each signal, called as ``transforms(sig, fs, lead_names)``.
+        ``rhythms`` masks follow its output rate; with them, a ``crop_or_pad`` step
+        must keep the signal's start (mode ``"left"``).
     label_map : LabelMap, dict or str, optional
         Diagnosis codes (the header's ``Dx``) -> classes; default CinC 2021 with the
         equivalent classes merged (:meth:`LabelMap.cinc`).
     return_meta : bool, optional
-        Items are ``(signal, label, meta)`` with the record's metadata row as a dict.
+        Items are ``(signal, label, meta)`` with the record's metadata row as a dict
+        (batch them with ``DataLoader(..., collate_fn=collate_with_meta)``).
     nan : {"skip", "interpolate", "zero"}, optional
         Records with missing samples: skipped (their samples are read once when the
         dataset is built, to find them), or repaired when read.
     rhythms : sequence of str, optional
         With records annotated by rhythm (``.atr`` aux notes such as ``"(AFIB"``), items
         carry per-sample masks ``(len(rhythms), n_samples)`` float32 in place of the
-        label; records without annotations give zero masks.
+        label, aligned with the signal by time (each sample takes the annotation of
+        the nearest earlier sample of the record); records without annotations give
+        zero masks.
 
     Attributes
     ----------
@@ -177,6 +288,12 @@ class WFDBDataset(Dataset):
             raise ValueError(f"WFDBDataset: fs must be a positive number, got {fs!r}")
         if siglen is not None and (int(siglen) != siglen or siglen < 1):
             raise ValueError(f"WFDBDataset: siglen must be a positive integer, got {siglen!r}")
+        if leads is not None and (isinstance(leads, str) or not len(leads)
+                                  or len(set(leads)) != len(leads)):
+            raise ValueError(f"WFDBDataset: leads must be a non-empty sequence of distinct "
+                             f"lead names, got {leads!r}")
+        if rhythms is not None:
+            check_time_transforms(transforms, "WFDBDataset", "rhythm masks")
         self.fs = None if fs is None else float(fs)
         self.leads = None if leads is None else list(leads)
         self.siglen = None if siglen is None else int(siglen)
@@ -259,7 +376,7 @@ class WFDBDataset(Dataset):
         if self.transforms is not None:
             sig, fs = self.transforms(sig, fs, names)
         if self.rhythms is not None:
-            target = torch.from_numpy(self._rhythm_target(index, sig.shape[-1]))
+            target = torch.from_numpy(self._rhythm_target(index, sig.shape[-1], fs))
         else:
             target = torch.from_numpy(self.target(index))
         if self.return_meta:
@@ -270,18 +387,33 @@ class WFDBDataset(Dataset):
         """The multi-hot label of record `index` (float32, ``label_map.num_classes``)."""
         return self.label_map.multi_hot(self.metadata["dx_codes"].iat[index])
 
-    def _rhythm_target(self, index: int, n_out: int) -> np.ndarray:
+    def fingerprint(self) -> str:
+        """A digest of what :meth:`read` and :meth:`target` give: every record's files
+        (path, size, modification time), the options and the label map."""
+        files = []
+        for h in self.headers:
+            folder = os.path.dirname(h["path"])
+            names = dict.fromkeys([os.path.basename(h["path"]) + ".hea", *h["files"]])
+            files += [os.path.join(folder, name) for name in names]
+        return digest(file_stamps(files), self.fs, self.leads, self.siglen, self.nan,
+                      self.label_map.mapping, self.label_map.class_names)
+
+    def _rhythm_target(self, index: int, n_out: int, fs_out: float) -> np.ndarray:
+        """The rhythm masks of record `index` on the item's grid: `n_out` samples at
+        `fs_out` (the rate after resampling and `transforms`) from the record's start."""
         header = self.headers[index]
         mask = _wfdb.rhythm_mask(header["path"], header["n_samples"], self.rhythms)
         if mask is None:
             return np.zeros((len(self.rhythms), n_out), dtype=np.float32)
-        fs_out = self.fs or header["fs"]
-        # Nearest earlier input sample of each output sample (rates may differ).
-        src = np.floor(np.arange(n_out) * header["fs"] / fs_out).astype(np.int64)
-        inside = src < header["n_samples"]
-        out = np.zeros((len(self.rhythms), n_out), dtype=np.float32)
-        out[:, inside] = mask[:, src[inside]]
-        return out
+        return follow_time(mask.astype(np.float32), header["fs"], n_out, fs_out)
+
+
+def _has_id(value: Any) -> bool:
+    """A patient id is any value but a missing one (None, NaN, pandas' NA) or ""."""
+    if value is None or (isinstance(value, str) and not value):
+        return False
+    missing = _pandas().isna(value)
+    return not (isinstance(missing, (bool, np.bool_)) and missing)
 
 
 def _number(text: Any) -> float:
@@ -299,9 +431,11 @@ class ArrayDataset(Dataset):
     ----------
     signals : array or Tensor ``(n_records, n_leads, n_samples)``, or a list of
         ``(n_leads, n_i)`` arrays (records of different lengths)
-    labels : array, Tensor or sequence, optional
-        One label per record (any shape); items are ``(signal, label)`` with it, or
-        the signal alone without.
+    labels : array, Tensor, sequence or pandas Series/DataFrame, optional
+        One label per record (any shape), by position (a Series' index is not used);
+        items are ``(signal, label)`` with it, or the signal alone without. Integer
+        classes or multi-hot rows also go to ``metadata`` (``label`` / ``labels``), so
+        that :func:`split` stratifies by them.
     fs : float
         Sampling rate in Hz (kept in ``metadata`` and given to `transforms`).
     lead_names : sequence of str, optional
@@ -332,6 +466,7 @@ class ArrayDataset(Dataset):
                                         dtype=torch.float32) for s in records]
         if any(s.ndim != 2 for s in self.signals):
             raise ValueError("ArrayDataset: every record must be (n_leads, n_samples)")
+        labels = _by_position(labels)
         if labels is not None and len(labels) != len(self.signals):
             raise ValueError(f"ArrayDataset: {len(labels)} labels for {len(self.signals)} "
                              "records")
@@ -347,6 +482,7 @@ class ArrayDataset(Dataset):
             "fs": pd.Series([self.fs] * len(self.signals), dtype="float64"),
             "n_samples": pd.Series([s.shape[-1] for s in self.signals], dtype="int64"),
             "n_leads": pd.Series([s.shape[0] for s in self.signals], dtype="int64"),
+            **class_columns(labels),
         })
 
     def __len__(self) -> int:
@@ -357,6 +493,12 @@ class ArrayDataset(Dataset):
 
     def target(self, index: int):
         return None if self.labels is None else np.asarray(self.labels[index])
+
+    def fingerprint(self) -> str:
+        """A digest of the records' samples, the labels, the rate and the lead names."""
+        labels = None if self.labels is None else [np.asarray(self.target(i))
+                                                   for i in range(len(self))]
+        return digest(*self.signals, *(labels or [None]), self.fs, self.lead_names)
 
     def __getitem__(self, index: int):
         index = record_index(index, len(self))
@@ -375,7 +517,8 @@ class SyntheticECGDataset(Dataset):
 
     Items are ``(signal float32 (n_leads, n_samples), label int64)``, or with
     ``return_waves=True`` ``(signal, label, waves int64 (n_samples,))`` (0 none, 1 P,
-    2 QRS, 3 T). Item `i` depends on ``(seed, i)`` only. ``metadata`` has ``record``,
+    2 QRS, 3 T; on the signal's grid after `transforms`, whose ``crop_or_pad`` must
+    then keep the start). Item `i` depends on ``(seed, i)`` only. ``metadata`` has ``record``,
     ``patient_id`` (str), ``label`` and ``class_name``; ``records_per_patient``
     consecutive records share a patient and a class.
 
@@ -400,6 +543,8 @@ class SyntheticECGDataset(Dataset):
         self.classes, self.seed = tuple(classes), int(seed)
         self.records_per_patient, self.n_leads = int(records_per_patient), int(n_leads)
         self.transforms, self.return_waves = transforms, return_waves
+        if return_waves:
+            check_time_transforms(transforms, "SyntheticECGDataset", "waves")
         synthetic_record(0, fs=fs, seconds=min(seconds, 1.0), classes=self.classes,
                          records_per_patient=self.records_per_patient, n_leads=n_leads,
                          noise=False)  # checks the arguments now, not at the first item
@@ -435,14 +580,20 @@ class SyntheticECGDataset(Dataset):
     def target(self, index: int) -> np.ndarray:
         return np.asarray(self.metadata["label"].iat[index], dtype=np.int64)
 
+    def fingerprint(self) -> str:
+        """A digest of the parameters, which determine every record."""
+        return digest(type(self).__name__, self.n, self.fs, self.seconds, self.classes,
+                      self.seed, self.records_per_patient, self.n_leads)
+
     def __getitem__(self, index: int):
         rec = self.record(index)
-        sig = torch.from_numpy(rec["signal"])
+        sig, fs = torch.from_numpy(rec["signal"]), self.fs
         if self.transforms is not None:
-            sig, _ = self.transforms(sig, self.fs)
+            sig, fs = self.transforms(sig, self.fs)
         label = torch.tensor(rec["label"], dtype=torch.int64)
         if self.return_waves:
-            return sig, label, torch.from_numpy(rec["waves"].astype(np.int64))
+            waves = follow_time(rec["waves"].astype(np.int64), self.fs, sig.shape[-1], fs)
+            return sig, label, torch.from_numpy(waves)
         return sig, label
 
 
@@ -454,11 +605,13 @@ def split(dataset, by: str = "record", stratify: bool = True,
     ----------
     dataset : a dataset with ``metadata`` (rows in item order)
     by : {"record", "patient"}
-        Unit kept whole: with ``"patient"`` all records of a patient (``patient_id``;
-        a record without one is its own patient) fall in one subset.
+        Unit kept whole: with ``"patient"`` all records of a patient (``patient_id``, any
+        value; a record without one, None, NaN or "", is its own patient) fall in one
+        subset.
     stratify : bool
         Allocate the units of each class separately, so every subset gets its share of
-        each class (class: ``label``, or the first of ``labels``; -1 for none).
+        each class (class: ``label``, or the first of ``labels``; -1 for none). A
+        dataset whose metadata has neither column is split unstratified.
     fractions : sequence of float
         Positive, summing to 1; one subset each.
     seed : int
@@ -486,7 +639,7 @@ def split(dataset, by: str = "record", stratify: bool = True,
                else [str(i) for i in range(n)])
     if by == "patient" and "patient_id" in meta:
         ids = meta["patient_id"].tolist()
-        units = [f"p:{p}" if isinstance(p, str) and p else f"r:{r}" for p, r in zip(ids, records)]
+        units = [f"p:{p}" if _has_id(p) else f"r:{r}" for p, r in zip(ids, records)]
     else:
         units = [f"r:{r}:{i}" for i, r in enumerate(records)]
     if "label" in meta:

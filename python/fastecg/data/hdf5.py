@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .datasets import _pandas, _str_column, prepare_signal, record_index
+from .datasets import (_by_position, _pandas, _str_column, class_columns, digest, file_stamps,
+                       prepare_signal, record_index)
 
 __all__ = ["HDF5Dataset"]
 
@@ -38,7 +39,8 @@ class HDF5Dataset(Dataset):
     lead_names : sequence of str
         Names of the file's leads in order (default the standard 12).
     labels : array_like, optional
-        One label per row of the file (before rows are left out).
+        One label per row of the file (before rows are left out), by position (a pandas
+        Series' index is not used).
     target_fs, siglen : optional
         Resample to this rate and crop or zero-pad to this length, as
         :class:`~fastecg.data.WFDBDataset` does.
@@ -78,6 +80,7 @@ class HDF5Dataset(Dataset):
             raise ValueError(f"HDF5Dataset: {len(self.lead_names)} lead names for "
                              f"{n_leads} leads")
         self.rows = np.flatnonzero(row_ids != 0) if ids is not None else np.arange(shape[0])
+        labels = _by_position(labels)
         if labels is not None and len(labels) != shape[0]:
             raise ValueError(f"HDF5Dataset: {len(labels)} labels for {shape[0]} rows")
         self.labels = labels
@@ -89,6 +92,7 @@ class HDF5Dataset(Dataset):
             "fs": pd.Series([self.fs] * len(self.rows), dtype="float64"),
             "n_samples": pd.Series([n_samples] * len(self.rows), dtype="int64"),
             "n_leads": pd.Series([n_leads] * len(self.rows), dtype="int64"),
+            **class_columns(None if labels is None else [labels[r] for r in self.rows]),
         })
         self._file = None
         self._pid = None
@@ -114,6 +118,14 @@ class HDF5Dataset(Dataset):
 
     def target(self, index: int):
         return None if self.labels is None else np.asarray(self.labels[int(self.rows[index])])
+
+    def fingerprint(self) -> str:
+        """A digest of what :meth:`read` and :meth:`target` give: the file (path, size,
+        modification time), the rows, the options and the labels."""
+        return digest(file_stamps([self.path]), self.signals_name, self.rows, self.fs,
+                      self.layout, self.lead_names, self.target_fs, self.siglen, self.scale,
+                      *([] if self.labels is None else
+                        [np.asarray(self.target(i)) for i in range(len(self))]))
 
     def __getitem__(self, index: int):
         index = record_index(index, len(self))
