@@ -110,13 +110,10 @@ def test_shards_and_resuming_after_an_interruption(source, tmp_path):
     class Interrupted(Exception):
         pass
 
-    class StopsAt7(type(source)):
-        def read(self, index):
-            if index == 7:
-                raise Interrupted
-            return super().read(index)
-
-    flaky = StopsAt7(10, seconds=2.0, seed=4)
+    flaky = SyntheticECGDataset(10, seconds=2.0, seed=4)  # the same records, read until 7
+    read = flaky.read
+    flaky.read = lambda index: read(index) if index != 7 else (_ for _ in ()).throw(
+        Interrupted())
     with pytest.raises(Interrupted):
         write_store(flaky, resumed, pm, shard_bytes=3 * record_bytes, progress=False,
                     batch_size=1)
@@ -125,7 +122,7 @@ def test_shards_and_resuming_after_an_interruption(source, tmp_path):
     summary = write_store(source, resumed, pm, shard_bytes=3 * record_bytes, progress=False)
     assert summary["resumed"] == 6 and summary["written"] == 4
     for name in os.listdir(clean):
-        if name not in ("store.json", "settings.json"):  # these name the source's class
+        if name != "store.json":  # (its settings hold the summary of this call)
             assert (resumed / name).read_bytes() == (clean / name).read_bytes(), name
 
 
@@ -162,3 +159,41 @@ def test_every_dataset_takes_the_indices_a_subset_passes(source, store_dir):
             ds[n]
         with pytest.raises(IndexError, match="out of range"):
             ds[-n - 1]
+
+
+def test_a_store_of_other_data_is_written_again(tmp_path):
+    """A complete store is kept only for the same records: other samples, labels or
+    seeds under the same (or no) source folder start over."""
+    zeros, ones = np.zeros((3, 2, 10), np.float32), np.ones((3, 2, 10), np.float32)
+    assert not write_store(ArrayDataset(zeros, fs=100.0), tmp_path, progress=False)["resumed"]
+    assert write_store(ArrayDataset(zeros, fs=100.0), tmp_path, progress=False)["resumed"] is True
+    assert not write_store(ArrayDataset(ones, fs=100.0), tmp_path, progress=False)["resumed"]
+    assert float(ECGStore(tmp_path)[0].min()) == 1.0
+    write_store(ArrayDataset(ones, labels=[0, 1, 2], fs=100.0), tmp_path, progress=False)
+    assert not write_store(ArrayDataset(ones, labels=[2, 1, 0], fs=100.0), tmp_path,
+                           progress=False)["resumed"]
+    assert int(ECGStore(tmp_path)[0][1]) == 2
+    for seed in (0, 1):
+        write_store(SyntheticECGDataset(2, seconds=1.0, seed=seed), tmp_path, progress=False)
+        torch.testing.assert_close(ECGStore(tmp_path)[1][0],
+                                   SyntheticECGDataset(2, seconds=1.0, seed=seed)[1][0])
+
+
+def test_set_epoch_reaches_persistent_workers(tmp_path):
+    """Random windows depend on (seed, epoch, index) only, also in DataLoader workers
+    that outlive an epoch."""
+    records = np.random.default_rng(0).standard_normal((6, 1, 400)).astype(np.float32)
+    write_store(ArrayDataset(records, fs=100.0), tmp_path, progress=False)
+    store = ECGStore(tmp_path, crop=50, random_crop=True, seed=3)
+    loader = torch.utils.data.DataLoader(store, batch_size=3, num_workers=2,
+                                         persistent_workers=True)
+    reference = ECGStore(tmp_path, crop=50, random_crop=True, seed=3)
+    seen = []
+    for epoch in range(3):
+        store.set_epoch(epoch)
+        reference.set_epoch(epoch)
+        got = torch.cat(list(loader))
+        torch.testing.assert_close(got, torch.stack([reference[i] for i in range(6)]),
+                                   rtol=0, atol=0)
+        seen.append(got)
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])

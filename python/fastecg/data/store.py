@@ -11,7 +11,8 @@ A store is a folder::
     metadata.parquet     the source's metadata, one row per record, in store order
     preprocessing.json   the PreprocManager config that produced the signals
     settings.json        what the run was asked to do (a re-run with others starts over)
-    store.json           format, dtype, output rate and leads, counts; written last
+    store.json           format, dtype, output rate and lead names (None where the records
+                         differ), counts; written last
 
 Fixed-length and variable-length (Holter) records share the layout: the index gives each
 record's place, so reading one is a slice of a memory map, O(1), no file opened per item.
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .datasets import record_index
+from .datasets import digest, record_index
 
 __all__ = ["ECGStore", "write_store", "STORE_FORMAT"]
 
@@ -57,7 +58,8 @@ class ECGStore(Dataset):
     seed : int, optional
         Seed of the random windows.
     return_meta : bool, optional
-        Items end with the record's metadata row as a dict.
+        Items end with the record's metadata row as a dict (batch them with
+        ``DataLoader(..., collate_fn=collate_with_meta)``).
 
     Notes
     -----
@@ -99,7 +101,8 @@ class ECGStore(Dataset):
             raise ValueError(f"ECGStore: crop must be a positive integer, got {crop!r}")
         self.crop, self.random_crop, self.seed = crop, random_crop, int(seed)
         self.return_meta = return_meta
-        self.epoch = 0
+        # In shared memory: DataLoader workers, persistent ones included, see set_epoch.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._signals: dict = {}
         self._pid: Optional[int] = None
         self._metadata = None
@@ -130,9 +133,15 @@ class ECGStore(Dataset):
             self._metadata = meta
         return self._metadata
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        """Draw new random windows (as ``DistributedSampler.set_epoch``)."""
-        self.epoch = int(epoch)
+        """Draw new random windows (as ``DistributedSampler.set_epoch``), call it before
+        each epoch's ``iter(loader)``. The epoch lives in shared memory, so DataLoader
+        workers started earlier (``persistent_workers=True``) see it too."""
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -208,8 +217,20 @@ def _first(batch):
     return batch
 
 
+def _fingerprint(dataset) -> str:
+    """What the records are made of: the dataset's ``fingerprint()``, or for another
+    dataset a digest of its metadata (then a store is only kept, or resumed, when that
+    is the same)."""
+    if hasattr(dataset, "fingerprint"):
+        return dataset.fingerprint()
+    meta = dataset.metadata
+    return digest(type(dataset).__name__, [str(c) for c in meta.columns],
+                  *(meta[c].to_numpy() for c in meta.columns))
+
+
 def _settings(dataset, pipeline, dtype: str) -> dict:
     return {"source": getattr(dataset, "source", None),
+            "fingerprint": _fingerprint(dataset),
             "n_source_records": len(dataset), "fs": getattr(dataset, "fs", None),
             "leads": getattr(dataset, "leads", None), "siglen": getattr(dataset, "siglen", None),
             "pipeline": None if pipeline is None else pipeline.to_config(),
@@ -291,7 +312,8 @@ def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_siz
     state = {"shard": len(shards), "offset": 0, "start": first, "index": [], "targets": [],
              "file": None}
     out_fs: set = {float(v) for sh in shards for v in sh["fs"]}
-    out_leads: Optional[list] = None
+    # The output lead names of every record so far (tuples; None: not known).
+    out_leads: set = {None if v is None else tuple(v) for sh in shards for v in sh["leads"]}
 
     def close_shard():
         if state["file"] is None:
@@ -301,7 +323,8 @@ def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_siz
         end = state["start"] + len(state["index"])
         _save_npz(root, f"shard-{k:05d}.npz", index=np.asarray(state["index"], np.int64)
                   .reshape(-1, 4), targets=_stack(state["targets"], len(state["index"])),
-                  start=state["start"], end=end, fs=np.asarray(sorted(out_fs)))
+                  start=state["start"], end=end, fs=np.asarray(sorted(out_fs)),
+                  leads=np.asarray(json.dumps(sorted(out_leads, key=str))))
         os.replace(os.path.join(root, f"signals-{k:05d}.bin{_TMP}"),
                    os.path.join(root, f"signals-{k:05d}.bin"))
         shards.append(_load_shard(root, k))
@@ -324,7 +347,6 @@ def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_siz
     pending: list = []
 
     def flush():
-        nonlocal out_leads
         if not pending:
             return
         batch = torch.stack([item[1] for item in pending]).to(device)
@@ -332,9 +354,10 @@ def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_siz
         out, fs_out = (batch, fs) if pipeline is None else pipeline(batch, fs, names)
         arr = out.detach().cpu().numpy().astype(_DTYPES[dtype], copy=False)
         out_fs.add(float(fs_out))
+        leads = _out_leads(pipeline, names)
+        out_leads.add(None if leads is None else tuple(leads))
         for k, item in enumerate(pending):
             write(np.ascontiguousarray(arr[k]), item[4])
-        out_leads = _out_leads(pipeline, names)
         bar.update(len(pending))
         pending.clear()
 
@@ -366,11 +389,13 @@ def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_siz
     metadata = dataset.metadata.reset_index(drop=True)
     _atomic(root, "metadata.parquet", lambda path: metadata.to_parquet(path, index=False))
     _write_json(root, "preprocessing.json", None if pipeline is None else pipeline.to_config())
-    if out_leads is None and len(dataset):
-        out_leads = _out_leads(pipeline, dataset.read(0)[2])
+    if not out_leads and len(dataset):
+        out_leads.add(tuple(_out_leads(pipeline, dataset.read(0)[2]) or ()) or None)
+    # One rate and one lead order for all records, or None: the records differ.
+    leads = out_leads.pop() if len(out_leads) == 1 else None
     info = {"format": STORE_FORMAT, "dtype": dtype, "n_records": int(len(index)),
             "n_shards": len(shards), "fs": out_fs.pop() if len(out_fs) == 1 else None,
-            "lead_names": out_leads, "settings": settings}
+            "lead_names": None if leads is None else list(leads), "settings": settings}
     _write_json(root, "store.json", info)
     return {"written": len(dataset) - first, "skipped": skipped,
             "seconds": time.perf_counter() - start, "resumed": first}
@@ -397,7 +422,9 @@ def _finished_shards(root: str) -> list[dict]:
 def _load_shard(root: str, k: int) -> dict:
     with np.load(os.path.join(root, f"shard-{k:05d}.npz")) as f:
         targets = f["targets"]
+        leads = json.loads(str(f["leads"])) if "leads" in f else [None]
         return {"index": f["index"], "end": int(f["end"]), "fs": f["fs"].tolist(),
+                "leads": leads,
                 "targets": targets if len(targets) == len(f["index"]) and len(targets) else
                 None}
 
