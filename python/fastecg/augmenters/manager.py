@@ -80,7 +80,10 @@ class AugmenterManager(TransformManager):
     `indices` are the samples' global indices (default ``arange(batch)``); `seed`
     (default: drawn from `generator` or torch's generator) and `epoch` key the random
     numbers. ``return_params=True`` appends the drawn parameters, which
-    :meth:`apply` replays. The caller's tensors are never written to (the steps'
+    :meth:`apply` replays bit for bit. (Those parameters are absolute, such as the
+    wander's amplitudes in signal units, where a call without them lets the fused pass
+    scale by each lead's range as it reads it: the two calls agree to float rounding,
+    ~1e-7 of the peak, not bit for bit.) The caller's tensors are never written to (the steps'
     ``inplace`` applies when they are called on their own).
 
     Config: registry names as keys (torch_ecg's form, ``None`` leaves a step out), or
