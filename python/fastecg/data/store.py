@@ -101,8 +101,12 @@ class ECGStore(Dataset):
             raise ValueError(f"ECGStore: crop must be a positive integer, got {crop!r}")
         self.crop, self.random_crop, self.seed = crop, random_crop, int(seed)
         self.return_meta = return_meta
-        # In shared memory: DataLoader workers, persistent ones included, see set_epoch.
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        # Random windows read the epoch from shared memory, so that DataLoader workers,
+        # persistent ones included, see set_epoch (a shared tensor holds a file
+        # descriptor: only a store that needs one makes it).
+        self._epoch = torch.zeros((), dtype=torch.int64)
+        if random_crop:
+            self._epoch.share_memory_()
         self._signals: dict = {}
         self._pid: Optional[int] = None
         self._metadata = None
