@@ -235,3 +235,121 @@ def test_dict_batches_reach_the_model_whole():
     with pytest.raises(ValueError, match="'signal'"):
         Trainer(Probe(), batch_size=4, max_steps=1, progress=False).fit(
             [{"x": x[i]} for i in range(8)])
+
+
+# ---- callbacks, non-finite losses, resume paths -------------------------------------------
+
+def _drawing_run(out_dir, max_steps, fail_at=None):
+    """A tiny MAE whose callback draws from every global RNG each step (torch through a
+    validation pretrain_step's masks, NumPy, Python), as a validation callback does."""
+    import random
+
+    import numpy as np
+
+    val = torch.randn(4, 2, 40, generator=torch.Generator().manual_seed(2))
+
+    def validate(trainer, metrics):
+        with torch.no_grad():
+            metrics["val"] = trainer.model.pretrain_step(val)["loss"].item()
+        metrics["jitter"] = float(np.random.rand()) + random.random()
+        if trainer.step == fail_at:
+            raise RuntimeError("validation failed")
+
+    torch.manual_seed(0)
+    model = SSL.build("mae_1d", **TINY_MAE)
+    data = torch.randn(20, 2, 40, generator=torch.Generator().manual_seed(1))
+    trainer = Trainer(model, batch_size=4, max_steps=max_steps, out_dir=out_dir,
+                      ckpt_every=2, seed=1, progress=False, callbacks=[validate])
+    return trainer, data
+
+
+def test_resume_is_bit_identical_when_a_callback_draws(tmp_path):
+    straight, data = _drawing_run(tmp_path / "straight", 6)
+    straight.fit(data)
+    first, data = _drawing_run(tmp_path / "split", 4)
+    first.fit(data)
+    resumed, data = _drawing_run(tmp_path / "split", 6)
+    assert resumed.fit(data, resume=True)[0]["step"] == 5
+    for (name, a), b in zip(straight.model.state_dict().items(),
+                            resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [h["val"] for h in straight.history[4:]] == [h["val"] for h in resumed.history]
+
+
+def test_a_callback_that_raises_leaves_the_previous_checkpoint(tmp_path):
+    """The step-4 checkpoint would hold the RNG state in the middle of the failed
+    callback; the step-2 one is consistent, and resuming from it is exact."""
+    straight, data = _drawing_run(tmp_path / "straight", 6)
+    straight.fit(data)
+    crashed, data = _drawing_run(tmp_path / "crash", 6, fail_at=4)
+    with pytest.raises(RuntimeError, match="validation failed"):
+        crashed.fit(data)
+    assert crashed.latest_checkpoint().name == "step_00000002.pt"
+    resumed, data = _drawing_run(tmp_path / "crash", 6)
+    resumed.fit(data, resume=True)
+    for (name, a), b in zip(straight.model.state_dict().items(),
+                            resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_nan_loss_raises_before_the_weights_are_stepped():
+    """A NaN record in the second micro-batch of step 2: FloatingPointError, and the
+    weights, optimizer state, scheduler and step count are those after step 1."""
+    import copy
+
+    x = torch.randn(16, 2, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(16, 1, generator=torch.Generator().manual_seed(1))
+    x[13] = float("nan")  # no shuffling: step 2 takes records 8-11, then 12-15
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 1))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    after_step = {}
+
+    def snapshot(trainer, metrics):
+        after_step[trainer.step] = (copy.deepcopy(model.state_dict()),
+                                    copy.deepcopy(opt.state_dict()), sched.state_dict())
+
+    trainer = Trainer(model, opt, sched, loss_fn=nn.functional.mse_loss, batch_size=4,
+                      grad_accum=2, max_steps=3, shuffle=False, progress=False,
+                      callbacks=[snapshot])
+    with pytest.raises(FloatingPointError, match="nan .*micro-batch 2 of 2.* step 2"):
+        trainer.fit(torch.utils.data.TensorDataset(x, y))
+    weights, opt_state, sched_state = after_step[1]
+    assert trainer.step == 1 and list(after_step) == [1]
+    for k, v in weights.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    now = opt.state_dict()
+    for i, state in opt_state["state"].items():
+        for k, v in state.items():
+            assert torch.equal(now["state"][i][k], v), (i, k)
+    assert sched.state_dict() == sched_state and opt.param_groups[0]["lr"] == 0.05
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_resume_from_a_missing_file_is_an_error(tmp_path):
+    missing = tmp_path / "checkpoints" / "step_00000009.pt"
+    torch.manual_seed(0)
+    trainer = Trainer(Regression(), batch_size=4, max_steps=2, out_dir=tmp_path,
+                      progress=False)
+    with pytest.raises(FileNotFoundError, match="step_00000009.pt"):
+        trainer.fit(torch.randn(8, 2, 8), resume=missing)
+    assert trainer.step == 0 and trainer.history == []
+    # resume=True with nothing saved yet starts afresh
+    assert trainer.fit(torch.randn(8, 2, 8), resume=True)[0]["step"] == 1
+
+
+def test_the_optimizer_step_hook_runs_once_per_step():
+    calls = []
+
+    class Hooked(Regression):
+        def on_optimizer_step(self):
+            calls.append(float(self.net[1].weight.detach().sum()))
+
+    torch.manual_seed(0)
+    model = Hooked()
+    seen = []
+    Trainer(model, batch_size=2, grad_accum=3, max_steps=2, progress=False,
+            callbacks=[lambda t, m: seen.append(float(model.net[1].weight.detach().sum()))]).fit(
+        torch.randn(12, 2, 8))
+    assert len(calls) == 2 and calls == seen  # once per optimizer step, after it

@@ -16,7 +16,9 @@
 
 The model is any ``nn.Module`` whose ``forward(batch)`` returns a dict with ``"loss"``
 (every SSL method), or, with ``loss_fn``, a classifier called as ``model(x)`` on
-``(x, y)`` batches.
+``(x, y)`` batches. A model with an ``on_optimizer_step()`` method (MoCo's momentum
+update of its key encoder) has it called once after each optimizer step, whatever
+``grad_accum``.
 """
 
 from __future__ import annotations
@@ -194,7 +196,10 @@ class Trainer:
         Applied on the device to the signal of each batch before the model (e.g. a
         PreprocManager, an AugmenterManager).
     callbacks : sequence of callables
-        ``cb(trainer, metrics)`` after every optimizer step.
+        ``cb(trainer, metrics)`` after every optimizer step, before that step's
+        checkpoint (which thus holds the RNG state after the callbacks' draws: a
+        resumed run draws as an uninterrupted one). A callback that raises leaves no
+        checkpoint of its step; a resume starts from the previous one.
     tensorboard : bool
         Also log to ``out_dir/tensorboard`` when TensorBoard is installed.
     keep_last : int, optional
@@ -357,10 +362,23 @@ class Trainer:
         return pointer.parent / pointer.read_text().strip() if pointer.is_file() else None
 
     def resume(self, path: Union[str, os.PathLike, None] = None) -> bool:
-        """Load `path` (default: the latest checkpoint in `out_dir`); False if none."""
-        path = pathlib.Path(path) if path is not None else self.latest_checkpoint()
-        if path is None or not path.is_file():
-            return False
+        """Load `path`, or by default the latest checkpoint in `out_dir` (False if there
+        is none).
+
+        Raises
+        ------
+        FileNotFoundError
+            An explicit `path` that is not a file: training from scratch instead of the
+            checkpoint asked for would go unnoticed.
+        """
+        if path is not None:
+            path = pathlib.Path(path)
+            if not path.is_file():
+                raise FileNotFoundError(f"resume: no checkpoint file at {path}")
+        else:
+            path = self.latest_checkpoint()
+            if path is None or not path.is_file():
+                return False
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
         self._truncate_metrics()
         return True
@@ -445,8 +463,12 @@ class Trainer:
             ) -> list[dict]:
         """Train until `max_steps` (or `epochs`); returns the per-step metrics.
 
-        `resume`: True loads the latest checkpoint in `out_dir` if there is one; a path
-        loads that checkpoint.
+        `resume`: True loads the latest checkpoint in `out_dir` if there is one (else
+        starts afresh); a path loads that checkpoint, and FileNotFoundError is raised
+        if it does not exist.
+
+        A non-finite loss raises FloatingPointError before the optimizer step: the
+        weights, optimizer, scheduler and step count stay those of the last good step.
         """
         if self.out_dir is not None and self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -488,10 +510,13 @@ class Trainer:
                     if writer is not None:
                         writer.add_scalar("loss", metrics["loss"], self.step)
                         writer.add_scalar("lr", metrics["lr"], self.step)
-                    if self.ckpt_every and self.step % self.ckpt_every == 0:
-                        self.save_checkpoint()
                     for cb in self.callbacks:
                         cb(self, metrics)
+                    # After the callbacks: their draws (a validation callback's masks)
+                    # belong in the saved RNG state, or a resumed run would draw
+                    # differently from an uninterrupted one.
+                    if self.ckpt_every and self.step % self.ckpt_every == 0:
+                        self.save_checkpoint()
                 del it
             if self.out_dir is not None and (not self.ckpt_every or self.step % self.ckpt_every):
                 self.save_checkpoint()
@@ -514,23 +539,42 @@ class Trainer:
             sync = self.wrapped.no_sync() if (self.world > 1 and not last) else _nullcontext()
             with sync:
                 loss = self._loss(batch)
+                value = float(loss.detach())
+                if not math.isfinite(value) and not self.distributed:
+                    self._nonfinite_loss(f"loss is {value} (micro-batch {micro + 1} of "
+                                         f"{self.grad_accum})")
                 self.scaler.scale(loss / self.grad_accum).backward()
-            total_loss += float(loss.detach())
+            total_loss += value
+        if self.distributed:
+            # Every rank holds the all-reduced gradients, poisoned by any rank's bad
+            # loss: the ranks agree, and all raise before stepping (none is left waiting
+            # in a collective).
+            bad = torch.tensor(float(not math.isfinite(total_loss)), device=self.device)
+            dist.all_reduce(bad)
+            if bad.item():
+                self._nonfinite_loss("a rank's loss is not finite")
         if self.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        hook = getattr(self.model, "on_optimizer_step", None)
+        if callable(hook):
+            hook()
         if self.scheduler is not None:
             self.scheduler.step()
         self.step += 1
         elapsed = time.perf_counter() - t0
-        loss = total_loss / self.grad_accum
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at step {self.step}")
-        return {"step": self.step, "epoch": self.epoch, "loss": loss,
+        return {"step": self.step, "epoch": self.epoch, "loss": total_loss / self.grad_accum,
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "samples_per_s": n_records * self.world / max(elapsed, 1e-9)}
+
+    def _nonfinite_loss(self, what: str) -> None:
+        """Raise FloatingPointError for a NaN/Inf loss, before any optimizer or scheduler
+        step, so the weights stay those of the last good step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        raise FloatingPointError(f"{what} at step {self.step + 1}; the weights, optimizer "
+                                 f"and scheduler were not stepped")
 
     def _tensorboard(self):
         if not self.tensorboard or not self.is_main or self.out_dir is None:
