@@ -158,6 +158,38 @@ def test_momentum_update_equals_the_plain_loop():
         len(list(model.projector.parameters()))
 
 
+def test_moco_key_encoder_moves_once_per_optimizer_step():
+    """grad_accum=4: one momentum update per optimizer step (not one per micro-batch,
+    an effective m ** 4 towards unchanged query weights), towards the weights that
+    step produced: k <- m k + (1 - m) q, checked by hand after each step."""
+    from fastecg.train import Trainer
+
+    model = _tiny("moco", queue_size=8, momentum=0.5)
+    n_updates = [0]
+    update = model.update_key_encoder
+
+    def counted():
+        n_updates[0] += 1
+        update()
+
+    model.update_key_encoder = counted
+    keys = [[p.detach().clone() for p in model._key_params()]]
+    checked = []
+
+    def check(trainer, metrics):
+        queries = [p.detach().clone() for p in model._query_params()]
+        for k, q, got in zip(keys[-1], queries, model._key_params()):
+            torch.testing.assert_close(got, 0.5 * k + 0.5 * q, rtol=1e-6, atol=1e-7)
+        keys.append([p.detach().clone() for p in model._key_params()])
+        checked.append(trainer.step)
+
+    x = torch.randn(16, 3, 400, generator=torch.Generator().manual_seed(0))
+    Trainer(model, lr=1e-2, batch_size=2, grad_accum=4, max_steps=2, progress=False,
+            callbacks=[check]).fit(x)
+    assert n_updates[0] == 2 and checked == [1, 2]
+    assert not all(torch.equal(a, b) for a, b in zip(keys[0], keys[1]))
+
+
 def test_moco_v2_step_uses_the_queue_and_enqueues_the_keys():
     model = _tiny("moco", queue_size=8, augment=[])  # no augmentation: both views are x
     x = torch.randn(4, 3, 400)

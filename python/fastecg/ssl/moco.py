@@ -87,10 +87,12 @@ class MoCo(BaseContrastiveLearner):
     """MoCo: momentum contrast, version 2 (queue) or 3 (no queue, symmetric, predictor).
 
     A query encoder (the encoder and projector, trained by gradient) and a key encoder
-    (their copies, updated only as ``k <- m k + (1 - m) q`` before each training step, in
-    one ``torch._foreach_lerp_`` over the parameter lists) see two augmented views of each
-    record, made in one :meth:`AugmenterManager.views
-    <fastecg.augmenters.AugmenterManager.views>` pass.
+    (their copies, updated only as ``k <- m k + (1 - m) q`` by :meth:`on_optimizer_step`,
+    once after each optimizer step, in one ``torch._foreach_lerp_`` over the parameter
+    lists) see two augmented views of each record, made in one
+    :meth:`AugmenterManager.views <fastecg.augmenters.AugmenterManager.views>` pass.
+    The :class:`~fastecg.train.Trainer` calls :meth:`on_optimizer_step`; a loop of your
+    own calls it after ``optimizer.step()``, or the key encoder stays where it started.
 
     * ``version=2``: the query of view 1 against the key of view 2 (positive) and a queue
       of `queue_size` keys of past batches (negatives); InfoNCE with `temperature`; the
@@ -200,6 +202,13 @@ class MoCo(BaseContrastiveLearner):
         """One momentum step of the key encoder towards the query encoder."""
         momentum_update(self._key_params(), self._query_params(), self.momentum)
 
+    def on_optimizer_step(self) -> None:
+        """The momentum step of the key encoder towards the new query weights, once per
+        optimizer step: with gradient accumulation over `k` micro-batches, one update
+        (momentum `m`), not `k` (an effective ``m ** k``, most of them towards unchanged
+        query weights)."""
+        self.update_key_encoder()
+
     def _keys(self, v: Tensor) -> Tensor:
         with torch.no_grad():
             h = self.momentum_encoder.forward_features(v).mean(-1)
@@ -231,15 +240,13 @@ class MoCo(BaseContrastiveLearner):
 
     def pretrain_step(self, batch: Any) -> dict:
         """``{"loss": ...}`` of a batch ``(B, n_leads, n_samples)`` or ``(signal, ...)``;
-        in training mode, first a momentum step of the key encoder and (v2) afterwards
-        the batch's keys into the queue."""
+        in training mode (v2) afterwards the batch's keys into the queue. The key
+        encoder moves in :meth:`on_optimizer_step`, not here."""
         x = signal_of(batch)
         self._check_signal(x)
         if self.version == 2:
             self._check_queue(x.shape[0])
         v = self._augmented_views(x, 2)
-        if self.training:
-            self.update_key_encoder()
         if self.version == 2:
             q = nn.functional.normalize(self.projector(self.embed(v[0])), dim=1)
             k = self._keys(v[1])
