@@ -204,3 +204,26 @@ def test_killed_run_then_rerun_gives_identical_files(cinc_records, tmp_path, cap
         if name == "store.json":  # names its source folder, the same here
             continue
         assert (killed / name).read_bytes() == (clean / name).read_bytes(), name
+
+
+def test_a_recipe_reads_the_standard_leads_in_order(tmp_path):
+    """Recipes take the 12 standard leads in order: records stored in another order are
+    reordered, and store.json says which leads the store holds."""
+    import wfdb
+
+    from fastecg.data import ECGStore
+    from fastecg.transforms.recipes import STANDARD_LEADS
+
+    src = tmp_path / "src"
+    src.mkdir()
+    sig = np.cumsum(np.random.default_rng(0).standard_normal((5000, 12)), 0) / 50
+    for name, order in (("std", list(STANDARD_LEADS)), ("rev", list(STANDARD_LEADS)[::-1])):
+        cols = [list(STANDARD_LEADS).index(lead) for lead in order]
+        wfdb.wrsamp(name, fs=500, units=["mV"] * 12, sig_name=order, p_signal=sig[:, cols],
+                    fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12,
+                    write_dir=str(src))
+    assert cli.main(["preprocess", str(src), str(tmp_path / "st"), "--recipe", "st_mem",
+                     "--quiet"]) == 0
+    store = ECGStore(tmp_path / "st")
+    assert store.lead_names == list(STANDARD_LEADS)
+    torch.testing.assert_close(store[0][0], store[1][0], rtol=0, atol=0)

@@ -241,7 +241,12 @@ def _preprocess(args: argparse.Namespace) -> int:
         pipeline = PreprocManager.from_config(args.config_value)
     else:
         pipeline = None
-    dataset = WFDBDataset(args.src, fs=args.fs, leads=args.leads, siglen=args.siglen)
+    leads = args.leads
+    if leads is None and args.recipe is not None:  # recipes take the standard 12, in order
+        from fastecg.transforms.recipes import STANDARD_LEADS
+
+        leads = list(STANDARD_LEADS)
+    dataset = WFDBDataset(args.src, fs=args.fs, leads=leads, siglen=args.siglen)
     try:
         summary = write_store(dataset, args.dst, pipeline, batch_size=args.batch_size,
                               workers=args.workers, dtype=args.dtype, device=args.device,
@@ -271,7 +276,9 @@ def _add_preprocess(sub) -> None:
     pre.add_argument("dst", metavar="DST", help="folder of the store (created)")
     pipeline = pre.add_mutually_exclusive_group()
     pipeline.add_argument("--recipe", type=_recipe_name, default=None,
-                          help="a published model's preprocessing (st_mem, ecgfounder, ...)")
+                          help="a published model's preprocessing (st_mem, ecgfounder, ...); "
+                          "records are read as the standard 12 leads in order unless --leads "
+                          "says otherwise")
     pipeline.add_argument("--config", metavar="FILE", default=None,
                           help="PreprocManager config as JSON (PreprocManager.to_config())")
     pre.add_argument("--fs", type=_float_in(0.0, _MAX_FS, lo_open=True), default=None,
