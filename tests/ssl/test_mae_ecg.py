@@ -116,8 +116,10 @@ def test_bad_input():
         _tiny("mltae").pretrain_step(torch.randn(2, 4, 200))
     with pytest.raises(ValueError, match="not a multiple of patch_size"):
         _tiny("mltae").pretrain_step(torch.randn(2, 3, 190))
+    with pytest.raises(ValueError, match=r"round\(3 x 0.1\) = 0 of the 3 leads"):
+        _tiny("mlae", mask_ratio=0.1)
     with pytest.raises(ValueError, match="at least one masked and one kept lead"):
-        _tiny("mlae", mask_ratio=0.1).pretrain_step(torch.randn(2, 3, 200))
+        _tiny("mlae", mask_ratio=0.2).pretrain_step(torch.randn(2, 2, 200))  # 0 of 2
 
 
 @pytest.mark.parametrize("variant", sorted(MODES))

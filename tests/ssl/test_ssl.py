@@ -138,6 +138,52 @@ def test_bad_input(name):
         SSL.build("stmem")
 
 
+MASKED = [("mae_1d", {}), ("st_mem", {}), ("mae_ecg", {"variant": "mtae"}),
+          ("mae_ecg", {"variant": "mltae"}), ("mae_ecg", {"variant": "mlae"})]
+
+
+@pytest.mark.parametrize("name,kw", MASKED)
+def test_a_mask_ratio_that_masks_nothing_is_refused_at_construction(name, kw):
+    """The loss is a mean over masked patches: with none it was 0 / 0 = NaN."""
+    with pytest.raises(ValueError, match=r"mask_ratio must be in \(0, 1\), got 0.0"):
+        _tiny(name, mask_ratio=0.0, **kw)
+    # TINY takes at most 10 patches (per lead) and 3 leads: round(10 x 0.04) = 0 masked
+    n, unit = (3, "leads") if kw.get("variant") == "mlae" else (10, "patches")
+    with pytest.raises(ValueError, match=rf"round\({n} x 0.04\) = 0 of the {n} {unit}"):
+        _tiny(name, mask_ratio=0.04, **kw)
+
+
+@pytest.mark.parametrize("name,kw", MASKED[:4])
+def test_an_input_too_short_to_mask_is_refused_at_the_step(name, kw):
+    model = _tiny(name, mask_ratio=0.1, **kw)  # 1 of 10 patches; 0 of 2
+    with torch.no_grad():
+        assert model.pretrain_step(torch.randn(2, 3, 200))["mask"].sum(1).eq(
+            3 if name == "st_mem" or kw.get("variant") == "mltae" else 1).all()
+        with pytest.raises(ValueError, match=r"the input has 2 patches.*round\(2 x 0.1\) "
+                                             r"= 0"):
+            model.pretrain_step(torch.randn(2, 3, 40))
+
+
+@pytest.mark.parametrize("name,kw,n_samples", [
+    ("st_mem", {}, 20), ("st_mem", {}, 40), ("st_mem", {"mask_ratio": 0.99}, 200),
+    ("mae_1d", {}, 20), ("mae_ecg", {"variant": "mltae"}, 40)])
+def test_every_patch_masked_is_taken(name, kw, n_samples):
+    """1-2 patches at mask_ratio 0.75 (round(0.75) = 1, round(1.5) = 2), or 0.99 of 10:
+    every patch masked. The encoder sees the class (SEP) tokens alone, as MAE-1D does,
+    and the loss is the plain mean squared error over every patch."""
+    from fastecg.ops.patch_mask import patchify
+
+    model = _tiny(name, norm_pix=False, **kw)
+    x = torch.randn(2, 3, n_samples)
+    out = model.pretrain_step(x)
+    assert out["mask"].eq(1).all()
+    mode = "temporal" if name == "mae_1d" else "lead_temporal"
+    expected = (out["pred"] - patchify(x, 20, mode)).square().mean()
+    torch.testing.assert_close(out["loss"], expected, rtol=1e-5, atol=1e-6)
+    out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_st_mem_takes_fewer_leads():
     model = _tiny("st_mem")
     with torch.no_grad():

@@ -154,6 +154,30 @@ class BaseMaskedAutoencoder(SSLMethod):
         return ("patch_embed", "pos_embed", "lead_embed", "sep_embed", "cls_token", "blocks.",
                 "norm.")
 
+    def _check_mask_count(self, n_leads: int, n_samples: int, at_step: bool = True) -> None:
+        """ValueError where `mask_ratio` would mask nothing: ``round(n * mask_ratio)``
+        is 0 for the ``n`` units it is a fraction of (patches, per lead with
+        ``lead_temporal``; leads with ``lead``), so the loss, a mean over the masked
+        patches, would be 0 / 0. At construction (``at_step=False``) `n_leads` and
+        `n_samples` are the most the model takes: no input could be masked."""
+        if self.mask_mode == "lead":
+            n, unit = n_leads, "leads"
+        else:
+            n = n_samples // self.patch_size
+            unit = "patches per lead" if self.mask_mode == "lead_temporal" else "patches"
+        if round(n * self.mask_ratio) >= 1:
+            return
+        count = f"round({n} x {self.mask_ratio}) = 0"
+        if at_step:
+            raise ValueError(f"{self.method_name}: the input has {n} {unit}; mask_ratio="
+                             f"{self.mask_ratio} masks {count} of them, and the loss is a "
+                             f"mean over masked patches: give a longer input or a larger "
+                             f"mask_ratio")
+        raise ValueError(f"{self.method_name}: mask_ratio={self.mask_ratio} masks {count} "
+                         f"of the {n} {unit} of the largest input the model takes, so no "
+                         f"input would have a masked patch to learn from; use a mask_ratio "
+                         f"above {0.5 / n:.3g}")
+
     @property
     def num_layers(self) -> int:
         return len(self.blocks) + 1

@@ -43,7 +43,10 @@ class MAE1D(BaseMaskedAutoencoder):
     decoder_dim, decoder_depth, decoder_heads : int
         Decoder width, blocks, heads.
     mask_ratio : float
-        Fraction of patches masked, in ``[0, 1)``.
+        Fraction of patches masked, in ``(0, 1)``: ``round(T * mask_ratio)`` of an
+        input's ``T`` patches, which must be at least one (the loss is a mean over the
+        masked patches). When every patch is masked, the encoder sees the class token
+        alone.
     norm_pix : bool
         Normalise each target patch (MAE's better-performing loss).
     fs : float
@@ -56,8 +59,10 @@ class MAE1D(BaseMaskedAutoencoder):
     Raises
     ------
     ValueError
-        Input with a different number of leads, more samples than `seq_len`, or a
-        length not divisible by `patch_size`.
+        `mask_ratio` outside ``(0, 1)`` or masking no patch of even a `seq_len` input;
+        at a step, input with a different number of leads, more samples than
+        `seq_len`, a length not divisible by `patch_size`, or so few patches that
+        `mask_ratio` masks none.
 
     References
     ----------
@@ -77,13 +82,14 @@ class MAE1D(BaseMaskedAutoencoder):
         if seq_len % patch_size:
             raise ValueError(f"mae_1d: seq_len={seq_len} is not a multiple of "
                              f"patch_size={patch_size}")
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f"mae_1d: mask_ratio must be in [0, 1), got {mask_ratio}")
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mae_1d: mask_ratio must be in (0, 1), got {mask_ratio}")
         lead_names = list(lead_names) if lead_names is not None else default_leads(n_leads)
         if len(lead_names) != n_leads:
             raise ValueError(f"mae_1d: {len(lead_names)} lead names for {n_leads} leads")
         self.n_leads, self.seq_len, self.patch_size = n_leads, seq_len, patch_size
         self.mask_ratio, self.norm_pix, self.embed_dim = float(mask_ratio), norm_pix, embed_dim
+        self._check_mask_count(n_leads, seq_len, at_step=False)
         n_tokens = seq_len // patch_size
         self.patch_embed = nn.Linear(n_leads * patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -117,6 +123,7 @@ class MAE1D(BaseMaskedAutoencoder):
     def pretrain_step(self, batch: Any, generator: Optional[torch.Generator] = None) -> dict:
         x = signal_of(batch)
         self._check(x)
+        self._check_mask_count(x.shape[1], x.shape[2])
         t = x.shape[-1] // self.patch_size
         tokens, mask, ids_restore = masked_patch_embed(
             x, self.patch_embed.weight, self.patch_embed.bias, self.pos_embed[1:t + 1],

@@ -52,8 +52,10 @@ class MAEECG(MAE1D):
         Samples per record, a multiple of `patch_size` (5000: 10 s at 500 Hz).
     variant : {"mtae", "mlae", "mltae"}
     mask_ratio : float
-        Of time patches (``mtae``), of leads (``mlae``, at least one lead kept and one
-        masked) or of each lead's patches (``mltae``).
+        In ``(0, 1)``: of time patches (``mtae``), of leads (``mlae``, at least one lead
+        kept and one masked) or of each lead's patches (``mltae``); at least one patch
+        (lead) must be masked. When ``mtae`` or ``mltae`` masks every patch, the encoder
+        sees the class token alone.
     patch_size, embed_dim, depth, num_heads, mlp_ratio, norm_pix
         As :class:`~fastecg.ssl.MAE1D`.
     decoder_dim, decoder_depth, decoder_heads, fs, lead_names, preprocess
@@ -63,8 +65,9 @@ class MAEECG(MAE1D):
     ------
     ValueError
         An unknown variant, `seq_len` not a multiple of `patch_size`, `mask_ratio`
-        outside ``[0, 1)``; at a step, bad input as :class:`~fastecg.ssl.MAE1D`, or a
-        lead mask that keeps or masks no lead.
+        outside ``(0, 1)`` or masking nothing in even the largest input; at a step, bad
+        input as :class:`~fastecg.ssl.MAE1D`, an input so short that no patch is
+        masked, or a lead mask that keeps or masks no lead.
 
     References
     ----------
@@ -100,12 +103,14 @@ class MAEECG(MAE1D):
         if seq_len % patch_size:
             raise ValueError(f"mae_ecg: seq_len={seq_len} is not a multiple of "
                              f"patch_size={patch_size}")
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f"mae_ecg: mask_ratio must be in [0, 1), got {mask_ratio}")
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mae_ecg: mask_ratio must be in (0, 1), got {mask_ratio}")
+        # Set before MAE1D's constructor, which checks mask_ratio against the variant's
+        # masking unit (plain attributes may precede nn.Module.__init__).
+        self.variant, self.mask_mode = variant, MAE_ECG_VARIANTS[variant]
         super().__init__(n_leads, seq_len, patch_size, embed_dim, depth, num_heads,
                          decoder_dim, decoder_depth, decoder_heads, mlp_ratio, mask_ratio,
                          norm_pix, fs, lead_names, preprocess)
-        self.variant, self.mask_mode = variant, MAE_ECG_VARIANTS[variant]
         if self.mask_mode != "temporal":
             # Lead tokens: one lead's patch each, its lead told by a learnable embedding.
             self.patch_embed = nn.Linear(patch_size, embed_dim)
@@ -145,6 +150,7 @@ class MAEECG(MAE1D):
         x = signal_of(batch)
         self._check(x)
         self._check_lead_mask(x.shape[1])
+        self._check_mask_count(x.shape[1], x.shape[2])
         b, c, n = x.shape
         t = n // self.patch_size
         tokens, mask, ids_restore = masked_patch_embed(

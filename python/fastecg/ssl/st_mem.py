@@ -63,13 +63,24 @@ class STMEM(BaseMaskedAutoencoder):
     decoder_dim, decoder_depth, decoder_heads : int
         Decoder (256, 4, 4).
     mask_ratio : float
-        Fraction of each lead's patches masked (0.75).
+        Fraction of each lead's patches masked (0.75), in ``(0, 1)``: ``round(T *
+        mask_ratio)`` of an input's ``T`` patches per lead, which must be at least one
+        (the loss is a mean over masked patches). When every patch of the leads is
+        masked, the encoder sees their SEP tokens alone.
     norm_pix : bool
         Normalise each target patch by its mean and variance (off: the paper
         reconstructs the standardised signal itself).
     fs, lead_names, preprocess
         The input contract: 250 Hz, the standard leads, the ``st_mem`` recipe (its crop
         set to `seq_len` when that is not 2250; the recipe takes the 12 standard leads).
+
+    Raises
+    ------
+    ValueError
+        `seq_len` not a multiple of `patch_size`, `mask_ratio` outside ``(0, 1)`` or
+        masking no patch of even a `seq_len` input; at a step, more leads or samples
+        than the model takes, a length not divisible by `patch_size`, or so few
+        patches that `mask_ratio` masks none.
 
     References
     ----------
@@ -90,13 +101,14 @@ class STMEM(BaseMaskedAutoencoder):
         if seq_len % patch_size:
             raise ValueError(f"st_mem: seq_len={seq_len} is not a multiple of "
                              f"patch_size={patch_size}")
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f"st_mem: mask_ratio must be in [0, 1), got {mask_ratio}")
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"st_mem: mask_ratio must be in (0, 1), got {mask_ratio}")
         lead_names = list(lead_names) if lead_names is not None else default_leads(n_leads)
         if len(lead_names) != n_leads:
             raise ValueError(f"st_mem: {len(lead_names)} lead names for {n_leads} leads")
         self.n_leads, self.seq_len, self.patch_size = n_leads, seq_len, patch_size
         self.mask_ratio, self.norm_pix, self.embed_dim = float(mask_ratio), norm_pix, embed_dim
+        self._check_mask_count(n_leads, seq_len, at_step=False)
         n_patches = seq_len // patch_size
         self.patch_embed = nn.Linear(patch_size, embed_dim)
         # Rows 0 and n_patches + 1 are the SEP positions around a lead's patches.
@@ -142,6 +154,7 @@ class STMEM(BaseMaskedAutoencoder):
     def pretrain_step(self, batch: Any, generator: Optional[torch.Generator] = None) -> dict:
         x = signal_of(batch)
         check_input(x, self.n_leads, self.seq_len, self.patch_size, self.method_name)
+        self._check_mask_count(x.shape[1], x.shape[2])
         b, c, n = x.shape
         t = n // self.patch_size
         tokens, mask, ids_restore = masked_patch_embed(
@@ -149,9 +162,12 @@ class STMEM(BaseMaskedAutoencoder):
             self.patch_size, self.mask_ratio, "lead_temporal", generator,
             lead_embed=self.lead_embed[:c])
         k = tokens.shape[1] // c
-        h = self._encode(tokens.view(b, c, k, -1), t)[:, :, 1:-1]
-        h = self.decoder_embed(h).reshape(b, c * k, -1)
+        # The width spelt out: with every patch masked (k = 0) a -1 cannot be inferred,
+        # and each lead goes on as its two SEP tokens alone (as MAE-1D's class token).
+        h = self._encode(tokens.view(b, c, k, tokens.shape[-1]), t)[:, :, 1:-1]
+        h = self.decoder_embed(h)
         d = h.shape[-1]
+        h = h.reshape(b, c * k, d)
         seq = torch.cat([h, self.mask_token.expand(b, c * (t - k), d)], dim=1)
         seq = seq.gather(1, ids_restore.unsqueeze(-1).expand(b, c * t, d)).view(b, c, t, d)
         lead = self.decoder_lead_embed[:c]
