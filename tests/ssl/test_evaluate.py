@@ -124,6 +124,40 @@ def test_patient_split_keeps_each_patient_on_one_side():
     assert by3 == "record"
 
 
+@pytest.mark.parametrize("kind", ["int", "numpy", "tensor", "float"])
+def test_patient_ids_that_are_not_strings_are_patients(kind):
+    """Numbers are patient ids too (they were taken for missing ones: a record split,
+    one patient's records on both sides); None, NaN and "" stay missing."""
+    patient = [i // 3 for i in range(60)]  # 20 patients of 3 records
+    ids = {"int": patient, "numpy": np.array(patient), "tensor": torch.tensor(patient),
+           "float": [float(p) for p in patient]}[kind]
+    y = np.array([p % 2 for p in patient])
+    train, test, by = train_test_indices(y, ids, test_size=0.3, seed=0)
+    assert by == "patient"
+    assert not {patient[i] for i in train} & {patient[i] for i in test}
+    if kind != "float":  # compared by value: the split of the same ids as strings
+        ref = train_test_indices(y, [str(p) for p in patient], test_size=0.3, seed=0)
+        assert np.array_equal(train, ref[0]) and np.array_equal(test, ref[1])
+    df = evaluate(SSL.build("mae_1d", **TINY), (torch.randn(60, 2, 100), y, ids), "knn",
+                  label_fractions=[1.0], seeds=[0], n_bootstrap=10)
+    assert df.attrs["split"] == "patient"
+    assert (df["n_test"] == len(train_test_indices(y, ids)[1])).all()
+    missing = [None, float("nan"), np.nan, ""] + list(ids)[4:]
+    train, test, by = train_test_indices(y, missing, seed=0)
+    assert by == "patient"
+    assert not {patient[i] for i in train if i >= 4} & {patient[i] for i in test if i >= 4}
+    assert train_test_indices(y, [None, float("nan"), ""] * 20)[2] == "record"
+
+
+def test_an_empty_dataset_is_a_clear_error():
+    model = SSL.build("mae_1d", **TINY)
+    with pytest.raises(ValueError, match="holds no records"):
+        evaluate(model, (torch.zeros(0, 2, 100), np.zeros(0, dtype=np.int64)))
+    with pytest.raises(ValueError, match="holds no records"):
+        evaluate(model, torch.utils.data.TensorDataset(torch.zeros(0, 2, 100),
+                                                       torch.zeros(0, dtype=torch.int64)))
+
+
 def test_label_subsample():
     y = np.repeat(np.arange(5), [200, 100, 50, 30, 20])
     for fraction in (0.01, 0.1, 0.5):

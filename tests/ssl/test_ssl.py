@@ -214,6 +214,30 @@ def test_finetune_linear_probe_and_layer_decay(tmp_path):
         finetune(tmp_path, num_classes=3, mode="frozen")
 
 
+@pytest.mark.parametrize("mode", ["linear_probe", "full"])
+def test_finetune_leaves_the_callers_model_as_it_was(mode):
+    """finetune(model) copies it: no frozen parameters, no eval mode, no weight changes
+    leak into the SSL model the caller goes on pretraining."""
+    model = _tiny("mae_1d").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    clf = finetune(model, num_classes=3, mode=mode)
+    assert clf.encoder is not model
+    assert all(p.requires_grad for p in model.parameters()) and model.training
+    assert all(p.requires_grad == (mode == "full") for p in clf.encoder.parameters())
+    x, y = _synthetic(16), torch.arange(16) % 3
+    Trainer(clf, loss_fn=nn.functional.cross_entropy, batch_size=8, max_steps=2, lr=0.1,
+            progress=False).fit(torch.utils.data.TensorDataset(x, y))
+    for k, v in before.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    changed = any(not torch.equal(clf.encoder.state_dict()[k], v) for k, v in before.items())
+    assert changed == (mode == "full")
+    # the caller's model still pretrains
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.pretrain_step(x[:4])["loss"].backward()
+    opt.step()
+    assert not torch.equal(model.patch_embed.weight, before["patch_embed.weight"])
+
+
 class NoiseViews(BaseContrastiveLearner):
     method_name = "noise_views"
 

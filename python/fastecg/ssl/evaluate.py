@@ -9,7 +9,6 @@ pretrained ones on many ECG tasks, so the baseline is part of every result.
 
 from __future__ import annotations
 
-import copy
 import os
 import types
 from typing import Any, Callable, Optional, Sequence, Union
@@ -214,8 +213,10 @@ def train_test_indices(targets, patient_ids=None, test_size: float = 0.3, seed: 
     Parameters
     ----------
     targets : array, shape (n,) int or (n, K) 0/1
-    patient_ids : sequence of str, optional
-        One per record; a missing one (None, NaN, "") makes the record its own patient.
+    patient_ids : sequence, optional
+        One per record: strings, integers (Python or NumPy), floats..., compared by
+        value through ``str``; a missing one (None, NaN, "") makes the record its own
+        patient.
     test_size : float
         Fraction of the units (patients or records) in the test split, in (0, 1).
     seed : int
@@ -250,7 +251,7 @@ def train_test_indices(targets, patient_ids=None, test_size: float = 0.3, seed: 
     columns = {"record": pd.Series([str(i) for i in range(n)], dtype="str"), **labels}
     by = "record"
     if patient_ids is not None:
-        ids = [p if isinstance(p, str) and p else None for p in patient_ids]
+        ids = [_patient_key(p) for p in patient_ids]
         if len(ids) != n:
             raise ValueError(f"{len(ids)} patient ids for {n} records")
         if any(p is not None for p in ids):
@@ -260,6 +261,20 @@ def train_test_indices(targets, patient_ids=None, test_size: float = 0.3, seed: 
     train, test = split(holder, by=by, fractions=(1 - test_size, test_size), seed=seed)
     return (np.asarray(train.indices, dtype=np.int64), np.asarray(test.indices, dtype=np.int64),
             by)
+
+
+def _patient_key(pid: Any) -> Optional[str]:
+    """A patient id as a string to compare by value (``7``, ``np.int64(7)`` and
+    ``tensor(7)`` are one patient), or None where it is missing (None, NaN, "")."""
+    import pandas as pd
+
+    if isinstance(pid, Tensor):
+        pid = pid.item()
+    if pid is None or (isinstance(pid, str) and not pid):
+        return None
+    if not isinstance(pid, str) and np.ndim(pid) == 0 and pd.isna(pid):  # NaN, pd.NA, NaT
+        return None
+    return str(pid)
 
 
 def label_subsample(targets, fraction: float, seed: int = 0) -> np.ndarray:
@@ -359,6 +374,9 @@ def _load(dataset, batch_size: int) -> tuple[Tensor, np.ndarray, Optional[list],
         if meta is not None and "patient_id" in meta and len(meta) == len(x):
             groups = meta["patient_id"].tolist()
         n_classes = getattr(dataset, "num_classes", None)
+    if len(x) == 0:
+        raise ValueError("dataset: it holds no records; evaluate needs labelled records to "
+                         "split into train and test")
     if x.dim() != 3 or len(x) != len(y):
         raise ValueError(f"dataset: expected signals (N, n_leads, n_samples) and N targets, "
                          f"got {tuple(x.shape)} and {len(y)}")
@@ -476,8 +494,9 @@ def _finetune(encoder: SSLMethod, x_tr: Tensor, y_tr: np.ndarray, x_te: Tensor,
     multilabel = y_tr.ndim == 2
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, opt = finetune(copy.deepcopy(encoder), num_classes=n_classes, mode="full",
-                              lr=lr, optimizer=True)
+        # finetune copies the encoder: the caller's stays as it is
+        model, opt = finetune(encoder, num_classes=n_classes, mode="full", lr=lr,
+                              optimizer=True)
         if multilabel:
             target = torch.as_tensor(y_tr, dtype=torch.float32)
             loss_fn = nn.functional.binary_cross_entropy_with_logits
@@ -594,9 +613,9 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
     Raises
     ------
     ValueError
-        An unknown protocol, a label fraction outside (0, 1], no seeds, a dataset
-        without targets or with records of different shapes, a training split
-        without two classes.
+        An unknown protocol, a label fraction outside (0, 1], no seeds, an empty
+        dataset, a dataset without targets or with records of different shapes, a
+        training split without two classes.
     TypeError
         `encoder_or_dir` is neither an SSL method nor a folder.
 

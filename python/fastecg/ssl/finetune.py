@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Optional, Union
 
@@ -95,7 +96,10 @@ def finetune(pretrained: Union[str, os.PathLike, SSLMethod], num_classes: int,
     Parameters
     ----------
     pretrained : path or SSLMethod
-        A ``save_pretrained`` directory of an SSL method, or the method itself.
+        A ``save_pretrained`` directory of an SSL method, or the method itself, which is
+        copied (``model.encoder`` is the copy): training the classifier, and the frozen
+        eval-mode encoder of ``linear_probe``, leave the caller's module as it was. To
+        train a module in place, wrap it in :class:`SSLClassifier` yourself.
     num_classes : int
     mode : {"linear_probe", "full"}
     layer_decay : float, optional
@@ -107,7 +111,7 @@ def finetune(pretrained: Union[str, os.PathLike, SSLMethod], num_classes: int,
     -------
     SSLClassifier, or (SSLClassifier, torch.optim.AdamW) with ``optimizer=True``.
     """
-    encoder = pretrained if isinstance(pretrained, nn.Module) else \
+    encoder = copy.deepcopy(pretrained) if isinstance(pretrained, nn.Module) else \
         from_pretrained(pretrained, **overrides)
     if not isinstance(encoder, SSLMethod):
         raise ValueError(f"finetune: {pretrained} holds a {type(encoder).__name__}, not an SSL "
