@@ -263,6 +263,18 @@ def test_contract_errors():
         c.apply(torch.randn(2, 100), 500.0)
 
 
+def test_contract_puts_named_leads_in_its_order():
+    c = Contract(fs=250.0, lead_names=["I", "II", "III"], siglen=100)
+    x = torch.randn(2, 3, 100)  # leads III, I, II
+    torch.testing.assert_close(c.apply(x, 250.0, ["III", "I", "II"]), x[:, [1, 2, 0]],
+                               rtol=0, atol=0)
+    assert c.lead_order(["I", "II", "III"]) is None and c.lead_order(None) is None
+    assert torch.equal(c.apply(x, 250.0, ["I", "II", "III"]), x)
+    with pytest.raises(ValueError, match=r"\(I, II, V1\) are not the model's \(I, II, III\): "
+                                         r"missing \['III'\], not expected \['V1'\]"):
+        c.apply(x, 250.0, ["I", "II", "V1"])
+
+
 def test_downstream_model_round_trip(tmp_path):
     from fastecg.registry import MODELS
 

@@ -108,3 +108,60 @@ def test_finetune_on_a_store_of_multi_label_targets(tmp_path, capsys):
                  str(tmp_path / "store"), "--steps", "2", "--batch-size", "3", "--out",
                  str(tmp_path / "ft"), "--quiet"]) == 0
     assert "finetune (linear_probe): 2 steps" in capsys.readouterr().out
+
+
+def _lead_store(root, lead_names):
+    """A store of 8 labelled 3-lead records whose lead named "I" holds 1.0, "II" 2.0 and
+    so on: which lead the model sees is read off its values."""
+    import numpy as np
+
+    from fastecg.data import ArrayDataset, write_store
+
+    value = {"I": 1.0, "II": 2.0, "III": 3.0, "V1": 7.0}
+    signals = np.stack([np.stack([np.full(500, value[n], np.float32) for n in lead_names])
+                        for _ in range(8)])
+    write_store(ArrayDataset(signals, labels=[0, 1] * 4, fs=500.0, lead_names=lead_names),
+                root, progress=False)
+
+
+def test_finetune_reorders_a_store_of_the_models_leads(tmp_path, monkeypatch, capsys):
+    """The contract says I, II, III; a store of III, II, I is put in that order (it was
+    fed as it was), a store of other leads is refused before training."""
+    from fastecg.data import ECGStore
+    from fastecg.ssl import SSLClassifier
+    from fastecg.ssl.cli import _input_transform
+
+    torch.manual_seed(0)
+    MAE1D(n_leads=3, seq_len=500, patch_size=50, embed_dim=16, depth=1, num_heads=2,
+          decoder_dim=8, decoder_depth=1, decoder_heads=2).save_pretrained(tmp_path / "pt")
+    _lead_store(tmp_path / "reversed", ["III", "II", "I"])
+    seen = []
+    forward = SSLClassifier.forward
+
+    def spy(self, x):
+        seen.append(x.detach().clone())
+        return forward(self, x)
+
+    monkeypatch.setattr(SSLClassifier, "forward", spy)
+    assert main(["finetune", "--checkpoint", str(tmp_path / "pt"), "--data",
+                 str(tmp_path / "reversed"), "--steps", "2", "--batch-size", "4", "--out",
+                 str(tmp_path / "ft"), "--quiet"]) == 0
+    assert len(seen) == 2
+    for x in seen:
+        assert x.shape == (4, 3, 500)
+        assert x[:, 0].eq(1.0).all() and x[:, 1].eq(2.0).all() and x[:, 2].eq(3.0).all()
+    store = ECGStore(tmp_path / "reversed")
+    batch = torch.stack([store[i][0] for i in range(4)])
+    contract = MAE1D.from_pretrained(tmp_path / "pt").contract
+    assert torch.equal(_input_transform(contract, 500.0, store.lead_names)(batch),
+                       batch.flip(1))
+
+    _lead_store(tmp_path / "other", ["I", "II", "V1"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["finetune", "--checkpoint", str(tmp_path / "pt"), "--data",
+              str(tmp_path / "other"), "--steps", "1", "--batch-size", "4", "--out",
+              str(tmp_path / "ft2"), "--quiet"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "(I, II, V1)" in err and "(I, II, III)" in err
+    assert not (tmp_path / "ft2" / "train").exists()

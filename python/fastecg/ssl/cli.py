@@ -69,15 +69,16 @@ def _dataset(data: str, n_records: int, model, labelled: bool, seed: int):
 
 def _check_input(dataset, contract, fs: float, data: str) -> None:
     """ValueError before any training where the records cannot become the model's input:
-    the contract takes one record at `fs` through its preprocessing and checks the rate,
-    length and leads it comes out with (a store at another rate than the model's, whose
-    contract does not resample, would otherwise be fed to it as it is)."""
+    the contract takes one record at `fs` (its leads named by the dataset, when it names
+    them) through its preprocessing and checks the leads, rate and length it comes out
+    with (a store at another rate than the model's, whose contract does not resample,
+    or of other leads, would otherwise be fed to it as it is)."""
     if contract is None or len(dataset) == 0:
         return
     item = dataset[0]
     sig = torch.as_tensor(item[0] if isinstance(item, (tuple, list)) else item)
     try:
-        contract.apply(sig[None], fs)
+        contract.apply(sig[None], fs, getattr(dataset, "lead_names", None))
     except ValueError as err:
         hint = ""
         if contract.fs is not None and contract.manager() is None and \
@@ -87,15 +88,21 @@ def _check_input(dataset, contract, fs: float, data: str) -> None:
         raise ValueError(f"--data {data}: {err}{hint}") from None
 
 
-def _input_transform(contract, fs: float):
+def _input_transform(contract, fs: float, lead_names=None):
     """Device-side preparation inside the training step: the model's contract applied to
-    records at `fs` (None when they already are the model's input)."""
-    pm = contract.manager() if contract is not None else None
-    if pm is None:
+    records at `fs` whose leads are `lead_names` (put in the contract's order first);
+    None when they already are the model's input."""
+    if contract is None:
+        return None
+    pm = contract.manager()
+    order = contract.lead_order(lead_names)
+    if pm is None and order is None:
         return None
 
     def transform(sig):
-        return pm(sig, fs)[0]
+        if order is not None:
+            sig = sig.index_select(-2, torch.tensor(order, device=sig.device))
+        return sig if pm is None else pm(sig, fs)[0]
 
     return transform
 
@@ -121,7 +128,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     trainer = Trainer(model, lr=args.lr, batch_size=args.batch_size, max_steps=args.steps,
                       amp=args.amp, out_dir=out / "train", ckpt_every=args.ckpt_every,
-                      seed=args.seed, transform=_input_transform(model.contract, fs),
+                      seed=args.seed,
+                      transform=_input_transform(model.contract, fs,
+                                                 getattr(dataset, "lead_names", None)),
                       progress=not args.quiet, num_workers=args.workers)
     t0 = time.perf_counter()
     hist = trainer.fit(dataset, resume=args.resume)
@@ -164,7 +173,9 @@ def run_finetune(args: argparse.Namespace) -> int:
     trainer = Trainer(model, torch.optim.AdamW(params, lr=args.lr),
                       loss_fn=loss_fn, batch_size=args.batch_size,
                       max_steps=args.steps, out_dir=pathlib.Path(args.out) / "train",
-                      seed=args.seed, transform=_input_transform(model.contract, fs),
+                      seed=args.seed,
+                      transform=_input_transform(model.contract, fs,
+                                                 getattr(dataset, "lead_names", None)),
                       progress=not args.quiet)
     hist = trainer.fit(dataset)
     if trainer.is_main and hist:

@@ -65,8 +65,44 @@ class Contract:
             self._manager = PreprocManager.from_config(self.preprocess)
         return self._manager
 
-    def apply(self, raw: Tensor, fs: float) -> Tensor:
-        """Raw ``(..., n_leads, n_samples)`` at `fs` -> the model's input."""
+    def lead_order(self, lead_names: Optional[Sequence[str]]) -> Optional[list]:
+        """Indices that put records whose leads are `lead_names` (in order) into the
+        contract's lead order (a ``lead_select``), or None where nothing is to move:
+        the same order, or either side without lead names.
+
+        Raises
+        ------
+        ValueError
+            The records' leads are not the contract's (some missing or extra): a model
+            fed other leads than it was trained on learns or predicts from the wrong
+            signals without any error in shape.
+
+        Examples
+        --------
+        >>> Contract(lead_names=["I", "II", "V1"]).lead_order(["V1", "I", "II"])
+        [1, 2, 0]
+        """
+        if lead_names is None or self.lead_names is None:
+            return None
+        lead_names = list(lead_names)
+        if lead_names == self.lead_names:
+            return None
+        if sorted(lead_names) != sorted(self.lead_names):
+            missing = [n for n in self.lead_names if n not in lead_names]
+            extra = [n for n in lead_names if n not in self.lead_names]
+            raise ValueError(f"the records' leads ({', '.join(lead_names)}) are not the "
+                             f"model's ({', '.join(self.lead_names)}): missing "
+                             f"{missing or 'none'}, not expected {extra or 'none'}")
+        return [lead_names.index(n) for n in self.lead_names]
+
+    def apply(self, raw: Tensor, fs: float,
+              lead_names: Optional[Sequence[str]] = None) -> Tensor:
+        """Raw ``(..., n_leads, n_samples)`` at `fs` -> the model's input. Given the
+        records' `lead_names`, their leads are first put in the contract's order
+        (ValueError if they are other leads; see :meth:`lead_order`)."""
+        order = self.lead_order(lead_names)
+        if order is not None:
+            raw = raw.index_select(-2, torch.tensor(order, device=raw.device))
         pm = self.manager()
         sig, out_fs = (raw, float(fs)) if pm is None else pm(raw, float(fs))
         if self.fs is not None and abs(out_fs - self.fs) > 1e-9:
