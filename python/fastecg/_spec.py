@@ -164,11 +164,11 @@ def default_numtaps(fs: float, filter_order: Optional[int] = None) -> int:
     return n + 1 - n % 2  # odd
 
 
-def butter_order(filter_order: Optional[int]) -> int:
-    """The modules' Butterworth order: `filter_order`, default 4 (0 is an error, not
-    the default)."""
+def butter_order(filter_order: Optional[int], fs: float) -> int:
+    """The modules' Butterworth order: `filter_order`, default torch_ecg's
+    ``round(0.01 * fs)`` (5 at 500 Hz; at least 1). 0 is an error, not the default."""
     if filter_order is None:
-        return 4
+        return max(1, round(0.01 * fs))
     check_positive_int("filter_order", filter_order)
     return filter_order
 

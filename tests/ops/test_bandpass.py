@@ -316,7 +316,8 @@ def test_module_compile_fullgraph_matches_eager_and_functional():
         return module(x).square().mean(-1)
 
     x = torch.randn(2, 12, 1000, requires_grad=True)
-    torch.testing.assert_close(module(x), bandpass(x, 500.0), rtol=0, atol=0)
+    # The module's default order is torch_ecg's round(0.01 fs): 5 at 500 Hz.
+    torch.testing.assert_close(module(x), bandpass(x, 500.0, order=5), rtol=0, atol=0)
     compiled = torch.compile(pipeline, fullgraph=True)
     out = compiled(x)
     torch.testing.assert_close(out, pipeline(x))
@@ -353,7 +354,7 @@ def test_compile_dynamic_with_default_band():
     from fastecg.preprocessors import BandPass
 
     torch.compiler.reset()
-    for fn in (lambda t: bandpass(t, 500.0), BandPass(500.0, method="fft")):
+    for fn in (lambda t: bandpass(t, 500.0), BandPass(500.0, method="fft", filter_order=4)):
         method = "fft" if isinstance(fn, BandPass) else "iir"
         compiled = torch.compile(fn, fullgraph=True, dynamic=True)
         for n in (300, 400):
@@ -391,11 +392,12 @@ def test_module_filter_stays_exact_after_dtype_casts():
     from fastecg.preprocessors import BandPass
 
     x = signal((2, 3, 600), torch.float64)
-    model = torch.nn.Sequential(BandPass(500.0), torch.nn.Conv1d(3, 4, 3)).float()
+    model = torch.nn.Sequential(BandPass(500.0, filter_order=4), torch.nn.Conv1d(3, 4, 3)).float()
     torch.testing.assert_close(model[0](x.float()), bandpass(x.float(), 500.0), rtol=0, atol=0)
     assert model(x.float()).shape == (2, 4, 598)
-    torch.testing.assert_close(BandPass(500.0).double()(x), bandpass(x, 500.0), rtol=0, atol=0)
-    half = BandPass(500.0).half()(x.half())
+    torch.testing.assert_close(BandPass(500.0, filter_order=4).double()(x), bandpass(x, 500.0),
+                               rtol=0, atol=0)
+    half = BandPass(500.0, filter_order=4).half()(x.half())
     assert half.dtype == torch.float16
     torch.testing.assert_close(half, bandpass(x.half(), 500.0), rtol=0, atol=0)
 
@@ -467,3 +469,20 @@ def test_numpy_path_matches_ops(method, band):
     assert rel_err(module(x), twin(x.numpy())) < 1e-11
     x32 = x.float().numpy()
     assert numpy_path.bandpass(x32, 500.0, *band, method=method).dtype == np.float32
+
+
+def test_module_default_order_is_torch_ecgs():
+    """BandPass without filter_order designs torch_ecg's order, round(0.01 fs) (Python's
+    round, as torch_ecg's), and the NumPy path the same."""
+    from fastecg import numpy_path
+    from fastecg.preprocessors import BandPass
+
+    for fs, order in ((500.0, 5), (250.0, 2), (360.0, 4), (100.0, 1), (1000.0, 10)):
+        band = (0.5, min(45.0, fs / 2 - 1))
+        assert BandPass(fs, *band).order_at(fs) == order
+        assert numpy_path.BandPass(fs, *band).order == order
+        x = signal((1, 2, 2000))
+        ref = ss.sosfiltfilt(ss.butter(order, band, btype="bandpass", fs=fs, output="sos"),
+                             x.numpy())
+        torch.testing.assert_close(BandPass(fs, *band)(x), torch.from_numpy(ref.copy()).float(),
+                                   rtol=0, atol=1e-6 * float(abs(ref).max()))

@@ -84,9 +84,10 @@ def ecg_fm_reference(x):
 
 @per_record
 def torch_ecg_default_reference(x):
-    # Butterworth order-4 band-pass 0.5-45 Hz, the two medians of 0.2 s and 0.6 s
-    # (nearest extension) subtracted, z-score with the unbiased std and 1e-7.
-    x = ss.sosfiltfilt(ss.butter(4, [0.5, 45.0], btype="bandpass", fs=FS, output="sos"), x)
+    # Butterworth band-pass 0.5-45 Hz of order round(0.01 fs), the two medians of 0.2 s
+    # and 0.6 s (nearest extension) subtracted, z-score with the unbiased std and 1e-7.
+    order = round(0.01 * FS)
+    x = ss.sosfiltfilt(ss.butter(order, [0.5, 45.0], btype="bandpass", fs=FS, output="sos"), x)
     base = np.stack([ndimage.median_filter(ndimage.median_filter(lead, 101, mode="nearest"),
                                            301, mode="nearest") for lead in x])
     x = x - base

@@ -296,3 +296,20 @@ def test_pipeline_moves_like_any_module():
     assert pm.to("cpu") is pm and pm.double() is pm
     after = pm(x.clone(), 500.0)[0]
     torch.testing.assert_close(after, before)
+
+
+def test_per_lead_mean_and_std_run_along_leads():
+    """A 1-D mean/std is one value per lead (torch_ecg's per-lead form), on the torch
+    and NumPy paths, whatever the record length (it was broadcast along time)."""
+    x = np.random.default_rng(3).standard_normal((2, 12, 500)) * 3 + 1
+    mean, std = [0.1 * i for i in range(12)], [1.0 + 0.1 * i for i in range(12)]
+    cfg = {"normalize": {"mean": mean, "std": std, "per_channel": True}}
+    out = PreprocManager.from_config(cfg)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out.mean(-1), np.broadcast_to(mean, (2, 12)), atol=1e-12)
+    np.testing.assert_allclose(out.std(-1, ddof=1), np.broadcast_to(std, (2, 12)), rtol=1e-6)
+    np.testing.assert_allclose(NumpyPreprocManager.from_config(cfg)(x), out, atol=1e-12)
+    naive = {"normalize": {"method": "naive", "mean": mean, "std": std}}
+    ref = (x - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]
+    np.testing.assert_allclose(PreprocManager.from_config(naive)(torch.from_numpy(x)).numpy(),
+                               ref, atol=1e-12)
+    np.testing.assert_allclose(NumpyPreprocManager.from_config(naive)(x), ref, atol=1e-12)

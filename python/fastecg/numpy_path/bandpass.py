@@ -79,7 +79,7 @@ class BandPass:
             self.order = default_numtaps(self.fs, filter_order)
             fir_taps(self.order, lowcut, highcut, self.fs)  # validates now
         else:
-            self.order = butter_order(filter_order)
+            self.order = butter_order(filter_order, self.fs)
             butter_sos(self.order, lowcut, highcut, self.fs)
 
     def __call__(self, sig: np.ndarray) -> np.ndarray:

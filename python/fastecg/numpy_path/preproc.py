@@ -103,7 +103,12 @@ class NormalizeStep(NormalizeSpec, NumpyStep):
 
 
 def _array(value: Any) -> Any:
-    return np.asarray(value, dtype=np.float64) if isinstance(value, (list, tuple)) else value
+    """A number as given; a sequence as an array, one value per lead (1-D) as a column
+    ``(n_leads, 1)`` (broadcast over time, as the torch step does)."""
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        return value
+    value = np.asarray(value, dtype=np.float64)
+    return value[:, None] if value.ndim == 1 else value
 
 
 @NUMPY_PREPROCESSORS.register("min_max_normalize")

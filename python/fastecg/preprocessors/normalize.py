@@ -37,10 +37,13 @@ class Normalize(NormalizeSpec, Transform):
 
 
 def _stat(value: Any, sig: Tensor) -> Any:
-    """A number or tensor as given; a sequence as a tensor on `sig`'s device (made once
-    per device, not per call)."""
+    """A number as given; a sequence as a tensor on `sig`'s device (made once per device,
+    not per call); one value per lead (1-D) as a column ``(n_leads, 1)``, which the op
+    broadcasts over time (a 1-D tensor would otherwise run along time)."""
     if isinstance(value, (list, tuple)):
-        return _as_tensor(_frozen(value), str(sig.device))
+        value = _as_tensor(_frozen(value), str(sig.device))
+    if isinstance(value, Tensor) and value.dim() == 1:
+        return value[:, None]
     return value
 
 

@@ -86,8 +86,9 @@ class BandPassSpec(Step):
         Butterworth (``method`` ``"iir"`` or ``"fft"``) or Hamming-window FIR
         (``scipy.signal.firwin`` applied by ``filtfilt``), as torch_ecg.
     filter_order : int, optional
-        Butterworth: order of each pass (default 4). FIR: number of taps, default
-        ``int(0.2 * fs)``, made odd as torch_ecg (through BioSPPy) does.
+        Butterworth: order of each pass, default torch_ecg's ``round(0.01 * fs)`` (5 at
+        500 Hz). FIR: number of taps, default ``int(0.2 * fs)``, made odd as torch_ecg
+        (through BioSPPy) does.
     method : {"iir", "fft"}
         Butterworth method, see :func:`fastecg.ops.bandpass`; ignored for FIR.
     backend : {"auto", "cuda", "triton", "cpu", "torch"}
@@ -117,7 +118,7 @@ class BandPassSpec(Step):
         """Butterworth order, or FIR taps (whose default depends on fs)."""
         if self.method == "fir":
             return default_numtaps(fs, self.filter_order)
-        return butter_order(self.filter_order)
+        return butter_order(self.filter_order, fs)
 
     def design(self, fs: float) -> np.ndarray:
         """The filter at `fs`: SOS (Butterworth) or taps (FIR); ValueError for a band
@@ -207,8 +208,9 @@ class BaselineRemoveSpec(Step):
 
 class NormalizeSpec(Step):
     """Normalisation, see :func:`fastecg.ops.normalize` (torch_ecg's ``Normalize``
-    arguments, plus ``ddof`` and ``eps``). `mean` and `std` may be numbers or, per lead,
-    sequences (tensors on the torch path)."""
+    arguments, plus ``ddof`` and ``eps``). `mean` and `std` may be numbers, one value per
+    lead (a 1-D sequence, or tensor on the torch path), or arrays that broadcast to
+    ``x.shape[:-1] + (1,)``."""
 
     def __init__(self, method: str = "z-score", mean: Any = 0.0, std: Any = 1.0,
                  per_channel: bool = False, backend: str = "auto", ddof: int = 1,

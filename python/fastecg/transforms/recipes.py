@@ -151,14 +151,21 @@ def ecg_fm() -> list[dict]:
 
 def torch_ecg_default() -> list[dict]:
     """torch_ecg's preprocessors at their default arguments (github.com/DeepPSP/torch_ecg,
-    ``torch_ecg/preprocessors``): Butterworth band-pass 0.5-45 Hz (order 4,
-    ``sosfiltfilt``) -> baseline removal by two medians of 0.2 s and 0.6 s ->
-    z-score per record to mean 0, std 1 (``torch.std``, ddof 1).
+    ``torch_ecg/_preprocessors``, its SciPy path): Butterworth band-pass 0.5-45 Hz of
+    order ``round(0.01 * fs)`` (5 at 500 Hz), zero phase -> baseline removal by two
+    medians of 0.2 s and 0.6 s -> z-score per record to mean 0, std 1 (``torch.std``,
+    ddof 1).
 
     Choices: torch_ecg has no single default pipeline; its ``PreprocManager`` builds
     ``bandpass``, ``baseline_remove``, ``normalize`` and ``resample`` from a config, in
     that documented order. This recipe is those three steps with torch_ecg's defaults
     (``resample`` has no default rate, so it is left out; the signal keeps its rate).
+    torch_ecg applies the band-pass as a transfer function (``filtfilt(b, a)``), which at
+    0.5 Hz and 500 Hz is ill-conditioned: its output moves ~2% of the peak from the
+    Butterworth filter it designs (also in float64); this recipe applies that filter
+    exactly (SOS, ``sosfiltfilt``). torch_ecg's tensor preprocessors
+    (``torch_ecg/preprocessors``) are different methods again (an FFT mask band-pass, a
+    mean-filter baseline).
     """
     return [
         {"name": "bandpass", "lowcut": 0.5, "highcut": 45.0},
