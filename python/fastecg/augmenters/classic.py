@@ -53,6 +53,14 @@ def _table(value: Any, what: str, width: Optional[int] = None) -> tuple:
     return tuple(tuple(r) for r in rows.tolist())
 
 
+def _zero_padded(table: tuple, prob: float) -> tuple:
+    """torch_ecg's BaselineWander `prob`: ``int((1 - prob) m / prob)`` zero rows before the
+    table's m rows, of which each lead takes one at random (none for prob 0 or 1)."""
+    if not 0 < prob < 1:
+        return table
+    return ((0.0,) * len(table[0]),) * int((1 - prob) * len(table) / prob) + table
+
+
 @functools.lru_cache(maxsize=32)
 def _tables(ampl_ratio: tuple, gaussian: tuple, device) -> tuple[Tensor, Tensor]:
     """BaselineWander's candidate tables as float64 tensors on `device`, made once (a
@@ -164,12 +172,15 @@ class BaselineWander(Augmenter):
     bw_fs : sequence of float
         Wander frequencies in Hz (torch_ecg: 0.33, 0.1, 0.05, 0.01), each below fs/2.
     ampl_ratio : table (m, len(bw_fs)), optional
-        Candidate amplitude ratios; each augmented lead takes one row at random.
+        Candidate amplitude ratios; each lead takes one row at random.
     gaussian : table (k, 2), optional
-        Candidate (mean, std) ratios of the Gaussian part; one row per augmented lead.
+        Candidate (mean, std) ratios of the Gaussian part; each lead takes one row at
+        random, independently of its amplitude row.
     prob : float
-        Probability that a sample is augmented (torch_ecg pads the tables with zero rows
-        to the same effect).
+        torch_ecg's meaning: each table gets ``int((1 - prob) m / prob)`` zero rows (m its
+        rows), so that each lead of each sample takes no wander, and independently no
+        noise, with probability about ``1 - prob`` (at 0.5, about 3 leads in 4 get one
+        or both); 0 leaves every sample alone, 1 pads nothing.
     inplace : bool
         Write the result into the caller's tensor.
 
@@ -215,17 +226,21 @@ class BaselineWander(Augmenter):
         relative = isinstance(x, SignalView) and x.plan.source_relative()
         ampl = (torch.ones(n, n_leads, dtype=torch.float64, device=x.device) if relative
                 else lead_ptp(x))
-        rows, gauss = _tables(self.ampl_ratio, self.gaussian, x.device)
+        rows, gauss = _tables(_zero_padded(self.ampl_ratio, self.prob),
+                              _zero_padded(self.gaussian, self.prob), x.device)
+        # The zero rows carry prob; a sample is then always drawn for (prob 0: never).
+        applied = 1.0 if self.prob > 0 else 0.0
         params = self._native(keys, ("amplitude", "phase", "noise_mean", "noise_std",
-                                     "noise_keys"), [n_leads], [self.prob],
-                              [rows, gauss, ampl]) or self._draw_torch(keys, ampl, rows, gauss)
+                                     "noise_keys"), [n_leads], [applied],
+                              [rows, gauss, ampl]) or self._draw_torch(keys, ampl, rows, gauss,
+                                                                       applied)
         if relative:
             params["relative_to_ptp"] = True
         return params
 
-    def _draw_torch(self, keys, ampl, rows, gauss):
+    def _draw_torch(self, keys, ampl, rows, gauss, prob):
         (n, n_leads), k = ampl.shape, len(self.bw_fs)
-        applied = self._applied(keys, self.prob)
+        applied = self._applied(keys, prob)
         u = self._uniform(keys, 1, n_leads * (2 + k)).view(n, n_leads, 2 + k)
         row = (u[..., 0] * len(rows)).long().clamp_max(len(rows) - 1)
         g = (u[..., 1] * len(gauss)).long().clamp_max(len(gauss) - 1)
