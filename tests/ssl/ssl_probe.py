@@ -66,7 +66,6 @@ def pretrain(config, data, steps, lr, patient_ids=False, batch_size=32):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        model.on_optimizer_step()  # MoCo's key encoder follows the new weights
         losses.append(loss.item())
     return model, random_init, losses
 
@@ -81,6 +80,5 @@ def plain_loop_losses(model, x, steps: int = 80, lr: float = 3e-3) -> list:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        model.on_optimizer_step()  # MoCo's key encoder follows the new weights
         losses.append(loss.item())
     return losses

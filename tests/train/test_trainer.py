@@ -337,19 +337,3 @@ def test_resume_from_a_missing_file_is_an_error(tmp_path):
     assert trainer.step == 0 and trainer.history == []
     # resume=True with nothing saved yet starts afresh
     assert trainer.fit(torch.randn(8, 2, 8), resume=True)[0]["step"] == 1
-
-
-def test_the_optimizer_step_hook_runs_once_per_step():
-    calls = []
-
-    class Hooked(Regression):
-        def on_optimizer_step(self):
-            calls.append(float(self.net[1].weight.detach().sum()))
-
-    torch.manual_seed(0)
-    model = Hooked()
-    seen = []
-    Trainer(model, batch_size=2, grad_accum=3, max_steps=2, progress=False,
-            callbacks=[lambda t, m: seen.append(float(model.net[1].weight.detach().sum()))]).fit(
-        torch.randn(12, 2, 8))
-    assert len(calls) == 2 and calls == seen  # once per optimizer step, after it

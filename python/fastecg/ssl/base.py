@@ -3,20 +3,19 @@
 An SSL method is a plain ``nn.Module``: ``pretrain_step(batch) -> dict(loss=..., ...)``
 (``forward`` is the same call, so DistributedDataParallel's hooks run), ``embed(x) ->
 (B, D)``, ``forward_features(x) -> (B, D, L)`` (the encoder's tokens or feature maps, the
-backbone contract), ``encoder_state_dict()``, and ``on_optimizer_step()``, to be called
-once after each optimizer step (MoCo's momentum update; a no-op elsewhere; the
-:class:`~fastecg.train.Trainer` calls it). It also runs in a user's own loop or a
-Lightning module::
+backbone contract), ``encoder_state_dict()``, and ``grad_accum``, the micro-batches of
+an optimizer step (1; the :class:`~fastecg.train.Trainer` sets it to its own: MoCo then
+moves its key encoder once per optimizer step, not once per micro-batch). It also runs in
+a user's own loop or a Lightning module::
 
     model = SSL.build("mae_1d", n_leads=12, seq_len=5000)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for x in loader:                      # (B, 12, 5000) or (signal, label)
         loss = model.pretrain_step(x)["loss"]
         opt.zero_grad(); loss.backward(); opt.step()
-        model.on_optimizer_step()
 
     # Lightning: def training_step(self, batch, i): return self.model.pretrain_step(batch)["loss"]
-    #            def on_before_zero_grad(self, optimizer): self.model.on_optimizer_step()
+    # (with gradients accumulated over k batches, set model.grad_accum = k)
 
 Each method records the arguments it was built with (``config``, which rebuilds it
 through :data:`fastecg.registry.SSL`) and its input contract (``contract``), so that
@@ -87,10 +86,10 @@ class SSLMethod(nn.Module):
     def forward(self, batch: Any) -> dict:
         return self.pretrain_step(batch)
 
-    def on_optimizer_step(self) -> None:
-        """Called once after each optimizer step (not per micro-batch under gradient
-        accumulation), by the :class:`~fastecg.train.Trainer` or a user's loop; a
-        no-op unless a method updates something from the new weights (MoCo)."""
+    #: Micro-batches (``pretrain_step`` calls with gradients) of one optimizer step: a
+    #: method that updates something from the new weights (MoCo's key encoder) does it
+    #: at the first of them. The Trainer sets it to its ``grad_accum``.
+    grad_accum: int = 1
 
     def embed(self, x: Tensor) -> Tensor:
         """``(B, D)`` representation: the mean of :meth:`forward_features` over tokens."""

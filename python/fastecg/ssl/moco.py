@@ -87,12 +87,15 @@ class MoCo(BaseContrastiveLearner):
     """MoCo: momentum contrast, version 2 (queue) or 3 (no queue, symmetric, predictor).
 
     A query encoder (the encoder and projector, trained by gradient) and a key encoder
-    (their copies, updated only as ``k <- m k + (1 - m) q`` by :meth:`on_optimizer_step`,
-    once after each optimizer step, in one ``torch._foreach_lerp_`` over the parameter
-    lists) see two augmented views of each record, made in one
-    :meth:`AugmenterManager.views <fastecg.augmenters.AugmenterManager.views>` pass.
-    The :class:`~fastecg.train.Trainer` calls :meth:`on_optimizer_step`; a loop of your
-    own calls it after ``optimizer.step()``, or the key encoder stays where it started.
+    (their copies, updated only as ``k <- m k + (1 - m) q`` at the start of each
+    optimizer step's first training micro-batch, in one ``torch._foreach_lerp_`` over the
+    parameter lists) see two augmented views of each record, made in one
+    :meth:`AugmenterManager.views <fastecg.augmenters.AugmenterManager.views>` pass. A
+    step's micro-batches are ``grad_accum`` (1: every training call, as the paper's
+    loop; the :class:`~fastecg.train.Trainer` sets its own), so that gradient
+    accumulation over k micro-batches moves the key encoder once (momentum m), not k
+    times (an effective ``m ** k``). Calls without gradients (a validation loss in
+    training mode) leave it alone.
 
     * ``version=2``: the query of view 1 against the key of view 2 (positive) and a queue
       of `queue_size` keys of past batches (negatives); InfoNCE with `temperature`; the
@@ -184,6 +187,10 @@ class MoCo(BaseContrastiveLearner):
         self.momentum_projector = copy.deepcopy(self.projector)
         for p in self._key_params():
             p.requires_grad_(False)
+        # Training calls with gradients so far: the key encoder moves at each multiple
+        # of grad_accum. (A Trainer checkpoint falls between optimizer steps, where the
+        # count is a multiple again, so a resumed run starting it at 0 agrees.)
+        self._micro_batches = 0
         if version == 2:
             self.queue_size = queue_size
             queue = nn.functional.normalize(torch.randn(queue_size, proj_dim), dim=1)
@@ -201,13 +208,6 @@ class MoCo(BaseContrastiveLearner):
     def update_key_encoder(self) -> None:
         """One momentum step of the key encoder towards the query encoder."""
         momentum_update(self._key_params(), self._query_params(), self.momentum)
-
-    def on_optimizer_step(self) -> None:
-        """The momentum step of the key encoder towards the new query weights, once per
-        optimizer step: with gradient accumulation over `k` micro-batches, one update
-        (momentum `m`), not `k` (an effective ``m ** k``, most of them towards unchanged
-        query weights)."""
-        self.update_key_encoder()
 
     def _keys(self, v: Tensor) -> Tensor:
         with torch.no_grad():
@@ -240,13 +240,17 @@ class MoCo(BaseContrastiveLearner):
 
     def pretrain_step(self, batch: Any) -> dict:
         """``{"loss": ...}`` of a batch ``(B, n_leads, n_samples)`` or ``(signal, ...)``;
-        in training mode (v2) afterwards the batch's keys into the queue. The key
-        encoder moves in :meth:`on_optimizer_step`, not here."""
+        in training mode, first (at an optimizer step's first micro-batch) a momentum step
+        of the key encoder and (v2) afterwards the batch's keys into the queue."""
         x = signal_of(batch)
         self._check_signal(x)
         if self.version == 2:
             self._check_queue(x.shape[0])
         v = self._augmented_views(x, 2)
+        if self.training and torch.is_grad_enabled():
+            if self._micro_batches % max(1, int(self.grad_accum)) == 0:
+                self.update_key_encoder()
+            self._micro_batches += 1
         if self.version == 2:
             q = nn.functional.normalize(self.projector(self.embed(v[0])), dim=1)
             k = self._keys(v[1])

@@ -16,9 +16,8 @@
 
 The model is any ``nn.Module`` whose ``forward(batch)`` returns a dict with ``"loss"``
 (every SSL method), or, with ``loss_fn``, a classifier called as ``model(x)`` on
-``(x, y)`` batches. A model with an ``on_optimizer_step()`` method (MoCo's momentum
-update of its key encoder) has it called once after each optimizer step, whatever
-``grad_accum``.
+``(x, y)`` batches. A model with an integer ``grad_accum`` attribute (every SSL method)
+gets the Trainer's, so that MoCo moves its key encoder once per optimizer step.
 """
 
 from __future__ import annotations
@@ -258,6 +257,8 @@ class Trainer:
         self.loss_fn = loss_fn
         self.batch_size, self.max_steps, self.epochs = batch_size, max_steps, epochs
         self.grad_accum, self.clip_grad_norm, self.amp = grad_accum, clip_grad_norm, amp
+        if isinstance(getattr(model, "grad_accum", None), int):  # SSL methods (MoCo's update)
+            model.grad_accum = grad_accum
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
         self.out_dir = pathlib.Path(out_dir) if out_dir is not None else None
         self.ckpt_every, self.seed, self.shuffle = ckpt_every, seed, shuffle
@@ -558,9 +559,6 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        hook = getattr(self.model, "on_optimizer_step", None)
-        if callable(hook):
-            hook()
         if self.scheduler is not None:
             self.scheduler.step()
         self.step += 1
