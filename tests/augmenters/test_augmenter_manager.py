@@ -235,3 +235,16 @@ def test_outputs_feed_training_call_after_call():
     ref = am(x, y, seed=0, epoch=2, indices=torch.arange(8), return_params=True)
     torch.testing.assert_close(sig, ref[0], rtol=0, atol=0)
     torch.testing.assert_close(lab, ref[1], rtol=0, atol=0)
+
+
+def test_torch_ecg_passes_fs_to_every_step():
+    """torch_ecg's from_config copies the manager's fs into every step's dict, and its
+    managers take an `inplace` flag: both are accepted, with the same result as without."""
+    steps = ("baseline_wander", "random_flip", "random_masking", "random_renormalize",
+             "stretch_compress", "mixup", "label_smooth")
+    with_fs = AugmenterManager.from_config(
+        {"fs": 500.0, "random": False, "inplace": True, **{s: {"fs": 500.0} for s in steps}})
+    plain = AugmenterManager.from_config({"fs": 500.0, "random": False, **{s: {} for s in steps}})
+    x, label = ecg((4, 12, 1000)), torch.rand(4, 3)
+    for a, b in zip(with_fs(x, label, seed=2), plain(x, label, seed=2)):
+        assert torch.equal(a, b)

@@ -456,6 +456,7 @@ def test_label_smooth():
     (lambda: Mixup(alpha=0.0), "alpha must be a positive"),
     (lambda: ReducedLeadSet(leads=5), "leads must be among"),
     (lambda: ReducedLeadSet(leads=(6, 3), mode="drop"), "needs one lead set"),
+    (lambda: ReducedLeadSet(leads=2, mode="drop", prob=0.5), "prob must be 1"),
     (lambda: RandomLeadsMask(keep_at_least=-1), "keep_at_least"),
     (lambda: VCGRotation(max_angle_deg=270), "max_angle_deg"),
     (lambda: TimeShift(max_shift_s=-1.0), "max_shift_s"),

@@ -313,3 +313,26 @@ def test_per_lead_mean_and_std_run_along_leads():
     np.testing.assert_allclose(PreprocManager.from_config(naive)(torch.from_numpy(x)).numpy(),
                                ref, atol=1e-12)
     np.testing.assert_allclose(NumpyPreprocManager.from_config(naive)(x), ref, atol=1e-12)
+
+
+def test_torch_ecg_keywords_are_taken():
+    """torch_ecg's `inplace` on every preprocessor (the result written into the caller's
+    tensor, as BaselineRemove already did; Resample's output is always new) and its
+    manager-level `inplace` key (which torch_ecg's managers do not use either)."""
+    x = torch.randn(2, 12, 1000, dtype=torch.float64)
+    steps = [{"name": "bandpass", "fs": FS}, {"name": "normalize"},
+             {"name": "min_max_normalize"}, {"name": "naive_normalize", "mean": 1.0},
+             {"name": "z_score_normalize"}]
+    for spec in steps:
+        plain = PREPROCESSORS.build(spec)(x)
+        y = x.clone()
+        out = PREPROCESSORS.build({**spec, "inplace": True})(y)
+        assert out.data_ptr() == y.data_ptr() and torch.equal(out, plain), spec["name"]
+        assert torch.equal(PREPROCESSORS.build({**spec, "inplace": False})(x), plain)
+    y = x.clone()
+    assert PREPROCESSORS.build({"name": "resample", "fs": FS, "dst_fs": 250.0,
+                                "inplace": True})(y).shape[-1] == 500 and torch.equal(y, x)
+    pm = PreprocManager.from_config({"random": False, "inplace": True, "fs": FS,
+                                     "bandpass": {}, "normalize": {}})
+    assert [type(s).__name__ for s in pm.steps] == ["BandPass", "Normalize"]
+    assert "inplace" not in pm.to_config()

@@ -396,8 +396,10 @@ class RandomRenormalize(Augmenter):
     native_draw = True
 
     def __init__(self, mean: Sequence[float] = (-0.05, 0.1), std: Sequence[float] = (0.08, 0.32),
-                 per_channel: bool = False, prob: float = 0.5, inplace: bool = False):
+                 per_channel: bool = False, prob: float = 0.5, inplace: bool = False,
+                 fs: Optional[float] = None):
         super().__init__()
+        self.fs = fs  # (torch_ecg's managers pass fs to every step; this one needs none)
         self.mean = check_range(mean, "RandomRenormalize: mean", -math.inf, allow_scalar=True)
         self.std = check_range(std, "RandomRenormalize: std", 0.0, allow_scalar=True)
         self.per_channel, self.inplace = bool(per_channel), inplace
@@ -466,8 +468,10 @@ class StretchCompress(Augmenter):
     stream = 5
     native_draw = True
 
-    def __init__(self, ratio: float = 6, prob: float = 0.5, inplace: bool = False):
+    def __init__(self, ratio: float = 6, prob: float = 0.5, inplace: bool = False,
+                 fs: Optional[float] = None):
         super().__init__()
+        self.fs = fs  # (torch_ecg's managers pass fs to every step; this one needs none)
         if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio <= 100:
             raise ValueError(f"StretchCompress: ratio must be in [0, 1], or a percentage in "
                              f"(1, 100], got {ratio!r}")

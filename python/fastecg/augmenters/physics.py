@@ -442,8 +442,9 @@ class ReducedLeadSet(Augmenter):
 
     ``mode="zero"``: each chosen sample keeps the leads of one set drawn from `leads`,
     the others are zeroed. ``mode="drop"``: `leads` names one set, and the output has
-    only its leads, in its order (the lead names passed on change with them). Needs the
-    standard 12-lead order or the signal's lead names.
+    only its leads, in its order (the lead names passed on change with them), for every
+    sample (`prob` must be 1). Needs the standard 12-lead order or the signal's lead
+    names.
     """
 
     stream = 16
@@ -463,6 +464,9 @@ class ReducedLeadSet(Augmenter):
                              f"must be the same for every sample), got {leads!r}")
         self.leads, self.mode, self.inplace = sets, mode, inplace
         self.prob = check_prob(prob, "ReducedLeadSet")
+        if mode == "drop" and self.prob != 1:
+            raise ValueError(f"ReducedLeadSet: mode='drop' reduces every sample (the batch "
+                             f"keeps one lead count), so prob must be 1, got {prob!r}")
 
     def infer(self, info):
         if info.n_leads is None:

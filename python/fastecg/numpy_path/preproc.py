@@ -115,8 +115,10 @@ def _array(value: Any) -> Any:
 class MinMaxNormalizeStep(NormalizeStep):
     """Min-max normalisation to [0, 1]."""
 
-    def __init__(self, per_channel: bool = False, backend: str = "auto"):
-        super().__init__("min-max", per_channel=per_channel, backend=backend)
+    def __init__(self, per_channel: bool = False, backend: str = "auto",
+                 inplace: bool = False):
+        super().__init__("min-max", per_channel=per_channel, backend=backend,
+                         inplace=inplace)
 
 
 @NUMPY_PREPROCESSORS.register("naive_normalize")
@@ -124,8 +126,8 @@ class NaiveNormalizeStep(NormalizeStep):
     """``(sig - mean) / std`` with given values."""
 
     def __init__(self, mean: Any = 0.0, std: Any = 1.0, per_channel: bool = False,
-                 backend: str = "auto"):
-        super().__init__("naive", mean, std, per_channel, backend)
+                 backend: str = "auto", inplace: bool = False):
+        super().__init__("naive", mean, std, per_channel, backend, inplace=inplace)
 
 
 @NUMPY_PREPROCESSORS.register("z_score_normalize")
@@ -133,8 +135,9 @@ class ZScoreNormalizeStep(NormalizeStep):
     """z-score normalisation to a given mean and standard deviation."""
 
     def __init__(self, mean: Any = 0.0, std: Any = 1.0, per_channel: bool = False,
-                 backend: str = "auto", ddof: int = 1, eps: float = EPS):
-        super().__init__("z-score", mean, std, per_channel, backend, ddof, eps)
+                 backend: str = "auto", ddof: int = 1, eps: float = EPS,
+                 inplace: bool = False):
+        super().__init__("z-score", mean, std, per_channel, backend, ddof, eps, inplace)
 
 
 @NUMPY_PREPROCESSORS.register("sos_filter")

@@ -19,8 +19,8 @@ class BandPass(BandPassSpec, Transform):
 
     Parameters are those of :class:`fastecg.transforms.designs.BandPassSpec`:
     ``BandPass(fs=None, lowcut=0.5, highcut=45.0, filter_type="butter",
-    filter_order=None, method="iir", backend="auto")``. With ``fs=None`` the rate comes
-    from the pipeline (or ``module(sig, fs)``).
+    filter_order=None, method="iir", backend="auto", inplace=False)``. With ``fs=None``
+    the rate comes from the pipeline (or ``module(sig, fs)``).
 
     Notes
     -----
@@ -48,10 +48,12 @@ class BandPass(BandPassSpec, Transform):
     def forward(self, sig: Tensor, fs: Optional[float] = None) -> Tensor:
         fs = self.step_fs(SignalInfo(fs=fs))
         if self.method == "fir":
-            return bandpass(sig, fs, self.lowcut, self.highcut, method="fir",
-                            numtaps=self.order_at(fs), backend=self.backend)
-        return bandpass(sig, fs, self.lowcut, self.highcut, self.order_at(fs), self.method,
-                        self.backend)
+            out = bandpass(sig, fs, self.lowcut, self.highcut, method="fir",
+                           numtaps=self.order_at(fs), backend=self.backend)
+        else:
+            out = bandpass(sig, fs, self.lowcut, self.highcut, self.order_at(fs),
+                           self.method, self.backend)
+        return sig.copy_(out) if self.inplace else out
 
     def run(self, sig: Tensor, info: SignalInfo, generator: Any = None) -> Tensor:
         return self(sig, info.fs)

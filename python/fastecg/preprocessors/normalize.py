@@ -32,8 +32,9 @@ class Normalize(NormalizeSpec, Transform):
     """
 
     def forward(self, sig: Tensor) -> Tensor:
-        return normalize(sig, self.method, _stat(self.mean, sig), _stat(self.std, sig),
-                         self.per_channel, self.backend, ddof=self.ddof, eps=self.eps)
+        out = normalize(sig, self.method, _stat(self.mean, sig), _stat(self.std, sig),
+                        self.per_channel, self.backend, ddof=self.ddof, eps=self.eps)
+        return sig.copy_(out) if self.inplace else out
 
 
 def _stat(value: Any, sig: Tensor) -> Any:
@@ -68,8 +69,10 @@ class MinMaxNormalize(Normalize):
     tensor([[0.0000, 0.2500, 0.5000, 1.0000]])
     """
 
-    def __init__(self, per_channel: bool = False, backend: str = "auto"):
-        super().__init__("min-max", per_channel=per_channel, backend=backend)
+    def __init__(self, per_channel: bool = False, backend: str = "auto",
+                 inplace: bool = False):
+        super().__init__("min-max", per_channel=per_channel, backend=backend,
+                         inplace=inplace)
 
 
 @PREPROCESSORS.register("naive_normalize")
@@ -85,8 +88,8 @@ class NaiveNormalize(Normalize):
     """
 
     def __init__(self, mean: Any = 0.0, std: Any = 1.0, per_channel: bool = False,
-                 backend: str = "auto"):
-        super().__init__("naive", mean, std, per_channel, backend)
+                 backend: str = "auto", inplace: bool = False):
+        super().__init__("naive", mean, std, per_channel, backend, inplace=inplace)
 
 
 @PREPROCESSORS.register("z_score_normalize")
@@ -102,5 +105,6 @@ class ZScoreNormalize(Normalize):
     """
 
     def __init__(self, mean: Any = 0.0, std: Any = 1.0, per_channel: bool = False,
-                 backend: str = "auto", ddof: int = 1, eps: float = EPS):
-        super().__init__("z-score", mean, std, per_channel, backend, ddof, eps)
+                 backend: str = "auto", ddof: int = 1, eps: float = EPS,
+                 inplace: bool = False):
+        super().__init__("z-score", mean, std, per_channel, backend, ddof, eps, inplace)

@@ -32,7 +32,8 @@ class Resample(ResampleSpec, Transform):
 
     Parameters are those of :class:`fastecg.transforms.designs.ResampleSpec`:
     ``Resample(fs=None, dst_fs=None, siglen=None, method="poly", window=("kaiser",
-    5.0), backend="auto")``.
+    5.0), backend="auto", inplace=False)`` (``inplace``: torch_ecg's keyword, accepted;
+    the result is always a new tensor).
 
     Methods and their references (same lengths, same edges):
     ``"poly"``: :func:`fastecg.ops.resample` = ``scipy.signal.resample_poly``;

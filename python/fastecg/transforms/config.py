@@ -19,6 +19,9 @@ __all__ = ["SignalInfo", "Configurable", "Step", "MissingInfo", "parse_config", 
 
 # Options of a manager in a config; every other key of a torch_ecg-style dict names a step.
 MANAGER_KEYS = ("fs", "lead_names", "random", "steps")
+# torch_ecg's manager-level flags that its own managers accept and do not use: taken from
+# a torch_ecg-style dict and dropped.
+TORCH_ECG_UNUSED_KEYS = ("inplace",)
 
 # fastecg.ops' backend names and "auto", spelled here so that a step checks its backend
 # without importing torch (the NumPy path builds the same configs); a test keeps the two
@@ -192,7 +195,8 @@ def parse_config(config: Any, kind: str, known: Sequence[str]) -> tuple[dict, li
       ``to_config`` writes);
     * torch_ecg's form ``{"random": False, "bandpass": {...}, "normalize": {...}}``:
       every key that is not an option names a step, in order; a value ``None`` or
-      ``False`` leaves the step out, ``True`` or ``{}`` takes its defaults.
+      ``False`` leaves the step out, ``True`` or ``{}`` takes its defaults; an
+      ``inplace`` key (which torch_ecg's managers take and do not use) is dropped.
 
     Raises ValueError for an unknown step (with close matches) or option, or a
     malformed entry, before anything is built.
@@ -223,7 +227,7 @@ def parse_config(config: Any, kind: str, known: Sequence[str]) -> tuple[dict, li
         return options, [_step_spec(item, i, kind, known) for i, item in enumerate(steps)]
     steps = []
     for key, value in config.items():
-        if key in MANAGER_KEYS:
+        if key in MANAGER_KEYS or key in TORCH_ECG_UNUSED_KEYS:
             continue
         if key not in known:
             raise ValueError(f"{kind} config: key {key!r} is neither an option "

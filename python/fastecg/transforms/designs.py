@@ -93,13 +93,17 @@ class BandPassSpec(Step):
         Butterworth method, see :func:`fastecg.ops.bandpass`; ignored for FIR.
     backend : {"auto", "cuda", "triton", "cpu", "torch"}
         Kernel choice (torch path only).
+    inplace : bool
+        Write the result into the caller's tensor (torch path; torch_ecg's keyword,
+        default False here: the caller's tensor is left alone).
     """
 
     def __init__(self, fs: Optional[float] = None, lowcut: Optional[float] = 0.5,
                  highcut: Optional[float] = 45.0, filter_type: str = "butter",
                  filter_order: Optional[int] = None, method: str = "iir",
-                 backend: str = "auto"):
+                 backend: str = "auto", inplace: bool = False):
         super().__init__()
+        self.inplace = bool(inplace)
         _check_choice(filter_type, ("butter", "fir"), "BandPass: filter_type")
         if method not in ("iir", "fft"):
             raise ValueError(f"BandPass: method {method!r} is not a Butterworth method; use "
@@ -210,12 +214,14 @@ class NormalizeSpec(Step):
     """Normalisation, see :func:`fastecg.ops.normalize` (torch_ecg's ``Normalize``
     arguments, plus ``ddof`` and ``eps``). `mean` and `std` may be numbers, one value per
     lead (a 1-D sequence, or tensor on the torch path), or arrays that broadcast to
-    ``x.shape[:-1] + (1,)``."""
+    ``x.shape[:-1] + (1,)``. ``inplace`` writes the result into the caller's tensor
+    (torch path; torch_ecg's keyword, default False here)."""
 
     def __init__(self, method: str = "z-score", mean: Any = 0.0, std: Any = 1.0,
                  per_channel: bool = False, backend: str = "auto", ddof: int = 1,
-                 eps: float = EPS):
+                 eps: float = EPS, inplace: bool = False):
         super().__init__()
+        self.inplace = bool(inplace)
         _check_choice(method, NORMALIZE_METHODS, "normalize: method")
         check_backend_name(backend, "normalize")
         if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
@@ -484,6 +490,9 @@ class ResampleSpec(Step):
         Kaiser window of ``"poly"`` (``("kaiser", 5.0)``, SciPy's default).
     backend : str
         Kernel choice of ``"poly"`` and ``"decimate"`` (torch path only).
+    inplace : bool
+        torch_ecg's keyword, accepted for its configs: a resampled signal has another
+        length, so it is always a new tensor (as in torch_ecg).
 
     A rate equal to the input's (or `siglen` equal to its length) returns the input
     unchanged, whatever the method (``decimate`` by 1 included: no filter).
@@ -491,8 +500,10 @@ class ResampleSpec(Step):
 
     def __init__(self, fs: Optional[float] = None, dst_fs: Optional[float] = None,
                  siglen: Optional[int] = None, method: str = "poly",
-                 window: Any = ("kaiser", 5.0), backend: str = "auto"):
+                 window: Any = ("kaiser", 5.0), backend: str = "auto",
+                 inplace: bool = False):
         super().__init__()
+        self.inplace = bool(inplace)
         _check_choice(method, RESAMPLE_METHODS, "Resample: method")
         check_backend_name(backend, "Resample")
         if (dst_fs is None) == (siglen is None):
