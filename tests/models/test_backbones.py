@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastecg.models import Backbone, output_length
+from fastecg.models import Backbone, SequenceTooShort, output_length
 from fastecg.registry import BACKBONES
 
 NAMES = BACKBONES.list()
@@ -213,8 +213,29 @@ def test_unknown_backbone_suggests_close_names(wrong, suggestion):
     nn.ReplicationPad1d(3),
     nn.CircularPad1d((2, 1)),
     nn.Upsample(scale_factor=2),
+    nn.Upsample(scale_factor=1.5),
+    nn.Upsample(scale_factor=0.5, mode="linear"),
+    nn.MaxPool1d(6, stride=4, padding=2, ceil_mode=True),
     nn.AdaptiveAvgPool1d(7),
-], ids=lambda m: type(m).__name__)
+], ids=lambda m: f"{type(m).__name__}-{m.extra_repr()}")
 def test_output_length_of_layers(module):
-    for length in (9, 10, 31):
-        assert output_length(module, length) == module(torch.randn(1, 2, length)).shape[-1]
+    for length in (1, 2, 3, 9, 10, 31):
+        try:
+            real = module(torch.randn(1, 2, length)).shape[-1]
+        except RuntimeError:  # too short for the layer: output_length says so too
+            with pytest.raises(SequenceTooShort):
+                output_length(module, length)
+            continue
+        assert output_length(module, length) == real
+
+
+def test_forward_intermediates_refuses_indices_outside_the_stages():
+    net = BACKBONES.build("resnet18", in_channels=1).eval()
+    x = torch.randn(1, 1, 256)
+    n = len(net.stages)
+    for bad in ([n], [-n - 1], n + 2, 0, [], [1.0]):
+        with pytest.raises(ValueError, match="forward_intermediates"):
+            net.forward_intermediates(x, indices=bad, intermediates_only=True)
+    every = net.forward_intermediates(x, intermediates_only=True)
+    got = net.forward_intermediates(x, indices=[-1, 0], intermediates_only=True)
+    assert torch.equal(got[0], every[0]) and torch.equal(got[1], every[-1])

@@ -518,3 +518,20 @@ def test_grad_cam_bad_arguments():
         GradCam(nn.Sequential(nn.Conv1d(12, 2, 3)))
     with pytest.raises(ValueError, match="2 entries for a batch of 3"):
         GradCam(model)(torch.randn(3, 12, 100), target_class=torch.tensor([0, 1]))
+
+
+def test_a_models_config_is_its_own():
+    """Editing a built model's config changes neither the class defaults nor the next
+    model, nor the caller's dict; torch_ecg's {"name": "none"} means no RNN / attention;
+    one key under two names is an error, not the last one silently."""
+    a = ECG_SEQ_LAB_NET(["N", "S", "V"], 1, backbone="resnet18")
+    a.config["rnn"]["hidden_size"] = 8
+    assert ECG_SEQ_LAB_NET(["N", "S", "V"], 1, backbone="resnet18").rnn.rnn.hidden_size == 128
+    mine = {"rnn": {"name": "gru", "hidden_size": 16}}
+    b = ECG_CRNN(2, 12, config=mine)
+    b.config["rnn"]["hidden_size"] = 4
+    assert mine["rnn"]["hidden_size"] == 16
+    none = ECG_CRNN(2, 12, config={"rnn": {"name": "none"}, "attn": {"name": "none"}})
+    assert none.rnn is None and none.attention is None
+    with pytest.raises(KeyError, match="'cnn' and 'backbone' both set 'backbone'"):
+        ECG_CRNN(2, 12, config={"cnn": "vgg16", "backbone": "resnet"})

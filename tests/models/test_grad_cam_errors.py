@@ -100,3 +100,15 @@ def test_sequence_logits_use_the_same_range():
     torch.testing.assert_close(cam(x, target_class=-1), cam(x, target_class=2), rtol=0, atol=0)
     with pytest.raises(ValueError, match="with 3 classes: expected -3 <= target_class < 3"):
         cam(x, target_class=3)
+
+
+def test_inference_mode_and_tuple_layers_are_named(cam, x):
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        cam(x)
+    with torch.no_grad():  # GradCam turns gradients back on inside
+        assert cam(x).shape == (x.shape[0], x.shape[-1])
+    from fastecg.models import ECG_CRNN
+
+    crnn = ECG_CRNN(2, x.shape[1], rnn="lstm")
+    with pytest.raises(TypeError, match="'rnn.rnn' returns a tuple"):
+        GradCam(crnn, target_layer="rnn.rnn")(x)

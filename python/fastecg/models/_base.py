@@ -46,15 +46,14 @@ class SequenceTooShort(ValueError):
 def _conv_like(seq_len: int, kernel: int, stride: int, padding: int, dilation: int,
                ceil_mode: bool = False) -> int:
     span = seq_len + 2 * padding - dilation * (kernel - 1) - 1
-    if span < 0:
+    # (ceil mode keeps a window that starts inside the input and runs past the padding)
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    # PyTorch drops a last window that would start inside the right padding
+    if ceil_mode and (out - 1) * stride >= seq_len + padding:
+        out -= 1
+    if out < 1:
         raise SequenceTooShort(f"length {seq_len} is shorter than a kernel of span "
                                f"{dilation * (kernel - 1) + 1}")
-    if not ceil_mode:
-        return span // stride + 1
-    out = -(-span // stride) + 1
-    # PyTorch drops a last window that would start inside the right padding
-    if (out - 1) * stride >= seq_len + padding:
-        out -= 1
     return out
 
 
@@ -88,6 +87,11 @@ def output_length(module: nn.Module, seq_len: int) -> int:
                           module.padding[0], module.dilation[0])
     if isinstance(module, (nn.ConstantPad1d, nn.ReflectionPad1d, nn.ReplicationPad1d,
                            nn.CircularPad1d)):
+        # a reflection is at most the input's length minus 1, a wrap at most its length
+        limit = {nn.ReflectionPad1d: seq_len - 1, nn.CircularPad1d: seq_len}.get(
+            type(module), math.inf)
+        if max(module.padding) > limit:
+            raise SequenceTooShort(f"length {seq_len} is too short for {module}")
         return seq_len + module.padding[0] + module.padding[1]
     if isinstance(module, nn.ConvTranspose1d):
         return ((seq_len - 1) * module.stride[0] - 2 * module.padding[0]
@@ -104,7 +108,12 @@ def output_length(module: nn.Module, seq_len: int) -> int:
     if isinstance(module, nn.Upsample):
         if module.size is not None:
             return _single(module.size)
-        return int(math.floor(seq_len * float(_single(module.scale_factor))))
+        scale = module.scale_factor
+        scale = float(scale[0] if isinstance(scale, (tuple, list)) else scale)
+        out = int(math.floor(seq_len * scale))
+        if out < 1:
+            raise SequenceTooShort(f"length {seq_len} upsampled by {scale:g} is empty")
+        return out
     for child in module.children():
         seq_len = output_length(child, seq_len)
     return seq_len
@@ -227,8 +236,9 @@ class Backbone(nn.Module):
 
     def forward_intermediates(self, x: Tensor, indices: Union[int, Sequence[int], None] = None,
                               stop_early: bool = False, intermediates_only: bool = False):
-        """Outputs of the stages in ``indices`` (default: all; an int ``n``: the last
-        ``n``; negative indices count from the end).
+        """Outputs of the stages in ``indices`` (default: all; an int ``n`` in ``1..n_stages``:
+        the last ``n``; indices in ``[-n_stages, n_stages)``, negative ones counting from
+        the end). ValueError for any other, before any work.
 
         Returns the list of intermediates, or ``(final, intermediates)`` where ``final``
         equals ``forward_features(x)`` (unless ``stop_early`` cut the stages short).
@@ -237,8 +247,16 @@ class Backbone(nn.Module):
         if indices is None:
             wanted = list(range(n))
         elif isinstance(indices, int):
+            if not 1 <= indices <= n:
+                raise ValueError(f"forward_intermediates: indices={indices} takes the last "
+                                 f"n stages, n in 1..{n}")
             wanted = list(range(n - indices, n))
         else:
+            indices = list(indices)
+            bad = [i for i in indices if not isinstance(i, int) or not -n <= i < n]
+            if bad or not indices:
+                raise ValueError(f"forward_intermediates: stage indices must be integers in "
+                                 f"[-{n}, {n}), got {indices}")
             wanted = [i % n for i in indices]
         self._check_input(x)
         last = max(wanted) if (stop_early or intermediates_only) else n - 1

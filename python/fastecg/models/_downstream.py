@@ -21,17 +21,34 @@ _ALIASES = {"cnn": "backbone", "attn": "attention"}
 def merge_config(defaults: Mapping[str, Any], config: Optional[Mapping[str, Any]],
                  kwargs: Mapping[str, Any], model: str) -> dict:
     """``defaults`` updated by ``config`` then ``kwargs``; an unknown key is a ``KeyError``
-    naming close matches (a typo must not be ignored silently)."""
-    merged = dict(defaults)
+    naming close matches (a typo must not be ignored silently), and so is a key given
+    twice under two names (``cnn`` and ``backbone``). Nested dicts and lists are copied:
+    a model's config is its own (editing it changes neither the class defaults nor the
+    caller's dict)."""
+    merged = _copied(defaults)
     for source in (config or {}), kwargs:
+        seen: dict = {}
         for key, value in source.items():
-            key = _ALIASES.get(key, key)
-            if key not in defaults:
-                raise KeyError(f"{model}: unknown config key {key!r}"
-                               f"{did_you_mean(key, defaults, n=3)} "
+            name = _ALIASES.get(key, key)
+            if name not in defaults:
+                raise KeyError(f"{model}: unknown config key {name!r}"
+                               f"{did_you_mean(name, defaults, n=3)} "
                                f"(known: {', '.join(sorted(defaults))})")
-            merged[key] = value
+            if name in seen:
+                raise KeyError(f"{model}: {seen[name]!r} and {key!r} both set {name!r}")
+            seen[name] = key
+            merged[name] = _copied(value)
     return merged
+
+
+def _copied(value: Any) -> Any:
+    """`value` with its dicts and lists copied all the way down (modules and other objects
+    are kept as they are)."""
+    if isinstance(value, Mapping):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    return value
 
 
 def class_names(classes: Union[Sequence[str], int], allow_none: bool = False) -> list[str]:
@@ -51,6 +68,9 @@ def class_names(classes: Union[Sequence[str], int], allow_none: bool = False) ->
 
 
 def _is_none(spec) -> bool:
+    """None, ``"none"``, or torch_ecg's ``{"name": "none", ...}``."""
+    if isinstance(spec, Mapping):
+        spec = spec.get("name", "")
     return spec is None or (isinstance(spec, str) and spec.lower() == "none")
 
 

@@ -67,7 +67,8 @@ class MLPHead(nn.Sequential):
     num_classes : int
         Outputs; 0 leaves the last layer out (an ``nn.Identity``).
     dropout : float
-        Before each linear layer.
+        After each hidden layer's ReLU, so before every linear layer but the first
+        (before the only one when `hidden` is empty).
 
     Attributes
     ----------

@@ -49,7 +49,8 @@ class ECG_CRNN(DownstreamModel):
         ``global_pool``
             ``"max"`` (default), ``"avg"`` or ``"attn"``.
         ``dropout``
-            Before each classifier layer. Default 0.2.
+            In the classifier (:class:`~fastecg.models._head.MLPHead`): after each hidden
+            layer, or before the only linear layer when there is none. Default 0.2.
         ``clf_hidden``
             Widths of hidden classifier layers. Default ``()`` (one linear layer).
     **kwargs

@@ -153,6 +153,9 @@ class GradCam:
             raise ValueError(f"expected (batch, n_leads, n_samples), got {tuple(x.shape)}")
         if target_class is not None:
             _check_class_type(target_class)
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("GradCam needs gradients: call it outside torch.inference_mode() "
+                               "(torch.no_grad() is fine, it re-enables them inside)")
         captured: list[Tensor] = []
 
         def keep(module, inputs, output):
@@ -173,6 +176,10 @@ class GradCam:
                 if not captured:
                     raise RuntimeError(f"target layer {self.target_name!r} did not run")
                 acts = captured[-1]
+                if not isinstance(acts, Tensor):
+                    raise TypeError(f"target layer {self.target_name!r} returns a "
+                                    f"{type(acts).__name__}, not a tensor; choose a layer "
+                                    "whose output is the feature map")
                 if logits.ndim == 3:  # (batch, time, classes): explain the whole sequence
                     logits = logits.sum(dim=1)
                 if target_class is None:
