@@ -306,6 +306,38 @@ def test_compile_fullgraph(method):
     assert torch.equal(compiled(x), module(x))
 
 
+@pytest.mark.parametrize("mode", ["reflect", "mirror", "wrap"])
+def test_periodic_modes_compile_with_dynamic_shapes_and_long_windows(mode):
+    """The periodic extensions trace whole: symbolic lengths (no divmod on them) and
+    windows longer than the signal (a loop bounded by the sizes, not by the data)."""
+    for size, n, dynamic in ((5, 40, True), (301, 57, True), (301, 57, False)):
+        x = ecg_like((2, 3, n)).double()
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda t: median_filter1d(t, size, mode=mode),
+                                 fullgraph=True, dynamic=dynamic, backend="aot_eager")
+        assert torch.equal(compiled(x), median_filter1d(x, size, mode=mode)), (size, n)
+    x = ecg_like((2, 3, 57)).double()
+    compiled = torch.compile(lambda t: remove_baseline(t, 100.0, 1.0, 3.0, mode=mode),
+                             fullgraph=True, dynamic=True, backend="aot_eager")
+    assert torch.equal(compiled(x), remove_baseline(x, 100.0, 1.0, 3.0, mode=mode))
+
+
+def test_numpy_path_mean_keeps_nonfinite_values_in_their_windows():
+    """A NaN or an Inf changes only the windows that hold it, on the NumPy path as on the
+    torch path (SciPy's running sum alone would carry it to the row's end)."""
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        x = rng.standard_normal((1, 200))
+        for _ in range(int(rng.integers(1, 4))):
+            x[0, rng.integers(0, 200)] = rng.choice([np.nan, np.inf, -np.inf])
+        ref = remove_baseline(torch.from_numpy(x), 100.0, method="mean").numpy()
+        got = numpy_remove_baseline(x, 100.0, method="mean")
+        for kind in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(kind(got), kind(ref))
+        finite = np.isfinite(ref)
+        np.testing.assert_allclose(got[finite], ref[finite], atol=1e-9)
+
+
 # ---- Triton (interpreter on the CPU) ---------------------------------------------------------
 
 @pytest.mark.triton

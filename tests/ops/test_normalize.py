@@ -233,6 +233,16 @@ def test_compile_fullgraph_matches_eager():
     torch.testing.assert_close(g_compiled, g_eager)
 
 
+@pytest.mark.parametrize("method", ["z-score", "min-max", "naive"])
+def test_compile_with_dynamic_shapes(method):
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda t: normalize(t, method), fullgraph=True, dynamic=True,
+                             backend="aot_eager")
+    for n in (40, 57):
+        x = torch.randn(2, 3, n)
+        assert torch.equal(compiled(x), normalize(x, method))
+
+
 def test_module_wrappers():
     from fastecg.preprocessors import MinMaxNormalize, Normalize, ZScoreNormalize
     from fastecg.registry import PREPROCESSORS

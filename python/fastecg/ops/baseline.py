@@ -165,7 +165,7 @@ def periodic_closed_form(size: int, n: int, mode: int) -> bool:
     period = _period(n, mode)
     if period <= 1:
         return size > 1
-    q, r = divmod(size, period)
+    q, r = size // period, size % period  # (divmod does not take symbolic sizes)
     return q >= 1 and (r // q + 2 <= 64 or size > 64 * n + 2**20)
 
 
@@ -214,7 +214,7 @@ def periodic_median(rows: Tensor, size: int, origin: int, mode: int) -> tuple[Te
         index = torch.zeros_like(rows, dtype=torch.int64)
         return rows.clone(), index
     period = _period(n, mode)
-    q, r = divmod(size, period)
+    q, r = size // period, size % period
     rank = size // 2 + 1  # the median is the lowest v with at least `rank` samples <= v
     weight = torch.full((n,), 2 if mode != MEDIAN_MODES["wrap"] else 1, dtype=torch.int64,
                         device=device)
@@ -228,7 +228,11 @@ def periodic_median(rows: Tensor, size: int, origin: int, mode: int) -> tuple[Te
     last = (q * cum < rank).sum(-1, keepdim=True).clamp(max=n - 1)
     start = (torch.arange(n, device=device) - size // 2 - origin)[None]
     pos = last.expand(n_rows, n).clone()
-    for step in range(int((last - first).max()) - 1, -1, -1):
+    # q cum rises by q or more a position, so last - first <= r // q + 1: the bound a
+    # compiled graph takes (the data's own span would be a data-dependent loop); the
+    # extra steps change nothing (p < last).
+    span = min(r // q + 2, n) if torch.compiler.is_compiling() else int((last - first).max())
+    for step in range(span - 1, -1, -1):
         p = (first + step).clamp(max=n - 1)
         v = vals.gather(-1, p)
         at_or_below = rows <= v
@@ -382,6 +386,8 @@ def _check_size(size: int, origin: int, name: str = "size") -> int:
         raise ValueError(f"median_filter1d: {name} must be a positive int up to "
                          f"{MAX_WINDOW}, got {size!r}")
     size = int(size)
+    if isinstance(origin, (bool, float)):
+        raise ValueError(f"median_filter1d: origin must be an integer, got {origin!r}")
     if not -(size // 2) <= origin <= (size - 1) // 2:
         raise ValueError(f"median_filter1d: origin {origin} out of range "
                          f"[{-(size // 2)}, {(size - 1) // 2}] for size {size}")
@@ -410,7 +416,7 @@ def median_filter1d(x: Tensor, size: int, mode: str = "nearest", cval: float = 0
         Window placement as in SciPy: output ``i`` takes the window
         ``[i - size//2 - origin, i - size//2 - origin + size)``; the median is the
         element of sorted rank ``size // 2`` (the upper median for even sizes).
-    backend : {"auto", "cpu", "triton", "torch"}, optional
+    backend : {"auto", "cpu", "cuda", "triton", "torch"}, optional
 
     Returns
     -------
@@ -502,7 +508,9 @@ def remove_baseline(x: Tensor, fs: float, window1: float = 0.2, window2: float =
         reflect padding (``F.avg_pool1d(F.pad(.., "reflect"))``, the torch approximation;
         ``scipy.ndimage.uniform_filter1d(.., mode="mirror")``), computed with float64
         running sums: O(1) per sample, within 1e-5 of the ``avg_pool1d`` result.
-    backend : {"auto", "cpu", "triton", "torch"}, optional
+    backend : {"auto", "cpu", "cuda", "triton", "torch"}, optional
+        Kernel of the ``median`` method (``"cuda"`` and ``"triton"`` on a GPU); ``mean``
+        runs on ``"cpu"`` or ``"torch"``.
     mode : {"nearest", "constant", "reflect", "mirror", "wrap"}, optional
         Extension beyond the record's ends, ``scipy.ndimage`` names (``median`` only;
         default ``"nearest"``). ``"constant"`` pads with zeros, as

@@ -213,8 +213,9 @@ def check_normalize_args(method: str, mean, std, backend: str, ddof: int = 1,
     """What can be checked without a signal (the modules check it when built)."""
     if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
         raise ValueError(f"normalize: ddof must be a non-negative int, got {ddof!r}")
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0 \
-            or not math.isfinite(eps):
+    # (comparisons, not math.isfinite: under torch.compile(dynamic=True) eps may be a
+    # symbolic float)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
         raise ValueError(f"normalize: eps must be a finite number >= 0, got {eps!r}")
     if method not in NORMALIZE_METHODS:
         raise ValueError(f"normalize: unknown method {method!r}; expected one of "
