@@ -126,6 +126,9 @@ def butter_sos(order: int, lowcut: Optional[float], highcut: Optional[float],
 def check_fir(numtaps: int, lowcut: Optional[float], highcut: Optional[float],
                fs: float) -> None:
     check_positive_int("numtaps", numtaps)
+    if numtaps < 2:
+        raise ValueError(f"numtaps={numtaps}: a FIR filter here needs at least 2 taps "
+                         "(SciPy's filtfilt, the reference, takes no 1-tap filter)")
     check_band(lowcut, highcut, fs)
     if highcut is None and numtaps % 2 == 0:
         raise ValueError(f"numtaps={numtaps}: a high-pass FIR filter needs an odd number of "

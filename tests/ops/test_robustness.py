@@ -217,3 +217,21 @@ def test_mean_on_short_signal_with_torch_backend():
     np.testing.assert_allclose(got.numpy(),
                                fastecg.numpy_path.remove_baseline(x.numpy(), 500.0, method="mean"),
                                atol=1e-12)
+
+
+def test_non_integer_lengths_and_one_tap_fir_are_value_errors():
+    """A float padlen or origin is a ValueError before the kernel (not the dispatcher's
+    type error); a 1-tap FIR, which SciPy's filtfilt refuses, is refused too."""
+    import scipy.signal as ss
+
+    from fastecg.ops import sosfiltfilt
+
+    x = torch.randn(2, 300)
+    sos = ss.butter(2, 0.1, output="sos")
+    for call, match in ((lambda: sosfiltfilt(sos, x, padlen=3.5), "padlen must be an integer"),
+                        (lambda: median_filter1d(x, 3, origin=0.5), "origin must be an integer"),
+                        (lambda: bandpass(x, 500.0, method="fir", numtaps=1), "at least 2 taps")):
+        with pytest.raises(ValueError, match=match):
+            call()
+    with pytest.raises(ValueError):
+        ss.filtfilt(ss.firwin(1, [0.5, 45.0], pass_zero=False, fs=500.0), 1, x.numpy())

@@ -60,9 +60,29 @@ def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: f
             base[r] = ndimage.median_filter(ndimage.median_filter(row, w1, mode=mode), w2,
                                             mode=mode)
         else:
-            base[r] = ndimage.uniform_filter1d(ndimage.uniform_filter1d(row, w1, mode="mirror"),
-                                               w2, mode="mirror")
-    return (rows - base).reshape(sig.shape)
+            base[r] = _moving_average(_moving_average(row, w1), w2)
+    with np.errstate(invalid="ignore"):  # Inf - Inf is the NaN the torch path gives too
+        return (rows - base).reshape(sig.shape)
+
+
+def _moving_average(row: np.ndarray, w: int) -> np.ndarray:
+    """``uniform_filter1d(row, w, mode="mirror")``, where a NaN or an Inf changes only the
+    windows that hold it (the running sum would carry it to the row's end): those take
+    the sum of their non-finite values (NaN for a NaN or for both infinities), as the
+    torch path's sums over each window give."""
+    bad = ~np.isfinite(row)
+    if not bad.any():
+        return ndimage.uniform_filter1d(row, w, mode="mirror")
+    out = ndimage.uniform_filter1d(np.where(bad, 0.0, row).astype(row.dtype), w, mode="mirror")
+
+    def held(mask):  # windows that hold a sample of `mask` (sums of ones are exact)
+        return ndimage.uniform_filter1d(mask.astype(np.float64), w, mode="mirror") > 0
+
+    pos, neg, nan = held(row == np.inf), held(row == -np.inf), held(np.isnan(row))
+    out[pos] = np.inf
+    out[neg] = -np.inf
+    out[nan | (pos & neg)] = np.nan
+    return out
 
 
 class BaselineRemove:

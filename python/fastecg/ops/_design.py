@@ -107,6 +107,8 @@ def extension_length(x: Tensor, padtype: Optional[str], padlen: Optional[int],
     edge = 0 if padtype is None else (default if padlen is None else padlen)
     if edge is None:  # the design's default, found from its values when the op runs
         return -1
+    if isinstance(edge, (bool, float)):
+        raise ValueError(f"padlen must be an integer, got {padlen!r}")
     if edge < 0:
         raise ValueError(f"padlen must be >= 0, got {edge}")
     check_longer_than_padding(x, edge)
