@@ -165,3 +165,31 @@ def test_finetune_reorders_a_store_of_the_models_leads(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "(I, II, V1)" in err and "(I, II, III)" in err
     assert not (tmp_path / "ft2" / "train").exists()
+
+
+def test_unfinished_store_bad_model_values_and_another_models_checkpoint_exit_2(tmp_path,
+                                                                               capsys):
+    """A folder that is not a finished store (what a failed `fastecg preprocess` leaves),
+    a model value torch refuses, and resuming a checkpoint of another method: each a
+    usage error with a message, not a traceback."""
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "settings.json").write_text("{}")
+    for argv, match in (
+            (["pretrain", "--data", str(half)], "not a complete ECG store"),
+            (["finetune", "--checkpoint", "x", "--data", str(half)], None),
+            (["ssl-compare", "--data", str(half)], "not a complete ECG store"),
+            (["pretrain", "--preset", "tiny", "--model-args", '{"embed_dim": -5}'],
+             "--model-args: cannot build")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv + ["--quiet"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "Traceback" not in err, (argv, err)
+        assert match is None or match in err, (argv, err)
+    run = ["--preset", "tiny", "--steps", "2", "--batch-size", "2", "--records", "8",
+           "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(["pretrain", "--method", "st_mem", *run]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "--method", "mae_1d", *run[:3], "4", *run[4:], "--resume"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "checkpoint holds another model" in err, err

@@ -58,7 +58,11 @@ def _dataset(data: str, n_records: int, model, labelled: bool, seed: int):
         return ds, SYNTHETIC_FS
     if not os.path.isdir(data):
         raise ValueError(f"--data {data}: neither 'synthetic' nor a store folder")
-    fs = ECGStore(data).fs
+    try:
+        fs = ECGStore(data).fs
+    except FileNotFoundError as err:  # a folder a failed `fastecg preprocess` left
+        raise ValueError(f"--data {data}: {err}; write the store with `fastecg "
+                         "preprocess`") from None
     if fs is None:
         raise ValueError(f"--data {data}: the store does not record its sampling rate")
     store = ECGStore(data, crop=window(fs), random_crop=not labelled, seed=seed)
@@ -122,7 +126,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
     preset = {k: v for k, v in PRESETS[args.preset].items()
               if k in inspect.signature(SSL.get(args.method)).parameters}
     config = {"name": args.method, **preset, **_model_args(args.model_args)}
-    model = SSL.build(config)
+    try:
+        model = SSL.build(config)
+    except RuntimeError as err:  # a value torch refuses (a negative width, ...)
+        raise ValueError(f"--model-args: cannot build {args.method} with {config}: {err}") \
+            from None
     dataset, fs = _dataset(args.data, args.records, model, False, args.seed)
     _check_input(dataset, model.contract, fs, args.data)
     out = pathlib.Path(args.out)

@@ -83,7 +83,11 @@ def _data(data: str, records: int, seed: int, seq_len: Optional[int]):
     else:
         if not pathlib.Path(data).is_dir():
             raise ValueError(f"--data {data}: neither 'synthetic' nor a store folder")
-        probe = ECGStore(data)
+        try:
+            probe = ECGStore(data)
+        except FileNotFoundError as err:  # a folder a failed `fastecg preprocess` left
+            raise ValueError(f"--data {data}: {err}; write the store with `fastecg "
+                             "preprocess`") from None
         if probe.targets is None:
             raise ValueError(f"--data {data}: the store has no targets to evaluate on")
         if probe.fs is None:

@@ -329,7 +329,13 @@ class Trainer:
         if meta != mine:
             raise ValueError(f"checkpoint was written with {meta}, this run has {mine}: the "
                              f"data order would differ, so the resume would not be exact")
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:  # another architecture or size
+            first = str(err).strip().splitlines()[0]
+            raise ValueError(f"checkpoint holds another model than this run's ({first} ...): "
+                             "resume with the model it was written by, or train in another "
+                             "folder") from None
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
