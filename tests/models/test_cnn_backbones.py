@@ -95,6 +95,8 @@ def test_xception_published_widths():
     ("resnet", {"kernel_size": 4}),
     ("resnet", {"layers": (2, 2), "widths": (64, 128, 256)}),
     ("resnet", {"block": "basic_se"}),
+    ("resnet", {"block": "bottleneck", "groups": 4, "base_width": 4,
+                "widths": (8, 16, 32, 64)}),  # 0 inner channels in the first stage
     ("resnet_nature_comm", {"kernel_size": 15}),  # 15 - 2 is odd: no padding matches
     ("vgg16", {"kernel_size": 2}),
     ("densenet", {"compression": 0.0}),

@@ -148,6 +148,10 @@ class Bottleneck(_ResidualBlock):
         super().__init__()
         _check_odd(kernel_size)
         width = int(planes * base_width / 64) * groups
+        if width < 1:
+            raise ValueError(f"Bottleneck: planes={planes} with base_width={base_width} gives "
+                             f"{width} inner channels (planes * base_width / 64 * groups must "
+                             "be at least 1)")
         out_channels = planes * self.expansion
         layers = [ConvBnAct(in_channels, width, 1, act=act),
                   ConvBnAct(width, width, kernel_size, stride, groups=groups, act=act),
