@@ -337,3 +337,16 @@ def test_resume_from_a_missing_file_is_an_error(tmp_path):
     assert trainer.step == 0 and trainer.history == []
     # resume=True with nothing saved yet starts afresh
     assert trainer.fit(torch.randn(8, 2, 8), resume=True)[0]["step"] == 1
+
+
+def test_resume_past_the_runs_steps_is_an_error(tmp_path):
+    """A checkpoint further than the run asks for is a ValueError (it returned at once
+    with the checkpoint's weights); one at exactly the run's end has nothing left to do."""
+    x = torch.randn(8, 2, 8)
+    torch.manual_seed(0)
+    Trainer(Regression(), batch_size=4, max_steps=4, out_dir=tmp_path, progress=False).fit(x)
+    with pytest.raises(ValueError, match="checkpoint is at step 4, past this run's 2 steps"):
+        Trainer(Regression(), batch_size=4, max_steps=2, out_dir=tmp_path,
+                progress=False).fit(x, resume=True)
+    done = Trainer(Regression(), batch_size=4, max_steps=4, out_dir=tmp_path, progress=False)
+    assert done.fit(x, resume=True) == [] and done.step == 4

@@ -487,6 +487,9 @@ class Trainer:
         total = self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
         if resume:
             self.resume(None if resume is True else resume)
+            if self.step > total:  # (equal: a finished run, nothing left to do)
+                raise ValueError(f"resume: the checkpoint is at step {self.step}, past this "
+                                 f"run's {total} steps; ask for at least {self.step}")
         bar = None
         if self.progress and self.is_main:
             from tqdm.auto import tqdm
