@@ -408,12 +408,18 @@ class WFDBDataset(Dataset):
         return follow_time(mask.astype(np.float32), header["fs"], n_out, fs_out)
 
 
-def _has_id(value: Any) -> bool:
-    """A patient id is any value but a missing one (None, NaN, pandas' NA) or ""."""
+def patient_key(value: Any) -> Optional[str]:
+    """A patient id as a string to compare by value (``7``, ``np.int64(7)`` and
+    ``tensor(7)`` are one patient), or None where it is missing (None, NaN, pandas' NA,
+    "")."""
+    if isinstance(value, torch.Tensor):
+        value = value.item()
     if value is None or (isinstance(value, str) and not value):
-        return False
+        return None
     missing = _pandas().isna(value)
-    return not (isinstance(missing, (bool, np.bool_)) and missing)
+    if isinstance(missing, (bool, np.bool_)) and missing:
+        return None
+    return str(value)
 
 
 def _number(text: Any) -> float:
@@ -639,7 +645,8 @@ def split(dataset, by: str = "record", stratify: bool = True,
                else [str(i) for i in range(n)])
     if by == "patient" and "patient_id" in meta:
         ids = meta["patient_id"].tolist()
-        units = [f"p:{p}" if _has_id(p) else f"r:{r}" for p, r in zip(ids, records)]
+        keys = [patient_key(p) for p in ids]
+        units = [f"r:{r}" if k is None else f"p:{k}" for k, r in zip(keys, records)]
     else:
         units = [f"r:{r}:{i}" for i, r in enumerate(records)]
     if "label" in meta:

@@ -358,8 +358,7 @@ def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_siz
         out, fs_out = (batch, fs) if pipeline is None else pipeline(batch, fs, names)
         arr = out.detach().cpu().numpy().astype(_DTYPES[dtype], copy=False)
         out_fs.add(float(fs_out))
-        leads = _out_leads(pipeline, names)
-        out_leads.add(None if leads is None else tuple(leads))
+        out_leads.add(_lead_key(pipeline, names))
         for k, item in enumerate(pending):
             write(np.ascontiguousarray(arr[k]), item[4])
         bar.update(len(pending))
@@ -394,7 +393,7 @@ def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_siz
     _atomic(root, "metadata.parquet", lambda path: metadata.to_parquet(path, index=False))
     _write_json(root, "preprocessing.json", None if pipeline is None else pipeline.to_config())
     if not out_leads and len(dataset):
-        out_leads.add(tuple(_out_leads(pipeline, dataset.read(0)[2]) or ()) or None)
+        out_leads.add(_lead_key(pipeline, dataset.read(0)[2]))
     # One rate and one lead order for all records, or None: the records differ.
     leads = out_leads.pop() if len(out_leads) == 1 else None
     info = {"format": STORE_FORMAT, "dtype": dtype, "n_records": int(len(index)),
@@ -456,6 +455,12 @@ def _out_leads(pipeline, names) -> Optional[list]:
         if "leads" in config and config["leads"] is not None:
             leads = [str(x) for x in config["leads"]]
     return leads
+
+
+def _lead_key(pipeline, names) -> Optional[tuple]:
+    """:func:`_out_leads` as a set member (None: not known)."""
+    leads = _out_leads(pipeline, names)
+    return None if leads is None else tuple(leads)
 
 
 def _progress(total: int, enabled: bool, done: int = 0):

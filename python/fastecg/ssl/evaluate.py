@@ -236,7 +236,7 @@ def train_test_indices(targets, patient_ids=None, test_size: float = 0.3, seed: 
     """
     import pandas as pd
 
-    from fastecg.data import split
+    from fastecg.data.datasets import patient_key, split
 
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
@@ -251,7 +251,7 @@ def train_test_indices(targets, patient_ids=None, test_size: float = 0.3, seed: 
     columns = {"record": pd.Series([str(i) for i in range(n)], dtype="str"), **labels}
     by = "record"
     if patient_ids is not None:
-        ids = [_patient_key(p) for p in patient_ids]
+        ids = [patient_key(p) for p in patient_ids]
         if len(ids) != n:
             raise ValueError(f"{len(ids)} patient ids for {n} records")
         if any(p is not None for p in ids):
@@ -261,20 +261,6 @@ def train_test_indices(targets, patient_ids=None, test_size: float = 0.3, seed: 
     train, test = split(holder, by=by, fractions=(1 - test_size, test_size), seed=seed)
     return (np.asarray(train.indices, dtype=np.int64), np.asarray(test.indices, dtype=np.int64),
             by)
-
-
-def _patient_key(pid: Any) -> Optional[str]:
-    """A patient id as a string to compare by value (``7``, ``np.int64(7)`` and
-    ``tensor(7)`` are one patient), or None where it is missing (None, NaN, "")."""
-    import pandas as pd
-
-    if isinstance(pid, Tensor):
-        pid = pid.item()
-    if pid is None or (isinstance(pid, str) and not pid):
-        return None
-    if not isinstance(pid, str) and np.ndim(pid) == 0 and pd.isna(pid):  # NaN, pd.NA, NaT
-        return None
-    return str(pid)
 
 
 def label_subsample(targets, fraction: float, seed: int = 0) -> np.ndarray:
