@@ -336,3 +336,20 @@ def test_torch_ecg_keywords_are_taken():
                                      "bandpass": {}, "normalize": {}})
     assert [type(s).__name__ for s in pm.steps] == ["BandPass", "Normalize"]
     assert "inplace" not in pm.to_config()
+
+
+def test_a_pipeline_never_writes_the_callers_tensor_with_inplace_steps():
+    """`inplace=True` writes into the tensor a step is called with alone; in a pipeline
+    the caller's tensor stays as it was, also after a step that passes its input through
+    (resampling to the same rate), and the result equals the out-of-place pipeline's."""
+    x = torch.randn(2, 12, 1000, dtype=torch.float64)
+    keep = x.clone()
+    for spec in [{"name": "bandpass"}, {"name": "normalize"}, {"name": "min_max_normalize"},
+                 {"name": "naive_normalize", "mean": 1.0}, {"name": "z_score_normalize"},
+                 {"name": "baseline_remove"}]:
+        for first in ([], [{"name": "resample", "dst_fs": FS}]):
+            steps = first + [{**spec, "inplace": True}]
+            out = PreprocManager(*steps, fs=FS)(x)
+            assert torch.equal(x, keep), spec["name"]
+            plain = PreprocManager(*(first + [spec]), fs=FS)(x)
+            assert torch.equal(out, plain) and out.data_ptr() != x.data_ptr(), spec["name"]

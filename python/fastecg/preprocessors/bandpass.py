@@ -46,14 +46,15 @@ class BandPass(BandPassSpec, Transform):
     """
 
     def forward(self, sig: Tensor, fs: Optional[float] = None) -> Tensor:
-        fs = self.step_fs(SignalInfo(fs=fs))
-        if self.method == "fir":
-            out = bandpass(sig, fs, self.lowcut, self.highcut, method="fir",
-                           numtaps=self.order_at(fs), backend=self.backend)
-        else:
-            out = bandpass(sig, fs, self.lowcut, self.highcut, self.order_at(fs),
-                           self.method, self.backend)
-        return sig.copy_(out) if self.inplace else out
+        return self.write_back(sig, self._filter(sig, SignalInfo(fs=fs)))
 
     def run(self, sig: Tensor, info: SignalInfo, generator: Any = None) -> Tensor:
-        return self(sig, info.fs)
+        return self._filter(sig, info)
+
+    def _filter(self, sig: Tensor, info: SignalInfo) -> Tensor:
+        fs = self.step_fs(info)
+        if self.method == "fir":
+            return bandpass(sig, fs, self.lowcut, self.highcut, method="fir",
+                            numtaps=self.order_at(fs), backend=self.backend)
+        return bandpass(sig, fs, self.lowcut, self.highcut, self.order_at(fs), self.method,
+                        self.backend)

@@ -37,8 +37,7 @@ class BaselineRemove(BaselineRemoveSpec, Transform):
     """
 
     def forward(self, sig: Tensor, fs: Optional[float] = None) -> Tensor:
-        out = self._remove(sig, self.step_fs(SignalInfo(fs=fs)))
-        return sig.copy_(out) if self.inplace else out
+        return self.write_back(sig, self._remove(sig, self.step_fs(SignalInfo(fs=fs))))
 
     def run(self, sig: Tensor, info: SignalInfo, generator: Any = None) -> Tensor:
         return self._remove(sig, info.fs if self.fs is None else self.fs)

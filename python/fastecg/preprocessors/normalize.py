@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..ops.normalize import normalize
 from ..registry import PREPROCESSORS
+from ..transforms.config import SignalInfo
 from ..transforms.designs import EPS, NormalizeSpec
 from ..transforms.manager import Transform
 
@@ -32,9 +33,14 @@ class Normalize(NormalizeSpec, Transform):
     """
 
     def forward(self, sig: Tensor) -> Tensor:
-        out = normalize(sig, self.method, _stat(self.mean, sig), _stat(self.std, sig),
-                        self.per_channel, self.backend, ddof=self.ddof, eps=self.eps)
-        return sig.copy_(out) if self.inplace else out
+        return self.write_back(sig, self._normalize(sig))
+
+    def run(self, sig: Tensor, info: SignalInfo, generator: Any = None) -> Tensor:
+        return self._normalize(sig)
+
+    def _normalize(self, sig: Tensor) -> Tensor:
+        return normalize(sig, self.method, _stat(self.mean, sig), _stat(self.std, sig),
+                         self.per_channel, self.backend, ddof=self.ddof, eps=self.eps)
 
 
 def _stat(value: Any, sig: Tensor) -> Any:

@@ -46,6 +46,12 @@ class Transform(nn.Module, Step):
         :meth:`infer`. Default: ``forward(sig)``."""
         return self(sig)
 
+    def write_back(self, sig: Tensor, out: Tensor) -> Tensor:
+        """``forward``'s result: `out`, or with torch_ecg's ``inplace=True`` (a step
+        alone, called as a module) `out` written into `sig`. A pipeline's :meth:`run`
+        never calls it: the caller's tensor is never written to."""
+        return sig.copy_(out) if getattr(self, "inplace", False) else out
+
     def extra_repr(self) -> str:
         return changed_arguments(self)
 
