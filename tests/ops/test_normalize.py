@@ -253,3 +253,30 @@ def test_module_wrappers():
     torch.testing.assert_close(built(x), MinMaxNormalize(per_channel=True)(x), rtol=0, atol=0)
     torch.testing.assert_close(ZScoreNormalize(mean=1.0)(x), normalize(x, mean=1.0), rtol=0,
                                atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_flat_lead_at_an_offset_centres_to_zero(backend):
+    """A disconnected lead sits flat at a DC offset: z-score gives 0 there (as NumPy in
+    float64), not the float32 mean's rounding divided by eps; the other lead is exact."""
+    x = torch.full((1, 2, 5000), 1000.1)
+    x[0, 1] = torch.randn(5000, generator=torch.Generator().manual_seed(0))
+    y = normalize(x, per_channel=True, backend=backend)
+    assert torch.equal(y[0, 0], torch.zeros(5000))
+    torch.testing.assert_close(y, reference(x, per_channel=True), atol=2e-6, rtol=0)
+
+
+def test_stats_of_another_shape_are_refused_and_arrays_are_taken():
+    x = torch.randn(2, 3, 100, dtype=torch.float64)
+    for mean in (torch.zeros(12, 1), torch.zeros(3), torch.zeros(5, 1, 1, 1)):
+        with pytest.raises(ValueError, match=r"does not broadcast to x.shape\[:-1\] \+ \(1,\)"):
+            normalize(x, "naive", mean=mean)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        normalize(torch.randn(100), mean=torch.zeros(3, 1), per_channel=True)
+    col = torch.tensor([[0.5], [1.0], [2.0]], dtype=torch.float64)
+    want = normalize(x, "z-score", mean=col, std=2 * col, per_channel=True)
+    for as_given in (col.numpy(), col.tolist()):
+        torch.testing.assert_close(normalize(x, "z-score", mean=as_given, std=2 * np.asarray(
+            as_given), per_channel=True), want, rtol=0, atol=0)
+    assert torch.equal(normalize(x, "naive", mean=np.float32(2.0), std=np.array(4.0)),
+                       (x - 2) / 4)

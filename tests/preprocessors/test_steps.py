@@ -14,8 +14,8 @@ from scipy.interpolate import interp1d
 
 from fastecg.numpy_path.preproc import NUMPY_PREPROCESSORS
 from fastecg.numpy_path.preproc import PreprocManager as NumpyPreprocManager
-from fastecg.preprocessors import (BaselineRemove, CropOrPad, LeadSelect, PreprocManager,
-                                   Resample, SOSFilter)
+from fastecg.preprocessors import (BaselineRemove, CropOrPad, LeadSelect, Normalize,
+                                   PreprocManager, Resample, SOSFilter)
 from fastecg.registry import PREPROCESSORS
 
 from helpers import rel_err
@@ -353,3 +353,16 @@ def test_a_pipeline_never_writes_the_callers_tensor_with_inplace_steps():
             assert torch.equal(x, keep), spec["name"]
             plain = PreprocManager(*(first + [spec]), fs=FS)(x)
             assert torch.equal(out, plain) and out.data_ptr() != x.data_ptr(), spec["name"]
+
+
+def test_per_lead_stats_as_arrays_and_their_count_checked_before_any_work():
+    x = torch.randn(2, 12, 1000, dtype=torch.float64)
+    mean, std = np.linspace(-1, 1, 12), np.linspace(1, 2, 12)
+    want = Normalize(mean=mean.tolist(), std=std.tolist(), per_channel=True)(x)
+    torch.testing.assert_close(Normalize(mean=mean, std=std, per_channel=True)(x), want,
+                               rtol=0, atol=0)
+    torch.testing.assert_close(want.mean(-1), torch.from_numpy(mean).expand(2, 12))
+    pm = PreprocManager("bandpass", {"name": "normalize", "mean": [0.0] * 5}, fs=FS)
+    with pytest.raises(ValueError, match="mean has 5 values .one per lead., but the signal "
+                                         "reaching it has 12 leads"):
+        pm(x)

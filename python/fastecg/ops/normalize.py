@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Union
+from typing import Any, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,8 +42,14 @@ def normalize_reference(rows: Tensor, method: int, mean: float, std: float, eps:
         lo, hi = rows.amin(-1, keepdim=True), rows.amax(-1, keepdim=True)
         out = (rows - lo) / (hi - lo + eps)
         return out.masked_fill(~rows.isfinite().all(-1, keepdim=True), float("nan"))
-    mu, sigma = rows.mean(-1, keepdim=True), rows.std(-1, keepdim=True, correction=ddof)
-    return (rows - mu) / (sigma + eps) * std + mean
+    # The mean refined by the mean of what is left (one more pass): a float32 mean is off
+    # by rounding, which a flat row (a disconnected lead at a DC offset) would turn into
+    # (c - mean) / eps, hundreds, where the compiled kernels (double sums) give 0. For a
+    # flat row the leftover is exact, so the row centres to exactly 0.
+    left = rows - rows.mean(-1, keepdim=True)
+    centred = left - left.mean(-1, keepdim=True)
+    sigma = centred.std(-1, keepdim=True, correction=ddof)
+    return centred / (sigma + eps) * std + mean
 
 
 register_kernel("normalize", "cpu", compiled_op("_normalize_kernel"))
@@ -141,10 +148,11 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
         strides. With ``per_channel=True`` a 1-D ``(n_samples,)`` signal is accepted.
     method : {"z-score", "min-max", "naive"}, optional
         See above. ``"min-max"`` ignores `mean` and `std`.
-    mean, std : float or Tensor, optional
+    mean, std : float, Tensor or array-like, optional
         Target mean and standard deviation (``z-score``), or the values to subtract
-        and divide by (``naive``). Tensors must broadcast against ``x.shape[:-1] + (1,)``,
-        e.g. shape ``(n_leads, 1)`` for per-lead values; `std` must be positive.
+        and divide by (``naive``). Tensors (NumPy arrays and sequences are taken as
+        tensors) must broadcast to ``x.shape[:-1] + (1,)``, e.g. shape ``(n_leads, 1)``
+        for per-lead values; `std` must be positive.
     per_channel : bool, optional
         Default False: one set of statistics per record (over ``n_leads * n_samples``),
         torch_ecg's default. True: statistics per lead (over ``n_samples``).
@@ -168,9 +176,10 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
     TypeError
         If `x` is not a floating-point tensor.
     ValueError
-        If `method` is unknown, `std` is not positive, `x` has too few dimensions, or
-        a z-score statistic has no more than `ddof` samples, `ddof` is negative or
-        `eps` is negative.
+        If `method` is unknown, `std` is not positive, `mean` or `std` does not
+        broadcast to ``x.shape[:-1] + (1,)``, `x` has too few dimensions, or a z-score
+        statistic has no more than `ddof` samples, `ddof` is negative or `eps` is
+        negative.
     RuntimeError
         If a forced `backend` is unavailable or cannot run on `x`'s device.
 
@@ -189,10 +198,17 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
     >>> y.shape
     torch.Size([4, 12, 5000])
     """
+    mean, std = _as_stat(mean), _as_stat(std)
     check_normalize_args(method, mean, std, backend, ddof, eps)
     code = NORMALIZE_METHODS[method]
     check_signal(x, "normalize", min_dim=1 if per_channel else 2,
                  min_samples=ddof + 1 if (code == Z_SCORE and per_channel) else 1)
+    target = (*x.shape[:-1], 1)
+    for name, value in (("mean", mean), ("std", std)):
+        if isinstance(value, Tensor) and _broadcast(value.shape, target) != target:
+            raise ValueError(f"normalize: {name} of shape {tuple(value.shape)} does not "
+                             f"broadcast to x.shape[:-1] + (1,) = {target} (per-lead values: "
+                             f"shape (n_leads, 1))")
     if code == Z_SCORE and not per_channel and x.shape[-1] * x.shape[-2] <= ddof:
         raise ValueError(f"normalize: z-score with ddof={ddof} needs at least {ddof + 1} "
                          f"values per record, got shape {tuple(x.shape)}")
@@ -223,6 +239,22 @@ def check_normalize_args(method: str, mean, std, backend: str, ddof: int = 1,
     if not isinstance(mean, Tensor) and not isinstance(std, Tensor) and not std > 0:
         raise ValueError(f"normalize: std must be positive, got {std}")
     check_backend_name(backend)
+
+
+def _as_stat(value: Any) -> Any:
+    """A number or tensor as given; a NumPy array or a sequence as a float64 tensor (a
+    0-d one as a float)."""
+    if isinstance(value, (Tensor, numbers.Real)):
+        return value
+    array = np.asarray(value, dtype=np.float64)
+    return float(array) if array.ndim == 0 else torch.from_numpy(array)
+
+
+def _broadcast(a: tuple, b: tuple):
+    try:
+        return tuple(torch.broadcast_shapes(a, b))
+    except RuntimeError:
+        return None
 
 
 def _apply_tensor_stats(unit: Tensor, x: Tensor, code: int, mean, std) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -44,9 +45,11 @@ class Normalize(NormalizeSpec, Transform):
 
 
 def _stat(value: Any, sig: Tensor) -> Any:
-    """A number as given; a sequence as a tensor on `sig`'s device (made once per device,
+    """A number as given; a sequence (or NumPy array) as a tensor on `sig`'s device (made once per device,
     not per call); one value per lead (1-D) as a column ``(n_leads, 1)``, which the op
     broadcasts over time (a 1-D tensor would otherwise run along time)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     if isinstance(value, (list, tuple)):
         value = _as_tensor(_frozen(value), str(sig.device))
     if isinstance(value, Tensor) and value.dim() == 1:

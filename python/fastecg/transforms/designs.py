@@ -233,6 +233,14 @@ class NormalizeSpec(Step):
         self.method, self.mean, self.std = method, mean, std
         self.per_channel, self.backend, self.ddof, self.eps = per_channel, backend, ddof, eps
 
+    def infer(self, info: SignalInfo) -> SignalInfo:
+        for name, value in (("mean", self.mean), ("std", self.std)):
+            shape = np.shape(_plain(value))
+            if len(shape) == 1 and info.n_leads is not None and shape[0] not in (1, info.n_leads):
+                raise ValueError(f"normalize: {name} has {shape[0]} values (one per lead), but "
+                                 f"the signal reaching it has {info.n_leads} leads")
+        return info
+
 
 def _plain(value: Any) -> Any:
     """A tensor's values without importing torch (anything with ``tolist``)."""
