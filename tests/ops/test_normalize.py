@@ -131,10 +131,15 @@ def test_constant_record_is_finite_and_centred():
     torch.testing.assert_close(normalize(x, "min-max"), torch.zeros_like(x))
 
 
-def test_empty_batch_gives_empty_result():
-    x = torch.randn(0, 12, 100)
-    out = normalize(x)
-    assert out.shape == (0, 12, 100)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("shape", [(0, 12, 100), (2, 0, 100)])
+def test_empty_input_gives_empty_result(method, per_channel, shape):
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    out = normalize(x, method, per_channel=per_channel)
+    assert out.shape == shape and out.dtype == x.dtype
+    out.sum().backward()
+    assert x.grad.shape == shape
 
 
 @pytest.mark.parametrize("bad, error, match", [

@@ -188,6 +188,16 @@ def test_unpatchify_inverts_patchify():
         assert torch.equal(unpatchify(patchify(x, 5, mode), 3, 5, mode), x)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_batch(mode):
+    x = torch.randn(0, 4, 40)
+    out = patch_mask(x, 10, 0.5, mode=mode)
+    n_tokens = 4 if MASK_MODES[mode] == MASK_MODES["temporal"] else 16
+    assert out.kept.shape == (0, n_tokens // 2, out.kept.shape[-1])
+    assert out.mask.shape == out.ids_restore.shape == (0, n_tokens)
+    assert unpatchify(patchify(x, 10, mode), 4, 10, mode).shape == x.shape
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(patch_size=7), "not a multiple"),
     (dict(mask_ratio=1.0), "mask_ratio"),

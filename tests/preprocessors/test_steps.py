@@ -132,6 +132,17 @@ def test_fft_resample_is_scipy_resample(fs_in, fs_out, n, dtype):
     assert rel_err(out, ref) < (1e-12 if dtype == torch.float64 else 2e-6)
 
 
+@pytest.mark.parametrize("method", ["poly", "fft", "linear", "decimate"])
+def test_resample_of_an_empty_batch_is_empty(method):
+    if method == "poly" and not HAS_POLY:
+        pytest.skip("no compiled resample")
+    out = Resample(500.0, 250.0, method=method)(torch.zeros(0, 12, 1000))
+    assert out.shape == (0, 12, 500)
+    ref = NumpyPreprocManager({"name": "resample", "dst_fs": 250.0, "method": method},
+                              fs=500.0)(np.zeros((0, 12, 1000)))
+    assert ref.shape == (0, 12, 500)
+
+
 @pytest.mark.parametrize("fs_in, fs_out", RATES)
 def test_linear_resample_is_the_aligned_interp1d(fs_in, fs_out):
     x = ecg((3, 1001))

@@ -209,6 +209,9 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
             raise ValueError(f"normalize: {name} of shape {tuple(value.shape)} does not "
                              f"broadcast to x.shape[:-1] + (1,) = {target} (per-lead values: "
                              f"shape (n_leads, 1))")
+    # No records, or records of no leads: empty in, empty out (a clone keeps the graph).
+    if x.numel() == 0:
+        return x.clone(memory_format=torch.contiguous_format)
     if code == Z_SCORE and not per_channel and x.shape[-1] * x.shape[-2] <= ddof:
         raise ValueError(f"normalize: z-score with ddof={ddof} needs at least {ddof + 1} "
                          f"values per record, got shape {tuple(x.shape)}")

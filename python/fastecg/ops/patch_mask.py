@@ -72,7 +72,7 @@ def num_tokens(n_leads: int, n_samples: int, patch_size: int, mode: str = "tempo
 def patchify(x: Tensor, patch_size: int, mode: str = "temporal") -> Tensor:
     """All tokens, ``(B, L, D)`` (a copy: for reference and display, not the hot path)."""
     v = _token_view(x.contiguous(), patch_size, MASK_MODES[mode])
-    return v.reshape(v.shape[0], v.shape[1], -1)
+    return v.flatten(2)  # (not reshape(..., -1): ambiguous for an empty batch)
 
 
 def unpatchify(tokens: Tensor, n_leads: int, patch_size: int, mode: str = "temporal") -> Tensor:
@@ -82,7 +82,7 @@ def unpatchify(tokens: Tensor, n_leads: int, patch_size: int, mode: str = "tempo
         t = tokens.shape[1]
         return tokens.view(b, t, n_leads, patch_size).permute(0, 2, 1, 3).reshape(
             b, n_leads, t * patch_size)
-    return tokens.reshape(b, n_leads, -1)
+    return tokens.reshape(b, n_leads, tokens.shape[1] * tokens.shape[2] // n_leads)
 
 
 # ---- kernels -------------------------------------------------------------------------------
@@ -389,8 +389,8 @@ def _draw_ids(x: Tensor, patch_size: int, mask_ratio: float, mode: int,
             tok = order.unsqueeze(-1) * t + torch.arange(t, device=x.device)
             n_keep = c - n_mask
             keep, drop = tok[:, :n_keep], tok[:, n_keep:]
-        ids_keep = keep.reshape(b, -1)
-        ids_shuffle = torch.cat([ids_keep, drop.reshape(b, -1)], dim=1)
+        ids_keep = keep.flatten(1)  # (reshape(b, -1) is ambiguous for an empty batch)
+        ids_shuffle = torch.cat([ids_keep, drop.flatten(1)], dim=1)
     ids_restore = ids_shuffle.argsort(dim=-1)
     n_tokens = ids_shuffle.shape[1]
     mask = (torch.arange(n_tokens, device=x.device) >= ids_keep.shape[1]).to(x.dtype)

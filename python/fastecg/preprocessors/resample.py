@@ -86,6 +86,8 @@ def fft_resample(sig: Tensor, num: int) -> Tensor:
     to) the first ``min(num, n) // 2 + 1`` rFFT bins, halve or double an unpaired
     Nyquist bin as SciPy does, scale by ``num / n``."""
     n = sig.shape[-1]
+    if sig.numel() == 0:  # (the FFT refuses an empty batch)
+        return sig.new_empty(*sig.shape[:-1], num)
     work = sig if sig.dtype in (torch.float32, torch.float64) else sig.float()
     m = min(num, n)
     spectrum = torch.fft.rfft(work)[..., :m // 2 + 1]
@@ -101,6 +103,8 @@ def linear_resample(sig: Tensor, num: int) -> Tensor:
     Positions and weights are computed in float64: ``F.interpolate`` computes them in
     the signal's dtype, 3e-5 of the peak off in float32 on 10 s records."""
     n = sig.shape[-1]
+    if sig.numel() == 0:  # (the FFT refuses an empty batch)
+        return sig.new_empty(*sig.shape[:-1], num)
     work = sig if sig.dtype in (torch.float32, torch.float64) else sig.float()
     left, weight = _linear_grid(n, num, str(sig.device), work.dtype)
     out = work.index_select(-1, left)
