@@ -440,6 +440,18 @@ def test_half_types_and_strides():
     assert torch.equal(out, (half.float() - torch.from_numpy(base)).to(torch.bfloat16))
 
 
+@pytest.mark.parametrize("method", ["median", "mean"])
+def test_numpy_path_takes_float16_as_the_torch_path(method):
+    """float16 keeps its dtype on the NumPy path (the mean computed in float32, as the
+    torch path computes half types; ndimage has no float16 filters) and equals it."""
+    x = ecg_like((2, 3, 1000)).to(torch.float16)
+    out = numpy_remove_baseline(x.numpy(), 500.0, method=method)
+    assert out.dtype == np.float16
+    want = remove_baseline(x, 500.0, method=method).numpy()
+    np.testing.assert_allclose(out.astype(np.float32), want.astype(np.float32), rtol=0,
+                               atol=float(np.spacing(np.float16(abs(want).max()))))
+
+
 def test_module_registered_and_keyword_compatible():
     m = PREPROCESSORS.build({"name": "baseline_remove", "fs": 500, "window1": 0.2,
                              "window2": 0.6})

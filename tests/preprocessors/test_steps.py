@@ -143,6 +143,17 @@ def test_resample_of_an_empty_batch_is_empty(method):
     assert ref.shape == (0, 12, 500)
 
 
+@pytest.mark.parametrize("n, n_out", [(3, 1), (1, 4)])
+def test_linear_resample_to_or_from_one_sample_repeats_the_first(n, n_out):
+    """interpolate(align_corners=True)'s answer on both paths (the NumPy path gave NaN:
+    interp1d on a grid of repeated points)."""
+    x = np.arange(1.0, 1.0 + 2 * n).reshape(1, 2, n)
+    step = {"name": "resample", "siglen": n_out, "method": "linear"}
+    want = np.repeat(x[..., :1], n_out, axis=-1)
+    np.testing.assert_array_equal(NumpyPreprocManager(step, fs=FS)(x), want)
+    np.testing.assert_array_equal(PreprocManager(step, fs=FS)(torch.from_numpy(x)).numpy(), want)
+
+
 @pytest.mark.parametrize("fs_in, fs_out", RATES)
 def test_linear_resample_is_the_aligned_interp1d(fs_in, fs_out):
     x = ecg((3, 1001))

@@ -54,6 +54,8 @@ def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: f
     mode = mode or ("nearest" if method == "median" else "mirror")
     w1, w2 = window_samples(window1, fs), window_samples(window2, fs)
     rows = sig.reshape(-1, sig.shape[-1]) if sig.size else sig.reshape(0, max(sig.shape[-1:], default=0))
+    if method == "mean" and rows.dtype.itemsize < 4:  # (ndimage has no float16 filters)
+        rows = rows.astype(np.float32)  # as the torch path: half computed in float32
     base = np.empty_like(rows)
     for r, row in enumerate(rows):
         if method == "median":
@@ -62,7 +64,7 @@ def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: f
         else:
             base[r] = _moving_average(_moving_average(row, w1), w2)
     with np.errstate(invalid="ignore"):  # Inf - Inf is the NaN the torch path gives too
-        return (rows - base).reshape(sig.shape)
+        return (rows - base).reshape(sig.shape).astype(sig.dtype, copy=False)
 
 
 def _moving_average(row: np.ndarray, w: int) -> np.ndarray:

@@ -175,8 +175,11 @@ class ResampleStep(ResampleSpec, NumpyStep):
         elif self.method == "linear":
             from scipy.interpolate import interp1d
 
-            grid = np.linspace(0, plan.n_out - 1, n)
-            out = interp1d(grid, sig, kind="linear", axis=-1)(np.arange(plan.n_out))
+            if n == 1 or plan.n_out == 1:  # the first sample (interpolate, aligned corners)
+                out = np.repeat(sig[..., :1], plan.n_out, axis=-1)
+            else:
+                grid = np.linspace(0, plan.n_out - 1, n)
+                out = interp1d(grid, sig, kind="linear", axis=-1)(np.arange(plan.n_out))
         else:
             out = signal.sosfiltfilt(np.asarray(decimate_sos(plan.down)), sig,
                                      axis=-1)[..., ::plan.down]
