@@ -388,3 +388,16 @@ def test_per_lead_stats_as_arrays_and_their_count_checked_before_any_work():
     with pytest.raises(ValueError, match="mean has 5 values .one per lead., but the signal "
                                          "reaching it has 12 leads"):
         pm(x)
+
+
+@pytest.mark.parametrize("spec", [{"design": "iirnotch", "freq": 50.0, "q": 30.0, "fs": FS},
+                                  {"design": "cheby1", "freq": [0.5, 40.0], "order": 4,
+                                   "rp": 0.5, "fs": FS, "zero_phase": False}])
+def test_sos_filter_step_compiles_fullgraph(spec):
+    """Its SciPy design is looked up, not traced (the design ran np.isscalar under
+    dynamo); the compiled step equals the eager one."""
+    torch._dynamo.reset()
+    step = SOSFilter(**spec)
+    x = ecg((2, 3, 1000), torch.float64)
+    torch.testing.assert_close(torch.compile(step, fullgraph=True)(x), step(x), rtol=0,
+                               atol=1e-12)

@@ -381,6 +381,10 @@ class SOSFilterSpec(Step):
         self.zero_phase, self.padtype, self.padlen, self.backend = (zero_phase, padtype,
                                                                     padlen, backend)
         self.fs = None if fs is None else check_fs(fs, what)
+        # Designs by rate, on the instance: a traced forward (torch.compile) finds its SOS
+        # in a dict instead of tracing into SciPy (designed here when fs is given, else
+        # by the first call or the pipeline's check at that rate).
+        self._by_fs: dict = {}
         if self.fs is not None:
             self.sos_at(self.fs)
 
@@ -388,11 +392,15 @@ class SOSFilterSpec(Step):
         """The SOS at `fs` (tuple of 6-tuples, designed once per rate)."""
         if self.design == "sos":
             return self._sos
+        if fs in self._by_fs:
+            return self._by_fs[fs]
         try:
-            return design_sos(self.design, fs, self._freq, self.order, self.btype, self.q,
-                              self.rp, self.rs)
+            sos = design_sos(self.design, fs, self._freq, self.order, self.btype, self.q,
+                             self.rp, self.rs)
         except ValueError as err:
             raise ValueError(f"SOSFilter({self.design!r}) at fs={fs:g} Hz: {err}") from None
+        self._by_fs[fs] = sos
+        return sos
 
     def infer(self, info: SignalInfo) -> SignalInfo:
         sos = self.sos_at(None if self.design == "sos" else self.step_fs(info))
