@@ -192,3 +192,21 @@ def test_sosfiltfilt_numpy_sos_compile_fullgraph():
     x = signal((2, 300))
     compiled = torch.compile(lambda t: sosfiltfilt(sos, t, padtype="even"), fullgraph=True)
     torch.testing.assert_close(compiled(x), sosfiltfilt(sos, x, padtype="even"))
+
+
+def test_one_section_as_a_1d_tensor_and_complex_filters_refused():
+    """A 1-D sos is one section as a tensor too (SciPy's atleast_2d; the array form was
+    already taken); a complex sos or zi is a TypeError, not a warning that drops the
+    imaginary part."""
+    sos = ss.butter(2, 10.0, fs=500.0, output="sos")
+    x = torch.randn(2, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    want = ss.sosfiltfilt(sos[0], x.numpy())
+    for given in (sos[0], torch.from_numpy(sos[0])):
+        assert rel_err(sosfiltfilt(given, x), want) < 1e-12
+    for bad in (sos.astype(complex), torch.from_numpy(sos.astype(complex))):
+        with pytest.raises(TypeError, match="sos must be real"):
+            sosfiltfilt(bad, x)
+        with pytest.raises(TypeError, match="sos must be real"):
+            sosfilt(bad, x)
+    with pytest.raises(TypeError, match="zi must be real"):
+        sosfilt(sos, x, zi=torch.zeros(1, 2, 2, dtype=torch.complex128))

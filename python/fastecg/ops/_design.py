@@ -30,7 +30,10 @@ def _as_sos(sos: Union[np.ndarray, Tensor], device: torch.device) -> Tensor:
         return _sos_on_device(_sos_key(sos), str(device))
     if isinstance(sos, Tensor):
         _check_constant_sos(sos)
+        _check_real(sos.is_complex(), "sos")
     sos_t = torch.as_tensor(sos, dtype=torch.float64, device=device)
+    if sos_t.dim() == 1:  # one section, as SciPy's atleast_2d takes it
+        sos_t = sos_t.unsqueeze(0)
     if sos_t.dim() != 2 or sos_t.shape[-1] != 6:
         raise ValueError(f"sos array must be shape (n_sections, 6), got {tuple(sos_t.shape)}")
     if not torch.compiler.is_compiling() and not bool((sos_t[:, 3] == 1).all()):
@@ -66,7 +69,15 @@ def _tuple_sos_key(sos: tuple) -> tuple:
     return _validated_key(sos)
 
 
+def _check_real(is_complex: bool, what: str) -> None:
+    """A complex filter or state is refused (a cast would drop its imaginary part with
+    only a warning)."""
+    if is_complex:
+        raise TypeError(f"{what} must be real: complex filters and states are not supported")
+
+
 def _validated_key(sos) -> tuple:
+    _check_real(np.iscomplexobj(np.asarray(sos)), "sos")
     arr = np.atleast_2d(np.asarray(sos, dtype=np.float64))
     if arr.ndim != 2 or arr.shape[1] != 6:
         raise ValueError(f"sos array must be shape (n_sections, 6), got {arr.shape}")

@@ -25,8 +25,9 @@ from torch import Tensor
 
 
 from .._rows import PADTYPES, extend_rows
-from ._design import (_as_sos, _sos_key, _sos_on_device, _sosfilt_zi, _tuple_padlen, _zi_for,
-                      _zi_on_device, check_longer_than_padding, default_padlen, extension_length)
+from ._design import (_as_sos, _check_real, _sos_key, _sos_on_device, _sosfilt_zi, _tuple_padlen,
+                      _zi_for, _zi_on_device, check_longer_than_padding, default_padlen,
+                      extension_length)
 from ._dispatch import (compiled_op, custom_op, has_kernel, kernel_for, register_kernel,
                         resolve_backend)
 
@@ -410,6 +411,7 @@ def sosfilt(sos: Union[np.ndarray, Tensor], x: Tensor, zi: Optional[Tensor] = No
         state = torch.zeros(lead_shape + (n_sections, 2), dtype=torch.float64, device=x.device)
     else:
         zi = torch.as_tensor(zi, device=x.device)
+        _check_real(zi.is_complex(), "zi")
         if tuple(zi.shape) != (n_sections,) + lead_shape + (2,):
             raise ValueError(f"Invalid zi shape. With axis=-1, an input with shape "
                              f"{tuple(x.shape)}, and an sos array with {n_sections} sections, "
