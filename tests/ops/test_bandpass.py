@@ -429,6 +429,12 @@ def test_empty_batches_and_half_inputs():
     y, zf = sosfilt(sos, torch.zeros(0, 5), zi=torch.zeros(sos.shape[0], 0, 2))
     assert y.shape == (0, 5) and zf.shape == (sos.shape[0], 0, 2)
     assert bandpass(torch.empty(0, 300), 500.0, method="fft").shape == (0, 300)
+    from fastecg import numpy_path
+
+    for method in ("iir", "fir"):  # (SciPy's filtfilt refuses an empty batch)
+        assert bandpass(torch.empty(0, 12, 1000), 500.0, method=method).shape == (0, 12, 1000)
+        out = numpy_path.bandpass(np.empty((0, 12, 1000), np.float32), 500.0, method=method)
+        assert out.shape == (0, 12, 1000) and out.dtype == np.float32
     x = signal((2, 300))
     half = sosfilt(sos, x.half())
     assert half.dtype == torch.float16

@@ -25,7 +25,8 @@ def bandpass(sig: np.ndarray, fs: float, lowcut: Optional[float] = 0.5,
              numtaps: Optional[int] = None) -> np.ndarray:
     """``scipy.signal.sosfiltfilt(butter_sos(...), sig)`` (``iir``) or
     ``filtfilt(fir_taps(...), 1, sig)`` (``fir``) along the last axis, with SciPy's
-    padding. Same shape as `sig`; float64 unless `sig` is float32 (rounded back).
+    padding. Same shape and dtype as `sig` (SciPy computes in float64 unless `sig` is
+    float32; the result is rounded back).
 
     Examples
     --------
@@ -48,7 +49,9 @@ def bandpass(sig: np.ndarray, fs: float, lowcut: Optional[float] = 0.5,
     if method == "fir":
         taps = fir_taps(default_numtaps(fs) if numtaps is None else numtaps, lowcut, highcut,
                         float(fs))
-        out = filtfilt(taps, 1.0, sig, axis=-1, padtype=padtype, padlen=padlen)
+        # (filtfilt refuses an empty batch)
+        out = sig.copy() if sig.size == 0 else filtfilt(taps, 1.0, sig, axis=-1,
+                                                        padtype=padtype, padlen=padlen)
     else:
         sos = butter_sos(order, lowcut, highcut, float(fs))
         out = sosfiltfilt(sos, sig, axis=-1, padtype=padtype, padlen=padlen)
