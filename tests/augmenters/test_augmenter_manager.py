@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from fastecg.augmenters import (AugmenterManager, DeviceAugmentLoader, IndexedDataset, Mixup,
-                                StretchCompress, VCGRotation)
+from fastecg.augmenters import (AmplitudeScale, AugmenterManager, CutMix, DeviceAugmentLoader,
+                                IndexedDataset, Mixup, StretchCompress, TimeShift, VCGRotation)
+from fastecg.preprocessors import BandPass, CropOrPad, PreprocManager, Resample
 
 FS = 500.0
 
@@ -248,3 +249,127 @@ def test_torch_ecg_passes_fs_to_every_step():
     x, label = ecg((4, 12, 1000)), torch.rand(4, 3)
     for a, b in zip(with_fs(x, label, seed=2), plain(x, label, seed=2)):
         assert torch.equal(a, b)
+
+
+def test_manager_prob_and_the_augmenters_own_prob_both_round_trip():
+    # add_(..., prob=p) is the manager's per-batch draw; the augmenter keeps its own
+    # per-sample prob: the config keeps the two apart, and rebuilds the same pipeline.
+    am = AugmenterManager(fs=FS)
+    am.add_(AmplitudeScale(scale=(0.5, 2.0), prob=1.0), prob=0.5)
+    am.add_("gaussian_noise", prob=0.3)
+    config = am.to_config()
+    assert [(s["prob"], s["manager_prob"]) for s in config["steps"]] == [(1.0, 0.5), (0.5, 0.3)]
+    again = AugmenterManager.from_config(json.loads(json.dumps(config)))
+    assert again.probs == (0.5, 0.3) and [s.prob for s in again] == [1.0, 0.5]
+    x = ecg((16, 12, 200))
+    applied = 0
+    for seed in range(20):
+        out, ref = again(x, seed=seed)[0], am(x, seed=seed)[0]
+        assert torch.equal(out, ref)
+        applied += not torch.equal(out, x)
+    assert 0 < applied < 20  # the manager's draw both keeps and leaves out the steps
+    # torch_ecg's form: "prob" in an augmenter's dict is the augmenter's own
+    own = AugmenterManager.from_config({"fs": FS, "amplitude_scale": {"prob": 0.3}})
+    assert own.probs == (1.0,) and own[0].prob == 0.3
+    with pytest.raises(ValueError, match="prob given twice"):
+        AugmenterManager().add_({"name": "random_flip", "manager_prob": 0.5}, prob=0.5)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_preprocessing_steps_run_as_in_their_own_pipeline(backend):
+    # A fastecg preprocessor inside an AugmenterManager takes the manager's rate (and the
+    # one after a resampling), as in a PreprocManager.
+    x = ecg((16, 12, 1000))
+    noise = {"name": "gaussian_noise", "prob": 1.0}
+    am = AugmenterManager(noise, BandPass(), Resample(dst_fs=250.0),
+                          {"name": "time_shift", "prob": 1.0}, fs=FS)
+    out = am(x, seed=3, backend=backend)[0]
+    noisy = AugmenterManager(noise, fs=FS)(x, seed=3, backend=backend)[0]
+    pre = PreprocManager(BandPass(), Resample(dst_fs=250.0), fs=FS)(noisy)
+    shift = am(x, seed=3, backend="torch", return_params=True)[-1]["steps"][3][1]
+    assert 0 < shift["shift"].abs().max() <= 125  # at most 0.5 s at 250 Hz, not at 500
+    ref = TimeShift(prob=1.0).apply(pre, shift, fs=250.0)[0]
+    assert out.shape == (16, 12, 500)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5 * float(ref.abs().max()))
+    # The same length: masks pass through; a new length: refused before any work.
+    mask = torch.rand(16, 1000)
+    filtered = AugmenterManager(BandPass(), fs=FS)(x, None, mask, backend=backend)
+    assert torch.equal(filtered[2], mask)
+    torch.testing.assert_close(filtered[0], PreprocManager(BandPass(), fs=FS)(x))
+    with pytest.raises(ValueError, match=r"step 2 \(Resample\).*masks cannot follow"):
+        am(x, None, mask, seed=3, backend=backend)
+
+
+def test_a_random_preprocessing_step_is_keyed_and_replayed():
+    am = AugmenterManager(CropOrPad(length=300, mode="random"), fs=FS)
+    x = ecg((8, 12, 1000))
+    *out, params = am(x, seed=4, return_params=True)
+    assert torch.equal(out[0], am(x, seed=4)[0])
+    assert not torch.equal(out[0], am(x, seed=5)[0])
+    assert torch.equal(am.apply(x, params)[0], out[0])
+
+
+def test_label_pair_comes_back_in_the_callers_shapes():
+    x4, y4 = ecg((2, 3, 12, 200)), torch.eye(6).view(2, 3, 6)
+    am = AugmenterManager({"name": "mixup", "prob": 1.0, "label_pair": True})
+    y_a, y_b, lam = am(x4, y4, seed=0)[1]
+    assert y_a.shape == y_b.shape == (2, 3, 6) and lam.shape == (2, 3)
+    mixed = AugmenterManager({"name": "mixup", "prob": 1.0})(x4, y4, seed=0)[1]
+    torch.testing.assert_close(lam[..., None] * y_a + (1 - lam[..., None]) * y_b, mixed)
+    x, y = ecg((4, 12, 200)), torch.tensor([0.0, 1.0, 1.0, 0.0])  # one value per sample
+    pair = CutMix(prob=1.0, label_pair=True)(x, y, seed=0)[1]
+    assert [t.shape for t in pair] == [(4,)] * 3 and torch.equal(pair[0], y)
+
+
+def test_label_steps_after_a_label_pair():
+    x, y = ecg((4, 12, 200)), torch.eye(4)
+    am = AugmenterManager({"name": "mixup", "prob": 1.0, "label_pair": True},
+                          {"name": "label_smooth", "prob": 1.0, "smoothing": 0.5})
+    y_a, y_b, lam = am(x, y, seed=0)[1]
+    plain = AugmenterManager({"name": "mixup", "prob": 1.0, "label_pair": True})(x, y, seed=0)[1]
+    torch.testing.assert_close(y_a, 0.5 * plain[0] + 0.125)  # both smoothed
+    torch.testing.assert_close(y_b, 0.5 * plain[1] + 0.125)
+    assert torch.equal(lam, plain[2])
+    # a mixer after (or, in a random order, beside) a label_pair step cannot mix the pair
+    with pytest.raises(ValueError, match=r"step 1 \(cutmix\) would mix the label pair"):
+        AugmenterManager({"name": "mixup", "label_pair": True}, "cutmix")
+    with pytest.raises(ValueError, match="in a random order"):
+        AugmenterManager("cutmix", {"name": "mixup", "label_pair": True}, random=True)
+    assert len(AugmenterManager("cutmix", {"name": "mixup", "label_pair": True})) == 2
+    am = AugmenterManager({"name": "cutmix", "label_pair": True})
+    with pytest.raises(ValueError, match="would mix the label pair"):
+        am.add_("mixup")
+    assert len(am) == 1  # the refused step is not kept
+
+
+def test_a_refused_step_or_order_leaves_the_manager_as_it_was():
+    am = AugmenterManager("random_flip", {"name": "baseline_wander", "prob": 1.0}, fs=100.0)
+    with pytest.raises(ValueError, match="powerline_noise"):
+        am.add_("powerline_noise", prob=0.5, pos=1)  # 60 Hz above fs/2
+    assert [type(s).__name__ for s in am] == ["RandomFlip", "BaselineWander"]
+    assert am.probs == (1.0, 1.0)
+    am = AugmenterManager("cutmix", {"name": "mixup", "label_pair": True}, fs=FS)
+    with pytest.raises(ValueError, match="would mix the label pair"):
+        am.rearrange([1, 0])
+    assert [type(s).__name__ for s in am] == ["CutMix", "Mixup"]
+    assert am(ecg((4, 12, 200)), torch.eye(4), seed=0)[0].shape == (4, 12, 200)
+
+
+def test_indices_beyond_the_keys_range_are_refused():
+    # Keys hold 48 bits of the index: i and i + 2**48 would be augmented alike.
+    am = AugmenterManager({"name": "gaussian_noise", "prob": 1.0}, fs=FS)
+    x = ecg((2, 12, 100))
+    with pytest.raises(ValueError, match=r"indices must be integers in \[0, 2\*\*48\)"):
+        am(x, seed=1, indices=torch.tensor([7, 7 + 2 ** 48]))
+    with pytest.raises(ValueError, match=r"indices must be integers in \[0, 2\*\*48\)"):
+        am(x, seed=1, indices=[-1, 0])
+    top = am(x, seed=1, indices=[2 ** 48 - 1, 0])[0]
+    assert not torch.equal(top[0], am(x, seed=1, indices=[2 ** 48 - 2, 0])[0][0])
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_empty_batch(backend):
+    steps = [{"name": "random_renormalize", "prob": 1.0},
+             {"name": "random_renormalize", "prob": 1.0, "per_channel": True}]
+    out = AugmenterManager(*steps, fs=FS)(torch.randn(0, 12, 300), seed=0, backend=backend)[0]
+    assert out.shape == (0, 12, 300)

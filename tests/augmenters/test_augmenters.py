@@ -502,3 +502,49 @@ def test_bad_tensors():
     for mixer in (Mixup(), CutMix(), LabelSmooth()):
         with pytest.raises(ValueError, match="one-hot or soft"):
             mixer(x, classes)
+
+
+@pytest.mark.parametrize("build", [
+    lambda n: RandomCrop(length=n(300)),
+    lambda n: CutMix(num_mix=n(2), prob=1.0),
+    lambda n: RandomLeadsMask(keep_at_least=n(2)),
+    lambda n: PowerlineNoise(fs=FS, harmonics=n(2), prob=1.0),
+    lambda n: ReducedLeadSet(leads=n(6)),
+    lambda n: ReducedLeadSet(leads=[n(6), n(3)]),
+])
+def test_numpy_integers_are_integers(build):
+    import numpy as np
+
+    plain, numpy_int = build(int), build(np.int64)
+    assert numpy_int.config() == plain.config()
+    x, label = ecg((4, 12, 1000)), torch.rand(4, 3)
+    for a, b in zip(plain(x, label, seed=1), numpy_int(x, label, seed=1)):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="must be"):
+        build(lambda v: float(v))  # 2.0 is not an integer
+    with pytest.raises(ValueError, match="must be"):
+        build(lambda v: True)
+
+
+def test_views_take_a_numpy_integer():
+    import numpy as np
+
+    am = AugmenterManager({"name": "gaussian_noise", "prob": 1.0})
+    x = ecg((3, 12, 100))
+    assert torch.equal(am.views(x, n=np.int64(2), seed=0), am.views(x, n=2, seed=0))
+    with pytest.raises(ValueError, match="views: n must be"):
+        am.views(x, n=2.0)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"name": "reduced_lead_set"}, "needs the standard 12 leads or lead_names; the signal has 1"),
+    ({"name": "vcg_rotation"}, "needs the standard 12 leads or lead_names; the signal has 1"),
+    ({"name": "random_leads_mask", "keep_at_least": 2}, "more than the signal's 1 leads"),
+])
+def test_lead_steps_refuse_a_1d_signal_in_a_pipeline(spec, match):
+    # A 1-D signal has one lead: as when the step is called on its own, a clear
+    # ValueError before any work, not an internal error.
+    with pytest.raises(ValueError, match=match):
+        AugmenterManager(spec, fs=FS)(ecg((1000,)), seed=0)
+    with pytest.raises(ValueError, match=match):
+        AUGMENTERS.build(spec)(ecg((1000,)), seed=0)

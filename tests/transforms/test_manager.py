@@ -282,3 +282,41 @@ def test_pipeline_pickles_for_dataloader_workers():
     x = ecg((2, 12, 5000))
     for clone in (pickle.loads(pickle.dumps(pm)), copy.deepcopy(pm)):
         assert clone.to_config() == pm.to_config() and torch.equal(clone(x), pm(x))
+
+
+def test_manager_prob_beside_the_steps_own_prob_round_trips():
+    wm = WidgetManager().add_(Shift(value=2.0, prob=0.5), prob=0.25)
+    config = wm.to_config()
+    assert config["steps"] == [{"name": "shift", "value": 2.0, "prob": 0.5, "manager_prob": 0.25}]
+    again = WidgetManager.from_config(json.loads(json.dumps(config)))
+    assert again.probs == (0.25,) and again[0].prob == 0.5
+    x = torch.zeros(400, 1)
+    for seed in range(10):
+        a = wm(x, generator=torch.Generator().manual_seed(seed))
+        b = again(x, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(a, b)
+    # a step without its own prob keeps "prob" as the manager's (the documented form)
+    pm = PreprocManager(fs=FS).add_("normalize", prob=0.3)
+    assert pm.to_config()["steps"][0]["prob"] == 0.3
+    assert PreprocManager.from_config(pm.to_config()).probs == (0.3,)
+    assert PreprocManager({"name": "normalize", "manager_prob": 0.3}).probs == (0.3,)
+
+
+def test_a_refused_add_or_rearrange_leaves_the_pipeline_as_it_was():
+    from fastecg.numpy_path import PreprocManager as NumpyPreprocManager
+
+    def names(pm):
+        return [step["name"] for step in pm.to_config()["steps"]]
+
+    for cls in (PreprocManager, NumpyPreprocManager):
+        pm = cls("normalize", fs=FS)
+        with pytest.raises(ValueError, match="highcut=300.0 Hz"):
+            pm.add_({"name": "bandpass", "lowcut": 0.5, "highcut": 300.0}, prob=0.5, pos=0)
+        assert names(pm) == ["normalize"] and pm.probs == (1.0,)
+        pm = cls({"name": "bandpass", "lowcut": 0.5, "highcut": 100.0, "prob": 0.5},
+                 {"name": "resample", "dst_fs": 100.0}, fs=FS)
+        with pytest.raises(ValueError, match="at fs=100 Hz"):
+            pm.rearrange(["resample", "bandpass"])  # band-pass to 100 Hz at 100 Hz
+        assert names(pm) == ["bandpass", "resample"] and pm.probs == (0.5, 1.0)
+        x = ecg((1, 12, 1000))
+        assert pm(x if cls is PreprocManager else x.numpy()).shape == (1, 12, 200)

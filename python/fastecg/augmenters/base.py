@@ -20,7 +20,12 @@ from ..transforms.config import SignalInfo
 from ..transforms.manager import Transform
 from ._random import Keys
 
-__all__ = ["Augmenter", "Batch", "make_keys", "check_range", "STANDARD_LEADS"]
+__all__ = ["Augmenter", "Batch", "make_keys", "check_range", "check_int", "STANDARD_LEADS",
+           "MAX_INDEX"]
+
+# Keys hold a sample's index in 48 bits of the Philox counter (fastecg.augmenters._random):
+# a larger one would alias a smaller one.
+MAX_INDEX = 2 ** 48 - 1
 
 STANDARD_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
@@ -39,6 +44,16 @@ def check_range(value: Any, what: str, low: float = 0.0, high: float = float("in
         raise ValueError(f"{what} must satisfy {low:g} <= low <= high <= {high:g}, got "
                          f"{value!r}")
     return lo, hi
+
+
+def check_int(value: Any, what: str, low: int, high: Optional[int] = None) -> int:
+    """`value` (any integer, NumPy's included, not a bool) as an int in [low, high], else
+    ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or (
+            high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{what} must be an integer {bounds}, got {value!r}")
+    return int(value)
 
 
 def make_keys(n: int, device: torch.device, seed: Optional[int], epoch: int,
@@ -61,8 +76,11 @@ def make_keys(n: int, device: torch.device, seed: Optional[int], epoch: int,
             raise ValueError(f"indices must be {n} integers (one per sample), got "
                              f"{tuple(index.shape)} of {index.dtype}")
         index = index.reshape(n).long()
-        if index.numel() and int(index.min()) < 0:
-            raise ValueError("indices must be non-negative")
+        if index.numel():
+            low, high = torch.stack(torch.aminmax(index)).tolist()  # one sync, as before
+            if low < 0 or high > MAX_INDEX:
+                raise ValueError(f"indices must be integers in [0, 2**48), got values in "
+                                 f"[{low}, {high}]")
     return Keys(int(seed), int(epoch), index, view)
 
 
@@ -122,6 +140,10 @@ class Batch:
             sig = x.reshape(self.lead_dims + tuple(x.shape[1:]))
         if isinstance(label, Tensor):
             label = label.reshape(self.lead_dims + tuple(self.label_shape[k:]))
+        elif isinstance(label, tuple):  # (y_a, y_b, lam) of a label_pair Mixup / CutMix
+            y_a, y_b, lam = label
+            shape = self.lead_dims + tuple(self.label_shape[k:])
+            label = (y_a.reshape(shape), y_b.reshape(shape), lam.reshape(self.lead_dims))
         out_masks = [mask.reshape(self.lead_dims + (mask.shape[1],) + tuple(shape[k + 1:]))
                      for mask, shape in zip(masks, self.mask_shapes)]
         return sig, label, out_masks

@@ -16,7 +16,7 @@ from ..ops.augment import beta_from_variates, fuse_kernel
 from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_prob
 from ._random import Keys, add_hash_noise
-from .base import Augmenter, check_range
+from .base import Augmenter, check_int, check_range
 from .fused import OpCode, SignalView, lead_ptp, var_mean
 
 __all__ = ["BaselineWander", "RandomFlip", "RandomMasking", "RandomRenormalize",
@@ -423,8 +423,9 @@ class RandomRenormalize(Augmenter):
 
     def _gain_shift(self, var, mu, params):
         n = var.shape[0]
-        new_mean = params["mean"].to(device=var.device, dtype=var.dtype).view(n, -1, 1)
-        new_std = params["std"].to(device=var.device, dtype=var.dtype).view(n, -1, 1)
+        # (n, width) -> (n, width, 1): no view(n, -1, 1), ambiguous for an empty batch
+        new_mean = params["mean"].to(device=var.device, dtype=var.dtype)[..., None]
+        new_std = params["std"].to(device=var.device, dtype=var.dtype)[..., None]
         applied = params["applied"].to(var.device).view(n, 1, 1)
         gain = torch.where(applied, new_std * torch.rsqrt(var.clamp_min(1e-12)), 1.0)
         shift = torch.where(applied, new_mean - mu * gain, 0.0)
@@ -640,8 +641,7 @@ class CutMix(_PairMixer):
                  beta: Optional[float] = None, prob: float = 0.5, inplace: bool = False,
                  label_pair: bool = False):
         super().__init__()
-        if isinstance(num_mix, bool) or not isinstance(num_mix, int) or not 1 <= num_mix <= 8:
-            raise ValueError(f"CutMix: num_mix must be an integer in [1, 8], got {num_mix!r}")
+        num_mix = check_int(num_mix, "CutMix: num_mix", 1, 8)
         self.fs, self.num_mix, self.inplace = fs, num_mix, inplace
         self.label_pair = bool(label_pair)
         if self.label_pair and num_mix != 1:
@@ -680,7 +680,9 @@ class CutMix(_PairMixer):
 @AUGMENTERS.register("label_smooth")
 class LabelSmooth(Augmenter):
     """``(1 - smoothing) * label + smoothing / n_classes`` for each chosen sample; the
-    signal passes through."""
+    signal passes through. After a Mixup or CutMix with ``label_pair=True``, both labels
+    of the pair ``(y_a, y_b, lam)`` (a loss linear in the target, as cross-entropy, then
+    sees the smoothed mixed label)."""
 
     stream = 8
     native_draw = True
@@ -702,11 +704,17 @@ class LabelSmooth(Augmenter):
             "applied": self._applied(keys, self.prob)}
 
     def transform(self, x, params, label, masks, info):
-        if label is None or isinstance(label, tuple):
+        if label is None:
             return x, label, masks
+        if isinstance(label, tuple):
+            y_a, y_b, lam = label
+            return x, (self._smooth(params, y_a), self._smooth(params, y_b), lam), masks
+        return x, self._smooth(params, label), masks
+
+    def _smooth(self, params, label):
         applied = params["applied"].to(label.device)[:, None]
         smooth = (1 - self.smoothing) * label + self.smoothing / max(1, label.shape[-1])
-        return x, torch.where(applied, smooth, label), masks
+        return torch.where(applied, smooth, label)
 
     def fuse(self, plan, params, label, masks, info):
         return self.transform(None, params, label, masks, info)[1:]

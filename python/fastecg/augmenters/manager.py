@@ -32,10 +32,11 @@ from torch import Tensor
 
 from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_backend_name
-from ..transforms.manager import TransformManager
+from ..transforms.manager import Transform, TransformManager
 from ..ops.augment import fused_backend
 from ._random import Keys
-from .base import Augmenter, Batch, make_keys
+from .base import Augmenter, Batch, check_int, make_keys
+from .classic import CutMix, Mixup
 from .fused import FusedPlan
 
 __all__ = ["AugmenterManager", "DeviceAugmentLoader", "IndexedDataset"]
@@ -77,14 +78,24 @@ class AugmenterManager(TransformManager):
     the torch code, so gradients flow through torch's autograd. The fused pass keeps
     two work buffers (the size of the batch) between calls, for its intermediate results (per calling thread; not pickled). Shapes: ``sig (..., n_leads, n_samples)``,
     ``label (..., n_classes)``, masks ``(..., n_samples)`` or ``(..., n_samples, k)``.
-    `indices` are the samples' global indices (default ``arange(batch)``); `seed`
-    (default: drawn from `generator` or torch's generator) and `epoch` key the random
-    numbers. ``return_params=True`` appends the drawn parameters, which
+    `indices` are the samples' global indices, integers in ``[0, 2**48)`` (default
+    ``arange(batch)``); `seed` (default: drawn from `generator` or torch's generator) and
+    `epoch` key the random numbers. ``return_params=True`` appends the drawn parameters, which
     :meth:`apply` replays bit for bit. (Those parameters are absolute, such as the
     wander's amplitudes in signal units, where a call without them lets the fused pass
     scale by each lead's range as it reads it: the two calls agree to float rounding,
     ~1e-7 of the peak, not bit for bit.) The caller's tensors are never written to (the steps'
     ``inplace`` applies when they are called on their own).
+
+    A fastecg step that is not an augmenter (a preprocessor such as ``BandPass`` or
+    ``Resample``) runs as in any pipeline, through its ``run`` with the signal's rate and
+    leads, and a ``torch.Generator`` seeded per batch from the keys (as the manager's own
+    draws; one host sync on a GPU). One that changes the rate or the length is refused
+    with masks, which it cannot transform. After a Mixup or CutMix with
+    ``label_pair=True`` the label is the pair ``(y_a, y_b, lam)`` (in the caller's
+    shapes: ``y_a``, ``y_b`` as the label, ``lam`` the batch's); LabelSmooth then smooths
+    both, and another Mixup or CutMix, which cannot mix a pair, is refused at
+    construction.
 
     Config: registry names as keys (torch_ecg's form, ``None`` leaves a step out), or
     :meth:`to_config`'s ``{"fs", "lead_names", "random", "steps"}``; round-trips.
@@ -129,8 +140,7 @@ class AugmenterManager(TransformManager):
         ``(n, *sig.shape)`` (the last two dims as the pipeline makes them). View v of a
         sample is keyed by (seed, epoch, index, v); Mixup/CutMix partners may come from
         any view."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < 2 ** 15:
-            raise ValueError(f"views: n must be a positive integer, got {n!r}")
+        n = check_int(n, "views: n", 1, 2 ** 15 - 1)
         fused = self._fused(sig, backend)
         batch = Batch(sig, None, (), type(self).__name__)
         info = self._input_info(sig, fs, lead_names)
@@ -144,6 +154,13 @@ class AugmenterManager(TransformManager):
         return x.reshape((n,) + batch.lead_dims + tuple(x.shape[1:]))
 
     # ---- internals -----------------------------------------------------------------------
+
+    def _input_info(self, sig: Any, fs: Optional[float],
+                    lead_names: Optional[Sequence[str]]) -> SignalInfo:
+        info = super()._input_info(sig, fs, lead_names)
+        # The steps work on (n, n_leads, n_samples): a 1-D signal is one lead, as for an
+        # augmenter called on its own (not "unknown", which skips the lead checks).
+        return info._replace(n_leads=1) if info.n_leads is None else info
 
     def _augment(self, batch: Batch, info: SignalInfo, keys: Keys, fused: bool = False,
                  internal: bool = True):
@@ -168,49 +185,76 @@ class AugmenterManager(TransformManager):
         steps = list(self.steps)  # (a ModuleList's indexing costs microseconds a time)
         for i, step_info in zip(order, infos):
             step = steps[i]
-            if not isinstance(step, Augmenter):
-                p = None
-            elif params is not None:
+            if params is not None:
                 p = params[i]
+            elif not isinstance(step, Augmenter):
+                p = self._step_seed(keys, i) if isinstance(step, Transform) else None
             else:
                 # (entering inference mode costs more than a single C++ draw saves by it)
                 quick = fast and not (fused == "cpu" and step.native_draw)
                 with torch.inference_mode() if quick else contextlib.nullcontext():
                     p = step.draw(keys.for_slot(i + 1), plan.view() if fused else x, step_info)
-            if not fused:
-                x, lab, ms = self._transform(step, x, p, lab, ms, step_info)
-            elif isinstance(step, Augmenter):
-                lab, ms = step.fuse(plan, p, lab, ms, step_info)
+            if isinstance(step, Augmenter):
+                if fused:
+                    lab, ms = step.fuse(plan, p, lab, ms, step_info)
+                else:
+                    x, lab, ms = step.transform(x, p, lab, ms, step_info)
             else:
-                plan.replace(step(plan.materialize()))
+                gen = None if p is None else torch.Generator().manual_seed(p["seed"])
+                if fused:
+                    plan.replace(self._run_step(step, plan.materialize(), step_info, gen))
+                else:
+                    x = self._run_step(step, x, step_info, gen)
             drawn.append((i, p))
         if fused:
             x = plan.materialize(final=True)
         return x, lab, ms, {"steps": drawn}
 
-    @staticmethod
-    def _transform(step, x, p, lab, ms, info):
-        if isinstance(step, Augmenter):
-            return step.transform(x, p, lab, ms, info)
-        return step(x), lab, ms
+    def _step_seed(self, keys: Keys, i: int) -> dict:
+        """The seed of step `i`'s torch.Generator (a Transform that is not an augmenter):
+        per batch, as the manager's own draws (streams 3 and up; 0-2 are theirs)."""
+        return {"seed": int(self._batch_keys(keys).bits(3 + i, 1)[0, 0])}
 
     def _checked_plan(self, order: list, info: SignalInfo, batch: Batch) -> list:
         """:meth:`_plan` of `order`, with every step's check of the batch: all before any
         work."""
         infos = self._plan(order, info)
         steps = list(self.steps)
-        for i, step_info in zip(order, infos):
-            self._check_step_batch(i, batch, step_info, steps[i])
+        for i, step_info, out_info in zip(order, infos, infos[1:]):
+            self._check_step_batch(i, batch, step_info, out_info, steps[i])
         return infos
 
-    def _check_step_batch(self, i: int, batch: Batch, info: SignalInfo,
+    def _check_step_batch(self, i: int, batch: Batch, info: SignalInfo, out_info: SignalInfo,
                           step: torch.nn.Module) -> None:
-        if isinstance(step, Augmenter):
-            try:
+        try:
+            if isinstance(step, Augmenter):
                 step.check_batch(batch, info)
-            except ValueError as err:
-                raise ValueError(f"{type(self).__name__} step {i} ({self._label(i)}): {err}") \
-                    from None
+            elif batch.masks and (out_info.fs, out_info.n_samples) != (info.fs, info.n_samples):
+                # (augmenters that crop or warp move the masks with the signal)
+                raise ValueError(f"{type(step).__name__} changes the signal from "
+                                 f"{info.n_samples} samples at {info.fs} Hz to "
+                                 f"{out_info.n_samples} at {out_info.fs} Hz, which the masks "
+                                 "cannot follow: run it before augmenting, or without masks")
+        except ValueError as err:
+            raise ValueError(f"{type(self).__name__} step {i} ({self._label(i)}): {err}") \
+                from None
+
+    def _check(self) -> None:
+        super()._check()
+        # A label_pair step returns (y_a, y_b, lam), which a later Mixup or CutMix cannot
+        # mix again: refused now rather than failing (or mixing wrongly) at a call.
+        steps = list(self.steps)
+        pairs = [i for i, s in enumerate(steps) if getattr(s, "label_pair", False)]
+        if not pairs:
+            return
+        later = [i for i, s in enumerate(steps) if isinstance(s, (Mixup, CutMix))
+                 and i != pairs[0] and (self.random or i > pairs[0])]
+        if later:
+            raise ValueError(f"{type(self).__name__}: step {later[0]} ({self._label(later[0])}) "
+                             f"would mix the label pair (y_a, y_b, lam) that step {pairs[0]} "
+                             f"({self._label(pairs[0])}, label_pair=True) returns"
+                             f"{', in a random order' if self.random else ''}; only the "
+                             "last step that mixes labels may take label_pair=True")
 
     # Threads that keep work buffers at a time (a thread that has not called recently
     # gives its buffers up to a new one).

@@ -16,7 +16,7 @@ from torch import Tensor
 from ..registry import AUGMENTERS
 from ..transforms.config import check_prob
 from ._random import Keys, add_hash_noise
-from .base import STANDARD_LEADS, Augmenter, check_range
+from .base import STANDARD_LEADS, Augmenter, check_int, check_range
 from .classic import cached_sine_basis, sine_coefficients, sinusoids
 from .fused import OpCode, lead_power
 
@@ -64,9 +64,7 @@ class PowerlineNoise(Augmenter):
         if not freqs or any(isinstance(f, bool) or not isinstance(f, numbers.Real) or f <= 0
                             for f in freqs):
             raise ValueError(f"PowerlineNoise: freq must be positive frequencies, got {freq!r}")
-        if isinstance(harmonics, bool) or not isinstance(harmonics, int) or harmonics < 1:
-            raise ValueError(f"PowerlineNoise: harmonics must be an integer >= 1, got "
-                             f"{harmonics!r}")
+        harmonics = check_int(harmonics, "PowerlineNoise: harmonics", 1)
         self.fs, self.freq, self.harmonics = fs, tuple(float(f) for f in freqs), harmonics
         self.amplitude = check_range(amplitude, "PowerlineNoise: amplitude")
         self.prob, self.inplace = check_prob(prob, "PowerlineNoise"), inplace
@@ -351,9 +349,8 @@ class RandomCrop(Augmenter):
 
     def __init__(self, length: int, prob: float = 1.0, inplace: bool = False):
         super().__init__()
-        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            raise ValueError(f"RandomCrop: length must be a positive integer, got {length!r}")
-        self.length, self.inplace = length, inplace
+        self.length = check_int(length, "RandomCrop: length", 1)
+        self.inplace = inplace
         self.prob = check_prob(prob, "RandomCrop")
 
     def infer(self, info):
@@ -406,11 +403,8 @@ class RandomLeadsMask(Augmenter):
                  inplace: bool = False):
         super().__init__()
         self.mask_prob = check_prob(mask_prob, "RandomLeadsMask: mask_prob")
-        if isinstance(keep_at_least, bool) or not isinstance(keep_at_least, int) or \
-                keep_at_least < 0:
-            raise ValueError(f"RandomLeadsMask: keep_at_least must be an integer >= 0, got "
-                             f"{keep_at_least!r}")
-        self.keep_at_least, self.inplace = keep_at_least, inplace
+        self.keep_at_least = check_int(keep_at_least, "RandomLeadsMask: keep_at_least", 0)
+        self.inplace = inplace
         self.prob = check_prob(prob, "RandomLeadsMask")
 
     def infer(self, info):
@@ -452,11 +446,15 @@ class ReducedLeadSet(Augmenter):
     def __init__(self, leads: Union[int, Sequence[int]] = (12, 6, 4, 3, 2), mode: str = "zero",
                  prob: float = 1.0, inplace: bool = False):
         super().__init__()
-        sets = (leads,) if isinstance(leads, int) else tuple(leads)
-        bad = [s for s in sets if s not in REDUCED_LEAD_SETS]
-        if not sets or bad:
+        try:
+            sets = (leads,) if isinstance(leads, numbers.Integral) else tuple(leads)
+        except TypeError:
+            sets = ()
+        if not sets or any(isinstance(s, bool) or not isinstance(s, numbers.Integral)
+                           or s not in REDUCED_LEAD_SETS for s in sets):
             raise ValueError(f"ReducedLeadSet: leads must be among {sorted(REDUCED_LEAD_SETS)}, "
                              f"got {leads!r}")
+        sets = tuple(int(s) for s in sets)
         if mode not in ("zero", "drop"):
             raise ValueError(f"ReducedLeadSet: mode must be 'zero' or 'drop', got {mode!r}")
         if mode == "drop" and len(sets) != 1:

@@ -96,8 +96,10 @@ class PipelineBase:
 
     def to_config(self) -> dict:
         """``{"fs", "lead_names", "random", "steps"}`` as JSON values: every step's
-        arguments in full (defaults included) and its ``"prob"`` when below 1;
-        ``from_config`` of it gives a pipeline with identical outputs."""
+        arguments in full (defaults included) and its manager-level probability (see
+        :meth:`add_`) when below 1, as ``"prob"``, or as ``"manager_prob"`` for a step
+        whose own arguments include a ``prob``; ``from_config`` of it gives a pipeline
+        with identical outputs."""
         steps = []
         for i, step in enumerate(self.steps):
             if not isinstance(step, Step):
@@ -106,7 +108,8 @@ class PipelineBase:
                                  "and cannot be saved")
             entry = {"name": self._registered_name(step), **step.config()}
             if self._probs[i] < 1:
-                entry["prob"] = self._probs[i]
+                # "prob" of a step that takes one is its own (torch_ecg's configs).
+                entry["manager_prob" if "prob" in entry else "prob"] = self._probs[i]
             steps.append(entry)
         config = {"fs": self.fs, "lead_names": json_value(self.lead_names, "lead_names"),
                   "random": self.random, "steps": steps}
@@ -118,17 +121,22 @@ class PipelineBase:
 
         `step` is a step object, a registry name, or ``{"name": ..., **kwargs}``.
         `prob` is the probability that a call applies the step (one draw per call, for
-        the whole batch); a dict may carry it as ``"prob"``, unless the step itself
-        takes a ``prob`` argument (augmenters draw per sample), which then gets it.
+        the whole batch); a dict may carry it as ``"manager_prob"``, or as ``"prob"``
+        unless the step itself takes a ``prob`` argument (augmenters draw per sample),
+        which then gets it. A step the pipeline refuses (:class:`ValueError`) leaves it
+        as it was.
         """
         what = type(self).__name__
         if isinstance(step, (str, dict)):
             _, (spec,) = parse_config([step], self.kind, self._registry().list())
             factory = self._registry().get(spec["name"])
+            given = [spec.pop("manager_prob")] if "manager_prob" in spec else []
             if "prob" in spec and not _accepts(factory, "prob"):
-                if prob != 1.0:
+                given.append(spec.pop("prob"))
+            if given:
+                if prob != 1.0 or len(given) > 1:
                     raise ValueError(f"{what}.add_: prob given twice (argument and config)")
-                prob = spec.pop("prob")
+                prob = given[0]
             step = build_step(factory, spec, self.kind)
         if not self._is_step(step):
             raise ValueError(f"{what}.add_: expected a step, a registry name or a config "
@@ -137,20 +145,23 @@ class PipelineBase:
         if isinstance(pos, bool) or not isinstance(pos, int) or not -1 <= pos <= len(self.steps):
             raise ValueError(f"{what}.add_: pos must be -1 or in [0, {len(self.steps)}], "
                              f"got {pos!r}")
-        if pos == -1:
-            self.steps.append(step)
-            self._probs.append(prob)
-        else:
-            self.steps.insert(pos, step)
-            self._probs.insert(pos, prob)
+        pos = len(self.steps) if pos == -1 else pos
+        self.steps.insert(pos, step)
+        self._probs.insert(pos, prob)
         if check:
-            self._check()
+            try:
+                self._check()
+            except BaseException:
+                # A refused step must not stay behind to break every later call.
+                del self.steps[pos]
+                del self._probs[pos]
+                raise
         return self
 
     def rearrange(self, new_ordering: Sequence[Union[str, int]]):
         """Reorder the steps and return ``self``: `new_ordering` lists every step once,
         by index or by name (registry name or class name; a name two steps share is
-        ambiguous)."""
+        ambiguous). An order the pipeline refuses leaves it as it was."""
         what = f"{type(self).__name__}.rearrange"
         names = [self._label(i) for i in range(len(self.steps))]
         order = []
@@ -174,10 +185,14 @@ class PipelineBase:
         if sorted(order) != list(range(len(self.steps))):
             raise ValueError(f"{what}: give every step exactly once (steps: {names}), got "
                              f"{list(new_ordering)}")
-        steps, probs = list(self.steps), list(self._probs)
-        self.steps = self._container([steps[i] for i in order])
-        self._probs = [probs[i] for i in order]
-        self._check()
+        old = self.steps, self._probs
+        self.steps = self._container([old[0][i] for i in order])
+        self._probs = [old[1][i] for i in order]
+        try:
+            self._check()
+        except BaseException:
+            self.steps, self._probs = old  # a refused order leaves the pipeline as it was
+            raise
         return self
 
     def __len__(self) -> int:
