@@ -64,7 +64,8 @@ class TransformManager(PipelineBase, nn.Module):
     *steps : nn.Module, str or dict
         Steps in order: modules, or registry names / ``{"name": ..., **kwargs}`` dicts
         built through :attr:`registry` (a dict's ``"prob"`` is the step's probability,
-        see :meth:`add_`).
+        or the step's own ``prob`` argument where it takes one, and ``"manager_prob"``
+        the pipeline's probability of a step beside it; see :meth:`add_`).
     fs : float, optional
         Sampling rate of the input in Hz. Steps that need it take it from here (or from
         the call), so it is written once; a resampling step changes it for the steps
