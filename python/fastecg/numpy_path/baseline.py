@@ -54,8 +54,14 @@ def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: f
     mode = mode or ("nearest" if method == "median" else "mirror")
     w1, w2 = window_samples(window1, fs), window_samples(window2, fs)
     rows = sig.reshape(-1, sig.shape[-1]) if sig.size else sig.reshape(0, max(sig.shape[-1:], default=0))
-    if method == "mean" and rows.dtype.itemsize < 4:  # (ndimage has no float16 filters)
-        rows = rows.astype(np.float32)  # as the torch path: half computed in float32
+    if method == "mean":
+        if rows.dtype.itemsize < 4:  # (ndimage has no float16 filters)
+            rows = rows.astype(np.float32)  # as the torch path: half computed in float32
+        # Less a level of the row's own (its first sample where finite), as the torch
+        # path: the float32 baseline's rounding then scales with the signal, not with a
+        # DC offset, and the level cancels in rows - base.
+        first = rows[:, :1]
+        rows = rows - np.where(np.isfinite(first), first, 0).astype(rows.dtype)
     base = np.empty_like(rows)
     for r, row in enumerate(rows):
         if method == "median":

@@ -87,12 +87,18 @@ register_kernel("median_filter", "triton", "fastecg.triton_kernels.median:median
 @register_kernel("moving_average", "torch")
 def moving_average_reference(rows: Tensor, sizes: list[int], subtract: bool) -> Tensor:
     """The torch approximation this matches: ``avg_pool1d`` over ``F.pad(.., "reflect")``
-    per window (O(w) per sample; needs ``w // 2 < n``)."""
-    y = rows[:, None]
+    per window (O(w) per sample; needs ``w // 2 < n``), of the rows less a level of their
+    own (the first sample where finite): the sums' rounding then scales with the signal,
+    not with a DC offset (at 1e4 mV float32 pooling was 4% of the peak off), and the
+    level cancels in ``x - baseline``."""
+    first = rows[:, :1]
+    level = torch.where(first.isfinite(), first, torch.zeros_like(first))
+    d = rows - level
+    y = d[:, None]
     for w in sizes:
         y = torch.nn.functional.avg_pool1d(
             torch.nn.functional.pad(y, (w // 2, (w - 1) // 2), mode="reflect"), w, stride=1)
-    return rows - y[:, 0] if subtract else y[:, 0]
+    return d - y[:, 0] if subtract else y[:, 0] + level
 
 
 register_kernel("moving_average", "cpu", compiled_op("_moving_average_kernel"))
