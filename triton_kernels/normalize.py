@@ -1,5 +1,7 @@
 """Triton kernel of fastecg's ``normalize``: one program per row, statistics in
-float64 accumulated over column blocks, then one affine pass."""
+float64 accumulated over column blocks, then one centred affine pass,
+``((x - center) - fine) * scale + offset`` (as the CPU kernel: a DC offset far above the
+record's spread keeps its digits; the mean is refined by the deviations' mean)."""
 
 import torch
 import triton
@@ -24,8 +26,10 @@ def _normalize_forward_kernel(x_ptr, y_ptr, n, method, ddof, params_ptr, BLOCK: 
     x_row = x_ptr + row * n
     y_row = y_ptr + row * n
     cols = tl.arange(0, BLOCK)
+    center = mean  # naive: (x - mean) / std
+    fine = 0.0 * mean
     scale = 1.0 / std
-    shift = -mean / std
+    offset = 0.0 * mean
     if method == _MIN_MAX:
         lo = tl.full([BLOCK], float("inf"), tl.float64)
         hi = tl.full([BLOCK], float("-inf"), tl.float64)
@@ -40,8 +44,8 @@ def _normalize_forward_kernel(x_ptr, y_ptr, n, method, ddof, params_ptr, BLOCK: 
         lo_all = tl.min(lo, axis=0)
         span = tl.max(hi, axis=0) - lo_all + eps
         span = tl.where(tl.sum(bad, axis=0) == 0.0, span, float("nan"))
+        center = lo_all
         scale = 1.0 / span
-        shift = -lo_all / span
     elif method == _Z_SCORE:
         acc = tl.zeros([BLOCK], tl.float64)
         for start in range(0, n, BLOCK):
@@ -49,17 +53,24 @@ def _normalize_forward_kernel(x_ptr, y_ptr, n, method, ddof, params_ptr, BLOCK: 
             acc += tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float64)
         mu = tl.sum(acc, axis=0) / n
         acc = tl.zeros([BLOCK], tl.float64)
+        acc_d = tl.zeros([BLOCK], tl.float64)
         for start in range(0, n, BLOCK):
             mask = start + cols < n
-            d = tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float64) - mu
-            acc += tl.where(mask, d * d, 0.0)
-        sigma = tl.sqrt(tl.sum(acc, axis=0) / (n - ddof))
+            d = tl.where(mask, tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float64)
+                         - mu, 0.0)
+            acc_d += d
+            acc += d * d
+        d_sum = tl.sum(acc_d, axis=0)
+        sigma = tl.sqrt(tl.maximum(tl.sum(acc, axis=0) - d_sum * d_sum / n, 0.0) / (n - ddof))
+        center = mu
+        fine = d_sum / n
         scale = std / (sigma + eps)
-        shift = mean - mu * scale
+        offset = mean
     for start in range(0, n, BLOCK):
         mask = start + cols < n
         v = tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float64)
-        tl.store(y_row + start + cols, (v * scale + shift).to(y_ptr.dtype.element_ty), mask=mask)
+        y = ((v - center) - fine) * scale + offset
+        tl.store(y_row + start + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 def normalize_forward(rows: torch.Tensor, method: int, mean: float, std: float, eps: float,

@@ -1,6 +1,11 @@
 // CPU kernel of fastecg::_normalize_kernel: one row = one normalised record.
-// Statistics accumulate in double (two passes: mean, then squared deviations)
-// so float32 records of Holter length do not lose precision.
+// Statistics accumulate in double (two passes: mean, then deviations from it, whose sum
+// refines the mean) so float32 records of Holter length do not lose precision, and the
+// map is applied centred, y = ((x - center) - fine) * scale + offset: as x * scale +
+// shift, a record at a DC offset far above its spread lost the digits the offset cancels
+// (a flat float64 lead at 1e6 gave 0.97 instead of 0), and the refined mean is kept in
+// two parts (the first mean and the mean deviation from it), as one double it would be
+// rounded to the offset's ulp.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -38,14 +43,16 @@ FASTECG_INLINE double lane_sum(const T* x, int64_t n, F f) {
   return total;
 }
 
-// Returns (scale, shift) so that y = x * scale + shift for this row.
+// (center, fine, scale, offset) of this row's map y = ((x - center) - fine) * scale +
+// offset (naive divides instead: normalize_row).
 template <typename T>
 FASTECG_INLINE void row_affine(const T* x, int64_t n, int64_t method, double mean, double std,
-                               double eps, int64_t ddof,
-                               double& scale, double& shift) {
+                               double eps, int64_t ddof, double& center, double& fine,
+                               double& scale, double& offset) {
+  offset = fine = 0.0;
   if (method == kNaive) {
+    center = mean;
     scale = 1.0 / std;
-    shift = -mean / std;
     return;
   }
   if (method == kMinMax) {
@@ -76,29 +83,51 @@ FASTECG_INLINE void row_affine(const T* x, int64_t n, int64_t method, double mea
     }
     // A record with NaN/Inf has no defined range: the whole record becomes NaN.
     const double range = finite ? high - low + eps : std::numeric_limits<double>::quiet_NaN();
+    center = low;
     scale = 1.0 / range;
-    shift = -low / range;
     return;
   }
   const double mu = lane_sum(x, n, [](double v) { return v; }) / n;
-  const double ss = lane_sum(x, n, [mu](double v) { return (v - mu) * (v - mu); });
-  const double sigma = std::sqrt(ss / (n - ddof));  // ddof 1: unbiased, as torch.std
+  // The deviations' sum is the first mean's rounding: adding it back centres a flat row
+  // exactly (its deviations are then exact and equal), and the squares are corrected
+  // to the refined mean.
+  double ds[kLanes] = {0}, ss[kLanes] = {0};  // one pass for both sums
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) {
+      const double d = static_cast<double>(x[i + k]) - mu;
+      ds[k] += d;
+      ss[k] += d * d;
+    }
+  for (; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - mu;
+    ds[0] += d;
+    ss[0] += d * d;
+  }
+  double d_sum = 0.0, sq_sum = 0.0;
+  for (int k = 0; k < kLanes; ++k) d_sum += ds[k], sq_sum += ss[k];
+  // ddof 1: unbiased, as torch.std
+  const double sigma = std::sqrt(std::max(sq_sum - d_sum * d_sum / n, 0.0) / (n - ddof));
+  center = mu;
+  fine = d_sum / n;
   scale = std / (sigma + eps);
-  shift = mean - mu * scale;
+  offset = mean;
 }
 
-// One row: its statistics, then y = x * scale + shift (in double, rounded to T). In the
-// x86-64-v3 variant (with_isa, isa.h) the statistics' lanes and the affine map run on AVX2
-// vectors, which is what puts it ahead of plain PyTorch (benchmarks/CPU_NOTES.md).
+// One row: its statistics, then y = ((x - center) - fine) * scale + offset (in double,
+// rounded to T). In the x86-64-v3 variant (with_isa, isa.h) the statistics' lanes and the affine map
+// run on AVX2 vectors, which is what puts it ahead of plain PyTorch
+// (benchmarks/CPU_NOTES.md).
 template <typename T>
 FASTECG_INLINE void normalize_row(const T* x, T* y, int64_t n, int64_t method, double mean,
                                        double std, double eps, int64_t ddof) {
-  double scale, shift;
-  row_affine(x, n, method, mean, std, eps, ddof, scale, shift);
+  double center, fine, scale, offset;
+  row_affine(x, n, method, mean, std, eps, ddof, center, fine, scale, offset);
   if (method == kNaive) {
     for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>((x[i] - mean) / std);
   } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(x[i] * scale + shift);
+    for (int64_t i = 0; i < n; ++i)
+      y[i] = static_cast<T>((static_cast<double>(x[i]) - center - fine) * scale + offset);
   }
 }
 

@@ -1,5 +1,8 @@
 // CUDA kernel of fastecg::_normalize_kernel: one block per row, statistics in
-// double (block reductions through shared memory), then one affine pass.
+// double (block reductions through shared memory), then one centred affine pass,
+// ((x - center) - fine) * scale + offset, as the CPU kernel (csrc/cpu/normalize.cpp: a DC
+// offset far above the record's spread keeps its digits; the mean is refined by the
+// deviations' mean).
 #include <cfloat>
 #include <cmath>
 
@@ -32,11 +35,8 @@ __global__ void normalize_rows_kernel(const T* __restrict__ x, T* __restrict__ y
   __shared__ double shared[kThreads / 32];
   const T* xr = x + blockIdx.x * n;
   T* yr = y + blockIdx.x * n;
-  double scale, shift;
-  if (method == kNaive) {
-    scale = 1.0 / std;
-    shift = -mean / std;
-  } else if (method == kMinMax) {
+  double center = 0.0, fine = 0.0, scale = 1.0, offset = 0.0;  // (naive divides: below)
+  if (method == kMinMax) {
     double lo = INFINITY, hi = -INFINITY, bad = 0.0;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
       const double v = xr[i];
@@ -58,23 +58,28 @@ __global__ void normalize_rows_kernel(const T* __restrict__ x, T* __restrict__ y
     }
     bad = block_sum(bad, shared);
     const double range = bad == 0.0 ? his[0] - los[0] + eps : NAN;
+    center = los[0];
     scale = 1.0 / range;
-    shift = -los[0] / range;
-  } else {
+  } else if (method != kNaive) {
     double sum = 0.0;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += xr[i];
     const double mu = block_sum(sum, shared) / n;
-    double ss = 0.0;
+    double ds = 0.0, ss = 0.0;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
       const double d = xr[i] - mu;
+      ds += d;
       ss += d * d;
     }
-    const double sigma = sqrt(block_sum(ss, shared) / (n - ddof));
+    const double d_sum = block_sum(ds, shared);
+    const double sigma = sqrt(fmax(block_sum(ss, shared) - d_sum * d_sum / n, 0.0) / (n - ddof));
+    center = mu;
+    fine = d_sum / n;
     scale = std / (sigma + eps);
-    shift = mean - mu * scale;
+    offset = mean;
   }
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-    yr[i] = static_cast<T>(method == kNaive ? (xr[i] - mean) / std : xr[i] * scale + shift);
+    yr[i] = static_cast<T>(method == kNaive ? (xr[i] - mean) / std
+                                            : ((xr[i] - center) - fine) * scale + offset);
 }
 
 }  // namespace

@@ -48,7 +48,11 @@ def normalize(sig: np.ndarray, method: str = "z-score", mean: float = 0.0, std: 
             span = np.where(np.isfinite(x).all(axis=axes, keepdims=True), span, np.nan)
             out = (x - lo) / span
         else:
-            mu = x.mean(axis=axes, keepdims=True)
-            sigma = x.std(axis=axes, ddof=ddof, keepdims=True)
-            out = (x - mu) / (sigma + eps) * np.asarray(std) + np.asarray(mean)
+            # Centred twice (the mean of what is left refines the first mean), as the
+            # torch path: one mean is rounded to a DC offset's ulp, which a small signal
+            # on a large offset (a flat lead) would see.
+            left = x - x.mean(axis=axes, keepdims=True)
+            left -= left.mean(axis=axes, keepdims=True)
+            sigma = left.std(axis=axes, ddof=ddof, keepdims=True)
+            out = left / (sigma + eps) * np.asarray(std) + np.asarray(mean)
     return out.astype(sig.dtype, copy=False)
