@@ -51,7 +51,11 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         most ``n - 1``, widened to a fast transform length: 60 for 5000 samples at 500 Hz);
         equal to ``"iir"`` in the interior (beyond ``5 / lowcut`` seconds from the edges,
         where the IIR's edge transients have decayed: measured 2e-6 of the peak on
-        synthetic ECG, up to 1.3e-5 on 30 s CinC records). **It is a different filter
+        synthetic ECG, up to 1.3e-5 on 30 s CinC records). Its float32 transforms
+        round relative to the row's largest value, DC offset included, which the
+        filter then removes: at an offset 100 times the ECG's peak the interior error
+        grows to ~2e-5 of the peak, at 1e4 times to ~2e-3 (``"iir"`` stays ~4e-8);
+        remove such an offset first, or filter in float64. **It is a different filter
         from** ``sosfiltfilt`` **near the record's ends**: reflect padding instead of
         SciPy's odd extension and initial conditions. A 10 s record at 0.5 Hz has no such
         interior, and the two differ by up to ~100% of a lead's peak there (measured).
