@@ -126,6 +126,22 @@ def test_shards_and_resuming_after_an_interruption(source, tmp_path):
             assert (resumed / name).read_bytes() == (clean / name).read_bytes(), name
 
 
+def test_a_write_leaves_the_users_own_files_alone(tmp_path):
+    """Only the store's own files are removed or replaced in its folder: a user's
+    notes.tmp, shard-notes.txt and signals-old.txt stay (they were deleted, and such a
+    name broke resuming), through a first write, an overwrite and a resume."""
+    mine = {"notes.tmp": b"a", "shard-notes.txt": b"b", "signals-old.txt": b"c",
+            "store.json.bak": b"d"}
+    for name, data in mine.items():
+        (tmp_path / name).write_bytes(data)
+    x = np.arange(3 * 2 * 10, dtype=np.float32).reshape(3, 2, 10)
+    for overwrite in (False, True, False):
+        write_store(ArrayDataset(x, fs=100.0), tmp_path, progress=False, overwrite=overwrite)
+        for name, data in mine.items():
+            assert (tmp_path / name).read_bytes() == data, name
+        torch.testing.assert_close(ECGStore(tmp_path)[2], torch.from_numpy(x[2]))  # no labels
+
+
 def test_incomplete_store_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="store.json"):
         ECGStore(tmp_path)

@@ -615,9 +615,11 @@ def split(dataset, by: str = "record", stratify: bool = True,
         value; a record without one, None, NaN or "", is its own patient) fall in one
         subset.
     stratify : bool
-        Allocate the units of each class separately, so every subset gets its share of
-        each class (class: ``label``, or the first of ``labels``; -1 for none). A
-        dataset whose metadata has neither column is split unstratified.
+        Allocate the units of each class separately: a subset gets the floor or the
+        ceiling of its share of each class (so a class reaches every subset whose share
+        of it is a unit or more), and the totals stay within about one unit of their
+        shares (class: ``label``, or the first of ``labels``; -1 for none). A dataset
+        whose metadata has neither column is split unstratified.
     fractions : sequence of float
         Positive, summing to 1; one subset each.
     seed : int
@@ -646,7 +648,10 @@ def split(dataset, by: str = "record", stratify: bool = True,
     if by == "patient" and "patient_id" in meta:
         ids = meta["patient_id"].tolist()
         keys = [patient_key(p) for p in ids]
-        units = [f"r:{r}" if k is None else f"p:{k}" for k, r in zip(keys, records)]
+        # (a record without a patient is a unit of its own, even where two records
+        # share a name: the position tells them apart)
+        units = [f"r:{r}:{i}" if k is None else f"p:{k}" for i, (k, r) in
+                 enumerate(zip(keys, records))]
     else:
         units = [f"r:{r}:{i}" for i, r in enumerate(records)]
     if "label" in meta:
@@ -667,16 +672,25 @@ def split(dataset, by: str = "record", stratify: bool = True,
     parts: list[list[int]] = [[] for _ in fractions]
     share = np.asarray(fractions)
     counts = np.zeros(len(fractions))
-    # Each unit goes to the subset furthest below its share of the unit's class so far,
-    # ties to the one furthest below its share overall: every subset gets each class
-    # that has as many units as there are subsets, and the totals stay balanced.
+    # Each subset takes the whole part of its share of a class (floor(share * n)), and
+    # the class's remaining units go one each to the subsets with a fractional part left,
+    # the largest fractional part plus the subset's deficit of the total first: the
+    # counts of a class are the floor or the ceiling of its shares, and the totals stay
+    # within about a unit of theirs (a class's own deficits alone sent every class of
+    # one or two units to the largest subset: 100 such classes split 100/0/0).
     for key in sorted(strata):
-        group = strata[key]
-        in_class = np.zeros(len(fractions))
-        for j in rng.permutation(len(group)):
+        group = [strata[key][j] for j in rng.permutation(len(strata[key]))]
+        ideal = share * len(group)
+        take = np.floor(ideal + 1e-9)
+        counts += take
+        frac = np.where(ideal - take > 1e-9, ideal - take, -np.inf)
+        for _ in range(len(group) - int(take.sum())):
             overall = share * (counts.sum() + 1) - counts
-            part = int(np.argmax(share * (in_class.sum() + 1) - in_class + 1e-6 * overall))
+            part = int(np.argmax(frac + overall))
+            frac[part] = -np.inf
+            take[part] += 1
             counts[part] += 1
-            in_class[part] += 1
-            parts[part].extend(members[group[j]])
+        for part, (a, b) in enumerate(zip(np.cumsum(take) - take, np.cumsum(take))):
+            for unit in group[int(a):int(b)]:
+                parts[part].extend(members[unit])
     return [Subset(dataset, sorted(p)) for p in parts]

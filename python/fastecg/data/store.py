@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import Any, Callable, Optional
 
@@ -37,6 +38,11 @@ from .datasets import digest, record_index
 __all__ = ["ECGStore", "write_store", "STORE_FORMAT"]
 
 STORE_FORMAT = 2  # 2: sharded signals, index rows (shard, offset, n_leads, n_samples)
+# The store's own files: the only ones a write removes or renames in its folder (a user's
+# notes.tmp or shard-notes.txt there are left alone).
+_SHARD_FILE = re.compile(r"(signals-\d{5}\.bin|shard-\d{5}\.npz)")
+_OWN_FILE = re.compile(r"(signals-\d{5}\.bin|shard-\d{5}\.npz|index\.npy|targets\.npy|"
+                       r"metadata\.parquet|preprocessing\.json|settings\.json|store\.json)")
 _DTYPES = {"float32": np.float32, "float16": np.float16}
 _TMP = ".tmp"
 
@@ -307,7 +313,7 @@ def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_siz
     _remove_temporary(root)
     _remove(root, ["store.json"])  # incomplete from here until it is written again
     if overwrite or _read_json(root, "settings.json", None) != settings:
-        _remove(root, [n for n in os.listdir(root) if n.startswith(("signals-", "shard-"))])
+        _remove(root, _shard_files(root))
         _write_json(root, "settings.json", settings)
     shards = _finished_shards(root)
     first = int(shards[-1]["end"]) if shards else 0
@@ -417,9 +423,12 @@ def _finished_shards(root: str) -> list[dict]:
             os.path.isfile(os.path.join(root, f"signals-{len(shards):05d}.bin")):
         shards.append(_load_shard(root, len(shards)))
     # Files of later shards than the first gap would be overwritten: drop them now.
-    _remove(root, [n for n in os.listdir(root) if n.startswith(("signals-", "shard-"))
-                   and int(n.split("-")[1][:5]) >= len(shards)])
+    _remove(root, [n for n in _shard_files(root) if int(n.split("-")[1][:5]) >= len(shards)])
     return shards
+
+
+def _shard_files(root: str) -> list[str]:
+    return [n for n in os.listdir(root) if _SHARD_FILE.fullmatch(n)]
 
 
 def _load_shard(root: str, k: int) -> dict:
@@ -505,4 +514,5 @@ def _save_npz(root: str, name: str, **arrays) -> None:
 
 
 def _remove_temporary(root: str) -> None:
-    _remove(root, [n for n in os.listdir(root) if n.endswith(_TMP)])
+    _remove(root, [n for n in os.listdir(root)
+                   if n.endswith(_TMP) and _OWN_FILE.fullmatch(n[:-len(_TMP)])])

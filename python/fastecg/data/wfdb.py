@@ -102,7 +102,10 @@ def read_header(path: str) -> dict[str, Any]:
         raise
     except Exception as err:  # wfdb raises several types for a malformed header
         raise ValueError(f"{stem}.hea: unreadable header ({type(err).__name__}: {err})") from err
-    if not header.n_sig or header.sig_len is None or not header.fs:
+    if getattr(header, "seg_name", None) is not None:  # (wfdb's MultiRecord)
+        raise ValueError(f"{stem}.hea: a multi-segment record, which this reader does not "
+                         "read: convert it with wfdb.rdrecord(..., m2s=True) and wfdb.wrsamp")
+    if not header.n_sig or header.sig_len is None or not header.fs or not header.sig_name:
         raise ValueError(f"{stem}.hea: no signals, length or sampling rate in the header")
     info: dict[str, Any] = {
         "record": os.path.basename(stem), "path": stem, "fs": float(header.fs),
