@@ -275,6 +275,23 @@ def test_contract_puts_named_leads_in_its_order():
         c.apply(x, 250.0, ["I", "II", "V1"])
 
 
+def test_contract_with_a_pipeline_built_for_another_lead_order():
+    """A recipe built for records stored in another order (its lead_select gives the
+    contract's order): records named in either order come out in the contract's order,
+    once (they were reordered twice: silently scrambled), in apply and in the CLI's
+    training-step transform."""
+    from fastecg.ssl.cli import _input_transform
+
+    std = ["I", "II", "III"]
+    pm = PreprocManager({"name": "lead_select", "leads": std}, lead_names=std[::-1])
+    c = Contract(lead_names=std, preprocess=pm)
+    x = torch.arange(3.0)[None, :, None].expand(2, 3, 8)  # lead k holds k (standard order)
+    for names, given in ((std[::-1], x.flip(-2)), (std, x), (["II", "III", "I"], x[:, [1, 2, 0]])):
+        assert torch.equal(c.apply(given, 500.0, names), x), names
+        assert torch.equal(_input_transform(c, 500.0, names)(given), x), names
+    assert torch.equal(c.apply(x.flip(-2), 500.0), x)  # unnamed: the pipeline's order
+
+
 def test_downstream_model_round_trip(tmp_path):
     from fastecg.registry import MODELS
 

@@ -94,12 +94,12 @@ def _check_input(dataset, contract, fs: float, data: str) -> None:
 
 def _input_transform(contract, fs: float, lead_names=None):
     """Device-side preparation inside the training step: the model's contract applied to
-    records at `fs` whose leads are `lead_names` (put in the contract's order first);
-    None when they already are the model's input."""
+    records at `fs` whose leads are `lead_names` (put in the order its pipeline takes
+    first, as Contract.apply); None when they already are the model's input."""
     if contract is None:
         return None
     pm = contract.manager()
-    order = contract.lead_order(lead_names)
+    order = contract.input_order(lead_names)
     if pm is None and order is None:
         return None
 

@@ -82,28 +82,29 @@ class Contract:
         >>> Contract(lead_names=["I", "II", "V1"]).lead_order(["V1", "I", "II"])
         [1, 2, 0]
         """
-        if lead_names is None or self.lead_names is None:
-            return None
-        lead_names = list(lead_names)
-        if lead_names == self.lead_names:
-            return None
-        if sorted(lead_names) != sorted(self.lead_names):
-            missing = [n for n in self.lead_names if n not in lead_names]
-            extra = [n for n in lead_names if n not in self.lead_names]
-            raise ValueError(f"the records' leads ({', '.join(lead_names)}) are not the "
-                             f"model's ({', '.join(self.lead_names)}): missing "
-                             f"{missing or 'none'}, not expected {extra or 'none'}")
-        return [lead_names.index(n) for n in self.lead_names]
+        return _lead_order(lead_names, self.lead_names)
+
+    def input_order(self, lead_names: Optional[Sequence[str]]) -> Optional[list]:
+        """The lead indices :meth:`apply` selects first: records whose leads are
+        `lead_names` put in the order the pipeline takes (its own ``lead_names`` where
+        its config has them, else the contract's), or None where nothing is to move."""
+        pm = self.manager()
+        into = pm.lead_names if pm is not None and pm.lead_names is not None else \
+            self.lead_names
+        return _lead_order(lead_names, None if into is None else list(into))
 
     def apply(self, raw: Tensor, fs: float,
               lead_names: Optional[Sequence[str]] = None) -> Tensor:
         """Raw ``(..., n_leads, n_samples)`` at `fs` -> the model's input. Given the
-        records' `lead_names`, their leads are first put in the contract's order
-        (ValueError if they are other leads; see :meth:`lead_order`)."""
-        order = self.lead_order(lead_names)
+        records' `lead_names`, their leads are first put in the order the pipeline
+        takes: the pipeline's own ``lead_names`` where its config has them (a recipe
+        built for records in another order, whose ``lead_select`` then gives the
+        contract's order), else the contract's (ValueError if they are other leads; see
+        :meth:`lead_order`)."""
+        pm = self.manager()
+        order = self.input_order(lead_names)
         if order is not None:
             raw = raw.index_select(-2, torch.tensor(order, device=raw.device))
-        pm = self.manager()
         sig, out_fs = (raw, float(fs)) if pm is None else pm(raw, float(fs))
         if self.fs is not None and abs(out_fs - self.fs) > 1e-9:
             raise ValueError(f"input at {out_fs:g} Hz after preprocessing, but the model "
@@ -121,6 +122,22 @@ class Contract:
 
     def __repr__(self) -> str:
         return f"Contract({self.to_dict()!r})"
+
+
+def _lead_order(lead_names: Optional[Sequence[str]], into: Optional[list]) -> Optional[list]:
+    """Indices that put leads `lead_names` into the order `into` (Contract.lead_order)."""
+    if lead_names is None or into is None:
+        return None
+    lead_names = list(lead_names)
+    if lead_names == into:
+        return None
+    if sorted(lead_names) != sorted(into):
+        missing = [n for n in into if n not in lead_names]
+        extra = [n for n in lead_names if n not in into]
+        raise ValueError(f"the records' leads ({', '.join(lead_names)}) are not the "
+                         f"model's ({', '.join(into)}): missing {missing or 'none'}, not "
+                         f"expected {extra or 'none'}")
+    return [lead_names.index(n) for n in into]
 
 
 def _preproc_config(preprocess: Any) -> Optional[dict]:
