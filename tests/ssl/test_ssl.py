@@ -214,6 +214,25 @@ def test_finetune_linear_probe_and_layer_decay(tmp_path):
         finetune(tmp_path, num_classes=3, mode="frozen")
 
 
+@pytest.mark.parametrize("name", ["mae_1d", "st_mem", "mae_ecg", "simclr", "moco", "clocs"])
+def test_full_finetune_trains_only_what_forward_reaches(name):
+    """Every trainable parameter of a full fine-tune gets a gradient from one forward
+    (DDP's default, find_unused_parameters=False, refused the decoder, mask token,
+    projector or momentum encoder that only pretraining uses), and the encoder trains."""
+    if name in ("mae_1d", "st_mem"):
+        model, n = _tiny(name), TINY["seq_len"]
+    elif name == "mae_ecg":
+        model, n = SSL.build(name, seq_len=1000), 1000
+    else:
+        model, n = SSL.build(name, encoder={"name": "resnet18", "widths": [8] * 4,
+                                            "stem_channels": 8}), 1000
+    clf = finetune(model, num_classes=3, mode="full")
+    clf(torch.randn(2, model.n_leads, n)).sum().backward()
+    trainable = [(k, p) for k, p in clf.named_parameters() if p.requires_grad]
+    assert [k for k, p in trainable if p.grad is None] == []
+    assert sum(k.startswith("encoder.") for k, _ in trainable) > 0
+
+
 @pytest.mark.parametrize("mode", ["linear_probe", "full"])
 def test_finetune_leaves_the_callers_model_as_it_was(mode):
     """finetune(model) copies it: no frozen parameters, no eval mode, no weight changes
@@ -223,7 +242,9 @@ def test_finetune_leaves_the_callers_model_as_it_was(mode):
     clf = finetune(model, num_classes=3, mode=mode)
     assert clf.encoder is not model
     assert all(p.requires_grad for p in model.parameters()) and model.training
-    assert all(p.requires_grad == (mode == "full") for p in clf.encoder.parameters())
+    prefixes = clf.encoder.encoder_prefixes()
+    assert all(p.requires_grad == (mode == "full" and n.startswith(prefixes))
+               for n, p in clf.encoder.named_parameters())
     x, y = _synthetic(16), torch.arange(16) % 3
     Trainer(clf, loss_fn=nn.functional.cross_entropy, batch_size=8, max_steps=2, lr=0.1,
             progress=False).fit(torch.utils.data.TensorDataset(x, y))

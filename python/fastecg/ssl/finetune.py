@@ -22,7 +22,8 @@ class SSLClassifier(nn.Module):
     (ECG_CRNN's pooled head), its width read from the encoder.
 
     ``mode="linear_probe"`` freezes the encoder (no gradients, kept in eval mode even
-    under ``train()``); ``"full"`` trains everything.
+    under ``train()``); ``"full"`` trains the encoder too (the parts only pretraining
+    uses stay frozen: see :meth:`set_mode`).
     """
 
     def __init__(self, encoder: SSLMethod, num_classes: int, mode: str = "full",
@@ -39,12 +40,17 @@ class SSLClassifier(nn.Module):
         self.set_mode(mode)
 
     def set_mode(self, mode: str) -> None:
-        """Freeze (``linear_probe``) or unfreeze (``full``) the encoder."""
+        """Freeze (``linear_probe``) or unfreeze (``full``) the encoder. Only the encoder
+        proper trains (the method's ``encoder_prefixes``): the parts pretraining alone
+        uses (an MAE's decoder and mask token, a projector, MoCo's momentum encoder)
+        stay frozen, as forward never reaches them (DDP, whose default expects every
+        trainable parameter to get a gradient, refused them)."""
         if mode not in FINETUNE_MODES:
             raise ValueError(f"finetune: mode must be one of {FINETUNE_MODES}, got {mode!r}")
         self.mode = mode
-        for p in self.encoder.parameters():
-            p.requires_grad_(mode == "full")
+        prefixes = self.encoder.encoder_prefixes()
+        for name, p in self.encoder.named_parameters():
+            p.requires_grad_(mode == "full" and name.startswith(prefixes))
         self.train(self.training)
 
     def train(self, mode: bool = True):
