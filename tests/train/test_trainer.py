@@ -350,3 +350,35 @@ def test_resume_past_the_runs_steps_is_an_error(tmp_path):
                 progress=False).fit(x, resume=True)
     done = Trainer(Regression(), batch_size=4, max_steps=4, out_dir=tmp_path, progress=False)
     assert done.fit(x, resume=True) == [] and done.step == 4
+
+
+def test_an_augmenter_manager_as_transform_gets_and_mixes_the_labels():
+    """Trainer(transform=AugmenterManager(...)), as its docstring names it: on (x, y)
+    batches the model sees augmented signals and the loss the mixed labels (the
+    manager's tuple took the signal's place: a TypeError); on tensor and dict batches
+    (SSL) the signal is augmented."""
+    from fastecg.augmenters import AugmenterManager
+
+    am = AugmenterManager({"name": "mixup", "prob": 1.0}, {"name": "random_flip", "prob": 1.0},
+                          fs=100.0)
+    x = torch.randn(8, 2, 50)
+    y = nn.functional.one_hot(torch.arange(8) % 2, 2).float()
+    seen = []
+
+    def loss_fn(out, target):
+        seen.append(target.detach().clone())
+        return nn.functional.mse_loss(out, target)
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(100, 2))
+    Trainer(model, loss_fn=loss_fn, batch_size=4, max_steps=2, transform=am,
+            progress=False).fit(torch.utils.data.TensorDataset(x, y))
+    labels = torch.cat(seen)
+    assert labels.shape == (8, 2) and torch.allclose(labels.sum(-1), torch.ones(8))
+    assert ((labels > 0) & (labels < 1)).any()  # mixed, not one-hot
+
+    trainer = Trainer(nn.Linear(1, 1), loss_fn=lambda out: out.sum(), transform=am,
+                      progress=False)
+    for batch in (x[:4], {"signal": x[:4]}):
+        sig = trainer._prepare(batch)
+        sig = sig["signal"] if isinstance(sig, dict) else sig
+        assert isinstance(sig, torch.Tensor) and sig.shape == (4, 2, 50)

@@ -193,7 +193,8 @@ class Trainer:
         Seeds the data order.
     transform : callable, optional
         Applied on the device to the signal of each batch before the model (e.g. a
-        PreprocManager, an AugmenterManager).
+        PreprocManager); an AugmenterManager gets the label of ``(signal, label, ...)``
+        batches too and returns it mixed where a step mixes labels.
     callbacks : sequence of callables
         ``cb(trainer, metrics)`` after every optimizer step, before that step's
         checkpoint (which thus holds the RNG state after the callbacks' draws: a
@@ -452,10 +453,22 @@ class Trainer:
         if self.transform is None:
             return batch
         if isinstance(batch, Tensor):
-            return self.transform(batch)
+            return self._transformed(batch, None)[0]
         if isinstance(batch, dict):
-            return {**batch, "signal": self.transform(signal_of(batch))}
-        return type(batch)([self.transform(batch[0]), *batch[1:]])
+            return {**batch, "signal": self._transformed(signal_of(batch), None)[0]}
+        label = batch[1] if len(batch) > 1 else None
+        sig, label = self._transformed(batch[0], label)
+        return type(batch)([sig, *([label] if len(batch) > 1 else []), *batch[2:]])
+
+    def _transformed(self, sig: Tensor, label: Any) -> tuple:
+        """`transform` on a batch's signal; an AugmenterManager also takes and returns the
+        label (Mixup and CutMix mix it), its ``(sig, label, *masks)`` unpacked."""
+        from fastecg.augmenters import AugmenterManager
+
+        if isinstance(self.transform, AugmenterManager):
+            out = self.transform(sig, label)
+            return out[0], out[1]
+        return self.transform(sig), label
 
     def _loss(self, batch: Any) -> Tensor:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
