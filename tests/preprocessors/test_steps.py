@@ -401,3 +401,18 @@ def test_sos_filter_step_compiles_fullgraph(spec):
     x = ecg((2, 3, 1000), torch.float64)
     torch.testing.assert_close(torch.compile(step, fullgraph=True)(x), step(x), rtol=0,
                                atol=1e-12)
+
+
+def test_a_pipeline_with_filters_compiles_fullgraph():
+    """The pipeline's check of its steps looks the filters' needs up (filled when it is
+    built at a known rate) instead of tracing SciPy's designs, so a PreprocManager with
+    a band-pass and a notch, and a recipe inside a model, compile with fullgraph=True."""
+    torch._dynamo.reset()
+    pm = PreprocManager("bandpass", {"name": "sos_filter", "design": "iirnotch", "freq": 50.0,
+                                     "q": 30.0}, "normalize", fs=FS)
+    x = ecg((2, 3, 1000), torch.float64)
+    torch.testing.assert_close(torch.compile(pm, fullgraph=True)(x), pm(x), rtol=0, atol=1e-12)
+    model = torch.nn.Sequential(PreprocManager.from_recipe("st_mem", fs=FS), torch.nn.Identity())
+    x = ecg((1, 12, 5000))
+    torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), model(x), rtol=0,
+                               atol=1e-5)

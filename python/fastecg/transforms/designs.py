@@ -115,6 +115,10 @@ class BandPassSpec(Step):
         self.lowcut, self.highcut = lowcut, highcut
         self.filter_type, self.filter_order, self.backend = filter_type, filter_order, backend
         self.method = "fir" if filter_type == "fir" else method
+        # The length each rate's design needs, on the instance: a pipeline's check at a
+        # known rate (or the first call) fills it, and a traced call (torch.compile)
+        # then finds it in a dict instead of tracing SciPy's design.
+        self._needs: dict = {}
         if self.fs is not None:
             self.design(self.fs)  # fails now, not at the first batch
 
@@ -133,14 +137,17 @@ class BandPassSpec(Step):
 
     def infer(self, info: SignalInfo) -> SignalInfo:
         fs = self.step_fs(info)
-        try:
-            design = self.design(fs)
-        except ValueError as err:
-            raise ValueError(f"BandPass at fs={fs:g} Hz: {err}") from None
+        if fs not in self._needs:
+            try:
+                design = self.design(fs)
+            except ValueError as err:
+                raise ValueError(f"BandPass at fs={fs:g} Hz: {err}") from None
+            self._needs[fs] = 3 * design.shape[0] if self.method == "fir" else \
+                sos_padlen(design) if self.method == "iir" else 1
         if self.method == "fir":
-            _check_length(info, 3 * design.shape[0], "BandPass (FIR)")
+            _check_length(info, self._needs[fs], "BandPass (FIR)")
         elif self.method == "iir":
-            _check_length(info, sos_padlen(design), "BandPass")
+            _check_length(info, self._needs[fs], "BandPass")
         elif info.n_samples is not None and info.n_samples < 2:
             raise ValueError(f"BandPass: method 'fft' needs at least 2 samples, got "
                              f"{info.n_samples}")
@@ -403,9 +410,12 @@ class SOSFilterSpec(Step):
         return sos
 
     def infer(self, info: SignalInfo) -> SignalInfo:
-        sos = self.sos_at(None if self.design == "sos" else self.step_fs(info))
+        fs = None if self.design == "sos" else self.step_fs(info)
+        sos = self.sos_at(fs)
         if self.zero_phase and self.padtype is not None:
-            pad = sos_padlen(np.asarray(sos)) if self.padlen is None else self.padlen
+            if self.padlen is None and ("pad", fs) not in self._by_fs:  # (as sos_at's)
+                self._by_fs["pad", fs] = sos_padlen(np.asarray(sos))
+            pad = self._by_fs["pad", fs] if self.padlen is None else self.padlen
             _check_length(info, pad, f"SOSFilter({self.design!r})")
         return info
 
