@@ -373,3 +373,16 @@ def test_empty_batch(backend):
              {"name": "random_renormalize", "prob": 1.0, "per_channel": True}]
     out = AugmenterManager(*steps, fs=FS)(torch.randn(0, 12, 300), seed=0, backend=backend)[0]
     assert out.shape == (0, 12, 300)
+
+
+
+def test_label_pair_check_holds_when_random_is_set_afterwards():
+    """A mixer after a label_pair step is refused at a call too: `random` set after the
+    manager was built reached CutMix with the (y_a, y_b, lam) pair (a TypeError)."""
+    am = AugmenterManager({"name": "cutmix", "prob": 1.0},
+                          {"name": "mixup", "prob": 1.0, "label_pair": True}, fs=500.0)
+    am.random = True
+    x, y = torch.randn(4, 2, 100), torch.eye(4)
+    for seed in range(6):
+        with pytest.raises(ValueError, match="would mix the label pair"):
+            am(x, y, seed=seed)

@@ -317,3 +317,18 @@ def test_float64_at_a_large_dc_offset_keeps_its_digits(backend):
     assert np.abs(z[0, 1].numpy() - z_ref).max() / np.abs(z_ref).max() < 1e-12
     mm = run("min-max")
     assert np.abs(mm[0, 1].numpy() - mm_ref).max() < 1e-12
+
+
+
+def test_gradient_of_a_flat_lead_at_an_offset_matches_its_forward():
+    """The backward centres as the forward does (mean refined by the leftover's mean):
+    a flat float32 lead at 1e4 + 0.3 normalises to 0, so its gradient is
+    (g - mean g) / eps; it was 1e4 times too small."""
+    x = torch.full((1, 1, 500), 1e4 + 0.3, requires_grad=True)
+    g = torch.randn(1, 1, 500, generator=torch.Generator().manual_seed(0))
+    for backend in ("cpu", "torch"):
+        x.grad = None
+        y = normalize(x, per_channel=True, backend=backend)
+        assert torch.equal(y, torch.zeros_like(y))
+        y.backward(g)
+        torch.testing.assert_close(x.grad, (g - g.mean()) / 1e-7, rtol=1e-5, atol=0)

@@ -416,3 +416,15 @@ def test_a_pipeline_with_filters_compiles_fullgraph():
     x = ecg((1, 12, 5000))
     torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), model(x), rtol=0,
                                atol=1e-5)
+
+
+
+def test_a_normalize_step_with_tensor_stats_neither_copies_them_nor_breaks_compile():
+    """The pipeline's per-call check reads the stats' shape, not their values (a tolist
+    per call: a device copy on a GPU, and no fullgraph compile)."""
+    torch._dynamo.reset()
+    pm = PreprocManager(Normalize(mean=torch.zeros(12, dtype=torch.float64),
+                                  std=torch.full((12,), 2.0, dtype=torch.float64),
+                                  per_channel=True), fs=FS)
+    x = ecg((2, 12, 500), torch.float64)
+    torch.testing.assert_close(torch.compile(pm, fullgraph=True)(x), pm(x), rtol=0, atol=0)

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_backend_name
-from ..transforms.manager import Transform, TransformManager
+from ..transforms.manager import TransformManager
 from ..ops.augment import fused_backend
 from ._random import Keys
 from .base import Augmenter, Batch, check_int, make_keys
@@ -89,8 +89,8 @@ class AugmenterManager(TransformManager):
 
     A fastecg step that is not an augmenter (a preprocessor such as ``BandPass`` or
     ``Resample``) runs as in any pipeline, through its ``run`` with the signal's rate and
-    leads, and a ``torch.Generator`` seeded per batch from the keys (as the manager's own
-    draws; one host sync on a GPU). One that changes the rate or the length is refused
+    leads, and, where it draws (``draws``: a random ``CropOrPad``), a ``torch.Generator``
+    seeded per batch from the keys (as the manager's own draws; one host sync on a GPU). One that changes the rate or the length is refused
     with masks, which it cannot transform. After a Mixup or CutMix with
     ``label_pair=True`` the label is the pair ``(y_a, y_b, lam)`` (in the caller's
     shapes: ``y_a``, ``y_b`` as the label, ``lam`` the batch's); LabelSmooth then smooths
@@ -188,7 +188,8 @@ class AugmenterManager(TransformManager):
             if params is not None:
                 p = params[i]
             elif not isinstance(step, Augmenter):
-                p = self._step_seed(keys, i) if isinstance(step, Transform) else None
+                # (a seed only for a step that draws: computing it syncs with a GPU)
+                p = self._step_seed(keys, i) if getattr(step, "draws", False) else None
             else:
                 # (entering inference mode costs more than a single C++ draw saves by it)
                 quick = fast and not (fused == "cpu" and step.native_draw)
@@ -219,6 +220,7 @@ class AugmenterManager(TransformManager):
         """:meth:`_plan` of `order`, with every step's check of the batch: all before any
         work."""
         infos = self._plan(order, info)
+        self._check_label_pairs()
         steps = list(self.steps)
         for i, step_info, out_info in zip(order, infos, infos[1:]):
             self._check_step_batch(i, batch, step_info, out_info, steps[i])
@@ -241,8 +243,12 @@ class AugmenterManager(TransformManager):
 
     def _check(self) -> None:
         super()._check()
-        # A label_pair step returns (y_a, y_b, lam), which a later Mixup or CutMix cannot
-        # mix again: refused now rather than failing (or mixing wrongly) at a call.
+        self._check_label_pairs()
+
+    def _check_label_pairs(self) -> None:
+        """A label_pair step returns (y_a, y_b, lam), which a later Mixup or CutMix
+        cannot mix again: refused when built, and at a call (`random` may have been set
+        since), rather than failing (or mixing wrongly) inside the pipeline."""
         steps = list(self.steps)
         pairs = [i for i, s in enumerate(steps) if getattr(s, "label_pair", False)]
         if not pairs:

@@ -112,6 +112,7 @@ def normalize_backward(grad: Tensor, x: Tensor, method: int, mean: float, std: f
         return dx.view(x.shape)
     n = r.shape[-1]
     u = r - r.mean(-1, keepdim=True)
+    u = u - u.mean(-1, keepdim=True)  # the forward's refined mean (a flat row: exactly 0)
     sigma = u.square().sum(-1, keepdim=True).div(n - ddof).sqrt()
     denom = sigma + eps
     gs = g * std

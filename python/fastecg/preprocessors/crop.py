@@ -36,6 +36,10 @@ class CropOrPad(CropOrPadSpec, Transform):
     torch.Size([1, 12, 2000])
     """
 
+    @property
+    def draws(self) -> bool:
+        return self.mode == "random"
+
     def forward(self, sig: Tensor, fs: Optional[float] = None,
                 generator: Optional[torch.Generator] = None) -> Tensor:
         info = SignalInfo(fs=fs, n_leads=sig.shape[-2] if sig.dim() > 1 else None,

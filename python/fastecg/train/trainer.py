@@ -194,7 +194,8 @@ class Trainer:
     transform : callable, optional
         Applied on the device to the signal of each batch before the model (e.g. a
         PreprocManager); an AugmenterManager gets the label of ``(signal, label, ...)``
-        batches too and returns it mixed where a step mixes labels.
+        batches (or a dict's ``"label"``) too and returns it mixed where a step mixes
+        labels.
     callbacks : sequence of callables
         ``cb(trainer, metrics)`` after every optimizer step, before that step's
         checkpoint (which thus holds the RNG state after the callbacks' draws: a
@@ -455,7 +456,8 @@ class Trainer:
         if isinstance(batch, Tensor):
             return self._transformed(batch, None)[0]
         if isinstance(batch, dict):
-            return {**batch, "signal": self._transformed(signal_of(batch), None)[0]}
+            sig, label = self._transformed(signal_of(batch), batch.get("label"))
+            return {**batch, "signal": sig, **({"label": label} if "label" in batch else {})}
         label = batch[1] if len(batch) > 1 else None
         sig, label = self._transformed(batch[0], label)
         return type(batch)([sig, *([label] if len(batch) > 1 else []), *batch[2:]])

@@ -242,7 +242,9 @@ class NormalizeSpec(Step):
 
     def infer(self, info: SignalInfo) -> SignalInfo:
         for name, value in (("mean", self.mean), ("std", self.std)):
-            shape = np.shape(_plain(value))
+            # (a tensor's or array's shape as it is: tolist would copy a device tensor to
+            # the host on every call, and does not trace)
+            shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
             if len(shape) == 1 and info.n_leads is not None and shape[0] not in (1, info.n_leads):
                 raise ValueError(f"normalize: {name} has {shape[0]} values (one per lead), but "
                                  f"the signal reaching it has {info.n_leads} leads")

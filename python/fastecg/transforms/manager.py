@@ -38,6 +38,10 @@ class Transform(nn.Module, Step):
     tensor([[ 1.3363,  0.8018,  0.2673, -0.2673, -0.8018, -1.3363]])
     """
 
+    #: Whether :meth:`run` draws from its `generator` (a random crop): an
+    #: AugmenterManager then seeds one per batch from its keys, and others get None.
+    draws = False
+
     def __init__(self):
         nn.Module.__init__(self)
 
