@@ -90,12 +90,12 @@ class AugmenterManager(TransformManager):
     A fastecg step that is not an augmenter (a preprocessor such as ``BandPass`` or
     ``Resample``) runs as in any pipeline, through its ``run`` with the signal's rate and
     leads, and, where it draws (``draws``: a random ``CropOrPad``), a ``torch.Generator``
-    seeded per batch from the keys (as the manager's own draws; one host sync on a GPU). One that changes the rate or the length is refused
-    with masks, which it cannot transform. After a Mixup or CutMix with
-    ``label_pair=True`` the label is the pair ``(y_a, y_b, lam)`` (in the caller's
-    shapes: ``y_a``, ``y_b`` as the label, ``lam`` the batch's); LabelSmooth then smooths
-    both, and another Mixup or CutMix, which cannot mix a pair, is refused at
-    construction.
+    seeded per batch from the keys (as the manager's own draws; one host sync on a GPU).
+    One that changes the rate or the length is refused with masks, which it cannot
+    transform. After a Mixup or CutMix with ``label_pair=True`` the label is the pair
+    ``(y_a, y_b, lam)`` (in the caller's shapes: ``y_a``, ``y_b`` as the label, ``lam``
+    the batch's); LabelSmooth then smooths both, and another Mixup or CutMix, which
+    cannot mix a pair, is refused (when built, and at a call after ``random`` is set).
 
     Config: registry names as keys (torch_ecg's form, ``None`` leaves a step out), or
     :meth:`to_config`'s ``{"fs", "lead_names", "random", "steps"}``; round-trips.
