@@ -5,9 +5,9 @@
 source "$(dirname "$0")/_env.sh"
 # The test extra's packages (pyproject.toml) and triton (its kernels run under the CPU
 # interpreter in the tests).
-"$PY" -c "import pytest, pytest_benchmark, triton, wfdb, pandas, pyarrow, tqdm, safetensors, sklearn, matplotlib" \
+"$PY" -c "import pytest, pytest_benchmark, triton, wfdb, pandas, pyarrow, tqdm, safetensors, sklearn, matplotlib, h5py" \
   2>/dev/null || pip_install pytest pytest-benchmark triton wfdb "pandas>=3" pyarrow tqdm safetensors \
-  scikit-learn matplotlib
+  scikit-learn matplotlib h5py
 "$PY" -m pytest tests -q "$@"
 "$PY" -m pytest benchmarks -q --benchmark-disable -p no:cacheprovider
 # The documentation site builds with warnings as errors (the docs extra).

@@ -43,3 +43,24 @@ def test_labels_by_position_and_classes_for_split(tmp_path):
     ds = HDF5Dataset(path, labels=pd.Series([1, 0, 1, 0], index=[3, 2, 1, 0]))
     assert [int(ds[i][1]) for i in range(3)] == [1, 0, 1]
     assert ds.metadata["label"].tolist() == [1, 0, 1]
+
+
+def test_string_ids_and_bad_arguments(tmp_path):
+    """Ids stored as strings (h5py reads bytes) name the records as text, none left out;
+    an ids array that is missing or of another length than the records, and a scale that
+    is not a finite non-zero number, are ValueErrors before any read."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "named.hdf5"
+    with h5py.File(path, "w") as f:
+        f["tracings"] = rng.standard_normal((3, 400, 12)).astype(np.float32)
+        f["exam_id"] = np.array([b"a1", b"0", b"c3"])
+        f["short"] = np.array([1, 2])
+    ds = HDF5Dataset(path, fs=500.0)
+    assert ds.metadata["record"].tolist() == ["a1", "0", "c3"]
+    with pytest.raises(ValueError, match="one id per record"):
+        HDF5Dataset(path, ids="short")
+    with pytest.raises(ValueError, match="no dataset 'nope'"):
+        HDF5Dataset(path, ids="nope")
+    for scale in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(ValueError, match="scale"):
+            HDF5Dataset(path, scale=scale)

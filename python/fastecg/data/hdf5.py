@@ -31,7 +31,8 @@ class HDF5Dataset(Dataset):
         Name of the array of records.
     ids : str, optional
         Name of the array of record ids (None: the row numbers). CODE-15% ends each
-        file with an id of 0 and a blank tracing; rows whose id is 0 are left out.
+        file with an id of 0 and a blank tracing; rows whose id is the number 0 are left
+        out. Stored strings (bytes) are decoded to the records' names.
     fs : float
         Sampling rate of the file's records, Hz (400 for CODE-15%).
     layout : {"samples_leads", "leads_samples"}
@@ -47,7 +48,7 @@ class HDF5Dataset(Dataset):
     transforms : PreprocManager, optional
         Run as ``transforms(sig, fs, lead_names)``.
     scale : float
-        Multiplies the stored values (to bring them to mV).
+        Multiplies the stored values (to bring them to mV; finite, non-zero).
 
     Items are ``signal float32 (n_leads, n_samples)`` or ``(signal, label)``. The file
     is opened once per process, on first use (DataLoader workers each open their own).
@@ -65,21 +66,31 @@ class HDF5Dataset(Dataset):
                              f"'leads_samples', got {layout!r}")
         if not (math.isfinite(fs) and fs > 0):
             raise ValueError(f"HDF5Dataset: fs must be a positive number, got {fs!r}")
+        if not (math.isfinite(scale) and scale != 0):
+            raise ValueError(f"HDF5Dataset: scale must be a finite non-zero number, got "
+                             f"{scale!r}")
         self.path, self.signals_name, self.layout = os.fspath(path), signals, layout
         self.fs, self.target_fs, self.siglen = float(fs), target_fs, siglen
         self.lead_names, self.transforms, self.scale = list(lead_names), transforms, scale
         with h5py.File(self.path, "r") as f:
-            if signals not in f:
-                raise ValueError(f"{self.path}: no dataset {signals!r} (has {sorted(f)})")
+            for name in (signals, ids):
+                if name is not None and name not in f:
+                    raise ValueError(f"{self.path}: no dataset {name!r} (has {sorted(f)})")
             shape = f[signals].shape
             row_ids = np.asarray(f[ids]) if ids is not None else np.arange(shape[0])
         if len(shape) != 3:
             raise ValueError(f"{self.path}: {signals!r} has shape {shape}, expected 3 axes")
+        if row_ids.shape != shape[:1]:
+            raise ValueError(f"{self.path}: {ids!r} has shape {row_ids.shape}, expected one "
+                             f"id per record of {signals!r} ({shape[0]})")
+        # h5py reads stored strings as bytes: names are their text, not "b'...'"
+        names = [r.decode() if isinstance(r, bytes) else str(r) for r in row_ids.tolist()]
         n_leads = shape[2] if layout == "samples_leads" else shape[1]
         if len(self.lead_names) != n_leads:
             raise ValueError(f"HDF5Dataset: {len(self.lead_names)} lead names for "
                              f"{n_leads} leads")
-        self.rows = np.flatnonzero(row_ids != 0) if ids is not None else np.arange(shape[0])
+        numeric = ids is not None and row_ids.dtype.kind in "biuf"
+        self.rows = np.flatnonzero(row_ids != 0) if numeric else np.arange(shape[0])
         labels = _by_position(labels)
         if labels is not None and len(labels) != shape[0]:
             raise ValueError(f"HDF5Dataset: {len(labels)} labels for {shape[0]} rows")
@@ -87,7 +98,7 @@ class HDF5Dataset(Dataset):
         n_samples = shape[1] if layout == "samples_leads" else shape[2]
         pd = _pandas()
         self.metadata = pd.DataFrame({
-            "record": _str_column([str(row_ids[r]) for r in self.rows]),
+            "record": _str_column([names[r] for r in self.rows]),
             "row": pd.Series(self.rows, dtype="int64"),
             "fs": pd.Series([self.fs] * len(self.rows), dtype="float64"),
             "n_samples": pd.Series([n_samples] * len(self.rows), dtype="int64"),
