@@ -142,6 +142,10 @@ def _loss_backward_kernel(scalars_ptr, pred_ptr, x_ptr, mask_ptr, dpred_ptr, dx_
         tl.store(dx_ptr + at, dx.to(dx_ptr.dtype.element_ty), mask=valid)
 
 
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _eps(eps: float, device) -> torch.Tensor:
     # a Python float reaches a Triton kernel as float32: pass eps in float64 memory
     return torch.full((1,), eps, dtype=torch.float64, device=device)
@@ -169,8 +173,11 @@ def masked_recon_loss_backward(grad: torch.Tensor, pred: torch.Tensor, x: torch.
     pred, x, mask = pred.contiguous(), x.contiguous(), mask.contiguous()
     b, c, n = x.shape
     tokens, dim = _layout(c, n, patch_size, mode)
-    dpred = torch.empty_like(pred)
-    dx = torch.empty_like(x) if need_dx else x.new_empty(0)
+    # Half types get float32 buffers (rounded by the caller, as the compiled kernels'
+    # float32 results are): the interpreter's float64 -> bfloat16 store writes garbage.
+    dpred = torch.empty(pred.shape, dtype=_wide(pred.dtype), device=pred.device)
+    dx = torch.empty(x.shape, dtype=_wide(x.dtype), device=x.device) if need_dx \
+        else x.new_empty(0)
     if b * tokens:
         scalars = torch.stack([grad.detach().reshape(()).double(), mask.double().sum()])
         _loss_backward_kernel[(b * tokens,)](scalars, pred, x, mask, dpred, dx, tokens, c * n, n,

@@ -254,7 +254,9 @@ at::Tensor masked_recon_loss_cpu(const at::Tensor& pred, const at::Tensor& x,
     total = mask_total(a.mask.const_data_ptr<scalar_t>(), count);
   });
   for (double v : terms) loss += v;
-  return at::scalar_tensor(loss / total, a.x.options());
+  // through a double tensor: a loss past the dtype's range rounds to Inf (as the other
+  // backends) instead of failing scalar_tensor's overflow check
+  return at::scalar_tensor(loss / total, a.x.options().dtype(at::kDouble)).to(a.x.scalar_type());
 }
 
 // dpred = r = w (pred - z), w = grad 2 m / (D sum(m)), and, when dx, the target's part:

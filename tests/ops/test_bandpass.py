@@ -457,6 +457,19 @@ def test_empty_batches_and_half_inputs():
     torch.testing.assert_close(half, sosfilt(sos, x.half().float()).half(), rtol=0, atol=0)
 
 
+def test_numpy_path_fir_checks_the_length_of_an_empty_batch():
+    """An empty batch skips SciPy's filtfilt, but not its length rule (as the iir path
+    and the torch path): no silent empty result for a too-short signal."""
+    from fastecg import numpy_path
+
+    for shape in ((0, 5), (2, 0), (0, 0)):
+        with pytest.raises(ValueError, match="padlen"):
+            numpy_path.bandpass(np.empty(shape), 500.0, method="fir")
+        with pytest.raises(ValueError):
+            bandpass(torch.empty(shape, dtype=torch.float64), 500.0, method="fir")
+    assert numpy_path.bandpass(np.empty((0, 5)), 500.0, method="fir", padlen=3).shape == (0, 5)
+
+
 def test_numpy_path_checks_every_call():
     from fastecg import numpy_path
 

@@ -216,6 +216,27 @@ def test_nan_makes_its_windows_nan(backend):
     assert not base[1].isnan().any()
 
 
+@pytest.mark.parametrize("mode", ["nearest", "constant"])
+def test_nan_makes_windows_longer_than_the_row_nan(mode):
+    """Windows over 2 n + 2 samples take the edge shortcuts (edge values, a shorter
+    window), which used to drop a NaN the full window holds."""
+    x = torch.tensor([[0.3, float("nan"), -0.2, 0.9], [0.3, 0.5, -0.2, 0.9]],
+                     dtype=torch.float64)
+    for size, origin in ((11, 0), (13, 0), (45, 0), (11, 5), (11, -5)):
+        out = median_filter1d(x, size, mode=mode, origin=origin)
+        ref = numpy_median(x.numpy(), size, mode, origin=origin)
+        # output i's window: samples i - size // 2 - origin .. + size - 1 of the extension
+        start = np.arange(4) - size // 2 - origin
+        end = start + size - 1
+        if mode == "nearest":
+            held = (np.clip(start, 0, 3) <= 1) & (np.clip(end, 0, 3) >= 1)
+        else:
+            held = (start <= 1) & (end >= 1)
+        assert held.any()
+        ref[0, held] = np.nan
+        np.testing.assert_array_equal(out.numpy(), ref)
+
+
 def test_mean_nan_stays_in_its_windows():
     x = ecg_like((1, 300), torch.float64)
     x[0, 150] = float("nan")
@@ -355,6 +376,28 @@ def test_numpy_path_mean_keeps_nonfinite_values_in_their_windows():
         np.testing.assert_allclose(got[finite], ref[finite], atol=1e-9)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_numpy_path_median_matches_the_torch_path(mode):
+    """NaN makes every window holding it NaN on the NumPy path too (SciPy left it at its
+    own sample), and windows longer than the row use the mode's true extension (SciPy
+    1.17 returns garbage for ``reflect`` on a 2-sample row, a wrong median for
+    ``mirror``)."""
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 7, 40, 400):
+        x = rng.standard_normal((3, n))
+        if n > 2:
+            x[1, n // 2] = np.nan
+        x[2, 0] = np.nan
+        got = numpy_remove_baseline(x, 100.0, window1=0.17, window2=0.5, mode=mode)
+        want = remove_baseline(torch.from_numpy(x), 100.0, window1=0.17, window2=0.5,
+                               mode=mode).numpy()
+        np.testing.assert_array_equal(got, want)
+    x = np.array([[-1.0, 2.0], [2.0, -1.0]])  # windows of 17 and 51 over reflections
+    got = numpy_remove_baseline(x, 100.0, window1=0.17, window2=0.51, mode="reflect")
+    np.testing.assert_array_equal(got, x - numpy_median(numpy_median(x, 17, "reflect"), 51,
+                                                        "reflect"))
+
+
 # ---- Triton (interpreter on the CPU) ---------------------------------------------------------
 
 @pytest.mark.triton
@@ -380,6 +423,23 @@ def test_triton_constant_mode_cval_in_float64():
     out = median_filter1d(x.to(device_for("triton")), 5, mode="constant", cval=0.1,
                           backend="triton").cpu()
     assert np.array_equal(out.numpy(), scipy_median(x.numpy(), 5, "constant", 0.1, 0))
+
+
+@pytest.mark.parametrize("mode,size", [("reflect", 500), ("wrap", 81), ("nearest", 500),
+                                       ("constant", 500), ("nearest", 5)])
+def test_forced_backend_is_checked_whatever_the_window(mode, size):
+    # Windows far longer than the signal are answered without a kernel: a backend that
+    # cannot run (CUDA on a CPU tensor) or does not exist is refused all the same, as
+    # remove_baseline refuses it.
+    x = torch.randn(2, 40)
+    with pytest.raises(RuntimeError, match="backend 'cuda'"):
+        median_filter1d(x, size, mode=mode, backend="cuda")
+    with pytest.raises(ValueError, match="unknown backend"):
+        median_filter1d(x, size, mode=mode, backend="gpu")
+    with pytest.raises(ValueError, match="unknown backend"):
+        median_filter1d(x[:0], size, mode=mode, backend="gpu")
+    with pytest.raises(ValueError, match="unknown backend"):
+        remove_baseline(x[:0], fs=500.0, backend="gpu")
 
 
 @pytest.mark.triton

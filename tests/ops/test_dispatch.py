@@ -152,3 +152,27 @@ def test_plain_eager_calls_equal_the_custom_ops(name, monkeypatch):
     tracked = fn(x.clone().requires_grad_())
     assert calls and tracked.grad_fn is not None
     assert torch.equal(plain, tracked.detach())
+
+
+@pytest.mark.parametrize("name", list(_ops_calls()))
+def test_forward_mode_ad_is_refused_not_dropped(name):
+    # A custom op has a backward formula only: below autograd a forward-mode tangent was
+    # dropped, so jvp gave zeros and forward_ad a tangent of None, with no error.
+    import torch.autograd.forward_ad as fwAD
+
+    fn = _ops_calls()[name]
+    x = torch.randn(2, 3, 1200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v = torch.randn_like(x)
+    with pytest.raises(RuntimeError, match="forward-mode AD"):
+        torch.func.jvp(fn, (x,), (v,))
+    with fwAD.dual_level(), pytest.raises(RuntimeError, match="forward-mode AD"):
+        fn(fwAD.make_dual(x, v))
+    with fwAD.dual_level():  # a constant inside a dual level is still plain work
+        torch.testing.assert_close(fn(x), fn(x.clone()))
+    # The reverse-mode jvp the message points to is exact: <w, J v> = <J^T w, v>.
+    _, tangent = torch.autograd.functional.jvp(fn, x, v)
+    xg = x.clone().requires_grad_()
+    y = fn(xg)
+    w = torch.randn_like(y)
+    (g,) = torch.autograd.grad((y * w).sum(), xg)
+    torch.testing.assert_close((tangent * w).sum(), (g * v).sum())

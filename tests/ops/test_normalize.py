@@ -177,6 +177,38 @@ def test_numpy_path_names_a_bad_shape():
         numpy_path.normalize(np.zeros(10, dtype=np.float32))
 
 
+@pytest.mark.parametrize("kwargs, shape, match", [
+    (dict(method="naive", mean=np.arange(12.0)), (12, 12), "does not broadcast"),
+    (dict(std=np.ones(12)), (12, 12), "does not broadcast"),
+    (dict(ddof=-1), (2, 10), "ddof must be"),
+    (dict(eps=-1.0), (2, 10), "eps must be"),
+    (dict(per_channel=True), (3, 1), "at least 2 sample"),
+    (dict(per_channel=True, ddof=0), (3, 0), "at least 1 sample"),
+    (dict(method="naive"), (3, 0), "at least 1 sample"),
+    (dict(), (1, 1), "at least 2 values"),
+])
+def test_numpy_path_refuses_what_the_torch_path_refuses(kwargs, shape, match):
+    """Per-lead values as a 1-D array ran along time on the NumPy path, and too few
+    samples gave NaN with a RuntimeWarning; both are the torch path's ValueErrors."""
+    with pytest.raises(ValueError, match=match):
+        normalize(torch.zeros(shape, dtype=torch.float64), **kwargs)
+    with pytest.raises(ValueError, match=match):
+        numpy_path.normalize(np.zeros(shape), **kwargs)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_numpy_path_empty_input_gives_empty_result(method, per_channel):
+    import warnings
+
+    for shape in ((0, 12, 100), (2, 0, 100)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (it warned "Mean of empty slice")
+            out = numpy_path.normalize(np.zeros(shape, np.float32), method,
+                                       per_channel=per_channel)
+        assert out.shape == shape and out.dtype == np.float32
+
+
 def test_modules_check_their_arguments_when_built():
     from fastecg.preprocessors import Normalize, ZScoreNormalize
 

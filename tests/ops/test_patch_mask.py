@@ -320,6 +320,59 @@ def test_loss_and_backward_match_reference(backend, mode, norm_pix, shape, patch
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+def test_half_gradients_match_the_cpu_kernel(backend, x_dtype):
+    # A bfloat16 prediction (autocast) beside a float32 or bfloat16 signal: every kernel's
+    # gradients round float32 results, as the C++ kernel does (the Triton interpreter's
+    # float64 -> bfloat16 store wrote zeros).
+    dev = device_for(backend)
+    x = _signal((2, 3, 20), x_dtype).to(dev)
+    mask = patch_mask(x, 5, 0.5, "lead_temporal", backend="torch").mask
+    pred = torch.randn(2, 12, 5, generator=torch.Generator().manual_seed(2)).bfloat16().to(dev)
+    ours = _loss_and_grads(pred, x, mask, 5, True, "lead_temporal", backend)
+    ref = _loss_and_grads(pred.cpu(), x.cpu(), mask.cpu(), 5, True, "lead_temporal", "cpu")
+    for u, v in zip(ours, ref):
+        assert u.dtype == v.dtype and bool(v.abs().max() > 0)
+        torch.testing.assert_close(u.cpu(), v, rtol=0.02, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_a_loss_past_float32_range_is_inf(backend):
+    # The kernels sum in float64: a float32 loss past float32's range rounds to Inf (the
+    # CPU kernel's scalar_tensor refused to convert it).
+    dev = device_for(backend)
+    x = _signal((2, 3, 40), torch.float32) * 1e20 + 1e25
+    out = patch_mask(x, 8, 0.6, "temporal", torch.Generator().manual_seed(0), backend="torch")
+    pred = torch.zeros(2, 5, 24)
+    loss = masked_reconstruction_loss(pred.to(dev), x.to(dev), out.mask.to(dev), 8,
+                                      norm_pix=False, backend=backend)
+    assert loss.dtype == torch.float32 and loss.item() == math.inf
+
+
+@pytest.mark.parametrize("backend", ["torch"] + KERNEL_BACKENDS)
+@pytest.mark.parametrize("norm_pix", [True, False])
+def test_non_finite_kept_tokens_are_never_read(backend, norm_pix):
+    # A kept token (weight 0) with NaN in the signal and Inf in its prediction takes no
+    # part in the loss on any backend: the loss and the other tokens' gradients are
+    # finite and the same, the kept token's gradients 0.
+    dev = device_for(backend)
+    x = _signal((2, 3, 40), torch.float64)
+    out = patch_mask(x, 8, 0.6, "temporal", torch.Generator().manual_seed(0), backend="torch")
+    kept = int(out.ids_keep[0, 0])
+    x[0, 1, kept * 8 + 2] = float("nan")
+    pred = torch.randn(2, 5, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    pred[0, kept, 3] = float("inf")
+    clean_x, clean_pred = x.nan_to_num(0.0), pred.clamp(-10, 10)
+    loss, dpred, dx = _loss_and_grads(pred.to(dev), x.to(dev), out.mask.to(dev), 8, norm_pix,
+                                      "temporal", backend)
+    ref = _loss_and_grads(clean_pred, clean_x, out.mask, 8, norm_pix, "temporal", "torch")
+    assert torch.isfinite(loss) and dpred.isfinite().all() and dx.isfinite().all()
+    assert not dpred[0, kept].any() and not dx[0, :, kept * 8:kept * 8 + 8].any()
+    for u, v in zip((loss, dpred, dx), ref):
+        torch.testing.assert_close(u.cpu(), v, **LOSS_TOL[torch.float64])
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_kernel_gradcheck_and_opcheck(backend):
     dev = device_for(backend)
     x = torch.randn(2, 2, 12, dtype=torch.float64, device=dev)
@@ -390,3 +443,32 @@ def test_cpu_kernels_reject_bad_input():
     with pytest.raises(RuntimeError, match="pred must be"):
         torch.ops.fastecg._masked_recon_loss_kernel(torch.randn(2, 4, 5), x, torch.ones(2, 4),
                                                     5, 0, True, 1e-6)
+
+
+def test_a_mask_that_requires_grad_is_refused_not_given_no_gradient():
+    # The loss's backward returns no gradient for the mask: a soft mask being learnt got
+    # None (treated as zero) without a word.
+    x = torch.randn(2, 3, 20, dtype=torch.float64)
+    pred = torch.randn(patchify(x, 5).shape, dtype=torch.float64, requires_grad=True)
+    soft = torch.rand(2, 4, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="mask requires grad"):
+        masked_reconstruction_loss(pred, x, soft, 5)
+    loss = masked_reconstruction_loss(pred, x, soft.detach(), 5)
+    with torch.no_grad():
+        torch.testing.assert_close(masked_reconstruction_loss(pred, x, soft, 5), loss)
+
+
+def test_forward_mode_ad_is_refused_not_dropped():
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.randn(2, 3, 20, dtype=torch.float64)
+    v = torch.randn_like(x)
+    with pytest.raises(RuntimeError, match="forward-mode AD"):
+        torch.func.jvp(lambda t: patch_mask(t, 5, 0.5).kept, (x,), (v,))
+    mask = patch_mask(x, 5, 0.5).mask
+    pred = torch.randn(patchify(x, 5).shape, dtype=torch.float64)
+    with fwAD.dual_level():
+        with pytest.raises(RuntimeError, match="forward-mode AD"):
+            masked_reconstruction_loss(fwAD.make_dual(pred, torch.ones_like(pred)), x, mask, 5)
+        with pytest.raises(RuntimeError, match="forward-mode AD"):
+            masked_reconstruction_loss(pred, fwAD.make_dual(x, v), mask, 5)

@@ -15,6 +15,7 @@ import os
 from typing import Callable, Union
 
 import torch
+from torch.autograd import forward_ad
 
 BACKENDS = ("cuda", "triton", "cpu", "torch")
 # Fastest first. Triton is never picked for CPU tensors by "auto": its CPU
@@ -178,6 +179,33 @@ def plain_eager(tensors) -> bool:
     return not (torch._C._len_torch_dispatch_stack() or torch._C._are_functorch_transforms_active())
 
 
+def has_tangent(tensors) -> bool:
+    """Whether any of `tensors` carries a forward-mode AD tangent
+    (``torch.autograd.forward_ad``, ``torch.func.jvp`` / ``jacfwd``). A custom op has a
+    backward formula only: below autograd it drops the tangent without a word, and so do
+    the compiled kernels. One module attribute read when no dual level is open."""
+    if forward_ad._current_level < 0:
+        return False
+    for t in tensors:
+        try:
+            if forward_ad.unpack_dual(t).tangent is not None:
+                return True
+        except RuntimeError:  # a vmap-batched tensor inside jvp: cannot tell, so assume so
+            return True
+    return False
+
+
+def check_no_tangent(tensors, op: str) -> None:
+    """RuntimeError if any of `tensors` carries a forward-mode tangent (:func:`has_tangent`),
+    which `op` would otherwise silently drop (a zero or missing derivative)."""
+    if has_tangent(tensors):
+        raise RuntimeError(
+            f"{op}: forward-mode AD (torch.func.jvp, jacfwd, torch.autograd.forward_ad) is "
+            f"not supported: the custom op has a backward formula only and would drop the "
+            f"tangent; use reverse mode (torch.autograd.grad, or "
+            f"torch.autograd.functional.jvp, which is built from it)")
+
+
 class EagerOp:
     """A ``torch.library`` custom op whose plain eager calls (:func:`plain_eager`) run its
     implementation directly.
@@ -195,7 +223,9 @@ class EagerOp:
     def __call__(self, *args):
         if torch.compiler.is_compiling():
             return self._op(*args)
-        if plain_eager([a for a in args if isinstance(a, torch.Tensor)]):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        check_no_tangent(tensors, self._op._qualname)
+        if plain_eager(tensors):
             return self._impl(*args)
         return self._op(*args)
 

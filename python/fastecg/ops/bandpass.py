@@ -103,7 +103,9 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
     with a = 1 are a past equal to the first sample), accumulated in `x`'s dtype: direct
     ``conv1d`` up to 32 taps in float32, an FFT convolution otherwise. Measured error vs
     SciPy's float64 ``filtfilt``, relative to the peak: up to 6e-7 in float32, 2e-15 in
-    float64 (random-walk signals, 11-201 taps, fs 100-1000 Hz).
+    float64 (random-walk signals, 11-201 taps, fs 100-1000 Hz). A NaN or Inf stays in
+    its own row, but the FFT convolution spreads it over the whole row, where SciPy's
+    ``filtfilt`` (and the direct ``conv1d``) spread it over the taps' reach only.
 
     The filter is designed with SciPy once per (design, device) and cached. Under
     ``torch.compile(fullgraph=True)`` every method traces without breaks: the design is

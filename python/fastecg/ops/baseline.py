@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from .._rows import gather_selected
-from ._dispatch import compiled_op, custom_op, kernel_for, register_kernel, resolve_backend
+from ._dispatch import (check_backend_name, compiled_op, custom_op, kernel_for, register_kernel,
+                        resolve_backend)
 from .._spec import MAX_WINDOW, BoundaryMode, window_samples
 from ._validate import check_signal, kernel_dtype
 
@@ -153,7 +154,14 @@ def edge_median(x: Tensor, size: int, origin: int, mode: int, cval: float,
         first, last = x[..., :1], x[..., -1:]
     else:
         first = last = torch.full_like(x[..., :1], cval)
-    return torch.where(i <= left, first, torch.where(i >= right, last, y))
+    out = torch.where(i <= left, first, torch.where(i >= right, last, y))
+    # The shortcuts read the edges and a shorter window: a NaN the full window holds
+    # (samples i - k - origin .. + size - 1 of the row, the extension's copies
+    # included) must still make it NaN.
+    start = i - size // 2 - origin
+    nans = torch.nn.functional.pad(x.isnan().cumsum(-1), (1, 0))
+    held = nans[..., (start + size).clamp(1, n)] - nans[..., start.clamp(0, n - 1)] > 0
+    return out.masked_fill(held, float("nan"))
 
 
 def _period(n: int, mode: int) -> int:
@@ -486,7 +494,11 @@ def _median_filter1d(x: Tensor, size: int, mode: str, cval: float, origin: int, 
                          f"{sorted(MEDIAN_MODES)}")
     size = _check_size(size, origin)
     if x.numel() == 0:
+        check_backend_name(backend)
         return torch.zeros_like(x) if subtract else x.clone()
+    if not torch.compiler.is_compiling():
+        # fail early, with the reason: windows far longer than the signal never reach a kernel
+        resolve_backend("median_filter", x, backend)
     dtype = kernel_dtype(x)
     fused = subtract and dtype == x.dtype
     out = _median_chain(x.to(dtype), [size], [origin], MEDIAN_MODES[mode], float(cval), fused,
@@ -554,6 +566,7 @@ def remove_baseline(x: Tensor, fs: float, window1: float = 0.2, window2: float =
     mode = check_baseline_mode(method, mode)
     sizes = [window_samples(window1, fs), window_samples(window2, fs)]
     if x.numel() == 0:
+        check_backend_name(backend)
         return x.clone()
     if not torch.compiler.is_compiling():
         resolve_backend("median_filter" if method == "median" else "moving_average", x, backend)

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._spec import MaskMode
-from ._dispatch import (check_backend_name, compiled_op, kernel_for, register_kernel,
-                        resolve_backend)
+from ._dispatch import (check_backend_name, check_no_tangent, compiled_op, kernel_for,
+                        register_kernel, resolve_backend)
 from ._validate import check_signal
 
 __all__ = ["patch_mask", "masked_patch_embed", "masked_reconstruction_loss", "PatchMask",
@@ -116,7 +116,9 @@ def masked_recon_loss_reference(pred: Tensor, x: Tensor, mask: Tensor, patch_siz
     residual, _, _ = _residual(pred, x, patch_size, mode, norm_pix, eps)
     d = residual.shape[1] * residual.shape[3]
     per_patch = _sq_sum(residual) / d
-    return (per_patch * mask).sum() / mask.sum()
+    # Patches of weight 0 are not read, as by the kernels: NaN or Inf there (a kept
+    # patch's prediction, a gap in the signal) stays out of the loss.
+    return torch.where(mask != 0, per_patch * mask, 0).sum() / mask.sum()
 
 
 @register_kernel("masked_recon_loss_backward", "torch")
@@ -317,7 +319,10 @@ def masked_recon_loss_backward(grad: Tensor, pred: Tensor, x: Tensor, mask: Tens
     b, g, l, p = residual.shape
     d = g * p
     weight = (grad * 2.0 / d) * mask / mask.sum()
-    dres = residual.mul_(weight.view(b, 1, l, 1))  # residual is ours: scale in place
+    # Patches of weight 0 get exact zeros, whatever their (unread) values, as from the
+    # kernels: NaN * 0 is NaN. (No mask at all: 0 / 0 weights, NaN on every backend.)
+    unread = (weight == 0).view(b, 1, l, 1)
+    dres = residual.mul_(weight.view(b, 1, l, 1)).masked_fill_(unread, 0.0)  # ours: in place
     # dpred may share dres's memory (reshape returns a view when strides allow): dres is
     # not written after this point.
     if mode == TEMPORAL:
@@ -333,7 +338,7 @@ def masked_recon_loss_backward(grad: Tensor, pred: Tensor, x: Tensor, mask: Tens
     dres_mean = dres.sum(-1, keepdim=True).sum(1, keepdim=True) / d
     dres_z = (dres * z).sum(-1, keepdim=True).sum(1, keepdim=True) / (d - 1)
     dx = dres.sub(dres_mean).addcmul_(z, dres_z, value=-1.0).div_(std).neg_()
-    return dpred, dx.reshape(x.shape)
+    return dpred, dx.masked_fill_(unread, 0.0).reshape(x.shape)
 
 
 # ---- argument checks -------------------------------------------------------------------------
@@ -450,6 +455,7 @@ def patch_mask(x: Tensor, patch_size: int, mask_ratio: float, mode: str = "tempo
     check_backend_name(backend)
     if not torch.compiler.is_compiling():
         resolve_backend("patch_gather", x, backend)
+        check_no_tangent((x,), "patch_mask")
     ids_keep, ids_restore, mask = _draw_ids(x, patch_size, mask_ratio, code, generator)
     kept = _patch_gather(x, ids_keep, patch_size, code, backend)
     return PatchMask(kept, mask, ids_keep, ids_restore)
@@ -538,7 +544,8 @@ def masked_reconstruction_loss(pred: Tensor, x: Tensor, mask: Tensor, patch_size
     x : Tensor, shape (batch, n_leads, n_samples)
         The unmasked signal.
     mask : Tensor, shape (batch, L)
-        1 where masked (the loss's weights); at least one must be nonzero.
+        1 where masked (the loss's weights); at least one must be nonzero. A constant:
+        one that requires grad raises ValueError.
     patch_size : int
     norm_pix : bool, optional
         Normalise each target patch by its own mean and standard deviation.
@@ -578,6 +585,12 @@ def masked_reconstruction_loss(pred: Tensor, x: Tensor, mask: Tensor, patch_size
     if norm_pix and d < 2:
         raise ValueError("masked_reconstruction_loss: norm_pix needs patches of 2+ values")
     check_backend_name(backend)
+    if mask.requires_grad and torch.is_grad_enabled():
+        raise ValueError("masked_reconstruction_loss: the mask requires grad, but gradients "
+                         "with respect to it are not supported (the loss's backward returns "
+                         "none for it); pass mask.detach()")
+    if not torch.compiler.is_compiling():
+        check_no_tangent((pred, x, mask), "masked_reconstruction_loss")
     # The mask's sum is a count: half types would round it (bfloat16 above 256).
     mask = mask.to(torch.promote_types(pred.dtype, torch.float32))
     return _masked_recon_loss(pred.contiguous(), x, mask, patch_size, code, bool(norm_pix),
