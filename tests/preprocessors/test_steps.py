@@ -274,6 +274,15 @@ def test_lead_select():
         PreprocManager(LeadSelect(["I"], input_leads=LEAD_NAMES))(x, lead_names=LEAD_NAMES[::-1])
 
 
+def test_lead_select_of_a_1d_signal_is_the_same_error_on_both_paths():
+    config = {"steps": [{"name": "lead_select", "leads": ["II"]}], "lead_names": ["II"]}
+    x = ecg((500,))
+    for pm, sig in ((PreprocManager.from_config(config), x),
+                    (NumpyPreprocManager.from_config(config), x.numpy())):
+        with pytest.raises(ValueError, match=r"LeadSelect: expected \(\.\.\., n_leads"):
+            pm(sig)
+
+
 # ---- baseline (one stage) -----------------------------------------------------------------
 
 def test_one_median_stage_is_medfilt_bit_for_bit():
@@ -289,6 +298,24 @@ def test_one_median_stage_is_medfilt_bit_for_bit():
     assert torch.isfinite(grad).all()
     with pytest.raises(ValueError, match="window2=None.*'median' only"):
         BaselineRemove(window2=None, method="mean")
+
+
+@pytest.mark.parametrize("mode", ["nearest", "constant", "reflect", "mirror", "wrap"])
+def test_one_median_stage_of_numpy_twin_at_odd_lengths(mode):
+    """The NumPy step takes the torch step's NaN rule and the modes' true extension of
+    rows shorter than the window, and an empty signal (it crashed on 0 samples)."""
+    config = {"steps": [{"name": "baseline_remove", "window1": 0.4, "window2": None,
+                         "mode": mode}], "fs": 257.0}
+    torch_pm, numpy_pm = (PreprocManager.from_config(config),
+                          NumpyPreprocManager.from_config(config))
+    for shape in ((2, 3, 2), (2, 3, 7), (3, 150), (150,), (12, 0), (0, 12, 0)):
+        x = ecg(shape)
+        if x.numel() > 4:
+            x.view(-1)[3] = float("nan")
+        want = torch_pm(x).numpy()
+        got = numpy_pm(x.numpy())
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
 
 
 def test_gradients_flow_through_a_pipeline():

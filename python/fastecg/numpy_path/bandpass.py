@@ -49,9 +49,14 @@ def bandpass(sig: np.ndarray, fs: float, lowcut: Optional[float] = 0.5,
     if method == "fir":
         taps = fir_taps(default_numtaps(fs) if numtaps is None else numtaps, lowcut, highcut,
                         float(fs))
-        # (filtfilt refuses an empty batch)
-        out = sig.copy() if sig.size == 0 else filtfilt(taps, 1.0, sig, axis=-1,
-                                                        padtype=padtype, padlen=padlen)
+        if sig.size == 0:  # (filtfilt refuses an empty batch; its length rule still holds)
+            edge = (3 * len(taps) if padlen is None else padlen) if padtype is not None else 0
+            if sig.shape[-1] <= edge:
+                raise ValueError("The length of the input vector x must be greater than "
+                                 f"padlen, which is {edge}.")
+            out = sig.copy()
+        else:
+            out = filtfilt(taps, 1.0, sig, axis=-1, padtype=padtype, padlen=padlen)
     else:
         sos = butter_sos(order, lowcut, highcut, float(fs))
         out = sosfiltfilt(sos, sig, axis=-1, padtype=padtype, padlen=padlen)

@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from .._spec import window_samples
 
-__all__ = ["remove_baseline", "BaselineRemove", "window_samples"]
+__all__ = ["remove_baseline", "BaselineRemove", "median_filter1d", "window_samples"]
 
 _METHODS = ("median", "mean")
 _MODES = ("nearest", "constant", "reflect", "mirror", "wrap")
@@ -65,12 +65,65 @@ def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: f
     base = np.empty_like(rows)
     for r, row in enumerate(rows):
         if method == "median":
-            base[r] = ndimage.median_filter(ndimage.median_filter(row, w1, mode=mode), w2,
-                                            mode=mode)
+            base[r] = median_filter1d(median_filter1d(row, w1, mode), w2, mode)
         else:
             base[r] = _moving_average(_moving_average(row, w1), w2)
     with np.errstate(invalid="ignore"):  # Inf - Inf is the NaN the torch path gives too
         return (rows - base).reshape(sig.shape).astype(sig.dtype, copy=False)
+
+
+# np.pad's names of ndimage's modes (np.pad extends by whole periods, as the modes mean)
+_PAD_MODES = {"nearest": "edge", "constant": "constant", "reflect": "symmetric",
+              "mirror": "reflect", "wrap": "wrap"}
+
+
+def median_filter1d(row: np.ndarray, w: int, mode: str = "nearest") -> np.ndarray:
+    """``scipy.ndimage.median_filter(row, w, mode=mode)`` of one 1-D row, with the
+    semantics of :func:`fastecg.ops.median_filter1d` where SciPy's differ.
+
+    Parameters
+    ----------
+    row : ndarray, shape (n_samples,)
+        One lead.
+    w : int
+        Window length in samples (odd).
+    mode : {"nearest", "constant", "reflect", "mirror", "wrap"}, optional
+        Extension beyond the ends (``"constant"`` pads zeros).
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as `row`.
+
+    Notes
+    -----
+    A window longer than the row filters the row extended by ``np.pad`` (SciPy 1.17
+    extends a short row wrongly past one period: ``"reflect"`` reads values from
+    outside the row, ``"mirror"`` gives a wrong median). A window that holds a NaN
+    yields NaN, as the torch path (SciPy's result is unspecified there: a NaN changes
+    only the sample it is at).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastecg.numpy_path.baseline import median_filter1d
+    >>> median_filter1d(np.array([1.0, 5.0, 2.0, 9.0, 3.0]), 3)
+    array([1., 2., 5., 3., 3.])
+    >>> median_filter1d(np.array([5.0, 1.0]), 17, mode="reflect")   # 5 1 1 5 5 1 1 ...
+    array([5., 1.])
+    >>> median_filter1d(np.array([1.0, np.nan, 2.0, 9.0, 3.0]), 3)
+    array([nan, nan, nan,  3.,  3.])
+    """
+    n, half = row.shape[-1], w // 2
+    if w > n:  # the window passes the row's ends: extend it here
+        row = np.pad(row, half, mode=_PAD_MODES[mode])
+    nan = np.isnan(row)
+    if nan.any():
+        out = ndimage.median_filter(np.where(nan, 0, row), w, mode=mode)
+        out[ndimage.maximum_filter1d(nan.astype(np.uint8), w, mode=mode) > 0] = np.nan
+    else:
+        out = ndimage.median_filter(row, w, mode=mode)
+    return out[half:half + n] if w > n else out
 
 
 def _moving_average(row: np.ndarray, w: int) -> np.ndarray:

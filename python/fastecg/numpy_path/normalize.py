@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from .._spec import NORMALIZE_EPS as EPS
@@ -14,7 +17,12 @@ def normalize(sig: np.ndarray, method: str = "z-score", mean: float = 0.0, std: 
     """Normalise ``sig`` of shape (..., n_leads, n_samples); see fastecg.ops.normalize.
 
     Statistics are computed in float64 (std with ``ddof`` delta degrees of freedom, 1 by
-    default; ``ddof=0, eps=0`` is ``scipy.stats.zscore``); the result has ``sig``'s dtype. Records with NaN/Inf become NaN (z-score, min-max).
+    default; ``ddof=0, eps=0`` is ``scipy.stats.zscore``); the result has ``sig``'s
+    dtype. Records with NaN/Inf become NaN (z-score, min-max). The arguments and the
+    shape are checked as the torch path checks them (ValueError): `mean` and `std`
+    must broadcast to ``sig.shape[:-1] + (1,)`` (per-lead values as a column), and a
+    z-score needs more than `ddof` values per statistic; an empty array gives an
+    empty result.
 
     Examples
     --------
@@ -29,6 +37,10 @@ def normalize(sig: np.ndarray, method: str = "z-score", mean: float = 0.0, std: 
     """
     if method not in _METHODS:
         raise ValueError(f"normalize: unknown method {method!r}; expected one of {_METHODS}")
+    if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
+        raise ValueError(f"normalize: ddof must be a non-negative int, got {ddof!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
+        raise ValueError(f"normalize: eps must be a finite number >= 0, got {eps!r}")
     sig = np.asarray(sig)
     if not np.issubdtype(sig.dtype, np.floating):
         raise TypeError(f"normalize: expected a floating-point array, got {sig.dtype}")
@@ -37,6 +49,25 @@ def normalize(sig: np.ndarray, method: str = "z-score", mean: float = 0.0, std: 
     if sig.ndim < (1 if per_channel else 2):
         raise ValueError(f"normalize: expected an array of shape (..., n_leads, n_samples), got "
                          f"shape {sig.shape} (per_channel=True takes (..., n_samples))")
+    # The torch path's checks: enough samples for the statistics, and per-lead values
+    # as a column (a 1-D array would otherwise broadcast along time).
+    least = ddof + 1 if method == "z-score" and per_channel else 1
+    if sig.shape[-1] < least:
+        raise ValueError(f"normalize: needs at least {least} sample(s) along the last axis, "
+                         f"got shape {sig.shape}")
+    target = sig.shape[:-1] + (1,)
+    for name, value in (("mean", mean), ("std", std)):
+        shape = np.shape(value)
+        if len(shape) > len(target) or any(s not in (1, t) for s, t in zip(shape[::-1],
+                                                                           target[::-1])):
+            raise ValueError(f"normalize: {name} of shape {shape} does not broadcast to "
+                             f"x.shape[:-1] + (1,) = {target} (per-lead values: shape "
+                             "(n_leads, 1))")
+    if sig.size == 0:  # no records, or records of no leads: empty in, empty out
+        return sig.copy()
+    if method == "z-score" and not per_channel and sig.shape[-1] * sig.shape[-2] <= ddof:
+        raise ValueError(f"normalize: z-score with ddof={ddof} needs at least {ddof + 1} "
+                         f"values per record, got shape {sig.shape}")
     if method == "naive":
         return ((sig - np.asarray(mean)) / np.asarray(std)).astype(sig.dtype, copy=False)
     axes = -1 if per_channel else (-2, -1)

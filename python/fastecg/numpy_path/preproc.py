@@ -25,7 +25,7 @@ from ..transforms.designs import (BandPassSpec, BaselineRemoveSpec, CropOrPadSpe
 from ..transforms.pipeline import PipelineBase, changed_arguments
 from ..transforms.recipes import RECIPES, recipe_config
 from .bandpass import bandpass
-from .baseline import remove_baseline
+from .baseline import median_filter1d, remove_baseline
 from .normalize import normalize
 
 __all__ = ["PreprocManager", "NUMPY_PREPROCESSORS", "BandPassStep", "BaselineRemoveStep",
@@ -83,13 +83,11 @@ class BaselineRemoveStep(BaselineRemoveSpec, NumpyStep):
         fs = self.step_fs(info)
         if self.window2 is not None:
             return remove_baseline(sig, fs, self.window1, self.window2, self.method, self.mode)
-        from scipy import ndimage
-
         (width,) = self.windows(fs)
-        rows = sig.reshape(-1, sig.shape[-1])
+        rows = sig.reshape(-1, sig.shape[-1]) if sig.size else sig.reshape(0, sig.shape[-1])
         out = np.empty_like(rows)
         for r, row in enumerate(rows):  # the 1-D path: O(log w) per sample
-            out[r] = row - ndimage.median_filter(row, width, mode=self.mode)
+            out[r] = row - median_filter1d(row, width, self.mode)
         return out.reshape(sig.shape)
 
 
@@ -228,6 +226,9 @@ class LeadSelectStep(LeadSelectSpec, NumpyStep):
 
     def run(self, sig: np.ndarray, info: SignalInfo, rng: Any) -> np.ndarray:
         index = self.indices(self.available(info))
+        if sig.ndim < 2:
+            raise ValueError(f"LeadSelect: expected (..., n_leads, n_samples), got shape "
+                             f"{sig.shape}")
         if index == list(range(sig.shape[-2])):
             return sig
         return np.take(sig, index, axis=-2)
