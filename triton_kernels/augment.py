@@ -92,13 +92,14 @@ def _apply_op(y, P, floats_ptr, radius_ptr, cosine_ptr, n, t, leads, in_time, t_
     dtype = y.dtype
     lead_ok = leads < LIN
     if CODE == LEAD_MIX:
-        # y = M @ y, one input lead at a time (the C++ kernel's order of sums).
+        # y = M @ y, one input lead at a time (the C++ kernel's order of sums); a weight
+        # of 0 does not read its lead (a NaN there stays out, as in the other kernels).
         mat = P[FIRST] + n * LOUT * LIN
         mixed = tl.zeros([LP, BLOCK], dtype)
         for i in tl.static_range(LIN):
             yi = tl.sum(tl.where(leads[:, None] == i, y, 0.0), axis=0)
             w = tl.load(mat + leads * LIN + i, mask=leads < LOUT, other=0.0).to(dtype)
-            mixed += w[:, None] * yi[None, :]
+            mixed += tl.where(w[:, None] != 0, w[:, None] * yi[None, :], 0.0)
         y = mixed
     elif CODE == LEAD_AFFINE:
         gain = tl.load(P[FIRST] + n * LIN + leads, mask=lead_ok, other=1.0)

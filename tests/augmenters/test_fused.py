@@ -487,6 +487,63 @@ def samples_not_mixed_are_left_as_they_are(backend, device="cpu"):
     torch.testing.assert_close(out[others][finite], expected[finite], rtol=0, atol=1e-6 * 50)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_poisoned_sample_alike_on_every_backend(bad):
+    a_poisoned_sample_alike_on_every_backend(bad, "cpu")
+
+
+def a_poisoned_sample_alike_on_every_backend(bad, backend, device="cpu"):
+    # One NaN or Inf sample in a lead: the backends agree on it. The wander's amounts,
+    # relative to the lead's peak-to-peak (taken in the pass as the first op, else from
+    # the statistics), leave a NaN out on the torch backend as the kernels' min and max
+    # do, so the NaN stays where it is (the torch backend made its whole lead NaN).
+    x = ecg((3, 12, 400))
+    x[1, 3, 10] = bad
+    for first in (True, False):
+        steps = [{"name": "baseline_wander", "prob": 1.0}, {"name": "amplitude_scale"}]
+        am = AugmenterManager(*(steps if first else steps[::-1]), fs=FS)
+        ref = am(x, seed=3, backend="torch")[0]
+        out = am(x.to(device), seed=3, backend=backend)[0].cpu()
+        assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.isinf(), ref.isinf())
+        if bad != bad:  # (an Inf makes the lead's peak-to-peak, so its amounts, Inf)
+            assert int(ref[1, 3].isfinite().sum()) == 399
+        assert_close_to_peak(ref.nan_to_num(0.0, 0.0, 0.0), out.nan_to_num(0.0, 0.0, 0.0))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_lead_mixing_reads_only_weighted_leads(bad):
+    lead_mixing_reads_only_weighted_leads(bad, "cpu")
+
+
+def lead_mixing_reads_only_weighted_leads(bad, backend, device="cpu"):
+    # A NaN or Inf in lead III, which the VCG rotation does not read (its column of the
+    # mixing matrix is 0), nor does a sample the step leaves alone (an identity): it stays
+    # where it is on every backend, other leads untouched (a plain matmul spread it to
+    # every lead of every sample: 0 * NaN). One in lead II, which is read, reaches every
+    # output lead of a rotated sample at that time. Dropping leads mixes by a selection.
+    x = ecg((6, 12, 80), seed=5)
+    x[:, 2, 10] = bad
+    x[:, 1, 20] = bad
+    am = AugmenterManager({"name": "vcg_rotation", "prob": 0.5}, fs=FS)
+    ref, params = am(x, seed=4, backend="torch", return_params=True)[::2]
+    out = am(x.to(device), seed=4, backend=backend)[0].cpu()
+    applied = params["steps"][0][1]["applied"]
+    assert 0 < int(applied.sum()) < 6
+    for y in (ref, out):
+        assert bool(y[applied][:, :, 10].isfinite().all())  # lead III not read
+        torch.testing.assert_close(y[~applied], x[~applied], rtol=0, atol=0,
+                                   equal_nan=True)  # left alone, NaN and all
+        assert not bool(y[applied][:, :, 20].isfinite().any())  # lead II read by all
+        assert bool(y[:, :, [9, 11, 19, 21]].isfinite().all())
+    assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.isinf(), ref.isinf())
+    assert_close_to_peak(ref.nan_to_num(0.0, 0.0, 0.0), out.nan_to_num(0.0, 0.0, 0.0))
+    drop = AugmenterManager({"name": "reduced_lead_set", "leads": [6], "mode": "drop",
+                             "prob": 1.0}, fs=FS)
+    kept = drop(x.to(device), seed=4, backend=backend)[0].cpu()
+    torch.testing.assert_close(kept, drop(x, seed=4, backend="torch")[0], rtol=0, atol=0,
+                               equal_nan=True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fuse_kernel_gives_the_torch_form(dtype, monkeypatch):
     # The op tensors the C++ kernel makes of the baseline wander's and the stretch's drawn
@@ -545,3 +602,22 @@ def test_a_poisoned_sample_leaves_the_others_alone(bad, backend):
     assert torch.equal(out[0][keep], clean[0][keep]) and torch.equal(out[1], clean[1])
     if bad != 1e30:  # the poisoned sample shows it
         assert not torch.isfinite(out[0][5]).all()
+
+
+def test_forward_mode_tangents_take_the_torch_code():
+    # The fused pass has no derivative: a signal carrying a forward-mode tangent (jvp,
+    # forward_ad) got a zero or missing tangent from it, with no error.
+    import torch.autograd.forward_ad as fwAD
+
+    am = AugmenterManager({"name": "amplitude_scale", "prob": 1.0},
+                          {"name": "baseline_wander", "prob": 1.0}, fs=50.0)
+    x = ecg((2, 3, 40), dtype=torch.float64)
+    v = torch.randn_like(x)
+    *_, params = am(x, seed=4, return_params=True, backend="cpu")
+    want = torch.func.jvp(lambda t: am.apply(t, params, backend="torch")[0], (x,), (v,))[1]
+    assert want.abs().sum() > 0
+    got = torch.func.jvp(lambda t: am.apply(t, params, backend="cpu")[0], (x,), (v,))[1]
+    torch.testing.assert_close(got, want)
+    with fwAD.dual_level():
+        out = am.apply(fwAD.make_dual(x, v), params)[0]
+        torch.testing.assert_close(fwAD.unpack_dual(out).tangent, want)

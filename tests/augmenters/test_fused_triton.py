@@ -16,7 +16,9 @@ from fastecg.ops.augment import OpCode, augment_pass, fused_backend, lead_stats
 
 from test_augmenter_manager import PER_SAMPLE, TORCH_ECG_CONFIG, same_whatever_the_split
 from test_augmenters import CONFIGS, TWELVE, ecg
-from test_fused import FS, assert_close_to_peak, both, samples_not_mixed_are_left_as_they_are
+from test_fused import (FS, a_poisoned_sample_alike_on_every_backend, assert_close_to_peak, both,
+                        lead_mixing_reads_only_weighted_leads,
+                        samples_not_mixed_are_left_as_they_are)
 
 pytestmark = [pytest.mark.triton,
               pytest.mark.skipif(not fastecg.backends()["triton"].available,
@@ -276,3 +278,13 @@ def test_fir_noise_across_tiles(dtype):
 
 def test_samples_not_mixed_are_left_as_they_are():
     samples_not_mixed_are_left_as_they_are("triton", DEVICE)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_poisoned_sample_alike_on_every_backend(bad):
+    a_poisoned_sample_alike_on_every_backend(bad, "triton", DEVICE)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_lead_mixing_reads_only_weighted_leads(bad):
+    lead_mixing_reads_only_weighted_leads(bad, "triton", DEVICE)

@@ -26,6 +26,7 @@ noise included (the ``FIR_NOISE`` op), is made inside the kernel.
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -207,10 +208,14 @@ class SignalView:
 def lead_ptp(x) -> Tensor:
     """(n, n_leads) float64 peak-to-peak amplitude of each lead of `x` (a tensor or a
     :class:`SignalView`), the difference taken in the signal's dtype (min and max are
-    exact, so both forms give the same numbers)."""
+    exact, so both forms give the same numbers). NaN samples are left out, as the
+    kernels' min and max leave them out: a NaN stays where it is instead of making the
+    amounts of its whole lead NaN."""
     if isinstance(x, Tensor):
         with torch.no_grad():
-            return (x.amax(-1) - x.amin(-1)).double()
+            nan = x.isnan()
+            return (x.masked_fill(nan, -math.inf).amax(-1)
+                    - x.masked_fill(nan, math.inf).amin(-1)).double()
     s = x.plan.lead_stats()
     return (s[..., 1].to(x.dtype) - s[..., 0].to(x.dtype)).double()
 

@@ -33,6 +33,7 @@ from torch import Tensor
 from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_backend_name
 from ..transforms.manager import TransformManager
+from ..ops._dispatch import has_tangent
 from ..ops.augment import fused_backend
 from ._random import Keys
 from .base import Augmenter, Batch, check_int, make_keys
@@ -299,8 +300,9 @@ class AugmenterManager(TransformManager):
         if backend != "auto" and reason is not None:
             raise ValueError(f"{name}: backend {backend!r} cannot run here: {reason}")
         # The fused pass has no backward of its own: a signal that needs gradients takes
-        # the torch code, whose autograd differentiates every step.
-        if sig.requires_grad and torch.is_grad_enabled():
+        # the torch code, whose autograd differentiates every step (a forward-mode tangent
+        # too, which the kernel would drop).
+        if (sig.requires_grad and torch.is_grad_enabled()) or has_tangent((sig,)):
             return None
         return chosen
 

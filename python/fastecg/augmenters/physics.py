@@ -508,6 +508,25 @@ class ReducedLeadSet(Augmenter):
         return label, masks
 
 
+def mix_leads(matrix: Tensor, x: Tensor) -> Tensor:
+    """``matrix @ x`` (matrix (n, L_out, L_in), x (n, L_in, T)) where a weight of exactly
+    0 does not read its lead, as in the fused kernels: a NaN or Inf in a lead that an
+    output leaves out (lead III in a VCG rotation, every other lead in an identity) does
+    not reach it, where a plain matmul gives ``0 * NaN = NaN``. Non-finite values that
+    are read give IEEE's sum: NaN for a NaN or for infinities of both signs, else the
+    infinity."""
+    m = matrix.to(x.dtype)
+    y = m @ torch.where(torch.isfinite(x), x, 0)
+
+    def reach(weights: Tensor, hit: Tensor) -> Tensor:  # outputs a non-finite value reaches
+        return (weights.to(x.dtype) @ hit.to(x.dtype)) > 0
+
+    up = reach(m > 0, x == math.inf) | reach(m < 0, x == -math.inf)
+    down = reach(m > 0, x == -math.inf) | reach(m < 0, x == math.inf)
+    y = torch.where(up, math.inf, torch.where(down, -math.inf, y))
+    return torch.where(reach(m != 0, x.isnan()) | (up & down), math.nan, y)
+
+
 def rotation_matrices(angles: Tensor) -> Tensor:
     """(n, 3) angles in radians about x, y, z -> (n, 3, 3) ``Rz @ Ry @ Rx``."""
     c, s = torch.cos(angles), torch.sin(angles)
@@ -587,7 +606,7 @@ class VCGRotation(Augmenter):
                 "scale": scale, "rotation": rotation, "applied": applied}
 
     def transform(self, x, params, label, masks, info):
-        return params["matrix"].to(x.dtype) @ x, label, masks
+        return mix_leads(params["matrix"], x), label, masks
 
     def fuse(self, plan, params, label, masks, info):
         plan.add(OpCode.LEAD_MIX, [params["matrix"].to(plan.device, torch.float64)])
