@@ -10,6 +10,8 @@ other make the training steps of these tiny networks many times slower than one 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -324,6 +326,25 @@ def test_unknown_config_key_and_options():
         ATTN_LAYERS.build({"name": "self_attention", "num_heads": 3}, channels=16)
 
 
+@pytest.mark.parametrize("name", ["squeeze_excitation", "global_context", "non_local"])
+def test_attention_reduction_takes_a_fraction_or_torch_ecgs_ratio(name):
+    """torch_ecg's ``reduction=16`` (a ratio) was taken as a fraction: a silent gate 16x
+    wider than its input (8.4 M parameters for SE on 512 channels instead of 33 k), and
+    0 or a negative value a width-1 one. A ratio above 1 now means channels / r, the
+    same layer as the fraction 1/r; what is neither is refused."""
+    for ratio in (16, 8, 1.5):
+        a = ATTN_LAYERS.build({"name": name, "reduction": ratio}, channels=512)
+        b = ATTN_LAYERS.build({"name": name, "reduction": 1 / ratio}, channels=512)
+        assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+    se = ATTN_LAYERS.build({"name": name, "reduction": 16}, channels=512)
+    assert sum(p.numel() for p in se.parameters()) < 10 ** 5
+    for bad in (0, -0.25, True, math.inf, math.nan, "16"):
+        with pytest.raises(ValueError, match=r"fraction of the channels in \(0, 1\] or a ratio"):
+            ATTN_LAYERS.build({"name": name, "reduction": bad}, channels=512)
+    clf = ECG_CRNN(["a"], backbone=TinyBackbone(), attention={"name": name, "reduction": 16})
+    assert clf(torch.randn(2, 12, 200)).shape == (2, 1)
+
+
 # -- attention layers against plain-PyTorch formulas ---------------------------------------
 @pytest.mark.parametrize("name", ATTENTIONS)
 @pytest.mark.parametrize("length", [1, 7, 64])
@@ -508,6 +529,23 @@ def test_grad_cam_on_sequence_and_segmentation_models():
         assert _hooks(model) == []
 
 
+def test_grad_cam_explains_a_compiled_model_through_its_module():
+    """torch.compile's wrapper hid the target layer's output from autograd ("the
+    differentiated Tensor ... not used in the graph"); GradCam now runs the module the
+    wrapper compiles, eagerly, and names layers as in it."""
+    torch.manual_seed(0)
+    model = ECG_CRNN(["a", "b"], n_leads=12, backbone=TinyBackbone()).eval()
+    compiled = torch.compile(model)
+    x = torch.randn(2, 12, 200)
+    cam = GradCam(compiled)
+    assert cam.model is model and cam.target_name == "backbone.stages.2"
+    torch.testing.assert_close(cam(x, target_class=1), GradCam(model)(x, target_class=1),
+                               rtol=0, atol=0)
+    by_name = GradCam(compiled, target_layer="_orig_mod.backbone.stages.1")
+    assert by_name.target_name == "backbone.stages.1"
+    assert by_name(x).shape == (2, 200) and _hooks(model) == []
+
+
 def test_grad_cam_bad_arguments():
     model = ECG_CRNN(["a", "b"], n_leads=12, backbone=TinyBackbone())
     with pytest.raises(AttributeError):
@@ -518,6 +556,18 @@ def test_grad_cam_bad_arguments():
         GradCam(nn.Sequential(nn.Conv1d(12, 2, 3)))
     with pytest.raises(ValueError, match="2 entries for a batch of 3"):
         GradCam(model)(torch.randn(3, 12, 100), target_class=torch.tensor([0, 1]))
+
+
+def test_grad_cam_refuses_a_backbone_without_classifier():
+    """A bare backbone's (batch, channels, L') feature maps passed for (batch, time,
+    classes) sequence logits: a map of the 'class' at one time step, silently."""
+    backbone = TinyBackbone()
+    with pytest.raises(ValueError, match="no classifier.*reset_classifier"):
+        GradCam(backbone)
+    backbone.reset_classifier(3)
+    cam = GradCam(backbone)
+    assert cam.target_name == "stages.2"
+    assert cam(torch.randn(2, 12, 100), target_class=2).shape == (2, 100)
 
 
 def test_a_models_config_is_its_own():

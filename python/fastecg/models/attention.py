@@ -12,6 +12,8 @@ torch.Size([2, 64, 100])
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Optional
 
 import torch
@@ -27,6 +29,19 @@ def _check_channels(channels: int) -> int:
     if int(channels) < 1:
         raise ValueError(f"channels must be >= 1, got {channels}")
     return int(channels)
+
+
+def _check_reduction(reduction: float) -> float:
+    """The hidden width as a fraction of the channels. A value in ``(0, 1]`` is that
+    fraction; one above 1 is torch_ecg's (and the papers') ratio ``r``, width
+    ``channels / r`` (``reduction=16`` is ``1/16``): taken as a fraction it would build a
+    layer ``r`` times wider than its input."""
+    if isinstance(reduction, bool) or not isinstance(reduction, numbers.Real) or \
+            not 0 < reduction < math.inf:
+        raise ValueError(f"reduction must be a fraction of the channels in (0, 1] or a "
+                         f"ratio r > 1 (width channels / r, as torch_ecg's reduction=16), "
+                         f"got {reduction!r}")
+    return float(reduction) if reduction <= 1 else 1.0 / float(reduction)
 
 
 class _KeepsLength(nn.Module):
@@ -96,7 +111,8 @@ class SqueezeExcitation(SqueezeExcite):
     channels : int
         Channels of the input.
     reduction : float, optional
-        Hidden width of the gate as a fraction of ``channels`` (1/16 in the paper).
+        Hidden width of the gate as a fraction of ``channels`` in ``(0, 1]`` (1/16 in the
+        paper), or torch_ecg's ratio above 1 (``reduction=16`` is the same as ``1/16``).
     act : str, optional
         Activation between the two 1x1 convolutions (an ``ACTIVATIONS`` name).
 
@@ -111,7 +127,8 @@ class SqueezeExcitation(SqueezeExcite):
     """
 
     def __init__(self, channels: int, reduction: float = 1 / 16, act: str = "relu"):
-        super().__init__(_check_channels(channels), reduction=reduction, act=act)
+        super().__init__(_check_channels(channels), reduction=_check_reduction(reduction),
+                         act=act)
 
 
 @ATTN_LAYERS.register("global_context")
@@ -128,7 +145,8 @@ class GlobalContext(_KeepsLength):
     channels : int
         Channels of the input.
     reduction : float, optional
-        Bottleneck width as a fraction of ``channels`` (1/16 in the paper).
+        Bottleneck width as a fraction of ``channels`` in ``(0, 1]`` (1/16 in the paper),
+        or a ratio ``r`` above 1 (width ``channels / r``).
     act : str, optional
         Activation in the bottleneck (an ``ACTIVATIONS`` name).
 
@@ -143,7 +161,7 @@ class GlobalContext(_KeepsLength):
     def __init__(self, channels: int, reduction: float = 1 / 16, act: str = "relu"):
         super().__init__()
         channels = _check_channels(channels)
-        hidden = max(1, int(round(channels * reduction)))
+        hidden = max(1, int(round(channels * _check_reduction(reduction))))
         self.context = nn.Conv1d(channels, 1, 1)
         self.transform = nn.Sequential(
             nn.Conv1d(channels, hidden, 1),
@@ -174,7 +192,8 @@ class NonLocal(_KeepsLength):
     channels : int
         Channels of the input.
     reduction : float, optional
-        Width of the embeddings as a fraction of ``channels`` (1/2 in the paper).
+        Width of the embeddings as a fraction of ``channels`` in ``(0, 1]`` (1/2 in the
+        paper), or a ratio ``r`` above 1 (width ``channels / r``).
     sub_sample : bool, optional
         Max-pool ``phi`` and ``g`` by 2 along time (the paper's cheaper variant).
 
@@ -189,7 +208,7 @@ class NonLocal(_KeepsLength):
     def __init__(self, channels: int, reduction: float = 0.5, sub_sample: bool = False):
         super().__init__()
         channels = _check_channels(channels)
-        inter = max(1, int(round(channels * reduction)))
+        inter = max(1, int(round(channels * _check_reduction(reduction))))
         self.theta = nn.Conv1d(channels, inter, 1)
         self.phi = nn.Conv1d(channels, inter, 1)
         self.g = nn.Conv1d(channels, inter, 1)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import operator
+import sys
 from typing import Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ._base import Backbone
 
 __all__ = ["GradCam"]
 
@@ -50,6 +53,14 @@ def _class_indices(target_class: Union[int, Tensor], batch: int, n_classes: int,
     return torch.where(cls < 0, cls + n_classes, cls)
 
 
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper holds (``_orig_mod``), else `model`."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # not loaded: nothing compiled
+    while eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+        model = model._orig_mod
+    return model
+
+
 def _default_target_layer(model: nn.Module) -> str:
     """Name of the backbone's last stage, e.g. ``"backbone.stages.3"``."""
     for name, module in model.named_modules():
@@ -71,11 +82,22 @@ class GradCam:
     ----------
     model : nn.Module
         Maps ``(batch, n_leads, n_samples)`` to logits ``(batch, n_classes)``; outputs
-        ``(batch, n_samples', n_classes)`` (sequence models) are summed over time.
+        ``(batch, n_samples', n_classes)`` (sequence models) are summed over time. A bare
+        backbone needs its classifier (``reset_classifier``): without one it returns
+        feature maps, a ``ValueError``.
     target_layer : str or nn.Module, optional
         Module whose output is explained: a name for ``model.get_submodule`` or the
         module itself. Default: the last stage of the model's backbone, from its
         ``feature_info``.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The model explained; for a ``torch.compile`` wrapper, the module it compiles,
+        which GradCam runs eagerly (the compiled graph does not expose the target
+        layer's output to autograd).
+    target_name : str
+        The target layer's name in `model` (e.g. ``"backbone.stages.3"``).
 
     Notes
     -----
@@ -99,21 +121,27 @@ class GradCam:
     """
 
     def __init__(self, model: nn.Module, target_layer: Union[str, nn.Module, None] = None):
-        self.model = model
-        if target_layer is None:
-            target_layer = _default_target_layer(model)
         if isinstance(target_layer, str):
-            self.target_name = target_layer
-            self.target_layer = model.get_submodule(target_layer)
-        elif isinstance(target_layer, nn.Module):
-            self.target_layer = target_layer
-            self.target_name = next((n for n, m in model.named_modules() if m is target_layer),
-                                    None)
-            if self.target_name is None:
-                raise ValueError("target_layer is not a submodule of model")
-        else:
+            target_layer = model.get_submodule(target_layer)
+        elif target_layer is not None and not isinstance(target_layer, nn.Module):
             raise TypeError(f"target_layer must be a name or a module, got "
                             f"{type(target_layer).__name__}")
+        # a compiled model is explained through the module it wraps, run eagerly: the
+        # compiled graph hides the target layer's output from autograd
+        model = _uncompiled(model)
+        if isinstance(model, Backbone) and model.head is None:
+            # its output, (batch, channels, L'), would pass for (batch, time, classes)
+            raise ValueError(f"{type(model).__name__} has no classifier: it returns feature "
+                             f"maps, not logits; call reset_classifier(num_classes) first, "
+                             f"or explain a model built on it")
+        self.model = model
+        if target_layer is None:
+            target_layer = model.get_submodule(_default_target_layer(model))
+        self.target_layer = target_layer
+        self.target_name = next((n for n, m in model.named_modules() if m is target_layer),
+                                None)
+        if self.target_name is None:
+            raise ValueError("target_layer is not a submodule of model")
 
     def __call__(self, x: Tensor, target_class: Union[int, Tensor, None] = None,
                  normalize: bool = True) -> Tensor:
