@@ -193,3 +193,39 @@ def test_unfinished_store_bad_model_values_and_another_models_checkpoint_exit_2(
         main(["pretrain", "--method", "mae_1d", *run[:3], "4", *run[4:], "--resume"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "checkpoint holds another model" in err, err
+
+
+def test_pretrain_on_a_store_the_models_recipe_wrote_does_not_preprocess_twice(
+        tmp_path, monkeypatch, capsys):
+    """`fastecg preprocess --recipe st_mem` then `fastecg pretrain --method st_mem`: the
+    store's records are the contract's output already; the pipeline ran on them a second
+    time (band-pass filtered twice, 3.5% of the signal changed on CinC records), so the
+    model trained on other input than ``contract.apply`` gives it afterwards."""
+    from fastecg.data import ECGStore, SyntheticECGDataset, write_store
+    from fastecg.preprocessors import PreprocManager
+    from fastecg.ssl import STMEM
+
+    write_store(SyntheticECGDataset(4, fs=500.0, seconds=10.0), tmp_path / "store",
+                PreprocManager.from_recipe("st_mem"), progress=False)
+    store = ECGStore(tmp_path / "store")
+    records = torch.stack([store[i][0] for i in range(len(store))])
+    seen = []
+    forward = STMEM.forward
+
+    def spy(self, batch):
+        seen.append((batch[0] if isinstance(batch, (tuple, list)) else batch).detach().clone())
+        return forward(self, batch)
+
+    monkeypatch.setattr(STMEM, "forward", spy)
+    assert main(["pretrain", "--data", str(tmp_path / "store"), "--preset", "tiny",
+                 "--steps", "2", "--batch-size", "2", "--out", str(tmp_path / "pt"),
+                 "--quiet"]) == 0
+    assert "st_mem: 2 steps" in capsys.readouterr().out
+    assert len(seen) == 2
+    for x in seen:
+        assert x.shape == (2, 12, 2250)
+        for row in x:  # each one of the stored records, bit for bit
+            assert any(torch.equal(row, r) for r in records)
+    # the contract saved with the model still carries the pipeline, for raw records
+    assert STMEM.from_pretrained(tmp_path / "pt" / "pretrained").contract.preprocess == \
+        STMEM(embed_dim=32, depth=1, num_heads=2).contract.preprocess

@@ -71,6 +71,21 @@ def _dataset(data: str, n_records: int, model, labelled: bool, seed: int):
     return store, float(store.fs)
 
 
+def _input_contract(dataset, contract):
+    """The contract the dataset's records still have to go through: `contract`, or, for a
+    store that `contract`'s own pipeline wrote (``fastecg preprocess --recipe st_mem`` for
+    an ``st_mem`` model), the contract without that pipeline: its records are the model's
+    input already, and filtering them again would train the model on other input than
+    ``contract.apply`` gives it afterwards."""
+    from fastecg.ssl.pretrained import Contract, _preproc_config
+
+    written_by = getattr(dataset, "preprocessing", None)
+    if contract is None or contract.preprocess is None or written_by is None or \
+            _preproc_config(written_by) != contract.preprocess:
+        return contract
+    return Contract(contract.fs, contract.lead_names, contract.siglen, None)
+
+
 def _check_input(dataset, contract, fs: float, data: str) -> None:
     """ValueError before any training where the records cannot become the model's input:
     the contract takes one record at `fs` (its leads named by the dataset, when it names
@@ -132,12 +147,13 @@ def run_pretrain(args: argparse.Namespace) -> int:
         raise ValueError(f"--model-args: cannot build {args.method} with {config}: {err}") \
             from None
     dataset, fs = _dataset(args.data, args.records, model, False, args.seed)
-    _check_input(dataset, model.contract, fs, args.data)
+    contract = _input_contract(dataset, model.contract)
+    _check_input(dataset, contract, fs, args.data)
     out = pathlib.Path(args.out)
     trainer = Trainer(model, lr=args.lr, batch_size=args.batch_size, max_steps=args.steps,
                       amp=args.amp, out_dir=out / "train", ckpt_every=args.ckpt_every,
                       seed=args.seed,
-                      transform=_input_transform(model.contract, fs,
+                      transform=_input_transform(contract, fs,
                                                  getattr(dataset, "lead_names", None)),
                       progress=not args.quiet, num_workers=args.workers)
     t0 = time.perf_counter()
@@ -166,7 +182,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = finetune(args.checkpoint, num_classes=1, mode=args.mode)
     dataset, fs = _dataset(args.data, args.records, model.encoder, True, args.seed)
-    _check_input(dataset, model.encoder.contract, fs, args.data)
+    contract = _input_contract(dataset, model.encoder.contract)
+    _check_input(dataset, contract, fs, args.data)
     targets = getattr(dataset, "targets", None)
     if targets is not None and len(getattr(targets, "shape", ())) == 2:
         # One row of 0/1 per record (a store of PhysioNet/CinC records: several
@@ -182,7 +199,7 @@ def run_finetune(args: argparse.Namespace) -> int:
                       loss_fn=loss_fn, batch_size=args.batch_size,
                       max_steps=args.steps, out_dir=pathlib.Path(args.out) / "train",
                       seed=args.seed,
-                      transform=_input_transform(model.contract, fs,
+                      transform=_input_transform(contract, fs,
                                                  getattr(dataset, "lead_names", None)),
                       progress=not args.quiet)
     hist = trainer.fit(dataset)
