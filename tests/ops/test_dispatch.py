@@ -176,3 +176,20 @@ def test_forward_mode_ad_is_refused_not_dropped(name):
     w = torch.randn_like(y)
     (g,) = torch.autograd.grad((y * w).sum(), xg)
     torch.testing.assert_close((tangent * w).sum(), (g * v).sum())
+
+
+def test_vmap_of_a_constant_in_a_dual_level_is_plain_work():
+    # A vmap-batched tensor cannot be asked for its tangent: the check looks at the tensor
+    # it batches, so vmap inside an open dual level (or over a constant inside jvp) runs,
+    # while vmap over jvp's dual input is still refused.
+    import torch.autograd.forward_ad as fwAD
+
+    fn = _ops_calls()["bandpass iir"]
+    x = torch.randn(3, 2, 1200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with fwAD.dual_level():
+        torch.testing.assert_close(torch.vmap(fn)(x), fn(x))
+    one = torch.tensor(1.0, dtype=torch.float64)
+    _, tangent = torch.func.jvp(lambda s: s * torch.vmap(fn)(x).sum(), (one,), (one,))
+    torch.testing.assert_close(tangent, fn(x).sum())
+    with pytest.raises(RuntimeError, match="forward-mode AD"):
+        torch.func.jvp(torch.vmap(fn), (x,), (torch.randn_like(x),))

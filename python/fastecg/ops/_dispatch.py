@@ -187,11 +187,17 @@ def has_tangent(tensors) -> bool:
     if forward_ad._current_level < 0:
         return False
     for t in tensors:
-        try:
-            if forward_ad.unpack_dual(t).tangent is not None:
-                return True
-        except RuntimeError:  # a vmap-batched tensor inside jvp: cannot tell, so assume so
-            return True
+        while True:
+            try:
+                if forward_ad.unpack_dual(t).tangent is not None:
+                    return True
+                break
+            except RuntimeError:
+                # a vmap-batched tensor: look at the tensor it batches (a jvp's dual when
+                # vmap runs inside jvp; a constant under vmap in a dual level carries none)
+                if not torch._C._functorch.is_batchedtensor(t):
+                    return True  # cannot tell, so assume so
+                t = torch._C._functorch.get_unwrapped(t)
     return False
 
 
