@@ -51,6 +51,23 @@ def test_unknown_name_lists_close_matches():
         reg.build(3)
 
 
+def test_bad_arguments_name_the_entry_and_close_matches():
+    reg = make_registry()
+    with pytest.raises(TypeError, match=r"widget 'cube': unknown argument 'xx'; did you mean 'x'"):
+        reg.build({"name": "cube", "xx": 3})
+    with pytest.raises(TypeError, match=r"'name' must be a string, got \['cube'\]"):
+        reg.build({"name": ["cube"]})
+    with pytest.raises(TypeError, match=r"loss 'focal': unknown argument 'gama'; did you mean "
+                                        r"'gamma'\? \(it takes gamma, alpha, reduction\)"):
+        LOSSES.build("focal", gama=2.0)
+    with pytest.raises(TypeError, match=r"optimizer 'adam': unknown argument 'lrr'; did you "
+                                        r"mean 'lr'"):
+        OPTIMIZERS.build({"name": "adam", "lrr": 0.1}, torch.nn.Linear(2, 1).parameters())
+    # A factory taking **kwargs (or without a signature) gets its arguments unchecked.
+    reg.register("anything")(lambda **kw: kw)
+    assert reg.build("anything", y=1) == {"y": 1}
+
+
 def test_duplicate_needs_force():
     reg = make_registry()
     with pytest.raises(KeyError, match="already registered"):

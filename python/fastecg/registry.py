@@ -110,7 +110,8 @@ class Registry:
 
     def build(self, spec: Union[str, Mapping[str, Any]], *args, **kwargs) -> Any:
         """Call the factory named by ``spec`` (a name, or a dict with a ``"name"`` key and
-        keyword arguments); explicit ``kwargs`` override the dict's."""
+        keyword arguments); explicit ``kwargs`` override the dict's. A keyword the factory
+        does not take is a ``TypeError`` naming the entry and the close matches."""
         if isinstance(spec, Mapping):
             config = dict(spec)
             if "name" not in config:
@@ -122,7 +123,15 @@ class Registry:
         else:
             raise TypeError(f"{self.kind}: expected a name or a dict with 'name', got "
                             f"{type(spec).__name__}")
-        return self.get(name)(*args, **kwargs)
+        if not isinstance(name, str):
+            raise TypeError(f"{self.kind} config: 'name' must be a string, got {name!r}")
+        factory = self.get(name)
+        takes = _keyword_names(factory) if kwargs else None
+        unknown = [k for k in kwargs if takes is not None and k not in takes]
+        if unknown:
+            raise TypeError(f"{self.kind} {name!r}: unknown argument {unknown[0]!r}"
+                            f"{did_you_mean(unknown[0], takes)} (it takes {', '.join(takes)})")
+        return factory(*args, **kwargs)
 
     def list(self, pattern: Optional[str] = None) -> list[str]:
         """Registered names, sorted; ``pattern`` keeps those containing it."""
@@ -149,6 +158,20 @@ class Registry:
     def _unknown(self, name: str) -> str:
         return (f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)} "
                 f"(registered: {', '.join(self.list())})")
+
+
+def _keyword_names(factory: Callable) -> Optional[list[str]]:
+    """The keyword arguments `factory` takes, or None if it takes any (``**kwargs``) or
+    has no signature to read."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 # Each registry names the modules that fill it; they import this module, never the

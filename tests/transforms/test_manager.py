@@ -85,6 +85,19 @@ def test_bad_configs_fail_before_anything_is_built(config, match):
         PreprocManager.from_config(config)
 
 
+def test_bad_step_arguments_name_the_step():
+    # Built directly (not through a pipeline or a registry), a step's bad argument names
+    # the step and the close matches, not only the argument.
+    from fastecg.augmenters import Mixup
+    from fastecg.preprocessors import LeadSelect
+    with pytest.raises(TypeError, match=r"^BandPass: .*'lowcutt'; did you mean 'lowcut'\?"):
+        BandPass(lowcutt=1.0)
+    with pytest.raises(TypeError, match=r"^Mixup: .*'alpah'; did you mean 'alpha'\?"):
+        Mixup(alpah=0.2)
+    with pytest.raises(TypeError, match=r"^LeadSelect: missing a required argument: 'leads'"):
+        LeadSelect()
+
+
 def test_unknown_recipe_lists_close_matches():
     with pytest.raises(ValueError, match=r"unknown recipe 'stmem'; did you mean 'st_mem'"):
         PreprocManager.from_recipe("stmem")

@@ -92,11 +92,18 @@ class Configurable:
         if init is None or getattr(init, "_records_config", False):
             return
         signature = inspect.signature(init)
+        names = list(signature.parameters)[1:]  # less self
 
         @functools.wraps(init)
         def recording_init(self, *args, **kw):
             if "_init_arguments" not in self.__dict__:  # the outermost class records
-                bound = signature.bind(self, *args, **kw)
+                try:
+                    bound = signature.bind(self, *args, **kw)
+                except TypeError as err:
+                    # bind's message names neither the class nor the close matches.
+                    unknown = [k for k in kw if k not in names]
+                    hint = did_you_mean(unknown[0], names) if unknown else ""
+                    raise TypeError(f"{type(self).__name__}: {err}{hint}") from None
                 bound.apply_defaults()
                 arguments = dict(bound.arguments)
                 arguments.pop(next(iter(signature.parameters)))  # self
