@@ -338,6 +338,10 @@ def test_attention_reduction_takes_a_fraction_or_torch_ecgs_ratio(name):
         assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
     se = ATTN_LAYERS.build({"name": name, "reduction": 16}, channels=512)
     assert sum(p.numel() for p in se.parameters()) < 10 ** 5
+    if name == "squeeze_excitation":  # floored as torch_ecg's channels // r
+        for channels, ratio in ((98, 49), (309, 103), (535, 107)):
+            gate = ATTN_LAYERS.build({"name": name, "reduction": ratio}, channels=channels)
+            assert next(gate.parameters()).shape[0] == channels // ratio
     for bad in (0, -0.25, True, math.inf, math.nan, "16"):
         with pytest.raises(ValueError, match=r"fraction of the channels in \(0, 1\] or a ratio"):
             ATTN_LAYERS.build({"name": name, "reduction": bad}, channels=512)

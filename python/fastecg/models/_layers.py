@@ -59,7 +59,9 @@ class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, reduction: float = 0.25, act: str = "relu",
                  gate: str = "sigmoid", reduced: Optional[int] = None):
         super().__init__()
-        reduced = reduced or max(1, int(channels * reduction))
+        # (floored as channels // r for a fraction 1/r, whose float product can fall just
+        # short: 98 * (1/49) is 1.9999999999999998)
+        reduced = reduced or max(1, int(round(channels * reduction, 9)))
         self.fc1 = nn.Conv1d(channels, reduced, 1)
         self.act = ACTIVATIONS.build(act)
         self.fc2 = nn.Conv1d(reduced, channels, 1)
