@@ -92,6 +92,32 @@ def test_seeds_are_averaged_and_their_spread_reported():
     assert df.loc["accuracy", "seed_std"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-12)
 
 
+def test_outputs_that_are_not_class_indices_or_hold_nan_are_refused():
+    """Probabilities given as single-label predictions were cast to int (all 0: the
+    accuracy became the share of class 0), a -1 prediction indexed the last class in the
+    F1 (0.94 where scikit-learn says 0.63), and NaN multi-label probabilities gave an
+    AUROC: each was a number without a warning."""
+    y, pred = _single_label_case(n=100, k=2)
+    with pytest.raises(ValueError, match="class indices"):
+        bootstrap_scores(y, np.clip(0.6 * y + 0.5 * np.random.default_rng(0).random(100),
+                                    0, 1), n_bootstrap=10)
+    with pytest.raises(ValueError, match="class indices"):
+        bootstrap_scores(y, np.where(np.arange(100) < 10, -1, pred), n_bootstrap=10)
+    with pytest.raises(ValueError, match="class indices"):
+        bootstrap_scores(y, [pred, np.full(100, np.nan)], n_bootstrap=10)
+    with pytest.raises(ValueError, match="class indices"):
+        bootstrap_scores(y + 0.5, pred, n_bootstrap=10)
+    # whole numbers as floats are classes
+    df = bootstrap_scores(y.astype(float), pred.astype(float), n_bootstrap=10)
+    assert df.set_index("metric").loc["accuracy", "value"] == accuracy_score(y, pred)
+    ym, score = _multi_label_case()
+    score[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        bootstrap_scores(ym, score, n_bootstrap=10)
+    with pytest.raises(ValueError, match="0/1"):
+        bootstrap_scores(2 * ym, np.nan_to_num(score), n_bootstrap=10)
+
+
 def test_bootstrap_interval_contains_the_value_and_narrows_like_the_binomial():
     widths = {}
     for n in (100, 1600):
@@ -156,6 +182,27 @@ def test_an_empty_dataset_is_a_clear_error():
     with pytest.raises(ValueError, match="holds no records"):
         evaluate(model, torch.utils.data.TensorDataset(torch.zeros(0, 2, 100),
                                                        torch.zeros(0, dtype=torch.int64)))
+
+
+def test_a_split_without_test_records_is_a_clear_error():
+    """Two records put both in training: scikit-learn's StandardScaler then failed on
+    a (0, D) test matrix, which did not say why."""
+    model = SSL.build("mae_1d", **TINY)
+    with pytest.raises(ValueError, match="0 for testing"):
+        evaluate(model, (torch.randn(2, 2, 100), np.array([0, 1])), "knn",
+                 label_fractions=[1.0], seeds=[0], n_bootstrap=10)
+
+
+@pytest.mark.parametrize("protocol", ["linear_probe", "knn"])
+def test_nan_embeddings_are_a_clear_error(protocol):
+    """A record with NaN samples (or a diverged encoder) reached scikit-learn, whose
+    error suggested a model that accepts missing values."""
+    x = torch.randn(20, 2, 100)
+    x[3, 1, 7] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite embeddings for 1 of 20 records "
+                                         r"\(first: record 3\)"):
+        evaluate(SSL.build("mae_1d", **TINY), (x, np.arange(20) % 2), protocol,
+                 label_fractions=[1.0], seeds=[0], n_bootstrap=10)
 
 
 def test_label_subsample():

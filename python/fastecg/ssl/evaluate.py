@@ -98,6 +98,15 @@ def _metric_replicates(y: np.ndarray, out: np.ndarray, w: np.ndarray, n_classes:
             "macro_f1": _macro_f1(t, (out >= 0.5).astype(np.float64), w, present_only=False)}
 
 
+def _is_class_index(a: np.ndarray) -> bool:
+    """Whether every entry of `a` is a whole number >= 0 (NaN is not)."""
+    if a.dtype == bool:
+        return True
+    if not np.issubdtype(a.dtype, np.number):
+        return False
+    return bool(np.all(np.mod(a, 1) == 0) and np.all(a >= 0))
+
+
 def _check_outputs(y_true: np.ndarray, outputs: list) -> list:
     checked = []
     for out in outputs:
@@ -106,10 +115,18 @@ def _check_outputs(y_true: np.ndarray, outputs: list) -> list:
             if out.shape != y_true.shape:
                 raise ValueError(f"bootstrap_scores: single-label y_true {y_true.shape} needs "
                                  f"predicted labels of the same shape, got {out.shape}")
+            # Probabilities (or -1 for "no class") cast to int would be scored silently.
+            if not _is_class_index(out):
+                raise ValueError("bootstrap_scores: single-label outputs must be predicted "
+                                 "class indices (whole numbers >= 0), not probabilities, "
+                                 "scores or NaN")
             out = out.astype(np.int64)
         elif out.shape != y_true.shape:
             raise ValueError(f"bootstrap_scores: multi-label y_true {y_true.shape} needs "
                              f"probabilities of the same shape, got {out.shape}")
+        elif np.isnan(out.astype(np.float64)).any():
+            raise ValueError(f"bootstrap_scores: the multi-label probabilities hold "
+                             f"{int(np.isnan(out.astype(np.float64)).sum())} NaN values")
         checked.append(out)
     return checked
 
@@ -144,14 +161,17 @@ def bootstrap_scores(y_true, y_out, n_bootstrap: int = 1000, seed: int = 0,
         ``accuracy`` and ``macro_f1`` (over the classes present in truth or prediction,
         as ``sklearn.metrics.f1_score(average="macro")``). Multi-label: ``macro_auroc``
         (``sklearn.metrics.roc_auc_score(average="macro")``) and ``macro_f1``, both over
-        the columns that have positives and negatives in `y_true`; a resample that
-        leaves a column without either averages the others.
+        the columns that have positives and negatives in `y_true`. In a resample that
+        leaves a column without positives or negatives, AUROC averages the other
+        columns, and F1 scores it as scikit-learn does on the resample (0 where it has
+        no positives, ``zero_division=0``).
 
     Raises
     ------
     ValueError
-        Outputs of the wrong shape, no column with both positives and negatives,
-        `n_bootstrap` < 1, `level` outside (0, 1).
+        Outputs of the wrong shape, single-label targets or outputs that are not class
+        indices (e.g. probabilities), multi-label probabilities with NaN, no column with
+        both positives and negatives, `n_bootstrap` < 1, `level` outside (0, 1).
 
     Examples
     --------
@@ -172,6 +192,11 @@ def bootstrap_scores(y_true, y_out, n_bootstrap: int = 1000, seed: int = 0,
     if y_true.ndim not in (1, 2) or len(y_true) == 0:
         raise ValueError(f"bootstrap_scores: y_true must be (n,) or (n, K) with n >= 1, got "
                          f"shape {y_true.shape}")
+    if y_true.ndim == 1 and not _is_class_index(y_true):
+        raise ValueError("bootstrap_scores: single-label y_true must be class indices "
+                         "(whole numbers >= 0)")
+    if y_true.ndim == 2 and not np.isin(y_true, (0, 1)).all():
+        raise ValueError("bootstrap_scores: multi-label y_true must be 0/1 (multi-hot)")
     outputs = _check_outputs(y_true, list(y_out) if isinstance(y_out, (list, tuple))
                              else [y_out])
     if y_true.ndim == 2:
@@ -424,7 +449,14 @@ def _embed(encoder: SSLMethod, x: Tensor, batch_size: int, device: torch.device,
                 parts.append(encoder.embed(xb).float().cpu())
     finally:
         encoder.train(was_training)
-    return torch.cat(parts).numpy().astype(np.float64)
+    feats = torch.cat(parts).numpy().astype(np.float64)
+    bad = ~np.isfinite(feats).all(1)
+    if bad.any():
+        raise ValueError(f"the {type(encoder).__name__} encoder gave NaN or infinite "
+                         f"embeddings for {int(bad.sum())} of {len(feats)} records (first: "
+                         f"record {int(np.flatnonzero(bad)[0])}): check the signals (NaN "
+                         f"samples) and the encoder's weights")
+    return feats
 
 
 # ---- protocols -----------------------------------------------------------------------------
@@ -600,8 +632,9 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
     ------
     ValueError
         An unknown protocol, a label fraction outside (0, 1], no seeds, an empty
-        dataset, a dataset without targets or with records of different shapes, a
-        training split without two classes.
+        dataset, a dataset without targets or with records of different shapes, an
+        empty training or test split, a training split without two classes, NaN or
+        infinite embeddings (of the linear probe and kNN).
     TypeError
         `encoder_or_dir` is neither an SSL method nor a folder.
 
@@ -647,6 +680,10 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
 
     x, y, groups, n_classes = _load(dataset, batch_size)
     train, test, by = train_test_indices(y, groups, test_size, split_seed)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(f"dataset: {len(y)} records split into {len(train)} for training "
+                         f"and {len(test)} for testing at test_size={test_size}; both need "
+                         f"records: give more records or another test_size")
     if (len(np.unique(y[train])) < 2) if y.ndim == 1 else not (y[train].sum(0) > 0).any():
         raise ValueError("dataset: the training split needs at least two classes")
     subsets = {(f, s): train[label_subsample(y[train], f, s)] for f in fractions for s in seeds}
