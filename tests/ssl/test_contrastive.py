@@ -118,6 +118,42 @@ def test_cmsc_loss_positives_and_negatives_hand_computed():
                                                                               rel=1e-5)
 
 
+def test_clocs_loss_keeps_float64():
+    """A float64 model's loss stays float64 (only half types are widened, to float32):
+    it was computed in float32, 1e-7 off the float64 definition."""
+    z = torch.randn(3, 6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([0, 0, 1, 2, 2, 2])
+    got = clocs_loss(z, 0.1, ids)
+    assert got.dtype == torch.float64
+    zn = nn.functional.normalize(z, dim=-1)
+    pos = ids[:, None] == ids[None, :]
+    one_way = [-(zn[a] @ zn[b].T / 0.1).log_softmax(1)[pos].mean()
+               for a in range(3) for b in range(3) if a != b]
+    torch.testing.assert_close(got, 2 * torch.stack(one_way).mean(), rtol=1e-12, atol=0)
+    assert clocs_loss(z.bfloat16(), 0.1, ids).dtype == torch.float32
+
+
+@pytest.mark.parametrize("missing", ["", None, float("nan")])
+def test_clocs_missing_patient_ids_are_their_own_patients(missing):
+    """Records without a patient id (None, NaN, "": how datasets and collation spell a
+    missing one) are not positives of each other: they were one patient ("" and NaN
+    collided) or an AttributeError (None)."""
+    model = _tiny("clocs")
+    x = torch.randn(4, 3, 400, generator=torch.Generator().manual_seed(0))
+
+    def loss(ids):
+        return model.pretrain_step({"signal": x, "patient_id": ids},
+                                   generator=torch.Generator().manual_seed(1))["loss"].item()
+
+    own = loss(["a", "u", "v", "a"])
+    assert loss(["a", missing, missing, "a"]) == pytest.approx(own, rel=1e-6)
+    assert loss(["a", "u", "u", "a"]) != pytest.approx(own, rel=1e-3)
+    if isinstance(missing, float):  # a collated float column: ids as a float tensor
+        ids = torch.tensor([3.0, missing, missing, 3.0], dtype=torch.float64)
+        assert loss(ids) == pytest.approx(own, rel=1e-6)
+        assert loss(torch.tensor([3, 4, 5, 3])) == pytest.approx(own, rel=1e-6)
+
+
 def test_cmsc_views_are_adjacent_segments_of_one_record():
     x = torch.arange(2 * 3 * 20, dtype=torch.float32).view(2, 3, 20)
     seg = cut_segments(x, 2, 6, torch.tensor([0, 5]))
@@ -231,6 +267,20 @@ def test_moco_v3_is_symmetric_with_a_predictor():
         assert model.pretrain_step(x)["loss"].item() == pytest.approx(2 * one_way.item(),
                                                                       rel=1e-5)
     assert not hasattr(model, "queue") and model.momentum == 0.99
+
+
+def test_moco_call_without_gradients_leaves_the_queue_alone():
+    """A validation loss in training mode (no gradients) neither moves the key encoder
+    nor enqueues its keys: it pushed the validation batch's keys into the queue, where
+    they became the next training steps' negatives."""
+    model = _tiny("moco", queue_size=8, augment=[]).train()
+    x = torch.randn(4, 3, 400, generator=torch.Generator().manual_seed(0))
+    queue, ptr = model.queue.clone(), int(model.queue_ptr)
+    with torch.no_grad():
+        model.pretrain_step(x)
+    assert torch.equal(model.queue, queue) and int(model.queue_ptr) == ptr
+    model.pretrain_step(x)["loss"].backward()  # a training call still enqueues
+    assert int(model.queue_ptr) == 4 and not torch.equal(model.queue[:4], queue[:4])
 
 
 # ---- bad input --------------------------------------------------------------------------

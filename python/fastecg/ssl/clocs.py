@@ -4,6 +4,8 @@ across space (leads), time (segments) and patients, written from the paper."""
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -102,7 +104,8 @@ def clocs_loss(z: Tensor, temperature: float, patient_ids: Optional[Tensor] = No
     m, n, _ = z.shape
     check_global_batch(n, "clocs")
     _, world = rank_and_world()
-    z = z.float()  # exact pair counts and a float32 loss, under AMP too
+    # exact pair counts and a float32 loss under AMP; float64 stays float64
+    z = z.to(torch.promote_types(z.dtype, torch.float32))
     local = nn.functional.normalize(z, dim=-1)
     keys = nn.functional.normalize(gather_with_grad(z.transpose(0, 1)), dim=-1)  # (N, M, D)
     if patient_ids is None:
@@ -122,16 +125,33 @@ def clocs_loss(z: Tensor, temperature: float, patient_ids: Optional[Tensor] = No
     return mean_over_ranks(2 * per_pair[off_diag].mean())
 
 
+def _hash_id(s: str) -> int:
+    return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little",
+                          signed=True)
+
+
 def _patient_tensor(ids: Any, device) -> Tensor:
-    """Patient ids as int64: integers as given, strings hashed (stable across processes,
-    unlike ``hash``), so that ids can be gathered across ranks."""
-    if isinstance(ids, Tensor):
+    """Patient ids as int64: integers as given, other values (strings) hashed through
+    ``str`` (stable across processes, unlike ``hash``), so that ids can be gathered
+    across ranks. A missing id (None, NaN, "") makes the record its own patient, as in
+    :func:`~fastecg.ssl.evaluate.train_test_indices`: records without one are not
+    positives of each other."""
+    if isinstance(ids, Tensor) and not ids.is_floating_point():
         return ids.to(device).reshape(-1).long()
-    ids = list(ids)
-    if ids and isinstance(ids[0], str):
-        ids = [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little",
-                              signed=True) for s in ids]
-    return torch.as_tensor(ids, dtype=torch.long, device=device)
+    ids = ids.reshape(-1).tolist() if isinstance(ids, Tensor) else list(ids)
+    records = global_indices(len(ids)).tolist()
+    out = []
+    for v, record in zip(ids, records):
+        v = v.item() if isinstance(v, Tensor) else v
+        if v is None or (isinstance(v, str) and v == "") or \
+                (isinstance(v, numbers.Real) and math.isnan(v)):
+            out.append(_hash_id(f"\0record {record}"))  # its own patient
+        elif isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real) and
+                                                 float(v).is_integer()):
+            out.append(int(v))
+        else:
+            out.append(_hash_id(str(v)))
+    return torch.tensor(out, dtype=torch.long, device=device)
 
 
 @SSL.register("clocs")
@@ -148,8 +168,8 @@ class CLOCS(BaseContrastiveLearner):
 
     Negatives are the other records of the global batch in the other view. With patient
     ids (``pretrain_step(batch, patient_ids=...)``, or a ``"patient_id"`` entry of a
-    dict batch) every record of the same patient is a positive too. See
-    :func:`clocs_loss`.
+    dict batch) every record of the same patient is a positive too; a record whose id
+    is missing (None, NaN, "") is its own patient. See :func:`clocs_loss`.
 
     Parameters
     ----------

@@ -95,7 +95,7 @@ class MoCo(BaseContrastiveLearner):
     loop; the :class:`~fastecg.train.Trainer` sets its own), so that gradient
     accumulation over k micro-batches moves the key encoder once (momentum m), not k
     times (an effective ``m ** k``). Calls without gradients (a validation loss in
-    training mode) leave it alone.
+    training mode) leave it and the queue alone.
 
     * ``version=2``: the query of view 1 against the key of view 2 (positive) and a queue
       of `queue_size` keys of past batches (negatives); InfoNCE with `temperature`; the
@@ -240,14 +240,18 @@ class MoCo(BaseContrastiveLearner):
 
     def pretrain_step(self, batch: Any) -> dict:
         """``{"loss": ...}`` of a batch ``(B, n_leads, n_samples)`` or ``(signal, ...)``;
-        in training mode, first (at an optimizer step's first micro-batch) a momentum step
-        of the key encoder and (v2) afterwards the batch's keys into the queue."""
+        in training mode with gradients enabled, first (at an optimizer step's first
+        micro-batch) a momentum step of the key encoder and (v2) afterwards the batch's
+        keys into the queue."""
         x = signal_of(batch)
         self._check_signal(x)
         if self.version == 2:
             self._check_queue(x.shape[0])
         v = self._augmented_views(x, 2)
-        if self.training and torch.is_grad_enabled():
+        # A training call: not one without gradients (a validation loss in training
+        # mode), which leaves the key encoder and the queue alone.
+        training = self.training and torch.is_grad_enabled()
+        if training:
             if self._micro_batches % max(1, int(self.grad_accum)) == 0:
                 self.update_key_encoder()
             self._micro_batches += 1
@@ -256,7 +260,7 @@ class MoCo(BaseContrastiveLearner):
             k = self._keys(v[1])
             # a copy: the in-place enqueue below must not touch what backward reads
             loss = queue_info_nce(q, k, self.queue.clone(), self.temperature)
-            if self.training:
+            if training:
                 self._enqueue(k)
         else:
             q1, q2 = self.predictor(self.projector(self.embed(v.flatten(0, 1)))).chunk(2)
