@@ -587,8 +587,9 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
     protocol : str or sequence of str
         ``"linear_probe"`` (L2 logistic regression, inverse strength `probe_c`, on
         standardised embeddings; one per class for multi-label), ``"knn"`` (`knn_k`
-        nearest neighbours, cosine distance on standardised embeddings; for single-label
-        at most the smallest class count of the subsample) or ``"finetune"`` (a copy of
+        nearest neighbours, cosine distance on standardised embeddings, a majority vote
+        whose ties go to the lowest class index (scikit-learn's); for single-label at
+        most the smallest class count of the subsample) or ``"finetune"`` (a copy of
         the encoder in :class:`fastecg.ssl.SSLClassifier`, ``mode="full"``, trained
         `finetune_steps` AdamW steps at `finetune_lr` with the
         :class:`fastecg.train.Trainer`), or several of them.
