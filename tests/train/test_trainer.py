@@ -382,3 +382,92 @@ def test_an_augmenter_manager_as_transform_gets_and_mixes_the_labels():
         sig = trainer._prepare(batch)
         sig = sig["signal"] if isinstance(sig, dict) else sig
         assert isinstance(sig, torch.Tensor) and sig.shape == (4, 2, 50)
+
+
+def _lin_data():
+    x = torch.randn(20, 2, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(20, 1, generator=torch.Generator().manual_seed(1))
+    return x, y
+
+
+def _lin():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(8, 1))
+
+
+def test_metrics_lr_is_the_rate_the_step_used():
+    x, y = _lin_data()
+    model = _lin()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
+    h = Trainer(model, opt, sched, loss_fn=nn.functional.mse_loss, batch_size=4,
+                max_steps=3, progress=False).fit(torch.utils.data.TensorDataset(x, y))
+    assert [r["lr"] for r in h] == pytest.approx([0.1, 0.05, 0.1 / 3])
+
+
+def test_reduce_lr_on_plateau_is_stepped_with_the_loss():
+    x, y = _lin_data()
+    model = _lin()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+    flat = lambda out, target: (out * 0).mean() + 1.0  # noqa: E731  a loss that never improves
+    Trainer(model, opt, sched, loss_fn=flat, batch_size=4, max_steps=4,
+            progress=False).fit(torch.utils.data.TensorDataset(x, y))
+    assert sched.last_epoch == 4 and sched.best == 1.0
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 / 8)  # cut at steps 2, 3, 4
+
+
+def test_loss_fn_takes_dict_batches_and_refuses_bare_tensors():
+    x, y = _lin_data()
+
+    class Records(torch.utils.data.Dataset):
+        def __len__(self):
+            return 20
+
+        def __getitem__(self, i):
+            return {"signal": x[i], "label": y[i]}
+
+    weights = []
+    for data in (Records(), torch.utils.data.TensorDataset(x, y)):
+        model = _lin()
+        Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=3,
+                progress=False).fit(data)
+        weights.append(model[1].weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])
+    with pytest.raises(TypeError, match="loss_fn needs"):
+        Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=1,
+                progress=False).fit(x)
+
+
+def test_a_fresh_run_in_a_used_folder_starts_metrics_anew(tmp_path):
+    x, y = _lin_data()
+    data = torch.utils.data.TensorDataset(x, y)
+    for steps in (3, 2):
+        Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=steps,
+                out_dir=tmp_path, progress=False).fit(data)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["step", "1", "2"]
+
+
+def test_keep_last_never_deletes_the_checkpoint_just_written(tmp_path):
+    x, y = _lin_data()
+    data = torch.utils.data.TensorDataset(x, y)
+    Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=4,
+            ckpt_every=2, out_dir=tmp_path, progress=False).fit(data)
+    t = Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=2,
+                ckpt_every=2, out_dir=tmp_path, progress=False, keep_last=1)
+    t.fit(data)
+    assert t.latest_checkpoint().is_file()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt")) == \
+        ["step_00000002.pt"]
+
+
+def test_a_nan_loss_leaves_the_data_position_of_the_last_good_step():
+    x, y = _lin_data()
+    x[5] = float("nan")  # step 2, micro-batch 1 (batches of 2, no shuffling)
+    t = Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=2, grad_accum=2,
+                max_steps=5, shuffle=False, progress=False)
+    with pytest.raises(FloatingPointError):
+        t.fit(torch.utils.data.TensorDataset(x, y))
+    assert (t.step, t.batch_in_epoch) == (1, 2)

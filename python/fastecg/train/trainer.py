@@ -172,9 +172,10 @@ class Trainer:
     optimizer : torch.optim.Optimizer, optional
         AdamW(lr) over the trainable parameters by default.
     scheduler : LR scheduler, optional
-        Stepped once per optimizer step.
+        Stepped once per optimizer step (a ReduceLROnPlateau with that step's loss).
     loss_fn : callable, optional
-        ``loss_fn(model(x), y)`` on ``(x, y)`` batches (fine-tuning).
+        ``loss_fn(model(x), y)`` on ``(x, y, ...)`` batches, or on dict batches with
+        ``x = batch["signal"]``, ``y = batch["label"]`` (fine-tuning).
     batch_size : int
         Records per process per micro-batch.
     max_steps : int, optional
@@ -186,7 +187,10 @@ class Trainer:
     device : str or torch.device, optional
         ``cuda:<local rank>`` when CUDA is available, else CPU.
     out_dir : path, optional
-        Where checkpoints and ``metrics.csv`` go (none written without it).
+        Where checkpoints and ``metrics.csv`` go (none written without it). A row of
+        ``metrics.csv`` per optimizer step: ``step``, ``epoch``, ``loss`` (the mean of the
+        step's micro-batch losses), ``lr`` (the rate that step used, before the
+        scheduler's step) and ``samples_per_s``.
     ckpt_every : int, optional
         Checkpoint period in optimizer steps (and always at the end, with `out_dir`).
     seed : int
@@ -360,7 +364,10 @@ class Trainer:
         if self.keep_last is not None:
             # Older ones go only after `latest` points at the new one: a crash in between
             # leaves an extra file, never a dangling pointer.
-            for old in sorted(folder.glob("step_*.pt"))[:-self.keep_last]:
+            # The one just written is never deleted, even when a former run in this
+            # folder left checkpoints of higher step numbers.
+            olds = sorted(p for p in folder.glob("step_*.pt") if p.name != path.name)
+            for old in olds[:max(len(olds) - (self.keep_last - 1), 0)]:
                 old.unlink()
         return path
 
@@ -476,10 +483,25 @@ class Trainer:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
         with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp is not None):
             if self.loss_fn is not None:
-                x, y = batch[0], batch[1]
+                x, y = self._input_and_target(batch)
                 return self.loss_fn(self.wrapped(x), y)
             out = self.wrapped(batch)
             return out["loss"] if isinstance(out, dict) else out
+
+    @staticmethod
+    def _input_and_target(batch: Any) -> tuple:
+        """``(x, y)`` of a batch for `loss_fn`: ``(x, y, ...)`` or a dict's ``"signal"``
+        and ``"label"``."""
+        if isinstance(batch, dict):
+            if "signal" not in batch or "label" not in batch:
+                raise ValueError(f"loss_fn needs dict batches with 'signal' and 'label' keys, "
+                                 f"got {sorted(batch)}")
+            return batch["signal"], batch["label"]
+        if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+            return batch[0], batch[1]
+        raise TypeError(f"loss_fn needs (x, y) or {{'signal', 'label'}} batches, got "
+                        f"{type(batch).__name__}" + (" (a dataset of bare tensors has no "
+                                                      "labels)" if isinstance(batch, Tensor) else ""))
 
     def fit(self, dataset: Union[Dataset, Tensor], resume: Union[bool, str, os.PathLike] = False
             ) -> list[dict]:
@@ -505,6 +527,9 @@ class Trainer:
             if self.step > total:  # (equal: a finished run, nothing left to do)
                 raise ValueError(f"resume: the checkpoint is at step {self.step}, past this "
                                  f"run's {total} steps; ask for at least {self.step}")
+        # metrics.csv holds this run's steps 1..step only: a fresh run in a used folder
+        # starts it anew rather than appending to a former run's rows.
+        self._truncate_metrics()
         bar = None
         if self.progress and self.is_main:
             from tqdm.auto import tqdm
@@ -554,6 +579,7 @@ class Trainer:
 
     def _train_step(self, it: Iterator) -> dict:
         t0 = time.perf_counter()
+        self._step_first_batch = self.batch_in_epoch
         self.optimizer.zero_grad(set_to_none=True)
         total_loss, n_records = 0.0, 0
         for micro in range(self.grad_accum):
@@ -581,20 +607,29 @@ class Trainer:
         if self.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.scheduler is not None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            mean = torch.tensor(total_loss / self.grad_accum, device=self.device)
+            if self.distributed:  # one loss for all ranks, or their rates would part
+                dist.all_reduce(mean)
+                mean /= self.world
+            self.scheduler.step(float(mean))
+        elif self.scheduler is not None:
             self.scheduler.step()
         self.step += 1
         elapsed = time.perf_counter() - t0
         return {"step": self.step, "epoch": self.epoch, "loss": total_loss / self.grad_accum,
-                "lr": self.optimizer.param_groups[0]["lr"],
+                "lr": lr,
                 "samples_per_s": n_records * self.world / max(elapsed, 1e-9)}
 
     def _nonfinite_loss(self, what: str) -> None:
         """Raise FloatingPointError for a NaN/Inf loss, before any optimizer or scheduler
-        step, so the weights stay those of the last good step."""
+        step, so the weights stay those of the last good step (and the data position that
+        of its end: a later ``fit`` retakes the failed step's batches)."""
         self.optimizer.zero_grad(set_to_none=True)
+        self.batch_in_epoch = getattr(self, "_step_first_batch", self.batch_in_epoch)
         raise FloatingPointError(f"{what} at step {self.step + 1}; the weights, optimizer "
                                  f"and scheduler were not stepped")
 
