@@ -225,12 +225,13 @@ class EagerOp:
 
     def __init__(self, op, impl: Callable):
         self._op, self._impl = op, impl
+        self._name = op._qualname
 
     def __call__(self, *args):
         if torch.compiler.is_compiling():
             return self._op(*args)
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        check_no_tangent(tensors, self._op._qualname)
+        check_no_tangent(tensors, self._name)
         if plain_eager(tensors):
             return self._impl(*args)
         return self._op(*args)
