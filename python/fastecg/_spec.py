@@ -52,6 +52,17 @@ class MaskMode(enum.IntEnum):
 NORMALIZE_EPS = 1e-7
 
 
+def check_ddof_eps(ddof, eps) -> None:
+    """normalize's `ddof` (a non-negative int) and `eps` (a finite number >= 0), checked
+    alike on the torch and NumPy paths (ValueError)."""
+    if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
+        raise ValueError(f"normalize: ddof must be a non-negative int, got {ddof!r}")
+    # (comparisons, not math.isfinite: under torch.compile(dynamic=True) eps may be a
+    # symbolic float)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
+        raise ValueError(f"normalize: eps must be a finite number >= 0, got {eps!r}")
+
+
 def check_fs(fs, what: str) -> float:
     """`fs` as a float: a real number (not a string or a bool), finite and positive.
     Every entry point, torch or NumPy, function or module, takes the same rule."""

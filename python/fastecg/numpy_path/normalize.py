@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
-from .._spec import NORMALIZE_EPS as EPS
+from .._spec import NORMALIZE_EPS as EPS, check_ddof_eps
 
 _METHODS = ("z-score", "min-max", "naive")
 
@@ -37,10 +34,7 @@ def normalize(sig: np.ndarray, method: str = "z-score", mean: float = 0.0, std: 
     """
     if method not in _METHODS:
         raise ValueError(f"normalize: unknown method {method!r}; expected one of {_METHODS}")
-    if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
-        raise ValueError(f"normalize: ddof must be a non-negative int, got {ddof!r}")
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
-        raise ValueError(f"normalize: eps must be a finite number >= 0, got {eps!r}")
+    check_ddof_eps(ddof, eps)
     sig = np.asarray(sig)
     if not np.issubdtype(sig.dtype, np.floating):
         raise TypeError(f"normalize: expected a floating-point array, got {sig.dtype}")

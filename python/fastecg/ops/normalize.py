@@ -8,7 +8,6 @@ picked by :mod:`fastecg.ops._dispatch`.
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, Union
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._spec import NORMALIZE_EPS, NormalizeMethod
+from .._spec import NORMALIZE_EPS, NormalizeMethod, check_ddof_eps
 from ._dispatch import (check_backend_name, compiled_op, custom_op, kernel_for, register_kernel,
                         resolve_backend)
 from ._validate import check_signal, kernel_dtype
@@ -231,12 +230,7 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
 def check_normalize_args(method: str, mean, std, backend: str, ddof: int = 1,
                          eps: float = EPS) -> None:
     """What can be checked without a signal (the modules check it when built)."""
-    if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
-        raise ValueError(f"normalize: ddof must be a non-negative int, got {ddof!r}")
-    # (comparisons, not math.isfinite: under torch.compile(dynamic=True) eps may be a
-    # symbolic float)
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
-        raise ValueError(f"normalize: eps must be a finite number >= 0, got {eps!r}")
+    check_ddof_eps(ddof, eps)
     if method not in NORMALIZE_METHODS:
         raise ValueError(f"normalize: unknown method {method!r}; expected one of "
                          f"{sorted(NORMALIZE_METHODS)}")
