@@ -471,3 +471,209 @@ def test_a_nan_loss_leaves_the_data_position_of_the_last_good_step():
     with pytest.raises(FloatingPointError):
         t.fit(torch.utils.data.TensorDataset(x, y))
     assert (t.step, t.batch_in_epoch) == (1, 2)
+
+
+class _Recorder(nn.Module):
+    """Records, per training call, the records of its batch (their first value is the
+    record's index) and whether it was in training mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.seen, self.modes = [], []
+
+    def forward(self, batch):
+        self.seen.append(batch[:, 0, 0].long().tolist())
+        self.modes.append(self.training)
+        return {"loss": (self.w * batch.mean()).square()}
+
+
+def _indexed(n):
+    return torch.arange(n, dtype=torch.float32)[:, None, None].expand(n, 1, 4).clone()
+
+
+def test_grad_accum_skips_an_epochs_incomplete_last_step_with_a_warning():
+    """5 batches an epoch, grad_accum=2: two steps take batches 0-3, batch 4 (records
+    16-19) is too few for a step and is skipped every epoch, with a warning naming it."""
+    model = _Recorder()
+    with pytest.warns(UserWarning, match=r"last 1 of each epoch's 5 batches \(4 records\)"):
+        hist = Trainer(model, batch_size=4, grad_accum=2, epochs=2, shuffle=False,
+                       progress=False).fit(_indexed(20))
+    assert [h["epoch"] for h in hist] == [0, 0, 1, 1]
+    epoch = [[4 * b + i for i in range(4)] for b in range(4)]
+    assert model.seen == epoch + epoch
+
+
+def test_a_dangling_latest_pointer_is_an_error_not_a_fresh_run(tmp_path):
+    x = _indexed(8)
+    Trainer(_Recorder(), batch_size=4, max_steps=3, ckpt_every=1, out_dir=tmp_path,
+            progress=False).fit(x)
+    folder = tmp_path / "checkpoints"
+    (folder / "step_00000003.pt").unlink()
+    trainer = Trainer(_Recorder(), batch_size=4, max_steps=4, out_dir=tmp_path,
+                      progress=False)
+    with pytest.raises(FileNotFoundError,
+                       match=r"step_00000003.pt, which is missing.*step_00000002.pt"):
+        trainer.fit(x, resume=True)
+    (folder / "latest").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no 'latest' pointer.*step_00000002.pt"):
+        trainer.fit(x, resume=True)
+    assert trainer.step == 0 and trainer.history == []
+    # the checkpoint the message names resumes
+    assert trainer.fit(x, resume=folder / "step_00000002.pt")[0]["step"] == 3
+    with pytest.raises(ValueError, match="no out_dir"):
+        Trainer(_Recorder(), batch_size=4, max_steps=1, progress=False).fit(x, resume=True)
+
+
+def _sched_run(out_dir, scheduler):
+    torch.manual_seed(0)
+    model = _lin()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5) if scheduler \
+        else None
+    return model, Trainer(model, opt, sched, loss_fn=nn.functional.mse_loss, batch_size=4,
+                          max_steps=4, out_dir=out_dir, progress=False)
+
+
+def test_resume_refuses_a_scheduler_the_checkpoint_lacks_or_the_reverse(tmp_path):
+    """Resuming a scheduled run without its scheduler trained on at the last scheduled
+    rate, and a scheduler with a checkpoint of none restarted its schedule: both are
+    ValueErrors, before anything is loaded."""
+    x, y = _lin_data()
+    data = torch.utils.data.TensorDataset(x, y)
+    for saved_with, message in ((True, "no scheduler: pass"), (False, "restart")):
+        folder = tmp_path / str(saved_with)
+        _, first = _sched_run(folder, saved_with)
+        first.max_steps = 2
+        first.fit(data)
+        model, other = _sched_run(folder, not saved_with)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(ValueError, match=message):
+            other.fit(data, resume=True)
+        assert other.step == 0
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, before[k]), k
+
+
+def test_resume_refuses_another_dataset_length_or_optimizer_groups(tmp_path):
+    x, y = _lin_data()
+    _, first = _sched_run(tmp_path, True)
+    first.fit(torch.utils.data.TensorDataset(x[:16], y[:16]))
+    _, other = _sched_run(tmp_path, True)
+    with pytest.raises(ValueError, match="data order"):
+        other.fit(torch.utils.data.TensorDataset(x, y), resume=True)
+
+    Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=1,
+            out_dir=tmp_path / "default", progress=False).fit(
+        torch.utils.data.TensorDataset(x, y))
+    model = _lin()
+    one_group = Trainer(model, torch.optim.AdamW(model.parameters()),
+                        loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=2,
+                        out_dir=tmp_path / "default", progress=False)
+    with pytest.raises(ValueError, match=r"parameter groups of \[1, 1\] parameters, this "
+                                         r"trainer's \[2\]"):
+        one_group.fit(torch.utils.data.TensorDataset(x, y), resume=True)
+
+
+class _Tokens(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 3))
+        self.pos_embed = nn.Parameter(torch.randn(5, 3))
+        self.patch_embed = nn.Linear(4, 3)
+        self.norm = nn.LayerNorm(3)
+        self.head = nn.Linear(3, 2)
+        self.frozen = nn.Parameter(torch.randn(3, 3), requires_grad=False)
+
+    def forward(self, batch):
+        # zero gradients everywhere: one AdamW step then only applies the weight decay
+        return {"loss": sum((p * 0).sum() for p in self.parameters() if p.requires_grad)}
+
+
+def test_default_optimizer_decays_weights_only():
+    """The default AdamW leaves biases, norms, tokens and embeddings undecayed: with
+    zero gradients, one step multiplies the decayed weights by 1 - lr * weight_decay
+    and leaves the rest as they were (and skips frozen parameters)."""
+    torch.manual_seed(0)
+    model = _Tokens()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    Trainer(model, lr=0.1, weight_decay=0.5, batch_size=2, max_steps=1,
+            progress=False).fit(torch.randn(2, 1, 4))
+    decayed = {"patch_embed.weight", "head.weight"}
+    for name, value in model.state_dict().items():
+        factor = 1 - 0.1 * 0.5 if name in decayed else 1.0
+        torch.testing.assert_close(value, before[name] * factor, rtol=1e-6, atol=0,
+                                   msg=name)
+
+    mae = SSL.build("mae_1d", **TINY_MAE)
+    groups = Trainer(mae, progress=False).optimizer.param_groups
+    names = {id(p): n for n, p in mae.named_parameters()}
+    no_decay = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    expected = {n for n, p in mae.named_parameters() if p.ndim <= 1} | {
+        "cls_token", "mask_token", "pos_embed", "decoder_pos_embed"}
+    assert no_decay == expected
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
+
+
+def test_no_weight_decay_names_of_the_model_are_honoured():
+    from fastecg.train.optim import param_groups
+
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    model.no_weight_decay = lambda: {"1.weight"}
+    groups = param_groups(model, 0.1)
+    assert [[id(p) for p in g["params"]] for g in groups] == [
+        [id(model[0].weight)], [id(model[0].bias), id(model[1].weight), id(model[1].bias)]]
+
+
+def test_a_callbacks_eval_does_not_leave_the_model_in_eval_mode():
+    model = _Recorder()
+
+    def validate(trainer, metrics):
+        trainer.model.eval()
+
+    Trainer(model, batch_size=4, max_steps=3, progress=False, callbacks=[validate]).fit(
+        _indexed(12))
+    assert model.modes == [True, True, True]
+
+
+def _resume_on(device, tmp_path):
+    x, y = _lin_data()
+    data = torch.utils.data.TensorDataset(x, y)
+    model, first = _sched_run(tmp_path, True)
+    first.max_steps = 2
+    first.fit(data)
+    torch.manual_seed(0)
+    other = _lin()
+    opt = torch.optim.SGD(other.parameters(), lr=0.1)
+    trainer = Trainer(other, opt, torch.optim.lr_scheduler.StepLR(opt, 1, 0.5),
+                      loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=4,
+                      out_dir=tmp_path, progress=False, device=device)
+    assert trainer.resume() and trainer.step == 2
+    return model, other
+
+
+@pytest.mark.filterwarnings("ignore:.*meta parameter")
+def test_resume_onto_another_device_than_the_cpu():
+    """The RNG states of a checkpoint must come back as CPU tensors whatever the
+    trainer's device (torch.set_rng_state refused the device copies); the "meta" device
+    stands for a GPU here."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        _, other = _resume_on("meta", pathlib.Path(folder))
+    assert all(p.device.type == "meta" for p in other.parameters())
+
+
+@pytest.mark.cuda
+def test_resume_on_cuda(tmp_path):
+    model, other = _resume_on("cuda", tmp_path)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(other.state_dict()[k].cpu(), v, rtol=0, atol=0)
+
+
+def test_bad_step_counts_are_value_errors():
+    for kwargs, name in (({"ckpt_every": 0}, "ckpt_every"), ({"max_steps": -1}, "max_steps"),
+                         ({"epochs": 0}, "epochs"), ({"grad_accum": 1.5}, "grad_accum"),
+                         ({"batch_size": 0}, "batch_size")):
+        with pytest.raises(ValueError, match=name):
+            Trainer(Regression(), progress=False, **kwargs)

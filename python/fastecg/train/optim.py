@@ -1,4 +1,5 @@
-"""torch's common optimizers and LR schedulers in the OPTIMIZERS / SCHEDULERS registries.
+"""torch's common optimizers and LR schedulers in the OPTIMIZERS / SCHEDULERS registries,
+and :func:`param_groups`, the weight-decay split of the Trainer's default AdamW.
 
 >>> import torch
 >>> from fastecg.registry import OPTIMIZERS, SCHEDULERS
@@ -11,9 +12,14 @@
 'CosineAnnealingLR'
 """
 
+from __future__ import annotations
+
 import torch
+from torch import nn
 
 from ..registry import OPTIMIZERS, SCHEDULERS
+
+__all__ = ["param_groups"]
 
 for _name, _cls in {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
                     "sgd": torch.optim.SGD}.items():
@@ -24,3 +30,49 @@ for _name, _cls in {"cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
                     "step": torch.optim.lr_scheduler.StepLR,
                     "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau}.items():
     SCHEDULERS.register(_name)(_cls)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """The trainable parameters of `model` in two optimizer groups: with `weight_decay`,
+    and without it.
+
+    No decay, as in timm, Hugging Face and the MAE / ST-MEM recipes, for parameters of
+    at most one dimension (biases, normalisation scales and shifts) and for tokens and
+    embeddings held as bare parameters (a name whose last part ends with ``token`` or
+    ``embed``: ``cls_token``, ``mask_token``, ``pos_embed``, ``lead_embed``; a layer's
+    weight such as ``patch_embed.weight`` is decayed), plus the names a model's
+    ``no_weight_decay()`` returns (timm's convention). Shrinking these towards zero
+    regularises nothing useful and biases normalisation and positions.
+
+    Parameters
+    ----------
+    model : nn.Module
+    weight_decay : float
+        Decay of the first group.
+
+    Returns
+    -------
+    list of dict
+        ``[{"params": decayed, "weight_decay": weight_decay},
+        {"params": not_decayed, "weight_decay": 0.0}]``, empty groups left out.
+
+    Examples
+    --------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    >>> [(len(g["params"]), g["weight_decay"]) for g in param_groups(model, 0.05)]
+    [(1, 0.05), (3, 0.0)]
+    """
+    skip = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) \
+        else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if p.ndim <= 1 or leaf.endswith(("token", "embed")) or name in skip:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]

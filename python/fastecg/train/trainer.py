@@ -25,11 +25,13 @@ from __future__ import annotations
 import csv
 import gc
 import math
+import numbers
 import os
 import pathlib
 import random
 import tempfile
 import time
+import warnings
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -170,7 +172,9 @@ class Trainer:
     model : nn.Module
         ``model(batch)`` returns ``{"loss": ...}``, or `loss_fn` is given.
     optimizer : torch.optim.Optimizer, optional
-        AdamW(lr) over the trainable parameters by default.
+        By default AdamW(`lr`) over the trainable parameters, `weight_decay` on all but
+        biases, normalisation parameters, tokens and position/lead embeddings
+        (:func:`fastecg.train.optim.param_groups`).
     scheduler : LR scheduler, optional
         Stepped once per optimizer step (a ReduceLROnPlateau with that step's loss).
     loss_fn : callable, optional
@@ -181,7 +185,12 @@ class Trainer:
     max_steps : int, optional
         Optimizer steps; by default `epochs` epochs.
     grad_accum : int
-        Micro-batches per optimizer step.
+        Micro-batches per optimizer step: each step takes ``batch_size * grad_accum *
+        world`` records, its gradient the mean of its micro-batches'. As an incomplete
+        last batch is, an epoch's last ``n_batches % grad_accum`` batches (too few for a
+        step) are skipped, with a warning; shuffling makes them other records each
+        epoch. (MAE's reference loop discards them too; a smaller last step would also
+        break MoCo's once-per-step key update and the exact resume.)
     clip_grad_norm : float, optional
     amp : {None, "bf16", "fp16"}
     device : str or torch.device, optional
@@ -193,6 +202,10 @@ class Trainer:
         scheduler's step) and ``samples_per_s``.
     ckpt_every : int, optional
         Checkpoint period in optimizer steps (and always at the end, with `out_dir`).
+        A resume (``fit(..., resume=...)``) needs the same seed, batch size, number of
+        processes, accumulation, shuffling and dataset length, the optimizer's parameter
+        groups, and a `scheduler` exactly when the checkpoint has one (ValueError
+        otherwise).
     seed : int
         Seeds the data order.
     transform : callable, optional
@@ -204,11 +217,15 @@ class Trainer:
         ``cb(trainer, metrics)`` after every optimizer step, before that step's
         checkpoint (which thus holds the RNG state after the callbacks' draws: a
         resumed run draws as an uninterrupted one). A callback that raises leaves no
-        checkpoint of its step; a resume starts from the previous one.
+        checkpoint of its step; a resume starts from the previous one. The model is put
+        back in training mode after the callbacks (a validation callback's ``eval()``
+        must not turn dropout off, or MoCo's key update, for the rest of the run).
     tensorboard : bool
         Also log to ``out_dir/tensorboard`` when TensorBoard is installed.
     keep_last : int, optional
         Keep only the newest `keep_last` checkpoints (all by default).
+    lr, weight_decay : float
+        Of the default optimizer (unused with `optimizer`).
 
     Examples
     --------
@@ -243,11 +260,18 @@ class Trainer:
                  seed: int = 0, shuffle: bool = True, num_workers: int = 0,
                  transform: Optional[Callable] = None, progress: bool = True,
                  callbacks: Sequence[Callable] = (), tensorboard: bool = False,
-                 keep_last: Optional[int] = None):
+                 keep_last: Optional[int] = None, weight_decay: float = 0.01):
         if amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
-        if grad_accum < 1 or batch_size < 1:
-            raise ValueError("grad_accum and batch_size must be >= 1")
+        for name, value, low in (("grad_accum", grad_accum, 1), ("batch_size", batch_size, 1),
+                                 ("epochs", epochs, 1), ("max_steps", max_steps, 0),
+                                 ("ckpt_every", ckpt_every, 1)):
+            if value is None and name in ("max_steps", "ckpt_every"):
+                continue
+            # 0 or a negative number silently meant "no checkpoints" or "no steps"
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
+                    value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
         self._init_distributed()
@@ -257,8 +281,11 @@ class Trainer:
         if amp == "fp16" and self.device.type != "cuda":
             raise ValueError("amp='fp16' needs CUDA; use amp='bf16' on the CPU")
         self.model = model.to(self.device)
-        self.optimizer = optimizer or torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=lr)
+        if optimizer is None:
+            from .optim import param_groups
+
+            optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+        self.optimizer = optimizer
         self.scheduler = scheduler
         self.loss_fn = loss_fn
         self.batch_size, self.max_steps, self.epochs = batch_size, max_steps, epochs
@@ -273,6 +300,7 @@ class Trainer:
         self.tensorboard = tensorboard
         self.keep_last = keep_last
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self._n_records: Optional[int] = None  # the dataset's length, once fit has it
         self.history: list[dict] = []
         self.wrapped = self.model
         if self.world > 1:
@@ -325,25 +353,58 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "scaler": self.scaler.state_dict(), "rng": states, "step": self.step,
                 "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "meta": {"seed": self.seed, "batch_size": self.batch_size, "world": self.world,
-                         "grad_accum": self.grad_accum, "shuffle": self.shuffle}}
+                "meta": self._meta()}
+
+    def _meta(self) -> dict:
+        """What the data order depends on."""
+        return {"seed": self.seed, "batch_size": self.batch_size, "world": self.world,
+                "grad_accum": self.grad_accum, "shuffle": self.shuffle,
+                "records": self._n_records}
 
     def load_state_dict(self, state: dict) -> None:
-        meta = state["meta"]
-        mine = {"seed": self.seed, "batch_size": self.batch_size, "world": self.world,
-                "grad_accum": self.grad_accum, "shuffle": self.shuffle}
+        """Restore a :meth:`state_dict`.
+
+        Raises
+        ------
+        ValueError
+            The checkpoint's data order differs from this run's (seed, batch size,
+            processes, accumulation, shuffling, dataset length), it holds another model
+            or an optimizer of other parameter groups, or it has a scheduler state and
+            this trainer no scheduler, or the reverse (the learning rates would silently
+            part from the uninterrupted run's). Nothing is loaded then.
+        """
+        meta, mine = dict(state["meta"]), self._meta()
+        if meta.get("records") is None or mine["records"] is None:
+            # a checkpoint of an older version, or a trainer that has not seen the data
+            meta.pop("records", None), mine.pop("records")
         if meta != mine:
             raise ValueError(f"checkpoint was written with {meta}, this run has {mine}: the "
                              f"data order would differ, so the resume would not be exact")
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as err:  # another architecture or size
-            first = str(err).strip().splitlines()[0]
-            raise ValueError(f"checkpoint holds another model than this run's ({first} ...): "
-                             "resume with the model it was written by, or train in another "
-                             "folder") from None
+        if (state["scheduler"] is None) != (self.scheduler is None):
+            raise ValueError(
+                "checkpoint has a scheduler state but this trainer no scheduler: pass the "
+                "run's scheduler" if self.scheduler is None else
+                "this trainer has a scheduler but the checkpoint no scheduler state: the "
+                "schedule would restart at its first step, not at the checkpoint's")
+        # The model and optimizer are compared before either is loaded, so that a
+        # refused checkpoint leaves this trainer as it was.
+        theirs, ours = state["model"], self.model.state_dict()
+        shape = lambda t: getattr(t, "shape", None)  # noqa: E731  (extra states have none)
+        differ = sorted(set(theirs) ^ set(ours)) or \
+            [k for k in ours if shape(theirs[k]) != shape(ours[k])]
+        if differ:
+            raise ValueError(f"checkpoint holds another model than this run's ({differ[0]!r} "
+                             f"differs): resume with the model it was written by, or train in "
+                             f"another folder")
+        saved = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
+        mine = [len(g["params"]) for g in self.optimizer.param_groups]
+        if saved != mine:
+            raise ValueError(f"checkpoint's optimizer has parameter groups of {saved} "
+                             f"parameters, this trainer's {mine}: resume with the optimizer "
+                             f"the run was written with")
+        self.model.load_state_dict(theirs)
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
+        if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"][self.rank])
@@ -372,30 +433,49 @@ class Trainer:
         return path
 
     def latest_checkpoint(self) -> Optional[pathlib.Path]:
+        """The checkpoint ``checkpoints/latest`` names (which may be missing), or None
+        without `out_dir` or that pointer."""
         if self.out_dir is None:
             return None
         pointer = self.out_dir / CKPT_DIR / LATEST
         return pointer.parent / pointer.read_text().strip() if pointer.is_file() else None
 
     def resume(self, path: Union[str, os.PathLike, None] = None) -> bool:
-        """Load `path`, or by default the latest checkpoint in `out_dir` (False if there
-        is none).
+        """Load `path`, or by default the latest checkpoint in `out_dir` (False if the
+        folder has no checkpoint at all).
 
         Raises
         ------
         FileNotFoundError
-            An explicit `path` that is not a file: training from scratch instead of the
-            checkpoint asked for would go unnoticed.
+            An explicit `path` that is not a file, or a ``latest`` pointer naming a
+            missing file, or checkpoints without a ``latest`` pointer: training from
+            scratch instead of the checkpoint asked for would go unnoticed. The message
+            names the newest checkpoint there, to pass as `path`.
+        ValueError
+            No `path` and no `out_dir` to look in; or see :meth:`load_state_dict`.
         """
         if path is not None:
             path = pathlib.Path(path)
             if not path.is_file():
                 raise FileNotFoundError(f"resume: no checkpoint file at {path}")
         else:
+            if self.out_dir is None:
+                raise ValueError("resume: no out_dir to find the latest checkpoint in; pass "
+                                 "out_dir or the checkpoint's path")
             path = self.latest_checkpoint()
+            folder = self.out_dir / CKPT_DIR
+            saved = sorted(folder.glob("step_*.pt"))
             if path is None or not path.is_file():
-                return False
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+                if not saved:
+                    return False
+                what = f"{folder / LATEST} names {path.name}, which is missing" \
+                    if path is not None else f"{folder} has no '{LATEST}' pointer"
+                raise FileNotFoundError(f"resume: {what}; the newest checkpoint there is "
+                                        f"{saved[-1]}: pass it as resume=<path> to go on "
+                                        f"from it")
+        # On the CPU: RNG states must be CPU tensors; the model's and the optimizer's
+        # load_state_dict copy theirs onto the parameters' device.
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         self._truncate_metrics()
         return True
 
@@ -507,9 +587,10 @@ class Trainer:
             ) -> list[dict]:
         """Train until `max_steps` (or `epochs`); returns the per-step metrics.
 
-        `resume`: True loads the latest checkpoint in `out_dir` if there is one (else
-        starts afresh); a path loads that checkpoint, and FileNotFoundError is raised
-        if it does not exist.
+        `resume`: True loads the latest checkpoint in `out_dir` (starts afresh only if
+        the folder has no checkpoint at all; a ``latest`` pointer to a missing file is a
+        FileNotFoundError); a path loads that checkpoint, and FileNotFoundError is raised
+        if it does not exist. See :meth:`resume` and :meth:`load_state_dict`.
 
         A non-finite loss raises FloatingPointError before the optimizer step: the
         weights, optimizer, scheduler and step count stay those of the last good step.
@@ -517,10 +598,18 @@ class Trainer:
         if self.out_dir is not None and self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         loader, sampler = self._loader(dataset)
+        self._n_records = sampler.n
         steps_per_epoch = len(sampler) // self.grad_accum
         if steps_per_epoch < 1:
             raise ValueError(f"an epoch has {len(sampler)} batches, fewer than grad_accum="
                              f"{self.grad_accum}")
+        skipped = len(sampler) % self.grad_accum
+        if skipped and self.is_main:
+            warnings.warn(
+                f"grad_accum={self.grad_accum}: the last {skipped} of each epoch's "
+                f"{len(sampler)} batches ({skipped * self.batch_size * self.world} records) "
+                f"are too few for an optimizer step and are skipped; use a grad_accum that "
+                f"divides {len(sampler)} to train on them", stacklevel=2)
         total = self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
         if resume:
             self.resume(None if resume is True else resume)
@@ -562,6 +651,8 @@ class Trainer:
                         writer.add_scalar("lr", metrics["lr"], self.step)
                     for cb in self.callbacks:
                         cb(self, metrics)
+                    if self.callbacks:
+                        self.model.train()  # a validation callback's eval() ends here
                     # After the callbacks: their draws (a validation callback's masks)
                     # belong in the saved RNG state, or a resumed run would draw
                     # differently from an uninterrupted one.
