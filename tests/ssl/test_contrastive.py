@@ -176,6 +176,37 @@ def test_cmsc_views_are_adjacent_segments_of_one_record():
     assert torch.equal(leads[0, :, 0], xr[:, 1]) and torch.equal(leads[1, :, 0], xr[:, 2])
 
 
+@pytest.mark.parametrize("variant", ["cmsc", "cmsmlc"])
+def test_clocs_segments_are_keyed_per_record(variant):
+    """The starts came from torch.randint on the global generator: a record's segments
+    depended on the batch it came in and every step consumed the caller's RNG. Keyed
+    by (seed, epoch, index), one batch or two give the same segments, and the global
+    generator is left alone."""
+    model = _tiny("clocs", variant=variant, segment_len=150)
+    # sample t of every lead of record i holds 1000 i + t: a view's first value is its start
+    x = (1000 * torch.arange(6.0).view(6, 1, 1) + torch.arange(400.0)).expand(6, 3, 400)
+    index = torch.arange(10, 16)
+    state = torch.get_rng_state()
+    whole = model.views(x, seed=7, epoch=2, indices=index)
+    split = torch.cat([model.views(x[:4], seed=7, epoch=2, indices=index[:4]),
+                       model.views(x[4:], seed=7, epoch=2, indices=index[4:])], 1)
+    assert torch.equal(whole, split)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not torch.equal(whole, model.views(x, seed=7, epoch=3, indices=index))
+    loss = model.pretrain_step(x, seed=7, epoch=2, indices=index)["loss"]
+    torch.manual_seed(99)
+    assert model.pretrain_step(x, seed=7, epoch=2, indices=index)["loss"].item() == \
+        loss.item()
+    # still uniform over [0, n_samples - 2 * segment_len]: 101 starts, mean 50, sd 29.2
+    many = (1000 * torch.arange(4000.0).view(-1, 1, 1) + torch.arange(400.0)).expand(
+        4000, 3, 400)
+    starts = model.views(many, seed=3)[0, :, 0, 0] - 1000 * torch.arange(4000.0)
+    assert set(starts.long().tolist()) == set(range(101))
+    assert abs(starts.mean().item() - 50) < 5 * 29.2 / math.sqrt(4000)
+    with pytest.raises(ValueError, match="seed"):
+        model.views(x, seed=-1)
+
+
 # ---- MoCo mechanics ---------------------------------------------------------------------
 
 def test_momentum_update_equals_the_plain_loop():

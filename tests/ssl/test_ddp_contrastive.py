@@ -18,14 +18,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 ENC = {"name": "transformer", "embed_dim": 16, "depth": 1, "num_heads": 2, "patch_size": 20,
        "dropout": 0.0}
 COMMON = {"encoder": ENC, "n_leads": 3, "seq_len": 400, "fs": 50.0}
-# CLOCS's records are exactly two segments long, so that its random segment starts are
-# all 0 (a start per record is drawn from each rank's own generator).
+# CLOCS's segment starts are keyed by each record's position in the global batch (and a
+# seed drawn alike on every rank): random starts match one process's too.
 CASES = {
     "simclr": ({"name": "simclr"}, False),
     "moco_v2": ({"name": "moco", "queue_size": 16}, False),
     "moco_v3": ({"name": "moco", "version": 3}, False),
     "clocs_cmsc": ({"name": "clocs", "segment_len": 200}, True),
     "clocs_cmsmlc": ({"name": "clocs", "variant": "cmsmlc", "segment_len": 200}, True),
+    "clocs_random_starts": ({"name": "clocs", "segment_len": 150}, True),
 }
 GLOBAL_BATCH = 8
 

@@ -8,7 +8,8 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from fastecg.registry import SSL
 from fastecg.ssl import MAE1D
-from fastecg.ssl.evaluate import (COLUMNS, _metric_replicates, bootstrap_scores, evaluate,
+from fastecg.ssl.evaluate import (COLUMNS, _bootstrap_weights, _cluster_codes,
+                                  _metric_replicates, bootstrap_scores, evaluate,
                                   label_subsample, train_test_indices)
 
 TINY = dict(n_leads=2, seq_len=100, patch_size=25, embed_dim=16, depth=1, num_heads=2,
@@ -330,3 +331,131 @@ def test_multi_label_targets():
                   seeds=[0, 1], n_bootstrap=100)
     assert set(df["metric"]) == {"macro_auroc", "macro_f1"}
     assert df["value"].between(0, 1).all()
+
+
+def test_label_subsets_are_nested_across_fractions():
+    """Each fraction's subset was drawn afresh, so the 1% subset was not inside the 10%
+    one: a curve over label fractions compared other records as well as more of them."""
+    y = np.repeat(np.arange(3), [500, 300, 200])
+    rng = np.random.default_rng(0)
+    multi = (rng.random((1000, 5)) < [0.5, 0.2, 0.05, 0.01, 0.002]).astype(int)
+    fractions = (0.01, 0.05, 0.1, 0.5, 1.0)
+    for seed in range(5):
+        single = [label_subsample(y, f, seed) for f in fractions]
+        many = [label_subsample(multi, f, seed) for f in fractions]
+        for f, idx, midx in zip(fractions, single, many):
+            assert np.bincount(y[idx]).tolist() == [max(1, round(f * n))
+                                                     for n in (500, 300, 200)]
+            assert len(midx) == round(f * 1000) and len(np.unique(midx)) == len(midx)
+            assert (multi[midx].max(0) == multi.max(0)).all()  # every class covered
+        for subsets in (single, many):
+            for small, large in zip(subsets, subsets[1:]):
+                assert np.isin(small, large).all()
+    # Still a uniform draw within a class: over 400 seeds each of class 2's 200 records
+    # is in its 20-record subset ~ Binomial(400, 0.1) times (mean 40, sd 6).
+    counts = np.zeros(1000)
+    for seed in range(400):
+        np.add.at(counts, label_subsample(y, 0.1, seed), 1)
+    assert np.abs(counts[800:] - 40).max() < 6 * 6
+
+
+def test_patient_bootstrap_resamples_patients():
+    """Patient A: three records, all right; patient B: one record, wrong. Drawing two
+    patients gives accuracy 1 (AA, p 1/4), 3/4 (AB, p 1/2) or 0 (BB, p 1/4); drawing
+    four records never gives 0 but with p 1/256."""
+    y, pred, groups = np.array([0, 1, 0, 1]), np.array([0, 1, 0, 0]), ["A", "A", "A", "B"]
+    w = _bootstrap_weights(4, 4000, 0, _cluster_codes(groups, 4))
+    assert (w[:, 0] == w[:, 1]).all() and (w[:, 0] == w[:, 2]).all()
+    assert (w[:, 0] + w[:, 3] == 2).all()  # two patients drawn per resample
+    acc = _metric_replicates(y, pred, w, 2)["accuracy"]
+    assert set(np.round(acc, 12)) == {0.0, 0.75, 1.0}
+    share = np.array([np.mean(acc == v) for v in (0.0, 0.75, 1.0)])
+    assert np.abs(share - [0.25, 0.5, 0.25]).max() < 5 * np.sqrt(0.25 * 0.75 / 4000)
+    # the percentiles of that distribution: 30 and 70 fall in the 3/4 mass, 5 and 95 at
+    # the ends (resampling records gives [0.75, 1] and a 5th percentile above 0)
+    narrow = bootstrap_scores(y, pred, 4000, level=0.4, groups=groups).set_index("metric")
+    assert (narrow.loc["accuracy", "ci_low"], narrow.loc["accuracy", "ci_high"]) == (0.75, 0.75)
+    wide = bootstrap_scores(y, pred, 4000, level=0.9, groups=groups).set_index("metric")
+    assert (wide.loc["accuracy", "ci_low"], wide.loc["accuracy", "ci_high"]) == (0.0, 1.0)
+    by_record = bootstrap_scores(y, pred, 4000, level=0.4).set_index("metric")
+    assert by_record.loc["accuracy", "ci_high"] == 1.0
+    # a missing id is the record's own patient; ids compare by value
+    codes = _cluster_codes(["A", None, np.nan, "", 7, "7"], 6)
+    assert len(set(codes[1:4])) == 3 and codes[4] == codes[5] != codes[0]
+    with pytest.raises(ValueError, match="3 groups for 4 records"):
+        bootstrap_scores(y, pred, 10, groups=["A", "A", "B"])
+
+
+def test_evaluate_bootstraps_by_patient_on_request():
+    x, y, patients = _synthetic(60)
+    kw = dict(label_fractions=[1.0], seeds=[0], n_bootstrap=200)
+    model = SSL.build("mae_1d", **dict(TINY, seq_len=600, patch_size=50))
+    rec = evaluate(model, (x, y, patients), "knn", **kw)
+    pat = evaluate(model, (x, y, patients), "knn", bootstrap_by="patient", **kw)
+    assert rec.attrs["bootstrap"] == "record" and pat.attrs["bootstrap"] == "patient"
+    assert np.array_equal(rec["value"], pat["value"])
+    assert not rec[["ci_low", "ci_high"]].equals(pat[["ci_low", "ci_high"]])
+    with pytest.raises(ValueError, match="needs patient ids"):
+        evaluate(model, (x, y), "knn", bootstrap_by="patient", **kw)
+    with pytest.raises(ValueError, match="bootstrap_by"):
+        evaluate(model, (x, y, patients), "knn", bootstrap_by="patients", **kw)
+
+
+def test_evaluate_reseeds_no_gpu_generator_and_restores_the_cpu_one(monkeypatch):
+    """The random twin and fine-tuning were seeded with torch.manual_seed inside
+    fork_rng(devices=[]): that reseeds every GPU's generator (or queues the reseeding
+    until CUDA starts) and fork_rng restored none of them, so the caller's CUDA draws
+    after evaluate depended on evaluate's seeds."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+    x = torch.randn(30, 2, 100)
+    y = np.arange(30) % 3
+    model = SSL.build("mae_1d", **TINY)
+    torch.manual_seed(5)  # (the patched CUDA seeding records this one)
+    calls.clear()
+    state = torch.get_rng_state()
+    evaluate(model, (x, y), ["knn", "finetune"], label_fractions=[1.0], seeds=[0],
+             finetune_steps=2, batch_size=8, n_bootstrap=10)
+    assert calls == []
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.cuda
+def test_evaluate_on_a_gpu_leaves_the_callers_model_and_cuda_generator_alone():
+    model = SSL.build("mae_1d", **TINY)
+    x, y = torch.randn(30, 2, 100), np.arange(30) % 3
+    torch.cuda.manual_seed(11)
+    state = torch.cuda.get_rng_state()
+    evaluate(model, (x, y), ["knn", "finetune"], label_fractions=[1.0], seeds=[0],
+             finetune_steps=2, batch_size=8, n_bootstrap=10, device="cuda")
+    assert torch.equal(torch.cuda.get_rng_state(), state)
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_a_float64_encoder_is_evaluated_in_float64():
+    """The signals went in as float32 and the random twin and fine-tuning head were
+    float32: a float64 encoder failed with a dtype error in every protocol."""
+    x = torch.randn(40, 2, 100)
+    y = np.arange(40) % 2
+    x[y == 1, :, :50] += 1.0
+    model = SSL.build("mae_1d", **TINY)
+    kw = dict(label_fractions=[1.0], seeds=[0], n_bootstrap=20)
+    single = evaluate(model, (x, y), "knn", **kw)
+    double = evaluate(model.double(), (x, y), ["knn", "finetune"], finetune_steps=2, **kw)
+    knn = double[double["protocol"] == "knn"].reset_index(drop=True)
+    # the embeddings agree to float32 precision: the same neighbours, the same scores
+    np.testing.assert_allclose(knn["value"], single["value"], rtol=0, atol=1e-12)
+    assert double["value"].between(0, 1).all()
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+
+
+@pytest.mark.parametrize("kwargs", [{"seeds": [-1]}, {"seeds": [0.5]}, {"seeds": [True]},
+                                    {"split_seed": -2}, {"random_seed": 1.5}])
+def test_seeds_that_are_not_non_negative_integers_are_refused(kwargs):
+    """0.5 was taken as seed 0 without a word, and a negative seed failed inside NumPy
+    ("expected non-negative integer") without naming the argument."""
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=f"{name}: seeds must be integers >= 0"):
+        evaluate(SSL.build("mae_1d", **TINY), (torch.randn(20, 2, 100), np.arange(20) % 2),
+                 "knn", label_fractions=[0.5], **kwargs)

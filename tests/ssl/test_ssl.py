@@ -259,6 +259,24 @@ def test_finetune_leaves_the_callers_model_as_it_was(mode):
     assert not torch.equal(model.patch_embed.weight, before["patch_embed.weight"])
 
 
+def test_finetune_head_follows_the_encoders_dtype():
+    """The head was always a CPU float32 Linear: a float64 (or GPU) encoder's features
+    met it with a dtype (device) error."""
+    model = _tiny("mae_1d").double()
+    torch.manual_seed(3)
+    clf = finetune(model, num_classes=3, mode="full")
+    torch.manual_seed(3)
+    ref = nn.Linear(model.embed_dim, 3)  # the same CPU draws as the float32 head
+    head = clf.head[1]
+    assert head.weight.dtype == head.bias.dtype == torch.float64
+    torch.testing.assert_close(head.weight, ref.weight.double(), rtol=0, atol=0)
+    x = _synthetic(4).double()
+    expected = clf.encoder.forward_features(x).mean(-1) @ head.weight.T + head.bias
+    out = clf(x)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
 class NoiseViews(BaseContrastiveLearner):
     method_name = "noise_views"
 

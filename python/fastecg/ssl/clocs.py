@@ -277,18 +277,34 @@ class CLOCS(BaseContrastiveLearner):
         f = self.encoder.forward_features(x.reshape(b * c, 1, n))
         return f.view(b, c, f.shape[1], f.shape[2]).transpose(1, 2).reshape(b, f.shape[1], -1)
 
-    def views(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    def views(self, x: Tensor, generator: Optional[torch.Generator] = None, *,
+              seed: Optional[int] = None, epoch: int = 0, indices: Any = None) -> Tensor:
         """The views of `x` ``(B, n_leads, n_samples)``: ``(n_views, B, C_in,
         segment_len)`` with ``C_in`` the encoder's input channels; the segments start
-        at a random sample per record (one gather)."""
+        at a random sample per record (one gather).
+
+        A record's start is a function of ``(seed, epoch, index)`` only (Philox, keyed
+        as an augmenter's draws), so the same records give the same segments whatever
+        the batch split. Without `seed` one is drawn from `generator`, else from
+        torch's global CPU generator, so unseeded calls differ; without `indices` the
+        records are numbered by their position in the global batch.
+        """
+        from fastecg.augmenters.base import make_keys
+
         b, _, n = x.shape
         span = self.n_segments * self.segment_len
         if span > n:
             raise ValueError(f"clocs: {self.n_segments} segments of segment_len="
                              f"{self.segment_len} samples ({span}) are longer than the record "
                              f"({n} samples)")
-        start = torch.randint(0, n - span + 1, (b,), generator=generator,
-                              device=generator.device if generator is not None else x.device)
+        if seed is None and generator is not None:  # (a generator on any device)
+            seed = int(torch.randint(0, 2 ** 32, (), generator=generator,
+                                     device=generator.device))
+        if indices is None and rank_and_world()[1] > 1:
+            indices = global_indices(b, x.device)
+        keys = make_keys(b, x.device, seed, epoch, indices)
+        room = n - span
+        start = (keys.uniform(0)[:, 0] * (room + 1)).long().clamp_max(room)
         seg = cut_segments(x, self.n_segments, self.segment_len, start)  # (B, C, S, L)
         if not self.single_lead:
             return seg.permute(2, 0, 1, 3)
@@ -298,16 +314,18 @@ class CLOCS(BaseContrastiveLearner):
         return views.reshape(-1, b, 1, self.segment_len)
 
     def pretrain_step(self, batch: Any, patient_ids: Any = None,
-                      generator: Optional[torch.Generator] = None) -> dict:
+                      generator: Optional[torch.Generator] = None, *,
+                      seed: Optional[int] = None, epoch: int = 0, indices: Any = None) -> dict:
         """``{"loss": ...}`` of a batch ``(B, n_leads, n_samples)``, ``(signal, ...)``
         or ``{"signal": ..., "patient_id": ...}``; all views through the encoder in one
-        call."""
+        call. `generator`, `seed`, `epoch` and `indices` key the segments' starts (see
+        :meth:`views`)."""
         x = signal_of(batch)
         if patient_ids is None and isinstance(batch, dict):
             patient_ids = batch.get("patient_id")
         self._check_signal(x)
         ids = None if patient_ids is None else _patient_tensor(patient_ids, x.device)
-        v = self.views(x, generator)
+        v = self.views(x, generator, seed=seed, epoch=epoch, indices=indices)
         m, b = v.shape[:2]
         z = self.projector(self.encoder.forward_features(v.flatten(0, 1)).mean(-1))
         return {"loss": clocs_loss(z.view(m, b, -1), self.temperature, ids)}

@@ -1,6 +1,7 @@
 """The evaluation harness of SSL encoders: linear probe, kNN and fine-tuning at several
 label fractions, always beside the same protocol on a randomly initialised encoder of the
-same architecture, with bootstrap confidence intervals over the test records.
+same architecture, with bootstrap confidence intervals over the test records (or
+patients).
 
 A method whose encoder does not beat its random twin has learnt nothing the protocol can
 use: random convolutional and transformer encoders with a linear probe come close to
@@ -9,6 +10,9 @@ pretrained ones on many ECG tasks, so the baseline is part of every result.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import numbers
 import os
 import types
 from typing import Any, Callable, Optional, Sequence, Union
@@ -33,13 +37,31 @@ COLUMNS = ("method", "encoder", "protocol", "label_fraction", "metric", "value",
 
 # ---- metrics and their bootstrap ------------------------------------------------------------
 
-def _bootstrap_weights(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
-    """``(n_bootstrap, n)`` counts: how often each record is drawn in each resample."""
+def _bootstrap_weights(n: int, n_bootstrap: int, seed: int,
+                       groups: Optional[np.ndarray] = None) -> np.ndarray:
+    """``(n_bootstrap, n)`` counts: how often each record is drawn in each resample. With
+    `groups` (``(n,)`` cluster codes ``0 .. G - 1``) the G clusters are drawn instead,
+    and each record counts as often as its cluster."""
+    units = n if groups is None else int(groups.max()) + 1
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(n_bootstrap, n))
-    flat = (np.arange(n_bootstrap)[:, None] * n + draws).ravel()
-    return np.bincount(flat, minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(
-        np.float64)
+    draws = rng.integers(0, units, size=(n_bootstrap, units))
+    flat = (np.arange(n_bootstrap)[:, None] * units + draws).ravel()
+    counts = np.bincount(flat, minlength=n_bootstrap * units).reshape(
+        n_bootstrap, units).astype(np.float64)
+    return counts if groups is None else counts[:, groups]
+
+
+def _cluster_codes(groups, n: int) -> np.ndarray:
+    """Codes ``0 .. G - 1`` of the records' patients (compared by value, as the split
+    does); a missing id (None, NaN, "") makes the record its own patient."""
+    from fastecg.data.datasets import patient_key
+
+    keys = [patient_key(g) for g in groups]
+    if len(keys) != n:
+        raise ValueError(f"bootstrap_scores: {len(keys)} groups for {n} records")
+    keys = [("id", k) if k is not None else ("record", i) for i, k in enumerate(keys)]
+    codes: dict = {}
+    return np.array([codes.setdefault(k, len(codes)) for k in keys], dtype=np.int64)
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -132,8 +154,9 @@ def _check_outputs(y_true: np.ndarray, outputs: list) -> list:
 
 
 def bootstrap_scores(y_true, y_out, n_bootstrap: int = 1000, seed: int = 0,
-                     level: float = 0.95):
-    """Metrics with percentile bootstrap confidence intervals over the records.
+                     level: float = 0.95, groups=None):
+    """Metrics with percentile bootstrap confidence intervals over the records (or over
+    the patients, with `groups`).
 
     Parameters
     ----------
@@ -152,6 +175,13 @@ def bootstrap_scores(y_true, y_out, n_bootstrap: int = 1000, seed: int = 0,
         Seed of the resamples.
     level : float
         Coverage of the interval, in (0, 1).
+    groups : sequence, optional
+        The patient (any cluster) of each record, compared by value as in
+        :func:`train_test_indices`; a missing one (None, NaN, "") makes the record
+        its own patient. Given, each resample draws as many patients as there are, with
+        replacement, and takes every record of each drawn patient (a cluster bootstrap):
+        the interval then holds the correlation of a patient's records, which resampling
+        records ignores (and narrows the interval for).
 
     Returns
     -------
@@ -171,7 +201,8 @@ def bootstrap_scores(y_true, y_out, n_bootstrap: int = 1000, seed: int = 0,
     ValueError
         Outputs of the wrong shape, single-label targets or outputs that are not class
         indices (e.g. probabilities), multi-label probabilities with NaN, no column with
-        both positives and negatives, `n_bootstrap` < 1, `level` outside (0, 1).
+        both positives and negatives, `n_bootstrap` < 1, `level` outside (0, 1),
+        `groups` of another length than `y_true`.
 
     Examples
     --------
@@ -210,7 +241,8 @@ def bootstrap_scores(y_true, y_out, n_bootstrap: int = 1000, seed: int = 0,
         y_true = y_true.astype(np.int64)
         n_classes = int(max(y_true.max(), *(o.max() for o in outputs))) + 1
     w_all = np.ones((1, len(y_true)))
-    w_boot = _bootstrap_weights(len(y_true), int(n_bootstrap), seed)
+    codes = None if groups is None else _cluster_codes(groups, len(y_true))
+    w_boot = _bootstrap_weights(len(y_true), int(n_bootstrap), seed, codes)
     points = [_metric_replicates(y_true, o, w_all, n_classes) for o in outputs]
     boots = [_metric_replicates(y_true, o, w_boot, n_classes) for o in outputs]
     alpha = 100 * (1 - level) / 2
@@ -292,10 +324,16 @@ def label_subsample(targets, fraction: float, seed: int = 0) -> np.ndarray:
     """Indices of a labelled subset holding `fraction` of the records, with at least one
     example of each class where possible.
 
-    Single-label: ``max(1, round(fraction * n_c))`` records of each class ``c`` (a
-    stratified draw). Multi-label: one positive of each class first (classes in random
-    order, skipping those already covered), then random records up to
-    ``max(1, round(fraction * n))``.
+    The subsets of one `seed` are nested: each is a prefix of one random order of the
+    records that depends on the seed only, so the subset at a smaller fraction is
+    contained in the subset at a larger one (a learning curve over fractions adds labels,
+    it does not redraw them).
+
+    Single-label: the first ``max(1, round(fraction * n_c))`` records of each class ``c``
+    in one random permutation of that class (a stratified draw). Multi-label: the first
+    ``max(1, round(fraction * n))`` records (at least the covering ones) of an order that
+    starts with one positive of each class (classes in random order, skipping those
+    already covered) and goes on through one random permutation of the other records.
 
     Parameters
     ----------
@@ -315,30 +353,39 @@ def label_subsample(targets, fraction: float, seed: int = 0) -> np.ndarray:
     10
     >>> label_subsample([0] * 98 + [1, 2], 0.01).size  # one of each class
     3
+    >>> small, large = label_subsample(range(100), 0.1), label_subsample(range(100), 0.5)
+    >>> bool(np.isin(small, large).all())
+    True
     """
     _check_fraction(fraction, "fraction")
     targets = np.asarray(targets)
     n = len(targets)
     if fraction == 1:
         return np.arange(n, dtype=np.int64)
+    # The draws below do not depend on `fraction`: only how much of each order is kept.
     rng = np.random.default_rng(seed)
     if targets.ndim == 1:
         chosen = []
         for c in np.unique(targets):
-            members = np.flatnonzero(targets == c)
+            members = rng.permutation(np.flatnonzero(targets == c))
             k = min(len(members), max(1, int(round(fraction * len(members)))))
-            chosen.append(rng.choice(members, size=k, replace=False))
+            chosen.append(members[:k])
         return np.sort(np.concatenate(chosen)).astype(np.int64)
-    want = max(1, int(round(fraction * n)))
-    picked = np.zeros(n, dtype=bool)
-    for c in rng.permutation(targets.shape[1]):
-        positives = np.flatnonzero(targets[:, c] > 0)
-        if len(positives) and not picked[positives].any():
-            picked[rng.choice(positives)] = True
-    rest = np.flatnonzero(~picked)
-    extra = max(0, want - int(picked.sum()))
-    picked[rng.choice(rest, size=min(extra, len(rest)), replace=False)] = True
-    return np.flatnonzero(picked).astype(np.int64)
+    classes = rng.permutation(targets.shape[1])
+    perm = rng.permutation(n)
+    covered = np.zeros(targets.shape[1], dtype=bool)
+    order = []
+    for c in classes:
+        if covered[c]:
+            continue
+        positives = perm[targets[perm, c] > 0]  # in the random order: its first is random
+        if len(positives):
+            order.append(positives[0])
+            covered |= targets[positives[0]] > 0
+    rest = perm[~np.isin(perm, order)]
+    order = np.concatenate([np.asarray(order, dtype=np.int64), rest])
+    want = max(1, int(round(fraction * n)), n - len(rest))
+    return np.sort(order[:want]).astype(np.int64)
 
 
 def _check_fraction(value: Any, name: str) -> None:
@@ -423,16 +470,43 @@ def _as_encoder(encoder_or_dir) -> SSLMethod:
     return encoder
 
 
+def _on_other_device(t: Tensor, device: torch.device) -> bool:
+    """Whether `t` is not on `device` (``cuda`` means the current GPU)."""
+    if t.device.type != device.type:
+        return True
+    if device.type == "cuda" and device.index is None:
+        return t.device.index != torch.cuda.current_device()
+    return device.index is not None and t.device.index != device.index
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device):
+    """torch's CPU generator, and the CUDA generator of `device` when it is a GPU, seeded
+    with `seed` inside the block and restored after it. The other GPUs' generators are
+    left alone: ``torch.manual_seed`` would reseed every one of them (or queue that
+    reseeding until CUDA starts), which ``fork_rng`` restores only for the devices it
+    is given."""
+    gpus = []
+    if device.type == "cuda":
+        gpus = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=gpus, device_type="cuda"):
+        torch.random.default_generator.manual_seed(seed)
+        for index in gpus:
+            torch.cuda.default_generators[index].manual_seed(seed)
+        yield
+
+
 def _random_twin(encoder: SSLMethod, seed: int) -> SSLMethod:
-    """The same architecture, freshly initialised from the method's config, seeded
-    without touching the caller's global RNG."""
+    """The same architecture, freshly initialised from the method's config (built on
+    the CPU, then on the encoder's device and in its dtype), seeded without touching the
+    caller's generators."""
     from fastecg.registry import SSL
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with _seeded(seed, torch.device("cpu")):
         twin = SSL.build(encoder.config)
     twin.contract = encoder.contract
-    return twin.to(next(encoder.parameters()).device)
+    ref = next(p for p in encoder.parameters() if p.is_floating_point())
+    return twin.to(ref.device, ref.dtype)  # the encoder's device and precision
 
 
 def _embed(encoder: SSLMethod, x: Tensor, batch_size: int, device: torch.device,
@@ -510,8 +584,9 @@ def _finetune(encoder: SSLMethod, x_tr: Tensor, y_tr: np.ndarray, x_te: Tensor,
     from .finetune import finetune
 
     multilabel = y_tr.ndim == 2
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    # The head's initialisation (CPU) and the dropout of training (on `device`) draw from
+    # generators seeded here and restored after.
+    with _seeded(seed, device):
         # finetune copies the encoder: the caller's stays as it is
         model, opt = finetune(encoder, num_classes=n_classes, mode="full", lr=lr,
                               optimizer=True)
@@ -557,7 +632,8 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
              protocol: Union[str, Sequence[str]] = "linear_probe",
              label_fractions: Sequence[float] = (0.01, 0.1, 1.0),
              seeds: Sequence[int] = (0, 1, 2), *, test_size: float = 0.3, split_seed: int = 0,
-             n_bootstrap: int = 1000, level: float = 0.95, random_seed: int = 0,
+             n_bootstrap: int = 1000, level: float = 0.95, bootstrap_by: str = "record",
+             random_seed: int = 0,
              probe_c: float = 1.0, knn_k: int = 10, finetune_steps: int = 30,
              finetune_lr: float = 1e-3, batch_size: int = 64,
              transform: Optional[Callable] = None, device: Union[str, torch.device, None] = None,
@@ -604,6 +680,10 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
         Seeds of the split (and of the bootstrap resamples) and of the random encoder.
     n_bootstrap, level : int, float
         Bootstrap resamples of the test records and the interval's coverage.
+    bootstrap_by : {"record", "patient"}
+        What the bootstrap resamples: the test records, or the test patients (every
+        record of a drawn patient; :func:`bootstrap_scores` with ``groups``), which
+        holds the correlation of a patient's records and needs patient ids.
     batch_size : int
         Records per forward pass (embeddings, fine-tuning batches).
     transform : callable, optional
@@ -627,7 +707,8 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
         both encoders, so the intervals are paired), ``seed_std`` (spread over seeds,
         which the interval does not include), ``n_seeds``, ``n_train`` (labelled
         records, mean over seeds), ``n_test``. ``df.attrs["split"]`` says whether the
-        split was by ``"patient"`` or ``"record"``.
+        split was by ``"patient"`` or ``"record"``, ``df.attrs["bootstrap"]`` what the
+        bootstrap resampled.
 
     Raises
     ------
@@ -635,7 +716,8 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
         An unknown protocol, a label fraction outside (0, 1], no seeds, an empty
         dataset, a dataset without targets or with records of different shapes, an
         empty training or test split, a training split without two classes, NaN or
-        infinite embeddings (of the linear probe and kNN).
+        infinite embeddings (of the linear probe and kNN), `bootstrap_by` neither
+        ``"record"`` nor ``"patient"``, or ``"patient"`` without patient ids.
     TypeError
         `encoder_or_dir` is neither an SSL method nor a folder.
 
@@ -662,9 +744,16 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
     for f in fractions:
         _check_fraction(f, "label_fractions")
     fractions = [float(f) for f in fractions]
-    seeds = [int(s) for s in seeds]
+    seeds = list(seeds)
     if not seeds:
         raise ValueError("seeds: give at least one seed")
+    for name, values in (("seeds", seeds), ("split_seed", [split_seed]),
+                         ("random_seed", [random_seed])):
+        for v in values:
+            # (0.5 was taken as seed 0, and a negative one failed deep in NumPy)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                raise ValueError(f"{name}: seeds must be integers >= 0, got {v!r}")
+    seeds = [int(s) for s in seeds]
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
     if int(knn_k) != knn_k or knn_k < 1:
@@ -675,12 +764,23 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
         raise ValueError(f"probe_c must be > 0, got {probe_c!r}")
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if bootstrap_by not in ("record", "patient"):
+        raise ValueError(f"bootstrap_by must be 'record' or 'patient', got {bootstrap_by!r}")
     encoder = _as_encoder(encoder_or_dir)
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
-    encoder = encoder.to(device)
+    if any(_on_other_device(t, device) for t in (*encoder.parameters(), *encoder.buffers())):
+        # A copy on `device`: Module.to moves in place, and the caller's model stays where
+        # it was.
+        encoder = copy.deepcopy(encoder).to(device)
 
     x, y, groups, n_classes = _load(dataset, batch_size)
+    dtype = next((p.dtype for p in encoder.parameters() if p.is_floating_point()), x.dtype)
+    x = x.to(dtype)  # the signals in the encoder's precision (a float64 model refused float32)
     train, test, by = train_test_indices(y, groups, test_size, split_seed)
+    if bootstrap_by == "patient" and by != "patient":
+        raise ValueError("bootstrap_by='patient' needs patient ids: the dataset has none "
+                         "(a patient_id metadata column, or a third item of the tuple)")
+    test_groups = [groups[i] for i in test] if bootstrap_by == "patient" else None
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"dataset: {len(y)} records split into {len(train)} for training "
                          f"and {len(test)} for testing at test_size={test_size}; both need "
@@ -722,7 +822,8 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
                         sizes.append(len(idx))
                         if bar is not None:
                             bar.update(1)
-                    scores = bootstrap_scores(y_test, outputs, n_bootstrap, split_seed, level)
+                    scores = bootstrap_scores(y_test, outputs, n_bootstrap, split_seed, level,
+                                              test_groups)
                     for rec in scores.to_dict("records"):
                         rows.append({"method": method, "encoder": enc_name, "protocol": proto,
                                      "label_fraction": f, **rec, "n_seeds": len(seeds),
@@ -732,4 +833,5 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
             bar.close()
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df.attrs["split"] = by
+    df.attrs["bootstrap"] = bootstrap_by
     return df

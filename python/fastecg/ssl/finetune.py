@@ -19,7 +19,8 @@ FINETUNE_MODES = ("linear_probe", "full")
 
 class SSLClassifier(nn.Module):
     """``encoder.forward_features`` -> mean over tokens -> dropout -> linear head
-    (ECG_CRNN's pooled head), its width read from the encoder.
+    (ECG_CRNN's pooled head), its width read from the encoder, on the encoder's device
+    and in its dtype.
 
     ``mode="linear_probe"`` freezes the encoder (no gradients, kept in eval mode even
     under ``train()``); ``"full"`` trains the encoder too (the parts only pretraining
@@ -36,6 +37,12 @@ class SSLClassifier(nn.Module):
         self.encoder = encoder
         self.mode = mode
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(encoder.embed_dim, num_classes))
+        # On the encoder's device and in its precision (a head left on the CPU in float32
+        # refused the features of a GPU or float64 encoder); initialised on the CPU, so a
+        # seed gives the same head on every device.
+        ref = next((p for p in encoder.parameters() if p.is_floating_point()), None)
+        if ref is not None:
+            self.head.to(ref.device, ref.dtype)
         self.contract = getattr(encoder, "contract", None)
         self.set_mode(mode)
 
