@@ -210,6 +210,14 @@ def test_finetune_linear_probe_and_layer_decay(tmp_path):
     head_lr = [g["lr"] for g in opt.param_groups
                if any(p is full.head[1].weight for p in g["params"])]
     assert head_lr == [1.0]
+    decay = {id(p): g["weight_decay"] for g in full.param_groups(1.0, weight_decay=0.05)
+             for p in g["params"]}
+    # MAE's fine-tuning rule: the patch embedding's weight is decayed; biases, the cls
+    # token and the position embedding are not
+    enc = full.encoder
+    assert decay[id(enc.patch_embed.weight)] == 0.05
+    assert decay[id(enc.patch_embed.bias)] == decay[id(enc.pos_embed)] == 0.0
+    assert decay[id(enc.cls_token)] == 0.0
     with pytest.raises(ValueError, match="mode"):
         finetune(tmp_path, num_classes=3, mode="frozen")
 

@@ -9,6 +9,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
+from ..train.optim import decays, no_decay_names
 from .base import SSLMethod
 from .pretrained import from_pretrained
 
@@ -80,10 +81,13 @@ class SSLClassifier(nn.Module):
                      layer_decay: Optional[float] = None) -> list[dict]:
         """Optimizer groups; with `layer_decay` (in (0, 1]) a parameter at encoder depth
         ``i`` of ``n`` gets ``lr * layer_decay ** (n - i)`` (BEiT's layer-wise decay), the
-        head the full `lr`. Biases, norms and embeddings get no weight decay."""
+        head the full `lr`. Weight decay as :func:`fastecg.train.optim.param_groups` gives it
+        (none for biases, norms, tokens and position/lead embeddings; a patch embedding's
+        weight is decayed, as in MAE's fine-tuning)."""
         if layer_decay is not None and not 0 < layer_decay <= 1:
             raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
         n = self.encoder.num_layers
+        skip = no_decay_names(self)
         groups: dict[tuple, dict] = {}
         for name, p in self.named_parameters():
             if not p.requires_grad:
@@ -93,7 +97,7 @@ class SSLClassifier(nn.Module):
             else:
                 depth = n
             scale = 1.0 if layer_decay is None else layer_decay ** (n - depth)
-            decay = 0.0 if p.ndim < 2 or "embed" in name or "token" in name else weight_decay
+            decay = weight_decay if decays(name, p, skip) else 0.0
             g = groups.setdefault((scale, decay), {"params": [], "lr": lr * scale,
                                                    "weight_decay": decay, "lr_scale": scale})
             g["params"].append(p)

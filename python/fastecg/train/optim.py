@@ -19,7 +19,7 @@ from torch import nn
 
 from ..registry import OPTIMIZERS, SCHEDULERS
 
-__all__ = ["param_groups"]
+__all__ = ["decays", "no_decay_names", "param_groups"]
 
 for _name, _cls in {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
                     "sgd": torch.optim.SGD}.items():
@@ -62,17 +62,26 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     >>> [(len(g["params"]), g["weight_decay"]) for g in param_groups(model, 0.05)]
     [(1, 0.05), (3, 0.0)]
     """
-    skip = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) \
-        else set()
+    skip = no_decay_names(model)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        leaf = name.rsplit(".", 1)[-1]
-        if p.ndim <= 1 or leaf.endswith(("token", "embed")) or name in skip:
-            no_decay.append(p)
-        else:
-            decay.append(p)
+        if p.requires_grad:
+            (decay if decays(name, p, skip) else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
+
+
+def no_decay_names(model: nn.Module) -> set:
+    """The parameter names ``model.no_weight_decay()`` returns (timm's convention), if
+    the model has that method."""
+    method = getattr(model, "no_weight_decay", None)
+    return set(method()) if callable(method) else set()
+
+
+def decays(name: str, p: torch.Tensor, skip: set = frozenset()) -> bool:
+    """Whether parameter `name` gets weight decay under :func:`param_groups`' rule:
+    not for at most one dimension, a bare token or embedding (last name part ending in
+    ``token`` or ``embed``), or a name in `skip`."""
+    leaf = name.rsplit(".", 1)[-1]
+    return not (p.ndim <= 1 or leaf.endswith(("token", "embed")) or name in skip)
