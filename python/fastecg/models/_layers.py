@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
 from ._base import output_length
 
 __all__ = ["ACTIVATIONS", "make_divisible", "ConvBnAct", "SqueezeExcite", "DropPath",
-           "SkipBlock", "drop_path_rates", "BlockSlot", "build_stages", "init_weights"]
+           "SkipBlock", "drop_path_rates", "BlockSlot", "build_stages", "init_weights",
+           "damp_residual_branch", "init_skip_blocks"]
 
 ACTIVATIONS = Registry("activation")
 for _name, _cls in [("relu", nn.ReLU), ("relu6", nn.ReLU6), ("gelu", nn.GELU),
@@ -189,20 +191,74 @@ def build_stages(in_channels: int, depths: Sequence[int],
 
 
 def init_weights(module: nn.Module, mode: str = "fan_out", nonlinearity: str = "relu",
-                 negative_slope: float = 0.0) -> None:
+                 negative_slope: float = 0.0, per_group: bool = False) -> None:
     """He initialisation of every ``Conv1d`` in ``module`` (normal, ``mode`` fan, gain of
     ``nonlinearity``, ``negative_slope`` for a leaky ReLU) with zero biases, and
     unit-scale, zero-shift batch norms.
 
-    The ResNets, VGG, DenseNet, Xception, Darknet and the multi-scopic CNN call it once
-    their layers are built; the other backbones keep PyTorch's default initialisation.
+    ``per_group=True`` counts the fan-out of a grouped convolution per group
+    (``kernel_size * out_channels / groups``), as the TensorFlow reference of
+    EfficientNet and MobileNet V3 and timm do: a depthwise filter then gets the
+    variance ``2 / kernel_size`` of its own ``kernel_size`` taps instead of one
+    ``out_channels`` times smaller, which shrinks the signal by about
+    ``out_channels`` in variance at every depthwise layer wherever batch norm does not
+    rescale it (eval mode with the initial running statistics). The fan-in is always
+    per group (PyTorch's weight shape already holds ``in_channels / groups``).
+
+    The ResNets, VGG, DenseNet, Xception, Darknet, the multi-scopic CNN, the MobileNets
+    and the EfficientNets call it once their layers are built; the other backbones keep
+    PyTorch's default initialisation.
     """
     for m in module.modules():
         if isinstance(m, nn.Conv1d):
-            nn.init.kaiming_normal_(m.weight, a=negative_slope, mode=mode,
-                                    nonlinearity=nonlinearity)
+            if per_group and mode == "fan_out":
+                fan = m.weight.shape[0] // m.groups * m.weight[0, 0].numel()
+                gain = nn.init.calculate_gain(nonlinearity, negative_slope)
+                nn.init.normal_(m.weight, 0.0, gain / fan ** 0.5)
+            else:
+                nn.init.kaiming_normal_(m.weight, a=negative_slope, mode=mode,
+                                        nonlinearity=nonlinearity)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm1d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+# Amplitude of a residual branch relative to the He-initialised one. Every rescaled conv
+# is followed by batch norm, so training-mode outputs do not change; in eval mode with
+# the initial running statistics (a randomly initialised encoder) a full-amplitude
+# branch doubles the variance at every block and deep stacks overflow float16, while
+# zeroing it (timm's ``zero_init_last``) turns each block into an identity and leaves
+# the random encoder nearly linear.
+RESIDUAL_BRANCH_GAIN = 0.5
+
+
+@torch.no_grad()
+def damp_residual_branch(branch: nn.Module, gain: float = RESIDUAL_BRANCH_GAIN) -> None:
+    """Scale the weight of the last ``Conv1d`` of a residual ``branch`` by ``gain``."""
+    convs = [m for m in branch.modules() if isinstance(m, nn.Conv1d)]
+    convs[-1].weight.mul_(gain)
+
+
+@torch.no_grad()
+def init_skip_blocks(module: nn.Module, gain: float = RESIDUAL_BRANCH_GAIN) -> None:
+    """Rescale the projections of every :class:`SkipBlock` in ``module`` (after
+    :func:`init_weights`) so that the eval-mode signal keeps its scale at initialisation.
+
+    A convolution right after a :class:`SqueezeExcite` is divided by the gate's value at
+    zero (0.5 for a sigmoid or hard sigmoid), which would otherwise halve the signal at
+    every block; the branch of a block with a skip is damped by ``gain``
+    (:func:`damp_residual_branch`). Batch norm follows every rescaled convolution, so
+    training-mode outputs are unchanged.
+    """
+    for block in module.modules():
+        if not isinstance(block, SkipBlock):
+            continue
+        layers = list(block.conv)
+        for se, after in zip(layers, layers[1:]):
+            if isinstance(se, SqueezeExcite):
+                gate0 = float(se.gate(torch.zeros(())))
+                next(m for m in after.modules() if isinstance(m, nn.Conv1d)).weight.div_(gate0)
+        if block.has_skip:
+            damp_residual_branch(block.conv, gain)

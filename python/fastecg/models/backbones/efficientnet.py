@@ -13,7 +13,8 @@ from typing import Optional, Sequence
 
 from ...registry import BACKBONES
 from .._base import Backbone
-from .._layers import ConvBnAct, SkipBlock, SqueezeExcite, build_stages, make_divisible
+from .._layers import (ConvBnAct, SkipBlock, SqueezeExcite, build_stages, init_skip_blocks,
+                       init_weights, make_divisible)
 from .mobilenet import InvertedResidual, _check_width, _scaled_kernel
 
 __all__ = ["FusedMBConv", "EfficientNet", "EfficientNetV2"]
@@ -176,6 +177,8 @@ class EfficientNet(Backbone):
             _B0_ARCH if arch is None else arch, stem_channels, width_mult, depth_mult,
             make_divisible(num_features * width_mult) if num_features else None, act,
             drop_path_rate, kernel_scale)
+        init_weights(self, per_group=True)
+        init_skip_blocks(self)
         self._finish(stage_channels)
 
 
@@ -265,4 +268,6 @@ class EfficientNetV2(Backbone):
             _V2_ARCH[variant] if arch is None else arch, stem_channels, width_mult,
             depth_mult, make_divisible(num_features * max(1.0, width_mult))
             if num_features else None, act, drop_path_rate, kernel_scale)
+        init_weights(self, per_group=True)
+        init_skip_blocks(self)
         self._finish(stage_channels)

@@ -16,7 +16,8 @@ from torch import nn
 
 from ...registry import BACKBONES
 from .._base import Backbone
-from .._layers import ConvBnAct, SkipBlock, SqueezeExcite, build_stages, make_divisible
+from .._layers import (ConvBnAct, SkipBlock, SqueezeExcite, build_stages, init_skip_blocks,
+                       init_weights, make_divisible)
 
 __all__ = ["DepthwiseSeparable", "InvertedResidual", "MobileNetV1", "MobileNetV2",
            "MobileNetV3"]
@@ -173,6 +174,7 @@ class MobileNetV1(Backbone):
 
         self.stages, stage_channels = build_stages(
             stem_channels, [len(rows) for rows in _V1_STAGES], block)
+        init_weights(self, per_group=True)
         self._finish(stage_channels)
 
 
@@ -247,6 +249,8 @@ class MobileNetV2(Backbone):
 
         self.stages, stage_channels = build_stages(
             stem_channels, [n for _, _, n, _ in arch], block, drop_path_rate, last_conv)
+        init_weights(self, per_group=True)
+        init_skip_blocks(self)
         self._finish(stage_channels)
 
 
@@ -341,4 +345,6 @@ class MobileNetV3(Backbone):
         self.stages, stage_channels = build_stages(
             stem_channels, [len(rows) for rows in arch], block, drop_path_rate,
             tail=lambda c: [ConvBnAct(c, last, 1, act="hardswish")])
+        init_weights(self, per_group=True)
+        init_skip_blocks(self)
         self._finish(stage_channels)

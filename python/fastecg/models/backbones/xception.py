@@ -148,4 +148,12 @@ class Xception(Backbone):
         self.stages = nn.ModuleList([entry1, entry2, nn.Sequential(entry3, *middle),
                                      exit_flow])
         init_weights(self)
+        for m in self.modules():
+            if isinstance(m, SeparableConv):
+                # He's rule on each factor: the depthwise filter reads a ReLU output
+                # through its own taps (fan-in per group), the pointwise conv a linear
+                # one; fan-out over all channels shrank every separable conv by about
+                # its width in eval mode at initialisation
+                init_weights(m[0], mode="fan_in")
+                init_weights(m[1], mode="fan_in", nonlinearity="linear")
         self._finish([w(128), w(256), w(728), w(2048)])
