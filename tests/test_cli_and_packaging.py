@@ -22,6 +22,21 @@ def test_info_shows_cpu_extension_built():
     assert "focal" in out  # registries listed
 
 
+def test_info_lists_every_registry_with_its_entries():
+    from fastecg import registry
+
+    out = run("-m", "fastecg.cli", "info")
+    lines = out.split("registries:\n", 1)[1].splitlines()
+    registries = [registry.MODELS, registry.BACKBONES, registry.ATTN_LAYERS,
+                  registry.OPTIMIZERS, registry.SCHEDULERS, registry.LOSSES,
+                  registry.PREPROCESSORS, registry.AUGMENTERS, registry.SSL]
+    assert len(lines) == len(registries)
+    for line, reg in zip(lines, registries):
+        assert line.startswith(f"  {reg.kind} ")
+        assert line[len(reg.kind) + 2:].strip().split(", ") == reg.list()
+    assert "non_local" in registry.ATTN_LAYERS.list()
+
+
 def test_help_lists_commands():
     out = run("-m", "fastecg.cli", "--help")
     assert "info" in out and "demo" in out

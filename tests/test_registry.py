@@ -51,6 +51,26 @@ def test_unknown_name_lists_close_matches():
         reg.build(3)
 
 
+def test_unknown_name_is_a_value_error_like_the_pipelines():
+    # PreprocManager / AugmenterManager configs raise ValueError for an unknown step name;
+    # building by name must too (and stay a KeyError for code written against lookups).
+    from fastecg.preprocessors import PreprocManager
+
+    with pytest.raises(ValueError, match=r"unknown preprocessor 'bandpas'; did you mean "
+                                         r"'bandpass'") as pipeline_err:
+        PreprocManager.from_config(["bandpas"])
+    with pytest.raises(ValueError) as build_err:
+        PREPROCESSORS.build("bandpas")
+    assert isinstance(build_err.value, KeyError)
+    # the same message as the pipeline's, unquoted (a plain KeyError repr-quotes it)
+    assert str(pipeline_err.value).endswith(str(build_err.value))
+    for call in (lambda: BACKBONES.build({"name": "resnett"}), lambda: SSL.get("stmem"),
+                 lambda: make_registry().build({"x": 1})):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert isinstance(err.value, KeyError) and not str(err.value).startswith(("'", '"'))
+
+
 def test_bad_arguments_name_the_entry_and_close_matches():
     reg = make_registry()
     with pytest.raises(TypeError, match=r"widget 'cube': unknown argument 'xx'; did you mean 'x'"):

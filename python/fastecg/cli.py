@@ -34,8 +34,7 @@ def _info(args: argparse.Namespace) -> int:
     import torch
 
     import fastecg
-    from fastecg.registry import (AUGMENTERS, BACKBONES, LOSSES, MODELS, OPTIMIZERS,
-                                  PREPROCESSORS, SCHEDULERS, SSL)
+    from fastecg import registry
 
     print(f"fastecg {fastecg.__version__}  torch {torch.__version__}  "
           f"python {platform.python_version()}  threads {torch.get_num_threads()}")
@@ -43,8 +42,12 @@ def _info(args: argparse.Namespace) -> int:
     for name, info in fastecg.backends().items():
         print(f"  {name:<7} {'yes' if info.available else 'no ':<4} {info.reason}")
     print("registries:")
-    for reg in (MODELS, BACKBONES, OPTIMIZERS, SCHEDULERS, LOSSES, PREPROCESSORS, AUGMENTERS, SSL):
-        print(f"  {reg.kind:<14} {', '.join(reg.list()) or '-'}")
+    # Every instance the module exports, so that a new registry cannot be left out.
+    registries = [obj for obj in map(registry.__dict__.get, registry.__all__)
+                  if isinstance(obj, registry.Registry)]
+    width = max(len(reg.kind) for reg in registries)
+    for reg in registries:
+        print(f"  {reg.kind:<{width}} {', '.join(reg.list()) or '-'}")
     return 0
 
 

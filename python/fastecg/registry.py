@@ -17,8 +17,8 @@ import importlib
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 __all__ = [
-    "Registry", "did_you_mean", "MODELS", "BACKBONES", "ATTN_LAYERS", "OPTIMIZERS", "SCHEDULERS",
-    "LOSSES", "PREPROCESSORS", "AUGMENTERS", "SSL",
+    "Registry", "RegistryKeyError", "did_you_mean", "MODELS", "BACKBONES", "ATTN_LAYERS",
+    "OPTIMIZERS", "SCHEDULERS", "LOSSES", "PREPROCESSORS", "AUGMENTERS", "SSL",
 ]
 
 
@@ -34,6 +34,28 @@ def did_you_mean(name: object, known: Iterable[str], n: int = 5, cutoff: float =
     lowered = {k.lower(): k for k in known}
     close = difflib.get_close_matches(str(name).lower(), lowered, n=n, cutoff=cutoff)
     return f"; did you mean {', '.join(repr(lowered[c]) for c in close)}?" if close else ""
+
+
+class RegistryKeyError(KeyError, ValueError):
+    """A registry name (or a config's ``"name"`` key) that is missing or not registered.
+
+    Both a ``ValueError``, as the pipelines' configs (``PreprocManager.from_config``,
+    ``AugmenterManager.from_config``) raise for the same mistake, and a ``KeyError``, as a
+    failed lookup by key: ``except ValueError`` and ``except KeyError`` both catch it.
+    Its message is printed as written (a plain ``KeyError`` quotes it).
+
+    Examples
+    --------
+    >>> from fastecg.registry import LOSSES
+    >>> try:
+    ...     LOSSES.build("focl")
+    ... except ValueError as err:
+    ...     print(err)
+    unknown loss 'focl'; did you mean 'focal'? (registered: ...)
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
 class Registry:
@@ -58,10 +80,11 @@ class Registry:
     ...     return side * side
     >>> SHAPES.build("square", side=3.0), SHAPES.build({"name": "square", "side": 2.0})
     (9.0, 4.0)
-    >>> SHAPES.get("sqare")
+    >>> SHAPES.build("sqare")
     Traceback (most recent call last):
         ...
-    KeyError: "unknown shape 'sqare'; did you mean 'square'? (registered: square)"
+    fastecg.registry.RegistryKeyError: unknown shape 'sqare'; did you mean 'square'?
+    (registered: square)
     """
 
     def __init__(self, kind: str, providers: Sequence[str] = ()):
@@ -101,21 +124,25 @@ class Registry:
         return add
 
     def get(self, name: str) -> Callable:
-        """The factory registered as ``name``; ``KeyError`` with close matches if none."""
+        """The factory registered as ``name``; :class:`RegistryKeyError` (a ``KeyError``
+        and a ``ValueError``) naming the registry and the close matches if none."""
         self._load()
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(self._unknown(name)) from None
+            raise RegistryKeyError(self._unknown(name)) from None
 
     def build(self, spec: Union[str, Mapping[str, Any]], *args, **kwargs) -> Any:
         """Call the factory named by ``spec`` (a name, or a dict with a ``"name"`` key and
-        keyword arguments); explicit ``kwargs`` override the dict's. A keyword the factory
-        does not take is a ``TypeError`` naming the entry and the close matches."""
+        keyword arguments); explicit ``kwargs`` override the dict's. An unknown name, or a
+        dict without ``"name"``, is a :class:`RegistryKeyError` (a ``ValueError``, as in
+        the pipelines' configs, and a ``KeyError``); a keyword the factory does not take
+        is a ``TypeError`` naming the entry and the close matches."""
         if isinstance(spec, Mapping):
             config = dict(spec)
             if "name" not in config:
-                raise KeyError(f"{self.kind} config needs a 'name' key, got keys {sorted(config)}")
+                raise RegistryKeyError(f"{self.kind} config needs a 'name' key, got keys "
+                                       f"{sorted(config)}")
             name = config.pop("name")
             kwargs = {**config, **kwargs}
         elif isinstance(spec, str):

@@ -208,8 +208,49 @@ def check_no_tangent(tensors, op: str) -> None:
         raise RuntimeError(
             f"{op}: forward-mode AD (torch.func.jvp, jacfwd, torch.autograd.forward_ad) is "
             f"not supported: the custom op has a backward formula only and would drop the "
-            f"tangent; use reverse mode (torch.autograd.grad, or "
-            f"torch.autograd.functional.jvp, which is built from it)")
+            f"tangent; use reverse mode (torch.autograd.grad, torch.func.grad / vjp / "
+            f"jacrev, or torch.autograd.functional.jvp, which is built from it)")
+
+
+def functorch_grad_active() -> bool:
+    """Whether a functorch reverse-mode transform (``torch.func.grad``, ``vjp``,
+    ``jacrev``) is active around this call."""
+    if not torch._C._are_functorch_transforms_active():
+        return False
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    return any(i.key() == TransformType.Grad for i in retrieve_all_functorch_interpreters())
+
+
+def _functorch_function(op) -> type:
+    """An ``autograd.Function`` with the custom op's registered ``setup_context`` and
+    backward, for functorch's reverse-mode transforms.
+
+    ``torch.library`` runs a custom op's autograd formula in an ``autograd.Function`` whose
+    ``forward`` takes ``ctx``, which ``torch.func.grad`` / ``vjp`` / ``jacrev`` reject; this
+    one has a separate ``setup_context`` and a generated vmap rule (``vmap(grad(f))``,
+    ``jacrev``), so they can run it. Its forward calls the custom op, below this level of
+    the transform. Call it with every argument, defaults included, as torch.library hands
+    them to setup_context."""
+
+    class Function(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(*args):
+            return op(*args)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            op._setup_context_fn(ctx=ctx, inputs=inputs, output=output)
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return op._backward_fn(ctx, *grads)
+
+    Function.__name__ = Function.__qualname__ = f"FunctorchFunction_{op._qualname}"
+    return Function
 
 
 class EagerOp:
@@ -220,12 +261,16 @@ class EagerOp:
     dispatch modes and tensor subclasses see, so it runs whenever any of them is involved.
     In a plain eager call it would only forward to the same implementation, through four
     Python layers that cost ~15 us with warm caches and ~60 us right after another large
-    op has evicted them (benchmarks/README.md, resampling). Attributes (``register_fake``,
-    ``register_autograd``, ...) are the custom op's."""
+    op has evicted them (benchmarks/README.md, resampling). Under a functorch reverse-mode
+    transform (:func:`functorch_grad_active`) it runs as an ``autograd.Function`` with the
+    op's registered formula, which those transforms accept and the custom op's own
+    autograd wrapper is not. Attributes (``register_fake``, ``register_autograd``, ...) are
+    the custom op's."""
 
     def __init__(self, op, impl: Callable):
         self._op, self._impl = op, impl
         self._name = op._qualname
+        self._function = self._signature = None
 
     def __call__(self, *args):
         if torch.compiler.is_compiling():
@@ -234,6 +279,15 @@ class EagerOp:
         check_no_tangent(tensors, self._name)
         if plain_eager(tensors):
             return self._impl(*args)
+        if functorch_grad_active() and getattr(self._op, "_backward_fn", None) is not None:
+            if self._function is None:
+                import inspect
+
+                self._function = _functorch_function(self._op)
+                self._signature = inspect.signature(self._impl)
+            bound = self._signature.bind(*args)
+            bound.apply_defaults()
+            return self._function.apply(*bound.args)
         return self._op(*args)
 
     def __getattr__(self, name):

@@ -7,12 +7,11 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from .._spec import (butter_sos, check_band, check_fs, check_positive_int, default_numtaps,
                      fir_taps)
-from ._design import _butter_key, butter_design, butter_padlen, extension_length
+from ._design import butter_design, butter_padlen, extension_length
 from ._dispatch import check_backend_name
 from ._validate import check_signal
 from .fir import fir_bandpass
@@ -115,6 +114,7 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
 
     Examples
     --------
+    >>> import torch
     >>> bandpass(torch.randn(8, 12, 5000), fs=500.0).shape
     torch.Size([8, 12, 5000])
     >>> bandpass(torch.randn(8, 12, 5000), fs=500.0, method="fir", numtaps=101).shape
@@ -130,9 +130,6 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         return fir_bandpass(x, fs, lowcut, highcut, numtaps, padtype, padlen)
     check_positive_int("order", order)
     check_band(lowcut, highcut, fs)
-    sos, zi = butter_design(order, lowcut, highcut, fs, str(x.device))
-    # The fft method's gain is cached per design in eager mode (traced: computed).
-    key = None if torch.compiler.is_compiling() else _butter_key(order, lowcut, highcut, fs)
     if method == "fft":
         n = x.shape[-1]
         if n < 2:
@@ -140,9 +137,10 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
         # The reflection's length hardly matters (it is not the IIR's edge handling
         # either way): on synthetic ECG, 8 to 1000 samples give the same error against
         # the IIR at every distance from the edges. At least 1/32 period of the lowest
-        # edge; _fft_filter widens it to the next fast transform length.
+        # edge (at most n - 1); fft_filter widens it to the next fast transform length.
         extension_length(x, padtype, padlen, 0)  # checked although unused
-        min_pad = min(n - 1, math.ceil(fs / (32 * (lowcut or highcut))))
-        return fft_filter(x, sos, key, min_pad, backend)
+        return fft_filter(x, (order, lowcut, highcut, fs),
+                          math.ceil(fs / (32 * (lowcut or highcut))), backend)
+    sos, zi = butter_design(order, lowcut, highcut, fs, str(x.device))
     return filtfilt_design(x, sos, zi, butter_padlen(order, lowcut, highcut), padtype, padlen,
                            backend)

@@ -1,5 +1,6 @@
 """The ``fft`` band-pass method: a Butterworth filter's zero-phase response |H|^2 applied
-by FFT to reflect-padded rows, as one custom op (``fastecg::zero_phase_fft``) whose
+by FFT to reflect-padded rows, as one custom op (``fastecg::zero_phase_fft``; traced calls
+use ``fastecg::zero_phase_fft_planned``, which plans the transform when it runs) whose
 kernels are the C++ kernel (its own FFT, csrc/cpu/zero_phase_fft.cpp) and torch's FFTs."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ._cache import cached_unless_compiling
+from ._design import _butter_key
 from ._dispatch import compiled_op, custom_op, kernel_for, register_kernel
 
 __all__ = ["fft_filter", "fast_fft_len"]
@@ -149,25 +151,70 @@ def _zero_phase_fft_backward(ctx, grad):
 _zero_phase_fft.register_autograd(_zero_phase_fft_backward, setup_context=_zero_phase_fft_setup)
 
 
-def fft_filter(x: Tensor, sos: Tensor, key: Optional[tuple], min_pad: int,
-                backend: str) -> Tensor:
-    """|H(f)|^2 of the Butterworth filter `sos` (design `key`, None under torch.compile)
-    applied by rFFT, reflect-
-    padded by at least ``min_pad`` a side, as far as the transform length allows (a
-    fast length, not the shortest: 5120 runs 20% faster than 5184 for ECG batches)."""
+def _plan(n: int, min_pad: int) -> tuple[int, int, int]:
+    """``(n_fft, pad, right)`` for rows of `n` samples reflect-padded by at least
+    ``min(min_pad, n - 1)`` a side: a fast transform length (not the shortest: 5120 runs
+    20% faster than 5184 for ECG batches), and the reflections it leaves room for."""
+    n_fft = fast_fft_len(n + 2 * min(min_pad, n - 1))
+    pad = min(n - 1, (n_fft - n) // 2)
+    right = min(n - 1, n_fft - n - pad)  # beyond that: zeros, as far from the signal
+    return n_fft, pad, right
+
+
+@custom_op("fastecg::zero_phase_fft_planned")
+def _zero_phase_fft_planned(rows: Tensor, order: int, lowcut: Optional[float],
+                            highcut: Optional[float], fs: float, min_pad: int, adjoint: bool,
+                            backend: str) -> Tensor:
+    """:func:`_zero_phase_fft` of the Butterworth design ``(order, lowcut, highcut, fs)``
+    with the transform length, the padding and the response worked out when the op runs,
+    from the concrete row length: what traced calls (``torch.compile``, ``torch.export``)
+    use. No expression of a symbolic length gives its fast transform length: planned
+    while tracing, it pinned the graph to the example's length (guards on each factor
+    tried, which ``torch.export`` with a dynamic dimension refuses and ``torch.compile``
+    answered with a recompile). The design's scalars, not its SOS tensor, come in, so
+    the response is the eager path's cached one (computing it is ~40 small ops, as much
+    as the filtering on the CPU)."""
+    n_fft, pad, right = _plan(rows.shape[-1], min_pad)
+    gain = _gain_on_device(_butter_key(order, lowcut, highcut, fs), n_fft, str(rows.device),
+                           rows.dtype)
+    return kernel_for("zero_phase_fft", rows, backend)(rows, gain, pad, right, n_fft, adjoint)
+
+
+@_zero_phase_fft_planned.register_fake
+def _(rows, order, lowcut, highcut, fs, min_pad, adjoint, backend):
+    return rows.new_empty(rows.shape)
+
+
+def _planned_setup(ctx, inputs, output):
+    ctx.args = inputs[1:]
+
+
+def _planned_backward(ctx, grad):
+    order, lowcut, highcut, fs, min_pad, adjoint, backend = ctx.args
+    return (_zero_phase_fft_planned(grad.contiguous(), order, lowcut, highcut, fs, min_pad,
+                                    not adjoint, backend),) + (None,) * 7
+
+
+_zero_phase_fft_planned.register_autograd(_planned_backward, setup_context=_planned_setup)
+
+
+def fft_filter(x: Tensor, design: tuple, min_pad: int, backend: str) -> Tensor:
+    """|H(f)|^2 of the Butterworth filter ``design = (order, lowcut, highcut, fs)``
+    applied by rFFT, reflect-padded by at least ``min(min_pad, n - 1)`` a side, as far as
+    the transform length allows (:func:`_plan`)."""
     n = x.shape[-1]
     if x.numel() == 0:  # no rows: nothing to transform (MKL rejects an empty batch)
         return x.clone()
     work = x if x.dtype == torch.float64 else x.float()
-    n_fft = fast_fft_len(n + 2 * min_pad)
-    pad = min(n - 1, (n_fft - n) // 2)
-    right = min(n - 1, n_fft - n - pad)  # beyond that: zeros, as far from the signal
-    if torch.compiler.is_compiling():  # traced: the length may be symbolic
-        gain = _zero_phase_gain_interleaved(sos, n_fft, work.dtype)
+    rows = work.reshape(-1, n).contiguous()
+    if torch.compiler.is_compiling() or isinstance(n, torch.SymInt):
+        # Traced: the length may be symbolic (under dynamo it passes for an int), and so
+        # may fs and the band; the op plans the transform when it runs.
+        y = _zero_phase_fft_planned(rows, *design, min_pad, False, backend)
     else:
-        gain = _gain_on_device(key, n_fft, str(x.device), work.dtype)
-    y = _zero_phase_fft(work.reshape(-1, n).contiguous(), gain, pad, right, n_fft, False,
-                        backend)
+        n_fft, pad, right = _plan(n, min_pad)
+        gain = _gain_on_device(_butter_key(*design), n_fft, str(x.device), work.dtype)
+        y = _zero_phase_fft(rows, gain, pad, right, n_fft, False, backend)
     return y.view(x.shape).to(x.dtype)
 
 
