@@ -64,3 +64,26 @@ def test_string_ids_and_bad_arguments(tmp_path):
     for scale in (float("nan"), float("inf"), 0.0):
         with pytest.raises(ValueError, match="scale"):
             HDF5Dataset(path, scale=scale)
+
+
+def test_output_rate_and_length_are_checked(tmp_path):
+    """A negative siglen would slice the record's end off ([..., :-5]); it, a zero or
+    fractional one, and a rate that is not positive are ValueErrors before any read.
+    Valid ones crop the resampled record as scipy's resample_poly does."""
+    import scipy.signal
+
+    path = tmp_path / "part.hdf5"
+    x = np.random.default_rng(2).standard_normal((2, 400, 12)).astype(np.float32)
+    with h5py.File(path, "w") as f:
+        f["tracings"] = x
+        f["exam_id"] = np.array([1, 2])
+    for siglen in (-5, 0, 50.5):
+        with pytest.raises(ValueError, match="siglen must be a positive integer"):
+            HDF5Dataset(path, siglen=siglen)
+    for rate in (0.0, -400.0, float("nan")):
+        with pytest.raises(ValueError, match="target_fs must be a positive number"):
+            HDF5Dataset(path, target_fs=rate)
+    sig = HDF5Dataset(path, target_fs=200.0, siglen=150.0)[1]
+    expected = scipy.signal.resample_poly(x[1].T.astype(np.float64), 1, 2, axis=-1)[:, :150]
+    assert sig.shape == (12, 150)
+    np.testing.assert_allclose(sig.numpy(), expected, atol=1e-4 * np.abs(expected).max())

@@ -213,3 +213,38 @@ def test_set_epoch_reaches_persistent_workers(tmp_path):
                                    rtol=0, atol=0)
         seen.append(got)
     assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+
+
+def test_a_store_written_again_while_open_is_not_read_as_the_old_one(tmp_path):
+    old, new = (SyntheticECGDataset(4, seconds=1.0, seed=s) for s in (0, 1))
+    write_store(old, tmp_path, progress=False)
+    unread, mapped = ECGStore(tmp_path), ECGStore(tmp_path)
+    torch.testing.assert_close(mapped[0][0], old.read(0)[0], rtol=0, atol=0)
+    write_store(new, tmp_path, progress=False)  # other records, same shapes
+    # Not yet mapped: the old index would point into the new samples.
+    with pytest.raises(RuntimeError, match="written again"):
+        unread[0]
+    with pytest.raises(RuntimeError, match="written again"):
+        unread.metadata
+    # Mapped before: the map keeps the old file, so the old records, whole.
+    for i in range(4):
+        torch.testing.assert_close(mapped[i][0], old.read(i)[0], rtol=0, atol=0)
+    torch.testing.assert_close(ECGStore(tmp_path)[3][0], new.read(3)[0], rtol=0, atol=0)
+
+
+def test_real_records_round_trip_within_the_stored_dtype(cinc_records, tmp_path):
+    wfdb = pytest.importorskip("wfdb")
+    from fastecg.data import WFDBDataset
+
+    ds = WFDBDataset(cinc_records[:4])
+    for dtype, eps in (("float32", 2.0 ** -24), ("float16", 2.0 ** -11)):
+        write_store(ds, tmp_path / dtype, dtype=dtype, progress=False)
+        store = ECGStore(tmp_path / dtype)
+        for i, path in enumerate(cinc_records[:4]):
+            ref = wfdb.rdsamp(path)[0].T  # float64 physical values, mV
+            sig, target = store[i]
+            # Rounding to the stored dtype: half an ulp, relative (float16's normals
+            # start at 6.1e-5 mV, below the records' 1 uV resolution).
+            err = np.abs(sig.numpy().astype(np.float64) - ref)
+            assert (err <= eps * np.abs(ref) + 1e-12).all(), dtype
+            np.testing.assert_array_equal(target.numpy(), ds.target(i))

@@ -351,13 +351,23 @@ class IndexedDataset(torch.utils.data.Dataset):
 
 
 class DeviceAugmentLoader:
-    """Iterate `loader`, move each batch ``(sig, label, *masks)`` to `device` and augment
-    it there with `am` (braindecode's AugmentedDataLoader, with reproducible keys).
+    """Iterate `loader`, move each batch to `device` and augment it there with `am`
+    (braindecode's AugmentedDataLoader, with reproducible keys).
 
-    With ``indexed=True`` the batches are ``(indices, sig, label, *masks)`` (as from an
-    :class:`IndexedDataset`) and those indices key the random numbers; otherwise a
-    batch's indices are its positions in the epoch (reproducible for a fixed sample
-    order only). Call :meth:`set_epoch` at each epoch.
+    Batches are ``(sig, label, *masks, *extras)`` or dicts. In a tuple, the leading
+    tensors are the signal, the label and masks, all augmented; the items from the first
+    one that is not a tensor on (a ``return_meta=True`` dataset's metadata, collated by
+    ``default_collate`` or :func:`~fastecg.data.collate_with_meta`) ride along unchanged,
+    their tensors moved to `device`. A dict's ``"signal"`` (required) and ``"label"``
+    (optional) are augmented, its other entries ride along, as the Trainer does.
+
+    With ``indexed=True`` the batches are ``(indices, *batch)`` (as from an
+    :class:`IndexedDataset`) and those indices key the random numbers. Otherwise a
+    sample's key is its position in the epoch's order: reproducible for a fixed sample
+    order only; under a ``DistributedSampler`` (any sampler of the loader with
+    ``num_replicas`` and ``rank``) the position in the order of all ranks,
+    ``k * num_replicas + rank`` for this rank's k-th sample, so that ranks do not give
+    their different samples the same augmentation. Call :meth:`set_epoch` at each epoch.
     """
 
     def __init__(self, loader, am: AugmenterManager, device: Any = None, seed: int = 0,
@@ -366,27 +376,81 @@ class DeviceAugmentLoader:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.seed, self.epoch, self.indexed, self.non_blocking = seed, epoch, indexed, non_blocking
 
+    def _samplers(self) -> list:
+        """The loader's samplers (a DataLoader's ``sampler``, ``batch_sampler`` and the
+        batch sampler's ``sampler``), each once."""
+        batch_sampler = getattr(self.loader, "batch_sampler", None)
+        found: list = []
+        for s in (getattr(self.loader, "sampler", None), batch_sampler,
+                  getattr(batch_sampler, "sampler", None)):
+            if s is not None and all(s is not f for f in found):
+                found.append(s)
+        return found
+
     def set_epoch(self, epoch: int) -> None:
+        """The epoch of the augmentation keys, also given to the loader's samplers that
+        have ``set_epoch`` (a ``DistributedSampler`` shuffles by it)."""
         self.epoch = epoch
+        for sampler in self._samplers():
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
 
+    def _to_device(self, item: Any) -> Any:
+        if isinstance(item, Tensor):
+            return item.to(self.device, non_blocking=self.non_blocking)
+        if isinstance(item, (list, tuple)):
+            return type(item)(self._to_device(v) for v in item)
+        if isinstance(item, dict):
+            return {k: self._to_device(v) for k, v in item.items()}
+        return item
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        for sampler in self._samplers():
+            world, rank = getattr(sampler, "num_replicas", None), getattr(sampler, "rank", None)
+            if isinstance(world, int) and isinstance(rank, int):
+                return rank, world
+        return 0, 1
+
     def __iter__(self):
+        rank, world = self._rank_and_world()
         seen = 0
         for batch in self.loader:
-            if isinstance(batch, Tensor):
-                batch = (batch,)
-            batch = list(batch)
+            items = [batch] if isinstance(batch, (Tensor, dict)) else list(batch)
             if self.indexed:
-                indices = torch.as_tensor(batch.pop(0))
+                if isinstance(batch, dict) or not items:
+                    raise ValueError("DeviceAugmentLoader: indexed=True needs batches "
+                                     "(indices, *batch), as from an IndexedDataset")
+                indices = torch.as_tensor(items.pop(0))
+            if len(items) == 1 and isinstance(items[0], dict):
+                body = items[0]
+                if "signal" not in body:
+                    raise ValueError(f"DeviceAugmentLoader: a batch dict needs a 'signal' "
+                                     f"key, got {sorted(body)}")
+                tensors = [body["signal"], *([body["label"]] if "label" in body else [])]
+                extras: list = []
             else:
-                n = batch[0].shape[0]
-                indices = torch.arange(seen, seen + n)
+                body = None
+                n_tensors = next((i for i, v in enumerate(items) if not isinstance(v, Tensor)),
+                                 len(items))
+                tensors, extras = items[:n_tensors], items[n_tensors:]
+                if not tensors:
+                    got = type(items[0]).__name__ if items else "an empty batch"
+                    raise TypeError(f"DeviceAugmentLoader: a batch must start with the signal "
+                                    f"tensor, got {got}")
+            if not self.indexed:
+                n = tensors[0].shape[0]
+                indices = torch.arange(seen, seen + n) * world + rank
                 seen += n
-            tensors = [t.to(self.device, non_blocking=self.non_blocking) for t in batch]
-            sig, rest = tensors[0], tensors[1:]
+            sig, *rest = [self._to_device(t) for t in tensors]
             label = rest[0] if rest else None
             out = self.am(sig, label, *rest[1:], seed=self.seed, epoch=self.epoch,
                           indices=indices.to(self.device))
-            yield out if label is not None else out[:1] + out[2:]
+            if body is not None:
+                new = {"signal": out[0], "label": out[1]}
+                yield {k: new[k] if k in new else self._to_device(v) for k, v in body.items()}
+                continue
+            out = out if label is not None else out[:1] + out[2:]
+            yield (*out, *self._to_device(extras))

@@ -143,6 +143,19 @@ def collate_with_meta(batch: Sequence[tuple]) -> tuple:
     return (*rest, [item[-1] for item in batch])
 
 
+def check_rate_and_length(owner: str, fs_name: str, fs: Optional[float],
+                          siglen: Optional[int]) -> None:
+    """ValueError unless the output rate `fs` (argument `fs_name`) and `siglen` of
+    :func:`prepare_signal` are None or a positive number and a positive integer (a
+    negative `siglen` would slice off the record's end)."""
+    if fs is not None and not (isinstance(fs, (int, float, np.integer, np.floating))
+                               and math.isfinite(fs) and fs > 0):
+        raise ValueError(f"{owner}: {fs_name} must be a positive number, got {fs!r}")
+    if siglen is not None and not (isinstance(siglen, (int, float, np.integer, np.floating))
+                                   and int(siglen) == siglen and siglen >= 1):
+        raise ValueError(f"{owner}: siglen must be a positive integer, got {siglen!r}")
+
+
 def prepare_signal(sig: torch.Tensor, fs: float, target_fs: Optional[float],
                    siglen: Optional[int]) -> tuple[torch.Tensor, float]:
     """Resample `sig` ``(n_leads, n_samples)`` to `target_fs` (polyphase, as
@@ -261,6 +274,8 @@ class WFDBDataset(Dataset):
         ``n_leads``, ``lead_names`` (lists), ``age`` (float, NaN unknown), ``sex``,
         ``patient_id`` (missing where the source has none), ``dx_codes`` (lists of str),
         ``labels`` (lists of class indices), ``ann_symbols`` (lists of str).
+        ``fs``, ``n_samples``, ``n_leads`` and ``lead_names`` are the record's own, as
+        its header gives them; items follow `fs`, `siglen` and `leads`.
     skipped : list of (str, str)
         ``(record path, reason)`` of each record left out.
 
@@ -284,10 +299,7 @@ class WFDBDataset(Dataset):
                  nan: str = "skip", rhythms: Optional[Sequence[str]] = None):
         if nan not in _NAN_MODES:
             raise ValueError(f"WFDBDataset: nan must be one of {_NAN_MODES}, got {nan!r}")
-        if fs is not None and not (math.isfinite(fs) and fs > 0):
-            raise ValueError(f"WFDBDataset: fs must be a positive number, got {fs!r}")
-        if siglen is not None and (int(siglen) != siglen or siglen < 1):
-            raise ValueError(f"WFDBDataset: siglen must be a positive integer, got {siglen!r}")
+        check_rate_and_length("WFDBDataset", "fs", fs, siglen)
         if leads is not None and (isinstance(leads, str) or not len(leads)
                                   or len(set(leads)) != len(leads)):
             raise ValueError(f"WFDBDataset: leads must be a non-empty sequence of distinct "

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .datasets import (_by_position, _pandas, _str_column, class_columns, digest, file_stamps,
-                       prepare_signal, record_index)
+from .datasets import (_by_position, _pandas, _str_column, check_rate_and_length,
+                       class_columns, digest, file_stamps, prepare_signal, record_index)
 
 __all__ = ["HDF5Dataset"]
 
@@ -69,8 +69,11 @@ class HDF5Dataset(Dataset):
         if not (math.isfinite(scale) and scale != 0):
             raise ValueError(f"HDF5Dataset: scale must be a finite non-zero number, got "
                              f"{scale!r}")
+        check_rate_and_length("HDF5Dataset", "target_fs", target_fs, siglen)
         self.path, self.signals_name, self.layout = os.fspath(path), signals, layout
-        self.fs, self.target_fs, self.siglen = float(fs), target_fs, siglen
+        self.fs = float(fs)
+        self.target_fs = None if target_fs is None else float(target_fs)
+        self.siglen = None if siglen is None else int(siglen)
         self.lead_names, self.transforms, self.scale = list(lead_names), transforms, scale
         with h5py.File(self.path, "r") as f:
             for name in (signals, ids):

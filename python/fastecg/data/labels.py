@@ -12,6 +12,7 @@ The challenges score some pairs of codes as one diagnosis ("We score 713427006 a
 
 from __future__ import annotations
 
+import operator
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -106,6 +107,22 @@ def parse_dx(text: Optional[str]) -> list[str]:
     return [code.strip() for code in str(text).split(",") if code.strip()]
 
 
+def _checked_mapping(mapping: Mapping) -> dict[str, int]:
+    """`mapping` as ``{str code: int index}``; ValueError for an index that is not an
+    integer (a truncated 0.7 would silently be class 0)."""
+    out = {}
+    for code, index in mapping.items():
+        try:
+            value = operator.index(index)
+        except TypeError:
+            if not (isinstance(index, (float, np.floating)) and float(index).is_integer()):
+                raise ValueError(f"LabelMap: the class index of code {code!r} must be an "
+                                 f"integer, got {index!r}") from None
+            value = int(index)
+        out[str(code)] = value
+    return out
+
+
 class LabelMap:
     """Diagnosis codes -> class indices.
 
@@ -128,7 +145,7 @@ class LabelMap:
     """
 
     def __init__(self, mapping: Mapping[str, int], class_names: Sequence[str]):
-        self.mapping = {str(k): int(v) for k, v in mapping.items()}
+        self.mapping = _checked_mapping(mapping)
         self.class_names = list(class_names)
         bad = [v for v in self.mapping.values() if not 0 <= v < len(self.class_names)]
         if bad:
@@ -172,11 +189,12 @@ class LabelMap:
                 raise ValueError(f"unknown label map {spec!r}; expected one of {sorted(names)}")
             return cls.cinc(*names[spec])
         if isinstance(spec, Mapping):
-            n = max(spec.values(), default=-1) + 1
-            names = [""] * n
-            for code, index in spec.items():
-                names[int(index)] = names[int(index)] or str(code)
-            return cls(spec, names)
+            mapping = _checked_mapping(spec)
+            names = [""] * (max(mapping.values(), default=-1) + 1)
+            for code, index in mapping.items():
+                if index >= 0:  # (a negative one: the constructor says so)
+                    names[index] = names[index] or code
+            return cls(mapping, names)
         raise TypeError(f"label_map: expected a LabelMap, dict or name, got "
                         f"{type(spec).__name__}")
 
@@ -185,7 +203,11 @@ class LabelMap:
         return len(self.class_names)
 
     def indices(self, codes: Iterable[str]) -> list[int]:
-        """Sorted class indices of `codes`, each once."""
+        """Sorted class indices of `codes` (a list of codes: :func:`parse_dx` splits a
+        header's ``Dx`` text), each once."""
+        if isinstance(codes, (str, bytes)):  # its characters are no codes
+            raise TypeError(f"LabelMap: codes must be a sequence of codes, got the string "
+                            f"{codes!r} (split a Dx text with parse_dx)")
         return sorted({self.mapping[c] for c in codes if c in self.mapping})
 
     def multi_hot(self, codes: Iterable[str]) -> np.ndarray:

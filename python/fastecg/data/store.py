@@ -72,7 +72,9 @@ class ECGStore(Dataset):
     Items are ``(signal, target)`` (the signal float32, shape ``(n_leads, n_samples)``)
     when the store has targets, else the signal alone. Works with ``DistributedSampler`` (any sampler over
     ``range(len(store))``) and DataLoader workers: the memory map is opened in each
-    process on first use.
+    process on first use. A store written again (:func:`write_store` on its folder)
+    after this object opened it gives RuntimeError where a process opens a signal file
+    or the metadata, rather than other records' samples: open it again.
 
     Examples
     --------
@@ -94,6 +96,9 @@ class ECGStore(Dataset):
         if not os.path.isfile(info_path):
             raise FileNotFoundError(f"{self.root} is not a complete ECG store (no store.json)")
         with open(info_path, encoding="utf-8") as f:
+            # Which store.json this is: a re-run of write_store replaces it (and removes
+            # it first), so a file with another identity later means other records.
+            self._stamp = _identity(os.fstat(f.fileno()))
             self.info = json.load(f)
         if self.info.get("format") != STORE_FORMAT:
             raise ValueError(f"{self.root}: store format {self.info.get('format')}, this "
@@ -116,6 +121,7 @@ class ECGStore(Dataset):
         self._signals: dict = {}
         self._pid: Optional[int] = None
         self._metadata = None
+        self._check_unchanged()  # the index and targets read above are this store's
 
     @property
     def fs(self) -> Optional[float]:
@@ -132,6 +138,7 @@ class ECGStore(Dataset):
             import pandas as pd
 
             meta = pd.read_parquet(os.path.join(self.root, "metadata.parquet"))
+            self._check_unchanged()
             # Parquet gives list columns back as arrays; lists again, as the source had.
             for name in meta.columns:
                 if meta[name].dtype == object and any(isinstance(v, np.ndarray)
@@ -167,7 +174,23 @@ class ECGStore(Dataset):
                 self._signals[shard] = np.zeros(0, dtype=dtype)
             else:
                 self._signals[shard] = np.memmap(path, dtype=dtype, mode="r")
+            # Checked after mapping: an open map keeps its file, so once this passes the
+            # map holds this store's samples even if the store is written again later.
+            self._check_unchanged()
         return self._signals[shard]
+
+    def _check_unchanged(self) -> None:
+        """RuntimeError if the store has been written again, or is being written, since
+        it was opened: its index would then point into other records' samples."""
+        try:
+            stamp = _identity(os.stat(os.path.join(self.root, "store.json")))
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._stamp:
+            self._signals = {}
+            raise RuntimeError(f"ECGStore: {self.root} has been written again (or is being "
+                               "written) since this ECGStore opened it; open it again once "
+                               "the write is complete")
 
     def record(self, index: int) -> np.ndarray:
         """Record `index` as a read-only view of its memory map, in the stored dtype."""
@@ -408,6 +431,12 @@ def write_store(dataset, root, pipeline: Optional[Callable] = None, *, batch_siz
     _write_json(root, "store.json", info)
     return {"written": len(dataset) - first, "skipped": skipped,
             "seconds": time.perf_counter() - start, "resumed": first}
+
+
+def _identity(st: os.stat_result) -> tuple:
+    """What tells one file from another at a path (a file replaced by rename has another
+    inode)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _stack(targets: list, n: int) -> np.ndarray:
