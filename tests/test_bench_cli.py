@@ -155,6 +155,30 @@ def test_out_that_is_a_file_is_a_usage_error(capsys, stub_bench, tmp_path):
     assert "--out" in err and stub_bench == []
 
 
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_out_that_cannot_be_created_is_a_usage_error_before_any_run(capsys, stub_bench,
+                                                                     tmp_path, where):
+    """A folder that cannot be made or written ends in a usage error before any benchmark
+    runs (the stub would record it), not in a traceback after all of them."""
+    if where == "proc":
+        if not pathlib.Path("/proc/self").is_dir():
+            pytest.skip("no /proc on this system")
+        out = "/proc/nope"
+    else:
+        (tmp_path / "a_file").write_text("")
+        out = str(tmp_path / "a_file" / "results")
+    err = assert_usage_error(capsys, ["bench", "--ops", "normalize", "--sizes", "small",
+                                      "--out", out])
+    assert f"--out {out}: cannot write there" in err and stub_bench == []
+    assert not pathlib.Path(out).exists()
+
+
+def test_out_is_created_before_the_run(stub_bench, tmp_path):
+    out = tmp_path / "new" / "folder"
+    assert cli.main(["bench", "--ops", "normalize", "--sizes", "small", "--out", str(out)]) == 0
+    assert out.is_dir() and list(out.iterdir()) == [] and len(stub_bench) == 1
+
+
 def test_cuda_without_a_gpu_is_a_usage_error(capsys, stub_bench):
     import torch
 
@@ -174,7 +198,8 @@ def test_malformed_command_line_is_a_usage_error(capsys, stub_bench, argv):
     assert stub_bench == []
 
 
-def test_repeats_are_dropped_and_defaults_run_everything(stub_bench, tmp_path):
+def test_repeats_are_dropped_and_defaults_run_everything(stub_bench, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --out, ./fastecg_bench, is created by the check
     assert cli.main(["bench", "--ops", "baseline,normalize,baseline", "--sizes", "ecg,ecg",
                      "--out", str(tmp_path)]) == 0
     assert stub_bench[-1].ops == ["baseline", "normalize"] and stub_bench[-1].sizes == ["ecg"]

@@ -1,14 +1,18 @@
-"""Row helpers that both the ops and the Triton kernels use (the kernels import nothing
-from ``fastecg.ops``): SciPy's edge extension and the median's gather of selected samples."""
+"""Tensor helpers shared across layers, so that none imports another's for them: the
+ops and the Triton kernels (which import nothing from ``fastecg.ops``) take SciPy's edge
+extension and the median's gather of selected samples; the augmenters' loader and the
+Trainer take the move of a batch to a device."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ._spec import PadType
 
-__all__ = ["PADTYPES", "extend_rows", "gather_selected"]
+__all__ = ["PADTYPES", "extend_rows", "gather_selected", "to_device"]
 
 # SciPy's filtfilt padtypes by name (None: no extension), as the kernels number them.
 PADTYPES = {None: PadType.NONE, "odd": PadType.ODD, "even": PadType.EVEN,
@@ -37,3 +41,17 @@ def gather_selected(rows: Tensor, index: Tensor, cval: float, subtract: bool,
                       torch.tensor(cval, dtype=rows.dtype, device=rows.device))
     out = rows - med if subtract else med
     return out, (index if need_index else index.new_empty(0))
+
+
+def to_device(item: Any, device: torch.device, non_blocking: bool) -> Any:
+    """`item` with its tensors on `device`, nested in lists, tuples (named ones too) and
+    dicts as a DataLoader collates them; anything else is returned as it is."""
+    if isinstance(item, Tensor):
+        return item.to(device, non_blocking=non_blocking)
+    if isinstance(item, (list, tuple)):
+        moved = [to_device(v, device, non_blocking) for v in item]
+        # a namedtuple takes its fields as arguments, not one iterable
+        return type(item)(*moved) if hasattr(item, "_fields") else type(item)(moved)
+    if isinstance(item, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in item.items()}
+    return item

@@ -1,6 +1,8 @@
 """DeviceAugmentLoader: batches with metadata, dict batches, distributed samplers; each
 checked against the manager called on the whole data with the sample indices as keys."""
 
+import collections
+
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
@@ -108,3 +110,98 @@ def test_set_epoch_reaches_a_distributed_sampler():
     batches = torch.utils.data.BatchSampler(sampler, 2, drop_last=False)
     DeviceAugmentLoader(DataLoader(ds, batch_sampler=batches), manager()).set_epoch(6)
     assert sampler.epoch == 6
+
+
+Meta = collections.namedtuple("Meta", ["record", "age"])
+
+
+class WithNamedMeta(WithMeta):
+    def __getitem__(self, i):
+        return self.x[i], self.y[i], Meta(f"r{i}", float(i))
+
+
+def test_namedtuple_metadata_rides_along():
+    """default_collate keeps a namedtuple; moving it rebuilt it from one generator (a
+    TypeError: a namedtuple takes its fields as arguments)."""
+    x, y = data()
+    am = manager()
+    ref = am(x, y, seed=3, epoch=1, indices=torch.arange(N))
+    out = list(DeviceAugmentLoader(DataLoader(WithNamedMeta(x, y), batch_size=3), am,
+                                   seed=3, epoch=1))
+    torch.testing.assert_close(torch.cat([b[0] for b in out]), ref[0], rtol=0, atol=1e-6)
+    assert all(isinstance(b[2], Meta) for b in out)
+    assert [r for b in out for r in b[2].record] == [f"r{i}" for i in range(N)]
+    torch.testing.assert_close(torch.cat([b[2].age for b in out]),
+                               torch.arange(N, dtype=torch.float64))
+
+
+def test_batches_move_with_the_callers_non_blocking(monkeypatch):
+    """The loader and the Trainer move batches with one helper; the loader passes its
+    ``non_blocking``, the Trainer always True (its loader pins memory on CUDA)."""
+    from fastecg.train import Trainer
+
+    seen = []
+    to = torch.Tensor.to
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("non_blocking"))
+        return to(self, *args, **kwargs)
+
+    x, y = data()
+    monkeypatch.setattr(torch.Tensor, "to", spy)
+    for flag in (False, True):
+        seen.clear()
+        loader = DataLoader(WithMeta(x, y), batch_size=4)
+        list(DeviceAugmentLoader(loader, manager(), non_blocking=flag))
+        # per batch: signal, label, the metadata's one tensor (age)
+        assert seen.count(flag) >= 3 * 2 and not seen.count(not flag), (flag, seen)
+    trainer = Trainer(torch.nn.Linear(1, 1), loss_fn=lambda out: out.sum(), progress=False)
+    seen.clear()
+    batch = trainer._prepare((x[:2], {"age": y[:2], "ids": [1, 2]}, Meta(["a", "b"], y[:2])))
+    assert seen == [True, True, True]
+    assert isinstance(batch[2], Meta) and batch[1]["ids"] == [1, 2]
+
+
+class EpochRecorder(TensorDataset):
+    """A dataset with a plain-attribute ``set_epoch``."""
+
+    epoch = None
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+
+def test_set_epoch_reaches_the_dataset_through_an_indexed_dataset(tmp_path):
+    """ECGStore(random_crop=True) draws its windows by the epoch the loader's set_epoch
+    now forwards (it reached the samplers only, so every epoch had epoch 0's windows);
+    its epoch is shared memory, so persistent workers see it. Reference: the windows of
+    a second store given the epoch directly, augmented with the same keys."""
+    import numpy as np
+
+    from fastecg.data import ArrayDataset, ECGStore, write_store
+
+    x, y = data()
+    for ds in (EpochRecorder(x, y), IndexedDataset(EpochRecorder(x, y))):
+        DeviceAugmentLoader(DataLoader(ds, batch_size=4), manager()).set_epoch(5)
+        assert (ds.dataset if isinstance(ds, IndexedDataset) else ds).epoch == 5
+    DeviceAugmentLoader(DataLoader(TensorDataset(x, y)), manager()).set_epoch(2)  # none
+
+    records = np.random.default_rng(0).standard_normal((6, 1, 400)).astype(np.float32)
+    write_store(ArrayDataset(records, fs=100.0), tmp_path, progress=False)
+    store = ECGStore(tmp_path, crop=50, random_crop=True, seed=3)
+    reference = ECGStore(tmp_path, crop=50, random_crop=True, seed=3)
+    am = manager()
+    loader = DataLoader(IndexedDataset(store), batch_size=3, num_workers=1,
+                        persistent_workers=True)
+    aug = DeviceAugmentLoader(loader, am, seed=7, indexed=True)
+    seen = []
+    for epoch in range(3):
+        aug.set_epoch(epoch)
+        reference.set_epoch(epoch)
+        assert store.epoch == epoch
+        got = torch.cat([b[0] for b in aug])
+        windows = torch.stack([reference[i] for i in range(6)])
+        ref = am(windows, None, seed=7, epoch=epoch, indices=torch.arange(6))[0]
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+        seen.append(got)
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])

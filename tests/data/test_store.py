@@ -248,3 +248,18 @@ def test_real_records_round_trip_within_the_stored_dtype(cinc_records, tmp_path)
             err = np.abs(sig.numpy().astype(np.float64) - ref)
             assert (err <= eps * np.abs(ref) + 1e-12).all(), dtype
             np.testing.assert_array_equal(target.numpy(), ds.target(i))
+
+
+def test_an_items_metadata_is_the_callers_own(tmp_path):
+    """As WFDBDataset's: list cells of an item's metadata are copies, not the store's."""
+    pytest.importorskip("wfdb")
+    from fastecg.data import WFDBDataset, bundled_records
+
+    write_store(WFDBDataset(bundled_records()), tmp_path, progress=False)
+    store = ECGStore(tmp_path, return_meta=True)
+    codes = [list(c) for c in store.metadata["dx_codes"]]
+    meta = store[2][-1]
+    assert meta["dx_codes"] == codes[2]
+    meta["dx_codes"].append("999999")
+    assert [list(c) for c in store.metadata["dx_codes"]] == codes
+    assert store[2][-1]["dx_codes"] == codes[2]

@@ -209,6 +209,26 @@ def test_bundled_samples_ship_with_the_package():
     assert x.shape == (12, 5000) and 0.05 < float(x.abs().max()) < 20
 
 
+def test_an_items_metadata_is_the_callers_own():
+    """The metadata dict of an item held the dataset's own list cells (dx_codes, labels,
+    lead_names): appending to one changed ``dataset.metadata`` and every later item."""
+    from fastecg.data import bundled_records
+
+    ds = WFDBDataset(bundled_records(), return_meta=True)
+    codes = [list(c) for c in ds.metadata["dx_codes"]]
+    labels = [list(c) for c in ds.metadata["labels"]]
+    _, _, meta = ds[1]
+    assert meta["dx_codes"] == codes[1] and meta["labels"] == labels[1]
+    meta["dx_codes"].append("999999")
+    meta["labels"].clear()
+    meta["lead_names"].reverse()
+    assert [list(c) for c in ds.metadata["dx_codes"]] == codes
+    assert [list(c) for c in ds.metadata["labels"]] == labels
+    assert list(ds.metadata["lead_names"].iat[1]) == STANDARD
+    again = ds[1][2]
+    assert again["dx_codes"] == codes[1] and list(again["lead_names"]) == STANDARD
+
+
 def test_rhythm_masks_follow_the_transforms_rate(tmp_path):
     """The masks are on the item's grid whatever changed the rate: the dataset's fs or
     a resampling step in transforms (AFIB from 4 s to 6 s of a 250 Hz record)."""

@@ -194,6 +194,21 @@ def test_a_split_without_test_records_is_a_clear_error():
                  label_fractions=[1.0], seeds=[0], n_bootstrap=10)
 
 
+def test_a_training_split_without_labels_to_learn_says_what_it_lacks():
+    """Single-label: fewer than two classes. Multi-label: not one positive label (the
+    check made; its message spoke of two classes, which multi-hot targets need not have)."""
+    model = SSL.build("mae_1d", **TINY)
+    x = torch.randn(20, 2, 100)
+    with pytest.raises(ValueError, match="needs at least two classes"):
+        evaluate(model, (x, np.zeros(20, dtype=np.int64)), "knn", label_fractions=[1.0],
+                 seeds=[0], n_bootstrap=10)
+    with pytest.raises(ValueError, match=r"multi-label training split needs at least one "
+                                         r"positive label; all 3 labels of its \d+ records "
+                                         r"are 0"):
+        evaluate(model, (x, np.zeros((20, 3), dtype=np.int64)), "knn",
+                 label_fractions=[1.0], seeds=[0], n_bootstrap=10)
+
+
 @pytest.mark.parametrize("protocol", ["linear_probe", "knn"])
 def test_nan_embeddings_are_a_clear_error(protocol):
     """A record with NaN samples (or a diverged encoder) reached scikit-learn, whose

@@ -43,6 +43,18 @@ def test_bad_arguments_exit_2(argv, match, capsys):
     assert exc.value.code == 2 and match in capsys.readouterr().err
 
 
+def test_unknown_method_names_the_close_one(capsys):
+    """A misspelt --method gets the same "did you mean" as the other commands' names."""
+    from fastecg.registry import SSL
+
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "--method", "stmem", "--quiet"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "did you mean 'st_mem'?" in err and "Traceback" not in err
+    assert all(name in err for name in SSL.list())
+
+
 def test_pretrain_on_a_store(tmp_path, capsys):
     from fastecg.data import SyntheticECGDataset, write_store
 

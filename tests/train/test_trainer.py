@@ -440,6 +440,37 @@ def test_loss_fn_takes_dict_batches_and_refuses_bare_tensors():
                 progress=False).fit(x)
 
 
+def test_namedtuple_batches_train_as_tuples_do():
+    """default_collate keeps a dataset's namedtuple items as a namedtuple batch; moving it
+    to the device (and putting the transformed signal back) rebuilt it from one iterable,
+    a TypeError. Reference: the same run on a TensorDataset."""
+    import collections
+
+    x, y = _lin_data()
+    Pair = collections.namedtuple("Pair", ["signal", "label"])
+
+    class Records(torch.utils.data.Dataset):
+        def __len__(self):
+            return 20
+
+        def __getitem__(self, i):
+            return Pair(x[i], y[i])
+
+    for transform in (None, lambda sig: 2 * sig):
+        weights = []
+        for data in (Records(), torch.utils.data.TensorDataset(x, y)):
+            model = _lin()
+            Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                    loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=3,
+                    transform=transform, progress=False).fit(data)
+            weights.append(model[1].weight.detach().clone())
+        assert torch.equal(weights[0], weights[1])
+    batch = Trainer(_lin(), loss_fn=nn.functional.mse_loss, transform=lambda sig: 2 * sig,
+                    progress=False)._prepare(Pair(x[:2], y[:2]))
+    assert isinstance(batch, Pair) and torch.equal(batch.signal, 2 * x[:2])
+    assert torch.equal(batch.label, y[:2])
+
+
 def test_a_fresh_run_in_a_used_folder_starts_metrics_anew(tmp_path):
     x, y = _lin_data()
     data = torch.utils.data.TensorDataset(x, y)
@@ -634,6 +665,76 @@ def test_a_callbacks_eval_does_not_leave_the_model_in_eval_mode():
     Trainer(model, batch_size=4, max_steps=3, progress=False, callbacks=[validate]).fit(
         _indexed(12))
     assert model.modes == [True, True, True]
+
+
+def _amp_run(out_dir, amp, max_steps=4):
+    torch.manual_seed(0)
+    model = _lin()
+    return model, Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                          loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=max_steps,
+                          out_dir=out_dir, progress=False, amp=amp)
+
+
+def test_resume_refuses_another_amp_naming_both(tmp_path):
+    """A checkpoint written with amp="bf16" resumed with amp=None (or the reverse) went
+    on at another precision, and fp16's loss scale was dropped silently (or, the other
+    way, torch failed on an empty scaler state): a ValueError naming both, before
+    anything is loaded. The same amp resumes."""
+    x, y = _lin_data()
+    data = torch.utils.data.TensorDataset(x, y)
+    for saved, other_amp in (("bf16", None), (None, "bf16")):
+        folder = tmp_path / str(saved)
+        _amp_run(folder, saved, max_steps=2)[1].fit(data)
+        model, other = _amp_run(folder, other_amp)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(ValueError, match=f"written with amp={saved!r}, this run has "
+                                             f"amp={other_amp!r}: resume with amp={saved!r}"):
+            other.fit(data, resume=True)
+        assert other.step == 0
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, before[k]), k
+        same = _amp_run(folder, saved)[1]
+        assert same.resume() and same.step == 2
+
+    # fp16 needs CUDA to run; its checkpoint is a state with the scaler's entries
+    _, trainer = _amp_run(None, None)
+    state = trainer.state_dict()
+    fp16 = {**state, "meta": {**state["meta"], "amp": "fp16"},
+            "scaler": {"scale": 2.0 ** 16, "growth_factor": 2.0, "backoff_factor": 0.5,
+                       "growth_interval": 2000, "_growth_tracker": 3}}
+    with pytest.raises(ValueError, match=r"amp='fp16', this run has amp=None"):
+        _amp_run(None, None)[1].load_state_dict(fp16)
+
+
+def test_resume_of_a_checkpoint_that_does_not_record_amp(tmp_path):
+    """Older checkpoints have no amp in their meta: accepted, unless their scaler state
+    (non-empty only with fp16) disagrees with this run's amp."""
+    _, trainer = _amp_run(None, None)
+    state = trainer.state_dict()
+    old = {**state, "meta": {k: v for k, v in state["meta"].items() if k != "amp"}}
+    for amp in (None, "bf16"):
+        other = _amp_run(None, amp)[1]
+        other.load_state_dict(old)
+        assert other.step == state["step"]
+    old_fp16 = {**old, "scaler": {"scale": 2.0 ** 16, "growth_factor": 2.0,
+                                  "backoff_factor": 0.5, "growth_interval": 2000,
+                                  "_growth_tracker": 3}}
+    for amp in (None, "bf16"):
+        with pytest.raises(ValueError, match=f"holds an fp16 loss-scaler state, this run has "
+                                             f"amp={amp!r}: resume with amp='fp16'"):
+            _amp_run(None, amp)[1].load_state_dict(old_fp16)
+
+
+@pytest.mark.cuda
+def test_resume_refuses_fp16_without_amp_on_cuda(tmp_path):
+    x, y = _lin_data()
+    data = torch.utils.data.TensorDataset(x, y)
+    first = _amp_run(tmp_path, "fp16", max_steps=2)[1]
+    first.fit(data)
+    assert first.state_dict()["scaler"]
+    with pytest.raises(ValueError, match="amp='fp16', this run has amp=None"):
+        _amp_run(tmp_path, None)[1].fit(data, resume=True)
+    assert _amp_run(tmp_path, "fp16")[1].resume()
 
 
 def _resume_on(device, tmp_path):

@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .._rows import to_device
 from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_backend_name
 from ..transforms.manager import TransformManager
@@ -389,23 +390,33 @@ class DeviceAugmentLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch of the augmentation keys, also given to the loader's samplers that
-        have ``set_epoch`` (a ``DistributedSampler`` shuffles by it)."""
+        have ``set_epoch`` (a ``DistributedSampler`` shuffles by it) and to its dataset
+        (through an :class:`IndexedDataset`) if that has one (an ``ECGStore`` with
+        ``random_crop=True`` draws its windows by it). Call it before each epoch's
+        ``iter``.
+
+        DataLoader workers hold copies of the dataset. Workers started by ``iter`` (the
+        default) copy it after this call and see the epoch; ``persistent_workers=True``
+        ones were copied at the first ``iter`` and see it only if the dataset keeps its
+        epoch in shared memory, as ``ECGStore`` does. A dataset of yours that keeps it
+        in a plain attribute needs workers that are not persistent, or a shared tensor
+        (``torch.zeros((), dtype=torch.int64).share_memory_()``) for the epoch.
+        """
         self.epoch = epoch
         for sampler in self._samplers():
             if callable(getattr(sampler, "set_epoch", None)):
                 sampler.set_epoch(epoch)
+        dataset = getattr(self.loader, "dataset", None)
+        while isinstance(dataset, IndexedDataset):
+            dataset = dataset.dataset
+        if callable(getattr(dataset, "set_epoch", None)):
+            dataset.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def _to_device(self, item: Any) -> Any:
-        if isinstance(item, Tensor):
-            return item.to(self.device, non_blocking=self.non_blocking)
-        if isinstance(item, (list, tuple)):
-            return type(item)(self._to_device(v) for v in item)
-        if isinstance(item, dict):
-            return {k: self._to_device(v) for k, v in item.items()}
-        return item
+        return to_device(item, self.device, self.non_blocking)
 
     def _rank_and_world(self) -> tuple[int, int]:
         for sampler in self._samplers():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+import tempfile
 from typing import Callable, Sequence
 
 from . import workloads
@@ -39,7 +40,9 @@ def _one_of(choices: Sequence[str], what: str) -> Callable[[str], str]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    """--out must be a folder or not exist yet; --device cuda needs a visible GPU."""
+    """--out must be a folder or not exist yet, and writable; --device cuda needs a
+    visible GPU. Creates --out (last, once the other options are known good), so that a
+    folder the run could not write is reported before any benchmark runs."""
     # Python 3.11's argparse turns "--opt=--" into [] without calling the option's type
     for option, value in (("--ops", args.ops), ("--sizes", args.sizes),
                           ("--threads", args.threads), ("--device", args.device),
@@ -54,6 +57,14 @@ def _check(args: argparse.Namespace) -> None:
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA GPU is visible to torch")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # permissions alone do not tell (root, read-only mounts, /proc): write a file
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {args.out}: cannot write there ({err.strerror or err})") \
+            from None
 
 
 def run_command(args: argparse.Namespace) -> int:

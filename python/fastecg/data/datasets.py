@@ -8,6 +8,7 @@ list-valued columns ``dtype=object``).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -141,6 +142,13 @@ def collate_with_meta(batch: Sequence[tuple]) -> tuple:
         raise ValueError("collate_with_meta: empty batch")
     rest = default_collate([tuple(item[:-1]) for item in batch])
     return (*rest, [item[-1] for item in batch])
+
+
+def metadata_row(metadata, index: int) -> dict:
+    """Row `index` of the DataFrame `metadata` as a dict of the caller's own values: list
+    (or other mutable) cells are copies, so that changing an item's metadata in place
+    leaves the dataset's as it was."""
+    return copy.deepcopy(metadata.iloc[index].to_dict())
 
 
 def check_rate_and_length(owner: str, fs_name: str, fs: Optional[float],
@@ -392,7 +400,7 @@ class WFDBDataset(Dataset):
         else:
             target = torch.from_numpy(self.target(index))
         if self.return_meta:
-            return sig, target, self.metadata.iloc[index].to_dict()
+            return sig, target, metadata_row(self.metadata, index)
         return sig, target
 
     def target(self, index: int) -> np.ndarray:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .datasets import digest, record_index
+from .datasets import digest, metadata_row, record_index
 
 __all__ = ["ECGStore", "write_store", "STORE_FORMAT"]
 
@@ -209,7 +209,7 @@ class ECGStore(Dataset):
         if self.targets is not None:
             items.append(torch.from_numpy(np.array(self.targets[index])))
         if self.return_meta:
-            items.append(self.metadata.iloc[index].to_dict())
+            items.append(metadata_row(self.metadata, index))
         return items[0] if len(items) == 1 else tuple(items)
 
     def _window(self, sig: np.ndarray, index: int) -> np.ndarray:

@@ -127,14 +127,15 @@ def _input_transform(contract, fs: float, lead_names=None):
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from fastecg.registry import SSL
+    from fastecg.registry import SSL, did_you_mean
     from fastecg.train import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.method not in SSL:
-        raise ValueError(f"--method: unknown SSL method {args.method!r}; choose from "
-                         f"{', '.join(SSL.list())}")
+        raise ValueError(f"--method: unknown SSL method {args.method!r}"
+                         f"{did_you_mean(args.method, SSL.list())} (registered: "
+                         f"{', '.join(SSL.list())})")
     torch.manual_seed(args.seed)
     # A preset sizes the methods that take its arguments (the ViT-style ones); the others
     # keep their defaults. --model-args are passed as given (a wrong one is an error).

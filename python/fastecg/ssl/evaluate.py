@@ -715,8 +715,9 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
     ValueError
         An unknown protocol, a label fraction outside (0, 1], no seeds, an empty
         dataset, a dataset without targets or with records of different shapes, an
-        empty training or test split, a training split without two classes, NaN or
-        infinite embeddings (of the linear probe and kNN), `bootstrap_by` neither
+        empty training or test split, a single-label training split without two
+        classes or a multi-label one without any positive label, NaN or infinite
+        embeddings (of the linear probe and kNN), `bootstrap_by` neither
         ``"record"`` nor ``"patient"``, or ``"patient"`` without patient ids.
     TypeError
         `encoder_or_dir` is neither an SSL method nor a folder.
@@ -785,8 +786,12 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
         raise ValueError(f"dataset: {len(y)} records split into {len(train)} for training "
                          f"and {len(test)} for testing at test_size={test_size}; both need "
                          f"records: give more records or another test_size")
-    if (len(np.unique(y[train])) < 2) if y.ndim == 1 else not (y[train].sum(0) > 0).any():
+    if y.ndim == 1 and len(np.unique(y[train])) < 2:
         raise ValueError("dataset: the training split needs at least two classes")
+    if y.ndim == 2 and not (y[train] > 0).any():
+        raise ValueError(f"dataset: the multi-label training split needs at least one "
+                         f"positive label; all {y.shape[1]} labels of its {len(train)} "
+                         f"records are 0")
     subsets = {(f, s): train[label_subsample(y[train], f, s)] for f in fractions for s in seeds}
     y_test = y[test]
 

@@ -40,10 +40,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._rows import to_device
+
 __all__ = ["Trainer", "EpochBatchSampler", "rng_state", "set_rng_state", "signal_of"]
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
+_UNRECORDED = object()  # a meta field that checkpoints of older versions lack
 
 
 # ---- data order -----------------------------------------------------------------------------
@@ -193,6 +196,8 @@ class Trainer:
         break MoCo's once-per-step key update and the exact resume.)
     clip_grad_norm : float, optional
     amp : {None, "bf16", "fp16"}
+        Autocast precision (``"fp16"`` with a GradScaler, CUDA only). Checkpoints
+        record it, and a resume needs the same.
     device : str or torch.device, optional
         ``cuda:<local rank>`` when CUDA is available, else CPU.
     out_dir : path, optional
@@ -353,7 +358,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "scaler": self.scaler.state_dict(), "rng": states, "step": self.step,
                 "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "meta": self._meta()}
+                "meta": {**self._meta(), "amp": self.amp}}
 
     def _meta(self) -> dict:
         """What the data order depends on."""
@@ -371,15 +376,29 @@ class Trainer:
             processes, accumulation, shuffling, dataset length), it holds another model
             or an optimizer of other parameter groups, or it has a scheduler state and
             this trainer no scheduler, or the reverse (the learning rates would silently
-            part from the uninterrupted run's). Nothing is loaded then.
+            part from the uninterrupted run's), or it was written with another `amp`
+            (fp16's loss scale would be dropped, or missing; the precision would change).
+            A checkpoint that does not record `amp` is refused only if its loss-scaler
+            state says fp16 and this run is not, or the reverse. Nothing is loaded then.
         """
         meta, mine = dict(state["meta"]), self._meta()
         if meta.get("records") is None or mine["records"] is None:
             # a checkpoint of an older version, or a trainer that has not seen the data
             meta.pop("records", None), mine.pop("records")
+        amp = meta.pop("amp", _UNRECORDED)
         if meta != mine:
             raise ValueError(f"checkpoint was written with {meta}, this run has {mine}: the "
                              f"data order would differ, so the resume would not be exact")
+        if amp is not _UNRECORDED and amp != self.amp:
+            raise ValueError(f"checkpoint was written with amp={amp!r}, this run has "
+                             f"amp={self.amp!r}: resume with amp={amp!r}, or train in "
+                             f"another folder")
+        # An enabled GradScaler's state is never empty, a disabled one's always is.
+        if amp is _UNRECORDED and bool(state["scaler"]) != (self.amp == "fp16"):
+            held, hint = ("an", "amp='fp16'") if state["scaler"] else \
+                ("no", "amp=None or amp='bf16'")
+            raise ValueError(f"checkpoint holds {held} fp16 loss-scaler state, this run has "
+                             f"amp={self.amp!r}: resume with {hint}")
         if (state["scheduler"] is None) != (self.scheduler is None):
             raise ValueError(
                 "checkpoint has a scheduler state but this trainer no scheduler: pass the "
@@ -527,17 +546,8 @@ class Trainer:
                             pin_memory=self.device.type == "cuda")
         return loader, sampler
 
-    def _to_device(self, batch: Any) -> Any:
-        if isinstance(batch, Tensor):
-            return batch.to(self.device, non_blocking=True)
-        if isinstance(batch, (list, tuple)):
-            return type(batch)(self._to_device(b) for b in batch)
-        if isinstance(batch, dict):
-            return {k: self._to_device(v) for k, v in batch.items()}
-        return batch
-
     def _prepare(self, batch: Any) -> Any:
-        batch = self._to_device(batch)
+        batch = to_device(batch, self.device, non_blocking=True)
         if self.transform is None:
             return batch
         if isinstance(batch, Tensor):
@@ -547,7 +557,9 @@ class Trainer:
             return {**batch, "signal": sig, **({"label": label} if "label" in batch else {})}
         label = batch[1] if len(batch) > 1 else None
         sig, label = self._transformed(batch[0], label)
-        return type(batch)([sig, *([label] if len(batch) > 1 else []), *batch[2:]])
+        fields = [sig, *([label] if len(batch) > 1 else []), *batch[2:]]
+        # a namedtuple (kept by default_collate) takes its fields as arguments
+        return type(batch)(*fields) if hasattr(batch, "_fields") else type(batch)(fields)
 
     def _transformed(self, sig: Tensor, label: Any) -> tuple:
         """`transform` on a batch's signal; an AugmenterManager also takes and returns the
