@@ -1,7 +1,7 @@
 """Tensor helpers shared across layers, so that none imports another's for them: the
 ops and the Triton kernels (which import nothing from ``fastecg.ops``) take SciPy's edge
 extension and the median's gather of selected samples; the augmenters' loader and the
-Trainer take the move of a batch to a device."""
+Trainer take the move of a batch to a device and the epoch given to a dataset."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ._spec import PadType
 
-__all__ = ["PADTYPES", "extend_rows", "gather_selected", "to_device"]
+__all__ = ["PADTYPES", "extend_rows", "gather_selected", "set_dataset_epoch", "to_device"]
 
 # SciPy's filtfilt padtypes by name (None: no extension), as the kernels number them.
 PADTYPES = {None: PadType.NONE, "odd": PadType.ODD, "even": PadType.EVEN,
@@ -55,3 +55,13 @@ def to_device(item: Any, device: torch.device, non_blocking: bool) -> Any:
     if isinstance(item, dict):
         return {k: to_device(v, device, non_blocking) for k, v in item.items()}
     return item
+
+
+def set_dataset_epoch(dataset: Any, epoch: int) -> None:
+    """``set_epoch(epoch)`` of `dataset`, or of the dataset a wrapper holds as ``.dataset``
+    (``torch.utils.data.Subset``, :class:`~fastecg.augmenters.IndexedDataset`), where one
+    has it: an ``ECGStore`` with ``random_crop=True`` draws its windows by it."""
+    while dataset is not None and not callable(getattr(dataset, "set_epoch", None)):
+        dataset = getattr(dataset, "dataset", None)
+    if dataset is not None:
+        dataset.set_epoch(epoch)

@@ -778,3 +778,22 @@ def test_bad_step_counts_are_value_errors():
                          ({"batch_size": 0}, "batch_size")):
         with pytest.raises(ValueError, match=name):
             Trainer(Regression(), progress=False, **kwargs)
+
+
+def test_a_datasets_set_epoch_is_reached_inside_a_subset():
+    # ECGStore(random_crop=True) draws its windows by the epoch: wrapped in a Subset (a
+    # train split), it was never told the epoch and cropped epoch 0's windows every epoch
+    x, y = _lin_data()
+
+    class Cropped(torch.utils.data.TensorDataset):
+        epochs: list = []
+
+        def set_epoch(self, epoch):
+            self.epochs.append(epoch)
+
+    data = Cropped(x, y)
+    model = _lin()
+    Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=nn.functional.mse_loss,
+            batch_size=4, epochs=3, shuffle=False, progress=False).fit(
+        torch.utils.data.Subset(data, range(12)))
+    assert data.epochs == [0, 1, 2]

@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .._rows import to_device
+from .._rows import set_dataset_epoch, to_device
 from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_backend_name
 from ..transforms.manager import TransformManager
@@ -391,7 +391,7 @@ class DeviceAugmentLoader:
     def set_epoch(self, epoch: int) -> None:
         """The epoch of the augmentation keys, also given to the loader's samplers that
         have ``set_epoch`` (a ``DistributedSampler`` shuffles by it) and to its dataset
-        (through an :class:`IndexedDataset`) if that has one (an ``ECGStore`` with
+        (through an :class:`IndexedDataset` or a ``Subset``) if that has one (an ``ECGStore`` with
         ``random_crop=True`` draws its windows by it). Call it before each epoch's
         ``iter``.
 
@@ -406,11 +406,7 @@ class DeviceAugmentLoader:
         for sampler in self._samplers():
             if callable(getattr(sampler, "set_epoch", None)):
                 sampler.set_epoch(epoch)
-        dataset = getattr(self.loader, "dataset", None)
-        while isinstance(dataset, IndexedDataset):
-            dataset = dataset.dataset
-        if callable(getattr(dataset, "set_epoch", None)):
-            dataset.set_epoch(epoch)
+        set_dataset_epoch(getattr(self.loader, "dataset", None), epoch)
 
     def __len__(self) -> int:
         return len(self.loader)

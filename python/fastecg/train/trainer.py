@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._rows import to_device
+from .._rows import set_dataset_epoch, to_device
 
 __all__ = ["Trainer", "EpochBatchSampler", "rng_state", "set_rng_state", "signal_of"]
 
@@ -642,9 +642,9 @@ class Trainer:
                 if self.batch_in_epoch >= steps_per_epoch * self.grad_accum:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 sampler.set_position(self.epoch, self.batch_in_epoch)
-                if hasattr(loader.dataset, "set_epoch"):
-                    # random crops drawn from (seed, epoch, index) (ECGStore)
-                    loader.dataset.set_epoch(self.epoch)
+                # random crops drawn from (seed, epoch, index) (ECGStore), also inside
+                # a Subset
+                set_dataset_epoch(loader.dataset, self.epoch)
                 self._loader_gen.manual_seed(self.seed + self.epoch)
                 it = iter(loader)
                 while self.step < total and \
