@@ -116,9 +116,22 @@ def _ops_calls():
     import numpy as np
     import scipy.signal
 
-    from fastecg.ops import bandpass, normalize, remove_baseline, resample, sosfilt
+    from fastecg.ops import (bandpass, masked_patch_embed, normalize, remove_baseline, resample,
+                             sosfilt)
 
     sos = scipy.signal.butter(2, [1.0, 40.0], btype="bandpass", fs=500.0, output="sos")
+    gen = torch.Generator().manual_seed(5)
+    # (2, 3, 1200) signals in 24 patches of 50 samples: tokens of 150 values, embedded in 8
+    weight = torch.randn(8, 150, generator=gen, dtype=torch.float64)
+    bias = torch.randn(8, generator=gen, dtype=torch.float64)
+    pos = torch.randn(24, 8, generator=gen, dtype=torch.float64)
+
+    def embed(x):
+        # a fresh generator of one seed: every call draws the same mask, so the map is
+        # fixed (and linear)
+        return masked_patch_embed(x, weight, bias, pos, 50, 0.75,
+                                  generator=torch.Generator().manual_seed(6))[0]
+
     return {
         "normalize": lambda x: normalize(x),
         "bandpass iir": lambda x: bandpass(x, 500.0, 1.0, 40.0),
@@ -127,6 +140,7 @@ def _ops_calls():
         "mean baseline": lambda x: remove_baseline(x, 500.0, method="mean"),
         "sosfilt": lambda x: sosfilt(np.asarray(sos), x),
         "resample": lambda x: resample(x, 2, 5),
+        "masked patch embed": embed,
     }
 
 
@@ -195,14 +209,7 @@ def test_vmap_of_a_constant_in_a_dual_level_is_plain_work():
         torch.func.jvp(torch.vmap(fn), (x,), (torch.randn_like(x),))
 
 
-# remove_baseline(method="mean")'s backward calls torch.autograd.grad, which functorch
-# does not allow (baseline.py): it still fails inside torch.func.grad, after our op.
-_FUNCTORCH_BLOCKED = {"mean baseline"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="blocked outside the op"))
-    if n in _FUNCTORCH_BLOCKED else n for n in _ops_calls()])
+@pytest.mark.parametrize("name", list(_ops_calls()))
 def test_functorch_reverse_mode_runs_the_registered_backward(name):
     # torch.library runs a custom op's formula in an autograd.Function whose forward takes
     # ctx, which torch.func.grad / vjp / jacrev refused ("must override the setup_context
@@ -212,8 +219,6 @@ def test_functorch_reverse_mode_runs_the_registered_backward(name):
     fn = _ops_calls()[name]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 1200, generator=gen, dtype=torch.float64)
-    # (this first call also caches resample's design, which a first call inside
-    # torch.func.grad cannot make: resample.py reads a new tensor's NumPy dtype)
     w = torch.randn(fn(x).shape, generator=gen, dtype=torch.float64)
     v = torch.randn(x.shape, generator=gen, dtype=torch.float64)
 
@@ -227,8 +232,10 @@ def test_functorch_reverse_mode_runs_the_registered_backward(name):
     eps = 1e-6
     slope = (loss(x + eps * v) - loss(x - eps * v)) / (2 * eps)
     torch.testing.assert_close((grad * v).sum(), slope, rtol=1e-6, atol=1e-5)
-    # per-sample gradients: vmap over grad
-    per_sample = torch.func.vmap(torch.func.grad(lambda s, ws: (fn(s[None]) * ws).pow(2).sum()))
+    # per-sample gradients: vmap over grad (randomness="same": a masked embedding draws
+    # its mask, from a seeded generator, in each call)
+    per_sample = torch.func.vmap(torch.func.grad(lambda s, ws: (fn(s[None]) * ws).pow(2).sum()),
+                                 randomness="same")
     expected = torch.stack([torch.autograd.grad((fn(xg[i:i + 1]) * w[i]).pow(2).sum(), xg)[0][i]
                             for i in range(x.shape[0])])
     torch.testing.assert_close(per_sample(x, w), expected, rtol=1e-12, atol=1e-12)

@@ -472,3 +472,42 @@ def test_forward_mode_ad_is_refused_not_dropped():
             masked_reconstruction_loss(fwAD.make_dual(pred, torch.ones_like(pred)), x, mask, 5)
         with pytest.raises(RuntimeError, match="forward-mode AD"):
             masked_reconstruction_loss(pred, fwAD.make_dual(x, v), mask, 5)
+
+
+@pytest.mark.parametrize("norm_pix", [True, False])
+def test_functorch_reverse_mode_through_the_loss(norm_pix):
+    # The ops were torch.library custom ops: torch.func.grad / vjp / jacrev refused their
+    # autograd formula ("must override the setup_context staticmethod"), and the loss's
+    # backward op had none for them to run. Reference: the unfused loss in plain torch
+    # (its gradient by autograd), and a central difference.
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3, 40, dtype=torch.float64, generator=gen)
+    mask = patch_mask(x, 5, 0.5, generator=gen).mask
+    pred = torch.randn(patchify(x, 5).shape, dtype=torch.float64, generator=gen)
+
+    def loss(p, s):
+        return masked_reconstruction_loss(p, s, mask, 5, norm_pix)
+
+    pg, xg = pred.clone().requires_grad_(), x.clone().requires_grad_()
+    want = torch.autograd.grad(_reference_loss(pg, xg, mask, 5, "temporal", norm_pix), (pg, xg))
+    got = torch.func.grad(loss, argnums=(0, 1))(pred, x)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    vp, vx, eps = torch.randn_like(pred), torch.randn_like(x), 1e-6
+    slope = (loss(pred + eps * vp, x + eps * vx) - loss(pred - eps * vp, x - eps * vx)) / (2 * eps)
+    torch.testing.assert_close((got[0] * vp).sum() + (got[1] * vx).sum(), slope, rtol=1e-6,
+                               atol=1e-8)
+    # vjp with respect to x alone (pred a constant), and jacrev over one loss per record
+    _, pullback = torch.func.vjp(lambda s: loss(pred, s), x)
+    torch.testing.assert_close(pullback(torch.tensor(1.0, dtype=torch.float64))[0], want[1],
+                               rtol=1e-10, atol=1e-12)
+    jac = torch.func.jacrev(lambda p: torch.stack(
+        [masked_reconstruction_loss(p[i:i + 1], x[i:i + 1], mask[i:i + 1], 5, norm_pix)
+         for i in range(2)]))(pred)
+    for i in range(2):
+        (row,) = torch.autograd.grad(
+            _reference_loss(pg[i:i + 1], x[i:i + 1], mask[i:i + 1], 5, "temporal", norm_pix), pg)
+        torch.testing.assert_close(jac[i], row, rtol=1e-10, atol=1e-12)
+    # the gradient is the kernel's own, not differentiable again: said, not a torch error
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        torch.func.grad(lambda p: torch.func.grad(loss)(p, x).square().sum())(pred)

@@ -424,3 +424,24 @@ def test_repeated_calls_keep_every_check():
         resample(x, 2.0, 1)
     with pytest.raises(ValueError, match="up must be a positive integer, got True"):
         resample(x, True, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_func_grad_on_the_first_call_designs_the_taps(dtype, monkeypatch):
+    # The first call of a ratio designs its taps; inside torch.func.grad that read the
+    # dtype's NumPy type off a new tensor, which failed ("Cannot access data pointer").
+    # Reference: the gradient of <resample_poly(x), w> is J^T w, J's columns SciPy's
+    # resampling of unit impulses.
+    monkeypatch.setattr(resample_module, "_PLANS", {})
+    resample_module.resample_design.cache_clear()
+    n, up, down = 60, 7, 11
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, n, dtype=dtype, generator=gen)
+    jac = np.stack([scipy.signal.resample_poly(np.eye(n)[i], up, down) for i in range(n)],
+                   axis=1)
+    w = torch.randn(2, jac.shape[0], dtype=torch.float64, generator=gen)
+    grad = torch.func.grad(lambda s: (resample(s, up, down).double() * w).sum())(x)
+    ref = torch.from_numpy(w.numpy() @ jac)
+    assert grad.dtype == dtype
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(grad.double(), ref, rtol=tol, atol=tol)

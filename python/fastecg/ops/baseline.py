@@ -339,12 +339,14 @@ _moving_average.register_autograd(_mean_backward, setup_context=_mean_setup)
 
 def moving_average_vjp(grad: Tensor, sizes: list[int], subtract: bool) -> Tensor:
     """Exact adjoint of the chain of reflect-padded moving averages: the vjp of the
-    torch reference (the map is linear, so this is exact and twice differentiable)."""
+    torch reference (the map is linear, so this is exact and twice differentiable).
+    ``torch.func.vjp``, not ``requires_grad_`` and ``torch.autograd.grad``: functorch's
+    transforms (``torch.func.grad``, ``vjp``, ``jacrev``) run this backward and forbid
+    those, and plain autograd records the cotangent's path through it either way."""
     rows = grad.reshape(-1, grad.shape[-1])
-    probe = torch.zeros_like(rows).requires_grad_(True)
-    with torch.enable_grad():
-        y = moving_average_reference(probe, sizes, False)
-        (g,) = torch.autograd.grad(y, probe, rows, create_graph=grad.requires_grad)
+    _, pullback = torch.func.vjp(lambda probe: moving_average_reference(probe, sizes, False),
+                                 torch.zeros_like(rows))
+    (g,) = pullback(rows)
     g = g.view(grad.shape)
     return grad - g if subtract else g
 

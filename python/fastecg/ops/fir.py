@@ -11,6 +11,7 @@ from torch import Tensor
 from .._rows import PADTYPES, extend_rows
 from .._spec import check_fir, default_numtaps
 from ._design import extension_length, fir_design
+from ._dispatch import custom_op
 from ._validate import kernel_dtype
 from .zero_phase_fft import fast_fft_len
 
@@ -30,11 +31,58 @@ def _fir_pass(v: Tensor, taps: Tensor) -> Tensor:
     padded = torch.cat([v[:, :1].expand(-1, k - 1), v], dim=-1)
     if k <= _DIRECT_MAX_TAPS and v.dtype != torch.float64:
         return torch.nn.functional.conv1d(padded[:, None], taps.flip(0).view(1, 1, k))[:, 0]
-    # Circular convolution of length >= m + k - 1 wraps only into the first k - 1 outputs.
-    n_fft = fast_fft_len(m + k - 1)
+    if torch.compiler.is_compiling() or isinstance(m, torch.SymInt):
+        # Traced: the length may be symbolic (under dynamo it passes for an int); the op
+        # plans the transform when it runs.
+        return _fir_fft_valid_planned(padded, taps)
+    return _fft_valid(padded, taps)
+
+
+def _fft_valid(padded: Tensor, taps: Tensor) -> Tensor:
+    """The outputs of ``convolve(padded, taps)`` that see no zero beyond the rows' ends
+    (``mode="valid"``), (n_rows, len - numtaps + 1), by FFT."""
+    k, n = taps.shape[0], padded.shape[-1]
+    # Circular convolution of length >= n wraps only into the first k - 1 outputs.
+    n_fft = fast_fft_len(n)
     y = torch.fft.irfft(torch.fft.rfft(padded, n=n_fft) * torch.fft.rfft(taps, n=n_fft),
                         n=n_fft)
-    return y[:, k - 1:k - 1 + m]
+    return y[:, k - 1:n]
+
+
+@custom_op("fastecg::fir_fft_valid_planned")
+def _fir_fft_valid_planned(padded: Tensor, taps: Tensor) -> Tensor:
+    """:func:`_fft_valid` with the transform length worked out when the op runs, from
+    the concrete row length: what traced calls (``torch.compile``, ``torch.export``)
+    use. No expression of a symbolic length gives its fast transform length: planned
+    while tracing, it pinned the graph to the example's length (guards on each factor,
+    which ``torch.export`` with a dynamic dimension refuses and ``torch.compile``
+    answered with a recompile). The taps are a constant of the op (the design's)."""
+    return _fft_valid(padded, taps).contiguous()
+
+
+@_fir_fft_valid_planned.register_fake
+def _(padded, taps):
+    return padded.new_empty(padded.shape[0], padded.shape[1] - taps.shape[0] + 1)
+
+
+def _fir_fft_valid_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+
+
+def _fir_fft_valid_backward(ctx, grad):
+    # The transpose of the valid convolution: the full convolution with the taps
+    # reversed, i.e. the valid one of the cotangent zero-extended by k - 1 a side.
+    if ctx.needs_input_grad[1]:
+        raise RuntimeError('bandpass(method="fir"): gradients with respect to the taps are '
+                           "not supported (the taps are the filter design's constants)")
+    (taps,) = ctx.saved_tensors
+    k = taps.shape[0]
+    extended = torch.nn.functional.pad(grad, (k - 1, k - 1))
+    return _fir_fft_valid_planned(extended, taps.flip(0)), None
+
+
+_fir_fft_valid_planned.register_autograd(_fir_fft_valid_backward,
+                                         setup_context=_fir_fft_valid_setup)
 
 
 def fir_filtfilt(x: Tensor, taps: Tensor, padlen: int, padtype: Optional[str] = "odd") -> Tensor:

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._spec import MaskMode
-from ._dispatch import (check_backend_name, check_no_tangent, compiled_op, kernel_for,
-                        register_kernel, resolve_backend)
+from ._dispatch import (check_backend_name, check_no_tangent, compiled_op, custom_op,
+                        kernel_for, register_kernel, resolve_backend)
 from ._validate import check_signal
 
 __all__ = ["patch_mask", "masked_patch_embed", "masked_reconstruction_loss", "PatchMask",
@@ -208,7 +208,7 @@ def _residual(pred: Tensor, x: Tensor, patch_size: int, mode: int, norm_pix: boo
 
 # ---- custom ops ----------------------------------------------------------------------------
 
-@torch.library.custom_op("fastecg::patch_gather", mutates_args=())
+@custom_op("fastecg::patch_gather")
 def _patch_gather(x: Tensor, ids_keep: Tensor, patch_size: int, mode: int,
                   backend: str) -> Tensor:
     return kernel_for("patch_gather", x, backend)(x.contiguous(), ids_keep, patch_size, mode)
@@ -221,7 +221,7 @@ def _(x, ids_keep, patch_size, mode, backend):
     return x.new_empty(b, ids_keep.shape[1], d)
 
 
-@torch.library.custom_op("fastecg::patch_scatter", mutates_args=())
+@custom_op("fastecg::patch_scatter")
 def _patch_scatter(kept: Tensor, ids_keep: Tensor, patch_size: int, mode: int, n_leads: int,
                    n_samples: int, backend: str) -> Tensor:
     return kernel_for("patch_scatter", kept, backend)(kept.contiguous(), ids_keep, patch_size,
@@ -264,7 +264,7 @@ _patch_gather.register_autograd(_gather_backward, setup_context=_gather_setup)
 _patch_scatter.register_autograd(_scatter_backward, setup_context=_scatter_setup)
 
 
-@torch.library.custom_op("fastecg::masked_recon_loss", mutates_args=())
+@custom_op("fastecg::masked_recon_loss")
 def _masked_recon_loss(pred: Tensor, x: Tensor, mask: Tensor, patch_size: int, mode: int,
                        norm_pix: bool, eps: float, backend: str) -> Tensor:
     loss = kernel_for("masked_recon_loss", x, backend)(pred, x.contiguous(), mask, patch_size,
@@ -277,7 +277,7 @@ def _(pred, x, mask, patch_size, mode, norm_pix, eps, backend):
     return pred.new_empty(())
 
 
-@torch.library.custom_op("fastecg::masked_recon_loss_backward", mutates_args=())
+@custom_op("fastecg::masked_recon_loss_backward")
 def _masked_recon_loss_backward(grad: Tensor, pred: Tensor, x: Tensor, mask: Tensor,
                                 patch_size: int, mode: int, norm_pix: bool, eps: float,
                                 need_dx: bool, backend: str) -> tuple[Tensor, Tensor]:
@@ -307,6 +307,23 @@ def _loss_backward(ctx, grad):
 
 
 _masked_recon_loss.register_autograd(_loss_backward, setup_context=_loss_setup)
+
+
+def _loss_backward_setup(ctx, inputs, output):
+    pass
+
+
+def _loss_backward_backward(ctx, *grads):
+    raise RuntimeError("masked_reconstruction_loss: its gradient is computed by its own kernel "
+                       "and is not differentiable (no second derivative)")
+
+
+# A formula, though it only refuses: torch.func.grad / vjp / jacrev run the loss's
+# backward on tensors they track, where the stand-in torch.library gives an op without a
+# formula is an autograd.Function that they reject, while EagerOp runs a registered one
+# (under them, and a second derivative is then refused in words of the user's call).
+_masked_recon_loss_backward.register_autograd(_loss_backward_backward,
+                                              setup_context=_loss_backward_setup)
 
 
 def masked_recon_loss_backward(grad: Tensor, pred: Tensor, x: Tensor, mask: Tensor,

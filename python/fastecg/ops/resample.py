@@ -133,6 +133,13 @@ def _design_fake(up, down, window, params, device, dtype):
     return torch.empty(2 * resample_half_len(up, down) + 1, dtype=dtype, device=device)
 
 
+# NumPy's dtype for the design's arithmetic, from a table: reading it off a new tensor
+# (`torch.empty((), dtype=dtype).numpy()`) fails inside torch.func.grad / vjp ("Cannot
+# access data pointer"), where a first call designs the taps.
+_NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32,
+                 torch.float64: np.float64}
+
+
 # The design comes from SciPy, which torch.compile cannot trace (design_op: cached in eager
 # mode, a custom op of the graph under compile).
 @design_op("fastecg::resample_design", _design_fake)
@@ -142,7 +149,7 @@ def resample_design(up: int, down: int, window: str, params: list[float], device
     SciPy's arithmetic: the float64 design cast to the signal's dtype, then times up in
     that dtype."""
     h = resample_taps(up, down, (window, tuple(params)))
-    h = h.astype(torch.empty((), dtype=dtype).numpy().dtype)
+    h = h.astype(_NUMPY_DTYPES[dtype])
     h *= up
     return torch.from_numpy(h).to(device)
 
