@@ -107,7 +107,7 @@ def check_time_transforms(transforms: Any, owner: str, what: str) -> None:
             raise ValueError(
                 f"{owner}: {what} cannot follow a crop_or_pad step with mode "
                 f"{step.mode!r} in transforms (it moves the signal's start); use mode "
-                "'left' or siglen=, or crop after loading")
+                "'left' (or the dataset's siglen=, where it has one), or crop after loading")
 
 
 def follow_time(labels: np.ndarray, fs_in: float, n_out: int, fs_out: float) -> np.ndarray:

@@ -133,6 +133,8 @@ class LabelMap:
     class_names : sequence of str
         Name of each index, ``len(class_names)`` classes.
 
+    Notes
+    -----
     Codes outside the mapping are ignored (the challenges leave unscored codes out).
 
     Examples

@@ -181,7 +181,10 @@ def run_finetune(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         raise ValueError(f"--checkpoint: {err}") from None
     torch.manual_seed(args.seed)
-    model = finetune(args.checkpoint, num_classes=1, mode=args.mode)
+    # Trained in float32 (mixed precision is the Trainer's amp): the optimizer's
+    # updates would be lost in a half-precision checkpoint's weights, and the
+    # records come as float32.
+    model = finetune(args.checkpoint, num_classes=1, mode=args.mode, dtype=torch.float32)
     dataset, fs = _dataset(args.data, args.records, model.encoder, True, args.seed)
     contract = _input_contract(dataset, model.encoder.contract)
     _check_input(dataset, contract, fs, args.data)

@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import tempfile
+import uuid
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -25,6 +26,15 @@ CONFIG_NAME = "config.json"
 FORMAT = "fastecg-pretrained"
 FORMAT_VERSION = 1
 _REGISTRIES = ("SSL", "MODELS", "BACKBONES")
+# Written into both files of a save: a config.json and a model.safetensors of different
+# saves (an overwrite interrupted between the two, two processes saving to one folder)
+# never load as one model.
+SAVE_ID_KEY = "fastecg_save_id"
+# Constructor arguments an SSL method builds its input contract from.
+_CONTRACT_ARGS = ("fs", "lead_names", "seq_len", "preprocess")
+# safetensors' names of the floating dtypes a model's weights keep on loading.
+_FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                 "BF16": torch.bfloat16}
 
 
 class Contract:
@@ -143,17 +153,24 @@ def _lead_order(lead_names: Optional[Sequence[str]], into: Optional[list]) -> Op
 def _preproc_config(preprocess: Any) -> Optional[dict]:
     if preprocess is None:
         return None
+    from fastecg.preprocessors import PreprocManager
+
     if isinstance(preprocess, str):
-        from fastecg.preprocessors import PreprocManager
         preprocess = PreprocManager.from_recipe(preprocess)
     if hasattr(preprocess, "to_config"):
         preprocess = preprocess.to_config()
-    if not isinstance(preprocess, dict):
+    if not isinstance(preprocess, (dict, list, tuple)):
         raise ValueError(f"contract: preprocess must be a recipe name, a PreprocManager or "
-                         f"its config dict, got {type(preprocess).__name__}")
+                         f"its config (a dict or a list of steps), got "
+                         f"{type(preprocess).__name__}")
     # The rate comes with each call (pm(raw, fs)): a config pinned to one input rate
-    # would refuse records recorded at another.
-    return json.loads(json.dumps({**preprocess, "fs": None}))
+    # would refuse records recorded at another. Built here, so that a config that does
+    # not build (a misspelt step) fails when the model is made, not when a saved
+    # checkpoint is first used; kept in the manager's own canonical form.
+    if isinstance(preprocess, dict):
+        preprocess = {**preprocess, "fs": None}
+    config = PreprocManager.from_config(preprocess).to_config()
+    return json.loads(json.dumps({**config, "fs": None}))
 
 
 def _atomic_write(path: pathlib.Path, write) -> None:
@@ -184,9 +201,25 @@ def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike],
         Defaults to ``model.contract``.
     registry : {"SSL", "MODELS", "BACKBONES"}, optional
         Defaults to ``model.registry_name`` or ``"MODELS"``.
+
+    Notes
+    -----
+    A ``torch.compile`` or (Distributed)DataParallel wrapper is saved as the module it
+    wraps. Each file is written to a temporary name and renamed, and both carry one id
+    of the save: a folder whose files come from different saves (an overwrite
+    interrupted between the two) raises ValueError in :func:`from_pretrained`.
     """
     from safetensors.torch import save_model
 
+    from fastecg.models.grad_cam import _uncompiled
+
+    # The module itself, not a torch.compile or DDP wrapper, whose state-dict keys
+    # ("_orig_mod.", "module.") the rebuilt model would not have.
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    inner = _uncompiled(model.module if isinstance(model, wrappers) else model)
+    while inner is not model:
+        model = inner
+        inner = _uncompiled(model.module if isinstance(model, wrappers) else model)
     config = dict(config if config is not None else getattr(model, "config", None) or {})
     if "name" not in config:
         raise ValueError("save_pretrained: need the registry config (a dict with 'name') that "
@@ -194,13 +227,20 @@ def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike],
     registry = registry or getattr(model, "registry_name", "MODELS")
     if registry not in _REGISTRIES:
         raise ValueError(f"save_pretrained: registry must be one of {_REGISTRIES}")
+    meta_names = [k for k, v in model.state_dict().items() if v.is_meta]
+    if meta_names:
+        raise ValueError(f"save_pretrained: the model has tensors on the meta device (no "
+                         f"data to save): {', '.join(meta_names[:3])}")
     contract = contract if contract is not None else getattr(model, "contract", None)
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    save_id = uuid.uuid4().hex
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "registry": registry,
-            "model": config, "contract": contract.to_dict() if contract else None}
+            "model": config, "contract": contract.to_dict() if contract else None,
+            "save_id": save_id}
     text = json.dumps(meta, indent=2)  # fails here, before any file is written, if not JSON
-    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_model(model, p))
+    _atomic_write(directory / WEIGHTS_NAME,
+                  lambda p: save_model(model, p, metadata={SAVE_ID_KEY: save_id}))
     _atomic_write(directory / CONFIG_NAME, lambda p: pathlib.Path(p).write_text(text))
     return directory
 
@@ -211,41 +251,115 @@ def read_config(directory: Union[str, os.PathLike]) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{directory} holds no {CONFIG_NAME}: not a fastecg "
                                 f"save_pretrained directory")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a fastecg checkpoint (format {meta.get('format')!r})")
-    if meta.get("version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {meta['version']}; this fastecg reads up "
-                         f"to {FORMAT_VERSION}: upgrade fastecg")
+    try:
+        meta = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): a damaged save_pretrained "
+                         f"directory") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{path} is not a fastecg checkpoint (format {fmt!r})")
+    if not isinstance(meta.get("version"), int) or meta["version"] > FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {meta.get('version')!r}; this fastecg "
+                         f"reads up to {FORMAT_VERSION}: upgrade fastecg")
+    model = meta.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise ValueError(f"{path}: 'model' must be the registry config (a dict with a "
+                         f"'name'), got {model!r}")
+    if meta.get("registry") not in _REGISTRIES:
+        raise ValueError(f"{path}: unknown registry {meta.get('registry')!r} (one of "
+                         f"{_REGISTRIES})")
+    if meta.get("contract") is not None and not isinstance(meta["contract"], dict):
+        raise ValueError(f"{path}: 'contract' must be a dict or null, got "
+                         f"{type(meta['contract']).__name__}")
     return meta
 
 
+def _weights_header(path: pathlib.Path) -> tuple[dict, dict]:
+    """``(metadata, {name: safetensors dtype string})`` of a weights file, checked."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent} holds {CONFIG_NAME} but no {WEIGHTS_NAME}: "
+                                f"an incomplete save_pretrained directory")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}), {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    except Exception as err:  # safetensors' own error type, from its Rust core
+        raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
+
+
 def from_pretrained(directory: Union[str, os.PathLike], expect: Optional[str] = None,
-                    map_location: Union[str, torch.device] = "cpu", **overrides) -> nn.Module:
+                    map_location: Union[str, torch.device] = "cpu",
+                    dtype: Optional[torch.dtype] = None, **overrides) -> nn.Module:
     """Rebuild a model saved by :func:`save_pretrained`, weights loaded, contract attached
     (``model.contract``).
 
     Parameters
     ----------
+    directory : str or path
+        A folder written by :func:`save_pretrained`.
     expect : str, optional
         Registry name the caller needs (``"st_mem"``); a checkpoint of another model
         raises ValueError naming both.
+    map_location : str or torch.device
+        Device the returned model is on (``"meta"`` gives its structure, no data).
+    dtype : torch.dtype, optional
+        Floating-point dtype of the returned model (``torch.float32`` to fine-tune a
+        bfloat16 checkpoint in full precision). By default the floating-point weights
+        and buffers keep the dtype each was saved in: a float64 or bfloat16 model loads
+        as one.
     overrides
         Constructor arguments to change (e.g. ``mask_ratio``); the weights must still fit.
+        The saved contract is attached, unless an override changes what the model builds
+        its own contract from (``fs``, ``lead_names``, ``seq_len``, ``preprocess``): then
+        the model keeps its own.
+
+    Notes
+    -----
+    Nothing in the folder is executed: the weights are safetensors and the config JSON.
     """
     from safetensors.torch import load_model
 
     from fastecg import registry as reg
 
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"from_pretrained: dtype must be a floating-point torch.dtype, got "
+                        f"{dtype!r}")
     meta = read_config(directory)
     config = dict(meta["model"])
     if expect is not None and config.get("name") != expect:
         raise ValueError(f"{directory} holds a {meta['registry']} {config.get('name')!r} "
                          f"checkpoint, not {expect!r}")
-    if meta["registry"] not in _REGISTRIES:
-        raise ValueError(f"{directory}: unknown registry {meta['registry']!r}")
+    weights = pathlib.Path(directory) / WEIGHTS_NAME
+    file_meta, dtypes = _weights_header(weights)
+    # A weights file without an id was written by other tools (a conversion): only two
+    # different ids are two saves.
+    if SAVE_ID_KEY in file_meta and file_meta[SAVE_ID_KEY] != meta.get("save_id"):
+        raise ValueError(f"{directory}: {WEIGHTS_NAME} and {CONFIG_NAME} come from different "
+                         f"saves (an interrupted or concurrent save_pretrained): save the "
+                         f"model again")
     model = getattr(reg, meta["registry"]).build({**config, **overrides})
-    load_model(model, str(pathlib.Path(directory) / WEIGHTS_NAME), strict=True,
-               device=str(map_location))
-    model.contract = Contract.from_dict(meta.get("contract"))
+    # Floating tensors take the saved precision (a float64 or bfloat16 model loads as
+    # such, not rounded into the constructor's float32); keyed by tensor, so tied
+    # weights are cast once and stay tied.
+    cast = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        saved = _FLOAT_DTYPES.get(dtypes.get(name))
+        if saved is not None and t.is_floating_point() and t.dtype != saved:
+            cast[id(t)] = saved
+    if cast:
+        model._apply(lambda t: t.to(cast[id(t)]) if id(t) in cast else t)
+    load_model(model, str(weights), strict=True, device="cpu")
+    if dtype is None:
+        model.to(map_location)
+    else:
+        model.to(map_location, dtype)
+    contract = meta.get("contract")
+    contract = None if contract is None else Contract.from_dict(contract)
+    # An override of what a method builds its contract from (from_pretrained(dir,
+    # preprocess=None)) makes the model's own contract the one that holds: the saved
+    # one describes the input of the model as it was saved.
+    if getattr(model, "contract", None) is None or not set(overrides) & set(_CONTRACT_ARGS):
+        model.contract = contract
     return model
