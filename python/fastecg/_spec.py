@@ -88,6 +88,16 @@ def check_band(lowcut: Optional[float], highcut: Optional[float], fs: float) -> 
         raise ValueError(f"lowcut={lowcut} Hz must be below highcut={highcut} Hz")
 
 
+def check_int(value, what: str, low: int, high: Optional[int] = None) -> int:
+    """`value` (any integer, NumPy's included, not a bool) as an int in [low, high], else
+    ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or (
+            high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{what} must be an integer {bounds}, got {value!r}")
+    return int(value)
+
+
 def check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .._spec import check_int
 from ..transforms.config import SignalInfo
 from ..transforms.manager import Transform
 from ._random import Keys
@@ -44,16 +45,6 @@ def check_range(value: Any, what: str, low: float = 0.0, high: float = float("in
         raise ValueError(f"{what} must satisfy {low:g} <= low <= high <= {high:g}, got "
                          f"{value!r}")
     return lo, hi
-
-
-def check_int(value: Any, what: str, low: int, high: Optional[int] = None) -> int:
-    """`value` (any integer, NumPy's included, not a bool) as an int in [low, high], else
-    ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or (
-            high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{what} must be an integer {bounds}, got {value!r}")
-    return int(value)
 
 
 def make_keys(n: int, device: torch.device, seed: Optional[int], epoch: int,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import gc
 import math
-import numbers
 import os
 import pathlib
 import random
@@ -41,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._rows import set_dataset_epoch, to_device
+from .._spec import check_int
 
 __all__ = ["Trainer", "EpochBatchSampler", "rng_state", "set_rng_state", "signal_of"]
 
@@ -271,12 +271,9 @@ class Trainer:
         for name, value, low in (("grad_accum", grad_accum, 1), ("batch_size", batch_size, 1),
                                  ("epochs", epochs, 1), ("max_steps", max_steps, 0),
                                  ("ckpt_every", ckpt_every, 1)):
-            if value is None and name in ("max_steps", "ckpt_every"):
-                continue
             # 0 or a negative number silently meant "no checkpoints" or "no steps"
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
-                    value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            if value is not None or name not in ("max_steps", "ckpt_every"):
+                check_int(value, name, low)
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
         self._init_distributed()
