@@ -797,3 +797,40 @@ def test_a_datasets_set_epoch_is_reached_inside_a_subset():
             batch_size=4, epochs=3, shuffle=False, progress=False).fit(
         torch.utils.data.Subset(data, range(12)))
     assert data.epochs == [0, 1, 2]
+
+
+def test_resume_with_other_optimizer_settings_warns_and_keeps_the_checkpoints(tmp_path):
+    """PyTorch's optimizer loading takes the checkpoint's lr and weight decay whatever the
+    resuming Trainer was given: a warning names each setting that differs (the starting
+    rate under a scheduler, whose current rate moves by design); the same settings give
+    none."""
+    import warnings as w
+    x, y = _lin_data()
+    data = torch.utils.data.TensorDataset(x, y)
+
+    def run(folder, lr, wd, sched, max_steps):
+        torch.manual_seed(0)
+        model = _lin()
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+        s = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5) if sched else None
+        return Trainer(model, opt, s, loss_fn=nn.functional.mse_loss, batch_size=4,
+                       max_steps=max_steps, out_dir=tmp_path / folder, progress=False)
+
+    for sched in (False, True):
+        folder = f"s{sched}"
+        run(folder, 1e-3, 0.01, sched, 2).fit(data)
+        same = run(folder, 1e-3, 0.01, sched, 3)
+        with w.catch_warnings():
+            w.simplefilter("error")
+            same.fit(data, resume=True)
+        other = run(folder, 1e-2, 0.05, sched, 4)
+        with pytest.warns(UserWarning) as record:
+            other.fit(data, resume=True)
+        message = " ".join(str(r.message) for r in record)
+        key = "initial_lr" if sched else "lr"
+        assert f"{key} 0.001 (this trainer's: 0.01)" in message
+        assert "weight_decay 0.01 (this trainer's: 0.05)" in message
+        group = other.optimizer.param_groups[0]
+        assert group["weight_decay"] == 0.01
+        # the checkpoint's rate: 1e-3 (halved per step under the scheduler)
+        assert group["lr"] == pytest.approx(1e-3 * (0.5 ** 4 if sched else 1))

@@ -51,6 +51,7 @@ _UNRECORDED = object()  # a meta field that checkpoints of older versions lack
 
 # ---- data order -----------------------------------------------------------------------------
 
+
 class EpochBatchSampler:
     """This rank's batches of an epoch, starting at a given batch.
 
@@ -163,6 +164,29 @@ def _atomic_text(text: str, path: pathlib.Path) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def _changed_hyperparameters(saved: list, mine: list) -> str:
+    """The optimizer settings (``lr``, ``weight_decay``, ``betas``, ...) in which a
+    checkpoint's parameter groups differ from this trainer's, as ``"group 0: lr 0.001
+    (this trainer's: 0.01)"``, or ``""``. Under a scheduler the starting rate
+    (``initial_lr``) is compared, not the current one."""
+    out = []
+    for g, (theirs, ours) in enumerate(zip(saved, mine)):
+        for key in sorted(set(theirs) & set(ours) - {"params", "lr"}):
+            if key not in ("initial_lr", "weight_decay", "momentum", "betas", "eps",
+                           "dampening", "nesterov", "alpha", "lr_decay", "amsgrad"):
+                continue
+            a, b = theirs[key], ours[key]
+            if isinstance(a, Tensor) or isinstance(b, Tensor):
+                a, b = torch.as_tensor(a).tolist(), torch.as_tensor(b).tolist()
+            if (list(a) if isinstance(a, (tuple, list)) else a) != \
+                    (list(b) if isinstance(b, (tuple, list)) else b):
+                out.append(f"group {g}: {key} {a} (this trainer's: {b})")
+        if "initial_lr" not in ours and "lr" in theirs and "lr" in ours and \
+                float(theirs["lr"]) != float(ours["lr"]):
+            out.append(f"group {g}: lr {theirs['lr']} (this trainer's: {ours['lr']})")
+    return "; ".join(out)
 
 
 # ---- the trainer ------------------------------------------------------------------------------
@@ -418,8 +442,17 @@ class Trainer:
             raise ValueError(f"checkpoint's optimizer has parameter groups of {saved} "
                              f"parameters, this trainer's {mine}: resume with the optimizer "
                              f"the run was written with")
+        changed = _changed_hyperparameters(state["optimizer"]["param_groups"],
+                                           self.optimizer.param_groups)
         self.model.load_state_dict(theirs)
         self.optimizer.load_state_dict(state["optimizer"])
+        if changed:
+            # PyTorch's optimizer loading takes the checkpoint's groups whole: a resume
+            # that meant to change them would silently train on the old values.
+            warnings.warn(f"resumed with the checkpoint's optimizer settings ({changed}), "
+                          f"not this trainer's: to change them, set them in "
+                          f"trainer.optimizer.param_groups after the resume, or train in "
+                          f"another folder", stacklevel=3)
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
