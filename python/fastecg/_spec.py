@@ -13,7 +13,8 @@ import numpy as np
 
 __all__ = ["NormalizeMethod", "PadType", "BoundaryMode", "MaskMode", "NORMALIZE_EPS",
            "check_fs", "check_band", "check_positive_int", "check_fir", "butter_sos",
-           "fir_taps", "default_numtaps", "butter_order", "window_samples", "MAX_WINDOW"]
+           "fir_taps", "default_numtaps", "butter_order", "window_samples", "MAX_WINDOW",
+           "LeadNamesTypeError", "check_lead_names"]
 
 
 # The integer codes the kernels take, one definition each; csrc/common/codes.h mirrors
@@ -101,6 +102,80 @@ def check_int(value, what: str, low: int, high: Optional[int] = None) -> int:
 def check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class LeadNamesTypeError(TypeError, ValueError):
+    """Lead names that are not a sequence of str (a bare string, a set, a number, an item
+    that is not a str).
+
+    A ``TypeError``, as the kind of mistake it is, and a ``ValueError``, as the entry
+    points raised for it before: ``except TypeError`` and ``except ValueError`` both
+    catch it.
+    """
+
+
+def check_lead_names(names, what: str, *, distinct: bool = True) -> tuple:
+    """`names` (lead names in order) as a tuple of str, checked alike at every entry
+    point that takes them.
+
+    Parameters
+    ----------
+    names : sequence of str
+        A list, tuple, NumPy array of str, pandas Index or other ordered iterable.
+    what : str
+        The argument as errors name it (``"mae_1d: lead_names"``).
+    distinct : bool
+        The names give a lead order (a model's input, the leads to select): at least
+        one, none empty, none twice. False where they describe a record as it was
+        read, whose names are the file's.
+
+    Returns
+    -------
+    tuple of str
+
+    Raises
+    ------
+    LeadNamesTypeError
+        A bare string or bytes (``list("IIV1")`` would be four leads ``I, I, V, 1``),
+        a set (no order), something not iterable, or an item that is not a str.
+    ValueError
+        With `distinct`: no names, an empty name, or a name given twice.
+
+    Examples
+    --------
+    >>> check_lead_names(["I", "II", "V1"], "lead_names")
+    ('I', 'II', 'V1')
+    >>> check_lead_names("IIV1", "lead_names")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    fastecg._spec.LeadNamesTypeError: lead_names must be ... not the string 'IIV1'
+    """
+    kind = "distinct lead names" if distinct else "lead names"
+    if isinstance(names, (str, bytes, bytearray)):
+        raise LeadNamesTypeError(f"{what} must be a sequence of {kind} such as ['I', 'II'], "
+                                 f"not the string {names!r}")
+    if isinstance(names, (set, frozenset)):
+        raise LeadNamesTypeError(f"{what} must be a sequence of {kind} in order, not a set "
+                                 f"(which has none): {names!r}")
+    try:
+        out = tuple(names)
+    except TypeError:  # not iterable (a number, None inside a config, a 0-d array)
+        raise LeadNamesTypeError(f"{what} must be a sequence of {kind} such as ['I', 'II'], "
+                                 f"got {type(names).__name__} {names!r}") from None
+    bad = [n for n in out if not isinstance(n, str)]
+    if bad:
+        raise LeadNamesTypeError(f"{what} must be a sequence of {kind}, but holds "
+                                 f"{bad[0]!r} ({type(bad[0]).__name__}): {list(out)!r}")
+    out = tuple(str(n) for n in out)  # NumPy's str_ items as plain str, for configs
+    if distinct:
+        if not out or not all(out):
+            raise ValueError(f"{what} must be a non-empty sequence of distinct lead names "
+                             f"(none empty), got {list(out)!r}")
+        twice = sorted({n for n in out if out.count(n) > 1}, key=out.index)
+        if twice:
+            raise ValueError(f"{what} names a lead twice ({', '.join(twice)}): it must be a "
+                             f"sequence of distinct lead names, got {list(out)!r}")
+    return out
 
 
 def _checked_then_cached(check):

@@ -132,6 +132,23 @@ def test_seq_lab_net_shape(recover_length):
     assert expected == ((3, 999, 3) if recover_length else (3, 63, 3))  # ceil(999/16) = 63
 
 
+def test_compute_output_shape_without_a_length_as_torch_ecg():
+    # torch_ecg's compute_output_shape(seq_len=None, batch_size=None): the length unknown
+    # (None) where it depends on the input's, the other sizes still given.
+    backbone = TinyBackbone()
+    assert backbone.compute_features_output_shape() == (None, 16, None)
+    crnn = ECG_CRNN(["a", "b"], backbone=TinyBackbone())
+    assert crnn.compute_output_shape() == (None, 2)
+    assert crnn.compute_features_output_shape(batch_size=4) == (4, 16, None)
+    for recover_length in (True, False):
+        seq = ECG_SEQ_LAB_NET(["N", "S", "V"], backbone=TinyBackbone(),
+                              recover_length=recover_length)
+        assert seq.compute_output_shape() == (None, None, 3)
+        assert seq.compute_output_shape(batch_size=2) == (2, None, 3)
+    fcn = ECG_FCN(["N", "P", "QRS", "T"], backbone=TinyBackbone())
+    assert fcn.compute_output_shape(batch_size=2) == (2, None, 4)
+
+
 @pytest.mark.parametrize("attention", [None] + ATTENTIONS)
 @pytest.mark.parametrize("rnn", [None, "lstm", {"name": "gru", "hidden_size": 8,
                                                 "bidirectional": False}])
@@ -548,6 +565,49 @@ def test_grad_cam_explains_a_compiled_model_through_its_module():
     by_name = GradCam(compiled, target_layer="_orig_mod.backbone.stages.1")
     assert by_name.target_name == "backbone.stages.1"
     assert by_name(x).shape == (2, 200) and _hooks(model) == []
+
+
+@pytest.fixture
+def gloo_world_of_one(tmp_path):
+    """A one-process gloo group, so that a DistributedDataParallel can be built on CPU."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1),
+                            rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def test_grad_cam_explains_ddp_and_data_parallel_through_their_module(gloo_world_of_one):
+    """A DistributedDataParallel was run through its own forward, which broadcasts buffers
+    to every rank: GradCam on one rank alone (rank 0 explaining) waited on the others
+    until the group's timeout, and the layer was named "module.backbone...". GradCam now
+    runs the wrapped module, through any nesting of DDP, DataParallel and torch.compile."""
+    torch.manual_seed(0)
+    model = ECG_CRNN(["a", "b"], n_leads=12, backbone=TinyBackbone()).eval()
+    x = torch.randn(2, 12, 200)
+    expected = GradCam(model)(x, target_class=1)
+    ddp = nn.parallel.DistributedDataParallel(model)
+    for wrapped in (ddp, nn.DataParallel(model), torch.compile(ddp),
+                    nn.parallel.DistributedDataParallel(torch.compile(model))):
+        cam = GradCam(wrapped)
+        assert cam.model is model and cam.target_name == "backbone.stages.2"
+        torch.testing.assert_close(cam(x, target_class=1), expected, rtol=0, atol=0)
+        assert _hooks(model) == []
+
+    # DDP's forward with grad enabled arms its reducer (prepare_for_backward); it must
+    # not have run, or the next forward would insist on that reduction finishing first
+    forwards = []
+    handle = ddp.register_forward_pre_hook(lambda *a: forwards.append(1))
+    by_name = GradCam(ddp, target_layer="module.backbone.stages.1")
+    assert by_name.target_name == "backbone.stages.1"
+    by_name(x)
+    handle.remove()
+    assert forwards == []
 
 
 def test_grad_cam_bad_arguments():

@@ -192,6 +192,64 @@ def test_forward_mode_ad_is_refused_not_dropped(name):
     torch.testing.assert_close((tangent * w).sum(), (g * v).sum())
 
 
+_FORWARD_OVER_REVERSE = (r"fastecg::\w+: forward-mode AD .*hessian.* is not supported.*"
+                         r"torch\.func\.jacrev\(torch\.func\.jacrev\(f\)\)")
+
+
+@pytest.mark.parametrize("name", list(_ops_calls()))
+def test_forward_over_reverse_is_refused_with_our_message(name):
+    # Under a reverse-mode transform the op runs as an autograd.Function, whose inputs
+    # hide an outer jvp's tangent from the check: torch.func.hessian (jacfwd over jacrev)
+    # and jvp(grad(f)) failed inside torch with "You must implement the jvp function for
+    # custom autograd.Function", naming neither the op nor a way out.
+    fn = _ops_calls()[name]
+    x = torch.randn(2, 3, 1200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    fn(x)  # the op's cached design is built here, outside any transform
+
+    def loss(s):
+        return fn(s).pow(2).sum()
+
+    with pytest.raises(RuntimeError, match=_FORWARD_OVER_REVERSE):
+        torch.func.jvp(torch.func.grad(loss), (x,), (torch.randn_like(x),))
+    # a jvp whose tangent never reaches the op still runs: d/ds [s * grad(loss)(x)]
+    one = torch.tensor(1.0, dtype=torch.float64)
+    _, tangent = torch.func.jvp(lambda s: s * torch.func.grad(loss)(x), (one,), (one,))
+    torch.testing.assert_close(tangent, torch.func.grad(loss)(x), rtol=0, atol=0)
+
+
+def test_hessian_through_an_op_by_reverse_over_reverse():
+    # torch.func.hessian is refused with our message; the reverse-over-reverse Hessian it
+    # points to is exact. sosfiltfilt is linear, y = A x with A's columns the filtered unit
+    # impulses (SciPy), so f(x) = sum(sin(A x)) per row has H = A^T diag(-sin(A x)) A.
+    import numpy as np
+    import scipy.signal
+
+    from fastecg.ops import sosfiltfilt
+
+    sos = scipy.signal.butter(2, [2.0, 30.0], btype="bandpass", fs=200.0, output="sos")
+    n = 48
+    x = torch.randn(2, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def f(s):
+        return torch.sin(sosfiltfilt(sos, s)).sum()
+
+    f(x)  # the design's cached tensors are built here, outside any transform
+    a = scipy.signal.sosfiltfilt(sos, np.eye(n), axis=0)
+    expected = np.zeros((2, n, 2, n))
+    for r in range(2):
+        expected[r, :, r, :] = a.T @ np.diag(-np.sin(a @ x[r].numpy())) @ a
+    expected = torch.from_numpy(expected)
+
+    with pytest.raises(RuntimeError, match=r"fastecg::sosfiltfilt: forward-mode AD"):
+        torch.func.hessian(f)(x)
+    with pytest.raises(RuntimeError, match=_FORWARD_OVER_REVERSE):
+        torch.func.jacfwd(torch.func.jacrev(f))(x)
+    torch.testing.assert_close(torch.func.jacrev(torch.func.jacrev(f))(x), expected,
+                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(torch.autograd.functional.hessian(f, x), expected,
+                               rtol=1e-10, atol=1e-12)
+
+
 def test_vmap_of_a_constant_in_a_dual_level_is_plain_work():
     # A vmap-batched tensor cannot be asked for its tangent: the check looks at the tensor
     # it batches, so vmap inside an open dual level (or over a constant inside jvp) runs,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._spec import check_lead_names
 from ..registry import AUGMENTERS
 from ..transforms.config import check_prob
 from ._random import Keys, add_hash_noise
@@ -378,13 +379,15 @@ class RandomCrop(Augmenter):
 
 def _lead_positions(names: Optional[tuple], n_leads: int, wanted: Sequence[str],
                     what: str) -> list[int]:
-    """Positions of `wanted` leads: by name, or the standard 12-lead order when the
+    """Positions of `wanted` leads: by name (distinct: a name given twice would leave
+    which lead is meant to the first match), or the standard 12-lead order when the
     signal has 12 leads and no names."""
     if names is None:
         if n_leads != 12:
             raise ValueError(f"{what} needs the standard 12 leads or lead_names; the signal has "
                              f"{n_leads} leads and no lead names")
         names = STANDARD_LEADS
+    names = check_lead_names(names, f"{what}: lead_names")
     missing = [w for w in wanted if w not in names]
     if missing:
         raise ValueError(f"{what}: leads {missing} are not among the signal's leads "

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from .._spec import check_lead_names
 from ..transforms.designs import CropOrPadSpec
 from . import wfdb as _wfdb
 from .labels import LabelMap, parse_dx
@@ -308,10 +309,8 @@ class WFDBDataset(Dataset):
         if nan not in _NAN_MODES:
             raise ValueError(f"WFDBDataset: nan must be one of {_NAN_MODES}, got {nan!r}")
         check_rate_and_length("WFDBDataset", "fs", fs, siglen)
-        if leads is not None and (isinstance(leads, str) or not len(leads)
-                                  or len(set(leads)) != len(leads)):
-            raise ValueError(f"WFDBDataset: leads must be a non-empty sequence of distinct "
-                             f"lead names, got {leads!r}")
+        if leads is not None:
+            leads = check_lead_names(leads, "WFDBDataset: leads")
         if rhythms is not None:
             check_time_transforms(transforms, "WFDBDataset", "rhythm masks")
         self.fs = None if fs is None else float(fs)
@@ -465,6 +464,7 @@ class ArrayDataset(Dataset):
     fs : float
         Sampling rate in Hz (kept in ``metadata`` and given to `transforms`).
     lead_names : sequence of str, optional
+        The records' leads in order, distinct, one per lead of every record.
     transforms : PreprocManager, optional
         Run on each signal as ``transforms(sig, fs, lead_names)``.
 
@@ -500,7 +500,13 @@ class ArrayDataset(Dataset):
             raise ValueError(f"ArrayDataset: fs must be a positive number, got {fs!r}")
         self.labels = labels
         self.fs = float(fs)
-        self.lead_names = None if lead_names is None else list(lead_names)
+        self.lead_names = None if lead_names is None else \
+            list(check_lead_names(lead_names, "ArrayDataset: lead_names"))
+        if self.lead_names is not None:
+            counts = sorted({s.shape[0] for s in self.signals})
+            if counts and counts != [len(self.lead_names)]:
+                raise ValueError(f"ArrayDataset: {len(self.lead_names)} lead names "
+                                 f"{self.lead_names} for records of {counts} leads")
         self.transforms = transforms
         pd = _pandas()
         self.metadata = pd.DataFrame({

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._spec import check_lead_names
 from .datasets import (_by_position, _pandas, _str_column, check_rate_and_length,
                        class_columns, digest, file_stamps, prepare_signal, record_index)
 
@@ -74,7 +75,8 @@ class HDF5Dataset(Dataset):
         self.fs = float(fs)
         self.target_fs = None if target_fs is None else float(target_fs)
         self.siglen = None if siglen is None else int(siglen)
-        self.lead_names, self.transforms, self.scale = list(lead_names), transforms, scale
+        self.lead_names = list(check_lead_names(lead_names, "HDF5Dataset: lead_names"))
+        self.transforms, self.scale = transforms, scale
         with h5py.File(self.path, "r") as f:
             for name in (signals, ids):
                 if name is not None and name not in f:

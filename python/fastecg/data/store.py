@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .._spec import check_lead_names
 from .datasets import digest, metadata_row, record_index
 
 __all__ = ["ECGStore", "write_store", "STORE_FORMAT"]
@@ -487,6 +488,8 @@ def _remove(root: str, names) -> None:
 
 def _out_leads(pipeline, names) -> Optional[list]:
     """Lead names after the pipeline: those a lead-selection step keeps, else the input's."""
+    if names is not None:
+        names = check_lead_names(names, "the dataset's read(i) lead names", distinct=False)
     leads = list(names) if names else None
     for step in getattr(pipeline, "steps", []) or []:
         config = step.config() if hasattr(step, "config") else {}

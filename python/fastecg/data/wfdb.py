@@ -12,6 +12,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .._spec import check_lead_names
+
 __all__ = ["read_header", "read_signal", "load_cinc_record", "check_record", "rhythm_mask",
            "find_records", "bundled_records"]
 
@@ -136,6 +138,7 @@ def check_record(header: dict[str, Any], leads: Optional[Sequence[str]] = None) 
     "missing leads ['X9'] (has ['I', 'II', 'III', 'aVR', 'aVL', 'aVF', 'V1', 'V2', 'V3', 'V4', 'V5', 'V6'])"
     """
     if leads is not None:
+        leads = check_lead_names(leads, "check_record: leads", distinct=False)
         missing = [name for name in leads if name not in header["lead_names"]]
         if missing:
             return f"missing leads {missing} (has {header['lead_names']})"
@@ -176,6 +179,8 @@ def read_signal(header: dict[str, Any], leads: Optional[Sequence[str]] = None) -
     """
     wfdb = _wfdb()
     names = header["lead_names"]
+    if leads is not None:
+        leads = check_lead_names(leads, "read_signal: leads", distinct=False)
     channels = None if leads is None else [names.index(name) for name in leads]
     try:
         record = wfdb.rdrecord(header["path"], channels=channels, return_res=64)

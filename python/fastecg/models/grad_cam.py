@@ -53,12 +53,18 @@ def _class_indices(target_class: Union[int, Tensor], batch: int, n_classes: int,
     return torch.where(cls < 0, cls + n_classes, cls)
 
 
-def _uncompiled(model: nn.Module) -> nn.Module:
-    """The module a ``torch.compile`` wrapper holds (``_orig_mod``), else `model`."""
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The module that ``torch.compile`` (``_orig_mod``) and (Distributed)DataParallel
+    (``module``) wrappers hold, through any nesting of them, else `model`."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # not loaded: nothing compiled
-    while eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
-        model = model._orig_mod
-    return model
+    while True:
+        if isinstance(model, wrappers):
+            model = model.module
+        elif eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def _default_target_layer(model: nn.Module) -> str:
@@ -93,11 +99,14 @@ class GradCam:
     Attributes
     ----------
     model : nn.Module
-        The model explained; for a ``torch.compile`` wrapper, the module it compiles,
-        which GradCam runs eagerly (the compiled graph does not expose the target
-        layer's output to autograd).
+        The model explained; for a ``torch.compile`` or (Distributed)DataParallel wrapper
+        (or any nesting of them), the module it wraps, which GradCam runs eagerly on this
+        process alone: the compiled graph does not expose the target layer's output to
+        autograd, and DDP's forward is a collective (it broadcasts buffers) that would
+        wait for every rank.
     target_name : str
-        The target layer's name in `model` (e.g. ``"backbone.stages.3"``).
+        The target layer's name in `model` (e.g. ``"backbone.stages.3"``), without the
+        wrappers' ``"_orig_mod."`` / ``"module."`` prefixes.
 
     Notes
     -----
@@ -126,9 +135,11 @@ class GradCam:
         elif target_layer is not None and not isinstance(target_layer, nn.Module):
             raise TypeError(f"target_layer must be a name or a module, got "
                             f"{type(target_layer).__name__}")
-        # a compiled model is explained through the module it wraps, run eagerly: the
-        # compiled graph hides the target layer's output from autograd
-        model = _uncompiled(model)
+        # a wrapped model is explained through the module it wraps, run eagerly: the
+        # compiled graph hides the target layer's output from autograd; DDP's forward
+        # broadcasts buffers, a collective that hangs when one rank explains alone;
+        # DataParallel runs replicas whose activations the hook would mix up
+        model = _unwrapped(model)
         if isinstance(model, Backbone) and model.head is None:
             # its output, (batch, channels, L'), would pass for (batch, time, classes)
             raise ValueError(f"{type(model).__name__} has no classifier: it returns feature "

@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .._spec import check_lead_names
 from ..registry import Registry
 from ..transforms.config import SignalInfo, Step
 from ..transforms.designs import (BandPassSpec, BaselineRemoveSpec, CropOrPadSpec, EPS,
@@ -220,7 +221,8 @@ class LeadSelectStep(LeadSelectSpec, NumpyStep):
     def __call__(self, sig: np.ndarray, lead_names: Optional[Sequence[str]] = None) -> np.ndarray:
         sig = np.asarray(sig)
         info = SignalInfo(n_leads=sig.shape[-2] if sig.ndim > 1 else None,
-                          lead_names=None if lead_names is None else tuple(lead_names))
+                          lead_names=None if lead_names is None else
+                          check_lead_names(lead_names, "LeadSelect: lead_names", distinct=False))
         self.infer(info)
         return self.run(sig, info, None)
 

@@ -201,15 +201,23 @@ def has_tangent(tensors) -> bool:
     return False
 
 
+def forward_mode_error(op: str) -> RuntimeError:
+    """The error for a forward-mode tangent reaching `op`, which has a backward formula
+    only, with the reverse-mode ways to the same derivatives."""
+    return RuntimeError(
+        f"{op}: forward-mode AD (torch.func.jvp, jacfwd, hessian, torch.autograd.forward_ad) "
+        f"is not supported: the custom op has a backward formula only; use reverse mode "
+        f"(torch.autograd.grad, torch.func.grad / vjp / jacrev, or "
+        f"torch.autograd.functional.jvp, which is built from it), and for second "
+        f"derivatives torch.func.jacrev(torch.func.jacrev(f)) or "
+        f"torch.autograd.functional.hessian (reverse-over-reverse, its default)")
+
+
 def check_no_tangent(tensors, op: str) -> None:
     """RuntimeError if any of `tensors` carries a forward-mode tangent (:func:`has_tangent`),
     which `op` would otherwise silently drop (a zero or missing derivative)."""
     if has_tangent(tensors):
-        raise RuntimeError(
-            f"{op}: forward-mode AD (torch.func.jvp, jacfwd, torch.autograd.forward_ad) is "
-            f"not supported: the custom op has a backward formula only and would drop the "
-            f"tangent; use reverse mode (torch.autograd.grad, torch.func.grad / vjp / "
-            f"jacrev, or torch.autograd.functional.jvp, which is built from it)")
+        raise forward_mode_error(op)
 
 
 def functorch_grad_active() -> bool:
@@ -232,7 +240,7 @@ def _functorch_function(op) -> type:
     one has a separate ``setup_context`` and a generated vmap rule (``vmap(grad(f))``,
     ``jacrev``), so they can run it. Its forward calls the custom op, below this level of
     the transform. Call it with every argument, defaults included, as torch.library hands
-    them to setup_context."""
+    them to setup_context. Its ``jvp`` raises :func:`forward_mode_error`."""
 
     class Function(torch.autograd.Function):
         generate_vmap_rule = True
@@ -248,6 +256,13 @@ def _functorch_function(op) -> type:
         @staticmethod
         def backward(ctx, *grads):
             return op._backward_fn(ctx, *grads)
+
+        @staticmethod
+        def jvp(ctx, *tangents):
+            # a tangent from a forward-mode transform around the reverse-mode one
+            # (torch.func.hessian, jvp(grad(f))): the wrapped tensors hide it from
+            # has_tangent, so functorch asks for the rule here
+            raise forward_mode_error(op._qualname)
 
     Function.__name__ = Function.__qualname__ = f"FunctorchFunction_{op._qualname}"
     return Function

@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .._spec import check_lead_names
 from ..registry import PREPROCESSORS
 from ..transforms.config import SignalInfo
 from ..transforms.designs import CropOrPadSpec, LeadSelectSpec
@@ -94,7 +95,8 @@ class LeadSelect(LeadSelectSpec, Transform):
 
     def forward(self, sig: Tensor, lead_names: Optional[Sequence[str]] = None) -> Tensor:
         info = SignalInfo(n_leads=sig.shape[-2] if sig.dim() > 1 else None,
-                          lead_names=None if lead_names is None else tuple(lead_names))
+                          lead_names=None if lead_names is None else
+                          check_lead_names(lead_names, "LeadSelect: lead_names", distinct=False))
         self.infer(info)
         return self.run(sig, info)
 

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from .._spec import check_lead_names
 from ..train.trainer import signal_of
 from .pretrained import Contract, from_pretrained, save_pretrained
 
@@ -389,10 +390,7 @@ class BaseContrastiveLearner(SSLMethod):
         name = self.method_name
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
             raise ValueError(f"{name}: seq_len must be a positive int, got {seq_len!r}")
-        lead_names = list(lead_names) if lead_names is not None else \
-            list(default_leads(self.n_leads))
-        if len(lead_names) != self.n_leads:
-            raise ValueError(f"{name}: {len(lead_names)} lead names for {self.n_leads} leads")
+        lead_names = model_lead_names(lead_names, self.n_leads, name)
         self.seq_len, self.fs, self.lead_names = seq_len, float(fs), lead_names
         return Contract(fs, lead_names, seq_len, preprocess)
 
@@ -427,3 +425,14 @@ def default_leads(n_leads: int) -> Sequence[str]:
 
     return list(STANDARD_LEADS[:n_leads]) if n_leads <= len(STANDARD_LEADS) else \
         [f"lead{i}" for i in range(n_leads)]
+
+
+def model_lead_names(lead_names: Optional[Sequence[str]], n_leads: int, name: str) -> list:
+    """A model's input leads as a list: `lead_names` (distinct names, one per lead; a
+    bare string is a TypeError, not its letters), or the default names of `n_leads`."""
+    if lead_names is None:
+        return list(default_leads(n_leads))
+    lead_names = list(check_lead_names(lead_names, f"{name}: lead_names"))
+    if len(lead_names) != n_leads:
+        raise ValueError(f"{name}: {len(lead_names)} lead names for {n_leads} leads")
+    return lead_names

@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from fastecg._spec import check_lead_names
 from fastecg.registry import SSL
 
 from ._distributed import (gather_no_grad, gather_with_grad, global_indices, mean_over_ranks,
@@ -251,6 +252,8 @@ class CLOCS(BaseContrastiveLearner):
     def _lead_index(self, leads) -> list[int]:
         if leads is None:
             return list(range(self.n_leads))
+        if isinstance(leads, (str, bytes)):  # not its letters: the validator's TypeError
+            check_lead_names(leads, "clocs: leads")
         out = []
         for lead in leads:
             if isinstance(lead, str):

@@ -13,7 +13,7 @@ from fastecg.ops.patch_mask import patchify
 from fastecg.registry import SSL
 
 from ._vit import blocks, init_weights, sincos_1d
-from .base import BaseMaskedAutoencoder, check_input, default_leads, signal_of
+from .base import BaseMaskedAutoencoder, check_input, model_lead_names, signal_of
 from .pretrained import Contract
 
 __all__ = ["MAE1D"]
@@ -84,9 +84,7 @@ class MAE1D(BaseMaskedAutoencoder):
                              f"patch_size={patch_size}")
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mae_1d: mask_ratio must be in (0, 1), got {mask_ratio}")
-        lead_names = list(lead_names) if lead_names is not None else default_leads(n_leads)
-        if len(lead_names) != n_leads:
-            raise ValueError(f"mae_1d: {len(lead_names)} lead names for {n_leads} leads")
+        lead_names = model_lead_names(lead_names, n_leads, self.method_name)
         self.n_leads, self.seq_len, self.patch_size = n_leads, seq_len, patch_size
         self.mask_ratio, self.norm_pix, self.embed_dim = float(mask_ratio), norm_pix, embed_dim
         self._check_mask_count(n_leads, seq_len, at_step=False)

@@ -18,6 +18,8 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from .._spec import check_lead_names
+
 __all__ = ["Contract", "save_pretrained", "from_pretrained", "read_config",
            "WEIGHTS_NAME", "CONFIG_NAME"]
 
@@ -49,7 +51,8 @@ class Contract:
     def __init__(self, fs: Optional[float] = None, lead_names: Optional[Sequence[str]] = None,
                  siglen: Optional[int] = None, preprocess: Any = None):
         self.fs = None if fs is None else float(fs)
-        self.lead_names = None if lead_names is None else list(lead_names)
+        self.lead_names = None if lead_names is None else \
+            list(check_lead_names(lead_names, "Contract: lead_names"))
         self.siglen = None if siglen is None else int(siglen)
         self.preprocess = _preproc_config(preprocess)
         self._manager = None
@@ -138,7 +141,7 @@ def _lead_order(lead_names: Optional[Sequence[str]], into: Optional[list]) -> Op
     """Indices that put leads `lead_names` into the order `into` (Contract.lead_order)."""
     if lead_names is None or into is None:
         return None
-    lead_names = list(lead_names)
+    lead_names = list(check_lead_names(lead_names, "the records' lead_names", distinct=False))
     if lead_names == into:
         return None
     if sorted(lead_names) != sorted(into):
@@ -211,15 +214,11 @@ def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike],
     """
     from safetensors.torch import save_model
 
-    from fastecg.models.grad_cam import _uncompiled
+    from fastecg.models.grad_cam import _unwrapped
 
     # The module itself, not a torch.compile or DDP wrapper, whose state-dict keys
     # ("_orig_mod.", "module.") the rebuilt model would not have.
-    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    inner = _uncompiled(model.module if isinstance(model, wrappers) else model)
-    while inner is not model:
-        model = inner
-        inner = _uncompiled(model.module if isinstance(model, wrappers) else model)
+    model = _unwrapped(model)
     config = dict(config if config is not None else getattr(model, "config", None) or {})
     if "name" not in config:
         raise ValueError("save_pretrained: need the registry config (a dict with 'name') that "

@@ -19,8 +19,8 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 import numpy as np
 
 from .._spec import (NORMALIZE_EPS, BoundaryMode, butter_order, butter_sos, check_fs,
-                     check_positive_int, default_numtaps, fir_taps, resample_factors,
-                     resample_window_key, window_samples)
+                     check_lead_names, check_positive_int, default_numtaps, fir_taps,
+                     resample_factors, resample_window_key, window_samples)
 from ..registry import did_you_mean
 from .config import MissingInfo, SignalInfo, Step, check_backend_name
 
@@ -654,17 +654,22 @@ class LeadSelectSpec(Step):
 
     def __init__(self, leads: Sequence[str], input_leads: Optional[Sequence[str]] = None):
         super().__init__()
-        self.leads = _lead_names(leads, "leads")
-        self.input_leads = None if input_leads is None else _lead_names(input_leads, "input_leads")
+        self.leads = check_lead_names(leads, "LeadSelect: leads")
+        self.input_leads = None if input_leads is None else \
+            check_lead_names(input_leads, "LeadSelect: input_leads")
         if self.input_leads is not None:
             self.indices(self.input_leads)
 
     def indices(self, available: Sequence[str]) -> list[int]:
+        available = list(available)
         folded = [name.lower() for name in available]
         out = []
         for lead in self.leads:
+            if available.count(lead) > 1:  # which of them is meant cannot be told
+                raise ValueError(f"LeadSelect: lead {lead!r} is in the record's leads "
+                                 f"{available} more than once")
             if lead in available:
-                out.append(list(available).index(lead))
+                out.append(available.index(lead))
             elif folded.count(lead.lower()) == 1:
                 out.append(folded.index(lead.lower()))
             else:
@@ -690,13 +695,3 @@ class LeadSelectSpec(Step):
     def infer(self, info: SignalInfo) -> SignalInfo:
         self.indices(self.available(info))
         return info._replace(n_leads=len(self.leads), lead_names=self.leads)
-
-
-def _lead_names(names: Any, what: str) -> tuple:
-    if isinstance(names, str) or not isinstance(names, Sequence) or not names or \
-            not all(isinstance(n, str) and n for n in names):
-        raise ValueError(f"LeadSelect: {what} must be a non-empty list of lead names, got "
-                         f"{names!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"LeadSelect: {what} names a lead twice: {list(names)}")
-    return tuple(names)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, ClassVar, Iterable, Optional, Sequence, Union
 
-from .._spec import check_fs
+from .._spec import check_fs, check_lead_names
 from ..registry import Registry, did_you_mean
 from .config import (MissingInfo, SignalInfo, Step, build_step, check_json, check_prob,
                      json_value, parse_config)
@@ -45,12 +45,9 @@ class PipelineBase:
         name = type(self).__name__
         if not isinstance(random, bool):
             raise ValueError(f"{name}: random must be True or False, got {random!r}")
-        if lead_names is not None and (isinstance(lead_names, str) or not all(
-                isinstance(n, str) for n in lead_names)):
-            raise ValueError(f"{name}: lead_names must be a list of lead names, got "
-                             f"{lead_names!r}")
         self.fs = None if fs is None else check_fs(fs, name)
-        self.lead_names = None if lead_names is None else tuple(lead_names)
+        self.lead_names = None if lead_names is None else \
+            check_lead_names(lead_names, f"{name}: lead_names", distinct=False)
         self.random = random
         self.steps = self._container([])
         self._probs: list[float] = []
@@ -228,7 +225,8 @@ class PipelineBase:
             raise ValueError(f"{what}: expected a signal of shape (..., n_samples), got a "
                              "0-d one")
         fs = self.fs if fs is None else check_fs(fs, what)
-        names = self.lead_names if lead_names is None else tuple(lead_names)
+        names = self.lead_names if lead_names is None else \
+            check_lead_names(lead_names, f"{what}: lead_names", distinct=False)
         n_leads = sig.shape[-2] if len(sig.shape) >= 2 else None
         if names is not None and n_leads is not None and len(names) != n_leads:
             raise ValueError(f"{what}: {len(names)} lead names {list(names)} for a signal "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
+from .._spec import check_lead_names
 from ..registry import did_you_mean
 
 __all__ = ["RECIPES", "STANDARD_LEADS", "recipe_config", "ecgfounder", "st_mem", "hubert_ecg",
@@ -190,8 +191,10 @@ def recipe_config(name: str, lead_names: Optional[Sequence[str]] = None) -> dict
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}{did_you_mean(name, RECIPES)} "
                          f"(recipes: {', '.join(sorted(RECIPES))})")
+    if lead_names is not None:
+        lead_names = list(check_lead_names(lead_names, f"recipe {name!r}: lead_names",
+                                           distinct=False))
     steps = RECIPES[name]()
     if lead_names is not None:
         steps.insert(0, {"name": "lead_select", "leads": list(STANDARD_LEADS)})
-    return {"fs": None, "random": False, "steps": steps,
-            "lead_names": None if lead_names is None else list(lead_names)}
+    return {"fs": None, "random": False, "steps": steps, "lead_names": lead_names}
