@@ -1,6 +1,13 @@
 """One rule for caching inside the ops: eager calls reuse what they built for the same
 arguments; under ``torch.compile`` the function runs uncached, since its arguments may
-be symbolic and a cached tensor would be baked into the graph as a constant."""
+be symbolic and a cached tensor would be baked into the graph as a constant.
+
+A cached tensor outlives the call that made it, so it is made as a plain constant
+(:func:`tensor_cache`): outside inference mode (a first call in a validation loop under
+``torch.inference_mode()`` would cache an inference tensor, which a later training call
+cannot save for backward) and outside functorch transforms (a tensor made inside
+``torch.func.grad`` is wrapped for that transform's level; cached, it escapes it and
+every later transform fails)."""
 
 from __future__ import annotations
 
@@ -10,12 +17,38 @@ from typing import Callable
 import torch
 
 
-def cached_unless_compiling(maxsize: int = 128) -> Callable:
-    """Decorator: ``functools.lru_cache(maxsize)`` on eager calls, a plain call while
-    ``torch.compiler.is_compiling()``. Arguments must be hashable (devices, ints, ...)."""
+def _plain(fn: Callable) -> Callable:
+    """`fn`, run outside inference mode and outside functorch transforms (eagerly; under
+    ``torch.compile`` as it is)."""
+
+    @functools.wraps(fn)
+    def call(*args):
+        if torch.compiler.is_compiling():
+            return fn(*args)
+        with torch.inference_mode(False), torch._C._DisableFuncTorch():
+            return fn(*args)
+
+    return call
+
+
+def tensor_cache(maxsize: int = 128) -> Callable:
+    """Decorator: ``functools.lru_cache(maxsize)`` for a function that returns tensors
+    (read only to its callers), which it makes as plain constants (see the module
+    docstring). Arguments must be hashable."""
 
     def wrap(fn: Callable) -> Callable:
-        cached = functools.lru_cache(maxsize=maxsize)(fn)
+        return functools.lru_cache(maxsize=maxsize)(_plain(fn))
+
+    return wrap
+
+
+def cached_unless_compiling(maxsize: int = 128) -> Callable:
+    """Decorator: ``functools.lru_cache(maxsize)`` on eager calls, a plain call while
+    ``torch.compiler.is_compiling()``; cached tensors are made as :func:`tensor_cache`
+    makes them. Arguments must be hashable (devices, ints, ...)."""
+
+    def wrap(fn: Callable) -> Callable:
+        cached = tensor_cache(maxsize)(fn)
 
         @functools.wraps(fn)
         def call(*args):
@@ -50,7 +83,7 @@ def design_op(qualname: str, fake: Callable, maxsize: int = 128) -> Callable:
     """
 
     def wrap(fn: Callable) -> Callable:
-        cached = functools.lru_cache(maxsize=maxsize)(fn)
+        cached = tensor_cache(maxsize)(fn)
 
         @functools.wraps(fn)
         def impl(*args):

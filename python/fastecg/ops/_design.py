@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .._rows import PADTYPES
 from .._spec import butter_sos, fir_taps
-from ._cache import design_op
+from ._cache import design_op, tensor_cache
 
 __all__ = ["default_padlen", "extension_length", "check_longer_than_padding", "butter_sections",
            "butter_padlen"]
@@ -86,13 +86,13 @@ def _validated_key(sos) -> tuple:
     return tuple(map(tuple, arr))
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def _sos_on_device(key: tuple, device: str) -> Tensor:
     # Cached per (filter, device): no host-to-device copy per call.
     return torch.tensor(key, dtype=torch.float64, device=device)
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def _zi_on_device(key: tuple, device: str) -> Tensor:
     from scipy.signal import sosfilt_zi
 

@@ -12,7 +12,6 @@ n_in), so the backward is one call of the op itself (twice differentiable, any b
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from typing import NamedTuple, Optional, Union
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from .._spec import (resample_factors, resample_half_len, resample_length, resample_taps,
                      resample_window_key)
-from ._cache import design_op
+from ._cache import design_op, tensor_cache
 from ._dispatch import (check_backend_name, compiled_op, custom_op, kernel_for, register_kernel,
                         resolve_backend)
 from ._validate import check_signal, kernel_dtype
@@ -61,7 +60,7 @@ def _phase_layout(n_taps: int, up: int, down: int, offset: int) -> tuple[np.ndar
     return table, base, width
 
 
-@functools.lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _phase_index(n_taps: int, up: int, down: int, offset: int, device: str):
     table, base, width = _phase_layout(n_taps, up, down, offset)
     index = torch.as_tensor(table, device=device)

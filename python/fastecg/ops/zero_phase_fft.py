@@ -5,14 +5,13 @@ kernels are the C++ kernel (its own FFT, csrc/cpu/zero_phase_fft.cpp) and torch'
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ._cache import cached_unless_compiling
+from ._cache import cached_unless_compiling, tensor_cache
 from ._design import _butter_key
 from ._dispatch import compiled_op, custom_op, kernel_for, register_kernel
 
@@ -27,7 +26,7 @@ def _zero_phase_gain_interleaved(sos: Tensor, n_fft: int, dtype: torch.dtype) ->
     return _zero_phase_gain(sos, n_fft).repeat_interleave(2).to(dtype)
 
 
-@functools.lru_cache(maxsize=128)
+@tensor_cache(maxsize=128)
 def _gain_on_device(sos_key: tuple, n_fft: int, device: str, dtype: torch.dtype) -> Tensor:
     # ~40 small ops per call otherwise: on the CPU as much as a pass over a batch.
     sos = torch.tensor(sos_key, dtype=torch.float64, device=device)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from .._spec import check_lead_names
+from ..ops._cache import tensor_cache
 from ..registry import PREPROCESSORS
 from ..transforms.config import SignalInfo
 from ..transforms.designs import CropOrPadSpec, LeadSelectSpec
@@ -110,6 +110,6 @@ class LeadSelect(LeadSelectSpec, Transform):
         return sig.index_select(-2, _index_tensor(tuple(index), str(sig.device)))
 
 
-@functools.lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _index_tensor(index: tuple, device: str) -> Tensor:
     return torch.tensor(index, dtype=torch.int64, device=device)

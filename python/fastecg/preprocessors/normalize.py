@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..ops._cache import tensor_cache
 from ..ops.normalize import normalize
 from ..registry import PREPROCESSORS
 from ..transforms.config import SignalInfo
@@ -61,7 +61,7 @@ def _frozen(value: Any) -> Any:
     return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-@functools.lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _as_tensor(value: tuple, device: str) -> Tensor:
     return torch.tensor(value, dtype=torch.float64, device=device)
 
