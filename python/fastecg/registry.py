@@ -204,7 +204,8 @@ def _keyword_names(factory: Callable) -> Optional[list[str]]:
 # Each registry names the modules that fill it; they import this module, never the
 # other way round (the lazy import above runs at the first lookup).
 _MODELS = ("fastecg.models",)
-MODELS = Registry("model", _MODELS)
+# (a fine-tuned SSL encoder, SSLClassifier, is a model too: saved and rebuilt as one)
+MODELS = Registry("model", _MODELS + ("fastecg.ssl.finetune",))
 BACKBONES = Registry("backbone", _MODELS)
 ATTN_LAYERS = Registry("attention layer", _MODELS)
 OPTIMIZERS = Registry("optimizer", ("fastecg.train.optim",))

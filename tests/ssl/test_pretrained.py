@@ -232,3 +232,34 @@ def test_an_override_of_the_input_gives_its_contract(tmp_path):
                       preprocess=[{"name": "normalize"}])
     save_pretrained(_tiny("mae_1d"), tmp_path / "mae", contract=custom)
     assert from_pretrained(tmp_path / "mae", mask_ratio=0.5).contract == custom
+
+
+@pytest.mark.parametrize("name", ["mae_1d", "st_mem", "moco"])
+def test_a_fine_tuned_classifier_saves_and_loads_with_its_contract(tmp_path, name):
+    """A fine-tuned SSLClassifier had no registry config, so save_pretrained refused it:
+    it is now the MODELS entry "ssl_classifier", rebuilt from its encoder's config, with
+    the encoder's contract, its mode and its exact weights."""
+    clf = finetune(_tiny(name), num_classes=3, mode="full", dropout=0.1)
+    with torch.no_grad():
+        for p in clf.parameters():  # as after training: not the weights a rebuild makes
+            p.add_(0.01 * torch.randn_like(p))
+    clf.set_mode("linear_probe")
+    save_pretrained(clf, tmp_path)
+    loaded = from_pretrained(tmp_path, expect="ssl_classifier")
+    assert type(loaded) is type(clf) and loaded.mode == "linear_probe"
+    assert loaded.contract.to_dict() == clf.contract.to_dict()
+    for key, value in clf.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert [p.requires_grad for p in loaded.parameters()] == \
+        [p.requires_grad for p in clf.parameters()]
+    x = torch.randn(2, 3, clf.contract.siglen or 400)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), clf.eval()(x), rtol=0, atol=0)
+
+
+def test_a_classifier_builds_from_an_encoder_config():
+    clf = MODELS.build({"name": "ssl_classifier", "encoder": {"name": "mae_1d", **MAE},
+                        "num_classes": 4})
+    assert clf.head[1].out_features == 4 and clf.encoder.config["name"] == "mae_1d"
+    with pytest.raises(TypeError, match="encoder must be an SSL method or its registry config"):
+        MODELS.build({"name": "ssl_classifier", "encoder": nn.Linear(2, 2), "num_classes": 2})

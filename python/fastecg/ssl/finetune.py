@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
+from ..registry import MODELS, SSL
 from ..train.optim import decays, no_decay_names
 from .base import SSLMethod
 from .pretrained import from_pretrained
@@ -18,6 +19,7 @@ __all__ = ["SSLClassifier", "finetune", "FINETUNE_MODES"]
 FINETUNE_MODES = ("linear_probe", "full")
 
 
+@MODELS.register("ssl_classifier")
 class SSLClassifier(nn.Module):
     """``encoder.forward_features`` -> mean over tokens -> dropout -> linear head
     (ECG_CRNN's pooled head), its width read from the encoder, on the encoder's device
@@ -26,11 +28,23 @@ class SSLClassifier(nn.Module):
     ``mode="linear_probe"`` freezes the encoder (no gradients, kept in eval mode even
     under ``train()``); ``"full"`` trains the encoder too (the parts only pretraining
     uses stay frozen: see :meth:`set_mode`).
+
+    `encoder` is an SSL method, or its registry config (``{"name": "mae_1d", ...}``),
+    which builds a fresh one. Registered in ``MODELS`` as ``"ssl_classifier"``, so a
+    fine-tuned classifier saves with :func:`~fastecg.ssl.save_pretrained` and comes back
+    with :func:`~fastecg.ssl.from_pretrained`, its encoder's preprocessing contract with it.
     """
 
-    def __init__(self, encoder: SSLMethod, num_classes: int, mode: str = "full",
-                 dropout: float = 0.0):
+    registry_name = "MODELS"
+
+    def __init__(self, encoder: Union[SSLMethod, Mapping[str, Any]], num_classes: int,
+                 mode: str = "full", dropout: float = 0.0):
         super().__init__()
+        if isinstance(encoder, Mapping):
+            encoder = SSL.build(dict(encoder))
+        if not isinstance(encoder, SSLMethod):
+            raise TypeError(f"SSLClassifier: encoder must be an SSL method or its registry "
+                            f"config, got {type(encoder).__name__}")
         if mode not in FINETUNE_MODES:
             raise ValueError(f"finetune: mode must be one of {FINETUNE_MODES}, got {mode!r}")
         if num_classes < 1:
@@ -45,6 +59,12 @@ class SSLClassifier(nn.Module):
         if ref is not None:
             self.head.to(ref.device, ref.dtype)
         self.contract = getattr(encoder, "contract", None)
+        # What rebuilds it (save_pretrained): the encoder's own config, or none when the
+        # encoder was not built from one.
+        enc_config = getattr(encoder, "config", None)
+        self.config = None if not enc_config else {
+            "name": "ssl_classifier", "encoder": dict(enc_config),
+            "num_classes": int(num_classes), "mode": mode, "dropout": float(dropout)}
         self.set_mode(mode)
 
     def set_mode(self, mode: str) -> None:
@@ -56,6 +76,8 @@ class SSLClassifier(nn.Module):
         if mode not in FINETUNE_MODES:
             raise ValueError(f"finetune: mode must be one of {FINETUNE_MODES}, got {mode!r}")
         self.mode = mode
+        if getattr(self, "config", None):
+            self.config["mode"] = mode
         prefixes = self.encoder.encoder_prefixes()
         for name, p in self.encoder.named_parameters():
             p.requires_grad_(mode == "full" and name.startswith(prefixes))
