@@ -359,7 +359,9 @@ def _add_ssl_commands(sub) -> None:
     fine.add_argument("--batch-size", type=_int_in(1, 1 << 20), default=8, help="(8)")
     fine.add_argument("--lr", type=_float_in(0.0, 10.0, lo_open=True), default=1e-3,
                       help="(1e-3)")
-    fine.add_argument("--out", default="fastecg_finetune", help="folder for train/")
+    fine.add_argument("--out", default="fastecg_finetune",
+                      help="folder for train/ and finetuned/ (the classifier, "
+                           "save_pretrained)")
     fine.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0, help="(0)")
     fine.add_argument("--threads", type=_int_in(1, 4096), default=None, help="torch threads")
     fine.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -193,6 +193,10 @@ def test_cli_finetunes_a_bfloat16_checkpoint(tmp_path, capsys):
                  "--records", "10", "--batch-size", "5", "--out", str(tmp_path / "ft"),
                  "--quiet"]) == 0
     assert "finetune (linear_probe): 2 steps" in capsys.readouterr().out
+    # the classifier is saved, and loads as one (float32, the encoder's contract)
+    clf = from_pretrained(tmp_path / "ft" / "finetuned", expect="ssl_classifier")
+    assert clf.mode == "linear_probe" and clf.contract.siglen == 5000
+    assert {p.dtype for p in clf.parameters()} == {torch.float32}
 
 
 def test_a_contract_pipeline_is_checked_when_made():

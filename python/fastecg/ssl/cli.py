@@ -207,8 +207,9 @@ def run_finetune(args: argparse.Namespace) -> int:
                                                  getattr(dataset, "lead_names", None)),
                       progress=not args.quiet)
     hist = trainer.fit(dataset)
+    saved = trainer.save_pretrained(pathlib.Path(args.out) / "finetuned")
     if trainer.is_main and hist:
         print(f"finetune ({args.mode}): {len(hist)} steps, loss {hist[0]['loss']:.4f} -> "
-              f"{hist[-1]['loss']:.4f}")
+              f"{hist[-1]['loss']:.4f}; saved {saved}")
     trainer.close()
     return 0
