@@ -179,3 +179,10 @@ def test_reduced_lead_set_refuses_lead_names_naming_a_lead_twice():
     # the standard names pick rows 0 and 1 (I, II) as the 2-lead set defines
     out, _ = ReducedLeadSet(2, mode="drop")(x, lead_names=list(STANDARD_LEADS))
     torch.testing.assert_close(out, x[:, :2])
+
+
+def test_read_signal_names_a_lead_the_record_lacks():
+    # it was list.index's "'X9' is not in list", naming neither the record nor its leads
+    with pytest.raises(ValueError, match=r"no lead 'X9' \(the record has \['I', 'II'"):
+        read_signal(_HEADER, ["II", "X9"])
+    assert read_signal(_HEADER, ["II"]).shape[0] == 1

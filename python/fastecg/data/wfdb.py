@@ -181,6 +181,10 @@ def read_signal(header: dict[str, Any], leads: Optional[Sequence[str]] = None) -
     names = header["lead_names"]
     if leads is not None:
         leads = check_lead_names(leads, "read_signal: leads", distinct=False)
+        missing = [name for name in leads if name not in names]
+        if missing:
+            raise ValueError(f"{header['path']}: no lead {missing[0]!r} (the record has "
+                             f"{list(names)})")
     channels = None if leads is None else [names.index(name) for name in leads]
     try:
         record = wfdb.rdrecord(header["path"], channels=channels, return_res=64)
