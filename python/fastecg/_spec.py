@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ["NormalizeMethod", "PadType", "BoundaryMode", "MaskMode", "NORMALIZE_EPS",
            "check_fs", "check_band", "check_positive_int", "check_fir", "butter_sos",
            "fir_taps", "default_numtaps", "butter_order", "window_samples", "MAX_WINDOW",
-           "LeadNamesTypeError", "check_lead_names"]
+           "LeadNamesTypeError", "check_lead_names", "check_int"]
 
 
 # The integer codes the kernels take, one definition each; csrc/common/codes.h mirrors
