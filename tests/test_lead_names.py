@@ -186,3 +186,13 @@ def test_read_signal_names_a_lead_the_record_lacks():
     with pytest.raises(ValueError, match=r"no lead 'X9' \(the record has \['I', 'II'"):
         read_signal(_HEADER, ["II", "X9"])
     assert read_signal(_HEADER, ["II"]).shape[0] == 1
+
+
+def test_an_augmenter_called_alone_refuses_a_string():
+    # "I, II" as one string was split into letters before the augmenter saw it
+    x = torch.randn(2, 2, 32)
+    with pytest.raises(TypeError, match=r"ReducedLeadSet: lead_names must be a sequence .* "
+                                        r"not the string 'III'"):
+        ReducedLeadSet(2, mode="drop")(x, lead_names="III")
+    out, _ = ReducedLeadSet(2, mode="drop")(x, lead_names=("I", "II"))
+    torch.testing.assert_close(out, x)

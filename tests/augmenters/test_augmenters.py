@@ -83,6 +83,36 @@ def test_inplace_writes_the_callers_tensor(name):
     assert out is x
 
 
+@pytest.mark.parametrize("name", ["random_flip", "baseline_wander", "random_renormalize",
+                                  "stretch_compress", "mixup", "label_smooth"])
+def test_inplace_keeps_autograd_right(name):
+    # In place on a signal that requires grad: the gradient is the out-of-place call's
+    # (the write is recorded by autograd, not hidden from it), and a leaf refuses the
+    # write as torch's in-place ops do, rather than returning values its graph does not
+    # match.
+    base = ecg((4, 12, 300), dtype=torch.float64).requires_grad_()
+    weight = torch.linspace(-1, 1, 300, dtype=torch.float64)
+    label = torch.rand(4, 5, dtype=torch.float64)
+    out = AUGMENTERS.build(name, **CONFIGS[name])(base * 2, label, seed=4)[0]
+    (expected,) = torch.autograd.grad((out * weight).sum(), base)
+    x = base * 2  # not a leaf: may be written in place
+    inplace = AUGMENTERS.build(name, **CONFIGS[name], inplace=True)
+    out = inplace(x, label.clone(), seed=4)[0]
+    assert out is x
+    if name == "random_renormalize":
+        # its statistics' backward needs the input the write replaced: torch says so
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            torch.autograd.grad((out * weight).sum(), base)
+    else:
+        (grad,) = torch.autograd.grad((out * weight).sum(), base)
+        torch.testing.assert_close(grad, expected, rtol=0, atol=1e-12)
+    if name == "label_smooth":  # leaves the signal alone: nothing to write
+        assert inplace(base, label.clone(), seed=4)[0] is base
+    else:
+        with pytest.raises(RuntimeError, match="leaf"):
+            inplace(base, label.clone(), seed=4)
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_a_strided_signal_gives_the_contiguous_result(name):
     # A signal stored time-major (a transposed view: not contiguous) gives what its
@@ -159,13 +189,30 @@ def test_renormalized_mean_and_std_in_range():
     out, _, params = aug(x, seed=5, return_params=True)
     on = params["applied"]
     assert abs(float(on.float().mean()) - 0.5) < 0.13
-    var, mean = torch.var_mean(out[on], dim=(-2, -1), correction=0)
+    var, mean = torch.var_mean(out[on], dim=(-2, -1), correction=1)
     assert float(mean.min()) >= -0.05 - 1e-5 and float(mean.max()) <= 0.1 + 1e-5
     assert float(var.sqrt().min()) >= 0.08 - 1e-5 and float(var.sqrt().max()) <= 0.32 + 1e-5
     assert torch.equal(out[~on], x[~on])
     per_lead = RandomRenormalize(per_channel=True, prob=1.0)(x, seed=5)[0]
     lead_mean = per_lead.mean(-1)
     assert float(lead_mean.min()) >= -0.05 - 1e-5 and float(lead_mean.max()) <= 0.1 + 1e-5
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_renormalize_is_torch_ecgs_z_score(per_channel, backend):
+    # A fixed target (mean and std ranges of one value): torch_ecg's z-score, NumPy's
+    # (x - mean) / std(ddof=1) * std_new + mean_new, on a short record where ddof shows.
+    x = ecg((3, 4, 50), dtype=torch.float64) * 3 + 1
+    config = {"mean": (0.3, 0.3), "std": (2.0, 2.0), "per_channel": per_channel, "prob": 1.0}
+    out = AugmenterManager({"name": "random_renormalize", **config})(x, seed=0,
+                                                                      backend=backend)[0]
+    a = x.numpy()
+    axes = (-1,) if per_channel else (-2, -1)
+    ref = (a - a.mean(axis=axes, keepdims=True)) / a.std(axis=axes, ddof=1, keepdims=True)
+    torch.testing.assert_close(out, torch.from_numpy(ref * 2.0 + 0.3), rtol=0, atol=1e-12)
+    torch.testing.assert_close(RandomRenormalize(**config)(x, seed=0)[0], out, rtol=0,
+                               atol=1e-12)
 
 
 def test_stretch_compress_is_interpolate_and_cut_or_pad():
@@ -487,6 +534,13 @@ def test_bad_tensors():
     x = ecg((4, 12, 100))
     with pytest.raises(ValueError, match="label of shape"):
         aug(x, torch.rand(3, 5))
+    # torch_ecg's sequence label (batch, n_samples, n_classes) as the label: the message
+    # says where it goes, and there it moves with the signal
+    seq = x[:, :3, :].transpose(1, 2).clone()
+    with pytest.raises(ValueError, match="goes after the label, as a mask"):
+        aug(x, seq)
+    out, _, moved = aug(x, None, seq, seed=2)
+    torch.testing.assert_close(moved, out[:, :3, :].transpose(1, 2))
     with pytest.raises(ValueError, match="mask 0 of shape"):
         aug(x, torch.rand(4, 5), torch.rand(4, 99))
     with pytest.raises(ValueError, match="indices must be 4 integers"):
@@ -495,8 +549,13 @@ def test_bad_tensors():
         aug(x, seed=-1)
     with pytest.raises(ValueError, match="floating-point"):
         aug(torch.ones(2, 3, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="needs the sampling rate"):
+    with pytest.raises(ValueError, match=r"needs the sampling rate.*aug\(sig, label, fs="):
         BaselineWander()(x)
+    # the advice is the call that works (fs by keyword: the second argument is the label)
+    torch.testing.assert_close(BaselineWander()(x, seed=1, fs=FS)[0],
+                               BaselineWander(fs=FS)(x, seed=1)[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="label must be a tensor"):
+        BaselineWander()(x, FS)
     classes = torch.tensor([0, 2, 1, 1])
     assert torch.equal(aug(x, classes, seed=0)[1], classes)  # class indices pass through
     for mixer in (Mixup(), CutMix(), LabelSmooth()):

@@ -132,6 +132,23 @@ def test_seq_lab_net_shape(recover_length):
     assert expected == ((3, 999, 3) if recover_length else (3, 63, 3))  # ceil(999/16) = 63
 
 
+def test_torch_ecgs_nested_sub_configs_are_named_in_the_error():
+    # torch_ecg's {"name": x, x: {...}} (from its model_configs) is not fastecg's form:
+    # the error says so, instead of "unexpected keyword argument 'lstm'"
+    for key, spec in (("rnn", {"name": "lstm", "lstm": {"hidden_sizes": [12, 24]},
+                               "linear": {"out_channels": [8]}}),
+                      ("attention", {"name": "squeeze_excitation",
+                                     "squeeze_excitation": {"reduction": 8}}),
+                      ("backbone", {"name": "resnet", "resnet": {"layers": [1, 1]}})):
+        with pytest.raises(TypeError, match=f"{key}: arguments nested under .*beside the name"):
+            ECG_CRNN(["a"], n_leads=12, config={key: spec})
+    # the form the message gives builds
+    model = ECG_CRNN(["a"], n_leads=12, config={
+        "backbone": TinyBackbone(), "rnn": {"name": "lstm", "hidden_size": 8},
+        "attention": {"name": "squeeze_excitation", "reduction": 8}})
+    assert model.rnn.out_channels == 16
+
+
 def test_compute_output_shape_without_a_length_as_torch_ecg():
     # torch_ecg's compute_output_shape(seq_len=None, batch_size=None): the length unknown
     # (None) where it depends on the input's, the other sizes still given.

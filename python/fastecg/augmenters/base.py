@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .._spec import check_int
-from ..transforms.config import SignalInfo
+from .._spec import check_int, check_lead_names
+from ..transforms.config import MissingInfo, SignalInfo
 from ..transforms.manager import Transform
 from ._random import Keys
 
@@ -106,9 +106,17 @@ class Batch:
             elif tuple(label.shape) == self.lead_dims:  # one value per sample (class index)
                 self.label = label.reshape(self.n, 1)
             else:
+                k = len(self.lead_dims)
+                # torch_ecg takes a sequence label (..., n_samples, n_classes) as the
+                # label; here it is a mask, which the steps that move samples follow.
+                per_sample = (label.dim() == k + 2 and tuple(label.shape[:k]) == self.lead_dims
+                              and label.shape[k] == n_samples)
+                hint = ("; a per-sample label (..., n_samples, n_classes) goes after the "
+                        "label, as a mask: (sig, None, seq_label) or (sig, label, seq_label)"
+                        if per_sample else "")
                 raise ValueError(f"{what}: label of shape {tuple(label.shape)} does not match "
                                  f"the signal's batch {self.lead_dims} (expected "
-                                 f"{self.lead_dims + ('n_classes',)})")
+                                 f"{self.lead_dims + ('n_classes',)}){hint}")
             self.label_shape = label.shape
         self.mask_shapes, self.masks = [], []
         for i, mask in enumerate(masks):
@@ -162,6 +170,16 @@ class Augmenter(Transform):
     fs: Optional[float] = None
     inplace: bool = False
 
+    def step_fs(self, info: SignalInfo) -> float:
+        # An augmenter's call takes the rate by keyword (its second positional argument
+        # is the label), so say so rather than the preprocessing pipelines' pm(sig, fs).
+        if self.fs is None and info.fs is None:
+            name = type(self).__name__
+            raise MissingInfo(f"{name} needs the sampling rate: build it with fs=..., or "
+                              "give it to the call by keyword (aug(sig, label, fs=...)) or "
+                              "to the AugmenterManager (fs=... when built or called)")
+        return super().step_fs(info)
+
     # ---- the two halves ------------------------------------------------------------------
 
     def draw(self, keys: Keys, x: Tensor, info: SignalInfo) -> dict:
@@ -208,7 +226,8 @@ class Augmenter(Transform):
     # ---- calls ---------------------------------------------------------------------------
 
     def _info(self, batch: Batch, fs: Optional[float], lead_names) -> SignalInfo:
-        names = None if lead_names is None else tuple(lead_names)
+        names = None if lead_names is None else check_lead_names(
+            lead_names, f"{type(self).__name__}: lead_names", distinct=False)
         info = SignalInfo(fs, batch.x.shape[1], batch.x.shape[2], names)
         self.infer(info)  # checks; the steps work with the description of their input
         return info
@@ -261,6 +280,11 @@ def _write_back(target: Tensor, value: Tensor) -> Tensor:
         return target
     if value.shape != target.shape:
         return value  # a step that changes the shape cannot work in place
-    with torch.no_grad():
-        target.copy_(value)
+    if (value.data_ptr() == target.data_ptr() and value.stride() == target.stride()
+            and value.dtype == target.dtype):
+        return target  # the step left it alone: `value` is a view of `target` itself
+    # Recorded by autograd (as torch_ecg's in-place ops): a tensor that requires grad
+    # gets the copy's backward, and a leaf that requires grad refuses the write, rather
+    # than keeping a graph that no longer matches its values.
+    target.copy_(value)
     return target

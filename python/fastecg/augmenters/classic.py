@@ -4,7 +4,6 @@ stretching and cutmix, and draws baseline wander in NumPy)."""
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from typing import Any, Optional, Sequence, Union
@@ -12,6 +11,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from ..ops._cache import tensor_cache
 from ..ops.augment import beta_from_variates, fuse_kernel
 from ..registry import AUGMENTERS
 from ..transforms.config import SignalInfo, check_prob
@@ -61,14 +61,13 @@ def _zero_padded(table: tuple, prob: float) -> tuple:
     return ((0.0,) * len(table[0]),) * int((1 - prob) * len(table) / prob) + table
 
 
-@functools.lru_cache(maxsize=32)
+@tensor_cache(maxsize=32)
 def _tables(ampl_ratio: tuple, gaussian: tuple, device) -> tuple[Tensor, Tensor]:
     """BaselineWander's candidate tables as float64 tensors on `device`, made once (a
     training loop draws from the same ones every batch). Read-only; ordinary tensors even
     when first asked for inside inference mode (the fused pass's draws)."""
-    with torch.inference_mode(False):
-        return (torch.tensor(ampl_ratio, dtype=torch.float64, device=device),
-                torch.tensor(gaussian, dtype=torch.float64, device=device))
+    return (torch.tensor(ampl_ratio, dtype=torch.float64, device=device),
+            torch.tensor(gaussian, dtype=torch.float64, device=device))
 
 
 def sine_basis(freqs_hz: Tensor, n_samples: int, fs: float, dtype, device) -> Tensor:
@@ -80,7 +79,7 @@ def sine_basis(freqs_hz: Tensor, n_samples: int, fs: float, dtype, device) -> Te
     return torch.cat([torch.sin(arg), torch.cos(arg)]).to(dtype)
 
 
-@functools.lru_cache(maxsize=32)
+@tensor_cache(maxsize=32)
 def cached_sine_basis(freqs_hz: tuple, n_samples: int, fs: float, dtype, device,
                       ones: bool = False) -> Tensor:
     """:func:`sine_basis` of a tuple of frequencies, with a last row of ones if `ones`,
@@ -390,7 +389,9 @@ class RandomMasking(Augmenter):
 class RandomRenormalize(Augmenter):
     """z-score each chosen sample (per lead with ``per_channel``) to a random mean and
     standard deviation: normal around the middle of `mean` / `std` with 0.3 of the
-    half-range as scale (torch_ecg's draw), clipped to the range."""
+    half-range as scale (torch_ecg's draw), clipped to the range. The standard deviation
+    is the sample one (``ddof=1``), as in torch_ecg's renormalisation and fastecg's
+    :class:`~fastecg.preprocessors.Normalize`."""
 
     stream = 4
     native_draw = True
@@ -421,11 +422,19 @@ class RandomRenormalize(Augmenter):
             out[name] = (mid + 0.3 * (hi - mid) * zz).clamp(lo, hi)
         return out
 
-    def _gain_shift(self, var, mu, params):
+    def _ddof1_std(self, std: Tensor, shape) -> Tensor:
+        """The drawn sample (ddof=1) standard deviations as the target of a population
+        (ddof=0) z-score, which the statistics and the kernel compute: scaled by
+        ``sqrt((count - 1) / count)``, count the values each statistic covers."""
+        count = shape[-1] * (1 if self.per_channel else shape[-2])
+        return std * math.sqrt(max(count - 1, 0) / max(count, 1))
+
+    def _gain_shift(self, var, mu, params, shape):
         n = var.shape[0]
         # (n, width) -> (n, width, 1): no view(n, -1, 1), ambiguous for an empty batch
         new_mean = params["mean"].to(device=var.device, dtype=var.dtype)[..., None]
-        new_std = params["std"].to(device=var.device, dtype=var.dtype)[..., None]
+        new_std = self._ddof1_std(params["std"], shape).to(device=var.device,
+                                                           dtype=var.dtype)[..., None]
         applied = params["applied"].to(var.device).view(n, 1, 1)
         gain = torch.where(applied, new_std * torch.rsqrt(var.clamp_min(1e-12)), 1.0)
         shift = torch.where(applied, new_mean - mu * gain, 0.0)
@@ -434,12 +443,14 @@ class RandomRenormalize(Augmenter):
     def transform(self, x, params, label, masks, info):
         dims = (-1,) if self.per_channel else (-2, -1)
         var, mu = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
-        gain, shift = self._gain_shift(var, mu, params)
+        gain, shift = self._gain_shift(var, mu, params, x.shape)
         return torch.addcmul(shift, x, gain), label, masks
 
     def fuse(self, plan, params, label, masks, info):
-        if not plan.renorm(params["mean"], params["std"], params["applied"], self.per_channel):
-            gain, shift = self._gain_shift(*var_mean(plan, self.per_channel), params)
+        std = self._ddof1_std(params["std"], plan.shape)
+        if not plan.renorm(params["mean"], std, params["applied"], self.per_channel):
+            gain, shift = self._gain_shift(*var_mean(plan, self.per_channel), params,
+                                           plan.shape)
             plan.affine(gain[..., 0], shift[..., 0])
         return label, masks
 

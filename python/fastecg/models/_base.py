@@ -204,10 +204,13 @@ class Backbone(nn.Module):
             lo, hi = (lo, mid) if self._valid(mid) else (mid, hi)
         return hi
 
-    def compute_features_output_shape(self, seq_len: int,
+    def compute_features_output_shape(self, seq_len: Optional[int] = None,
                                       batch_size: Optional[int] = None) -> tuple:
         """``(batch_size, out_channels, L_out)`` of ``forward_features`` for ``seq_len``
-        input samples, from strides and padding alone (no forward pass)."""
+        input samples, from strides and padding alone (no forward pass); ``L_out`` is
+        None when ``seq_len`` is (torch_ecg's ``compute_output_shape()``)."""
+        if seq_len is None:
+            return (batch_size, self.out_channels, None)
         self._check_length(seq_len)
         return (batch_size, self.out_channels, self._stage_lengths(seq_len)[-1])
 

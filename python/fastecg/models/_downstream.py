@@ -74,11 +74,22 @@ def _is_none(spec) -> bool:
     return spec is None or (isinstance(spec, str) and spec.lower() == "none")
 
 
+def _refuse_nested(spec: Any, what: str, form: str) -> None:
+    """torch_ecg's ``{"name": x, x: {...}, other: {...}}`` (the arguments of every choice
+    nested under its name) is not ours: say so, rather than let the builder report the
+    nested dict as an unknown argument."""
+    name = spec.get("name") if isinstance(spec, Mapping) else None
+    if isinstance(name, str) and isinstance(spec.get(name), Mapping):
+        raise TypeError(f"{what}: arguments nested under {name!r} (torch_ecg's config "
+                        f"form) are not accepted; give them beside the name: {form}")
+
+
 def build_backbone(spec: Union[str, Mapping[str, Any], nn.Module], n_leads: int) -> Backbone:
     """A backbone from a ``BACKBONES`` name, a dict with ``"name"``, or a built module."""
     if isinstance(spec, nn.Module):
         backbone = spec
     else:
+        _refuse_nested(spec, "backbone", '{"name": "resnet", "layers": [2, 2, 2, 2], ...}')
         backbone = BACKBONES.build(spec, in_channels=n_leads)
     for attr in ("forward_features", "out_channels", "feature_info", "min_seq_len"):
         if not hasattr(backbone, attr):
@@ -124,6 +135,8 @@ def build_rnn(spec, in_channels: int) -> Optional[SequenceRNN]:
         return None
     if isinstance(spec, str):
         return SequenceRNN(in_channels, spec)
+    _refuse_nested(spec, "rnn", '{"name": "lstm", "hidden_size": 128, "num_layers": 1, '
+                   '"bidirectional": True, "dropout": 0.0}')
     config = dict(spec)
     return SequenceRNN(in_channels, config.pop("name", "lstm"), **config)
 
@@ -133,6 +146,7 @@ def build_attention(spec, channels: int) -> Optional[nn.Module]:
     built for ``channels`` channels."""
     if _is_none(spec):
         return None
+    _refuse_nested(spec, "attention", '{"name": "squeeze_excitation", "reduction": 16}')
     return ATTN_LAYERS.build(spec, channels=channels)
 
 

@@ -126,8 +126,9 @@ class ECG_CRNN(DownstreamModel):
             self.backbone.compute_features_output_shape(seq_len, batch_size)
         return (batch_size, self.clf.out_features)
 
-    def compute_features_output_shape(self, seq_len: int,
+    def compute_features_output_shape(self, seq_len: Optional[int] = None,
                                       batch_size: Optional[int] = None) -> tuple:
-        """``(batch_size, num_features, L_out)`` of :meth:`forward_features`."""
+        """``(batch_size, num_features, L_out)`` of :meth:`forward_features` (``L_out``
+        None when ``seq_len`` is)."""
         _, _, length = self.backbone.compute_features_output_shape(seq_len, batch_size)
         return (batch_size, self.num_features, length)

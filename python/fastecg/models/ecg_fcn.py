@@ -127,8 +127,10 @@ class ECG_FCN(DownstreamModel):
         y = self.head(self.decoder[-1](y))
         return y.transpose(1, 2)
 
-    def compute_output_shape(self, seq_len: int, batch_size: Optional[int] = None) -> tuple:
-        """``(batch_size, seq_len, n_classes)``; ``ValueError`` below ``min_seq_len``."""
+    def compute_output_shape(self, seq_len: Optional[int] = None,
+                             batch_size: Optional[int] = None) -> tuple:
+        """``(batch_size, seq_len, n_classes)`` (the length None when ``seq_len`` is, as
+        torch_ecg's); ``ValueError`` below ``min_seq_len``."""
         self.backbone.compute_features_output_shape(seq_len, batch_size)
         width = self.n_classes or self.decoder[-1].out_channels
         return (batch_size, seq_len, width)

@@ -34,8 +34,9 @@ class ECG_SEQ_LAB_NET(DownstreamModel):
         LSTM, as in torch_ecg), plus
 
         ``recover_length``
-            Upsample the per-step logits to the input length (default ``True``);
-            ``False`` leaves them at the backbone's resolution.
+            Upsample the per-step logits to the input length (default ``True``, so that
+            the output lines up with per-sample labels; torch_ecg's default is
+            ``False``); ``False`` leaves them at the backbone's resolution.
         ``upsample_mode``
             ``"linear"`` (default) or ``"nearest"``.
     **kwargs
@@ -87,7 +88,9 @@ class ECG_SEQ_LAB_NET(DownstreamModel):
                                mode=self.upsample_mode)
         return logits.transpose(1, 2)
 
-    def compute_output_shape(self, seq_len: int, batch_size: Optional[int] = None) -> tuple:
-        """``(batch_size, seq_len or L_out, n_classes)``, without a forward pass."""
+    def compute_output_shape(self, seq_len: Optional[int] = None,
+                             batch_size: Optional[int] = None) -> tuple:
+        """``(batch_size, seq_len or L_out, n_classes)``, without a forward pass (the
+        length None when ``seq_len`` is, as torch_ecg's)."""
         _, _, length = self.backbone.compute_features_output_shape(seq_len, batch_size)
         return (batch_size, seq_len if self.recover_length else length, self.clf.out_features)

@@ -22,11 +22,11 @@ def _plain(fn: Callable) -> Callable:
     ``torch.compile`` as it is)."""
 
     @functools.wraps(fn)
-    def call(*args):
+    def call(*args, **kwargs):
         if torch.compiler.is_compiling():
-            return fn(*args)
+            return fn(*args, **kwargs)
         with torch.inference_mode(False), torch._C._DisableFuncTorch():
-            return fn(*args)
+            return fn(*args, **kwargs)
 
     return call
 
@@ -38,6 +38,32 @@ def tensor_cache(maxsize: int = 128) -> Callable:
 
     def wrap(fn: Callable) -> Callable:
         return functools.lru_cache(maxsize=maxsize)(_plain(fn))
+
+    return wrap
+
+
+def length_split_cache(length_arg: int, long_from: int = 1 << 16, maxsize: int = 128,
+                       long_maxsize: int = 2) -> Callable:
+    """Decorator: :func:`tensor_cache` for a function whose result grows with a length
+    (positional argument `length_arg`): up to `maxsize` results for lengths below
+    `long_from`, but only the `long_maxsize` most recent ones for longer lengths. Long
+    records (Holter) come in many lengths, and a result per length kept for each would
+    hold ~``maxsize`` times a record's size (gigabytes); a fixed long length, called
+    again and again, stays cached."""
+
+    def wrap(fn: Callable) -> Callable:
+        short, long = tensor_cache(maxsize)(fn), tensor_cache(long_maxsize)(fn)
+
+        @functools.wraps(fn)
+        def call(*args):
+            return (long if args[length_arg] >= long_from else short)(*args)
+
+        def cache_clear():
+            short.cache_clear()
+            long.cache_clear()
+
+        call.cache_clear = cache_clear
+        return call
 
     return wrap
 
