@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from fastecg.augmenters import (AmplitudeScale, AugmenterManager, CutMix, DeviceAugmentLoader,
-                                IndexedDataset, Mixup, StretchCompress, TimeShift, VCGRotation)
+                                IndexedDataset, Mixup, RandomFlip, StretchCompress, TimeShift,
+                                VCGRotation)
 from fastecg.preprocessors import BandPass, CropOrPad, PreprocManager, Resample
 
 FS = 500.0
@@ -252,11 +253,11 @@ def test_torch_ecg_passes_fs_to_every_step():
 
 
 def test_manager_prob_and_the_augmenters_own_prob_both_round_trip():
-    # add_(..., prob=p) is the manager's per-batch draw; the augmenter keeps its own
-    # per-sample prob: the config keeps the two apart, and rebuilds the same pipeline.
+    # add_(..., manager_prob=p) is the manager's per-batch draw; the augmenter keeps its
+    # own per-sample prob: the config keeps the two apart, and rebuilds the same pipeline.
     am = AugmenterManager(fs=FS)
-    am.add_(AmplitudeScale(scale=(0.5, 2.0), prob=1.0), prob=0.5)
-    am.add_("gaussian_noise", prob=0.3)
+    am.add_(AmplitudeScale(scale=(0.5, 2.0), prob=1.0), manager_prob=0.5)
+    am.add_("gaussian_noise", manager_prob=0.3)
     config = am.to_config()
     assert [(s["prob"], s["manager_prob"]) for s in config["steps"]] == [(1.0, 0.5), (0.5, 0.3)]
     again = AugmenterManager.from_config(json.loads(json.dumps(config)))
@@ -272,7 +273,28 @@ def test_manager_prob_and_the_augmenters_own_prob_both_round_trip():
     own = AugmenterManager.from_config({"fs": FS, "amplitude_scale": {"prob": 0.3}})
     assert own.probs == (1.0,) and own[0].prob == 0.3
     with pytest.raises(ValueError, match="prob given twice"):
-        AugmenterManager().add_({"name": "random_flip", "manager_prob": 0.5}, prob=0.5)
+        AugmenterManager().add_({"name": "random_flip", "manager_prob": 0.5}, manager_prob=0.5)
+
+
+def test_add_takes_torch_ecgs_arguments_for_the_augmenter():
+    # torch_ecg's add_(aug, pos, **kwargs) builds the augmenter with them: prob was the
+    # manager's per-batch draw here (30% of batches instead of 30% of the samples), and
+    # any other argument was a TypeError
+    am = AugmenterManager(fs=FS).add_("mixup", prob=0.3, alpha=0.2)
+    am.add_({"name": "random_flip"}, pos=0, per_channel=False)
+    assert am.probs == (1.0, 1.0)
+    assert (am[1].prob, am[1].alpha, am[0].per_channel) == (0.3, 0.2, False)
+    x, y = ecg((2000, 1, 8)), torch.eye(4).repeat(500, 1)
+    _, label, params = am(x, y, seed=0, return_params=True)
+    mixed = (dict(params["steps"])[1]["lam"] < 1).double().mean()
+    assert abs(float(mixed) - 0.3) < 4 * (0.3 * 0.7 / 2000) ** 0.5  # per sample
+    with pytest.raises(ValueError, match="'alpha' given twice"):
+        AugmenterManager().add_({"name": "mixup", "alpha": 0.1}, alpha=0.2)
+    with pytest.raises(ValueError, match="RandomFlip is built already .*prob given.*"
+                                         "manager_prob="):
+        AugmenterManager().add_(RandomFlip(), prob=0.5)
+    with pytest.raises(ValueError, match="built already"):
+        AugmenterManager().add_(RandomFlip(), per_channel=False)
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu"])
@@ -386,3 +408,16 @@ def test_label_pair_check_holds_when_random_is_set_afterwards():
     for seed in range(6):
         with pytest.raises(ValueError, match="would mix the label pair"):
             am(x, y, seed=seed)
+
+
+def test_torch_ecgs_names_of_the_class_and_the_steps():
+    from fastecg.augmenters import BaselineWander, BaselineWanderAugmenter
+
+    assert BaselineWanderAugmenter is BaselineWander
+    am = AugmenterManager("random_flip", "mixup")
+    assert am.augmenters is am.steps and [type(a).__name__ for a in am.augmenters] == \
+        ["RandomFlip", "Mixup"]
+    pm = PreprocManager()
+    assert pm.empty and pm.preprocessors is pm.steps
+    pm.add_("bandpass")
+    assert not pm.empty and type(pm.preprocessors[0]) is BandPass

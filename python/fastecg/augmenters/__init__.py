@@ -33,8 +33,11 @@ from .manager import AugmenterManager, DeviceAugmentLoader, IndexedDataset
 from .physics import (AmplitudeScale, EMGNoise, GaussianNoise, PowerlineNoise, RandomCrop,
                       RandomLeadsMask, ReducedLeadSet, TimeShift, VCGRotation)
 
+# torch_ecg's name of the class, so that its users' imports keep working
+BaselineWanderAugmenter = BaselineWander
+
 __all__ = ["Augmenter", "AugmenterManager", "DeviceAugmentLoader", "IndexedDataset",
-           "BaselineWander", "RandomFlip", "RandomMasking", "RandomRenormalize",
+           "BaselineWander", "BaselineWanderAugmenter", "RandomFlip", "RandomMasking", "RandomRenormalize",
            "StretchCompress", "Mixup", "CutMix", "LabelSmooth", "PowerlineNoise", "EMGNoise",
            "GaussianNoise", "AmplitudeScale", "TimeShift", "RandomCrop", "RandomLeadsMask",
            "ReducedLeadSet", "VCGRotation"]

@@ -106,6 +106,38 @@ class AugmenterManager(TransformManager):
     registry = AUGMENTERS
     kind = "augmenter"
 
+    @property
+    def augmenters(self):
+        """The steps (an ``nn.ModuleList``), under torch_ecg's name."""
+        return self.steps
+
+    def add_(self, step: Any, pos: int = -1, prob: Optional[float] = None, *,
+             manager_prob: Optional[float] = None, check: bool = True, **kwargs):
+        """Insert `step` at `pos` (``-1``: append) and return ``self``, as torch_ecg's
+        ``add_(aug, pos=-1, **kwargs)``: for a registry name or a ``{"name": ...}`` dict,
+        `prob` and `kwargs` are the augmenter's own arguments (``add_("mixup", prob=0.3,
+        alpha=0.2)`` builds ``Mixup(prob=0.3, alpha=0.2)``, drawn per sample).
+        `manager_prob` is the manager's probability of running the step at a call (one
+        draw per batch; a config dict may carry it as ``"manager_prob"``). A step given
+        built keeps its own arguments: `prob` or `kwargs` with it are refused."""
+        what = type(self).__name__
+        if isinstance(step, (str, dict)):
+            spec = {"name": step} if isinstance(step, str) else dict(step)
+            if prob is not None:
+                kwargs["prob"] = prob
+            twice = sorted(set(kwargs) & set(spec))
+            if twice:
+                raise ValueError(f"{what}.add_: {twice[0]!r} given twice (argument and "
+                                 f"config)")
+            step = {**spec, **kwargs}
+        elif kwargs or prob is not None:
+            given = sorted([*kwargs, *(["prob"] if prob is not None else [])])
+            raise ValueError(f"{what}.add_: {type(step).__name__} is built already and keeps "
+                             f"its own arguments ({', '.join(given)} given); pass "
+                             f"manager_prob= for the manager's per-call probability")
+        return super().add_(step, pos, 1.0 if manager_prob is None else manager_prob,
+                            check=check)
+
     def forward(self, sig: Tensor, label: Optional[Tensor] = None, *masks: Tensor,
                 seed: Optional[int] = None, indices: Any = None, epoch: int = 0,
                 backend: str = "auto", generator: Optional[torch.Generator] = None,

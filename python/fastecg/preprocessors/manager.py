@@ -35,6 +35,16 @@ class PreprocManager(TransformManager):
     registry = PREPROCESSORS
     kind = "preprocessor"
 
+    @property
+    def preprocessors(self):
+        """The steps (an ``nn.ModuleList``), under torch_ecg's name."""
+        return self.steps
+
+    @property
+    def empty(self) -> bool:
+        """No steps (torch_ecg's ``empty``)."""
+        return len(self.steps) == 0
+
     @classmethod
     def from_recipe(cls, name: str, fs: Optional[float] = None,
                     lead_names: Optional[Sequence[str]] = None) -> "PreprocManager":
