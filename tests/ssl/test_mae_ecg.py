@@ -122,6 +122,18 @@ def test_bad_input():
         _tiny("mlae", mask_ratio=0.2).pretrain_step(torch.randn(2, 2, 200))  # 0 of 2
 
 
+@pytest.mark.parametrize("n_leads, mask_ratio", [(2, 0.9), (2, 0.75), (3, 0.9), (12, 0.97)])
+def test_mlae_masking_every_lead_is_refused_at_construction(n_leads, mask_ratio):
+    # round(n_leads * mask_ratio) == n_leads (2 x 0.9 = 1.8 -> 2; 2 x 0.75 = 1.5 -> 2,
+    # half to even; 3 x 0.9 = 2.7 -> 3; 12 x 0.97 = 11.64 -> 12): no lead would be kept,
+    # for this input or any with fewer leads, so no step could ever run.
+    assert round(n_leads * mask_ratio) == n_leads
+    with pytest.raises(ValueError, match="at least one masked and one kept lead"):
+        _tiny("mlae", n_leads=n_leads, mask_ratio=mask_ratio)
+    # the lead-time variant masks patches of each lead and takes the same ratio
+    _tiny("mltae", n_leads=n_leads, mask_ratio=mask_ratio)
+
+
 @pytest.mark.parametrize("variant", sorted(MODES))
 def test_loss_falls_in_a_plain_loop(variant):
     # As MAE-1D's test: a model this small learns a few records within 80 steps.

@@ -64,6 +64,19 @@ class MAE1D(BaseMaskedAutoencoder):
         `seq_len`, a length not divisible by `patch_size`, or so few patches that
         `mask_ratio` masks none.
 
+    Notes
+    -----
+    Two choices differ from MAE [1]_ and change what is trained:
+
+    * The encoder and decoder position embeddings are learnable parameters initialised
+      to the sine-cosine table (MAE keeps that table fixed); the class token's row is
+      the table's position 0 (MAE's is zero) and the patches take positions 1 to ``T``.
+    * ``round(T * mask_ratio)`` patches are masked (Python's round, half to even),
+      where MAE's reference code keeps ``int(T * (1 - mask_ratio))`` and masks the
+      rest, ``ceil(T * mask_ratio)``: one patch more than here whenever ``T *
+      mask_ratio`` is not whole and rounds down (e.g. ``T = 30``, 0.75: 22 masked here,
+      23 in MAE).
+
     References
     ----------
     .. [1] K. He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022.

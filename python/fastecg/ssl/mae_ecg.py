@@ -65,7 +65,8 @@ class MAEECG(MAE1D):
     ------
     ValueError
         An unknown variant, `seq_len` not a multiple of `patch_size`, `mask_ratio`
-        outside ``(0, 1)`` or masking nothing in even the largest input; at a step, bad
+        outside ``(0, 1)``, masking nothing in even the largest input, or (``mlae``)
+        masking every lead of an `n_leads` input, hence of any input; at a step, bad
         input as :class:`~fastecg.ssl.MAE1D`, an input so short that no patch is
         masked, or a lead mask that keeps or masks no lead.
 
@@ -111,6 +112,9 @@ class MAEECG(MAE1D):
         super().__init__(n_leads, seq_len, patch_size, embed_dim, depth, num_heads,
                          decoder_dim, decoder_depth, decoder_heads, mlp_ratio, mask_ratio,
                          norm_pix, fs, lead_names, preprocess)
+        # A ratio that masks every lead of an n_leads input masks every lead of any
+        # input (fewer leads round no lower relative to their count): refuse it now.
+        self._check_lead_mask(n_leads)
         if self.mask_mode != "temporal":
             # Lead tokens: one lead's patch each, its lead told by a learnable embedding.
             self.patch_embed = nn.Linear(patch_size, embed_dim)

@@ -137,7 +137,21 @@ class MoCo(BaseContrastiveLearner):
     The heads have no BatchNorm (the papers' heads do, with statistics synchronised
     across devices in v3): without it the loss under DistributedDataParallel equals the
     one-process loss on the global batch. Batch-norm layers inside a convolutional
-    encoder see each rank's batch; MoCo's shuffled BN is not done.
+    encoder see each rank's batch; MoCo's shuffled BN is not done, so in v2 a positive
+    key shares the batch statistics of its batch, which the queue's older keys do not
+    (the leak MoCo's shuffling removes): prefer an encoder without BatchNorm there.
+
+    Also unlike the papers:
+
+    * `momentum` stays constant. MoCo v3 raises it to 1 over training by a half-cycle
+      cosine; to do that, set ``model.momentum = 1 - (1 - m0) * (1 + cos(pi * t / T))
+      / 2`` before step ``t`` of ``T``.
+    * In v3 both views go through the query encoder in one call, and through the key
+      encoder in one call, so batch-norm layers of the encoder normalise over both
+      views together (``2 B`` records); the paper encodes each view on its own.
+    * The projector is the two-layer MLP of the encoder's width of
+      :class:`~fastecg.ssl.base.BaseContrastiveLearner` (v3's is three layers of
+      4096), and the predictor's hidden layer is the encoder's width.
 
     References
     ----------

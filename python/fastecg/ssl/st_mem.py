@@ -82,6 +82,19 @@ class STMEM(BaseMaskedAutoencoder):
         than the model takes, a length not divisible by `patch_size`, or so few
         patches that `mask_ratio` masks none.
 
+    Notes
+    -----
+    Choices that differ from the MAE recipe ST-MEM builds on, and change what is
+    trained:
+
+    * Position embeddings (encoder and decoder) are learnable parameters initialised to
+      the sine-cosine table, not a fixed table; the lead and SEP embeddings are
+      learnable.
+    * Each lead loses ``round(T * mask_ratio)`` patches (Python's round, half to even),
+      where MAE-style code keeps ``int(T * (1 - mask_ratio))``: at the paper's setting
+      (``T = 30`` patches, 0.75) that is 22 masked patches per lead here (73 %), 23
+      there (77 %). Set ``mask_ratio=0.76`` for 23.
+
     References
     ----------
     .. [1] Y. Na, M. Park, Y. Tae, S. Joo, "Guiding Masked Representation Learning to
