@@ -33,7 +33,7 @@ WITHOUT_EXAMPLES = {
     "fastecg.ops": {"masked_patch_embed", "masked_reconstruction_loss"},
     "fastecg.augmenters": {
         "Augmenter", "AugmenterManager", "DeviceAugmentLoader", "IndexedDataset",
-        "BaselineWander", "RandomFlip", "RandomMasking", "RandomRenormalize",
+        "RandomFlip", "RandomMasking", "RandomRenormalize",
         "StretchCompress", "Mixup", "CutMix", "LabelSmooth", "PowerlineNoise", "EMGNoise",
         "GaussianNoise", "AmplitudeScale", "TimeShift", "RandomCrop", "RandomLeadsMask",
         "ReducedLeadSet", "VCGRotation"},

@@ -190,6 +190,16 @@ class BaselineWander(Augmenter):
     extremes fall within 0.2 s of each other, as an R peak and its S wave do). Phases are
     uniform in [0, 2 pi); the sinusoids are one matmul with a (2 * len(bw_fs), n_samples)
     basis, the noise comes from :func:`~fastecg.augmenters._random.hash_normal`.
+    torch_ecg calls the class ``BaselineWanderAugmenter``: that name is exported too.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastecg.augmenters import BaselineWander
+    >>> x = torch.sin(torch.linspace(0, 60, 5000)).repeat(2, 12, 1)    # (2, 12, 5000)
+    >>> y, _ = BaselineWander(fs=500.0, prob=1.0)(x, seed=0)            # (sig, label)
+    >>> y.shape, bool((y - x).abs().amax(-1).min() > 0)               # every lead moved
+    (torch.Size([2, 12, 5000]), True)
     """
 
     stream = 1
