@@ -468,6 +468,10 @@ class ArrayDataset(Dataset):
     transforms : PreprocManager, optional
         Run on each signal as ``transforms(sig, fs, lead_names)``.
 
+    The records keep the memory of `signals` where they can (no copy of a float32
+    array); items are copies, so that changing one in place changes neither the dataset
+    nor `signals` and `labels`.
+
     Examples
     --------
     >>> import numpy as np
@@ -534,14 +538,18 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, index: int):
         index = record_index(index, len(self))
-        sig = self.signals[index]
+        # Items are copies: the stored records (views of the caller's array) must not
+        # change when a consumer, or a transform, writes into an item in place; a
+        # DataLoader's persistent workers would otherwise serve the changed record in
+        # later epochs, and num_workers=0 would differ from forked workers.
+        sig = self.signals[index].clone()
         if self.transforms is not None:
             sig, _ = self.transforms(sig, self.fs, self.lead_names)
         if self.labels is None:
             return sig
         label = self.labels[index]
-        return sig, torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor)
-                                    else label)
+        return sig, (label.clone() if isinstance(label, torch.Tensor)
+                     else torch.as_tensor(np.array(label)))
 
 
 class SyntheticECGDataset(Dataset):

@@ -150,7 +150,8 @@ class HDF5Dataset(Dataset):
             sig, _ = self.transforms(sig, fs, names)
         if self.labels is None:
             return sig
-        return sig, torch.as_tensor(self.target(index))
+        # (a copy: a label row changed in place must not change the dataset's labels)
+        return sig, torch.as_tensor(np.array(self.target(index)))
 
     def __getstate__(self):
         state = dict(self.__dict__)
