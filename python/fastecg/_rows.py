@@ -58,10 +58,17 @@ def to_device(item: Any, device: torch.device, non_blocking: bool) -> Any:
 
 
 def set_dataset_epoch(dataset: Any, epoch: int) -> None:
-    """``set_epoch(epoch)`` of `dataset`, or of the dataset a wrapper holds as ``.dataset``
-    (``torch.utils.data.Subset``, :class:`~fastecg.augmenters.IndexedDataset`), where one
-    has it: an ``ECGStore`` with ``random_crop=True`` draws its windows by it."""
-    while dataset is not None and not callable(getattr(dataset, "set_epoch", None)):
-        dataset = getattr(dataset, "dataset", None)
-    if dataset is not None:
+    """``set_epoch(epoch)`` of `dataset`, or of the datasets a wrapper holds, as
+    ``.dataset`` (``torch.utils.data.Subset``, :class:`~fastecg.augmenters.IndexedDataset`)
+    or as ``.datasets`` (``torch.utils.data.ConcatDataset``), at any depth, where they
+    have it: an ``ECGStore`` with ``random_crop=True`` draws its windows by it."""
+    if dataset is None:
+        return
+    if callable(getattr(dataset, "set_epoch", None)):
         dataset.set_epoch(epoch)
+        return
+    inner = getattr(dataset, "dataset", None)
+    parts = getattr(dataset, "datasets", None)
+    for part in ([inner] if inner is not None else []) + \
+            (list(parts) if isinstance(parts, (list, tuple)) else []):
+        set_dataset_epoch(part, epoch)

@@ -205,3 +205,15 @@ def test_set_epoch_reaches_the_dataset_through_an_indexed_dataset(tmp_path):
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
         seen.append(got)
     assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+
+
+def test_set_epoch_reaches_every_dataset_of_a_concat_dataset():
+    # a ConcatDataset keeps its parts in .datasets: set_epoch stopped there, and stores
+    # inside one drew epoch 0's windows every epoch
+    from torch.utils.data import ConcatDataset, Subset
+
+    x, y = data()
+    parts = [EpochRecorder(x, y), EpochRecorder(x, y), EpochRecorder(x, y)]
+    ds = IndexedDataset(ConcatDataset([parts[0], Subset(ConcatDataset(parts[1:]), [0, 1])]))
+    DeviceAugmentLoader(DataLoader(ds, batch_size=4), manager()).set_epoch(4)
+    assert [p.epoch for p in parts] == [4, 4, 4]

@@ -422,10 +422,10 @@ class DeviceAugmentLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch of the augmentation keys, also given to the loader's samplers that
-        have ``set_epoch`` (a ``DistributedSampler`` shuffles by it) and to its dataset
-        (through an :class:`IndexedDataset` or a ``Subset``) if that has one (an ``ECGStore`` with
-        ``random_crop=True`` draws its windows by it). Call it before each epoch's
-        ``iter``.
+        have ``set_epoch`` (a ``DistributedSampler`` shuffles by it) and to its datasets
+        (through an :class:`IndexedDataset`, a ``Subset`` or a ``ConcatDataset``) that
+        have one (an ``ECGStore`` with ``random_crop=True`` draws its windows by it). Call
+        it before each epoch's ``iter``.
 
         DataLoader workers hold copies of the dataset. Workers started by ``iter`` (the
         default) copy it after this call and see the epoch; ``persistent_workers=True``
