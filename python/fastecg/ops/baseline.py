@@ -26,7 +26,7 @@ __all__ = ["median_filter1d", "remove_baseline", "window_samples", "MEDIAN_MODES
 # Boundary modes by their scipy.ndimage names.
 MEDIAN_MODES = {mode.name.lower(): mode for mode in BoundaryMode}
 BASELINE_METHODS = ("median", "mean")
-_ROWS_PER_REFERENCE_BLOCK_ELEMENTS = 1 << 24  # bounds the reference's (rows, n, w) window tensor
+_ROWS_PER_REFERENCE_BLOCK_ELEMENTS = 1 << 24  # bounds each block of the reference's windows
 
 
 # ---- index maps (SciPy's boundary rules, periodic for extensions longer than the signal) ---
@@ -55,27 +55,34 @@ def extended_index(q: Tensor, n: int, mode: int) -> Tensor:
 def median_filter_reference(rows: Tensor, sizes: list[int], origins: list[int], mode: int,
                             cval: float, subtract: bool, need_index: bool):
     """Pure-PyTorch chain of running medians (any device): gathers every window and
-    sorts it, in row blocks so that the ``(rows, n, w)`` window tensor stays bounded.
+    sorts it, in blocks of rows and of outputs so that the ``(rows, outputs, w)`` window
+    tensor stays bounded whatever the record's length.
     Slow (O(w log w) per sample); the reference for tests and the fallback."""
     n_rows, n = rows.shape
     arange = torch.arange(n, device=rows.device)
     index = arange.expand(n_rows, n)
     for w, origin in zip(sizes, origins):
-        q = arange[:, None] + (-(w // 2) - origin) + torch.arange(w, device=rows.device)
-        j = extended_index(q, n, mode)  # (n, w) stage-input positions, -1 = cval
         new_index = torch.empty_like(index)
-        block = max(1, _ROWS_PER_REFERENCE_BLOCK_ELEMENTS // (n * w))
-        for b in range(0, n_rows, block):
-            idx_b = index[b:b + block]
-            s = torch.where(j >= 0, idx_b[:, j.clamp(min=0)], -1)  # (B, n, w) row indices
-            vals = rows[b:b + block].gather(-1, s.clamp(min=0).flatten(1)).view(s.shape)
-            vals = torch.where(s >= 0, vals, cval)
-            nan = vals.isnan()
-            order = torch.sort(vals.masked_fill(nan, float("inf")), dim=-1, stable=True).indices
-            chosen = s.gather(-1, order[..., w // 2:w // 2 + 1])[..., 0]
-            # a window holding NaN yields NaN: point at its first NaN
-            first_nan = s.gather(-1, nan.int().argmax(-1, keepdim=True))[..., 0]
-            new_index[b:b + block] = torch.where(nan.any(-1), first_nan, chosen)
+        # Blocks of outputs as well as of rows: a long record's (n, w) windows at once
+        # grew with it (a 7-minute record at 500 Hz took 2.9 GB).
+        cols = max(1, min(n, _ROWS_PER_REFERENCE_BLOCK_ELEMENTS // w))
+        block = max(1, _ROWS_PER_REFERENCE_BLOCK_ELEMENTS // (cols * w))
+        for c in range(0, n, cols):
+            q = (arange[c:c + cols, None] + (-(w // 2) - origin)
+                 + torch.arange(w, device=rows.device))
+            j = extended_index(q, n, mode)  # (cols, w) stage-input positions, -1 = cval
+            for b in range(0, n_rows, block):
+                idx_b = index[b:b + block]
+                s = torch.where(j >= 0, idx_b[:, j.clamp(min=0)], -1)  # (B, cols, w) row indices
+                vals = rows[b:b + block].gather(-1, s.clamp(min=0).flatten(1)).view(s.shape)
+                vals = torch.where(s >= 0, vals, cval)
+                nan = vals.isnan()
+                order = torch.sort(vals.masked_fill(nan, float("inf")), dim=-1,
+                                   stable=True).indices
+                chosen = s.gather(-1, order[..., w // 2:w // 2 + 1])[..., 0]
+                # a window holding NaN yields NaN: point at its first NaN
+                first_nan = s.gather(-1, nan.int().argmax(-1, keepdim=True))[..., 0]
+                new_index[b:b + block, c:c + cols] = torch.where(nan.any(-1), first_nan, chosen)
         index = new_index
     return gather_selected(rows, index, cval, subtract, need_index)
 

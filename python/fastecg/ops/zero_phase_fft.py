@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._cache import cached_unless_compiling, tensor_cache
+from ._cache import cached_unless_compiling, length_split_cache
 from ._design import _butter_key
 from ._dispatch import compiled_op, custom_op, kernel_for, register_kernel
 
@@ -23,14 +23,19 @@ def _zero_phase_gain_interleaved(sos: Tensor, n_fft: int, dtype: torch.dtype) ->
     of the spectrum viewed as real numbers: a real product of contiguous rows vectorises
     (CPU, 768 x 2561 bins: 0.27 ms; times a complex gain 0.4-1.0 ms; a real gain
     broadcast over the last axis of view_as_real 4-6 ms)."""
-    return _zero_phase_gain(sos, n_fft).repeat_interleave(2).to(dtype)
+    return _zero_phase_gain(sos, n_fft).to(dtype).repeat_interleave(2)
 
 
-@tensor_cache(maxsize=128)
+@length_split_cache(length_arg=1)
 def _gain_on_device(sos_key: tuple, n_fft: int, device: str, dtype: torch.dtype) -> Tensor:
     # ~40 small ops per call otherwise: on the CPU as much as a pass over a batch.
     sos = torch.tensor(sos_key, dtype=torch.float64, device=device)
     return _zero_phase_gain_interleaved(sos, n_fft, dtype)
+
+
+# Bins per block of the response: its float64 intermediates are (sections, bins) each,
+# ~25 of them, which for a whole Holter record at once (2**23 bins) took 2.6 GB and 11 s.
+_GAIN_BLOCK_BINS = 1 << 16
 
 
 def _zero_phase_gain(sos: Tensor, n_fft: int) -> Tensor:
@@ -40,8 +45,21 @@ def _zero_phase_gain(sos: Tensor, n_fft: int) -> Tensor:
     to z = 1 (a 0.005 Hz low cut-off) or to z = -1 (a cut-off near Nyquist) makes the
     denominator ~1e-17 at DC or Nyquist, which the expanded form
     ``p0^2 + p1^2 + p2^2 + 2 (p0 p1 + p1 p2) cos w + 2 p0 p2 cos 2w`` loses entirely (0/0).
-    Real arithmetic, traceable, any length."""
-    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64, device=sos.device)
+    Real arithmetic, traceable, any length; computed in blocks of bins, so the work
+    memory stays bounded (the result is the only O(n_fft) tensor)."""
+    n_bins = n_fft // 2 + 1
+    if n_bins <= _GAIN_BLOCK_BINS:
+        return _gain_at_bins(sos, 0, n_bins, n_fft)
+    out = torch.empty(n_bins, dtype=torch.float64, device=sos.device)
+    for start in range(0, n_bins, _GAIN_BLOCK_BINS):
+        stop = min(start + _GAIN_BLOCK_BINS, n_bins)
+        out[start:stop] = _gain_at_bins(sos, start, stop, n_fft)
+    return out
+
+
+def _gain_at_bins(sos: Tensor, start: int, stop: int, n_fft: int) -> Tensor:
+    """:func:`_zero_phase_gain` at bins ``start .. stop - 1``."""
+    k = torch.arange(start, stop, dtype=torch.float64, device=sos.device)
     w = k * (2 * math.pi / n_fft)
     sin1, sin2 = torch.sin(w), torch.sin(2 * w)
     # cos w - 1 and cos 2w - 1 without cancellation near w = 0; near w = pi the sections

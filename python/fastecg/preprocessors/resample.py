@@ -8,7 +8,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ..ops._cache import tensor_cache
+from ..ops._cache import length_split_cache
 from ..ops.sosfilt import sosfiltfilt
 from ..registry import PREPROCESSORS
 from ..transforms.config import SignalInfo
@@ -113,7 +113,7 @@ def linear_resample(sig: Tensor, num: int) -> Tensor:
     return out.to(sig.dtype)
 
 
-@tensor_cache(maxsize=64)
+@length_split_cache(length_arg=1, maxsize=64)
 def _linear_grid(n: int, num: int, device: str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Left neighbour and weight of each output sample (read only, cached)."""
     pos = torch.arange(num, dtype=torch.float64) * ((n - 1) / max(num - 1, 1))
