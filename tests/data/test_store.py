@@ -263,3 +263,25 @@ def test_an_items_metadata_is_the_callers_own(tmp_path):
     meta["dx_codes"].append("999999")
     assert [list(c) for c in store.metadata["dx_codes"]] == codes
     assert store[2][-1]["dx_codes"] == codes[2]
+
+
+def test_a_copied_or_reloaded_store_reaches_persistent_workers(tmp_path):
+    """A deep copy or an unpickled store held its epoch in an ordinary tensor: forked
+    persistent workers never saw a later set_epoch (epoch 1 repeated epoch 0)."""
+    import copy
+    import pickle
+
+    records = np.random.default_rng(0).standard_normal((4, 1, 400)).astype(np.float32)
+    write_store(ArrayDataset(records, fs=100.0), tmp_path / "s", progress=False)
+    original = ECGStore(tmp_path / "s", crop=50, random_crop=True, seed=3)
+    reference = ECGStore(tmp_path / "s", crop=50, random_crop=True, seed=3)
+    for store in (copy.deepcopy(original), pickle.loads(pickle.dumps(original))):
+        loader = torch.utils.data.DataLoader(store, batch_size=4, num_workers=1,
+                                             persistent_workers=True)
+        for epoch in range(2):
+            store.set_epoch(epoch)
+            reference.set_epoch(epoch)
+            torch.testing.assert_close(next(iter(loader)),
+                                       torch.stack([reference[i] for i in range(4)]),
+                                       rtol=0, atol=0)
+        assert original.epoch == 0  # the copy's epoch is its own

@@ -230,6 +230,15 @@ class ECGStore(Dataset):
         state["_pid"] = None
         return state
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        # A deep copy or an unpickled store (torch.load, pickle) holds its epoch in an
+        # ordinary tensor: shared again, so that persistent workers forked from the copy
+        # see its set_epoch. (One a DataLoader sent to spawned workers is shared already:
+        # sharing it again is a no-op, and a clone would cut it off from the parent.)
+        if self.random_crop and not self._epoch.is_shared():
+            self._epoch.share_memory_()
+
 
 class _RawItems(Dataset):
     """A source dataset's records before its transforms, for DataLoader workers:
