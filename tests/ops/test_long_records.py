@@ -5,10 +5,12 @@ import gc
 import weakref
 
 import numpy as np
+import pytest
 import scipy.signal as ss
 import torch
 
-from fastecg.ops import zero_phase_fft
+from fastecg.ops import bandpass, zero_phase_fft
+from fastecg.ops._dispatch import backends
 from fastecg.preprocessors import resample as resample_step
 
 SOS = ss.butter(4, [0.5, 45.0], "bandpass", fs=500.0, output="sos")
@@ -114,3 +116,21 @@ def test_median_reference_windows_stay_bounded_on_long_records(monkeypatch):
     base = ndimage.median_filter(ndimage.median_filter(xn, size=(1, 1, 21), mode="nearest"),
                                  size=(1, 1, 61), mode="nearest")
     np.testing.assert_array_equal(y.numpy(), xn - base)
+
+
+@pytest.mark.skipif(not backends()["cpu"].available, reason="needs the C++ extension")
+@pytest.mark.parametrize("dtype, few", [(torch.float32, 4), (torch.float64, 2)])
+def test_auto_gives_a_few_long_fft_rows_to_torch(dtype, few):
+    """The cpu fft kernel fills 16 (float32) or 8 (float64) rows per transform: for a
+    few long rows it ran several times slower than torch's FFT and held the whole
+    block's buffers; "auto" takes the torch backend there, the cpu kernel elsewhere."""
+    n = 40_000  # n_fft >= 2**15
+    gen = torch.Generator().manual_seed(0)
+    for rows, chosen in ((few, "torch"), (few + 1, "cpu")):
+        x = torch.randn(rows, n, dtype=dtype, generator=gen)
+        auto = bandpass(x, 500.0, 0.5, 45.0, method="fft")
+        ref = bandpass(x, 500.0, 0.5, 45.0, method="fft", backend=chosen)
+        assert torch.equal(auto, ref), (rows, chosen)
+    short = torch.randn(1, 5000, dtype=dtype, generator=gen)  # an ECG row: the kernel
+    assert torch.equal(bandpass(short, 500.0, 0.5, 45.0, method="fft"),
+                       bandpass(short, 500.0, 0.5, 45.0, method="fft", backend="cpu"))
