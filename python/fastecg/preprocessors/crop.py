@@ -21,9 +21,15 @@ class CropOrPad(CropOrPadSpec, Transform):
 
     Parameters are those of :class:`fastecg.transforms.designs.CropOrPadSpec`:
     ``CropOrPad(length=None, duration_s=None, mode="center", pad="zero", fs=None)``.
-    ``mode="random"`` draws one offset per record (from the pipeline's generator);
-    the other modes are fixed. A signal of the right length passes through; any
-    other result is a new tensor (never a view of the input).
+    ``mode="random"`` draws one offset per record (from the pipeline's generator,
+    torch's global one without it); the other modes are fixed. A signal of the right
+    length passes through; any other result is a new tensor (never a view of the input).
+
+    In a dataset's transforms the global generator is the DataLoader worker's, seeded per
+    worker and epoch, so the windows change with ``num_workers`` and from run to run. For
+    windows keyed by (seed, epoch, record index) only, crop with
+    ``ECGStore(random_crop=True)`` or with the ``random_crop`` augmenter in an
+    :class:`~fastecg.augmenters.AugmenterManager` given the sample indices.
 
     Examples
     --------
