@@ -4,13 +4,16 @@
 Every bad argument ends in an argparse message and exit status 2, never a traceback:
 each option's range is checked by its ``type`` function, the options' combinations
 before any work starts, and a ``ValueError`` or ``TypeError`` that still comes out of
-the library is reported the same way.
+the library is reported the same way. An ``OSError`` of the work itself (a full disk) is
+one line on stderr and exit status 1. An output folder that a failed run created is
+removed again, unless it holds work a rerun resumes from.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from typing import Callable, Optional, Sequence
@@ -158,6 +161,38 @@ def _float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], fl
     return parse
 
 
+def _check_out(option: str, path: str) -> None:
+    """ValueError unless `path` is a folder, or can be created as one: its nearest
+    existing ancestor is a folder this process may write in. Checked before any work, so
+    that a file in its place is a one-line error, not a traceback after the training."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{option} {path!r} exists and is not a folder")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{option} {path!r}: {parent!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path!r}: cannot write in {parent!r}")
+
+
+def _remove_new_folder(path: str, keep: Callable[[str], bool]) -> None:
+    """After a failed run: removes the folder `path` that the run created (it did not
+    exist before), unless it holds a file for which `keep(name)` is true (work a rerun
+    resumes from); otherwise only its empty folders go."""
+    import shutil
+
+    files = [name for _, _, names in os.walk(path) for name in names]
+    if not any(keep(name) for name in files):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for folder, _, _ in sorted(os.walk(path), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(folder)  # only an empty one
+        except OSError:
+            pass
+
+
 def _check_demo(args: argparse.Namespace) -> None:
     """The options' combinations, checked before the demo starts; raises ValueError.
     (``--fs`` alone keeps the band below Nyquist: its type rejects fs <= 2 * 45 Hz.)"""
@@ -212,8 +247,7 @@ def _check_preprocess(args: argparse.Namespace) -> None:
         raise ValueError(f"SRC {args.src!r} is not a folder")
     if not find_records(args.src):
         raise ValueError(f"SRC {args.src!r} holds no WFDB records (*.hea)")
-    if os.path.exists(args.dst) and not os.path.isdir(args.dst):
-        raise ValueError(f"DST {args.dst!r} exists and is not a folder")
+    _check_out("DST", args.dst)
     if os.path.abspath(args.dst) == os.path.abspath(args.src):
         raise ValueError("DST must differ from SRC")
     if args.config is not None:
@@ -305,7 +339,18 @@ def _add_preprocess(sub) -> None:
                      help="start over (default: keep a complete store, resume an "
                      "interrupted one from its finished shards)")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
-    pre.set_defaults(func=_preprocess, check=_check_preprocess, parser=pre)
+    pre.set_defaults(func=_preprocess, check=_check_preprocess, parser=pre,
+                     output=("dst", _finished_shard))
+
+
+def _finished_shard(name: str) -> bool:
+    """A file of a finished shard, which a rerun of ``preprocess`` resumes from."""
+    return name.startswith("shard-") and name.endswith(".npz")
+
+
+def _any_file(name: str) -> bool:
+    """Any file: a checkpoint or metrics a rerun with ``--resume`` goes on from."""
+    return True
 
 
 def _ssl_run(name: str) -> Callable[[argparse.Namespace], int]:
@@ -344,7 +389,8 @@ def _add_ssl_commands(sub) -> None:
     pre.add_argument("--workers", type=_int_in(0, 256), default=0, help="DataLoader workers")
     pre.add_argument("--threads", type=_int_in(1, 4096), default=None, help="torch threads")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
-    pre.set_defaults(func=_ssl_run("run_pretrain"), parser=pre)
+    pre.set_defaults(func=_ssl_run("run_pretrain"), parser=pre, output=("out", _any_file),
+                     check=lambda args: _check_out("--out", args.out))
     fine = sub.add_parser("finetune", help="a classifier on a pretrained SSL encoder")
     fine.add_argument("--checkpoint", default="fastecg_pretrain/pretrained",
                       help="save_pretrained folder (fastecg_pretrain/pretrained)")
@@ -359,13 +405,27 @@ def _add_ssl_commands(sub) -> None:
     fine.add_argument("--batch-size", type=_int_in(1, 1 << 20), default=8, help="(8)")
     fine.add_argument("--lr", type=_float_in(0.0, 10.0, lo_open=True), default=1e-3,
                       help="(1e-3)")
+    fine.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="mixed precision")
+    fine.add_argument("--ckpt-every", type=_int_in(1, 10**9), default=None,
+                      help="checkpoint period in steps (only at the end)")
+    fine.add_argument("--resume", action="store_true",
+                      help="continue from the latest checkpoint in --out")
     fine.add_argument("--out", default="fastecg_finetune",
                       help="folder for train/ and finetuned/ (the classifier, "
                            "save_pretrained)")
     fine.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0, help="(0)")
+    fine.add_argument("--workers", type=_int_in(0, 256), default=0, help="DataLoader workers")
     fine.add_argument("--threads", type=_int_in(1, 4096), default=None, help="torch threads")
     fine.add_argument("--quiet", action="store_true", help="no progress bar")
-    fine.set_defaults(func=_ssl_run("run_finetune"), parser=fine)
+    fine.set_defaults(func=_ssl_run("run_finetune"), parser=fine, check=_check_finetune,
+                      output=("out", _any_file))
+
+
+def _check_finetune(args: argparse.Namespace) -> None:
+    _check_out("--out", args.out)
+    if args.layer_decay is not None and args.mode != "full":
+        raise ValueError(f"--layer-decay scales the encoder's learning rates, which "
+                         f"--mode {args.mode} freezes: use it with --mode full")
 
 
 def _ssl_compare(args: argparse.Namespace) -> int:
@@ -399,7 +459,8 @@ def _add_ssl_compare(sub) -> None:
     cmp.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0, help="(0)")
     cmp.add_argument("--threads", type=_int_in(1, 4096), default=None, help="torch threads")
     cmp.add_argument("--quiet", action="store_true", help="no progress bars")
-    cmp.set_defaults(func=_ssl_compare, parser=cmp)
+    cmp.set_defaults(func=_ssl_compare, parser=cmp, output=("out", _any_file),
+                     check=lambda args: _check_out("--out", args.out))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -441,12 +502,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0
     command_parser = args.parser
+    # The command's output folder, and what in it a failed run leaves for a rerun
+    output, keep = getattr(args, "output", (None, None))
+    new_output = output is not None and not os.path.exists(getattr(args, output))
+    finished = False
     try:
         if getattr(args, "check", None):
             args.check(args)
-        return args.func(args)
+        status = args.func(args)
+        finished = True
+        return status
     except (ValueError, TypeError) as err:  # a combination the checks above let through
         command_parser.error(str(err))
+    except OSError as err:  # the arguments were good; the work failed (a full disk, ...)
+        print(f"{command_parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if new_output and not finished and os.path.isdir(getattr(args, output)):
+            _remove_new_folder(getattr(args, output), keep)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,12 @@ def _input_transform(contract, fs: float, lead_names=None):
     return transform
 
 
+def _print_finished(what: str, trainer, saved) -> None:
+    """What a ``--resume`` of a run that had already reached ``--steps`` did."""
+    print(f"{what}: the checkpoint in {trainer.out_dir} is at step {trainer.step} of "
+          f"{trainer.max_steps} already; no step trained; saved {saved}")
+
+
 def run_pretrain(args: argparse.Namespace) -> int:
     from fastecg.registry import SSL, did_you_mean
     from fastecg.train import Trainer
@@ -165,6 +171,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         n = sum(1 for _ in hist) * args.batch_size * trainer.world
         print(f"{args.method}: {len(hist)} steps, loss {hist[0]['loss']:.4f} -> "
               f"{hist[-1]['loss']:.4f}, {n / elapsed:.1f} samples/s; saved {saved}")
+    elif trainer.is_main:
+        _print_finished(args.method, trainer, saved)
     trainer.close()
     return 0
 
@@ -184,7 +192,10 @@ def run_finetune(args: argparse.Namespace) -> int:
     # Trained in float32 (mixed precision is the Trainer's amp): the optimizer's
     # updates would be lost in a half-precision checkpoint's weights, and the
     # records come as float32.
-    model = finetune(args.checkpoint, num_classes=1, mode=args.mode, dtype=torch.float32)
+    try:
+        model = finetune(args.checkpoint, num_classes=1, mode=args.mode, dtype=torch.float32)
+    except FileNotFoundError as err:  # config.json without its weights
+        raise ValueError(f"--checkpoint: {err}") from None
     dataset, fs = _dataset(args.data, args.records, model.encoder, True, args.seed)
     contract = _input_contract(dataset, model.encoder.contract)
     _check_input(dataset, contract, fs, args.data)
@@ -201,15 +212,19 @@ def run_finetune(args: argparse.Namespace) -> int:
     params = model.param_groups(args.lr, layer_decay=args.layer_decay)
     trainer = Trainer(model, torch.optim.AdamW(params, lr=args.lr),
                       loss_fn=loss_fn, batch_size=args.batch_size,
-                      max_steps=args.steps, out_dir=pathlib.Path(args.out) / "train",
+                      max_steps=args.steps, amp=args.amp,
+                      out_dir=pathlib.Path(args.out) / "train", ckpt_every=args.ckpt_every,
                       seed=args.seed,
                       transform=_input_transform(contract, fs,
                                                  getattr(dataset, "lead_names", None)),
-                      progress=not args.quiet)
-    hist = trainer.fit(dataset)
+                      progress=not args.quiet, num_workers=args.workers)
+    hist = trainer.fit(dataset, resume=args.resume)
     saved = trainer.save_pretrained(pathlib.Path(args.out) / "finetuned")
-    if trainer.is_main and hist:
-        print(f"finetune ({args.mode}): {len(hist)} steps, loss {hist[0]['loss']:.4f} -> "
-              f"{hist[-1]['loss']:.4f}; saved {saved}")
+    if trainer.is_main:
+        if hist:
+            print(f"finetune ({args.mode}): {len(hist)} steps, loss {hist[0]['loss']:.4f} "
+                  f"-> {hist[-1]['loss']:.4f}; saved {saved}")
+        else:
+            _print_finished(f"finetune ({args.mode})", trainer, saved)
     trainer.close()
     return 0
