@@ -326,3 +326,18 @@ def test_a_multi_segment_record_is_skipped_with_its_reason(tmp_path):
     assert sorted(ds.metadata["record"]) == ["seg1", "seg2"]
     assert [(p.endswith("multi"), "multi-segment" in why) for p, why in ds.skipped] == \
         [(True, True)]
+
+
+def test_all_skipped_names_the_most_common_reason_first(tmp_path):
+    # One broken header sorted first used to be the only reason given, when every other
+    # record was skipped for a misspelt lead.
+    from fastecg.data import bundled_records
+
+    folder = _copy(bundled_records(), tmp_path / "f", 4)
+    (folder / "A0000.hea").write_bytes(b"\x00\xff garbage\nnot a header\n")
+    with pytest.raises(ValueError) as info:
+        WFDBDataset(folder, leads=["II", "XX"])
+    message = str(info.value)
+    assert message.startswith("WFDBDataset: all 5 records were skipped: 4 x ")
+    assert message.index("XX") < message.index("A0000")
+    assert "1 x " in message

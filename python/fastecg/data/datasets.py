@@ -239,6 +239,20 @@ def _fix_nan(sig: np.ndarray, mode: str) -> np.ndarray:
     return sig
 
 
+def _common_reasons(skipped: list, most: int = 3) -> str:
+    """The most frequent reasons among `skipped` ((path, reason) pairs), each with its
+    count and one record: one broken file among records skipped for a misspelt lead
+    must not be the only reason named."""
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in skipped:
+        by_reason.setdefault(reason, []).append(path)
+    ranked = sorted(by_reason.items(), key=lambda kv: -len(kv[1]))
+    parts = [f"{len(ps)} x {reason} (e.g. {ps[0]})" for reason, ps in ranked[:most]]
+    if len(ranked) > most:
+        parts.append(f"{sum(len(ps) for _, ps in ranked[most:])} more for other reasons")
+    return "; ".join(parts)
+
+
 class WFDBDataset(Dataset):
     """Records of a folder tree of WFDB records (``.hea`` + ``.mat``/``.dat``), read with
     the ``wfdb`` package.
@@ -330,9 +344,8 @@ class WFDBDataset(Dataset):
         self.skipped: list[tuple[str, str]] = []
         self.headers = [h for h in (self._usable(p) for p in paths) if h is not None]
         if paths and not self.headers:  # (a wrong lead name, rate or folder: say so now)
-            path, reason = self.skipped[0]
-            raise ValueError(f"WFDBDataset: all {len(paths)} records were skipped; the first, "
-                             f"{path}: {reason}")
+            raise ValueError(f"WFDBDataset: all {len(paths)} records were skipped: "
+                             f"{_common_reasons(self.skipped)}")
         self.metadata = self._build_metadata()
 
     def _usable(self, path: str) -> Optional[dict]:

@@ -423,6 +423,6 @@ def run_ssl_compare(args: argparse.Namespace) -> int:
     best = df[(df["metric"] == metric) & (df["label_fraction"] == df["label_fraction"].max())]
     print(best.pivot_table(index=["method", "protocol"], columns="encoder",
                            values="value").round(3).to_string())
-    print(f"wrote {args.out}/results.csv, results.md, loss_curves.png, scores.png "
-          f"in {elapsed:.0f} s")
+    print(f"wrote {args.out}/results.csv, results.md, pretraining.csv, loss_curves.png, "
+          f"scores.png in {elapsed:.0f} s")
     return 0
