@@ -834,3 +834,13 @@ def test_resume_with_other_optimizer_settings_warns_and_keeps_the_checkpoints(tm
         assert group["weight_decay"] == 0.01
         # the checkpoint's rate: 1e-3 (halved per step under the scheduler)
         assert group["lr"] == pytest.approx(1e-3 * (0.5 ** 4 if sched else 1))
+
+
+def test_a_refused_fit_creates_no_output_folder(tmp_path):
+    # the folder was made before the data was found too small for one step
+    x, y = _lin_data()
+    trainer = Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=1,
+                      grad_accum=8, out_dir=tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="fewer than grad_accum"):
+        trainer.fit(torch.utils.data.TensorDataset(x, y))
+    assert not (tmp_path / "run").exists()

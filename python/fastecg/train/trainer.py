@@ -637,14 +637,15 @@ class Trainer:
         A non-finite loss raises FloatingPointError before the optimizer step: the
         weights, optimizer, scheduler and step count stay those of the last good step.
         """
-        if self.out_dir is not None and self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
         loader, sampler = self._loader(dataset)
         self._n_records = sampler.n
         steps_per_epoch = len(sampler) // self.grad_accum
         if steps_per_epoch < 1:
             raise ValueError(f"an epoch has {len(sampler)} batches, fewer than grad_accum="
                              f"{self.grad_accum}")
+        # (made once the data is known to fill a step: a refused run leaves no folder)
+        if self.out_dir is not None and self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         skipped = len(sampler) % self.grad_accum
         if skipped and self.is_main:
             warnings.warn(
