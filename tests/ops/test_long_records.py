@@ -134,3 +134,70 @@ def test_auto_gives_a_few_long_fft_rows_to_torch(dtype, few):
     short = torch.randn(1, 5000, dtype=dtype, generator=gen)  # an ECG row: the kernel
     assert torch.equal(bandpass(short, 500.0, 0.5, 45.0, method="fft"),
                        bandpass(short, 500.0, 0.5, 45.0, method="fft", backend="cpu"))
+
+
+# ---- bandpass(method="fir") ---------------------------------------------------------------
+
+
+def _fir_filtfilt_reference(x, numtaps):
+    taps = ss.firwin(numtaps, [0.5, 45.0], pass_zero=False, fs=500.0)
+    return ss.filtfilt(taps, 1, x, axis=-1)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_fir_long_record_uses_short_transforms_and_matches_filtfilt(monkeypatch, dtype, tol):
+    # One transform of the whole padded row held ~8x the row (534 MB for 2**24 float32
+    # samples) and ran slower; overlap-save transforms stay a few times numtaps long.
+    # 16000 samples + 2 * 303 padding + 100 taps: just above the blocked path's threshold.
+    numtaps = 101
+    g = np.random.default_rng(1)
+    x = np.cumsum(g.standard_normal((2, 16_000)), -1) * 0.01 + g.standard_normal((2, 16_000))
+    sizes = []
+    real_rfft = torch.fft.rfft
+
+    def counting_rfft(t, n=None, *args, **kwargs):
+        sizes.append(t.shape[-1] if n is None else n)
+        return real_rfft(t, n, *args, **kwargs)
+
+    monkeypatch.setattr(torch.fft, "rfft", counting_rfft)
+    out = bandpass(torch.from_numpy(x).to(dtype), 500.0, method="fir", numtaps=numtaps)
+    monkeypatch.undo()
+    assert sizes and max(sizes) <= 16 * numtaps, max(sizes)
+    ref = _fir_filtfilt_reference(x, numtaps)
+    assert out.dtype == dtype and out.shape == x.shape
+    assert np.abs(out.double().numpy() - ref).max() / np.abs(ref).max() < tol
+
+
+def test_fir_blocked_convolution_is_exact_with_its_gradients(monkeypatch):
+    # The blocked path with its threshold and chunk lowered: several chunks of blocks and a
+    # partial last block on a short row, so gradcheck stays quick. 21 float64 taps take
+    # the FFT convolution (size 180: 160 outputs a block).
+    from fastecg.ops import fir
+
+    monkeypatch.setattr(fir, "_BLOCKED_MIN_LEN", 64)
+    monkeypatch.setattr(fir, "_BLOCK_CHUNK_ELEMENTS", 2 * 180)
+    calls = []
+    real_blocked = fir._fft_valid_blocked
+    monkeypatch.setattr(fir, "_fft_valid_blocked",
+                        lambda *a: calls.append(a[0].shape) or real_blocked(*a))
+    x = torch.randn(1, 2, 500, dtype=torch.float64, generator=torch.Generator().manual_seed(4),
+                    requires_grad=True)
+    ref = _fir_filtfilt_reference(x.detach().numpy(), 21)
+    out = bandpass(x, 500.0, method="fir", numtaps=21)
+    assert calls  # forward went through the blocks
+    np.testing.assert_allclose(out.detach().numpy(), ref, rtol=0,
+                               atol=1e-12 * np.abs(ref).max())
+    small = x[0, :1, :80].detach().clone().requires_grad_()  # 226 padded: 2 blocks
+    fn = lambda t: bandpass(t, 500.0, method="fir", numtaps=21)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (small,))
+    assert torch.autograd.gradgradcheck(fn, (small,), fast_mode=True)
+    # The op itself (what traced calls run) against NumPy's valid convolution, and opcheck.
+    op = torch.ops.fastecg.fir_fft_valid_planned.default
+    taps = torch.from_numpy(ss.firwin(21, [0.5, 45.0], pass_zero=False, fs=500.0))
+    rows = torch.randn(3, 777, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    calls.clear()
+    got = op(rows, taps)
+    assert calls
+    want = np.stack([np.convolve(r, taps.numpy(), mode="valid") for r in rows.numpy()])
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12 * np.abs(want).max())
+    torch.library.opcheck(op, (rows[:2, :200].float().requires_grad_(), taps.float()))

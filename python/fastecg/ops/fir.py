@@ -22,6 +22,19 @@ __all__ = ["fir_filtfilt", "fir_bandpass"]
 # conv1d's grows with it (and float64 conv1d is far slower) (benchmarks/CPU_NOTES.md).
 _DIRECT_MAX_TAPS = 32
 
+# Rows longer than this (padded) are convolved by overlap-save, in transforms of
+# _BLOCK_TAPS * numtaps samples widened to a fast length: one transform of the whole row
+# held its spectra, the taps' spectrum at the row's length and the transform's buffers
+# (a 2**24-sample float32 row grew the process by ~9x the row, 3x in blocks) and ran
+# 3-10x slower on long rows; short transforms tie from 2**13 samples on and win from
+# 2**14 (101 taps, 1 and 12 rows, 2 threads). Shorter rows, an ECG's 5000 samples among
+# them, keep one transform a row.
+_BLOCKED_MIN_LEN = 2**14
+_BLOCK_TAPS = 8
+# Elements (rows x blocks x transform length) transformed at once: bounds the work memory
+# (2**18: a few MB of float32 blocks and spectra) whatever the record's length.
+_BLOCK_CHUNK_ELEMENTS = 2**18
+
 
 def _fir_pass(v: Tensor, taps: Tensor) -> Tensor:
     """``lfilter(taps, 1, v, zi=lfilter_zi(taps, 1) * v[:, 0])`` on rows (n_rows, m): with
@@ -31,9 +44,11 @@ def _fir_pass(v: Tensor, taps: Tensor) -> Tensor:
     padded = torch.cat([v[:, :1].expand(-1, k - 1), v], dim=-1)
     if k <= _DIRECT_MAX_TAPS and v.dtype != torch.float64:
         return torch.nn.functional.conv1d(padded[:, None], taps.flip(0).view(1, 1, k))[:, 0]
-    if torch.compiler.is_compiling() or isinstance(m, torch.SymInt):
+    if (torch.compiler.is_compiling() or isinstance(m, torch.SymInt)
+            or padded.shape[-1] > _BLOCKED_MIN_LEN):
         # Traced: the length may be symbolic (under dynamo it passes for an int); the op
-        # plans the transform when it runs.
+        # plans the transform when it runs. Long rows: the op's backward is the same
+        # blocked convolution, so autograd records no graph of the blocks.
         return _fir_fft_valid_planned(padded, taps)
     return _fft_valid(padded, taps)
 
@@ -49,6 +64,30 @@ def _fft_valid(padded: Tensor, taps: Tensor) -> Tensor:
     return y[:, k - 1:n]
 
 
+def _fft_valid_blocked(padded: Tensor, taps: Tensor) -> Tensor:
+    """:func:`_fft_valid` by overlap-save: each transform of ``size`` samples yields the
+    ``size - numtaps + 1`` outputs its circular convolution does not wrap into, and
+    :data:`_BLOCK_CHUNK_ELEMENTS` bounds the blocks transformed at once. Not differentiable
+    itself: it writes into its output (the op's backward covers it)."""
+    k, (rows, n) = taps.shape[0], padded.shape
+    size = fast_fft_len(_BLOCK_TAPS * k)
+    step = size - k + 1
+    m = n - k + 1
+    spectrum = torch.fft.rfft(taps, n=size)
+    out = padded.new_empty(rows, m)
+    n_blocks = -(-m // step)
+    per_chunk = max(1, _BLOCK_CHUNK_ELEMENTS // (rows * size))
+    for first in range(0, n_blocks, per_chunk):
+        last = min(first + per_chunk, n_blocks)
+        start, stop = first * step, min(last * step, m)
+        seg = padded[:, start:last * step + k - 1]
+        # The last block reads past the row's end: zeros, reaching only outputs beyond m.
+        seg = torch.nn.functional.pad(seg, (0, (last - first) * step + k - 1 - seg.shape[-1]))
+        y = torch.fft.irfft(torch.fft.rfft(seg.unfold(-1, size, step)) * spectrum, n=size)
+        out[:, start:stop] = y[..., k - 1:].reshape(rows, -1)[:, :stop - start]
+    return out
+
+
 @custom_op("fastecg::fir_fft_valid_planned")
 def _fir_fft_valid_planned(padded: Tensor, taps: Tensor) -> Tensor:
     """:func:`_fft_valid` with the transform length worked out when the op runs, from
@@ -56,7 +95,11 @@ def _fir_fft_valid_planned(padded: Tensor, taps: Tensor) -> Tensor:
     use. No expression of a symbolic length gives its fast transform length: planned
     while tracing, it pinned the graph to the example's length (guards on each factor,
     which ``torch.export`` with a dynamic dimension refuses and ``torch.compile``
-    answered with a recompile). The taps are a constant of the op (the design's)."""
+    answered with a recompile). The taps are a constant of the op (the design's). Rows
+    longer than :data:`_BLOCKED_MIN_LEN` are convolved in blocks
+    (:func:`_fft_valid_blocked`), traced or not."""
+    if padded.shape[-1] > _BLOCKED_MIN_LEN:
+        return _fft_valid_blocked(padded, taps)
     return _fft_valid(padded, taps).contiguous()
 
 
@@ -90,9 +133,10 @@ def fir_filtfilt(x: Tensor, taps: Tensor, padlen: int, padtype: Optional[str] = 
     last axis, in `taps`' dtype, from plain torch ops (autograd, compile, any device)."""
     n = x.shape[-1]
     rows = x.reshape(-1, n)
-    ext = extend_rows(rows, padlen, PADTYPES[padtype])
-    y = _fir_pass(ext, taps)
-    y = _fir_pass(y.flip(-1), taps).flip(-1)
+    # No name holds a pass's input past its use: a long record keeps ~4 copies live.
+    y = _fir_pass(extend_rows(rows, padlen, PADTYPES[padtype]), taps)
+    y = y.flip(-1)
+    y = _fir_pass(y, taps).flip(-1)
     return y[:, padlen:padlen + n].reshape(x.shape)
 
 
