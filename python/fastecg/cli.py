@@ -378,17 +378,9 @@ def _add_ssl_commands(sub) -> None:
                      help="records per process per step (8)")
     pre.add_argument("--lr", type=_float_in(0.0, 10.0, lo_open=True), default=3e-4,
                      help="AdamW learning rate (3e-4)")
-    pre.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="mixed precision")
-    pre.add_argument("--ckpt-every", type=_int_in(1, 10**9), default=None,
-                     help="checkpoint period in steps (only at the end)")
-    pre.add_argument("--resume", action="store_true",
-                     help="continue from the latest checkpoint in --out")
     pre.add_argument("--out", default="fastecg_pretrain",
                      help="folder: train/ (checkpoints, metrics.csv), pretrained/ (the model)")
-    pre.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0, help="(0)")
-    pre.add_argument("--workers", type=_int_in(0, 256), default=0, help="DataLoader workers")
-    pre.add_argument("--threads", type=_int_in(1, 4096), default=None, help="torch threads")
-    pre.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_trainer_options(pre)
     pre.set_defaults(func=_ssl_run("run_pretrain"), parser=pre, output=("out", _any_file),
                      check=lambda args: _check_out("--out", args.out))
     fine = sub.add_parser("finetune", help="a classifier on a pretrained SSL encoder")
@@ -405,20 +397,28 @@ def _add_ssl_commands(sub) -> None:
     fine.add_argument("--batch-size", type=_int_in(1, 1 << 20), default=8, help="(8)")
     fine.add_argument("--lr", type=_float_in(0.0, 10.0, lo_open=True), default=1e-3,
                       help="(1e-3)")
-    fine.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="mixed precision")
-    fine.add_argument("--ckpt-every", type=_int_in(1, 10**9), default=None,
-                      help="checkpoint period in steps (only at the end)")
-    fine.add_argument("--resume", action="store_true",
-                      help="continue from the latest checkpoint in --out")
     fine.add_argument("--out", default="fastecg_finetune",
                       help="folder for train/ and finetuned/ (the classifier, "
                            "save_pretrained)")
-    fine.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0, help="(0)")
-    fine.add_argument("--workers", type=_int_in(0, 256), default=0, help="DataLoader workers")
-    fine.add_argument("--threads", type=_int_in(1, 4096), default=None, help="torch threads")
-    fine.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_trainer_options(fine)
     fine.set_defaults(func=_ssl_run("run_finetune"), parser=fine, check=_check_finetune,
                       output=("out", _any_file))
+
+
+def _add_trainer_options(parser: argparse.ArgumentParser) -> None:
+    """The Trainer's options, which pretrain and finetune share."""
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None,
+                        help="mixed precision")
+    parser.add_argument("--ckpt-every", type=_int_in(1, 10**9), default=None,
+                        help="checkpoint period in steps (only at the end)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest checkpoint in --out")
+    parser.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0, help="(0)")
+    parser.add_argument("--workers", type=_int_in(0, 256), default=0,
+                        help="DataLoader workers")
+    parser.add_argument("--threads", type=_int_in(1, 4096), default=None,
+                        help="torch threads")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _check_finetune(args: argparse.Namespace) -> None:
