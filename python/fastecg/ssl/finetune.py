@@ -59,12 +59,6 @@ class SSLClassifier(nn.Module):
         if ref is not None:
             self.head.to(ref.device, ref.dtype)
         self.contract = getattr(encoder, "contract", None)
-        # What rebuilds it (save_pretrained): the encoder's own config, or none when the
-        # encoder was not built from one.
-        enc_config = getattr(encoder, "config", None)
-        self.config = None if not enc_config else {
-            "name": "ssl_classifier", "encoder": dict(enc_config),
-            "num_classes": int(num_classes), "mode": mode, "dropout": float(dropout)}
         self.set_mode(mode)
 
     def set_mode(self, mode: str) -> None:
@@ -76,12 +70,22 @@ class SSLClassifier(nn.Module):
         if mode not in FINETUNE_MODES:
             raise ValueError(f"finetune: mode must be one of {FINETUNE_MODES}, got {mode!r}")
         self.mode = mode
-        if getattr(self, "config", None):
-            self.config["mode"] = mode
         prefixes = self.encoder.encoder_prefixes()
         for name, p in self.encoder.named_parameters():
             p.requires_grad_(mode == "full" and name.startswith(prefixes))
         self.train(self.training)
+
+    @property
+    def config(self) -> Optional[dict]:
+        """The registry config that rebuilds it (:func:`~fastecg.ssl.save_pretrained`),
+        read from the classifier as it is now; None when the encoder was not built from
+        a config."""
+        enc_config = getattr(self.encoder, "config", None)
+        if not enc_config:
+            return None
+        return {"name": "ssl_classifier", "encoder": dict(enc_config),
+                "num_classes": self.head[1].out_features, "mode": self.mode,
+                "dropout": float(self.head[0].p)}
 
     def train(self, mode: bool = True):
         super().train(mode)
