@@ -291,3 +291,19 @@ def test_first_peak_memory_in_a_process_is_the_call_alone():
     first, second = json.loads(out)
     assert 1 << 20 <= first <= (1 << 20) + (256 << 10), first
     assert 1 << 20 <= second <= (1 << 20) + (256 << 10), second
+
+
+def test_a_result_is_freed_after_its_time_is_taken():
+    """Freeing a result (glibc handing heap back to the system can take milliseconds) is
+    not part of the call's time: a result whose release sleeps 0.2 s times as a quick call."""
+    import time
+
+    from fastecg.bench.timing import time_paired
+
+    class SlowToFree:
+        def __del__(self):
+            time.sleep(0.2)
+
+    timed = time_paired({"slow_free": SlowToFree}, warmup=5, min_rounds=2, max_rounds=2)
+    assert len(timed["slow_free"].seconds) == 2
+    assert max(timed["slow_free"].seconds) < 0.1
