@@ -4,8 +4,16 @@ alone, and bad arguments refused before any work.
 
 Statistical bounds are ~5 standard errors of the sample sizes used."""
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
 import math
+import sys
+import types
+from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +23,9 @@ from fastecg.augmenters import (AmplitudeScale, AugmenterManager, BaselineWander
                                 RandomCrop, RandomFlip, RandomLeadsMask, RandomMasking,
                                 RandomRenormalize, ReducedLeadSet, StretchCompress, TimeShift,
                                 VCGRotation)
+from fastecg.augmenters import fused
 from fastecg.augmenters.physics import REDUCED_LEAD_SETS, emg_taps
+from fastecg.ops.augment import OpCode, fused_pass_available
 from fastecg.registry import AUGMENTERS
 
 FS = 500.0
@@ -213,6 +223,180 @@ def test_renormalize_is_torch_ecgs_z_score(per_channel, backend):
     torch.testing.assert_close(out, torch.from_numpy(ref * 2.0 + 0.3), rtol=0, atol=1e-12)
     torch.testing.assert_close(RandomRenormalize(**config)(x, seed=0)[0], out, rtol=0,
                                atol=1e-12)
+
+
+# One range per lead (torch_ecg's (n_leads, 2) form): lead 1's ranges lie inside lead 0's,
+# lead 2's apart from both, so targets shared across leads (a broadcast) fail.
+LEAD_MEAN = [[-1.0, 1.0], [0.2, 0.4], [5.0, 6.0]]
+LEAD_STD = [[0.5, 2.0], [0.9, 1.1], [3.0, 3.5]]
+
+
+def _lead_stats(out):
+    var, mean = torch.var_mean(out.double(), dim=-1, correction=1)  # ddof=1, as Normalize
+    return mean, var.sqrt()
+
+
+def _assert_drawn_from(values, lo, hi, n, what):
+    """`values` (n,) inside [lo, hi] and distributed as torch_ecg's draw: normal around
+    the middle with scale 0.3 of the half-range (5 standard errors)."""
+    mid, scale = (lo + hi) / 2, 0.3 * (hi - lo) / 2
+    assert float(values.min()) >= lo - 1e-9 and float(values.max()) <= hi + 1e-9, what
+    assert abs(float(values.mean()) - mid) < 5 * scale / n ** 0.5, what
+    assert abs(float(values.std()) / scale - 1) < 5 / (2 * n) ** 0.5, what
+
+
+def test_renormalize_per_lead_ranges():
+    n = 3000
+    x = ecg((n, 3, 200), dtype=torch.float64) * 3 + 1
+    before = x.clone()
+    aug = RandomRenormalize(mean=LEAD_MEAN, std=LEAD_STD, per_channel=True, prob=0.6)
+    out, _, params = aug(x, seed=7, return_params=True)
+    assert torch.equal(x, before)
+    on = params["applied"]
+    assert abs(float(on.float().mean()) - 0.6) < 5 * (0.24 / n) ** 0.5
+    assert torch.equal(out[~on], x[~on])
+    mean, std = _lead_stats(out[on])
+    for lead in range(3):
+        _assert_drawn_from(mean[:, lead], *LEAD_MEAN[lead], int(on.sum()), f"mean {lead}")
+        _assert_drawn_from(std[:, lead], *LEAD_STD[lead], int(on.sum()), f"std {lead}")
+    # lead 0 is not confined to the narrower ranges of lead 1 inside it
+    assert float(((mean[:, 0] < 0.2) | (mean[:, 0] > 0.4)).float().mean()) > 0.5
+    assert float(((std[:, 0] < 0.9) | (std[:, 0] > 1.1)).float().mean()) > 0.5
+    # one quantity per lead, the other one range for every lead
+    out = RandomRenormalize(mean=(0.0, 0.0), std=LEAD_STD, per_channel=True, prob=1.0)(
+        x, seed=8)[0]
+    mean, std = _lead_stats(out)
+    torch.testing.assert_close(mean, torch.zeros_like(mean), rtol=0, atol=1e-12)
+    for lead in range(3):
+        _assert_drawn_from(std[:, lead], *LEAD_STD[lead], n, f"std {lead}")
+
+
+@pytest.mark.skipif(fused_pass_available(torch.zeros(1, 1, 1)) is not None,
+                    reason="fastecg._C is not built")
+@pytest.mark.parametrize("mean, std", [(LEAD_MEAN, LEAD_STD), (LEAD_MEAN, (0.1, 0.3)),
+                                       ((-0.05, 0.1), LEAD_STD)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_renormalize_per_lead_fused_cpu_is_the_torch_backend(mean, std, dtype, monkeypatch):
+    # The per-lead targets as the kernel's RENORM op (and through the statistics route,
+    # a sample too large for it): the torch backend's result within 1e-6 of the peak.
+    codes = []
+    real = fused.augment_pass
+    monkeypatch.setattr(fused, "augment_pass",
+                        lambda x, c, *a, **k: codes.append(list(c)) or real(x, c, *a, **k))
+    am = AugmenterManager({"name": "baseline_wander", "prob": 1.0},
+                          {"name": "random_renormalize", "mean": mean, "std": std,
+                           "per_channel": True, "prob": 0.7}, fs=FS)
+    x = ecg((16, 3, 600), dtype=dtype) * 2 + 0.5
+    ref = am(x, seed=2, backend="torch")[0]
+    for max_bytes in (None, 100):
+        if max_bytes is not None:
+            monkeypatch.setattr(fused.FusedPlan, "RENORM_MAX_BYTES", max_bytes)
+        codes.clear()
+        out = am(x, seed=2, backend="cpu")[0]
+        assert out.dtype == dtype
+        assert any(OpCode.RENORM in c for c in codes) == (max_bytes is None)
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-6 * float(ref.abs().max()))
+
+
+def test_renormalize_per_lead_config_round_trip():
+    am = AugmenterManager({"name": "random_renormalize", "mean": np.array(LEAD_MEAN),
+                           "std": tuple(map(tuple, LEAD_STD)), "per_channel": True,
+                           "prob": 0.8})
+    config = am.to_config()
+    assert config["steps"][0]["mean"] == LEAD_MEAN and config["steps"][0]["std"] == LEAD_STD
+    again = AugmenterManager.from_config(json.loads(json.dumps(config)))
+    assert again.to_config() == config
+    x = ecg((6, 3, 300))
+    assert torch.equal(again(x, seed=1, backend="torch")[0], am(x, seed=1, backend="torch")[0])
+
+
+def test_renormalize_per_lead_count_is_checked_before_any_work():
+    x = ecg((2, 4, 300))
+    before = x.clone()
+    aug = RandomRenormalize(mean=LEAD_MEAN, per_channel=True, prob=1.0, inplace=True)
+    am = AugmenterManager({"name": "random_flip", "prob": 1.0},
+                          {"name": "random_renormalize", "std": LEAD_STD, "per_channel": True})
+    for run in (lambda: aug(x, seed=0), lambda: am(x, seed=0)):
+        with pytest.raises(ValueError, match="has 3 per-lead ranges but the signal has 4 leads"):
+            run()
+        assert torch.equal(x, before)
+
+def _torch_ecg_module(name):
+    """torch_ecg's module `name` (torch_ecg.augmenters...), imported without its package
+    ``__init__`` and with empty modules for the packages it imports but never calls (as
+    benchmarks/bench_augment.py); torch_ecg and the empty modules leave sys.modules after
+    (the real packages it imported stay: a C extension cannot load twice)."""
+    spec = importlib.util.find_spec("torch_ecg")
+    if spec is None:
+        return None
+    missing = set()
+
+    class Stubs(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, fullname, path, target=None):
+            if fullname.split(".")[0] in missing:
+                return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+            return None
+
+        def create_module(self, spec):
+            module = mock.MagicMock()
+            module.__path__, module.__spec__, module.__name__ = [], spec, spec.name
+            return module
+
+        def exec_module(self, module):
+            pass
+
+    def ours(key):
+        return key.split(".")[0] in missing | {"torch_ecg"}
+
+    stubs = Stubs()
+    sys.meta_path.append(stubs)
+    try:
+        for _ in range(30):
+            for key in [k for k in sys.modules if ours(k)]:
+                del sys.modules[key]
+            package = types.ModuleType("torch_ecg")
+            package.__path__ = list(spec.submodule_search_locations)
+            sys.modules["torch_ecg"] = package
+            try:
+                return importlib.import_module(name)
+            except ModuleNotFoundError as err:
+                if err.name is None or err.name.split(".")[0] in missing:
+                    return None
+                missing.add(err.name.split(".")[0])
+        return None
+    finally:
+        sys.meta_path.remove(stubs)
+        for key in [k for k in sys.modules if ours(k)]:
+            del sys.modules[key]
+
+
+def test_renormalize_per_lead_is_torch_ecgs_per_lead_draw(monkeypatch):
+    # torch_ecg's per-lead form means lead l's target from N(mid_l, 0.3 half_l); its own
+    # (n_leads, 2) draw fails to broadcast (scale (lead, lead)), so each lead is run
+    # through torch_ecg's (2,) form on that lead alone, which is that meaning. The
+    # renormalised leads' mean and std (ddof=1) agree in mean and spread (5 standard
+    # errors of the difference). torch_ecg's prob=1 still leaves out a random number of
+    # samples (its count is a normal draw): only those it changed are compared.
+    te = _torch_ecg_module("torch_ecg.augmenters.random_renormalize")
+    if te is None:
+        pytest.skip("torch_ecg is not importable")
+    monkeypatch.setattr(te.DEFAULTS, "RNG", np.random.default_rng(0))
+    n = 3000
+    x = ecg((n, 3, 200)) * 3 + 1
+    ours = _lead_stats(RandomRenormalize(mean=LEAD_MEAN, std=LEAD_STD, per_channel=True,
+                                         prob=1.0)(x, seed=3)[0])
+    for lead in range(3):
+        one = x[:, lead:lead + 1]
+        out = te.RandomRenormalize(mean=LEAD_MEAN[lead], std=LEAD_STD[lead], per_channel=True,
+                                   prob=1.0, inplace=False)(one, None)[0]
+        changed = (out != one).any(-1)[:, 0]
+        m = int(changed.sum())
+        assert m > n // 4
+        for a, b in zip(ours, _lead_stats(out[changed])):
+            a, b = a[:, lead], b[:, 0]
+            spread = float(b.std())
+            assert abs(float(a.mean() - b.mean())) < 5 * spread * (1 / n + 1 / m) ** 0.5
+            assert abs(float(a.std()) / spread - 1) < 5 * (1 / (2 * n) + 1 / (2 * m)) ** 0.5
 
 
 def test_stretch_compress_is_interpolate_and_cut_or_pad():
@@ -495,6 +679,11 @@ def test_label_smooth():
     (lambda: Mixup(prob=-0.1), "prob must be"),
     (lambda: RandomMasking(fs=FS, mask_width=(0.2, 0.1)), "mask_width must satisfy"),
     (lambda: RandomRenormalize(std=(-1.0, 0.2)), "std must satisfy"),
+    (lambda: RandomRenormalize(mean=[[0, 1, 2]] * 3, per_channel=True), r"shape \(n_leads, 2\)"),
+    (lambda: RandomRenormalize(mean=[[0, 1], [1, 0]], per_channel=True), r"mean\[1\] must satisfy"),
+    (lambda: RandomRenormalize(std=[[0.1, 0.2], [-0.1, 0.2]], per_channel=True),
+     r"std\[1\] must satisfy"),
+    (lambda: RandomRenormalize(std=[[0.1, 0.2]] * 3), "needs per_channel=True"),
     (lambda: AmplitudeScale(scale=(2.0, 1.0)), "scale must satisfy"),
     (lambda: GaussianNoise(snr_db=(30.0, 10.0)), "snr_db must satisfy"),
     (lambda: EMGNoise(band=(150.0, 20.0)), "band must satisfy"),
@@ -523,6 +712,8 @@ def test_bad_arguments(build, match):
     (ReducedLeadSet(), "needs the standard 12 leads or lead_names"),
     (RandomCrop(length=5000), "longer than the signal"),
     (RandomMasking(fs=FS, mask_width=(0.1, 2.0)), "not shorter than the signal"),
+    (RandomRenormalize(std=[[0.1, 0.2]] * 3, per_channel=True, inplace=True),
+     "std has 3 per-lead ranges but the signal has 8 leads"),
 ])
 def test_bad_signal_for_the_step(aug, match):
     with pytest.raises(ValueError, match=match):

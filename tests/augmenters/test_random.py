@@ -113,6 +113,9 @@ def test_beta_kernel_gives_the_torch_draw(monkeypatch, alpha, b):
     {"name": "random_flip", "per_channel": False, "prob": 0.7},
     {"name": "random_masking", "prob": (0.8, 0.5)}, {"name": "random_renormalize"},
     {"name": "random_renormalize", "per_channel": True, "mean": (0.0, 2.0)},
+    {"name": "random_renormalize", "per_channel": True,
+     "mean": [[0.1 * i - 0.5, 0.2 * i] for i in range(12)],
+     "std": [[0.5, 1.0 + i] for i in range(12)]},
     {"name": "stretch_compress", "prob": 0.8}, {"name": "stretch_compress", "ratio": 0.3},
     {"name": "mixup", "prob": 0.7}, {"name": "mixup", "alpha": 2.0, "beta": 0.3},
     {"name": "label_smooth"}])

@@ -395,13 +395,56 @@ class RandomMasking(Augmenter):
         return label, masks
 
 
+def _renorm_range(value: Any, what: str, low: float) -> tuple:
+    """`value` as a ``(low, high)`` pair, or as one pair per lead (a table of shape
+    ``(n_leads, 2)``, torch_ecg's per-lead form) as a tuple of pairs; ValueError naming
+    `what` otherwise."""
+    try:
+        table = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        table = None
+    if table is None or table.dim() != 2:
+        return check_range(value, what, low, allow_scalar=True)
+    if table.shape[0] == 0 or table.shape[1] != 2:
+        raise ValueError(f"{what} must be a pair (low, high) or one pair per lead, of shape "
+                         f"(n_leads, 2), got shape {tuple(table.shape)}")
+    return tuple(check_range(row, f"{what}[{i}]", low) for i, row in enumerate(table.tolist()))
+
+
+@tensor_cache(maxsize=32)
+def _lead_ranges(ranges: tuple, device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-lead ``(low, high)`` pairs as float64 (low, high, middle, half-range) rows on
+    `device`, made once (a training loop maps every batch's draw with the same ones).
+    Read-only."""
+    lo, hi = torch.tensor(ranges, dtype=torch.float64, device=device).unbind(1)
+    mid = (lo + hi) / 2
+    return lo, hi, mid, hi - mid
+
+
 @AUGMENTERS.register("random_renormalize")
 class RandomRenormalize(Augmenter):
     """z-score each chosen sample (per lead with ``per_channel``) to a random mean and
     standard deviation: normal around the middle of `mean` / `std` with 0.3 of the
     half-range as scale (torch_ecg's draw), clipped to the range. The standard deviation
     is the sample one (``ddof=1``), as in torch_ecg's renormalisation and fastecg's
-    :class:`~fastecg.preprocessors.Normalize`."""
+    :class:`~fastecg.preprocessors.Normalize`.
+
+    Parameters
+    ----------
+    mean, std : array_like
+        Range ``(low, high)`` of the new mean / standard deviation, shape ``(2,)``; or,
+        with ``per_channel=True``, one range per lead, shape ``(n_leads, 2)`` (lead l's
+        target drawn from its own range; the signal must have n_leads leads). `std`
+        ranges must not be negative.
+    per_channel : bool
+        Renormalise each lead on its own statistics (else the whole sample's).
+    prob : float
+        Probability that a sample is renormalised.
+    inplace : bool
+        Write the result into the caller's tensor.
+    fs : float, optional
+        Accepted for torch_ecg's managers; unused.
+    """
 
     stream = 4
     native_draw = True
@@ -411,25 +454,47 @@ class RandomRenormalize(Augmenter):
                  fs: Optional[float] = None):
         super().__init__()
         self.fs = fs  # (torch_ecg's managers pass fs to every step; this one needs none)
-        self.mean = check_range(mean, "RandomRenormalize: mean", -math.inf, allow_scalar=True)
-        self.std = check_range(std, "RandomRenormalize: std", 0.0, allow_scalar=True)
+        self.mean = _renorm_range(mean, "RandomRenormalize: mean", -math.inf)
+        self.std = _renorm_range(std, "RandomRenormalize: std", 0.0)
         self.per_channel, self.inplace = bool(per_channel), inplace
         self.prob = check_prob(prob, "RandomRenormalize")
+        for name, value in (("mean", self.mean), ("std", self.std)):
+            if self._per_lead(value) and not self.per_channel:
+                raise ValueError(f"RandomRenormalize: {name} with one range per lead (shape "
+                                 f"({len(value)}, 2)) needs per_channel=True")
+
+    @staticmethod
+    def _per_lead(ranges: tuple) -> bool:
+        return isinstance(ranges[0], tuple)
+
+    def infer(self, info: SignalInfo) -> SignalInfo:
+        for name, value in (("mean", self.mean), ("std", self.std)):
+            if (self._per_lead(value) and info.n_leads is not None
+                    and len(value) != info.n_leads):
+                raise ValueError(f"RandomRenormalize: {name} has {len(value)} per-lead ranges "
+                                 f"but the signal has {info.n_leads} leads")
+        return info
 
     def draw(self, keys, x, info):
         n, n_leads, _ = x.shape
         width = n_leads if self.per_channel else 1
-        native = self._native(keys, ("applied", "mean", "std"), [width],
-                              [self.prob, *self.mean, *self.std])
-        if native is not None:
-            return native
-        applied = self._applied(keys, self.prob)
-        z = self._normal(keys, 1, 2 * width)
-        out = {"applied": applied}
-        for name, (lo, hi), zz in (("mean", self.mean, z[:, :width]),
-                                   ("std", self.std, z[:, width:])):
-            mid = (lo + hi) / 2
-            out[name] = (mid + 0.3 * (hi - mid) * zz).clamp(lo, hi)
+        # A per-lead range is drawn on [-1, 1] (the same normal variates, scale 0.3,
+        # clipped) and mapped onto each lead's range: the one draw, per lead.
+        ranges = [(-1.0, 1.0) if self._per_lead(r) else r for r in (self.mean, self.std)]
+        out = self._native(keys, ("applied", "mean", "std"), [width],
+                           [self.prob, *ranges[0], *ranges[1]])
+        if out is None:
+            z = self._normal(keys, 1, 2 * width)
+            out = {"applied": self._applied(keys, self.prob)}
+            for name, (lo, hi), zz in (("mean", ranges[0], z[:, :width]),
+                                       ("std", ranges[1], z[:, width:])):
+                mid = (lo + hi) / 2
+                out[name] = (mid + 0.3 * (hi - mid) * zz).clamp(lo, hi)
+        for name in ("mean", "std"):
+            per_lead = getattr(self, name)
+            if self._per_lead(per_lead):
+                lo, hi, mid, half = _lead_ranges(per_lead, out[name].device)
+                out[name] = torch.addcmul(mid, half, out[name]).clamp(lo, hi)
         return out
 
     def _ddof1_std(self, std: Tensor, shape) -> Tensor:
