@@ -24,6 +24,8 @@ through :data:`fastecg.registry.SSL`) and its input contract (``contract``), so 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import json
 import os
@@ -258,6 +260,46 @@ def check_global_batch(n: int, name: str) -> None:
                          f"(negatives come from the other records), got {n}")
 
 
+def loss_in_float32(fn):
+    """Decorator of a contrastive loss: its floating-point tensor arguments widened to
+    float32 (float64 stays float64) and autocast off on their devices while it runs.
+
+    Logits are cosine similarities divided by a temperature of 0.07 to 0.2, so logits
+    up to about 14 in magnitude: bfloat16 (8 bits of mantissa) rounds them by up to
+    0.03, float16 by up to 0.004, and autocast would run the similarity matmuls in that
+    dtype even on float32 inputs. Widening the ``(n, D)`` projections costs little; the
+    gradient flows back to the caller's dtype.
+
+    Examples
+    --------
+    >>> @loss_in_float32
+    ... def dtype_of(z):
+    ...     return (z @ z.T).dtype
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     dtype_of(torch.ones(2, 3, dtype=torch.bfloat16))
+    torch.float32
+    """
+    def widen(v):
+        if isinstance(v, Tensor) and v.is_floating_point():
+            return v.to(torch.promote_types(v.dtype, torch.float32))
+        return v
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        args = [widen(v) for v in args]
+        kwargs = {k: widen(v) for k, v in kwargs.items()}
+        # a loss's tensors share one device
+        device = next((v.device.type for v in [*args, *kwargs.values()]
+                       if isinstance(v, Tensor)), "cpu")
+        off = torch.autocast(device, enabled=False) \
+            if torch.amp.is_autocast_available(device) else contextlib.nullcontext()
+        with off:
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@loss_in_float32
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     """NT-Xent (SimCLR's normalised temperature-scaled cross entropy) of matching rows
     of `z1` and `z2`, over the global batch under ``torch.distributed``.
@@ -280,7 +322,8 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     Returns
     -------
     Tensor
-        Scalar loss.
+        Scalar loss, float32 (float64 for float64 input), computed outside autocast
+        (see :func:`loss_in_float32`).
 
     Examples
     --------

@@ -16,7 +16,7 @@ from fastecg.registry import SSL
 
 from ._distributed import (gather_no_grad, gather_with_grad, global_indices, mean_over_ranks,
                            rank_and_world)
-from .base import BaseContrastiveLearner, check_global_batch, signal_of
+from .base import BaseContrastiveLearner, check_global_batch, loss_in_float32, signal_of
 
 __all__ = ["CLOCS", "clocs_loss", "cut_segments", "CLOCS_VARIANTS"]
 
@@ -62,6 +62,7 @@ def cut_segments(x: Tensor, n_segments: int, segment_len: int,
     return x.gather(2, idx.expand(b, c, span)).view(b, c, n_segments, segment_len)
 
 
+@loss_in_float32
 def clocs_loss(z: Tensor, temperature: float, patient_ids: Optional[Tensor] = None) -> Tensor:
     """CLOCS's loss over views of a batch, patient-aware when `patient_ids` are given.
 
@@ -105,8 +106,7 @@ def clocs_loss(z: Tensor, temperature: float, patient_ids: Optional[Tensor] = No
     m, n, _ = z.shape
     check_global_batch(n, "clocs")
     _, world = rank_and_world()
-    # exact pair counts and a float32 loss under AMP; float64 stays float64
-    z = z.to(torch.promote_types(z.dtype, torch.float32))
+    # (z is float32 or float64 here, and autocast off: exact pair counts, exact logits)
     local = nn.functional.normalize(z, dim=-1)
     keys = nn.functional.normalize(gather_with_grad(z.transpose(0, 1)), dim=-1)  # (N, M, D)
     if patient_ids is None:

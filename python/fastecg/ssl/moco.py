@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from fastecg.registry import SSL
 
 from ._distributed import gather_no_grad, mean_over_ranks, rank_and_world
-from .base import BaseContrastiveLearner, build_augmenter, signal_of
+from .base import BaseContrastiveLearner, build_augmenter, loss_in_float32, signal_of
 
 __all__ = ["MoCo", "queue_info_nce", "momentum_update"]
 
@@ -47,6 +47,7 @@ def momentum_update(key_params: Sequence[Tensor], query_params: Sequence[Tensor]
         torch._foreach_lerp_(list(key_params), list(query_params), 1.0 - momentum)
 
 
+@loss_in_float32
 def queue_info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
     """MoCo's InfoNCE: each query's positive is its own key, its negatives the queue.
 
@@ -66,7 +67,8 @@ def queue_info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> T
     Returns
     -------
     Tensor
-        Scalar, the mean over the `n` queries.
+        Scalar, the mean over the `n` queries; float32 (float64 for float64 input),
+        computed outside autocast (see :func:`~fastecg.ssl.base.loss_in_float32`).
 
     Examples
     --------
@@ -243,6 +245,7 @@ class MoCo(BaseContrastiveLearner):
         self.queue.index_copy_(0, idx % self.queue_size, keys.to(self.queue.dtype))
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % self.queue_size)
 
+    @loss_in_float32
     def _batch_info_nce(self, q: Tensor, k: Tensor) -> Tensor:
         """v3's InfoNCE: query i against the keys of the global batch, its own positive,
         scaled by ``2 * temperature``."""
