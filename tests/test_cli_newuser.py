@@ -147,3 +147,49 @@ def test_an_os_error_of_the_work_exits_1_in_one_line(monkeypatch, tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("fastecg pretrain: error:") and "No space left" in err
+
+
+def _checkpoints(folder):
+    ckpt = folder / "train" / "checkpoints"
+    return sorted(p.name for p in ckpt.glob("step_*.pt")), (ckpt / "latest").read_text()
+
+
+def test_a_fresh_pretrain_into_an_earlier_runs_folder_is_refused(tmp_path, capsys):
+    """Without --resume, a new run would write its checkpoints beside the earlier run's
+    (a later --resume or listing would meet two runs): refused before any work, with
+    what to do; --overwrite starts afresh with only the new run's files."""
+    out = tmp_path / "run"
+    assert cli.main(["pretrain", *TINY, "--steps", "3", "--out", str(out)]) == 0
+    before = _checkpoints(out), _losses(out), (out / "pretrained" / "config.json").stat()
+    err = assert_usage_error(capsys, ["pretrain", *TINY, "--steps", "1", "--out", str(out)])
+    assert "--out" in err and "--resume" in err and "--overwrite" in err
+    assert "step_00000003.pt" in err
+    assert (_checkpoints(out), _losses(out),
+            (out / "pretrained" / "config.json").stat()) == before  # untouched
+    err = assert_usage_error(capsys, ["pretrain", *TINY, "--steps", "1", "--out", str(out),
+                                      "--resume", "--overwrite"])
+    assert "--overwrite" in err and "not allowed with" in err
+    assert cli.main(["pretrain", *TINY, "--steps", "1", "--out", str(out),
+                     "--overwrite"]) == 0
+    assert _checkpoints(out) == (["step_00000001.pt"], "step_00000001.pt")
+    assert [s for s, _ in _losses(out)] == [1]
+    assert (out / "pretrained" / "config.json").is_file()
+    # a folder the user made, or one with other files but no checkpoints, is fine
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert cli.main(["pretrain", *TINY, "--steps", "1", "--out", str(tmp_path / "mine")]) == 0
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_a_fresh_finetune_into_an_earlier_runs_folder_is_refused(pretrained, tmp_path,
+                                                                  capsys):
+    run = ["finetune", "--checkpoint", str(pretrained), "--records", "8", "--batch-size", "4",
+           "--quiet", "--out", str(tmp_path / "ft")]
+    assert cli.main([*run, "--steps", "2"]) == 0
+    before = _checkpoints(tmp_path / "ft")
+    err = assert_usage_error(capsys, [*run, "--steps", "1"])
+    assert "--resume" in err and "--overwrite" in err and "step_00000002.pt" in err
+    assert _checkpoints(tmp_path / "ft") == before
+    assert cli.main([*run, "--steps", "1", "--overwrite"]) == 0
+    assert _checkpoints(tmp_path / "ft") == (["step_00000001.pt"], "step_00000001.pt")
+    assert (tmp_path / "ft" / "finetuned" / "config.json").is_file()

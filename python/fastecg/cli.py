@@ -379,7 +379,9 @@ def _add_ssl_commands(sub) -> None:
     pre.add_argument("--lr", type=_float_in(0.0, 10.0, lo_open=True), default=3e-4,
                      help="AdamW learning rate (3e-4)")
     pre.add_argument("--out", default="fastecg_pretrain",
-                     help="folder: train/ (checkpoints, metrics.csv), pretrained/ (the model)")
+                     help="folder: train/ (checkpoints, metrics.csv), pretrained/ (the "
+                     "model); one holding an earlier run's checkpoints needs --resume or "
+                     "--overwrite (fastecg_pretrain)")
     _add_trainer_options(pre)
     pre.set_defaults(func=_ssl_run("run_pretrain"), parser=pre, output=("out", _any_file),
                      check=lambda args: _check_out("--out", args.out))
@@ -399,7 +401,8 @@ def _add_ssl_commands(sub) -> None:
                       help="(1e-3)")
     fine.add_argument("--out", default="fastecg_finetune",
                       help="folder for train/ and finetuned/ (the classifier, "
-                           "save_pretrained)")
+                           "save_pretrained); one holding an earlier run's checkpoints "
+                           "needs --resume or --overwrite (fastecg_finetune)")
     _add_trainer_options(fine)
     fine.set_defaults(func=_ssl_run("run_finetune"), parser=fine, check=_check_finetune,
                       output=("out", _any_file))
@@ -411,8 +414,13 @@ def _add_trainer_options(parser: argparse.ArgumentParser) -> None:
                         help="mixed precision")
     parser.add_argument("--ckpt-every", type=_int_in(1, 10**9), default=None,
                         help="checkpoint period in steps (only at the end)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest checkpoint in --out")
+    earlier = parser.add_mutually_exclusive_group()
+    earlier.add_argument("--resume", action="store_true",
+                         help="continue from the latest checkpoint in --out (without it, "
+                         "an --out that holds checkpoints is refused)")
+    earlier.add_argument("--overwrite", action="store_true",
+                         help="start afresh in an --out that holds an earlier run: its "
+                         "train/ and saved model are deleted first")
     parser.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0, help="(0)")
     parser.add_argument("--workers", type=_int_in(0, 256), default=0,
                         help="DataLoader workers")

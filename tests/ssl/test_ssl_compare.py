@@ -49,6 +49,12 @@ def test_ssl_compare_writes_table_markdown_and_plots(tmp_path, capsys):
     (["--protocols", "knnn"], "did you mean 'knn'"),
     (["--data", "/nonexistent/store"], "neither 'synthetic'"),
     (["--seq-len", "75"], "multiple of 50"),
+    # the errors name the options, not compare()'s Python arguments
+    (["--methods", "mae1d"], "error: --methods: unknown SSL method 'mae1d'"),
+    (["--methods", ","], "error: --methods: no SSL method"),
+    (["--protocols", "knnn"], "error: --protocols: unknown 'knnn'"),
+    (["--seq-len", "75"], "error: --seq-len must be a positive multiple of 50, got 75"),
+    (["--data", "/nonexistent/store"], "error: --data /nonexistent/store: neither"),
     (["--steps", "0"], "--steps"),
     (["--records", "4", "--batch-size", "8"], "fewer than one batch"),
 ])
@@ -56,6 +62,23 @@ def test_bad_arguments_exit_2(argv, match, capsys):
     err = assert_usage_error(capsys, ["ssl-compare", "--quick", "--quiet", "--out",
                                       "/tmp/unused_ssl_compare", *argv])
     assert match in err
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(methods=["mae1d"]), r"^methods: unknown SSL method 'mae1d'"),
+    (dict(methods="mae1d"), r"^methods: unknown SSL method 'mae1d'"),  # one name, not 5
+    (dict(methods=[]), r"^methods: no SSL method"),
+    (dict(protocols=["knnn"]), r"^protocols: unknown 'knnn'"),
+    (dict(seq_len=75), r"^seq_len must be a positive multiple of 50, got 75"),
+    (dict(data="/nonexistent/store"), r"^data /nonexistent/store: neither 'synthetic'"),
+])
+def test_compare_errors_name_its_python_arguments(kwargs, match, tmp_path):
+    from fastecg.ssl.compare import compare
+
+    with pytest.raises(ValueError, match=match):
+        compare(**{"methods": ["mae_1d"], **kwargs}, out=tmp_path / "o", quick=True,
+                progress=False)
+    assert not (tmp_path / "o").exists()  # refused before any work
 
 
 @pytest.mark.parametrize("name", SSL.list())
@@ -105,3 +128,18 @@ def test_a_methods_result_does_not_depend_on_the_methods_before_it(tmp_path):
                                   "model.safetensors") for d in ("a", "b"))
     assert w_alone.keys() == w_after.keys()
     assert all(torch.equal(w_alone[k], w_after[k]) for k in w_alone)
+
+
+def test_a_rerun_into_the_same_out_keeps_only_its_own_checkpoints(tmp_path):
+    """A second comparison in the same folder (fewer steps) left the first one's
+    checkpoints beside its own."""
+    pytest.importorskip("matplotlib")
+    from fastecg.ssl.compare import compare
+
+    kw = dict(quick=True, records=40, batch_size=8, protocols=["knn"], label_fractions=[1.0],
+              seeds=[0], n_bootstrap=20, progress=False, out=tmp_path)
+    compare(["mae_1d"], steps=3, **kw)
+    compare(["mae_1d"], steps=2, **kw)
+    ckpt = tmp_path / "pretrain" / "mae_1d" / "train" / "checkpoints"
+    assert sorted(p.name for p in ckpt.glob("step_*.pt")) == ["step_00000002.pt"]
+    assert (ckpt / "latest").read_text() == "step_00000002.pt"

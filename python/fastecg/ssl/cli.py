@@ -126,6 +126,35 @@ def _input_transform(contract, fs: float, lead_names=None):
     return transform
 
 
+def _check_earlier_run(args: argparse.Namespace) -> None:
+    """ValueError, before any work, where ``--out`` holds the checkpoints of an earlier
+    run and neither ``--resume`` nor ``--overwrite`` says what to do with them: a fresh
+    run would write its own beside them, and a later ``--resume`` or a look at the
+    folder would meet checkpoints of two runs."""
+    from fastecg.train.trainer import CKPT_DIR, LATEST
+
+    if args.resume or args.overwrite:
+        return
+    folder = pathlib.Path(args.out) / "train" / CKPT_DIR
+    saved = sorted(folder.glob("step_*.pt")) if folder.is_dir() else []
+    if saved or (folder / LATEST).is_file():
+        newest = f", newest {saved[-1].name}" if saved else ""
+        raise ValueError(f"--out {args.out}: holds the checkpoints of an earlier run "
+                         f"({folder}{newest}); pass --resume to continue it, --overwrite "
+                         f"to start afresh in its place, or choose another --out")
+
+
+def _clear_earlier_run(trainer, out: pathlib.Path, result: str) -> None:
+    """``--overwrite``: the earlier run's ``train/`` (checkpoints, metrics, logs) and its
+    saved model `result` go (on the main process only) before training starts."""
+    import shutil
+
+    if trainer.is_main:
+        for name in ("train", result):
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+
+
 def _print_finished(what: str, trainer, saved) -> None:
     """What a ``--resume`` of a run that had already reached ``--steps`` did."""
     print(f"{what}: the checkpoint in {trainer.out_dir} is at step {trainer.step} of "
@@ -136,6 +165,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from fastecg.registry import SSL, did_you_mean
     from fastecg.train import Trainer
 
+    _check_earlier_run(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.method not in SSL:
@@ -163,6 +193,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
                       transform=_input_transform(contract, fs,
                                                  getattr(dataset, "lead_names", None)),
                       progress=not args.quiet, num_workers=args.workers)
+    if args.overwrite:
+        _clear_earlier_run(trainer, out, "pretrained")
     t0 = time.perf_counter()
     hist = trainer.fit(dataset, resume=args.resume)
     elapsed = time.perf_counter() - t0
@@ -182,6 +214,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from fastecg.ssl.pretrained import read_config
     from fastecg.train import Trainer
 
+    _check_earlier_run(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -218,6 +251,8 @@ def run_finetune(args: argparse.Namespace) -> int:
                       transform=_input_transform(contract, fs,
                                                  getattr(dataset, "lead_names", None)),
                       progress=not args.quiet, num_workers=args.workers)
+    if args.overwrite:
+        _clear_earlier_run(trainer, pathlib.Path(args.out), "finetuned")
     hist = trainer.fit(dataset, resume=args.resume)
     saved = trainer.save_pretrained(pathlib.Path(args.out) / "finetuned")
     if trainer.is_main:

@@ -70,6 +70,72 @@ def model_config(name: str, n_leads: int, seq_len: int, fs: float,
 
 # ---- data -------------------------------------------------------------------------------------
 
+# How compare()'s checks name its arguments: as the Python API spells them, and as
+# `fastecg ssl-compare` does (its options).
+_ARG_NAMES = {"methods": "methods", "protocols": "protocols", "data": "data",
+              "seq_len": "seq_len"}
+_CLI_NAMES = {"methods": "--methods", "protocols": "--protocols", "data": "--data",
+              "seq_len": "--seq-len"}
+
+
+def _check_arguments(methods, protocols, data: str, seq_len: Optional[int],
+                     names: dict) -> tuple[list, Optional[tuple]]:
+    """compare()'s methods, protocols, data and seq_len checked before any work, each
+    error naming its argument as `names` does; returns the methods (all registered by
+    default; a string is one name) and the protocols (None stays None)."""
+    from fastecg.registry import SSL, did_you_mean
+
+    from .evaluate import _protocols
+
+    if methods is None:
+        methods = SSL.list()
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    if not methods:
+        raise ValueError(f"{names['methods']}: no SSL method to compare")
+    for name in methods:
+        if name not in SSL:
+            raise ValueError(f"{names['methods']}: unknown SSL method {name!r}"
+                             f"{did_you_mean(name, SSL.list())} (registered: "
+                             f"{', '.join(SSL.list())})")
+    if protocols is not None:
+        try:
+            protocols = _protocols(protocols)
+        except ValueError as err:  # "protocol: ...", evaluate's argument
+            raise ValueError(f"{names['protocols']}: {str(err).partition(': ')[2]}") \
+                from None
+    if seq_len is not None and (seq_len < _PATCH or seq_len % _PATCH):
+        raise ValueError(f"{names['seq_len']} must be a positive multiple of {_PATCH}, "
+                         f"got {seq_len}")
+    _store_length(data, seq_len, names["data"])
+    return methods, protocols
+
+
+def _store_length(data: str, seq_len: Optional[int], name: str) -> Optional[int]:
+    """Samples per record of the store `data` (None for synthetic data): `seq_len` or its
+    shortest record's, cut to whole patches; ValueError naming `name` where it is no
+    labelled store with a sampling rate."""
+    from fastecg.data import ECGStore
+
+    if data == "synthetic":
+        return None
+    if not pathlib.Path(data).is_dir():
+        raise ValueError(f"{name} {data}: neither 'synthetic' nor a store folder")
+    try:
+        probe = ECGStore(data)
+    except FileNotFoundError as err:  # a folder a failed `fastecg preprocess` left
+        raise ValueError(f"{name} {data}: {err}; write the store with `fastecg "
+                         "preprocess`") from None
+    if probe.targets is None:
+        raise ValueError(f"{name} {data}: the store has no targets to evaluate on")
+    if probe.fs is None:
+        raise ValueError(f"{name} {data}: the store does not record its sampling rate")
+    length = seq_len or int(probe.index[:, 3].min())
+    length -= length % _PATCH
+    if length < _PATCH:
+        raise ValueError(f"{name} {data}: records shorter than one {_PATCH}-sample patch")
+    return length
+
+
 def _data(data: str, records: int, seed: int, seq_len: Optional[int]):
     """(signals (N, C, L) standardised per record, targets, patient ids, fs)."""
     from fastecg.data import ECGStore, SyntheticECGDataset
@@ -81,22 +147,8 @@ def _data(data: str, records: int, seed: int, seq_len: Optional[int]):
                                       n_leads=12, seed=seed)
         fs = SYNTHETIC_FS
     else:
-        if not pathlib.Path(data).is_dir():
-            raise ValueError(f"--data {data}: neither 'synthetic' nor a store folder")
-        try:
-            probe = ECGStore(data)
-        except FileNotFoundError as err:  # a folder a failed `fastecg preprocess` left
-            raise ValueError(f"--data {data}: {err}; write the store with `fastecg "
-                             "preprocess`") from None
-        if probe.targets is None:
-            raise ValueError(f"--data {data}: the store has no targets to evaluate on")
-        if probe.fs is None:
-            raise ValueError(f"--data {data}: the store does not record its sampling rate")
-        length = seq_len or int(probe.index[:, 3].min())
-        length -= length % _PATCH
-        if length < _PATCH:
-            raise ValueError(f"--data {data}: records shorter than one {_PATCH}-sample patch")
-        dataset, fs = ECGStore(data, crop=length), float(probe.fs)
+        dataset = ECGStore(data, crop=_store_length(data, seq_len, _ARG_NAMES["data"]))
+        fs = float(dataset.fs)
         if records < len(dataset):
             from torch.utils.data import Subset
 
@@ -293,8 +345,8 @@ def compare(methods: Optional[Sequence[str]] = None, data: str = "synthetic",
 
     Parameters
     ----------
-    methods : sequence of str, optional
-        Registered SSL methods; all of ``SSL.list()`` by default.
+    methods : str or sequence of str, optional
+        Registered SSL methods (a string is one); all of ``SSL.list()`` by default.
     data : str
         ``"synthetic"`` (labelled synthetic 12-lead ECG at 100 Hz, 10 s) or the folder of
         a store with targets (``fastecg preprocess``; records cut to their first
@@ -336,21 +388,15 @@ def compare(methods: Optional[Sequence[str]] = None, data: str = "synthetic",
     """
     import pandas as pd
 
-    from fastecg.registry import SSL, did_you_mean
+    from fastecg.registry import SSL
     from fastecg.train import Trainer
 
-    from .evaluate import _check_fraction, _protocols, evaluate, train_test_indices
+    from .evaluate import _check_fraction, evaluate, train_test_indices
 
     budget = QUICK if quick else FULL
-    methods = list(SSL.list() if methods is None else methods)
-    if not methods:
-        raise ValueError("methods: no SSL method to compare")
-    for name in methods:
-        if name not in SSL:
-            raise ValueError(f"methods: unknown SSL method {name!r}"
-                             f"{did_you_mean(name, SSL.list())} (registered: "
-                             f"{', '.join(SSL.list())})")
-    protocols = _protocols(protocols if protocols is not None else budget["protocols"])
+    methods, protocols = _check_arguments(methods, protocols, data, seq_len, _ARG_NAMES)
+    if protocols is None:
+        protocols = budget["protocols"]
     for f in label_fractions:
         _check_fraction(f, "label_fractions")
     steps = int(steps if steps is not None else budget["steps"])
@@ -358,8 +404,6 @@ def compare(methods: Optional[Sequence[str]] = None, data: str = "synthetic",
     batch_size = int(batch_size if batch_size is not None else budget["batch_size"])
     if min(steps, records, batch_size) < 1:
         raise ValueError("steps, records and batch_size must be >= 1")
-    if seq_len is not None and (seq_len < _PATCH or seq_len % _PATCH):
-        raise ValueError(f"seq_len must be a positive multiple of {_PATCH}, got {seq_len}")
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -378,8 +422,11 @@ def compare(methods: Optional[Sequence[str]] = None, data: str = "synthetic",
         with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
             torch.manual_seed(seed)
             model = SSL.build(config)
+            # keep_last=1: only this run's final checkpoint stays (compare never resumes),
+            # none of an earlier comparison written to the same `out`
             trainer = Trainer(model, lr=budget["lr"], batch_size=batch_size, max_steps=steps,
-                              out_dir=folder / "train", seed=seed, progress=progress)
+                              out_dir=folder / "train", seed=seed, progress=progress,
+                              keep_last=1)
             t0 = time.perf_counter()
             hist = trainer.fit(x_pre)
             seconds = time.perf_counter() - t0
@@ -414,6 +461,8 @@ def run_ssl_compare(args: argparse.Namespace) -> int:
         [m.strip() for m in args.methods.split(",") if m.strip()]
     protocols = None if args.protocols is None else \
         [p.strip() for p in args.protocols.split(",") if p.strip()]
+    # compare() checks these again, naming its Python arguments; here the options
+    _check_arguments(methods, protocols, args.data, args.seq_len, _CLI_NAMES)
     t0 = time.perf_counter()
     df = compare(methods, data=args.data, out=args.out, quick=args.quick, steps=args.steps,
                  records=args.records, batch_size=args.batch_size, protocols=protocols,
