@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -474,11 +475,28 @@ def test_namedtuple_batches_train_as_tuples_do():
 def test_a_fresh_run_in_a_used_folder_starts_metrics_anew(tmp_path):
     x, y = _lin_data()
     data = torch.utils.data.TensorDataset(x, y)
-    for steps in (3, 2):
-        Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=steps,
+    Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=3,
+            out_dir=tmp_path, progress=False).fit(data)
+    with pytest.warns(UserWarning, match="earlier run's checkpoints"):
+        Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=2,
                 out_dir=tmp_path, progress=False).fit(data)
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows] == ["step", "1", "2"]
+
+
+def test_a_fresh_run_over_an_earlier_runs_checkpoints_warns(tmp_path):
+    x, y = _lin_data()
+    data = torch.utils.data.TensorDataset(x, y)
+    Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=3,
+            out_dir=tmp_path, progress=False).fit(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # resuming it is silent
+        Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=4,
+                out_dir=tmp_path, progress=False).fit(data, resume=True)
+    with pytest.warns(UserWarning, match=r"earlier run's checkpoints \(newest "
+                      r"step_00000004\.pt\).*resume=True"):
+        Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=2,
+                out_dir=tmp_path, progress=False).fit(data)
 
 
 def test_keep_last_never_deletes_the_checkpoint_just_written(tmp_path):
@@ -488,7 +506,8 @@ def test_keep_last_never_deletes_the_checkpoint_just_written(tmp_path):
             ckpt_every=2, out_dir=tmp_path, progress=False).fit(data)
     t = Trainer(_lin(), loss_fn=nn.functional.mse_loss, batch_size=4, max_steps=2,
                 ckpt_every=2, out_dir=tmp_path, progress=False, keep_last=1)
-    t.fit(data)
+    with pytest.warns(UserWarning, match="earlier run's checkpoints"):
+        t.fit(data)
     assert t.latest_checkpoint().is_file()
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt")) == \
         ["step_00000002.pt"]

@@ -15,6 +15,7 @@ import argparse
 import inspect
 import math
 import pathlib
+import shutil
 import time
 from typing import Optional, Sequence
 
@@ -390,6 +391,7 @@ def compare(methods: Optional[Sequence[str]] = None, data: str = "synthetic",
 
     from fastecg.registry import SSL
     from fastecg.train import Trainer
+    from fastecg.train.trainer import CKPT_DIR
 
     from .evaluate import _check_fraction, evaluate, train_test_indices
 
@@ -422,8 +424,9 @@ def compare(methods: Optional[Sequence[str]] = None, data: str = "synthetic",
         with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
             torch.manual_seed(seed)
             model = SSL.build(config)
-            # keep_last=1: only this run's final checkpoint stays (compare never resumes),
-            # none of an earlier comparison written to the same `out`
+            # compare never resumes: an earlier comparison's checkpoints in the same `out`
+            # go, and only this run's final one is kept
+            shutil.rmtree(folder / "train" / CKPT_DIR, ignore_errors=True)
             trainer = Trainer(model, lr=budget["lr"], batch_size=batch_size, max_steps=steps,
                               out_dir=folder / "train", seed=seed, progress=progress,
                               keep_last=1)

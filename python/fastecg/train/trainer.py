@@ -654,6 +654,14 @@ class Trainer:
                 f"are too few for an optimizer step and are skipped; use a grad_accum that "
                 f"divides {len(sampler)} to train on them", stacklevel=2)
         total = self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
+        if not resume and self.out_dir is not None and self.is_main:
+            earlier = sorted((self.out_dir / CKPT_DIR).glob("step_*.pt"))
+            if earlier:
+                warnings.warn(
+                    f"{self.out_dir / CKPT_DIR} holds an earlier run's checkpoints (newest "
+                    f"{earlier[-1].name}): this fresh run writes its own beside them and "
+                    f"points '{LATEST}' at them; pass resume=True to continue the earlier "
+                    f"run, or use another out_dir", stacklevel=2)
         if resume:
             self.resume(None if resume is True else resume)
             if self.step > total:  # (equal: a finished run, nothing left to do)
