@@ -521,3 +521,58 @@ def test_module_default_order_is_torch_ecgs():
                              x.numpy())
         torch.testing.assert_close(BandPass(fs, *band)(x), torch.from_numpy(ref.copy()).float(),
                                    rtol=0, atol=1e-6 * float(abs(ref).max()))
+
+
+def test_fft_keeps_few_long_tail_indices_cached_and_stays_exact():
+    # The padding's index is as long as the reflections (~1% of a Holter record): one
+    # cached per length for 64 lengths held 64 long indices. Each distinct long length
+    # still filters exactly: reflect padding and |H|^2 at the rFFT bins, in NumPy.
+    import gc
+    import weakref
+
+    from fastecg.ops import zero_phase_fft
+
+    zero_phase_fft._tail_index.cache_clear()
+    fs, lowcut, highcut = 500.0, 0.5, 45.0
+    sos = ss.butter(4, [lowcut, highcut], "bandpass", fs=fs, output="sos")
+    min_pad = int(np.ceil(fs / (32 * lowcut)))
+    refs = []
+    for i, n in enumerate(2**16 + 1000 * k + 3 for k in range(6)):
+        x = signal((2, n), torch.float64, seed=i).requires_grad_()
+        y = bandpass(x, fs, lowcut, highcut, method="fft", backend="torch")
+        n_fft, pad, right = zero_phase_fft._plan(n, min_pad)
+        xn = x.detach().numpy()
+        padded = np.zeros((2, n_fft))
+        padded[:, :n + pad + right] = np.pad(xn, ((0, 0), (pad, right)), mode="reflect")
+        _, h = ss.sosfreqz(sos, worN=2 * np.pi * np.arange(n_fft // 2 + 1) / n_fft)
+        ref = np.fft.irfft(np.fft.rfft(padded) * np.abs(h) ** 2, n=n_fft)[:, pad:pad + n]
+        assert rel_err(y.detach().numpy(), ref) < 1e-10, n
+        # The adjoint (the same index, added back): <g, f(x)> = <f^T(g), x>.
+        g = signal((2, n), torch.float64, seed=100 + i)
+        (grad,) = torch.autograd.grad(y, x, g)
+        lhs, rhs = float((g * y).sum()), float((grad * x).sum())
+        assert abs(lhs - rhs) <= 1e-12 * float(g.norm() * x.norm()), n
+        refs.append(weakref.ref(zero_phase_fft._tail_index(n, pad, right, x.device)))
+    gc.collect()
+    alive = [r() is not None for r in refs]
+    assert sum(alive) <= 2 and alive[-1], alive
+    zero_phase_fft._tail_index.cache_clear()
+
+
+@pytest.mark.parametrize("numtaps", [9, 17, 31])
+def test_fir_short_filters_on_long_rows_take_overlap_save(monkeypatch, numtaps):
+    # Direct float32 conv1d ran 1.1-5.4x slower than the overlap-save convolution on rows
+    # of 2**17 samples and more (9-31 taps, 1 and 12 rows): rows longer than 2**14 padded
+    # samples take overlap-save, shorter ones keep conv1d; both within FIR_TOL of SciPy.
+    calls = []
+    real_conv1d = torch.nn.functional.conv1d
+    monkeypatch.setattr(torch.nn.functional, "conv1d",
+                        lambda *a, **k: calls.append(a[0].shape[-1]) or real_conv1d(*a, **k))
+    for shape, direct in (((2, 40_000), False), ((3, 2000), True)):
+        calls.clear()
+        x = signal(shape, torch.float32, seed=numtaps)
+        out = bandpass(x, 500.0, 5.0, 45.0, method="fir", numtaps=numtaps)
+        assert bool(calls) == direct, (shape, calls)
+        assert out.dtype == torch.float32 and out.shape == x.shape
+        ref = fir_reference(x.double(), 500.0, 5.0, 45.0, numtaps)
+        assert rel_err(out, ref) < FIR_TOL[torch.float32], shape

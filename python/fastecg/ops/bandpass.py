@@ -100,9 +100,10 @@ def bandpass(x: Tensor, fs: float, lowcut: Optional[float] = 0.5,
     1e-5 of the float64 SciPy result relative to the signal's peak (measured ~4e-8).
     ``fir``: the two passes are convolutions (SciPy's ``lfilter_zi`` initial conditions
     with a = 1 are a past equal to the first sample), accumulated in `x`'s dtype: direct
-    ``conv1d`` up to 32 taps in float32, an FFT convolution otherwise: one transform a
-    row up to 2**14 padded samples, longer rows by overlap-save in transforms of about
-    ``8 * numtaps`` samples (the transforms' memory bounded whatever the length). Measured
+    ``conv1d`` up to 32 taps in float32 on rows up to 2**14 padded samples (traced: at
+    any length), an FFT convolution otherwise: one transform a row up to 2**14 padded
+    samples, longer rows by overlap-save in transforms of about ``8 * numtaps`` samples
+    (the transforms' memory bounded whatever the length). Measured
     error vs SciPy's float64 ``filtfilt``, relative to the peak: up to 6e-7 in float32,
     2e-15 in float64 (random-walk signals, 11-2001 taps, fs 100-1000 Hz, up to 2e5
     samples). A NaN or Inf stays in its own row, but the FFT convolution spreads it over

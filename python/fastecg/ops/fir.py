@@ -17,9 +17,11 @@ from .zero_phase_fft import fast_fft_len
 
 __all__ = ["fir_filtfilt", "fir_bandpass"]
 
-# Direct float32 conv1d up to this many taps; longer filters, and float64, use an FFT
-# convolution, whose cost hardly depends on the length up to a few hundred taps while
-# conv1d's grows with it (and float64 conv1d is far slower) (benchmarks/CPU_NOTES.md).
+# Direct float32 conv1d up to this many taps on rows up to _BLOCKED_MIN_LEN (padded);
+# longer filters, and float64, use an FFT convolution, whose cost hardly depends on the
+# length up to a few hundred taps while conv1d's grows with it (and float64 conv1d is far
+# slower) (benchmarks/CPU_NOTES.md). On longer rows overlap-save beat conv1d at 9-31 taps
+# too: 1.1-5.4x from 2**17 samples (1 and 12 rows, 2 threads; benchmarks/README.md).
 _DIRECT_MAX_TAPS = 32
 
 # Rows longer than this (padded) are convolved by overlap-save, in transforms of
@@ -42,13 +44,15 @@ def _fir_pass(v: Tensor, taps: Tensor) -> Tensor:
     pass is a convolution of the signal left-padded with ``numtaps - 1`` copies of it."""
     k, m = taps.shape[0], v.shape[-1]
     padded = torch.cat([v[:, :1].expand(-1, k - 1), v], dim=-1)
-    if k <= _DIRECT_MAX_TAPS and v.dtype != torch.float64:
+    # Traced: the length may be symbolic (under dynamo it passes for an int), and a
+    # choice by length would guard on it; conv1d stays for short filters at any length.
+    traced = torch.compiler.is_compiling() or isinstance(m, torch.SymInt)
+    long = not traced and padded.shape[-1] > _BLOCKED_MIN_LEN
+    if k <= _DIRECT_MAX_TAPS and v.dtype != torch.float64 and not long:
         return torch.nn.functional.conv1d(padded[:, None], taps.flip(0).view(1, 1, k))[:, 0]
-    if (torch.compiler.is_compiling() or isinstance(m, torch.SymInt)
-            or padded.shape[-1] > _BLOCKED_MIN_LEN):
-        # Traced: the length may be symbolic (under dynamo it passes for an int); the op
-        # plans the transform when it runs. Long rows: the op's backward is the same
-        # blocked convolution, so autograd records no graph of the blocks.
+    if traced or long:
+        # Traced: the op plans the transform when it runs. Long rows: the op's backward
+        # is the same blocked convolution, so autograd records no graph of the blocks.
         return _fir_fft_valid_planned(padded, taps)
     return _fft_valid(padded, taps)
 

@@ -85,8 +85,10 @@ def _gain_at_bins(sos: Tensor, start: int, stop: int, n_fft: int) -> Tensor:
 
 
 # Eager calls reuse the index (read only): three small ops less per call (on a GPU,
-# three launches of a call that otherwise queues six).
-@cached_unless_compiling(maxsize=64)
+# three launches of a call that otherwise queues six). Its length grows with the row's
+# (int64, ~1.4% of a float32 row's bytes on average), and Holter records come in many
+# lengths: only a few long ones stay cached.
+@length_split_cache(length_arg=0, maxsize=64)
 def _tail_index(n: int, pad: int, right: int, device: torch.device) -> Tensor:
     """Columns that follow each row, circularly, in its reflect-padded signal rotated
     left by ``pad`` (a rotation commutes with a circular convolution, and keeps the
@@ -139,11 +141,13 @@ register_kernel("zero_phase_fft", "cpu", compiled_op("_zero_phase_fft_kernel"))
 
 
 # The cpu kernel transforms a block of 2 * lanes rows at once (16 float32 rows with
-# AVX2, 8 float64), its buffers sized for the block: a few long rows (a Holter record of
-# 1-3 leads) leave most lanes empty, ran 1.5-4.8x slower than torch's FFT (1-4 float32
-# rows of 2**15 to 2**19 samples, 2 threads) and took 16 rows' worth of memory (1.1 GB
-# for one 2**24-sample row). "auto" gives those to the torch backend.
-_FEW_ROWS = {torch.float32: 4, torch.float64: 2}
+# AVX2, 8 float64) on one thread, its buffers sized for the block: a few long rows (a
+# Holter record of 1-8 leads) leave lanes empty and a thread idle, ran 1.5-4.8x slower
+# than torch's FFT (1-4 float32 rows of 2**15 to 2**19 samples, 2 threads), still
+# 1.0-2.0x at 5-8 float32 rows and 1.1-1.5x at 3-4 float64 rows (paired; 9-16 float32
+# and 5-8 float64 rows: 0.3-1.4x, most below 1; benchmarks/README.md), and took 16 rows'
+# worth of memory (1.1 GB for one 2**24-sample row). "auto" gives those to torch's FFT.
+_FEW_ROWS = {torch.float32: 8, torch.float64: 4}
 _LONG_FFT = 1 << 15
 
 
