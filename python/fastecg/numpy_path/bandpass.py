@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from .._spec import butter_order, butter_sos, check_fs, default_numtaps, fir_taps
+from ._validate import check_array
 
 __all__ = ["bandpass", "BandPass", "butter_sos", "fir_taps", "default_numtaps"]
 
@@ -25,8 +26,8 @@ def bandpass(sig: np.ndarray, fs: float, lowcut: Optional[float] = 0.5,
              numtaps: Optional[int] = None) -> np.ndarray:
     """``scipy.signal.sosfiltfilt(butter_sos(...), sig)`` (``iir``) or
     ``filtfilt(fir_taps(...), 1, sig)`` (``fir``) along the last axis, with SciPy's
-    padding. Same shape and dtype as `sig` (SciPy computes in float64 unless `sig` is
-    float32; the result is rounded back).
+    padding. Same shape and dtype as `sig` (SciPy computes in float64, the coefficients'
+    dtype, for any `sig`; the result is rounded back).
 
     Examples
     --------
@@ -42,9 +43,7 @@ def bandpass(sig: np.ndarray, fs: float, lowcut: Optional[float] = 0.5,
 
     if method not in _METHODS:
         raise ValueError(f"bandpass: unknown method {method!r}; expected one of {_METHODS}")
-    sig = np.asarray(sig)
-    if not np.issubdtype(sig.dtype, np.floating):
-        raise TypeError(f"bandpass: expected a floating-point array, got {sig.dtype}")
+    sig = check_array(sig, "bandpass")
     fs = check_fs(fs, "bandpass")
     if method == "fir":
         taps = fir_taps(default_numtaps(fs) if numtaps is None else numtaps, lowcut, highcut,

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._spec import window_samples
+from ._validate import check_array
 
 __all__ = ["remove_baseline", "BaselineRemove", "median_filter1d", "window_samples"]
 
@@ -40,12 +41,7 @@ def remove_baseline(sig: np.ndarray, fs: float, window1: float = 0.2, window2: f
     """
     if method not in _METHODS:
         raise ValueError(f"remove_baseline: unknown method {method!r}; expected one of {_METHODS}")
-    sig = np.asarray(sig)
-    if not np.issubdtype(sig.dtype, np.floating):
-        raise TypeError(f"remove_baseline: expected a floating-point array, got {sig.dtype}")
-    if sig.ndim < 1:
-        raise ValueError("remove_baseline: expected an array of shape (..., n_samples), got a "
-                         "0-d array")
+    sig = check_array(sig, "remove_baseline")
     if method == "mean" and mode not in (None, "mirror"):
         raise ValueError(f"remove_baseline: method='mean' pads by reflection (mode='mirror'), "
                          f"got mode={mode!r}")

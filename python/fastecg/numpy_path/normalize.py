@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._spec import NORMALIZE_EPS as EPS, check_ddof_eps
+from ._validate import check_array
 
 _METHODS = ("z-score", "min-max", "naive")
 
@@ -15,8 +16,11 @@ def normalize(sig: np.ndarray, method: str = "z-score", mean: float = 0.0, std: 
 
     Statistics are computed in float64 (std with ``ddof`` delta degrees of freedom, 1 by
     default; ``ddof=0, eps=0`` is ``scipy.stats.zscore``); the result has ``sig``'s
-    dtype. Records with NaN/Inf become NaN (z-score, min-max). The arguments and the
-    shape are checked as the torch path checks them (ValueError): `mean` and `std`
+    dtype. Records with NaN/Inf become NaN (z-score, min-max). A constant record (lead,
+    with `per_channel`) gives `mean` (z-score) or 0 (min-max) while ``eps > 0``, and
+    NaN (0 / 0) with ``eps=0``: it is centred to exactly 0, so no rounding residue is
+    blown up to +-1 (``scipy.stats.zscore`` gives that on a constant 0.1). The
+    arguments and the shape are checked as the torch path checks them (ValueError): `mean` and `std`
     must broadcast to ``sig.shape[:-1] + (1,)`` (per-lead values as a column), and a
     z-score needs more than `ddof` values per statistic; an empty array gives an
     empty result.
@@ -35,9 +39,7 @@ def normalize(sig: np.ndarray, method: str = "z-score", mean: float = 0.0, std: 
     if method not in _METHODS:
         raise ValueError(f"normalize: unknown method {method!r}; expected one of {_METHODS}")
     check_ddof_eps(ddof, eps)
-    sig = np.asarray(sig)
-    if not np.issubdtype(sig.dtype, np.floating):
-        raise TypeError(f"normalize: expected a floating-point array, got {sig.dtype}")
+    sig = check_array(sig, "normalize", min_dim=0)  # (its shape rule is checked below)
     if not np.all(np.asarray(std) > 0):
         raise ValueError(f"normalize: std must be positive, got {std}")
     if sig.ndim < (1 if per_channel else 2):

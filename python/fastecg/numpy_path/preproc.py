@@ -28,6 +28,7 @@ from ..transforms.recipes import RECIPES, recipe_config
 from .bandpass import bandpass
 from .baseline import median_filter1d, remove_baseline
 from .normalize import normalize
+from ._validate import check_array
 
 __all__ = ["PreprocManager", "NUMPY_PREPROCESSORS", "BandPassStep", "BaselineRemoveStep",
            "NormalizeStep", "MinMaxNormalizeStep", "NaiveNormalizeStep", "ZScoreNormalizeStep",
@@ -40,10 +41,14 @@ NUMPY_PREPROCESSORS = Registry("preprocessor")
 
 class NumpyStep(Step):
     """Base of the NumPy steps: ``step(sig, fs=None)`` on its own, ``run`` in a
-    pipeline. Output dtype equals input dtype (SciPy's float64 results are rounded back)."""
+    pipeline. Output dtype equals input dtype (SciPy's float64 results are rounded back),
+    so steps that compute take floating-point input only (:attr:`floating`), as the
+    torch steps do."""
+
+    floating = True  # False: the step only moves samples (any dtype)
 
     def __call__(self, sig: np.ndarray, fs: Optional[float] = None) -> np.ndarray:
-        sig = np.asarray(sig)
+        sig = check_array(sig, type(self).__name__, floating=self.floating)
         info = SignalInfo(fs=fs, n_leads=sig.shape[-2] if sig.ndim > 1 else None,
                           n_samples=sig.shape[-1])
         self.infer(info)
@@ -190,6 +195,8 @@ class CropOrPadStep(CropOrPadSpec, NumpyStep):
     """Slicing and ``np.pad`` (``"constant"`` or ``"edge"``); random offsets per record
     from the call's ``numpy.random.Generator``."""
 
+    floating = False
+
     def run(self, sig: np.ndarray, info: SignalInfo, rng: Any) -> np.ndarray:
         length = self.infer(info).n_samples
         n = sig.shape[-1]
@@ -217,6 +224,8 @@ class CropOrPadStep(CropOrPadSpec, NumpyStep):
 @NUMPY_PREPROCESSORS.register("lead_select")
 class LeadSelectStep(LeadSelectSpec, NumpyStep):
     """``np.take`` along the lead axis."""
+
+    floating = False
 
     def __call__(self, sig: np.ndarray, lead_names: Optional[Sequence[str]] = None) -> np.ndarray:
         sig = np.asarray(sig)
@@ -290,9 +299,7 @@ class PreprocManager(PipelineBase):
         return float(_rng(rng).random())
 
     def _check_signal(self, sig: Any) -> None:
-        if not np.issubdtype(sig.dtype, np.floating):
-            raise TypeError(f"{type(self).__name__}: expected a floating-point array, got "
-                            f"{sig.dtype}")
+        check_array(sig, type(self).__name__, min_dim=0)  # (the base names a 0-d signal)
 
 
 def _rng(rng: Optional[np.random.Generator]) -> np.random.Generator:

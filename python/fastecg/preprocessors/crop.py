@@ -49,6 +49,9 @@ class CropOrPad(CropOrPadSpec, Transform):
 
     def forward(self, sig: Tensor, fs: Optional[float] = None,
                 generator: Optional[torch.Generator] = None) -> Tensor:
+        if sig.dim() < 1:  # (any dtype: cropping and padding only move samples)
+            raise ValueError("CropOrPad: expected a tensor of shape (..., n_samples), got a "
+                             "0-d tensor")
         info = SignalInfo(fs=fs, n_leads=sig.shape[-2] if sig.dim() > 1 else None,
                           n_samples=sig.shape[-1])
         return self.run(sig, info, generator)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..ops._cache import length_split_cache
+from ..ops._validate import check_signal
 from ..ops.sosfilt import sosfiltfilt
 from ..registry import PREPROCESSORS
 from ..transforms.config import SignalInfo
@@ -56,9 +57,13 @@ class Resample(ResampleSpec, Transform):
     """
 
     def forward(self, sig: Tensor, fs: Optional[float] = None) -> Tensor:
+        check_signal(sig, "Resample")
         return self._resample(sig, self.plan(SignalInfo(fs=fs, n_samples=sig.shape[-1])))
 
     def run(self, sig: Tensor, info: SignalInfo, generator: Any = None) -> Tensor:
+        # Every method, as the NumPy path: "fft" and "linear" would otherwise round an
+        # integer signal's resampled values back to integers.
+        check_signal(sig, "Resample")
         return self._resample(sig, self.plan(info))
 
     def infer(self, info: SignalInfo) -> SignalInfo:
