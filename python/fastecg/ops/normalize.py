@@ -138,8 +138,9 @@ def normalize(x: Tensor, method: str = "z-score", mean: Union[float, Tensor] = 0
     with :math:`s_x` the standard deviation with `ddof` delta degrees of freedom (default
     1: the unbiased ``torch.std``, torch_ecg's torch path; ``ddof=0`` gives
     ``scipy.stats.zscore``) and :math:`\epsilon` = `eps` (default :math:`10^{-7}`,
-    torch_ecg's; ``eps=0`` with ``ddof=0`` is ``scipy.stats.zscore`` exactly, a constant
-    record then giving NaN as SciPy's does).
+    torch_ecg's; ``eps=0`` with ``ddof=0`` is ``scipy.stats.zscore``, except on a
+    constant record: it is centred to exactly 0 and gives NaN (0 / 0), where SciPy's
+    rounding residue can come out as +-1).
 
     Parameters
     ----------
