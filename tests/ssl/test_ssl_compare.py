@@ -71,6 +71,13 @@ def test_bad_arguments_exit_2(argv, match, capsys):
     (dict(protocols=["knnn"]), r"^protocols: unknown 'knnn'"),
     (dict(seq_len=75), r"^seq_len must be a positive multiple of 50, got 75"),
     (dict(data="/nonexistent/store"), r"^data /nonexistent/store: neither 'synthetic'"),
+    # evaluate()'s arguments, refused before the first method pretrains
+    (dict(seeds=[]), r"^seeds: give at least one seed"),
+    (dict(seeds=[-1]), r"^seeds: seeds must be integers >= 0"),
+    (dict(seed=0.5), r"^split_seed: seeds must be integers >= 0"),
+    (dict(label_fractions=[]), r"^label_fractions: expected a non-empty sequence"),
+    (dict(label_fractions=[1.5]), r"^label_fractions"),
+    (dict(n_bootstrap=0), r"^n_bootstrap must be a positive integer, got 0"),
 ])
 def test_compare_errors_name_its_python_arguments(kwargs, match, tmp_path):
     from fastecg.ssl.compare import compare

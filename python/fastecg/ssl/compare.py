@@ -393,14 +393,15 @@ def compare(methods: Optional[Sequence[str]] = None, data: str = "synthetic",
     from fastecg.train import Trainer
     from fastecg.train.trainer import CKPT_DIR
 
-    from .evaluate import _check_fraction, evaluate, train_test_indices
+    from .evaluate import _check_evaluation, evaluate, train_test_indices
 
     budget = QUICK if quick else FULL
     methods, protocols = _check_arguments(methods, protocols, data, seq_len, _ARG_NAMES)
     if protocols is None:
         protocols = budget["protocols"]
-    for f in label_fractions:
-        _check_fraction(f, "label_fractions")
+    # evaluate()'s arguments, checked before any pretraining (split_seed and random_seed
+    # are `seed`)
+    _check_evaluation(protocols, label_fractions, seeds, seed, seed, n_bootstrap, 0.95)
     steps = int(steps if steps is not None else budget["steps"])
     records = int(records if records is not None else budget["records"])
     batch_size = int(batch_size if batch_size is not None else budget["batch_size"])

@@ -628,6 +628,35 @@ def _protocols(protocol) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _check_evaluation(protocol, label_fractions, seeds, split_seed: int, random_seed: int,
+                      n_bootstrap: int, level: float) -> tuple[tuple, list, list]:
+    """evaluate()'s protocols, label fractions, seeds and bootstrap settings checked
+    (ValueError naming the argument), before any work; returns (protocols, fractions as
+    floats, seeds as ints). :func:`fastecg.ssl.compare.compare` checks its own with it,
+    before it pretrains."""
+    protocols = _protocols(protocol)
+    fractions = list(label_fractions) if not isinstance(label_fractions, str) else None
+    if not fractions:
+        raise ValueError(f"label_fractions: expected a non-empty sequence of fractions in "
+                         f"(0, 1], got {label_fractions!r}")
+    for f in fractions:
+        _check_fraction(f, "label_fractions")
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds: give at least one seed")
+    for name, values in (("seeds", seeds), ("split_seed", [split_seed]),
+                         ("random_seed", [random_seed])):
+        for v in values:
+            # (0.5 was taken as seed 0, and a negative one failed deep in NumPy)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                raise ValueError(f"{name}: seeds must be integers >= 0, got {v!r}")
+    if isinstance(n_bootstrap, bool) or int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be a positive integer, got {n_bootstrap!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    return protocols, [float(f) for f in fractions], [int(v) for v in seeds]
+
+
 def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
              protocol: Union[str, Sequence[str]] = "linear_probe",
              label_fractions: Sequence[float] = (0.01, 0.1, 1.0),
@@ -737,24 +766,9 @@ def evaluate(encoder_or_dir: Union[SSLMethod, str, os.PathLike], dataset,
     """
     import pandas as pd
 
-    protocols = _protocols(protocol)
-    fractions = list(label_fractions) if not isinstance(label_fractions, str) else None
-    if not fractions:
-        raise ValueError(f"label_fractions: expected a non-empty sequence of fractions in "
-                         f"(0, 1], got {label_fractions!r}")
-    for f in fractions:
-        _check_fraction(f, "label_fractions")
-    fractions = [float(f) for f in fractions]
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("seeds: give at least one seed")
-    for name, values in (("seeds", seeds), ("split_seed", [split_seed]),
-                         ("random_seed", [random_seed])):
-        for v in values:
-            # (0.5 was taken as seed 0, and a negative one failed deep in NumPy)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-                raise ValueError(f"{name}: seeds must be integers >= 0, got {v!r}")
-    seeds = [int(s) for s in seeds]
+    protocols, fractions, seeds = _check_evaluation(protocol, label_fractions, seeds,
+                                                    split_seed, random_seed, n_bootstrap,
+                                                    level)
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
     if int(knn_k) != knn_k or knn_k < 1:
