@@ -102,3 +102,116 @@ def test_damp_residual_branch_scales_the_last_conv():
     assert torch.equal(branch[0].weight, first)
     torch.testing.assert_close(branch[2].weight, 0.25 * last)
 
+
+
+# Residual nets: the std of the features over the std of a unit-variance input, at the
+# length of a 10 s record at 500 Hz, must stay O(1) in both modes. Full-amplitude
+# residual branches double the eval-mode variance at every block (batch norm with its
+# initial running statistics is the identity), which gave ResNet-34 about 1.4e2 x,
+# ResNet-50 about 8e1 x, Hannun's ResNet about 1e2 x and Xception about 5e1 x. The
+# ResNets zero their branches by default and damp them with zero_init_residual=False.
+RESIDUAL = ([(n, {}) for n in NAMES if "resnet" in n] + [("xception", {}), ("darknet", {})]
+            + [(n, dict(zero_init_residual=False))
+               for n in ("resnet34", "resnet50", "resnet_nature_comm")])
+STD_BOUND = (1e-2, 10.0)
+
+
+def std_ratio(net: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (net.forward_features(x).double().std() / x.double().std()).item()
+
+
+@pytest.mark.parametrize("name, kwargs", RESIDUAL)
+def test_residual_backbones_keep_the_input_std_at_init_in_both_modes(name, kwargs):
+    torch.manual_seed(0)
+    net = BACKBONES.build(name, in_channels=12, **kwargs)
+    x = torch.randn(2, 12, 5000, generator=torch.Generator().manual_seed(1))
+    for mode in ("eval", "train"):
+        ratio = std_ratio(getattr(net, mode)(), x)
+        assert STD_BOUND[0] < ratio < STD_BOUND[1], f"{name} ({mode}): std ratio {ratio:.3g}"
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    # damped, not zeroed: over 50 basic blocks a fixed branch gain of 0.5 still compounds
+    # to ~5e2 x
+    ("resnet", dict(layers=(3, 8, 36, 3), widths=(16, 32, 64, 128), stem_channels=16,
+                    zero_init_residual=False)),
+    ("resnet", dict(block="bottleneck", layers=(3, 8, 36, 3), widths=(8, 16, 32, 64),
+                    stem_channels=16, zero_init_residual=False)),
+    ("resnet_nature_comm", dict(num_blocks=40, increase_channels_at=10, subsample_every=8,
+                                base_filters=8, zero_init_residual=False)),
+    # 46 blocks whose branches end in a leaky ReLU: ~6e3 x at a fixed gain of 0.5
+    ("darknet", dict(layers=(2, 4, 16, 16, 8), widths=(16, 32, 64, 128, 256),
+                     stem_channels=8)),
+])
+def test_deep_residual_stacks_keep_the_input_std_at_init(name, kwargs):
+    torch.manual_seed(0)
+    net = BACKBONES.build(name, in_channels=12, **kwargs).eval()
+    x = torch.randn(2, 12, 2048, generator=torch.Generator().manual_seed(1))
+    ratio = std_ratio(net, x)
+    assert STD_BOUND[0] < ratio < STD_BOUND[1], f"{name} {kwargs}: std ratio {ratio:.3g}"
+
+
+@pytest.mark.parametrize("name, kwargs", [("resnet34", {}), ("resnet50", {}),
+                                          ("resnet18", dict(se_ratio=0.25)),
+                                          ("resnet_nature_comm", {})])
+def test_zero_init_residual_makes_every_block_its_shortcut(name, kwargs):
+    from fastecg.models.backbones.resnet import HannunBlock, _ResidualBlock
+
+    torch.manual_seed(0)
+    net = BACKBONES.build(name, in_channels=12, zero_init_residual=True, **kwargs)
+    blocks = [m for m in net.modules() if isinstance(m, (_ResidualBlock, HannunBlock))]
+    assert blocks
+    for mode in ("eval", "train"):
+        getattr(net, mode)()
+        inputs = []
+        handles = [b.register_forward_hook(lambda m, i, o: inputs.append((m, i[0], o)))
+                   for b in blocks]
+        net.forward_features(torch.randn(2, 12, 1000))
+        for h in handles:
+            h.remove()
+        assert len(inputs) == len(blocks)
+        for block, x, y in inputs:
+            # the branch adds exactly zero: out = act(shortcut(x)), or pooled, padded x
+            assert not block.main(x).any()
+            if isinstance(block, _ResidualBlock):
+                expected = block.act(block.shortcut(x))
+            else:
+                expected = torch.nn.functional.pad(block.pool(x),
+                                                   (0, 0, 0, block.extra_channels))
+            torch.testing.assert_close(y, expected, rtol=0, atol=0)
+
+
+def test_resnet_training_mode_ignores_the_branch_gain():
+    # batch norm follows every damped convolution, so training-mode outputs are those
+    # of the undamped (plain He-initialised) network, up to batch norm's eps (made
+    # negligible here: some channels' batch variance is small enough for 1e-5 to move
+    # the features by ~1e-2)
+    from fastecg.models._layers import ConvBnAct, residual_branch_gain
+    from fastecg.models.backbones.resnet import _ResidualBlock
+
+    torch.manual_seed(0)
+    net = BACKBONES.build("resnet34", in_channels=12, widths=(16, 32, 64, 128),
+                          stem_channels=16, zero_init_residual=False).double().train()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.eps = 1e-12
+    x = torch.randn(2, 12, 1000, generator=torch.Generator().manual_seed(1)).double()
+    with torch.no_grad():
+        damped = net.forward_features(x)
+        for m in net.modules():
+            if isinstance(m, _ResidualBlock):
+                [b for b in m.main if isinstance(b, ConvBnAct)][-1][0].weight.div_(
+                    residual_branch_gain(16))
+        undamped = net.forward_features(x)
+    torch.testing.assert_close(damped, undamped, rtol=1e-7, atol=1e-7)
+
+
+def test_residual_branch_gain():
+    from fastecg.models._layers import RESIDUAL_BRANCH_GAIN, residual_branch_gain
+
+    assert [residual_branch_gain(n) for n in (1, 2, 4)] == [RESIDUAL_BRANCH_GAIN] * 3
+    assert residual_branch_gain(16) == 0.25
+    assert residual_branch_gain(50) == pytest.approx(1 / math.sqrt(50))
+    with pytest.raises(ValueError, match="n_blocks"):
+        residual_branch_gain(0)

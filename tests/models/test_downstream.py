@@ -383,6 +383,50 @@ def test_attention_reduction_takes_a_fraction_or_torch_ecgs_ratio(name):
     assert clf(torch.randn(2, 12, 200)).shape == (2, 1)
 
 
+# torch_ecg's names (its ``@ATTN_LAYERS.register(name=...)`` in models/_nets.py:
+# sa -> SelfAttention, se and se_block -> SEBlock, gc -> GlobalContextBlock,
+# nl -> NonLocalBlock), and the layer of ours each stands for
+TORCH_ECG_ATTENTIONS = {"sa": "self_attention", "se": "squeeze_excitation",
+                        "se_block": "squeeze_excitation", "gc": "global_context",
+                        "nl": "non_local"}
+
+
+@pytest.mark.parametrize("short, name", TORCH_ECG_ATTENTIONS.items())
+def test_torch_ecg_attention_names_build_our_layers(short, name):
+    """A torch_ecg config's ``attn`` name was an unknown attention layer."""
+    assert ATTN_LAYERS.get(short) is ATTN_LAYERS.get(name)
+    torch.manual_seed(0)
+    ours = ATTN_LAYERS.build({"name": name}, channels=32)
+    torch.manual_seed(0)
+    theirs = ATTN_LAYERS.build({"name": short}, channels=32)
+    assert type(theirs) is type(ours)
+    for (k, a), (k2, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    # as a torch_ecg model config spells it: the ``attn`` key and the short name
+    for build in (lambda: ECG_CRNN(["a", "b"], backbone=TinyBackbone(), attn={"name": short}),
+                  lambda: ECG_SEQ_LAB_NET(["a"], backbone=TinyBackbone(), attn=short)):
+        model = build()
+        assert type(model.attention) is type(ours)
+
+
+def test_torch_ecg_attention_short_names_are_all_known():
+    # the names torch_ecg registers, read from its source (not imported: its import
+    # pulls in optional dependencies); CBAM has no fastecg counterpart, and attentive
+    # pooling reduces time away (ECG_CRNN's global_pool="attn" does that)
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("torch_ecg")
+    if spec is None:
+        pytest.skip("torch_ecg is not installed")
+    source = (Path(spec.origin).parent / "models" / "_nets.py").read_text()
+    names = set(re.findall(r'@ATTN_LAYERS\.register\(name="(\w+)"\)', source))
+    assert {"sa", "se", "gc", "nl"} <= names
+    assert names - {"cbam", "cbam_block", "attentive_pooling"} <= set(ATTN_LAYERS.list())
+    assert set(TORCH_ECG_ATTENTIONS) <= names
+
+
 # -- attention layers against plain-PyTorch formulas ---------------------------------------
 @pytest.mark.parametrize("name", ATTENTIONS)
 @pytest.mark.parametrize("length", [1, 7, 64])

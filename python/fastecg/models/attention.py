@@ -1,5 +1,9 @@
 """Attention layers over feature maps ``(batch, channels, length)`` (``ATTN_LAYERS``).
 
+Each layer is also registered under torch_ecg's names (``sa``, ``se`` and
+``se_block``, ``gc``, ``nl``), so that a torch_ecg config's ``attn`` name builds the
+same class.
+
 Every layer keeps the shape of its input, so that it can sit between a backbone (or an
 RNN) and a pooling head, and defines ``output_length(seq_len) = seq_len`` for the
 length bookkeeping of :mod:`fastecg.models._base`.
@@ -50,6 +54,7 @@ class _KeepsLength(nn.Module):
 
 
 @ATTN_LAYERS.register("self_attention")
+@ATTN_LAYERS.register("sa")  # torch_ecg's name
 class SelfAttention(_KeepsLength):
     """Multi-head self-attention over time (Vaswani et al. 2017), pre-norm residual.
 
@@ -103,6 +108,8 @@ class SelfAttention(_KeepsLength):
 
 
 @ATTN_LAYERS.register("squeeze_excitation")
+@ATTN_LAYERS.register("se")  # torch_ecg's name
+@ATTN_LAYERS.register("se_block")  # torch_ecg's name
 class SqueezeExcitation(SqueezeExcite):
     """Squeeze-and-excitation channel gating (Hu et al. 2018): ``x * sigmoid(MLP(mean_t x))``.
 
@@ -132,6 +139,7 @@ class SqueezeExcitation(SqueezeExcite):
 
 
 @ATTN_LAYERS.register("global_context")
+@ATTN_LAYERS.register("gc")  # torch_ecg's name
 class GlobalContext(_KeepsLength):
     """Global context block (GCNet, Cao et al. 2019), additive fusion.
 
@@ -179,6 +187,7 @@ class GlobalContext(_KeepsLength):
 
 
 @ATTN_LAYERS.register("non_local")
+@ATTN_LAYERS.register("nl")  # torch_ecg's name
 class NonLocal(_KeepsLength):
     """Non-local block, embedded-Gaussian form (Wang et al. 2018).
 

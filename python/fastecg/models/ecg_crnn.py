@@ -44,8 +44,9 @@ class ECG_CRNN(DownstreamModel):
             "bidirectional": True, "dropout": 0.0}``. Default ``None``.
         ``attention``
             ``None`` or an ``ATTN_LAYERS`` name or dict (``self_attention``,
-            ``squeeze_excitation``, ``global_context``, ``non_local``); its
-            ``channels`` come from the previous module. Default ``None``.
+            ``squeeze_excitation``, ``global_context``, ``non_local``, or torch_ecg's
+            ``sa``, ``se``/``se_block``, ``gc``, ``nl``); its ``channels`` come from
+            the previous module. Default ``None``.
         ``global_pool``
             ``"max"`` (default), ``"avg"`` or ``"attn"``.
         ``dropout``
