@@ -13,7 +13,7 @@ from ._base import output_length
 
 __all__ = ["ACTIVATIONS", "make_divisible", "ConvBnAct", "SqueezeExcite", "DropPath",
            "SkipBlock", "drop_path_rates", "BlockSlot", "build_stages", "init_weights",
-           "damp_residual_branch", "residual_branch_gain", "init_skip_blocks"]
+           "damp_residual_branch", "init_skip_blocks"]
 
 ACTIVATIONS = Registry("activation")
 for _name, _cls in [("relu", nn.ReLU), ("relu6", nn.ReLU6), ("gelu", nn.GELU),
@@ -239,25 +239,6 @@ def damp_residual_branch(branch: nn.Module, gain: float = RESIDUAL_BRANCH_GAIN) 
     """Scale the weight of the last ``Conv1d`` of a residual ``branch`` by ``gain``."""
     convs = [m for m in branch.modules() if isinstance(m, nn.Conv1d)]
     convs[-1].weight.mul_(gain)
-
-
-def residual_branch_gain(n_blocks: int) -> float:
-    """The gain :func:`damp_residual_branch` gives each of ``n_blocks`` residual blocks
-    that add a full-amplitude branch to their input: ``RESIDUAL_BRANCH_GAIN``, lowered
-    to ``n_blocks ** -0.5`` beyond four blocks.
-
-    In eval mode with the initial running statistics, a block whose branch has ``c``
-    times its input's variance at full amplitude multiplies the variance by about
-    ``1 + c * gain**2``: a fixed gain still compounds with depth (``1.25**16`` over the
-    16 blocks of a ResNet-34), while ``gain**2 = 1 / n_blocks`` bounds the product by
-    ``exp(c)`` at any depth (Fixup's and SkipInit's depth scaling).
-
-    >>> residual_branch_gain(4), residual_branch_gain(16)
-    (0.5, 0.25)
-    """
-    if n_blocks < 1:
-        raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
-    return min(RESIDUAL_BRANCH_GAIN, n_blocks ** -0.5)
 
 
 @torch.no_grad()

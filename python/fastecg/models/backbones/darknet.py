@@ -9,8 +9,7 @@ from torch import Tensor, nn
 
 from ...registry import BACKBONES
 from .._base import Backbone, output_length
-from .._layers import (ConvBnAct, build_stages, damp_residual_branch, init_weights,
-                       residual_branch_gain)
+from .._layers import ConvBnAct, build_stages, damp_residual_branch, init_weights
 
 __all__ = ["DarknetResidual", "Darknet"]
 
@@ -105,10 +104,9 @@ class Darknet(Backbone):
         self.stages, stage_channels = build_stages(stem_channels, [d + 1 for d in layers],
                                                    block)
         init_weights(self, nonlinearity="leaky_relu", negative_slope=slope)
-        blocks = [m for m in self.modules() if isinstance(m, DarknetResidual)]
-        for m in blocks:
-            # the branch ends in a leaky ReLU, so full-amplitude branches pile up a
-            # positive mean over the 8-block stages (about 5e3 x the input in eval); the
-            # gain shrinks with depth, as a fixed one compounds in deeper stacks
-            damp_residual_branch(m.main, residual_branch_gain(len(blocks)))
+        for m in self.modules():
+            if isinstance(m, DarknetResidual):
+                # the branch ends in a leaky ReLU, so full-amplitude branches pile up a
+                # positive mean over the 8-block stages (about 5e3 x the input in eval)
+                damp_residual_branch(m.main)
         self._finish(stage_channels)

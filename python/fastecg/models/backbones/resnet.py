@@ -15,17 +15,6 @@ Every residual block defines ``output_length`` (its main path's), and the shortc
 built so that both paths agree for every input length (odd kernels with centred padding
 against a strided 1x1 convolution; for 16 taps, padding ``(16 - stride) / 2`` against a
 max-pool of ``stride``).
-
-Both networks start with every residual branch zeroed (``zero_init_residual=True``,
-torchvision's option and timm's default), so that each block starts as its shortcut. In
-eval mode with the initial running statistics batch norm is the identity, and
-full-amplitude branches would double the signal's variance at every block (features of
-about 1e2 times the input's scale after the 16 blocks of a ResNet-34).
-``zero_init_residual=False`` scales the last convolution of every branch by
-:func:`~fastecg.models._layers.residual_branch_gain` of the number of blocks instead,
-which also keeps that scale O(1) at any depth; batch norm follows each scaled
-convolution of :class:`ResNet`, so its training-mode outputs are then those of the
-plain He initialisation (up to batch norm's ``eps``).
 """
 
 from __future__ import annotations
@@ -38,7 +27,7 @@ from torch import Tensor, nn
 from ...registry import BACKBONES
 from .._base import Backbone, output_length
 from .._layers import (ACTIVATIONS, ConvBnAct, DropPath, SqueezeExcite, build_stages,
-                       damp_residual_branch, init_weights, residual_branch_gain)
+                       init_weights)
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "HannunBlock", "HannunResNet"]
 
@@ -209,10 +198,7 @@ class ResNet(Backbone):
         first block (:func:`~fastecg.models._layers.drop_path_rates`).
     zero_init_residual : bool, optional
         Zero the last BN weight of every residual branch, so that blocks start as
-        their shortcuts (torchvision's option; timm's default). ``False`` scales the
-        last convolution of every branch by
-        :func:`~fastecg.models._layers.residual_branch_gain` of the number of blocks
-        instead. Either keeps the eval-mode features at the input's scale at any depth.
+        identities.
 
     Notes
     -----
@@ -240,7 +226,7 @@ class ResNet(Backbone):
                  stem_channels: int = 64, stem_kernel: int = 15, stem_stride: int = 2,
                  stem_pool: bool = True, groups: int = 1, base_width: int = 64,
                  act: str = "relu", se_ratio: float = 0.0, drop_path_rate: float = 0.0,
-                 zero_init_residual: bool = True):
+                 zero_init_residual: bool = False):
         super().__init__(in_channels)
         if block not in _BLOCKS:
             raise ValueError(f"block must be one of {sorted(_BLOCKS)}, got {block!r}")
@@ -266,15 +252,11 @@ class ResNet(Backbone):
         self.stages, stage_channels = build_stages(stem_channels, layers, block,
                                                    drop_path_rate)
         init_weights(self)
-        blocks = [m for m in self.modules() if isinstance(m, _ResidualBlock)]
-        gain = residual_branch_gain(len(blocks))
-        for m in blocks:
-            # the branch's last ConvBnAct (a squeeze-excitation may follow it)
-            last = [b for b in m.main if isinstance(b, ConvBnAct)][-1]
-            if zero_init_residual:
-                nn.init.zeros_(last[1].weight)
-            else:
-                damp_residual_branch(last, gain)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, _ResidualBlock):
+                    last_bn = [b for b in m.main.modules() if isinstance(b, nn.BatchNorm1d)][-1]
+                    nn.init.zeros_(last_bn.weight)
         self._finish(stage_channels)
 
 
@@ -443,12 +425,6 @@ class HannunResNet(Backbone):
         Taps of every convolution (16); ``kernel_size - 2`` must be even.
     dropout : float, optional
         Dropout inside each block (0.2).
-    zero_init_residual : bool, optional
-        Zero the last convolution of every residual branch (a pre-activation branch
-        ends in one, as in timm's ``ResNetV2``), so that blocks start as their
-        shortcuts; torchvision's option name. ``False`` scales that convolution by
-        :func:`~fastecg.models._layers.residual_branch_gain` of the number of blocks
-        instead.
 
     Notes
     -----
@@ -472,8 +448,7 @@ class HannunResNet(Backbone):
 
     def __init__(self, in_channels: int = 12, num_blocks: int = 16, base_filters: int = 32,
                  increase_channels_at: int = 4, subsample_every: int = 2,
-                 kernel_size: int = 16, dropout: float = 0.2,
-                 zero_init_residual: bool = True):
+                 kernel_size: int = 16, dropout: float = 0.2):
         super().__init__(in_channels)
         if num_blocks < 1 or increase_channels_at < 1 or subsample_every < 1:
             raise ValueError(f"num_blocks, increase_channels_at and subsample_every must be "
@@ -493,8 +468,4 @@ class HannunResNet(Backbone):
         self.stages, stage_channels = build_stages(
             base_filters, depths, block, tail=lambda c: [nn.BatchNorm1d(c), nn.ReLU()])
         init_weights(self)
-        gain = 0.0 if zero_init_residual else residual_branch_gain(num_blocks)
-        for m in self.modules():
-            if isinstance(m, HannunBlock):
-                damp_residual_branch(m.main, gain)
         self._finish(stage_channels)

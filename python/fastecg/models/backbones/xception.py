@@ -9,8 +9,7 @@ from torch import Tensor, nn
 
 from ...registry import BACKBONES
 from .._base import Backbone, output_length
-from .._layers import (ACTIVATIONS, ConvBnAct, damp_residual_branch, init_weights,
-                       residual_branch_gain)
+from .._layers import ACTIVATIONS, ConvBnAct, init_weights
 
 __all__ = ["SeparableConv", "XceptionBlock", "Xception"]
 
@@ -157,10 +156,4 @@ class Xception(Backbone):
                 # its width in eval mode at initialisation
                 init_weights(m[0], mode="fan_in")
                 init_weights(m[1], mode="fan_in", nonlinearity="linear")
-        # full-amplitude branches double the eval-mode variance at every block (about
-        # 50 x the input's scale after the 12 blocks); batch norm follows the scaled
-        # pointwise convs, so training-mode outputs are unchanged (up to its eps)
-        blocks = [m for m in self.modules() if isinstance(m, XceptionBlock)]
-        for m in blocks:
-            damp_residual_branch(m.main, residual_branch_gain(len(blocks)))
         self._finish([w(128), w(256), w(728), w(2048)])
