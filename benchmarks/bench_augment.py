@@ -30,19 +30,14 @@ Ratios come from paired rounds (conftest.py): every candidate once per round, th
 rotated, so load drifting over the run does not skew them.
 """
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import os
-import sys
-import types
 import warnings
-from unittest import mock
 
 import pytest
 import torch
 
 from fastecg.augmenters import AugmenterManager
+from fastecg.bench.peers import import_torch_ecg
 from fastecg.bench.workloads import AUGMENT_CONFIG, careful_torch
 
 torch.set_num_threads(2)
@@ -61,50 +56,7 @@ PHYSICS = [{"name": "powerline_noise"}, {"name": "emg_noise"}, {"name": "gaussia
            {"name": "vcg_rotation"}]
 
 
-class _Stubs(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Empty modules for top-level packages torch_ecg imports but its augmenters never
-    call (installed with --no-deps)."""
-
-    def __init__(self):
-        self.names = set()
-
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in self.names:
-            return importlib.machinery.ModuleSpec(name, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = mock.MagicMock()
-        module.__path__, module.__spec__, module.__name__ = [], spec, spec.name
-        return module
-
-    def exec_module(self, module):
-        pass
-
-
-def _torch_ecg_augmenters():
-    spec = importlib.util.find_spec("torch_ecg")
-    if spec is None:
-        return None
-    stubs = _Stubs()
-    sys.meta_path.append(stubs)
-    for _ in range(30):
-        for name in [k for k in sys.modules if k == "torch_ecg" or k.startswith("torch_ecg.")]:
-            del sys.modules[name]
-        # Skip torch_ecg/__init__.py, which imports every subpackage (models, databases).
-        package = types.ModuleType("torch_ecg")
-        package.__path__ = list(spec.submodule_search_locations)
-        sys.modules["torch_ecg"] = package
-        try:
-            return importlib.import_module("torch_ecg.augmenters")
-        except ModuleNotFoundError as err:
-            if err.name is None or err.name.split(".")[0] in stubs.names:
-                raise
-            stubs.names.add(err.name.split(".")[0])
-    return None
-
-
-TORCH_ECG = _torch_ecg_augmenters()
+TORCH_ECG = import_torch_ecg("torch_ecg.augmenters")
 try:
     import ecg_augmentations as EA
 except ImportError:

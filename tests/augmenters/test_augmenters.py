@@ -4,14 +4,8 @@ alone, and bad arguments refused before any work.
 
 Statistical bounds are ~5 standard errors of the sample sizes used."""
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import json
 import math
-import sys
-import types
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -25,6 +19,7 @@ from fastecg.augmenters import (AmplitudeScale, AugmenterManager, BaselineWander
                                 VCGRotation)
 from fastecg.augmenters import fused
 from fastecg.augmenters.physics import REDUCED_LEAD_SETS, emg_taps
+from fastecg.bench.peers import import_torch_ecg
 from fastecg.ops.augment import OpCode, fused_pass_available
 from fastecg.registry import AUGMENTERS
 
@@ -321,54 +316,6 @@ def test_renormalize_per_lead_count_is_checked_before_any_work():
             run()
         assert torch.equal(x, before)
 
-def _torch_ecg_module(name):
-    """torch_ecg's module `name` (torch_ecg.augmenters...), imported without its package
-    ``__init__`` and with empty modules for the packages it imports but never calls (as
-    benchmarks/bench_augment.py); torch_ecg and the empty modules leave sys.modules after
-    (the real packages it imported stay: a C extension cannot load twice)."""
-    spec = importlib.util.find_spec("torch_ecg")
-    if spec is None:
-        return None
-    missing = set()
-
-    class Stubs(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-        def find_spec(self, fullname, path, target=None):
-            if fullname.split(".")[0] in missing:
-                return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-            return None
-
-        def create_module(self, spec):
-            module = mock.MagicMock()
-            module.__path__, module.__spec__, module.__name__ = [], spec, spec.name
-            return module
-
-        def exec_module(self, module):
-            pass
-
-    def ours(key):
-        return key.split(".")[0] in missing | {"torch_ecg"}
-
-    stubs = Stubs()
-    sys.meta_path.append(stubs)
-    try:
-        for _ in range(30):
-            for key in [k for k in sys.modules if ours(k)]:
-                del sys.modules[key]
-            package = types.ModuleType("torch_ecg")
-            package.__path__ = list(spec.submodule_search_locations)
-            sys.modules["torch_ecg"] = package
-            try:
-                return importlib.import_module(name)
-            except ModuleNotFoundError as err:
-                if err.name is None or err.name.split(".")[0] in missing:
-                    return None
-                missing.add(err.name.split(".")[0])
-        return None
-    finally:
-        sys.meta_path.remove(stubs)
-        for key in [k for k in sys.modules if ours(k)]:
-            del sys.modules[key]
-
 
 def test_renormalize_per_lead_is_torch_ecgs_per_lead_draw(monkeypatch):
     # torch_ecg's per-lead form means lead l's target from N(mid_l, 0.3 half_l); its own
@@ -377,7 +324,7 @@ def test_renormalize_per_lead_is_torch_ecgs_per_lead_draw(monkeypatch):
     # renormalised leads' mean and std (ddof=1) agree in mean and spread (5 standard
     # errors of the difference). torch_ecg's prob=1 still leaves out a random number of
     # samples (its count is a normal draw): only those it changed are compared.
-    te = _torch_ecg_module("torch_ecg.augmenters.random_renormalize")
+    te = import_torch_ecg("torch_ecg.augmenters.random_renormalize", keep=False)
     if te is None:
         pytest.skip("torch_ecg is not importable")
     monkeypatch.setattr(te.DEFAULTS, "RNG", np.random.default_rng(0))
