@@ -3,8 +3,11 @@ builders, and their base class."""
 
 from __future__ import annotations
 
+import numbers
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -12,7 +15,55 @@ from ..registry import ATTN_LAYERS, BACKBONES, did_you_mean
 from ._base import Backbone
 
 __all__ = ["DownstreamModel", "SequenceRNN", "merge_config", "build_backbone",
-           "build_rnn", "build_attention", "class_names"]
+           "build_rnn", "build_attention", "class_names", "MultiLabelClassificationOutput",
+           "SequenceLabellingOutput"]
+
+
+@dataclass
+class MultiLabelClassificationOutput:
+    """What :meth:`ECG_CRNN.inference` returns (torch_ecg's class of the same name).
+
+    Attributes
+    ----------
+    classes : list of str
+        Class names.
+    thr : float
+        Threshold of the binary predictions.
+    prob : numpy.ndarray or pandas.DataFrame
+        Sigmoid probabilities ``(batch, n_classes)``; with ``class_names=True`` a
+        DataFrame with one column per class and a ``"pred"`` column of the predicted
+        class names of each row.
+    pred : numpy.ndarray
+        Binary predictions ``(batch, n_classes)``, int.
+    """
+
+    classes: list
+    thr: float
+    prob: Any
+    pred: np.ndarray
+
+
+@dataclass
+class SequenceLabellingOutput:
+    """What :meth:`ECG_SEQ_LAB_NET.inference` returns (torch_ecg's class of the same name).
+
+    Attributes
+    ----------
+    classes : list of str
+        Class names.
+    thr : float
+        Threshold of the binary predictions.
+    prob : numpy.ndarray
+        Sigmoid probabilities ``(batch, length, n_classes)``.
+    pred : numpy.ndarray
+        Binary predictions ``(batch, length, n_classes)``, int.
+    """
+
+    classes: list
+    thr: float
+    prob: np.ndarray
+    pred: np.ndarray
+
 
 # torch_ecg's config keys, accepted as synonyms of ours.
 _ALIASES = {"cnn": "backbone", "attn": "attention"}
@@ -242,6 +293,33 @@ class DownstreamModel(nn.Module):
         finally:
             self.train(was_training)
         return self
+
+    def _inference_probs(self, x, bin_pred_thr: float) -> np.ndarray:
+        """Sigmoid of the logits of ``x`` (an array or tensor, ``(batch, n_leads, n)`` or
+        one record ``(n_leads, n)``), in eval mode without gradients on the model's device
+        and dtype, as a NumPy array; the train/eval state is restored."""
+        if isinstance(bin_pred_thr, bool) or not isinstance(bin_pred_thr, numbers.Real) or \
+                not 0 <= bin_pred_thr <= 1:
+            raise ValueError(f"bin_pred_thr must be a probability in [0, 1], "
+                             f"got {bin_pred_thr!r}")
+        ref = next(self.parameters())
+        x = torch.as_tensor(x, dtype=ref.dtype, device=ref.device)
+        if x.ndim == 2:  # one record, as torch_ecg's inference accepts
+            x = x.unsqueeze(0)
+        if x.ndim != 3:
+            raise ValueError(f"input must be (batch, n_leads, n_samples) or "
+                             f"(n_leads, n_samples), got shape {tuple(x.shape)}")
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                prob = torch.sigmoid(self(x))
+            # NumPy has no half types: those come back as float32
+            if prob.dtype not in (torch.float32, torch.float64):
+                prob = prob.float()
+            return prob.cpu().numpy()
+        finally:
+            self.train(was_training)
 
     def has_lazy_modules(self) -> bool:
         """Whether some parameter is uninitialised (only with lazy modules a user plugs

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +48,21 @@ def _check_reduction(reduction: float) -> float:
     return float(reduction) if reduction <= 1 else 1.0 / float(reduction)
 
 
+def _unsupported(arg: str, value: Any, supported: str) -> ValueError:
+    """The error for a torch_ecg argument that selects a variant this layer lacks."""
+    return ValueError(f"{arg}={value!r} is not implemented here; supported: {supported}")
+
+
+def _one_of(ours: str, our_value: Any, our_default: Any, theirs: str, their_value: Any) -> Any:
+    """Our argument or torch_ecg's name for it, not both with different values."""
+    if their_value is None:
+        return our_value
+    if our_value != our_default and our_value != their_value:
+        raise ValueError(f"{ours}={our_value!r} and torch_ecg's {theirs}={their_value!r} "
+                         f"both given; use one")
+    return their_value
+
+
 class _KeepsLength(nn.Module):
     def output_length(self, seq_len: int) -> int:
         return seq_len
@@ -71,6 +86,9 @@ class SelfAttention(_KeepsLength):
         Dropout on the attention weights.
     residual : bool, optional
         Add the input back (default). ``False`` returns ``MHA(LN(x))`` alone.
+    bias : bool, optional
+        Biases of the attention's input and output projections (torch_ecg's ``bias``;
+        default ``True``).
 
     Raises
     ------
@@ -87,7 +105,7 @@ class SelfAttention(_KeepsLength):
     """
 
     def __init__(self, channels: int, num_heads: Optional[int] = None, dropout: float = 0.0,
-                 residual: bool = True):
+                 residual: bool = True, bias: bool = True):
         super().__init__()
         channels = _check_channels(channels)
         if num_heads is None:
@@ -97,7 +115,7 @@ class SelfAttention(_KeepsLength):
                              f"channels={channels}")
         self.norm = nn.LayerNorm(channels)
         self.attn = nn.MultiheadAttention(channels, num_heads, dropout=dropout,
-                                          batch_first=True)
+                                          bias=bool(bias), batch_first=True)
         self.residual = bool(residual)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -121,7 +139,26 @@ class SqueezeExcitation(SqueezeExcite):
         Hidden width of the gate as a fraction of ``channels`` in ``(0, 1]`` (1/16 in the
         paper), or torch_ecg's ratio above 1 (``reduction=16`` is the same as ``1/16``).
     act : str, optional
-        Activation between the two 1x1 convolutions (an ``ACTIVATIONS`` name).
+        Activation between the two 1x1 convolutions (an ``ACTIVATIONS`` name; default
+        ``"relu"``).
+    activation : str, optional
+        torch_ecg's name for ``act``.
+    kw_activation : dict, optional
+        Keyword arguments of the activation (``{"negative_slope": 0.1}``); ``inplace``,
+        which changes no result, is dropped.
+    bias : bool, optional
+        Biases of the two 1x1 convolutions (default ``True``; torch_ecg's ``SEBlock``
+        defaults to ``False``, its ECG_CRNN config sets ``True``).
+    dropouts : float or sequence of float, optional
+        torch_ecg's dropout after each layer of the gate; only 0 (none) is implemented.
+    kernel_initializer : str, optional
+        Accepted for torch_ecg configs and, as in torch_ecg's ``SEBlock`` (which keeps it
+        in its config but never passes it to its layers), without effect.
+
+    Raises
+    ------
+    ValueError
+        Nonzero ``dropouts``, or ``act`` and ``activation`` naming different ones.
 
     Examples
     --------
@@ -133,9 +170,26 @@ class SqueezeExcitation(SqueezeExcite):
     (torch.Size([2, 64, 100]), True)
     """
 
-    def __init__(self, channels: int, reduction: float = 1 / 16, act: str = "relu"):
+    def __init__(self, channels: int, reduction: float = 1 / 16, act: str = "relu", *,
+                 activation: Optional[str] = None,
+                 kw_activation: Optional[Mapping[str, Any]] = None, bias: bool = True,
+                 dropouts: Union[float, Sequence[float]] = 0.0,
+                 kernel_initializer: Optional[str] = None):
+        act = _one_of("act", act, "relu", "activation", activation)
+        drops = [dropouts] if isinstance(dropouts, numbers.Real) else list(dropouts)
+        if any(d != 0 for d in drops):
+            raise _unsupported("dropouts", dropouts, "0 (no dropout in the gate)")
+        if kernel_initializer is not None and not isinstance(kernel_initializer, str):
+            raise TypeError(f"kernel_initializer must be a name or None, "
+                            f"got {kernel_initializer!r}")
         super().__init__(_check_channels(channels), reduction=_check_reduction(reduction),
                          act=act)
+        act_kwargs = {k: v for k, v in (kw_activation or {}).items() if k != "inplace"}
+        if act_kwargs:
+            self.act = ACTIVATIONS.build(act, **act_kwargs)
+        if not bias:
+            for conv in (self.fc1, self.fc2):
+                conv.register_parameter("bias", None)
 
 
 @ATTN_LAYERS.register("global_context")
@@ -152,11 +206,28 @@ class GlobalContext(_KeepsLength):
     ----------
     channels : int
         Channels of the input.
-    reduction : float, optional
+    reduction : float or bool, optional
         Bottleneck width as a fraction of ``channels`` in ``(0, 1]`` (1/16 in the paper),
-        or a ratio ``r`` above 1 (width ``channels / r``).
+        or a ratio ``r`` above 1 (width ``channels / r``); default 1/16.
+        With torch_ecg's ``ratio``, torch_ecg's boolean instead: ``True`` for width
+        ``channels // ratio``, ``False`` for ``channels * ratio``.
     act : str, optional
         Activation in the bottleneck (an ``ACTIVATIONS`` name).
+    ratio : float, optional
+        torch_ecg's ratio (>= 1) of the bottleneck, read with the boolean ``reduction``
+        (default ``True``) as torch_ecg's ``GlobalContextBlock`` does.
+    pooling_type : str, optional
+        torch_ecg's context pooling; only ``"attn"`` (the softmax-weighted sum above) is
+        implemented.
+    fusion_types : sequence of str, optional
+        torch_ecg's fusions of the context with the input; only ``["add"]`` is
+        implemented.
+
+    Raises
+    ------
+    ValueError
+        A ``pooling_type`` or ``fusion_types`` not implemented, a ``ratio`` below 1, or a
+        ``ratio`` with a numeric ``reduction``.
 
     Examples
     --------
@@ -166,10 +237,31 @@ class GlobalContext(_KeepsLength):
     torch.Size([2, 64, 100])
     """
 
-    def __init__(self, channels: int, reduction: float = 1 / 16, act: str = "relu"):
+    def __init__(self, channels: int, reduction: Union[float, bool, None] = None,
+                 act: str = "relu", *, ratio: Optional[float] = None,
+                 pooling_type: str = "attn", fusion_types: Sequence[str] = ("add",)):
         super().__init__()
         channels = _check_channels(channels)
-        hidden = max(1, int(round(channels * _check_reduction(reduction))))
+        if not isinstance(pooling_type, str) or pooling_type.lower() != "attn":
+            raise _unsupported("pooling_type", pooling_type, "'attn'")
+        fusions = [fusion_types] if isinstance(fusion_types, str) else list(fusion_types)
+        if not fusions or any(not isinstance(f, str) or f.lower() != "add" for f in fusions):
+            raise _unsupported("fusion_types", fusion_types, "['add']")
+        if ratio is None:
+            hidden = max(1, int(round(channels * _check_reduction(
+                1 / 16 if reduction is None else reduction))))
+        else:
+            if reduction is not None and not isinstance(reduction, bool):
+                raise ValueError(f"ratio={ratio!r} reads reduction as torch_ecg's boolean "
+                                 f"(True: channels // ratio, False: channels * ratio), got "
+                                 f"reduction={reduction!r}; give one of the two forms")
+            if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or \
+                    not 1 <= ratio < math.inf:
+                raise ValueError(f"ratio must be a number >= 1, got {ratio!r}")
+            # torch_ecg's widths: floored channels // ratio, or channels * ratio
+            hidden = int(channels // ratio) if reduction in (None, True) else \
+                int(channels * ratio)
+            hidden = max(1, hidden)
         self.context = nn.Conv1d(channels, 1, 1)
         self.transform = nn.Sequential(
             nn.Conv1d(channels, hidden, 1),
@@ -203,8 +295,26 @@ class NonLocal(_KeepsLength):
     reduction : float, optional
         Width of the embeddings as a fraction of ``channels`` in ``(0, 1]`` (1/2 in the
         paper), or a ratio ``r`` above 1 (width ``channels / r``).
+        Default 1/2.
     sub_sample : bool, optional
         Max-pool ``phi`` and ``g`` by 2 along time (the paper's cheaper variant).
+    mid_channels : int, optional
+        torch_ecg's width of the embeddings, instead of ``reduction``.
+    subsample_length : int, optional
+        torch_ecg's max-pool size of ``phi`` and ``g`` (1: none; 2 is ``sub_sample``).
+        The pooling keeps a short last window (``ceil_mode``), where torch_ecg's drops it.
+    filter_lengths : int or dict, optional
+        torch_ecg's kernel sizes of ``theta``, ``phi``, ``g`` and ``W`` (an int for all,
+        or a dict by name); only 1 (1x1 convolutions) is implemented.
+    batch_norm, norm : bool, optional
+        torch_ecg's normalisation after ``W``; only batch norm (``True``, or
+        ``"batch_norm"``) is implemented.
+
+    Raises
+    ------
+    ValueError
+        Kernel sizes or a normalisation not implemented, or two arguments for the same
+        width or pooling that disagree.
 
     Examples
     --------
@@ -214,14 +324,50 @@ class NonLocal(_KeepsLength):
     torch.Size([2, 64, 100])
     """
 
-    def __init__(self, channels: int, reduction: float = 0.5, sub_sample: bool = False):
+    _MID_LAYERS = ("g", "theta", "phi", "W")
+
+    def __init__(self, channels: int, reduction: Optional[float] = None,
+                 sub_sample: bool = False, *, mid_channels: Optional[int] = None,
+                 subsample_length: Optional[int] = None,
+                 filter_lengths: Union[int, Mapping[str, int]] = 1,
+                 batch_norm: Union[bool, str, None] = True,
+                 norm: Union[bool, str, None] = None):
         super().__init__()
         channels = _check_channels(channels)
-        inter = max(1, int(round(channels * _check_reduction(reduction))))
+        kernels = filter_lengths if isinstance(filter_lengths, Mapping) else \
+            dict.fromkeys(self._MID_LAYERS, filter_lengths)
+        if set(kernels) - set(self._MID_LAYERS) or any(k != 1 for k in kernels.values()):
+            raise _unsupported("filter_lengths", filter_lengths,
+                               f"1 for each of {list(self._MID_LAYERS)} (1x1 convolutions)")
+        norm_arg, norm = ("batch_norm", batch_norm) if norm is None else ("norm", norm)
+        if norm is not True and not (isinstance(norm, str) and norm.lower() == "batch_norm"):
+            raise _unsupported(norm_arg, norm, "True or 'batch_norm' (BatchNorm after W)")
+        if mid_channels is not None:
+            if reduction is not None:
+                raise ValueError(f"reduction={reduction!r} and torch_ecg's "
+                                 f"mid_channels={mid_channels!r} both set the width; use one")
+            if isinstance(mid_channels, bool) or not isinstance(mid_channels, numbers.Integral) \
+                    or mid_channels < 1:
+                raise ValueError(f"mid_channels must be an int >= 1, got {mid_channels!r}")
+            inter = int(mid_channels)
+        else:
+            inter = max(1, int(round(channels * _check_reduction(
+                0.5 if reduction is None else reduction))))
+        if subsample_length is None:
+            pool = 2 if sub_sample else 1
+        else:
+            if isinstance(subsample_length, bool) or \
+                    not isinstance(subsample_length, numbers.Integral) or subsample_length < 1:
+                raise ValueError(f"subsample_length must be an int >= 1, "
+                                 f"got {subsample_length!r}")
+            if sub_sample and subsample_length != 2:
+                raise ValueError(f"sub_sample=True (pooling by 2) and torch_ecg's "
+                                 f"subsample_length={subsample_length} disagree; use one")
+            pool = int(subsample_length)
         self.theta = nn.Conv1d(channels, inter, 1)
         self.phi = nn.Conv1d(channels, inter, 1)
         self.g = nn.Conv1d(channels, inter, 1)
-        self.pool = nn.MaxPool1d(2, ceil_mode=True) if sub_sample else nn.Identity()
+        self.pool = nn.MaxPool1d(pool, ceil_mode=True) if pool > 1 else nn.Identity()
         self.out = nn.Sequential(nn.Conv1d(inter, channels, 1), nn.BatchNorm1d(channels))
         nn.init.zeros_(self.out[1].weight)
 

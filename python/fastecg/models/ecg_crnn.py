@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence, Union
 
+import numpy as np
 from torch import Tensor
 
 from ..registry import MODELS
-from ._downstream import DownstreamModel
+from ._downstream import DownstreamModel, MultiLabelClassificationOutput
 from ._head import AttentionPool, MLPHead, build_global_pool
 
 __all__ = ["ECG_CRNN", "AttentionPool"]
@@ -119,6 +120,49 @@ class ECG_CRNN(DownstreamModel):
     def forward(self, x: Tensor) -> Tensor:
         """Multi-label logits ``(batch, n_classes)`` (apply a sigmoid for probabilities)."""
         return self.forward_head(self.forward_features(x))
+
+    def inference(self, input: Union[np.ndarray, Tensor], class_names: bool = False,
+                  bin_pred_thr: float = 0.5,
+                  at_least_one: bool = True) -> MultiLabelClassificationOutput:
+        """Probabilities and binary predictions, as torch_ecg's task models' ``inference``.
+
+        Runs in eval mode without gradients (the train/eval state is restored) on the
+        model's device and dtype.
+
+        Parameters
+        ----------
+        input : numpy.ndarray or torch.Tensor
+            ``(batch, n_leads, n_samples)``, or one record ``(n_leads, n_samples)``;
+            already preprocessed as in training.
+        class_names : bool, optional
+            Return ``prob`` as a pandas DataFrame with the class names as columns and a
+            ``"pred"`` column listing each row's predicted classes.
+        bin_pred_thr : float, optional
+            A class is predicted where its probability is ``>= bin_pred_thr``.
+        at_least_one : bool, optional
+            A row with no probability above the threshold predicts its most probable
+            class (the rule of torch_ecg's record classifiers, every record has a
+            label); ``False`` leaves it empty.
+
+        Returns
+        -------
+        MultiLabelClassificationOutput
+            ``classes``, ``thr``, ``prob`` ``(batch, n_classes)`` sigmoid probabilities,
+            ``pred`` ``(batch, n_classes)`` 0/1 ints.
+        """
+        prob = self._inference_probs(input, bin_pred_thr)
+        pred = (prob >= bin_pred_thr).astype(int)
+        if at_least_one and pred.shape[-1]:
+            empty = pred.sum(axis=-1) == 0
+            pred[empty, prob[empty].argmax(axis=-1)] = 1
+        if class_names:
+            import pandas as pd
+
+            table = pd.DataFrame(prob, columns=self.classes)
+            table["pred"] = [[c for c, p in zip(self.classes, row) if p] for row in pred]
+            prob = table
+        return MultiLabelClassificationOutput(classes=list(self.classes),
+                                              thr=float(bin_pred_thr), prob=prob, pred=pred)
 
     def compute_output_shape(self, seq_len: Optional[int] = None,
                              batch_size: Optional[int] = None) -> tuple:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import MODELS
-from ._downstream import DownstreamModel, check_upsample_mode
+from ._downstream import DownstreamModel, SequenceLabellingOutput, check_upsample_mode
 from ._head import MLPHead
 
 __all__ = ["ECG_SEQ_LAB_NET"]
@@ -87,6 +88,36 @@ class ECG_SEQ_LAB_NET(DownstreamModel):
         logits = F.interpolate(logits.transpose(1, 2), size=n_samples,
                                mode=self.upsample_mode)
         return logits.transpose(1, 2)
+
+    def inference(self, input: Union[np.ndarray, Tensor], class_names: bool = False,
+                  bin_pred_thr: float = 0.5) -> SequenceLabellingOutput:
+        """Per-step probabilities and binary predictions (torch_ecg's signature).
+
+        Runs in eval mode without gradients (the train/eval state is restored) on the
+        model's device and dtype.
+
+        Parameters
+        ----------
+        input : numpy.ndarray or torch.Tensor
+            ``(batch, n_leads, n_samples)``, or one record ``(n_leads, n_samples)``.
+        class_names : bool, optional
+            Only ``False``: per-step probabilities have no table form.
+        bin_pred_thr : float, optional
+            A class is predicted at a step where its probability is ``>= bin_pred_thr``.
+
+        Returns
+        -------
+        SequenceLabellingOutput
+            ``classes``, ``thr``, ``prob`` ``(batch, length, n_classes)`` sigmoid
+            probabilities and ``pred`` the same shape in 0/1 ints (``length`` is
+            ``n_samples``, or ``L_out`` when ``recover_length`` is off).
+        """
+        if class_names:
+            raise ValueError("class_names=True is not supported for sequence labelling: "
+                             "per-step probabilities have no table form")
+        prob = self._inference_probs(input, bin_pred_thr)
+        return SequenceLabellingOutput(classes=list(self.classes), thr=float(bin_pred_thr),
+                                       prob=prob, pred=(prob >= bin_pred_thr).astype(int))
 
     def compute_output_shape(self, seq_len: Optional[int] = None,
                              batch_size: Optional[int] = None) -> tuple:
