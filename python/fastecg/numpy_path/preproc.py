@@ -45,8 +45,6 @@ class NumpyStep(Step):
     so steps that compute take floating-point input only (:attr:`floating`), as the
     torch steps do."""
 
-    floating = True  # False: the step only moves samples (any dtype)
-
     def __call__(self, sig: np.ndarray, fs: Optional[float] = None) -> np.ndarray:
         sig = check_array(sig, type(self).__name__, floating=self.floating)
         info = SignalInfo(fs=fs, n_leads=sig.shape[-2] if sig.ndim > 1 else None,
@@ -195,8 +193,6 @@ class CropOrPadStep(CropOrPadSpec, NumpyStep):
     """Slicing and ``np.pad`` (``"constant"`` or ``"edge"``); random offsets per record
     from the call's ``numpy.random.Generator``."""
 
-    floating = False
-
     def run(self, sig: np.ndarray, info: SignalInfo, rng: Any) -> np.ndarray:
         length = self.infer(info).n_samples
         n = sig.shape[-1]
@@ -224,8 +220,6 @@ class CropOrPadStep(CropOrPadSpec, NumpyStep):
 @NUMPY_PREPROCESSORS.register("lead_select")
 class LeadSelectStep(LeadSelectSpec, NumpyStep):
     """``np.take`` along the lead axis."""
-
-    floating = False
 
     def __call__(self, sig: np.ndarray, lead_names: Optional[Sequence[str]] = None) -> np.ndarray:
         sig = np.asarray(sig)
@@ -299,7 +293,11 @@ class PreprocManager(PipelineBase):
         return float(_rng(rng).random())
 
     def _check_signal(self, sig: Any) -> None:
-        check_array(sig, type(self).__name__, min_dim=0)  # (the base names a 0-d signal)
+        # The dtype is _check_floating's: steps that only move samples take any.
+        check_array(sig, type(self).__name__, min_dim=0, floating=False)
+
+    def _check_floating(self, sig: Any, what: str) -> None:
+        check_array(sig, what)
 
 
 def _rng(rng: Optional[np.random.Generator]) -> np.random.Generator:

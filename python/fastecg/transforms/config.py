@@ -138,9 +138,15 @@ class Step(Configurable):
 
     A step that needs the sampling rate has an ``fs`` attribute: the rate it was built
     for, or None to take the pipeline's (:meth:`step_fs`).
+
+    :attr:`floating` says whether the step computes with the samples (filters, scales,
+    resamples them) and so takes floating-point input only; a step that only moves
+    samples (crops, pads, selects leads) sets it to False and takes any dtype. A pipeline
+    takes integer samples exactly when all its steps only move them.
     """
 
     fs: Optional[float] = None
+    floating: bool = True
 
     def infer(self, info: SignalInfo) -> SignalInfo:
         """Check `info` and return the description of the output (default: unchanged)."""
@@ -169,9 +175,10 @@ def check_backend_name(backend: Any, what: str) -> str:
     return backend
 
 
-def _unknown(kind: str, name: Any, known: Iterable[str]) -> str:
+def _unknown(kind: str, name: Any, known: Iterable[str], also: Sequence[str] = ()) -> str:
+    """The message for an unknown step `name`; `also`: other names it may have meant."""
     known = list(known)
-    return (f"unknown {kind} {name!r}{did_you_mean(name, known)} "
+    return (f"unknown {kind} {name!r}{did_you_mean(name, [*also, *known])} "
             f"(registered: {', '.join(sorted(known))})")
 
 
@@ -237,9 +244,10 @@ def parse_config(config: Any, kind: str, known: Sequence[str]) -> tuple[dict, li
         if key in MANAGER_KEYS or key in TORCH_ECG_UNUSED_KEYS:
             continue
         if key not in known:
+            # A misspelt option ("randm") is as likely as a misspelt step.
             raise ValueError(f"{kind} config: key {key!r} is neither an option "
                              f"({', '.join(MANAGER_KEYS)}) nor a step: "
-                             f"{_unknown(kind, key, known)}")
+                             f"{_unknown(kind, key, known, also=MANAGER_KEYS)}")
         if value is None or value is False:
             continue
         if value is True:

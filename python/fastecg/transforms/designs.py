@@ -113,7 +113,9 @@ class BandPassSpec(Step):
             check_positive_int("filter_order", filter_order)
         self.fs = None if fs is None else check_fs(fs, "BandPass")
         self.lowcut, self.highcut = lowcut, highcut
-        self.filter_type, self.filter_order, self.backend = filter_type, filter_order, backend
+        # (A NumPy integer as a Python int, as Resample's siglen.)
+        self.filter_order = None if filter_order is None else int(filter_order)
+        self.filter_type, self.backend = filter_type, backend
         self.method = "fir" if filter_type == "fir" else method
         # The length each rate's design needs, on the instance: a pipeline's check at a
         # known rate (or the first call) fills it, and a traced call (torch.compile)
@@ -259,6 +261,7 @@ def _plain(value: Any) -> Any:
 # ---- any SOS filter ---------------------------------------------------------------------
 
 def _freq_tuple(freq: Any, what: str) -> Union[float, tuple]:
+    freq = _plain(freq)  # a NumPy array or tensor as a list, a 0-d one as a number
     if _is_number(freq):
         return float(freq)
     if isinstance(freq, (list, tuple)) and len(freq) == 2 and all(map(_is_number, freq)):
@@ -385,6 +388,9 @@ class SOSFilterSpec(Step):
                     if needed and (not _is_number(value) or not value > 0):
                         raise ValueError(f"{what}: {name} must be a positive number of dB, got "
                                          f"{value!r}")
+        if isinstance(order, numbers.Integral):  # (a NumPy integer as BandPass's)
+            order = int(order)
+        padlen = None if padlen is None else int(padlen)
         self.design, self.freq, self.order, self.btype = design, freq, order, btype
         self.q, self.rp, self.rs, self.sos = q, rp, rs, sos
         self.zero_phase, self.padtype, self.padlen, self.backend = (zero_phase, padtype,
@@ -542,7 +548,10 @@ class ResampleSpec(Step):
                 raise ValueError("Resample: method='decimate' takes dst_fs, not siglen")
         self.fs = None if fs is None else check_fs(fs, "Resample")
         self.dst_fs = None if dst_fs is None else check_fs(dst_fs, "Resample: dst_fs")
-        self.siglen, self.method, self.backend = siglen, method, backend
+        # siglen as a Python int: scipy.signal.resample computes a float32 signal in
+        # float64 for a NumPy integer length, which a config (JSON) would not reproduce.
+        self.siglen = None if siglen is None else int(siglen)
+        self.method, self.backend = method, backend
         self.window = tuple(window) if isinstance(window, list) else window
         if method == "poly":
             _check_window(self.window)
@@ -600,6 +609,8 @@ class CropOrPadSpec(Step):
         Rate for `duration_s`; None takes the pipeline's.
     """
 
+    floating = False  # moves samples only: any dtype
+
     def __init__(self, length: Optional[int] = None, duration_s: Optional[float] = None,
                  mode: str = "center", pad: Optional[str] = "zero",
                  fs: Optional[float] = None):
@@ -614,7 +625,8 @@ class CropOrPadSpec(Step):
         _check_choice(mode, CROP_MODES, "CropOrPad: mode")
         if pad is not None:
             _check_choice(pad, PAD_MODES, "CropOrPad: pad")
-        self.length, self.duration_s, self.mode, self.pad = length, duration_s, mode, pad
+        self.length = None if length is None else int(length)  # (as Resample's siglen)
+        self.duration_s, self.mode, self.pad = duration_s, mode, pad
         self.fs = None if fs is None else check_fs(fs, "CropOrPad")
 
     def target(self, info: SignalInfo) -> int:
@@ -651,6 +663,8 @@ class LeadSelectSpec(Step):
 
     A lead missing from the record is a ValueError naming it.
     """
+
+    floating = False  # moves samples only: any dtype
 
     def __init__(self, leads: Sequence[str], input_leads: Optional[Sequence[str]] = None):
         super().__init__()

@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from ..ops._validate import check_signal
 from .config import SignalInfo, Step
 from .pipeline import PipelineBase, changed_arguments
 
@@ -86,7 +87,10 @@ class TransformManager(PipelineBase, nn.Module):
     ``lead_names=...`` and ``generator=`` (a ``torch.Generator`` for the random order,
     the per-step draws and random steps). Every step is checked against the signal's
     rate, length and leads before the first one runs, so a bad pipeline fails before
-    any work. The caller's tensor is never written to; a step that changes nothing
+    any work. Integer samples (WFDB's digital units) are taken exactly when every step
+    only moves samples (cropping, padding, lead selection: a step's ``floating`` is
+    False); otherwise the first step that computes is named in a TypeError before any
+    step runs. The caller's tensor is never written to; a step that changes nothing
     (resampling to the rate the signal already has) passes its input through, so the
     output may be the input itself. Each step allocates its own output and the manager
     nothing more: the input of a step is released as soon as the next one has run. A
@@ -164,3 +168,6 @@ class TransformManager(PipelineBase, nn.Module):
         if not isinstance(sig, Tensor):
             raise TypeError(f"{type(self).__name__}: expected a torch.Tensor of shape (..., "
                             f"n_leads, n_samples), got {type(sig).__name__}")
+
+    def _check_floating(self, sig: Tensor, what: str) -> None:
+        check_signal(sig, what, min_samples=0)  # (the length is each step's to check)

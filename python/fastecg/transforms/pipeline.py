@@ -10,6 +10,7 @@ steps, a random source and a signal type; their configs mean the same thing.
 from __future__ import annotations
 
 import inspect
+import numbers
 from typing import Any, ClassVar, Iterable, Optional, Sequence, Union
 
 from .._spec import check_fs, check_lead_names
@@ -34,7 +35,8 @@ class PipelineBase:
     A front end sets :attr:`registry` and :attr:`kind`, calls :meth:`_setup` from its
     ``__init__``, and defines :meth:`_container` (what holds the steps), :meth:`_is_step`
     (what it accepts as a step), :meth:`_permutation` and :meth:`_uniform` (its random
-    draws), :meth:`_run_step` and :meth:`_check_signal`.
+    draws), :meth:`_run_step`, :meth:`_check_signal` (the signal's type) and
+    :meth:`_check_floating` (its dtype, where a step computes with it).
     """
 
     registry: ClassVar[Optional[Registry]] = None
@@ -74,6 +76,9 @@ class PipelineBase:
 
     def _check_signal(self, sig: Any) -> None:
         pass
+
+    def _check_floating(self, sig: Any, what: str) -> None:
+        """TypeError naming `what` unless `sig` has a floating-point dtype."""
 
     # ---- building ------------------------------------------------------------------------
 
@@ -139,10 +144,11 @@ class PipelineBase:
             raise ValueError(f"{what}.add_: expected a step, a registry name or a config "
                              f"dict, got {type(step).__name__}")
         prob = check_prob(prob, f"{what}.add_")
-        if isinstance(pos, bool) or not isinstance(pos, int) or not -1 <= pos <= len(self.steps):
+        if isinstance(pos, bool) or not isinstance(pos, numbers.Integral) or \
+                not -1 <= pos <= len(self.steps):
             raise ValueError(f"{what}.add_: pos must be -1 or in [0, {len(self.steps)}], "
                              f"got {pos!r}")
-        pos = len(self.steps) if pos == -1 else pos
+        pos = len(self.steps) if pos == -1 else int(pos)
         self.steps.insert(pos, step)
         self._probs.insert(pos, prob)
         if check:
@@ -163,13 +169,13 @@ class PipelineBase:
         names = [self._label(i) for i in range(len(self.steps))]
         order = []
         for item in new_ordering:
-            if isinstance(item, bool) or not isinstance(item, (int, str)):
+            if isinstance(item, bool) or not isinstance(item, (numbers.Integral, str)):
                 raise ValueError(f"{what}: expected step indices or names, got {item!r}")
-            if isinstance(item, int):
+            if isinstance(item, numbers.Integral):
                 if not 0 <= item < len(self.steps):
                     raise ValueError(f"{what}: no step {item} (the pipeline has "
                                      f"{len(self.steps)})")
-                order.append(item)
+                order.append(int(item))
                 continue
             hits = [i for i, step in enumerate(self.steps)
                     if item in (names[i], type(step).__name__)]
@@ -224,6 +230,14 @@ class PipelineBase:
         if len(sig.shape) < 1:
             raise ValueError(f"{what}: expected a signal of shape (..., n_samples), got a "
                              "0-d one")
+        # Integer samples (WFDB's digital units) may only be moved (cropped, padded,
+        # selected): the first step that computes refuses them, whether or not this
+        # call draws it, and before any step runs. A step without the attribute (a
+        # plain nn.Module) counts as computing.
+        for i, step in enumerate(self.steps):
+            if getattr(step, "floating", True):
+                self._check_floating(sig, f"{what} step {i} ({self._label(i)})")
+                break
         fs = self.fs if fs is None else check_fs(fs, what)
         names = self.lead_names if lead_names is None else \
             check_lead_names(lead_names, f"{what}: lead_names", distinct=False)

@@ -188,7 +188,7 @@ def recipe_config(name: str, lead_names: Optional[Sequence[str]] = None) -> dict
     """The pipeline config of recipe `name`; with `lead_names` (the records' leads), a
     first step selects the standard 12 leads in order. ValueError for an unknown name,
     with close matches."""
-    if name not in RECIPES:
+    if not isinstance(name, str) or name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}{did_you_mean(name, RECIPES)} "
                          f"(recipes: {', '.join(sorted(RECIPES))})")
     if lead_names is not None:
