@@ -58,7 +58,7 @@ def _conv_shapes(module):
 
 
 # torch_ecg's attention configs as its ECG_CRNN config holds them (model_configs/attn.py),
-# with the variants we implement
+# with another variant for GC (its default, fusion "mul", is tested below)
 SE = {"reduction": 8, "activation": "relu", "kw_activation": {"inplace": True},
       "bias": True, "kernel_initializer": "he_normal"}
 GC = {"ratio": 4, "reduction": True, "pooling_type": "attn", "fusion_types": ["add"]}
@@ -121,9 +121,10 @@ def test_torch_ecg_attention_arguments_change_our_layer():
 
 
 @pytest.mark.parametrize("name, kw, arg", [
-    ("gc", {"ratio": 4, "pooling_type": "avg"}, "pooling_type"),
-    ("gc", {"ratio": 4, "fusion_types": ["mul"]}, "fusion_types"),
-    ("gc", {"ratio": 4, "fusion_types": ["add", "mul"]}, "fusion_types"),
+    ("gc", {"ratio": 4, "pooling_type": "max"}, "pooling_type"),
+    ("gc", {"ratio": 4, "fusion_types": ["concat"]}, "fusion_types"),
+    ("gc", {"ratio": 4, "fusion_types": ["add", "concat"]}, "fusion_types"),
+    ("gc", {"ratio": 4, "fusion_types": []}, "fusion_types"),
     ("gc", {"ratio": 4, "reduction": 0.5}, "ratio"),
     ("gc", {"ratio": 0.5}, "ratio"),
     ("nl", {"filter_lengths": 3}, "filter_lengths"),
@@ -141,6 +142,103 @@ def test_torch_ecg_variants_we_lack_are_refused(name, kw, arg):
     a layer silently different from the one asked for."""
     with pytest.raises(ValueError, match=arg):
         ATTN_LAYERS.build(dict(kw, name=name), channels=64)
+
+
+# -- global context: torch_ecg's GlobalContextBlock as the reference -----------------------
+def _torch_ecg_attn_config(name):
+    """torch_ecg's default config of attention layer `name` (model_configs/attn.py)."""
+    module = import_torch_ecg("torch_ecg.model_configs.attn", keep=False)
+    if module is None:
+        pytest.skip("torch_ecg's model_configs/attn.py cannot be imported")
+    return dict(getattr(module, name))
+
+
+def _copy_gc_weights(ours, theirs):
+    """torch_ecg's GlobalContextBlock parameters into ours, parameter by parameter:
+    conv_mask -> context, channel_add_conv -> transform, channel_mul_conv -> mul_transform
+    (same Sequential layout: conv, LayerNorm, activation, conv)."""
+    mapping = {"conv_mask": "context", "channel_add_conv": "transform",
+               "channel_mul_conv": "mul_transform"}
+    theirs_state = theirs.state_dict()
+    ours_state = {}
+    for key, value in theirs_state.items():
+        head, _, rest = key.partition(".")
+        ours_state[f"{mapping[head]}.{rest}"] = value
+    assert set(ours_state) == set(ours.state_dict())
+    ours.load_state_dict(ours_state)
+
+
+@pytest.mark.parametrize("pooling_type", ["attn", "avg"])
+@pytest.mark.parametrize("fusion_types", [["add"], ["mul"], ["add", "mul"], ["mul", "add"]])
+@pytest.mark.parametrize("ratio, reduction", [(4, True), (2, False)])
+def test_gc_matches_torch_ecg_global_context_block(nets, pooling_type, fusion_types,
+                                                   ratio, reduction):
+    """"avg" pooling and "mul" fusion were a ValueError; every pooling x fusion that
+    torch_ecg's GlobalContextBlock supports now computes its output, given its weights."""
+    torch.manual_seed(0)
+    kw = {"ratio": ratio, "reduction": reduction, "pooling_type": pooling_type,
+          "fusion_types": fusion_types}
+    theirs = nets.GlobalContextBlock(24, **kw).double().eval()
+    # every parameter away from its init (the last convs would otherwise hide a fusion)
+    with torch.no_grad():
+        for param in theirs.parameters():
+            param.copy_(torch.randn_like(param))
+    ours = ATTN_LAYERS.build(dict(kw, name="gc"), channels=24).double().eval()
+    _copy_gc_weights(ours, theirs)
+    x = torch.randn(3, 24, 50, dtype=torch.float64)
+    x_before = x.clone()
+    want = theirs(x.clone())
+    got = ours(x)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x, x_before, rtol=0, atol=0)
+
+
+def test_gc_fusions_follow_gcnet_formulas():
+    """The formulas of GCNet (Cao et al. 2019) by hand, without torch_ecg: "avg" pooling
+    is the mean over time; "mul" is ``x * sigmoid(T(c))``; a fresh "mul" block halves x."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 8, 30)
+    layer = ATTN_LAYERS.build({"name": "gc", "ratio": 2, "pooling_type": "avg",
+                               "fusion_types": ["mul"]}, channels=8)
+    torch.testing.assert_close(layer(x), x * 0.5)
+    assert layer.context is None and layer.transform is None
+    with torch.no_grad():
+        for param in layer.parameters():
+            param.copy_(torch.randn_like(param))
+    t = layer.mul_transform
+    c = x.mean(-1, keepdim=True)
+    h = torch.einsum("oc,bcl->bol", t[0].weight[..., 0], c) + t[0].bias[:, None]
+    h = (h - h.mean((1, 2), keepdim=True)) / torch.sqrt(
+        h.var((1, 2), unbiased=False, keepdim=True) + t[1].eps)
+    h = torch.relu(h * t[1].weight + t[1].bias)
+    m = torch.einsum("oc,bcl->bol", t[3].weight[..., 0], h) + t[3].bias[:, None]
+    torch.testing.assert_close(layer(x), x * torch.sigmoid(m))
+
+
+def test_gc_default_keeps_its_parameters():
+    """Our default layer (attention pooling, additive fusion) keeps its parameter names,
+    so that saved checkpoints still load."""
+    keys = set(ATTN_LAYERS.build({"name": "gc"}, channels=32).state_dict())
+    assert keys == {"context.weight", "context.bias", "transform.0.weight", "transform.0.bias",
+                    "transform.1.weight", "transform.1.bias", "transform.3.weight",
+                    "transform.3.bias"}
+
+
+def test_torch_ecg_default_gc_config_builds_our_layer(nets):
+    """torch_ecg's default global-context config (fusion "mul") was a ValueError; it now
+    builds our layer, which computes torch_ecg's."""
+    cfg = _torch_ecg_attn_config("global_context")
+    assert cfg["fusion_types"] == ["mul"]  # what made it fail
+    ours = ATTN_LAYERS.build(dict(cfg, name="gc"), channels=32).double()
+    theirs = nets.GlobalContextBlock(32, **cfg).double()
+    with torch.no_grad():
+        for param in theirs.parameters():
+            param.copy_(torch.randn_like(param))
+    _copy_gc_weights(ours, theirs)
+    x = torch.randn(2, 32, 40, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), theirs(x.clone()), rtol=1e-6, atol=1e-6)
+    model = ECG_CRNN(["a", "b"], attn=dict(cfg, name="gc"), backbone=TinyBackbone(12, 16))
+    assert model(torch.randn(2, 12, 64)).shape == (2, 2)
 
 
 # -- inference -------------------------------------------------------------------------------

@@ -195,12 +195,16 @@ class SqueezeExcitation(SqueezeExcite):
 @ATTN_LAYERS.register("global_context")
 @ATTN_LAYERS.register("gc")  # torch_ecg's name
 class GlobalContext(_KeepsLength):
-    """Global context block (GCNet, Cao et al. 2019), additive fusion.
+    """Global context block (GCNet, Cao et al. 2019).
 
-    Context: ``c = sum_t softmax_t(w^T x_t) x_t``; transform:
-    ``1x1 conv -> LayerNorm -> ReLU -> 1x1 conv``; output ``x + transform(c)``
-    (broadcast over time). The last convolution starts at zero so that a fresh block
-    is the identity.
+    Context (``pooling_type``): ``c = sum_t softmax_t(w^T x_t) x_t`` (``"attn"``) or
+    ``c = mean_t x_t`` (``"avg"``); transform: ``1x1 conv -> LayerNorm -> ReLU -> 1x1
+    conv``, one per fusion; output (``fusion_types``) ``x + T_add(c)`` (``"add"``),
+    ``x * sigmoid(T_mul(c))`` (``"mul"``), or ``x * sigmoid(T_mul(c)) + T_add(c)`` with
+    both, in this order whatever the order of the list, as GCNet and torch_ecg apply
+    them (``c`` and the transforms broadcast over time). The last convolution of each
+    transform starts at zero, as in GCNet: a fresh ``"add"`` block is the identity, a
+    fresh ``"mul"`` block halves its input.
 
     Parameters
     ----------
@@ -216,18 +220,17 @@ class GlobalContext(_KeepsLength):
     ratio : float, optional
         torch_ecg's ratio (>= 1) of the bottleneck, read with the boolean ``reduction``
         (default ``True``) as torch_ecg's ``GlobalContextBlock`` does.
-    pooling_type : str, optional
-        torch_ecg's context pooling; only ``"attn"`` (the softmax-weighted sum above) is
-        implemented.
+    pooling_type : {"attn", "avg"}, optional
+        Context pooling: the softmax-weighted sum above (default) or the mean over time.
     fusion_types : sequence of str, optional
-        torch_ecg's fusions of the context with the input; only ``["add"]`` is
-        implemented.
+        Fusions of the context with the input, a non-empty subset of ``["add", "mul"]``
+        (a single name is one fusion); default ``["add"]``.
 
     Raises
     ------
     ValueError
-        A ``pooling_type`` or ``fusion_types`` not implemented, a ``ratio`` below 1, or a
-        ``ratio`` with a numeric ``reduction``.
+        A ``pooling_type`` or ``fusion_types`` not listed above, a ``ratio`` below 1, or
+        a ``ratio`` with a numeric ``reduction``.
 
     Examples
     --------
@@ -235,18 +238,27 @@ class GlobalContext(_KeepsLength):
     >>> from fastecg.models.attention import GlobalContext
     >>> GlobalContext(64)(torch.randn(2, 64, 100)).shape
     torch.Size([2, 64, 100])
+    >>> GlobalContext(64, pooling_type="avg", fusion_types=["add", "mul"])(
+    ...     torch.randn(2, 64, 100)).shape
+    torch.Size([2, 64, 100])
     """
+
+    _POOLING_TYPES = ("attn", "avg")
+    _FUSION_TYPES = ("add", "mul")
 
     def __init__(self, channels: int, reduction: Union[float, bool, None] = None,
                  act: str = "relu", *, ratio: Optional[float] = None,
                  pooling_type: str = "attn", fusion_types: Sequence[str] = ("add",)):
         super().__init__()
         channels = _check_channels(channels)
-        if not isinstance(pooling_type, str) or pooling_type.lower() != "attn":
-            raise _unsupported("pooling_type", pooling_type, "'attn'")
+        if not isinstance(pooling_type, str) or pooling_type.lower() not in self._POOLING_TYPES:
+            raise _unsupported("pooling_type", pooling_type, "'attn' or 'avg'")
         fusions = [fusion_types] if isinstance(fusion_types, str) else list(fusion_types)
-        if not fusions or any(not isinstance(f, str) or f.lower() != "add" for f in fusions):
-            raise _unsupported("fusion_types", fusion_types, "['add']")
+        if not fusions or any(not isinstance(f, str) or f.lower() not in self._FUSION_TYPES
+                              for f in fusions):
+            raise _unsupported("fusion_types", fusion_types,
+                               "a non-empty subset of ['add', 'mul']")
+        fusions = {f.lower() for f in fusions}
         if ratio is None:
             hidden = max(1, int(round(channels * _check_reduction(
                 1 / 16 if reduction is None else reduction))))
@@ -262,20 +274,36 @@ class GlobalContext(_KeepsLength):
             hidden = int(channels // ratio) if reduction in (None, True) else \
                 int(channels * ratio)
             hidden = max(1, hidden)
-        self.context = nn.Conv1d(channels, 1, 1)
-        self.transform = nn.Sequential(
+        # None for average pooling, so that the attention pooling keeps its state_dict keys
+        self.context = nn.Conv1d(channels, 1, 1) if pooling_type.lower() == "attn" else None
+        self.transform = self._transform(channels, hidden, act) if "add" in fusions else None
+        self.mul_transform = self._transform(channels, hidden, act) if "mul" in fusions \
+            else None
+
+    @staticmethod
+    def _transform(channels: int, hidden: int, act: str) -> nn.Sequential:
+        transform = nn.Sequential(
             nn.Conv1d(channels, hidden, 1),
             nn.LayerNorm([hidden, 1]),
             ACTIVATIONS.build(act),
             nn.Conv1d(hidden, channels, 1),
         )
-        nn.init.zeros_(self.transform[-1].weight)
-        nn.init.zeros_(self.transform[-1].bias)
+        nn.init.zeros_(transform[-1].weight)
+        nn.init.zeros_(transform[-1].bias)
+        return transform
 
     def forward(self, x: Tensor) -> Tensor:
-        weights = torch.softmax(self.context(x), dim=-1)          # (batch, 1, length)
-        context = torch.matmul(x, weights.transpose(1, 2))        # (batch, channels, 1)
-        return x + self.transform(context)
+        if self.context is None:
+            context = x.mean(dim=-1, keepdim=True)                # (batch, channels, 1)
+        else:
+            weights = torch.softmax(self.context(x), dim=-1)      # (batch, 1, length)
+            context = torch.matmul(x, weights.transpose(1, 2))    # (batch, channels, 1)
+        out = x
+        if self.mul_transform is not None:
+            out = out * torch.sigmoid(self.mul_transform(context))
+        if self.transform is not None:
+            out = out + self.transform(context)
+        return out
 
 
 @ATTN_LAYERS.register("non_local")
