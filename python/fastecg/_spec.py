@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ["NormalizeMethod", "PadType", "BoundaryMode", "MaskMode", "NORMALIZE_EPS",
            "check_fs", "check_band", "check_positive_int", "check_fir", "butter_sos",
            "fir_taps", "default_numtaps", "butter_order", "window_samples", "MAX_WINDOW",
-           "LeadNamesTypeError", "check_lead_names", "check_int"]
+           "LeadNamesTypeError", "check_lead_names", "check_int", "check_bool"]
 
 
 # The integer codes the kernels take, one definition each; csrc/common/codes.h mirrors
@@ -97,6 +97,26 @@ def check_int(value, what: str, low: int, high: Optional[int] = None) -> int:
         bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{what} must be an integer {bounds}, got {value!r}")
     return int(value)
+
+
+def check_bool(value, what: str) -> bool:
+    """`value` (a bool or a NumPy bool) as a bool, else ValueError naming it.
+
+    A flag given as ``"no"``, ``0`` or ``nan`` is a mistake, not a truth value:
+    ``bool("no")`` is True.
+
+    Examples
+    --------
+    >>> check_bool(np.True_, "BandPass: inplace")
+    True
+    >>> check_bool("no", "BandPass: inplace")
+    Traceback (most recent call last):
+    ...
+    ValueError: BandPass: inplace must be True or False, got 'no' (str)
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{what} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
 
 
 def check_positive_int(name: str, value) -> None:
@@ -331,15 +351,18 @@ def resample_factors(up, down, fs_in=None, fs_out=None) -> tuple[int, int]:
 def resample_window_key(window) -> tuple:
     """A window spec as ``scipy.signal.get_window`` takes it, made hashable: ``(name,
     params)``. A bare number is the Kaiser window's beta (get_window's rule)."""
+    def finite(p) -> bool:  # (an infinite or NaN parameter designs NaN taps)
+        return isinstance(p, numbers.Real) and not isinstance(p, bool) and math.isfinite(p)
+
     if isinstance(window, str):
         return window, ()
-    if isinstance(window, numbers.Real) and not isinstance(window, bool):
+    if finite(window):
         return "kaiser", (float(window),)
     if isinstance(window, tuple) and window and isinstance(window[0], str) and all(
-            isinstance(p, numbers.Real) and not isinstance(p, bool) for p in window[1:]):
+            map(finite, window[1:])):
         return window[0], tuple(float(p) for p in window[1:])
-    raise ValueError(f"resample: window must be a name, a (name, *numbers) tuple, a Kaiser "
-                     f"beta, or the filter's taps as an array, got {window!r}")
+    raise ValueError(f"resample: window must be a name, a (name, *finite numbers) tuple, a "
+                     f"finite Kaiser beta, or the filter's taps as an array, got {window!r}")
 
 
 def resample_half_len(up: int, down: int) -> int:

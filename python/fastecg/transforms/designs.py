@@ -18,9 +18,10 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-from .._spec import (NORMALIZE_EPS, BoundaryMode, butter_order, butter_sos, check_fs,
-                     check_lead_names, check_positive_int, default_numtaps, fir_taps,
-                     resample_factors, resample_window_key, window_samples)
+from .._spec import (NORMALIZE_EPS, BoundaryMode, butter_order, butter_sos, check_bool,
+                     check_ddof_eps, check_fs, check_lead_names, check_positive_int,
+                     default_numtaps, fir_taps, resample_factors, resample_window_key,
+                     window_samples)
 from ..registry import did_you_mean
 from .config import MissingInfo, SignalInfo, Step, check_backend_name
 
@@ -44,7 +45,10 @@ PAD_MODES = ("zero", "edge")
 
 
 def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Real)
+    """A finite real number (NumPy's included), not a bool: what a step's numeric
+    argument must be, or its config could not be saved (JSON has no inf or NaN)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and \
+        math.isfinite(value)
 
 
 def _check_choice(value: Any, choices: Sequence[str], what: str) -> str:
@@ -103,7 +107,7 @@ class BandPassSpec(Step):
                  filter_order: Optional[int] = None, method: str = "iir",
                  backend: str = "auto", inplace: bool = False):
         super().__init__()
-        self.inplace = bool(inplace)
+        self.inplace = check_bool(inplace, "BandPass: inplace")
         _check_choice(filter_type, ("butter", "fir"), "BandPass: filter_type")
         if method not in ("iir", "fft"):
             raise ValueError(f"BandPass: method {method!r} is not a Butterworth method; use "
@@ -111,6 +115,11 @@ class BandPassSpec(Step):
         check_backend_name(backend, "BandPass")
         if filter_order is not None:
             check_positive_int("filter_order", filter_order)
+        for name, edge in (("lowcut", lowcut), ("highcut", highcut)):
+            # (the band itself is checked against fs/2 where the rate is known)
+            if edge is not None and not _is_number(edge):
+                raise ValueError(f"BandPass: {name} must be a finite number of Hz or None, got "
+                                 f"{edge!r}")
         self.fs = None if fs is None else check_fs(fs, "BandPass")
         self.lowcut, self.highcut = lowcut, highcut
         # (A NumPy integer as a Python int, as Resample's siglen.)
@@ -194,8 +203,8 @@ class BaselineRemoveSpec(Step):
             if window is None and name == "window2":
                 continue
             if not _is_number(window) or not window > 0:
-                raise ValueError(f"BaselineRemove: {name} must be a positive number of "
-                                 f"seconds, got {window!r}")
+                raise ValueError(f"BaselineRemove: {name} must be a positive, finite number "
+                                 f"of seconds, got {window!r}")
         if method == "mean":
             if mode not in (None, "mirror"):
                 raise ValueError(f"BaselineRemove: method='mean' pads by reflection "
@@ -206,7 +215,8 @@ class BaselineRemoveSpec(Step):
                                                                  "BaselineRemove: mode")
         self.fs = None if fs is None else check_fs(fs, "BaselineRemove")
         self.window1, self.window2, self.method = window1, window2, method
-        self.inplace, self.backend, self.mode = inplace, backend, mode
+        self.inplace = check_bool(inplace, "BaselineRemove: inplace")
+        self.backend, self.mode = backend, mode
         if self.fs is not None:
             self.windows(self.fs)
 
@@ -230,13 +240,19 @@ class NormalizeSpec(Step):
                  per_channel: bool = False, backend: str = "auto", ddof: int = 1,
                  eps: float = EPS, inplace: bool = False):
         super().__init__()
-        self.inplace = bool(inplace)
+        self.inplace = check_bool(inplace, "normalize: inplace")
+        per_channel = check_bool(per_channel, "normalize: per_channel")
         _check_choice(method, NORMALIZE_METHODS, "normalize: method")
         check_backend_name(backend, "normalize")
-        if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
-            raise ValueError(f"normalize: ddof must be a non-negative int, got {ddof!r}")
-        if not _is_number(eps) or not 0 <= eps < math.inf:
-            raise ValueError(f"normalize: eps must be a finite number >= 0, got {eps!r}")
+        check_ddof_eps(ddof, eps)
+        for name, value in (("mean", mean), ("std", std)):
+            try:
+                values = np.asarray(_plain(value))
+            except ValueError:  # ragged nesting
+                values = np.asarray(None)
+            if values.dtype.kind not in "iuf" or not np.isfinite(values).all():
+                raise ValueError(f"normalize: {name} must be a finite number or finite numbers "
+                                 f"(one per lead), got {value!r}")
         if not np.all(np.asarray(_plain(std), dtype=np.float64) > 0):
             raise ValueError(f"normalize: std must be positive, got {std!r}")
         self.method, self.mean, self.std = method, mean, std
@@ -266,7 +282,8 @@ def _freq_tuple(freq: Any, what: str) -> Union[float, tuple]:
         return float(freq)
     if isinstance(freq, (list, tuple)) and len(freq) == 2 and all(map(_is_number, freq)):
         return (float(freq[0]), float(freq[1]))
-    raise ValueError(f"{what}: freq must be a number of Hz or a pair [low, high], got {freq!r}")
+    raise ValueError(f"{what}: freq must be a finite number of Hz or a pair [low, high], got "
+                     f"{freq!r}")
 
 
 @functools.lru_cache(maxsize=256)
@@ -369,6 +386,11 @@ class SOSFilterSpec(Step):
             if sos is not None:
                 raise ValueError(f"{what}: sos is only for design='sos'")
             self._freq = _freq_tuple(freq, what)
+            for name, value in (("q", q), ("rp", rp), ("rs", rs)):
+                # (also where the design ignores it: its config must still save)
+                if value is not None and not _is_number(value):
+                    raise ValueError(f"{what}: {name} must be a finite number or None, got "
+                                     f"{value!r}")
             if design in ("iirnotch", "iirpeak"):
                 if not _is_number(q) or not q > 0:
                     raise ValueError(f"{what}: q must be a positive number, got {q!r}")
@@ -391,6 +413,7 @@ class SOSFilterSpec(Step):
         if isinstance(order, numbers.Integral):  # (a NumPy integer as BandPass's)
             order = int(order)
         padlen = None if padlen is None else int(padlen)
+        zero_phase = check_bool(zero_phase, f"{what}: zero_phase")
         self.design, self.freq, self.order, self.btype = design, freq, order, btype
         self.q, self.rp, self.rs, self.sos = q, rp, rs, sos
         self.zero_phase, self.padtype, self.padlen, self.backend = (zero_phase, padtype,
@@ -520,8 +543,10 @@ class ResampleSpec(Step):
         ``F.interpolate(align_corners=True)``, fairseq-signals' ``interp1d``; aliases).
         ``"decimate"``: ``scipy.signal.decimate(x, q)`` for an integer factor q
         (Chebyshev I order 8, zero phase, then every q-th sample; HuBERT-ECG).
-    window : tuple
-        Kaiser window of ``"poly"`` (``("kaiser", 5.0)``, SciPy's default).
+    window : str, tuple or float
+        Window of ``"poly"``'s filter (``("kaiser", 5.0)``, SciPy's default; a bare
+        number is a Kaiser beta). Checked (finite parameters) whatever the method, as
+        every config saves it.
     backend : str
         Kernel choice of ``"poly"`` and ``"decimate"`` (torch path only).
     inplace : bool
@@ -537,7 +562,7 @@ class ResampleSpec(Step):
                  window: Any = ("kaiser", 5.0), backend: str = "auto",
                  inplace: bool = False):
         super().__init__()
-        self.inplace = bool(inplace)
+        self.inplace = check_bool(inplace, "Resample: inplace")
         _check_choice(method, RESAMPLE_METHODS, "Resample: method")
         check_backend_name(backend, "Resample")
         if (dst_fs is None) == (siglen is None):
@@ -553,8 +578,8 @@ class ResampleSpec(Step):
         self.siglen = None if siglen is None else int(siglen)
         self.method, self.backend = method, backend
         self.window = tuple(window) if isinstance(window, list) else window
-        if method == "poly":
-            _check_window(self.window)
+        # Checked whatever the method: only "poly" uses it, but every config saves it.
+        _check_window(self.window)
         if self.fs is not None and self.dst_fs is not None:
             resample_plan(method, 1, self.fs, self.dst_fs, None)
 
