@@ -136,3 +136,20 @@ def test_misspelt_option_of_a_torch_ecg_config_is_suggested(path):
 def test_from_recipe_with_a_name_that_is_no_string_is_a_value_error(path, name):
     with pytest.raises(ValueError, match="unknown recipe"):
         MANAGERS[path].from_recipe(name)
+
+
+@pytest.mark.parametrize("path", MANAGERS)
+def test_random_flag_takes_numpy_bools(path):
+    # A flag read from a NumPy array or config is np.bool_; it means what bool does.
+    x = digital((2, 12, 100))
+    for flag in (np.True_, np.False_):
+        pm = MANAGERS[path](CropOrPad(length=50) if path == "torch" else CropOrPadStep(length=50),
+                            random=flag)
+        assert pm.random is bool(flag)
+        config = json.loads(json.dumps(pm.to_config()))
+        assert config["random"] is bool(flag)
+        out = np.asarray(pm(as_input(path, x)))
+        np.testing.assert_array_equal(out, x[..., 25:75])  # centre crop, by hand
+    for bad in (1, "yes", None, np.float64(1.0)):
+        with pytest.raises(ValueError, match="PreprocManager: random must be True or False"):
+            MANAGERS[path](random=bad)

@@ -543,10 +543,13 @@ class ResampleSpec(Step):
         ``F.interpolate(align_corners=True)``, fairseq-signals' ``interp1d``; aliases).
         ``"decimate"``: ``scipy.signal.decimate(x, q)`` for an integer factor q
         (Chebyshev I order 8, zero phase, then every q-th sample; HuBERT-ECG).
-    window : str, tuple or float
+    window : str, tuple, float or array_like
         Window of ``"poly"``'s filter (``("kaiser", 5.0)``, SciPy's default; a bare
-        number is a Kaiser beta). Checked (finite parameters) whatever the method, as
-        every config saves it.
+        number is a Kaiser beta), or the filter's taps themselves (``resample_poly``'s
+        ``window=taps``): a non-empty 1-D list, tuple, NumPy array or tensor of finite
+        numbers, kept as a float64 copy and saved in the config as a list of floats (a
+        tuple whose first entry is a string is a named window). Checked whatever the
+        method, as every config saves it.
     backend : str
         Kernel choice of ``"poly"`` and ``"decimate"`` (torch path only).
     inplace : bool
@@ -577,9 +580,12 @@ class ResampleSpec(Step):
         # float64 for a NumPy integer length, which a config (JSON) would not reproduce.
         self.siglen = None if siglen is None else int(siglen)
         self.method, self.backend = method, backend
-        self.window = tuple(window) if isinstance(window, list) else window
         # Checked whatever the method: only "poly" uses it, but every config saves it.
-        _check_window(self.window)
+        self.window = _resample_window(window)
+        if isinstance(self.window, np.ndarray):
+            # The config saves the checked float64 taps, not the caller's object: a list
+            # changed after the step is built, or integer taps, would save other values.
+            self._init_arguments["window"] = self.window.tolist()
         if self.fs is not None and self.dst_fs is not None:
             resample_plan(method, 1, self.fs, self.dst_fs, None)
 
@@ -597,11 +603,16 @@ class ResampleSpec(Step):
         return info._replace(fs=plan.fs_out, n_samples=plan.n_out)
 
 
-def _check_window(window: Any) -> None:
-    """A named window SciPy knows (``"hann"``, ``("kaiser", 5.0)``, a Kaiser beta), or
-    the filter's taps; checked when built, not when the op first runs."""
-    if isinstance(window, tuple) and window and all(map(_is_number, window)):
-        return  # taps (a config stores an array as a list)
+def _resample_window(window: Any) -> Union[str, float, tuple, np.ndarray]:
+    """`window` checked when the step is built, not when the op first runs: a named
+    window SciPy knows (``"hann"``, ``("kaiser", 5.0)``, a Kaiser beta; a config stores
+    the tuple as a list) as given, or the filter's taps as a new 1-D float64 array, which
+    both ``scipy.signal.resample_poly`` and :func:`fastecg.ops.resample` take as taps
+    (they read a tuple as a named window)."""
+    if isinstance(window, (list, tuple)) and window and isinstance(window[0], str):
+        window = tuple(window)
+    elif not isinstance(window, (str, numbers.Number)):  # (a number: a Kaiser beta)
+        return _resample_taps(window)
     from scipy.signal import get_window
 
     name, params = resample_window_key(window)
@@ -609,6 +620,30 @@ def _check_window(window: Any) -> None:
         get_window((name, *params) if params else name, 3)
     except ValueError as err:
         raise ValueError(f"Resample: window {window!r}: {err}") from None
+    return window
+
+
+def _resample_taps(window: Any) -> np.ndarray:
+    """Taps given as a list, tuple, array or tensor, as a new float64 array; ValueError
+    naming `window` unless non-empty, 1-D and finite."""
+    if not isinstance(window, (list, tuple, np.ndarray)) and not hasattr(window, "tolist"):
+        raise ValueError("Resample: window must be a name, a (name, *finite numbers) tuple, "
+                         "a finite Kaiser beta, or the filter's taps as a 1-D list, tuple, "
+                         f"array or tensor, got {window!r}")
+    # tolist(): a tensor on any device, requiring grad or not (the taps are constants).
+    values = window.tolist() if hasattr(window, "tolist") else window
+    try:
+        taps = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"Resample: window taps must be real numbers, got {window!r} "
+                         f"({err})") from None
+    if taps.ndim != 1 or taps.size == 0:
+        raise ValueError(f"Resample: window taps must be a non-empty 1-D array, got shape "
+                         f"{taps.shape}")
+    if not np.isfinite(taps).all():
+        raise ValueError("Resample: window taps must be finite (a config cannot save inf "
+                         "or NaN, and they would make every output NaN)")
+    return taps
 
 
 # ---- length and leads ------------------------------------------------------------------------

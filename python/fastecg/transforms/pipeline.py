@@ -13,7 +13,7 @@ import inspect
 import numbers
 from typing import Any, ClassVar, Iterable, Optional, Sequence, Union
 
-from .._spec import check_fs, check_lead_names
+from .._spec import check_bool, check_fs, check_lead_names
 from ..registry import Registry, did_you_mean
 from .config import (MissingInfo, SignalInfo, Step, build_step, check_json, check_prob,
                      json_value, parse_config)
@@ -45,8 +45,7 @@ class PipelineBase:
     def _setup(self, steps: Iterable, fs: Optional[float], lead_names: Optional[Sequence[str]],
                random: bool) -> None:
         name = type(self).__name__
-        if not isinstance(random, bool):
-            raise ValueError(f"{name}: random must be True or False, got {random!r}")
+        random = check_bool(random, f"{name}: random")
         self.fs = None if fs is None else check_fs(fs, name)
         self.lead_names = None if lead_names is None else \
             check_lead_names(lead_names, f"{name}: lead_names", distinct=False)
