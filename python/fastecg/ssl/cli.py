@@ -131,12 +131,12 @@ def _check_earlier_run(args: argparse.Namespace) -> None:
     run and neither ``--resume`` nor ``--overwrite`` says what to do with them: a fresh
     run would write its own beside them, and a later ``--resume`` or a look at the
     folder would meet checkpoints of two runs."""
-    from fastecg.train.trainer import CKPT_DIR, LATEST
+    from fastecg.train.trainer import CKPT_DIR, LATEST, saved_checkpoints
 
     if args.resume or args.overwrite:
         return
     folder = pathlib.Path(args.out) / "train" / CKPT_DIR
-    saved = sorted(folder.glob("step_*.pt")) if folder.is_dir() else []
+    saved = saved_checkpoints(folder)
     if saved or (folder / LATEST).is_file():
         newest = f", newest {saved[-1].name}" if saved else ""
         raise ValueError(f"--out {args.out}: holds the checkpoints of an earlier run "

@@ -49,6 +49,12 @@ LATEST = "latest"
 _UNRECORDED = object()  # a meta field that checkpoints of older versions lack
 
 
+def saved_checkpoints(folder: Union[str, os.PathLike]) -> list[pathlib.Path]:
+    """The checkpoint files (``step_<n>.pt``) in `folder` (a Trainer's
+    ``out_dir / "checkpoints"``), oldest first; none where the folder does not exist."""
+    return sorted(pathlib.Path(folder).glob("step_*.pt"))
+
+
 # ---- data order -----------------------------------------------------------------------------
 
 
@@ -476,7 +482,7 @@ class Trainer:
             # leaves an extra file, never a dangling pointer.
             # The one just written is never deleted, even when a former run in this
             # folder left checkpoints of higher step numbers.
-            olds = sorted(p for p in folder.glob("step_*.pt") if p.name != path.name)
+            olds = [p for p in saved_checkpoints(folder) if p.name != path.name]
             for old in olds[:max(len(olds) - (self.keep_last - 1), 0)]:
                 old.unlink()
         return path
@@ -513,7 +519,7 @@ class Trainer:
                                  "out_dir or the checkpoint's path")
             path = self.latest_checkpoint()
             folder = self.out_dir / CKPT_DIR
-            saved = sorted(folder.glob("step_*.pt"))
+            saved = saved_checkpoints(folder)
             if path is None or not path.is_file():
                 if not saved:
                     return False
@@ -655,7 +661,7 @@ class Trainer:
                 f"divides {len(sampler)} to train on them", stacklevel=2)
         total = self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
         if not resume and self.out_dir is not None and self.is_main:
-            earlier = sorted((self.out_dir / CKPT_DIR).glob("step_*.pt"))
+            earlier = saved_checkpoints(self.out_dir / CKPT_DIR)
             if earlier:
                 warnings.warn(
                     f"{self.out_dir / CKPT_DIR} holds an earlier run's checkpoints (newest "
